@@ -1,0 +1,159 @@
+"""The storage interface: what the core asks of a store, and the records it keeps.
+
+Two implementations pass one contract suite (``tests/test_store_contract.py``):
+``memory.MemoryStore`` (tests, ``--db :memory:``) and ``sqlite.SqliteStore`` (the default).
+Every method is a coroutine so that a store may do its I/O in worker threads; none of
+them may block the Trio loop.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, TypeAlias
+
+# A JSON value as orjson produces and accepts it.
+JSON: TypeAlias = "None | bool | int | float | str | list[JSON] | dict[str, JSON]"
+
+
+class ConvType(enum.IntEnum):
+    """``convType`` on the wire (protocol.md section 3.2, DirectCommand field 22)."""
+
+    NORMAL = 1
+    TRANSIENT = 2  # a chatroom ("tr")
+    SYSTEM = 3
+    TEMPORARY = 4
+
+
+@dataclass(slots=True)
+class Conversation:
+    """One conversation as stored.
+
+    ``attrs`` holds the name and every custom attribute at top level (``{"name": ..,
+    "color": ..}``), exactly the keys a client set. Times are epoch milliseconds.
+    """
+
+    cid: str
+    kind: ConvType
+    creator: str
+    members: list[str]
+    attrs: dict[str, JSON]
+    created_at: int
+    updated_at: int
+    unique: bool = False
+    unique_id: str | None = None
+    muted: list[str] = field(default_factory=list)
+    last_message_at: int | None = None
+    expire_at: int | None = None  # temporary conversations only
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One persisted message. Ordered within a conversation by ``(timestamp, mid)``.
+
+    Message ids are made by the server so that, within one millisecond, later messages
+    have greater ids: ``(timestamp, mid)`` order is the order the server accepted them.
+    Exactly one of ``data`` and ``binary`` is set.
+    """
+
+    cid: str
+    mid: str
+    from_peer: str
+    timestamp: int
+    data: str | None = None
+    binary: bytes | None = None
+    mention_all: bool = False
+    mention_pids: tuple[str, ...] = ()
+    dedupe_token: str | None = None  # the client's ``dt``
+    lctype: int | None = None  # ``_lctype`` of typed JSON content, for history filters
+    patch_timestamp: int | None = None
+
+
+class Direction(enum.IntEnum):
+    """History direction, values as on the wire (LogsCommand.QueryDirection)."""
+
+    OLD = 1  # newest first: from the start bound towards older messages
+    NEW = 2  # oldest first: from the start bound towards newer messages
+
+
+@dataclass(frozen=True, slots=True)
+class Bound:
+    """One end of a history interval: a message position ``(timestamp, mid)``.
+
+    Without ``mid`` the bound compares by timestamp alone. ``inclusive`` keeps messages
+    that sit exactly on the bound.
+    """
+
+    timestamp: int
+    mid: str | None = None
+    inclusive: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryQuery:
+    """A history page request, already validated (``1 <= limit <= 1000``).
+
+    ``start`` is where reading begins and ``end`` where it stops; with ``Direction.OLD``
+    reading goes from ``start`` (or the newest message) towards older ones, with
+    ``Direction.NEW`` from ``start`` (or the oldest message) towards newer ones. The
+    result is always the ``limit`` messages nearest to ``start``, in ascending order.
+    """
+
+    cid: str
+    limit: int = 20
+    start: Bound | None = None
+    end: Bound | None = None
+    direction: Direction = Direction.OLD
+    lctype: int | None = None
+
+
+class Store(Protocol):
+    """What the server needs from persistent storage."""
+
+    async def open(self) -> None:
+        """Create the schema if needed. Called once before any other method."""
+
+    async def aclose(self) -> None:
+        """Flush and release resources. No other call follows."""
+
+    # conversations
+
+    async def create_conversation(self, conv: Conversation) -> None:
+        """Insert a new conversation (its ``cid`` is new)."""
+
+    async def save_conversation(self, conv: Conversation) -> None:
+        """Replace the stored record of an existing conversation with ``conv``."""
+
+    async def get_conversation(self, cid: str) -> Conversation | None:
+        """The conversation with this id, or None."""
+
+    async def find_unique_conversation(self, members: Sequence[str]) -> Conversation | None:
+        """The normal conversation created with ``unique`` whose sorted member set is
+        exactly ``sorted(members)``, or None."""
+
+    async def conversations_of(self, member: str, limit: int, skip: int) -> list[Conversation]:
+        """Conversations that have ``member`` in ``members``, most recently active
+        first (``last_message_at`` or else ``created_at``, descending)."""
+
+    # messages
+
+    async def append_messages(self, batch: Sequence[Message]) -> None:
+        """Persist a batch in one transaction (group commit). Also sets each
+        conversation's ``last_message_at`` to its newest message's timestamp."""
+
+    async def find_by_dedupe_token(self, cid: str, from_peer: str, token: str) -> Message | None:
+        """The message that ``from_peer`` sent to ``cid`` with this ``dt``, or None."""
+
+    async def get_message(self, cid: str, mid: str) -> Message | None:
+        """One message by conversation and id."""
+
+    async def last_message(self, cid: str) -> Message | None:
+        """The newest message of a conversation."""
+
+    async def query_messages(self, query: HistoryQuery) -> list[Message]:
+        """A history page (see ``HistoryQuery``), ascending by ``(timestamp, mid)``."""
+
+    async def max_message_timestamp(self) -> int:
+        """The newest timestamp of any stored message (0 when empty), so that a
+        restarted server never issues ids that sort before stored ones."""
