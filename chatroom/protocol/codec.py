@@ -1,0 +1,374 @@
+"""Bytes <-> commands, for each subprotocol. Pure: no I/O, no Trio.
+
+The command model is the protobuf ``GenericCommand`` of ``messages.proto``. Three
+encodings carry it, chosen per connection by the WebSocket subprotocol:
+
+========================  ============  =============================================
+subprotocol               frames        payload
+========================  ============  =============================================
+``lc.protobuf2.{1,3}``    binary        the protobuf bytes
+``lc.proto2base64.{1,3}`` text          base64 of the protobuf bytes
+``lc.json.3`` or none     text          one flat JSON object (see ``to_json``)
+========================  ============  =============================================
+
+The flat JSON form puts the fields of the command's nested message (``sessionMessage``,
+``directMessage``...) at top level next to ``cmd``/``op``/``i``/``peerId``; op names are
+written with hyphens (``members-joined``; underscores are accepted too); the JSON
+payload fields ``attr``, ``where``, ``results`` and ``attrModified`` are real JSON values;
+``bytes`` fields (``binaryMsg``) are base64 strings.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import cast
+
+import orjson
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import DecodeError, EncodeError
+from google.protobuf.message import Message as PbMessage
+
+from chatroom.protocol import messages_pb2 as pb
+from chatroom.protocol.errors import CloseCode, ProtocolError
+
+GenericCommand = pb.GenericCommand
+
+
+class Codec(enum.Enum):
+    PROTOBUF = "protobuf"
+    BASE64 = "base64"
+    JSON = "json"
+
+    @property
+    def binary_frames(self) -> bool:
+        return self is Codec.PROTOBUF
+
+
+@dataclass(frozen=True, slots=True)
+class Subprotocol:
+    """The negotiated subprotocol: what to echo, how to encode, which protocol version
+    (1 pushes stored messages at login, 3 sends unread counts instead)."""
+
+    name: str | None
+    codec: Codec
+    version: int
+
+
+_BY_FORMAT = {"protobuf2": Codec.PROTOBUF, "proto2base64": Codec.BASE64, "json": Codec.JSON}
+
+
+def parse_subprotocol(name: str) -> Subprotocol | None:
+    """``lc.<format>.<version>`` -> Subprotocol, or None when we do not speak it."""
+    parts = name.strip().split(".")
+    if len(parts) != 3 or parts[0] != "lc" or parts[2] not in ("1", "3"):
+        return None
+    codec = _BY_FORMAT.get(parts[1])
+    if codec is None:
+        return None
+    return Subprotocol(name.strip(), codec, int(parts[2]))
+
+
+def negotiate(offered: list[str], query_value: str | None = None) -> Subprotocol | None:
+    """Pick the first ``lc.*`` subprotocol the client offered (the header, or the
+    ``?subprotocol=`` query parameter that WeChat mini-programs use). A client that
+    offers nothing gets flat JSON; one that offers only unknown names gets None."""
+    candidates = list(offered)
+    if query_value:
+        candidates.append(query_value)
+    for name in candidates:
+        chosen = parse_subprotocol(name)
+        if chosen is not None:
+            if chosen.name == query_value and query_value not in offered:
+                # Not offered in the header: echoing it would fail the handshake.
+                return Subprotocol(None, chosen.codec, chosen.version)
+            return chosen
+    if not candidates:
+        return Subprotocol(None, Codec.JSON, 3)
+    return None
+
+
+# ---------------------------------------------------------------------------
+# protobuf
+
+
+def decode(codec: Codec, frame: str | bytes) -> pb.GenericCommand:
+    """Decode one inbound WebSocket message. Raises ProtocolError, never anything else."""
+    if codec is Codec.JSON:
+        return from_json_bytes(frame.encode() if isinstance(frame, str) else frame)
+    if isinstance(frame, str):
+        # base64 codec; binary-codec clients sending text are treated the same way.
+        try:
+            raw = base64.b64decode(frame, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ProtocolError(f"not base64: {exc}", CloseCode.UNSUPPORTED_DATA) from exc
+    else:
+        raw = frame
+    cmd = pb.GenericCommand()
+    try:
+        cmd.ParseFromString(raw)
+    except (DecodeError, RuntimeWarning, ValueError) as exc:
+        raise ProtocolError(f"not a GenericCommand: {exc}") from exc
+    return cmd
+
+
+def encode(codec: Codec, cmd: pb.GenericCommand) -> bytes:
+    """Encode a command as the payload of one frame (UTF-8 for the text codecs)."""
+    if codec is Codec.JSON:
+        return orjson.dumps(to_json(cmd))
+    raw = serialize(cmd)
+    return base64.b64encode(raw) if codec is Codec.BASE64 else raw
+
+
+def serialize(cmd: pb.GenericCommand) -> bytes:
+    """Protobuf bytes. A missing required field is a server bug: it would make the SDK
+    drop the frame silently, so it raises here instead."""
+    try:
+        return cmd.SerializeToString()
+    except EncodeError as exc:  # pragma: no cover - a bug in a handler
+        raise AssertionError(f"server built an invalid command: {exc}") from exc
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+_PEER_ID_TAG = b"\x22"  # field 4 (peerId), wire type 2
+
+
+def peer_id_tail(peer_id: str) -> bytes:
+    """The protobuf bytes of ``peerId = peer_id``. Appending them to a serialized
+    command sets the field: protobuf parsers accept fields in any order."""
+    raw = peer_id.encode()
+    return _PEER_ID_TAG + _varint(len(raw)) + raw
+
+
+class Prepared:
+    """A push encoded once and addressed to many recipients.
+
+    The shared part (everything but ``peerId``) is serialized once per codec in use;
+    ``payload`` adds only the recipient's ``peerId``: a protobuf tail, or a JSON key.
+    """
+
+    __slots__ = ("_cmd", "_json", "_proto")
+
+    def __init__(self, cmd: pb.GenericCommand):
+        cmd.ClearField("peerId")
+        self._cmd = cmd
+        self._proto: bytes | None = None
+        self._json: bytes | None = None
+
+    @property
+    def command(self) -> pb.GenericCommand:
+        return self._cmd
+
+    def payload(self, codec: Codec, peer_id: str | None) -> bytes:
+        if codec is Codec.JSON:
+            if self._json is None:
+                self._json = orjson.dumps(to_json(self._cmd))
+            if peer_id is None:
+                return self._json
+            return b'{"peerId":' + orjson.dumps(peer_id) + b"," + self._json[1:]
+        if self._proto is None:
+            self._proto = serialize(self._cmd)
+        raw = self._proto if peer_id is None else self._proto + peer_id_tail(peer_id)
+        return base64.b64encode(raw) if codec is Codec.BASE64 else raw
+
+
+# ---------------------------------------------------------------------------
+# flat JSON
+
+_G = pb.GenericCommand.DESCRIPTOR
+# which nested message carries the body of each command
+_BODY_FIELD: dict[int, str] = {
+    pb.session: "sessionMessage",
+    pb.conv: "convMessage",
+    pb.direct: "directMessage",
+    pb.ack: "ackMessage",
+    pb.rcp: "rcpMessage",
+    pb.unread: "unreadMessage",
+    pb.logs: "logsMessage",
+    pb.error: "errorMessage",
+    pb.read: "readMessage",
+    pb.patch: "patchMessage",
+    pb.room: "roomMessage",
+    pb.presence: "presenceMessage",
+    pb.report: "reportMessage",
+    pb.pubsub: "pubsubMessage",
+    pb.blacklist: "blacklistMessage",
+    pb.data: "dataMessage",
+    pb.login: "loginMessage",
+    pb.loggedin: "loggedinMessage",
+}
+_TOP_SCALARS = {
+    f.name for f in _G.fields if f.type not in (FieldDescriptor.TYPE_MESSAGE,)
+}
+_JSON_PAYLOAD = pb.JsonObjectMessage.DESCRIPTOR
+
+JsonDict = dict[str, object]
+
+
+def _op_name(value: int) -> str:
+    return pb.OpType.Name(value).replace("_", "-")
+
+
+def to_json(cmd: pb.GenericCommand) -> JsonDict:
+    """The flat JSON object of a command (see the module docstring)."""
+    out: JsonDict = {}
+    for field, value in cmd.ListFields():
+        if field.name == "cmd":
+            out["cmd"] = pb.CommandType.Name(value)
+        elif field.name == "op":
+            out["op"] = _op_name(value)
+        elif field.type == FieldDescriptor.TYPE_MESSAGE:
+            out.update(_message_to_json(value))
+        else:
+            out[field.name] = _value_to_json(field, value)
+    return out
+
+
+def _message_to_json(msg: PbMessage) -> JsonDict:
+    if msg.DESCRIPTOR is _JSON_PAYLOAD:
+        raise AssertionError("JsonObjectMessage is converted by its parent")
+    out: JsonDict = {}
+    for field, value in msg.ListFields():
+        if field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type is _JSON_PAYLOAD:
+            out[field.name] = _json_payload_out(value.data)
+        elif _is_repeated(field):
+            out[field.name] = [_value_to_json(field, v) for v in value]
+        else:
+            out[field.name] = _value_to_json(field, value)
+    return out
+
+
+def _is_repeated(field: FieldDescriptor) -> bool:
+    return bool(field.is_repeated)
+
+
+def _json_payload_out(data: str) -> object:
+    try:
+        return cast(object, orjson.loads(data))
+    except orjson.JSONDecodeError:
+        return data
+
+
+def _value_to_json(field: FieldDescriptor, value: object) -> object:
+    if field.type == FieldDescriptor.TYPE_MESSAGE:
+        return _message_to_json(cast(PbMessage, value))
+    if field.type == FieldDescriptor.TYPE_BYTES:
+        return base64.b64encode(cast(bytes, value)).decode()
+    if field.type == FieldDescriptor.TYPE_ENUM:
+        return field.enum_type.values_by_number[cast(int, value)].name
+    return value
+
+
+def from_json_bytes(raw: bytes) -> pb.GenericCommand:
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError(f"invalid JSON: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise ProtocolError("a command is a JSON object")
+    return from_json(obj)
+
+
+def from_json(obj: JsonDict) -> pb.GenericCommand:
+    """Parse a flat JSON command. Unknown keys and wrong types raise ProtocolError."""
+    cmd = pb.GenericCommand()
+    name = obj.get("cmd")
+    cmd.cmd = _enum_in(pb.CommandType.DESCRIPTOR.values_by_name, name, "cmd")
+    if "op" in obj:
+        op = obj["op"]
+        op = op.replace("-", "_") if isinstance(op, str) else op
+        cmd.op = _enum_in(pb.OpType.DESCRIPTOR.values_by_name, op, "op")
+    body_name = _BODY_FIELD.get(cmd.cmd)
+    body = getattr(cmd, body_name) if body_name else None
+    touched = False
+    for key, value in obj.items():
+        if key in ("cmd", "op"):
+            continue
+        if key in _TOP_SCALARS:
+            _set_field(cmd, _G.fields_by_name[key], value)
+        elif body is not None and key in body.DESCRIPTOR.fields_by_name:
+            _set_field(body, body.DESCRIPTOR.fields_by_name[key], value)
+            touched = True
+        else:
+            raise ProtocolError(f"unknown field {key!r} for cmd {name!r}")
+    if body is not None and not touched:
+        body.SetInParent()
+    return cmd
+
+
+def _enum_in(values: object, value: object, what: str) -> int:
+    by_name = cast(dict[str, object], values)
+    if isinstance(value, str) and value in by_name:
+        return cast(int, getattr(by_name[value], "number"))
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise ProtocolError(f"{what}: unknown value {value!r}")
+
+
+_SCALAR_CHECKS: dict[int, Callable[[object], bool]] = {
+    FieldDescriptor.TYPE_STRING: lambda v: isinstance(v, str),
+    FieldDescriptor.TYPE_BOOL: lambda v: isinstance(v, bool),
+    FieldDescriptor.TYPE_INT32: lambda v: isinstance(v, int) and not isinstance(v, bool)
+    and -(2**31) <= v < 2**31,
+    FieldDescriptor.TYPE_INT64: lambda v: isinstance(v, int) and not isinstance(v, bool)
+    and -(2**63) <= v < 2**63,
+}
+
+
+def _set_field(msg: PbMessage, field: FieldDescriptor, value: object) -> None:
+    if _is_repeated(field):
+        if not isinstance(value, list):
+            raise ProtocolError(f"{field.name}: expected a list")
+        target = getattr(msg, field.name)
+        for item in value:
+            if field.type == FieldDescriptor.TYPE_MESSAGE:
+                _fill_message(target.add(), item, field.name)
+            else:
+                target.append(_scalar(field, item))
+        return
+    if field.type == FieldDescriptor.TYPE_MESSAGE:
+        sub = getattr(msg, field.name)
+        if field.message_type is _JSON_PAYLOAD:
+            sub.data = value if isinstance(value, str) else orjson.dumps(value).decode()
+        else:
+            _fill_message(sub, value, field.name)
+        return
+    setattr(msg, field.name, _scalar(field, value))
+
+
+def _fill_message(msg: PbMessage, value: object, name: str) -> None:
+    if not isinstance(value, dict):
+        raise ProtocolError(f"{name}: expected an object")
+    msg.SetInParent()
+    for key, item in value.items():
+        field = msg.DESCRIPTOR.fields_by_name.get(key)
+        if field is None:
+            raise ProtocolError(f"{name}: unknown field {key!r}")
+        _set_field(msg, field, item)
+
+
+def _scalar(field: FieldDescriptor, value: object) -> object:
+    if field.type == FieldDescriptor.TYPE_BYTES:
+        if not isinstance(value, str):
+            raise ProtocolError(f"{field.name}: expected base64 text")
+        try:
+            return base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ProtocolError(f"{field.name}: not base64") from exc
+    if field.type == FieldDescriptor.TYPE_ENUM:
+        return _enum_in(field.enum_type.values_by_name, value, field.name)
+    check = _SCALAR_CHECKS.get(field.type)
+    if check is None or not check(value):
+        raise ProtocolError(f"{field.name}: wrong type {type(value).__name__}")
+    return value
