@@ -1,0 +1,100 @@
+"""Group commit: persist messages in batches, then run their callbacks in order.
+
+Senders do not wait for their own transaction. A message goes into a bounded queue with
+a callback; one task takes whatever has queued up (at most ``commit_batch``), writes it
+in one transaction, then calls the callbacks in acceptance order. The callbacks send
+the sender's ack and fan the message out, so nobody sees a message that could still
+be lost, and delivery order is acceptance order.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import trio
+
+from chatroom.store.base import Message, Store
+
+log = logging.getLogger(__name__)
+
+# Called with None once the message is durable, or with the error that lost it.
+Callback = Callable[[BaseException | None], None]
+
+
+@dataclass(frozen=True, slots=True)
+class CommitterStatistics:
+    committed: int
+    batches: int
+    failed: int
+    queued: int
+
+
+class Committer:
+    def __init__(self, store: Store, max_batch: int, queue_size: int):
+        self._store = store
+        self._max_batch = max_batch
+        self._send, self._receive = trio.open_memory_channel[tuple[Message, Callback]](
+            queue_size
+        )
+        self._committed = 0
+        self._batches = 0
+        self._failed = 0
+
+    async def submit(self, message: Message, callback: Callback) -> None:
+        """Queue a message; waits only while the queue is full."""
+        await self._send.send((message, callback))
+
+    def submit_nowait(self, message: Message, callback: Callback) -> bool:
+        """Queue a message unless the queue is full."""
+        try:
+            self._send.send_nowait((message, callback))
+        except trio.WouldBlock:
+            return False
+        return True
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Commit until ``close`` has been called and the queue is empty."""
+        task_status.started()
+        async with self._receive:
+            async for first in self._receive:
+                batch = [first]
+                while len(batch) < self._max_batch:
+                    try:
+                        batch.append(self._receive.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                await self._commit(batch)
+
+    async def _commit(self, batch: list[tuple[Message, Callback]]) -> None:
+        error: BaseException | None = None
+        try:
+            # Shielded: a message that reached the store is acknowledged, even when
+            # shutdown cancels everything around it.
+            with trio.CancelScope(shield=True):
+                await self._store.append_messages([message for message, _ in batch])
+        except Exception as exc:
+            log.exception("commit of %d messages failed", len(batch))
+            self._failed += len(batch)
+            error = exc
+        else:
+            self._committed += len(batch)
+            self._batches += 1
+        for _, callback in batch:
+            try:
+                callback(error)
+            except Exception:
+                log.exception("commit callback failed")
+
+    def close(self) -> None:
+        """No more messages: ``run`` returns once the queue is drained."""
+        self._send.close()
+
+    def statistics(self) -> CommitterStatistics:
+        return CommitterStatistics(
+            committed=self._committed,
+            batches=self._batches,
+            failed=self._failed,
+            queued=self._receive.statistics().current_buffer_used,
+        )

@@ -1,0 +1,145 @@
+"""Every setting of the server, its default, and what happens at the limit.
+
+Values come, lowest precedence first, from the defaults below, a TOML file
+(``--config FILE``: top-level keys or a ``[chatroom]`` table, named as the fields), the
+environment (``CHATROOM_<FIELD>`` in upper case, e.g. ``CHATROOM_MAX_MEMBERS=1000``) and
+the command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import cast
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    host: str = "127.0.0.1"
+    """Address of both listeners."""
+    port: int = 8080
+    """WebSocket port for clients; 0 picks a free port (printed at start)."""
+    http_port: int = 8081
+    """HTTP port for /healthz (later /metrics, the REST API and the demo page)."""
+    db: str = "./chatroom.db"
+    """SQLite file, created if missing; ``:memory:`` keeps everything in memory."""
+    app_id: str = ""
+    """When set, a login with another appId fails with 4100. Empty accepts any."""
+    log_level: str = "info"
+
+    max_client_id_length: int = 64
+    """Longer client ids are refused at login with 4103 INVALID_LOGIN."""
+    max_members: int = 500
+    """Members of a normal conversation; beyond it create/add fail with 4304."""
+    max_message_bytes: int = 64 * 1024
+    """Content of one message (text or binary); larger ones are refused with 4109."""
+    max_frame_bytes: int = 1024 * 1024
+    """One inbound WebSocket message; larger ones close the connection with 1009."""
+    history_default_limit: int = 20
+    history_max_limit: int = 1000
+    """``logs`` limits above this are clamped to it."""
+
+    session_token_ttl: int = 172_800
+    """Seconds a session token (``st``) resumes a session; after it, 4112."""
+    login_timeout: float = 60.0
+    """Seconds a connection may stay without a logged-in session; then closed 4108."""
+    idle_timeout: float = 400.0
+    """Seconds without any inbound frame before a connection is closed with 4107. The
+    official SDK sends ``echo`` every 180 s and gives up itself after 380 s."""
+    handshake_timeout: float = 10.0
+    """Seconds for the WebSocket opening handshake and for the closing one."""
+    write_timeout: float = 10.0
+    """Seconds a socket may refuse data before its client counts as a slow consumer
+    (closed with 4120, reconnectable)."""
+    write_delay: float = 0.0
+    """Seconds to wait before flushing outbound frames, so that more of them share one
+    system call in busy rooms. 0 flushes at the next scheduler tick."""
+    outbox_max_bytes: int = 1024 * 1024
+    """Bytes queued for one connection. Beyond it chatroom LOW, then NORMAL frames are
+    shed; if reliable frames (replies, normal conversations, HIGH) still do not fit the
+    connection is closed with 4120."""
+    outbox_max_frames: int = 8192
+    """Frames queued for one connection; the same policy as ``outbox_max_bytes``."""
+    inbound_queue: int = 16
+    """Inbound messages buffered per connection before its reader stops reading."""
+    requests_per_second: float = 5000.0
+    """Request budget of one connection (token bucket); requests beyond it are answered
+    with 4113 and not executed."""
+    request_burst: int = 10_000
+
+    commit_queue: int = 10_000
+    """Messages waiting for their group commit; a sender beyond it waits."""
+    commit_batch: int = 1000
+    """Most messages written in one transaction."""
+    dedupe_cache: int = 100_000
+    """Recent ``(sender, conversation, dt)`` keys remembered so that a resend is acked
+    with the first id and stored once. Older keys are forgotten."""
+    chatroom_buffer: int = 1000
+    """Recent messages each chatroom keeps in memory to answer history queries."""
+
+    def with_overrides(self, values: Mapping[str, object]) -> Config:
+        """A copy with the given fields replaced, converted to their declared types."""
+        kinds = {f.name: f.type for f in fields(self)}
+        changes: dict[str, object] = {}
+        for name, raw in values.items():
+            if name not in kinds:
+                raise ValueError(f"unknown setting {name!r}")
+            changes[name] = _convert(name, str(kinds[name]), raw)
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+def _convert(name: str, kind: str, raw: object) -> object:
+    try:
+        if kind == "int":
+            if isinstance(raw, bool):
+                raise ValueError
+            return int(cast(str, raw))
+        if kind == "float":
+            if isinstance(raw, bool):
+                raise ValueError
+            return float(cast(str, raw))
+        if kind == "str":
+            if not isinstance(raw, str):
+                raise ValueError
+            return raw
+    except ValueError:
+        raise ValueError(f"setting {name!r}: expected {kind}, got {raw!r}") from None
+    raise ValueError(f"setting {name!r}: unsupported type {kind}")  # pragma: no cover
+
+
+def from_environment(env: Mapping[str, str]) -> dict[str, object]:
+    """The ``CHATROOM_*`` variables that name a setting."""
+    out: dict[str, object] = {}
+    for f in fields(Config):
+        key = "CHATROOM_" + f.name.upper()
+        if key in env:
+            out[f.name] = env[key]
+    return out
+
+
+def from_file(path: Path) -> dict[str, object]:
+    with path.open("rb") as fh:
+        data = tomllib.load(fh)
+    table = data.get("chatroom", data)
+    if not isinstance(table, dict):
+        raise ValueError(f"{path}: [chatroom] must be a table")
+    return dict(table)
+
+
+def load(
+    config_file: Path | None = None,
+    cli: Mapping[str, object] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Config:
+    """Defaults < file < environment < command line."""
+    config = Config()
+    if config_file is not None:
+        config = config.with_overrides(from_file(config_file))
+    config = config.with_overrides(from_environment(os.environ if env is None else env))
+    if cli:
+        config = config.with_overrides({k: v for k, v in cli.items() if v is not None})
+    return config

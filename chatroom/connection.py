@@ -1,0 +1,271 @@
+"""One client WebSocket: its reader, its writer, its sessions and its deadlines.
+
+The reader decodes commands and runs their handlers in arrival order; replies and pushes
+go into the bounded ``Outbox``. The ``Flusher`` writes queued frames with a
+non-blocking send; only when the kernel refuses bytes does this connection's writer
+task take over and wait, under ``write_timeout``. Anything unexpected closes this
+connection only (1011), never the server.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+
+from chatroom.config import Config
+from chatroom.flusher import Flusher
+from chatroom.outbox import Outbox, Priority, Verdict
+from chatroom.protocol import messages_pb2 as pb
+from chatroom.protocol.codec import Prepared, Subprotocol, decode, encode
+from chatroom.protocol.errors import ChatError, CloseCode, ErrorCode, ProtocolError
+from chatroom.ratelimit import TokenBucket
+from chatroom.service import dispatch
+from chatroom.service import messages as message_service
+from chatroom.service import session as session_service
+from chatroom.service.context import SENT, Context
+from chatroom.session import Session
+from chatroom.transport import ConnectionClosed, Transport, TransportBroken, ws_frame
+
+log = logging.getLogger(__name__)
+
+_FLUSH_BYTES = 256 * 1024  # most bytes handed to one system call
+_OMIT_PEER_ID = 128  # configBitmap bit 7: the client does not need peerId on pushes
+
+
+class Connection:
+    def __init__(
+        self,
+        transport: Transport,
+        subprotocol: Subprotocol,
+        ctx: Context,
+        flusher: Flusher,
+        remote: str = "",
+    ):
+        config: Config = ctx.config
+        self._transport = transport
+        self._subprotocol = subprotocol
+        self._binary = subprotocol.codec.binary_frames
+        self._ctx = ctx
+        self._config = config
+        self._flusher = flusher
+        self.remote = remote
+        self.outbox = Outbox(config.outbox_max_bytes, config.outbox_max_frames)
+        self._sessions: dict[str, Session] = {}
+        self._omit_peer_id = False
+        self._pending = b""  # the unwritten tail of a partial write
+        self._writer_busy = False
+        self._writing = False  # inside a waiting write: a cancel may cut a frame
+        self._shutting_down = False
+        self._dirty = False
+        self._writer_wake = trio.Event()
+        self._close: tuple[int, str] | None = None
+        self._scope: trio.CancelScope | None = None
+        self._budget = TokenBucket(config.requests_per_second, config.request_burst, 0.0)
+
+    # -- Link / Outlet (used by handlers; never await) --------------------------------
+
+    @property
+    def subprotocol(self) -> Subprotocol:
+        return self._subprotocol
+
+    def session_for(self, peer_id: str | None) -> Session | None:
+        if peer_id:
+            return self._sessions.get(peer_id)
+        return next(iter(self._sessions.values()), None)
+
+    def sessions(self) -> list[Session]:
+        return list(self._sessions.values())
+
+    def attach(self, session: Session) -> None:
+        self._sessions[session.peer_id] = session
+
+    def detach(self, session: Session) -> None:
+        if self._sessions.get(session.peer_id) is session:
+            del self._sessions[session.peer_id]
+
+    def push(self, prepared: Prepared, peer_id: str, priority: Priority) -> None:
+        payload = prepared.payload(
+            self._subprotocol.codec, None if self._omit_peer_id else peer_id
+        )
+        self._enqueue(ws_frame(payload, self._binary), priority)
+
+    def send(self, cmd: pb.GenericCommand, priority: Priority = Priority.RELIABLE) -> None:
+        self._enqueue(ws_frame(encode(self._subprotocol.codec, cmd), self._binary), priority)
+
+    def kick(self, code: int, reason: str) -> None:
+        self.close_soon(code, reason)
+
+    # -- outbound ---------------------------------------------------------------------
+
+    def _enqueue(self, frame: bytes, priority: Priority) -> None:
+        if self._close is not None:
+            return
+        verdict = self.outbox.offer(frame, priority)
+        if verdict is Verdict.OVERFLOW:
+            self.close_soon(CloseCode.SLOW_CONSUMER, "slow consumer: outbox full")
+        elif verdict is Verdict.ACCEPTED and not self._dirty and not self._writer_busy:
+            self._dirty = True
+            self._flusher.mark(self)
+
+    def flush_nowait(self) -> None:
+        """Write queued frames now, as far as the kernel takes them (Flusher)."""
+        self._dirty = False
+        if self._writer_busy or not self.outbox:
+            return
+        data = b"".join(self.outbox.take(_FLUSH_BYTES))
+        try:
+            written = self._transport.write_nowait(data)
+        except TransportBroken:
+            self.close_soon(CloseCode.NORMAL, "connection lost")
+            return
+        if written < len(data):
+            self._pending = data[written:]
+            self._writer_busy = True
+            self._writer_wake.set()
+        elif self.outbox:
+            self._dirty = True
+            self._flusher.mark(self)
+
+    async def _writer(self) -> None:
+        while True:
+            await self._writer_wake.wait()
+            self._writer_wake = trio.Event()
+            while self._pending or self.outbox:
+                data = self._pending + b"".join(self.outbox.take(_FLUSH_BYTES))
+                self._pending = b""
+                self._writing = True
+                with trio.move_on_after(self._config.write_timeout) as scope:
+                    await self._transport.write(data)
+                self._writing = False
+                if scope.cancelled_caught:
+                    self.close_soon(CloseCode.SLOW_CONSUMER, "slow consumer: write timeout")
+                    return
+            self._writer_busy = False
+
+    # -- inbound ----------------------------------------------------------------------
+
+    async def _reader(self) -> None:
+        config = self._config
+        login_deadline = trio.current_time() + config.login_timeout
+        while True:
+            timeout = config.idle_timeout
+            if not self._sessions:
+                timeout = min(timeout, login_deadline - trio.current_time())
+            with trio.move_on_after(max(timeout, 0)) as scope:
+                message = await self._transport.receive()
+            if scope.cancelled_caught:
+                if self._sessions:
+                    self.close_soon(CloseCode.READ_TIMEOUT, "idle timeout")
+                else:
+                    self.close_soon(CloseCode.LOGIN_TIMEOUT, "no login")
+                return
+            if self._sessions:
+                login_deadline = trio.current_time() + config.login_timeout
+            if not self._budget.take(trio.current_time()):
+                self._error(None, ChatError(ErrorCode.APP_QUOTA_EXCEEDED, "too many requests"))
+                continue
+            try:
+                cmd = decode(self._subprotocol.codec, message)
+            except ProtocolError as exc:
+                self._error(None, ChatError(ErrorCode.INVALID_COMMAND, str(exc)[:200]))
+                continue
+            await self._dispatch(cmd)
+
+    async def _dispatch(self, cmd: pb.GenericCommand) -> None:
+        i = cmd.i if cmd.HasField("i") else None
+        try:
+            reply = await dispatch.handle(self._ctx, self, cmd)
+        except ChatError as err:
+            self._error(cmd, err)
+            return
+        except Exception:
+            log.exception("handler failed for %s", pb.CommandType.Name(cmd.cmd))
+            self._error(cmd, ChatError(ErrorCode.INTERNAL_ERROR, "internal error"))
+            return
+        if cmd.cmd == pb.session and cmd.op == pb.open and reply is not None:
+            bitmap = cmd.sessionMessage.configBitmap
+            self._omit_peer_id = bool(bitmap & _OMIT_PEER_ID) and len(self._sessions) <= 1
+        if reply is None or reply is SENT:
+            return
+        if i is not None:
+            reply.i = i
+        self.send(reply)
+
+    def _error(self, cmd: pb.GenericCommand | None, err: ChatError) -> None:
+        """Reply with the error. Requests without ``i`` get an error push only on the
+        JSON codec: the SDK treats an ``i``-less error as a connection error."""
+        self._ctx.counters.errors += 1
+        has_i = cmd is not None and cmd.HasField("i")
+        if cmd is not None and cmd.cmd == pb.direct:
+            reply = pb.GenericCommand(cmd=pb.ack)
+            reply.ackMessage.code = int(err.code)
+            reply.ackMessage.reason = err.reason
+        else:
+            reply = pb.GenericCommand(cmd=pb.error)
+            reply.errorMessage.code = int(err.code)
+            reply.errorMessage.reason = err.reason
+            if err.detail:
+                reply.errorMessage.detail = err.detail
+        if cmd is not None and has_i:
+            reply.i = cmd.i
+        elif self._subprotocol.codec.value != "json":
+            return
+        if cmd is not None and cmd.HasField("peerId"):
+            reply.peerId = cmd.peerId
+        self.send(reply)
+
+    # -- lifetime ---------------------------------------------------------------------
+
+    def close_soon(self, code: int, reason: str) -> None:
+        """End this connection with a close code (idempotent, never awaits)."""
+        if self._close is None:
+            self._close = (int(code), reason)
+            if self._scope is not None:
+                self._scope.cancel()
+
+    def goaway(self) -> None:
+        """Graceful shutdown: ask the client to reconnect elsewhere, then close. Will
+        messages are not sent: the server leaving is not the user leaving."""
+        self.send(pb.GenericCommand(cmd=pb.goaway))
+        self._shutting_down = True
+        self.close_soon(CloseCode.GOING_AWAY, "server shutting down")
+
+    async def serve(self) -> None:
+        """Run until the client leaves or the connection is closed; then clean up."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._scope = nursery.cancel_scope
+                if self._close is not None:
+                    nursery.cancel_scope.cancel()
+                nursery.start_soon(self._writer)
+                await self._reader()
+                nursery.cancel_scope.cancel()
+        except ConnectionClosed:
+            pass
+        except TransportBroken:
+            pass
+        except Exception:
+            log.exception("connection %s failed", self.remote)
+            self.close_soon(CloseCode.INTERNAL_ERROR, "internal error")
+        finally:
+            await self._finish()
+
+    async def _finish(self) -> None:
+        """Sessions still open here ended without a logout: their wills are sent."""
+        live = session_service.disconnected(self._ctx, list(self._sessions.values()))
+        self._sessions.clear()
+        if not self._shutting_down:
+            message_service.send_wills(self._ctx, live)
+        code, reason = self._close or (CloseCode.NORMAL, "bye")
+        with trio.move_on_after(self._config.handshake_timeout) as scope:
+            scope.shield = True
+            if not self._transport.closed and not self._writing:
+                data = self._pending + b"".join(self.outbox.take(self._config.outbox_max_bytes))
+                if data:
+                    try:
+                        await self._transport.write(data)
+                    except TransportBroken:
+                        pass
+            await self._transport.aclose(code, reason)
+        self.outbox.clear()

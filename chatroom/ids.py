@@ -1,0 +1,81 @@
+"""Identifiers and server time. Pure.
+
+Message ids and timestamps come from one ``MessageClock`` so that the order the server
+accepts messages in is also ``(timestamp, id)`` order: timestamps never go backwards
+(a wall clock that does is held at its last value) and, within one millisecond, later
+ids sort after earlier ones.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+# Digits in ascending ASCII order, so that fixed-width ids sort like the numbers.
+_DIGITS = "0123456789abcdefghijklmnopqrstuv"
+_COUNTER_BITS = 16
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def iso(ms: int) -> str:
+    """ISO 8601 with milliseconds and ``Z``, as LeanCloud's ``cdate``/``udate``."""
+    stamp = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def _base32(value: int, width: int) -> str:
+    out = []
+    for _ in range(width):
+        out.append(_DIGITS[value & 31])
+        value >>= 5
+    return "".join(reversed(out))
+
+
+class MessageClock:
+    """Issues ``(timestamp_ms, message_id)`` pairs in strictly increasing order."""
+
+    __slots__ = ("_counter", "_last", "_now")
+
+    def __init__(self, now: Callable[[], int] = wall_ms, not_before: int = 0):
+        self._now = now
+        self._last = not_before
+        self._counter = 0
+
+    def next(self) -> tuple[int, str]:
+        now = self._now()
+        if now > self._last:
+            self._last = now
+            self._counter = 0
+        else:
+            self._counter += 1
+            if self._counter >> _COUNTER_BITS:
+                # 65536 ids in one millisecond: borrow the next millisecond.
+                self._last += 1
+                self._counter = 0
+        ts = self._last
+        return ts, _base32((ts << _COUNTER_BITS) | self._counter, 13)
+
+
+class ObjectIds:
+    """Conversation ids in MongoDB ObjectId form (24 hex digits), as LeanCloud's:
+    seconds, a per-process random part and a counter."""
+
+    def __init__(self) -> None:
+        self._process = os.urandom(5)
+        self._counter = int.from_bytes(os.urandom(3), "big")
+
+    def next(self) -> str:
+        self._counter = (self._counter + 1) & 0xFFFFFF
+        seconds = int(time.time()) & 0xFFFFFFFF
+        raw = seconds.to_bytes(4, "big") + self._process + self._counter.to_bytes(3, "big")
+        return raw.hex()
+
+
+def session_token() -> str:
+    return secrets.token_urlsafe(24)

@@ -1,0 +1,158 @@
+"""The per-connection outbound queue, bounded in bytes and frames, with priorities. Pure.
+
+Every frame is queued with a ``Priority``. ``offer`` answers at once:
+
+- ``ACCEPTED``: queued;
+- ``SHED``: dropped on purpose (the frame itself, or older sheddable frames made room);
+- ``OVERFLOW``: a frame that must not be dropped does not fit: the caller closes the
+  connection as a slow consumer, and the client catches up after reconnecting.
+
+When a frame does not fit, queued LOW frames go first (oldest first), then queued
+NORMAL chatroom frames. A LOW frame never evicts NORMAL ones. HIGH chatroom frames and
+RELIABLE frames (replies, messages of normal conversations) are never shed.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from dataclasses import dataclass
+
+
+class Priority(enum.IntEnum):
+    """Shedding class of a frame; lower values are kept longer."""
+
+    RELIABLE = 0  # replies and persisted messages: overflow closes the connection
+    HIGH = 1  # chatroom HIGH: never shed either
+    NORMAL = 2  # chatroom NORMAL: shed after LOW
+    LOW = 3  # chatroom LOW, transient messages: shed first
+
+    @classmethod
+    def from_wire(cls, value: int) -> Priority:
+        """``GenericCommand.priority`` (1 HIGH, 2 NORMAL, 3 LOW; else NORMAL)."""
+        return {1: cls.HIGH, 3: cls.LOW}.get(value, cls.NORMAL)
+
+
+class Verdict(enum.Enum):
+    ACCEPTED = "accepted"
+    SHED = "shed"
+    OVERFLOW = "overflow"
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxStatistics:
+    queued_frames: int
+    queued_bytes: int
+    accepted: int
+    shed_low: int
+    shed_normal: int
+    overflows: int
+
+
+class Outbox:
+    """FIFO of frames with byte and frame bounds and priority shedding."""
+
+    __slots__ = (
+        "_accepted",
+        "_bytes",
+        "_frames",
+        "_max_bytes",
+        "_max_frames",
+        "_overflows",
+        "_shed",
+        "_sheddable",
+    )
+
+    def __init__(self, max_bytes: int, max_frames: int):
+        self._max_bytes = max_bytes
+        self._max_frames = max_frames
+        self._frames: deque[tuple[bytes, Priority]] = deque()
+        self._bytes = 0
+        self._sheddable = 0  # queued NORMAL + LOW frames, to skip scans when there are none
+        self._accepted = 0
+        self._shed = {Priority.NORMAL: 0, Priority.LOW: 0}
+        self._overflows = 0
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._bytes
+
+    def offer(self, frame: bytes, priority: Priority) -> Verdict:
+        """Queue ``frame`` or say why not. Never blocks."""
+        size = len(frame)
+        if not self._fits(size):
+            verdict = self._make_room(size, priority)
+            if verdict is not None:
+                return verdict
+        self._frames.append((frame, priority))
+        self._bytes += size
+        if priority >= Priority.NORMAL:
+            self._sheddable += 1
+        self._accepted += 1
+        return Verdict.ACCEPTED
+
+    def take(self, max_bytes: int) -> list[bytes]:
+        """Remove and return frames from the head, at least one if any, up to about
+        ``max_bytes`` in total."""
+        out: list[bytes] = []
+        total = 0
+        frames = self._frames
+        while frames and (not out or total + len(frames[0][0]) <= max_bytes):
+            frame, priority = frames.popleft()
+            total += len(frame)
+            if priority >= Priority.NORMAL:
+                self._sheddable -= 1
+            out.append(frame)
+        self._bytes -= total
+        return out
+
+    def clear(self) -> None:
+        self._frames.clear()
+        self._bytes = 0
+        self._sheddable = 0
+
+    def statistics(self) -> OutboxStatistics:
+        return OutboxStatistics(
+            queued_frames=len(self._frames),
+            queued_bytes=self._bytes,
+            accepted=self._accepted,
+            shed_low=self._shed[Priority.LOW],
+            shed_normal=self._shed[Priority.NORMAL],
+            overflows=self._overflows,
+        )
+
+    def _fits(self, size: int) -> bool:
+        return self._bytes + size <= self._max_bytes and len(self._frames) < self._max_frames
+
+    def _make_room(self, size: int, priority: Priority) -> Verdict | None:
+        """Shed what policy allows; None when ``size`` now fits."""
+        for victim in (Priority.LOW, Priority.NORMAL):
+            if priority == victim:
+                # A sheddable frame never evicts its own class or more important ones.
+                self._shed[victim] += 1
+                return Verdict.SHED
+            self._evict(victim, size)
+            if self._fits(size):
+                return None
+        self._overflows += 1
+        return Verdict.OVERFLOW
+
+    def _evict(self, victim: Priority, size: int) -> None:
+        """Drop the oldest ``victim`` frames until ``size`` more bytes fit."""
+        if not self._sheddable:
+            return
+        count = len(self._frames)
+        kept: deque[tuple[bytes, Priority]] = deque()
+        for frame, priority in self._frames:
+            full = self._bytes + size > self._max_bytes or count >= self._max_frames
+            if priority == victim and full:
+                self._bytes -= len(frame)
+                self._sheddable -= 1
+                self._shed[victim] += 1
+                count -= 1
+            else:
+                kept.append((frame, priority))
+        self._frames = kept

@@ -1,0 +1,160 @@
+"""Listeners, nurseries and graceful shutdown: the Trio shell around the core.
+
+Nesting, outermost first: the store; the committer (it outlives every connection so
+that messages in flight at shutdown are still committed and acked); the flusher, the
+WebSocket listener with one task per connection, and the HTTP listener.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from dataclasses import asdict, dataclass
+from functools import partial
+from urllib.parse import parse_qs, urlsplit
+
+import trio
+from trio_websocket import WebSocketRequest, serve_websocket
+
+from chatroom.committer import Committer
+from chatroom.config import Config
+from chatroom.connection import Connection
+from chatroom.flusher import Flusher
+from chatroom.http import serve_http
+from chatroom.ids import MessageClock
+from chatroom.protocol.codec import negotiate
+from chatroom.service.context import Context
+from chatroom.store.base import Store
+from chatroom.store.memory import MemoryStore
+from chatroom.store.sqlite import SqliteStore
+from chatroom.transport import Transport
+
+log = logging.getLogger(__name__)
+
+_SHUTDOWN_GRACE = 5.0  # seconds connections get to receive goaway and close
+
+
+@dataclass(frozen=True, slots=True)
+class Listening:
+    """What ``Server.run`` reports once both ports accept connections."""
+
+    ws_port: int
+    http_port: int
+
+
+def open_store(db: str) -> Store:
+    return MemoryStore() if db == ":memory:" else SqliteStore(db)
+
+
+class Server:
+    def __init__(self, config: Config, store: Store | None = None):
+        self.config = config
+        self.store = store if store is not None else open_store(config.db)
+        self.shutdown = trio.Event()
+        self.connections: set[Connection] = set()
+        self._ctx: Context | None = None
+        self._flusher = Flusher(config.write_delay)
+
+    @property
+    def context(self) -> Context:
+        assert self._ctx is not None, "the server is not running"
+        return self._ctx
+
+    def statistics(self) -> dict[str, object]:
+        ctx = self.context
+        return {
+            "connections": len(self.connections),
+            **asdict(ctx.presence.statistics()),
+            **asdict(ctx.counters),
+            "commit": asdict(ctx.committer.statistics()),
+        }
+
+    async def run(self, *, task_status: trio.TaskStatus[Listening] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until ``shutdown`` is set, then drain and return."""
+        config = self.config
+        await self.store.open()
+        try:
+            committer = Committer(self.store, config.commit_batch, config.commit_queue)
+            clock = MessageClock(not_before=await self.store.max_message_timestamp())
+            self._ctx = Context(config, self.store, committer, clock=clock)
+            async with trio.open_nursery() as outer:
+                await outer.start(committer.run)
+                try:
+                    await self._serve(task_status)
+                finally:
+                    committer.close()
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.store.aclose()
+
+    async def _serve(self, task_status: trio.TaskStatus[Listening]) -> None:
+        config = self.config
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._flusher.run)
+            ws = await nursery.start(
+                partial(
+                    serve_websocket,
+                    self._handle,
+                    config.host,
+                    config.port,
+                    None,
+                    message_queue_size=config.inbound_queue,
+                    max_message_size=config.max_frame_bytes,
+                    receive_buffer_size=64 * 1024,
+                    connect_timeout=config.handshake_timeout,
+                    disconnect_timeout=config.handshake_timeout,
+                )
+            )
+            http_shutdown = trio.Event()
+            http_port = await nursery.start(
+                serve_http, config.host, config.http_port, self.statistics, http_shutdown
+            )
+            task_status.started(Listening(ws.port, http_port))
+            await self.shutdown.wait()
+            log.info("shutting down: %d connections", len(self.connections))
+            for conn in list(self.connections):
+                conn.goaway()
+            with trio.move_on_after(_SHUTDOWN_GRACE):
+                while self.connections:
+                    await trio.sleep(0.05)
+            http_shutdown.set()
+            nursery.cancel_scope.cancel()
+
+    async def _handle(self, request: WebSocketRequest) -> None:
+        """One connection. Every exception ends here: trio-websocket would otherwise
+        take the whole server down with it."""
+        try:
+            query = parse_qs(urlsplit(request.path).query).get("subprotocol", [None])[0]
+            chosen = negotiate(list(request.proposed_subprotocols), query)
+            if chosen is None:
+                await request.reject(400, body=b"unsupported subprotocol")
+                return
+            ws = await request.accept(subprotocol=chosen.name)
+            remote = str(request.remote)
+            conn = Connection(Transport(ws), chosen, self.context, self._flusher, remote)
+            self.connections.add(conn)
+            try:
+                await conn.serve()
+            finally:
+                self.connections.discard(conn)
+        except Exception:
+            log.exception("connection handler failed")
+
+
+async def run_until_signalled(config: Config) -> None:
+    """``chatroom serve``: run until SIGINT or SIGTERM, then shut down gracefully."""
+    server = Server(config)
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            listening = await nursery.start(server.run)
+            log.info(
+                "chatroom listening on ws://%s:%d and http://%s:%d",
+                config.host,
+                listening.ws_port,
+                config.host,
+                listening.http_port,
+            )
+            async for signum in signals:
+                log.info("received %s", signal.Signals(signum).name)
+                server.shutdown.set()
+                break

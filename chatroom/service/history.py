@@ -1,0 +1,44 @@
+"""History queries: ``logs`` (protocol.md 4.14). Results are always ascending."""
+
+from __future__ import annotations
+
+from chatroom import history
+from chatroom.protocol import messages_pb2 as pb
+from chatroom.protocol.errors import ChatError, ErrorCode
+from chatroom.service.context import Context, Link, require_session
+from chatroom.service.messages import log_item
+from chatroom.store.base import Bound, ConvType, Direction, HistoryQuery
+
+
+def build_query(ctx: Context, cid: str, q: pb.LogsCommand) -> HistoryQuery:
+    """Validate a ``logs`` request. JS sends the limit as ``l``, Swift as ``limit``;
+    0 or absent means the default, and more than the maximum is clamped."""
+    limit = q.l if q.HasField("l") else q.limit
+    if limit <= 0:
+        limit = ctx.config.history_default_limit
+    limit = min(limit, ctx.config.history_max_limit)
+    start = end = None
+    if q.HasField("t") or q.HasField("mid"):
+        start = Bound(q.t, q.mid or None, q.tIncluded)
+    if q.HasField("tt") or q.HasField("tmid"):
+        end = Bound(q.tt, q.tmid or None, q.ttIncluded)
+    direction = Direction(q.direction) if q.HasField("direction") else Direction.OLD
+    lctype = q.lctype if q.HasField("lctype") else None
+    return HistoryQuery(cid, limit, start, end, direction, lctype)
+
+
+async def logs(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCommand:
+    session = require_session(link, cmd)
+    q = cmd.logsMessage
+    conv = await ctx.conversation(q.cid)
+    if conv.kind is not ConvType.TRANSIENT and session.peer_id not in conv.members:
+        raise ChatError(ErrorCode.CONVERSATION_LOG_REJECTED, "not a member")
+    query = build_query(ctx, conv.cid, q)
+    if conv.kind is ConvType.TRANSIENT:
+        found = history.select(ctx.rooms.messages(conv.cid), query)
+    else:
+        found = await ctx.store.query_messages(query)
+    reply = pb.GenericCommand(cmd=pb.logs)
+    reply.logsMessage.SetInParent()
+    reply.logsMessage.logs.extend(log_item(m, conv.kind) for m in found)
+    return reply

@@ -1,0 +1,251 @@
+"""Sending messages (protocol.md 4.11).
+
+- Normal, temporary conversations: the message gets its id and timestamp at once, goes
+  to the group commit, and only once it is durable is the sender acked and the message
+  pushed to every online session of every member but the sending one (the sender's
+  other devices included). A resend with the same ``dt`` is acked with the first id.
+- Chatrooms: pushed at once with the sender's priority, kept in the room's bounded
+  buffer for history, never stored.
+- ``transient`` messages: pushed at once to online members only, never stored, shed
+  first when a viewer falls behind.
+- ``will`` messages: kept for the sender's session and sent when its connection drops
+  without a logout (see ``send_wills``).
+JS awaits an ack for every ``direct``, transient and will ones included.
+"""
+
+from __future__ import annotations
+
+import base64
+
+import orjson
+
+from chatroom.outbox import Priority
+from chatroom.protocol import messages_pb2 as pb
+from chatroom.protocol.codec import Prepared
+from chatroom.protocol.errors import ChatError, ErrorCode
+from chatroom.ids import wall_ms
+from chatroom.recent import Pending
+from chatroom.service.context import SENT, Context, Link, require_session
+from chatroom.session import Session
+from chatroom.store.base import Conversation, ConvType, Message
+
+
+def lctype_of(text: str) -> int | None:
+    """``_lctype`` of typed JSON content, or None for plain text."""
+    if not text.startswith("{"):
+        return None
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    kind = value.get("_lctype") if isinstance(value, dict) else None
+    return kind if isinstance(kind, int) and not isinstance(kind, bool) else None
+
+
+def push_command(message: Message, kind: ConvType, transient: bool = False) -> Prepared:
+    """The ``direct`` push every recipient gets (peerId added per recipient)."""
+    cmd = pb.GenericCommand(cmd=pb.direct, serverTs=message.timestamp)
+    body = cmd.directMessage
+    if message.binary is not None:
+        body.binaryMsg = message.binary
+    else:
+        body.msg = message.data or ""
+    body.fromPeerId = message.from_peer
+    body.timestamp = message.timestamp
+    body.cid = message.cid
+    body.id = message.mid
+    body.mentionAll = message.mention_all
+    body.mentionPids.extend(message.mention_pids)
+    body.convType = int(kind)
+    if transient:
+        body.transient = True
+    if message.patch_timestamp is not None:
+        body.patchTimestamp = message.patch_timestamp
+    return Prepared(cmd)
+
+
+def _ack(cmd: pb.GenericCommand, mid: str, timestamp: int) -> pb.GenericCommand:
+    reply = pb.GenericCommand(cmd=pb.ack)
+    if cmd.HasField("i"):
+        reply.i = cmd.i
+    reply.ackMessage.uid = mid
+    reply.ackMessage.t = timestamp
+    return reply
+
+
+def _ack_for(i: int | None, mid: str, timestamp: int) -> pb.GenericCommand:
+    reply = pb.GenericCommand(cmd=pb.ack)
+    if i is not None:
+        reply.i = i
+    reply.ackMessage.uid = mid
+    reply.ackMessage.t = timestamp
+    return reply
+
+
+def _build(ctx: Context, session: Session, body: pb.DirectCommand) -> Message:
+    has_text, has_binary = body.HasField("msg"), body.HasField("binaryMsg")
+    if has_text == has_binary:
+        raise ChatError(ErrorCode.INVALID_MESSAGING_TARGET, "exactly one of msg and binaryMsg")
+    size = len(body.binaryMsg) if has_binary else len(body.msg.encode())
+    if size > ctx.config.max_message_bytes:
+        raise ChatError(
+            ErrorCode.FRAME_TOO_LONG, f"content over {ctx.config.max_message_bytes} bytes"
+        )
+    timestamp, mid = ctx.clock.next()
+    return Message(
+        cid=body.cid,
+        mid=mid,
+        from_peer=session.peer_id,
+        timestamp=timestamp,
+        data=body.msg if has_text else None,
+        binary=body.binaryMsg if has_binary else None,
+        mention_all=body.mentionAll,
+        mention_pids=tuple(dict.fromkeys(body.mentionPids)),
+        dedupe_token=body.dt or None,
+        lctype=lctype_of(body.msg) if has_text else None,
+    )
+
+
+async def _target(ctx: Context, session: Session, cid: str) -> Conversation:
+    conv = await ctx.conversations.get(cid) if cid else None
+    if conv is None:
+        raise ChatError(ErrorCode.INVALID_MESSAGING_TARGET, "no such conversation")
+    if conv.expire_at is not None and conv.expire_at <= wall_ms():
+        raise ChatError(ErrorCode.TEMPORARY_CONVERSATION_EXPIRED)
+    if conv.kind is ConvType.TRANSIENT:
+        if session.room != cid:
+            raise ChatError(ErrorCode.INVALID_MESSAGING_TARGET, "join the chatroom first")
+    elif session.peer_id not in conv.members:
+        raise ChatError(ErrorCode.INVALID_MESSAGING_TARGET, "not a member")
+    return conv
+
+
+async def send(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCommand:
+    session = require_session(link, cmd)
+    body = cmd.directMessage
+    conv = await _target(ctx, session, body.cid)
+    if body.will:
+        message = _build(ctx, session, body)
+        session.will = body
+        return _ack(cmd, message.mid, message.timestamp)
+    key = (session.peer_id, conv.cid, body.dt) if body.dt else None
+    if key is not None and (seen := ctx.dedupe.get(key)) is not None:
+        return _resent(seen, link, cmd)
+    message = _build(ctx, session, body)
+    ctx.counters.messages_accepted += 1
+    if body.transient or conv.kind is ConvType.TRANSIENT:
+        _send_live(ctx, session, conv, message, cmd, body.transient)
+        return _ack(cmd, message.mid, message.timestamp)
+    entry = Pending(message.mid, message.timestamp)
+    if key is not None:
+        ctx.dedupe.add(key, entry)
+    i = cmd.i if cmd.HasField("i") else None
+
+    def committed(error: BaseException | None) -> None:
+        waiting = entry.waiting or []
+        entry.waiting = None
+        if error is not None:
+            if key is not None:
+                ctx.dedupe.discard(key)
+            for target, n in [(link, i), *waiting]:
+                target.send(_failed(n))
+            return
+        if conv.last_message_at is None or conv.last_message_at < message.timestamp:
+            conv.last_message_at = message.timestamp
+        for target, n in [(link, i), *waiting]:
+            target.send(_ack_for(n, message.mid, message.timestamp))
+        ctx.deliver(push_command(message, conv.kind), ctx.member_sessions(conv), skip=session)
+
+    await ctx.committer.submit(message, committed)
+    return SENT
+
+
+def _resent(seen: Pending, link: Link, cmd: pb.GenericCommand) -> pb.GenericCommand:
+    if seen.waiting is None:
+        return _ack(cmd, seen.mid, seen.timestamp)
+    seen.waiting.append((link, cmd.i if cmd.HasField("i") else None))
+    return SENT
+
+
+def _failed(i: int | None) -> pb.GenericCommand:
+    reply = pb.GenericCommand(cmd=pb.ack)
+    if i is not None:
+        reply.i = i
+    reply.ackMessage.code = int(ErrorCode.INTERNAL_ERROR)
+    reply.ackMessage.reason = "message could not be stored"
+    return reply
+
+
+def _send_live(
+    ctx: Context,
+    session: Session,
+    conv: Conversation,
+    message: Message,
+    cmd: pb.GenericCommand,
+    transient: bool,
+) -> None:
+    if conv.kind is ConvType.TRANSIENT:
+        priority = Priority.LOW if transient else Priority.from_wire(cmd.priority)
+        if not transient:
+            ctx.rooms.add(message)
+    else:
+        priority = Priority.LOW if transient else Priority.RELIABLE
+    ctx.deliver(push_command(message, conv.kind, transient), ctx.member_sessions(conv),
+                priority, skip=session)
+
+
+def send_wills(ctx: Context, sessions: list[Session]) -> None:
+    """Deliver the will messages of sessions whose connection dropped."""
+    for session in sessions:
+        body, session.will = session.will, None
+        if body is None:
+            continue
+        conv = ctx.conversations.peek(body.cid)
+        if conv is None:
+            continue
+        timestamp, mid = ctx.clock.next()
+        message = Message(
+            cid=body.cid,
+            mid=mid,
+            from_peer=session.peer_id,
+            timestamp=timestamp,
+            data=body.msg if body.HasField("msg") else None,
+            binary=body.binaryMsg if body.HasField("binaryMsg") else None,
+            mention_all=body.mentionAll,
+            mention_pids=tuple(body.mentionPids),
+        )
+        if message.data is None and message.binary is None:
+            continue
+        ctx.deliver(push_command(message, conv.kind), ctx.member_sessions(conv), skip=session)
+
+
+async def client_ack(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCommand | None:
+    """Delivery acks from clients (``{cid, fromts, tots}`` or ``{cid, mid}``): accepted;
+    receipts and redelivery build on them."""
+    require_session(link, cmd)
+    return None
+
+
+async def read(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCommand | None:
+    """Read marks: accepted (read receipts and unread counts build on them)."""
+    require_session(link, cmd)
+    return None
+
+
+def log_item(message: Message, kind: ConvType) -> pb.LogItem:
+    item = pb.LogItem()
+    item.__setattr__("from", message.from_peer)
+    if message.binary is not None:
+        item.data = base64.b64encode(message.binary).decode()
+        item.bin = True
+    else:
+        item.data = message.data or ""
+    item.timestamp = message.timestamp
+    item.msgId = message.mid
+    item.mentionAll = message.mention_all
+    item.mentionPids.extend(message.mention_pids)
+    if message.patch_timestamp is not None:
+        item.patchTimestamp = message.patch_timestamp
+    item.convType = int(kind)
+    return item
+

@@ -1,0 +1,187 @@
+"""Login, logout, resume, single sign-on, online queries and keepalive.
+
+Rules (protocol.md sections 4.1-4.4 and 6, features.md F01-F07):
+
+- A user-initiated login (``r`` false) with a device ``tag`` kicks the client's older
+  sessions with the same tag: they get ``session/closed{code: 4111}``. The tag
+  ``default`` and an absent tag never conflict.
+- An automatic re-login (``r`` true) never kicks: if another device took the tag over,
+  it fails with 4111. C#'s ``Open(false)`` is the same flag, so it fails the same way.
+- ``r`` true with a session token (``st``) resumes that device; an unknown or expired
+  token is answered with ``error{4112}``, after which the SDK logs in again with ``r``
+  true and no token, which is accepted.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from chatroom.ids import session_token, wall_ms
+from chatroom.protocol import messages_pb2 as pb
+from chatroom.protocol.errors import ChatError, ErrorCode
+from chatroom.service.context import (
+    Context,
+    Link,
+    SessionTicket,
+    require_session,
+    valid_client_id,
+)
+from chatroom.session import Session
+
+log = logging.getLogger(__name__)
+
+_RESERVED_TAG = "default"
+
+
+async def open_session(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCommand:
+    peer_id = cmd.peerId
+    msg = cmd.sessionMessage
+    if not valid_client_id(peer_id, ctx.config.max_client_id_length):
+        raise ChatError(
+            ErrorCode.INVALID_LOGIN,
+            f"client id must be 1 to {ctx.config.max_client_id_length} characters",
+        )
+    if ctx.config.app_id and cmd.appId != ctx.config.app_id:
+        raise ChatError(ErrorCode.APP_NOT_AVAILABLE, "unknown appId")
+    for existing in link.sessions():
+        if existing.peer_id == peer_id:
+            # The same client logging in twice on one socket: replace it quietly.
+            _end_session(ctx, link, existing)
+    resuming = msg.r
+    tag = msg.tag if msg.HasField("tag") and msg.tag else None
+    device_id = msg.deviceId or None
+    previous: Session | None = None
+    if msg.HasField("st") and msg.st:
+        ticket = _valid_ticket(ctx, msg.st, peer_id)
+        tag, device_id, previous = ticket.tag, ticket.device_id, ticket.session
+    if tag is not None and tag != _RESERVED_TAG:
+        rivals = [
+            s
+            for s in ctx.presence.sessions_of(peer_id)
+            if s.tag == tag and s is not previous
+        ]
+        if rivals and resuming:
+            raise ChatError(ErrorCode.SESSION_CONFLICT, "another device holds this tag")
+        for rival in rivals:
+            _kick(ctx, rival)
+    if previous is not None and not previous.closed:
+        # The same device came back before its old socket was noticed dead.
+        previous.outlet.kick(1000, "session resumed elsewhere")
+        _forget(ctx, previous)
+    session = Session(peer_id, link, tag=tag, device_id=device_id)
+    _issue_token(ctx, session)
+    link.attach(session)
+    ctx.presence.add(session)
+    ctx.counters.logins += 1
+    now = wall_ms()
+    reply = pb.GenericCommand(cmd=pb.session, op=pb.opened, peerId=peer_id, serverTs=now)
+    reply.sessionMessage.st = session.token
+    reply.sessionMessage.stTtl = ctx.config.session_token_ttl
+    return reply
+
+
+def _valid_ticket(ctx: Context, token: str, peer_id: str) -> SessionTicket:
+    ticket = ctx.tickets.get(token)
+    if ticket is None or ticket.peer_id != peer_id or ticket.expires_ms <= wall_ms():
+        ctx.tickets.pop(token, None)
+        raise ChatError(ErrorCode.SESSION_TOKEN_EXPIRED)
+    if ticket.taken_over:
+        raise ChatError(ErrorCode.SESSION_CONFLICT, "another device holds this tag")
+    return ticket
+
+
+def _issue_token(ctx: Context, session: Session) -> None:
+    _expire_tickets(ctx)
+    session.token = session_token()
+    ctx.tickets[session.token] = SessionTicket(
+        peer_id=session.peer_id,
+        tag=session.tag,
+        device_id=session.device_id,
+        expires_ms=wall_ms() + ctx.config.session_token_ttl * 1000,
+        session=session,
+    )
+
+
+def _expire_tickets(ctx: Context) -> None:
+    """Drop a few expired tickets per login, so the table stays bounded by the
+    number of logins within one token lifetime."""
+    now = wall_ms()
+    for token in list(ctx.tickets)[:8]:
+        if ctx.tickets[token].expires_ms <= now:
+            del ctx.tickets[token]
+
+
+def _kick(ctx: Context, session: Session) -> None:
+    """Single sign-on: tell the older device and drop its session."""
+    push = pb.GenericCommand(cmd=pb.session, op=pb.closed, peerId=session.peer_id)
+    push.sessionMessage.code = int(ErrorCode.SESSION_CONFLICT)
+    push.sessionMessage.reason = "SESSION_CONFLICT"
+    push.sessionMessage.detail = "logged in on another device with the same tag"
+    session.outlet.send(push)
+    ticket = ctx.tickets.get(session.token)
+    if ticket is not None:
+        ticket.taken_over = True
+        ticket.session = None
+    _forget(ctx, session)
+    session.outlet.detach(session)
+
+
+def _forget(ctx: Context, session: Session) -> None:
+    session.closed = True
+    ctx.presence.remove(session)
+
+
+def _end_session(ctx: Context, link: Link, session: Session) -> None:
+    ticket = ctx.tickets.pop(session.token, None)
+    if ticket is not None:
+        ticket.session = None
+    _forget(ctx, session)
+    link.detach(session)
+
+
+async def close_session(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCommand:
+    """Logout: no will message, token revoked (protocol.md 4.3: no ``code`` in the reply)."""
+    session = require_session(link, cmd)
+    session.will = None
+    _end_session(ctx, link, session)
+    reply = pb.GenericCommand(cmd=pb.session, op=pb.closed, peerId=session.peer_id)
+    reply.sessionMessage.SetInParent()
+    return reply
+
+
+async def query_online(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCommand:
+    require_session(link, cmd)
+    asked = list(cmd.sessionMessage.sessionPeerIds)
+    if len(asked) > 20:
+        raise ChatError(ErrorCode.INVALID_COMMAND, "at most 20 client ids per query")
+    reply = pb.GenericCommand(cmd=pb.session, op=pb.query_result)
+    reply.sessionMessage.onlineSessionPeerIds.extend(
+        p for p in dict.fromkeys(asked) if ctx.presence.is_online(p)
+    )
+    return reply
+
+
+async def refresh_token(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCommand:
+    session = require_session(link, cmd)
+    ctx.tickets.pop(session.token, None)
+    _issue_token(ctx, session)
+    reply = pb.GenericCommand(cmd=pb.session, op=pb.refreshed)
+    reply.sessionMessage.st = session.token
+    reply.sessionMessage.stTtl = ctx.config.session_token_ttl
+    return reply
+
+
+async def echo(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCommand:
+    return pb.GenericCommand(cmd=pb.echo)
+
+
+def disconnected(ctx: Context, sessions: list[Session]) -> list[Session]:
+    """The connection ended without a logout for these sessions. Returns those that
+    were still live, so that their will messages can be sent."""
+    live = [s for s in sessions if not s.closed]
+    for session in live:
+        ticket = ctx.tickets.get(session.token)
+        if ticket is not None and ticket.session is session:
+            ticket.session = None  # the token stays valid: the device may resume
+        _forget(ctx, session)
+    return live
