@@ -35,9 +35,7 @@ class Committer:
     def __init__(self, store: Store, max_batch: int, queue_size: int):
         self._store = store
         self._max_batch = max_batch
-        self._send, self._receive = trio.open_memory_channel[tuple[Message, Callback]](
-            queue_size
-        )
+        self._send, self._receive = trio.open_memory_channel[tuple[Message, Callback]](queue_size)
         self._committed = 0
         self._batches = 0
         self._failed = 0
@@ -66,6 +64,7 @@ class Committer:
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
                 await self._commit(batch)
+        await trio.lowlevel.checkpoint()  # also when closed before the first message
 
     async def _commit(self, batch: list[tuple[Message, Callback]]) -> None:
         error: BaseException | None = None
@@ -86,6 +85,7 @@ class Committer:
                 callback(error)
             except Exception:
                 log.exception("commit callback failed")
+        await trio.lowlevel.checkpoint()  # the shielded write above was not one
 
     def close(self) -> None:
         """No more messages: ``run`` returns once the queue is drained."""

@@ -9,6 +9,7 @@ connection only (1011), never the server.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import trio
@@ -23,7 +24,7 @@ from chatroom.ratelimit import TokenBucket
 from chatroom.service import dispatch
 from chatroom.service import messages as message_service
 from chatroom.service import session as session_service
-from chatroom.service.context import SENT, Context
+from chatroom.service.context import SENT, Context, Handler, SyncHandler
 from chatroom.session import Session
 from chatroom.transport import ConnectionClosed, Transport, TransportBroken, ws_frame
 
@@ -85,9 +86,7 @@ class Connection:
             del self._sessions[session.peer_id]
 
     def push(self, prepared: Prepared, peer_id: str, priority: Priority) -> None:
-        payload = prepared.payload(
-            self._subprotocol.codec, None if self._omit_peer_id else peer_id
-        )
+        payload = prepared.payload(self._subprotocol.codec, None if self._omit_peer_id else peer_id)
         self._enqueue(ws_frame(payload, self._binary), priority)
 
     def send(self, cmd: pb.GenericCommand, priority: Priority = Priority.RELIABLE) -> None:
@@ -136,7 +135,11 @@ class Connection:
                 self._pending = b""
                 self._writing = True
                 with trio.move_on_after(self._config.write_timeout) as scope:
-                    await self._transport.write(data)
+                    try:
+                        await self._transport.write(data)
+                    except TransportBroken:
+                        self.close_soon(CloseCode.NORMAL, "connection lost")
+                        return
                 self._writing = False
                 if scope.cancelled_caught:
                     self.close_soon(CloseCode.SLOW_CONSUMER, "slow consumer: write timeout")
@@ -153,7 +156,7 @@ class Connection:
             if not self._sessions:
                 timeout = min(timeout, login_deadline - trio.current_time())
             with trio.move_on_after(max(timeout, 0)) as scope:
-                message = await self._transport.receive()
+                message = await self._transport.receive()  # ConnectionClosed ends us
             if scope.cancelled_caught:
                 if self._sessions:
                     self.close_soon(CloseCode.READ_TIMEOUT, "idle timeout")
@@ -170,26 +173,46 @@ class Connection:
             except ProtocolError as exc:
                 self._error(None, ChatError(ErrorCode.INVALID_COMMAND, str(exc)[:200]))
                 continue
-            await self._dispatch(cmd)
+            sync, handler = dispatch.route(cmd)
+            if sync is not None:
+                self._run_sync(cmd, sync)
+            elif handler is not None:
+                await self._run(cmd, handler)
 
-    async def _dispatch(self, cmd: pb.GenericCommand) -> None:
-        i = cmd.i if cmd.HasField("i") else None
+    def _run_sync(self, cmd: pb.GenericCommand, handler: SyncHandler) -> None:
         try:
-            reply = await dispatch.handle(self._ctx, self, cmd)
+            reply = handler(self._ctx, self, cmd)
         except ChatError as err:
             self._error(cmd, err)
-            return
         except Exception:
-            log.exception("handler failed for %s", pb.CommandType.Name(cmd.cmd))
-            self._error(cmd, ChatError(ErrorCode.INTERNAL_ERROR, "internal error"))
-            return
+            self._crashed(cmd)
+        else:
+            self._reply(cmd, reply)
+
+    async def _run(self, cmd: pb.GenericCommand, handler: Handler) -> None:  # noqa: ASYNC910
+        # A handler that fails before its first await is not a checkpoint; the reader
+        # loop around us is one on every iteration.
+        try:
+            reply = await handler(self._ctx, self, cmd)
+        except ChatError as err:
+            self._error(cmd, err)
+        except Exception:
+            self._crashed(cmd)
+        else:
+            self._reply(cmd, reply)
+
+    def _crashed(self, cmd: pb.GenericCommand) -> None:
+        log.exception("handler failed for %s", pb.CommandType.Name(cmd.cmd))
+        self._error(cmd, ChatError(ErrorCode.INTERNAL_ERROR, "internal error"))
+
+    def _reply(self, cmd: pb.GenericCommand, reply: pb.GenericCommand | None) -> None:
         if cmd.cmd == pb.session and cmd.op == pb.open and reply is not None:
             bitmap = cmd.sessionMessage.configBitmap
             self._omit_peer_id = bool(bitmap & _OMIT_PEER_ID) and len(self._sessions) <= 1
         if reply is None or reply is SENT:
             return
-        if i is not None:
-            reply.i = i
+        if cmd.HasField("i"):
+            reply.i = cmd.i
         self.send(reply)
 
     def _error(self, cmd: pb.GenericCommand | None, err: ChatError) -> None:
@@ -241,15 +264,14 @@ class Connection:
                 nursery.start_soon(self._writer)
                 await self._reader()
                 nursery.cancel_scope.cancel()
-        except ConnectionClosed:
-            pass
-        except TransportBroken:
-            pass
-        except Exception:
+        except* (ConnectionClosed, TransportBroken):
+            pass  # the client went away
+        except* Exception:
             log.exception("connection %s failed", self.remote)
             self.close_soon(CloseCode.INTERNAL_ERROR, "internal error")
         finally:
-            await self._finish()
+            with trio.move_on_after(self._config.handshake_timeout, shield=True):
+                await self._finish()
 
     async def _finish(self) -> None:
         """Sessions still open here ended without a logout: their wills are sent."""
@@ -258,14 +280,10 @@ class Connection:
         if not self._shutting_down:
             message_service.send_wills(self._ctx, live)
         code, reason = self._close or (CloseCode.NORMAL, "bye")
-        with trio.move_on_after(self._config.handshake_timeout) as scope:
-            scope.shield = True
-            if not self._transport.closed and not self._writing:
-                data = self._pending + b"".join(self.outbox.take(self._config.outbox_max_bytes))
-                if data:
-                    try:
-                        await self._transport.write(data)
-                    except TransportBroken:
-                        pass
-            await self._transport.aclose(code, reason)
+        if not self._transport.closed and not self._writing:
+            data = self._pending + b"".join(self.outbox.take(self._config.outbox_max_bytes))
+            if data:
+                with contextlib.suppress(TransportBroken):
+                    await self._transport.write(data)
+        await self._transport.aclose(code, reason)
         self.outbox.clear()

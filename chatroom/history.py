@@ -36,9 +36,14 @@ def normalized(query: HistoryQuery) -> tuple[Bound | None, Bound | None]:
         upper, lower = start, end
     else:
         lower, upper = start, end
-    if lower is not None and upper is not None and (lower.timestamp, lower.mid or "") > (
-        upper.timestamp,
-        upper.mid or "",
+    if (
+        lower is not None
+        and upper is not None
+        and (lower.timestamp, lower.mid or "")
+        > (
+            upper.timestamp,
+            upper.mid or "",
+        )
     ):
         lower, upper = upper, lower
     return lower, upper

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 def build_app(statistics: Callable[[], dict[str, object]]) -> Starlette:
     async def healthz(request: Request) -> JSONResponse:
+        await trio.lowlevel.checkpoint()
         return JSONResponse({"status": "ok", **statistics()})
 
     return Starlette(routes=[Route("/healthz", healthz)])
@@ -41,9 +42,6 @@ async def serve_http(
     config.accesslog = None
     config.errorlog = logging.getLogger("chatroom.http")
     config.graceful_timeout = 2.0
-
-    async def started(binds: list[str]) -> None:  # pragma: no cover - typing shim
-        del binds
 
     class _Status:
         def started(self, binds: list[str]) -> None:

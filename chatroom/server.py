@@ -54,6 +54,7 @@ class Server:
         self.connections: set[Connection] = set()
         self._ctx: Context | None = None
         self._flusher = Flusher(config.write_delay)
+        self._all_closed = trio.Event()  # set when shutting down and none are left
 
     @property
     def context(self) -> Context:
@@ -69,7 +70,9 @@ class Server:
             "commit": asdict(ctx.committer.statistics()),
         }
 
-    async def run(self, *, task_status: trio.TaskStatus[Listening] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, *, task_status: trio.TaskStatus[Listening] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """Serve until ``shutdown`` is set, then drain and return."""
         config = self.config
         await self.store.open()
@@ -80,14 +83,18 @@ class Server:
             async with trio.open_nursery() as outer:
                 await outer.start(committer.run)
                 try:
-                    await self._serve(task_status)
+                    async with trio.open_nursery() as inner:
+                        listening = await inner.start(self._serve)
+                        task_status.started(listening)
                 finally:
                     committer.close()
         finally:
             with trio.CancelScope(shield=True):
                 await self.store.aclose()
 
-    async def _serve(self, task_status: trio.TaskStatus[Listening]) -> None:
+    async def _serve(
+        self, *, task_status: trio.TaskStatus[Listening] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         config = self.config
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._flusher.run)
@@ -114,15 +121,17 @@ class Server:
             log.info("shutting down: %d connections", len(self.connections))
             for conn in list(self.connections):
                 conn.goaway()
+            if not self.connections:
+                self._all_closed.set()
             with trio.move_on_after(_SHUTDOWN_GRACE):
-                while self.connections:
-                    await trio.sleep(0.05)
+                await self._all_closed.wait()
             http_shutdown.set()
             nursery.cancel_scope.cancel()
 
     async def _handle(self, request: WebSocketRequest) -> None:
         """One connection. Every exception ends here: trio-websocket would otherwise
         take the whole server down with it."""
+        await trio.lowlevel.checkpoint()
         try:
             query = parse_qs(urlsplit(request.path).query).get("subprotocol", [None])[0]
             chosen = negotiate(list(request.proposed_subprotocols), query)
@@ -137,6 +146,8 @@ class Server:
                 await conn.serve()
             finally:
                 self.connections.discard(conn)
+                if self.shutdown.is_set() and not self.connections:
+                    self._all_closed.set()
         except Exception:
             log.exception("connection handler failed")
 

@@ -11,6 +11,7 @@ import base64
 from collections.abc import Iterable
 
 import orjson
+import trio
 
 from chatroom.ids import iso, wall_ms
 from chatroom.protocol import messages_pb2 as pb
@@ -23,9 +24,28 @@ from chatroom.store.base import JSON, Conversation, ConvType, Message
 
 # Keys a client cannot set: the server owns them.
 _SYSTEM_KEYS = frozenset(
-    {"objectId", "c", "m", "mu", "tr", "sys", "lm", "createdAt", "updatedAt", "unique",
-     "uniqueId", "ttl", "msg", "msg_from", "msg_mid", "msg_timestamp", "patch_timestamp",
-     "bin", "tempConv", "conv_type"}
+    {
+        "objectId",
+        "c",
+        "m",
+        "mu",
+        "tr",
+        "sys",
+        "lm",
+        "createdAt",
+        "updatedAt",
+        "unique",
+        "uniqueId",
+        "ttl",
+        "msg",
+        "msg_from",
+        "msg_mid",
+        "msg_timestamp",
+        "patch_timestamp",
+        "bin",
+        "tempConv",
+        "conv_type",
+    }
 )
 _MAX_TEMP_TTL = 30 * 86400
 _DEFAULT_TEMP_TTL = 86400
@@ -78,9 +98,7 @@ async def start(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericC
         return await _start_chatroom(ctx, session, attrs, now, reply)
     members.sort()
     if len(members) > ctx.config.max_members:
-        raise ChatError(
-            ErrorCode.CONVERSATION_FULL, f"at most {ctx.config.max_members} members"
-        )
+        raise ChatError(ErrorCode.CONVERSATION_FULL, f"at most {ctx.config.max_members} members")
     temporary = body.tempConv
     unique = body.unique and not temporary
     if unique:
@@ -114,10 +132,11 @@ async def start(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericC
     reply.convMessage.cdate = iso(now)
     if conv.unique_id:
         reply.convMessage.uniqueId = conv.unique_id
+    link.send(_finish(reply, cmd))
     sessions = list(ctx.presence.sessions_of_all(members))
     ctx.deliver(_event(pb.joined, conv.cid, session.peer_id, now), sessions)
     ctx.deliver(_event(pb.members_joined, conv.cid, session.peer_id, now, members), sessions)
-    return reply
+    return SENT
 
 
 async def _start_chatroom(
@@ -141,7 +160,9 @@ async def _start_chatroom(
     return reply
 
 
-def _outcome(reply: pb.GenericCommand, allowed: Iterable[str], failed: dict[int, list[str]]) -> None:
+def _outcome(
+    reply: pb.GenericCommand, allowed: Iterable[str], failed: dict[int, list[str]]
+) -> None:
     body = reply.convMessage
     body.SetInParent()
     body.allowedPids.extend(allowed)
@@ -376,6 +397,7 @@ async def query(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericC
     limit = min(limit, 1000)
     skip = max(body.skip, 0)
     ids = list(body.tempConvIds) or _ids_in(where)
+    await trio.lowlevel.checkpoint()
     if ids is not None:
         candidates = [c for c in [await ctx.conversations.get(i) for i in ids[:1000]] if c]
     else:

@@ -5,15 +5,19 @@ from __future__ import annotations
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.errors import ChatError, ErrorCode
 from chatroom.service import conversations, history, messages, session
-from chatroom.service.context import Context, Handler, Link
+from chatroom.service.context import Context, Handler, Link, SyncHandler
 
-# op None: the command has no op (or any op is accepted).
-HANDLERS: dict[tuple[int, int | None], Handler] = {
+# Keys are (cmd, op); op None: the command has no op (or any op is accepted).
+SYNC_HANDLERS: dict[tuple[int, int | None], SyncHandler] = {
     (pb.session, pb.open): session.open_session,
     (pb.session, pb.close): session.close_session,
     (pb.session, pb.query): session.query_online,
     (pb.session, pb.refresh): session.refresh_token,
     (pb.echo, None): session.echo,
+    (pb.ack, None): messages.client_ack,
+    (pb.read, None): messages.read,
+}
+HANDLERS: dict[tuple[int, int | None], Handler] = {
     (pb.conv, pb.start): conversations.start,
     (pb.conv, pb.add): conversations.add,
     (pb.conv, pb.remove): conversations.remove,
@@ -23,18 +27,25 @@ HANDLERS: dict[tuple[int, int | None], Handler] = {
     (pb.conv, pb.mute): conversations.mute,
     (pb.conv, pb.unmute): conversations.mute,
     (pb.direct, None): messages.send,
-    (pb.ack, None): messages.client_ack,
-    (pb.read, None): messages.read,
     (pb.logs, None): history.logs,
 }
 
 
-async def handle(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCommand | None:
-    """Run the handler of ``cmd``. Raises ChatError for a command we do not serve."""
+def route(cmd: pb.GenericCommand) -> tuple[SyncHandler | None, Handler | None]:
+    """``(sync_handler, None)`` or ``(None, async_handler)`` for ``cmd``. A command the
+    server does not serve gets a sync handler that answers 4201."""
     op = cmd.op if cmd.HasField("op") else None
+    sync = SYNC_HANDLERS.get((cmd.cmd, op)) or SYNC_HANDLERS.get((cmd.cmd, None))
+    if sync is not None:
+        return sync, None
     handler = HANDLERS.get((cmd.cmd, op)) or HANDLERS.get((cmd.cmd, None))
-    if handler is None:
-        name = pb.CommandType.Name(cmd.cmd) if cmd.cmd in pb.CommandType.values() else cmd.cmd
-        op_name = pb.OpType.Name(op) if op in pb.OpType.values() else op
-        raise ChatError(ErrorCode.INVALID_COMMAND, f"unsupported command {name}/{op_name}")
-    return await handler(ctx, link, cmd)
+    if handler is not None:
+        return None, handler
+    return unsupported, None
+
+
+def unsupported(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCommand | None:
+    op = cmd.op if cmd.HasField("op") else None
+    name = pb.CommandType.Name(cmd.cmd) if cmd.cmd in pb.CommandType.values() else cmd.cmd
+    op_name = pb.OpType.Name(op) if op in pb.OpType.values() else op
+    raise ChatError(ErrorCode.INVALID_COMMAND, f"unsupported command {name}/{op_name}")

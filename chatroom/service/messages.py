@@ -19,11 +19,11 @@ import base64
 
 import orjson
 
+from chatroom.ids import wall_ms
 from chatroom.outbox import Priority
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Prepared
 from chatroom.protocol.errors import ChatError, ErrorCode
-from chatroom.ids import wall_ms
 from chatroom.recent import Pending
 from chatroom.service.context import SENT, Context, Link, require_session
 from chatroom.session import Session
@@ -107,7 +107,7 @@ def _build(ctx: Context, session: Session, body: pb.DirectCommand) -> Message:
 
 
 async def _target(ctx: Context, session: Session, cid: str) -> Conversation:
-    conv = await ctx.conversations.get(cid) if cid else None
+    conv = await ctx.conversations.get(cid)
     if conv is None:
         raise ChatError(ErrorCode.INVALID_MESSAGING_TARGET, "no such conversation")
     if conv.expire_at is not None and conv.expire_at <= wall_ms():
@@ -190,8 +190,12 @@ def _send_live(
             ctx.rooms.add(message)
     else:
         priority = Priority.LOW if transient else Priority.RELIABLE
-    ctx.deliver(push_command(message, conv.kind, transient), ctx.member_sessions(conv),
-                priority, skip=session)
+    ctx.deliver(
+        push_command(message, conv.kind, transient),
+        ctx.member_sessions(conv),
+        priority,
+        skip=session,
+    )
 
 
 def send_wills(ctx: Context, sessions: list[Session]) -> None:
@@ -219,14 +223,14 @@ def send_wills(ctx: Context, sessions: list[Session]) -> None:
         ctx.deliver(push_command(message, conv.kind), ctx.member_sessions(conv), skip=session)
 
 
-async def client_ack(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCommand | None:
+def client_ack(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCommand | None:
     """Delivery acks from clients (``{cid, fromts, tots}`` or ``{cid, mid}``): accepted;
     receipts and redelivery build on them."""
     require_session(link, cmd)
     return None
 
 
-async def read(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCommand | None:
+def read(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCommand | None:
     """Read marks: accepted (read receipts and unread counts build on them)."""
     require_session(link, cmd)
     return None
@@ -248,4 +252,3 @@ def log_item(message: Message, kind: ConvType) -> pb.LogItem:
         item.patchTimestamp = message.patch_timestamp
     item.convType = int(kind)
     return item
-

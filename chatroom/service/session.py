@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 _RESERVED_TAG = "default"
 
 
-async def open_session(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCommand:
+def open_session(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCommand:
     peer_id = cmd.peerId
     msg = cmd.sessionMessage
     if not valid_client_id(peer_id, ctx.config.max_client_id_length):
@@ -56,9 +56,7 @@ async def open_session(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.G
         tag, device_id, previous = ticket.tag, ticket.device_id, ticket.session
     if tag is not None and tag != _RESERVED_TAG:
         rivals = [
-            s
-            for s in ctx.presence.sessions_of(peer_id)
-            if s.tag == tag and s is not previous
+            s for s in ctx.presence.sessions_of(peer_id) if s.tag == tag and s is not previous
         ]
         if rivals and resuming:
             raise ChatError(ErrorCode.SESSION_CONFLICT, "another device holds this tag")
@@ -139,7 +137,7 @@ def _end_session(ctx: Context, link: Link, session: Session) -> None:
     link.detach(session)
 
 
-async def close_session(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCommand:
+def close_session(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCommand:
     """Logout: no will message, token revoked (protocol.md 4.3: no ``code`` in the reply)."""
     session = require_session(link, cmd)
     session.will = None
@@ -149,7 +147,7 @@ async def close_session(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.
     return reply
 
 
-async def query_online(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCommand:
+def query_online(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCommand:
     require_session(link, cmd)
     asked = list(cmd.sessionMessage.sessionPeerIds)
     if len(asked) > 20:
@@ -161,7 +159,7 @@ async def query_online(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.G
     return reply
 
 
-async def refresh_token(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCommand:
+def refresh_token(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCommand:
     session = require_session(link, cmd)
     ctx.tickets.pop(session.token, None)
     _issue_token(ctx, session)
@@ -171,7 +169,7 @@ async def refresh_token(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.
     return reply
 
 
-async def echo(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCommand:
+def echo(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCommand:
     return pb.GenericCommand(cmd=pb.echo)
 
 
