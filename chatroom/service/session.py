@@ -63,9 +63,10 @@ def open_session(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.Generic
         for rival in rivals:
             _kick(ctx, rival)
     if previous is not None and not previous.closed:
-        # The same device came back before its old socket was noticed dead.
-        previous.outlet.kick(1000, "session resumed elsewhere")
+        # The same device came back before its old socket was noticed dead: the old
+        # session ends quietly (its socket may carry other clients, so it stays open).
         _forget(ctx, previous)
+        previous.outlet.detach(previous)
     session = Session(peer_id, link, tag=tag, device_id=device_id)
     _issue_token(ctx, session)
     link.attach(session)
