@@ -80,6 +80,14 @@ class Config:
     with the first id and stored once. Older keys are forgotten."""
     chatroom_buffer: int = 1000
     """Recent messages each chatroom keeps in memory to answer history queries."""
+    chatroom_rejoin_window: float = 1800.0
+    """Seconds after a dropped connection during which resuming the session (``r`` with
+    its token) puts the viewer back into the chatroom it watched."""
+    room_messages_per_second: float = 0.0
+    """Intake budget of one chatroom, messages per second; 0 turns it off. Messages
+    beyond it are refused with 4116, HIGH ones last (see ``room_high_share``)."""
+    room_high_share: float = 0.2
+    """Share of the room budget that only HIGH messages may use."""
 
     def with_overrides(self, values: Mapping[str, object]) -> Config:
         """A copy with the given fields replaced, converted to their declared types."""

@@ -51,7 +51,7 @@ class Connection:
         self._config = config
         self._flusher = flusher
         self.remote = remote
-        self.outbox = Outbox(config.outbox_max_bytes, config.outbox_max_frames)
+        self.outbox = Outbox(config.outbox_max_bytes, config.outbox_max_frames, ctx.counters.shed)
         self._sessions: dict[str, Session] = {}
         self._omit_peer_id = False
         self._pending = b""  # the unwritten tail of a partial write
@@ -244,6 +244,9 @@ class Connection:
         """End this connection with a close code (idempotent, never awaits)."""
         if self._close is None:
             self._close = (int(code), reason)
+            if code == CloseCode.SLOW_CONSUMER:
+                self._ctx.counters.closed_slow += 1
+                log.info("closing %s: %s", self.remote, reason)
             if self._scope is not None:
                 self._scope.cancel()
 

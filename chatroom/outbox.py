@@ -39,6 +39,14 @@ class Verdict(enum.Enum):
     OVERFLOW = "overflow"
 
 
+@dataclass(slots=True)
+class ShedTotals:
+    """Frames shed by every outbox that shares this object (server-wide counters)."""
+
+    low: int = 0
+    normal: int = 0
+
+
 @dataclass(frozen=True, slots=True)
 class OutboxStatistics:
     queued_frames: int
@@ -61,9 +69,11 @@ class Outbox:
         "_overflows",
         "_shed",
         "_sheddable",
+        "_totals",
     )
 
-    def __init__(self, max_bytes: int, max_frames: int):
+    def __init__(self, max_bytes: int, max_frames: int, totals: ShedTotals | None = None):
+        self._totals = totals if totals is not None else ShedTotals()
         self._max_bytes = max_bytes
         self._max_frames = max_frames
         self._frames: deque[tuple[bytes, Priority]] = deque()
@@ -132,13 +142,20 @@ class Outbox:
         for victim in (Priority.LOW, Priority.NORMAL):
             if priority == victim:
                 # A sheddable frame never evicts its own class or more important ones.
-                self._shed[victim] += 1
+                self._count_shed(victim)
                 return Verdict.SHED
             self._evict(victim, size)
             if self._fits(size):
                 return None
         self._overflows += 1
         return Verdict.OVERFLOW
+
+    def _count_shed(self, priority: Priority) -> None:
+        self._shed[priority] += 1
+        if priority is Priority.LOW:
+            self._totals.low += 1
+        else:
+            self._totals.normal += 1
 
     def _evict(self, victim: Priority, size: int) -> None:
         """Drop the oldest ``victim`` frames until ``size`` more bytes fit."""
@@ -151,7 +168,7 @@ class Outbox:
             if priority == victim and full:
                 self._bytes -= len(frame)
                 self._sheddable -= 1
-                self._shed[victim] += 1
+                self._count_shed(victim)
                 count -= 1
             else:
                 kept.append((frame, priority))

@@ -25,3 +25,23 @@ class TokenBucket:
             self._tokens -= tokens
             return True
         return False
+
+
+class RoomBudget:
+    """Intake budget of one chatroom: ``rate`` messages per second, of which
+    ``high_share`` only HIGH messages may use. HIGH messages draw on their reserve
+    first and then on the shared part, so they are refused last. One second of
+    budget may be saved up."""
+
+    __slots__ = ("_high", "_shared")
+
+    def __init__(self, rate: float, high_share: float, now: float):
+        high = rate * high_share
+        shared = rate - high
+        self._high = TokenBucket(high, max(high, 1.0), now)
+        self._shared = TokenBucket(shared, max(shared, 1.0), now)
+
+    def admit(self, high: bool, now: float) -> bool:
+        if high and self._high.take(now):
+            return True
+        return self._shared.take(now)

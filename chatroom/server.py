@@ -32,6 +32,7 @@ from chatroom.transport import Transport
 log = logging.getLogger(__name__)
 
 _SHUTDOWN_GRACE = 5.0  # seconds connections get to receive goaway and close
+_STATS_INTERVAL = 60.0  # seconds between statistics lines in the log
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +118,7 @@ class Server:
                 serve_http, config.host, config.http_port, self.statistics, http_shutdown
             )
             task_status.started(Listening(ws.port, http_port))
+            nursery.start_soon(self._log_statistics)
             await self.shutdown.wait()
             log.info("shutting down: %d connections", len(self.connections))
             for conn in list(self.connections):
@@ -127,6 +129,16 @@ class Server:
                 await self._all_closed.wait()
             http_shutdown.set()
             nursery.cancel_scope.cancel()
+
+    async def _log_statistics(self) -> None:
+        """Log the counters every ``_STATS_INTERVAL`` seconds while they change."""
+        last: dict[str, object] = {}
+        while True:
+            await trio.sleep(_STATS_INTERVAL)
+            now = self.statistics()
+            if now != last:
+                log.info("statistics %s", now)
+                last = now
 
     async def _handle(self, request: WebSocketRequest) -> None:
         """One connection. Every exception ends here: trio-websocket would otherwise

@@ -18,11 +18,12 @@ import trio
 from chatroom.committer import Committer
 from chatroom.config import Config
 from chatroom.ids import MessageClock, ObjectIds, wall_ms
-from chatroom.outbox import Priority
+from chatroom.outbox import Priority, ShedTotals
 from chatroom.presence import Presence
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Prepared, Subprotocol
 from chatroom.protocol.errors import ChatError, ErrorCode
+from chatroom.ratelimit import RoomBudget
 from chatroom.recent import Dedupe, RoomBuffers
 from chatroom.session import Outlet, Session
 from chatroom.store.base import Conversation, ConvType, Store
@@ -101,6 +102,8 @@ class SessionTicket:
     expires_ms: int
     session: Session | None = None
     taken_over: bool = False
+    room: str | None = None  # the chatroom watched when the connection dropped
+    room_until_ms: int = 0  # ... rejoined automatically on resume until then
 
 
 @dataclass(slots=True)
@@ -111,6 +114,9 @@ class Counters:
     messages_accepted: int = 0
     deliveries: int = 0
     errors: int = 0
+    rejected_by_room_budget: int = 0
+    shed: ShedTotals = field(default_factory=ShedTotals)  # by full outboxes
+    closed_slow: int = 0  # connections closed as slow consumers
 
 
 @dataclass
@@ -122,6 +128,7 @@ class Context:
     clock: MessageClock = field(default_factory=MessageClock)
     object_ids: ObjectIds = field(default_factory=ObjectIds)
     tickets: dict[str, SessionTicket] = field(default_factory=dict)
+    room_budgets: dict[str, RoomBudget] = field(default_factory=dict)
     counters: Counters = field(default_factory=Counters)
     conversations: ConversationCache = field(init=False)
     dedupe: Dedupe = field(init=False)

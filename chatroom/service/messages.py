@@ -18,12 +18,14 @@ from __future__ import annotations
 import base64
 
 import orjson
+import trio
 
 from chatroom.ids import wall_ms
 from chatroom.outbox import Priority
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Prepared
 from chatroom.protocol.errors import ChatError, ErrorCode
+from chatroom.ratelimit import RoomBudget
 from chatroom.recent import Pending
 from chatroom.service.context import SENT, Context, Link, require_session
 from chatroom.session import Session
@@ -186,6 +188,9 @@ def _send_live(
 ) -> None:
     if conv.kind is ConvType.TRANSIENT:
         priority = Priority.LOW if transient else Priority.from_wire(cmd.priority)
+        if not _admitted(ctx, conv.cid, priority):
+            ctx.counters.rejected_by_room_budget += 1
+            raise ChatError(ErrorCode.MESSAGE_SENT_QUOTA_EXCEEDED, "chatroom is too busy")
         if not transient:
             ctx.rooms.add(message)
     else:
@@ -196,6 +201,17 @@ def _send_live(
         priority,
         skip=session,
     )
+
+
+def _admitted(ctx: Context, cid: str, priority: Priority) -> bool:
+    rate = ctx.config.room_messages_per_second
+    if rate <= 0:
+        return True
+    now = trio.current_time()
+    budget = ctx.room_budgets.get(cid)
+    if budget is None:
+        budget = ctx.room_budgets[cid] = RoomBudget(rate, ctx.config.room_high_share, now)
+    return budget.admit(priority is Priority.HIGH, now)
 
 
 def send_wills(ctx: Context, sessions: list[Session]) -> None:

@@ -51,9 +51,12 @@ def open_session(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.Generic
     tag = msg.tag if msg.HasField("tag") and msg.tag else None
     device_id = msg.deviceId or None
     previous: Session | None = None
+    rejoin: str | None = None
     if msg.HasField("st") and msg.st:
         ticket = _valid_ticket(ctx, msg.st, peer_id)
         tag, device_id, previous = ticket.tag, ticket.device_id, ticket.session
+        if ticket.room is not None and ticket.room_until_ms > wall_ms():
+            rejoin = ticket.room
     if tag is not None and tag != _RESERVED_TAG:
         rivals = [
             s for s in ctx.presence.sessions_of(peer_id) if s.tag == tag and s is not previous
@@ -71,6 +74,8 @@ def open_session(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.Generic
     _issue_token(ctx, session)
     link.attach(session)
     ctx.presence.add(session)
+    if rejoin is not None:
+        ctx.presence.join_room(rejoin, session)  # a viewer back within the window
     ctx.counters.logins += 1
     now = wall_ms()
     reply = pb.GenericCommand(cmd=pb.session, op=pb.opened, peerId=peer_id, serverTs=now)
@@ -182,5 +187,7 @@ def disconnected(ctx: Context, sessions: list[Session]) -> list[Session]:
         ticket = ctx.tickets.get(session.token)
         if ticket is not None and ticket.session is session:
             ticket.session = None  # the token stays valid: the device may resume
+            ticket.room = session.room
+            ticket.room_until_ms = wall_ms() + int(ctx.config.chatroom_rejoin_window * 1000)
         _forget(ctx, session)
     return live
