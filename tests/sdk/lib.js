@@ -23,9 +23,7 @@ const WebSocket = require(require.resolve('ws', {
   paths: [path.dirname(require.resolve('leancloud-realtime/package.json'))],
 }));
 // The SDK's own compiled schema (protobufjs 5), so raw clients encode exactly as the SDK.
-const messages = require('leancloud-realtime/proto/message-compiled').build(
-  'push_server.messages2'
-);
+const messages = require('leancloud-realtime/proto/message-compiled').push_server.messages2;
 
 const WS_URL = process.env.CHATROOM_WS;
 if (!WS_URL) {
@@ -197,6 +195,16 @@ function describeConversation(conversation) {
     creator: conversation.creator === undefined ? null : conversation.creator,
     attributes: conversation._attributes || null,
   };
+}
+
+/**
+ * Make each client fetch (and cache) the conversation `cid` before messages flow.
+ * The SDK emits a `message` only after it has the conversation: the first message of
+ * an unknown conversation waits for a conv/query while later ones may not, so without
+ * this the SDK itself can emit messages out of order.
+ */
+function cacheConversation(clients, cid) {
+  return Promise.all(clients.map(client => client.getConversation(cid)));
 }
 
 /** Collect `message` events of an IMClient as described messages. */
@@ -464,6 +472,7 @@ module.exports = {
   describeMessage,
   describeConversation,
   inbox,
+  cacheConversation,
   plain,
   main,
 };

@@ -2,7 +2,7 @@
 // Bad input through a raw WebSocket client (params.kind says which), then proof that
 // nothing else was hurt: a new connection logs in and chats, an existing one still
 // works, and the stored history is intact.
-const { main, login, inbox, until, sleep, TextMessage, RawClient, params, outcome } = require('../lib');
+const { main, login, inbox, until, sleep, TextMessage, RawClient, params, outcome, cacheConversation } = require('../lib');
 
 const b64 = bytes => Buffer.from(bytes).toString('base64');
 
@@ -119,6 +119,7 @@ main(async () => {
   const jerry = await login('jerry');
   const jerryInbox = inbox(jerry);
   const conv = await tom.createConversation({ members: ['jerry'] });
+  await cacheConversation([jerry], conv.id);
   const baseline = [];
   for (const text of ['one', 'two', 'three']) baseline.push(await conv.send(new TextMessage(text)));
   await until(() => jerryInbox.length >= 3, { label: 'baseline delivered' });

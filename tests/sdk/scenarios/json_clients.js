@@ -22,9 +22,9 @@ main(async () => {
 
   // bad JSON, then a JSON value that is not a command object, then an unknown field
   u1.sendRaw('{"cmd": "direct", "i": 4, oops');
-  const badJson = await u1.next(() => true, 3000, 'reply to bad JSON');
+  const badJson = await u1.next(c => c.cmd === 'error', 3000, 'reply to bad JSON');
   u1.sendRaw('[1, 2, 3]');
-  const notObject = await u1.next(() => true, 3000, 'reply to a JSON array');
+  const notObject = await u1.next(c => c.cmd === 'error', 3000, 'reply to a JSON array');
   const echo = await u1.request({ cmd: 'echo', i: 5 });
   const afterBad = await u1.request({ cmd: 'direct', i: 6, cid, msg: 'still here' });
   const pushedAfterBad = await u2.next(c => c.cmd === 'direct', 3000, 'u2 direct after bad json');

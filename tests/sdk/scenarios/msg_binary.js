@@ -1,12 +1,13 @@
 'use strict';
 // BinaryMessage with an ArrayBuffer: the receiver (and history) get the same bytes.
-const { main, login, inbox, until, BinaryMessage, TextMessage } = require('../lib');
+const { main, login, inbox, until, BinaryMessage, TextMessage, cacheConversation } = require('../lib');
 
 main(async () => {
   const tom = await login('tom');
   const jerry = await login('jerry');
   const jerryInbox = inbox(jerry);
   const conv = await tom.createConversation({ members: ['jerry'] });
+  await cacheConversation([jerry], conv.id);
   const bytes = new Uint8Array(300);
   for (let i = 0; i < bytes.length; i += 1) bytes[i] = (i * 7 + 3) % 256; // includes 0x00 and 0xff
   bytes[0] = 0;

@@ -1,7 +1,7 @@
 'use strict';
 // Delivery to every online member of a group with the right from/cid and the
 // sender's id/timestamp; 20 messages sent back-to-back arrive in order everywhere.
-const { main, login, inbox, until, sleep, TextMessage } = require('../lib');
+const { main, login, inbox, until, sleep, TextMessage, cacheConversation } = require('../lib');
 
 main(async () => {
   const tom = await login('tom');
@@ -10,6 +10,7 @@ main(async () => {
   const offline = 'tyke'; // a member who is not online
   const inboxes = { tom: inbox(tom), jerry: inbox(jerry), spike: inbox(spike) };
   const conv = await tom.createConversation({ members: ['jerry', 'spike', offline] });
+  await cacheConversation([jerry, spike], conv.id);
   const before = Date.now();
   // 20 sends without awaiting each other: the SDK writes them back-to-back
   const sends = [];

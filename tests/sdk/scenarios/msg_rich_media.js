@@ -2,13 +2,14 @@
 // Rich-media typed messages: an image (_lctype -2, _lcfile), a location (-5, _lcloc),
 // each with _lcattrs; the receiver gets instances of the registered classes with the
 // same fields, and history returns the same content.
-const { main, login, inbox, until, ImageMessage, LocationMessage, MESSAGE_CLASSES } = require('../lib');
+const { main, login, inbox, until, ImageMessage, LocationMessage, MESSAGE_CLASSES, cacheConversation } = require('../lib');
 
 main(async () => {
   const tom = await login('tom', { register: MESSAGE_CLASSES });
   const jerry = await login('jerry', { register: MESSAGE_CLASSES });
   const jerryInbox = inbox(jerry);
   const conv = await tom.createConversation({ members: ['jerry'] });
+  await cacheConversation([jerry], conv.id);
 
   const image = new ImageMessage();
   image.setText('a cat');

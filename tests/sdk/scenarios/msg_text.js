@@ -2,7 +2,7 @@
 // Send and receive a TextMessage (with custom attributes, _lcattrs) in the encoding
 // given by params (noBinary, pushOfflineMessages). The receiver sees the sender's id
 // and timestamp, the text and attributes; history returns the same.
-const { main, login, inbox, until, TextMessage, connectionOf, newRealtime } = require('../lib');
+const { main, login, inbox, until, TextMessage, connectionOf, newRealtime, cacheConversation } = require('../lib');
 
 main(async () => {
   const tomRealtime = newRealtime();
@@ -10,6 +10,7 @@ main(async () => {
   const jerry = await login('jerry');
   const jerryInbox = inbox(jerry);
   const conv = await tom.createConversation({ members: ['jerry'] });
+  await cacheConversation([jerry], conv.id);
   const before = Date.now();
   const message = new TextMessage('hello 你好 👋').setAttributes({ mood: 'happy', n: 1, nested: { a: [1, 2] } });
   const sent = await conv.send(message);

@@ -3,7 +3,7 @@
 // goes away); the SDK reconnects after ~1 s and re-opens the session with r:true and
 // its session token; the server accepts it and the user can still send and receive.
 const {
-  main, login, newRealtime, connectionOf, recordOutgoing, waitFor, inbox, until, TextMessage, Event, collect,
+  main, login, newRealtime, connectionOf, recordOutgoing, waitFor, inbox, until, TextMessage, Event, collect, cacheConversation,
 } = require('../lib');
 
 main(async () => {
@@ -11,6 +11,7 @@ main(async () => {
   const tom = await login('tom', { realtime });
   const jerry = await login('jerry');
   const conv = await tom.createConversation({ members: ['jerry'] });
+  await cacheConversation([jerry], conv.id);
   const tomInbox = inbox(tom);
   const jerryInbox = inbox(jerry);
   await conv.send(new TextMessage('before drop'));

@@ -4,7 +4,7 @@
 // server accepts that. Driven through the SDK (its token replaced by a bogus one
 // before the drop) and checked on the wire with a raw client.
 const {
-  main, login, newRealtime, connectionOf, recordOutgoing, waitFor, inbox, until, TextMessage, Event, RawClient, params,
+  main, login, newRealtime, connectionOf, recordOutgoing, waitFor, inbox, until, TextMessage, Event, RawClient, params, cacheConversation,
 } = require('../lib');
 
 main(async () => {
@@ -12,6 +12,7 @@ main(async () => {
   const tom = await login('tom', { realtime });
   const jerry = await login('jerry');
   const conv = await tom.createConversation({ members: ['jerry'] });
+  await cacheConversation([jerry], conv.id);
   const tomInbox = inbox(tom);
   const jerryInbox = inbox(jerry);
 

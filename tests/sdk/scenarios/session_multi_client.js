@@ -1,7 +1,7 @@
 'use strict';
 // Several IMClients over one Realtime share one WebSocket (peerId multiplexing):
 // both can send and receive, and each receives only its own pushes.
-const { main, newRealtime, login, inbox, TextMessage, until, connectionOf } = require('../lib');
+const { main, newRealtime, login, inbox, TextMessage, until, connectionOf, cacheConversation } = require('../lib');
 
 main(async () => {
   const realtime = newRealtime();
@@ -16,6 +16,7 @@ main(async () => {
   const spikeInbox = inbox(spike);
 
   const conv = await tom.createConversation({ members: ['jerry', 'spike'], name: 'three' });
+  await cacheConversation([jerry, spike], conv.id);
   const fromTom = await conv.send(new TextMessage('from tom'));
   await until(() => jerryInbox.length >= 1 && spikeInbox.length >= 1, { label: 'jerry+spike got tom' });
   const jerryConv = await jerry.getConversation(conv.id);

@@ -1,7 +1,7 @@
 'use strict';
 // Same clientId with different tags (and without a tag): all devices stay logged in
 // and every one of them receives a message sent to that user.
-const { main, login, inbox, until, sleep, Event, collect, TextMessage } = require('../lib');
+const { main, login, inbox, until, sleep, Event, collect, TextMessage, cacheConversation } = require('../lib');
 
 main(async () => {
   const mobile = await login('tom', { tag: 'mobile' });
@@ -12,6 +12,7 @@ main(async () => {
   const inboxes = [mobile, web, untagged].map(inbox);
   const jerry = await login('jerry');
   const conv = await jerry.createConversation({ members: ['tom'] });
+  await cacheConversation([mobile, web, untagged], conv.id);
   const sent = await conv.send(new TextMessage('to every tom device'));
   await until(() => inboxes.every(box => box.length >= 1), { label: 'every tom device got it' });
   await sleep(300);

@@ -1,7 +1,7 @@
 'use strict';
 // Same clientId + same tag on a second device: the older client gets `conflict` and
 // stops; the newer one works (creates a conversation, sends, receives).
-const { main, login, inbox, waitFor, until, sleep, Event, collect, TextMessage, newRealtime } = require('../lib');
+const { main, login, inbox, waitFor, until, sleep, Event, collect, TextMessage, newRealtime, cacheConversation } = require('../lib');
 
 main(async () => {
   const olderRealtime = newRealtime();
@@ -19,6 +19,7 @@ main(async () => {
   const olderInbox = inbox(older);
   const jerryInbox = inbox(jerry);
   const conv = await newer.createConversation({ members: ['jerry'] });
+  await cacheConversation([jerry], conv.id);
   const sent = await conv.send(new TextMessage('from the newer device'));
   await until(() => jerryInbox.length >= 1, { label: 'jerry got newer device message' });
   const jerryConv = await jerry.getConversation(conv.id);

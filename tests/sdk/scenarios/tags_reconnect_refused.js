@@ -3,7 +3,7 @@
 // the same tag took over while this one was offline, the re-login fails with 4111 and
 // the device that took over stays logged in.
 const {
-  main, login, newRealtime, connectionOf, waitFor, inbox, until, sleep, Event, collect, TextMessage, RawClient, params,
+  main, login, newRealtime, connectionOf, waitFor, inbox, until, sleep, Event, collect, TextMessage, RawClient, params, cacheConversation,
 } = require('../lib');
 
 main(async () => {
@@ -22,6 +22,7 @@ main(async () => {
   await sleep(300);
   const secondInbox = inbox(second);
   const conv = await jerry.createConversation({ members: ['tom'] });
+  await cacheConversation([second], conv.id);
   await conv.send(new TextMessage('still there?'));
   await until(() => secondInbox.length >= 1, { label: 'second device got message' });
   const sdk = {
