@@ -36,17 +36,18 @@ def normalized(query: HistoryQuery) -> tuple[Bound | None, Bound | None]:
         upper, lower = start, end
     else:
         lower, upper = start, end
-    if (
-        lower is not None
-        and upper is not None
-        and (lower.timestamp, lower.mid or "")
-        > (
-            upper.timestamp,
-            upper.mid or "",
-        )
-    ):
+    if lower is not None and upper is not None and _newer(lower, upper):
         lower, upper = upper, lower
     return lower, upper
+
+
+def _newer(a: Bound, b: Bound) -> bool:
+    """``a`` lies strictly after ``b``. A bound without mid is level with every position
+    in its millisecond, so it is never swapped with one of the same millisecond (the
+    stores' rule, ``store/common.py``)."""
+    if a.timestamp != b.timestamp:
+        return a.timestamp > b.timestamp
+    return a.mid is not None and b.mid is not None and a.mid > b.mid
 
 
 def select(messages: Iterable[Message], query: HistoryQuery) -> list[Message]:
