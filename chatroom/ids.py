@@ -38,14 +38,18 @@ def _base32(value: int, width: int) -> str:
 
 
 class MessageClock:
-    """Issues ``(timestamp_ms, message_id)`` pairs in strictly increasing order."""
+    """Issues ``(timestamp_ms, message_id)`` pairs in strictly increasing order, all
+    after any issued before ``not_before`` (the newest stored timestamp) by an earlier
+    run of the server."""
 
     __slots__ = ("_counter", "_last", "_now")
 
     def __init__(self, now: Callable[[], int] = wall_ms, not_before: int = 0):
         self._now = now
         self._last = not_before
-        self._counter = 0
+        # As if ``not_before`` had used up its ids: ids of that millisecond may be
+        # stored already, so the first id is issued in a later one.
+        self._counter = (1 << _COUNTER_BITS) - 1
 
     def next(self) -> tuple[int, str]:
         now = self._now()
