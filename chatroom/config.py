@@ -103,7 +103,7 @@ class Config:
 def _convert(name: str, kind: str, raw: object) -> object:
     try:
         if kind == "int":
-            if isinstance(raw, bool):
+            if isinstance(raw, (bool, float)):  # int(2.5) would quietly be 2
                 raise ValueError
             return int(cast(str, raw))
         if kind == "float":
