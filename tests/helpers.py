@@ -1,0 +1,282 @@
+"""Shared builders for the server tests: a running server and small test clients.
+
+Testing charter (after trio-websocket's): localhost only, port 0, every I/O test under
+``trio.fail_after`` (the ``fail_after`` decorator below) so that a hang fails fast, and
+no assertion on durations. "Nothing arrived" is never checked by waiting: ``sync()``
+makes an ``echo`` round trip, after which every push the server queued for that
+connection before it handled the echo has been received (one outbox, in order).
+
+Clients speak any subprotocol but take and return commands as flat JSON objects (the
+form of the README): the protobuf and base64 clients convert with
+``chatroom.protocol.codec``, which ``test_codec.py`` checks against real SDK frames.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from typing import ParamSpec, TypeVar, cast
+
+import orjson
+import trio
+from trio_websocket import CloseReason, ConnectionClosed, WebSocketConnection, open_websocket_url
+
+from chatroom.config import Config
+from chatroom.protocol import codec
+from chatroom.protocol.codec import Codec
+from chatroom.server import Server
+from chatroom.store.base import Store
+
+JSON_SUB = "lc.json.3"
+PROTOBUF_SUB = "lc.protobuf2.3"
+BASE64_SUB = "lc.proto2base64.3"
+ALL_SUBS = [JSON_SUB, PROTOBUF_SUB, BASE64_SUB]
+TIMEOUT = 10.0  # seconds: the default fail_after of an I/O test
+
+Cmd = dict[str, object]
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def fail_after(
+    seconds: float = TIMEOUT,
+) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
+    """Decorate an async test so that it fails, rather than hangs, after ``seconds``."""
+
+    def decorate(test: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+        @functools.wraps(test)
+        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            with trio.fail_after(seconds):
+                return await test(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+def codec_of(subprotocol: str | None) -> Codec:
+    if subprotocol is None:
+        return Codec.JSON
+    chosen = codec.parse_subprotocol(subprotocol)
+    assert chosen is not None, subprotocol
+    return chosen.codec
+
+
+class Client:
+    """One WebSocket connection to the server, with request/reply matching by ``i``.
+
+    ``request`` numbers the command (unless it has an ``i``), sends it and returns the
+    reply with that ``i``; everything else received meanwhile is kept, in order, for
+    ``next_push``. ``received`` is every command in arrival order.
+    """
+
+    def __init__(self, ws: WebSocketConnection, codec_: Codec):
+        self.ws = ws
+        self.codec = codec_
+        self.pushes: deque[Cmd] = deque()
+        self.received: list[Cmd] = []
+        self._next_i = 0
+
+    # -- sending ----------------------------------------------------------------------
+
+    def encode(self, cmd: Cmd) -> str | bytes:
+        if self.codec is Codec.JSON:
+            return orjson.dumps(cmd).decode()
+        raw = codec.serialize(codec.from_json(cmd))
+        return raw if self.codec is Codec.PROTOBUF else base64.b64encode(raw).decode()
+
+    async def send(self, cmd: Cmd) -> None:
+        await self.ws.send_message(self.encode(cmd))
+
+    async def send_raw(self, data: str | bytes) -> None:
+        await self.ws.send_message(data)
+
+    def number(self, cmd: Cmd) -> Cmd:
+        """A copy of ``cmd`` with a fresh ``i`` (unless it has one)."""
+        if "i" in cmd:
+            return dict(cmd)
+        self._next_i += 1
+        return {**cmd, "i": self._next_i}
+
+    # -- receiving --------------------------------------------------------------------
+
+    async def receive(self) -> Cmd:
+        """The next command from the server (ConnectionClosed at the end)."""
+        message = await self.ws.get_message()
+        if self.codec is Codec.JSON:
+            assert isinstance(message, str), "JSON commands come in text frames"
+            decoded = orjson.loads(message)
+            assert isinstance(decoded, dict)
+            cmd = cast(Cmd, decoded)
+        else:
+            binary = self.codec is Codec.PROTOBUF
+            assert isinstance(message, bytes) == binary, "frame type follows the codec"
+            cmd = codec.to_json(codec.decode(self.codec, message))
+        self.received.append(cmd)
+        return cmd
+
+    async def reply_to(self, i: int) -> Cmd:
+        while True:
+            cmd = await self.receive()
+            if cmd.get("i") == i:
+                return cmd
+            self.pushes.append(cmd)
+
+    async def request(self, cmd: Cmd) -> Cmd:
+        numbered = self.number(cmd)
+        await self.send(numbered)
+        return await self.reply_to(cast(int, numbered["i"]))
+
+    async def next_push(self, cmd: str | None = None, op: str | None = None) -> Cmd:
+        """The first push not yet taken (of this ``cmd``/``op``, if given); the others
+        stay queued."""
+
+        def wanted(push: Cmd) -> bool:
+            return (cmd is None or push.get("cmd") == cmd) and (op is None or push.get("op") == op)
+
+        for push in self.pushes:
+            if wanted(push):
+                self.pushes.remove(push)
+                return push
+        while True:
+            push = await self.receive()
+            if wanted(push):
+                return push
+            self.pushes.append(push)
+
+    async def sync(self) -> None:
+        """Barrier: after it, every push queued for this connection before the server
+        handled this echo is in ``pushes``."""
+        reply = await self.request({"cmd": "echo"})
+        assert reply["cmd"] == "echo", reply
+
+    async def take_pushes(self) -> list[Cmd]:
+        """``sync``, then return (and forget) every push received."""
+        await self.sync()
+        out = list(self.pushes)
+        self.pushes.clear()
+        return out
+
+    async def closed(self) -> CloseReason:
+        """Read until the server closes the connection; return its close reason."""
+        try:
+            while True:
+                self.pushes.append(await self.receive())
+        except ConnectionClosed as exc:
+            reason = exc.reason
+        assert reason is not None
+        return reason
+
+    # -- conveniences ------------------------------------------------------------------
+
+    async def login(self, peer_id: str, **fields: object) -> Cmd:
+        reply = await self.request(
+            {"cmd": "session", "op": "open", "appId": "test", "peerId": peer_id, **fields}
+        )
+        assert (reply["cmd"], reply.get("op")) == ("session", "opened"), reply
+        return reply
+
+    async def start(self, members: list[str], **fields: object) -> str:
+        """Create a conversation; returns its cid."""
+        reply = await self.request({"cmd": "conv", "op": "start", "m": members, **fields})
+        assert reply.get("op") == "started", reply
+        return cast(str, reply["cid"])
+
+    async def say(self, cid: str, text: str, **fields: object) -> Cmd:
+        """Send a text message; returns the ack."""
+        ack = await self.request({"cmd": "direct", "cid": cid, "msg": text, **fields})
+        assert ack["cmd"] == "ack", ack
+        assert "code" not in ack, ack
+        return ack
+
+    async def logs(self, cid: str, **fields: object) -> list[Cmd]:
+        reply = await self.request({"cmd": "logs", "cid": cid, **fields})
+        assert reply["cmd"] == "logs", reply
+        return cast(list[Cmd], reply.get("logs", []))
+
+    async def drop(self) -> None:
+        """Close the TCP connection abruptly: no logout, no WebSocket close frame."""
+        await self.ws._stream.aclose()
+
+
+@dataclass
+class Running:
+    server: Server
+    ws_port: int
+    http_port: int
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.ws_port}/"
+
+    @asynccontextmanager
+    async def client(self, subprotocol: str | None = JSON_SUB) -> AsyncIterator[Client]:
+        subprotocols = [subprotocol] if subprotocol else None
+        async with open_websocket_url(
+            self.url, subprotocols=subprotocols, connect_timeout=5, disconnect_timeout=2
+        ) as ws:
+            yield Client(ws, codec_of(subprotocol))
+
+    @asynccontextmanager
+    async def user(self, peer_id: str, subprotocol: str | None = JSON_SUB) -> AsyncIterator[Client]:
+        """A connection with ``peer_id`` logged in."""
+        async with self.client(subprotocol) as client:
+            await client.login(peer_id)
+            yield client
+
+    async def wait_connections(self, count: int) -> None:
+        """Until the server holds exactly ``count`` connections (it noticed closes)."""
+        # The server has no event for this; a short poll under the test's fail_after.
+        while len(self.server.connections) != count:  # noqa: ASYNC110
+            await trio.sleep(0.005)
+
+
+def make_config(overrides: Mapping[str, object] | None = None) -> Config:
+    base = Config(host="127.0.0.1", port=0, http_port=0, db=":memory:")
+    return base.with_overrides(overrides or {})
+
+
+@asynccontextmanager
+async def running_server(
+    overrides: Mapping[str, object] | None = None, store: Store | None = None
+) -> AsyncIterator[Running]:
+    """A server on free localhost ports (``:memory:`` store unless ``db`` is given),
+    shut down gracefully, with ``run`` returning, at the end."""
+    server = Server(make_config(overrides), store)
+    async with trio.open_nursery() as nursery:
+        listening = await nursery.start(server.run)
+        try:
+            yield Running(server, listening.ws_port, listening.http_port)
+        finally:
+            server.shutdown.set()
+
+
+@asynccontextmanager
+async def users(
+    running: Running, *peer_ids: str, subprotocol: str | None = JSON_SUB
+) -> AsyncIterator[list[Client]]:
+    """One logged-in connection per peer id."""
+    async with AsyncExitStack() as stack:
+        yield [await stack.enter_async_context(running.user(p, subprotocol)) for p in peer_ids]
+
+
+def ops(pushes: list[Cmd]) -> list[tuple[object, object]]:
+    """``(cmd, op)`` of each push, for compact assertions."""
+    return [(p.get("cmd"), p.get("op")) for p in pushes]
+
+
+async def assert_serving(
+    running: Running, cid: str | None = None, texts: tuple[str, ...] = ()
+) -> None:
+    """The server still serves a new client, and ``cid``'s history is exactly ``texts``
+    (read by its member ``alice``)."""
+    async with running.client() as client:
+        await client.login("alice")
+        await client.sync()
+        if cid is not None:
+            logs = await client.logs(cid, l=1000)
+            assert tuple(item["data"] for item in logs) == texts

@@ -1,0 +1,138 @@
+"""chatroom.config: defaults, TOML file, environment, command line, and bad values.
+
+Precedence, lowest first: defaults < file < environment < command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from chatroom.config import Config, from_environment, load
+
+NO_ENV: dict[str, str] = {}
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "chatroom.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults() -> None:
+    config = load(env=NO_ENV)
+    assert config == Config()
+    assert (config.host, config.port, config.http_port) == ("127.0.0.1", 8080, 8081)
+    assert config.db == "./chatroom.db"
+    assert config.max_client_id_length == 64
+    assert config.max_members == 500
+    assert (config.history_default_limit, config.history_max_limit) == (20, 1000)
+    assert config.idle_timeout > 380  # the SDK's own idle limit: never cut a live client
+
+
+def test_every_setting_has_a_default() -> None:
+    for field in dataclasses.fields(Config):
+        assert field.default is not dataclasses.MISSING, field.name
+
+
+def test_toml_file_top_level_keys(tmp_path: Path) -> None:
+    path = write(tmp_path, 'port = 9000\nidle_timeout = 30.5\ndb = ":memory:"\n')
+    config = load(path, env=NO_ENV)
+    assert (config.port, config.idle_timeout, config.db) == (9000, 30.5, ":memory:")
+    assert config.http_port == 8081  # untouched settings keep their defaults
+
+
+def test_toml_file_chatroom_table(tmp_path: Path) -> None:
+    path = write(tmp_path, "[chatroom]\nmax_members = 3\nidle_timeout = 2\n")
+    config = load(path, env=NO_ENV)
+    assert config.max_members == 3
+    assert config.idle_timeout == 2.0
+    assert isinstance(config.idle_timeout, float)
+
+
+def test_chatroom_that_is_not_a_table_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, 'chatroom = "yes"\n')
+    with pytest.raises(ValueError, match="table"):
+        load(path, env=NO_ENV)
+
+
+def test_environment(tmp_path: Path) -> None:
+    env = {"CHATROOM_MAX_MEMBERS": "1000", "CHATROOM_HOST": "0.0.0.0", "OTHER": "x"}
+    config = load(env=env)
+    assert config.max_members == 1000
+    assert config.host == "0.0.0.0"
+    assert from_environment(env) == {"max_members": "1000", "host": "0.0.0.0"}
+
+
+def test_command_line_wins_over_environment_over_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "port = 1\nhttp_port = 2\nmax_members = 3\n")
+    env = {"CHATROOM_PORT": "10", "CHATROOM_HTTP_PORT": "20"}
+    config = load(path, cli={"port": 100, "http_port": None}, env=env)
+    assert config.port == 100  # command line
+    assert config.http_port == 20  # environment (None on the command line: not given)
+    assert config.max_members == 3  # file
+
+
+def test_load_reads_the_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHATROOM_MAX_MEMBERS", "7")
+    assert load().max_members == 7
+
+
+@pytest.mark.parametrize(
+    ("source", "setting", "value"),
+    [
+        ("file", "port", '"eighty"'),
+        ("file", "max_members", "true"),
+        ("file", "max_members", "2.5"),
+        ("file", "idle_timeout", '"soon"'),
+        ("file", "host", "8080"),
+        ("file", "db", "[1, 2]"),
+        ("env", "port", "eighty"),
+        ("env", "idle_timeout", "soon"),
+        ("env", "max_members", "2.5"),
+        ("cli", "port", "eighty"),
+        ("cli", "max_members", True),
+        ("cli", "max_members", 2.5),
+        ("cli", "host", 1),
+    ],
+)
+def test_bad_values_name_the_setting(
+    tmp_path: Path, source: str, setting: str, value: object
+) -> None:
+    with pytest.raises(ValueError, match=setting):
+        load_from(tmp_path, source, setting, value)
+
+
+@pytest.mark.parametrize("source", ["file", "table", "cli"])
+def test_unknown_settings_are_refused(tmp_path: Path, source: str) -> None:
+    with pytest.raises(ValueError, match="max_memebrs"):
+        load_from(tmp_path, source, "max_memebrs", 3)
+
+
+def load_from(tmp_path: Path, source: str, setting: str, value: object) -> Config:
+    """Load one setting given in a file (top level or table), the environment or the
+    command line; ``value`` is TOML text for files."""
+    if source == "file":
+        return load(write(tmp_path, f"{setting} = {value}\n"), env=NO_ENV)
+    if source == "table":
+        return load(write(tmp_path, f"[chatroom]\n{setting} = {value}\n"), env=NO_ENV)
+    if source == "env":
+        return load(env={f"CHATROOM_{setting.upper()}": str(value)})
+    return load(cli={setting: value}, env=NO_ENV)
+
+
+def test_unknown_environment_variables_are_ignored() -> None:
+    # The environment is shared with everything else; only known names are read.
+    assert load(env={"CHATROOM_MAX_MEMEBRS": "3"}) == Config()
+
+
+def test_with_overrides_converts_and_copies() -> None:
+    base = Config()
+    changed = base.with_overrides({"port": "0", "write_delay": 1})
+    assert (changed.port, changed.write_delay) == (0, 1.0)
+    assert isinstance(changed.write_delay, float)
+    assert base.port == 8080  # the original is unchanged (frozen)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        base.port = 1  # type: ignore[misc]

@@ -1,0 +1,63 @@
+"""chatroom.ratelimit: the token bucket behind per-connection request budgets. Pure:
+time is passed in, so nothing here sleeps."""
+
+from __future__ import annotations
+
+import pytest
+
+from chatroom.ratelimit import TokenBucket
+
+
+def takes(bucket: TokenBucket, now: float, count: int) -> list[bool]:
+    return [bucket.take(now) for _ in range(count)]
+
+
+def test_starts_full_and_refuses_beyond_the_burst() -> None:
+    bucket = TokenBucket(rate=1, burst=5, now=0)
+    assert takes(bucket, 0, 7) == [True] * 5 + [False] * 2
+
+
+def test_refills_at_the_rate() -> None:
+    bucket = TokenBucket(rate=10, burst=5, now=0)
+    takes(bucket, 0, 5)
+    assert not bucket.take(0.05)  # half a token
+    assert bucket.take(0.1)
+    assert not bucket.take(0.1)
+    assert takes(bucket, 0.4, 4) == [True, True, True, False]
+
+
+def test_never_saves_more_than_the_burst() -> None:
+    bucket = TokenBucket(rate=100, burst=3, now=0)
+    assert takes(bucket, 1000, 5) == [True, True, True, False, False]
+
+
+def test_refusal_spends_nothing() -> None:
+    bucket = TokenBucket(rate=1, burst=2, now=0)
+    takes(bucket, 0, 2)
+    for _ in range(100):
+        assert not bucket.take(0)
+    assert bucket.take(1)  # one second later exactly one token is there
+
+
+def test_time_going_backwards_adds_nothing() -> None:
+    bucket = TokenBucket(rate=1, burst=2, now=10)
+    takes(bucket, 10, 2)
+    assert not bucket.take(5)
+    assert not bucket.take(10.5)
+    assert bucket.take(11)
+
+
+def test_several_tokens_at_once() -> None:
+    bucket = TokenBucket(rate=1, burst=10, now=0)
+    assert bucket.take(0, tokens=7)
+    assert not bucket.take(0, tokens=4)  # all or nothing
+    assert bucket.take(0, tokens=3)
+    assert not bucket.take(0, tokens=0.5)
+
+
+@pytest.mark.parametrize(("rate", "seconds"), [(5, 10), (1000, 2), (0.5, 40)])
+def test_long_run_average_is_the_rate(rate: float, seconds: int) -> None:
+    bucket = TokenBucket(rate=rate, burst=1, now=0)
+    steps = 1000
+    granted = sum(bucket.take(seconds * k / steps) for k in range(1, steps + 1))
+    assert granted == pytest.approx(min(rate * seconds, steps), abs=1)
