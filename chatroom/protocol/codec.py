@@ -14,8 +14,10 @@ subprotocol               frames        payload
 The flat JSON form puts the fields of the command's nested message (``sessionMessage``,
 ``directMessage``...) at top level next to ``cmd``/``op``/``i``/``peerId``; op names are
 written with hyphens (``members-joined``; underscores are accepted too); the JSON
-payload fields ``attr``, ``where``, ``results`` and ``attrModified`` are real JSON values;
-``bytes`` fields (``binaryMsg``) are base64 strings.
+payload fields ``attr``, ``where``, ``results`` and ``attrModified`` are real JSON values
+(a payload that is not JSON, or is a JSON string, is written as that text; a JSON string
+read back is stored as it is); ``bytes`` fields (``binaryMsg``) are base64 strings. A
+nested message that is present but empty has no keys, so it reads back as absent.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from dataclasses import dataclass
 from typing import cast
 
 import orjson
-from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 from google.protobuf.message import DecodeError, EncodeError
 from google.protobuf.message import Message as PbMessage
 
@@ -96,9 +98,14 @@ def negotiate(offered: list[str], query_value: str | None = None) -> Subprotocol
 
 
 def decode(codec: Codec, frame: str | bytes) -> pb.GenericCommand:
-    """Decode one inbound WebSocket message. Raises ProtocolError, never anything else."""
+    """Decode one inbound WebSocket message. Raises ProtocolError, never anything else.
+
+    What it returns can be encoded again by every codec: it has its required fields and
+    its strings are text. An unknown ``cmd`` or ``op`` number is not an error here (proto2
+    keeps it among the unknown fields and the field reads as absent), so that the request
+    can still be answered by its ``i``: check ``HasField("cmd")`` before dispatching on it."""
     if codec is Codec.JSON:
-        return from_json_bytes(frame.encode() if isinstance(frame, str) else frame)
+        return from_json(_load_json_object(frame))
     if isinstance(frame, str):
         # base64 codec; binary-codec clients sending text are treated the same way.
         try:
@@ -112,13 +119,66 @@ def decode(codec: Codec, frame: str | bytes) -> pb.GenericCommand:
         cmd.ParseFromString(raw)
     except (DecodeError, RuntimeWarning, ValueError) as exc:
         raise ProtocolError(f"not a GenericCommand: {exc}") from exc
+    _check_required(cmd)
+    _check_text(cmd)
     return cmd
+
+
+def _check_required(msg: PbMessage) -> None:
+    # The parser does not enforce proto2 ``required``; a command missing one could not
+    # be serialized again (serialize() would fail wherever a handler echoes a part).
+    if not msg.IsInitialized():
+        # FindInitializationErrors is real API but missing from the type stubs.
+        missing = ", ".join(msg.FindInitializationErrors())  # type: ignore[attr-defined]
+        raise ProtocolError(f"missing required field: {missing}")
+
+
+def _check_text(msg: PbMessage) -> None:
+    # The parser does not validate UTF-8 in proto2 strings: it hands out ``bytes`` for
+    # such a field, which breaks every consumer that expects ``str`` (JSON, the store).
+    for field, value in msg.ListFields():
+        kind = _TEXT_KIND.get(field)
+        if kind == _STRING:
+            if value.__class__ is bytes:
+                raise _not_utf8(field)
+        elif kind == _MESSAGE:
+            _check_text(value)
+        elif kind == _STRINGS:
+            if any(item.__class__ is bytes for item in value):
+                raise _not_utf8(field)
+        elif kind == _MESSAGES:
+            for item in value:
+                _check_text(item)
+
+
+def _not_utf8(field: FieldDescriptor) -> ProtocolError:
+    return ProtocolError(f"{field.name}: not UTF-8", CloseCode.UNSUPPORTED_DATA)
+
+
+# Where text can hide in a field. Plain ints in a table keep the check near 1 us a
+# frame (an Enum member lookup alone doubles it).
+_STRING, _STRINGS, _MESSAGE, _MESSAGES = range(4)
+
+
+def _text_kinds(message: Descriptor, out: dict[FieldDescriptor, int]) -> dict[FieldDescriptor, int]:
+    for field in message.fields:
+        if field in out:
+            continue
+        if field.type == FieldDescriptor.TYPE_STRING:
+            out[field] = _STRINGS if field.is_repeated else _STRING
+        elif field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type is not None:
+            out[field] = _MESSAGES if field.is_repeated else _MESSAGE
+            _text_kinds(field.message_type, out)
+    return out
+
+
+_TEXT_KIND = _text_kinds(pb.GenericCommand.DESCRIPTOR, {})
 
 
 def encode(codec: Codec, cmd: pb.GenericCommand) -> bytes:
     """Encode a command as the payload of one frame (UTF-8 for the text codecs)."""
     if codec is Codec.JSON:
-        return orjson.dumps(to_json(cmd))
+        return _dumps(cmd)
     raw = serialize(cmd)
     return base64.b64encode(raw) if codec is Codec.BASE64 else raw
 
@@ -173,10 +233,11 @@ class Prepared:
     def payload(self, codec: Codec, peer_id: str | None) -> bytes:
         if codec is Codec.JSON:
             if self._json is None:
-                self._json = orjson.dumps(to_json(self._cmd))
+                self._json = _dumps(self._cmd)
             if peer_id is None:
                 return self._json
-            return b'{"peerId":' + orjson.dumps(peer_id) + b"," + self._json[1:]
+            rest = self._json[1:] if self._json == b"{}" else b"," + self._json[1:]
+            return b'{"peerId":' + orjson.dumps(peer_id) + rest
         if self._proto is None:
             self._proto = serialize(self._cmd)
         raw = self._proto if peer_id is None else self._proto + peer_id_tail(peer_id)
@@ -208,20 +269,31 @@ _BODY_FIELD: dict[int, str] = {
     pb.login: "loginMessage",
     pb.loggedin: "loggedinMessage",
 }
-_TOP_SCALARS = {
-    f.name for f in _G.fields if f.type not in (FieldDescriptor.TYPE_MESSAGE,)
-}
+_TOP_SCALARS = {f.name for f in _G.fields if f.type not in (FieldDescriptor.TYPE_MESSAGE,)}
 _JSON_PAYLOAD = pb.JsonObjectMessage.DESCRIPTOR
 
 JsonDict = dict[str, object]
 
 
 def _op_name(value: int) -> str:
-    return pb.OpType.Name(value).replace("_", "-")
+    return pb.OpType.Name(pb.OpType.ValueType(value)).replace("_", "-")
 
 
 def to_json(cmd: pb.GenericCommand) -> JsonDict:
     """The flat JSON object of a command (see the module docstring)."""
+    return _to_json(cmd, parse_payloads=True)
+
+
+def _dumps(cmd: pb.GenericCommand) -> bytes:
+    try:
+        return orjson.dumps(_to_json(cmd, parse_payloads=True))
+    except orjson.JSONEncodeError:
+        # A stored payload nested deeper than orjson writes (it reads deeper than that):
+        # send the payloads as the strings they are rather than fail the whole push.
+        return orjson.dumps(_to_json(cmd, parse_payloads=False))
+
+
+def _to_json(cmd: pb.GenericCommand, *, parse_payloads: bool) -> JsonDict:
     out: JsonDict = {}
     for field, value in cmd.ListFields():
         if field.name == "cmd":
@@ -229,23 +301,21 @@ def to_json(cmd: pb.GenericCommand) -> JsonDict:
         elif field.name == "op":
             out["op"] = _op_name(value)
         elif field.type == FieldDescriptor.TYPE_MESSAGE:
-            out.update(_message_to_json(value))
+            out.update(_message_to_json(value, parse_payloads))
         else:
-            out[field.name] = _value_to_json(field, value)
+            out[field.name] = _value_to_json(field, value, parse_payloads)
     return out
 
 
-def _message_to_json(msg: PbMessage) -> JsonDict:
+def _message_to_json(msg: PbMessage, parse_payloads: bool) -> JsonDict:
     if msg.DESCRIPTOR is _JSON_PAYLOAD:
         raise AssertionError("JsonObjectMessage is converted by its parent")
     out: JsonDict = {}
     for field, value in msg.ListFields():
-        if field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type is _JSON_PAYLOAD:
-            out[field.name] = _json_payload_out(value.data)
-        elif _is_repeated(field):
-            out[field.name] = [_value_to_json(field, v) for v in value]
+        if _is_repeated(field):
+            out[field.name] = [_value_to_json(field, v, parse_payloads) for v in value]
         else:
-            out[field.name] = _value_to_json(field, value)
+            out[field.name] = _value_to_json(field, value, parse_payloads)
     return out
 
 
@@ -253,45 +323,57 @@ def _is_repeated(field: FieldDescriptor) -> bool:
     return bool(field.is_repeated)
 
 
-def _json_payload_out(data: str) -> object:
+def _json_payload_out(data: str, parse: bool) -> object:
+    """The JSON value a payload holds. Text that is not JSON, or is a JSON string, goes
+    out as itself: ``from_json`` stores a string as it is and anything else as JSON, so
+    both come back unchanged."""
+    if not parse:
+        return data
     try:
-        return cast(object, orjson.loads(data))
+        value = cast(object, orjson.loads(data))
     except orjson.JSONDecodeError:
         return data
+    return data if isinstance(value, str) else value
 
 
-def _value_to_json(field: FieldDescriptor, value: object) -> object:
+def _value_to_json(field: FieldDescriptor, value: object, parse_payloads: bool) -> object:
     if field.type == FieldDescriptor.TYPE_MESSAGE:
-        return _message_to_json(cast(PbMessage, value))
+        if field.message_type is _JSON_PAYLOAD:
+            return _json_payload_out(cast(pb.JsonObjectMessage, value).data, parse_payloads)
+        return _message_to_json(cast(PbMessage, value), parse_payloads)
     if field.type == FieldDescriptor.TYPE_BYTES:
         return base64.b64encode(cast(bytes, value)).decode()
     if field.type == FieldDescriptor.TYPE_ENUM:
-        return field.enum_type.values_by_number[cast(int, value)].name
+        return _enum_type(field).values_by_number[cast(int, value)].name
     return value
 
 
 def from_json_bytes(raw: bytes) -> pb.GenericCommand:
+    return from_json(_load_json_object(raw))
+
+
+def _load_json_object(raw: str | bytes) -> JsonDict:
     try:
+        # orjson reads str as well and rejects lone surrogates in it with JSONDecodeError
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise ProtocolError(f"invalid JSON: {exc}") from exc
     if not isinstance(obj, dict):
         raise ProtocolError("a command is a JSON object")
-    return from_json(obj)
+    return cast(JsonDict, obj)
 
 
 def from_json(obj: JsonDict) -> pb.GenericCommand:
     """Parse a flat JSON command. Unknown keys and wrong types raise ProtocolError."""
     cmd = pb.GenericCommand()
     name = obj.get("cmd")
-    cmd.cmd = _enum_in(pb.CommandType.DESCRIPTOR.values_by_name, name, "cmd")
+    cmd.cmd = pb.CommandType.ValueType(_enum_in(pb.CommandType.DESCRIPTOR, name, "cmd"))
     if "op" in obj:
         op = obj["op"]
         op = op.replace("-", "_") if isinstance(op, str) else op
-        cmd.op = _enum_in(pb.OpType.DESCRIPTOR.values_by_name, op, "op")
+        cmd.op = pb.OpType.ValueType(_enum_in(pb.OpType.DESCRIPTOR, op, "op"))
     body_name = _BODY_FIELD.get(cmd.cmd)
     body = getattr(cmd, body_name) if body_name else None
-    touched = False
     for key, value in obj.items():
         if key in ("cmd", "op"):
             continue
@@ -299,19 +381,27 @@ def from_json(obj: JsonDict) -> pb.GenericCommand:
             _set_field(cmd, _G.fields_by_name[key], value)
         elif body is not None and key in body.DESCRIPTOR.fields_by_name:
             _set_field(body, body.DESCRIPTOR.fields_by_name[key], value)
-            touched = True
         else:
             raise ProtocolError(f"unknown field {key!r} for cmd {name!r}")
-    if body is not None and not touched:
-        body.SetInParent()
+    # A body with no keys stays absent, as in the protobuf frames (``session close``).
+    _check_required(cmd)
     return cmd
 
 
-def _enum_in(values: object, value: object, what: str) -> int:
-    by_name = cast(dict[str, object], values)
-    if isinstance(value, str) and value in by_name:
-        return cast(int, getattr(by_name[value], "number"))
-    if isinstance(value, int) and not isinstance(value, bool):
+def _enum_type(field: FieldDescriptor) -> EnumDescriptor:
+    assert field.enum_type is not None, field.name
+    return field.enum_type
+
+
+def _enum_in(enum_type: EnumDescriptor, value: object, what: str) -> int:
+    """A known enum value, by name or by number."""
+    if isinstance(value, str) and value in enum_type.values_by_name:
+        return enum_type.values_by_name[value].number
+    if (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and value in enum_type.values_by_number
+    ):
         return value
     raise ProtocolError(f"{what}: unknown value {value!r}")
 
@@ -319,10 +409,12 @@ def _enum_in(values: object, value: object, what: str) -> int:
 _SCALAR_CHECKS: dict[int, Callable[[object], bool]] = {
     FieldDescriptor.TYPE_STRING: lambda v: isinstance(v, str),
     FieldDescriptor.TYPE_BOOL: lambda v: isinstance(v, bool),
-    FieldDescriptor.TYPE_INT32: lambda v: isinstance(v, int) and not isinstance(v, bool)
-    and -(2**31) <= v < 2**31,
-    FieldDescriptor.TYPE_INT64: lambda v: isinstance(v, int) and not isinstance(v, bool)
-    and -(2**63) <= v < 2**63,
+    FieldDescriptor.TYPE_INT32: lambda v: (
+        isinstance(v, int) and not isinstance(v, bool) and -(2**31) <= v < 2**31
+    ),
+    FieldDescriptor.TYPE_INT64: lambda v: (
+        isinstance(v, int) and not isinstance(v, bool) and -(2**63) <= v < 2**63
+    ),
 }
 
 
@@ -332,7 +424,9 @@ def _set_field(msg: PbMessage, field: FieldDescriptor, value: object) -> None:
             raise ProtocolError(f"{field.name}: expected a list")
         target = getattr(msg, field.name)
         for item in value:
-            if field.type == FieldDescriptor.TYPE_MESSAGE:
+            if field.message_type is _JSON_PAYLOAD:
+                target.add().data = _json_payload_in(item, field.name)
+            elif field.type == FieldDescriptor.TYPE_MESSAGE:
                 _fill_message(target.add(), item, field.name)
             else:
                 target.append(_scalar(field, item))
@@ -340,11 +434,20 @@ def _set_field(msg: PbMessage, field: FieldDescriptor, value: object) -> None:
     if field.type == FieldDescriptor.TYPE_MESSAGE:
         sub = getattr(msg, field.name)
         if field.message_type is _JSON_PAYLOAD:
-            sub.data = value if isinstance(value, str) else orjson.dumps(value).decode()
+            sub.data = _json_payload_in(value, field.name)
         else:
             _fill_message(sub, value, field.name)
         return
     setattr(msg, field.name, _scalar(field, value))
+
+
+def _json_payload_in(value: object, name: str) -> str:
+    if isinstance(value, str):
+        return value
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError as exc:  # nested deeper than orjson writes
+        raise ProtocolError(f"{name}: {exc}") from exc
 
 
 def _fill_message(msg: PbMessage, value: object, name: str) -> None:
@@ -352,7 +455,7 @@ def _fill_message(msg: PbMessage, value: object, name: str) -> None:
         raise ProtocolError(f"{name}: expected an object")
     msg.SetInParent()
     for key, item in value.items():
-        field = msg.DESCRIPTOR.fields_by_name.get(key)
+        field = cast("FieldDescriptor | None", msg.DESCRIPTOR.fields_by_name.get(key))
         if field is None:
             raise ProtocolError(f"{name}: unknown field {key!r}")
         _set_field(msg, field, item)
@@ -367,7 +470,7 @@ def _scalar(field: FieldDescriptor, value: object) -> object:
         except (binascii.Error, ValueError) as exc:
             raise ProtocolError(f"{field.name}: not base64") from exc
     if field.type == FieldDescriptor.TYPE_ENUM:
-        return _enum_in(field.enum_type.values_by_name, value, field.name)
+        return _enum_in(_enum_type(field), value, field.name)
     check = _SCALAR_CHECKS.get(field.type)
     if check is None or not check(value):
         raise ProtocolError(f"{field.name}: wrong type {type(value).__name__}")

@@ -8,7 +8,9 @@ protocol's facts; names follow the wire). proto2 on purpose: presence is semanti
 (an absent ackMessage.code means success) and required fields are enforced by the
 official SDK's decoder, so an encoder that drops "empty" fields breaks clients.
 
-Regenerate the Python module with `python -m chatroom.protocol.generate`.
+Regenerate messages_pb2.py and messages_pb2.pyi, from the repository root:
+.venv/bin/python -m grpc_tools.protoc -I chatroom/protocol --python_out=chatroom/protocol --mypy_out=chatroom/protocol --plugin=protoc-gen-mypy=.venv/bin/protoc-gen-mypy chatroom/protocol/messages.proto
+tests/test_codec.py checks every field against the official SDK's own schema.
 """
 
 from collections import abc as _abc
