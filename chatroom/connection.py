@@ -18,7 +18,7 @@ from chatroom.config import Config
 from chatroom.flusher import Flusher
 from chatroom.outbox import Outbox, Priority, Verdict
 from chatroom.protocol import messages_pb2 as pb
-from chatroom.protocol.codec import Prepared, Subprotocol, decode, encode
+from chatroom.protocol.codec import Codec, Prepared, Subprotocol, decode, encode
 from chatroom.protocol.errors import ChatError, CloseCode, ErrorCode, ProtocolError
 from chatroom.ratelimit import TokenBucket
 from chatroom.service import dispatch
@@ -171,7 +171,8 @@ class Connection:
             try:
                 cmd = decode(self._subprotocol.codec, message)
             except ProtocolError as exc:
-                self._error(None, ChatError(ErrorCode.INVALID_COMMAND, str(exc)[:200]))
+                # Undecodable, so there is no ``i`` to answer: an error push it is.
+                self._error(None, ChatError(ErrorCode.INVALID_COMMAND, str(exc)[:200]), True)
                 continue
             sync, handler = dispatch.route(cmd)
             if sync is not None:
@@ -215,9 +216,13 @@ class Connection:
             reply.i = cmd.i
         self.send(reply)
 
-    def _error(self, cmd: pb.GenericCommand | None, err: ChatError) -> None:
-        """Reply with the error. Requests without ``i`` get an error push only on the
-        JSON codec: the SDK treats an ``i``-less error as a connection error."""
+    def _error(
+        self, cmd: pb.GenericCommand | None, err: ChatError, undecodable: bool = False
+    ) -> None:
+        """Reply with the error. A command without ``i`` (the SDK's acks and read
+        marks) gets an error push only on the JSON codec, since the SDK treats an
+        ``i``-less error as a connection error; a frame that is not a command always
+        gets one."""
         self._ctx.counters.errors += 1
         has_i = cmd is not None and cmd.HasField("i")
         if cmd is not None and cmd.cmd == pb.direct:
@@ -232,7 +237,7 @@ class Connection:
                 reply.errorMessage.detail = err.detail
         if cmd is not None and has_i:
             reply.i = cmd.i
-        elif self._subprotocol.codec.value != "json":
+        elif self._subprotocol.codec is not Codec.JSON and not undecodable:
             return
         if cmd is not None and cmd.HasField("peerId"):
             reply.peerId = cmd.peerId

@@ -34,6 +34,9 @@ HANDLERS: dict[tuple[int, int | None], Handler] = {
 def route(cmd: pb.GenericCommand) -> tuple[SyncHandler | None, Handler | None]:
     """``(sync_handler, None)`` or ``(None, async_handler)`` for ``cmd``. A command the
     server does not serve gets a sync handler that answers 4201."""
+    if not cmd.HasField("cmd"):
+        # An unknown cmd number parses as absent, which would read as 0 (session).
+        return unsupported, None
     op = cmd.op if cmd.HasField("op") else None
     sync = SYNC_HANDLERS.get((cmd.cmd, op)) or SYNC_HANDLERS.get((cmd.cmd, None))
     if sync is not None:
@@ -46,6 +49,6 @@ def route(cmd: pb.GenericCommand) -> tuple[SyncHandler | None, Handler | None]:
 
 def unsupported(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCommand | None:
     op = cmd.op if cmd.HasField("op") else None
-    name = pb.CommandType.Name(cmd.cmd) if cmd.cmd in pb.CommandType.values() else cmd.cmd
+    name = pb.CommandType.Name(cmd.cmd) if cmd.HasField("cmd") else "?"
     op_name = pb.OpType.Name(op) if op in pb.OpType.values() else op
     raise ChatError(ErrorCode.INVALID_COMMAND, f"unsupported command {name}/{op_name}")
