@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import ParamSpec, TypeVar, cast
+from typing import Any, ParamSpec, TypeVar, cast
 
 import orjson
 import trio
@@ -37,7 +37,8 @@ BASE64_SUB = "lc.proto2base64.3"
 ALL_SUBS = [JSON_SUB, PROTOBUF_SUB, BASE64_SUB]
 TIMEOUT = 10.0  # seconds: the default fail_after of an I/O test
 
-Cmd = dict[str, object]
+# Commands as the flat JSON objects of the README; values are whatever JSON holds.
+Cmd = dict[str, Any]
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -201,6 +202,9 @@ class Client:
     async def drop(self) -> None:
         """Close the TCP connection abruptly: no logout, no WebSocket close frame."""
         await self.ws._stream.aclose()
+        # trio-websocket's reader may be parked handing over a message nobody reads;
+        # reading lets it notice the closed stream (otherwise leaving hangs).
+        await self.closed()
 
 
 @dataclass
