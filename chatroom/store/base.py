@@ -14,7 +14,22 @@ from dataclasses import dataclass, field
 from typing import Protocol, TypeAlias
 
 # A JSON value as orjson produces and accepts it.
-JSON: TypeAlias = "None | bool | int | float | str | list[JSON] | dict[str, JSON]"
+JSON: TypeAlias = "bool | int | float | str | list[JSON] | dict[str, JSON] | None"
+
+
+class StoreError(Exception):
+    """A store refused or failed an operation. Nothing of that operation was stored."""
+
+
+class IntegrityError(StoreError):
+    """The operation would break the data model: a duplicate key (a conversation id or a
+    message id already stored, or twice in one batch), a message with both or neither of
+    ``data`` and ``binary``, an integer outside the signed 64-bit range, text that is not
+    valid Unicode, attributes that are not JSON. Both stores detect the same cases."""
+
+
+class NotFoundError(StoreError):
+    """The operation needs a record that does not exist (saving an unknown conversation)."""
 
 
 class ConvType(enum.IntEnum):

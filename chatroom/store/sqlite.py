@@ -1,0 +1,472 @@
+"""The default store: one SQLite file in WAL mode, driven from worker threads.
+
+Threads and connections (ecosystem.md section 1, pitfalls 11 and 12):
+
+* one writer connection, used only through ``trio.to_thread.run_sync`` with the store's
+  own ``CapacityLimiter(1)``: that limiter is what serializes writes, and it keeps the
+  store off trio's shared default limiter. ``to_thread`` may pick a different thread each
+  time, hence ``check_same_thread=False``;
+* a small pool of ``query_only`` read connections behind a second limiter: WAL lets them
+  read while a batch is being written, and each read sees whole transactions only.
+
+Every write is one short ``BEGIN IMMEDIATE`` transaction; ``append_messages`` writes a
+whole batch in one (group commit), which is what makes ack-after-commit affordable.
+A cancelled caller still waits for its thread: the operation may have committed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import operator
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
+
+import orjson
+import trio
+
+from .base import (
+    Bound,
+    Conversation,
+    ConvType,
+    Direction,
+    HistoryQuery,
+    IntegrityError,
+    Message,
+    NotFoundError,
+    StoreError,
+)
+from .common import (
+    INT64_MAX,
+    INT64_MIN,
+    dump_json,
+    history_interval,
+    is_unique_normal,
+    members_key,
+)
+from .sqlite_schema import SCHEMA_VERSION, migrate
+
+T = TypeVar("T")
+
+__all__ = ["SCHEMA_VERSION", "SqliteStore"]
+
+_CONV_COLUMNS = (
+    "cid", "kind", "creator", "members", "attrs", "created_at", "updated_at", "is_unique",
+    "unique_id", "muted", "last_message_at", "expire_at",
+)  # fmt: skip
+_CONV_SELECT = f"SELECT {', '.join(_CONV_COLUMNS)} FROM conversations"
+_CONV_INSERT = (
+    f"INSERT INTO conversations ({', '.join(_CONV_COLUMNS)}, members_key)"
+    f" VALUES ({', '.join('?' * (len(_CONV_COLUMNS) + 1))})"
+)
+_CONV_UPDATE = (
+    f"UPDATE conversations SET {', '.join(f'{c} = ?' for c in _CONV_COLUMNS[1:])},"
+    " members_key = ? WHERE cid = ?"
+)
+_CONVS_OF = (
+    f"SELECT {', '.join('c.' + c for c in _CONV_COLUMNS)}"
+    " FROM conversation_members AS m JOIN conversations AS c ON c.cid = m.cid"
+    " WHERE m.member = ?"
+    " ORDER BY coalesce(c.last_message_at, c.created_at) DESC, c.cid LIMIT ? OFFSET ?"
+)
+
+# Selected in Message field order; inserted with mention_pids last (see _append_messages).
+_MSG_COLUMNS = (
+    "cid, mid, from_peer, timestamp, data, binary, mention_all, mention_pids,"
+    " dedupe_token, lctype, patch_timestamp"
+)
+_MSG_SELECT = f"SELECT {_MSG_COLUMNS} FROM messages"
+_MSG_INSERTED = (
+    "cid", "mid", "from_peer", "timestamp", "data", "binary", "mention_all", "dedupe_token",
+    "lctype", "patch_timestamp",
+)  # fmt: skip
+_MSG_FIELDS = operator.attrgetter(*_MSG_INSERTED)  # C-speed rows: the hot path of group commit
+_MSG_INSERT = (
+    f"INSERT INTO messages ({', '.join(_MSG_INSERTED)}, mention_pids)"
+    f" VALUES ({', '.join('?' * (len(_MSG_INSERTED) + 1))})"
+)
+_SET_LAST_MESSAGE_AT = (
+    "UPDATE conversations SET last_message_at = ?2"
+    " WHERE cid = ?1 AND (last_message_at IS NULL OR last_message_at < ?2)"
+)
+# Values SQLite refuses (types, ranges, encodings), reported as the interface's error.
+_BAD_DATA = (sqlite3.IntegrityError, OverflowError, UnicodeEncodeError, orjson.JSONEncodeError)
+
+
+class SqliteStore:
+    """A ``Store`` in the SQLite database file at ``path`` (created if missing)."""
+
+    def __init__(self, path: str, *, readers: int = 4, busy_timeout_ms: int = 5000) -> None:
+        if path in ("", ":memory:") or path.startswith("file::memory:"):
+            # Each connection would get its own empty database; use MemoryStore.
+            raise ValueError("SqliteStore needs a file; use MemoryStore for ':memory:'")
+        self._path = path
+        self._busy_timeout_ms = busy_timeout_ms
+        self._writer: sqlite3.Connection | None = None
+        self._write_limiter = trio.CapacityLimiter(1)
+        self._read_limiter = trio.CapacityLimiter(readers)
+        self._idle_readers: list[sqlite3.Connection] = []
+        self._pool_lock = threading.Lock()  # the pool is used from worker threads
+        self._closed = False
+
+    async def open(self) -> None:
+        """Open the file, switch it to WAL and create or check the schema.
+
+        StoreError if the file is not a chatroom database, or was written by a newer
+        version of chatroom (its schema version is higher than ``SCHEMA_VERSION``).
+        """
+        self._writer = await trio.to_thread.run_sync(self._open_writer, limiter=self._write_limiter)
+
+    async def aclose(self) -> None:
+        """Close every connection, after the write in progress (if any) has finished."""
+        with trio.CancelScope(shield=True):  # cleanup must happen even when cancelled
+            await trio.to_thread.run_sync(self._close_all, limiter=self._write_limiter)
+
+    # connections (these run in worker threads)
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(
+            self._path, isolation_level=None, check_same_thread=False, cached_statements=256
+        )
+        db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+        return db
+
+    def _open_writer(self) -> sqlite3.Connection:
+        db = self._connect()
+        try:
+            mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreError(f"{self._path}: cannot use WAL journal mode (got {mode})")
+            db.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable but for power loss
+            db.execute("PRAGMA cache_size = -32768")  # 32 MiB: index pages of busy conversations
+            # A batch spread over many conversations dirties one index leaf per message;
+            # the default (checkpoint every 1000 pages, 4 MiB) then copies pages back to
+            # the file after nearly every commit. Every 40 MiB, pages rewritten by
+            # consecutive commits are copied once: about twice the sustained rows/s.
+            db.execute("PRAGMA wal_autocheckpoint = 10000")
+            db.execute("PRAGMA journal_size_limit = 67108864")  # truncate the WAL back to 64 MiB
+            with _transaction(db):
+                migrate(db, self._path)
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            raise StoreError(f"{self._path}: not a usable SQLite database: {exc}") from exc
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _connect_reader(self) -> sqlite3.Connection:
+        db = self._connect()
+        db.execute("PRAGMA query_only = 1")  # a bug in a read path cannot write
+        return db
+
+    def _with_reader(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        with self._pool_lock:
+            db = self._idle_readers.pop() if self._idle_readers else None
+        if db is None:
+            db = self._connect_reader()
+        try:
+            return fn(db)
+        finally:
+            with self._pool_lock:
+                if self._closed:
+                    db.close()
+                else:
+                    self._idle_readers.append(db)
+
+    def _close_all(self) -> None:
+        with self._pool_lock:
+            self._closed = True
+            readers, self._idle_readers = self._idle_readers, []
+        for db in readers:
+            db.close()
+        if self._writer is not None:
+            # Closing the last connection checkpoints the WAL into the main file.
+            self._writer.close()
+            self._writer = None
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        db = self._writer
+        if db is None:
+            raise StoreError("the store is not open")
+        return await trio.to_thread.run_sync(fn, db, limiter=self._write_limiter)
+
+    async def _query(self, sql: str, params: Sequence[object]) -> list[Any]:
+        """All rows of one SELECT on a reader connection.
+
+        Fetching every row finishes the statement, which ends its read transaction: a
+        pooled connection never holds an old snapshot (or blocks WAL checkpoints).
+        """
+        if self._closed:
+            raise StoreError("the store is closed")
+        return await trio.to_thread.run_sync(
+            self._with_reader,
+            lambda db: db.execute(sql, params).fetchall(),
+            limiter=self._read_limiter,
+        )
+
+    # conversations
+
+    async def create_conversation(self, conv: Conversation) -> None:
+        """Insert a new conversation; IntegrityError if its ``cid`` exists."""
+        await self._write(functools.partial(_create_conversation, conv=conv))
+
+    async def save_conversation(self, conv: Conversation) -> None:
+        """Replace a stored conversation; NotFoundError if there is none.
+
+        ``last_message_at`` never goes back: ``append_messages`` owns it, and a caller
+        saving a copy read before the latest batch must not undo that batch's update.
+        """
+        await self._write(functools.partial(_save_conversation, conv=conv))
+
+    async def get_conversation(self, cid: str) -> Conversation | None:
+        """The stored conversation, or None."""
+        rows = await self._query(f"{_CONV_SELECT} WHERE cid = ?", (cid,))
+        return _conversation(rows[0]) if rows else None
+
+    async def find_unique_conversation(self, members: Sequence[str]) -> Conversation | None:
+        """The oldest unique normal conversation with exactly this member set."""
+        sql = f"{_CONV_SELECT} WHERE members_key = ? ORDER BY created_at, cid LIMIT 1"
+        key = members_key(members)
+        rows = await self._query(sql, (key,))
+        return _conversation(rows[0]) if rows else None
+
+    async def conversations_of(self, member: str, limit: int, skip: int) -> list[Conversation]:
+        """The member's conversations, most recently active first, ties by ``cid``."""
+        if limit < 0 or skip < 0:
+            raise ValueError("limit and skip must not be negative")
+        rows = await self._query(_CONVS_OF, (member, limit, skip))
+        return [_conversation(row) for row in rows]
+
+    # messages
+
+    async def append_messages(self, batch: Sequence[Message]) -> None:
+        """Store the whole batch in one transaction or, on IntegrityError, none of it."""
+        if batch:
+            await self._write(functools.partial(_append_messages, batch=batch))
+        else:
+            await trio.lowlevel.checkpoint()
+
+    async def find_by_dedupe_token(self, cid: str, from_peer: str, token: str) -> Message | None:
+        """The oldest message ``from_peer`` sent to ``cid`` with this ``dt``."""
+        # Without INDEXED BY the planner prefers messages_position for the ORDER BY,
+        # which reads every message of the conversation.
+        sql = (
+            f"SELECT {_MSG_COLUMNS} FROM messages INDEXED BY messages_dedupe"
+            " WHERE cid = ? AND from_peer = ? AND dedupe_token = ?"
+            " ORDER BY timestamp, mid LIMIT 1"
+        )
+        rows = await self._query(sql, (cid, from_peer, token))
+        return _message(rows[0]) if rows else None
+
+    async def get_message(self, cid: str, mid: str) -> Message | None:
+        """One message by conversation and id."""
+        sql = f"{_MSG_SELECT} WHERE cid = ? AND mid = ?"
+        rows = await self._query(sql, (cid, mid))
+        return _message(rows[0]) if rows else None
+
+    async def last_message(self, cid: str) -> Message | None:
+        """The newest message of a conversation."""
+        sql = f"{_MSG_SELECT} WHERE cid = ? ORDER BY timestamp DESC, mid DESC LIMIT 1"
+        rows = await self._query(sql, (cid,))
+        return _message(rows[0]) if rows else None
+
+    async def query_messages(self, query: HistoryQuery) -> list[Message]:
+        """A history page, ascending (see ``HistoryQuery``): one indexed range scan."""
+        lower, upper = history_interval(query)
+        args: list[object] = [query.cid]
+        lower_sql = upper_sql = None
+        if lower is not None:
+            lower = _clamped(lower, is_lower=True)
+            lower_sql = (">=" if lower.inclusive else ">", lower.mid is not None)
+            args += (lower.timestamp,) if lower.mid is None else (lower.timestamp, lower.mid)
+        if upper is not None:
+            upper = _clamped(upper, is_lower=False)
+            upper_sql = ("<=" if upper.inclusive else "<", upper.mid is not None)
+            args += (upper.timestamp,) if upper.mid is None else (upper.timestamp, upper.mid)
+        if query.lctype is not None:
+            args.append(query.lctype)
+        args.append(query.limit)
+        newest_first = query.direction != Direction.NEW
+        sql = _history_sql(lower_sql, upper_sql, newest_first, query.lctype is not None)
+        rows = await self._query(sql, args)
+        messages = [_message(row) for row in rows]
+        if newest_first:
+            messages.reverse()
+        return messages
+
+    async def max_message_timestamp(self) -> int:
+        """The newest stored timestamp, 0 when there is none."""
+        rows = await self._query("SELECT max_timestamp FROM meta", ())
+        return int(rows[0][0])
+
+
+# The functions below run in worker threads.
+
+
+@contextlib.contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """One ``BEGIN IMMEDIATE`` transaction: committed, or rolled back and re-raised.
+
+    Bad values are reported as IntegrityError; either way nothing of them is stored.
+    """
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        try:
+            yield
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+    except _BAD_DATA as exc:
+        raise IntegrityError(str(exc)) from exc
+
+
+def _create_conversation(db: sqlite3.Connection, conv: Conversation) -> None:
+    with _transaction(db):
+        db.execute(_CONV_INSERT, _conversation_row(conv))
+        db.executemany(
+            "INSERT OR IGNORE INTO conversation_members (member, cid) VALUES (?, ?)",
+            [(member, conv.cid) for member in conv.members],
+        )
+
+
+def _save_conversation(db: sqlite3.Connection, conv: Conversation) -> None:
+    with _transaction(db):
+        row = _conversation_row(conv)
+        old = db.execute(
+            "SELECT members, last_message_at FROM conversations WHERE cid = ?", (conv.cid,)
+        ).fetchall()
+        if not old:
+            raise NotFoundError(f"conversation {conv.cid!r} does not exist")
+        old_members, old_last = set(orjson.loads(old[0][0])), old[0][1]
+        last = row[10]
+        if old_last is not None and (last is None or last < old_last):
+            last = old_last
+        db.execute(_CONV_UPDATE, (*row[1:10], last, *row[11:], conv.cid))
+        # Only the difference: saving a 500-member group's name rewrites no member row.
+        new_members = set(conv.members)
+        db.executemany(
+            "DELETE FROM conversation_members WHERE member = ? AND cid = ?",
+            [(member, conv.cid) for member in old_members - new_members],
+        )
+        db.executemany(
+            "INSERT INTO conversation_members (member, cid) VALUES (?, ?)",
+            [(member, conv.cid) for member in new_members - old_members],
+        )
+
+
+def _append_messages(db: sqlite3.Connection, batch: Sequence[Message]) -> None:
+    with _transaction(db):
+        # Rows are built inside the transaction so that bad values are reported alike.
+        newest: dict[str, int] = {}
+        rows = []
+        for m in batch:
+            pids = orjson.dumps(m.mention_pids).decode() if m.mention_pids else None
+            rows.append((*_MSG_FIELDS(m), pids))
+            if m.timestamp > newest.get(m.cid, INT64_MIN):
+                newest[m.cid] = m.timestamp
+        db.executemany(_MSG_INSERT, rows)
+        db.executemany(_SET_LAST_MESSAGE_AT, newest.items())
+        db.execute(
+            "UPDATE meta SET max_timestamp = ? WHERE max_timestamp < ?",
+            (max(newest.values()),) * 2,
+        )
+
+
+def _conversation_row(conv: Conversation) -> tuple[object, ...]:
+    """The ``_CONV_INSERT`` parameters for ``conv``."""
+    try:
+        kind = ConvType(conv.kind)
+    except ValueError as exc:
+        raise IntegrityError(f"unknown conversation type {conv.kind!r}") from exc
+    members = list(conv.members)
+    members_json = dump_json(members, "members")
+    return (
+        conv.cid,
+        int(kind),
+        conv.creator,
+        members_json,
+        dump_json(conv.attrs, "attrs"),
+        conv.created_at,
+        conv.updated_at,
+        int(bool(conv.unique)),
+        conv.unique_id,
+        dump_json(list(conv.muted), "muted"),
+        conv.last_message_at,
+        conv.expire_at,
+        members_key(members) if is_unique_normal(conv) else None,
+    )
+
+
+def _conversation(row: Any) -> Conversation:
+    return Conversation(
+        cid=row[0],
+        kind=ConvType(row[1]),
+        creator=row[2],
+        members=orjson.loads(row[3]),
+        attrs=orjson.loads(row[4]),
+        created_at=row[5],
+        updated_at=row[6],
+        unique=bool(row[7]),
+        unique_id=row[8],
+        muted=orjson.loads(row[9]),
+        last_message_at=row[10],
+        expire_at=row[11],
+    )
+
+
+def _message(row: Any) -> Message:
+    cid, mid, peer, timestamp, data, binary, mention_all, pids, token, lctype, patched = row
+    mentioned = tuple(orjson.loads(pids)) if pids else ()
+    return Message(
+        cid,
+        mid,
+        peer,
+        timestamp,
+        data,
+        binary,
+        bool(mention_all),
+        mentioned,
+        token,
+        lctype,
+        patched,
+    )
+
+
+def _clamped(bound: Bound, *, is_lower: bool) -> Bound:
+    """An equivalent bound within SQLite's integer range (clients may send any number)."""
+    if INT64_MIN <= bound.timestamp <= INT64_MAX:
+        return bound
+    if bound.timestamp > INT64_MAX:
+        # Past every message: as upper bound it keeps all, as lower bound none.
+        return Bound(INT64_MAX, None, inclusive=not is_lower)
+    return Bound(INT64_MIN, None, inclusive=is_lower)
+
+
+@functools.lru_cache(maxsize=128)
+def _history_sql(
+    lower: tuple[str, bool] | None,
+    upper: tuple[str, bool] | None,
+    newest_first: bool,
+    typed: bool,
+) -> str:
+    """The history query for one shape of bounds; each side is ``(operator, with_mid)``.
+
+    Row values ``(timestamp, mid) < (?, ?)`` keep the whole condition a range of the
+    ``messages_position`` index, so a page costs ``limit`` index steps, not a scan.
+    """
+    where = ["cid = ?"]
+    for side in (lower, upper):
+        if side is not None:
+            op, with_mid = side
+            where.append(f"(timestamp, mid) {op} (?, ?)" if with_mid else f"timestamp {op} ?")
+    if typed:
+        where.append("lctype = ?")
+    order = "DESC" if newest_first else "ASC"
+    return (
+        f"{_MSG_SELECT} WHERE {' AND '.join(where)} ORDER BY timestamp {order}, mid {order} LIMIT ?"
+    )

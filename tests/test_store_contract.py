@@ -1,0 +1,788 @@
+"""The ``Store`` contract: one suite, run against every implementation.
+
+Each test gets a freshly opened store through the ``store`` fixture (``MemoryStore``,
+and ``SqliteStore`` on a file under ``tmp_path``), so the two cannot drift apart. Tests
+that only make sense for a file (reopening, schema versions) use ``SqliteStore`` alone.
+Every test runs under ``trio.fail_after`` so that a hang fails fast.
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from chatroom.store.base import (
+    JSON,
+    Bound,
+    Conversation,
+    ConvType,
+    Direction,
+    HistoryQuery,
+    IntegrityError,
+    Message,
+    NotFoundError,
+    Store,
+    StoreError,
+)
+from chatroom.store.memory import MemoryStore
+from chatroom.store.sqlite import SCHEMA_VERSION, SqliteStore
+
+TIMEOUT = 10
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """An opened store of each kind, closed after the test."""
+    opened: Store
+    opened = MemoryStore() if request.param == "memory" else SqliteStore(str(tmp_path / "chat.db"))
+    await opened.open()
+    try:
+        yield opened
+    finally:
+        await opened.aclose()
+
+
+def make_conv(
+    cid: str = "c1", members: tuple[str, ...] = ("alice", "bob"), **kw: object
+) -> Conversation:
+    """A normal conversation created at 1000 by its first member."""
+    fields: dict[str, object] = {
+        "cid": cid,
+        "kind": ConvType.NORMAL,
+        "creator": members[0] if members else "alice",
+        "members": list(members),
+        "attrs": {"name": cid},
+        "created_at": 1000,
+        "updated_at": 1000,
+    }
+    fields.update(kw)
+    return Conversation(**fields)  # type: ignore[arg-type]
+
+
+def make_msg(cid: str, timestamp: int, mid: str, **kw: object) -> Message:
+    """A text message (``data`` defaults to a text naming it)."""
+    fields: dict[str, object] = {
+        "cid": cid,
+        "mid": mid,
+        "from_peer": "alice",
+        "timestamp": timestamp,
+    }
+    fields.update(kw)
+    if "binary" not in fields and "data" not in fields:
+        fields["data"] = f"text {mid}"
+    return Message(**fields)  # type: ignore[arg-type]
+
+
+def positions(messages: list[Message]) -> list[tuple[int, str]]:
+    return [(m.timestamp, m.mid) for m in messages]
+
+
+def stamps(messages: list[Message]) -> list[int]:
+    return [m.timestamp for m in messages]
+
+
+# conversations
+
+
+async def test_conversation_round_trip_keeps_every_field(store: Store) -> None:
+    attrs: dict[str, JSON] = {
+        "name": "茶话会 🍵",
+        "color": None,
+        "nested": {"list": [1, 2.5, "three", True, None, {"deep": ["ü"]}], "n": -7},
+        "big": 2**62,
+    }
+    conv = make_conv(
+        "conv-ü",
+        ("alice", "bob", "Zoë"),
+        kind=ConvType.TEMPORARY,
+        attrs=attrs,
+        created_at=1_700_000_000_000,
+        updated_at=1_700_000_000_123,
+        unique=False,
+        unique_id="u-1",
+        muted=["bob"],
+        last_message_at=1_700_000_000_200,
+        expire_at=1_700_086_400_000,
+    )
+    with trio.fail_after(TIMEOUT):
+        await store.create_conversation(conv)
+        got = await store.get_conversation("conv-ü")
+    assert got == conv
+    assert got is not None
+    assert type(got.kind) is ConvType
+
+
+async def test_unknown_conversation_is_none(store: Store) -> None:
+    with trio.fail_after(TIMEOUT):
+        await store.create_conversation(make_conv("c1"))
+        assert await store.get_conversation("nope") is None
+
+
+async def test_every_conversation_type_round_trips(store: Store) -> None:
+    with trio.fail_after(TIMEOUT):
+        for kind in ConvType:
+            await store.create_conversation(make_conv(f"c{kind.value}", kind=kind))
+        for kind in ConvType:
+            got = await store.get_conversation(f"c{kind.value}")
+            assert got is not None
+            assert got.kind is kind
+
+
+async def test_creating_an_existing_cid_is_refused(store: Store) -> None:
+    with trio.fail_after(TIMEOUT):
+        await store.create_conversation(make_conv("c1", attrs={"name": "first"}))
+        with pytest.raises(IntegrityError):
+            await store.create_conversation(make_conv("c1", ("carol",), attrs={"name": "2"}))
+        got = await store.get_conversation("c1")
+        assert got is not None
+        assert got.attrs == {"name": "first"}
+        assert await store.conversations_of("carol", 10, 0) == []
+
+
+async def test_save_replaces_the_record_and_member_index(store: Store) -> None:
+    with trio.fail_after(TIMEOUT):
+        await store.create_conversation(make_conv("c1", ("alice", "bob")))
+        changed = make_conv(
+            "c1", ("alice", "carol"), attrs={"name": "new", "x": [1]}, updated_at=2000
+        )
+        changed.muted = ["carol"]
+        await store.save_conversation(changed)
+        assert await store.get_conversation("c1") == changed
+        assert [c.cid for c in await store.conversations_of("carol", 10, 0)] == ["c1"]
+        assert await store.conversations_of("bob", 10, 0) == []
+        assert [c.cid for c in await store.conversations_of("alice", 10, 0)] == ["c1"]
+
+
+async def test_saving_an_unknown_conversation_is_refused(store: Store) -> None:
+    with trio.fail_after(TIMEOUT):
+        with pytest.raises(NotFoundError):
+            await store.save_conversation(make_conv("ghost"))
+        assert await store.get_conversation("ghost") is None
+        assert await store.conversations_of("alice", 10, 0) == []
+
+
+async def test_stored_conversations_are_copies(store: Store) -> None:
+    conv = make_conv("c1", attrs={"name": "n", "tags": ["a"]})
+    with trio.fail_after(TIMEOUT):
+        await store.create_conversation(conv)
+        conv.members.append("mallory")
+        conv.attrs["name"] = "changed"
+        got = await store.get_conversation("c1")
+        assert got is not None
+        got.members.append("eve")
+        tags = got.attrs["tags"]
+        assert isinstance(tags, list)
+        tags.append("b")
+        again = await store.get_conversation("c1")
+    assert again == make_conv("c1", attrs={"name": "n", "tags": ["a"]})
+
+
+async def test_saving_a_stale_copy_keeps_last_message_at(store: Store) -> None:
+    with trio.fail_after(TIMEOUT):
+        await store.create_conversation(make_conv("c1"))
+        stale = await store.get_conversation("c1")
+        assert stale is not None
+        await store.append_messages([make_msg("c1", 5000, "m1")])
+        stale.attrs = {"name": "renamed"}
+        await store.save_conversation(stale)
+        got = await store.get_conversation("c1")
+    assert got is not None
+    assert got.last_message_at == 5000
+    assert got.attrs == {"name": "renamed"}
+
+
+async def test_find_unique_conversation_ignores_member_order(store: Store) -> None:
+    with trio.fail_after(TIMEOUT):
+        await store.create_conversation(make_conv("u1", ("bob", "alice", "carol"), unique=True))
+        for members in (
+            ["alice", "bob", "carol"],
+            ["carol", "bob", "alice"],
+            ("bob", "carol", "alice"),
+        ):
+            found = await store.find_unique_conversation(members)
+            assert found is not None
+            assert found.cid == "u1"
+
+
+async def test_find_unique_conversation_needs_exactly_the_same_unique_one(store: Store) -> None:
+    with trio.fail_after(TIMEOUT):
+        await store.create_conversation(make_conv("plain", ("alice", "bob")))
+        await store.create_conversation(
+            make_conv("room", ("alice", "bob"), kind=ConvType.TRANSIENT, unique=True)
+        )
+        await store.create_conversation(make_conv("trio", ("alice", "bob", "carol"), unique=True))
+        assert await store.find_unique_conversation(["alice", "bob"]) is None
+        assert await store.find_unique_conversation(["alice"]) is None
+        assert await store.find_unique_conversation(["alice", "bob", "carol", "dan"]) is None
+        await store.create_conversation(make_conv("pair", ("bob", "alice"), unique=True))
+        found = await store.find_unique_conversation(["alice", "bob"])
+        assert found is not None
+        assert found.cid == "pair"
+
+
+async def test_find_unique_conversation_follows_saved_members(store: Store) -> None:
+    with trio.fail_after(TIMEOUT):
+        await store.create_conversation(make_conv("u1", ("alice", "bob"), unique=True))
+        await store.save_conversation(make_conv("u1", ("alice", "carol"), unique=True))
+        assert await store.find_unique_conversation(["alice", "bob"]) is None
+        found = await store.find_unique_conversation(["carol", "alice"])
+        assert found is not None
+        assert found.cid == "u1"
+
+
+async def test_member_ids_cannot_collide_in_the_unique_key(store: Store) -> None:
+    with trio.fail_after(TIMEOUT):
+        await store.create_conversation(make_conv("u1", ("a\x1fb",), unique=True))
+        assert await store.find_unique_conversation(["a", "b"]) is None
+        found = await store.find_unique_conversation(["a\x1fb"])
+        assert found is not None
+        assert found.cid == "u1"
+
+
+async def test_conversations_of_puts_the_most_recently_active_first(store: Store) -> None:
+    with trio.fail_after(TIMEOUT):
+        await store.create_conversation(make_conv("old", created_at=100))
+        await store.create_conversation(make_conv("new", created_at=300))
+        await store.create_conversation(make_conv("talked", created_at=50))
+        await store.create_conversation(make_conv("tie-b", created_at=200))
+        await store.create_conversation(make_conv("tie-a", created_at=200))
+        await store.create_conversation(make_conv("others", ("carol", "dan"), created_at=999))
+        await store.append_messages([make_msg("talked", 250, "m1")])
+        convs = await store.conversations_of("alice", 10, 0)
+    # activity: new 300, talked 250 (its message), tie-a/tie-b 200 (by cid), old 100
+    assert [c.cid for c in convs] == ["new", "talked", "tie-a", "tie-b", "old"]
+    assert convs[1].last_message_at == 250
+
+
+async def test_conversations_of_limit_and_skip(store: Store) -> None:
+    with trio.fail_after(TIMEOUT):
+        for i in range(7):
+            await store.create_conversation(make_conv(f"c{i}", created_at=1000 + i))
+        first = await store.conversations_of("bob", 3, 0)
+        second = await store.conversations_of("bob", 3, 3)
+        rest = await store.conversations_of("bob", 3, 6)
+        beyond = await store.conversations_of("bob", 3, 7)
+        none = await store.conversations_of("bob", 0, 0)
+    assert [c.cid for c in first + second + rest] == [f"c{i}" for i in range(6, -1, -1)]
+    assert beyond == []
+    assert none == []
+
+
+# messages
+
+
+async def test_append_commits_the_batch_and_sets_last_message_at(store: Store) -> None:
+    batch = [
+        make_msg("c1", 10, "a"),
+        make_msg("c2", 12, "b"),
+        make_msg("c1", 11, "c"),
+        make_msg("c2", 11, "d"),
+    ]
+    with trio.fail_after(TIMEOUT):
+        await store.create_conversation(make_conv("c1"))
+        await store.create_conversation(make_conv("c2"))
+        await store.create_conversation(make_conv("c3"))
+        await store.append_messages(batch)
+        c1, c2, c3 = [await store.get_conversation(c) for c in ("c1", "c2", "c3")]
+        page1 = await store.query_messages(HistoryQuery("c1"))
+        page2 = await store.query_messages(HistoryQuery("c2"))
+    assert c1 is not None
+    assert c1.last_message_at == 11
+    assert c2 is not None
+    assert c2.last_message_at == 12
+    assert c3 is not None
+    assert c3.last_message_at is None
+    assert page1 == [batch[0], batch[2]]
+    assert page2 == [batch[3], batch[1]]
+
+
+async def test_messages_to_unknown_conversations_are_stored(store: Store) -> None:
+    with trio.fail_after(TIMEOUT):
+        await store.append_messages([make_msg("nowhere", 5, "m1")])
+        assert await store.get_message("nowhere", "m1") == make_msg("nowhere", 5, "m1")
+        assert await store.get_conversation("nowhere") is None
+
+
+async def test_empty_batch_changes_nothing(store: Store) -> None:
+    with trio.fail_after(TIMEOUT):
+        await store.append_messages([])
+        assert await store.max_message_timestamp() == 0
+
+
+async def test_text_and_binary_messages_round_trip(store: Store) -> None:
+    payload = bytes(range(256)) + b"\x00"
+    text = make_msg("c1", 1, "t", data='{"_lctype":-1,"_lctext":"hé 😀"}', lctype=-1)
+    binary = make_msg("c1", 2, "b", binary=payload)
+    empty = make_msg("c1", 3, "e", binary=b"")
+    with trio.fail_after(TIMEOUT):
+        await store.append_messages([text, binary, empty])
+        got = [await store.get_message("c1", mid) for mid in ("t", "b", "e")]
+    assert got == [text, binary, empty]
+    assert got[1] is not None
+    assert type(got[1].binary) is bytes
+    assert got[1].data is None
+    assert got[2] is not None
+    assert got[2].binary == b""
+    assert got[2].data is None
+    assert got[0] is not None
+    assert got[0].binary is None
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        make_msg("c1", 1, "m", data=None),
+        make_msg("c1", 1, "m", data="x", binary=b"x"),
+        make_msg("c1", 2**63, "m"),
+        make_msg("c1", -(2**63) - 1, "m"),
+        make_msg("c1", 1, "m", lctype=2**64),
+        make_msg("c1", 1, "m", data="lone \ud800"),
+        make_msg("c1", 1, "m", mention_pids=("ok", "\udfff")),
+    ],
+    ids=["neither", "both", "ts-high", "ts-low", "lctype", "surrogate", "mention"],
+)
+async def test_bad_message_fails_its_whole_batch(store: Store, bad: Message) -> None:
+    good = make_msg("c1", 0, "good")
+    with trio.fail_after(TIMEOUT):
+        await store.create_conversation(make_conv("c1"))
+        with pytest.raises(IntegrityError):
+            await store.append_messages([good, bad])
+        assert await store.get_message("c1", "good") is None
+        assert await store.max_message_timestamp() == 0
+        conv = await store.get_conversation("c1")
+        assert conv is not None
+        assert conv.last_message_at is None
+        await store.append_messages([good])
+        assert await store.get_message("c1", "good") == good
+
+
+async def test_mentions_round_trip(store: Store) -> None:
+    msgs = [
+        make_msg("c1", 1, "a", mention_all=True),
+        make_msg("c1", 2, "b", mention_pids=("bob", "Zoë")),
+        make_msg("c1", 3, "c", mention_all=True, mention_pids=("carol",)),
+        make_msg("c1", 4, "d"),
+    ]
+    with trio.fail_after(TIMEOUT):
+        await store.append_messages(msgs)
+        got = await store.query_messages(HistoryQuery("c1"))
+    assert got == msgs
+    assert [type(m.mention_pids) for m in got] == [tuple] * 4
+
+
+async def test_every_message_field_round_trips(store: Store) -> None:
+    msg = Message(
+        cid="c1",
+        mid="m1",
+        from_peer="Zoë",
+        timestamp=1_700_000_000_000,
+        data="hi",
+        mention_all=True,
+        mention_pids=("a", "b"),
+        dedupe_token="dt-1",
+        lctype=-2,
+        patch_timestamp=1_700_000_000_999,
+    )
+    with trio.fail_after(TIMEOUT):
+        await store.append_messages([msg])
+        assert await store.get_message("c1", "m1") == msg
+        assert await store.last_message("c1") == msg
+
+
+async def test_find_by_dedupe_token(store: Store) -> None:
+    first = make_msg("c1", 1, "a", dedupe_token="dt1")
+    with trio.fail_after(TIMEOUT):
+        await store.append_messages(
+            [
+                first,
+                make_msg("c1", 2, "b", dedupe_token="dt2"),
+                make_msg("c1", 3, "c", from_peer="bob", dedupe_token="dt3"),
+                make_msg("c2", 4, "d", dedupe_token="dt4"),
+                make_msg("c1", 5, "e"),
+            ]
+        )
+        assert await store.find_by_dedupe_token("c1", "alice", "dt1") == first
+        assert await store.find_by_dedupe_token("c1", "bob", "dt1") is None
+        assert await store.find_by_dedupe_token("c2", "alice", "dt1") is None
+        assert await store.find_by_dedupe_token("c1", "alice", "dt3") is None
+        found = await store.find_by_dedupe_token("c1", "bob", "dt3")
+        assert found is not None
+        assert found.mid == "c"
+        assert await store.find_by_dedupe_token("c1", "alice", "nope") is None
+
+
+async def test_get_message(store: Store) -> None:
+    msgs = [make_msg("c1", 1, "a"), make_msg("c2", 1, "a", data="other")]
+    with trio.fail_after(TIMEOUT):
+        await store.append_messages(msgs)
+        assert await store.get_message("c1", "a") == msgs[0]
+        assert await store.get_message("c2", "a") == msgs[1]
+        assert await store.get_message("c1", "b") is None
+        assert await store.get_message("c3", "a") is None
+
+
+async def test_last_message_breaks_millisecond_ties_by_mid(store: Store) -> None:
+    with trio.fail_after(TIMEOUT):
+        assert await store.last_message("c1") is None
+        await store.append_messages(
+            [make_msg("c1", 7, "b"), make_msg("c1", 7, "c"), make_msg("c1", 7, "a")]
+        )
+        await store.append_messages([make_msg("c2", 9, "z")])
+        last = await store.last_message("c1")
+    assert last is not None
+    assert (last.timestamp, last.mid) == (7, "c")
+
+
+async def test_max_message_timestamp(store: Store) -> None:
+    with trio.fail_after(TIMEOUT):
+        assert await store.max_message_timestamp() == 0
+        await store.append_messages([make_msg("c1", 50, "a"), make_msg("c2", 70, "b")])
+        await store.append_messages([make_msg("c3", 60, "c")])
+        assert await store.max_message_timestamp() == 70
+
+
+async def test_duplicate_in_one_batch_stores_nothing(store: Store) -> None:
+    with trio.fail_after(TIMEOUT):
+        await store.create_conversation(make_conv("c1"))
+        await store.append_messages([make_msg("c1", 1, "a")])
+        batch = [make_msg("c1", 2, "b"), make_msg("c2", 9, "x"), make_msg("c1", 2, "b")]
+        with pytest.raises(IntegrityError):
+            await store.append_messages(batch)
+        assert positions(await store.query_messages(HistoryQuery("c1"))) == [(1, "a")]
+        assert await store.get_message("c2", "x") is None
+        assert await store.max_message_timestamp() == 1
+        conv = await store.get_conversation("c1")
+        assert conv is not None
+        assert conv.last_message_at == 1
+        # still usable
+        await store.append_messages([make_msg("c1", 2, "b")])
+        assert positions(await store.query_messages(HistoryQuery("c1"))) == [(1, "a"), (2, "b")]
+
+
+async def test_stored_message_id_cannot_be_reused(store: Store) -> None:
+    with trio.fail_after(TIMEOUT):
+        await store.append_messages([make_msg("c1", 1, "a")])
+        with pytest.raises(IntegrityError):
+            await store.append_messages([make_msg("c1", 5, "a")])
+        with pytest.raises(IntegrityError):
+            await store.append_messages([make_msg("c1", 1, "a")])
+        await store.append_messages([make_msg("c2", 1, "a")])  # ids are per conversation
+        assert positions(await store.query_messages(HistoryQuery("c1"))) == [(1, "a")]
+
+
+@pytest.mark.parametrize(
+    "conv",
+    [
+        make_conv(attrs={"bad": {1, 2}}),
+        make_conv(attrs={"big": 2**64}),
+        make_conv(attrs={"name": "lone \ud800"}),
+        make_conv(created_at=2**63),
+        make_conv(expire_at=-(2**63) - 1),
+        make_conv(kind=9),
+        make_conv(members=("alice", "\udc00")),
+    ],
+    ids=["set", "bigint", "surrogate", "created", "expire", "kind", "member"],
+)
+async def test_bad_conversation_is_refused(store: Store, conv: Conversation) -> None:
+    with trio.fail_after(TIMEOUT):
+        with pytest.raises(IntegrityError):
+            await store.create_conversation(conv)
+        assert await store.get_conversation(conv.cid) is None
+        await store.create_conversation(make_conv(conv.cid))
+        with pytest.raises(IntegrityError):
+            await store.save_conversation(conv)
+        assert await store.get_conversation(conv.cid) == make_conv(conv.cid)
+
+
+# history
+
+FIVE = [make_msg("c1", ts, mid) for ts, mid in zip(range(1, 6), "abcde", strict=True)]
+EXAMPLES: list[tuple[HistoryQuery, list[int]]] = [
+    (HistoryQuery("c1", limit=2), [4, 5]),
+    (HistoryQuery("c1", limit=2, start=Bound(4)), [2, 3]),
+    (HistoryQuery("c1", limit=2, start=Bound(4, inclusive=True)), [3, 4]),
+    (HistoryQuery("c1", limit=2, direction=Direction.NEW), [1, 2]),
+    (HistoryQuery("c1", start=Bound(2), end=Bound(5), direction=Direction.NEW), [3, 4]),
+    (
+        HistoryQuery(
+            "c1",
+            start=Bound(2, inclusive=True),
+            end=Bound(5, inclusive=True),
+            direction=Direction.NEW,
+        ),
+        [2, 3, 4, 5],
+    ),
+    (HistoryQuery("c1"), [1, 2, 3, 4, 5]),
+    (HistoryQuery("c1", start=Bound(5), end=Bound(2)), [3, 4]),
+    (HistoryQuery("c1", start=Bound(5), end=Bound(2, inclusive=True), limit=10), [2, 3, 4]),
+    (HistoryQuery("c1", start=Bound(4, "d"), limit=2), [2, 3]),
+    (HistoryQuery("c1", start=Bound(4, "d", inclusive=True), limit=2), [3, 4]),
+    (HistoryQuery("c1", start=Bound(3), direction=Direction.NEW), [4, 5]),
+    (HistoryQuery("c1", end=Bound(3)), [4, 5]),
+    (HistoryQuery("c1", end=Bound(3, inclusive=True), limit=2), [4, 5]),
+    (HistoryQuery("c1", end=Bound(3), direction=Direction.NEW), [1, 2]),
+    (HistoryQuery("c1", start=Bound(1)), []),
+    (HistoryQuery("c1", start=Bound(5), direction=Direction.NEW), []),
+    (HistoryQuery("c1", start=Bound(3), end=Bound(3)), []),
+    (HistoryQuery("c1", start=Bound(3, inclusive=True), end=Bound(3, inclusive=True)), [3]),
+    (HistoryQuery("c1", limit=1000, lctype=None), [1, 2, 3, 4, 5]),
+    (HistoryQuery("c2"), []),
+]
+
+
+@pytest.mark.parametrize(("query", "expected"), EXAMPLES)
+async def test_history_examples(store: Store, query: HistoryQuery, expected: list[int]) -> None:
+    with trio.fail_after(TIMEOUT):
+        await store.append_messages(FIVE)
+        assert stamps(await store.query_messages(query)) == expected
+
+
+async def test_history_breaks_millisecond_ties_by_mid(store: Store) -> None:
+    # Several messages in one millisecond: the mid decides, and a bound with a mid cuts
+    # inside the millisecond while a bound without one takes or leaves all of it. The
+    # timestamp still comes first: (3, "a") is after (2, "d").
+    x, b, c, d, a = (1, "x"), (2, "b"), (2, "c"), (2, "d"), (3, "a")
+    msgs = [make_msg("c1", ts, mid) for ts, mid in (x, b, c, d, a)]
+    new = Direction.NEW
+    with trio.fail_after(TIMEOUT):
+        await store.append_messages(list(reversed(msgs)))  # insertion order must not matter
+
+        async def page(**kw: object) -> list[tuple[int, str]]:
+            query = HistoryQuery("c1", **kw)  # type: ignore[arg-type]
+            return positions(await store.query_messages(query))
+
+        assert await page() == [x, b, c, d, a]
+        assert await page(limit=2) == [d, a]
+        assert await page(start=Bound(*c)) == [x, b]
+        assert await page(start=Bound(*c, inclusive=True), limit=2) == [b, c]
+        assert await page(start=Bound(2)) == [x]
+        assert await page(start=Bound(2, inclusive=True)) == [x, b, c, d]
+        assert await page(start=Bound(*c), direction=new) == [d, a]
+        assert await page(start=Bound(2), direction=new) == [a]
+        assert await page(start=Bound(2, inclusive=True), direction=new, limit=2) == [b, c]
+        assert await page(start=Bound(*b), end=Bound(*d), direction=new) == [c]
+        assert await page(start=Bound(*d), end=Bound(*b)) == [c]
+        assert await page(start=Bound(3), end=Bound(1), limit=2) == [c, d]
+        assert await page(start=Bound(1), end=Bound(3), direction=new, limit=2) == [b, c]
+        assert await page(start=Bound(2, "zz"), end=Bound(2, "a")) == [b, c, d]
+
+
+async def test_history_swaps_bounds_given_in_the_wrong_order(store: Store) -> None:
+    with trio.fail_after(TIMEOUT):
+        await store.append_messages(FIVE)
+        old = HistoryQuery("c1", start=Bound(2), end=Bound(5, inclusive=True))
+        new = HistoryQuery(
+            "c1", start=Bound(5, inclusive=True), end=Bound(2), direction=Direction.NEW
+        )
+        assert stamps(await store.query_messages(old)) == [3, 4, 5]
+        assert stamps(await store.query_messages(new)) == [3, 4, 5]
+
+
+async def test_history_filters_by_lctype(store: Store) -> None:
+    msgs = [make_msg("c1", ts, f"m{ts}", lctype=-1 if ts % 3 else -2) for ts in range(1, 13)]
+    msgs.append(make_msg("c1", 13, "m13"))
+    with trio.fail_after(TIMEOUT):
+        await store.append_messages(msgs)
+        images = await store.query_messages(HistoryQuery("c1", limit=3, lctype=-2))
+        first = await store.query_messages(
+            HistoryQuery("c1", limit=2, lctype=-2, direction=Direction.NEW)
+        )
+        before = await store.query_messages(HistoryQuery("c1", start=Bound(9), lctype=-2))
+        none = await store.query_messages(HistoryQuery("c1", lctype=-5))
+    assert stamps(images) == [6, 9, 12]
+    assert stamps(first) == [3, 6]
+    assert stamps(before) == [3, 6]
+    assert none == []
+
+
+async def test_history_accepts_bounds_beyond_64_bits(store: Store) -> None:
+    with trio.fail_after(TIMEOUT):
+        await store.append_messages(FIVE)
+        huge, tiny = 2**70, -(2**70)
+        assert stamps(await store.query_messages(HistoryQuery("c1", start=Bound(huge)))) == [
+            1,
+            2,
+            3,
+            4,
+            5,
+        ]
+        new = Direction.NEW
+        assert (
+            await store.query_messages(HistoryQuery("c1", start=Bound(huge), direction=new)) == []
+        )
+        assert await store.query_messages(HistoryQuery("c1", start=Bound(tiny))) == []
+        page = await store.query_messages(HistoryQuery("c1", start=Bound(tiny), direction=new))
+        assert stamps(page) == [1, 2, 3, 4, 5]
+        both = HistoryQuery("c1", start=Bound(huge), end=Bound(tiny), limit=2)
+        assert stamps(await store.query_messages(both)) == [4, 5]
+
+
+def reference_page(messages: list[Message], q: HistoryQuery) -> list[Message]:
+    """The history semantics written as plainly as possible, for comparison."""
+
+    def cmp(m: Message, b: Bound) -> int:
+        """-1, 0, 1 as message ``m`` is before, on, after bound ``b``."""
+        if m.timestamp != b.timestamp or b.mid is None:
+            return (m.timestamp > b.timestamp) - (m.timestamp < b.timestamp)
+        return (m.mid > b.mid) - (m.mid < b.mid)
+
+    def newer(a: Bound, b: Bound) -> bool:
+        if a.timestamp != b.timestamp:
+            return a.timestamp > b.timestamp
+        return a.mid is not None and b.mid is not None and a.mid > b.mid
+
+    lower, upper = (q.start, q.end) if q.direction == Direction.NEW else (q.end, q.start)
+    if lower is not None and upper is not None and newer(lower, upper):
+        lower, upper = upper, lower
+    found = sorted(
+        (
+            m
+            for m in messages
+            if m.cid == q.cid
+            and (q.lctype is None or m.lctype == q.lctype)
+            and (lower is None or cmp(m, lower) > 0 or (lower.inclusive and cmp(m, lower) == 0))
+            and (upper is None or cmp(m, upper) < 0 or (upper.inclusive and cmp(m, upper) == 0))
+        ),
+        key=lambda m: (m.timestamp, m.mid),
+    )
+    return found[: q.limit] if q.direction == Direction.NEW else found[-q.limit :]
+
+
+async def test_history_matches_the_reference_on_random_queries(store: Store) -> None:
+    rng = random.Random(20261121)
+    mids = rng.sample([f"{a}{b}" for a in "abcdefghij" for b in "0123456789"], 100)
+    msgs = [
+        make_msg("c1", rng.randint(1, 30), mid, lctype=rng.choice([None, -1, -2])) for mid in mids
+    ]
+    msgs.append(make_msg("c2", 15, "zz"))
+
+    def bound() -> Bound | None:
+        if rng.random() < 0.25:
+            return None
+        if rng.random() < 0.5:
+            m = rng.choice(msgs)
+            ts, mid = m.timestamp, m.mid
+        else:
+            ts, mid = rng.randint(0, 31), rng.choice(mids)
+        return Bound(ts, mid if rng.random() < 0.6 else None, inclusive=rng.random() < 0.5)
+
+    with trio.fail_after(TIMEOUT):
+        for i in range(0, len(msgs), 17):
+            await store.append_messages(msgs[i : i + 17])
+        for _ in range(400):
+            query = HistoryQuery(
+                "c1",
+                limit=rng.choice([1, 2, 3, 5, 20, 1000]),
+                start=bound(),
+                end=bound(),
+                direction=rng.choice(list(Direction)),
+                lctype=rng.choice([None, None, -1, -2]),
+            )
+            assert await store.query_messages(query) == reference_page(msgs, query), query
+
+
+# concurrency and durability
+
+
+async def test_readers_never_see_half_a_batch(store: Store) -> None:
+    # The batch is written in ascending order, so a reader that could see part of it
+    # would find an older last message, a short or shifted page, or an early maximum.
+    count = 20_000
+    batch = [make_msg("c1", ts, f"m{ts:06d}") for ts in range(1, count + 1)]
+    newest_page = list(range(count - 999, count + 1))
+    seen: dict[str, set[object]] = {"last": set(), "conv": set(), "page": set(), "max": set()}
+    writing = trio.Event()
+    written = trio.Event()
+
+    async def read_until_written() -> None:
+        await writing.wait()
+        while not written.is_set():
+            last = await store.last_message("c1")
+            seen["last"].add(None if last is None else last.timestamp)
+            conv = await store.get_conversation("c1")
+            assert conv is not None
+            seen["conv"].add(conv.last_message_at)
+            page = stamps(await store.query_messages(HistoryQuery("c1", limit=1000)))
+            seen["page"].add("none" if not page else "all" if page == newest_page else "part")
+            seen["max"].add(await store.max_message_timestamp())
+
+    async def write() -> None:
+        writing.set()
+        await store.append_messages(batch)
+        written.set()
+
+    with trio.fail_after(TIMEOUT * 3):
+        await store.create_conversation(make_conv("c1"))
+        async with trio.open_nursery() as nursery:
+            for _ in range(3):
+                nursery.start_soon(read_until_written)
+            nursery.start_soon(write)
+        last = await store.last_message("c1")
+    assert seen["last"] <= {None, count}
+    assert seen["conv"] <= {None, count}
+    assert seen["page"] <= {"none", "all"}
+    assert seen["max"] <= {0, count}
+    assert last is not None
+    assert last.timestamp == count
+
+
+async def test_sqlite_data_survives_close_and_reopen(tmp_path: Path) -> None:
+    path = str(tmp_path / "chat.db")
+    conv = make_conv("c1", attrs={"name": "persisted", "n": [1, {"x": None}]}, unique=True)
+    msgs = [make_msg("c1", 5, "a", dedupe_token="dt"), make_msg("c1", 6, "b", binary=b"\x00\xff")]
+    with trio.fail_after(TIMEOUT):
+        first = SqliteStore(path)
+        await first.open()
+        await first.create_conversation(conv)
+        await first.append_messages(msgs)
+        await first.aclose()
+        again = SqliteStore(path)
+        await again.open()
+        try:
+            conv.last_message_at = 6
+            assert await again.get_conversation("c1") == conv
+            assert await again.find_unique_conversation(["bob", "alice"]) == conv
+            assert await again.query_messages(HistoryQuery("c1")) == msgs
+            assert await again.find_by_dedupe_token("c1", "alice", "dt") == msgs[0]
+            assert await again.max_message_timestamp() == 6
+            assert [c.cid for c in await again.conversations_of("alice", 10, 0)] == ["c1"]
+        finally:
+            await again.aclose()
+
+
+async def test_sqlite_refuses_a_newer_schema(tmp_path: Path) -> None:
+    path = str(tmp_path / "chat.db")
+    with trio.fail_after(TIMEOUT):
+        store = SqliteStore(path)
+        await store.open()
+        await store.aclose()
+        with sqlite3.connect(path) as db:
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+        db.close()
+        with pytest.raises(StoreError, match="newer"):
+            await SqliteStore(path).open()
+
+
+async def test_sqlite_refuses_files_it_did_not_create(tmp_path: Path) -> None:
+    foreign = tmp_path / "foreign.db"
+    with sqlite3.connect(foreign) as db:
+        db.execute("CREATE TABLE t (x)")
+    db.close()
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"this is not a database at all" * 200)
+    with trio.fail_after(TIMEOUT):
+        with pytest.raises(StoreError, match="not a chatroom database"):
+            await SqliteStore(str(foreign)).open()
+        with pytest.raises(StoreError, match="not a usable SQLite database"):
+            await SqliteStore(str(garbage)).open()
+    assert garbage.read_bytes() == b"this is not a database at all" * 200
+
+
+def test_sqlite_refuses_in_memory_paths() -> None:
+    with pytest.raises(ValueError, match="MemoryStore"):
+        SqliteStore(":memory:")
