@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import trio
 
-from chatroom.store.base import Message, Store
+from chatroom.store.base import IntegrityError, Message, Store
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,16 @@ class Committer:
             # shutdown cancels everything around it.
             with trio.CancelScope(shield=True):
                 await self._store.append_messages([message for message, _ in batch])
+        except IntegrityError as exc:
+            if len(batch) > 1:
+                # One bad message must not fail its neighbours: commit them one by one.
+                log.warning("batch of %d refused (%s); committing singly", len(batch), exc)
+                for item in batch:
+                    await self._commit([item])
+                return
+            log.error("message refused by the store: %s", exc)
+            self._failed += 1
+            error = exc
         except Exception as exc:
             log.exception("commit of %d messages failed", len(batch))
             self._failed += len(batch)
