@@ -132,6 +132,21 @@ class Client:
         await self.send(numbered)
         return await self.reply_to(cast(int, numbered["i"]))
 
+    async def pipeline(self, cmds: list[Cmd]) -> list[Cmd]:
+        """Send every command before reading any reply; the replies, in the same order."""
+        numbered = [self.number(cmd) for cmd in cmds]
+        for cmd in numbered:
+            await self.send(cmd)
+        replies: dict[int, Cmd] = {}
+        wanted = {cast(int, cmd["i"]) for cmd in numbered}
+        while len(replies) < len(wanted):
+            cmd = await self.receive()
+            if cmd.get("i") in wanted:
+                replies[cmd["i"]] = cmd
+            else:
+                self.pushes.append(cmd)
+        return [replies[cast(int, cmd["i"])] for cmd in numbered]
+
     async def next_push(self, cmd: str | None = None, op: str | None = None) -> Cmd:
         """The first push not yet taken (of this ``cmd``/``op``, if given); the others
         stay queued."""
@@ -193,6 +208,12 @@ class Client:
         assert ack["cmd"] == "ack", ack
         assert "code" not in ack, ack
         return ack
+
+    async def say_many(self, cid: str, texts: list[str]) -> list[Cmd]:
+        """Send text messages without waiting in between; returns their acks."""
+        acks = await self.pipeline([{"cmd": "direct", "cid": cid, "msg": t} for t in texts])
+        assert all(ack["cmd"] == "ack" and "code" not in ack for ack in acks), acks
+        return acks
 
     async def logs(self, cid: str, **fields: object) -> list[Cmd]:
         reply = await self.request({"cmd": "logs", "cid": cid, **fields})

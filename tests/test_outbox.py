@@ -11,7 +11,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chatroom.outbox import Outbox, OutboxStatistics, Priority, Verdict
+from chatroom.outbox import Outbox, OutboxStatistics, Priority, ShedTotals, Verdict
 
 HIGH, LOW, NORMAL, RELIABLE = Priority.HIGH, Priority.LOW, Priority.NORMAL, Priority.RELIABLE
 
@@ -192,6 +192,16 @@ def test_statistics_count_every_verdict() -> None:
     outbox.take(10)
     stats = outbox.statistics()
     assert (stats.queued_frames, stats.queued_bytes, stats.accepted) == (2, 20, 6)
+
+
+def test_shed_totals_are_shared_by_every_outbox() -> None:
+    totals = ShedTotals()
+    first, second = Outbox(20, 100, totals), Outbox(20, 100, totals)
+    for outbox in (first, second):
+        fill(outbox, ("low", LOW), ("norm", NORMAL))
+    first.offer(frame("low2"), LOW)  # sheds itself
+    second.offer(frame("rel", 20), RELIABLE)  # evicts both
+    assert (totals.low, totals.normal) == (2, 1)
 
 
 def test_priority_from_wire() -> None:

@@ -1,11 +1,11 @@
-"""chatroom.ratelimit: the token bucket behind per-connection request budgets. Pure:
-time is passed in, so nothing here sleeps."""
+"""chatroom.ratelimit: token buckets for per-connection request budgets and chatroom
+intake budgets. Pure: time is passed in, so nothing here sleeps."""
 
 from __future__ import annotations
 
 import pytest
 
-from chatroom.ratelimit import TokenBucket
+from chatroom.ratelimit import RoomBudget, TokenBucket
 
 
 def takes(bucket: TokenBucket, now: float, count: int) -> list[bool]:
@@ -61,3 +61,36 @@ def test_long_run_average_is_the_rate(rate: float, seconds: int) -> None:
     steps = 1000
     granted = sum(bucket.take(seconds * k / steps) for k in range(1, steps + 1))
     assert granted == pytest.approx(min(rate * seconds, steps), abs=1)
+
+
+# the chatroom intake budget
+
+
+def test_room_budget_reserves_a_share_for_high() -> None:
+    budget = RoomBudget(rate=10, high_share=0.2, now=0)  # 8/s shared, 2/s HIGH only
+    assert [budget.admit(high=False, now=0) for _ in range(10)] == [True] * 8 + [False] * 2
+    # Everything but HIGH is refused now; HIGH still has its reserve.
+    assert [budget.admit(high=True, now=0) for _ in range(3)] == [True, True, False]
+
+
+def test_room_budget_high_falls_back_on_the_shared_part() -> None:
+    budget = RoomBudget(rate=10, high_share=0.2, now=0)
+    assert [budget.admit(high=True, now=0) for _ in range(11)] == [True] * 10 + [False]
+    assert not budget.admit(high=False, now=0)
+
+
+def test_room_budget_refills() -> None:
+    budget = RoomBudget(rate=10, high_share=0.2, now=0)
+    for _ in range(10):
+        budget.admit(high=True, now=0)
+    assert not budget.admit(high=False, now=0)
+    assert [budget.admit(high=False, now=0.5) for _ in range(5)] == [True] * 4 + [False]
+
+
+def test_room_budget_always_lets_one_message_through_a_tiny_rate() -> None:
+    # Bursts are at least one message, so a budget below 1/s still admits one.
+    budget = RoomBudget(rate=0.5, high_share=0.5, now=0)
+    assert budget.admit(high=False, now=0)
+    assert not budget.admit(high=False, now=0)
+    assert budget.admit(high=True, now=0)
+    assert not budget.admit(high=True, now=0)
