@@ -1,0 +1,167 @@
+"""History over real WebSockets: ``logs`` (protocol.md 4.14; chatroom/service/history.py).
+
+Results are always ascending. The limit is ``l`` (JS) or ``limit`` (Swift), 20 by
+default, at most ``history_max_limit``. ``t``/``mid`` start, ``tt``/``tmid`` end, each
+exclusive unless ``tIncluded``/``ttIncluded``; ``direction`` OLD (default) or NEW;
+``lctype`` filters typed messages. Only members read a normal conversation's history.
+"""
+
+from __future__ import annotations
+
+import pytest
+from helpers import Client, Cmd, fail_after, running_server, users
+
+
+def texts(logs: list[Cmd]) -> list[str]:
+    return [str(item["data"]) for item in logs]
+
+
+async def filled(alice: Client, count: int) -> tuple[str, list[Cmd]]:
+    """A conversation of alice and bob with ``count`` messages m0, m1, ..."""
+    cid = await alice.start(["bob"])
+    acks = await alice.say_many(cid, [f"m{i}" for i in range(count)])
+    return cid, acks
+
+
+@fail_after()
+async def test_default_limit_is_20_newest_in_ascending_order() -> None:
+    async with running_server() as running, users(running, "alice", "bob") as (alice, bob):
+        cid, acks = await filled(alice, 25)
+        logs = await bob.logs(cid)
+        assert texts(logs) == [f"m{i}" for i in range(5, 25)]
+        item = logs[-1]
+        assert (item["msgId"], item["timestamp"]) == (acks[-1]["uid"], acks[-1]["t"])
+        assert (item["from"], item["convType"]) == ("alice", 1)
+
+
+@pytest.mark.parametrize("field", ["l", "limit"])
+@fail_after()
+async def test_limit_as_l_or_limit(field: str) -> None:
+    async with running_server() as running, users(running, "alice", "bob") as (alice, bob):
+        cid, _ = await filled(alice, 10)
+        assert texts(await bob.logs(cid, **{field: 3})) == ["m7", "m8", "m9"]
+        assert texts(await bob.logs(cid, **{field: 0})) == texts(await bob.logs(cid))
+
+
+@fail_after(20)
+async def test_limit_is_clamped_to_1000() -> None:
+    async with running_server() as running, users(running, "alice", "bob") as (alice, bob):
+        cid, _ = await filled(alice, 1005)
+        logs = await bob.logs(cid, l=5000)
+        assert texts(logs) == [f"m{i}" for i in range(5, 1005)]
+
+
+@fail_after()
+async def test_limit_clamp_is_configurable() -> None:
+    overrides = {"history_max_limit": 4, "history_default_limit": 2}
+    async with running_server(overrides) as running, users(running, "alice", "bob") as (a, b):
+        cid, _ = await filled(a, 10)
+        assert texts(await b.logs(cid, l=100)) == ["m6", "m7", "m8", "m9"]
+        assert texts(await b.logs(cid)) == ["m8", "m9"]
+
+
+@fail_after()
+async def test_paging_backwards_with_t_and_mid_visits_everything_once() -> None:
+    async with running_server() as running, users(running, "alice", "bob") as (alice, bob):
+        cid, acks = await filled(alice, 23)
+        seen: list[Cmd] = []
+        page = await bob.logs(cid, l=5)
+        while page:
+            seen[:0] = page
+            oldest = page[0]
+            page = await bob.logs(cid, l=5, t=oldest["timestamp"], mid=oldest["msgId"])
+        assert [item["msgId"] for item in seen] == [ack["uid"] for ack in acks]
+
+
+@fail_after()
+async def test_start_bound_inclusive_and_direction_new() -> None:
+    async with running_server() as running, users(running, "alice", "bob") as (alice, bob):
+        cid, acks = await filled(alice, 10)
+        at = {"t": acks[5]["t"], "mid": acks[5]["uid"]}
+        assert texts(await bob.logs(cid, l=2, **at)) == ["m3", "m4"]
+        assert texts(await bob.logs(cid, l=2, tIncluded=True, **at)) == ["m4", "m5"]
+        assert texts(await bob.logs(cid, l=2, direction="NEW", **at)) == ["m6", "m7"]
+        assert texts(await bob.logs(cid, l=2, direction="NEW", tIncluded=True, **at)) == [
+            "m5",
+            "m6",
+        ]
+        assert texts(await bob.logs(cid, l=3, direction="NEW")) == ["m0", "m1", "m2"]
+
+
+@fail_after()
+async def test_interval_with_end_bound_in_either_order() -> None:
+    async with running_server() as running, users(running, "alice", "bob") as (alice, bob):
+        cid, acks = await filled(alice, 10)
+        start = {"t": acks[2]["t"], "mid": acks[2]["uid"]}
+        end = {"tt": acks[6]["t"], "tmid": acks[6]["uid"]}
+        new = await bob.logs(cid, direction="NEW", **start, **end)
+        assert texts(new) == ["m3", "m4", "m5"]
+        inclusive = await bob.logs(
+            cid, direction="NEW", tIncluded=True, ttIncluded=True, **start, **end
+        )
+        assert texts(inclusive) == ["m2", "m3", "m4", "m5", "m6"]
+        # OLD reads from the later bound back to the earlier one: the same interval.
+        later = {"t": acks[6]["t"], "mid": acks[6]["uid"]}
+        earlier = {"tt": acks[2]["t"], "tmid": acks[2]["uid"]}
+        assert texts(await bob.logs(cid, **later, **earlier)) == ["m3", "m4", "m5"]
+        # Bounds in the wrong order for the direction are swapped, not an empty page.
+        swapped = await bob.logs(cid, direction="NEW", l=2, **later, **earlier)
+        assert texts(swapped) == ["m3", "m4"]
+
+
+@fail_after()
+async def test_lctype_filter() -> None:
+    async with running_server() as running, users(running, "alice", "bob") as (alice, bob):
+        cid = await alice.start(["bob"])
+        image = '{"_lctype":-2,"_lcfile":{"url":"http://x/%d.png"}}'
+        contents = [
+            image % 1,
+            "plain",
+            '{"_lctype":-1,"_lctext":"text"}',
+            image % 2,
+            "{not json",
+            image % 3,
+        ]
+        await alice.say_many(cid, contents)
+        assert texts(await bob.logs(cid, lctype=-2)) == [image % 1, image % 2, image % 3]
+        assert texts(await bob.logs(cid, lctype=-2, l=1)) == [image % 3]
+        assert texts(await bob.logs(cid, lctype=-1)) == ['{"_lctype":-1,"_lctext":"text"}']
+        assert await bob.logs(cid, lctype=-5) == []
+        assert texts(await bob.logs(cid)) == contents  # verbatim, whatever they hold
+
+
+@fail_after()
+async def test_only_members_read_history() -> None:
+    async with running_server() as running, users(running, "alice", "bob", "x") as (a, _, x):
+        cid, _ = await filled(a, 3)
+        refused = await x.request({"cmd": "logs", "cid": cid})
+        assert (refused["cmd"], refused["code"]) == ("error", 4312)
+        unknown = await x.request({"cmd": "logs", "cid": "f" * 24})
+        assert (unknown["cmd"], unknown["code"]) == ("error", 4303)
+        assert texts(await a.logs(cid)) == ["m0", "m1", "m2"]
+
+
+@fail_after()
+async def test_empty_history_is_an_empty_list() -> None:
+    async with running_server() as running, running.user("alice") as alice:
+        cid = await alice.start(["bob"])
+        reply = await alice.request({"cmd": "logs", "cid": cid})
+        assert reply["cmd"] == "logs"
+        assert reply.get("logs", []) == []
+
+
+@fail_after()
+async def test_chatroom_history_is_the_recent_buffer_without_transient_messages() -> None:
+    overrides = {"chatroom_buffer": 3}
+    async with running_server(overrides) as running, users(running, "host", "v") as (host, v):
+        started = await host.request({"cmd": "conv", "op": "start", "m": [], "transient": True})
+        cid = started["cid"]
+        await host.say_many(cid, ["r0", "r1"])
+        await host.say(cid, "typing", transient=True)
+        await host.say_many(cid, ["r2", "r3"])
+        # Anyone may read a chatroom's recent messages, viewer or not.
+        logs = await v.logs(cid)
+        assert texts(logs) == ["r1", "r2", "r3"]
+        assert logs[0]["convType"] == 2
+        assert texts(await v.logs(cid, l=1)) == ["r3"]
+        assert texts(await v.logs(cid, direction="NEW", l=2)) == ["r1", "r2"]
