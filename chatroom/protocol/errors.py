@@ -65,8 +65,8 @@ class CloseCode(enum.IntEnum):
 
     NORMAL = 1000  # logout of the last session, or the client closed
     GOING_AWAY = 1001  # graceful shutdown, after ``goaway``
-    PROTOCOL_ERROR = 1002
-    UNSUPPORTED_DATA = 1003  # a binary frame on a text codec or the reverse
+    PROTOCOL_ERROR = 1002  # a WebSocket framing error (closed by the WS layer)
+    UNSUPPORTED_DATA = 1003  # hint only: undecodable frames get error 4201, not a close
     MESSAGE_TOO_BIG = 1009  # inbound frame over ``max_frame_bytes`` (closed by the WS layer)
     INTERNAL_ERROR = 1011  # a bug: logged, this connection only
     APP_NOT_AVAILABLE = 4100  # terminal: wrong appId when one is configured
