@@ -1,0 +1,140 @@
+"""``python -m bench`` (and ``chatroom bench``): chatroom against its peers.
+
+See bench/README.md for the method. Tables go to stdout, progress to stderr, JSON
+and a PNG chart to bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench import chart, procstat, report
+from bench.generator import GENERATOR_CORE, GeneratorError, build
+from bench.runner import Setup, run_all
+from bench.scenarios import BY_NAME as SCENARIOS_BY_NAME
+from bench.scenarios import SCENARIOS, Context
+from bench.servers import BY_NAME as SERVERS_BY_NAME
+from bench.servers import SERVERS, prepare_node_peers
+
+HERE = Path(__file__).resolve().parent
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="short smoke run: few, short steps")
+    ap.add_argument(
+        "--scenario",
+        action="append",
+        choices=list(SCENARIOS_BY_NAME),
+        help="scenario to run (repeatable; default all)",
+    )
+    ap.add_argument(
+        "--server",
+        action="append",
+        choices=list(SERVERS_BY_NAME),
+        help="server to run (repeatable; default chatroom and every peer)",
+    )
+    ap.add_argument("--runs", type=int, default=None, help="runs per server (default 2, quick 1)")
+    ap.add_argument(
+        "--budget-min",
+        type=float,
+        default=120.0,
+        help="start no new run after this many minutes (default 120)",
+    )
+    ap.add_argument(
+        "--no-realtime",
+        action="store_true",
+        help="run server and generator at nice -10 instead of SCHED_RR",
+    )
+    ap.add_argument("--out", type=Path, default=HERE / "results", help="results directory")
+    return ap
+
+
+def _say(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _machine() -> dict[str, object]:
+    def version(cmd: list[str]) -> str:
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, check=False).stdout.strip()
+        except OSError:
+            return "not installed"
+
+    return {
+        "cpus": os.cpu_count(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "node": version(["node", "--version"]),
+    }
+
+
+def _raise_fd_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(argv)
+    command = shlex.join([sys.executable, "-m", "bench", *argv])
+    print(f"command: {command}\n", flush=True)
+    _raise_fd_limit()
+    procstat.REALTIME["enabled"] = not args.no_realtime
+    os.sched_setaffinity(0, {GENERATOR_CORE})  # the harness itself stays off the server's core
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    log_dir = args.out / f"{stamp}-logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    notes: list[str] = []
+    try:
+        binary = build(HERE / ".build")
+    except (GeneratorError, subprocess.CalledProcessError) as exc:
+        print(f"cannot build the load generator: {exc}", file=sys.stderr)
+        return 2
+    servers = [SERVERS_BY_NAME[n] for n in args.server] if args.server else list(SERVERS)
+    if any(s.kind == "node" for s in servers) and not prepare_node_peers(HERE / ".peers", notes):
+        servers = [s for s in servers if s.kind != "node"]
+    scenarios = [SCENARIOS_BY_NAME[n] for n in args.scenario] if args.scenario else SCENARIOS
+    runs = args.runs or (1 if args.quick else 2)
+    for note in notes:
+        _say(note)
+    setup = Setup(
+        binary, HERE / ".peers", log_dir, log_dir, time.monotonic() + args.budget_min * 60, notes
+    )
+    ctx = Context(quick=args.quick, progress=_say)
+    started = time.time()
+    records = run_all(setup, ctx, scenarios, servers, runs)
+    result = {
+        "command": command,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+        "elapsed_s": round(time.time() - started, 1),
+        "machine": _machine(),
+        "notes": notes,
+        "records": records,
+    }
+    json_path = args.out / f"{stamp}.json"
+    json_path.write_text(json.dumps(result, indent=1))
+    for note in notes:
+        print(f"note: {note}")
+    for scenario in scenarios:
+        print(report.scenario_table(scenario, records) + "\n")
+    for name in ("fanout-1000", "fanout-5000", "fanout-1000x10"):
+        if any(r["scenario"] == name and r["steps"] for r in records):
+            print(f"#### {name}: every step\n\n{report.step_table(records, name)}\n")
+    png = chart.draw(records, args.out / f"{stamp}.png")
+    print(f"JSON: {json_path}\nchart: {png or '(nothing to draw)'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,296 @@
+"""The scenarios: what each one opens, which steps it runs, what it sums up.
+
+Each scenario function gets a fresh server and a fresh generator, and returns its
+steps and a flat summary (the figures that go in the table). Rates are messages/s
+offered by the publishers in total; deliveries/s = rate x viewers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from bench import rooms
+from bench.generator import Generator
+from bench.measure import Step, measure
+from bench.procstat import rss_kb
+from bench.servers import Running, ServerSpec
+
+Summary = dict[str, float | int | str | None]
+Progress = Callable[[str], None]
+
+
+@dataclass
+class Context:
+    quick: bool
+    progress: Progress
+    # saturation rate (msg/s) found by fanout-1000, per (server, run): overload and slow reuse it
+    saturation: dict[tuple[str, int], float] = field(default_factory=dict)
+
+    @property
+    def step_secs(self) -> float:
+        return 2.0 if self.quick else 4.0
+
+
+@dataclass
+class Outcome:
+    steps: list[Step]
+    summary: Summary
+
+
+ScenarioFn = Callable[[Context, ServerSpec, int, Running, Generator], Outcome]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    title: str
+    fn: ScenarioFn
+    headline: str = ""  # the summary figure compared between servers
+    higher_is_better: bool = True
+    chatroom_only: bool = False
+
+
+def _line(step: Step) -> str:
+    lat = step.latency
+    return (
+        f"R={step.rate:g} msg/s -> {step.deliveries_per_s:,.0f} deliv/s loss={step.loss:.3%} "
+        f"p50={lat.p50:.1f} p99={lat.p99:.1f} max={lat.max:.1f} ms srv={step.server_cpu_pct:.0f}% "
+        f"({step.server_us_per_delivery:.1f} us/deliv) gen={step.gen_cpu_pct:.0f}% "
+        f"foreign={step.foreign_cpu_pct:.0f}% wait={step.cpu_wait_pct:.1f}% {_verdict(step)}"
+    )
+
+
+def _verdict(step: Step) -> str:
+    if step.contaminated:
+        return "CONTAMINATED by other processes (excluded)"
+    return "ok" if step.passed else "FAIL"
+
+
+def ramp(
+    ctx: Context, server: Running, gen: Generator, rates: Sequence[float]
+) -> tuple[list[Step], Step | None]:
+    """Steps of rising rate after 1 s of warm-up; stops after 1 (quick) or 2 failures
+    in a row, or when the server dies. Returns the steps and the saturation step."""
+    measure(gen, server, 1, rates[0], 1.0)  # warm-up, not recorded
+    steps: list[Step] = []
+    fails = 0
+    for k, rate in enumerate(rates):
+        step = measure(gen, server, k + 2, rate, ctx.step_secs)
+        steps.append(step)
+        ctx.progress(_line(step))
+        if step.contaminated:
+            continue
+        fails = 0 if step.passed else fails + 1
+        if fails >= (1 if ctx.quick else 2) or not server.alive():
+            break
+    passing = [s for s in steps if s.passed and not s.contaminated]
+    return steps, max(passing, key=lambda s: s.deliveries_per_s) if passing else None
+
+
+def _ramp_summary(room: rooms.Room, sat: Step | None, steps: list[Step]) -> Summary:
+    peak = max(steps, key=lambda s: s.deliveries_per_s) if steps else None
+    out: Summary = {
+        "viewers": room.viewers,
+        "connect_s": round(room.connect_secs, 2),
+        "peak_deliveries_per_s": round(peak.deliveries_per_s) if peak else None,
+        "saturation_deliveries_per_s": None,
+    }
+    if sat is not None:
+        out.update(
+            saturation_deliveries_per_s=round(sat.deliveries_per_s),
+            saturation_rate=sat.rate,
+            p50_ms=sat.latency.p50,
+            p99_ms=sat.latency.p99,
+            max_ms=sat.latency.max,
+            loss=sat.loss,
+            server_cpu_pct=round(sat.server_cpu_pct),
+            server_us_per_delivery=round(sat.server_us_per_delivery, 2),
+            gen_cpu_pct=round(sat.gen_cpu_pct),
+            server_rss_mb=round(sat.server_rss_kb / 1024, 1),
+        )
+    if steps:
+        out["max_gen_cpu_pct"] = round(max(s.gen_cpu_pct for s in steps))
+        last = steps[-1]
+        if last.first_error:
+            out["first_error"] = last.first_error[:200]
+    return out
+
+
+def _fanout(
+    viewers: int, publishers: int, full: Sequence[float], quick: Sequence[float]
+) -> ScenarioFn:
+    def run(ctx: Context, spec: ServerSpec, n: int, server: Running, gen: Generator) -> Outcome:
+        room = rooms.open_room(gen, spec, viewers, publishers)
+        steps, sat = ramp(ctx, server, gen, quick if ctx.quick else full)
+        if sat is not None and viewers == 1000 and publishers == 1:
+            ctx.saturation[(spec.name, n)] = sat.rate
+        return Outcome(steps, _ramp_summary(room, sat, steps))
+
+    return run
+
+
+def _saturation_rate(
+    ctx: Context, spec: ServerSpec, n: int, server: Running, gen: Generator
+) -> float:
+    """fanout-1000's saturation for this server and run, or a short ramp to find it."""
+    known = ctx.saturation.get((spec.name, n))
+    if known is not None:
+        return known
+    ctx.progress("no fanout-1000 result in this run: a short ramp finds saturation")
+    _, sat = ramp(ctx, server, gen, [5, 10, 20, 40, 60, 80, 120, 160, 200, 250, 300])
+    return sat.rate if sat else 2.0
+
+
+def cpu_per_delivery(
+    ctx: Context, spec: ServerSpec, n: int, server: Running, gen: Generator
+) -> Outcome:
+    """Server CPU per delivery at a fixed load: N=1000, one publisher at 20 msg/s."""
+    rooms.open_room(gen, spec, 1000, 1)
+    measure(gen, server, 1, 20, 1.0)
+    step = measure(gen, server, 2, 20, 3.0 if ctx.quick else 6.0)
+    ctx.progress(_line(step))
+    return Outcome(
+        [step],
+        {
+            "deliveries_per_s": round(step.deliveries_per_s),
+            "server_us_per_delivery": round(step.server_us_per_delivery, 2),
+            "server_cpu_pct": round(step.server_cpu_pct),
+            "gen_cpu_pct": round(step.gen_cpu_pct),
+            "p50_ms": step.latency.p50,
+            "p99_ms": step.latency.p99,
+            "loss": step.loss,
+        },
+    )
+
+
+def overload(ctx: Context, spec: ServerSpec, n: int, server: Running, gen: Generator) -> Outcome:
+    """Three times saturation, 10 % HIGH and the rest NORMAL and LOW half and half."""
+    rooms.open_room(gen, spec, 1000, 1)
+    rate = 3 * _saturation_rate(ctx, spec, n, server, gen)
+    step = measure(gen, server, 90, rate, 3.0 if ctx.quick else 5.0, mix=(10, 45))
+    ctx.progress(_line(step))
+    summary: Summary = {"rate": rate, "deliveries_per_s": round(step.deliveries_per_s)}
+    for name, figures in step.by_priority.items():
+        summary[f"{name}_arrived"] = round(figures["arrived"], 4)
+        summary[f"{name}_p99_ms"] = figures["p99"]
+    summary.update(server_cpu_pct=round(step.server_cpu_pct), gen_cpu_pct=round(step.gen_cpu_pct))
+    summary["ack_errors"] = step.ack_errors
+    return Outcome([step], summary)
+
+
+def slow_viewer(ctx: Context, spec: ServerSpec, n: int, server: Running, gen: Generator) -> Outcome:
+    """One viewer stops reading (1 KB payloads, 4 KiB receive buffer): the others'
+    rate and latency must not suffer. Half of saturation, before and after it stops."""
+    room = rooms.open_room(gen, spec, 1000, 1, slow=1, size=1000)
+    rate = max(2.0, round(_saturation_rate(ctx, spec, n, server, gen) / 2))
+    measure(gen, server, 1, rate, 1.0)
+    before = measure(gen, server, 2, rate, ctx.step_secs)
+    ctx.progress("before: " + _line(before))
+    gen.pause(room.slow[0])
+    after = measure(gen, server, 3, rate, 4.0 if ctx.quick else 10.0)
+    ctx.progress("slow viewer stopped: " + _line(after))
+    summary: Summary = {"rate": rate}
+    for label, s in (("before", before), ("after", after)):
+        summary[f"{label}_deliveries_per_s"] = round(s.deliveries_per_s)
+        summary[f"{label}_loss"] = s.loss
+        summary[f"{label}_p99_ms"] = s.latency.p99
+    summary["others_unaffected"] = "yes" if after.passed else "NO"
+    return Outcome([before, after], summary)
+
+
+def idle(ctx: Context, spec: ServerSpec, n: int, server: Running, gen: Generator) -> Outcome:
+    """Idle connections (logged in, for chatroom): RSS per connection, time to open."""
+    count = 1000 if ctx.quick else 5000
+    gen.poll(1.0)
+    before = rss_kb(server.pid)
+    done = rooms.open_idle(gen, spec, count)
+    gen.poll(2.0)
+    after = rss_kb(server.pid)
+    ctx.progress(f"{done.ok} idle in {done.secs:.2f}s; RSS {before} -> {after} kB")
+    return Outcome(
+        [],
+        {
+            "connections": done.ok,
+            "open_s": round(done.secs, 2),
+            "per_s": round(done.ok / done.secs) if done.secs > 0 else None,
+            "rss_before_mb": round(before / 1024, 1),
+            "rss_after_mb": round(after / 1024, 1),
+            "kb_per_connection": round((after - before) / max(done.ok, 1), 2),
+        },
+    )
+
+
+def persist(ctx: Context, spec: ServerSpec, n: int, server: Running, gen: Generator) -> Outcome:
+    """A normal group of 10 online members, all sending; acks come after the commit.
+    Closed loop (a window of unacked messages per sender) finds the most acks/s; the
+    ack latency is then measured open loop at half that rate."""
+    members, window = 10, 16
+    rooms.open_group(gen, spec, members)
+    secs = 2.0 if ctx.quick else 5.0
+    measure(gen, server, 1, 0, 1.0, window=window)
+    top = measure(gen, server, 2, 0, secs, window=window)
+    ctx.progress(f"closed loop: {top.acks_per_s:,.0f} acks/s, ack p99 {top.ack_latency.p99:.1f} ms")
+    half = measure(gen, server, 3, max(top.acks_per_s / 2, 1.0), secs)
+    ctx.progress(
+        f"open loop at {half.rate:g}/s: ack p50 {half.ack_latency.p50:.1f} p99 "
+        f"{half.ack_latency.p99:.1f} ms"
+    )
+    return Outcome(
+        [top, half],
+        {
+            "members": members,
+            "window": window,
+            "max_acks_per_s": round(top.acks_per_s),
+            "max_ack_p50_ms": top.ack_latency.p50,
+            "max_ack_p99_ms": top.ack_latency.p99,
+            "half_rate": round(half.rate),
+            "half_acks_per_s": round(half.acks_per_s),
+            "half_ack_p50_ms": half.ack_latency.p50,
+            "half_ack_p99_ms": half.ack_latency.p99,
+            "half_ack_max_ms": half.ack_latency.max,
+            "member_deliveries": round(half.pub_rx / max(half.sent * (members - 1), 1), 4),
+            "ack_errors": top.ack_errors + half.ack_errors,
+            "server_cpu_pct": round(top.server_cpu_pct),
+            "gen_cpu_pct": round(top.gen_cpu_pct),
+        },
+    )
+
+
+_R1000 = [10, 20, 30, 40, 50, 60, 80, 100, 120, 150, 180, 220, 260, 300]
+_R5000 = [2, 4, 6, 8, 10, 12, 16, 20, 24, 30, 36, 44, 52, 60]
+_R1000X10 = [20, 40, 60, 80, 100, 130, 160, 200, 250, 300, 350, 400, 500]
+
+_SAT = "saturation_deliveries_per_s"
+SCENARIOS = [
+    Scenario(
+        "fanout-1000",
+        "fan-out, 1000 viewers, 1 publisher",
+        _fanout(1000, 1, _R1000, [10, 30, 60]),
+        _SAT,
+    ),
+    Scenario(
+        "fanout-5000",
+        "fan-out, 5000 viewers, 1 publisher",
+        _fanout(5000, 1, _R5000, [2, 6, 12]),
+        _SAT,
+    ),
+    Scenario(
+        "fanout-1000x10",
+        "fan-out, 1000 viewers, 10 publishers",
+        _fanout(1000, 10, _R1000X10, [20, 60, 120]),
+        _SAT,
+    ),
+    Scenario(
+        "cpu",
+        "server CPU per delivery at N=1000, 20 msg/s",
+        cpu_per_delivery,
+        "server_us_per_delivery",
+        higher_is_better=False,
+    ),
+    Scenario("overload", "overload: 3x saturation, 10 % HIGH", overload, "high_arrived"),
+    Scenario("slow", "one viewer stops reading", slow_viewer, "after_deliveries_per_s"),
+    Scenario("idle", "idle connections", idle, "kb_per_connection", higher_is_better=False),
+    Scenario("persist", "persisted group of 10, ack after commit", persist, chatroom_only=True),
+]
+BY_NAME = {s.name: s for s in SCENARIOS}
