@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 
+import orjson
 import trio
 
 from chatroom.config import Config
@@ -32,6 +33,20 @@ log = logging.getLogger(__name__)
 
 _FLUSH_BYTES = 256 * 1024  # most bytes handed to one system call
 _OMIT_PEER_ID = 128  # configBitmap bit 7: the client does not need peerId on pushes
+
+
+def _json_request_id(codec: Codec, message: str | bytes) -> int | None:
+    """The ``i`` of a JSON object that is not a valid command, if it has a usable one."""
+    if codec is not Codec.JSON:
+        return None
+    try:
+        obj = orjson.loads(message)
+    except orjson.JSONDecodeError:
+        return None
+    i = obj.get("i") if isinstance(obj, dict) else None
+    if isinstance(i, int) and not isinstance(i, bool) and -(2**31) <= i < 2**31:
+        return i
+    return None
 
 
 class Connection:
@@ -165,14 +180,21 @@ class Connection:
                 return
             if self._sessions:
                 login_deadline = trio.current_time() + config.login_timeout
-            if not self._budget.take(trio.current_time()):
-                self._error(None, ChatError(ErrorCode.APP_QUOTA_EXCEEDED, "too many requests"))
-                continue
+            within_budget = self._budget.take(trio.current_time())
             try:
                 cmd = decode(self._subprotocol.codec, message)
             except ProtocolError as exc:
-                # Undecodable, so there is no ``i`` to answer: an error push it is.
-                self._error(None, ChatError(ErrorCode.INVALID_COMMAND, str(exc)[:200]), True)
+                # Not a command. A JSON object may still name its ``i``: that request
+                # is answered; otherwise an error push it is.
+                stub = pb.GenericCommand(cmd=pb.error)
+                i = _json_request_id(self._subprotocol.codec, message)
+                if i is not None:
+                    stub.i = i
+                self._error(stub, ChatError(ErrorCode.INVALID_COMMAND, str(exc)[:200]), True)
+                continue
+            if not within_budget:
+                # Decoded first, so that the refusal answers the request by its ``i``.
+                self._error(cmd, ChatError(ErrorCode.APP_QUOTA_EXCEEDED, "too many requests"))
                 continue
             sync, handler = dispatch.route(cmd)
             if sync is not None:
