@@ -14,6 +14,7 @@ form of the README): the protobuf and base64 clients convert with
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -220,12 +221,25 @@ class Client:
         assert reply["cmd"] == "logs", reply
         return cast(list[Cmd], reply.get("logs", []))
 
+    async def all_logs(self, cid: str, page: int = 20) -> list[Cmd]:
+        """The whole history, read backwards in pages of ``page`` (as the SDK's message
+        iterator does), ascending."""
+        found: list[Cmd] = []
+        bound: dict[str, object] = {}
+        while batch := await self.logs(cid, l=page, **bound):
+            found[:0] = batch
+            bound = {"t": batch[0]["timestamp"], "mid": batch[0]["msgId"]}
+        return found
+
     async def drop(self) -> None:
         """Close the TCP connection abruptly: no logout, no WebSocket close frame."""
         await self.ws._stream.aclose()
         # trio-websocket's reader may be parked handing over a message nobody reads;
-        # reading lets it notice the closed stream (otherwise leaving hangs).
-        await self.closed()
+        # reading lets it notice the closed stream (otherwise leaving hangs). What is
+        # read is not decoded: it may be anything.
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                await self.ws.get_message()
 
 
 @dataclass
@@ -295,13 +309,13 @@ def ops(pushes: list[Cmd]) -> list[tuple[object, object]]:
 
 
 async def assert_serving(
-    running: Running, cid: str | None = None, texts: tuple[str, ...] = ()
+    running: Running, cid: str | None = None, texts: tuple[str, ...] = (), reader: str = "alice"
 ) -> None:
     """The server still serves a new client, and ``cid``'s history is exactly ``texts``
-    (read by its member ``alice``)."""
+    (as its member ``reader`` reads it)."""
     async with running.client() as client:
-        await client.login("alice")
+        await client.login(reader)
         await client.sync()
         if cid is not None:
-            logs = await client.logs(cid, l=1000)
+            logs = await client.all_logs(cid)
             assert tuple(item["data"] for item in logs) == texts
