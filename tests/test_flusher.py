@@ -1,0 +1,65 @@
+"""chatroom.flusher: coalesced writes. Connections marked dirty are flushed by one task,
+once per tick, or once per ``write_delay`` so that several frames share one system
+call. No sockets: fake connections record when they are flushed, under
+``autojump_clock``.
+"""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+
+from chatroom.flusher import Flusher
+
+
+class Recorder:
+    def __init__(self, name: str, log: list[tuple[str, float]]):
+        self.name = name
+        self.log = log
+
+    def flush_nowait(self) -> None:
+        self.log.append((self.name, trio.current_time()))
+
+
+async def test_marks_in_one_tick_are_flushed_once_after_the_marker_yields(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    log: list[tuple[str, float]] = []
+    a, b = Recorder("a", log), Recorder("b", log)
+    flusher = Flusher()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(flusher.run)
+        flusher.mark(a)
+        flusher.mark(b)
+        assert log == []  # marking never writes: the fan-out loop goes on
+        await trio.testing.wait_all_tasks_blocked()
+        assert [name for name, _ in log] == ["a", "b"]
+        flusher.mark(a)
+        await trio.testing.wait_all_tasks_blocked()
+        assert [name for name, _ in log] == ["a", "b", "a"]
+        nursery.cancel_scope.cancel()
+
+
+async def test_write_delay_gathers_marks_into_one_flush(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    log: list[tuple[str, float]] = []
+    conns = [Recorder(f"c{i}", log) for i in range(3)]
+    flusher = Flusher(write_delay=0.01)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(flusher.run)
+        start = trio.current_time()
+        flusher.mark(conns[0])
+        await trio.sleep(0.004)
+        flusher.mark(conns[1])
+        await trio.sleep(0.004)
+        flusher.mark(conns[2])
+        await trio.sleep(0.1)
+        assert [name for name, _ in log] == ["c0", "c1", "c2"]
+        times = {t for _, t in log}
+        assert len(times) == 1  # one flush for all three
+        assert times.pop() >= start + 0.01
+        flusher.mark(conns[0])  # the next flush waits its own delay
+        await trio.sleep(0.1)
+        assert len(log) == 4
+        nursery.cancel_scope.cancel()
