@@ -104,7 +104,6 @@ async def test_offline_members_are_members_too() -> None:
         async with running.user("alice") as alice:
             cid = await alice.start(["bob"])
         async with running.user("bob") as bob:
-            assert await bob.take_pushes() == []  # no offline events in this version
             assert [c["objectId"] for c in await query(bob)] == [cid]
             await bob.say(cid, "I was added while away")
 
@@ -350,6 +349,45 @@ async def test_chatroom_leaving_and_dropping_stop_counting() -> None:
         assert await count(host, cid) == 1
         for client in (host, bob):
             assert await client.take_pushes() == []
+
+
+@fail_after()
+async def test_resuming_after_the_window_does_not_rejoin() -> None:
+    async with (
+        running_server({"chatroom_rejoin_window": 0}) as running,
+        running.user("host") as host,
+    ):
+        cid = await start_chatroom(host)
+        async with running.user("bob") as bob:
+            opened = bob.received[0]
+            await members_op(bob, "add", cid, ["bob"])
+            await bob.drop()
+        await running.wait_connections(1)
+        async with running.client() as again:
+            await again.login("bob", r=True, st=opened["st"])
+            assert await count(host, cid) == 1
+
+
+@fail_after()
+async def test_resuming_within_the_window_rejoins_the_chatroom() -> None:
+    async with running_server() as running, running.user("host") as host:
+        cid = await start_chatroom(host)
+        async with running.user("bob") as bob:
+            opened = bob.received[0]
+            await members_op(bob, "add", cid, ["bob"])
+            await bob.drop()
+        await running.wait_connections(1)
+        assert await count(host, cid) == 1
+        async with running.client() as again, running.user("carol") as carol:
+            await again.login("bob", r=True, st=opened["st"])
+            assert await count(host, cid) == 2
+            await host.say(cid, "welcome back")
+            assert (await again.next_push("direct"))["msg"] == "welcome back"
+            # A fresh login (no token) is a new session: it watches nothing.
+            await members_op(carol, "add", cid, ["carol"])
+            await carol.request({"cmd": "session", "op": "close"})
+            await carol.login("carol")
+            assert await count(host, cid) == 2
 
 
 @fail_after()
