@@ -124,13 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     json_path = args.out / f"{stamp}.json"
     json_path.write_text(json.dumps(result, indent=1))
-    for note in notes:
-        print(f"note: {note}")
-    for scenario in scenarios:
-        print(report.scenario_table(scenario, records) + "\n")
-    for name in ("fanout-1000", "fanout-5000", "fanout-1000x10"):
-        if any(r["scenario"] == name and r["steps"] for r in records):
-            print(f"#### {name}: every step\n\n{report.step_table(records, name)}\n")
+    report.print_all(scenarios, records, notes)
     png = chart.draw(records, args.out / f"{stamp}.png")
     print(f"JSON: {json_path}\nchart: {png or '(nothing to draw)'}")
     return 0

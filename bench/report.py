@@ -1,12 +1,18 @@
-"""Tables for people (stdout), ratios of chatroom to each peer."""
+"""Tables for people (stdout), ratios of chatroom to each peer.
+
+``python -m bench.report RESULTS.json`` prints the tables of a saved run again.
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
 from collections.abc import Sequence
+from pathlib import Path
 from statistics import mean
 from typing import cast
 
-from bench.scenarios import Scenario
+from bench.scenarios import BY_NAME, Scenario, describe_limit
 
 Record = dict[str, object]
 Summary = dict[str, object]
@@ -133,3 +139,45 @@ def step_table(records: list[Record], scenario: str) -> str:
                 ]
             )
     return table(headers, rows)
+
+
+RAMPS = ("fanout-1000", "fanout-5000", "fanout-1000x10")
+
+
+def print_all(scenarios: Sequence[Scenario], records: list[Record], notes: list[str]) -> None:
+    for note in notes:
+        print(f"note: {note}")
+    for scenario in scenarios:
+        print(scenario_table(scenario, records) + "\n")
+    for name in RAMPS:
+        if any(r["scenario"] == name and r["steps"] for r in records):
+            print(f"#### {name}: every step\n\n{step_table(records, name)}\n")
+
+
+def _fill_limits(records: list[Record]) -> None:
+    """Runs saved before the ``limit`` column existed get it from their last step."""
+    for r in records:
+        summary, steps = _summary(r), cast(list[dict[str, object]], r["steps"])
+        if r["scenario"] in RAMPS and summary and steps and "limit" not in summary:
+            last = steps[-1]
+            summary["limit"] = describe_limit(
+                bool(last["passed"]),
+                bool(last.get("contaminated", False)),
+                cast(float, last["server_cpu_pct"]),
+                cast(float, last["gen_cpu_pct"]),
+            )
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__)
+    ap.add_argument("results", type=Path, help="a bench/results/*.json file")
+    saved = cast(dict[str, object], json.loads(ap.parse_args(argv).results.read_text()))
+    records = cast(list[Record], saved["records"])
+    _fill_limits(records)
+    names = list(dict.fromkeys(str(r["scenario"]) for r in records))
+    print(f"command: {saved['command']}\nstarted: {saved['started']}\n")
+    print_all([BY_NAME[n] for n in names if n in BY_NAME], records, cast(list[str], saved["notes"]))
+
+
+if __name__ == "__main__":
+    main()

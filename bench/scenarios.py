@@ -111,10 +111,33 @@ def _ramp_summary(room: rooms.Room, sat: Step | None, steps: list[Step]) -> Summ
         )
     if steps:
         out["max_gen_cpu_pct"] = round(max(s.gen_cpu_pct for s in steps))
+        out["limit"] = _limit(steps)
         last = steps[-1]
         if last.first_error:
             out["first_error"] = last.first_error[:200]
     return out
+
+
+GEN_BOUND_PCT = 85.0  # above this the generator's core, not the server, may set the pace
+SERVER_BOUND_PCT = 90.0
+
+
+def _limit(steps: list[Step]) -> str:
+    last = steps[-1]
+    return describe_limit(last.passed, last.contaminated, last.server_cpu_pct, last.gen_cpu_pct)
+
+
+def describe_limit(passed: bool, contaminated: bool, server_cpu: float, gen_cpu: float) -> str:
+    """What ended a ramp, from its last (failing) step: a server that used its whole
+    core (95 % under RT throttling), else a generator near its own core's end, else
+    latency or loss with CPU to spare (a server that stalls)."""
+    if passed or contaminated:
+        return "not reached"
+    if server_cpu >= SERVER_BOUND_PCT:
+        return f"server CPU {server_cpu:.0f}%"
+    if gen_cpu >= GEN_BOUND_PCT:
+        return f"generator CPU {gen_cpu:.0f}%"
+    return f"latency at server CPU {server_cpu:.0f}%"
 
 
 def _fanout(
