@@ -89,6 +89,45 @@ class Config:
     room_high_share: float = 0.2
     """Share of the room budget that only HIGH messages may use."""
 
+    allow_edit: bool = True
+    """Whether senders may edit their messages (``patch/modify``); off: 4406."""
+    allow_recall: bool = True
+    """Whether senders may recall their messages; off: 4407."""
+    patches_at_login: int = 1000
+    """Most missed ``patch/modify`` items pushed after a login (newest kept out: the
+    client then sees them in history)."""
+    unread_conversations: int = 50
+    """Most conversations in the ``unread`` push after a protocol-v3 login, the most
+    recently changed first; the others are told at a later login or when they change."""
+    offline_messages_per_conversation: int = 20
+    """Protocol v1 (``lc.*.1``): most stored messages pushed per conversation after a
+    login, the newest ones; older ones stay in history."""
+    receipt_memory: int = 100_000
+    """Messages sent with ``r: true`` remembered until their receiver acks them; the
+    oldest are forgotten beyond it (their delivery receipt is then not sent, while
+    ``lastDeliveredAt`` from ``max_read`` still covers them)."""
+    sensitive_words_file: str = ""
+    """Operator word list, one word per line (blank lines and ``#`` comments skipped),
+    matched case-insensitively and replaced with ``***`` in group conversations (more
+    than 2 members), chatrooms and system conversations. Empty: no filtering. The file
+    is re-read when its modification time or size changes, checked at most every
+    ``sensitive_words_check_interval`` seconds; an unreadable file keeps the old list."""
+    sensitive_words_check_interval: float = 5.0
+    """Seconds between checks of the word file for changes."""
+    push_webhook: str = ""
+    """URL that offline-push notifications are POSTed to as JSON ``{conversation,
+    recipients, payload, from, messageId, timestamp}``. Empty: nothing is sent."""
+    push_template: str = ""
+    """Push payload (JSON text) for messages sent without ``pushData``; ``${convId}``,
+    ``${timestamp}`` and ``${fromClientId}`` are filled in. Empty: such messages cause
+    no push."""
+    push_queue: int = 1000
+    """Notifications waiting for the webhook; beyond it new ones are dropped and
+    counted (``push_dropped``)."""
+    push_timeout: float = 5.0
+    """Seconds one webhook request may take; a slower one is abandoned and counted as
+    failed (``push_failed``)."""
+
     def with_overrides(self, values: Mapping[str, object]) -> Config:
         """A copy with the given fields replaced, converted to their declared types."""
         kinds = {f.name: f.type for f in fields(self)}
@@ -110,6 +149,15 @@ def _convert(name: str, kind: str, raw: object) -> object:
             if isinstance(raw, bool):
                 raise ValueError
             return float(cast(str, raw))
+        if kind == "bool":
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
         if kind == "str":
             if not isinstance(raw, str):
                 raise ValueError

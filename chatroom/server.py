@@ -69,6 +69,7 @@ class Server:
             **asdict(ctx.presence.statistics()),
             **asdict(ctx.counters),
             "commit": asdict(ctx.committer.statistics()),
+            "push": asdict(ctx.pusher.stats),
         }
 
     async def run(
@@ -99,6 +100,8 @@ class Server:
         config = self.config
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._flusher.run)
+            if self.context.pusher.enabled:
+                nursery.start_soon(self.context.pusher.run)  # offline push webhook
             ws = await nursery.start(
                 partial(
                     serve_websocket,

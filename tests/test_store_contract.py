@@ -786,3 +786,114 @@ async def test_sqlite_refuses_files_it_did_not_create(tmp_path: Path) -> None:
 def test_sqlite_refuses_in_memory_paths() -> None:
     with pytest.raises(ValueError, match="MemoryStore"):
         SqliteStore(":memory:")
+
+
+# unread counts, receipts and patches (MemberMarks, Patch)
+
+
+async def test_append_counts_unread_for_every_other_member_in_the_same_commit(
+    store: Store,
+) -> None:
+    from chatroom.store.base import MemberMarks
+
+    with trio.fail_after(TIMEOUT):
+        await store.create_conversation(make_conv("c1", ("alice", "bob", "carol")))
+        await store.append_messages(
+            [
+                make_msg("c1", 10, "a", from_peer="alice"),
+                make_msg("c1", 11, "b", from_peer="bob", mention_pids=("carol", "bob")),
+                make_msg("c1", 12, "c", from_peer="alice"),
+                make_msg("nowhere", 13, "d"),
+            ]
+        )
+        marks = {k.peer: k for k in await store.member_marks("c1")}
+        assert marks == {
+            "alice": MemberMarks("alice", "c1", 1, False, 11),
+            "bob": MemberMarks("bob", "c1", 2, False, 12),
+            "carol": MemberMarks("carol", "c1", 3, True, 12),
+        }
+        await store.append_messages([make_msg("c1", 20, "e", from_peer="bob", mention_all=True)])
+        marks = {k.peer: k for k in await store.member_marks("c1")}
+        assert (marks["alice"].unread, marks["alice"].mentioned) == (2, True)
+        assert marks["bob"].unread == 2  # own messages never count
+        assert await store.member_marks("nowhere") == []
+
+
+async def test_mark_read_recounts_and_mark_acked_only_moves_forward(store: Store) -> None:
+    with trio.fail_after(TIMEOUT):
+        await store.create_conversation(make_conv("c1"))
+        await store.append_messages(
+            [make_msg("c1", t, f"m{t}", mention_all=t == 30) for t in (10, 20, 30)]
+        )
+        acked = await store.mark_acked("bob", "c1", 20)
+        assert (acked.acked_at, acked.unread) == (20, 3)
+        assert (await store.mark_acked("bob", "c1", 5)).acked_at == 20
+        read = await store.mark_read("bob", "c1", 20, now=99)
+        assert (read.unread, read.mentioned, read.read_at, read.changed_at) == (1, True, 20, 99)
+        read = await store.mark_read("bob", "c1", 15, now=100)  # never backwards
+        assert (read.unread, read.read_at) == (1, 20)
+        read = await store.mark_read("bob", "c1", 30, now=101)
+        assert (read.unread, read.mentioned, read.acked_at) == (0, False, 30)
+        fresh = await store.mark_read("carol", "c1", 10, now=5)  # no row yet: created
+        assert (fresh.unread, fresh.read_at) == (2, 10)
+
+
+async def test_changed_marks_for_the_login_sync(store: Store) -> None:
+    with trio.fail_after(TIMEOUT):
+        for cid in ("c1", "c2", "c3"):
+            await store.create_conversation(make_conv(cid))
+        await store.append_messages([make_msg("c1", 10, "a"), make_msg("c2", 20, "b")])
+        await store.append_messages([make_msg("c3", 30, "c")])
+        first = await store.changed_marks("bob", None, 50)
+        assert [k.cid for k in first] == ["c3", "c2", "c1"]
+        assert [k.cid for k in await store.changed_marks("bob", None, 2)] == ["c3", "c2"]
+        await store.mark_acked("bob", "c1", 10)
+        await store.mark_acked("bob", "c2", 20)
+        await store.mark_acked("bob", "c3", 30)
+        assert [k.cid for k in await store.changed_marks("bob", 15, 50)] == ["c3", "c2"]
+        await store.mark_read("bob", "c3", 30, now=40)
+        assert [k.cid for k in await store.changed_marks("bob", None, 50)] == ["c2", "c1"]
+        assert [k.cid for k in await store.changed_marks("bob", 35, 50)] == ["c3"]
+        await store.mark_acked("bob", "c1", 5)
+        # unread and not delivered: always included
+        await store.append_messages([make_msg("c1", 50, "d")])
+        assert [k.cid for k in await store.changed_marks("bob", 60, 50)] == ["c1"]
+        conv = await store.get_conversation("c1")
+        assert conv is not None
+        conv.members = ["alice"]
+        await store.save_conversation(conv)  # bob left c1: no longer his business
+        assert await store.changed_marks("bob", 60, 50) == []
+        assert await store.changed_marks("nobody", None, 50) == []
+
+
+async def test_patch_message_rewrites_in_place_and_patches_since(store: Store) -> None:
+    from chatroom.store.base import Patch
+
+    with trio.fail_after(TIMEOUT):
+        await store.create_conversation(make_conv("c1"))
+        await store.create_conversation(make_conv("c2", ("carol", "dave")))
+        original = make_msg("c1", 10, "a", dedupe_token="dt", mention_pids=("bob",))
+        await store.append_messages([original, make_msg("c1", 11, "b"), make_msg("c2", 5, "z")])
+        assert await store.patch_message(Patch("c1", "nope", 100, data="x")) is None
+        patched = await store.patch_message(
+            Patch("c1", "a", 100, binary=b"\x00\x01", mention_all=True)
+        )
+        assert patched == make_msg(
+            "c1", 10, "a", binary=b"\x00\x01", mention_all=True, dedupe_token="dt",
+            patch_timestamp=100,
+        )  # fmt: skip
+        assert await store.get_message("c1", "a") == patched
+        assert await store.find_by_dedupe_token("c1", "alice", "dt") == patched
+        assert (await store.query_messages(HistoryQuery("c1")))[0] == patched
+        recalled = await store.patch_message(
+            Patch("c1", "b", 200, data='{"_lctype":-127}', lctype=-127)
+        )
+        assert recalled is not None
+        assert (recalled.lctype, recalled.timestamp) == (-127, 11)
+        assert await store.query_messages(HistoryQuery("c1", lctype=-127)) == [recalled]
+        await store.patch_message(Patch("c2", "z", 150, data="z2"))
+        assert [m.mid for m in await store.patches_since("bob", 0, 10)] == ["a", "b"]
+        assert [m.mid for m in await store.patches_since("bob", 100, 10)] == ["b"]
+        assert [m.mid for m in await store.patches_since("bob", 0, 1)] == ["a"]
+        assert [m.mid for m in await store.patches_since("carol", 0, 10)] == ["z"]
+        assert await store.last_message("c1") == recalled

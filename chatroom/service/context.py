@@ -17,13 +17,16 @@ import trio
 
 from chatroom.committer import Committer
 from chatroom.config import Config
+from chatroom.filter import WordFilter
 from chatroom.ids import MessageClock, ObjectIds, wall_ms
 from chatroom.outbox import Priority, ShedTotals
 from chatroom.presence import Presence
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Prepared, Subprotocol
 from chatroom.protocol.errors import ChatError, ErrorCode
+from chatroom.push import PushNotifier
 from chatroom.ratelimit import RoomBudget
+from chatroom.receipts import ReceiptBook
 from chatroom.recent import Dedupe, RoomBuffers
 from chatroom.session import Outlet, Session
 from chatroom.store.base import Conversation, ConvType, Store
@@ -133,11 +136,19 @@ class Context:
     conversations: ConversationCache = field(init=False)
     dedupe: Dedupe = field(init=False)
     rooms: RoomBuffers = field(init=False)
+    words: WordFilter = field(init=False)  # sensitive-word filter (chatroom/filter.py)
+    pusher: PushNotifier = field(init=False)  # offline push webhook (chatroom/push.py)
+    receipts: ReceiptBook = field(init=False)  # messages waiting for a delivery receipt
+    last_patch_ms: int = 0  # patch times are strictly increasing (lastPatchTime replay)
 
     def __post_init__(self) -> None:
         self.conversations = ConversationCache(self.store)
         self.dedupe = Dedupe(self.config.dedupe_cache)
         self.rooms = RoomBuffers(self.config.chatroom_buffer)
+        config = self.config
+        self.words = WordFilter(config.sensitive_words_file, config.sensitive_words_check_interval)
+        self.pusher = PushNotifier(config.push_webhook, config.push_queue, config.push_timeout)
+        self.receipts = ReceiptBook(config.receipt_memory)
 
     async def conversation(self, cid: str) -> Conversation:
         """The conversation, or 4303 CONVERSATION_NOT_FOUND (also once a temporary

@@ -4,20 +4,29 @@ from __future__ import annotations
 
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.errors import ChatError, ErrorCode
-from chatroom.service import conversations, history, messages, session
+from chatroom.service import (
+    conversations,
+    history,
+    messages,
+    patches,
+    receipts,
+    session,
+)
 from chatroom.service.context import Context, Handler, Link, SyncHandler
 
 # Keys are (cmd, op); op None: the command has no op (or any op is accepted).
 SYNC_HANDLERS: dict[tuple[int, int | None], SyncHandler] = {
-    (pb.session, pb.open): session.open_session,
     (pb.session, pb.close): session.close_session,
     (pb.session, pb.query): session.query_online,
     (pb.session, pb.refresh): session.refresh_token,
     (pb.echo, None): session.echo,
-    (pb.ack, None): messages.client_ack,
-    (pb.read, None): messages.read,
 }
 HANDLERS: dict[tuple[int, int | None], Handler] = {
+    (pb.session, pb.open): session.open_and_sync,
+    (pb.ack, None): receipts.client_ack,
+    (pb.read, None): receipts.read,
+    (pb.conv, pb.max_read): receipts.max_read,
+    (pb.patch, pb.modify): patches.modify,
     (pb.conv, pb.start): conversations.start,
     (pb.conv, pb.add): conversations.add,
     (pb.conv, pb.remove): conversations.remove,

@@ -1,12 +1,20 @@
-"""History queries: ``logs`` (protocol.md 4.14). Results are always ascending."""
+"""History queries: ``logs`` (protocol.md 4.14). Results are always ascending.
+
+Items show messages as stored now: edited or recalled ones with their new content and
+``patchTimestamp``. In conversations of at most two members, items also carry
+``ackAt``/``readAt``: the receiving member's delivered-up-to and read-up-to where they
+cover the item (the SDK marks such messages delivered/read).
+"""
 
 from __future__ import annotations
 
 from chatroom import history
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.errors import ChatError, ErrorCode
+from chatroom.receipts import receipts_apply
 from chatroom.service.context import Context, Link, require_session
 from chatroom.service.messages import log_item
+from chatroom.service.receipts import receipt_times
 from chatroom.store.base import Bound, ConvType, Direction, HistoryQuery
 
 
@@ -38,7 +46,13 @@ async def logs(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCo
         found = history.select(ctx.rooms.messages(conv.cid), query)
     else:
         found = await ctx.store.query_messages(query)
+    times: dict[str, tuple[int | None, int | None]] = {}
+    if found and receipts_apply(conv):
+        # ackAt/readAt: the other member's delivered/read-up-to (protocol.md 4.12, 5.4)
+        times = receipt_times(conv, await ctx.store.member_marks(conv.cid), found)
     reply = pb.GenericCommand(cmd=pb.logs)
     reply.logsMessage.SetInParent()
-    reply.logsMessage.logs.extend(log_item(m, conv.kind) for m in found)
+    reply.logsMessage.logs.extend(
+        log_item(m, conv.kind, *times.get(m.mid, (None, None))) for m in found
+    )
     return reply

@@ -8,14 +8,24 @@
   buffer for history, never stored.
 - ``transient`` messages: pushed at once to online members only, never stored, shed
   first when a viewer falls behind.
-- ``will`` messages: kept for the sender's session and sent when its connection drops
-  without a logout (see ``send_wills``).
+- ``will`` messages: one per user, the last one set (from any device, in any
+  conversation) replacing the others; sent when the connection of the session that set
+  it drops without a logout (a keepalive timeout included), to the members online
+  then; never stored, never counted as unread (see ``send_wills``).
+- Sensitive words (``chatroom/filter.py``) are masked before a message is stored or
+  pushed in groups of more than two, chatrooms and system conversations; the sender's
+  sessions then get a ``patch/modify`` with ``patchCode`` (service/patches.py).
+- ``r: true`` in a conversation of at most two members: the message waits in
+  ``ctx.receipts`` for the receiver's ack (service/receipts.py).
+- Offline push: after the commit, members of a normal or temporary conversation with no
+  session who have not muted it are handed to the push webhook (``chatroom/push.py``).
 JS awaits an ack for every ``direct``, transient and will ones included.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 
 import orjson
 import trio
@@ -25,9 +35,12 @@ from chatroom.outbox import Priority
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Prepared
 from chatroom.protocol.errors import ChatError, ErrorCode
+from chatroom.push import payload_for
 from chatroom.ratelimit import RoomBudget
+from chatroom.receipts import receipts_apply
 from chatroom.recent import Pending
 from chatroom.service.context import SENT, Context, Link, require_session
+from chatroom.service.patches import filtered_notice, filters_apply
 from chatroom.session import Session
 from chatroom.store.base import Conversation, ConvType, Message
 
@@ -128,15 +141,28 @@ async def send(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCo
     conv = await _target(ctx, session, body.cid)
     if body.will:
         message = _build(ctx, session, body)
+        # One will per user: the last one set wins, whichever device set it.
+        for other in ctx.presence.sessions_of(session.peer_id):
+            other.will = None
         session.will = body
         return _ack(cmd, message.mid, message.timestamp)
     key = (session.peer_id, conv.cid, body.dt) if body.dt else None
     if key is not None and (seen := ctx.dedupe.get(key)) is not None:
         return _resent(seen, link, cmd)
     message = _build(ctx, session, body)
+    filtered = False
+    if message.data is not None and ctx.words.enabled and filters_apply(conv):
+        masked = ctx.words.apply(message.data)
+        if masked is not message.data:
+            filtered = True
+            message = dataclasses.replace(message, data=masked, lctype=lctype_of(masked))
     ctx.counters.messages_accepted += 1
     if body.transient or conv.kind is ConvType.TRANSIENT:
         _send_live(ctx, session, conv, message, cmd, body.transient)
+        if filtered:
+            link.send(_ack(cmd, message.mid, message.timestamp))
+            ctx.deliver(filtered_notice(message), ctx.presence.sessions_of(session.peer_id))
+            return SENT
         return _ack(cmd, message.mid, message.timestamp)
     entry = Pending(message.mid, message.timestamp)
     if key is not None:
@@ -156,10 +182,47 @@ async def send(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCo
             conv.last_message_at = message.timestamp
         for target, n in [(link, i), *waiting]:
             target.send(_ack_for(n, message.mid, message.timestamp))
+        if filtered:
+            ctx.deliver(filtered_notice(message), ctx.presence.sessions_of(session.peer_id))
+        if body.r and receipts_apply(conv):
+            ctx.receipts.want(conv.cid, message.mid, message.timestamp, session.peer_id)
         ctx.deliver(push_command(message, conv.kind), ctx.member_sessions(conv), skip=session)
+        if ctx.pusher.enabled:
+            _offline_push(ctx, conv, message, body.pushData or None)
 
     await ctx.committer.submit(message, committed)
     return SENT
+
+
+def _offline_push(
+    ctx: Context, conv: Conversation, message: Message, push_data: str | None
+) -> None:
+    """Hand the offline, unmuted members of a normal conversation to the webhook."""
+    if conv.kind not in (ConvType.NORMAL, ConvType.TEMPORARY):
+        return
+    muted = set(conv.muted)
+    recipients = [
+        m
+        for m in conv.members
+        if m != message.from_peer and m not in muted and not ctx.presence.is_online(m)
+    ]
+    if not recipients:
+        return
+    payload = payload_for(
+        push_data, ctx.config.push_template, conv.cid, message.from_peer, message.timestamp
+    )
+    if payload is None:
+        return
+    ctx.pusher.offer(
+        {
+            "conversation": conv.cid,
+            "recipients": list(recipients),
+            "payload": payload,
+            "from": message.from_peer,
+            "messageId": message.mid,
+            "timestamp": message.timestamp,
+        }
+    )
 
 
 def _resent(seen: Pending, link: Link, cmd: pb.GenericCommand) -> pb.GenericCommand:
@@ -236,23 +299,15 @@ def send_wills(ctx: Context, sessions: list[Session]) -> None:
         )
         if message.data is None and message.binary is None:
             continue
+        if message.data is not None and ctx.words.enabled and filters_apply(conv):
+            message = dataclasses.replace(message, data=ctx.words.apply(message.data))
         ctx.deliver(push_command(message, conv.kind), ctx.member_sessions(conv), skip=session)
 
 
-def client_ack(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCommand | None:
-    """Delivery acks from clients (``{cid, fromts, tots}`` or ``{cid, mid}``): accepted;
-    receipts and redelivery build on them."""
-    require_session(link, cmd)
-    return None
-
-
-def read(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCommand | None:
-    """Read marks: accepted (read receipts and unread counts build on them)."""
-    require_session(link, cmd)
-    return None
-
-
-def log_item(message: Message, kind: ConvType) -> pb.LogItem:
+def log_item(
+    message: Message, kind: ConvType, ack_at: int | None = None, read_at: int | None = None
+) -> pb.LogItem:
+    """A history item; ``ack_at``/``read_at`` as the receipts of 2-member conversations."""
     item = pb.LogItem()
     item.__setattr__("from", message.from_peer)
     if message.binary is not None:
@@ -266,5 +321,9 @@ def log_item(message: Message, kind: ConvType) -> pb.LogItem:
     item.mentionPids.extend(message.mention_pids)
     if message.patch_timestamp is not None:
         item.patchTimestamp = message.patch_timestamp
+    if ack_at is not None:
+        item.ackAt = ack_at
+    if read_at is not None:
+        item.readAt = read_at
     item.convType = int(kind)
     return item

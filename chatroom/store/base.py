@@ -85,6 +85,40 @@ class Message:
     patch_timestamp: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class MemberMarks:
+    """What one member has received and read of one conversation (times in ms).
+
+    ``unread`` counts the stored messages of others not yet covered by a read, whether
+    or not they were delivered live; ``mentioned`` says one of them mentions the member.
+    ``changed_at`` is when ``unread`` last changed (a message, or a read), which is what
+    ``lastUnreadNotifTime`` is compared with. ``acked_at`` is the newest message time the
+    member's clients acknowledged (delivered-up-to), ``read_at`` the newest read mark.
+    """
+
+    peer: str
+    cid: str
+    unread: int = 0
+    mentioned: bool = False
+    changed_at: int = 0
+    acked_at: int = 0
+    read_at: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Patch:
+    """A new content for a stored message (an edit, a recall or a filter's change)."""
+
+    cid: str
+    mid: str
+    patch_timestamp: int
+    data: str | None = None
+    binary: bytes | None = None
+    mention_all: bool = False
+    mention_pids: tuple[str, ...] = ()
+    lctype: int | None = None
+
+
 class Direction(enum.IntEnum):
     """History direction, values as on the wire (LogsCommand.QueryDirection)."""
 
@@ -155,7 +189,10 @@ class Store(Protocol):
 
     async def append_messages(self, batch: Sequence[Message]) -> None:
         """Persist a batch in one transaction (group commit). Also sets each
-        conversation's ``last_message_at`` to its newest message's timestamp."""
+        conversation's ``last_message_at`` to its newest message's timestamp and, in
+        the same transaction, adds each message to the ``MemberMarks.unread`` of every
+        current member but its sender (``changed_at`` = its newest such message; a member
+        listed in ``mention_pids``, or any with ``mention_all``, gets ``mentioned``)."""
 
     async def find_by_dedupe_token(self, cid: str, from_peer: str, token: str) -> Message | None:
         """The message that ``from_peer`` sent to ``cid`` with this ``dt``, or None."""
@@ -168,6 +205,33 @@ class Store(Protocol):
 
     async def query_messages(self, query: HistoryQuery) -> list[Message]:
         """A history page (see ``HistoryQuery``), ascending by ``(timestamp, mid)``."""
+
+    async def patch_message(self, patch: Patch) -> Message | None:
+        """Replace a message's content and mentions and set its ``patch_timestamp``;
+        the id, sender and timestamp stay. The patched message, or None if unknown."""
+
+    async def patches_since(self, member: str, since: int, limit: int) -> list[Message]:
+        """Messages patched after ``since`` (``patch_timestamp > since``) in the
+        conversations ``member`` is in, oldest patch first, at most ``limit``."""
+
+    # per-member marks: unread counts, receipts
+
+    async def member_marks(self, cid: str) -> list[MemberMarks]:
+        """The marks of every member of ``cid`` that has any, in no particular order."""
+
+    async def changed_marks(self, member: str, since: int | None, limit: int) -> list[MemberMarks]:
+        """The member's marks in conversations they are still in, for the unread sync at
+        login: with ``since`` None those with ``unread > 0``; else those changed after
+        ``since`` plus those with unread messages newer than ``acked_at`` (not yet
+        delivered to any of their clients). Most recently changed first."""
+
+    async def mark_acked(self, member: str, cid: str, timestamp: int) -> MemberMarks:
+        """Delivered-up-to: ``acked_at`` becomes at least ``timestamp``."""
+
+    async def mark_read(self, member: str, cid: str, timestamp: int, now: int) -> MemberMarks:
+        """Read-up-to ``timestamp``: ``read_at`` and ``acked_at`` become at least that,
+        ``unread`` becomes the number of others' messages after it (usually 0), with
+        ``mentioned`` recomputed over them, and ``changed_at`` becomes ``now``."""
 
     async def max_message_timestamp(self) -> int:
         """The newest timestamp of any stored message (0 when empty), so that a

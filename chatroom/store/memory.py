@@ -24,8 +24,10 @@ from .base import (
     Direction,
     HistoryQuery,
     IntegrityError,
+    MemberMarks,
     Message,
     NotFoundError,
+    Patch,
 )
 from .common import (
     activity,
@@ -53,6 +55,7 @@ class MemoryStore:
         self._by_mid: dict[tuple[str, str], Message] = {}
         self._by_token: dict[tuple[str, str, str], Message] = {}
         self._max_timestamp = 0
+        self._marks: dict[tuple[str, str], MemberMarks] = {}  # (peer, cid)
 
     async def open(self) -> None:
         """Nothing to create."""
@@ -152,6 +155,24 @@ class MemoryStore:
                 conv.last_message_at is None or conv.last_message_at < timestamp
             ):
                 conv.last_message_at = timestamp
+        for m in rows:
+            self._count_unread(m)
+
+    def _count_unread(self, m: Message) -> None:
+        conv = self._convs.get(m.cid)
+        if conv is None:
+            return
+        for member in conv.members:
+            if member == m.from_peer:
+                continue
+            old = self._marks.get((member, m.cid)) or MemberMarks(member, m.cid)
+            mentioned = old.mentioned or m.mention_all or member in m.mention_pids
+            self._marks[(member, m.cid)] = dataclasses.replace(
+                old,
+                unread=old.unread + 1,
+                mentioned=mentioned,
+                changed_at=max(old.changed_at, m.timestamp),
+            )
 
     def _insert(self, m: Message) -> None:
         history = self._history[m.cid]
@@ -214,6 +235,91 @@ class MemoryStore:
                 return history[lo : min(hi, lo + query.limit)]
             return history[max(lo, hi - query.limit) : hi] if lo < hi else []
         return _filtered(history, lo, hi, query)
+
+    async def patch_message(self, patch: Patch) -> Message | None:
+        """Rewrite one message's content in place (same position, same id)."""
+        await trio.lowlevel.checkpoint()
+        old = self._by_mid.get((patch.cid, patch.mid))
+        if old is None:
+            return None
+        new = _checked(
+            dataclasses.replace(
+                old,
+                data=patch.data,
+                binary=patch.binary,
+                mention_all=patch.mention_all,
+                mention_pids=tuple(patch.mention_pids),
+                lctype=patch.lctype,
+                patch_timestamp=patch.patch_timestamp,
+            )
+        )
+        history = self._history[patch.cid]
+        history[bisect.bisect_left(history, _position(old), key=_position)] = new
+        self._by_mid[(patch.cid, patch.mid)] = new
+        if old.dedupe_token is not None:
+            key = (old.cid, old.from_peer, old.dedupe_token)
+            if self._by_token.get(key) is old:
+                self._by_token[key] = new
+        return new
+
+    async def patches_since(self, member: str, since: int, limit: int) -> list[Message]:
+        """Patched messages of the member's conversations, oldest patch first."""
+        await trio.lowlevel.checkpoint()
+        found = [
+            m
+            for cid in self._of_member.get(member, ())
+            for m in self._history.get(cid, ())
+            if m.patch_timestamp is not None and m.patch_timestamp > since
+        ]
+        found.sort(key=lambda m: (m.patch_timestamp, m.cid, m.mid))
+        return found[:limit]
+
+    async def member_marks(self, cid: str) -> list[MemberMarks]:
+        """Every member's marks in ``cid``."""
+        await trio.lowlevel.checkpoint()
+        return [k for (_, c), k in self._marks.items() if c == cid]
+
+    async def changed_marks(self, member: str, since: int | None, limit: int) -> list[MemberMarks]:
+        """Marks for the login's unread sync (see ``Store.changed_marks``)."""
+        await trio.lowlevel.checkpoint()
+        found = []
+        for cid in self._of_member.get(member, ()):
+            k = self._marks.get((member, cid))
+            if k is None:
+                continue
+            if since is None:
+                wanted = k.unread > 0
+            else:
+                wanted = k.changed_at > since or (k.unread > 0 and k.acked_at < k.changed_at)
+            if wanted:
+                found.append(k)
+        found.sort(key=lambda k: (-k.changed_at, k.cid))
+        return found[:limit]
+
+    async def mark_acked(self, member: str, cid: str, timestamp: int) -> MemberMarks:
+        """``acked_at`` = max(``acked_at``, ``timestamp``)."""
+        await trio.lowlevel.checkpoint()
+        check_int64(timestamp, "timestamp")
+        marks = self._marks.get((member, cid)) or MemberMarks(member, cid)
+        if timestamp > marks.acked_at:
+            marks = self._marks[(member, cid)] = dataclasses.replace(marks, acked_at=timestamp)
+        return marks
+
+    async def mark_read(self, member: str, cid: str, timestamp: int, now: int) -> MemberMarks:
+        """Read-up-to ``timestamp`` (see ``Store.mark_read``)."""
+        await trio.lowlevel.checkpoint()
+        check_int64(timestamp, "timestamp")
+        old = self._marks.get((member, cid)) or MemberMarks(member, cid)
+        read_at = max(old.read_at, timestamp)
+        history = self._history.get(cid, [])
+        start = bisect.bisect_left(history, (read_at + 1, ""), key=_position)
+        left = [m for m in history[start:] if m.from_peer != member]
+        mentioned = any(m.mention_all or member in m.mention_pids for m in left)
+        marks = MemberMarks(
+            member, cid, len(left), mentioned, now, max(old.acked_at, read_at), read_at
+        )
+        self._marks[(member, cid)] = marks
+        return marks
 
     async def max_message_timestamp(self) -> int:
         """The newest stored timestamp, 0 when there is none."""

@@ -62,12 +62,39 @@ SCHEMA = [
     # conversation from the index alone (the token is in it), a rare fallback anyway.
     "CREATE INDEX messages_dedupe ON messages (cid, from_peer, timestamp, dedupe_token)"
     " WHERE dedupe_token IS NOT NULL",
+    # Missed patches at login: only patched messages are in this index.
+    "CREATE INDEX messages_patched ON messages (patch_timestamp) WHERE patch_timestamp IS NOT NULL",
+    # Unread counts and receipts, one row per (member, conversation) that ever got a
+    # message or sent an ack/read; updated by append_messages in the commit's transaction.
+    f"""CREATE TABLE member_marks (
+        peer TEXT NOT NULL,
+        cid TEXT NOT NULL,
+        unread INTEGER NOT NULL,
+        mentioned INTEGER NOT NULL,
+        changed_at INTEGER NOT NULL,
+        acked_at INTEGER NOT NULL,
+        read_at INTEGER NOT NULL,
+        PRIMARY KEY (peer, cid)
+    ) WITHOUT ROWID{"," if _STRICT else ""}{_STRICT}""",
+    "CREATE INDEX member_marks_changed ON member_marks (peer, changed_at)",
+    "CREATE INDEX member_marks_cid ON member_marks (cid)",
     # max_message_timestamp without scanning every message at startup.
     f"""CREATE TABLE meta (
         id INTEGER PRIMARY KEY CHECK (id = 0),
         max_timestamp INTEGER NOT NULL
     ){_STRICT}""",
     "INSERT INTO meta (id, max_timestamp) VALUES (0, 0)",
+    # select_conversations: sorts and ranges on the conversation list without a scan.
+    # The activity expression is written exactly as the queries write it.
+    "CREATE INDEX conversations_activity ON conversations"
+    " (coalesce(last_message_at, created_at), cid)",
+    "CREATE INDEX conversations_lm ON conversations (last_message_at)",
+    "CREATE INDEX conversations_created ON conversations (created_at)",
+    "CREATE INDEX conversations_updated ON conversations (updated_at)",
+    "CREATE INDEX conversations_creator ON conversations (creator)",
+    "CREATE INDEX conversations_kind ON conversations"
+    " (kind, coalesce(last_message_at, created_at))",
+    "CREATE INDEX conversations_name ON conversations (json_extract(attrs, '$.name'))",
 ]
 
 

@@ -1,0 +1,120 @@
+"""What a client is told right after login (protocol.md 4.1, 4.13; features.md F48-F50).
+
+Run once per login, after ``session/opened`` has been sent and before the next command
+of that connection is handled:
+
+1. **Missed patches**: edits and recalls with ``patchTimestamp`` after the login's
+   ``lastPatchTime``, in the user's conversations, as one ``patch/modify`` push (at most
+   ``patches_at_login``). Only for clients that announce patch support (configBitmap
+   bit 0) and send ``lastPatchTime``.
+2. **Protocol v3** (``lc.*.3`` and JSON): one ``unread{notifTime, convs}`` push. A first
+   login (no ``lastUnreadNotifTime``) gets every conversation with unread messages; a
+   later one those whose count changed since then, plus those with unread messages
+   that no client of the user acknowledged (delivered-up-to older than the last
+   change): this is how unacked messages are redelivered in v3, as counts the client
+   then pulls from history. At most ``unread_conversations``, most recently changed
+   first. Counts cover every stored message of others since the user's last read,
+   online or not, and only a ``read`` lowers them.
+3. **Protocol v1** (``lc.*.1``): no ``unread``; instead, for each conversation with
+   messages of others newer than the user's delivered-up-to, the newest
+   ``offline_messages_per_conversation`` of them as ``direct{offline: true}`` pushes,
+   oldest first, ``hasMore`` set on all but the last of each conversation (and on the
+   last too when older ones were left out). The client acks them like live messages,
+   which moves delivered-up-to; unacked ones come again at the next login. The user's
+   own messages from other devices are not pushed (the SDK never acks them).
+"""
+
+from __future__ import annotations
+
+import trio
+
+from chatroom.ids import wall_ms
+from chatroom.protocol import messages_pb2 as pb
+from chatroom.protocol.codec import Prepared
+from chatroom.service import patches
+from chatroom.service.context import Context
+from chatroom.service.messages import push_command
+from chatroom.session import Session
+from chatroom.store.base import Bound, Direction, HistoryQuery, MemberMarks
+from chatroom.store.common import INT64_MAX
+
+_PATCH_CAPABLE = 1  # configBitmap bit 0
+
+
+async def tuples(ctx: Context, marks: list[MemberMarks]) -> list[pb.UnreadTuple]:
+    """One ``UnreadTuple`` per marks row, with the conversation's last message."""
+    await trio.lowlevel.checkpoint()  # also when there are none
+    out = []
+    for k in marks:
+        conv = await ctx.conversations.get(k.cid)
+        last = await ctx.store.last_message(k.cid)
+        t = pb.UnreadTuple(cid=k.cid, unread=k.unread, mentioned=k.mentioned)
+        if last is not None:
+            t.mid = last.mid
+            t.timestamp = last.timestamp
+            t.__setattr__("from", last.from_peer)
+            if last.binary is not None:
+                t.binaryMsg = last.binary
+            else:
+                t.data = last.data or ""
+            if last.patch_timestamp is not None:
+                t.patchTimestamp = last.patch_timestamp
+        if conv is not None:
+            t.convType = int(conv.kind)
+        out.append(t)
+    return out
+
+
+def unread_command(convs: list[pb.UnreadTuple], notif_time: int) -> pb.GenericCommand:
+    """The ``unread`` push (``notifTime`` comes back as ``lastUnreadNotifTime``)."""
+    cmd = pb.GenericCommand(cmd=pb.unread, serverTs=notif_time)
+    cmd.unreadMessage.notifTime = notif_time
+    cmd.unreadMessage.convs.extend(convs)
+    return cmd
+
+
+async def after_login(ctx: Context, session: Session, msg: pb.SessionCommand, version: int) -> None:
+    """Missed patches, then unread counts (v3) or stored messages (v1)."""
+    if msg.HasField("lastPatchTime") and msg.configBitmap & _PATCH_CAPABLE:
+        await patches.push_missed(ctx, session, msg.lastPatchTime)
+    if version == 1:
+        await push_offline(ctx, session)
+    else:
+        since = msg.lastUnreadNotifTime if msg.HasField("lastUnreadNotifTime") else None
+        await push_unread(ctx, session, since)
+
+
+async def push_unread(ctx: Context, session: Session, since: int | None) -> None:
+    """The v3 ``unread`` push (nothing when no conversation qualifies)."""
+    now = wall_ms()
+    marks = await ctx.store.changed_marks(session.peer_id, since, ctx.config.unread_conversations)
+    if marks:
+        session.push(Prepared(unread_command(await tuples(ctx, marks), now)))
+
+
+async def push_offline(ctx: Context, session: Session) -> None:
+    """The v1 offline-message push."""
+    per = ctx.config.offline_messages_per_conversation
+    await trio.lowlevel.checkpoint()  # also when turned off
+    if per <= 0:
+        return
+    # since = the far future: only rows with unread messages newer than acked_at
+    marks = await ctx.store.changed_marks(
+        session.peer_id, INT64_MAX, ctx.config.unread_conversations
+    )
+    for k in reversed(marks):  # the most recently active conversation last
+        conv = await ctx.conversations.get(k.cid)
+        if conv is None:
+            continue
+        limit = min(2 * per + 1, 1000)  # room for the user's own messages, skipped
+        query = HistoryQuery(k.cid, limit, end=Bound(k.acked_at), direction=Direction.OLD)
+        found = await ctx.store.query_messages(query)
+        others = [m for m in found if m.from_peer != session.peer_id]
+        truncated = len(others) > per or len(found) == limit
+        others = others[-per:]
+        for n, message in enumerate(others):
+            prepared = push_command(message, conv.kind)
+            body = prepared.command.directMessage
+            body.offline = True
+            body.hasMore = truncated or n < len(others) - 1
+            session.push(prepared)
