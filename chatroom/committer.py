@@ -79,6 +79,7 @@ class Committer:
                 log.warning("batch of %d refused (%s); committing singly", len(batch), exc)
                 for item in batch:
                     await self._commit([item])
+                await trio.lowlevel.checkpoint()
                 return
             log.error("message refused by the store: %s", exc)
             self._failed += 1

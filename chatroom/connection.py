@@ -60,6 +60,7 @@ class Connection:
     ):
         config: Config = ctx.config
         self._transport = transport
+        transport.sink = self._send_control
         self._subprotocol = subprotocol
         self._binary = subprotocol.codec.binary_frames
         self._ctx = ctx
@@ -74,9 +75,8 @@ class Connection:
         self._writing = False  # inside a waiting write: a cancel may cut a frame
         self._shutting_down = False
         self._dirty = False
-        self._writer_wake = trio.Event()
         self._close: tuple[int, str] | None = None
-        self._scope: trio.CancelScope | None = None
+        self._nursery: trio.Nursery | None = None  # while serving
         self._budget = TokenBucket(config.requests_per_second, config.request_burst, 0.0)
 
     # -- Link / Outlet (used by handlers; never await) --------------------------------
@@ -112,6 +112,10 @@ class Connection:
 
     # -- outbound ---------------------------------------------------------------------
 
+    def _send_control(self, frames: bytes) -> None:
+        """Pongs and the reply to a client's close, in order with everything else."""
+        self._enqueue(frames, Priority.RELIABLE)
+
     def _enqueue(self, frame: bytes, priority: Priority) -> None:
         if self._close is not None:
             return
@@ -136,30 +140,32 @@ class Connection:
         if written < len(data):
             self._pending = data[written:]
             self._writer_busy = True
-            self._writer_wake.set()
+            if self._nursery is not None:
+                # A writer task exists only while a socket refuses bytes: an idle
+                # connection costs no task.
+                self._nursery.start_soon(self._writer)
         elif self.outbox:
             self._dirty = True
             self._flusher.mark(self)
 
     async def _writer(self) -> None:
-        while True:
-            await self._writer_wake.wait()
-            self._writer_wake = trio.Event()
-            while self._pending or self.outbox:
-                data = self._pending + b"".join(self.outbox.take(_FLUSH_BYTES))
-                self._pending = b""
-                self._writing = True
-                with trio.move_on_after(self._config.write_timeout) as scope:
-                    try:
-                        await self._transport.write(data)
-                    except TransportBroken:
-                        self.close_soon(CloseCode.NORMAL, "connection lost")
-                        return
-                self._writing = False
-                if scope.cancelled_caught:
-                    self.close_soon(CloseCode.SLOW_CONSUMER, "slow consumer: write timeout")
+        """Drain the outbox, waiting on the socket, then end (until needed again)."""
+        await trio.lowlevel.checkpoint()
+        while self._pending or self.outbox:
+            data = self._pending + b"".join(self.outbox.take(_FLUSH_BYTES))
+            self._pending = b""
+            self._writing = True
+            with trio.move_on_after(self._config.write_timeout) as scope:
+                try:
+                    await self._transport.write(data)
+                except TransportBroken:
+                    self.close_soon(CloseCode.NORMAL, "connection lost")
                     return
-            self._writer_busy = False
+            self._writing = False
+            if scope.cancelled_caught:
+                self.close_soon(CloseCode.SLOW_CONSUMER, "slow consumer: write timeout")
+                return
+        self._writer_busy = False
 
     # -- inbound ----------------------------------------------------------------------
 
@@ -274,8 +280,8 @@ class Connection:
             if code == CloseCode.SLOW_CONSUMER:
                 self._ctx.counters.closed_slow += 1
                 log.info("closing %s: %s", self.remote, reason)
-            if self._scope is not None:
-                self._scope.cancel()
+            if self._nursery is not None:
+                self._nursery.cancel_scope.cancel()
 
     def goaway(self) -> None:
         """Graceful shutdown: ask the client to reconnect elsewhere, then close. Will
@@ -288,10 +294,9 @@ class Connection:
         """Run until the client leaves or the connection is closed; then clean up."""
         try:
             async with trio.open_nursery() as nursery:
-                self._scope = nursery.cancel_scope
+                self._nursery = nursery
                 if self._close is not None:
                     nursery.cancel_scope.cancel()
-                nursery.start_soon(self._writer)
                 await self._reader()
                 nursery.cancel_scope.cancel()
         except* (ConnectionClosed, TransportBroken):
@@ -305,6 +310,7 @@ class Connection:
 
     async def _finish(self) -> None:
         """Sessions still open here ended without a logout: their wills are sent."""
+        self._nursery = None
         live = session_service.disconnected(self._ctx, list(self._sessions.values()))
         self._sessions.clear()
         if not self._shutting_down:

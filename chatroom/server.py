@@ -14,20 +14,20 @@ from functools import partial
 from urllib.parse import parse_qs, urlsplit
 
 import trio
-from trio_websocket import WebSocketRequest, serve_websocket
 
+from chatroom.admin import admin_routes
 from chatroom.committer import Committer
 from chatroom.config import Config
 from chatroom.connection import Connection
 from chatroom.flusher import Flusher
 from chatroom.http import serve_http
 from chatroom.ids import MessageClock
-from chatroom.protocol.codec import negotiate
+from chatroom.protocol.codec import Subprotocol, negotiate
 from chatroom.service.context import Context
 from chatroom.store.base import Store
 from chatroom.store.memory import MemoryStore
 from chatroom.store.sqlite import SqliteStore
-from chatroom.transport import Transport
+from chatroom.transport import Rejected, Request, Transport, serve_websocket
 
 log = logging.getLogger(__name__)
 
@@ -102,25 +102,23 @@ class Server:
             nursery.start_soon(self._flusher.run)
             if self.context.pusher.enabled:
                 nursery.start_soon(self.context.pusher.run)  # offline push webhook
-            ws = await nursery.start(
+            ws_port = await nursery.start(
                 partial(
                     serve_websocket,
                     self._handle,
+                    _choose,
                     config.host,
                     config.port,
-                    None,
-                    message_queue_size=config.inbound_queue,
-                    max_message_size=config.max_frame_bytes,
-                    receive_buffer_size=64 * 1024,
-                    connect_timeout=config.handshake_timeout,
-                    disconnect_timeout=config.handshake_timeout,
+                    max_message_bytes=config.max_frame_bytes,
+                    handshake_timeout=config.handshake_timeout,
                 )
             )
             http_shutdown = trio.Event()
+            admin = admin_routes(lambda: self.context)  # operator endpoints (master key)
             http_port = await nursery.start(
-                serve_http, config.host, config.http_port, self.statistics, http_shutdown
+                serve_http, config.host, config.http_port, self.statistics, http_shutdown, admin
             )
-            task_status.started(Listening(ws.port, http_port))
+            task_status.started(Listening(ws_port, http_port))
             nursery.start_soon(self._log_statistics)
             await self.shutdown.wait()
             log.info("shutting down: %d connections", len(self.connections))
@@ -143,28 +141,43 @@ class Server:
                 log.info("statistics %s", now)
                 last = now
 
-    async def _handle(self, request: WebSocketRequest) -> None:
-        """One connection. Every exception ends here: trio-websocket would otherwise
-        take the whole server down with it."""
+    async def _handle(self, transport: Transport, request: Request, remote: str) -> None:
+        """One connection, after its handshake. Every exception ends here."""
         await trio.lowlevel.checkpoint()
+        chosen = _subprotocol(_offered(request), request.path)
+        assert chosen is not None, "_choose accepted the handshake"
+        conn = Connection(transport, chosen, self.context, self._flusher, remote)
+        self.connections.add(conn)
         try:
-            query = parse_qs(urlsplit(request.path).query).get("subprotocol", [None])[0]
-            chosen = negotiate(list(request.proposed_subprotocols), query)
-            if chosen is None:
-                await request.reject(400, body=b"unsupported subprotocol")
-                return
-            ws = await request.accept(subprotocol=chosen.name)
-            remote = str(request.remote)
-            conn = Connection(Transport(ws), chosen, self.context, self._flusher, remote)
-            self.connections.add(conn)
-            try:
-                await conn.serve()
-            finally:
-                self.connections.discard(conn)
-                if self.shutdown.is_set() and not self.connections:
-                    self._all_closed.set()
+            await conn.serve()
         except Exception:
             log.exception("connection handler failed")
+        finally:
+            self.connections.discard(conn)
+            if self.shutdown.is_set() and not self.connections:
+                self._all_closed.set()
+
+
+def _offered(request: Request) -> list[str]:
+    return [
+        name.strip()
+        for header in request.headers.get_all("Sec-WebSocket-Protocol")
+        for name in header.split(",")
+        if name.strip()
+    ]
+
+
+def _subprotocol(offered: list[str], path: str) -> Subprotocol | None:
+    query = parse_qs(urlsplit(path).query).get("subprotocol", [None])[0]
+    return negotiate(offered, query)
+
+
+def _choose(offered: list[str], path: str) -> str | None:
+    """The subprotocol to echo in the handshake; refuses clients we cannot speak to."""
+    chosen = _subprotocol(offered, path)
+    if chosen is None:
+        raise Rejected("unsupported subprotocol")
+    return chosen.name
 
 
 async def run_until_signalled(config: Config) -> None:

@@ -1,26 +1,56 @@
-"""The WebSocket layer, kept behind one small class so that it can be swapped.
+"""The WebSocket layer: handshake, inbound frames, and raw outbound writes.
 
-trio-websocket does the opening handshake, parses inbound frames and runs the closing
-handshake. Outbound *data* frames bypass it: its ``send_message`` makes one system
-call per message and blocks on a slow peer, while the server wants to write many
-pre-encoded frames with one non-blocking ``send`` (design.md section 3). Two private
-attributes make that possible, ``_stream`` (the ``trio.SocketStream``) and
-``_stream_lock`` (held by trio-websocket while it writes control frames); the version
-is pinned exactly and ``tests/test_transport.py`` fails loudly if they change.
+Built on the sans-I/O core of the ``websockets`` package (``ServerProtocol``) driven by
+Trio streams. The first versions used trio-websocket, as the design card proposed; the
+benchmark showed its per-connection cost (a reader task, a handler task, an internal
+nursery, a message channel, wsproto and h11 state) at about twice the memory per idle
+connection of the Python ``websockets`` peer, and wsproto parses frames about five
+times slower (ecosystem.md section 6). design.md section 3 kept the layer behind this
+one module so that it could be swapped; nothing else imports ``websockets``.
+
+Inbound: ``Transport.receive`` returns whole messages (text as ``str``, binary as
+``bytes``), reassembling fragments; pongs and the reply to a client's close go out
+through the connection's own outbound queue (``control_sink``), so they never cut into
+a frame. Outbound data frames are pre-encoded by the caller (``ws_frame``) and written
+with ``write_nowait`` (one non-blocking ``send``) or ``write`` (waiting).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import struct
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection
+from websockets.exceptions import InvalidState
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+from websockets.typing import Subprotocol as WsSubprotocol
 
-__all__ = ["ConnectionClosed", "Transport", "TransportBroken", "ws_frame"]
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "ConnectionClosed",
+    "Rejected",
+    "Request",
+    "Transport",
+    "TransportBroken",
+    "serve_websocket",
+    "ws_frame",
+]
 
 _OP_TEXT = 0x81  # FIN + text
 _OP_BINARY = 0x82  # FIN + binary
+_RECEIVE_BYTES = 65536
+_CLOSE_WAIT = 2.0  # seconds to wait for the client's half of the closing handshake
+# websockets logs every connection at INFO; ours are counted in statistics() instead.
+_PROTOCOL_LOG = logging.getLogger("chatroom.transport.websockets")
+_PROTOCOL_LOG.setLevel(logging.WARNING)
 
 
 def ws_frame(payload: bytes, binary: bool) -> bytes:
@@ -35,6 +65,16 @@ def ws_frame(payload: bytes, binary: bool) -> bytes:
     return struct.pack("!BBQ", first, 127, n) + payload
 
 
+class ConnectionClosed(Exception):
+    """The WebSocket is closed; ``code`` is the close code received or sent (1006 when
+    the TCP connection ended without a closing handshake)."""
+
+    def __init__(self, code: int, reason: str = ""):
+        self.code = code
+        self.reason = reason
+        super().__init__(f"{code} {reason}".strip())
+
+
 class TransportBroken(Exception):
     """The socket can no longer be written (reset, closed)."""
 
@@ -42,23 +82,91 @@ class TransportBroken(Exception):
 class Transport:
     """Inbound messages and outbound pre-encoded frames of one WebSocket."""
 
-    __slots__ = ("_lock", "_stream", "_ws")
+    __slots__ = ("_eof", "_events", "_kind", "_lock", "_parts", "_protocol", "_stream", "sink")
 
-    def __init__(self, ws: WebSocketConnection):
-        self._ws = ws
-        stream = ws._stream
-        if not isinstance(stream, trio.SocketStream):  # pragma: no cover - TLS is not served
-            raise TypeError("only plain TCP streams are supported")
+    def __init__(self, stream: trio.SocketStream, protocol: ServerProtocol):
         self._stream = stream
-        self._lock = ws._stream_lock
+        self._protocol = protocol
+        self._lock = trio.StrictFIFOLock()
+        self._events: deque[object] = deque()
+        self._kind: Opcode | None = None  # type of the message being reassembled
+        self._parts: list[bytes] = []
+        self._eof = False
+        # Where protocol-generated frames (pongs, the close reply) go: the owner's
+        # outbound queue, so that they never cut into a data frame. Until one is set
+        # they are written directly.
+        self.sink: Callable[[bytes], None] | None = None
+
+    # -- inbound ----------------------------------------------------------------------
 
     async def receive(self) -> str | bytes:
-        """The next inbound message. Raises ``ConnectionClosed`` at the end."""
-        return await self._ws.get_message()
+        """The next message. Raises ``ConnectionClosed`` at the end."""
+        protocol = self._protocol
+        while True:
+            while self._events:
+                message = self._handle(self._events.popleft())
+                if message is not None:
+                    return message
+            if self._eof or protocol.state is not State.OPEN:
+                raise ConnectionClosed(*self._close_info())
+            try:
+                data = await self._stream.receive_some(_RECEIVE_BYTES)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                data = b""
+            if data:
+                protocol.receive_data(data)
+            else:
+                protocol.receive_eof()
+                self._eof = True
+            self._events.extend(protocol.events_received())
+            self._emit_protocol_output()
+
+    def _close_info(self) -> tuple[int, str]:
+        close = self._protocol.close_rcvd or self._protocol.close_sent
+        if close is None:
+            return 1006, "connection lost"
+        return close.code, close.reason
+
+    def _handle(self, event: object) -> str | bytes | None:
+        if not isinstance(event, Frame):
+            return None
+        opcode = event.opcode
+        if opcode is Opcode.CLOSE:
+            self._events.clear()
+            raise ConnectionClosed(*self._close_info())
+        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+            self._kind = opcode
+            self._parts = []
+        elif opcode is not Opcode.CONT:
+            return None  # ping (the protocol queued the pong) or pong
+        self._parts.append(bytes(event.data))
+        if not event.fin:
+            return None
+        data = b"".join(self._parts)
+        self._parts = []
+        if self._kind is Opcode.BINARY:
+            return data
+        try:
+            return data.decode()
+        except UnicodeDecodeError:
+            self._protocol.fail(1007, "invalid UTF-8 in a text frame")
+            self._emit_protocol_output()
+            raise ConnectionClosed(1007, "invalid UTF-8") from None
+
+    def _emit_protocol_output(self) -> None:
+        data = b"".join(self._protocol.data_to_send())
+        if not data:
+            return
+        if self.sink is not None:
+            self.sink(data)
+        else:
+            self.write_nowait(data)
+
+    # -- outbound ---------------------------------------------------------------------
 
     def write_nowait(self, data: bytes) -> int:
         """Write what the kernel takes right now; return the number of bytes written
-        (0 when the socket buffer is full or trio-websocket is writing)."""
+        (0 when the socket buffer is full or a waiting write is in progress)."""
         if self._lock.locked():
             return 0
         # Read the descriptor each time: after close it is -1, never a reused number.
@@ -81,9 +189,140 @@ class Transport:
                 raise TransportBroken(str(exc)) from exc
 
     async def aclose(self, code: int, reason: str) -> None:
-        """Closing handshake; the caller bounds it with a deadline."""
-        await self._ws.aclose(code, reason[:120])
+        """Send a close frame (unless closing already), half-close, wait briefly for
+        the client to finish, then close the socket. The caller bounds it."""
+        try:
+            if self._protocol.state is State.OPEN:
+                self._protocol.send_close(code, reason.encode()[:120].decode(errors="ignore"))
+            data = b"".join(self._protocol.data_to_send())
+            if data:
+                await self.write(data)
+            # Wait for the client's close frame before closing the socket: closing with
+            # unread input would reset the connection and could lose what we sent.
+            protocol = self._protocol
+            with trio.move_on_after(_CLOSE_WAIT):
+                while protocol.close_rcvd is None:
+                    data = await self._stream.receive_some(_RECEIVE_BYTES)
+                    if not data:
+                        break
+                    protocol.receive_data(data)
+                    protocol.events_received()
+                    protocol.data_to_send()
+        except (TransportBroken, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        except InvalidState:
+            pass
+        finally:
+            self._eof = True
+            await self._stream.aclose()
 
     @property
     def closed(self) -> bool:
-        return self._ws.closed is not None
+        return self._stream.socket.fileno() < 0
+
+
+# A connection handler: (transport, request) -> None. The request is the handshake.
+Handler = Callable[[Transport, Request, str], Awaitable[None]]
+# Picks the subprotocol to echo: (offered names, request path) -> name, or raise
+# ``Rejected`` to refuse the handshake.
+Chooser = Callable[[list[str], str], str | None]
+
+
+class Rejected(Exception):
+    """Raised by a Chooser: refuse the handshake with HTTP 400 and this text."""
+
+
+async def serve_websocket(
+    handler: Handler,
+    choose: Chooser,
+    host: str,
+    port: int,
+    *,
+    max_message_bytes: int,
+    handshake_timeout: float,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Accept WebSocket connections until cancelled; ``task_status`` gets the port."""
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    bound = listeners[0].socket.getsockname()[1]
+    accept = partial(
+        _accept,
+        handler=handler,
+        choose=choose,
+        max_message_bytes=max_message_bytes,
+        handshake_timeout=handshake_timeout,
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(trio.serve_listeners, accept, listeners)
+        task_status.started(bound)
+
+
+async def _accept(
+    stream: trio.SocketStream,
+    *,
+    handler: Handler,
+    choose: Chooser,
+    max_message_bytes: int,
+    handshake_timeout: float,
+) -> None:
+    """The opening handshake, then the handler. Every failure closes this socket only."""
+    try:
+        with trio.move_on_after(handshake_timeout) as scope:
+            opened = await _handshake(stream, choose, max_message_bytes)
+        if scope.cancelled_caught or opened is None:
+            await stream.aclose()
+            return
+        transport, request = opened
+        try:
+            peer = stream.socket.getpeername()
+            remote = f"{peer[0]}:{peer[1]}"
+        except OSError:
+            remote = "?"
+        await handler(transport, request, remote)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        await stream.aclose()
+    except Exception:
+        log.exception("WebSocket connection failed")
+        await stream.aclose()
+
+
+async def _handshake(
+    stream: trio.SocketStream, choose: Chooser, max_message_bytes: int
+) -> tuple[Transport, Request] | None:
+    chosen: list[str | None] = [None]
+
+    def select(protocol: ServerProtocol, offered: Sequence[WsSubprotocol]) -> WsSubprotocol | None:
+        return None if chosen[0] is None else WsSubprotocol(chosen[0])
+
+    protocol = ServerProtocol(
+        select_subprotocol=select, max_size=max_message_bytes, logger=_PROTOCOL_LOG
+    )
+    request: Request | None = None
+    while request is None:
+        data = await stream.receive_some(_RECEIVE_BYTES)
+        if not data:
+            return None
+        protocol.receive_data(data)
+        for event in protocol.events_received():
+            if isinstance(event, Request):
+                request = event
+        if request is None and protocol.handshake_exc is not None:
+            protocol.send_response(protocol.reject(400, "bad WebSocket handshake\n"))
+            await stream.send_all(b"".join(protocol.data_to_send()))
+            return None
+    offered = [
+        name.strip()
+        for header in request.headers.get_all("Sec-WebSocket-Protocol")
+        for name in header.split(",")
+        if name.strip()
+    ]
+    try:
+        chosen[0] = choose(offered, request.path)
+        response = protocol.accept(request)
+    except Rejected as exc:
+        response = protocol.reject(400, f"{exc}\n")
+    protocol.send_response(response)
+    await stream.send_all(b"".join(protocol.data_to_send()))
+    if response.status_code != 101:
+        return None
+    return Transport(stream, protocol), request

@@ -1,62 +1,113 @@
-"""chatroom.transport: pre-encoded frames written past trio-websocket, over real sockets.
-
-The outbound path relies on two private attributes of ``trio_websocket``'s
-``WebSocketConnection``: ``_stream`` (the ``trio.SocketStream``) and ``_stream_lock``
-(held while trio-websocket writes). trio-websocket is pinned exactly; the canary test
-below fails loudly if an upgrade changes them. Localhost, port 0, every test under
+"""chatroom.transport: the handshake, inbound messages and raw outbound frames, over
+real localhost sockets with trio-websocket as the client. Port 0, every test under
 ``fail_after``.
 """
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
 import trio
+import trio.testing
 from helpers import fail_after
 from trio_websocket import (
     ConnectionClosed,
+    ConnectionRejected,
     WebSocketConnection,
-    WebSocketRequest,
     open_websocket_url,
-    serve_websocket,
 )
 
-from chatroom.transport import Transport, TransportBroken, ws_frame
+from chatroom import transport as transport_module
+from chatroom.transport import Rejected, Request, Transport, TransportBroken, ws_frame
+
+
+def _choose(offered: list[str], path: str) -> str | None:
+    if "refuse-me" in offered:
+        raise Rejected("no such subprotocol")
+    return offered[0] if offered else None
 
 
 @asynccontextmanager
 async def ws_pair(
-    max_message_size: int = 2**20,
-) -> AsyncIterator[tuple[WebSocketConnection, WebSocketConnection]]:
-    """(server side, client side) of one WebSocket connection on localhost."""
-    send, receive = trio.open_memory_channel[WebSocketConnection](1)
+    max_message_bytes: int = 2**20,
+    subprotocols: tuple[str, ...] = (),
+    client_max: int = 2**20,
+) -> AsyncIterator[tuple[Transport, WebSocketConnection]]:
+    """(server transport, client connection) of one WebSocket on localhost."""
+    send, receive = trio.open_memory_channel[Transport](1)
     done = trio.Event()
 
-    async def handler(request: WebSocketRequest) -> None:
-        await send.send(await request.accept())
+    async def handler(transport: Transport, request: Request, remote: str) -> None:
+        await send.send(transport)
         await done.wait()
+        await transport.aclose(1000, "test over")
 
     async with trio.open_nursery() as nursery:
-        server = await nursery.start(serve_websocket, handler, "127.0.0.1", 0, None)
-        url = f"ws://127.0.0.1:{server.port}/"
-        async with open_websocket_url(url, max_message_size=max_message_size) as client:
-            server_ws = await receive.receive()
-            yield server_ws, client
-        done.set()
+        port = await nursery.start(
+            lambda task_status: transport_module.serve_websocket(
+                handler,
+                _choose,
+                "127.0.0.1",
+                0,
+                max_message_bytes=max_message_bytes,
+                handshake_timeout=5,
+                task_status=task_status,
+            )
+        )
+        url = f"ws://127.0.0.1:{port}/"
+        async with open_websocket_url(
+            url, subprotocols=list(subprotocols), max_message_size=client_max
+        ) as client:
+            server_side = await receive.receive()
+            yield server_side, client
+            done.set()
         nursery.cancel_scope.cancel()
 
 
 @fail_after()
-async def test_canary_private_attributes_of_trio_websocket() -> None:
-    async with ws_pair() as (server_ws, client_ws):
-        for ws in (server_ws, client_ws):
-            assert isinstance(ws._stream, trio.SocketStream)
-            assert isinstance(ws._stream_lock, trio.StrictFIFOLock)
-            assert ws._stream.socket.fileno() >= 0
-            assert ws.closed is None  # open
+async def test_handshake_echoes_the_chosen_subprotocol() -> None:
+    async with ws_pair(subprotocols=("lc.json.3",)) as (_, client):
+        assert client.subprotocol == "lc.json.3"
+
+
+@fail_after()
+async def test_handshake_refused_with_400() -> None:
+    refused: list[ConnectionRejected] = []
+    try:
+        async with ws_pair(subprotocols=("refuse-me",)):
+            pass  # pragma: no cover - the handshake fails
+    except* ConnectionRejected as group:
+        refused.extend(e for e in group.exceptions if isinstance(e, ConnectionRejected))
+    assert [e.status_code for e in refused] == [400]
+
+
+@fail_after()
+async def test_plain_http_gets_an_error_and_the_server_goes_on() -> None:
+    async def handler(transport: Transport, request: Request, remote: str) -> None:
+        raise AssertionError("not a WebSocket")  # pragma: no cover
+
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(
+            lambda task_status: transport_module.serve_websocket(
+                handler,
+                _choose,
+                "127.0.0.1",
+                0,
+                max_message_bytes=1024,
+                handshake_timeout=5,
+                task_status=task_status,
+            )
+        )
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        reply = await stream.receive_some(4096)
+        assert reply.startswith(b"HTTP/1.1 4")
+        await stream.aclose()
+        nursery.cancel_scope.cancel()
 
 
 @pytest.mark.parametrize(
@@ -84,8 +135,7 @@ def test_ws_frame_header_lengths(size: int, header: int) -> None:
 @fail_after()
 async def test_frames_of_every_header_size_reach_a_real_client(size: int) -> None:
     payload = bytes(i % 251 for i in range(size))
-    async with ws_pair() as (server_ws, client_ws):
-        transport = Transport(server_ws)
+    async with ws_pair() as (transport, client_ws):
         await transport.write(ws_frame(payload, binary=True))
         await transport.write(ws_frame(b"text \xc3\xa9", binary=False))
         assert await client_ws.get_message() == payload
@@ -94,18 +144,16 @@ async def test_frames_of_every_header_size_reach_a_real_client(size: int) -> Non
 
 @fail_after()
 async def test_write_nowait_sends_several_frames_in_one_call() -> None:
-    async with ws_pair() as (server_ws, client_ws):
-        transport = Transport(server_ws)
+    async with ws_pair() as (transport, client_ws):
         data = b"".join(ws_frame(f"m{i}".encode(), binary=False) for i in range(3))
         assert transport.write_nowait(data) == len(data)
         assert [await client_ws.get_message() for _ in range(3)] == ["m0", "m1", "m2"]
 
 
 @fail_after()
-async def test_write_nowait_yields_to_trio_websocket_writing() -> None:
-    async with ws_pair() as (server_ws, client_ws):
-        transport = Transport(server_ws)
-        async with server_ws._stream_lock:
+async def test_write_nowait_yields_to_a_waiting_write() -> None:
+    async with ws_pair() as (transport, client_ws):
+        async with transport._lock:
             assert transport.write_nowait(ws_frame(b"not now", binary=False)) == 0
         assert transport.write_nowait(ws_frame(b"now", binary=False)) > 0
         assert await client_ws.get_message() == "now"
@@ -115,8 +163,7 @@ async def test_write_nowait_yields_to_trio_websocket_writing() -> None:
 async def test_a_partial_nowait_write_can_be_finished_by_write() -> None:
     payload = bytes(i % 253 for i in range(16 * 2**20))
     frame = ws_frame(payload, binary=True)
-    async with ws_pair(max_message_size=len(payload)) as (server_ws, client_ws):
-        transport = Transport(server_ws)
+    async with ws_pair(client_max=len(payload)) as (transport, client_ws):
         written = transport.write_nowait(frame)
         assert 0 < written <= len(frame)
         async with trio.open_nursery() as nursery:
@@ -126,8 +173,7 @@ async def test_a_partial_nowait_write_can_be_finished_by_write() -> None:
 
 @fail_after()
 async def test_receive_returns_client_messages() -> None:
-    async with ws_pair() as (server_ws, client_ws):
-        transport = Transport(server_ws)
+    async with ws_pair() as (transport, client_ws):
         await client_ws.send_message("hello")
         await client_ws.send_message(b"\x00\x01")
         assert await transport.receive() == "hello"
@@ -136,8 +182,7 @@ async def test_receive_returns_client_messages() -> None:
 
 @fail_after()
 async def test_aclose_sends_the_close_code_and_reason() -> None:
-    async with ws_pair() as (server_ws, client_ws):
-        transport = Transport(server_ws)
+    async with ws_pair() as (transport, client_ws):
         assert not transport.closed
         async with trio.open_nursery() as nursery:
             nursery.start_soon(transport.aclose, 4120, "slow consumer")
@@ -149,14 +194,13 @@ async def test_aclose_sends_the_close_code_and_reason() -> None:
         assert transport.closed
         with pytest.raises(TransportBroken):
             transport.write_nowait(ws_frame(b"late", binary=False))
-        with pytest.raises(ConnectionClosed):
+        with pytest.raises(transport_module.ConnectionClosed):
             await transport.receive()
 
 
 @fail_after()
 async def test_close_reason_is_cut_to_fit_a_close_frame() -> None:
-    async with ws_pair() as (server_ws, client_ws):
-        transport = Transport(server_ws)
+    async with ws_pair() as (transport, client_ws):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(transport.aclose, 4000, "x" * 500)
             with pytest.raises(ConnectionClosed) as info:
@@ -165,3 +209,63 @@ async def test_close_reason_is_cut_to_fit_a_close_frame() -> None:
         assert closed is not None
         assert closed.reason is not None
         assert 0 < len(closed.reason.encode()) <= 123
+
+
+@fail_after()
+async def test_client_close_ends_receive_with_its_code_and_replies_through_the_sink() -> None:
+    async with ws_pair() as (transport, client_ws):
+        sent: list[bytes] = []
+        transport.sink = sent.append
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client_ws.aclose, 4321, "bye")
+            with pytest.raises(transport_module.ConnectionClosed) as info:
+                await transport.receive()
+            assert info.value.code == 4321
+            # the close reply goes out in order with everything else
+            assert sent
+            assert sent[0][0] == 0x88
+            transport.write_nowait(sent[0])
+
+
+@fail_after()
+async def test_ping_is_answered_through_the_sink() -> None:
+    async with ws_pair() as (transport, client_ws):
+        sent: list[bytes] = []
+        transport.sink = sent.append
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client_ws.ping, b"abc")
+            await trio.testing.wait_all_tasks_blocked()  # the ping is on the wire first
+            await client_ws.send_message("after ping")
+            assert await transport.receive() == "after ping"
+            assert sent == [b"\x8a\x03abc"]  # an unmasked pong with the payload
+            transport.write_nowait(sent[0])  # lets the client's ping() return
+
+
+@fail_after()
+async def test_oversized_message_closes_with_1009() -> None:
+    async with ws_pair(max_message_bytes=100) as (transport, client_ws):
+        await client_ws.send_message("x" * 101)
+        with pytest.raises(transport_module.ConnectionClosed) as info:
+            await transport.receive()
+        assert info.value.code == 1009
+
+
+def _masked(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+    key = os.urandom(4)
+    masked = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    assert len(payload) < 126
+    return bytes(((0x80 if fin else 0) | opcode, 0x80 | len(payload))) + key + masked
+
+
+@fail_after()
+async def test_fragments_are_reassembled_and_invalid_utf8_closes_with_1007() -> None:
+    async with ws_pair() as (transport, client_ws):
+        raw = client_ws._stream  # write frames trio-websocket would not produce
+        await raw.send_all(_masked(0x1, b"hel", fin=False) + _masked(0x0, b"lo"))
+        assert await transport.receive() == "hello"
+        await raw.send_all(_masked(0x2, b"\x00", fin=False) + _masked(0x0, b"\x01"))
+        assert await transport.receive() == b"\x00\x01"
+        await raw.send_all(_masked(0x1, b"\xff\xfe"))
+        with pytest.raises(transport_module.ConnectionClosed) as info:
+            await transport.receive()
+        assert info.value.code == 1007
