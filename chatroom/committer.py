@@ -36,6 +36,7 @@ class Committer:
         self._store = store
         self._max_batch = max_batch
         self._send, self._receive = trio.open_memory_channel[tuple[Message, Callback]](queue_size)
+        self.finished = trio.Event()  # set once run() has returned
         self._committed = 0
         self._batches = 0
         self._failed = 0
@@ -55,6 +56,12 @@ class Committer:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Commit until ``close`` has been called and the queue is empty."""
         task_status.started()
+        try:
+            await self._run()
+        finally:
+            self.finished.set()
+
+    async def _run(self) -> None:
         async with self._receive:
             async for first in self._receive:
                 batch = [first]

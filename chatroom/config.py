@@ -39,6 +39,32 @@ class Config:
     """Content of one message (text or binary); larger ones are refused with 4109."""
     max_frame_bytes: int = 1024 * 1024
     """One inbound WebSocket message; larger ones close the connection with 1009."""
+    temp_conv_ttl: int = 86_400
+    """Seconds a temporary conversation lives when ``conv/start`` gives no
+    ``tempConvTTL``; a longer ``tempConvTTL`` is cut to 30 days. After it every
+    operation on the conversation fails with 4323 and queries no longer return it."""
+    conv_event_log: int = 50
+    """Conversation events (joined, left, members joined/left, updated) remembered per
+    client for an automatic re-login, which gets those it missed right after
+    ``opened``; older ones are forgotten (the client sees the state on its next fetch).
+    0 turns the replay off."""
+    conv_event_clients: int = 100_000
+    """Clients whose recent conversation events are remembered; the least recently
+    concerned are forgotten first."""
+    master_key: str = ""
+    """The app's master key: signs logins and conversation operations (see
+    ``signatures``) and authorises the operator's admin endpoints
+    (``/admin/...``). Empty: the admin endpoints answer 403."""
+    signatures: str = ""
+    """Comma list of what must be signed with ``master_key``: ``login`` (a login
+    without a valid signature, or an automatic re-login without a valid session token,
+    fails with 4102) and ``conversation`` (``conv/start``, ``add`` and ``remove`` fail
+    with 4302). Empty: nothing is checked. ``app_id`` is part of every signed text."""
+    signature_window: int = 300
+    """Seconds a signature's timestamp may be away from the server clock; older or
+    newer ones fail, and a nonce is accepted once within this window."""
+    signature_nonces: int = 100_000
+    """Nonces remembered to refuse replays; beyond it the oldest are forgotten early."""
     history_default_limit: int = 20
     history_max_limit: int = 1000
     """``logs`` limits above this are clamped to it."""
@@ -135,7 +161,10 @@ class Config:
         for name, raw in values.items():
             if name not in kinds:
                 raise ValueError(f"unknown setting {name!r}")
-            changes[name] = _convert(name, str(kinds[name]), raw)
+            value = _convert(name, str(kinds[name]), raw)
+            if isinstance(value, (int, float)) and value < 0:
+                raise ValueError(f"setting {name!r}: must not be negative, got {raw!r}")
+            changes[name] = value
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
 

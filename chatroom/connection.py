@@ -32,6 +32,7 @@ from chatroom.transport import ConnectionClosed, Transport, TransportBroken, ws_
 log = logging.getLogger(__name__)
 
 _FLUSH_BYTES = 256 * 1024  # most bytes handed to one system call
+_SLOW_CLOSE_WAIT = 1.0  # seconds to finish a cut frame before closing a slow consumer
 _OMIT_PEER_ID = 128  # configBitmap bit 7: the client does not need peerId on pushes
 
 
@@ -72,11 +73,11 @@ class Connection:
         self._omit_peer_id = False
         self._pending = b""  # the unwritten tail of a partial write
         self._writer_busy = False
-        self._writing = False  # inside a waiting write: a cancel may cut a frame
         self._shutting_down = False
         self._dirty = False
         self._close: tuple[int, str] | None = None
         self._nursery: trio.Nursery | None = None  # while serving
+        self._read_scope: trio.CancelScope | None = None
         self._budget = TokenBucket(config.requests_per_second, config.request_burst, 0.0)
 
     # -- Link / Outlet (used by handlers; never await) --------------------------------
@@ -149,23 +150,34 @@ class Connection:
             self._flusher.mark(self)
 
     async def _writer(self) -> None:
-        """Drain the outbox, waiting on the socket, then end (until needed again)."""
+        """Drain the outbox while the socket is full, then end (until needed again).
+        A write deadline that passes closes the client as a slow consumer."""
+        with trio.move_on_after(self._config.write_timeout) as scope:
+            try:
+                await self._drain()
+            except TransportBroken:
+                self.close_soon(CloseCode.NORMAL, "connection lost")
+                return
+        if scope.cancelled_caught:
+            self.close_soon(CloseCode.SLOW_CONSUMER, "slow consumer: write timeout")
+            return
+        self._writer_busy = False
+
+    async def _drain(self) -> None:
+        """Write the pending tail and the outbox, waiting for the socket as needed.
+
+        ``_pending`` always holds exactly the bytes not yet written, even when this
+        is cancelled, so the frame stream stays whole and a close frame can follow.
+        """
         await trio.lowlevel.checkpoint()
         while self._pending or self.outbox:
-            data = self._pending + b"".join(self.outbox.take(_FLUSH_BYTES))
-            self._pending = b""
-            self._writing = True
-            with trio.move_on_after(self._config.write_timeout) as scope:
-                try:
-                    await self._transport.write(data)
-                except TransportBroken:
-                    self.close_soon(CloseCode.NORMAL, "connection lost")
-                    return
-            self._writing = False
-            if scope.cancelled_caught:
-                self.close_soon(CloseCode.SLOW_CONSUMER, "slow consumer: write timeout")
-                return
-        self._writer_busy = False
+            if not self._pending:
+                self._pending = b"".join(self.outbox.take(_FLUSH_BYTES))
+            written = self._transport.write_nowait(self._pending)
+            if written:
+                self._pending = self._pending[written:]
+            else:
+                await self._transport.wait_writable()
 
     # -- inbound ----------------------------------------------------------------------
 
@@ -201,6 +213,10 @@ class Connection:
             if not within_budget:
                 # Decoded first, so that the refusal answers the request by its ``i``.
                 self._error(cmd, ChatError(ErrorCode.APP_QUOTA_EXCEEDED, "too many requests"))
+                continue
+            if not cmd.HasField("cmd") and not cmd.HasField("i"):
+                # Nothing names it, nothing could answer it by i: an error push it is.
+                self._error(cmd, ChatError(ErrorCode.INVALID_COMMAND, "no cmd"), True)
                 continue
             sync, handler = dispatch.route(cmd)
             if sync is not None:
@@ -283,11 +299,18 @@ class Connection:
             if self._nursery is not None:
                 self._nursery.cancel_scope.cancel()
 
-    def goaway(self) -> None:
-        """Graceful shutdown: ask the client to reconnect elsewhere, then close. Will
-        messages are not sent: the server leaving is not the user leaving."""
-        self.send(pb.GenericCommand(cmd=pb.goaway))
+    def stop_reading(self) -> None:
+        """First step of a graceful shutdown: take no more commands, keep writing."""
         self._shutting_down = True
+        if self._read_scope is not None:
+            self._read_scope.cancel()
+
+    def goaway(self) -> None:
+        """Last step of a graceful shutdown: ask the client to reconnect elsewhere,
+        then close once what is queued has been written. Will messages are not sent:
+        the server leaving is not the user leaving."""
+        self._shutting_down = True
+        self.send(pb.GenericCommand(cmd=pb.goaway))
         self.close_soon(CloseCode.GOING_AWAY, "server shutting down")
 
     async def serve(self) -> None:
@@ -297,7 +320,12 @@ class Connection:
                 self._nursery = nursery
                 if self._close is not None:
                     nursery.cancel_scope.cancel()
-                await self._reader()
+                with trio.CancelScope() as self._read_scope:
+                    await self._reader()
+                if self._shutting_down and self._close is None:
+                    # Reading stopped for shutdown: stay open for the acks of what was
+                    # read, until goaway() closes us.
+                    await trio.sleep_forever()
                 nursery.cancel_scope.cancel()
         except* (ConnectionClosed, TransportBroken):
             pass  # the client went away
@@ -316,10 +344,19 @@ class Connection:
         if not self._shutting_down:
             message_service.send_wills(self._ctx, live)
         code, reason = self._close or (CloseCode.NORMAL, "bye")
-        if not self._transport.closed and not self._writing:
-            data = self._pending + b"".join(self.outbox.take(self._config.outbox_max_bytes))
-            if data:
+        if not self._transport.closed:
+            deadline = self._config.write_timeout
+            if code == CloseCode.SLOW_CONSUMER:
+                # It is not reading: finish the frame in flight, drop the backlog.
+                self.outbox.clear()
+                deadline = _SLOW_CLOSE_WAIT
+            with trio.move_on_after(deadline):
                 with contextlib.suppress(TransportBroken):
-                    await self._transport.write(data)
-        await self._transport.aclose(code, reason)
+                    await self._drain()
+            if self._pending:
+                # A frame is cut short: a close frame now would corrupt the stream.
+                await self._transport.abort()
+            else:
+                await self._transport.aclose(code, reason)
         self.outbox.clear()
+        self._pending = b""

@@ -135,10 +135,18 @@ class Outbox:
         )
 
     def _fits(self, size: int) -> bool:
+        # An empty queue takes any one frame: the bounds limit how far a client may
+        # fall behind, not how big one reply (a long history page) may be.
+        if not self._frames:
+            return True
         return self._bytes + size <= self._max_bytes and len(self._frames) < self._max_frames
 
     def _make_room(self, size: int, priority: Priority) -> Verdict | None:
         """Shed what policy allows; None when ``size`` now fits."""
+        if priority is Priority.NORMAL and not self._fits_without(Priority.LOW, size):
+            # Evicting every LOW frame would not make room: keep them, shed this one.
+            self._count_shed(priority)
+            return Verdict.SHED
         for victim in (Priority.LOW, Priority.NORMAL):
             if priority == victim:
                 # A sheddable frame never evicts its own class or more important ones.
@@ -149,6 +157,15 @@ class Outbox:
                 return None
         self._overflows += 1
         return Verdict.OVERFLOW
+
+    def _fits_without(self, victim: Priority, size: int) -> bool:
+        """Would ``size`` bytes fit once every ``victim`` frame was gone?"""
+        gone = [len(frame) for frame, p in self._frames if p == victim]
+        if len(gone) == len(self._frames):
+            return True  # an empty outbox takes any one frame
+        bytes_left = self._bytes - sum(gone)
+        frames_left = len(self._frames) - len(gone)
+        return bytes_left + size <= self._max_bytes and frames_left < self._max_frames
 
     def _count_shed(self, priority: Priority) -> None:
         self._shed[priority] += 1

@@ -122,6 +122,14 @@ class Server:
             nursery.start_soon(self._log_statistics)
             await self.shutdown.wait()
             log.info("shutting down: %d connections", len(self.connections))
+            # Stop taking commands, let the messages already read be committed and
+            # acked, then say goaway: a client loses nothing it was told was sent.
+            for conn in list(self.connections):
+                conn.stop_reading()
+            committer = self.context.committer
+            committer.close()
+            with trio.move_on_after(_SHUTDOWN_GRACE):
+                await committer.finished.wait()
             for conn in list(self.connections):
                 conn.goaway()
             if not self.connections:

@@ -180,6 +180,13 @@ class Transport:
         except OSError as exc:
             raise TransportBroken(str(exc)) from exc
 
+    async def wait_writable(self) -> None:
+        """Until the socket takes more bytes (or is closed)."""
+        try:
+            await trio.lowlevel.wait_writable(self._stream.socket)
+        except (trio.ClosedResourceError, OSError) as exc:
+            raise TransportBroken(str(exc)) from exc
+
     async def write(self, data: bytes) -> None:
         """Write all of ``data``, waiting for the socket. The caller sets a deadline."""
         async with self._lock:
@@ -215,6 +222,10 @@ class Transport:
         finally:
             self._eof = True
             await self._stream.aclose()
+
+    async def abort(self) -> None:
+        """Close the socket without a closing handshake (the client sees 1006)."""
+        await self._stream.aclose()
 
     @property
     def closed(self) -> bool:

@@ -234,13 +234,6 @@ async def test_slow_consumer_is_closed_and_nobody_else_notices() -> None:
         await assert_serving(running, cid, (*sent, "after"))
 
 
-@pytest.mark.xfail(
-    reason="The close frame is written after a frame the writer's cancelled send_all "
-    "cut short, so the client reads a corrupt stream (1007/1002) instead of 4120; the "
-    "write-timeout path loses the cut frame's tail the same way (connection.py _writer, "
-    "_finish).",
-    strict=True,
-)
 @fail_after(30)
 async def test_slow_consumer_sees_close_code_4120_when_it_reads_again() -> None:
     async with (
@@ -257,13 +250,6 @@ async def test_slow_consumer_sees_close_code_4120_when_it_reads_again() -> None:
         assert reason.code == 4120
 
 
-@pytest.mark.xfail(
-    reason="A reply frame bigger than outbox_max_bytes overflows even an empty outbox, "
-    "so asking for a page of history bigger than the bound (up to history_max_limit x "
-    "max_message_bytes = 64 MB by default, against a 1 MiB outbox) closes the client as "
-    "a slow consumer (4120), again after every reconnect.",
-    strict=True,
-)
 @fail_after()
 async def test_a_history_page_bigger_than_the_outbox_bound_is_delivered() -> None:
     async with (

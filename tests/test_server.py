@@ -10,6 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 import trio
+import trio.testing
 from helpers import (
     ALL_SUBS,
     BASE64_SUB,
@@ -203,13 +204,6 @@ class GatedStore(MemoryStore):
         await super().append_messages(batch)
 
 
-@pytest.mark.xfail(
-    reason="goaway closes the connection at once and frames queued after it are "
-    "dropped, so messages read before the shutdown are committed but never acked; "
-    "the client resends them after reconnecting, and as dedupe is in memory only, "
-    "they are stored twice",
-    strict=True,
-)
 @fail_after()
 async def test_messages_in_flight_at_shutdown_are_acknowledged() -> None:
     store = GatedStore()
@@ -221,14 +215,18 @@ async def test_messages_in_flight_at_shutdown_are_acknowledged() -> None:
             await alice.send(cmd)
         await alice.sync()  # all five read and waiting for their commit
         running.server.shutdown.set()
+        await trio.testing.wait_all_tasks_blocked()
+        store.gate.set()  # the commit completes during the shutdown
         await alice.next_push("goaway")
-        store.gate.set()
+        # every ack came before goaway, so the client knows its messages were sent
+        acked_first = {p["i"] for p in alice.pushes if p["cmd"] == "ack" and "uid" in p}
         await alice.closed()
     # Everything was committed (run returned after the committer drained) ...
     assert len(await store.query_messages(HistoryQuery(cid))) == 5
     # ... and each of them was acknowledged before the connection closed.
     acks = {p["i"] for p in alice.pushes if p["cmd"] == "ack" and "uid" in p}
     assert acks == {cmd["i"] for cmd in numbered}
+    assert acked_first == acks
 
 
 @pytest.mark.parametrize("subprotocol", ALL_SUBS)

@@ -21,7 +21,7 @@ import trio
 from chatroom.ids import session_token, wall_ms
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.errors import ChatError, ErrorCode
-from chatroom.service import unread
+from chatroom.service import signing, unread
 from chatroom.service.context import (
     SENT,
     Context,
@@ -47,6 +47,7 @@ def open_session(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.Generic
         )
     if ctx.config.app_id and cmd.appId != ctx.config.app_id:
         raise ChatError(ErrorCode.APP_NOT_AVAILABLE, "unknown appId")
+    signing.check_login(ctx, cmd)  # 4102 when login signatures are on
     for existing in link.sessions():
         if existing.peer_id == peer_id:
             # The same client logging in twice on one socket: replace it quietly.
@@ -110,8 +111,11 @@ async def open_and_sync(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.
 
 def _valid_ticket(ctx: Context, token: str, peer_id: str) -> SessionTicket:
     ticket = ctx.tickets.get(token)
-    if ticket is None or ticket.peer_id != peer_id or ticket.expires_ms <= wall_ms():
-        ctx.tickets.pop(token, None)
+    if ticket is not None and ticket.expires_ms <= wall_ms():
+        del ctx.tickets[token]
+        ticket = None
+    if ticket is None or ticket.peer_id != peer_id:
+        # Someone else's token is refused without revoking it for its owner.
         raise ChatError(ErrorCode.SESSION_TOKEN_EXPIRED)
     if ticket.taken_over:
         raise ChatError(ErrorCode.SESSION_CONFLICT, "another device holds this tag")
