@@ -152,6 +152,7 @@ class Connection:
     async def _writer(self) -> None:
         """Drain the outbox while the socket is full, then end (until needed again).
         A write deadline that passes closes the client as a slow consumer."""
+        await trio.lowlevel.checkpoint()
         with trio.move_on_after(self._config.write_timeout) as scope:
             try:
                 await self._drain()
@@ -338,6 +339,7 @@ class Connection:
 
     async def _finish(self) -> None:
         """Sessions still open here ended without a logout: their wills are sent."""
+        await trio.lowlevel.checkpoint()
         self._nursery = None
         live = session_service.disconnected(self._ctx, list(self._sessions.values()))
         self._sessions.clear()
