@@ -51,6 +51,27 @@ def _json_request_id(codec: Codec, message: str | bytes) -> int | None:
 
 
 class Connection:
+    __slots__ = (
+        "_binary",
+        "_budget",
+        "_close",
+        "_config",
+        "_ctx",
+        "_dirty",
+        "_flusher",
+        "_nursery",
+        "_omit_peer_id",
+        "_pending",
+        "_read_scope",
+        "_sessions",
+        "_shutting_down",
+        "_subprotocol",
+        "_transport",
+        "_writer_busy",
+        "outbox",
+        "remote",
+    )
+
     def __init__(
         self,
         transport: Transport,
@@ -182,23 +203,20 @@ class Connection:
 
     # -- inbound ----------------------------------------------------------------------
 
-    async def _reader(self) -> None:
+    async def _reader(self, scope: trio.CancelScope) -> None:
+        """Read and run commands until the client leaves. ``scope`` (the read scope)
+        carries the idle and login deadlines: one scope for the connection's life
+        rather than a new one per message."""
         config = self._config
         login_deadline = trio.current_time() + config.login_timeout
         while True:
-            timeout = config.idle_timeout
-            if not self._sessions:
-                timeout = min(timeout, login_deadline - trio.current_time())
-            with trio.move_on_after(max(timeout, 0)) as scope:
-                message = await self._transport.receive()  # ConnectionClosed ends us
-            if scope.cancelled_caught:
-                if self._sessions:
-                    self.close_soon(CloseCode.READ_TIMEOUT, "idle timeout")
-                else:
-                    self.close_soon(CloseCode.LOGIN_TIMEOUT, "no login")
-                return
+            now = trio.current_time()
             if self._sessions:
-                login_deadline = trio.current_time() + config.login_timeout
+                login_deadline = now + config.login_timeout
+                scope.deadline = now + config.idle_timeout
+            else:
+                scope.deadline = min(now + config.idle_timeout, login_deadline)
+            message = await self._transport.receive()  # ConnectionClosed ends us
             within_budget = self._budget.take(trio.current_time())
             try:
                 cmd = decode(self._subprotocol.codec, message)
@@ -322,7 +340,12 @@ class Connection:
                 if self._close is not None:
                     nursery.cancel_scope.cancel()
                 with trio.CancelScope() as self._read_scope:
-                    await self._reader()
+                    await self._reader(self._read_scope)
+                if not self._shutting_down and self._read_scope.cancelled_caught:
+                    if self._sessions:
+                        self.close_soon(CloseCode.READ_TIMEOUT, "idle timeout")
+                    else:
+                        self.close_soon(CloseCode.LOGIN_TIMEOUT, "no login")
                 if self._shutting_down and self._close is None:
                     # Reading stopped for shutdown: stay open for the acks of what was
                     # read, until goaway() closes us.

@@ -27,7 +27,7 @@ from chatroom.service.context import Context
 from chatroom.store.base import Store
 from chatroom.store.memory import MemoryStore
 from chatroom.store.sqlite import SqliteStore
-from chatroom.transport import Rejected, Request, Transport, serve_websocket
+from chatroom.transport import Rejected, Transport, serve_websocket
 
 log = logging.getLogger(__name__)
 
@@ -149,11 +149,9 @@ class Server:
                 log.info("statistics %s", now)
                 last = now
 
-    async def _handle(self, transport: Transport, request: Request, remote: str) -> None:
+    async def _handle(self, transport: Transport, chosen: Subprotocol, remote: str) -> None:
         """One connection, after its handshake. Every exception ends here."""
         await trio.lowlevel.checkpoint()
-        chosen = _subprotocol(_offered(request), request.path)
-        assert chosen is not None, "_choose accepted the handshake"
         conn = Connection(transport, chosen, self.context, self._flusher, remote)
         self.connections.add(conn)
         try:
@@ -166,26 +164,17 @@ class Server:
                 self._all_closed.set()
 
 
-def _offered(request: Request) -> list[str]:
-    return [
-        name.strip()
-        for header in request.headers.get_all("Sec-WebSocket-Protocol")
-        for name in header.split(",")
-        if name.strip()
-    ]
-
-
 def _subprotocol(offered: list[str], path: str) -> Subprotocol | None:
     query = parse_qs(urlsplit(path).query).get("subprotocol", [None])[0]
     return negotiate(offered, query)
 
 
-def _choose(offered: list[str], path: str) -> str | None:
-    """The subprotocol to echo in the handshake; refuses clients we cannot speak to."""
+def _choose(offered: list[str], path: str) -> Subprotocol:
+    """The subprotocol of a handshake; refuses clients we cannot speak to."""
     chosen = _subprotocol(offered, path)
     if chosen is None:
         raise Rejected("unsupported subprotocol")
-    return chosen.name
+    return chosen
 
 
 async def run_until_signalled(config: Config) -> None:

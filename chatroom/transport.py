@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import os
 import struct
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 
@@ -32,12 +31,13 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol as WsSubprotocol
 
+from chatroom.protocol.codec import Subprotocol
+
 log = logging.getLogger(__name__)
 
 __all__ = [
     "ConnectionClosed",
     "Rejected",
-    "Request",
     "Transport",
     "TransportBroken",
     "serve_websocket",
@@ -88,7 +88,7 @@ class Transport:
         self._stream = stream
         self._protocol = protocol
         self._lock = trio.StrictFIFOLock()
-        self._events: deque[object] = deque()
+        self._events: list[object] = []  # received, not yet handled; oldest last
         self._kind: Opcode | None = None  # type of the message being reassembled
         self._parts: list[bytes] = []
         self._eof = False
@@ -104,7 +104,7 @@ class Transport:
         protocol = self._protocol
         while True:
             while self._events:
-                message = self._handle(self._events.popleft())
+                message = self._handle(self._events.pop())
                 if message is not None:
                     return message
             if self._eof or protocol.state is not State.OPEN:
@@ -118,7 +118,9 @@ class Transport:
             else:
                 protocol.receive_eof()
                 self._eof = True
-            self._events.extend(protocol.events_received())
+            events = protocol.events_received()
+            events.reverse()
+            self._events = events + self._events
             self._emit_protocol_output()
 
     def _close_info(self) -> tuple[int, str]:
@@ -232,11 +234,11 @@ class Transport:
         return self._stream.socket.fileno() < 0
 
 
-# A connection handler: (transport, request) -> None. The request is the handshake.
-Handler = Callable[[Transport, Request, str], Awaitable[None]]
-# Picks the subprotocol to echo: (offered names, request path) -> name, or raise
-# ``Rejected`` to refuse the handshake.
-Chooser = Callable[[list[str], str], str | None]
+# Picks the subprotocol: (offered names, request path) -> the choice (its ``name`` is
+# echoed, None echoes nothing), or raise ``Rejected`` to refuse the handshake.
+Chooser = Callable[[list[str], str], Subprotocol]
+# A connection handler: (transport, the chooser's choice, remote address) -> None.
+Handler = Callable[[Transport, Subprotocol, str], Awaitable[None]]
 
 
 class Rejected(Exception):
@@ -283,13 +285,14 @@ async def _accept(
         if scope.cancelled_caught or opened is None:
             await stream.aclose()
             return
-        transport, request = opened
+        transport, subprotocol = opened
+        del opened  # the handshake's headers are not kept for the connection's life
         try:
             peer = stream.socket.getpeername()
             remote = f"{peer[0]}:{peer[1]}"
         except OSError:
             remote = "?"
-        await handler(transport, request, remote)
+        await handler(transport, subprotocol, remote)
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         await stream.aclose()
     except Exception:
@@ -299,16 +302,18 @@ async def _accept(
 
 async def _handshake(
     stream: trio.SocketStream, choose: Chooser, max_message_bytes: int
-) -> tuple[Transport, Request] | None:
-    chosen: list[str | None] = [None]
+) -> tuple[Transport, Subprotocol] | None:
+    chosen: list[Subprotocol | None] = [None]
 
     def select(protocol: ServerProtocol, offered: Sequence[WsSubprotocol]) -> WsSubprotocol | None:
-        return None if chosen[0] is None else WsSubprotocol(chosen[0])
+        name = chosen[0].name if chosen[0] is not None else None
+        return None if name is None else WsSubprotocol(name)
 
     protocol = ServerProtocol(
         select_subprotocol=select, max_size=max_message_bytes, logger=_PROTOCOL_LOG
     )
     request: Request | None = None
+    early: list[object] = []  # frames that came in the same packets as the request
     while request is None:
         data = await stream.receive_some(_RECEIVE_BYTES)
         if not data:
@@ -317,6 +322,8 @@ async def _handshake(
         for event in protocol.events_received():
             if isinstance(event, Request):
                 request = event
+            elif request is not None:
+                early.append(event)
         if request is None and protocol.handshake_exc is not None:
             protocol.send_response(protocol.reject(400, "bad WebSocket handshake\n"))
             await stream.send_all(b"".join(protocol.data_to_send()))
@@ -334,6 +341,20 @@ async def _handshake(
         response = protocol.reject(400, f"{exc}\n")
     protocol.send_response(response)
     await stream.send_all(b"".join(protocol.data_to_send()))
-    if response.status_code != 101:
+    if response.status_code != 101 or chosen[0] is None:
         return None
-    return Transport(stream, protocol), request
+    _forget_handshake(protocol)
+    transport = Transport(stream, protocol)
+    early.reverse()
+    transport._events = early
+    return transport, chosen[0]
+
+
+def _forget_handshake(protocol: ServerProtocol) -> None:
+    """Let the request's headers go (about 2.6 KB per connection): the parser
+    generator keeps the request in a local for the connection's life. A fresh parser
+    in the OPEN state reads frames only; it is safe to swap while no frame is half
+    read, i.e. while the reader's buffer is empty (relies on websockets 17.4, pinned)."""
+    if not protocol.reader.buffer and protocol.state is State.OPEN:
+        protocol.parser = protocol.parse()
+        next(protocol.parser)

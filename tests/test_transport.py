@@ -22,13 +22,14 @@ from trio_websocket import (
 )
 
 from chatroom import transport as transport_module
-from chatroom.transport import Rejected, Request, Transport, TransportBroken, ws_frame
+from chatroom.protocol.codec import Codec, Subprotocol
+from chatroom.transport import Rejected, Transport, TransportBroken, ws_frame
 
 
-def _choose(offered: list[str], path: str) -> str | None:
+def _choose(offered: list[str], path: str) -> Subprotocol:
     if "refuse-me" in offered:
         raise Rejected("no such subprotocol")
-    return offered[0] if offered else None
+    return Subprotocol(offered[0] if offered else None, Codec.JSON, 3)
 
 
 @asynccontextmanager
@@ -41,7 +42,7 @@ async def ws_pair(
     send, receive = trio.open_memory_channel[Transport](1)
     done = trio.Event()
 
-    async def handler(transport: Transport, request: Request, remote: str) -> None:
+    async def handler(transport: Transport, chosen: Subprotocol, remote: str) -> None:
         await send.send(transport)
         await done.wait()
         await transport.aclose(1000, "test over")
@@ -87,7 +88,7 @@ async def test_handshake_refused_with_400() -> None:
 
 @fail_after()
 async def test_plain_http_gets_an_error_and_the_server_goes_on() -> None:
-    async def handler(transport: Transport, request: Request, remote: str) -> None:
+    async def handler(transport: Transport, chosen: Subprotocol, remote: str) -> None:
         raise AssertionError("not a WebSocket")  # pragma: no cover
 
     async with trio.open_nursery() as nursery:
