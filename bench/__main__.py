@@ -23,7 +23,7 @@ from bench.runner import Setup, run_all
 from bench.scenarios import BY_NAME as SCENARIOS_BY_NAME
 from bench.scenarios import SCENARIOS, Context
 from bench.servers import BY_NAME as SERVERS_BY_NAME
-from bench.servers import SERVERS, prepare_node_peers
+from bench.servers import REPO, SERVERS, chatroom_snapshot, prepare_node_peers
 
 HERE = Path(__file__).resolve().parent
 
@@ -54,6 +54,11 @@ def _parser() -> argparse.ArgumentParser:
         "--no-realtime",
         action="store_true",
         help="run server and generator at nice -10 instead of SCHED_RR",
+    )
+    ap.add_argument(
+        "--chatroom-ref",
+        default="HEAD",
+        help="git commit of chatroom to measure (default HEAD); 'worktree' runs the work tree",
     )
     ap.add_argument("--out", type=Path, default=HERE / "results", help="results directory")
     return ap
@@ -101,6 +106,15 @@ def main(argv: list[str] | None = None) -> int:
     except (GeneratorError, subprocess.CalledProcessError) as exc:
         print(f"cannot build the load generator: {exc}", file=sys.stderr)
         return 2
+    if args.chatroom_ref == "worktree":
+        chatroom_dir, chatroom_version = REPO, "work tree (may hold uncommitted edits)"
+    else:
+        try:
+            chatroom_dir, chatroom_version = chatroom_snapshot(args.chatroom_ref, HERE / ".build")
+        except subprocess.CalledProcessError as exc:
+            print(f"cannot export chatroom at {args.chatroom_ref}: {exc}", file=sys.stderr)
+            return 2
+    print(f"chatroom measured: {chatroom_version}\n", flush=True)
     servers = [SERVERS_BY_NAME[n] for n in args.server] if args.server else list(SERVERS)
     if any(s.kind == "node" for s in servers) and not prepare_node_peers(HERE / ".peers", notes):
         servers = [s for s in servers if s.kind != "node"]
@@ -108,9 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     runs = args.runs or (1 if args.quick else 2)
     for note in notes:
         _say(note)
-    setup = Setup(
-        binary, HERE / ".peers", log_dir, log_dir, time.monotonic() + args.budget_min * 60, notes
-    )
+    deadline = time.monotonic() + args.budget_min * 60
+    setup = Setup(binary, HERE / ".peers", log_dir, log_dir, deadline, chatroom_dir, notes)
     ctx = Context(quick=args.quick, progress=_say)
     started = time.time()
     records = run_all(setup, ctx, scenarios, servers, runs)
@@ -118,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": command,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
         "elapsed_s": round(time.time() - started, 1),
+        "chatroom_version": chatroom_version,
         "machine": _machine(),
         "notes": notes,
         "records": records,

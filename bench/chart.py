@@ -19,6 +19,22 @@ BARS = (
 )
 
 
+# one colour per server, one line style per run
+COLORS = {
+    "chatroom": "tab:red",
+    "node_ws": "tab:blue",
+    "node_ws_prepared": "tab:cyan",
+    "node_socketio": "tab:green",
+    "py_websockets": "tab:orange",
+    "trio_naive": "tab:gray",
+}
+
+
+def _style(record: Record) -> tuple[str, str]:
+    """(colour, line style)"""
+    return COLORS.get(str(record["server"]), "black"), "-" if record["run"] == 1 else "--"
+
+
 def _steps(record: Record) -> list[dict[str, object]]:
     return cast(list[dict[str, object]], record["steps"])
 
@@ -54,8 +70,9 @@ def _ramp(top: Axes, bottom: Axes, name: str, records: list[Record]) -> None:
         offered = [cast(float, s["rate"]) * cast(int, s["subs"]) for s in steps]
         got = [cast(float, s["deliveries_per_s"]) for s in steps]
         p99 = [max(cast(dict[str, float], s["latency"])["p99"], 0.01) for s in steps]
-        top.plot(offered, got, marker="o", label=label)
-        bottom.plot(offered, p99, marker="o", label=label)
+        color, line = _style(r)
+        top.plot(offered, got, marker="o", label=label, color=color, linestyle=line)
+        bottom.plot(offered, p99, marker="o", label=label, color=color, linestyle=line)
     top.set_title(f"{name}: delivered vs offered")
     top.set_xlabel("offered deliveries/s")
     top.set_ylabel("deliveries/s")
@@ -68,11 +85,12 @@ def _ramp(top: Axes, bottom: Axes, name: str, records: list[Record]) -> None:
 
 
 def _bar(ax: Axes, records: list[Record], key: str, title: str) -> None:
-    labels, values = [], []
+    labels, values, colors = [], [], []
     for r in records:
         value = cast(dict[str, object], r.get("summary") or {}).get(key)
         if isinstance(value, int | float):
             labels.append(f"{r['server']} #{r['run']}")
             values.append(float(value))
-    ax.barh(labels, values)
+            colors.append(_style(r)[0])
+    ax.barh(labels, values, color=colors)
     ax.set_title(title)

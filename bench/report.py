@@ -175,7 +175,8 @@ def main(argv: list[str] | None = None) -> None:
     records = cast(list[Record], saved["records"])
     _fill_limits(records)
     names = list(dict.fromkeys(str(r["scenario"]) for r in records))
-    print(f"command: {saved['command']}\nstarted: {saved['started']}\n")
+    print(f"command: {saved['command']}\nstarted: {saved['started']}")
+    print(f"chatroom measured: {saved.get('chatroom_version', 'work tree')}\n")
     print_all([BY_NAME[n] for n in names if n in BY_NAME], records, cast(list[str], saved["notes"]))
 
 

@@ -55,6 +55,27 @@ SERVERS = [
 BY_NAME = {s.name: s for s in SERVERS}
 
 
+def chatroom_snapshot(ref: str, dest_root: Path) -> tuple[Path, str]:
+    """Export ``chatroom/`` as of a git commit into ``dest_root/chatroom-<sha>`` and
+    return (that directory, the full sha). Others edit the work tree while the
+    benchmark runs: measuring a commit keeps every run on the same code."""
+    sha = subprocess.run(
+        ["git", "rev-parse", "--verify", f"{ref}^{{commit}}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    dest = dest_root / f"chatroom-{sha[:12]}"
+    if not (dest / "chatroom" / "__main__.py").exists():
+        dest.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(
+            ["git", "archive", sha, "chatroom"], cwd=REPO, capture_output=True, check=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest, sha
+
+
 def peers_source() -> Path:
     return Path(os.environ.get("CHATROOM_PEERS", REPO.parent / "shared" / "peers"))
 
@@ -121,19 +142,41 @@ class Running:
                 self.proc.wait()
 
 
-def _command(spec: ServerSpec, port: int, peers_dir: Path) -> tuple[list[str], Path]:
+# Runs `python -m chatroom` from a snapshot directory with the editable install's
+# import hooks removed: otherwise a module missing from the snapshot would silently be
+# imported from the work tree.
+_ISOLATED_CHATROOM = """
+import runpy, sys
+sys.meta_path[:] = [f for f in sys.meta_path if "__editable__" not in repr(f)]
+sys.path_hooks[:] = [h for h in sys.path_hooks if "__editable__" not in repr(h)]
+sys.path_importer_cache.clear()
+sys.path.insert(0, ".")
+sys.argv[0] = "chatroom"
+runpy.run_module("chatroom", run_name="__main__", alter_sys=True)
+"""
+_CHATROOM_ARGS = ["serve", "--host", "127.0.0.1", "--port", "0", "--http-port", "0"]
+
+
+def _command(
+    spec: ServerSpec, port: int, peers_dir: Path, chatroom_dir: Path
+) -> tuple[list[str], Path]:
     if spec.is_chatroom:
-        argv = [sys.executable, "-m", "chatroom", "serve", "--host", "127.0.0.1", "--port", "0"]
-        return [*argv, "--http-port", "0", "--db", ":memory:"], REPO
+        args = [*_CHATROOM_ARGS, "--db", ":memory:"]
+        if chatroom_dir == REPO:
+            return [sys.executable, "-m", "chatroom", *args], REPO
+        return [sys.executable, "-c", _ISOLATED_CHATROOM, *args], chatroom_dir
     if spec.kind == "node":
         return ["node", spec.script, str(port)], peers_dir
     return [sys.executable, str(peers_source() / spec.script), str(port)], peers_source()
 
 
-def start(spec: ServerSpec, peers_dir: Path, log_dir: Path, env: dict[str, str]) -> Running:
-    """Start a server on core 0 and wait until it accepts connections."""
+def start(
+    spec: ServerSpec, peers_dir: Path, log_dir: Path, env: dict[str, str], chatroom_dir: Path = REPO
+) -> Running:
+    """Start a server on core 0 and wait until it accepts connections; chatroom runs
+    from ``chatroom_dir`` (the work tree, or a snapshot of a commit)."""
     port = _free_port()
-    argv, cwd = _command(spec, port, peers_dir)
+    argv, cwd = _command(spec, port, peers_dir, chatroom_dir)
     log_path = log_dir / f"{spec.name}-{int(time.time() * 1000)}.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
@@ -149,9 +192,8 @@ def start(spec: ServerSpec, peers_dir: Path, log_dir: Path, env: dict[str, str])
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:
         if not running.alive():
-            raise ServerUnavailable(
-                f"{spec.name} exited with code {proc.returncode}: {running.log_tail(600)}"
-            )
+            last = " | ".join(running.log_tail(3000).strip().splitlines()[-3:])
+            raise ServerUnavailable(f"{spec.name} exited with code {proc.returncode}: {last}")
         if spec.is_chatroom:
             m = _CHATROOM_READY.search(running.log_tail(20000))
             if m:
