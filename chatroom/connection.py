@@ -50,6 +50,17 @@ def _json_request_id(codec: Codec, message: str | bytes) -> int | None:
     return None
 
 
+def _omits_peer_id(login: pb.SessionCommand) -> bool:
+    """Whether pushes to this socket's only client may leave ``peerId`` out.
+
+    Clients announce it with configBitmap bit 7 (JS 5.x, Swift). JS 4.3.1 does not,
+    but it hands a push without ``peerId`` to the first client it created on the
+    socket (``realtime._firstIMClient``, dist/realtime.js), which is this client as
+    long as it is the only one ever logged in there. JSON clients always get it.
+    """
+    return bool(login.configBitmap & _OMIT_PEER_ID) or login.ua.startswith("js/")
+
+
 class Connection:
     __slots__ = (
         "_binary",
@@ -59,6 +70,7 @@ class Connection:
         "_ctx",
         "_dirty",
         "_flusher",
+        "_logins",
         "_nursery",
         "_omit_peer_id",
         "_pending",
@@ -92,6 +104,7 @@ class Connection:
         self.outbox = Outbox(config.outbox_max_bytes, config.outbox_max_frames, ctx.counters.shed)
         self._sessions: dict[str, Session] = {}
         self._omit_peer_id = False
+        self._logins = 0  # sessions ever opened on this socket
         self._pending = b""  # the unwritten tail of a partial write
         self._writer_busy = False
         self._shutting_down = False
@@ -123,8 +136,17 @@ class Connection:
             del self._sessions[session.peer_id]
 
     def push(self, prepared: Prepared, peer_id: str, priority: Priority) -> None:
-        payload = prepared.payload(self._subprotocol.codec, None if self._omit_peer_id else peer_id)
-        self._enqueue(ws_frame(payload, self._binary), priority)
+        codec = self._subprotocol.codec
+        if self._omit_peer_id:
+            # One frame, built once per broadcast and codec, serves every such viewer.
+            frame = prepared.frames.get(codec)
+            if frame is None:
+                frame = prepared.frames[codec] = ws_frame(
+                    prepared.payload(codec, None), self._binary
+                )
+        else:
+            frame = ws_frame(prepared.payload(codec, peer_id), self._binary)
+        self._enqueue(frame, priority)
 
     def send(self, cmd: pb.GenericCommand, priority: Priority = Priority.RELIABLE) -> None:
         self._enqueue(ws_frame(encode(self._subprotocol.codec, cmd), self._binary), priority)
@@ -271,8 +293,12 @@ class Connection:
 
     def _reply(self, cmd: pb.GenericCommand, reply: pb.GenericCommand | None) -> None:
         if cmd.cmd == pb.session and cmd.op == pb.open and reply is not None:
-            bitmap = cmd.sessionMessage.configBitmap
-            self._omit_peer_id = bool(bitmap & _OMIT_PEER_ID) and len(self._sessions) <= 1
+            self._logins += 1
+            self._omit_peer_id = (
+                self._logins == 1
+                and self._subprotocol.codec is not Codec.JSON
+                and _omits_peer_id(cmd.sessionMessage)
+            )
         if reply is None or reply is SENT:
             return
         if cmd.HasField("i"):

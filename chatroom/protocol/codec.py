@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
@@ -204,6 +205,7 @@ def _varint(n: int) -> bytes:
 _PEER_ID_TAG = b"\x22"  # field 4 (peerId), wire type 2
 
 
+@functools.lru_cache(maxsize=65536)
 def peer_id_tail(peer_id: str) -> bytes:
     """The protobuf bytes of ``peerId = peer_id``. Appending them to a serialized
     command sets the field: protobuf parsers accept fields in any order."""
@@ -218,13 +220,15 @@ class Prepared:
     ``payload`` adds only the recipient's ``peerId``: a protobuf tail, or a JSON key.
     """
 
-    __slots__ = ("_cmd", "_json", "_proto")
+    __slots__ = ("_cmd", "_json", "_proto", "frames")
 
     def __init__(self, cmd: pb.GenericCommand):
         cmd.ClearField("peerId")
         self._cmd = cmd
         self._proto: bytes | None = None
         self._json: bytes | None = None
+        # Whole frames without peerId, by codec, filled in by the transport side.
+        self.frames: dict[Codec, bytes] = {}
 
     @property
     def command(self) -> pb.GenericCommand:
