@@ -25,6 +25,8 @@ from bench.scenarios import SCENARIOS, Context
 from bench.servers import BY_NAME as SERVERS_BY_NAME
 from bench.servers import REPO, SERVERS, chatroom_snapshot, prepare_node_peers
 
+DEFAULT_SERVERS = [s for s in SERVERS if s.default]
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -41,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
         "--server",
         action="append",
         choices=list(SERVERS_BY_NAME),
-        help="server to run (repeatable; default chatroom and every peer)",
+        help="server to run (repeatable; default chatroom and every peer, not chatroom_wd5)",
     )
     ap.add_argument("--runs", type=int, default=None, help="runs per server (default 2, quick 1)")
     ap.add_argument(
@@ -59,6 +61,13 @@ def _parser() -> argparse.ArgumentParser:
         "--chatroom-ref",
         default="HEAD",
         help="git commit of chatroom to measure (default HEAD); 'worktree' runs the work tree",
+    )
+    ap.add_argument(
+        "--chatroom-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="environment for chatroom runs, e.g. CHATROOM_WRITE_DELAY=0.005 (repeatable)",
     )
     ap.add_argument("--out", type=Path, default=HERE / "results", help="results directory")
     return ap
@@ -81,6 +90,15 @@ def _machine() -> dict[str, object]:
         "python": platform.python_version(),
         "node": version(["node", "--version"]),
     }
+
+
+def _worktree_version() -> str:
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True)
+        return done.stdout.strip()
+
+    edited = git("status", "--porcelain", "--", "chatroom").splitlines()
+    return f"work tree at {git('rev-parse', 'HEAD')} with {len(edited)} files edited or new"
 
 
 def _raise_fd_limit() -> None:
@@ -107,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cannot build the load generator: {exc}", file=sys.stderr)
         return 2
     if args.chatroom_ref == "worktree":
-        chatroom_dir, chatroom_version = REPO, "work tree (may hold uncommitted edits)"
+        chatroom_dir, chatroom_version = REPO, _worktree_version()
     else:
         try:
             chatroom_dir, chatroom_version = chatroom_snapshot(args.chatroom_ref, HERE / ".build")
@@ -115,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"cannot export chatroom at {args.chatroom_ref}: {exc}", file=sys.stderr)
             return 2
     print(f"chatroom measured: {chatroom_version}\n", flush=True)
-    servers = [SERVERS_BY_NAME[n] for n in args.server] if args.server else list(SERVERS)
+    servers = [SERVERS_BY_NAME[n] for n in args.server] if args.server else DEFAULT_SERVERS
     if any(s.kind == "node" for s in servers) and not prepare_node_peers(HERE / ".peers", notes):
         servers = [s for s in servers if s.kind != "node"]
     scenarios = [SCENARIOS_BY_NAME[n] for n in args.scenario] if args.scenario else SCENARIOS
@@ -123,7 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     for note in notes:
         _say(note)
     deadline = time.monotonic() + args.budget_min * 60
-    setup = Setup(binary, HERE / ".peers", log_dir, log_dir, deadline, chatroom_dir, notes)
+    chatroom_env = dict(kv.split("=", 1) for kv in args.chatroom_env)
+    setup = Setup(
+        binary, HERE / ".peers", log_dir, log_dir, deadline, chatroom_dir, chatroom_env, notes
+    )
     ctx = Context(quick=args.quick, progress=_say)
     started = time.time()
     records = run_all(setup, ctx, scenarios, servers, runs)
@@ -132,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
         "elapsed_s": round(time.time() - started, 1),
         "chatroom_version": chatroom_version,
+        "chatroom_env": chatroom_env,
         "machine": _machine(),
         "notes": notes,
         "records": records,

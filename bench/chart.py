@@ -22,6 +22,7 @@ BARS = (
 # one colour per server, one line style per run
 COLORS = {
     "chatroom": "tab:red",
+    "chatroom_wd5": "tab:purple",
     "node_ws": "tab:blue",
     "node_ws_prepared": "tab:cyan",
     "node_socketio": "tab:green",

@@ -84,17 +84,23 @@ def _headline(scenario: Scenario, records: list[Record], server: str) -> float |
 def ratio_lines(scenario: Scenario, records: list[Record]) -> list[str]:
     if not scenario.headline:
         return []
-    ours = _headline(scenario, records, "chatroom")
-    peers = sorted({str(r["server"]) for r in records} - {"chatroom"})
+    servers = list(dict.fromkeys(str(r["server"]) for r in records))
+    ours = [s for s in servers if s.startswith("chatroom")] or ["chatroom"]
+    peers = [s for s in servers if not s.startswith("chatroom")]
     better = "higher" if scenario.higher_is_better else "lower"
-    lines = [f"chatroom / peer, {scenario.headline} (mean of runs; {better} is better):"]
-    for peer in peers:
-        theirs = _headline(scenario, records, peer)
-        if ours is None or theirs is None or theirs == 0:
-            why = "no chatroom figure" if ours is None else f"no {peer} figure"
-            lines.append(f"  vs {peer}: - ({why})")
-        else:
-            lines.append(f"  vs {peer}: {ours / theirs:.2f}x ({_fmt(ours)} vs {_fmt(theirs)})")
+    lines: list[str] = []
+    for mine in ours:
+        value = _headline(scenario, records, mine)
+        lines.append(f"{mine} / peer, {scenario.headline} (mean of runs; {better} is better):")
+        for peer in peers:
+            theirs = _headline(scenario, records, peer)
+            if value is None or theirs is None or theirs == 0:
+                why = f"no {mine} figure" if value is None else f"no {peer} figure"
+                lines.append(f"  vs {peer}: - ({why})")
+            else:
+                lines.append(
+                    f"  vs {peer}: {value / theirs:.2f}x ({_fmt(value)} vs {_fmt(theirs)})"
+                )
     return lines
 
 

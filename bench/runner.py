@@ -26,13 +26,17 @@ class Setup:
     log_dir: Path
     deadline: float  # time.monotonic() after which no new run starts
     chatroom_dir: Path  # where `python -m chatroom` runs from
+    chatroom_env: dict[str, str]  # on top of SERVER_ENV, for chatroom only
     notes: list[str] = field(default_factory=list)
 
 
 def _run_one(setup: Setup, ctx: Context, scenario: Scenario, spec: ServerSpec, n: int) -> Record:
     record: Record = {"scenario": scenario.name, "server": spec.name, "run": n, "steps": []}
     try:
-        server = start(spec, setup.peers_dir, setup.log_dir, SERVER_ENV, setup.chatroom_dir)
+        env = {**SERVER_ENV, **dict(spec.env)}
+        if spec.is_chatroom:
+            env.update(setup.chatroom_env)
+        server = start(spec, setup.peers_dir, setup.log_dir, env, setup.chatroom_dir)
     except ServerUnavailable as exc:
         record["note"] = f"cannot run: {exc}"
         return record

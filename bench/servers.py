@@ -38,6 +38,8 @@ class ServerSpec:
     kind: str  # "chatroom", "node" or "python"
     mode: Mode
     script: str = ""
+    env: tuple[tuple[str, str], ...] = ()
+    default: bool = True  # run unless --server picks others
 
     @property
     def is_chatroom(self) -> bool:
@@ -46,6 +48,10 @@ class ServerSpec:
 
 SERVERS = [
     ServerSpec("chatroom", "chatroom", "lc"),
+    # the same with a 5 ms write delay: frames of busy rooms share system calls
+    ServerSpec(
+        "chatroom_wd5", "chatroom", "lc", env=(("CHATROOM_WRITE_DELAY", "0.005"),), default=False
+    ),
     ServerSpec("node_ws", "node", "raw", "node_ws.js"),
     ServerSpec("node_ws_prepared", "node", "raw", "node_ws_prepared.js"),
     ServerSpec("node_socketio", "node", "sio", "node_socketio.js"),
