@@ -9,6 +9,7 @@ exclusive unless ``tIncluded``/``ttIncluded``; ``direction`` OLD (default) or NE
 from __future__ import annotations
 
 import pytest
+import trio
 from helpers import Client, Cmd, fail_after, running_server, users
 
 
@@ -165,3 +166,51 @@ async def test_chatroom_history_is_the_recent_buffer_without_transient_messages(
         assert logs[0]["convType"] == 2
         assert texts(await v.logs(cid, l=1)) == ["r3"]
         assert texts(await v.logs(cid, direction="NEW", l=2)) == ["r1", "r2"]
+
+
+@fail_after()
+async def test_edited_and_recalled_messages_come_back_patched_with_their_time() -> None:
+    async with running_server() as running, users(running, "alice", "bob") as (alice, bob):
+        cid, acks = await filled(alice, 3)
+        patches = [
+            {"cid": cid, "mid": acks[0]["uid"], "timestamp": acks[0]["t"], "data": "m0 v2"},
+            {"cid": cid, "mid": acks[1]["uid"], "timestamp": acks[1]["t"], "recall": True},
+        ]
+        reply = await alice.request({"cmd": "patch", "op": "modify", "patches": patches})
+        logs = await bob.logs(cid)
+        assert texts(logs) == ["m0 v2", '{"_lctype":-127}', "m2"]
+        assert [item["msgId"] for item in logs] == [a["uid"] for a in acks]  # same ids
+        assert [item["timestamp"] for item in logs] == [a["t"] for a in acks]  # same place
+        assert logs[0]["patchTimestamp"] < logs[1]["patchTimestamp"] == reply["lastPatchTime"]
+        assert "patchTimestamp" not in logs[2]
+
+
+@fail_after()
+async def test_ack_and_read_times_only_in_two_member_conversations() -> None:
+    async with (
+        running_server() as running,
+        users(running, "alice", "bob", "carol") as (alice, bob, carol),
+    ):
+        cid = await alice.start(["bob"])
+        acks = []
+        for text in ("m0", "m1", "m2"):
+            acks.append(await alice.say(cid, text))
+            await trio.sleep(0.002)  # receipts are times: one message per millisecond
+        await bob.send({"cmd": "ack", "cid": cid, "tots": acks[1]["t"]})
+        await bob.send({"cmd": "read", "convs": [{"cid": cid, "timestamp": acks[0]["t"]}]})
+        await bob.sync()
+        logs = await alice.logs(cid)
+        assert [(i.get("ackAt"), i.get("readAt")) for i in logs] == [
+            (acks[1]["t"], acks[0]["t"]),
+            (acks[1]["t"], None),
+            (None, None),
+        ]
+        group = await alice.start(["bob", "carol"])
+        ack = await alice.say(group, "to both")
+        await bob.send({"cmd": "read", "cid": group})
+        await carol.send({"cmd": "ack", "cid": group, "tots": ack["t"]})
+        await carol.sync()
+        await bob.sync()
+        (item,) = await alice.logs(group)
+        assert "ackAt" not in item
+        assert "readAt" not in item

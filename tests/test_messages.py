@@ -327,3 +327,27 @@ async def test_chatroom_budget_refuses_with_4116_and_keeps_a_share_for_high() ->
         # A normal conversation is not limited by chatroom budgets.
         cid2 = await conversation(host, v)
         await host.say_many(cid2, ["a", "b", "c"])
+
+
+@fail_after()
+async def test_mentions_are_delivered_and_kept_in_history() -> None:
+    async with (
+        running_server() as running,
+        users(running, "alice", "bob", "carol") as (
+            alice,
+            bob,
+            carol,
+        ),
+    ):
+        cid = await conversation(alice, bob, carol)
+        await alice.say(cid, "@bob", mentionPids=["bob", "bob"], mentionAll=False)
+        await alice.say(cid, "@all", mentionAll=True)
+        for receiver in (bob, carol):
+            one, everyone = directs(await receiver.take_pushes())
+            assert (one["mentionPids"], one["mentionAll"]) == (["bob"], False)
+            assert (everyone.get("mentionPids", []), everyone["mentionAll"]) == ([], True)
+        logs = await carol.logs(cid)
+        assert [(i.get("mentionPids", []), i["mentionAll"]) for i in logs] == [
+            (["bob"], False),
+            ([], True),
+        ]

@@ -17,7 +17,6 @@ A cancelled caller still waits for its thread: the operation may have committed.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import operator
 import sqlite3
@@ -28,6 +27,7 @@ from typing import Any, TypeVar
 import orjson
 import trio
 
+from . import sqlite_marks as marks_table
 from .base import (
     Bound,
     Conversation,
@@ -93,24 +93,6 @@ _MSG_INSERT = (
 _SET_LAST_MESSAGE_AT = (
     "UPDATE conversations SET last_message_at = ?2"
     " WHERE cid = ?1 AND (last_message_at IS NULL OR last_message_at < ?2)"
-)
-# Unread counts, in the commit's transaction: one statement per (conversation, sender)
-# of the batch, not per message and member, adds the sender's messages to every other
-# member's count.
-_UNREAD_ADD = (
-    "INSERT INTO member_marks (peer, cid, unread, mentioned, changed_at, acked_at, read_at)"
-    " SELECT member, ?1, ?3, 0, ?4, 0, 0 FROM conversation_members"
-    " WHERE cid = ?1 AND member <> ?2"
-    " ON CONFLICT (peer, cid) DO UPDATE SET unread = unread + excluded.unread,"
-    " changed_at = max(changed_at, excluded.changed_at)"
-)
-_MENTIONED = "UPDATE member_marks SET mentioned = 1 WHERE cid = ?1 AND peer = ?2 AND peer <> ?3"
-_MENTIONED_ALL = "UPDATE member_marks SET mentioned = 1 WHERE cid = ?1 AND peer <> ?2"
-_MARK_COLUMNS = "k.peer, k.cid, k.unread, k.mentioned, k.changed_at, k.acked_at, k.read_at"
-_MARKS_OF_MEMBER = (
-    f"SELECT {_MARK_COLUMNS} FROM member_marks AS k"
-    " JOIN conversation_members AS m ON m.member = k.peer AND m.cid = k.cid"
-    " WHERE k.peer = ?1 AND {condition} ORDER BY k.changed_at DESC, k.cid LIMIT ?2"
 )
 _PATCHES_SINCE = (
     f"SELECT {', '.join('m.' + c.strip() for c in _MSG_COLUMNS.split(','))}"
@@ -335,20 +317,20 @@ class SqliteStore:
 
     async def member_marks(self, cid: str) -> list[MemberMarks]:
         """Every member's marks in ``cid``."""
-        sql = f"SELECT {_MARK_COLUMNS} FROM member_marks AS k WHERE k.cid = ?"
-        return [_marks(row) for row in await self._query(sql, (cid,))]
+        sql = f"SELECT {marks_table.MARK_COLUMNS} FROM member_marks AS k WHERE k.cid = ?"
+        return [marks_table.marks_of_row(row) for row in await self._query(sql, (cid,))]
 
     async def changed_marks(self, member: str, since: int | None, limit: int) -> list[MemberMarks]:
         """Marks for the login's unread sync (see ``Store.changed_marks``)."""
         if since is None:
-            sql = _MARKS_OF_MEMBER.format(condition="k.unread > 0")
+            sql = marks_table.MARKS_OF_MEMBER.format(condition="k.unread > 0")
             rows = await self._query(sql, (member, limit))
         else:
             since = max(min(since, INT64_MAX), INT64_MIN)
             condition = "(k.changed_at > ?3 OR (k.unread > 0 AND k.acked_at < k.changed_at))"
-            sql = _MARKS_OF_MEMBER.format(condition=condition)
+            sql = marks_table.MARKS_OF_MEMBER.format(condition=condition)
             rows = await self._query(sql, (member, limit, since))
-        return [_marks(row) for row in rows]
+        return [marks_table.marks_of_row(row) for row in rows]
 
     async def mark_acked(self, member: str, cid: str, timestamp: int) -> MemberMarks:
         """``acked_at`` = max(``acked_at``, ``timestamp``)."""
@@ -436,32 +418,11 @@ def _append_messages(db: sqlite3.Connection, batch: Sequence[Message]) -> None:
                 newest[m.cid] = m.timestamp
         db.executemany(_MSG_INSERT, rows)
         db.executemany(_SET_LAST_MESSAGE_AT, newest.items())
-        _count_unread(db, batch)
+        marks_table.count_unread(db, batch)
         db.execute(
             "UPDATE meta SET max_timestamp = ? WHERE max_timestamp < ?",
             (max(newest.values()),) * 2,
         )
-
-
-def _count_unread(db: sqlite3.Connection, batch: Sequence[Message]) -> None:
-    groups: dict[tuple[str, str], list[int]] = {}  # (cid, sender) -> [count, newest]
-    mentions: list[tuple[str, str, str]] = []
-    mention_all: list[tuple[str, str]] = []
-    for m in batch:
-        group = groups.get((m.cid, m.from_peer))
-        if group is None:
-            groups[(m.cid, m.from_peer)] = [1, m.timestamp]
-        else:
-            group[0] += 1
-            group[1] = max(group[1], m.timestamp)
-        if m.mention_all:
-            mention_all.append((m.cid, m.from_peer))
-        mentions.extend((m.cid, pid, m.from_peer) for pid in m.mention_pids)
-    db.executemany(_UNREAD_ADD, [(cid, peer, n, t) for (cid, peer), (n, t) in groups.items()])
-    if mentions:
-        db.executemany(_MENTIONED, mentions)
-    if mention_all:
-        db.executemany(_MENTIONED_ALL, mention_all)
 
 
 def _patch_message(db: sqlite3.Connection, patch: Patch) -> Message | None:
@@ -486,56 +447,16 @@ def _patch_message(db: sqlite3.Connection, patch: Patch) -> Message | None:
     return _message(found[0]) if found else None
 
 
-def _read_marks(db: sqlite3.Connection, member: str, cid: str) -> MemberMarks:
-    rows = db.execute(
-        f"SELECT {_MARK_COLUMNS} FROM member_marks AS k WHERE k.peer = ? AND k.cid = ?",
-        (member, cid),
-    ).fetchall()
-    return _marks(rows[0]) if rows else MemberMarks(member, cid)
-
-
-def _write_marks(db: sqlite3.Connection, k: MemberMarks) -> None:
-    db.execute(
-        "INSERT OR REPLACE INTO member_marks"
-        " (peer, cid, unread, mentioned, changed_at, acked_at, read_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (k.peer, k.cid, k.unread, int(k.mentioned), k.changed_at, k.acked_at, k.read_at),
-    )
-
-
 def _mark_acked(db: sqlite3.Connection, member: str, cid: str, timestamp: int) -> MemberMarks:
     with _transaction(db):
-        marks = _read_marks(db, member, cid)
-        if timestamp > marks.acked_at:
-            marks = dataclasses.replace(marks, acked_at=timestamp)
-            _write_marks(db, marks)
-    return marks
+        return marks_table.mark_acked(db, member, cid, timestamp)
 
 
 def _mark_read(
     db: sqlite3.Connection, member: str, cid: str, timestamp: int, now: int
 ) -> MemberMarks:
     with _transaction(db):
-        marks = _read_marks(db, member, cid)
-        read_at = max(marks.read_at, timestamp)
-        # Messages after the read mark stay unread (one committed while the read was
-        # on its way); the count is exact, not just reset.
-        left = db.execute(
-            "SELECT mention_all, mention_pids FROM messages"
-            " WHERE cid = ? AND timestamp > ? AND from_peer <> ?",
-            (cid, read_at, member),
-        ).fetchall()
-        mentioned = any(all_ or (pids and member in orjson.loads(pids)) for all_, pids in left)
-        marks = MemberMarks(
-            member, cid, len(left), bool(mentioned), now, max(marks.acked_at, read_at), read_at
-        )
-        _write_marks(db, marks)
-    return marks
-
-
-def _marks(row: Any) -> MemberMarks:
-    peer, cid, unread, mentioned, changed_at, acked_at, read_at = row
-    return MemberMarks(peer, cid, unread, bool(mentioned), changed_at, acked_at, read_at)
+        return marks_table.mark_read(db, member, cid, timestamp, now)
 
 
 def _conversation_row(conv: Conversation) -> tuple[object, ...]:
