@@ -10,6 +10,7 @@ from pathlib import Path
 
 import trio
 
+from chatroom import admin_cli
 from chatroom import config as config_module
 from chatroom.server import run_until_signalled
 
@@ -39,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", help="debug, info, warning or error (default info)")
     bench = commands.add_parser("bench", help="run the benchmark (bench/README.md)", add_help=False)
     bench.add_argument("args", nargs=argparse.REMAINDER)
+    admin_cli.add_commands(commands)  # sys (system conversations), sign
     return parser
 
 
@@ -47,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "bench":
         bench = importlib.import_module("bench.__main__")
         return int(bench.main(args.args))
+    if args.command in admin_cli.COMMANDS:
+        return admin_cli.run(args)
     try:
         config = config_module.load(
             args.config,

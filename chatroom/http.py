@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import trio
 from hypercorn.config import Config as HypercornConfig
@@ -15,17 +15,21 @@ from hypercorn.trio import serve as hypercorn_serve
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 log = logging.getLogger(__name__)
 
 
-def build_app(statistics: Callable[[], dict[str, object]]) -> Starlette:
+def build_app(
+    statistics: Callable[[], dict[str, object]], routes: Sequence[BaseRoute] = ()
+) -> Starlette:
+    """``/healthz`` plus ``routes`` (the operator's endpoints, chatroom/admin.py)."""
+
     async def healthz(request: Request) -> JSONResponse:
         await trio.lowlevel.checkpoint()
         return JSONResponse({"status": "ok", **statistics()})
 
-    return Starlette(routes=[Route("/healthz", healthz)])
+    return Starlette(routes=[Route("/healthz", healthz), *routes])
 
 
 async def serve_http(
@@ -33,6 +37,7 @@ async def serve_http(
     port: int,
     statistics: Callable[[], dict[str, object]],
     shutdown: trio.Event,
+    routes: Sequence[BaseRoute] = (),
     *,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -48,7 +53,7 @@ async def serve_http(
             task_status.started(int(binds[0].rsplit(":", 1)[1]))
 
     await hypercorn_serve(
-        build_app(statistics),  # type: ignore[arg-type]
+        build_app(statistics, routes),  # type: ignore[arg-type]
         config,
         shutdown_trigger=shutdown.wait,
         task_status=_Status(),  # type: ignore[arg-type]

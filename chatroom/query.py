@@ -42,6 +42,36 @@ def matches(doc: Doc, where: object) -> bool:
     return True
 
 
+def validate(where: object) -> None:
+    """Raise 4310 for anything malformed in ``where``, wherever it is: ``matches``
+    stops at the first failing condition and would not look at the rest."""
+    if not isinstance(where, dict):
+        raise bad_query("a condition is a JSON object")
+    for key, cond in where.items():
+        if key in ("$and", "$or"):
+            for clause in _clauses(cond):
+                validate(clause)
+        elif key.startswith("$"):
+            raise bad_query(f"unknown operator {key}")
+        elif isinstance(cond, dict) and any(str(k).startswith("$") for k in cond):
+            for op, arg in cond.items():
+                _validate_operator(op, arg, cond)
+
+
+def _validate_operator(op: str, arg: object, cond: dict[str, object]) -> None:
+    if op in ("$in", "$nin", "$all"):
+        _items(arg, op)
+    elif op == "$regex":
+        _regex("", arg, cond.get("$options", ""))
+    elif op == "$options":
+        if "$regex" not in cond:
+            raise bad_query("$options needs $regex")
+    elif op in ("$size", "$exists"):
+        _operator(op, _MISSING, arg, cond)
+    elif op != "$ne" and op not in _COMPARISONS:
+        raise bad_query(f"unknown operator {op}")
+
+
 def _clauses(cond: object) -> list[object]:
     if not isinstance(cond, list) or not cond:
         raise bad_query("$and/$or take a non-empty list")
@@ -139,11 +169,20 @@ def _regex(value: object, pattern: object, options: object) -> bool:
             raise bad_query(f"unknown regex option {letter!r}")
         flags |= _FLAGS[letter]
     try:
-        compiled = re.compile(pattern, flags)
+        compiled = re.compile(_unquote(pattern), flags)
     except re.error as exc:
         raise bad_query(f"bad regex: {exc}") from None
     candidates = value if isinstance(value, list) else [value]
     return any(isinstance(v, str) and compiled.search(v) for v in candidates)
+
+
+# Java-style literal quoting, which the SDKs use for contains/startsWith/endsWith
+# (``\Q...\E``, the end optional); Python's re has no such syntax.
+_QUOTED = re.compile(r"\\Q(.*?)(?:\\E|$)", re.DOTALL)
+
+
+def _unquote(pattern: str) -> str:
+    return _QUOTED.sub(lambda m: re.escape(m.group(1)), pattern)
 
 
 def sort_docs(docs: list[Doc], spec: str) -> list[Doc]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 import pytest
+import trio
 from helpers import Client, Cmd, fail_after, ops, running_server, users
 
 JOINED = ("conv", "joined")
@@ -460,6 +461,7 @@ async def test_query_documents_and_conditions() -> None:
     async with running_server() as running, users(running, "a", "b", "c") as (a, _, c):
         ab = await a.start(["b"], attr={"name": "ab", "level": 1})
         abc = await a.start(["b", "c"], attr={"name": "abc", "level": 2})
+        await trio.sleep(0.005)  # a later millisecond: equal activity would tie
         await a.say(ab, "most recent")  # lm: ab is the most recently active
         mine = await query(a)  # no condition: the caller's own, most recent first
         assert [d["objectId"] for d in mine] == [ab, abc]

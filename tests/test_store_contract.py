@@ -20,6 +20,8 @@ from chatroom.store.base import (
     JSON,
     Bound,
     Conversation,
+    ConvFilter,
+    ConvOrder,
     ConvType,
     Direction,
     HistoryQuery,
@@ -897,3 +899,98 @@ async def test_patch_message_rewrites_in_place_and_patches_since(store: Store) -
         assert [m.mid for m in await store.patches_since("bob", 0, 1)] == ["a"]
         assert [m.mid for m in await store.patches_since("carol", 0, 10)] == ["z"]
         assert await store.last_message("c1") == recalled
+
+
+# select_conversations (ConvFilter / ConvOrder)
+
+
+async def _five(store: Store) -> None:
+    """c1..c5 with members, kinds, creators, times and attributes to select on."""
+    specs = [
+        ("c1", ("alice", "bob"), ConvType.NORMAL, {"name": "one", "n": 1, "t": ["x"]}, 50),
+        ("c2", ("bob", "carol"), ConvType.NORMAL, {"name": "two", "n": 2, "o": {"k": 1}}, None),
+        ("c3", (), ConvType.TRANSIENT, {"name": "three", "n": 3}, 70),
+        ("c4", ("alice",), ConvType.SYSTEM, {"name": "four", "n": 2}, None),
+        ("c5", ("alice", "carol"), ConvType.TEMPORARY, {"name": "five"}, None),
+    ]
+    for i, (cid, members, kind, attrs, lm) in enumerate(specs):
+        conv = make_conv(
+            cid,
+            members,
+            kind=kind,
+            attrs=attrs,
+            creator="op" if kind is ConvType.SYSTEM else "alice",
+            created_at=10 * (i + 1),
+            updated_at=100 - i,
+            last_message_at=lm,
+            expire_at=1000 if kind is ConvType.TEMPORARY else None,
+        )
+        await store.create_conversation(conv)
+
+
+async def _select(store: Store, order: tuple[ConvOrder, ...] = (), **where: object) -> list[str]:
+    with trio.fail_after(TIMEOUT):
+        found = await store.select_conversations(ConvFilter(**where), order, 100, 0)  # type: ignore[arg-type]
+    return [c.cid for c in found]
+
+
+async def test_select_conversations_filters(store: Store) -> None:
+    await _five(store)
+    by_cid = (ConvOrder("objectId"),)
+    assert await _select(store, by_cid) == ["c1", "c2", "c3", "c4", "c5"]
+    assert await _select(store, by_cid, cids=("c2", "c9", "c4")) == ["c2", "c4"]
+    assert await _select(store, by_cid, cids=()) == []
+    assert await _select(store, by_cid, members_all=("alice",)) == ["c1", "c4", "c5"]
+    assert await _select(store, by_cid, members_all=("alice", "carol")) == ["c5"]
+    assert await _select(store, by_cid, members_any=("bob", "carol")) == ["c1", "c2", "c5"]
+    kinds = frozenset({ConvType.TRANSIENT, ConvType.SYSTEM})
+    assert await _select(store, by_cid, kinds=kinds) == ["c3", "c4"]
+    assert await _select(store, by_cid, creator="op") == ["c4"]
+    assert await _select(store, by_cid, ranges=(("lm", ">", 50),)) == ["c3"]
+    assert await _select(store, by_cid, ranges=(("lm", "<=", 70),)) == ["c1", "c3"]
+    assert await _select(store, by_cid, ranges=(("createdAt", ">=", 40),)) == ["c4", "c5"]
+    assert await _select(store, by_cid, ranges=(("updatedAt", "<", 98),)) == ["c4", "c5"]
+    assert await _select(store, by_cid, attr_equals=(("name", "two"),)) == ["c2"]
+    assert await _select(store, by_cid, attr_equals=(("n", 2),)) == ["c2", "c4"]
+    # arrays and objects pass an equality (the caller's matcher decides on them)
+    assert await _select(store, by_cid, attr_equals=(("t", "y"),)) == ["c1"]
+    assert await _select(store, by_cid, attr_equals=(("o", 5),)) == ["c2"]
+    assert await _select(store, by_cid, attr_equals=(("o.k", 1),)) == ["c2"]
+    assert await _select(store, by_cid, alive_at=999) == ["c1", "c2", "c3", "c4", "c5"]
+    assert await _select(store, by_cid, alive_at=1000) == ["c1", "c2", "c3", "c4"]
+    branches = (ConvFilter(creator="op"), ConvFilter(attr_equals=(("name", "one"),)))
+    assert await _select(store, by_cid, any_of=branches) == ["c1", "c4"]
+
+
+async def test_select_conversations_order_limit_skip(store: Store) -> None:
+    await _five(store)
+    # activity: the last message, else the creation time
+    assert await _select(store, (ConvOrder("activity", True),)) == ["c3", "c5", "c1", "c4", "c2"]
+    # missing values last in both directions
+    assert (await _select(store, (ConvOrder("lm"),)))[:2] == ["c1", "c3"]
+    assert (await _select(store, (ConvOrder("lm", True),)))[:2] == ["c3", "c1"]
+    assert await _select(store, (ConvOrder("n", True), ConvOrder("name"))) == [
+        "c3",
+        "c4",
+        "c2",
+        "c1",
+        "c5",
+    ]
+    # ties by cid in the first key's direction
+    assert await _select(store, (ConvOrder("c", True),)) == ["c4", "c5", "c3", "c2", "c1"]
+    assert await _select(store, (ConvOrder("c"),)) == ["c1", "c2", "c3", "c5", "c4"]
+    page = await store.select_conversations(ConvFilter(), (ConvOrder("createdAt"),), 2, 1)
+    assert [c.cid for c in page] == ["c2", "c3"]
+    assert page[0].attrs == {"name": "two", "n": 2, "o": {"k": 1}}
+    with pytest.raises(ValueError, match="negative"):
+        await store.select_conversations(ConvFilter(), (), -1, 0)
+
+
+async def test_select_conversations_follows_saved_members(store: Store) -> None:
+    await _five(store)
+    conv = await store.get_conversation("c2")
+    assert conv is not None
+    conv.members = ["dave"]
+    await store.save_conversation(conv)
+    assert await _select(store, members_all=("dave",)) == ["c2"]
+    assert await _select(store, members_any=("bob",)) == ["c1"]

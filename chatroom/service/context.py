@@ -17,6 +17,7 @@ import trio
 
 from chatroom.committer import Committer
 from chatroom.config import Config
+from chatroom.convlog import ConvEventLog
 from chatroom.filter import WordFilter
 from chatroom.ids import MessageClock, ObjectIds, wall_ms
 from chatroom.outbox import Priority, ShedTotals
@@ -29,6 +30,7 @@ from chatroom.ratelimit import RoomBudget
 from chatroom.receipts import ReceiptBook
 from chatroom.recent import Dedupe, RoomBuffers
 from chatroom.session import Outlet, Session
+from chatroom.signature import Verifier
 from chatroom.store.base import Conversation, ConvType, Store
 
 
@@ -131,6 +133,9 @@ class Context:
     clock: MessageClock = field(default_factory=MessageClock)
     object_ids: ObjectIds = field(default_factory=ObjectIds)
     tickets: dict[str, SessionTicket] = field(default_factory=dict)
+    # Made on first use from ``config`` (conv_events.log_of, signing.verifier_of).
+    conv_events: ConvEventLog | None = None
+    verifier: Verifier | None = None
     room_budgets: dict[str, RoomBudget] = field(default_factory=dict)
     counters: Counters = field(default_factory=Counters)
     conversations: ConversationCache = field(init=False)

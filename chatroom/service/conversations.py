@@ -7,7 +7,6 @@ them, the reply comes first, and chatrooms send no member events at all.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterable
 
 import orjson
@@ -17,10 +16,11 @@ from chatroom.ids import iso, wall_ms
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Prepared
 from chatroom.protocol.errors import ChatError, ErrorCode
-from chatroom.query import Doc, bad_query, matches, sort_docs
+from chatroom.service import signing
 from chatroom.service.context import SENT, Context, Link, require_session, valid_client_id
+from chatroom.service.conv_events import push
 from chatroom.session import Session
-from chatroom.store.base import JSON, Conversation, ConvType, Message
+from chatroom.store.base import JSON, Conversation, ConvType
 
 # Keys a client cannot set: the server owns them.
 _SYSTEM_KEYS = frozenset(
@@ -48,9 +48,6 @@ _SYSTEM_KEYS = frozenset(
     }
 )
 _MAX_TEMP_TTL = 30 * 86400
-_DEFAULT_TEMP_TTL = 86400
-FLAG_COMPACT = 1
-FLAG_LAST_MESSAGE = 2
 
 
 def _attrs(payload: pb.JsonObjectMessage, present: bool) -> dict[str, JSON]:
@@ -65,6 +62,11 @@ def _attrs(payload: pb.JsonObjectMessage, present: bool) -> dict[str, JSON]:
     for key in value:
         if key.split(".", 1)[0] in _SYSTEM_KEYS:
             raise ChatError(ErrorCode.CONVERSATION_UPDATE_FAILED, f"{key!r} cannot be set")
+        if not key or any(not part for part in key.split(".")):
+            raise ChatError(ErrorCode.CONVERSATION_UPDATE_FAILED, f"bad attribute key {key!r}")
+    # Names are strings (or null): queries on ``name`` rely on it (conversations_name).
+    if not isinstance(value.get("name", ""), (str, type(None))):
+        raise ChatError(ErrorCode.CONVERSATION_UPDATE_FAILED, "name must be a string")
     return value
 
 
@@ -91,6 +93,7 @@ async def start(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericC
     session = require_session(link, cmd)
     body = cmd.convMessage
     members = _check_members(ctx, [*body.m, session.peer_id])
+    signing.check_start(ctx, session.peer_id, members, body)
     attrs = _attrs(body.attr, body.HasField("attr"))
     now = wall_ms()
     reply = pb.GenericCommand(cmd=pb.conv, op=pb.started)
@@ -122,7 +125,7 @@ async def start(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericC
         unique_id=("u" + ctx.object_ids.next()) if unique else None,
     )
     if temporary:
-        ttl = body.tempConvTTL if body.tempConvTTL > 0 else _DEFAULT_TEMP_TTL
+        ttl = body.tempConvTTL if body.tempConvTTL > 0 else ctx.config.temp_conv_ttl
         ttl = min(ttl, _MAX_TEMP_TTL)
         conv.expire_at = now + ttl * 1000
         reply.convMessage.tempConvTTL = ttl
@@ -133,9 +136,9 @@ async def start(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericC
     if conv.unique_id:
         reply.convMessage.uniqueId = conv.unique_id
     link.send(_finish(reply, cmd))
-    sessions = list(ctx.presence.sessions_of_all(members))
-    ctx.deliver(_event(pb.joined, conv.cid, session.peer_id, now), sessions)
-    ctx.deliver(_event(pb.members_joined, conv.cid, session.peer_id, now, members), sessions)
+    push(ctx, _event(pb.joined, conv.cid, session.peer_id, now), now, members)
+    event = _event(pb.members_joined, conv.cid, session.peer_id, now, members)
+    push(ctx, event, now, members)
     return SENT
 
 
@@ -179,9 +182,12 @@ async def add(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCom
     targets = _check_members(ctx, cmd.convMessage.m)
     if not targets:
         raise ChatError(ErrorCode.CONVERSATION_API_FAILED, "m is empty")
+    signing.check_members(ctx, actor, conv.cid, targets, cmd.convMessage, kick=False)
     reply = pb.GenericCommand(cmd=pb.conv, op=pb.added)
     if conv.kind is ConvType.TRANSIENT:
         return _join_chatroom(ctx, session, conv, targets, reply)
+    if conv.kind is ConvType.SYSTEM:
+        return await _subscribe(ctx, actor, conv, targets, reply, subscribe=True)
     if actor not in conv.members and targets != [actor]:
         raise ChatError(ErrorCode.CONVERSATION_UPDATE_REJECTED, "only members can add others")
     new = [t for t in targets if t not in conv.members]
@@ -201,10 +207,33 @@ async def add(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCom
 
 
 def _members_joined(ctx: Context, conv: Conversation, actor: str, new: list[str], now: int) -> None:
-    joined = _event(pb.joined, conv.cid, actor, now)
-    ctx.deliver(joined, ctx.presence.sessions_of_all(new))
-    event = _event(pb.members_joined, conv.cid, actor, now, new)
-    ctx.deliver(event, ctx.presence.sessions_of_all(conv.members))
+    push(ctx, _event(pb.joined, conv.cid, actor, now), now, new)
+    push(ctx, _event(pb.members_joined, conv.cid, actor, now, new), now, conv.members)
+
+
+async def _subscribe(
+    ctx: Context,
+    actor: str,
+    conv: Conversation,
+    targets: list[str],
+    reply: pb.GenericCommand,
+    subscribe: bool,
+) -> pb.GenericCommand:
+    """System conversations: a client subscribes (``add``) or unsubscribes (``remove``)
+    itself only; no member limit, and no member events (subscribers have no member
+    list to keep in sync)."""
+    others = [t for t in targets if t != actor]
+    if actor in targets and (actor in conv.members) != subscribe:
+        if subscribe:
+            conv.members = sorted([*conv.members, actor])
+        else:
+            conv.members = [m for m in conv.members if m != actor]
+        await ctx.conversations.save(conv)
+    else:
+        await trio.lowlevel.checkpoint()  # every handler is one (flake8-async)
+    allowed = [actor] if actor in targets else []
+    _outcome(reply, allowed, {ErrorCode.CONVERSATION_NOT_ALLOWED: others})
+    return reply
 
 
 def _join_chatroom(
@@ -227,7 +256,10 @@ async def remove(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.Generic
     targets = _check_members(ctx, cmd.convMessage.m)
     if not targets:
         raise ChatError(ErrorCode.CONVERSATION_API_FAILED, "m is empty")
+    signing.check_members(ctx, actor, conv.cid, targets, cmd.convMessage, kick=True)
     reply = pb.GenericCommand(cmd=pb.conv, op=pb.removed)
+    if conv.kind is ConvType.SYSTEM:
+        return await _subscribe(ctx, actor, conv, targets, reply, subscribe=False)
     if conv.kind is ConvType.TRANSIENT:
         for target in targets:
             for s in list(ctx.presence.sessions_of(target)):
@@ -248,11 +280,9 @@ async def remove(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.Generic
     if not gone:
         return reply
     link.send(_finish(reply, cmd))
-    left = _event(pb.left, conv.cid, actor, now)
-    ctx.deliver(left, ctx.presence.sessions_of_all(gone))
+    push(ctx, _event(pb.left, conv.cid, actor, now), now, gone)
     stayed = [m for m in before if m not in gone]
-    event = _event(pb.members_left, conv.cid, actor, now, gone)
-    ctx.deliver(event, ctx.presence.sessions_of_all(stayed))
+    push(ctx, _event(pb.members_left, conv.cid, actor, now, gone), now, stayed)
     return SENT
 
 
@@ -289,6 +319,8 @@ def _set_path(attrs: dict[str, JSON], path: str, value: JSON) -> None:
 async def update(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCommand:
     session = require_session(link, cmd)
     conv = await ctx.conversation(cmd.convMessage.cid)
+    if conv.kind is ConvType.SYSTEM:
+        raise ChatError(ErrorCode.CONVERSATION_NOT_ALLOWED, "only the operator changes it")
     if conv.kind is not ConvType.TRANSIENT and session.peer_id not in conv.members:
         raise ChatError(ErrorCode.CONVERSATION_UPDATE_REJECTED, "only members can update")
     changes = _attrs(cmd.convMessage.attr, cmd.convMessage.HasField("attr"))
@@ -301,14 +333,17 @@ async def update(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.Generic
     reply = pb.GenericCommand(cmd=pb.conv, op=pb.updated)
     reply.convMessage.udate = iso(now)
     reply.convMessage.attrModified.data = modified
-    push = pb.GenericCommand(cmd=pb.conv, op=pb.updated, serverTs=now)
-    push.convMessage.cid = conv.cid
-    push.convMessage.initBy = session.peer_id
-    push.convMessage.udate = iso(now)
-    push.convMessage.attr.data = modified
-    push.convMessage.attrModified.data = modified
+    event = pb.GenericCommand(cmd=pb.conv, op=pb.updated, serverTs=now)
+    event.convMessage.cid = conv.cid
+    event.convMessage.initBy = session.peer_id
+    event.convMessage.udate = iso(now)
+    event.convMessage.attr.data = modified
+    event.convMessage.attrModified.data = modified
     link.send(_finish(reply, cmd))
-    ctx.deliver(Prepared(push), ctx.member_sessions(conv), skip=session)
+    if conv.kind is ConvType.TRANSIENT:
+        ctx.deliver(Prepared(event), ctx.member_sessions(conv), skip=session)
+    else:
+        push(ctx, Prepared(event), now, conv.members, skip=session)
     return SENT
 
 
@@ -325,92 +360,4 @@ async def mute(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCo
     await ctx.conversations.save(conv)
     reply = pb.GenericCommand(cmd=pb.conv, op=pb.updated)
     reply.convMessage.udate = iso(now)
-    return reply
-
-
-# ---------------------------------------------------------------------------
-# queries
-
-
-def conversation_doc(conv: Conversation, now: int, flag: int, last: Message | None) -> Doc:
-    """The JSON object the SDK expects for one conversation (protocol.md 3.4)."""
-    doc: Doc = dict(conv.attrs)
-    doc.update(
-        objectId=conv.cid,
-        c=conv.creator,
-        tr=conv.kind is ConvType.TRANSIENT,
-        sys=conv.kind is ConvType.SYSTEM,
-        mu=list(conv.muted),
-        unique=conv.unique,
-        createdAt=iso(conv.created_at),
-        updatedAt=iso(conv.updated_at),
-        conv_type=int(conv.kind),
-    )
-    if conv.kind is not ConvType.TRANSIENT and not flag & FLAG_COMPACT:
-        doc["m"] = list(conv.members)
-    if conv.unique_id:
-        doc["uniqueId"] = conv.unique_id
-    if conv.last_message_at is not None:
-        doc["lm"] = {"__type": "Date", "iso": iso(conv.last_message_at)}
-    if conv.expire_at is not None:
-        doc["ttl"] = max(0, (conv.expire_at - now) // 1000)
-        doc["tempConv"] = True
-    if flag & FLAG_LAST_MESSAGE and last is not None:
-        doc.update(
-            msg=last.data if last.binary is None else _b64(last.binary),
-            msg_from=last.from_peer,
-            msg_mid=last.mid,
-            msg_timestamp=last.timestamp,
-            patch_timestamp=last.patch_timestamp,
-            bin=last.binary is not None,
-        )
-    return doc
-
-
-def _b64(raw: bytes) -> str:
-    return base64.b64encode(raw).decode()
-
-
-def _ids_in(where: dict[str, object]) -> list[str] | None:
-    """Conversation ids that ``where`` names directly, or None."""
-    target = where.get("objectId")
-    if isinstance(target, str):
-        return [target]
-    if isinstance(target, dict) and isinstance(target.get("$in"), list):
-        return [t for t in target["$in"] if isinstance(t, str)]
-    return None
-
-
-async def query(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCommand:
-    session = require_session(link, cmd)
-    body = cmd.convMessage
-    where: dict[str, object] = {}
-    if body.HasField("where"):
-        try:
-            parsed = orjson.loads(body.where.data)
-        except orjson.JSONDecodeError:
-            raise bad_query("not JSON") from None
-        if not isinstance(parsed, dict):
-            raise bad_query("a condition is a JSON object")
-        where = parsed
-    limit = body.limit if body.HasField("limit") and body.limit > 0 else 10
-    limit = min(limit, 1000)
-    skip = max(body.skip, 0)
-    ids = list(body.tempConvIds) or _ids_in(where)
-    await trio.lowlevel.checkpoint()
-    if ids is not None:
-        candidates = [c for c in [await ctx.conversations.get(i) for i in ids[:1000]] if c]
-    else:
-        candidates = await ctx.store.conversations_of(session.peer_id, 1000, 0)
-    now = wall_ms()
-    docs: list[Doc] = []
-    for conv in candidates:
-        cached = ctx.conversations.peek(conv.cid) or conv
-        last = await ctx.store.last_message(conv.cid) if body.flag & FLAG_LAST_MESSAGE else None
-        doc = conversation_doc(cached, now, body.flag, last)
-        if matches(doc, where):
-            docs.append(doc)
-    docs = sort_docs(docs, body.sort or "-lm,-createdAt")[skip : skip + limit]
-    reply = pb.GenericCommand(cmd=pb.conv, op=pb.results)
-    reply.convMessage.results.data = orjson.dumps(docs).decode()
     return reply

@@ -5,6 +5,8 @@ from __future__ import annotations
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.errors import ChatError, ErrorCode
 from chatroom.service import (
+    conv_events,
+    conv_query,
     conversations,
     history,
     messages,
@@ -22,7 +24,7 @@ SYNC_HANDLERS: dict[tuple[int, int | None], SyncHandler] = {
     (pb.echo, None): session.echo,
 }
 HANDLERS: dict[tuple[int, int | None], Handler] = {
-    (pb.session, pb.open): session.open_and_sync,
+    (pb.session, pb.open): conv_events.replaying(session.open_and_sync),
     (pb.ack, None): receipts.client_ack,
     (pb.read, None): receipts.read,
     (pb.conv, pb.max_read): receipts.max_read,
@@ -30,7 +32,7 @@ HANDLERS: dict[tuple[int, int | None], Handler] = {
     (pb.conv, pb.start): conversations.start,
     (pb.conv, pb.add): conversations.add,
     (pb.conv, pb.remove): conversations.remove,
-    (pb.conv, pb.query): conversations.query,
+    (pb.conv, pb.query): conv_query.query,
     (pb.conv, pb.count): conversations.count,
     (pb.conv, pb.update): conversations.update,
     (pb.conv, pb.mute): conversations.mute,

@@ -127,6 +127,9 @@ async def _target(ctx: Context, session: Session, cid: str) -> Conversation:
         raise ChatError(ErrorCode.INVALID_MESSAGING_TARGET, "no such conversation")
     if conv.expire_at is not None and conv.expire_at <= wall_ms():
         raise ChatError(ErrorCode.TEMPORARY_CONVERSATION_EXPIRED)
+    if conv.kind is ConvType.SYSTEM:
+        # Subscribers read; only the operator writes (POST /admin/.../messages).
+        raise ChatError(ErrorCode.CONVERSATION_READ_ONLY, "system conversations are read-only")
     if conv.kind is ConvType.TRANSIENT:
         if session.room != cid:
             raise ChatError(ErrorCode.INVALID_MESSAGING_TARGET, "join the chatroom first")

@@ -157,6 +157,54 @@ class HistoryQuery:
     lctype: int | None = None
 
 
+# Conversation fields a ``ConvOrder`` may name besides attribute paths, and what they
+# mean: the ``Conversation`` attribute each sorts by ("activity" is the last message
+# time, else the creation time: the default order of a conversation list).
+ORDER_FIELDS = ("activity", "lm", "createdAt", "updatedAt", "objectId", "c")
+RANGE_FIELDS = ("lm", "createdAt", "updatedAt")
+
+
+@dataclass(frozen=True, slots=True)
+class ConvFilter:
+    """The indexable part of a conversation query (``Store.select_conversations``).
+
+    A conversation passes when it meets every condition given. The caller evaluates
+    the full ``where`` afterwards, so a store may return a superset but never drop a
+    conversation that meets these conditions:
+
+    - ``cids``: its id is one of these;
+    - ``members_all`` / ``members_any``: ``members`` holds all / at least one of these;
+    - ``kinds``: its type is one of these;
+    - ``creator``: ``creator`` equals it;
+    - ``ranges``: ``(field, op, ms)`` with field in ``RANGE_FIELDS`` and op one of
+      ``< <= > >=``; a missing ``last_message_at`` fails every range;
+    - ``attr_equals``: ``(path, value)``: the attribute at the dotted path equals the
+      value, or holds an array or an object there (which the caller then decides on);
+    - ``alive_at``: temporary conversations that have expired by then are left out;
+    - ``any_of``: it passes at least one of these filters (a ``$or``).
+    """
+
+    cids: tuple[str, ...] | None = None
+    members_all: tuple[str, ...] = ()
+    members_any: tuple[str, ...] | None = None
+    kinds: frozenset[ConvType] | None = None
+    creator: str | None = None
+    ranges: tuple[tuple[str, str, int], ...] = ()
+    attr_equals: tuple[tuple[str, str | int | float], ...] = ()
+    alive_at: int | None = None
+    any_of: tuple[ConvFilter, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ConvOrder:
+    """One sort key: a name of ``ORDER_FIELDS`` or a dotted attribute path. Missing
+    values sort last in both directions; ties are broken by ``cid``, in the direction
+    of the first key (ascending when there is none)."""
+
+    field: str
+    descending: bool = False
+
+
 class Store(Protocol):
     """What the server needs from persistent storage."""
 
@@ -184,6 +232,13 @@ class Store(Protocol):
     async def conversations_of(self, member: str, limit: int, skip: int) -> list[Conversation]:
         """Conversations that have ``member`` in ``members``, most recently active
         first (``last_message_at`` or else ``created_at``, descending)."""
+
+    async def select_conversations(
+        self, where: ConvFilter, order: Sequence[ConvOrder], limit: int, skip: int
+    ) -> list[Conversation]:
+        """Conversations passing ``where`` (see ``ConvFilter``), sorted by ``order``
+        then ``cid``, the ``skip``-th to the ``skip + limit``-th. Attribute paths compare
+        as JSON values: numbers before strings; booleans as numbers."""
 
     # messages
 

@@ -5,11 +5,21 @@ Everything here is pure: no I/O, no trio.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import orjson
 
-from .base import JSON, Bound, Conversation, ConvType, Direction, HistoryQuery, IntegrityError
+from .base import (
+    JSON,
+    Bound,
+    Conversation,
+    ConvFilter,
+    ConvOrder,
+    ConvType,
+    Direction,
+    HistoryQuery,
+    IntegrityError,
+)
 
 # SQLite stores integers as signed 64-bit; the memory store refuses what SQLite would.
 INT64_MIN = -(2**63)
@@ -72,3 +82,98 @@ def _newer(a: Bound, b: Bound) -> bool:
     if a.timestamp != b.timestamp:
         return a.timestamp > b.timestamp
     return a.mid is not None and b.mid is not None and a.mid > b.mid
+
+
+def json_path(path: str) -> str | None:
+    """The SQLite JSON path of a dotted attribute path (``a.b`` -> ``$."a"."b"``), or
+    None for a path SQLite cannot address safely (an empty part, a quote)."""
+    parts = path.split(".")
+    if any(not part or '"' in part or "\\" in part for part in parts):
+        return None
+    return "$" + "".join(f'."{part}"' for part in parts)
+
+
+_ABSENT = object()
+
+
+def attr_at(attrs: JSON, path: str) -> object:
+    """The value at a dotted path of ``attrs``, or ``_ABSENT``."""
+    value: object = attrs
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return _ABSENT
+        value = value[part]
+    return value
+
+
+def passes(conv: Conversation, where: ConvFilter) -> bool:
+    """Whether ``conv`` meets ``where`` (``ConvFilter``), as ``SqliteStore`` decides."""
+    if where.cids is not None and conv.cid not in where.cids:
+        return False
+    if any(m not in conv.members for m in where.members_all):
+        return False
+    if where.members_any is not None and not set(where.members_any) & set(conv.members):
+        return False
+    if where.kinds is not None and conv.kind not in where.kinds:
+        return False
+    if where.creator is not None and conv.creator != where.creator:
+        return False
+    expired = conv.expire_at is not None and where.alive_at is not None
+    if expired and conv.expire_at <= where.alive_at:  # type: ignore[operator]
+        return False
+    for name, op, ms in where.ranges:
+        value = range_value(conv, name)
+        if value is None or not _RANGE_OPS[op](value, ms):
+            return False
+    for path, expected in where.attr_equals:
+        found = attr_at(conv.attrs, path)
+        if not isinstance(found, (list, dict)) and (found is _ABSENT or found != expected):
+            return False
+    return not where.any_of or any(passes(conv, branch) for branch in where.any_of)
+
+
+def range_value(conv: Conversation, name: str) -> int | None:
+    """The time a ``RANGE_FIELDS`` name refers to."""
+    if name == "lm":
+        return conv.last_message_at
+    return conv.created_at if name == "createdAt" else conv.updated_at
+
+
+_RANGE_OPS = {
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+}
+
+
+def order_value(conv: Conversation, field: str) -> tuple[int, object] | None:
+    """A sort key for one ``ConvOrder`` field, comparable across conversations as
+    SQLite compares the column or ``json_extract`` value; None when missing."""
+    fixed: dict[str, object] = {
+        "activity": activity(conv),
+        "lm": conv.last_message_at,
+        "createdAt": conv.created_at,
+        "updatedAt": conv.updated_at,
+        "objectId": conv.cid,
+        "c": conv.creator,
+    }
+    value = fixed[field] if field in fixed else attr_at(conv.attrs, field)
+    if value is None or value is _ABSENT:
+        return None
+    if isinstance(value, (bool, int, float)):
+        return (0, value)
+    if isinstance(value, str):
+        return (1, value)
+    return (1, orjson.dumps(value).decode())
+
+
+def sort_conversations(convs: list[Conversation], order: Sequence[ConvOrder]) -> None:
+    """Sort in place by ``order``, missing values last in either direction; ties by
+    ``cid`` in the direction of the first key."""
+    convs.sort(key=lambda c: c.cid, reverse=bool(order) and order[0].descending)
+    for key in reversed(order):
+        present = [(order_value(c, key.field), c) for c in convs]
+        have = [(v, c) for v, c in present if v is not None]
+        have.sort(key=lambda vc: vc[0], reverse=key.descending)
+        convs[:] = [c for _, c in have] + [c for v, c in present if v is None]

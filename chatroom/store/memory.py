@@ -20,6 +20,8 @@ import trio
 
 from .base import (
     Conversation,
+    ConvFilter,
+    ConvOrder,
     ConvType,
     Direction,
     HistoryQuery,
@@ -36,6 +38,8 @@ from .common import (
     history_interval,
     is_unique_normal,
     members_key,
+    passes,
+    sort_conversations,
 )
 
 
@@ -118,6 +122,23 @@ class MemoryStore:
         convs = [self._convs[cid] for cid in self._of_member.get(member, ())]
         convs.sort(key=lambda c: (-activity(c), c.cid))
         return [_copy_out(c) for c in convs[skip : skip + limit]]
+
+    async def select_conversations(
+        self, where: ConvFilter, order: Sequence[ConvOrder], limit: int, skip: int
+    ) -> list[Conversation]:
+        """Conversations passing ``where``, sorted, one page (``Store`` has the rules)."""
+        await trio.lowlevel.checkpoint()
+        if limit < 0 or skip < 0:
+            raise ValueError("limit and skip must not be negative")
+        if where.cids is not None:
+            pool = [self._convs[c] for c in dict.fromkeys(where.cids) if c in self._convs]
+        elif where.members_all:
+            pool = [self._convs[c] for c in self._of_member.get(where.members_all[0], ())]
+        else:
+            pool = list(self._convs.values())
+        found = [c for c in pool if passes(c, where)]
+        sort_conversations(found, order)
+        return [_copy_out(c) for c in found[skip : skip + limit]]
 
     def _index(self, conv: Conversation) -> None:
         for member in conv.members:

@@ -31,6 +31,8 @@ from . import sqlite_marks as marks_table
 from .base import (
     Bound,
     Conversation,
+    ConvFilter,
+    ConvOrder,
     ConvType,
     Direction,
     HistoryQuery,
@@ -47,6 +49,7 @@ from .common import (
     dump_json,
     history_interval,
     is_unique_normal,
+    json_path,
     members_key,
 )
 from .sqlite_schema import SCHEMA_VERSION, migrate
@@ -246,6 +249,20 @@ class SqliteStore:
         if limit < 0 or skip < 0:
             raise ValueError("limit and skip must not be negative")
         rows = await self._query(_CONVS_OF, (member, limit, skip))
+        return [_conversation(row) for row in rows]
+
+    async def select_conversations(
+        self, where: ConvFilter, order: Sequence[ConvOrder], limit: int, skip: int
+    ) -> list[Conversation]:
+        """One SELECT: membership through ``conversation_members``, the rest through
+        the conversation indexes (see ``_select_sql``)."""
+        if limit < 0 or skip < 0:
+            raise ValueError("limit and skip must not be negative")
+        if where.cids is not None and not where.cids:
+            await trio.lowlevel.checkpoint()
+            return []
+        sql, args = _select_sql(where, order)
+        rows = await self._query(sql, [*args, limit, skip])
         return [_conversation(row) for row in rows]
 
     # messages
@@ -552,3 +569,108 @@ def _history_sql(
     return (
         f"{_MSG_SELECT} WHERE {' AND '.join(where)} ORDER BY timestamp {order}, mid {order} LIMIT ?"
     )
+
+
+# Columns for ConvFilter ranges and ConvOrder fields. "activity" is the expression of the
+# conversations_activity index, written the same way so that the planner uses it.
+_ORDER_SQL = {
+    "activity": "coalesce(c.last_message_at, c.created_at)",
+    "lm": "c.last_message_at",
+    "createdAt": "c.created_at",
+    "updatedAt": "c.updated_at",
+    "objectId": "c.cid",
+    "c": "c.creator",
+}
+_NOT_NULL = frozenset({"activity", "createdAt", "updatedAt", "objectId", "c"})
+_NAME_SQL = "json_extract(c.attrs, '$.name')"  # as conversations_name writes it
+_IN_MEMBER = "c.cid IN (SELECT cid FROM conversation_members WHERE member = ?)"
+
+
+def _select_sql(where: ConvFilter, order: Sequence[ConvOrder]) -> tuple[str, list[object]]:
+    """The SELECT for ``select_conversations`` (its LIMIT and OFFSET parameters last).
+
+    The first required member drives the query from ``conversation_members`` (one range
+    of its primary key); names go through the ``conversations_name`` expression index;
+    other attribute equalities are checked on the rows the indexes leave.
+    """
+    source = "conversations AS c"
+    args: list[object] = []
+    members = list(where.members_all)
+    drive = []
+    if members:
+        source = "conversation_members AS m0 JOIN conversations AS c ON c.cid = m0.cid"
+        drive.append("m0.member = ?")
+        args.append(members.pop(0))
+    clauses = drive + _filter_clauses(where, members, args)
+    terms: list[str] = []
+    for key in order:
+        expr = _ORDER_SQL.get(key.field)
+        if key.field == "name":
+            expr = _NAME_SQL  # the conversations_name index
+        elif expr is None:
+            expr = "json_extract(c.attrs, ?)"
+            args.append(json_path(key.field) or '$.""')
+        direction = "DESC" if key.descending else "ASC"
+        # NOT NULL columns need no NULLS LAST, which would keep their index out.
+        nulls = "" if key.field in _NOT_NULL else " NULLS LAST"
+        terms.append(f"{expr} {direction}{nulls}")
+    # Ties go by cid in the first key's direction, so that one index scan (forwards or
+    # backwards) yields the whole order.
+    terms.append("c.cid DESC" if order and order[0].descending else "c.cid")
+    sql = f"{_CONV_SELECT_C} FROM {source}"
+    if clauses:
+        sql += " WHERE " + " AND ".join(clauses)
+    return sql + f" ORDER BY {', '.join(terms)} LIMIT ? OFFSET ?", args
+
+
+def _filter_clauses(where: ConvFilter, members: list[str], args: list[object]) -> list[str]:
+    """The AND-ed SQL conditions of ``where`` (``members``: the required members not
+    already joined), their parameters appended to ``args``."""
+    clauses: list[str] = []
+    for member in members:
+        clauses.append(_IN_MEMBER)
+        args.append(member)
+    if where.cids is not None:
+        clauses.append(f"c.cid IN ({', '.join('?' * len(where.cids))})")
+        args += where.cids
+    if where.members_any is not None:
+        marks = ", ".join("?" * len(where.members_any))
+        clauses.append(f"c.cid IN (SELECT cid FROM conversation_members WHERE member IN ({marks}))")
+        args += where.members_any
+    if where.kinds is not None:
+        clauses.append(f"c.kind IN ({', '.join('?' * len(where.kinds))})")
+        args += sorted(int(k) for k in where.kinds)
+    if where.creator is not None:
+        clauses.append("c.creator = ?")
+        args.append(where.creator)
+    for name, op, ms in where.ranges:
+        clauses.append(f"{_ORDER_SQL[name]} {op} ?")
+        args.append(ms)
+    for path, value in where.attr_equals:
+        _attr_clause(path, value, clauses, args)
+    if where.alive_at is not None:
+        clauses.append("(c.expire_at IS NULL OR c.expire_at > ?)")
+        args.append(where.alive_at)
+    if where.any_of:
+        branches = []
+        for branch in where.any_of:
+            inner = _filter_clauses(branch, list(branch.members_all), args)
+            branches.append("(" + (" AND ".join(inner) or "1") + ")")
+        clauses.append("(" + " OR ".join(branches) + ")")
+    return clauses
+
+
+_CONV_SELECT_C = f"SELECT {', '.join('c.' + c for c in _CONV_COLUMNS)}"
+
+
+def _attr_clause(path: str, value: object, clauses: list[str], args: list[object]) -> None:
+    if path == "name" and isinstance(value, str):
+        # Names are always strings (the service refuses others): the index alone decides.
+        clauses.append(f"{_NAME_SQL} = ?")
+        args.append(value)
+        return
+    jpath = json_path(path)
+    if jpath is None:
+        return  # the caller's matcher decides
+    clauses.append("(json_extract(c.attrs, ?) = ? OR json_type(c.attrs, ?) IN ('array', 'object'))")
+    args += [jpath, value, jpath]

@@ -1,0 +1,75 @@
+"""Missed conversation events, pushed again after an automatic re-login.
+
+The JS SDK 4.3.1 recovers ``joined``/``left``/``members_joined``/``members_left``/
+``updated`` missed while offline only through an HTTPS REST call; protocol.md section 6
+item 9 (option 2) has the server push them over the WebSocket right after ``opened``
+instead, which the SDK handles like live pushes. Events are not stored otherwise
+(features.md F12, F16): this is a bounded, in-memory log of recent ones per client.
+
+Which events a re-login gets: those recorded after the client's ``lastPatchTime`` (the
+SDK sends its previous ``opened.serverTs`` or a newer patch time), except those already
+delivered to the session being resumed (the ``st`` it sends). A re-login without ``st``
+can therefore see again an event it received live after its previous login.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterable
+
+import trio
+
+from chatroom.convlog import ConvEventLog
+from chatroom.protocol import messages_pb2 as pb
+from chatroom.protocol.codec import Prepared
+from chatroom.service.context import SENT, Context, Handler, Link, SyncHandler
+from chatroom.session import Session
+
+
+def log_of(ctx: Context) -> ConvEventLog:
+    """The context's event log, made on first use from its configuration."""
+    if ctx.conv_events is None:
+        ctx.conv_events = ConvEventLog(ctx.config.conv_event_log, ctx.config.conv_event_clients)
+    return ctx.conv_events
+
+
+def push(
+    ctx: Context,
+    prepared: Prepared,
+    server_ts: int,
+    peers: Iterable[str],
+    skip: Session | None = None,
+) -> None:
+    """Deliver a conversation event to the peers' online sessions (except ``skip``, the
+    one that caused it) and log it for their sessions that are offline now."""
+    peers = list(peers)
+    sessions = [s for s in ctx.presence.sessions_of_all(peers) if s is not skip]
+    ctx.deliver(prepared, sessions)
+    known = sessions if skip is None else [*sessions, skip]
+    log_of(ctx).record(peers, server_ts, prepared, [s.token for s in known])
+
+
+def replaying(inner: SyncHandler | Handler) -> Handler:
+    """The ``session/open`` handler ``inner``, followed for an automatic re-login
+    (``r``) by the conversation events the client missed."""
+
+    async def handler(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCommand:
+        msg = cmd.sessionMessage
+        old_token = msg.st if msg.HasField("st") and msg.st else None
+        result = inner(ctx, link, cmd)
+        reply = await result if inspect.isawaitable(result) else result
+        await trio.lowlevel.checkpoint()
+        session = link.session_for(cmd.peerId)
+        if not msg.r or session is None:
+            return reply or SENT
+        missed = log_of(ctx).missed(cmd.peerId, msg.lastPatchTime, old_token)
+        if reply is not None and reply is not SENT:
+            # opened first: the SDK ignores pushes for a client that is not open yet.
+            if cmd.HasField("i"):
+                reply.i = cmd.i
+            link.send(reply)
+        for prepared in missed:
+            ctx.deliver(prepared, [session])
+        return SENT
+
+    return handler

@@ -1,0 +1,313 @@
+"""Conversation queries: ``conv/query`` (protocol.md 4.7, features.md F17, F23-F25).
+
+A query runs in two steps so that it stays fast however many conversations are stored:
+
+1. ``plan`` turns the indexable part of ``where`` into a ``ConvFilter`` (ids, members,
+   type, creator, time ranges, attribute equalities), which the store answers with its
+   indexes, in the requested order, a batch at a time;
+2. every candidate is then checked against the whole ``where`` by ``chatroom.query``,
+   until a page is full. The filter may let through more than ``where`` accepts, never
+   less, so the result is the same as matching every stored conversation.
+
+A query with no condition returns the caller's own conversations (seed 002's rule), and
+no query returns a temporary conversation that has expired.
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+
+import orjson
+
+from chatroom.ids import iso, wall_ms
+from chatroom.protocol import messages_pb2 as pb
+from chatroom.query import Doc, bad_query, matches, sort_docs, validate
+from chatroom.service.context import Context, Link, require_session
+from chatroom.store.base import (
+    RANGE_FIELDS,
+    Conversation,
+    ConvFilter,
+    ConvOrder,
+    ConvType,
+    Message,
+)
+
+FLAG_COMPACT = 1
+FLAG_LAST_MESSAGE = 2
+DEFAULT_LIMIT = 10
+MAX_LIMIT = 1000
+# Candidates fetched by the first store round trip: twice the page, so that a page is
+# usually one round trip. Each further one fetches twice as many as the one before: a
+# condition the store cannot narrow (a regex, $or) reads the table in about log2(n)
+# round trips, and re-skipping the rows already seen costs at most as much again.
+_FIRST_BATCH = 20
+
+# Keys of a conversation document that are not custom attributes.
+DOC_KEYS = frozenset(
+    {
+        "objectId", "c", "m", "mu", "tr", "sys", "lm", "createdAt", "updatedAt", "unique",
+        "uniqueId", "ttl", "msg", "msg_from", "msg_mid", "msg_timestamp", "patch_timestamp",
+        "bin", "tempConv", "conv_type",
+    }
+)  # fmt: skip
+_ORDER_KEYS = {"lm": "lm", "createdAt": "createdAt", "updatedAt": "updatedAt"}
+_ORDER_KEYS |= {"objectId": "objectId", "c": "c"}
+_RANGES = {"$lt": "<", "$lte": "<=", "$gt": ">", "$gte": ">="}
+# Client ISO texts may differ from ours in precision; ranges are widened by this much
+# in the filter and decided exactly by the matcher.
+_RANGE_SLACK_MS = 1000
+
+
+def conversation_doc(conv: Conversation, now: int) -> Doc:
+    """The JSON object the SDK expects for one conversation (protocol.md 3.4), with
+    every field (``present`` trims it for a reply)."""
+    doc: Doc = dict(conv.attrs)
+    doc.update(
+        objectId=conv.cid,
+        c=conv.creator,
+        tr=conv.kind is ConvType.TRANSIENT,
+        sys=conv.kind is ConvType.SYSTEM,
+        mu=list(conv.muted),
+        unique=conv.unique,
+        createdAt=iso(conv.created_at),
+        updatedAt=iso(conv.updated_at),
+        conv_type=int(conv.kind),
+    )
+    if conv.kind in (ConvType.NORMAL, ConvType.TEMPORARY):
+        # Chatrooms and system conversations have no member list (features.md F17).
+        doc["m"] = list(conv.members)
+    if conv.unique_id:
+        doc["uniqueId"] = conv.unique_id
+    if conv.last_message_at is not None:
+        doc["lm"] = {"__type": "Date", "iso": iso(conv.last_message_at)}
+    if conv.expire_at is not None:
+        doc["ttl"] = max(0, (conv.expire_at - now) // 1000)
+        doc["tempConv"] = True
+    return doc
+
+
+def present(doc: Doc, flag: int, last: Message | None) -> Doc:
+    """``doc`` as a reply carries it: no ``m`` in compact mode, the last message with
+    flag 2 (withLastMessagesRefreshed)."""
+    if flag & FLAG_COMPACT:
+        doc.pop("m", None)
+    if flag & FLAG_LAST_MESSAGE and last is not None:
+        binary = last.binary
+        doc.update(
+            msg=last.data if binary is None else base64.b64encode(binary).decode(),
+            msg_from=last.from_peer,
+            msg_mid=last.mid,
+            msg_timestamp=last.timestamp,
+            bin=binary is not None,
+        )
+        if last.patch_timestamp is not None:
+            doc["patch_timestamp"] = last.patch_timestamp
+    return doc
+
+
+# ---------------------------------------------------------------------------
+# planning
+
+
+class _Plan:
+    """A ``ConvFilter`` being built from the AND-ed conditions of a ``where``."""
+
+    def __init__(self) -> None:
+        self.cids: set[str] | None = None
+        self.members_all: list[str] = []
+        self.members_any: tuple[str, ...] | None = None
+        self.kinds: set[ConvType] | None = None
+        self.creator: str | None = None
+        self.ranges: list[tuple[str, str, int]] = []
+        self.attrs: list[tuple[str, str | int | float]] = []
+        self.any_of: tuple[ConvFilter, ...] = ()
+
+    def ids(self, values: set[str]) -> None:
+        self.cids = values if self.cids is None else self.cids & values
+
+    def kind(self, allowed: set[ConvType]) -> None:
+        self.kinds = allowed if self.kinds is None else self.kinds & allowed
+
+    def build(self, now: int | None) -> ConvFilter:
+        return ConvFilter(
+            cids=None if self.cids is None else tuple(sorted(self.cids)),
+            members_all=tuple(dict.fromkeys(self.members_all)),
+            members_any=self.members_any,
+            kinds=None if self.kinds is None else frozenset(self.kinds),
+            creator=self.creator,
+            ranges=tuple(self.ranges),
+            attr_equals=tuple(self.attrs),
+            alive_at=now,
+            any_of=self.any_of,
+        )
+
+
+def plan(where: dict[str, object], now: int | None) -> ConvFilter:
+    """The indexable part of a validated ``where`` (see the module docstring)."""
+    p = _Plan()
+    _plan_into(p, where)
+    return p.build(now)
+
+
+def _plan_into(p: _Plan, where: dict[str, object]) -> None:
+    for key, cond in where.items():
+        if key == "$and" and isinstance(cond, list):
+            for clause in cond:
+                if isinstance(clause, dict):
+                    _plan_into(p, clause)
+        elif key == "$or" and isinstance(cond, list) and not p.any_of:
+            branches = [plan(c, None) for c in cond if isinstance(c, dict)]
+            # A branch the store cannot narrow would make the union the whole table.
+            if branches and all(b != ConvFilter() for b in branches):
+                p.any_of = tuple(branches)
+        elif not key.startswith("$"):
+            _plan_key(p, key, cond)
+
+
+def _strings(value: object) -> list[str] | None:
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return [str(v) for v in value]
+    return None
+
+
+def _plan_key(p: _Plan, key: str, cond: object) -> None:
+    ops = cond if isinstance(cond, dict) and any(str(k).startswith("$") for k in cond) else None
+    if key == "objectId":
+        if isinstance(cond, str):
+            p.ids({cond})
+        elif ops is not None and (ids := _strings(ops.get("$in"))) is not None:
+            p.ids(set(ids))
+    elif key == "m":
+        if isinstance(cond, str):
+            p.members_all.append(cond)
+        elif ops is not None:
+            p.members_all += _strings(ops.get("$all")) or []
+            if (any_of := _strings(ops.get("$in"))) is not None and p.members_any is None:
+                p.members_any = tuple(any_of)
+    elif key in ("tr", "sys") and isinstance(cond, bool):
+        flagged = ConvType.TRANSIENT if key == "tr" else ConvType.SYSTEM
+        p.kind({flagged} if cond else set(ConvType) - {flagged})
+    elif key == "c" and isinstance(cond, str):
+        p.creator = cond
+    elif key in RANGE_FIELDS and ops is not None:
+        for op, arg in ops.items():
+            ms = _time_ms(arg)
+            if op in _RANGES and ms is not None:
+                slack = _RANGE_SLACK_MS if _RANGES[op].startswith(">") else -_RANGE_SLACK_MS
+                p.ranges.append((key, ">=" if slack > 0 else "<=", ms - slack))
+    elif key.split(".", 1)[0] not in DOC_KEYS and _scalar(cond):
+        p.attrs.append((key, cond))  # type: ignore[arg-type]
+
+
+def _scalar(value: object) -> bool:
+    return isinstance(value, (str, int, float)) and not isinstance(value, bool)
+
+
+def _time_ms(value: object) -> int | None:
+    """Epoch ms of a Date (``{"__type": "Date", "iso": ...}``) or an ISO text."""
+    if isinstance(value, dict) and value.get("__type") == "Date":
+        value = value.get("iso")
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        return None
+    return int(parsed.timestamp() * 1000)
+
+
+def parse_sort(spec: str) -> list[ConvOrder] | None:
+    """The store order for a ``sort`` text (``"name,-createdAt"``), or None when a key
+    can only be sorted in Python (``tr``, ``m`` ...)."""
+    order = []
+    for raw in spec.split(","):
+        key = raw.strip()
+        if not key:
+            continue
+        name = key.lstrip("-+")
+        field = _ORDER_KEYS.get(name)
+        if field is None and name.split(".", 1)[0] in DOC_KEYS:
+            return None
+        order.append(ConvOrder(field or name, key.startswith("-")))
+    return order
+
+
+# ---------------------------------------------------------------------------
+# the command
+
+
+def _where(body: pb.ConvCommand) -> dict[str, object]:
+    if not body.HasField("where"):
+        return {}
+    try:
+        parsed = orjson.loads(body.where.data) if body.where.data else {}
+    except orjson.JSONDecodeError:
+        raise bad_query("not JSON") from None
+    if not isinstance(parsed, dict):
+        raise bad_query("a condition is a JSON object")
+    validate(parsed)
+    return parsed
+
+
+async def query(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCommand:
+    """``conv/query`` -> ``conv/results`` (an empty result is ``"[]"``)."""
+    session = require_session(link, cmd)
+    page = await run_query(ctx, session.peer_id, cmd.convMessage)
+    reply = pb.GenericCommand(cmd=pb.conv, op=pb.results)
+    reply.convMessage.results.data = orjson.dumps(page).decode()
+    return reply
+
+
+async def run_query(ctx: Context, caller: str, body: pb.ConvCommand) -> list[Doc]:
+    """The documents a ``conv/query`` body selects, as the reply carries them."""
+    where = _where(body)
+    limit = body.limit if body.HasField("limit") and body.limit > 0 else DEFAULT_LIMIT
+    limit, skip = min(limit, MAX_LIMIT), max(body.skip, 0)
+    now = wall_ms()
+    if body.tempConvIds:
+        conv_filter = ConvFilter(cids=tuple(body.tempConvIds[:MAX_LIMIT]), alive_at=now)
+    elif not where:
+        conv_filter = ConvFilter(members_all=(caller,), alive_at=now)
+    else:
+        conv_filter = plan(where, now)
+    sort = body.sort if body.HasField("sort") else ""
+    order = parse_sort(sort) if sort else [ConvOrder("activity", descending=True)]
+    docs = await _matching(ctx, conv_filter, where, order, skip + limit, now)
+    if order is None:
+        docs = sort_docs(docs, sort)
+    page = docs[skip : skip + limit]
+    for doc in page:
+        last = None
+        if body.flag & FLAG_LAST_MESSAGE:
+            last = await ctx.store.last_message(str(doc["objectId"]))
+        present(doc, body.flag, last)
+    return page
+
+
+async def _matching(
+    ctx: Context,
+    conv_filter: ConvFilter,
+    where: dict[str, object],
+    order: list[ConvOrder] | None,
+    wanted: int,
+    now: int,
+) -> list[Doc]:
+    """Documents of stored conversations that match ``where``, in ``order``: at least
+    ``wanted`` of them when there are (all of them when ``order`` is None)."""
+    docs: list[Doc] = []
+    offset, batch = 0, max(_FIRST_BATCH, wanted * 2)
+    while True:
+        convs = await ctx.store.select_conversations(conv_filter, order or [], batch, offset)
+        for stored in convs:
+            # The cached copy is the newest (a save may still be on its way to the store).
+            conv = ctx.conversations.peek(stored.cid) or stored
+            doc = conversation_doc(conv, now)
+            if matches(doc, where):
+                docs.append(doc)
+        if len(convs) < batch or (order is not None and len(docs) >= wanted):
+            return docs
+        offset += batch
+        batch *= 2

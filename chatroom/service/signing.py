@@ -1,0 +1,76 @@
+"""Where signatures are checked (chatroom/signature.py has the scheme).
+
+Switched on per kind by the ``signatures`` setting; the signed texts use the configured
+``app_id`` (or, for a login, the ``appId`` the client sent when none is configured).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from chatroom.ids import wall_ms
+from chatroom.protocol import messages_pb2 as pb
+from chatroom.protocol.errors import ChatError, ErrorCode
+from chatroom.service.context import Context
+from chatroom.signature import (
+    ACTIONS,
+    CONVERSATION,
+    LOGIN,
+    Verifier,
+    login_text,
+    members_text,
+    start_text,
+)
+
+
+def verifier_of(ctx: Context) -> Verifier:
+    """The context's verifier (and its nonce memory), made on first use."""
+    if ctx.verifier is None:
+        config = ctx.config
+        ctx.verifier = Verifier(config.master_key, config.signature_window, config.signature_nonces)
+    return ctx.verifier
+
+
+def enabled(ctx: Context, kind: str) -> bool:
+    return kind in {k.strip() for k in ctx.config.signatures.split(",")}
+
+
+def check_login(ctx: Context, cmd: pb.GenericCommand) -> None:
+    """4102 unless the login is signed, or resumes a session with its token (checked
+    by the login itself). The SDK signs fresh logins only: with login signatures on, an
+    automatic re-login whose token is gone must log in afresh."""
+    msg = cmd.sessionMessage
+    if not enabled(ctx, LOGIN) or (msg.HasField("st") and msg.st):
+        return
+    app_id = ctx.config.app_id or cmd.appId
+    text = login_text(app_id, cmd.peerId, msg.t, msg.n)
+    reason = verifier_of(ctx).check([text], msg.s, msg.t, msg.n, wall_ms())
+    if reason is not None:
+        raise ChatError(ErrorCode.SIGNATURE_FAILED, f"login signature: {reason}")
+
+
+def check_start(ctx: Context, actor: str, members: Sequence[str], body: pb.ConvCommand) -> None:
+    """4302 unless ``conv/start`` is signed over the member list (creator included)."""
+    if not enabled(ctx, CONVERSATION):
+        return
+    text = start_text(ctx.config.app_id, actor, members, body.t, body.n)
+    _check(ctx, [text], body)
+
+
+def check_members(
+    ctx: Context, actor: str, cid: str, targets: Sequence[str], body: pb.ConvCommand, kick: bool
+) -> None:
+    """4302 unless ``add`` (``invite``/``add``) or ``remove`` (``kick``/``remove``) is
+    signed over the target ids."""
+    if not enabled(ctx, CONVERSATION):
+        return
+    app_id = ctx.config.app_id
+    actions = ACTIONS["kick" if kick else "invite"]
+    texts = [members_text(app_id, actor, cid, targets, body.t, body.n, a) for a in actions]
+    _check(ctx, texts, body)
+
+
+def _check(ctx: Context, texts: list[str], body: pb.ConvCommand) -> None:
+    reason = verifier_of(ctx).check(texts, body.s, body.t, body.n, wall_ms())
+    if reason is not None:
+        raise ChatError(ErrorCode.CONVERSATION_SIGNATURE_FAILED, f"signature: {reason}")

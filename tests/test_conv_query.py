@@ -1,0 +1,249 @@
+"""Conversation attributes and queries over real WebSockets (chatroom/service/
+conv_query.py, conversations.update): dotted updates, every operator the SDK produces,
+sorting and paging, compact mode, temporary conversations, malformed conditions; and
+the query planner (``plan``) on its own.
+"""
+
+from __future__ import annotations
+
+import pytest
+import trio
+from helpers import Client, Cmd, fail_after, running_server, users
+
+from chatroom.service.conv_query import parse_sort, plan
+from chatroom.store.base import ConvFilter, ConvOrder, ConvType
+
+
+async def query(client: Client, **fields: object) -> list[Cmd]:
+    reply = await client.request({"cmd": "conv", "op": "query", **fields})
+    assert reply.get("op") == "results", reply
+    results = reply["results"]
+    assert isinstance(results, list)
+    return results
+
+
+async def ids(client: Client, **fields: object) -> list[object]:
+    return [d["objectId"] for d in await query(client, **fields)]
+
+
+async def failure(client: Client, cmd: Cmd) -> object:
+    reply = await client.request(cmd)
+    assert reply["cmd"] == "error", reply
+    return reply["code"]
+
+
+async def update(client: Client, cid: str, attr: dict[str, object]) -> Cmd:
+    return await client.request({"cmd": "conv", "op": "update", "cid": cid, "attr": attr})
+
+
+@fail_after()
+async def test_dotted_update_nests_and_is_pushed_with_attr_and_attr_modified() -> None:
+    async with running_server() as running, users(running, "a", "b", "c") as (a, b, c):
+        cid = await a.start(["b"], attr={"name": "g", "color": {"text": "red", "bg": "w"}})
+        await a.take_pushes()
+        await b.take_pushes()
+        reply = await update(a, cid, {"color.text": "blue", "attr.pinned": True, "name": "h"})
+        assert reply["op"] == "updated"
+        assert isinstance(reply["udate"], str)
+        (push,) = await b.take_pushes()
+        assert (push["op"], push["cid"], push["initBy"]) == ("updated", cid, "a")
+        change = {"color.text": "blue", "attr.pinned": True, "name": "h"}
+        assert push["attr"] == change
+        assert push["attrModified"] == change
+        assert await a.take_pushes() == []  # not to the one who changed it
+        assert await c.take_pushes() == []  # nor to non-members
+        (doc,) = await query(c, where={"objectId": cid})
+        assert doc["color"] == {"text": "blue", "bg": "w"}  # merged, not replaced
+        assert doc["attr"] == {"pinned": True}
+        assert doc["name"] == "h"
+        assert doc["updatedAt"] == reply["udate"]
+        # both forms of the key query the same place
+        assert await ids(c, where={"attr.pinned": True}) == [cid]
+        assert await ids(c, where={"color.text": "blue"}) == [cid]
+        await update(a, cid, {"color": {"text": "green"}})  # a top-level key replaces
+        (doc,) = await query(c, where={"objectId": cid})
+        assert doc["color"] == {"text": "green"}
+
+
+@pytest.mark.parametrize(
+    ("attr", "code"),
+    [
+        ({"sys": True}, 4306),
+        ({"m": ["x"]}, 4306),
+        ({"c": "x"}, 4306),
+        ({"lm.x": 1}, 4306),
+        ({"objectId": "x"}, 4306),
+        ({"name": 5}, 4306),
+        ({"a..b": 1}, 4306),
+    ],
+)
+@fail_after()
+async def test_system_keys_cannot_be_set(attr: dict[str, object], code: int) -> None:
+    async with running_server() as running, users(running, "a") as (a,):
+        cid = await a.start(["b"])
+        bad = {"cmd": "conv", "op": "update", "cid": cid, "attr": attr}
+        assert await failure(a, bad) == code
+        start = {"cmd": "conv", "op": "start", "m": ["b"], "attr": attr}
+        assert await failure(a, start) == code
+
+
+@fail_after()
+async def test_non_member_update_is_refused() -> None:
+    async with running_server() as running, users(running, "a", "z") as (a, z):
+        cid = await a.start(["b"])
+        bad = {"cmd": "conv", "op": "update", "cid": cid, "attr": {"name": "x"}}
+        assert await failure(z, bad) == 4309
+        missing = {"cmd": "conv", "op": "update", "cid": "f" * 24, "attr": {"name": "x"}}
+        assert await failure(z, missing) == 4303
+
+
+@fail_after()
+async def test_operators() -> None:
+    async with running_server() as running, users(running, "a") as (a,):
+        one = await a.start(["b"], attr={"name": "Alpha", "age": 10, "tags": ["x", "y"]})
+        two = await a.start(["b", "c"], attr={"name": "beta", "age": 20, "tags": ["y"]})
+        three = await a.start(["c"], attr={"name": "Gamma 教育", "age": 30})
+        q = ids
+        assert await q(a, where={"age": {"$gt": 10, "$lte": 30}}, sort="age") == [two, three]
+        assert await q(a, where={"age": {"$ne": 20}}, sort="age") == [one, three]
+        assert await q(a, where={"age": {"$in": [10, 30]}}, sort="age") == [one, three]
+        assert await q(a, where={"age": {"$nin": [10, 30]}}) == [two]
+        assert await q(a, where={"tags": {"$all": ["x", "y"]}}) == [one]
+        assert await q(a, where={"tags": "y"}, sort="age") == [one, two]
+        assert await q(a, where={"tags": {"$size": 1}}) == [two]
+        assert await q(a, where={"tags": {"$exists": False}}) == [three]
+        assert await q(a, where={"name": {"$regex": "^a", "$options": "i"}}) == [one]
+        assert await q(a, where={"name": {"$regex": "^((?!教育).)*$"}}, sort="age") == [one, two]
+        assert await q(a, where={"name": {"$regex": "\\Qa 教\\E"}}) == [three]
+        assert await q(a, where={"m": {"$size": 2, "$all": ["a", "b"]}}) == [one]  # withMembers
+        assert await q(a, where={"m": {"$all": ["b", "c"]}}) == [two]
+        assert await q(a, where={"m": {"$in": ["c"]}}, sort="age") == [two, three]
+        assert await q(a, where={"m": "c", "age": 30}) == [three]
+        either = {"$or": [{"name": "Alpha"}, {"age": 30}]}
+        assert await q(a, where=either, sort="-age") == [three, one]
+        both = {"$and": [{"age": {"$gte": 20}}, {"tags": {"$exists": True}}]}
+        assert await q(a, where=both) == [two]
+        assert await q(a, where={"c": "a", "tr": False, "sys": False}, sort="age") == [
+            one,
+            two,
+            three,
+        ]
+        assert await q(a, where={"objectId": {"$in": [one, three]}}, sort="-age") == [three, one]
+        since = {"$gte": {"__type": "Date", "iso": "2000-01-01T00:00:00.000Z"}}
+        assert await q(a, where={"createdAt": since}, sort="createdAt") == [one, two, three]
+        assert await q(a, where={"lm": {"$exists": True}}) == []
+
+
+@fail_after()
+async def test_sort_limit_skip_compact_and_default_order() -> None:
+    async with running_server() as running, users(running, "a") as (a,):
+        cids = []
+        for i in range(12):
+            cids.append(await a.start(["b"], attr={"name": f"n{i % 3}", "i": i}))
+        assert len(await ids(a)) == 10  # default limit
+        assert await ids(a, limit=100) == cids[::-1]  # newest first when nothing was said
+        await trio.sleep(0.005)
+        await a.say(cids[0], "hi")
+        assert (await ids(a, limit=1)) == [cids[0]]  # most recently active first
+        by_two = await ids(a, sort="name,-i", limit=4)
+        assert by_two == [cids[9], cids[6], cids[3], cids[0]]
+        assert await ids(a, sort="name,-i", limit=2, skip=2) == [cids[3], cids[0]]
+        compact = await query(a, flag=1, limit=1)
+        assert "m" not in compact[0]
+        assert await ids(a, where={"m": "a"}, flag=1, limit=1) == [cids[0]]  # m still queried
+        last = await query(a, where={"objectId": cids[0]}, flag=2)
+        assert (last[0]["msg"], last[0]["msg_from"], last[0]["bin"]) == ("hi", "a", False)
+        assert isinstance(last[0]["msg_timestamp"], int)
+        assert "msg" not in (await query(a, where={"objectId": cids[0]}))[0]
+        many = await query(a, limit=5000)
+        assert len(many) == 12
+        assert await ids(a, sort="tr,-i", limit=2) == [cids[11], cids[10]]  # sorted in Python
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        {"$foo": 1},
+        {"age": {"$near": 1}},
+        {"name": {"$regex": "("}},
+        {"name": {"$regex": "a", "$options": "q"}},
+        {"m": {"$size": "x"}},
+        {"m": {"$all": "x"}},
+        {"$or": []},
+        {"$and": [1]},
+        {"a": {"$exists": 1}},
+        {"name": {"$options": "i"}},
+    ],
+)
+@fail_after()
+async def test_malformed_where_is_4310_even_with_nothing_to_match(where: object) -> None:
+    async with running_server() as running, users(running, "a") as (a,):
+        assert isinstance(where, dict)
+        cmd = {"cmd": "conv", "op": "query", "where": {"objectId": "none", **where}}
+        assert await failure(a, cmd) == 4310
+
+
+@fail_after()
+async def test_temporary_conversation_expires() -> None:
+    async with running_server() as running, users(running, "a", "b") as (a, b):
+        started = await a.request(
+            {"cmd": "conv", "op": "start", "m": ["b"], "tempConv": True, "tempConvTTL": 1}
+        )
+        cid = started["cid"]
+        assert cid.startswith("_tmp:")
+        assert started["tempConvTTL"] == 1
+        (doc,) = await query(a, tempConvIds=[cid])
+        assert (doc["objectId"], doc["tempConv"]) == (cid, True)
+        assert doc["ttl"] in (0, 1)
+        assert await ids(b) == [cid]
+        await trio.sleep(1.1)
+        assert await query(a, tempConvIds=[cid]) == []
+        assert await ids(b) == []
+        assert await ids(a, where={"objectId": cid}) == []
+        for op in ("count", "update", "add", "remove", "mute"):
+            cmd: Cmd = {"cmd": "conv", "op": op, "cid": cid, "m": ["c"], "attr": {"x": 1}}
+            assert await failure(a, cmd) == 4323, op
+        send = await a.request({"cmd": "direct", "cid": cid, "msg": "late"})
+        assert send.get("code") == 4323 or send.get("cmd") == "error", send
+
+
+# ---------------------------------------------------------------------------
+# the planner (pure)
+
+
+def test_plan_translates_the_indexable_conditions() -> None:
+    where = {
+        "objectId": {"$in": ["x", "y"]},
+        "m": {"$all": ["a", "b"], "$size": 2},
+        "tr": False,
+        "c": "a",
+        "name": "n",
+        "level": 3,
+        "flag": True,  # booleans are left to the matcher
+        "lm": {"$gt": {"__type": "Date", "iso": "2020-01-01T00:00:00.000Z"}},
+        "$and": [{"sys": False}],
+    }
+    got = plan(where, 5)
+    assert got.cids == ("x", "y")
+    assert got.members_all == ("a", "b")
+    assert got.kinds == frozenset({ConvType.NORMAL, ConvType.TEMPORARY})
+    assert got.creator == "a"
+    assert got.attr_equals == (("name", "n"), ("level", 3))
+    assert got.ranges == (("lm", ">=", 1577836800000 - 1000),)
+    assert got.alive_at == 5
+
+
+def test_plan_or_only_when_every_branch_narrows() -> None:
+    narrow = plan({"$or": [{"name": "a"}, {"c": "x"}]}, None)
+    assert narrow.any_of == (ConvFilter(attr_equals=(("name", "a"),)), ConvFilter(creator="x"))
+    wide = plan({"$or": [{"name": "a"}, {"age": {"$gt": 1}}]}, None)
+    assert wide.any_of == ()
+
+
+def test_parse_sort() -> None:
+    assert parse_sort("name,-createdAt") == [
+        ConvOrder("name"),
+        ConvOrder("createdAt", descending=True),
+    ]
+    assert parse_sort("-lm, attr.x") == [ConvOrder("lm", True), ConvOrder("attr.x")]
+    assert parse_sort("tr") is None  # only the matcher's sort knows it
