@@ -15,13 +15,16 @@ import orjson
 
 from .base import MemberMarks, Message
 
-# Unread counts, in the commit's transaction: one statement per (conversation, sender)
-# of the batch, not per message and member, adds the sender's messages to every other
-# member's count.
+# Unread counts, in the commit's transaction: one statement per batch (not per message,
+# not per member) adds each (conversation, sender) group of the batch to every other
+# member's count, members found through the conversation_members_cid index.
 UNREAD_ADD = (
     "INSERT INTO member_marks (peer, cid, unread, mentioned, changed_at, acked_at, read_at)"
-    " SELECT member, ?1, ?3, 0, ?4, 0, 0 FROM conversation_members"
-    " WHERE cid = ?1 AND member <> ?2"
+    " SELECT m.member, m.cid, json_extract(j.value, '$[2]'), 0,"
+    " json_extract(j.value, '$[3]'), 0, 0"
+    " FROM json_each(?1) AS j JOIN conversation_members AS m"
+    " ON m.cid = json_extract(j.value, '$[0]') AND m.member <> json_extract(j.value, '$[1]')"
+    " WHERE true"  # an ON CONFLICT right after a join's ON would not parse
     " ON CONFLICT (peer, cid) DO UPDATE SET unread = unread + excluded.unread,"
     " changed_at = max(changed_at, excluded.changed_at)"
 )
@@ -50,7 +53,9 @@ def count_unread(db: sqlite3.Connection, batch: Sequence[Message]) -> None:
         if m.mention_all:
             mention_all.append((m.cid, m.from_peer))
         mentions.extend((m.cid, pid, m.from_peer) for pid in m.mention_pids)
-    db.executemany(UNREAD_ADD, [(cid, peer, n, t) for (cid, peer), (n, t) in groups.items()])
+    # One statement for the whole batch: [[cid, sender, count, newest], ...] as JSON.
+    rows = [[cid, peer, n, t] for (cid, peer), (n, t) in groups.items()]
+    db.execute(UNREAD_ADD, (orjson.dumps(rows).decode(),))
     if mentions:
         db.executemany(MENTIONED, mentions)
     if mention_all:

@@ -78,6 +78,9 @@ SCHEMA = [
     ) WITHOUT ROWID{"," if _STRICT else ""}{_STRICT}""",
     "CREATE INDEX member_marks_changed ON member_marks (peer, changed_at)",
     "CREATE INDEX member_marks_cid ON member_marks (cid)",
+    # The members of one conversation, for the unread counting of every commit (the
+    # primary key is by member first): without it each batch scans the whole table.
+    "CREATE INDEX conversation_members_cid ON conversation_members (cid, member)",
     # max_message_timestamp without scanning every message at startup.
     f"""CREATE TABLE meta (
         id INTEGER PRIMARY KEY CHECK (id = 0),
