@@ -253,7 +253,12 @@ def _send_live(
     transient: bool,
 ) -> None:
     if conv.kind is ConvType.TRANSIENT:
-        priority = Priority.LOW if transient else Priority.from_wire(cmd.priority)
+        # The sender's explicit priority wins; a transient message without one
+        # (typing...) is shed first.
+        if cmd.HasField("priority"):
+            priority = Priority.from_wire(cmd.priority)
+        else:
+            priority = Priority.LOW if transient else Priority.NORMAL
         if not _admitted(ctx, conv.cid, priority):
             ctx.counters.rejected_by_room_budget += 1
             raise ChatError(ErrorCode.MESSAGE_SENT_QUOTA_EXCEEDED, "chatroom is too busy")
