@@ -994,3 +994,13 @@ async def test_select_conversations_follows_saved_members(store: Store) -> None:
     await store.save_conversation(conv)
     assert await _select(store, members_all=("dave",)) == ["c2"]
     assert await _select(store, members_any=("bob",)) == ["c1"]
+
+
+async def test_a_refused_batch_counts_nothing_unread(store: Store) -> None:
+    with trio.fail_after(TIMEOUT):
+        await store.create_conversation(make_conv("c1"))
+        await store.append_messages([make_msg("c1", 10, "a")])
+        with pytest.raises(IntegrityError):
+            await store.append_messages([make_msg("c1", 11, "b"), make_msg("c1", 12, "a")])
+        (bob,) = [k for k in await store.member_marks("c1") if k.peer == "bob"]
+        assert (bob.unread, bob.changed_at) == (1, 10)  # same transaction as the messages
