@@ -529,3 +529,29 @@ async def test_custom_types_and_attributes_pass_through(sub: str) -> None:
         await tom.say(cid, text)
         assert (await jerry.next_push("direct"))["msg"] == text
         assert (await jerry.logs(cid))[0]["data"] == text
+
+
+@fail_after()
+async def test_chatroom_messages_are_filtered_and_cannot_be_patched(tmp_path: Path) -> None:
+    words = tmp_path / "words.txt"
+    words.write_text("spoiler\n")
+    overrides = {"sensitive_words_file": str(words)}
+    async with (
+        running_server(overrides) as running,
+        users(running, "host", "viewer") as (
+            host,
+            viewer,
+        ),
+    ):
+        reply = await host.request({"cmd": "conv", "op": "start", "m": [], "transient": True})
+        cid = reply["cid"]
+        await viewer.request({"cmd": "conv", "op": "add", "cid": cid, "m": ["viewer"]})
+        await host.take_pushes()
+        ack = await host.say(cid, "big SPOILER ahead")
+        assert (await viewer.next_push("direct"))["msg"] == "big *** ahead"
+        notice = await host.next_push("patch", "modify")
+        assert notice["patches"][0]["patchCode"] == 4408
+        assert [i["data"] for i in await viewer.logs(cid)] == ["big *** ahead"]
+        patch = {"cid": cid, "mid": ack["uid"], "timestamp": ack["t"], "data": "edited"}
+        reply = await host.request({"cmd": "patch", "op": "modify", "patches": [patch]})
+        assert reply["code"] == 4404  # chatroom messages are not stored
