@@ -33,6 +33,12 @@ class Dedupe:
         while len(self._items) > self._size:
             self._items.popitem(last=False)
 
+    def remember(self, message: Message) -> None:
+        """A stored message's key, already committed (nothing waits for it)."""
+        if message.dedupe_token:
+            key = (message.from_peer, message.cid, message.dedupe_token)
+            self.add(key, Pending(message.mid, message.timestamp, waiting=None))
+
     def discard(self, key: tuple[str, str, str]) -> None:
         self._items.pop(key, None)
 

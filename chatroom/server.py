@@ -82,6 +82,9 @@ class Server:
             committer = Committer(self.store, config.commit_batch, config.commit_queue)
             clock = MessageClock(not_before=await self.store.max_message_timestamp())
             self._ctx = Context(config, self.store, committer, clock=clock)
+            # Resends of messages stored before a restart are still recognised.
+            for message in await self.store.recent_dedupe_tokens(config.dedupe_cache):
+                self._ctx.dedupe.remember(message)
             async with trio.open_nursery() as outer:
                 await outer.start(committer.run)
                 try:

@@ -188,12 +188,6 @@ async def test_dt_is_per_sender_and_conversation() -> None:
         assert [item["data"] for item in await bob.logs(one)] == ["a", "b"]
 
 
-@pytest.mark.xfail(
-    reason="dedupe keys live in memory only (recent.Dedupe): after a restart, a resend "
-    "with the same dt is stored again under a new id; the store can find it "
-    "(Store.find_by_dedupe_token) but the service never asks",
-    strict=True,
-)
 @fail_after()
 async def test_same_dt_after_a_restart_is_still_one_message(tmp_path: Path) -> None:
     overrides = {"db": str(tmp_path / "chat.db")}

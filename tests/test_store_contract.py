@@ -1004,3 +1004,19 @@ async def test_a_refused_batch_counts_nothing_unread(store: Store) -> None:
             await store.append_messages([make_msg("c1", 11, "b"), make_msg("c1", 12, "a")])
         (bob,) = [k for k in await store.member_marks("c1") if k.peer == "bob"]
         assert (bob.unread, bob.changed_at) == (1, 10)  # same transaction as the messages
+
+
+async def test_recent_dedupe_tokens_are_the_newest_tokened_messages_oldest_first(
+    store: Store,
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        batch = [
+            make_msg("c1", 1000 + i, f"m{i:02d}", dedupe_token=f"dt{i}" if i % 2 else None)
+            for i in range(10)
+        ]
+        await store.append_messages(batch)
+        recent = await store.recent_dedupe_tokens(3)
+        assert [m.dedupe_token for m in recent] == ["dt5", "dt7", "dt9"]
+        assert [m.mid for m in recent] == ["m05", "m07", "m09"]
+        assert await store.recent_dedupe_tokens(0) == []
+        assert len(await store.recent_dedupe_tokens(100)) == 5

@@ -288,6 +288,10 @@ class Store(Protocol):
         ``unread`` becomes the number of others' messages after it (usually 0), with
         ``mentioned`` recomputed over them, and ``changed_at`` becomes ``now``."""
 
+    async def recent_dedupe_tokens(self, limit: int) -> list[Message]:
+        """The last ``limit`` stored messages that carry a ``dedupe_token``, oldest
+        first, so that a restarted server still recognises a client's resend."""
+
     async def max_message_timestamp(self) -> int:
         """The newest timestamp of any stored message (0 when empty), so that a
         restarted server never issues ids that sort before stored ones."""

@@ -342,6 +342,13 @@ class MemoryStore:
         self._marks[(member, cid)] = marks
         return marks
 
+    async def recent_dedupe_tokens(self, limit: int) -> list[Message]:
+        """The last ``limit`` messages with a dedupe token, oldest first."""
+        await trio.lowlevel.checkpoint()
+        if limit <= 0:
+            return []
+        return list(self._by_token.values())[-limit:]
+
     async def max_message_timestamp(self) -> int:
         """The newest stored timestamp, 0 when there is none."""
         await trio.lowlevel.checkpoint()

@@ -361,6 +361,19 @@ class SqliteStore:
             functools.partial(_mark_read, member=member, cid=cid, timestamp=timestamp, now=now)
         )
 
+    async def recent_dedupe_tokens(self, limit: int) -> list[Message]:
+        """The last ``limit`` messages with a dedupe token, oldest first: the newest
+        rowids, read backwards from the end of the table (no scan)."""
+        if limit <= 0:
+            await trio.lowlevel.checkpoint()
+            return []
+        sql = (
+            f"SELECT {_MSG_COLUMNS} FROM messages WHERE dedupe_token IS NOT NULL"
+            " ORDER BY rowid DESC LIMIT ?"
+        )
+        rows = await self._query(sql, (limit,))
+        return [_message(row) for row in reversed(rows)]
+
     async def max_message_timestamp(self) -> int:
         """The newest stored timestamp, 0 when there is none."""
         rows = await self._query("SELECT max_timestamp FROM meta", ())
