@@ -247,3 +247,26 @@ def test_parse_sort() -> None:
     ]
     assert parse_sort("-lm, attr.x") == [ConvOrder("lm", True), ConvOrder("attr.x")]
     assert parse_sort("tr") is None  # only the matcher's sort knows it
+
+
+def test_plan_uses_a_literal_name_prefix_only_when_every_match_has_it() -> None:
+    def prefix(pattern: str, options: str = "") -> str | None:
+        return plan({"name": {"$regex": pattern, "$options": options}}, None).name_prefix
+
+    assert prefix("^\\Qa.b\\E") == "a.b"  # startsWith("a.b") as the SDK sends it
+    assert prefix("^room 9") == "room 9"
+    assert prefix("^ab[c]") == "ab"
+    for wide in ("^ab?", "^ab|c", "^\\Qab\\E*", "ab", "^(?i)ab"):
+        assert prefix(wide) is None, wide
+    assert prefix("^ab", "i") is None
+    assert prefix("^ab", "m") is None
+
+
+@fail_after()
+async def test_starts_with_through_the_name_index() -> None:
+    async with running_server() as running, users(running, "a") as (a,):
+        dotted = await a.start(["b"], attr={"name": "a.b c"})
+        await a.start(["b"], attr={"name": "axb"})
+        where = {"name": {"$regex": "^\\Qa.b\\E"}}
+        assert await ids(a, where=where) == [dotted]
+        assert len(await ids(a, where={"name": {"$regex": "^a.b"}})) == 2

@@ -111,3 +111,15 @@ def test_signature_factories(start_server: StartServer) -> None:
     assert obs["badLogin"]["error"]["code"] == 4102
     assert obs["badCreate"]["error"]["code"] == 4302
     assert obs["unsigned"]["error"]["code"] == 4102
+
+
+@pytest.mark.parametrize("params", ENCODINGS)
+def test_missed_events_after_reconnect(server: Server, params: Obs) -> None:
+    obs = server.run("conv_replay", params)
+    cid, other = obs["cid"], obs["other"]
+    joined = [j for j in obs["joined"] if j["cid"] == cid]
+    assert joined == [{"cid": cid, "members": ["spike"], "by": "tom"}]
+    assert obs["updated"] == [{"cid": cid, "attributes": {"name": "after"}, "by": "tom"}]
+    assert {"cid": other, "by": "tom"} in obs["invited"]
+    assert obs["members"] == ["jerry", "spike", "tom"]
+    assert obs["name"] == "after"

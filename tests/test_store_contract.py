@@ -1020,3 +1020,24 @@ async def test_recent_dedupe_tokens_are_the_newest_tokened_messages_oldest_first
         assert [m.mid for m in recent] == ["m05", "m07", "m09"]
         assert await store.recent_dedupe_tokens(0) == []
         assert len(await store.recent_dedupe_tokens(100)) == 5
+
+
+async def test_select_conversations_name_prefix(store: Store) -> None:
+    await _five(store)
+    assert await _select(store, (ConvOrder("objectId"),), name_prefix="t") == ["c2", "c3"]
+    assert await _select(store, name_prefix="three") == ["c3"]
+    assert await _select(store, name_prefix="x") == []
+
+
+async def test_select_conversations_attr_regex(store: Store) -> None:
+    await _five(store)
+    by_cid = (ConvOrder("objectId"),)
+    assert await _select(store, by_cid, attr_regex=(("name", "^T", "i"),)) == ["c2", "c3"]
+    assert await _select(store, by_cid, attr_regex=(("name", "\\Qe\\E$", ""),)) == [
+        "c1",
+        "c3",
+        "c5",
+    ]
+    # arrays and objects pass (the caller decides); numbers and missing values do not
+    assert await _select(store, by_cid, attr_regex=(("t", "nothing", ""),)) == ["c1"]
+    assert await _select(store, by_cid, attr_regex=(("n", "1", ""),)) == []

@@ -16,6 +16,7 @@ no query returns a temporary conversation that has expired.
 from __future__ import annotations
 
 import base64
+import re
 from datetime import datetime
 
 import orjson
@@ -122,6 +123,8 @@ class _Plan:
         self.ranges: list[tuple[str, str, int]] = []
         self.attrs: list[tuple[str, str | int | float]] = []
         self.any_of: tuple[ConvFilter, ...] = ()
+        self.name_prefix: str | None = None
+        self.regexes: list[tuple[str, str, str]] = []
 
     def ids(self, values: set[str]) -> None:
         self.cids = values if self.cids is None else self.cids & values
@@ -140,6 +143,8 @@ class _Plan:
             attr_equals=tuple(self.attrs),
             alive_at=now,
             any_of=self.any_of,
+            name_prefix=self.name_prefix,
+            attr_regex=tuple(self.regexes),
         )
 
 
@@ -188,6 +193,10 @@ def _plan_key(p: _Plan, key: str, cond: object) -> None:
     elif key in ("tr", "sys") and isinstance(cond, bool):
         flagged = ConvType.TRANSIENT if key == "tr" else ConvType.SYSTEM
         p.kind({flagged} if cond else set(ConvType) - {flagged})
+    elif key.split(".", 1)[0] not in DOC_KEYS and ops is not None and "$regex" in ops:
+        if key == "name" and (prefix := _literal_prefix(ops)) is not None:
+            p.name_prefix = prefix
+        p.regexes.append((key, str(ops["$regex"]), str(ops.get("$options", ""))))
     elif key == "c" and isinstance(cond, str):
         p.creator = cond
     elif key in RANGE_FIELDS and ops is not None:
@@ -198,6 +207,23 @@ def _plan_key(p: _Plan, key: str, cond: object) -> None:
                 p.ranges.append((key, ">=" if slack > 0 else "<=", ms - slack))
     elif key.split(".", 1)[0] not in DOC_KEYS and _scalar(cond):
         p.attrs.append((key, cond))  # type: ignore[arg-type]
+
+
+# What startsWith sends (``^\Q...\E``) or a plain ``^literal`` regex.
+_PREFIX = re.compile(r"\^(?:\\Q(?P<quoted>[^\\]*)(?:\\E)?|(?P<plain>[\w \-]*))")
+
+
+def _literal_prefix(ops: dict[str, object]) -> str | None:
+    """The literal text a case-sensitive ``$regex`` anchored at the start requires."""
+    pattern, options = ops.get("$regex"), ops.get("$options", "")
+    # An alternation or a multiline ^ would not require the prefix of every match.
+    if not isinstance(pattern, str) or options != "" or "|" in pattern:
+        return None
+    match = _PREFIX.match(pattern)
+    if match is None or pattern[match.end() : match.end() + 1] in ("?", "*", "+", "{"):
+        return None  # a quantifier would make the prefix's last character optional
+    prefix = match.group("quoted") if match.group("quoted") is not None else match.group("plain")
+    return prefix or None
 
 
 def _scalar(value: object) -> bool:

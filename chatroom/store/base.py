@@ -181,7 +181,11 @@ class ConvFilter:
     - ``attr_equals``: ``(path, value)``: the attribute at the dotted path equals the
       value, or holds an array or an object there (which the caller then decides on);
     - ``alive_at``: temporary conversations that have expired by then are left out;
-    - ``any_of``: it passes at least one of these filters (a ``$or``).
+    - ``any_of``: it passes at least one of these filters (a ``$or``);
+    - ``name_prefix``: its ``name`` attribute starts with this text;
+    - ``attr_regex``: ``(path, pattern, options)``: the attribute at the path is a text
+      that ``chatroom.query.compile_regex(pattern, options)`` finds a match in, or an
+      array or an object (which the caller then decides on).
     """
 
     cids: tuple[str, ...] | None = None
@@ -193,6 +197,8 @@ class ConvFilter:
     attr_equals: tuple[tuple[str, str | int | float], ...] = ()
     alive_at: int | None = None
     any_of: tuple[ConvFilter, ...] = ()
+    name_prefix: str | None = None  # the name attribute is a string starting with it
+    attr_regex: tuple[tuple[str, str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

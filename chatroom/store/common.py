@@ -9,6 +9,9 @@ from collections.abc import Iterable, Sequence
 
 import orjson
 
+from chatroom.protocol.errors import ChatError
+from chatroom.query import compile_regex
+
 from .base import (
     JSON,
     Bound,
@@ -129,7 +132,25 @@ def passes(conv: Conversation, where: ConvFilter) -> bool:
         found = attr_at(conv.attrs, path)
         if not isinstance(found, (list, dict)) and (found is _ABSENT or found != expected):
             return False
+    for path, pattern, options in where.attr_regex:
+        if not regex_passes(pattern, options, attr_at(conv.attrs, path)):
+            return False
+    if where.name_prefix is not None:
+        given = conv.attrs.get("name")
+        if not isinstance(given, str) or not given.startswith(where.name_prefix):
+            return False
     return not where.any_of or any(passes(conv, branch) for branch in where.any_of)
+
+
+def regex_passes(pattern: str, options: str, value: object) -> bool:
+    """``ConvFilter.attr_regex`` for one value: a matching text, an array or an object.
+    A pattern that does not compile lets everything through (the caller refuses it)."""
+    if isinstance(value, (list, dict)):
+        return True
+    try:
+        return isinstance(value, str) and bool(compile_regex(pattern, options).search(value))
+    except ChatError:
+        return True
 
 
 def range_value(conv: Conversation, name: str) -> int | None:

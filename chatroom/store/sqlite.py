@@ -51,6 +51,7 @@ from .common import (
     is_unique_normal,
     json_path,
     members_key,
+    regex_passes,
 )
 from .sqlite_schema import SCHEMA_VERSION, migrate
 
@@ -142,6 +143,8 @@ class SqliteStore:
             self._path, isolation_level=None, check_same_thread=False, cached_statements=256
         )
         db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+        # ConvFilter.attr_regex: rows are tested before they are decoded.
+        db.create_function("chatroom_regexp", 3, _regexp, deterministic=True)
         return db
 
     def _open_writer(self) -> sqlite3.Connection:
@@ -664,6 +667,18 @@ def _filter_clauses(where: ConvFilter, members: list[str], args: list[object]) -
     if where.alive_at is not None:
         clauses.append("(c.expire_at IS NULL OR c.expire_at > ?)")
         args.append(where.alive_at)
+    for path, pattern, options in where.attr_regex:
+        jpath = json_path(path)
+        if jpath is not None:
+            clauses.append(
+                "(json_type(c.attrs, ?) IN ('array', 'object')"
+                " OR chatroom_regexp(?, ?, json_extract(c.attrs, ?)))"
+            )
+            args += [jpath, pattern, options, jpath]
+    if where.name_prefix is not None:
+        # A range of the conversations_name index: every text that starts with it.
+        clauses.append(f"{_NAME_SQL} >= ? AND {_NAME_SQL} < ?")
+        args += [where.name_prefix, where.name_prefix + "\U0010ffff"]
     if where.any_of:
         branches = []
         for branch in where.any_of:
@@ -674,6 +689,12 @@ def _filter_clauses(where: ConvFilter, members: list[str], args: list[object]) -
 
 
 _CONV_SELECT_C = f"SELECT {', '.join('c.' + c for c in _CONV_COLUMNS)}"
+
+
+def _regexp(pattern: str, options: str, value: object) -> int:
+    """SQL ``chatroom_regexp``: 1 when the text matches (or the pattern is unusable, so
+    that the caller decides), else 0; never raises inside a query."""
+    return int(value is not None and regex_passes(pattern, options, value))
 
 
 def _attr_clause(path: str, value: object, clauses: list[str], args: list[object]) -> None:
