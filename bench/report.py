@@ -150,9 +150,40 @@ def step_table(records: list[Record], scenario: str) -> str:
 RAMPS = ("fanout-1000", "fanout-5000", "fanout-1000x10")
 
 
+# (scenario, summary key, column title) of the one-line-per-server overview
+OVERVIEW = (
+    ("fanout-1000", "saturation_deliveries_per_s", "sat. N=1000"),
+    ("fanout-5000", "saturation_deliveries_per_s", "sat. N=5000"),
+    ("fanout-1000x10", "saturation_deliveries_per_s", "sat. N=1000, 10 pubs"),
+    ("cpu", "server_us_per_delivery", "us/delivery @20k/s"),
+    ("overload", "high_arrived", "HIGH arrived @3x"),
+    ("slow", "after_deliveries_per_s", "deliv/s w/ slow viewer"),
+    ("idle", "kb_per_connection", "KB/idle conn"),
+    ("persist", "max_acks_per_s", "acks/s (persist)"),
+)
+
+
+def _runs_text(records: list[Record], scenario: str, server: str, key: str) -> str:
+    values = [
+        _fmt(_summary(r).get(key))
+        for r in records
+        if r["scenario"] == scenario and r["server"] == server
+    ]
+    return ", ".join(values) if values else ""
+
+
+def overview_table(records: list[Record]) -> str:
+    """One row per server, every run's figure side by side (bench.md's table)."""
+    columns = [c for c in OVERVIEW if any(r["scenario"] == c[0] for r in records)]
+    servers = list(dict.fromkeys(str(r["server"]) for r in records))
+    rows = [[s, *(_runs_text(records, sc, s, key) for sc, key, _ in columns)] for s in servers]
+    return table(["server", *(title for _, _, title in columns)], rows)
+
+
 def print_all(scenarios: Sequence[Scenario], records: list[Record], notes: list[str]) -> None:
     for note in notes:
         print(f"note: {note}")
+    print("### overview (each run's figure)\n\n" + overview_table(records) + "\n")
     for scenario in scenarios:
         print(scenario_table(scenario, records) + "\n")
     for name in RAMPS:
