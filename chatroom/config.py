@@ -81,9 +81,13 @@ class Config:
     write_timeout: float = 10.0
     """Seconds a socket may refuse data before its client counts as a slow consumer
     (closed with 4120, reconnectable)."""
-    write_delay: float = 0.0
-    """Seconds to wait before flushing outbound frames, so that more of them share one
-    system call in busy rooms. 0 flushes at the next scheduler tick."""
+    write_delay: float = 0.005
+    """Seconds to wait before flushing outbound frames after a busy flush (one that
+    wrote to at least ``write_delay_threshold`` connections), so that a busy room
+    sends several messages per system call. 0 flushes at the next scheduler tick."""
+    write_delay_threshold: int = 100
+    """Connections in one flush that make it busy. Chats with a few recipients per
+    message stay below it and are never delayed; 0 delays every flush."""
     outbox_max_bytes: int = 1024 * 1024
     """Bytes queued for one connection. Beyond it chatroom LOW, then NORMAL frames are
     shed; if reliable frames (replies, normal conversations, HIGH) still do not fit the

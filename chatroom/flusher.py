@@ -18,8 +18,17 @@ class Flushable(Protocol):
 
 
 class Flusher:
-    def __init__(self, write_delay: float = 0.0):
+    """Flushes dirty connections, one system call each per cycle.
+
+    ``write_delay`` (seconds) is waited before a cycle when the previous one flushed
+    at least ``busy_threshold`` connections: a busy room then gathers several messages
+    into each write, while a quiet server (a few recipients per message) writes at once.
+    With ``busy_threshold`` 0 every cycle waits.
+    """
+
+    def __init__(self, write_delay: float = 0.0, busy_threshold: int = 0):
         self._delay = write_delay
+        self._threshold = busy_threshold
         self._dirty: list[Flushable] = []
         self._wake = trio.Event()
 
@@ -30,11 +39,13 @@ class Flusher:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
+        busy = self._threshold == 0
         while True:
             await self._wake.wait()
             self._wake = trio.Event()
-            if self._delay > 0:
+            if busy and self._delay > 0:
                 await trio.sleep(self._delay)
             dirty, self._dirty = self._dirty, []
             for conn in dirty:
                 conn.flush_nowait()
+            busy = len(dirty) >= self._threshold

@@ -54,7 +54,7 @@ class Server:
         self.shutdown = trio.Event()
         self.connections: set[Connection] = set()
         self._ctx: Context | None = None
-        self._flusher = Flusher(config.write_delay)
+        self._flusher = Flusher(config.write_delay, config.write_delay_threshold)
         self._all_closed = trio.Event()  # set when shutting down and none are left
 
     @property

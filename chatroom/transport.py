@@ -82,10 +82,23 @@ class TransportBroken(Exception):
 class Transport:
     """Inbound messages and outbound pre-encoded frames of one WebSocket."""
 
-    __slots__ = ("_eof", "_events", "_kind", "_lock", "_parts", "_protocol", "_stream", "sink")
+    __slots__ = (
+        "_eof",
+        "_events",
+        "_fd",
+        "_kind",
+        "_lock",
+        "_parts",
+        "_protocol",
+        "_stream",
+        "sink",
+    )
 
     def __init__(self, stream: trio.SocketStream, protocol: ServerProtocol):
         self._stream = stream
+        # Cached: only this class closes the socket, and it sets -1 first, so a
+        # closed (and possibly reused) descriptor number is never written to.
+        self._fd = stream.socket.fileno()
         self._protocol = protocol
         self._lock = trio.StrictFIFOLock()
         self._events: list[object] = []  # received, not yet handled; oldest last
@@ -171,12 +184,10 @@ class Transport:
         (0 when the socket buffer is full or a waiting write is in progress)."""
         if self._lock.locked():
             return 0
-        # Read the descriptor each time: after close it is -1, never a reused number.
-        fd = self._stream.socket.fileno()
-        if fd < 0:
+        if self._fd < 0:
             raise TransportBroken("socket closed")
         try:
-            return os.write(fd, data)
+            return os.write(self._fd, data)
         except BlockingIOError:
             return 0
         except OSError as exc:
@@ -223,15 +234,17 @@ class Transport:
             pass
         finally:
             self._eof = True
+            self._fd = -1
             await self._stream.aclose()
 
     async def abort(self) -> None:
         """Close the socket without a closing handshake (the client sees 1006)."""
+        self._fd = -1
         await self._stream.aclose()
 
     @property
     def closed(self) -> bool:
-        return self._stream.socket.fileno() < 0
+        return self._fd < 0 or self._stream.socket.fileno() < 0
 
 
 # Picks the subprotocol: (offered names, request path) -> the choice (its ``name`` is
@@ -292,7 +305,12 @@ async def _accept(
             remote = f"{peer[0]}:{peer[1]}"
         except OSError:
             remote = "?"
-        await handler(transport, subprotocol, remote)
+        try:
+            await handler(transport, subprotocol, remote)
+        finally:
+            # Through the transport, so that its cached descriptor is retired first.
+            with trio.CancelScope(shield=True):
+                await transport.abort()
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         await stream.aclose()
     except Exception:

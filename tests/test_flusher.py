@@ -63,3 +63,28 @@ async def test_write_delay_gathers_marks_into_one_flush(
         await trio.sleep(0.1)
         assert len(log) == 4
         nursery.cancel_scope.cancel()
+
+
+async def test_write_delay_only_after_a_busy_flush(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    log: list[tuple[str, float]] = []
+    conns = [Recorder(f"c{i}", log) for i in range(3)]
+    flusher = Flusher(write_delay=0.01, busy_threshold=2)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(flusher.run)
+        start = trio.current_time()
+        flusher.mark(conns[0])  # quiet: flushed at once
+        await trio.testing.wait_all_tasks_blocked()
+        assert log == [("c0", start)]
+        flusher.mark(conns[0])
+        flusher.mark(conns[1])  # two in one cycle: still at once, but now busy
+        await trio.testing.wait_all_tasks_blocked()
+        assert [t for _, t in log] == [start] * 3
+        flusher.mark(conns[2])  # after a busy cycle: waits the delay
+        await trio.sleep(0.1)
+        assert log[-1] == ("c2", start + 0.01)
+        flusher.mark(conns[2])  # that cycle was quiet again: at once
+        await trio.testing.wait_all_tasks_blocked()
+        assert log[-1][1] == trio.current_time()
+        nursery.cancel_scope.cancel()

@@ -177,8 +177,9 @@ class Context:
         """Push one encoded command to many sessions; never awaits."""
         count = 0
         for session in sessions:
-            if session is not skip:
-                session.push(prepared, priority)
+            if session is not skip and not session.closed:
+                # Session.push, inlined: this loop runs once per recipient.
+                session.outlet.push(prepared, session.peer_id, priority)
                 count += 1
         self.counters.deliveries += count
         return count
