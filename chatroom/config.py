@@ -118,6 +118,16 @@ class Config:
     beyond it are refused with 4116, HIGH ones last (see ``room_high_share``)."""
     room_high_share: float = 0.2
     """Share of the room budget that only HIGH messages may use."""
+    shed_backlog_low: int = 64
+    """Chatroom LOW messages are dropped as they are read while their sender's
+    connection holds more unprocessed messages than this (the server is behind)."""
+    shed_backlog_normal: int = 256
+    """The same for NORMAL messages. HIGH messages are never dropped this way."""
+    shed_lag_low: float = 0.1
+    """Seconds of event-loop lag beyond which chatroom LOW messages are dropped as
+    they are read."""
+    shed_lag_normal: float = 0.2
+    """The same for NORMAL messages."""
 
     allow_edit: bool = True
     """Whether senders may edit their messages (``patch/modify``); off: 4406."""

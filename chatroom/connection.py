@@ -128,6 +128,9 @@ class Connection:
     def sessions(self) -> list[Session]:
         return list(self._sessions.values())
 
+    def backlog(self) -> int:
+        return self._transport.backlog
+
     def attach(self, session: Session) -> None:
         self._sessions[session.peer_id] = session
 

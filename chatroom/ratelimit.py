@@ -45,3 +45,23 @@ class RoomBudget:
         if high and self._high.take(now):
             return True
         return self._shared.take(now)
+
+
+def shed_at_intake(
+    priority: int, backlog: int, lag: float, limits: tuple[int, int, float, float]
+) -> bool:
+    """Whether a chatroom message of ``priority`` (outbox.Priority: 1 HIGH, 2 NORMAL,
+    3 LOW) is dropped as it is read, because the server is behind.
+
+    ``backlog`` is how many messages its sender's connection has already received and
+    not yet processed; ``lag`` how late (seconds) the event loop runs. ``limits`` are
+    ``(backlog_low, backlog_normal, lag_low, lag_normal)``: past the first pair LOW is
+    shed, past the second NORMAL too; HIGH never is. Shedding at intake costs almost
+    nothing, so the backlog drains and the HIGH messages behind it get through.
+    """
+    backlog_low, backlog_normal, lag_low, lag_normal = limits
+    if priority >= 3:
+        return backlog > backlog_low or lag > lag_low
+    if priority == 2:
+        return backlog > backlog_normal or lag > lag_normal
+    return False

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import signal
+from collections import deque
 from dataclasses import asdict, dataclass
 from functools import partial
 from urllib.parse import parse_qs, urlsplit
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 
 _SHUTDOWN_GRACE = 5.0  # seconds connections get to receive goaway and close
 _STATS_INTERVAL = 60.0  # seconds between statistics lines in the log
+_LAG_INTERVAL = 0.02  # seconds between event-loop lag samples
+_LAG_SAMPLES = 5  # the lag that counts is the least of this many samples in a row
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +126,7 @@ class Server:
             )
             task_status.started(Listening(ws_port, http_port))
             nursery.start_soon(self._log_statistics)
+            nursery.start_soon(self._watch_lag)
             await self.shutdown.wait()
             log.info("shutting down: %d connections", len(self.connections))
             # Stop taking commands, let the messages already read be committed and
@@ -141,6 +145,18 @@ class Server:
                 await self._all_closed.wait()
             http_shutdown.set()
             nursery.cancel_scope.cancel()
+
+    async def _watch_lag(self) -> None:
+        """Sample how late the event loop runs: an overloaded server sheds chatroom
+        LOW and NORMAL messages at intake (see ratelimit.shed_at_intake)."""
+        ctx = self.context
+        recent: deque[float] = deque(maxlen=_LAG_SAMPLES)
+        while True:
+            start = trio.current_time()
+            await trio.sleep(_LAG_INTERVAL)
+            recent.append(max(0.0, trio.current_time() - start - _LAG_INTERVAL))
+            # Sustained lag only: one pause (a GC, a burst) must not shed anything.
+            ctx.loop_lag = min(recent) if len(recent) == recent.maxlen else 0.0
 
     async def _log_statistics(self) -> None:
         """Log the counters every ``_STATS_INTERVAL`` seconds while they change."""

@@ -136,6 +136,11 @@ class Transport:
             self._events = events + self._events
             self._emit_protocol_output()
 
+    @property
+    def backlog(self) -> int:
+        """Frames received and not yet handed out by ``receive``."""
+        return len(self._events)
+
     def _close_info(self) -> tuple[int, str]:
         close = self._protocol.close_rcvd or self._protocol.close_sent
         if close is None:

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
+from typing import cast
 
+import orjson
 import pytest
 import trio
 from helpers import (
@@ -321,6 +323,38 @@ async def test_chatroom_budget_refuses_with_4116_and_keeps_a_share_for_high() ->
         # A normal conversation is not limited by chatroom budgets.
         cid2 = await conversation(host, v)
         await host.say_many(cid2, ["a", "b", "c"])
+
+
+def _masked_text(payload: bytes) -> bytes:
+    """A client-to-server text frame (masked with a zero key: still a valid mask)."""
+    assert len(payload) < 126
+    return bytes((0x81, 0x80 | len(payload))) + b"\0\0\0\0" + payload
+
+
+@fail_after()
+async def test_an_overloaded_room_sheds_low_at_intake_and_high_gets_through() -> None:
+    # The publisher is 20 messages ahead of the server (one write, one read): the LOW
+    # ones read while more than 5 wait behind them are dropped, acked all the same; the
+    # HIGH one behind them arrives.
+    async with (
+        running_server({"shed_backlog_low": 5}) as running,
+        users(running, "host", "v") as (host, v),
+    ):
+        reply = await host.request({"cmd": "conv", "op": "start", "m": [], "transient": True})
+        cid = reply["cid"]
+        await v.request({"cmd": "conv", "op": "add", "cid": cid, "m": ["v"]})
+        burst = [
+            host.number({"cmd": "direct", "cid": cid, "msg": f"low{n}", "priority": 3})
+            for n in range(20)
+        ]
+        burst.append(host.number({"cmd": "direct", "cid": cid, "msg": "high", "priority": 1}))
+        await host.ws._stream.send_all(b"".join(_masked_text(orjson.dumps(c)) for c in burst))
+        acks = [await host.reply_to(cast(int, c["i"])) for c in burst]
+        assert all("uid" in ack and "code" not in ack for ack in acks)
+        got = [p["msg"] for p in directs(await v.take_pushes())]
+        assert got == [f"low{n}" for n in range(15, 20)] + ["high"]
+        health = running.server.statistics()
+        assert cast(dict[str, int], health)["shed_at_intake"] == 15
 
 
 @fail_after()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from chatroom.ratelimit import RoomBudget, TokenBucket
+from chatroom.ratelimit import RoomBudget, TokenBucket, shed_at_intake
 
 
 def takes(bucket: TokenBucket, now: float, count: int) -> list[bool]:
@@ -94,3 +94,19 @@ def test_room_budget_always_lets_one_message_through_a_tiny_rate() -> None:
     assert not budget.admit(high=False, now=0)
     assert budget.admit(high=True, now=0)
     assert not budget.admit(high=True, now=0)
+
+
+@pytest.mark.parametrize(
+    ("priority", "backlog", "lag", "shed"),
+    [
+        (3, 0, 0.0, False),
+        (3, 65, 0.0, True),  # LOW: past the first backlog limit
+        (3, 0, 0.11, True),  # LOW: past the first lag limit
+        (2, 65, 0.11, False),  # NORMAL keeps going until the second pair
+        (2, 257, 0.0, True),
+        (2, 0, 0.21, True),
+        (1, 10**6, 10.0, False),  # HIGH is never shed at intake
+    ],
+)
+def test_shed_at_intake(priority: int, backlog: int, lag: float, shed: bool) -> None:
+    assert shed_at_intake(priority, backlog, lag, (64, 256, 0.1, 0.2)) is shed

@@ -47,6 +47,9 @@ class Link(Outlet, Protocol):
 
     def sessions(self) -> list[Session]: ...
 
+    def backlog(self) -> int:
+        """Messages received on this connection and not yet processed."""
+
 
 # Handlers that need no I/O are plain functions; the others are coroutines.
 SyncHandler = Callable[["Context", Link, pb.GenericCommand], pb.GenericCommand | None]
@@ -120,6 +123,7 @@ class Counters:
     deliveries: int = 0
     errors: int = 0
     rejected_by_room_budget: int = 0
+    shed_at_intake: int = 0  # chatroom messages dropped as read, the server being behind
     shed: ShedTotals = field(default_factory=ShedTotals)  # by full outboxes
     closed_slow: int = 0  # connections closed as slow consumers
 
@@ -137,6 +141,7 @@ class Context:
     conv_events: ConvEventLog | None = None
     verifier: Verifier | None = None
     room_budgets: dict[str, RoomBudget] = field(default_factory=dict)
+    loop_lag: float = 0.0  # seconds the event loop ran late at its last sample
     counters: Counters = field(default_factory=Counters)
     conversations: ConversationCache = field(init=False)
     dedupe: Dedupe = field(init=False)

@@ -36,7 +36,7 @@ from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Prepared
 from chatroom.protocol.errors import ChatError, ErrorCode
 from chatroom.push import payload_for
-from chatroom.ratelimit import RoomBudget
+from chatroom.ratelimit import RoomBudget, shed_at_intake
 from chatroom.receipts import receipts_apply
 from chatroom.recent import Pending
 from chatroom.service.context import SENT, Context, Link, require_session
@@ -161,7 +161,7 @@ async def send(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCo
             message = dataclasses.replace(message, data=masked, lctype=lctype_of(masked))
     ctx.counters.messages_accepted += 1
     if body.transient or conv.kind is ConvType.TRANSIENT:
-        _send_live(ctx, session, conv, message, cmd, body.transient)
+        _send_live(ctx, link, session, conv, message, cmd, body.transient)
         if filtered:
             link.send(_ack(cmd, message.mid, message.timestamp))
             ctx.deliver(filtered_notice(message), ctx.presence.sessions_of(session.peer_id))
@@ -246,6 +246,7 @@ def _failed(i: int | None) -> pb.GenericCommand:
 
 def _send_live(
     ctx: Context,
+    link: Link,
     session: Session,
     conv: Conversation,
     message: Message,
@@ -262,6 +263,18 @@ def _send_live(
         if not _admitted(ctx, conv.cid, priority):
             ctx.counters.rejected_by_room_budget += 1
             raise ChatError(ErrorCode.MESSAGE_SENT_QUOTA_EXCEEDED, "chatroom is too busy")
+        config = ctx.config
+        limits = (
+            config.shed_backlog_low,
+            config.shed_backlog_normal,
+            config.shed_lag_low,
+            config.shed_lag_normal,
+        )
+        if shed_at_intake(priority, link.backlog(), ctx.loop_lag, limits):
+            # Accepted (acked) but delivered to nobody: the room is overloaded and
+            # this is what priorities are for.
+            ctx.counters.shed_at_intake += 1
+            return
         if not transient:
             ctx.rooms.add(message)
     else:
