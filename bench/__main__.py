@@ -7,14 +7,18 @@ and a PNG chart to bench/results/.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import os
 import platform
 import resource
 import shlex
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from bench import chart, procstat, report
@@ -107,11 +111,54 @@ def _raise_fd_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+LOCK_PATH = Path("/tmp/chatroom-bench.lock")
+
+
+@contextlib.contextmanager
+def _exclusive(max_wait_s: float) -> Iterator[bool]:
+    """One bench run at a time on this machine: two would load the same cores and
+    spoil each other's figures. Waits for a run in progress (bounded); yields False
+    if it never ended."""
+    with LOCK_PATH.open("a+") as lock:
+        deadline, said = time.monotonic() + max_wait_s, 0.0
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    yield False
+                    return
+                if time.monotonic() - said > 60:
+                    lock.seek(0)
+                    _say(f"waiting for another bench run to end: {lock.read().strip()}")
+                    said = time.monotonic()
+                time.sleep(2)
+        lock.truncate(0)
+        lock.write(f"pid {os.getpid()}: {shlex.join(sys.argv)}\n")
+        lock.flush()
+        yield True
+
+
+def _terminate(signum: int, frame: object) -> None:
+    # SystemExit unwinds through the runner's finally blocks: server and generator stop
+    sys.exit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     command = shlex.join([sys.executable, "-m", "bench", *argv])
     print(f"command: {command}\n", flush=True)
+    signal.signal(signal.SIGTERM, _terminate)
+    with _exclusive(args.budget_min * 60) as ours:
+        if not ours:
+            print("another bench run held the machine for the whole budget", file=sys.stderr)
+            return 3
+        return _run(args, command)
+
+
+def _run(args: argparse.Namespace, command: str) -> int:
     _raise_fd_limit()
     procstat.REALTIME["enabled"] = not args.no_realtime
     os.sched_setaffinity(0, {GENERATOR_CORE})  # the harness itself stays off the server's core
@@ -121,23 +168,15 @@ def main(argv: list[str] | None = None) -> int:
     notes: list[str] = []
     try:
         binary = build(HERE / ".build")
+        chatroom_dir, chatroom_version = _chatroom(args.chatroom_ref)
     except (GeneratorError, subprocess.CalledProcessError) as exc:
-        print(f"cannot build the load generator: {exc}", file=sys.stderr)
+        print(f"cannot start: {exc}", file=sys.stderr)
         return 2
-    if args.chatroom_ref == "worktree":
-        chatroom_dir, chatroom_version = REPO, _worktree_version()
-    else:
-        try:
-            chatroom_dir, chatroom_version = chatroom_snapshot(args.chatroom_ref, HERE / ".build")
-        except subprocess.CalledProcessError as exc:
-            print(f"cannot export chatroom at {args.chatroom_ref}: {exc}", file=sys.stderr)
-            return 2
     print(f"chatroom measured: {chatroom_version}\n", flush=True)
     servers = [SERVERS_BY_NAME[n] for n in args.server] if args.server else DEFAULT_SERVERS
     if any(s.kind == "node" for s in servers) and not prepare_node_peers(HERE / ".peers", notes):
         servers = [s for s in servers if s.kind != "node"]
     scenarios = [SCENARIOS_BY_NAME[n] for n in args.scenario] if args.scenario else SCENARIOS
-    runs = args.runs or (1 if args.quick else 2)
     for note in notes:
         _say(note)
     deadline = time.monotonic() + args.budget_min * 60
@@ -145,25 +184,36 @@ def main(argv: list[str] | None = None) -> int:
     setup = Setup(
         binary, HERE / ".peers", log_dir, log_dir, deadline, chatroom_dir, chatroom_env, notes
     )
-    ctx = Context(quick=args.quick, progress=_say)
-    started = time.time()
-    records = run_all(setup, ctx, scenarios, servers, runs)
-    result = {
+    json_path = args.out / f"{stamp}.json"
+    head: dict[str, object] = {
         "command": command,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
-        "elapsed_s": round(time.time() - started, 1),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "chatroom_version": chatroom_version,
         "chatroom_env": chatroom_env,
         "machine": _machine(),
         "notes": notes,
-        "records": records,
     }
-    json_path = args.out / f"{stamp}.json"
-    json_path.write_text(json.dumps(result, indent=1))
+    started = time.monotonic()
+
+    def save(records: list[report.Record], complete: bool) -> None:
+        elapsed = round(time.monotonic() - started, 1)
+        result = {**head, "elapsed_s": elapsed, "complete": complete, "records": records}
+        json_path.write_text(json.dumps(result, indent=1))
+
+    ctx = Context(quick=args.quick, progress=_say)
+    runs = args.runs or (1 if args.quick else 2)
+    records = run_all(setup, ctx, scenarios, servers, runs, lambda rs: save(rs, False))
+    save(records, True)
     report.print_all(scenarios, records, notes)
     png = chart.draw(records, args.out / f"{stamp}.png")
     print(f"JSON: {json_path}\nchart: {png or '(nothing to draw)'}")
     return 0
+
+
+def _chatroom(ref: str) -> tuple[Path, str]:
+    if ref == "worktree":
+        return REPO, _worktree_version()
+    return chatroom_snapshot(ref, HERE / ".build")
 
 
 if __name__ == "__main__":

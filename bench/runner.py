@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -71,8 +72,15 @@ def _stop(server: Running, record: Record) -> None:
 
 
 def run_all(
-    setup: Setup, ctx: Context, scenarios: list[Scenario], servers: list[ServerSpec], runs: int
+    setup: Setup,
+    ctx: Context,
+    scenarios: list[Scenario],
+    servers: list[ServerSpec],
+    runs: int,
+    checkpoint: Callable[[list[Record]], None],
 ) -> list[Record]:
+    """Every (scenario, run, server); ``checkpoint`` gets the records after each one,
+    so that a run cut short still leaves its figures."""
     records: list[Record] = []
     for scenario in scenarios:
         for n in range(1, runs + 1):
@@ -90,6 +98,7 @@ def run_all(
                 if "note" in record:
                     ctx.progress(f"   {label}: {record['note']}")
                 records.append(record)
+                checkpoint(records)
     return records
 
 
