@@ -134,7 +134,8 @@ def describe_limit(passed: bool, contaminated: bool, server_cpu: float, gen_cpu:
     if passed or contaminated:
         return "not reached"
     if server_cpu >= SERVER_BOUND_PCT:
-        return f"server CPU {server_cpu:.0f}%"
+        also = f", generator {gen_cpu:.0f}% too" if gen_cpu >= GEN_BOUND_PCT else ""
+        return f"server CPU {server_cpu:.0f}%{also}"
     if gen_cpu >= GEN_BOUND_PCT:
         return f"generator CPU {gen_cpu:.0f}%"
     return f"latency at server CPU {server_cpu:.0f}%"
