@@ -33,11 +33,19 @@ class Setup:
 
 def _run_one(setup: Setup, ctx: Context, scenario: Scenario, spec: ServerSpec, n: int) -> Record:
     record: Record = {"scenario": scenario.name, "server": spec.name, "run": n, "steps": []}
+    env = {**SERVER_ENV, **dict(spec.env)}
+    if spec.is_chatroom:
+        env.update(setup.chatroom_env)
+    db = setup.work_dir / f"{scenario.name}-{spec.name}-{n}.db"
     try:
-        env = {**SERVER_ENV, **dict(spec.env)}
-        if spec.is_chatroom:
-            env.update(setup.chatroom_env)
-        server = start(spec, setup.peers_dir, setup.log_dir, env, setup.chatroom_dir)
+        server = start(
+            spec,
+            setup.peers_dir,
+            setup.log_dir,
+            env,
+            setup.chatroom_dir,
+            str(db) if scenario.disk_db else ":memory:",
+        )
     except ServerUnavailable as exc:
         record["note"] = f"cannot run: {exc}"
         return record
@@ -60,6 +68,8 @@ def _run_one(setup: Setup, ctx: Context, scenario: Scenario, spec: ServerSpec, n
         if gen is not None:
             gen.close()
         _stop(server, record)
+        for leftover in db.parent.glob(db.name + "*"):  # the database, -wal, -shm
+            leftover.unlink()
     return record
 
 

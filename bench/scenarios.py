@@ -49,6 +49,7 @@ class Scenario:
     headline: str = ""  # the summary figure compared between servers
     higher_is_better: bool = True
     chatroom_only: bool = False
+    disk_db: bool = False  # chatroom stores on a SQLite file (else :memory:)
 
 
 def _line(step: Step) -> str:
@@ -315,6 +316,12 @@ SCENARIOS = [
     Scenario("overload", "overload: 3x saturation, 10 % HIGH", overload, "high_arrived"),
     Scenario("slow", "one viewer stops reading", slow_viewer, "after_deliveries_per_s"),
     Scenario("idle", "idle connections", idle, "kb_per_connection", higher_is_better=False),
-    Scenario("persist", "persisted group of 10, ack after commit", persist, chatroom_only=True),
+    Scenario(
+        "persist",
+        "persisted group of 10, ack after commit to a SQLite file",
+        persist,
+        chatroom_only=True,
+        disk_db=True,
+    ),
 ]
 BY_NAME = {s.name: s for s in SCENARIOS}

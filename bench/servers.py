@@ -164,10 +164,10 @@ _CHATROOM_ARGS = ["serve", "--host", "127.0.0.1", "--port", "0", "--http-port", 
 
 
 def _command(
-    spec: ServerSpec, port: int, peers_dir: Path, chatroom_dir: Path
+    spec: ServerSpec, port: int, peers_dir: Path, chatroom_dir: Path, db: str
 ) -> tuple[list[str], Path]:
     if spec.is_chatroom:
-        args = [*_CHATROOM_ARGS, "--db", ":memory:"]
+        args = [*_CHATROOM_ARGS, "--db", db]
         if chatroom_dir == REPO:
             return [sys.executable, "-m", "chatroom", *args], REPO
         return [sys.executable, "-c", _ISOLATED_CHATROOM, *args], chatroom_dir
@@ -177,12 +177,17 @@ def _command(
 
 
 def start(
-    spec: ServerSpec, peers_dir: Path, log_dir: Path, env: dict[str, str], chatroom_dir: Path = REPO
+    spec: ServerSpec,
+    peers_dir: Path,
+    log_dir: Path,
+    env: dict[str, str],
+    chatroom_dir: Path = REPO,
+    db: str = ":memory:",
 ) -> Running:
     """Start a server on core 0 and wait until it accepts connections; chatroom runs
-    from ``chatroom_dir`` (the work tree, or a snapshot of a commit)."""
+    from ``chatroom_dir`` (the work tree, or a snapshot of a commit) on database ``db``."""
     port = _free_port()
-    argv, cwd = _command(spec, port, peers_dir, chatroom_dir)
+    argv, cwd = _command(spec, port, peers_dir, chatroom_dir, db)
     log_path = log_dir / f"{spec.name}-{int(time.time() * 1000)}.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
