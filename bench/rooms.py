@@ -43,8 +43,8 @@ def _explain(spec: ServerSpec, error: str) -> str:
     what, _, payload = error.partition(":")
     if spec.mode == "lc" and what in ("setup reply", "error", "ack", "undecodable"):
         return f"{what}: {lc.describe(bytes.fromhex(payload))}"
-    if what in ("http", "connect"):
-        text = bytes.fromhex(payload).decode(errors="replace") if what == "http" else payload
+    if what in ("http", "connect", "close frame"):
+        text = bytes.fromhex(payload).decode(errors="replace")
         return f"{what}: {text.splitlines()[0] if text else ''}"
     return error
 
