@@ -43,7 +43,11 @@ def _explain(spec: ServerSpec, error: str) -> str:
     what, _, payload = error.partition(":")
     if spec.mode == "lc" and what in ("setup reply", "error", "ack", "undecodable"):
         return f"{what}: {lc.describe(bytes.fromhex(payload))}"
-    if what in ("http", "connect", "close frame"):
+    if what == "close frame":
+        raw = bytes.fromhex(payload)
+        code = int.from_bytes(raw[:2], "big") if len(raw) >= 2 else None
+        return f"closed by the server: code {code}, {raw[2:].decode(errors='replace')!r}"
+    if what in ("http", "connect"):
         text = bytes.fromhex(payload).decode(errors="replace")
         return f"{what}: {text.splitlines()[0] if text else ''}"
     return error
