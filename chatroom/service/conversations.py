@@ -175,14 +175,23 @@ def _outcome(
             err.pids.extend(pids)
 
 
-async def add(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCommand:
+async def _member_change(
+    ctx: Context, link: Link, cmd: pb.GenericCommand, kick: bool
+) -> tuple[Session, Conversation, list[str]]:
+    """What add and remove share: the session, the conversation, the checked and
+    signed target ids."""
     session = require_session(link, cmd)
     conv = await ctx.conversation(cmd.convMessage.cid)
-    actor = session.peer_id
     targets = _check_members(ctx, cmd.convMessage.m)
     if not targets:
         raise ChatError(ErrorCode.CONVERSATION_API_FAILED, "m is empty")
-    signing.check_members(ctx, actor, conv.cid, targets, cmd.convMessage, kick=False)
+    signing.check_members(ctx, session.peer_id, conv.cid, targets, cmd.convMessage, kick=kick)
+    return session, conv, targets
+
+
+async def add(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCommand:
+    session, conv, targets = await _member_change(ctx, link, cmd, kick=False)
+    actor = session.peer_id
     reply = pb.GenericCommand(cmd=pb.conv, op=pb.added)
     if conv.kind is ConvType.TRANSIENT:
         return _join_chatroom(ctx, session, conv, targets, reply)
@@ -250,13 +259,8 @@ def _join_chatroom(
 
 
 async def remove(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCommand:
-    session = require_session(link, cmd)
-    conv = await ctx.conversation(cmd.convMessage.cid)
+    session, conv, targets = await _member_change(ctx, link, cmd, kick=True)
     actor = session.peer_id
-    targets = _check_members(ctx, cmd.convMessage.m)
-    if not targets:
-        raise ChatError(ErrorCode.CONVERSATION_API_FAILED, "m is empty")
-    signing.check_members(ctx, actor, conv.cid, targets, cmd.convMessage, kick=True)
     reply = pb.GenericCommand(cmd=pb.conv, op=pb.removed)
     if conv.kind is ConvType.SYSTEM:
         return await _subscribe(ctx, actor, conv, targets, reply, subscribe=False)
