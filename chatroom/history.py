@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from chatroom.store.base import Bound, Direction, HistoryQuery, Message
+from chatroom.store.common import history_interval
 
 
 def _key(message: Message) -> tuple[int, str]:
@@ -29,30 +30,9 @@ def _after(message: Message, bound: Bound) -> bool:
     return key >= edge if bound.inclusive else key > edge
 
 
-def normalized(query: HistoryQuery) -> tuple[Bound | None, Bound | None]:
-    """``(lower, upper)`` bounds of the interval, whatever order the client gave."""
-    start, end = query.start, query.end
-    if query.direction is Direction.OLD:
-        upper, lower = start, end
-    else:
-        lower, upper = start, end
-    if lower is not None and upper is not None and _newer(lower, upper):
-        lower, upper = upper, lower
-    return lower, upper
-
-
-def _newer(a: Bound, b: Bound) -> bool:
-    """``a`` lies strictly after ``b``. A bound without mid is level with every position
-    in its millisecond, so it is never swapped with one of the same millisecond (the
-    stores' rule, ``store/common.py``)."""
-    if a.timestamp != b.timestamp:
-        return a.timestamp > b.timestamp
-    return a.mid is not None and b.mid is not None and a.mid > b.mid
-
-
 def select(messages: Iterable[Message], query: HistoryQuery) -> list[Message]:
     """The page ``query`` asks for, ascending by ``(timestamp, mid)``."""
-    lower, upper = normalized(query)
+    lower, upper = history_interval(query)
     chosen = [
         m
         for m in messages
