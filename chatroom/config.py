@@ -88,6 +88,15 @@ class Config:
     write_delay_threshold: int = 100
     """Connections in one flush that make it busy. Chats with a few recipients per
     message stay below it and are never delayed; 0 delays every flush."""
+    gc_freeze_interval: float = 1.0
+    """Seconds between moving long-lived objects out of the cycle collector's sight
+    (``gc.freeze``), so that its automatic passes never walk every connection and
+    stall the server (see chatroom/gcpolicy.py). 0 leaves the collector as it is."""
+    gc_full_after_closes: int = 2000
+    """Closed connections after which a full collection (frozen objects included)
+    frees their reference cycles; it pauses the server for ~35 us per live connection."""
+    gc_full_interval: float = 900.0
+    """Seconds after which a full collection runs even without closes; 0: never."""
     outbox_max_bytes: int = 1024 * 1024
     """Bytes queued for one connection. Beyond it chatroom LOW, then NORMAL frames are
     shed; if reliable frames (replies, normal conversations, HIGH) still do not fit the

@@ -21,6 +21,7 @@ from chatroom.committer import Committer
 from chatroom.config import Config
 from chatroom.connection import Connection
 from chatroom.flusher import Flusher
+from chatroom.gcpolicy import GcPolicy
 from chatroom.http import serve_http
 from chatroom.ids import MessageClock
 from chatroom.protocol.codec import Subprotocol, negotiate
@@ -58,6 +59,9 @@ class Server:
         self.connections: set[Connection] = set()
         self._ctx: Context | None = None
         self._flusher = Flusher(config.write_delay, config.write_delay_threshold)
+        self.gc = GcPolicy(
+            config.gc_freeze_interval, config.gc_full_after_closes, config.gc_full_interval
+        )
         self._all_closed = trio.Event()  # set when shutting down and none are left
 
     @property
@@ -127,6 +131,7 @@ class Server:
             task_status.started(Listening(ws_port, http_port))
             nursery.start_soon(self._log_statistics)
             nursery.start_soon(self._watch_lag)
+            nursery.start_soon(self.gc.run)
             await self.shutdown.wait()
             log.info("shutting down: %d connections", len(self.connections))
             # Stop taking commands, let the messages already read be committed and
@@ -179,6 +184,7 @@ class Server:
             log.exception("connection handler failed")
         finally:
             self.connections.discard(conn)
+            self.gc.connection_closed()
             if self.shutdown.is_set() and not self.connections:
                 self._all_closed.set()
 
