@@ -82,9 +82,10 @@ class Config:
     """Seconds a socket may refuse data before its client counts as a slow consumer
     (closed with 4120, reconnectable)."""
     write_delay: float = 0.005
-    """Seconds to wait before flushing outbound frames after a busy flush (one that
-    wrote to at least ``write_delay_threshold`` connections), so that a busy room
-    sends several messages per system call. 0 flushes at the next scheduler tick."""
+    """Least seconds between the end of a busy flush (one that wrote to at least
+    ``write_delay_threshold`` connections) and the next flush, so that a busy room
+    sends the messages of that interval in one system call per viewer. A message
+    after a quiet spell is written at once. 0 flushes at the next scheduler tick."""
     write_delay_threshold: int = 100
     """Connections in one flush that make it busy. Chats with a few recipients per
     message stay below it and are never delayed; 0 delays every flush."""

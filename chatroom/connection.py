@@ -21,19 +21,22 @@ from chatroom.outbox import Outbox, Priority, Verdict
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Codec, Prepared, Subprotocol, decode, encode
 from chatroom.protocol.errors import ChatError, CloseCode, ErrorCode, ProtocolError
+from chatroom.protocol.framing import ws_frame
 from chatroom.ratelimit import TokenBucket
 from chatroom.service import dispatch
 from chatroom.service import messages as message_service
 from chatroom.service import session as session_service
 from chatroom.service.context import SENT, Context, Handler, SyncHandler
 from chatroom.session import Session
-from chatroom.transport import ConnectionClosed, Transport, TransportBroken, ws_frame
+from chatroom.transport import ConnectionClosed, Transport, TransportBroken
 
 log = logging.getLogger(__name__)
 
 _FLUSH_BYTES = 256 * 1024  # most bytes handed to one system call
 _SLOW_CLOSE_WAIT = 1.0  # seconds to finish a cut frame before closing a slow consumer
 _OMIT_PEER_ID = 128  # configBitmap bit 7: the client does not need peerId on pushes
+_ACCEPTED = Verdict.ACCEPTED
+_OVERFLOW = Verdict.OVERFLOW
 
 
 def _json_request_id(codec: Codec, message: str | bytes) -> int | None:
@@ -66,6 +69,7 @@ class Connection:
         "_binary",
         "_budget",
         "_close",
+        "_codec",
         "_config",
         "_ctx",
         "_dirty",
@@ -96,6 +100,7 @@ class Connection:
         self._transport = transport
         transport.sink = self._send_control
         self._subprotocol = subprotocol
+        self._codec = subprotocol.codec
         self._binary = subprotocol.codec.binary_frames
         self._ctx = ctx
         self._config = config
@@ -139,20 +144,21 @@ class Connection:
             del self._sessions[session.peer_id]
 
     def push(self, prepared: Prepared, peer_id: str, priority: Priority) -> None:
-        codec = self._subprotocol.codec
-        if self._omit_peer_id:
-            # One frame, built once per broadcast and codec, serves every such viewer.
-            frame = prepared.frames.get(codec)
-            if frame is None:
-                frame = prepared.frames[codec] = ws_frame(
-                    prepared.payload(codec, None), self._binary
-                )
-        else:
-            frame = ws_frame(prepared.payload(codec, peer_id), self._binary)
-        self._enqueue(frame, priority)
+        """Queue one recipient's copy of a broadcast: ``_enqueue`` inlined, since this
+        runs once per recipient."""
+        if self._close is not None:
+            return
+        frame = prepared.frame(self._codec, None if self._omit_peer_id else peer_id)
+        verdict = self.outbox.offer(frame, priority)
+        if verdict is _ACCEPTED:
+            if not self._dirty and not self._writer_busy:
+                self._dirty = True
+                self._flusher.mark(self)
+        elif verdict is _OVERFLOW:
+            self.close_soon(CloseCode.SLOW_CONSUMER, "slow consumer: outbox full")
 
     def send(self, cmd: pb.GenericCommand, priority: Priority = Priority.RELIABLE) -> None:
-        self._enqueue(ws_frame(encode(self._subprotocol.codec, cmd), self._binary), priority)
+        self._enqueue(ws_frame(encode(self._codec, cmd), self._binary), priority)
 
     def kick(self, code: int, reason: str) -> None:
         self.close_soon(code, reason)

@@ -8,6 +8,7 @@ task switch (bench.md: a switch per delivery costs Trio more than the system cal
 
 from __future__ import annotations
 
+import math
 from typing import Protocol
 
 import trio
@@ -20,10 +21,11 @@ class Flushable(Protocol):
 class Flusher:
     """Flushes dirty connections, one system call each per cycle.
 
-    ``write_delay`` (seconds) is waited before a cycle when the previous one flushed
-    at least ``busy_threshold`` connections: a busy room then gathers several messages
-    into each write, while a quiet server (a few recipients per message) writes at once.
-    With ``busy_threshold`` 0 every cycle waits.
+    After a cycle that flushed at least ``busy_threshold`` connections, the next one
+    starts no earlier than ``write_delay`` seconds later: a busy room then gathers the
+    messages of that interval into each write, while the first message after a quiet
+    spell, and a quiet server (a few recipients per message), is written at once.
+    With ``busy_threshold`` 0 every cycle waits ``write_delay`` after its first mark.
     """
 
     def __init__(self, write_delay: float = 0.0, busy_threshold: int = 0):
@@ -34,18 +36,24 @@ class Flusher:
 
     def mark(self, conn: Flushable) -> None:
         """Flush ``conn`` soon. The caller marks each connection once per flush."""
+        if not self._dirty:
+            # The first mark wakes the cycle; later ones join the list it will take.
+            self._wake.set()
         self._dirty.append(conn)
-        self._wake.set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
-        busy = self._threshold == 0
+        not_before = -math.inf  # end of the last busy cycle plus the delay
         while True:
             await self._wake.wait()
             self._wake = trio.Event()
-            if busy and self._delay > 0:
-                await trio.sleep(self._delay)
+            if self._delay > 0:
+                if self._threshold == 0:
+                    await trio.sleep(self._delay)
+                elif not_before > trio.current_time():
+                    await trio.sleep_until(not_before)
             dirty, self._dirty = self._dirty, []
             for conn in dirty:
                 conn.flush_nowait()
-            busy = len(dirty) >= self._threshold
+            if len(dirty) >= self._threshold:
+                not_before = trio.current_time() + self._delay

@@ -15,7 +15,6 @@ RELIABLE frames (replies, messages of normal conversations) are never shed.
 from __future__ import annotations
 
 import enum
-from collections import deque
 from dataclasses import dataclass
 
 
@@ -57,8 +56,18 @@ class OutboxStatistics:
     overflows: int
 
 
+_ACCEPTED = Verdict.ACCEPTED
+_SHEDDABLE = int(Priority.NORMAL)  # this class and LOW may be shed
+_EMPTY: tuple[()] = ()
+
+
 class Outbox:
-    """FIFO of frames with byte and frame bounds and priority shedding."""
+    """FIFO of frames with byte and frame bounds and priority shedding.
+
+    Frames and their priorities are kept in two parallel sequences, so that queueing
+    a frame allocates nothing in the common case and ``take`` hands the whole queue
+    over without copying. An idle connection holds two shared empty placeholders.
+    """
 
     __slots__ = (
         "_accepted",
@@ -67,6 +76,7 @@ class Outbox:
         "_max_bytes",
         "_max_frames",
         "_overflows",
+        "_prios",
         "_shed",
         "_sheddable",
         "_totals",
@@ -76,8 +86,8 @@ class Outbox:
         self._totals = totals if totals is not None else ShedTotals()
         self._max_bytes = max_bytes
         self._max_frames = max_frames
-        # An empty deque costs ~760 bytes; an idle connection holds the empty tuple.
-        self._frames: deque[tuple[bytes, Priority]] | tuple[()] = ()
+        self._frames: list[bytes] | tuple[()] = _EMPTY
+        self._prios: bytearray | tuple[()] = _EMPTY
         self._bytes = 0
         self._sheddable = 0  # queued NORMAL + LOW frames, to skip scans when there are none
         self._accepted = 0
@@ -92,21 +102,26 @@ class Outbox:
         return self._bytes
 
     def offer(self, frame: bytes, priority: Priority) -> Verdict:
-        """Queue ``frame`` or say why not. Never blocks."""
+        """Queue ``frame`` or say why not. Never blocks. Runs once per recipient of a
+        broadcast, hence the plain code."""
         size = len(frame)
-        if not self._fits(size):
+        frames = self._frames
+        if not frames:
+            self._frames = [frame]
+            self._prios = bytearray((priority,))
+        elif self._bytes + size <= self._max_bytes and len(frames) < self._max_frames:
+            frames.append(frame)
+            self._prios.append(priority)  # type: ignore[union-attr]
+        else:
             verdict = self._make_room(size, priority)
             if verdict is not None:
                 return verdict
-        if not self._frames:
-            self._frames = deque()
-        assert isinstance(self._frames, deque)
-        self._frames.append((frame, priority))
+            self._append(frame, priority)
         self._bytes += size
-        if priority >= Priority.NORMAL:
+        if priority >= _SHEDDABLE:
             self._sheddable += 1
         self._accepted += 1
-        return Verdict.ACCEPTED
+        return _ACCEPTED
 
     def take(self, max_bytes: int) -> list[bytes]:
         """Remove and return frames from the head, at least one if any, up to about
@@ -114,22 +129,26 @@ class Outbox:
         frames = self._frames
         if not frames:
             return []
-        assert isinstance(frames, deque)
-        out: list[bytes] = []
-        total = 0
-        while frames and (not out or total + len(frames[0][0]) <= max_bytes):
-            frame, priority = frames.popleft()
-            total += len(frame)
-            if priority >= Priority.NORMAL:
-                self._sheddable -= 1
-            out.append(frame)
+        assert isinstance(frames, list)
+        assert isinstance(self._prios, bytearray)
+        if self._bytes <= max_bytes or len(frames) == 1:
+            self.clear()
+            return frames
+        count, total = 1, len(frames[0])
+        while count < len(frames) and total + len(frames[count]) <= max_bytes:
+            total += len(frames[count])
+            count += 1
+        out = frames[:count]
+        del frames[:count]
+        taken = self._prios[:count]
+        del self._prios[:count]
+        self._sheddable -= taken.count(Priority.NORMAL) + taken.count(Priority.LOW)
         self._bytes -= total
-        if not frames:
-            self._frames = ()
         return out
 
     def clear(self) -> None:
-        self._frames = ()
+        self._frames = _EMPTY
+        self._prios = _EMPTY
         self._bytes = 0
         self._sheddable = 0
 
@@ -142,6 +161,13 @@ class Outbox:
             shed_normal=self._shed[Priority.NORMAL],
             overflows=self._overflows,
         )
+
+    def _append(self, frame: bytes, priority: Priority) -> None:
+        if not self._frames:
+            self._frames, self._prios = [frame], bytearray((priority,))
+        else:
+            self._frames.append(frame)
+            self._prios.append(priority)  # type: ignore[union-attr]
 
     def _fits(self, size: int) -> bool:
         # An empty queue takes any one frame: the bounds limit how far a client may
@@ -169,7 +195,7 @@ class Outbox:
 
     def _fits_without(self, victim: Priority, size: int) -> bool:
         """Would ``size`` bytes fit once every ``victim`` frame was gone?"""
-        gone = [len(frame) for frame, p in self._frames if p == victim]
+        gone = [len(f) for f, p in zip(self._frames, self._prios, strict=True) if p == victim]
         if len(gone) == len(self._frames):
             return True  # an empty outbox takes any one frame
         bytes_left = self._bytes - sum(gone)
@@ -188,8 +214,9 @@ class Outbox:
         if not self._sheddable:
             return
         count = len(self._frames)
-        kept: deque[tuple[bytes, Priority]] = deque()
-        for frame, priority in self._frames:
+        kept: list[bytes] = []
+        kept_prios = bytearray()
+        for frame, priority in zip(self._frames, self._prios, strict=True):
             full = self._bytes + size > self._max_bytes or count >= self._max_frames
             if priority == victim and full:
                 self._bytes -= len(frame)
@@ -197,5 +224,9 @@ class Outbox:
                 self._count_shed(victim)
                 count -= 1
             else:
-                kept.append((frame, priority))
-        self._frames = kept if kept else ()
+                kept.append(frame)
+                kept_prios.append(priority)
+        if kept:
+            self._frames, self._prios = kept, kept_prios
+        else:
+            self._frames, self._prios = _EMPTY, _EMPTY

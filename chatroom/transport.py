@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import os
-import struct
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 
@@ -32,6 +31,7 @@ from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol as WsSubprotocol
 
 from chatroom.protocol.codec import Subprotocol
+from chatroom.protocol.framing import ws_frame
 
 log = logging.getLogger(__name__)
 
@@ -44,25 +44,11 @@ __all__ = [
     "ws_frame",
 ]
 
-_OP_TEXT = 0x81  # FIN + text
-_OP_BINARY = 0x82  # FIN + binary
 _RECEIVE_BYTES = 65536
 _CLOSE_WAIT = 2.0  # seconds to wait for the client's half of the closing handshake
 # websockets logs every connection at INFO; ours are counted in statistics() instead.
 _PROTOCOL_LOG = logging.getLogger("chatroom.transport.websockets")
 _PROTOCOL_LOG.setLevel(logging.WARNING)
-
-
-def ws_frame(payload: bytes, binary: bool) -> bytes:
-    """One unmasked server-to-client WebSocket frame. The same bytes suit every
-    recipient, since servers do not mask."""
-    n = len(payload)
-    first = _OP_BINARY if binary else _OP_TEXT
-    if n < 126:
-        return bytes((first, n)) + payload
-    if n < 65536:
-        return struct.pack("!BBH", first, 126, n) + payload
-    return struct.pack("!BBQ", first, 127, n) + payload
 
 
 class ConnectionClosed(Exception):

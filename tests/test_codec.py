@@ -29,6 +29,7 @@ from chatroom.protocol import codec
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Codec, Prepared, Subprotocol
 from chatroom.protocol.errors import CloseCode, ProtocolError
+from chatroom.protocol.framing import ws_frame
 
 CAPTURES = Path(__file__).parent / "data" / "captures"
 SDK_PROTO_DIR = Path(__file__).parent / "sdk" / "node_modules" / "leancloud-realtime" / "proto"
@@ -365,6 +366,19 @@ def test_prepared_serializes_once_for_all_recipients(monkeypatch: pytest.MonkeyP
     assert tom == shared + codec.peer_id_tail("Tom")
     assert jerry == shared + codec.peer_id_tail("Jerry")
     assert prepared.payload(Codec.PROTOBUF, None) is shared
+
+
+@pytest.mark.parametrize("c", ALL_CODECS, ids=lambda c: c.value)
+@pytest.mark.parametrize("padding", [0, 60, 130, 70_000])  # across the 126/65536 headers
+def test_prepared_frame_is_the_payload_in_one_websocket_frame(c: Codec, padding: int) -> None:
+    cmd = _push()
+    cmd.directMessage.msg = "x" * padding
+    prepared = Prepared(cmd)
+    # Tail lengths differ (and a long id moves the frame past a header size).
+    for peer in (None, "Tom", "Jerry", "é" * 100, "Tom"):
+        frame = prepared.frame(c, peer)
+        assert frame == ws_frame(prepared.payload(c, peer), c.binary_frames)
+    assert prepared.frame(c, None) is prepared.frame(c, None)  # one shared frame
 
 
 def test_prepared_json_is_dumped_once() -> None:

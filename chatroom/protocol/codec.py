@@ -37,6 +37,7 @@ from google.protobuf.message import Message as PbMessage
 
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.errors import CloseCode, ProtocolError
+from chatroom.protocol.framing import frame_header, ws_frame
 
 GenericCommand = pb.GenericCommand
 
@@ -218,17 +219,20 @@ class Prepared:
 
     The shared part (everything but ``peerId``) is serialized once per codec in use;
     ``payload`` adds only the recipient's ``peerId``: a protobuf tail, or a JSON key.
+    ``frame`` returns the whole WebSocket frame, and for the binary codec builds each
+    recipient's frame with one concatenation: the frame header and the shared bytes
+    are cached by the length of the recipient's tail.
     """
 
-    __slots__ = ("_cmd", "_json", "_proto", "frames")
+    __slots__ = ("_cmd", "_heads", "_json", "_proto", "_shared")
 
     def __init__(self, cmd: pb.GenericCommand):
         cmd.ClearField("peerId")
         self._cmd = cmd
         self._proto: bytes | None = None
         self._json: bytes | None = None
-        # Whole frames without peerId, by codec, filled in by the transport side.
-        self.frames: dict[Codec, bytes] = {}
+        self._shared: dict[Codec, bytes] = {}  # whole frames without peerId, by codec
+        self._heads: dict[int, bytes] = {}  # binary header + shared bytes, by tail length
 
     @property
     def command(self) -> pb.GenericCommand:
@@ -246,6 +250,27 @@ class Prepared:
             self._proto = serialize(self._cmd)
         raw = self._proto if peer_id is None else self._proto + peer_id_tail(peer_id)
         return base64.b64encode(raw) if codec is Codec.BASE64 else raw
+
+    def frame(self, codec: Codec, peer_id: str | None) -> bytes:
+        """The WebSocket frame for one recipient (``peer_id`` None: the shared one)."""
+        if peer_id is None:
+            shared = self._shared.get(codec)
+            if shared is None:
+                shared = self._shared[codec] = ws_frame(
+                    self.payload(codec, None), codec.binary_frames
+                )
+            return shared
+        if codec is _PROTOBUF:
+            tail = peer_id_tail(peer_id)
+            head = self._heads.get(len(tail))
+            if head is None:
+                base = self.payload(codec, None)
+                head = self._heads[len(tail)] = frame_header(len(base) + len(tail), True) + base
+            return head + tail
+        return ws_frame(self.payload(codec, peer_id), codec.binary_frames)
+
+
+_PROTOBUF = Codec.PROTOBUF
 
 
 # ---------------------------------------------------------------------------
