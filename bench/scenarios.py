@@ -163,7 +163,7 @@ def _saturation_rate(
     if known is not None:
         return known
     ctx.progress("no fanout-1000 result in this run: a short ramp finds saturation")
-    _, sat = ramp(ctx, server, gen, [5, 10, 20, 40, 60, 80, 120, 160, 200, 250, 300])
+    _, sat = ramp(ctx, server, gen, [5, 10, 20, 40, 60, 80, 120, 160, 200, 250, 300, 400, 500, 600])
     return sat.rate if sat else 2.0
 
 

@@ -22,9 +22,10 @@ class Flusher:
     """Flushes dirty connections, one system call each per cycle.
 
     After a cycle that flushed at least ``busy_threshold`` connections, the next one
-    starts no earlier than ``write_delay`` seconds later: a busy room then gathers the
-    messages of that interval into each write, while the first message after a quiet
-    spell, and a quiet server (a few recipients per message), is written at once.
+    starts no earlier than ``write_delay`` seconds later, or as long again as the
+    cycle took if that is longer: a busy room then gathers the messages of that
+    interval into each write, while the first message after a quiet spell, and a
+    quiet server (a few recipients per message), is written at once.
     With ``busy_threshold`` 0 every cycle waits ``write_delay`` after its first mark.
     """
 
@@ -53,7 +54,12 @@ class Flusher:
                 elif not_before > trio.current_time():
                     await trio.sleep_until(not_before)
             dirty, self._dirty = self._dirty, []
+            start = trio.current_time()
             for conn in dirty:
                 conn.flush_nowait()
             if len(dirty) >= self._threshold:
-                not_before = trio.current_time() + self._delay
+                # At least as long again as this flush took: writing never takes more
+                # than half the time, and the bigger the room, the more each write
+                # gathers.
+                end = trio.current_time()
+                not_before = end + max(self._delay, end - start)

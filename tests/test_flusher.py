@@ -6,6 +6,7 @@ call. No sockets: fake connections record when they are flushed, under
 
 from __future__ import annotations
 
+import pytest
 import trio
 import trio.testing
 
@@ -105,4 +106,36 @@ async def test_a_mark_long_after_a_busy_flush_is_written_at_once(
         flusher.mark(conns[0])
         await trio.testing.wait_all_tasks_blocked()
         assert log[-1] == ("c0", marked)
+        nursery.cancel_scope.cancel()
+
+
+class Slow(Recorder):
+    """A connection whose write takes ``seconds`` of (mock) time."""
+
+    def __init__(self, name: str, log: list[tuple[str, float]], clock: trio.testing.MockClock):
+        super().__init__(name, log)
+        self.clock = clock
+
+    def flush_nowait(self) -> None:
+        super().flush_nowait()
+        self.clock.jump(0.015)
+
+
+async def test_after_a_long_flush_the_next_waits_as_long_again(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    log: list[tuple[str, float]] = []
+    conns = [Slow(f"c{i}", log, autojump_clock) for i in range(2)]
+    flusher = Flusher(write_delay=0.005, busy_threshold=2)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(flusher.run)
+        start = trio.current_time()
+        flusher.mark(conns[0])
+        flusher.mark(conns[1])  # a busy cycle of 30 ms (two writes of 15 ms)
+        await trio.testing.wait_all_tasks_blocked()
+        assert [t - start for _, t in log] == pytest.approx([0, 0.015])
+        flusher.mark(conns[0])
+        await trio.sleep(0.1)
+        # Not 5 ms after the busy cycle ended (at 30 ms), but 30 ms after.
+        assert log[-1][1] - start == pytest.approx(0.06)
         nursery.cancel_scope.cancel()
