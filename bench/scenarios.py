@@ -163,7 +163,9 @@ def _saturation_rate(
     if known is not None:
         return known
     ctx.progress("no fanout-1000 result in this run: a short ramp finds saturation")
-    _, sat = ramp(ctx, server, gen, [5, 10, 20, 40, 60, 80, 120, 160, 200, 250, 300, 400, 500, 600])
+    _, sat = ramp(
+        ctx, server, gen, [5, 10, 20, 40, 80, 120, 160, 200, 250, 300, 400, 500, 600, 800, 1000]
+    )
     return sat.rate if sat else 2.0
 
 
@@ -282,9 +284,32 @@ def persist(ctx: Context, spec: ServerSpec, n: int, server: Running, gen: Genera
     )
 
 
-_R1000 = [10, 20, 30, 40, 50, 60, 80, 100, 120, 150, 180, 220, 260, 300, 350, 400, 460, 520, 600]
+_R1000 = [
+    10,
+    20,
+    30,
+    40,
+    50,
+    60,
+    80,
+    100,
+    120,
+    150,
+    180,
+    220,
+    260,
+    300,
+    350,
+    400,
+    460,
+    520,
+    600,
+    700,
+    800,
+    1000,
+]
 _R5000 = [2, 4, 6, 8, 10, 12, 16, 20, 24, 30, 36, 44, 52, 60, 70, 80, 92, 104, 120]
-_R1000X10 = [20, 40, 60, 80, 100, 130, 160, 200, 250, 300, 350, 400, 460, 520, 600]
+_R1000X10 = [20, 40, 60, 80, 100, 130, 160, 200, 250, 300, 350, 400, 460, 520, 600, 700, 800, 1000]
 
 _SAT = "saturation_deliveries_per_s"
 SCENARIOS = [

@@ -131,7 +131,7 @@ class Config:
     shed_backlog_low: int = 64
     """Chatroom LOW messages are dropped as they are read while their sender's
     connection holds more unprocessed messages than this (the server is behind)."""
-    shed_backlog_normal: int = 256
+    shed_backlog_normal: int = 128
     """The same for NORMAL messages. HIGH messages are never dropped this way."""
     shed_lag_low: float = 0.1
     """Seconds of event-loop lag beyond which chatroom LOW messages are dropped as

@@ -17,8 +17,11 @@ with ``write_nowait`` (one non-blocking ``send``) or ``write`` (waiting).
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
+import sys
+import termios
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 
@@ -72,6 +75,7 @@ class Transport:
         "_eof",
         "_events",
         "_fd",
+        "_frame_size",
         "_kind",
         "_lock",
         "_parts",
@@ -91,6 +95,7 @@ class Transport:
         self._kind: Opcode | None = None  # type of the message being reassembled
         self._parts: list[bytes] = []
         self._eof = False
+        self._frame_size = 64  # bytes per inbound frame, as last seen (for backlog)
         # Where protocol-generated frames (pongs, the close reply) go: the owner's
         # outbound queue, so that they never cut into a data frame. Until one is set
         # they are written directly.
@@ -118,14 +123,28 @@ class Transport:
                 protocol.receive_eof()
                 self._eof = True
             events = protocol.events_received()
+            if events:
+                self._frame_size = max(2, len(data) // len(events))
             events.reverse()
             self._events = events + self._events
             self._emit_protocol_output()
 
     @property
     def backlog(self) -> int:
-        """Frames received and not yet handed out by ``receive``."""
-        return len(self._events)
+        """Frames received and not yet handed out by ``receive``: those already read,
+        and an estimate of those still in the kernel's receive queue (its bytes over
+        the size of the frames last read). A sender the server cannot keep up with
+        fills that queue first; without it the backlog would look like one read."""
+        return len(self._events) + self._unread_bytes() // self._frame_size
+
+    def _unread_bytes(self) -> int:
+        if self._fd < 0:
+            return 0
+        try:
+            raw = fcntl.ioctl(self._fd, termios.FIONREAD, b"\0\0\0\0")
+        except OSError:
+            return 0
+        return int.from_bytes(raw, sys.byteorder, signed=True)
 
     def _close_info(self) -> tuple[int, str]:
         close = self._protocol.close_rcvd or self._protocol.close_sent

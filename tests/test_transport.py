@@ -182,6 +182,28 @@ async def test_receive_returns_client_messages() -> None:
 
 
 @fail_after()
+async def test_backlog_counts_frames_still_in_the_kernel() -> None:
+    # 3000 frames of 100 bytes (106 on the wire, masked): one read of 64 KiB parses
+    # about 600 of them, the rest wait in the socket's receive queue.
+    async with ws_pair() as (transport, client_ws), trio.open_nursery() as nursery:
+
+        async def send_all() -> None:  # blocks while the server's queue is full
+            for _ in range(3000):
+                await client_ws.send_message(b"x" * 100)
+
+        nursery.start_soon(send_all)
+        assert await transport.receive() == b"x" * 100
+        parsed_in_one_read = 65536 // 106
+        # Polls the kernel (no event to wait for); fail_after ends it if never.
+        while transport.backlog <= parsed_in_one_read + 100:  # noqa: ASYNC110
+            await trio.sleep(0.01)  # loopback still filling the receive queue
+        assert transport.backlog <= 2999
+        for _ in range(2999):
+            await transport.receive()
+        assert transport.backlog == 0
+
+
+@fail_after()
 async def test_aclose_sends_the_close_code_and_reason() -> None:
     async with ws_pair() as (transport, client_ws):
         assert not transport.closed

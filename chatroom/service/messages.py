@@ -270,7 +270,10 @@ def _send_live(
             config.shed_lag_low,
             config.shed_lag_normal,
         )
-        if shed_at_intake(priority, link.backlog(), ctx.loop_lag, limits):
+        # HIGH is never shed: it does not even ask for the backlog (a system call).
+        if priority is not Priority.HIGH and shed_at_intake(
+            priority, link.backlog(), ctx.loop_lag, limits
+        ):
             # Accepted (acked) but delivered to nobody: the room is overloaded and
             # this is what priorities are for.
             ctx.counters.shed_at_intake += 1
