@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import operator
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -28,13 +27,12 @@ import orjson
 import trio
 
 from . import sqlite_marks as marks_table
+from . import sqlite_messages as messages_table
 from .base import (
-    Bound,
     Conversation,
     ConvFilter,
     ConvOrder,
     ConvType,
-    Direction,
     HistoryQuery,
     IntegrityError,
     MemberMarks,
@@ -47,7 +45,6 @@ from .common import (
     INT64_MAX,
     INT64_MIN,
     dump_json,
-    history_interval,
     is_unique_normal,
     json_path,
     members_key,
@@ -79,30 +76,6 @@ _CONVS_OF = (
     " ORDER BY coalesce(c.last_message_at, c.created_at) DESC, c.cid LIMIT ? OFFSET ?"
 )
 
-# Selected in Message field order; inserted with mention_pids last (see _append_messages).
-_MSG_COLUMNS = (
-    "cid, mid, from_peer, timestamp, data, binary, mention_all, mention_pids,"
-    " dedupe_token, lctype, patch_timestamp"
-)
-_MSG_SELECT = f"SELECT {_MSG_COLUMNS} FROM messages"
-_MSG_INSERTED = (
-    "cid", "mid", "from_peer", "timestamp", "data", "binary", "mention_all", "dedupe_token",
-    "lctype", "patch_timestamp",
-)  # fmt: skip
-_MSG_FIELDS = operator.attrgetter(*_MSG_INSERTED)  # C-speed rows: the hot path of group commit
-_MSG_INSERT = (
-    f"INSERT INTO messages ({', '.join(_MSG_INSERTED)}, mention_pids)"
-    f" VALUES ({', '.join('?' * (len(_MSG_INSERTED) + 1))})"
-)
-_SET_LAST_MESSAGE_AT = (
-    "UPDATE conversations SET last_message_at = ?2"
-    " WHERE cid = ?1 AND (last_message_at IS NULL OR last_message_at < ?2)"
-)
-_PATCHES_SINCE = (
-    f"SELECT {', '.join('m.' + c.strip() for c in _MSG_COLUMNS.split(','))}"
-    " FROM messages AS m JOIN conversation_members AS c ON c.cid = m.cid AND c.member = ?1"
-    " WHERE m.patch_timestamp > ?2 ORDER BY m.patch_timestamp, m.cid, m.mid LIMIT ?3"
-)
 # Values SQLite refuses (types, ranges, encodings), reported as the interface's error.
 _BAD_DATA = (sqlite3.IntegrityError, OverflowError, UnicodeEncodeError, orjson.JSONEncodeError)
 
@@ -279,48 +252,24 @@ class SqliteStore:
 
     async def find_by_dedupe_token(self, cid: str, from_peer: str, token: str) -> Message | None:
         """The oldest message ``from_peer`` sent to ``cid`` with this ``dt``."""
-        # Without INDEXED BY the planner prefers messages_position for the ORDER BY,
-        # which reads every message of the conversation.
-        sql = (
-            f"SELECT {_MSG_COLUMNS} FROM messages INDEXED BY messages_dedupe"
-            " WHERE cid = ? AND from_peer = ? AND dedupe_token = ?"
-            " ORDER BY timestamp, mid LIMIT 1"
-        )
-        rows = await self._query(sql, (cid, from_peer, token))
-        return _message(rows[0]) if rows else None
+        rows = await self._query(messages_table.FIND_BY_DEDUPE_TOKEN, (cid, from_peer, token))
+        return messages_table.message_of_row(rows[0]) if rows else None
 
     async def get_message(self, cid: str, mid: str) -> Message | None:
         """One message by conversation and id."""
-        sql = f"{_MSG_SELECT} WHERE cid = ? AND mid = ?"
-        rows = await self._query(sql, (cid, mid))
-        return _message(rows[0]) if rows else None
+        rows = await self._query(messages_table.GET_MESSAGE, (cid, mid))
+        return messages_table.message_of_row(rows[0]) if rows else None
 
     async def last_message(self, cid: str) -> Message | None:
         """The newest message of a conversation."""
-        sql = f"{_MSG_SELECT} WHERE cid = ? ORDER BY timestamp DESC, mid DESC LIMIT 1"
-        rows = await self._query(sql, (cid,))
-        return _message(rows[0]) if rows else None
+        rows = await self._query(messages_table.LAST_MESSAGE, (cid,))
+        return messages_table.message_of_row(rows[0]) if rows else None
 
     async def query_messages(self, query: HistoryQuery) -> list[Message]:
         """A history page, ascending (see ``HistoryQuery``): one indexed range scan."""
-        lower, upper = history_interval(query)
-        args: list[object] = [query.cid]
-        lower_sql = upper_sql = None
-        if lower is not None:
-            lower = _clamped(lower, is_lower=True)
-            lower_sql = (">=" if lower.inclusive else ">", lower.mid is not None)
-            args += (lower.timestamp,) if lower.mid is None else (lower.timestamp, lower.mid)
-        if upper is not None:
-            upper = _clamped(upper, is_lower=False)
-            upper_sql = ("<=" if upper.inclusive else "<", upper.mid is not None)
-            args += (upper.timestamp,) if upper.mid is None else (upper.timestamp, upper.mid)
-        if query.lctype is not None:
-            args.append(query.lctype)
-        args.append(query.limit)
-        newest_first = query.direction != Direction.NEW
-        sql = _history_sql(lower_sql, upper_sql, newest_first, query.lctype is not None)
+        sql, args, newest_first = messages_table.history_select(query)
         rows = await self._query(sql, args)
-        messages = [_message(row) for row in rows]
+        messages = [messages_table.message_of_row(row) for row in rows]
         if newest_first:
             messages.reverse()
         return messages
@@ -332,8 +281,8 @@ class SqliteStore:
     async def patches_since(self, member: str, since: int, limit: int) -> list[Message]:
         """Patched messages of the member's conversations, oldest patch first."""
         since = max(min(since, INT64_MAX), INT64_MIN)
-        rows = await self._query(_PATCHES_SINCE, (member, since, limit))
-        return [_message(row) for row in rows]
+        rows = await self._query(messages_table.PATCHES_SINCE, (member, since, limit))
+        return [messages_table.message_of_row(row) for row in rows]
 
     async def member_marks(self, cid: str) -> list[MemberMarks]:
         """Every member's marks in ``cid``."""
@@ -370,12 +319,8 @@ class SqliteStore:
         if limit <= 0:
             await trio.lowlevel.checkpoint()
             return []
-        sql = (
-            f"SELECT {_MSG_COLUMNS} FROM messages WHERE dedupe_token IS NOT NULL"
-            " ORDER BY rowid DESC LIMIT ?"
-        )
-        rows = await self._query(sql, (limit,))
-        return [_message(row) for row in reversed(rows)]
+        rows = await self._query(messages_table.RECENT_DEDUPE_TOKENS, (limit,))
+        return [messages_table.message_of_row(row) for row in reversed(rows)]
 
     async def max_message_timestamp(self) -> int:
         """The newest stored timestamp, 0 when there is none."""
@@ -441,43 +386,12 @@ def _save_conversation(db: sqlite3.Connection, conv: Conversation) -> None:
 
 def _append_messages(db: sqlite3.Connection, batch: Sequence[Message]) -> None:
     with _transaction(db):
-        # Rows are built inside the transaction so that bad values are reported alike.
-        newest: dict[str, int] = {}
-        rows = []
-        for m in batch:
-            pids = orjson.dumps(m.mention_pids).decode() if m.mention_pids else None
-            rows.append((*_MSG_FIELDS(m), pids))
-            if m.timestamp > newest.get(m.cid, INT64_MIN):
-                newest[m.cid] = m.timestamp
-        db.executemany(_MSG_INSERT, rows)
-        db.executemany(_SET_LAST_MESSAGE_AT, newest.items())
-        marks_table.count_unread(db, batch)
-        db.execute(
-            "UPDATE meta SET max_timestamp = ? WHERE max_timestamp < ?",
-            (max(newest.values()),) * 2,
-        )
+        messages_table.append(db, batch)
 
 
 def _patch_message(db: sqlite3.Connection, patch: Patch) -> Message | None:
     with _transaction(db):
-        pids = orjson.dumps(patch.mention_pids).decode() if patch.mention_pids else None
-        db.execute(
-            "UPDATE messages SET data = ?, binary = ?, mention_all = ?, mention_pids = ?,"
-            " lctype = ?, patch_timestamp = ? WHERE cid = ? AND mid = ?",
-            (
-                patch.data,
-                patch.binary,
-                int(patch.mention_all),
-                pids,
-                patch.lctype,
-                patch.patch_timestamp,
-                patch.cid,
-                patch.mid,
-            ),
-        )
-        rows = db.execute(f"{_MSG_SELECT} WHERE cid = ? AND mid = ?", (patch.cid, patch.mid))
-        found = rows.fetchall()
-    return _message(found[0]) if found else None
+        return messages_table.apply_patch(db, patch)
 
 
 def _mark_acked(db: sqlite3.Connection, member: str, cid: str, timestamp: int) -> MemberMarks:
@@ -531,59 +445,6 @@ def _conversation(row: Any) -> Conversation:
         muted=orjson.loads(row[9]),
         last_message_at=row[10],
         expire_at=row[11],
-    )
-
-
-def _message(row: Any) -> Message:
-    cid, mid, peer, timestamp, data, binary, mention_all, pids, token, lctype, patched = row
-    mentioned = tuple(orjson.loads(pids)) if pids else ()
-    return Message(
-        cid,
-        mid,
-        peer,
-        timestamp,
-        data,
-        binary,
-        bool(mention_all),
-        mentioned,
-        token,
-        lctype,
-        patched,
-    )
-
-
-def _clamped(bound: Bound, *, is_lower: bool) -> Bound:
-    """An equivalent bound within SQLite's integer range (clients may send any number)."""
-    if INT64_MIN <= bound.timestamp <= INT64_MAX:
-        return bound
-    if bound.timestamp > INT64_MAX:
-        # Past every message: as upper bound it keeps all, as lower bound none.
-        return Bound(INT64_MAX, None, inclusive=not is_lower)
-    return Bound(INT64_MIN, None, inclusive=is_lower)
-
-
-@functools.lru_cache(maxsize=128)
-def _history_sql(
-    lower: tuple[str, bool] | None,
-    upper: tuple[str, bool] | None,
-    newest_first: bool,
-    typed: bool,
-) -> str:
-    """The history query for one shape of bounds; each side is ``(operator, with_mid)``.
-
-    Row values ``(timestamp, mid) < (?, ?)`` keep the whole condition a range of the
-    ``messages_position`` index, so a page costs ``limit`` index steps, not a scan.
-    """
-    where = ["cid = ?"]
-    for side in (lower, upper):
-        if side is not None:
-            op, with_mid = side
-            where.append(f"(timestamp, mid) {op} (?, ?)" if with_mid else f"timestamp {op} ?")
-    if typed:
-        where.append("lctype = ?")
-    order = "DESC" if newest_first else "ASC"
-    return (
-        f"{_MSG_SELECT} WHERE {' AND '.join(where)} ORDER BY timestamp {order}, mid {order} LIMIT ?"
     )
 
 

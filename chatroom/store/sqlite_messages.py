@@ -1,0 +1,172 @@
+"""SQLite side of messages: the ``messages`` table's SQL and row conversions.
+
+Group commit (``append``) and patches (``apply_patch``) run in the store's writer thread inside
+the caller's transaction (``SqliteStore`` opens it); the read paths get their SQL here
+(history pages, dedupe tokens, missed patches) and run it on a pooled reader connection.
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from . import sqlite_marks as marks_table
+from .base import Bound, Direction, HistoryQuery, Message, Patch
+from .common import INT64_MAX, INT64_MIN, history_interval
+
+# Selected in Message field order; inserted with mention_pids last (see append).
+MSG_COLUMNS = (
+    "cid, mid, from_peer, timestamp, data, binary, mention_all, mention_pids,"
+    " dedupe_token, lctype, patch_timestamp"
+)
+MSG_SELECT = f"SELECT {MSG_COLUMNS} FROM messages"
+_MSG_INSERTED = (
+    "cid", "mid", "from_peer", "timestamp", "data", "binary", "mention_all", "dedupe_token",
+    "lctype", "patch_timestamp",
+)  # fmt: skip
+_MSG_FIELDS = operator.attrgetter(*_MSG_INSERTED)  # C-speed rows: the hot path of group commit
+_MSG_INSERT = (
+    f"INSERT INTO messages ({', '.join(_MSG_INSERTED)}, mention_pids)"
+    f" VALUES ({', '.join('?' * (len(_MSG_INSERTED) + 1))})"
+)
+_SET_LAST_MESSAGE_AT = (
+    "UPDATE conversations SET last_message_at = ?2"
+    " WHERE cid = ?1 AND (last_message_at IS NULL OR last_message_at < ?2)"
+)
+GET_MESSAGE = f"{MSG_SELECT} WHERE cid = ? AND mid = ?"
+LAST_MESSAGE = f"{MSG_SELECT} WHERE cid = ? ORDER BY timestamp DESC, mid DESC LIMIT 1"
+# Without INDEXED BY the planner prefers messages_position for the ORDER BY, which reads
+# every message of the conversation.
+FIND_BY_DEDUPE_TOKEN = (
+    f"SELECT {MSG_COLUMNS} FROM messages INDEXED BY messages_dedupe"
+    " WHERE cid = ? AND from_peer = ? AND dedupe_token = ?"
+    " ORDER BY timestamp, mid LIMIT 1"
+)
+# The newest rowids, read backwards from the end of the table (no scan).
+RECENT_DEDUPE_TOKENS = (
+    f"SELECT {MSG_COLUMNS} FROM messages WHERE dedupe_token IS NOT NULL ORDER BY rowid DESC LIMIT ?"
+)
+PATCHES_SINCE = (
+    f"SELECT {', '.join('m.' + c.strip() for c in MSG_COLUMNS.split(','))}"
+    " FROM messages AS m JOIN conversation_members AS c ON c.cid = m.cid AND c.member = ?1"
+    " WHERE m.patch_timestamp > ?2 ORDER BY m.patch_timestamp, m.cid, m.mid LIMIT ?3"
+)
+
+
+def append(db: sqlite3.Connection, batch: Sequence[Message]) -> None:
+    """Insert a non-empty batch with its conversation, unread and meta updates."""
+    # Rows are built inside the transaction so that bad values are reported alike.
+    newest: dict[str, int] = {}
+    rows = []
+    for m in batch:
+        pids = orjson.dumps(m.mention_pids).decode() if m.mention_pids else None
+        rows.append((*_MSG_FIELDS(m), pids))
+        if m.timestamp > newest.get(m.cid, INT64_MIN):
+            newest[m.cid] = m.timestamp
+    db.executemany(_MSG_INSERT, rows)
+    db.executemany(_SET_LAST_MESSAGE_AT, newest.items())
+    marks_table.count_unread(db, batch)
+    db.execute(
+        "UPDATE meta SET max_timestamp = ? WHERE max_timestamp < ?",
+        (max(newest.values()),) * 2,
+    )
+
+
+def apply_patch(db: sqlite3.Connection, patch: Patch) -> Message | None:
+    """Rewrite one message's content; the patched message, or None if there is none."""
+    pids = orjson.dumps(patch.mention_pids).decode() if patch.mention_pids else None
+    db.execute(
+        "UPDATE messages SET data = ?, binary = ?, mention_all = ?, mention_pids = ?,"
+        " lctype = ?, patch_timestamp = ? WHERE cid = ? AND mid = ?",
+        (
+            patch.data,
+            patch.binary,
+            int(patch.mention_all),
+            pids,
+            patch.lctype,
+            patch.patch_timestamp,
+            patch.cid,
+            patch.mid,
+        ),
+    )
+    found = db.execute(GET_MESSAGE, (patch.cid, patch.mid)).fetchall()
+    return message_of_row(found[0]) if found else None
+
+
+def history_select(query: HistoryQuery) -> tuple[str, list[object], bool]:
+    """The SQL and parameters of one history page, and whether rows come newest first."""
+    lower, upper = history_interval(query)
+    args: list[object] = [query.cid]
+    lower_sql = upper_sql = None
+    if lower is not None:
+        lower = _clamped(lower, is_lower=True)
+        lower_sql = (">=" if lower.inclusive else ">", lower.mid is not None)
+        args += (lower.timestamp,) if lower.mid is None else (lower.timestamp, lower.mid)
+    if upper is not None:
+        upper = _clamped(upper, is_lower=False)
+        upper_sql = ("<=" if upper.inclusive else "<", upper.mid is not None)
+        args += (upper.timestamp,) if upper.mid is None else (upper.timestamp, upper.mid)
+    if query.lctype is not None:
+        args.append(query.lctype)
+    args.append(query.limit)
+    newest_first = query.direction != Direction.NEW
+    sql = _history_sql(lower_sql, upper_sql, newest_first, query.lctype is not None)
+    return sql, args, newest_first
+
+
+def message_of_row(row: Any) -> Message:
+    cid, mid, peer, timestamp, data, binary, mention_all, pids, token, lctype, patched = row
+    mentioned = tuple(orjson.loads(pids)) if pids else ()
+    return Message(
+        cid,
+        mid,
+        peer,
+        timestamp,
+        data,
+        binary,
+        bool(mention_all),
+        mentioned,
+        token,
+        lctype,
+        patched,
+    )
+
+
+def _clamped(bound: Bound, *, is_lower: bool) -> Bound:
+    """An equivalent bound within SQLite's integer range (clients may send any number)."""
+    if INT64_MIN <= bound.timestamp <= INT64_MAX:
+        return bound
+    if bound.timestamp > INT64_MAX:
+        # Past every message: as upper bound it keeps all, as lower bound none.
+        return Bound(INT64_MAX, None, inclusive=not is_lower)
+    return Bound(INT64_MIN, None, inclusive=is_lower)
+
+
+@functools.lru_cache(maxsize=128)
+def _history_sql(
+    lower: tuple[str, bool] | None,
+    upper: tuple[str, bool] | None,
+    newest_first: bool,
+    typed: bool,
+) -> str:
+    """The history query for one shape of bounds; each side is ``(operator, with_mid)``.
+
+    Row values ``(timestamp, mid) < (?, ?)`` keep the whole condition a range of the
+    ``messages_position`` index, so a page costs ``limit`` index steps, not a scan.
+    """
+    where = ["cid = ?"]
+    for side in (lower, upper):
+        if side is not None:
+            op, with_mid = side
+            where.append(f"(timestamp, mid) {op} (?, ?)" if with_mid else f"timestamp {op} ?")
+    if typed:
+        where.append("lctype = ?")
+    order = "DESC" if newest_first else "ASC"
+    return (
+        f"{MSG_SELECT} WHERE {' AND '.join(where)} ORDER BY timestamp {order}, mid {order} LIMIT ?"
+    )
