@@ -48,6 +48,7 @@ __all__ = [
 ]
 
 _RECEIVE_BYTES = 65536
+_CLIENT_HEADER = 6  # bytes before a short client frame's payload (with its mask key)
 _CLOSE_WAIT = 2.0  # seconds to wait for the client's half of the closing handshake
 # websockets logs every connection at INFO; ours are counted in statistics() instead.
 _PROTOCOL_LOG = logging.getLogger("chatroom.transport.websockets")
@@ -124,7 +125,10 @@ class Transport:
                 self._eof = True
             events = protocol.events_received()
             if events:
-                self._frame_size = max(2, len(data) // len(events))
+                # From the frames themselves: a read that ends inside a frame would
+                # make bytes over frames (of this read) too small or too large.
+                payload = sum(len(e.data) for e in events if isinstance(e, Frame))
+                self._frame_size = payload // len(events) + _CLIENT_HEADER
             events.reverse()
             self._events = events + self._events
             self._emit_protocol_output()
