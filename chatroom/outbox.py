@@ -77,7 +77,8 @@ class Outbox:
         "_max_frames",
         "_overflows",
         "_prios",
-        "_shed",
+        "_shed_low",
+        "_shed_normal",
         "_sheddable",
         "_totals",
     )
@@ -91,7 +92,8 @@ class Outbox:
         self._bytes = 0
         self._sheddable = 0  # queued NORMAL + LOW frames, to skip scans when there are none
         self._accepted = 0
-        self._shed = {Priority.NORMAL: 0, Priority.LOW: 0}
+        self._shed_low = 0  # two counters, not a dict: every connection has them
+        self._shed_normal = 0
         self._overflows = 0
 
     def __len__(self) -> int:
@@ -157,8 +159,8 @@ class Outbox:
             queued_frames=len(self._frames),
             queued_bytes=self._bytes,
             accepted=self._accepted,
-            shed_low=self._shed[Priority.LOW],
-            shed_normal=self._shed[Priority.NORMAL],
+            shed_low=self._shed_low,
+            shed_normal=self._shed_normal,
             overflows=self._overflows,
         )
 
@@ -203,10 +205,11 @@ class Outbox:
         return bytes_left + size <= self._max_bytes and frames_left < self._max_frames
 
     def _count_shed(self, priority: Priority) -> None:
-        self._shed[priority] += 1
         if priority is Priority.LOW:
+            self._shed_low += 1
             self._totals.low += 1
         else:
+            self._shed_normal += 1
             self._totals.normal += 1
 
     def _evict(self, victim: Priority, size: int) -> None:
