@@ -60,6 +60,7 @@ class GcPolicy:
 
     async def run(self) -> None:
         """Freeze periodically until cancelled; then hand everything back to the collector."""
+        await trio.lowlevel.checkpoint()
         if not self.enabled:
             return
         last_full = trio.current_time()
