@@ -129,8 +129,9 @@ class Config:
     room_high_share: float = 0.2
     """Share of the room budget that only HIGH messages may use."""
     shed_backlog_low: int = 64
-    """Chatroom LOW messages are dropped as they are read while their sender's
-    connection holds more unprocessed messages than this (the server is behind)."""
+    """Chatroom LOW messages are dropped as they are read while more chatroom messages
+    than this wait to be processed, in total over their senders (counting those still
+    in the kernel's receive queues): the server is behind."""
     shed_backlog_normal: int = 128
     """The same for NORMAL messages. HIGH messages are never dropped this way."""
     shed_lag_low: float = 0.1

@@ -179,17 +179,19 @@ class Connection:
             self._dirty = True
             self._flusher.mark(self)
 
-    def flush_nowait(self) -> None:
-        """Write queued frames now, as far as the kernel takes them (Flusher)."""
+    def flush_nowait(self) -> int:
+        """Write queued frames now, as far as the kernel takes them (Flusher); the
+        number of frames taken from the outbox."""
         self._dirty = False
         if self._writer_busy or not self.outbox:
-            return
-        data = b"".join(self.outbox.take(_FLUSH_BYTES))
+            return 0
+        frames = self.outbox.take(_FLUSH_BYTES)
+        data = b"".join(frames)
         try:
             written = self._transport.write_nowait(data)
         except TransportBroken:
             self.close_soon(CloseCode.NORMAL, "connection lost")
-            return
+            return 0
         if written < len(data):
             self._pending = data[written:]
             self._writer_busy = True
@@ -200,6 +202,7 @@ class Connection:
         elif self.outbox:
             self._dirty = True
             self._flusher.mark(self)
+        return len(frames)
 
     async def _writer(self) -> None:
         """Drain the outbox while the socket is full, then end (until needed again).

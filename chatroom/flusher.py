@@ -15,18 +15,22 @@ import trio
 
 
 class Flushable(Protocol):
-    def flush_nowait(self) -> None: ...
+    def flush_nowait(self) -> int:
+        """Write what is queued; the number of frames handed to the kernel."""
 
 
 class Flusher:
     """Flushes dirty connections, one system call each per cycle.
 
     After a cycle that flushed at least ``busy_threshold`` connections, the next one
-    starts no earlier than ``write_delay`` seconds later, or as long again as the
-    cycle took if that is longer: a busy room then gathers the messages of that
-    interval into each write, while the first message after a quiet spell, and a
-    quiet server (a few recipients per message), is written at once.
-    With ``busy_threshold`` 0 every cycle waits ``write_delay`` after its first mark.
+    starts no earlier than ``write_delay`` seconds later, or later still when the
+    cycle took long: as long again as it took, twice as long once its writes carried
+    two frames or more each (messages arrive faster than cycles). A busy room then
+    gathers the messages of that interval into each write, and writing never takes
+    more than half the time (a third under load), while the first message after a
+    quiet spell, and a quiet server (a few recipients per message), is written at
+    once. With ``busy_threshold`` 0 every cycle waits ``write_delay`` after its first
+    mark.
     """
 
     def __init__(self, write_delay: float = 0.0, busy_threshold: int = 0):
@@ -55,11 +59,10 @@ class Flusher:
                     await trio.sleep_until(not_before)
             dirty, self._dirty = self._dirty, []
             start = trio.current_time()
+            frames = 0
             for conn in dirty:
-                conn.flush_nowait()
-            if len(dirty) >= self._threshold:
-                # At least as long again as this flush took: writing never takes more
-                # than half the time, and the bigger the room, the more each write
-                # gathers.
+                frames += conn.flush_nowait()
+            if dirty and len(dirty) >= self._threshold:
                 end = trio.current_time()
-                not_before = end + max(self._delay, end - start)
+                stretch = min(2.0, max(1.0, frames / len(dirty)))
+                not_before = end + max(self._delay, stretch * (end - start))

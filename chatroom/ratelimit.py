@@ -47,14 +47,48 @@ class RoomBudget:
         return self._shared.take(now)
 
 
+class IntakeBacklog:
+    """Chatroom messages waiting to be read, across every sender the server is behind.
+
+    A sender's backlog is sampled when one of its sheddable chatroom messages is
+    processed, and the total is what the shedding limits are compared with: the
+    readers take turns, so a message waits behind the other senders' backlogs too
+    (ten publishers 80 messages behind each is 800, not 80). A sample counts for
+    ``ttl`` seconds: a sender that went quiet, or left, stops counting.
+    """
+
+    __slots__ = ("_next_sweep", "_senders", "_total", "_ttl")
+
+    def __init__(self, ttl: float = 0.5):
+        self._ttl = ttl
+        self._senders: dict[object, tuple[int, float]] = {}
+        self._total = 0
+        self._next_sweep = 0.0
+
+    def sample(self, sender: object, backlog: int, now: float) -> int:
+        """Record ``sender``'s backlog; return the total, this sample included."""
+        old = self._senders.pop(sender, None)
+        if old is not None:
+            self._total -= old[0]
+        if backlog > 0:
+            self._senders[sender] = (backlog, now)
+            self._total += backlog
+        if now >= self._next_sweep:
+            stale = [s for s, (_, at) in self._senders.items() if now - at > self._ttl]
+            for s in stale:
+                self._total -= self._senders.pop(s)[0]
+            self._next_sweep = now + self._ttl / 4
+        return self._total
+
+
 def shed_at_intake(
     priority: int, backlog: int, lag: float, limits: tuple[int, int, float, float]
 ) -> bool:
     """Whether a chatroom message of ``priority`` (outbox.Priority: 1 HIGH, 2 NORMAL,
     3 LOW) is dropped as it is read, because the server is behind.
 
-    ``backlog`` is how many messages its sender's connection has already received and
-    not yet processed; ``lag`` how late (seconds) the event loop runs. ``limits`` are
+    ``backlog`` is how many chatroom messages the server has received and not yet
+    processed (``IntakeBacklog``); ``lag`` how late (seconds) the event loop runs. ``limits`` are
     ``(backlog_low, backlog_normal, lag_low, lag_normal)``: past the first pair LOW is
     shed, past the second NORMAL too; HIGH never is. Shedding at intake costs almost
     nothing, so the backlog drains and the HIGH messages behind it get through.

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from chatroom.ratelimit import RoomBudget, TokenBucket, shed_at_intake
+from chatroom.ratelimit import IntakeBacklog, RoomBudget, TokenBucket, shed_at_intake
 
 
 def takes(bucket: TokenBucket, now: float, count: int) -> list[bool]:
@@ -110,3 +110,20 @@ def test_room_budget_always_lets_one_message_through_a_tiny_rate() -> None:
 )
 def test_shed_at_intake(priority: int, backlog: int, lag: float, shed: bool) -> None:
     assert shed_at_intake(priority, backlog, lag, (64, 256, 0.1, 0.2)) is shed
+
+
+def test_intake_backlog_adds_up_the_senders() -> None:
+    intake = IntakeBacklog(ttl=0.5)
+    a, b = object(), object()
+    assert intake.sample(a, 80, now=0.0) == 80
+    assert intake.sample(b, 70, now=0.1) == 150  # each waits behind the other too
+    assert intake.sample(a, 10, now=0.2) == 80  # a's new sample replaces its old one
+    assert intake.sample(b, 0, now=0.3) == 10  # b caught up
+
+
+def test_intake_backlog_forgets_a_sender_that_went_quiet() -> None:
+    intake = IntakeBacklog(ttl=0.5)
+    quiet, busy = object(), object()
+    intake.sample(quiet, 200, now=0.0)
+    assert intake.sample(busy, 5, now=0.4) == 205
+    assert intake.sample(busy, 5, now=0.7) == 5  # quiet's sample is older than ttl

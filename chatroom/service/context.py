@@ -26,7 +26,7 @@ from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Prepared, Subprotocol
 from chatroom.protocol.errors import ChatError, ErrorCode
 from chatroom.push import PushNotifier
-from chatroom.ratelimit import RoomBudget
+from chatroom.ratelimit import IntakeBacklog, RoomBudget
 from chatroom.receipts import ReceiptBook
 from chatroom.recent import Dedupe, RoomBuffers
 from chatroom.session import Outlet, Session
@@ -141,6 +141,7 @@ class Context:
     conv_events: ConvEventLog | None = None
     verifier: Verifier | None = None
     room_budgets: dict[str, RoomBudget] = field(default_factory=dict)
+    intake: IntakeBacklog = field(default_factory=IntakeBacklog)  # for shed_at_intake
     loop_lag: float = 0.0  # seconds the event loop ran late at its last sample
     counters: Counters = field(default_factory=Counters)
     conversations: ConversationCache = field(init=False)

@@ -272,7 +272,10 @@ def _send_live(
         )
         # HIGH is never shed: it does not even ask for the backlog (a system call).
         if priority is not Priority.HIGH and shed_at_intake(
-            priority, link.backlog(), ctx.loop_lag, limits
+            priority,
+            ctx.intake.sample(link, link.backlog(), trio.current_time()),
+            ctx.loop_lag,
+            limits,
         ):
             # Accepted (acked) but delivered to nobody: the room is overloaded and
             # this is what priorities are for.
