@@ -90,24 +90,13 @@ async def test_write_delay_only_after_a_busy_flush(
         flusher.mark(conns[2])  # that cycle was quiet again: at once
         await trio.testing.wait_all_tasks_blocked()
         assert log[-1][1] == trio.current_time()
-        nursery.cancel_scope.cancel()
-
-
-async def test_a_mark_long_after_a_busy_flush_is_written_at_once(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    log: list[tuple[str, float]] = []
-    conns = [Recorder(f"c{i}", log) for i in range(2)]
-    flusher = Flusher(write_delay=0.01, busy_threshold=2)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(flusher.run)
         flusher.mark(conns[0])
-        flusher.mark(conns[1])  # a busy cycle
-        await trio.sleep(0.05)  # longer than the delay: nothing to gather any more
+        flusher.mark(conns[1])  # busy again
+        await trio.sleep(0.05)  # longer than the delay: nothing left to gather
         marked = trio.current_time()
-        flusher.mark(conns[0])
+        flusher.mark(conns[2])
         await trio.testing.wait_all_tasks_blocked()
-        assert log[-1] == ("c0", marked)
+        assert log[-1] == ("c2", marked)  # at once
         nursery.cancel_scope.cancel()
 
 
