@@ -95,7 +95,8 @@ class Config:
     stall the server (see chatroom/gcpolicy.py). 0 leaves the collector as it is."""
     gc_full_after_closes: int = 2000
     """Closed connections after which a full collection (frozen objects included)
-    frees their reference cycles; it pauses the server for ~35 us per live connection."""
+    frees their reference cycles; it pauses the server for ~35 us per live connection.
+    0: a full collection every ``gc_freeze_interval``."""
     gc_full_interval: float = 900.0
     """Seconds after which a full collection runs even without closes; 0: never."""
     outbox_max_bytes: int = 1024 * 1024

@@ -46,8 +46,8 @@ class GcPolicy:
             self._full_interval > 0 and seconds_since_full >= self._full_interval
         )
 
-    def full_pass(self) -> float:
-        """Collect everything, frozen or not, then freeze the survivors; the seconds taken."""
+    def full_pass(self) -> None:
+        """Collect everything, frozen or not, then freeze the survivors (logged)."""
         start = time.perf_counter()
         gc.unfreeze()
         found = gc.collect()
@@ -56,7 +56,6 @@ class GcPolicy:
         self._closes = 0
         self.full_passes += 1
         log.info("full garbage collection: %d unreachable objects in %.1f ms", found, took * 1e3)
-        return took
 
     async def run(self) -> None:
         """Freeze periodically until cancelled; then hand everything back to the collector."""

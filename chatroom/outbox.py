@@ -108,17 +108,17 @@ class Outbox:
         broadcast, hence the plain code."""
         size = len(frame)
         frames = self._frames
-        if not frames:
-            self._frames = [frame]
-            self._prios = bytearray((priority,))
-        elif self._bytes + size <= self._max_bytes and len(frames) < self._max_frames:
-            frames.append(frame)
-            self._prios.append(priority)  # type: ignore[union-attr]
-        else:
+        if frames and (self._bytes + size > self._max_bytes or len(frames) >= self._max_frames):
+            # Does not fit (``_fits``, inlined: this runs once per recipient).
             verdict = self._make_room(size, priority)
             if verdict is not None:
                 return verdict
-            self._append(frame, priority)
+        frames = self._frames  # shedding may have emptied it
+        if frames:
+            frames.append(frame)
+            self._prios.append(priority)  # type: ignore[union-attr]
+        else:
+            self._frames, self._prios = [frame], bytearray((priority,))
         self._bytes += size
         if priority >= _SHEDDABLE:
             self._sheddable += 1
@@ -163,13 +163,6 @@ class Outbox:
             shed_normal=self._shed_normal,
             overflows=self._overflows,
         )
-
-    def _append(self, frame: bytes, priority: Priority) -> None:
-        if not self._frames:
-            self._frames, self._prios = [frame], bytearray((priority,))
-        else:
-            self._frames.append(frame)
-            self._prios.append(priority)  # type: ignore[union-attr]
 
     def _fits(self, size: int) -> bool:
         # An empty queue takes any one frame: the bounds limit how far a client may

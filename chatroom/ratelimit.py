@@ -88,8 +88,9 @@ def shed_at_intake(
     3 LOW) is dropped as it is read, because the server is behind.
 
     ``backlog`` is how many chatroom messages the server has received and not yet
-    processed (``IntakeBacklog``); ``lag`` how late (seconds) the event loop runs. ``limits`` are
-    ``(backlog_low, backlog_normal, lag_low, lag_normal)``: past the first pair LOW is
+    processed (``IntakeBacklog``); ``lag`` how late (seconds) the event loop runs.
+    ``limits`` are ``(backlog_low, backlog_normal, lag_low, lag_normal)``: past the
+    first pair LOW is
     shed, past the second NORMAL too; HIGH never is. Shedding at intake costs almost
     nothing, so the backlog drains and the HIGH messages behind it get through.
     """

@@ -34,7 +34,6 @@ from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol as WsSubprotocol
 
 from chatroom.protocol.codec import Subprotocol
-from chatroom.protocol.framing import ws_frame
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +43,6 @@ __all__ = [
     "Transport",
     "TransportBroken",
     "serve_websocket",
-    "ws_frame",
 ]
 
 _RECEIVE_BYTES = 65536
@@ -182,10 +180,10 @@ class Transport:
             self._events.clear()
             raise ConnectionClosed(*self._close_info())
         if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
-            self._kind = opcode
             if event.fin:  # unfragmented, nearly always: no reassembly list
                 data = bytes(event.data)
                 return data if opcode is Opcode.BINARY else self._text(data)
+            self._kind = opcode
             self._parts = []
         elif opcode is not Opcode.CONT:
             return None  # ping (the protocol queued the pong) or pong

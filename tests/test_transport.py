@@ -23,7 +23,8 @@ from trio_websocket import (
 
 from chatroom import transport as transport_module
 from chatroom.protocol.codec import Codec, Subprotocol
-from chatroom.transport import Rejected, Transport, TransportBroken, ws_frame
+from chatroom.protocol.framing import ws_frame
+from chatroom.transport import Rejected, Transport, TransportBroken
 
 
 def _choose(offered: list[str], path: str) -> Subprotocol:
