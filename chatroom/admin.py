@@ -49,7 +49,12 @@ def _authorised(request: Request, master_key: str) -> bool:
     return any(o and hmac.compare_digest(o, master_key) for o in offered)
 
 
-async def _body(request: Request) -> dict[str, object] | JSONResponse:
+async def _body(request: Request, master_key: str) -> dict[str, object] | JSONResponse:
+    """The JSON object of an operator's request, or the error response (403 without
+    the master key, 400 for a body that is not a JSON object)."""
+    await trio.lowlevel.checkpoint()  # also when refused (flake8-async)
+    if not _authorised(request, master_key):
+        return _error(403, "master key required (X-LC-Key: <masterKey>,master)")
     raw = await request.body()
     try:
         body = orjson.loads(raw)
@@ -62,11 +67,8 @@ def admin_routes(context: Callable[[], Context]) -> list[Route]:
     """The routes; ``context`` gives the running server's context."""
 
     async def create(request: Request) -> JSONResponse:
-        await trio.lowlevel.checkpoint()  # also when refused (flake8-async)
         ctx = context()
-        if not _authorised(request, ctx.config.master_key):
-            return _error(403, "master key required (X-LC-Key: <masterKey>,master)")
-        body = await _body(request)
+        body = await _body(request, ctx.config.master_key)
         if isinstance(body, JSONResponse):
             return body
         name, attrs, creator = body.get("name"), body.get("attrs", {}), body.get("creator", "")
@@ -80,11 +82,8 @@ def admin_routes(context: Callable[[], Context]) -> list[Route]:
         )
 
     async def send(request: Request) -> JSONResponse:
-        await trio.lowlevel.checkpoint()
         ctx = context()
-        if not _authorised(request, ctx.config.master_key):
-            return _error(403, "master key required (X-LC-Key: <masterKey>,master)")
-        body = await _body(request)
+        body = await _body(request, ctx.config.master_key)
         if isinstance(body, JSONResponse):
             return body
         text, data, sender = body.get("text"), body.get("data"), body.get("from")

@@ -50,18 +50,24 @@ def next_patch_time(ctx: Context) -> int:
     return now
 
 
-def patch_item(message: Message, recall: bool = False) -> pb.PatchItem:
-    """A ``PatchItem`` showing ``message`` as it is now stored."""
-    item = pb.PatchItem(cid=message.cid, mid=message.mid, timestamp=message.timestamp)
-    if recall:
-        item.recall = True
+def set_stored_content(item: pb.PatchItem | pb.UnreadTuple, message: Message) -> None:
+    """Copy what a stored message now says (sender, text or binary content, edit time)
+    into a patch item or an unread tuple, which name these fields alike."""
+    item.__setattr__("from", message.from_peer)
     if message.binary is not None:
         item.binaryMsg = message.binary
     else:
         item.data = message.data or ""
     if message.patch_timestamp is not None:
         item.patchTimestamp = message.patch_timestamp
-    item.__setattr__("from", message.from_peer)
+
+
+def patch_item(message: Message, recall: bool = False) -> pb.PatchItem:
+    """A ``PatchItem`` showing ``message`` as it is now stored."""
+    item = pb.PatchItem(cid=message.cid, mid=message.mid, timestamp=message.timestamp)
+    if recall:
+        item.recall = True
+    set_stored_content(item, message)
     if message.mention_all:
         item.mentionAll = True
     item.mentionPids.extend(message.mention_pids)

@@ -52,13 +52,7 @@ async def tuples(ctx: Context, marks: list[MemberMarks]) -> list[pb.UnreadTuple]
         if last is not None:
             t.mid = last.mid
             t.timestamp = last.timestamp
-            t.__setattr__("from", last.from_peer)
-            if last.binary is not None:
-                t.binaryMsg = last.binary
-            else:
-                t.data = last.data or ""
-            if last.patch_timestamp is not None:
-                t.patchTimestamp = last.patch_timestamp
+            patches.set_stored_content(t, last)
         if conv is not None:
             t.convType = int(conv.kind)
         out.append(t)
