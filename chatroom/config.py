@@ -36,7 +36,8 @@ class Config:
     max_members: int = 500
     """Members of a normal conversation; beyond it create/add fail with 4304."""
     max_message_bytes: int = 64 * 1024
-    """Content of one message (text or binary); larger ones are refused with 4109."""
+    """Content of one message (text or binary) plus its mention list; larger ones (and
+    edits) are refused with 4109."""
     max_frame_bytes: int = 1024 * 1024
     """One inbound WebSocket message; larger ones close the connection with 1009."""
     temp_conv_ttl: int = 86_400

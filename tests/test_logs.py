@@ -250,3 +250,25 @@ async def test_a_message_bigger_than_max_reply_bytes_still_comes_alone() -> None
         await a.say_many(cid, [big(0), "small", big(1)])
         assert texts(await b.logs(cid)) == [big(1)]
         assert texts(await b.all_logs(cid)) == [big(0), "small", big(1)]
+
+
+@fail_after()
+async def test_mention_lists_count_toward_max_message_bytes() -> None:
+    # Mentions are stored with the message and come back in every history item: a
+    # 1 MiB frame of mentions would otherwise make one item of 1 MiB.
+    overrides = {"max_message_bytes": 1000}
+    async with running_server(overrides) as running, users(running, "alice", "bob") as (a, b):
+        cid = await a.start(["bob"])
+        mentions = [f"user{n:05d}" for n in range(100)]  # 900 bytes
+        ack = await a.say(cid, "x" * 100, mentionPids=mentions)
+        too_many = await a.request(
+            {"cmd": "direct", "cid": cid, "msg": "x" * 101, "mentionPids": mentions}
+        )
+        assert too_many["code"] == 4109
+        edit = {"cid": cid, "mid": ack["uid"], "timestamp": ack["t"], "data": "y" * 101}
+        refused = await a.request(
+            {"cmd": "patch", "op": "modify", "patches": [{**edit, "mentionPids": mentions}]}
+        )
+        assert (refused["cmd"], refused["code"]) == ("error", 4109)
+        (item,) = await b.logs(cid)
+        assert (item["data"], len(item["mentionPids"])) == ("x" * 100, 100)

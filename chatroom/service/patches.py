@@ -19,6 +19,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import trio
 
 from chatroom.ids import wall_ms
@@ -88,6 +90,12 @@ def _lctype(data: str) -> int | None:
     return lctype_of(data)
 
 
+def _check_size(ctx: Context, content: int, mention_pids: Sequence[str]) -> None:
+    from chatroom.service.messages import check_size  # messages imports this module
+
+    check_size(ctx, content, mention_pids)
+
+
 def _new_content(ctx: Context, conv: Conversation, item: pb.PatchItem) -> Patch:
     """The validated new content of an edit or a recall (its time not yet set)."""
     if item.recall:
@@ -102,10 +110,7 @@ def _new_content(ctx: Context, conv: Conversation, item: pb.PatchItem) -> Patch:
             ErrorCode.INVALID_COMMAND, "an edit needs exactly one of data and binaryMsg"
         )
     size = len(item.binaryMsg) if has_binary else len(item.data.encode())
-    if size > ctx.config.max_message_bytes:
-        raise ChatError(
-            ErrorCode.FRAME_TOO_LONG, f"content over {ctx.config.max_message_bytes} bytes"
-        )
+    _check_size(ctx, size, item.mentionPids)
     data = item.data if has_text else None
     if data is not None and filters_apply(conv):
         data = ctx.words.apply(data)
