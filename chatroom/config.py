@@ -36,7 +36,8 @@ class Config:
     max_members: int = 500
     """Members of a normal conversation; beyond it create/add fail with 4304."""
     max_message_bytes: int = 64 * 1024
-    """Content of one message (text or binary); larger ones are refused with 4109."""
+    """Content of one message (text or binary) plus its mention list; larger ones (and
+    edits) are refused with 4109."""
     max_frame_bytes: int = 1024 * 1024
     """One inbound WebSocket message; larger ones close the connection with 1009."""
     temp_conv_ttl: int = 86_400
@@ -66,8 +67,24 @@ class Config:
     signature_nonces: int = 100_000
     """Nonces remembered to refuse replays; beyond it the oldest are forgotten early."""
     history_default_limit: int = 20
-    history_max_limit: int = 1000
-    """``logs`` limits above this are clamped to it."""
+    """Messages a ``logs`` query returns when it gives no limit (or 0)."""
+    history_max_limit: int = 100
+    """``logs`` limits above this are cut to it (LeanCloud's "at most 100 per query")."""
+    max_reply_bytes: int = 4 * 1024 * 1024
+    """Bytes (protobuf encoding) of the messages one reply or login push may carry. A
+    ``logs`` page stops before the message that would pass it, keeping the end it fills
+    first (the newest by default), and always holds at least one message: a client
+    paging from the page's edge goes on. The JS SDK's ``createMessagesIterator`` takes a
+    page shorter than its limit for the end, so with the default limits a page is cut
+    only when its messages average over 40 KiB. What a login pushes (missed patches,
+    the last messages in ``unread``, protocol-v1 offline messages) shares one budget of
+    this or half of ``outbox_max_bytes``, whichever is less, so that a login never
+    overflows its own connection; what is left out comes later (see README)."""
+    max_attr_bytes: int = 64 * 1024
+    """Size of a conversation's attributes (its JSON, name included). A ``conv/start``
+    or ``conv/update`` that would make them larger fails with 4306 and stores nothing."""
+    max_name_bytes: int = 1024
+    """Size of a conversation's ``name`` (UTF-8); longer ones fail like ``max_attr_bytes``."""
 
     session_token_ttl: int = 172_800
     """Seconds a session token (``st``) resumes a session; after it, 4112."""

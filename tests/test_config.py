@@ -28,7 +28,7 @@ def test_defaults() -> None:
     assert config.db == "./chatroom.db"
     assert config.max_client_id_length == 64
     assert config.max_members == 500
-    assert (config.history_default_limit, config.history_max_limit) == (20, 1000)
+    assert (config.history_default_limit, config.history_max_limit) == (20, 100)
     assert config.idle_timeout > 380  # the SDK's own idle limit: never cut a live client
 
 

@@ -446,6 +446,38 @@ async def test_update_attributes_pushes_to_the_other_members() -> None:
 
 
 @fail_after()
+async def test_attributes_over_max_attr_bytes_are_refused_and_nothing_changes() -> None:
+    limits = {"max_attr_bytes": 1000, "max_name_bytes": 20}
+    async with running_server(limits) as running, users(running, "a", "b") as (a, b):
+        blob = "x" * 1000
+        for fields in ({"m": ["b"]}, {"m": [], "transient": True}):
+            refused = await a.request({"cmd": "conv", "op": "start", **fields, "attr": {"k": blob}})
+            assert error_code(refused) == 4306
+            assert refused["reason"] == "attributes over 1000 bytes (max_attr_bytes)"
+        long_name = await a.request({"cmd": "conv", "op": "start", "attr": {"name": "n" * 21}})
+        assert error_code(long_name) == 4306
+        assert "max_name_bytes" in long_name["reason"]
+        assert await query(a) == []
+        assert await b.take_pushes() == []  # no conversation, no event
+        cid = await group(a, ["b"], b)
+
+        async def update(attr: dict[str, object]) -> Cmd:
+            return await a.request({"cmd": "conv", "op": "update", "cid": cid, "attr": attr})
+
+        assert (await update({"name": "n" * 20, "k1": "x" * 400})).get("op") == "updated"
+        assert (await update({"k2": "x" * 400})).get("op") == "updated"
+        (before,) = await query(a, where={"objectId": cid})
+        await b.take_pushes()
+        assert error_code(await update({"k3": "x" * 400})) == 4306  # the sum is over
+        assert error_code(await update({"k0.deep": "x" * 400})) == 4306
+        assert error_code(await update({"name": "n" * 21})) == 4306
+        assert error_code(await update({"name.first": "n"})) == 4306  # names are strings
+        assert (await query(a, where={"objectId": cid})) == [before]
+        assert await b.take_pushes() == []
+        assert (await update({"k1": "short", "k3": "x" * 400})).get("op") == "updated"
+
+
+@fail_after()
 async def test_mute_and_unmute() -> None:
     async with running_server() as running, users(running, "a", "b") as (a, b):
         cid = await group(a, ["b"], b)

@@ -1,9 +1,11 @@
 """History over real WebSockets: ``logs`` (protocol.md 4.14; chatroom/service/history.py).
 
 Results are always ascending. The limit is ``l`` (JS) or ``limit`` (Swift), 20 by
-default, at most ``history_max_limit``. ``t``/``mid`` start, ``tt``/``tmid`` end, each
-exclusive unless ``tIncluded``/``ttIncluded``; ``direction`` OLD (default) or NEW;
-``lctype`` filters typed messages. Only members read a normal conversation's history.
+default, at most ``history_max_limit`` (100), and a page stops before the message that
+would take it past ``max_reply_bytes`` (but always holds one). ``t``/``mid`` start,
+``tt``/``tmid`` end, each exclusive unless ``tIncluded``/``ttIncluded``; ``direction``
+OLD (default) or NEW; ``lctype`` filters typed messages. Only members read a normal
+conversation's history.
 """
 
 from __future__ import annotations
@@ -45,11 +47,12 @@ async def test_limit_as_l_or_limit(field: str) -> None:
 
 
 @fail_after(20)
-async def test_limit_is_clamped_to_1000() -> None:
+async def test_limit_is_clamped_to_100_by_default() -> None:
+    # The seeds' rule: at most 100 messages per query (features.md F54).
     async with running_server() as running, users(running, "alice", "bob") as (alice, bob):
-        cid, _ = await filled(alice, 1005)
+        cid, _ = await filled(alice, 105)
         logs = await bob.logs(cid, l=5000)
-        assert texts(logs) == [f"m{i}" for i in range(5, 1005)]
+        assert texts(logs) == [f"m{i}" for i in range(5, 105)]
 
 
 @fail_after()
@@ -214,3 +217,58 @@ async def test_ack_and_read_times_only_in_two_member_conversations() -> None:
         (item,) = await alice.logs(group)
         assert "ackAt" not in item
         assert "readAt" not in item
+
+
+BIG = 60_000  # a message near the 64 KiB content limit
+
+
+def big(n: int) -> str:
+    return f"{n:02d}" + "x" * BIG
+
+
+@fail_after(20)
+async def test_page_of_big_messages_stops_at_max_reply_bytes_and_paging_goes_on() -> None:
+    # 3 big messages fit in 200 kB, 4 do not: pages are cut by bytes, not by count,
+    # and a client that pages from the oldest item of each page still sees everything.
+    overrides = {"max_reply_bytes": 200_000}
+    async with running_server(overrides) as running, users(running, "alice", "bob") as (a, b):
+        cid = await a.start(["bob"])
+        await a.say_many(cid, [big(n) for n in range(8)])
+        newest = await b.logs(cid, l=100)
+        assert texts(newest) == [big(n) for n in (5, 6, 7)]
+        oldest = await b.logs(cid, l=100, direction=2)  # NEW: filled from the oldest end
+        assert texts(oldest) == [big(n) for n in (0, 1, 2)]
+        assert texts(await b.all_logs(cid, page=100)) == [big(n) for n in range(8)]
+        assert texts(await b.logs(cid, l=2)) == [big(6), big(7)]  # small pages unchanged
+
+
+@fail_after(20)
+async def test_a_message_bigger_than_max_reply_bytes_still_comes_alone() -> None:
+    overrides = {"max_reply_bytes": 1000}
+    async with running_server(overrides) as running, users(running, "alice", "bob") as (a, b):
+        cid = await a.start(["bob"])
+        await a.say_many(cid, [big(0), "small", big(1)])
+        assert texts(await b.logs(cid)) == [big(1)]
+        assert texts(await b.all_logs(cid)) == [big(0), "small", big(1)]
+
+
+@fail_after()
+async def test_mention_lists_count_toward_max_message_bytes() -> None:
+    # Mentions are stored with the message and come back in every history item: a
+    # 1 MiB frame of mentions would otherwise make one item of 1 MiB.
+    overrides = {"max_message_bytes": 1000}
+    async with running_server(overrides) as running, users(running, "alice", "bob") as (a, b):
+        cid = await a.start(["bob"])
+        mentions = [f"user{n:05d}" for n in range(100)]  # 900 bytes
+        ack = await a.say(cid, "x" * 100, mentionPids=mentions)
+        too_many = await a.request(
+            {"cmd": "direct", "cid": cid, "msg": "x" * 101, "mentionPids": mentions}
+        )
+        assert too_many["code"] == 4109
+        edit = {"cid": cid, "mid": ack["uid"], "timestamp": ack["t"], "data": "y" * 101}
+        refused = await a.request(
+            {"cmd": "patch", "op": "modify", "patches": [{**edit, "mentionPids": mentions}]}
+        )
+        assert (refused["cmd"], refused["code"]) == ("error", 4109)
+        (item,) = await b.logs(cid)
+        assert (item["data"], len(item["mentionPids"])) == ("x" * 100, 100)

@@ -670,7 +670,7 @@ def test_send_to_missing_conversation_or_as_non_member_fails(server: Server) -> 
 
 
 # ---------------------------------------------------------------------------
-# history (protocol.md 4.14; design.md 4: limit 1..1000, default 20)
+# history (protocol.md 4.14; limit 1..100 (history_max_limit), default 20)
 
 
 def test_history_newest_first_results_ascending(server: Server) -> None:
@@ -738,14 +738,35 @@ def test_history_filtered_by_type(server: Server) -> None:
     assert [m["text"] for m in obs["all"]] == ["t1", "img1", "t2", "loc", "img2", "t3"]
 
 
-def test_history_limit_over_1000(server: Server) -> None:
+def test_history_limit_over_100(server: Server) -> None:
     obs = server.run("history_limit_clamp", timeout=90)
     assert obs["failedAcks"] == 0
-    full = {"resolved": True, "count": 1000, "first": "f5", "last": "f1004"}
-    assert obs["limit1000"] == full
-    # Over the maximum the limit is clamped to 1000 (design.md 4: limit 1..1000).
-    assert obs["limit1001"] == full
+    full = {"resolved": True, "count": 100, "first": "f5", "last": "f104"}
+    assert obs["limit100"] == full
+    # Over the maximum the limit is cut to 100 (features.md F54: at most 100 per query).
+    assert obs["limit101"] == full
     assert obs["limit5000"] == full
+
+
+def test_history_of_big_messages_with_the_default_reply_bound(server: Server) -> None:
+    # 10 messages of 60 KB are far below max_reply_bytes (4 MiB): the SDK's iterator
+    # gets full pages, and a page of 100 is cut by bytes and paged on.
+    obs = server.run("history_big_messages")
+    labels = [f"{n:02d}" for n in range(12)]
+    assert obs["iterated"] == [
+        {"done": False, "labels": labels[2:]},
+        {"done": True, "labels": labels[:2]},
+    ]
+    assert [label for page in reversed(obs["paged"]) for label in page] == labels
+
+
+def test_history_of_big_messages_over_a_small_reply_bound(start_server: StartServer) -> None:
+    # Pages cut by bytes: paging until an empty page sees everything, but the SDK's
+    # iterator takes the first short page for the end (README: history).
+    obs = start_server(max_reply_bytes="200000").run("history_big_messages")
+    labels = [f"{n:02d}" for n in range(12)]
+    assert obs["iterated"] == [{"done": True, "labels": labels[9:]}]
+    assert obs["paged"] == [labels[9:], labels[6:9], labels[3:6], labels[:3]]
 
 
 # ---------------------------------------------------------------------------

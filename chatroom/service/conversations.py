@@ -50,7 +50,8 @@ _SYSTEM_KEYS = frozenset(
 _MAX_TEMP_TTL = 30 * 86400
 
 
-def _attrs(payload: pb.JsonObjectMessage, present: bool) -> dict[str, JSON]:
+def _attrs(payload: pb.JsonObjectMessage, present: bool, max_name: int) -> dict[str, JSON]:
+    """The attributes (or the changes) a request carries, checked key by key."""
     if not present:
         return {}
     try:
@@ -64,10 +65,29 @@ def _attrs(payload: pb.JsonObjectMessage, present: bool) -> dict[str, JSON]:
             raise ChatError(ErrorCode.CONVERSATION_UPDATE_FAILED, f"{key!r} cannot be set")
         if not key or any(not part for part in key.split(".")):
             raise ChatError(ErrorCode.CONVERSATION_UPDATE_FAILED, f"bad attribute key {key!r}")
+        if key.startswith("name."):  # would turn the name into an object
+            raise ChatError(ErrorCode.CONVERSATION_UPDATE_FAILED, "name must be a string")
     # Names are strings (or null): queries on ``name`` rely on it (conversations_name).
-    if not isinstance(value.get("name", ""), (str, type(None))):
+    name = value.get("name", "")
+    if not isinstance(name, (str, type(None))):
         raise ChatError(ErrorCode.CONVERSATION_UPDATE_FAILED, "name must be a string")
+    if name is not None and len(name.encode()) > max_name:
+        raise ChatError(
+            ErrorCode.CONVERSATION_UPDATE_FAILED, f"name over {max_name} bytes (max_name_bytes)"
+        )
     return value
+
+
+def _check_size(ctx: Context, attrs: dict[str, JSON], before: int = 0) -> None:
+    """Refuse attributes whose JSON is over ``max_attr_bytes``, unless they shrink
+    (attributes stored before the limit was lowered can still be trimmed): every
+    query and fetch of the conversation returns them whole."""
+    size, limit = len(orjson.dumps(attrs)), ctx.config.max_attr_bytes
+    if size > limit and size > before:
+        raise ChatError(
+            ErrorCode.CONVERSATION_UPDATE_FAILED,
+            f"attributes over {limit} bytes (max_attr_bytes)",
+        )
 
 
 def _event(op: int, cid: str, init_by: str, ms: int, members: Iterable[str] = ()) -> Prepared:
@@ -94,7 +114,8 @@ async def start(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericC
     body = cmd.convMessage
     members = _check_members(ctx, [*body.m, session.peer_id])
     signing.check_start(ctx, session.peer_id, members, body)
-    attrs = _attrs(body.attr, body.HasField("attr"))
+    attrs = _attrs(body.attr, body.HasField("attr"), ctx.config.max_name_bytes)
+    _check_size(ctx, attrs)
     now = wall_ms()
     reply = pb.GenericCommand(cmd=pb.conv, op=pb.started)
     if body.transient:
@@ -327,10 +348,16 @@ async def update(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.Generic
         raise ChatError(ErrorCode.CONVERSATION_NOT_ALLOWED, "only the operator changes it")
     if conv.kind is not ConvType.TRANSIENT and session.peer_id not in conv.members:
         raise ChatError(ErrorCode.CONVERSATION_UPDATE_REJECTED, "only members can update")
-    changes = _attrs(cmd.convMessage.attr, cmd.convMessage.HasField("attr"))
-    now = wall_ms()
+    changes = _attrs(
+        cmd.convMessage.attr, cmd.convMessage.HasField("attr"), ctx.config.max_name_bytes
+    )
+    stored = orjson.dumps(conv.attrs)
+    attrs = orjson.loads(stored)  # a copy: a refused update leaves the conversation as it was
     for path, value in changes.items():
-        _set_path(conv.attrs, path, value)
+        _set_path(attrs, path, value)
+    _check_size(ctx, attrs, before=len(stored))
+    now = wall_ms()
+    conv.attrs = attrs
     conv.updated_at = now
     await ctx.conversations.save(conv)
     modified = orjson.dumps(changes).decode()

@@ -4,6 +4,9 @@ Items show messages as stored now: edited or recalled ones with their new conten
 ``patchTimestamp``. In conversations of at most two members, items also carry
 ``ackAt``/``readAt``: the receiving member's delivered-up-to and read-up-to where they
 cover the item (the SDK marks such messages delivered/read).
+
+A page holds at most ``history_max_limit`` messages and stops before the one that would
+take it past ``max_reply_bytes`` (``within_bytes``).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from chatroom import history
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.errors import ChatError, ErrorCode
 from chatroom.receipts import receipts_apply
+from chatroom.replybudget import fitting, item_size
 from chatroom.service.context import Context, Link, require_session
 from chatroom.service.messages import log_item
 from chatroom.service.receipts import receipt_times
@@ -50,9 +54,20 @@ async def logs(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCo
     if found and receipts_apply(conv):
         # ackAt/readAt: the other member's delivered/read-up-to (protocol.md 4.12, 5.4)
         times = receipt_times(conv, await ctx.store.member_marks(conv.cid), found)
+    items = [log_item(m, conv.kind, *times.get(m.mid, (None, None))) for m in found]
     reply = pb.GenericCommand(cmd=pb.logs)
     reply.logsMessage.SetInParent()
-    reply.logsMessage.logs.extend(
-        log_item(m, conv.kind, *times.get(m.mid, (None, None))) for m in found
-    )
+    reply.logsMessage.logs.extend(within_bytes(items, query.direction, ctx.config.max_reply_bytes))
     return reply
+
+
+def within_bytes(items: list[pb.LogItem], direction: Direction, limit: int) -> list[pb.LogItem]:
+    """The part of an ascending page that fits in ``limit`` bytes, taken from the end
+    the query fills first: the newest for OLD, the oldest for NEW. The client pages on
+    from the far edge of what it got (the SDK from the oldest item), so it misses
+    nothing."""
+    sizes = [item_size(item) for item in items]
+    if direction is Direction.OLD:
+        kept = fitting(sizes[::-1], limit)
+        return items[len(items) - kept :]
+    return items[: fitting(sizes, limit)]

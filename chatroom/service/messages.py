@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+from collections.abc import Sequence
 
 import orjson
 import trio
@@ -102,10 +103,7 @@ def _build(ctx: Context, session: Session, body: pb.DirectCommand) -> Message:
     if has_text == has_binary:
         raise ChatError(ErrorCode.INVALID_MESSAGING_TARGET, "exactly one of msg and binaryMsg")
     size = len(body.binaryMsg) if has_binary else len(body.msg.encode())
-    if size > ctx.config.max_message_bytes:
-        raise ChatError(
-            ErrorCode.FRAME_TOO_LONG, f"content over {ctx.config.max_message_bytes} bytes"
-        )
+    check_size(ctx, size, body.mentionPids)
     timestamp, mid = ctx.clock.next()
     return Message(
         cid=body.cid,
@@ -119,6 +117,15 @@ def _build(ctx: Context, session: Session, body: pb.DirectCommand) -> Message:
         dedupe_token=body.dt or None,
         lctype=lctype_of(body.msg) if has_text else None,
     )
+
+
+def check_size(ctx: Context, content: int, mention_pids: Sequence[str]) -> None:
+    """Refuse a message (or an edit) whose content and mention list together pass
+    ``max_message_bytes`` with 4109: both are stored and come back in every history
+    page, patch and push of it."""
+    limit = ctx.config.max_message_bytes
+    if content + sum(map(len, mention_pids)) > limit:
+        raise ChatError(ErrorCode.FRAME_TOO_LONG, f"content and mentions over {limit} bytes")
 
 
 async def _target(ctx: Context, session: Session, cid: str) -> Conversation:

@@ -19,12 +19,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import trio
 
 from chatroom.ids import wall_ms
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Prepared
 from chatroom.protocol.errors import ChatError, ErrorCode
+from chatroom.replybudget import Budget, item_size
 from chatroom.service.context import Context, Link, require_session
 from chatroom.session import Session
 from chatroom.store.base import Conversation, ConvType, Message, Patch
@@ -87,6 +90,12 @@ def _lctype(data: str) -> int | None:
     return lctype_of(data)
 
 
+def _check_size(ctx: Context, content: int, mention_pids: Sequence[str]) -> None:
+    from chatroom.service.messages import check_size  # messages imports this module
+
+    check_size(ctx, content, mention_pids)
+
+
 def _new_content(ctx: Context, conv: Conversation, item: pb.PatchItem) -> Patch:
     """The validated new content of an edit or a recall (its time not yet set)."""
     if item.recall:
@@ -101,10 +110,7 @@ def _new_content(ctx: Context, conv: Conversation, item: pb.PatchItem) -> Patch:
             ErrorCode.INVALID_COMMAND, "an edit needs exactly one of data and binaryMsg"
         )
     size = len(item.binaryMsg) if has_binary else len(item.data.encode())
-    if size > ctx.config.max_message_bytes:
-        raise ChatError(
-            ErrorCode.FRAME_TOO_LONG, f"content over {ctx.config.max_message_bytes} bytes"
-        )
+    _check_size(ctx, size, item.mentionPids)
     data = item.data if has_text else None
     if data is not None and filters_apply(conv):
         data = ctx.words.apply(data)
@@ -165,14 +171,21 @@ async def modify(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.Generic
     return reply
 
 
-async def push_missed(ctx: Context, session: Session, since: int) -> None:
-    """After login: the patches newer than the client's ``lastPatchTime``."""
+async def push_missed(ctx: Context, session: Session, since: int, budget: Budget) -> None:
+    """After login: the patches newer than the client's ``lastPatchTime``, oldest first,
+    as many as ``budget`` allows. Those left out are newer; the client sees them in
+    history (the SDK moves its ``lastPatchTime`` to the login's time anyway)."""
     found = await ctx.store.patches_since(session.peer_id, since, ctx.config.patches_at_login)
-    if not found:
-        return
-    items = [patch_item(m, recall=m.lctype == RECALLED_TYPE and m.data == RECALLED) for m in found]
-    latest = max(m.patch_timestamp or 0 for m in found)
-    session.push(patch_push(items, latest))
+    items: list[pb.PatchItem] = []
+    latest = 0
+    for m in found:
+        item = patch_item(m, recall=m.lctype == RECALLED_TYPE and m.data == RECALLED)
+        if not budget.take(item_size(item)):
+            break
+        items.append(item)
+        latest = max(latest, m.patch_timestamp or 0)
+    if items:
+        session.push(patch_push(items, latest))
 
 
 def filtered_notice(message: Message) -> Prepared:

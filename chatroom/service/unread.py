@@ -22,27 +22,48 @@ of that connection is handled:
    last too when older ones were left out). The client acks them like live messages,
    which moves delivered-up-to; unacked ones come again at the next login. The user's
    own messages from other devices are not pushed (the SDK never acks them).
+
+The three share one byte budget per login (``login_budget``): patches stop at it (the
+newer ones are seen in history), unread tuples past it carry their count and time but
+not the last message, and v1 pushes keep the newest messages of the most recently
+active conversations (``hasMore`` set where some were left out; the rest comes at a
+later login).
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import trio
 
 from chatroom.ids import wall_ms
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Prepared
+from chatroom.replybudget import Budget, item_size
 from chatroom.service import patches
 from chatroom.service.context import Context
 from chatroom.service.messages import push_command
 from chatroom.session import Session
-from chatroom.store.base import Bound, Direction, HistoryQuery, MemberMarks
+from chatroom.store.base import Bound, ConvType, Direction, HistoryQuery, MemberMarks, Message
 from chatroom.store.common import INT64_MAX
 
 _PATCH_CAPABLE = 1  # configBitmap bit 0
+# What an unread tuple says about the last message, beyond its time.
+_LAST_MESSAGE_FIELDS: tuple[Literal["mid", "from", "data", "binaryMsg", "patchTimestamp"], ...] = (
+    "mid",
+    "from",
+    "data",
+    "binaryMsg",
+    "patchTimestamp",
+)
 
 
-async def tuples(ctx: Context, marks: list[MemberMarks]) -> list[pb.UnreadTuple]:
-    """One ``UnreadTuple`` per marks row, with the conversation's last message."""
+async def tuples(
+    ctx: Context, marks: list[MemberMarks], budget: Budget | None = None
+) -> list[pb.UnreadTuple]:
+    """One ``UnreadTuple`` per marks row, with the conversation's last message while
+    ``budget`` lasts; after it, the count and the time of the last message only (the
+    SDK then keeps the last message it knew)."""
     await trio.lowlevel.checkpoint()  # also when there are none
     out = []
     for k in marks:
@@ -50,9 +71,12 @@ async def tuples(ctx: Context, marks: list[MemberMarks]) -> list[pb.UnreadTuple]
         last = await ctx.store.last_message(k.cid)
         t = pb.UnreadTuple(cid=k.cid, unread=k.unread, mentioned=k.mentioned)
         if last is not None:
-            t.mid = last.mid
             t.timestamp = last.timestamp
+            t.mid = last.mid
             patches.set_stored_content(t, last)
+            if budget is not None and not budget.take(item_size(t)):
+                for name in _LAST_MESSAGE_FIELDS:
+                    t.ClearField(name)
         if conv is not None:
             t.convType = int(conv.kind)
         out.append(t)
@@ -67,27 +91,38 @@ def unread_command(convs: list[pb.UnreadTuple], notif_time: int) -> pb.GenericCo
     return cmd
 
 
+def login_budget(ctx: Context) -> Budget:
+    """Bytes of stored content one login may push: ``max_reply_bytes``, and at most
+    half the outbox, since these pushes are queued back to back and a reliable frame
+    that does not fit closes the connection (which would then log in and overflow
+    again)."""
+    config = ctx.config
+    return Budget(min(config.max_reply_bytes, config.outbox_max_bytes // 2))
+
+
 async def after_login(ctx: Context, session: Session, msg: pb.SessionCommand, version: int) -> None:
     """Missed patches, then unread counts (v3) or stored messages (v1)."""
+    budget = login_budget(ctx)
     if msg.HasField("lastPatchTime") and msg.configBitmap & _PATCH_CAPABLE:
-        await patches.push_missed(ctx, session, msg.lastPatchTime)
+        await patches.push_missed(ctx, session, msg.lastPatchTime, budget)
     if version == 1:
-        await push_offline(ctx, session)
+        await push_offline(ctx, session, budget)
     else:
         since = msg.lastUnreadNotifTime if msg.HasField("lastUnreadNotifTime") else None
-        await push_unread(ctx, session, since)
+        await push_unread(ctx, session, since, budget)
 
 
-async def push_unread(ctx: Context, session: Session, since: int | None) -> None:
+async def push_unread(ctx: Context, session: Session, since: int | None, budget: Budget) -> None:
     """The v3 ``unread`` push (nothing when no conversation qualifies)."""
     now = wall_ms()
     marks = await ctx.store.changed_marks(session.peer_id, since, ctx.config.unread_conversations)
     if marks:
-        session.push(Prepared(unread_command(await tuples(ctx, marks), now)))
+        session.push(Prepared(unread_command(await tuples(ctx, marks, budget), now)))
 
 
-async def push_offline(ctx: Context, session: Session) -> None:
-    """The v1 offline-message push."""
+async def push_offline(ctx: Context, session: Session, budget: Budget) -> None:
+    """The v1 offline-message push. The most recently active conversations and their
+    newest messages get ``budget`` first; the pushes then go oldest first."""
     per = ctx.config.offline_messages_per_conversation
     await trio.lowlevel.checkpoint()  # also when turned off
     if per <= 0:
@@ -96,7 +131,8 @@ async def push_offline(ctx: Context, session: Session) -> None:
     marks = await ctx.store.changed_marks(
         session.peer_id, INT64_MAX, ctx.config.unread_conversations
     )
-    for k in reversed(marks):  # the most recently active conversation last
+    chosen: list[list[Prepared]] = []
+    for k in marks:  # the most recently active conversation first
         conv = await ctx.conversations.get(k.cid)
         if conv is None:
             continue
@@ -105,10 +141,32 @@ async def push_offline(ctx: Context, session: Session) -> None:
         found = await ctx.store.query_messages(query)
         others = [m for m in found if m.from_peer != session.peer_id]
         truncated = len(others) > per or len(found) == limit
-        others = others[-per:]
-        for n, message in enumerate(others):
-            prepared = push_command(message, conv.kind)
-            body = prepared.command.directMessage
-            body.offline = True
-            body.hasMore = truncated or n < len(others) - 1
+        pushes = _offline_pushes(others[-per:], conv.kind, truncated, budget)
+        if pushes:
+            chosen.append(pushes)
+        if not pushes or len(pushes) < len(others[-per:]):
+            break  # the budget is spent: the other conversations at a later login
+    for pushes in reversed(chosen):
+        for prepared in pushes:
             session.push(prepared)
+
+
+def _offline_pushes(
+    messages: list[Message], kind: ConvType, truncated: bool, budget: Budget
+) -> list[Prepared]:
+    """The ``direct{offline}`` pushes of one conversation's ``messages`` (ascending)
+    that ``budget`` allows, the newest kept; ``hasMore`` on all but the last unless
+    older ones were left out."""
+    kept: list[Prepared] = []
+    for message in reversed(messages):
+        prepared = push_command(message, kind)
+        if not budget.take(item_size(prepared.command)):
+            break
+        kept.append(prepared)
+    kept.reverse()
+    truncated = truncated or len(kept) < len(messages)
+    for n, prepared in enumerate(kept):
+        body = prepared.command.directMessage
+        body.offline = True
+        body.hasMore = truncated or n < len(kept) - 1
+    return kept

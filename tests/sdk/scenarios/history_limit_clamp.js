@@ -1,6 +1,6 @@
 'use strict';
-// History limits over 1000: after 1005 messages, a query with limit 5000 (and one with
-// exactly 1000) shows what the server does with the maximum.
+// History limits over the maximum (100): after 105 messages, a query with limit 5000 (and
+// one with exactly 100) shows what the server does with the maximum.
 const { main, login, outcome, RawClient, params } = require('../lib');
 
 main(async () => {
@@ -11,7 +11,7 @@ main(async () => {
   const raw = new RawClient(params.noBinary === false ? 'lc.protobuf2.3' : 'lc.proto2base64.3');
   await raw.open();
   await raw.login('tom', { tag: 'filler' });
-  const total = 1005;
+  const total = 105;
   const acks = [];
   for (let start = 0; start < total; start += 200) {
     const batch = [];
@@ -31,8 +31,8 @@ main(async () => {
   return {
     total,
     failedAcks,
-    limit1000: await summarize({ limit: 1000 }),
-    limit1001: await summarize({ limit: 1001 }),
+    limit100: await summarize({ limit: 100 }),
+    limit101: await summarize({ limit: 101 }),
     limit5000: await summarize({ limit: 5000 }),
   };
 }, { deadline: 55000 });
