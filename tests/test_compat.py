@@ -1,15 +1,20 @@
-"""Which pushes carry ``peerId`` (chatroom/connection.py ``_omits_peer_id``).
+"""What older and newer official SDKs rely on, over real sockets; tests/test_sdk_compat.py
+runs the real SDKs (3.5.7, 4.3.1, 5.0.0-rc.8) over the same rules.
 
-A push without ``peerId`` reaches a JS SDK 4.x or 5.x client only as the first client
+Which pushes carry ``peerId`` (chatroom/connection.py ``_omits_peer_id``): a push without ``peerId`` reaches a JS SDK 4.x or 5.x client only as the first client
 of its socket (``realtime._firstIMClient``); 3.x drops it. So the server leaves it out
 only on a socket whose single login announced configBitmap bit 7 or came from a JS SDK
 of those majors, never for a re-login, never in JSON, and never while a login and its
-sync are under way. tests/test_sdk_compat.py runs the real SDKs over the same rules.
+sync are under way.
+
+Temporary conversations started with ``unique`` (JS 5.0.0-rc.6 and later always ask for
+it): the same member set gets the same live conversation back.
 """
 
 from __future__ import annotations
 
 import pytest
+import trio
 from helpers import JSON_SUB, PROTOBUF_SUB, Client, Cmd, fail_after, running_server
 
 V1_SUB = "lc.protobuf2.1"
@@ -109,3 +114,42 @@ async def test_first_client_sync_is_named_and_a_failed_second_login_changes_noth
                 assert refused["cmd"] == "error", refused
                 await tom.say(cid, "live")
                 assert (await direct_push(ann)).get("peerId") is None
+
+
+async def start_temporary(client: Client, members: list[str], **fields: object) -> Cmd:
+    cmd = {"cmd": "conv", "op": "start", "m": members, "tempConv": True, **fields}
+    reply = await client.request(cmd)
+    assert reply.get("op") == "started", reply
+    return reply
+
+
+@fail_after()
+async def test_unique_temporary_conversation_comes_back_for_the_same_members() -> None:
+    async with running_server() as running:
+        async with running.user("a") as a, running.user("b") as b, running.user("c") as c:
+            first = await start_temporary(a, ["b"], unique=True, tempConvTTL=60)
+            assert first["cid"].startswith("_tmp:") and first["tempConvTTL"] == 60
+            await a.take_pushes()
+            again = await start_temporary(b, ["a"], unique=True, tempConvTTL=3600)
+            assert again["cid"] == first["cid"]
+            assert again["cdate"] == first["cdate"]
+            assert 0 < again["tempConvTTL"] <= 60  # what is left, not a new lifetime
+            assert await a.take_pushes() == []  # nothing new: no joined events
+            # not unique, another member set, or a normal unique one: all new
+            plain = await start_temporary(a, ["b"])
+            wider = await start_temporary(a, ["b", "c"], unique=True)
+            normal = await a.request({"cmd": "conv", "op": "start", "m": ["b"], "unique": True})
+            cids = {first["cid"], plain["cid"], wider["cid"], normal["cid"]}
+            assert len(cids) == 4
+            assert not normal["cid"].startswith("_tmp:")
+            assert (await start_temporary(c, ["a", "b"], unique=True))["cid"] == wider["cid"]
+
+
+@fail_after()
+async def test_expired_unique_temporary_conversation_is_replaced() -> None:
+    async with running_server() as running, running.user("a") as a:
+        first = await start_temporary(a, ["b"], unique=True, tempConvTTL=1)
+        await trio.sleep(1.1)
+        later = await start_temporary(a, ["b"], unique=True, tempConvTTL=1)
+        assert later["cid"] != first["cid"]
+        assert later["tempConvTTL"] == 1
