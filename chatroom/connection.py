@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 _FLUSH_BYTES = 256 * 1024  # most bytes handed to one system call
 _SLOW_CLOSE_WAIT = 1.0  # seconds to finish a cut frame before closing a slow consumer
 _OMIT_PEER_ID = 128  # configBitmap bit 7: the client does not need peerId on pushes
+_FIRST_CLIENT_ROUTING = frozenset({"4", "5"})  # JS SDK majors that route by first client
 _ACCEPTED = Verdict.ACCEPTED
 _OVERFLOW = Verdict.OVERFLOW
 
@@ -54,14 +55,23 @@ def _json_request_id(codec: Codec, message: str | bytes) -> int | None:
 
 
 def _omits_peer_id(login: pb.SessionCommand) -> bool:
-    """Whether pushes to this socket's only client may leave ``peerId`` out.
+    """Whether pushes to a socket whose only client logged in with ``login`` may leave
+    ``peerId`` out (the socket's first login; JSON clients always get it).
 
-    Clients announce it with configBitmap bit 7 (JS 5.x, Swift). JS 4.3.1 does not,
-    but it hands a push without ``peerId`` to the first client it created on the
-    socket (``realtime._firstIMClient``, dist/realtime.js), which is this client as
-    long as it is the only one ever logged in there. JSON clients always get it.
+    The client says so with configBitmap bit 7 (JS 5.0.0-rc.x, Swift). JS 4.x and
+    5.0.0-alpha/beta do not, yet they hand a push without ``peerId`` to the first client
+    they created on the socket (``realtime._firstIMClient``, dist/realtime.js); JS 3.x
+    drops it, and other SDKs are not known to route it, so they get ``peerId``. A
+    re-login (``r``) gets it too: after a reconnect the SDK re-opens its clients on a
+    new socket, and the first of them is its first client only if that one never
+    closed.
     """
-    return bool(login.configBitmap & _OMIT_PEER_ID) or login.ua.startswith("js/")
+    if login.r:
+        return False
+    if login.configBitmap & _OMIT_PEER_ID:
+        return True
+    name, _, version = login.ua.partition("/")
+    return name == "js" and version.split(".", 1)[0] in _FIRST_CLIENT_ROUTING
 
 
 class Connection:
@@ -73,6 +83,7 @@ class Connection:
         "_config",
         "_ctx",
         "_dirty",
+        "_first_omits",
         "_flusher",
         "_logins",
         "_nursery",
@@ -108,7 +119,8 @@ class Connection:
         self.remote = remote
         self.outbox = Outbox(config.outbox_max_bytes, config.outbox_max_frames, ctx.counters.shed)
         self._sessions: dict[str, Session] = {}
-        self._omit_peer_id = False
+        self._omit_peer_id = False  # pushes leave peerId out (see _omits_peer_id)
+        self._first_omits = False  # what the first login announced
         self._logins = 0  # sessions ever opened on this socket
         self._pending = b""  # the unwritten tail of a partial write
         self._writer_busy = False
@@ -290,6 +302,12 @@ class Connection:
     async def _run(self, cmd: pb.GenericCommand, handler: Handler) -> None:  # noqa: ASYNC910
         # A handler that fails before its first await is not a checkpoint; the reader
         # loop around us is one on every iteration.
+        opening = cmd.cmd == pb.session and cmd.op == pb.open
+        if opening:
+            # While a login and its sync are under way, every push names its client:
+            # the SDK knows its first client only once that client's open resolved,
+            # after the frames that came with the reply have been dispatched.
+            self._omit_peer_id = False
         try:
             reply = await handler(self._ctx, self, cmd)
         except ChatError as err:
@@ -298,6 +316,8 @@ class Connection:
             self._crashed(cmd)
         else:
             self._reply(cmd, reply)
+        if opening:
+            self._omit_peer_id = self._logins == 1 and self._first_omits
 
     def _crashed(self, cmd: pb.GenericCommand) -> None:
         log.exception("handler failed for %s", pb.CommandType.Name(cmd.cmd))
@@ -306,11 +326,10 @@ class Connection:
     def _reply(self, cmd: pb.GenericCommand, reply: pb.GenericCommand | None) -> None:
         if cmd.cmd == pb.session and cmd.op == pb.open and reply is not None:
             self._logins += 1
-            self._omit_peer_id = (
-                self._logins == 1
-                and self._subprotocol.codec is not Codec.JSON
-                and _omits_peer_id(cmd.sessionMessage)
-            )
+            if self._logins == 1:
+                self._first_omits = self._subprotocol.codec is not Codec.JSON and _omits_peer_id(
+                    cmd.sessionMessage
+                )
         if reply is None or reply is SENT:
             return
         if cmd.HasField("i"):

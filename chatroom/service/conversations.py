@@ -20,7 +20,7 @@ from chatroom.service import signing
 from chatroom.service.context import SENT, Context, Link, require_session, valid_client_id
 from chatroom.service.conv_events import push
 from chatroom.session import Session
-from chatroom.store.base import JSON, Conversation, ConvType
+from chatroom.store.base import JSON, Conversation, ConvFilter, ConvOrder, ConvType
 
 # Keys a client cannot set: the server owns them.
 _SYSTEM_KEYS = frozenset(
@@ -48,6 +48,9 @@ _SYSTEM_KEYS = frozenset(
     }
 )
 _MAX_TEMP_TTL = 30 * 86400
+# Live temporary conversations including a member set that a unique start looks at;
+# past that many (supersets of the set), a new one may be created instead.
+_UNIQUE_TEMP_SCAN = 100
 
 
 def _attrs(payload: pb.JsonObjectMessage, present: bool, max_name: int) -> dict[str, JSON]:
@@ -124,14 +127,20 @@ async def start(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericC
     if len(members) > ctx.config.max_members:
         raise ChatError(ErrorCode.CONVERSATION_FULL, f"at most {ctx.config.max_members} members")
     temporary = body.tempConv
-    unique = body.unique and not temporary
+    unique = body.unique
     if unique:
-        existing = await ctx.store.find_unique_conversation(members)
+        if temporary:
+            existing = await _unique_temporary(ctx, members, now)
+        else:
+            existing = await ctx.store.find_unique_conversation(members)
         if existing is not None:
             reply.convMessage.cid = existing.cid
             reply.convMessage.cdate = iso(existing.created_at)
             if existing.unique_id:
                 reply.convMessage.uniqueId = existing.unique_id
+            if existing.expire_at is not None:
+                # what is left of its life, rounded up: the SDK sets expiredAt from it
+                reply.convMessage.tempConvTTL = -((now - existing.expire_at) // 1000)
             return reply
     cid = ctx.object_ids.next()
     conv = Conversation(
@@ -143,7 +152,7 @@ async def start(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericC
         created_at=now,
         updated_at=now,
         unique=unique,
-        unique_id=("u" + ctx.object_ids.next()) if unique else None,
+        unique_id=("u" + ctx.object_ids.next()) if unique and not temporary else None,
     )
     if temporary:
         ttl = body.tempConvTTL if body.tempConvTTL > 0 else ctx.config.temp_conv_ttl
@@ -161,6 +170,20 @@ async def start(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericC
     event = _event(pb.members_joined, conv.cid, session.peer_id, now, members)
     push(ctx, event, now, members)
     return SENT
+
+
+async def _unique_temporary(ctx: Context, members: list[str], now: int) -> Conversation | None:
+    """The oldest live temporary conversation created with ``unique`` whose members are
+    exactly ``members`` (sorted), among the first ``_UNIQUE_TEMP_SCAN`` live temporary
+    ones that include them all: JS 5.0.0-rc.6 and later ask for ``unique`` on every
+    temporary conversation and expect the same one back for the same members."""
+    where = ConvFilter(
+        members_all=tuple(members), kinds=frozenset({ConvType.TEMPORARY}), alive_at=now
+    )
+    found = await ctx.store.select_conversations(
+        where, [ConvOrder("createdAt")], _UNIQUE_TEMP_SCAN, 0
+    )
+    return next((c for c in found if c.unique and sorted(c.members) == members), None)
 
 
 async def _start_chatroom(

@@ -1,28 +1,69 @@
 'use strict';
 // Shared helpers for the SDK scenarios (tests/sdk/scenarios/*.js).
 //
-// A scenario drives the official leancloud-realtime@4.3.1 SDK (or a raw WebSocket
-// client, for what the SDK cannot send) against the server at $CHATROOM_WS, collects
-// what a user would see, and prints ONE JSON line on stdout. tests/test_sdk.py asserts
-// on that line. Scenarios must finish in a few seconds: every wait has a short timeout.
+// A scenario drives the official leancloud-realtime SDK (or a raw WebSocket client, for
+// what the SDK cannot send) against the server at $CHATROOM_WS, collects what a user
+// would see, and prints ONE JSON line on stdout. tests/test_sdk*.py assert on that line.
+// Scenarios must finish in a few seconds: every wait has a short timeout.
+//
+// Three SDK generations are installed side by side (package.json aliases); the scenario
+// parameter `sdk` picks one: 'v3' (3.5.7), 'v4' (4.3.1, the default) or 'v5'
+// (5.0.0-rc.8). Exports that differ between them (Event, createIMClient, how the
+// server address is given) are smoothed over here; `typedMessages()` loads the
+// generation's own leancloud-realtime-plugin-typed-messages.
 
 const path = require('path');
+const Module = require('module');
+
+/** Scenario parameters: JSON in argv[2] (e.g. {"noBinary": false, "sdk": "v3"}). */
+const params = process.argv[2] ? JSON.parse(process.argv[2]) : {};
+
+const GENERATIONS = {
+  v3: { sdk: 'leancloud-realtime-v3', plugin: 'leancloud-realtime-v3-typed-messages' },
+  v4: { sdk: 'leancloud-realtime', plugin: 'leancloud-realtime-plugin-typed-messages' },
+  v5: { sdk: 'leancloud-realtime-v5', plugin: 'leancloud-realtime-v5-typed-messages' },
+};
+const SDK = params.sdk || 'v4';
+if (!GENERATIONS[SDK]) {
+  console.error(`unknown sdk ${SDK}`);
+  process.exit(3);
+}
+const generation = GENERATIONS[SDK];
+const IM = require(generation.sdk);
+const SDK_VERSION = require(`${generation.sdk}/package.json`).version;
+
+// 3.x exports no Event table: its event names are these same strings.
+const LEGACY_EVENTS = {
+  MESSAGE: 'message',
+  INVITED: 'invited',
+  KICKED: 'kicked',
+  MEMBERS_JOINED: 'membersjoined',
+  MEMBERS_LEFT: 'membersleft',
+  UNREAD_MESSAGES_COUNT_UPDATE: 'unreadmessagescountupdate',
+  LAST_DELIVERED_AT_UPDATE: 'lastdeliveredatupdate',
+  LAST_READ_AT_UPDATE: 'lastreadatupdate',
+  MESSAGE_RECALL: 'messagerecall',
+  MESSAGE_UPDATE: 'messageupdate',
+  CONFLICT: 'conflict',
+  DISCONNECT: 'disconnect',
+  RECONNECT: 'reconnect',
+};
 const {
   Realtime,
-  Event,
   TextMessage,
   TypedMessage,
-  BinaryMessage,
   messageType,
   messageField,
-  MessageQueryDirection,
-} = require('leancloud-realtime');
+} = IM;
+const Event = IM.Event || LEGACY_EVENTS;
+const BinaryMessage = IM.BinaryMessage || class NoBinaryMessage {}; // 3.x has none
+const MessageQueryDirection = IM.MessageQueryDirection || {};
 
-// `ws` is the WebSocket implementation the SDK itself uses (a dependency of the SDK).
+// `ws` is the WebSocket implementation 4.3.1 itself uses (a dependency of the SDK).
 const WebSocket = require(require.resolve('ws', {
   paths: [path.dirname(require.resolve('leancloud-realtime/package.json'))],
 }));
-// The SDK's own compiled schema (protobufjs 5), so raw clients encode exactly as the SDK.
+// 4.3.1's own compiled schema (protobufjs 5), so raw clients encode exactly as the SDK.
 const messages = require('leancloud-realtime/proto/message-compiled').push_server.messages2;
 
 const WS_URL = process.env.CHATROOM_WS;
@@ -30,9 +71,6 @@ if (!WS_URL) {
   console.error('CHATROOM_WS is not set');
   process.exit(3);
 }
-
-/** Scenario parameters: JSON in argv[2] (e.g. {"noBinary": false}). */
-const params = process.argv[2] ? JSON.parse(process.argv[2]) : {};
 
 const sleep = ms => new Promise(resolve => setTimeout(resolve, ms));
 
@@ -52,16 +90,26 @@ function withTimeout(promise, ms, label) {
 
 const realtimes = [];
 
+if (SDK === 'v3') {
+  // 3.x has no RTMServers option: it asks LeanCloud's router for the endpoint. Answer
+  // as the router would, with this server.
+  Realtime._fetchEndpointsInfo = () =>
+    Promise.resolve({ server: WS_URL, secondary: WS_URL, ttl: 3600 });
+}
+
 /**
  * A Realtime pointed at the server; `noBinary` / `pushOfflineMessages` from params.
  * `server` (host:port of the HTTP port, $CHATROOM_HTTP) keeps the SDK's best-effort REST
  * call after a re-login (/1.1/rtm/notifications, protocol.md 1.3) on this machine
  * instead of the public LeanCloud router; it fails harmlessly there (the SDK wants https).
+ * 5.x allows one Realtime per appId in a process, so each further one gets its own
+ * appId (the server accepts any when none is configured).
  */
 function newRealtime(options = {}) {
   const server = process.env.CHATROOM_HTTP;
+  const appId = SDK === 'v5' && realtimes.length ? `test-app-${realtimes.length}` : 'test-app';
   const realtime = new Realtime({
-    appId: 'test-app',
+    appId,
     appKey: 'test-key',
     RTMServers: WS_URL,
     ...(server ? { server } : {}),
@@ -73,13 +121,44 @@ function newRealtime(options = {}) {
   return realtime;
 }
 
-/** Log in `id` on a new Realtime (or the given one). */
+/** Log in `id` on a new Realtime (or the given one). 3.x takes the tag as 3rd argument. */
 async function login(id, { realtime, tag, register } = {}) {
   const rt = realtime || newRealtime();
   if (register) rt.register(register);
-  const options = tag ? { tag } : {};
-  const client = await withTimeout(rt.createIMClient(id, options), 5000, `login ${id}`);
+  const created = SDK === 'v3' ? rt.createIMClient(id, {}, tag) : rt.createIMClient(id, tag ? { tag } : {});
+  const client = await withTimeout(created, 5000, `login ${id}`);
   return client;
+}
+
+let typed = null;
+
+/**
+ * The generation's leancloud-realtime-plugin-typed-messages: { TypedMessagesPlugin,
+ * FileMessage, ImageMessage, AudioMessage, VideoMessage, LocationMessage, AV }.
+ * Pass `plugins: [TypedMessagesPlugin]` to newRealtime to receive rich media as these
+ * classes. The 2.x/3.x plugins require('leancloud-realtime') themselves: that name is
+ * pointed at this generation's package while they load; 4.x is a factory of (AV, IM).
+ */
+function typedMessages() {
+  if (typed) return typed;
+  const AV = require('leancloud-storage');
+  // AV.File (which the plugins build for every received file message) would otherwise
+  // look up the storage SDK's current user, which needs AV.init and the LeanCloud cloud.
+  AV._config.disableCurrentUser = true;
+  const pluginDir = path.dirname(require.resolve(`${generation.plugin}/package.json`));
+  const resolve = Module._resolveFilename;
+  Module._resolveFilename = function redirect(request, parent, ...rest) {
+    const fromPlugin = parent && parent.filename && parent.filename.startsWith(pluginDir);
+    const target = fromPlugin && request === 'leancloud-realtime' ? generation.sdk : request;
+    return resolve.call(this, target, parent, ...rest);
+  };
+  try {
+    const plugin = require(generation.plugin);
+    typed = { ...(typeof plugin === 'function' ? plugin(AV, IM) : plugin), AV };
+  } finally {
+    Module._resolveFilename = resolve;
+  }
+  return typed;
 }
 
 /** The SDK's Connection (WebSocketPlus) behind a Realtime: `_open()` resolves to it. */
@@ -445,6 +524,9 @@ function main(fn, { deadline = 45000 } = {}) {
 module.exports = {
   WS_URL,
   params,
+  SDK,
+  SDK_VERSION,
+  typedMessages,
   Realtime,
   Event,
   TextMessage,
