@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from helpers import fail_after, running_server
 
 from chatroom.client import (
     ConnectionLost,
@@ -20,7 +21,6 @@ from chatroom.client import (
     connect,
 )
 from chatroom.client.connection import Client
-from helpers import fail_after, running_server
 
 FAST = Options(first_backoff=0.01, max_backoff=0.05, request_timeout=5, connect_timeout=5)
 
@@ -63,7 +63,8 @@ async def test_two_viewers_chat_in_a_chatroom_with_priorities() -> None:
         assert (got.text, got.priority) == ("你好 👋", "high")
         await jerry.send(room, "typing", transient=True)
         typing = await next_message(tom)
-        assert typing.transient and typing.priority is None
+        assert typing.transient
+        assert typing.priority is None
         assert [m.text for m in await jerry.history(room)] == ["你好 👋"]
         await jerry.leave(room)
         assert await tom.count(room) == 1
