@@ -30,7 +30,7 @@ import contextlib
 import itertools
 import random
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, cast
@@ -114,6 +114,7 @@ class _Events:
         self._ready.set()
 
     async def get(self) -> Event:
+        await trio.lowlevel.checkpoint()  # a checkpoint even when one is waiting
         while not self.items:
             self._ready = trio.Event()
             await self._ready.wait()
@@ -319,8 +320,13 @@ class Client:
         connection's failure is raised (bad URL, refused login); later ones are
         retried with back-off."""
         failures, first = 0, True
+
+        def live() -> None:
+            if first:
+                task_status.started()
+
         while True:
-            outcome = await self._connection(task_status if first else None)
+            outcome = await self._connection(live)
             if first and not outcome.was_live:
                 raise outcome.fatal_first or ConnectionLost(f"{self.url}: {outcome.reason}")
             first = False
@@ -341,7 +347,8 @@ class Client:
             self._set_state(StateChange("reconnecting", code, reason, delay))
             await trio.sleep(delay)
 
-    async def _connection(self, task_status: trio.TaskStatus[None] | None) -> _Outcome:
+    async def _connection(self, live: Callable[[], None]) -> _Outcome:
+        """One connection, from connecting to its end; ``live`` is called after login."""
         outcome = _Outcome()
         try:
             async with open_websocket_url(
@@ -352,7 +359,7 @@ class Client:
                 max_message_size=16 * 2**20,
             ) as ws:
                 try:
-                    await self._serve(ws, outcome, task_status)
+                    await self._serve(ws, outcome, live)
                 finally:
                     self._ws = None
         except (OSError, HandshakeError) as exc:
@@ -360,10 +367,11 @@ class Client:
                 f"cannot connect to {self.url}: {exc}"
             )
             outcome.reason = outcome.reason or str(exc)
+            await trio.lowlevel.checkpoint()
         return outcome
 
     async def _serve(
-        self, ws: WebSocketConnection, outcome: _Outcome, task_status: trio.TaskStatus[None] | None
+        self, ws: WebSocketConnection, outcome: _Outcome, live: Callable[[], None]
     ) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._read, ws, outcome, nursery.cancel_scope)
@@ -372,12 +380,11 @@ class Client:
             except (RequestError, ConnectionLost, trio.TooSlowError) as exc:
                 outcome.fatal_first = exc
                 nursery.cancel_scope.cancel()
-                return
-            outcome.was_live = True
-            self._set_state(StateChange("live"))
-            if task_status is not None:
-                task_status.started()
-            nursery.start_soon(self._keepalive, ws)
+            else:
+                outcome.was_live = True
+                self._set_state(StateChange("live"))
+                live()
+                nursery.start_soon(self._keepalive, ws)
 
     async def _login(self, ws: WebSocketConnection) -> None:
         self._ws = ws
@@ -401,10 +408,12 @@ class Client:
             await self._exchange(
                 ws, {"cmd": "conv", "op": "add", "cid": self.room, "m": [self.peer_id]}
             )
+        await trio.lowlevel.checkpoint()
 
     async def _read(
         self, ws: WebSocketConnection, outcome: _Outcome, scope: trio.CancelScope
     ) -> None:
+        await trio.lowlevel.checkpoint()
         try:
             while True:
                 self._dispatch(orjson.loads(await ws.get_message()), outcome)
@@ -454,6 +463,7 @@ class Client:
         """Log out and close; ``run`` returns."""
         self._stopped = True
         ws = self._ws
+        await trio.lowlevel.checkpoint()
         if ws is not None:
             with trio.move_on_after(2):
                 with contextlib.suppress(RequestError, ConnectionLost):
@@ -489,11 +499,13 @@ async def connect(url: str, peer_id: str, options: Options | None = None) -> Asy
             try:
                 yield client
             finally:
-                await client.stop()
+                with trio.move_on_after(3) as cleanup:
+                    cleanup.shield = True  # log out even when the block was cancelled
+                    await client.stop()
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         # The nursery is ours, not the caller's: a single error (the caller's own, or a
         # refused login) comes out as itself.
         if len(group.exceptions) == 1:
-            raise group.exceptions[0] from None
+            raise group.exceptions[0] from None  # noqa: ASYNC123 (its traceback is kept)
         raise

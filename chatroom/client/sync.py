@@ -47,7 +47,7 @@ class SyncClient:
     def _main(self, url: str, peer_id: str, options: Options) -> None:
         try:
             trio.run(self._serve, url, peer_id, options)
-        except BaseException as exc:  # handed to the caller's thread
+        except Exception as exc:  # handed to the caller's thread
             self._failure = exc
         finally:
             self._ready.set()

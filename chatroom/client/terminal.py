@@ -71,6 +71,7 @@ class Chat:
         print(line, file=self.out, flush=True)
 
     async def join(self, name: str) -> None:
+        await trio.lowlevel.checkpoint()  # whichever way it goes
         if not name:
             self.say_line("usage: /join NAME")
             return
@@ -80,10 +81,12 @@ class Chat:
         self.say_line(f"* joined {name} ({viewers} online)")
 
     async def count(self, _: str) -> None:
+        await trio.lowlevel.checkpoint()  # whichever way it goes
         if self.room is not None:
             self.say_line(f"* {await self.client.count(self.room)} online in {self.room_name}")
 
     async def history(self, arg: str) -> None:
+        await trio.lowlevel.checkpoint()  # whichever way it goes
         if self.room is not None:
             limit = int(arg) if arg.isdigit() else 10
             for message in await self.client.history(self.room, limit):
@@ -94,6 +97,7 @@ class Chat:
         self.say_line(HELP)
 
     async def say(self, text: str, priority: str | None = None) -> None:
+        await trio.lowlevel.checkpoint()  # whichever way it goes
         if self.room is None:
             self.say_line("* join a room first: /join NAME")
         elif text:
@@ -101,6 +105,7 @@ class Chat:
 
     async def handle(self, line: str) -> bool:
         """Act on one typed line; False once the user wants to leave."""
+        await trio.lowlevel.checkpoint()
         line = line.strip()
         word, _, rest = line.partition(" ")
         if word == "/quit":
@@ -149,5 +154,8 @@ async def chat(url: str, name: str, room: str | None, stdin: TextIO, out: TextIO
                 nursery.cancel_scope.cancel()
     except (ConnectionLost, RequestError) as exc:
         print(f"chatroom chat: {exc}", file=sys.stderr)
-        return 1
-    return 0
+        status = 1
+    else:
+        status = 0
+    await trio.lowlevel.checkpoint()
+    return status
