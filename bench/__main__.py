@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import importlib
 import json
 import os
 import platform
@@ -21,7 +22,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench import chart, procstat, report
+from bench import procstat, report
 from bench.generator import GENERATOR_CORE, GeneratorError, build
 from bench.runner import Setup, run_all
 from bench.scenarios import BY_NAME as SCENARIOS_BY_NAME
@@ -29,6 +30,7 @@ from bench.scenarios import SCENARIOS, Context
 from bench.servers import BY_NAME as SERVERS_BY_NAME
 from bench.servers import REPO, SERVERS, chatroom_snapshot, prepare_node_peers
 
+EXTRA = ("matplotlib",)  # what the bench needs beyond chatroom's own dependencies
 DEFAULT_SERVERS = [s for s in SERVERS if s.default]
 
 HERE = Path(__file__).resolve().parent
@@ -145,9 +147,26 @@ def _terminate(signum: int, frame: object) -> None:
     sys.exit(128 + signum)
 
 
+def _missing_extras() -> list[str]:
+    missing = []
+    for name in EXTRA:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    return missing
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
+    if missing := _missing_extras():
+        print(
+            f"the bench needs {', '.join(missing)}: pip install -e '.[bench]' (from the "
+            "repository's root)",
+            file=sys.stderr,
+        )
+        return 2
     command = shlex.join([sys.executable, "-m", "bench", *argv])
     print(f"command: {command}\n", flush=True)
     signal.signal(signal.SIGTERM, _terminate)
@@ -159,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, command: str) -> int:
+    from bench import chart  # after the check in main: it needs matplotlib
+
     _raise_fd_limit()
     procstat.REALTIME["enabled"] = not args.no_realtime
     os.sched_setaffinity(0, {GENERATOR_CORE})  # the harness itself stays off the server's core

@@ -38,17 +38,45 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--config", type=Path, help="TOML file with settings (see config.py)")
     serve.add_argument("--log-level", help="debug, info, warning or error (default info)")
-    bench = commands.add_parser("bench", help="run the benchmark (bench/README.md)", add_help=False)
-    bench.add_argument("args", nargs=argparse.REMAINDER)
+    # ``bench`` takes its own options (python -m bench --help); main() passes them on.
+    commands.add_parser("bench", help="run the benchmark (docs/bench.md)", add_help=False)
+    chat = commands.add_parser(
+        "chat",
+        help="chat from the terminal",
+        description="An interactive chat client: type to send, /help for commands.",
+    )
+    chat.add_argument("url", help="the server's WebSocket URL, e.g. ws://127.0.0.1:8080")
+    chat.add_argument("--as", dest="name", required=True, help="your client id")
+    chat.add_argument("--room", help="chatroom to join (created if there is none)")
     admin_cli.add_commands(commands)  # sys (system conversations), sign
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.command == "bench":
+def _bench(argv: list[str]) -> int:
+    # The benchmark is not part of the installed package: it runs from a clone, whose
+    # root is where an editable install's chatroom package sits.
+    root = Path(__file__).resolve().parents[1]
+    if (root / "bench" / "__main__.py").is_file() and str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    try:
         bench = importlib.import_module("bench.__main__")
-        return int(bench.main(args.args))
+    except ModuleNotFoundError as exc:
+        if exc.name != "bench":
+            raise
+        print("chatroom bench: run it from a clone of the repository", file=sys.stderr)
+        return 2
+    return int(bench.main(argv))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        return _bench(argv[1:])
+    args = _parser().parse_args(argv)
+    if args.command == "chat":
+        from chatroom.client.terminal import chat  # the server never needs the client
+
+        return trio.run(chat, args.url, args.name, args.room, sys.stdin, sys.stdout)
     if args.command in admin_cli.COMMANDS:
         return admin_cli.run(args)
     try:

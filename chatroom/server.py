@@ -126,7 +126,12 @@ class Server:
             http_shutdown = trio.Event()
             admin = admin_routes(lambda: self.context)  # operator endpoints (master key)
             http_port = await nursery.start(
-                serve_http, config.host, config.http_port, self.statistics, http_shutdown, admin
+                partial(serve_http, websocket_port=ws_port),  # the page connects there
+                config.host,
+                config.http_port,
+                self.statistics,
+                http_shutdown,
+                admin,
             )
             task_status.started(Listening(ws_port, http_port))
             nursery.start_soon(self._log_statistics)

@@ -1,0 +1,49 @@
+"""A Python client for chatroom's flat JSON protocol.
+
+``connect`` gives an async ``Client`` on Trio; ``SyncClient`` is the same behind
+blocking calls. Events (``Message``, ``ConvEvent``, ``Receipt``, ``Unread``,
+``Patch``, ``StateChange``, ``Other``) come from ``Client.events()``. See
+``chatroom.client.connection`` for an example.
+"""
+
+from __future__ import annotations
+
+from chatroom.client.connection import (
+    Client,
+    ConnectionLost,
+    Options,
+    RequestError,
+    Sent,
+    connect,
+)
+from chatroom.client.events import (
+    ConvEvent,
+    Event,
+    Message,
+    Other,
+    Patch,
+    Receipt,
+    StateChange,
+    Unread,
+    UnreadCount,
+)
+from chatroom.client.sync import SyncClient
+
+__all__ = [
+    "Client",
+    "ConnectionLost",
+    "ConvEvent",
+    "Event",
+    "Message",
+    "Options",
+    "Other",
+    "Patch",
+    "Receipt",
+    "RequestError",
+    "Sent",
+    "StateChange",
+    "SyncClient",
+    "Unread",
+    "UnreadCount",
+    "connect",
+]
