@@ -124,6 +124,7 @@ class Lasting:
             self.stats.batches += 1
         self._writing = LastingChanges()
         self._wake.set()  # look again: more may have come, or close() meanwhile
+        await trio.lowlevel.checkpoint()  # the shielded write above was not one
 
     def close(self) -> None:
         """No more changes are coming: ``run`` stores what is pending and returns."""

@@ -58,6 +58,7 @@ async def missed(ctx: Context, peer: str, since: int, token: str | None) -> list
     except Exception:
         # The login stands; the client sees the state on its next fetch.
         log.exception("reading missed conversation events of %s failed", peer)
+        await trio.lowlevel.checkpoint()
         records = []
     older = [
         (r.server_ts, Prepared(pb.GenericCommand.FromString(r.payload)), r.delivered)
