@@ -52,6 +52,9 @@ class Config:
     conv_event_clients: int = 100_000
     """Clients whose recent conversation events are remembered; the least recently
     concerned are forgotten first."""
+    conv_event_ttl: int = 172_800
+    """Seconds the store keeps a conversation event for the replay after a re-login
+    (also across a restart); older ones are purged and no longer replayed."""
     master_key: str = ""
     """The app's master key: signs logins and conversation operations (see
     ``signatures``) and authorises the operator's admin endpoints
@@ -133,6 +136,15 @@ class Config:
     """Messages waiting for their group commit; a sender beyond it waits."""
     commit_batch: int = 1000
     """Most messages written in one transaction."""
+    lasting_backlog: int = 100_000
+    """Changes to session tokens, nonces, conversation events, pending receipts and
+    wills waiting to be written to the store (write-behind, one transaction per batch).
+    Beyond it new ones are not recorded (counted as ``lasting.dropped``): they still
+    work until the server restarts, and are forgotten then."""
+    purge_interval: float = 60.0
+    """Seconds between deletions of expired session tokens, nonces, conversation
+    events, receipts and wills from the store (10 000 rows per kind per transaction);
+    0 never deletes them (the store then grows with every login)."""
     dedupe_cache: int = 100_000
     """Recent ``(sender, conversation, dt)`` keys remembered so that a resend is acked
     with the first id and stored once. Older keys are forgotten."""
@@ -175,6 +187,9 @@ class Config:
     """Messages sent with ``r: true`` remembered until their receiver acks them; the
     oldest are forgotten beyond it (their delivery receipt is then not sent, while
     ``lastDeliveredAt`` from ``max_read`` still covers them)."""
+    receipt_ttl: int = 604_800
+    """Seconds the store keeps a message that waits for its delivery receipt, so that
+    an ack after a restart still sends it; after it the receipt is never sent."""
     sensitive_words_file: str = ""
     """Operator word list, one word per line (blank lines and ``#`` comments skipped),
     matched case-insensitively and replaced with ``***`` in group conversations (more

@@ -4,11 +4,14 @@ Delivery is in order, so a receiver's ack up to time T covers every earlier mess
 the conversation: ``delivered`` hands back (and forgets) all of them from other senders.
 Bounded: beyond ``size`` entries the oldest are forgotten (their receipt is never sent;
 ``lastDeliveredAt`` from ``conv/max_read`` still covers them).
+``on_change`` hears of every entry added or delivered, so that the store keeps a copy
+which ``restore`` brings back after a restart.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 from chatroom.store.base import Conversation, ConvType
@@ -29,9 +32,15 @@ class Waiting(NamedTuple):
     sender: str
 
 
+# Told of every change, to keep a copy that outlives the process: a message now waits
+# (cid, mid, entry), or no longer does (cid, mid, None).
+OnChange = Callable[[str, str, "Waiting | None"], None]
+
+
 class ReceiptBook:
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, on_change: OnChange | None = None) -> None:
         self._size = size
+        self._on_change = on_change
         # cid -> mid -> entry, in acceptance (= time) order
         self._by_cid: dict[str, dict[str, Waiting]] = {}
         self._order: deque[tuple[str, str]] = deque()
@@ -42,12 +51,23 @@ class ReceiptBook:
 
     def want(self, cid: str, mid: str, timestamp: int, sender: str) -> None:
         """Remember a message whose sender asked for a receipt."""
+        waiting = Waiting(mid, timestamp, sender)
+        if self._add(cid, waiting) and self._on_change is not None:
+            self._on_change(cid, mid, waiting)
+
+    def restore(self, entries: Iterable[tuple[str, Waiting]]) -> None:
+        """Entries that were waiting before a restart, oldest first (not told again)."""
+        for cid, waiting in entries:
+            self._add(cid, waiting)
+
+    def _add(self, cid: str, waiting: Waiting) -> bool:
         if self._size <= 0:
-            return
+            return False
         entries = self._by_cid.setdefault(cid, {})
-        if mid in entries:
-            return
-        entries[mid] = Waiting(mid, timestamp, sender)
+        if waiting.mid in entries:
+            return False
+        entries[waiting.mid] = waiting
+        mid = waiting.mid
         self._order.append((cid, mid))
         self._count += 1
         while self._count > self._size:
@@ -55,6 +75,7 @@ class ReceiptBook:
         if len(self._order) > 2 * self._size + 16:
             # Entries removed by acks stay in the deque until here: compact.
             self._order = deque(k for k in self._order if k[1] in self._by_cid.get(k[0], {}))
+        return True
 
     def delivered(self, cid: str, receiver: str, up_to: int) -> list[Waiting]:
         """Forget and return the waiting messages of ``cid`` from others, up to ``up_to``."""
@@ -64,6 +85,8 @@ class ReceiptBook:
         done = [w for w in entries.values() if w.timestamp <= up_to and w.sender != receiver]
         for w in done:
             del entries[w.mid]
+            if self._on_change is not None:
+                self._on_change(cid, w.mid, None)
         self._count -= len(done)
         if not entries:
             del self._by_cid[cid]

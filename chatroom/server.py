@@ -1,7 +1,8 @@
 """Listeners, nurseries and graceful shutdown: the Trio shell around the core.
 
 Nesting, outermost first: the store; the committer (it outlives every connection so
-that messages in flight at shutdown are still committed and acked); the flusher, the
+that messages in flight at shutdown are still committed and acked) and the lasting-state
+journal (so that what the connections' ends record is stored); the flusher, the
 WebSocket listener with one task per connection, and the HTTP listener.
 """
 
@@ -25,6 +26,7 @@ from chatroom.gcpolicy import GcPolicy
 from chatroom.http import serve_http
 from chatroom.ids import MessageClock
 from chatroom.protocol.codec import Subprotocol, negotiate
+from chatroom.service import lasting
 from chatroom.service.context import Context
 from chatroom.store.base import Store
 from chatroom.store.memory import MemoryStore
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 _SHUTDOWN_GRACE = 5.0  # seconds connections get to receive goaway and close
 _STATS_INTERVAL = 60.0  # seconds between statistics lines in the log
 _LAG_INTERVAL = 0.02  # seconds between event-loop lag samples
+_PURGE_ROWS = 10_000  # expired rows deleted per kind per transaction
 _LAG_SAMPLES = 5  # the lag that counts is the least of this many samples in a row
 
 
@@ -77,6 +80,7 @@ class Server:
             **asdict(ctx.counters),
             "commit": asdict(ctx.committer.statistics()),
             "push": asdict(ctx.pusher.stats),
+            "lasting": asdict(ctx.lasting.stats),
         }
 
     async def run(
@@ -92,14 +96,19 @@ class Server:
             # Resends of messages stored before a restart are still recognised.
             for message in await self.store.recent_dedupe_tokens(config.dedupe_cache):
                 self._ctx.dedupe.remember(message)
+            await lasting.restore(self._ctx)  # nonces and receipts from before a restart
             async with trio.open_nursery() as outer:
                 await outer.start(committer.run)
+                # Like the committer, it outlives the connections: what their ends
+                # record (the chatroom to rejoin) is stored before the store closes.
+                await outer.start(self._ctx.lasting.run)
                 try:
                     async with trio.open_nursery() as inner:
                         listening = await inner.start(self._serve)
                         task_status.started(listening)
                 finally:
                     committer.close()
+                    self._ctx.lasting.close()
         finally:
             with trio.CancelScope(shield=True):
                 await self.store.aclose()
@@ -137,6 +146,8 @@ class Server:
             nursery.start_soon(self._log_statistics)
             nursery.start_soon(self._watch_lag)
             nursery.start_soon(self.gc.run)
+            if config.purge_interval > 0:
+                nursery.start_soon(self.context.lasting.purge, config.purge_interval, _PURGE_ROWS)
             await self.shutdown.wait()
             log.info("shutting down: %d connections", len(self.connections))
             # Stop taking commands, let the messages already read be committed and

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 LOGIN = "login"
 CONVERSATION = "conversation"
@@ -64,14 +64,30 @@ class Verifier:
     """Checks signatures: HMAC, timestamp window and nonce reuse.
 
     ``nonces`` bounds the memory for seen nonces: the oldest are forgotten first, and a
-    nonce older than the window is refused by its timestamp anyway.
+    nonce older than the window is refused by its timestamp anyway. ``on_use`` is told
+    of every nonce accepted and until when (epoch seconds) it stays used, so that the
+    store keeps them; ``seed`` brings them back after a restart.
     """
 
-    def __init__(self, master_key: str, window: int = 300, nonces: int = 100_000) -> None:
+    def __init__(
+        self,
+        master_key: str,
+        window: int = 300,
+        nonces: int = 100_000,
+        on_use: Callable[[str, int], None] | None = None,
+    ) -> None:
         self._key = master_key
         self._window = window
         self._max = nonces
+        self._on_use = on_use
         self._seen: OrderedDict[str, int] = OrderedDict()  # nonce -> when it expires (s)
+
+    def seed(self, used: dict[str, int]) -> None:
+        """Nonces used before a restart, nonce -> expiry in epoch seconds."""
+        for nonce, until in sorted(used.items(), key=lambda item: item[1]):
+            self._seen[nonce] = until
+        while len(self._seen) > self._max:
+            self._seen.popitem(last=False)
 
     def check(
         self, texts: Sequence[str], signature: str, timestamp: int, nonce: str, now_ms: int
@@ -89,6 +105,8 @@ class Verifier:
         if nonce in self._seen:
             return "nonce already used"
         self._seen[nonce] = now + self._window
+        if self._on_use is not None:
+            self._on_use(nonce, now + self._window)
         if len(self._seen) > self._max:
             self._seen.popitem(last=False)
         return None

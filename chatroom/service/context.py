@@ -20,6 +20,7 @@ from chatroom.config import Config
 from chatroom.convlog import ConvEventLog
 from chatroom.filter import WordFilter
 from chatroom.ids import MessageClock, ObjectIds, wall_ms
+from chatroom.lasting import Lasting
 from chatroom.outbox import Priority, ShedTotals
 from chatroom.presence import Presence
 from chatroom.protocol import messages_pb2 as pb
@@ -27,11 +28,11 @@ from chatroom.protocol.codec import Prepared, Subprotocol
 from chatroom.protocol.errors import ChatError, ErrorCode
 from chatroom.push import PushNotifier
 from chatroom.ratelimit import IntakeBacklog, RoomBudget
-from chatroom.receipts import ReceiptBook
+from chatroom.receipts import ReceiptBook, Waiting
 from chatroom.recent import Dedupe, RoomBuffers
 from chatroom.session import Outlet, Session
 from chatroom.signature import Verifier
-from chatroom.store.base import Conversation, ConvType, Store
+from chatroom.store.base import Conversation, ConvType, PendingReceipt, SessionRecord, Store
 
 
 class Link(Outlet, Protocol):
@@ -112,6 +113,27 @@ class SessionTicket:
     taken_over: bool = False
     room: str | None = None  # the chatroom watched when the connection dropped
     room_until_ms: int = 0  # ... rejoined automatically on resume until then
+    will: bytes | None = None  # a will set before a restart, for the resumed session
+
+    def record(self, token: str) -> SessionRecord:
+        """What the store keeps of this ticket."""
+        return SessionRecord(
+            token,
+            self.peer_id,
+            self.tag,
+            self.device_id,
+            self.expires_ms,
+            self.taken_over,
+            self.room,
+            self.room_until_ms,
+        )
+
+    @classmethod
+    def of_record(cls, r: SessionRecord) -> SessionTicket:
+        """A ticket from before a restart (no live session)."""
+        return cls(
+            r.peer_id, r.tag, r.device_id, r.expires_ms, None, r.taken_over, r.room, r.room_until_ms
+        )
 
 
 @dataclass(slots=True)
@@ -150,6 +172,7 @@ class Context:
     words: WordFilter = field(init=False)  # sensitive-word filter (chatroom/filter.py)
     pusher: PushNotifier = field(init=False)  # offline push webhook (chatroom/push.py)
     receipts: ReceiptBook = field(init=False)  # messages waiting for a delivery receipt
+    lasting: Lasting = field(init=False)  # what outlives a restart, written behind
     last_patch_ms: int = 0  # patch times are strictly increasing (lastPatchTime replay)
 
     def __post_init__(self) -> None:
@@ -159,7 +182,20 @@ class Context:
         config = self.config
         self.words = WordFilter(config.sensitive_words_file, config.sensitive_words_check_interval)
         self.pusher = PushNotifier(config.push_webhook, config.push_queue, config.push_timeout)
-        self.receipts = ReceiptBook(config.receipt_memory)
+        self.lasting = Lasting(self.store, config.lasting_backlog)
+        self.receipts = ReceiptBook(config.receipt_memory, self._receipt_changed)
+
+    def _receipt_changed(self, cid: str, mid: str, waiting: Waiting | None) -> None:
+        record = None
+        if waiting is not None:
+            until = waiting.timestamp + self.config.receipt_ttl * 1000
+            record = PendingReceipt(cid, mid, waiting.timestamp, waiting.sender, until)
+        self.lasting.receipt(cid, mid, record)
+
+    def journal_ticket(self, token: str) -> None:
+        """Have the store follow the ticket of ``token`` (gone: revoked)."""
+        ticket = self.tickets.get(token)
+        self.lasting.session(token, None if ticket is None else ticket.record(token))
 
     async def conversation(self, cid: str) -> Conversation:
         """The conversation, or 4303 CONVERSATION_NOT_FOUND (also once a temporary

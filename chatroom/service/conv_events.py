@@ -4,7 +4,8 @@ The JS SDK 4.3.1 recovers ``joined``/``left``/``members_joined``/``members_left`
 ``updated`` missed while offline only through an HTTPS REST call; protocol.md section 6
 item 9 (option 2) has the server push them over the WebSocket right after ``opened``
 instead, which the SDK handles like live pushes. Events are not stored otherwise
-(features.md F12, F16): this is a bounded, in-memory log of recent ones per client.
+(features.md F12, F16): this is a bounded log of recent ones per client, in memory and
+(for ``conv_event_ttl`` seconds, across restarts) in the store.
 
 Which events a re-login gets: those recorded after the client's ``lastPatchTime`` (the
 SDK sends its previous ``opened.serverTs`` or a newer patch time), except those already
@@ -15,6 +16,7 @@ can therefore see again an event it received live after its previous login.
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Iterable
 
 import trio
@@ -24,13 +26,45 @@ from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Prepared
 from chatroom.service.context import SENT, Context, Handler, Link, SyncHandler
 from chatroom.session import Session
+from chatroom.store.base import ConvEventRecord
+
+log = logging.getLogger(__name__)
 
 
 def log_of(ctx: Context) -> ConvEventLog:
     """The context's event log, made on first use from its configuration."""
     if ctx.conv_events is None:
-        ctx.conv_events = ConvEventLog(ctx.config.conv_event_log, ctx.config.conv_event_clients)
+        config, lasting = ctx.config, ctx.lasting
+
+        def stored(peers: list[str], ts: int, prepared: Prepared, live: frozenset[str]) -> None:
+            payload = prepared.command.SerializeToString()
+            until = ts + config.conv_event_ttl * 1000
+            lasting.conv_event(ConvEventRecord(tuple(peers), ts, payload, tuple(live), until))
+
+        ctx.conv_events = ConvEventLog(config.conv_event_log, config.conv_event_clients, stored)
     return ctx.conv_events
+
+
+async def missed(ctx: Context, peer: str, since: int, token: str | None) -> list[Prepared]:
+    """The events ``peer`` missed after ``since`` (not delivered to session ``token``):
+    from the store for the time before memory holds them all (a restart), then memory."""
+    events = log_of(ctx)
+    until = events.complete_since(peer)
+    if events.per_client <= 0 or (until is not None and until <= since):
+        await trio.lowlevel.checkpoint()
+        return events.missed(peer, since, token)
+    try:
+        records = await ctx.store.conv_events_for(peer, since, until, events.per_client)
+    except Exception:
+        # The login stands; the client sees the state on its next fetch.
+        log.exception("reading missed conversation events of %s failed", peer)
+        await trio.lowlevel.checkpoint()
+        records = []
+    older = [
+        (r.server_ts, Prepared(pb.GenericCommand.FromString(r.payload)), r.delivered)
+        for r in records
+    ]
+    return events.missed(peer, since, token, older)
 
 
 def push(
@@ -62,13 +96,13 @@ def replaying(inner: SyncHandler | Handler) -> Handler:
         session = link.session_for(cmd.peerId)
         if not msg.r or session is None:
             return reply or SENT
-        missed = log_of(ctx).missed(cmd.peerId, msg.lastPatchTime, old_token)
+        events = await missed(ctx, cmd.peerId, msg.lastPatchTime, old_token)
         if reply is not None and reply is not SENT:
             # opened first: the SDK ignores pushes for a client that is not open yet.
             if cmd.HasField("i"):
                 reply.i = cmd.i
             link.send(reply)
-        for prepared in missed:
+        for prepared in events:
             ctx.deliver(prepared, [session])
         return SENT
 

@@ -11,7 +11,8 @@
 - ``will`` messages: one per user, the last one set (from any device, in any
   conversation) replacing the others; sent when the connection of the session that set
   it drops without a logout (a keepalive timeout included), to the members online
-  then; never stored, never counted as unread (see ``send_wills``).
+  then; never stored as a message, never counted as unread (see ``send_wills``). The
+  store keeps it so that a session resumed after a restart has it again.
 - Sensitive words (``chatroom/filter.py``) are masked before a message is stored or
   pushed in groups of more than two, chatrooms and system conversations; the sender's
   sessions then get a ``patch/modify`` with ``patchCode`` (service/patches.py).
@@ -40,6 +41,7 @@ from chatroom.push import payload_for
 from chatroom.ratelimit import RoomBudget, shed_at_intake
 from chatroom.receipts import receipts_apply
 from chatroom.recent import Pending
+from chatroom.service import lasting
 from chatroom.service.context import SENT, Context, Link, require_session
 from chatroom.service.patches import filtered_notice, filters_apply
 from chatroom.session import Session
@@ -155,6 +157,7 @@ async def send(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCo
         for other in ctx.presence.sessions_of(session.peer_id):
             other.will = None
         session.will = body
+        lasting.save_will(ctx, session)  # a will set before a restart outlives it
         return _ack(cmd, message.mid, message.timestamp)
     key = (session.peer_id, conv.cid, body.dt) if body.dt else None
     if key is not None and (seen := ctx.dedupe.get(key)) is not None:
@@ -317,6 +320,7 @@ def send_wills(ctx: Context, sessions: list[Session]) -> None:
         body, session.will = session.will, None
         if body is None:
             continue
+        ctx.lasting.will(session.peer_id, None)  # the user's only will: sent now
         conv = ctx.conversations.peek(body.cid)
         if conv is None:
             continue

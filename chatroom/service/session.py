@@ -10,6 +10,9 @@ Rules (protocol.md sections 4.1-4.4 and 6, features.md F01-F07):
 - ``r`` true with a session token (``st``) resumes that device; an unknown or expired
   token is answered with ``error{4112}``, after which the SDK logs in again with ``r``
   true and no token, which is accepted.
+- Tokens outlive a restart (the store keeps them, service/lasting.py loads one on
+  demand): a resume after it is ``opened``, with the chatroom to rejoin and the will
+  the session had set.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import trio
 from chatroom.ids import session_token, wall_ms
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.errors import ChatError, ErrorCode
-from chatroom.service import signing, unread
+from chatroom.service import lasting, signing, unread
 from chatroom.service.context import (
     SENT,
     Context,
@@ -57,11 +60,13 @@ def open_session(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.Generic
     device_id = msg.deviceId or None
     previous: Session | None = None
     rejoin: str | None = None
+    will: bytes | None = None
     if msg.HasField("st") and msg.st:
         ticket = _valid_ticket(ctx, msg.st, peer_id)
         tag, device_id, previous = ticket.tag, ticket.device_id, ticket.session
         if ticket.room is not None and ticket.room_until_ms > wall_ms():
             rejoin = ticket.room
+        will, ticket.will = ticket.will, None
     if tag is not None and tag != _RESERVED_TAG:
         rivals = [
             s for s in ctx.presence.sessions_of(peer_id) if s.tag == tag and s is not previous
@@ -81,6 +86,10 @@ def open_session(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.Generic
     ctx.presence.add(session)
     if rejoin is not None:
         ctx.presence.join_room(rejoin, session)  # a viewer back within the window
+    if will is not None:
+        # Set before a restart: it now fires when this session's connection drops.
+        session.will = pb.DirectCommand.FromString(will)
+        lasting.save_will(ctx, session)
     ctx.counters.logins += 1
     now = wall_ms()
     reply = pb.GenericCommand(cmd=pb.session, op=pb.opened, peerId=peer_id, serverTs=now)
@@ -94,6 +103,9 @@ async def open_and_sync(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.
     service/unread.py (missed patches; unread counts in v3, stored messages in v1).
     The connection handles its next command only after the sync has been queued, so
     the client sees the sync before any later reply."""
+    token = cmd.sessionMessage.st
+    if token:
+        await lasting.load_ticket(ctx, token)  # known from before a restart?
     reply = open_session(ctx, link, cmd)
     if cmd.HasField("i"):
         reply.i = cmd.i
@@ -132,6 +144,7 @@ def _issue_token(ctx: Context, session: Session) -> None:
         expires_ms=wall_ms() + ctx.config.session_token_ttl * 1000,
         session=session,
     )
+    ctx.journal_ticket(session.token)
 
 
 def _expire_tickets(ctx: Context) -> None:
@@ -154,6 +167,7 @@ def _kick(ctx: Context, session: Session) -> None:
     if ticket is not None:
         ticket.taken_over = True
         ticket.session = None
+        ctx.journal_ticket(session.token)
     _forget(ctx, session)
     session.outlet.detach(session)
 
@@ -167,6 +181,7 @@ def _end_session(ctx: Context, link: Link, session: Session) -> None:
     ticket = ctx.tickets.pop(session.token, None)
     if ticket is not None:
         ticket.session = None
+        ctx.journal_ticket(session.token)  # revoked
     _forget(ctx, session)
     link.detach(session)
 
@@ -174,7 +189,9 @@ def _end_session(ctx: Context, link: Link, session: Session) -> None:
 def close_session(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCommand:
     """Logout: no will message, token revoked (protocol.md 4.3: no ``code`` in the reply)."""
     session = require_session(link, cmd)
-    session.will = None
+    if session.will is not None:
+        session.will = None
+        lasting.save_will(ctx, session)
     _end_session(ctx, link, session)
     reply = pb.GenericCommand(cmd=pb.session, op=pb.closed, peerId=session.peer_id)
     reply.sessionMessage.SetInParent()
@@ -196,7 +213,10 @@ def query_online(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.Generic
 def refresh_token(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCommand:
     session = require_session(link, cmd)
     ctx.tickets.pop(session.token, None)
+    ctx.journal_ticket(session.token)  # revoked
     _issue_token(ctx, session)
+    if session.will is not None:
+        lasting.save_will(ctx, session)  # now resumed with the new token
     reply = pb.GenericCommand(cmd=pb.session, op=pb.refreshed)
     reply.sessionMessage.st = session.token
     reply.sessionMessage.stTtl = ctx.config.session_token_ttl
@@ -217,5 +237,6 @@ def disconnected(ctx: Context, sessions: list[Session]) -> list[Session]:
             ticket.session = None  # the token stays valid: the device may resume
             ticket.room = session.room
             ticket.room_until_ms = wall_ms() + int(ctx.config.chatroom_rejoin_window * 1000)
+            ctx.journal_ticket(session.token)
         _forget(ctx, session)
     return live

@@ -26,8 +26,14 @@ from chatroom.signature import (
 def verifier_of(ctx: Context) -> Verifier:
     """The context's verifier (and its nonce memory), made on first use."""
     if ctx.verifier is None:
-        config = ctx.config
-        ctx.verifier = Verifier(config.master_key, config.signature_window, config.signature_nonces)
+        config, lasting = ctx.config, ctx.lasting
+        ctx.verifier = Verifier(
+            config.master_key,
+            config.signature_window,
+            config.signature_nonces,
+            # Stored too: a nonce used before a restart is refused after it.
+            on_use=lambda nonce, until: lasting.nonce(nonce, until * 1000),
+        )
     return ctx.verifier
 
 

@@ -211,6 +211,86 @@ class ConvOrder:
     descending: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """A session token as it outlives the process: what resuming with it restores.
+
+    ``taken_over``: another device logged in with the same tag (a resume gets 4111).
+    ``room``/``room_until_ms``: the chatroom watched when the connection dropped, which
+    a resume before ``room_until_ms`` rejoins. Times are epoch milliseconds.
+    """
+
+    token: str
+    peer_id: str
+    tag: str | None
+    device_id: str | None
+    expires_ms: int
+    taken_over: bool = False
+    room: str | None = None
+    room_until_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ConvEventRecord:
+    """One conversation event (a ``conv`` push) logged for the ``peers`` it concerns.
+
+    ``payload`` is the serialized ``GenericCommand`` (without ``peerId``);
+    ``delivered`` the tokens of the sessions that got it live.
+    """
+
+    peers: tuple[str, ...]
+    server_ts: int
+    payload: bytes
+    delivered: tuple[str, ...]
+    expires_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class PendingReceipt:
+    """A message sent with ``r: true`` whose receiver has not acknowledged it yet."""
+
+    cid: str
+    mid: str
+    timestamp: int
+    sender: str
+    expires_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class WillRecord:
+    """A user's will message: ``payload`` is the serialized ``DirectCommand``, set by
+    the session with ``token``. At most one per user."""
+
+    peer_id: str
+    token: str
+    payload: bytes
+    expires_ms: int
+
+
+@dataclass(slots=True)
+class LastingChanges:
+    """One batch of changes to the state that outlives a process (``Store.save_lasting``).
+
+    Keyed changes keep only the last one per key; ``None`` deletes. ``nonces`` are
+    inserted only where absent (a nonce keeps its first expiry).
+    """
+
+    sessions: dict[str, SessionRecord | None] = field(default_factory=dict)  # by token
+    nonces: dict[str, int] = field(default_factory=dict)  # nonce -> expires_ms
+    conv_events: list[ConvEventRecord] = field(default_factory=list)
+    receipts: dict[tuple[str, str], PendingReceipt | None] = field(default_factory=dict)
+    wills: dict[str, WillRecord | None] = field(default_factory=dict)  # by peer_id
+
+    def __len__(self) -> int:
+        return (
+            len(self.sessions)
+            + len(self.nonces)
+            + len(self.conv_events)
+            + len(self.receipts)
+            + len(self.wills)
+        )
+
+
 class Store(Protocol):
     """What the server needs from persistent storage."""
 
@@ -301,3 +381,32 @@ class Store(Protocol):
     async def max_message_timestamp(self) -> int:
         """The newest timestamp of any stored message (0 when empty), so that a
         restarted server never issues ids that sort before stored ones."""
+
+    # state that outlives a process: session tokens, nonces, event log, receipts, wills
+
+    async def save_lasting(self, changes: LastingChanges) -> None:
+        """Apply every change of the batch in one transaction (see ``LastingChanges``).
+        IntegrityError (nothing stored) for values the store cannot hold."""
+
+    async def get_session(self, token: str) -> SessionRecord | None:
+        """The stored session token, expired or not (the caller checks), or None."""
+
+    async def live_nonces(self, now_ms: int, limit: int) -> dict[str, int]:
+        """Used signature nonces still in their window (``expires_ms > now_ms``), the
+        ``limit`` latest-expiring ones: nonce -> expires_ms."""
+
+    async def conv_events_for(
+        self, peer: str, since: int, until: int | None, limit: int
+    ) -> list[ConvEventRecord]:
+        """The newest ``limit`` events logged for ``peer`` with ``since < server_ts``
+        (and ``server_ts < until`` unless None), ascending by time."""
+
+    async def pending_receipts(self, limit: int) -> list[PendingReceipt]:
+        """The ``limit`` newest pending receipts, ascending by message time."""
+
+    async def will_of(self, peer_id: str) -> WillRecord | None:
+        """The user's will, expired or not (the caller checks), or None."""
+
+    async def purge_expired(self, now_ms: int, limit: int) -> int:
+        """Delete at most ``limit`` rows of each kind of lasting state whose
+        ``expires_ms <= now_ms``; the number deleted (call again while it is large)."""

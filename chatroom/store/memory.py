@@ -41,16 +41,18 @@ from .common import (
     passes,
     sort_conversations,
 )
+from .memory_lasting import MemoryLasting
 
 
 def _position(m: Message) -> tuple[int, str]:
     return (m.timestamp, m.mid)
 
 
-class MemoryStore:
+class MemoryStore(MemoryLasting):
     """A ``Store`` that keeps everything in this process and forgets it on exit."""
 
     def __init__(self) -> None:
+        super().__init__()
         self._convs: dict[str, Conversation] = {}
         self._of_member: defaultdict[str, set[str]] = defaultdict(set)
         self._unique: defaultdict[str, set[str]] = defaultdict(set)  # members_key -> cids

@@ -26,20 +26,26 @@ from typing import Any, TypeVar
 import orjson
 import trio
 
+from . import sqlite_lasting as lasting_tables
 from . import sqlite_marks as marks_table
 from . import sqlite_messages as messages_table
 from .base import (
     Conversation,
+    ConvEventRecord,
     ConvFilter,
     ConvOrder,
     ConvType,
     HistoryQuery,
     IntegrityError,
+    LastingChanges,
     MemberMarks,
     Message,
     NotFoundError,
     Patch,
+    PendingReceipt,
+    SessionRecord,
     StoreError,
+    WillRecord,
 )
 from .common import (
     INT64_MAX,
@@ -327,6 +333,46 @@ class SqliteStore:
         rows = await self._query("SELECT max_timestamp FROM meta", ())
         return int(rows[0][0])
 
+    # state that outlives a process (sqlite_lasting.py has the SQL)
+
+    async def save_lasting(self, changes: LastingChanges) -> None:
+        """The whole batch in one short transaction, or nothing of it."""
+        await self._write(lambda db: _in_transaction(db, lasting_tables.save, changes))
+
+    async def get_session(self, token: str) -> SessionRecord | None:
+        """The stored session token, or None."""
+        rows = await self._query(lasting_tables.GET_SESSION_SQL, (token,))
+        return lasting_tables.session_of_row(rows[0]) if rows else None
+
+    async def live_nonces(self, now_ms: int, limit: int) -> dict[str, int]:
+        """Nonces still in their window, the latest-expiring ``limit``."""
+        rows = await self._query(lasting_tables.LIVE_NONCES_SQL, (now_ms, limit))
+        return {row[0]: row[1] for row in rows}
+
+    async def conv_events_for(
+        self, peer: str, since: int, until: int | None, limit: int
+    ) -> list[ConvEventRecord]:
+        """The client's newest events in ``(since, until)``, ascending."""
+        bound = INT64_MAX if until is None else max(min(until, INT64_MAX), INT64_MIN)
+        since = max(min(since, INT64_MAX), INT64_MIN)
+        rows = await self._query(lasting_tables.CONV_EVENTS_SQL, (peer, since, bound, limit))
+        return [lasting_tables.conv_event_of_row(peer, row) for row in reversed(rows)]
+
+    async def pending_receipts(self, limit: int) -> list[PendingReceipt]:
+        """The newest ``limit`` pending receipts, ascending by message time."""
+        rows = await self._query(lasting_tables.PENDING_RECEIPTS_SQL, (limit,))
+        return [lasting_tables.receipt_of_row(row) for row in reversed(rows)]
+
+    async def will_of(self, peer_id: str) -> WillRecord | None:
+        """The user's stored will, or None."""
+        rows = await self._query(lasting_tables.WILL_OF_SQL, (peer_id,))
+        return lasting_tables.will_of_row(rows[0]) if rows else None
+
+    async def purge_expired(self, now_ms: int, limit: int) -> int:
+        """At most ``limit`` expired rows per table, in one short transaction."""
+        purge = lasting_tables.purge
+        return await self._write(lambda db: _in_transaction(db, purge, now_ms, limit))
+
 
 # The functions below run in worker threads.
 
@@ -348,6 +394,11 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
             raise
     except _BAD_DATA as exc:
         raise IntegrityError(str(exc)) from exc
+
+
+def _in_transaction(db: sqlite3.Connection, fn: Callable[..., T], *args: Any) -> T:
+    with _transaction(db):
+        return fn(db, *args)
 
 
 def _create_conversation(db: sqlite3.Connection, conv: Conversation) -> None:

@@ -10,7 +10,7 @@ import sqlite3
 
 from .base import StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # STRICT tables (SQLite 3.37+) refuse values of the wrong type instead of storing them.
 _STRICT = " STRICT" if sqlite3.sqlite_version_info >= (3, 37, 0) else ""
@@ -101,8 +101,69 @@ SCHEMA = [
 ]
 
 
+_WITHOUT_ROWID = f" WITHOUT ROWID{',' if _STRICT else ''}{_STRICT}"
+
+# Version 2: the state that outlives a process (Store.save_lasting). Every table has an
+# expiry column with an index, which purge_expired deletes by.
+LASTING_SCHEMA = [
+    f"""CREATE TABLE session_tokens (
+        token TEXT PRIMARY KEY NOT NULL,
+        peer_id TEXT NOT NULL,
+        tag TEXT,
+        device_id TEXT,
+        expires_at INTEGER NOT NULL,
+        taken_over INTEGER NOT NULL,
+        room TEXT,
+        room_until INTEGER NOT NULL
+    ){_WITHOUT_ROWID}""",
+    "CREATE INDEX session_tokens_expiry ON session_tokens (expires_at)",
+    f"""CREATE TABLE used_nonces (
+        nonce TEXT PRIMARY KEY NOT NULL,
+        expires_at INTEGER NOT NULL
+    ){_WITHOUT_ROWID}""",
+    "CREATE INDEX used_nonces_expiry ON used_nonces (expires_at)",
+    # One row per event, one index row per concerned client: an event of a 500-member
+    # group stores its payload once.
+    f"""CREATE TABLE conv_events (
+        id INTEGER PRIMARY KEY,
+        server_ts INTEGER NOT NULL,
+        payload BLOB NOT NULL,
+        delivered TEXT NOT NULL,        -- JSON array of session tokens
+        expires_at INTEGER NOT NULL
+    ){_STRICT}""",
+    "CREATE INDEX conv_events_expiry ON conv_events (expires_at)",
+    f"""CREATE TABLE conv_event_peers (
+        peer TEXT NOT NULL,
+        server_ts INTEGER NOT NULL,
+        event INTEGER NOT NULL,
+        PRIMARY KEY (peer, server_ts, event)
+    ){_WITHOUT_ROWID}""",
+    "CREATE INDEX conv_event_peers_event ON conv_event_peers (event)",
+    f"""CREATE TABLE pending_receipts (
+        cid TEXT NOT NULL,
+        mid TEXT NOT NULL,
+        timestamp INTEGER NOT NULL,
+        sender TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,
+        PRIMARY KEY (cid, mid)
+    ){_WITHOUT_ROWID}""",
+    "CREATE INDEX pending_receipts_time ON pending_receipts (timestamp)",
+    "CREATE INDEX pending_receipts_expiry ON pending_receipts (expires_at)",
+    f"""CREATE TABLE wills (
+        peer_id TEXT PRIMARY KEY NOT NULL,
+        token TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        expires_at INTEGER NOT NULL
+    ){_WITHOUT_ROWID}""",
+    "CREATE INDEX wills_expiry ON wills (expires_at)",
+]
+
+# Steps from version n - 1 to n, applied in order to a database of an older version.
+_STEPS: dict[int, list[str]] = {2: LASTING_SCHEMA}
+
+
 def migrate(db: sqlite3.Connection, path: str) -> None:
-    """Create the schema in a new database, or check (later: upgrade) an existing one.
+    """Create the schema in a new database, or upgrade an existing one in place.
 
     Runs inside the caller's write transaction. StoreError for a file that has tables
     but no version (not ours), or a version newer than ``SCHEMA_VERSION``.
@@ -121,5 +182,8 @@ def migrate(db: sqlite3.Connection, path: str) -> None:
             raise StoreError(f"{path}: has tables but is not a chatroom database")
         for statement in SCHEMA:
             db.execute(statement)
-    # Later versions add their migration steps here, each from the previous version.
+        version = 1
+    for step in range(version + 1, SCHEMA_VERSION + 1):
+        for statement in _STEPS[step]:
+            db.execute(statement)
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

@@ -1,0 +1,65 @@
+"""What a restarted server brings back from the store, and the wills it keeps there.
+
+The memory structures answer every request; the store (written behind by
+``chatroom/lasting.py``) is what they are rebuilt from after a restart:
+
+- at start (``restore``): the nonces still in their window, so that a signature used
+  before the restart is refused after it, and the newest pending receipts;
+- on demand: a session token that memory does not know (``load_ticket``, before a
+  resume is decided), with its chatroom to rejoin and the will its session had set;
+  missed conversation events (service/conv_events.py).
+"""
+
+from __future__ import annotations
+
+import trio
+
+from chatroom.ids import wall_ms
+from chatroom.protocol import messages_pb2 as pb
+from chatroom.receipts import Waiting
+from chatroom.service import signing
+from chatroom.service.context import Context, SessionTicket
+from chatroom.session import Session
+from chatroom.store.base import WillRecord
+
+
+async def restore(ctx: Context) -> None:
+    """Load, at start, what memory must hold before the first request."""
+    config, now = ctx.config, wall_ms()
+    nonces = await ctx.store.live_nonces(now, config.signature_nonces)
+    signing.verifier_of(ctx).seed({nonce: ms // 1000 for nonce, ms in nonces.items()})
+    pending = await ctx.store.pending_receipts(config.receipt_memory)
+    ctx.receipts.restore(
+        (r.cid, Waiting(r.mid, r.timestamp, r.sender)) for r in pending if r.expires_ms > now
+    )
+
+
+async def load_ticket(ctx: Context, token: str) -> None:
+    """Bring a session token from before a restart back into memory (with the will its
+    session had set), unless memory knows it or its revocation is still being stored."""
+    if token in ctx.tickets or ctx.lasting.revoked(token):
+        await trio.lowlevel.checkpoint()
+        return
+    record = await ctx.store.get_session(token)
+    if record is None or record.expires_ms <= wall_ms():
+        return
+    ticket = SessionTicket.of_record(record)
+    will = await ctx.store.will_of(record.peer_id)
+    if will is not None and will.token == token and will.expires_ms > wall_ms():
+        ticket.will = will.payload
+        # send_wills reads cached conversations only (it runs as a connection ends).
+        await ctx.conversations.get(pb.DirectCommand.FromString(will.payload).cid)
+    if token not in ctx.tickets and not ctx.lasting.revoked(token):
+        ctx.tickets[token] = ticket
+
+
+def save_will(ctx: Context, session: Session) -> None:
+    """Have the store follow the session's will (it is the user's only one); it lasts
+    as long as the session's token."""
+    if session.will is None:
+        ctx.lasting.will(session.peer_id, None)
+        return
+    ticket = ctx.tickets.get(session.token)
+    until = ticket.expires_ms if ticket is not None else wall_ms()
+    payload = session.will.SerializeToString()
+    ctx.lasting.will(session.peer_id, WillRecord(session.peer_id, session.token, payload, until))
