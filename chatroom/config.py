@@ -105,6 +105,16 @@ class Config:
     connection is closed with 4120."""
     outbox_max_frames: int = 8192
     """Frames queued for one connection; the same policy as ``outbox_max_bytes``."""
+    queued_bytes_budget: int = 256 * 1024 * 1024
+    """Bytes queued in all outboxes together (default 256 MiB). Once it is reached,
+    chatroom LOW and NORMAL frames offered to a connection that already has frames
+    queued are shed, and the connections holding the most are closed with 4120 (their
+    backlog dropped at once) until the total is back under seven eighths of it. A
+    connection with nothing queued still gets its next frame."""
+    malloc_trim_after_closes: int = 50
+    """Closed connections after which freed memory is handed back to the system
+    (``malloc_trim``, where the C library is glibc), at most once per
+    ``gc_freeze_interval`` (1 s if that is 0), off the hot path. 0: never."""
     inbound_queue: int = 16
     """Inbound messages buffered per connection before its reader stops reading."""
     requests_per_second: float = 5000.0

@@ -62,13 +62,22 @@ class QueuedBytes:
     ``limit``. ``on_overrun`` (set by whoever enforces the budget) is called, from
     ``offer``, each time a frame meets the budget at a non-empty outbox."""
 
-    __slots__ = ("limit", "on_overrun", "overruns", "used")
+    __slots__ = ("closed", "limit", "on_overrun", "overruns", "used")
 
     def __init__(self, limit: int = 1 << 62) -> None:
         self.limit = limit
         self.used = 0
-        self.overruns = 0
+        self.overruns = 0  # frames that met the spent budget
+        self.closed = 0  # connections closed for it (by the budget's owner)
         self.on_overrun: Callable[[], None] | None = None
+
+    def statistics(self) -> dict[str, int]:
+        return {
+            "bytes": self.used,
+            "budget": self.limit,
+            "overruns": self.overruns,
+            "closed": self.closed,
+        }
 
     def overrun(self) -> None:
         self.overruns += 1

@@ -20,7 +20,7 @@ from chatroom.config import Config
 from chatroom.convlog import ConvEventLog
 from chatroom.filter import WordFilter
 from chatroom.ids import MessageClock, ObjectIds, wall_ms
-from chatroom.outbox import Priority, ShedTotals
+from chatroom.outbox import Priority, QueuedBytes, ShedTotals
 from chatroom.presence import Presence
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Prepared, Subprotocol
@@ -150,6 +150,7 @@ class Context:
     words: WordFilter = field(init=False)  # sensitive-word filter (chatroom/filter.py)
     pusher: PushNotifier = field(init=False)  # offline push webhook (chatroom/push.py)
     receipts: ReceiptBook = field(init=False)  # messages waiting for a delivery receipt
+    queued: QueuedBytes = field(init=False)  # bytes in every outbox (queued_bytes_budget)
     last_patch_ms: int = 0  # patch times are strictly increasing (lastPatchTime replay)
 
     def __post_init__(self) -> None:
@@ -160,6 +161,7 @@ class Context:
         self.words = WordFilter(config.sensitive_words_file, config.sensitive_words_check_interval)
         self.pusher = PushNotifier(config.push_webhook, config.push_queue, config.push_timeout)
         self.receipts = ReceiptBook(config.receipt_memory)
+        self.queued = QueuedBytes(config.queued_bytes_budget)
 
     async def conversation(self, cid: str) -> Conversation:
         """The conversation, or 4303 CONVERSATION_NOT_FOUND (also once a temporary
