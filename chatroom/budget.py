@@ -1,8 +1,9 @@
 """The server-wide budget of queued bytes: who is closed when it is spent.
 
-Every outbox counts its bytes in one ``QueuedBytes`` (chatroom/outbox.py). When a frame
-meets the spent budget, the outbox sheds it if it may (LOW, NORMAL) and tells the
-budget, which wakes this keeper: it closes the connections holding the most queued
+Every outbox counts its backlog (beyond its first 64 KiB, in 64 KiB slabs) in one
+``QueuedBytes`` (chatroom/outbox.py). When a frame needs a slab the spent budget does
+not have, the outbox sheds it if it may (LOW, NORMAL) and tells the budget, which
+wakes this keeper: it closes the connections holding the most queued
 bytes, the slowest readers, with 4120 until the total is back under seven eighths of
 the budget, so that shedding stops and the viewers who keep up are left alone.
 """
@@ -53,8 +54,8 @@ class BudgetKeeper:
         closed = 0
         while budget.used > low_water:
             victim = max(self._connections, key=_queued, default=None)
-            if victim is None or not victim.outbox.queued_bytes:
-                break
+            if victim is None or not victim.outbox.reserved_bytes:
+                break  # what is left is the first slab of viewers who keep up
             log.info(
                 "closing %s: %d bytes queued, %d in all outboxes over a budget of %d",
                 victim.remote,

@@ -106,11 +106,12 @@ class Config:
     outbox_max_frames: int = 8192
     """Frames queued for one connection; the same policy as ``outbox_max_bytes``."""
     queued_bytes_budget: int = 256 * 1024 * 1024
-    """Bytes queued in all outboxes together (default 256 MiB). Once it is reached,
-    chatroom LOW and NORMAL frames offered to a connection that already has frames
-    queued are shed, and the connections holding the most are closed with 4120 (their
-    backlog dropped at once) until the total is back under seven eighths of it. A
-    connection with nothing queued still gets its next frame."""
+    """Bytes queued in all outboxes together (default 256 MiB), counted beyond each
+    connection's first 64 KiB in 64 KiB slabs (what a viewer who keeps up holds between
+    two writes is not counted). Once it is spent, chatroom LOW and NORMAL frames that
+    would need a new slab are shed, and the connections holding the most are closed
+    with 4120 (their backlog dropped at once) until the total is back under seven
+    eighths of it."""
     malloc_trim_after_closes: int = 50
     """Closed connections after which freed memory is handed back to the system
     (``malloc_trim``, where the C library is glibc), at most once per

@@ -11,10 +11,13 @@ When a frame does not fit, queued LOW frames go first (oldest first), then queue
 NORMAL chatroom frames. A LOW frame never evicts NORMAL ones. HIGH chatroom frames and
 RELIABLE frames (replies, messages of normal conversations) are never shed.
 
-Every outbox of a server also counts its bytes in one shared ``QueuedBytes``. Once
-that server-wide budget is reached, LOW and NORMAL frames offered to a non-empty
-outbox are shed, and the budget's owner is told (``QueuedBytes.overrun``) so that it
-closes the connections holding the most.
+Every outbox of a server also counts its backlog in one shared ``QueuedBytes``, in
+slabs of ``QueuedBytes.slab`` bytes beyond its first one: what a viewer who keeps up
+holds between two flushes is not counted, and queueing a frame only touches the
+shared counter when the outbox crosses into a new slab. Once that server-wide budget
+is spent, LOW and NORMAL frames that would need a new slab are shed, and the budget's
+owner is told (``QueuedBytes.overrun``) so that it closes the connections holding the
+most.
 
 Offering costs O(1) whatever the outbox holds, shedding included (amortised): the
 "would it fit without LOW" test reads per-class counters, and evicting the oldest LOW
@@ -58,15 +61,17 @@ class ShedTotals:
 
 
 class QueuedBytes:
-    """Bytes queued in every outbox that shares this object, against a server-wide
-    ``limit``. ``on_overrun`` (set by whoever enforces the budget) is called, from
-    ``offer``, each time a frame meets the budget at a non-empty outbox."""
+    """Backlog of every outbox that shares this object, against a server-wide
+    ``limit``: each outbox reserves what it holds beyond its first ``slab`` bytes, in
+    whole slabs. ``on_overrun`` (set by whoever enforces the budget) is called, from
+    ``offer``, each time a frame would need a slab that the budget no longer has."""
 
-    __slots__ = ("closed", "limit", "on_overrun", "overruns", "used")
+    __slots__ = ("closed", "limit", "on_overrun", "overruns", "slab", "used")
 
-    def __init__(self, limit: int = 1 << 62) -> None:
+    def __init__(self, limit: int = 1 << 62, slab: int = 64 * 1024) -> None:
         self.limit = limit
-        self.used = 0
+        self.slab = slab
+        self.used = 0  # bytes reserved, a multiple of ``slab``
         self.overruns = 0  # frames that met the spent budget
         self.closed = 0  # connections closed for it (by the budget's owner)
         self.on_overrun: Callable[[], None] | None = None
@@ -125,12 +130,15 @@ class Outbox:
         "_low_frames",
         "_max_bytes",
         "_max_frames",
+        "_next",
         "_normal_at",
         "_overflows",
         "_prios",
+        "_reserved",
         "_shed_low",
         "_shed_normal",
         "_sheddable",
+        "_slab",
         "_totals",
     )
 
@@ -145,6 +153,9 @@ class Outbox:
         self._budget = budget if budget is not None else QueuedBytes()
         self._max_bytes = max_bytes
         self._max_frames = max_frames
+        self._slab = self._budget.slab
+        self._reserved = 0  # bytes reserved in the budget: whole slabs beyond the first
+        self._next = min(max_bytes, self._slab)  # more bytes than this: see _make_room
         self._frames: list[bytes] | tuple[()] = _EMPTY
         self._prios: bytearray | tuple[()] = _EMPTY
         self._bytes = 0
@@ -166,18 +177,20 @@ class Outbox:
     def queued_bytes(self) -> int:
         return self._bytes
 
+    @property
+    def reserved_bytes(self) -> int:
+        """What this outbox holds of the server-wide budget."""
+        return self._reserved
+
     def offer(self, frame: bytes, priority: Priority) -> Verdict:
         """Queue ``frame`` or say why not. Never blocks. Runs once per recipient of a
         broadcast, hence the plain code."""
         size = len(frame)
         frames = self._frames
-        budget = self._budget
         if frames and (
-            self._bytes + size > self._max_bytes
+            self._bytes + size > self._next  # the byte bound, or the next slab to reserve
             or len(frames) >= self._max_frames  # tombstones included: checked again
-            or budget.used + size > budget.limit
         ):
-            # Does not fit (``_fits``, inlined: this runs once per recipient).
             verdict = self._make_room(size, priority)
             if verdict is not None:
                 return verdict
@@ -188,7 +201,6 @@ class Outbox:
         else:
             self._frames, self._prios = [frame], bytearray((priority,))
         self._bytes += size
-        budget.used += size
         if priority >= _SHEDDABLE:
             self._sheddable += 1
             if priority == _LOW:
@@ -208,8 +220,14 @@ class Outbox:
         assert isinstance(prios, bytearray)
         if self._bytes <= max_bytes or len(frames) - self._dead == 1:
             dead = self._dead
-            self.clear()
-            return [f for f in frames if f] if dead else frames
+            if dead or self._reserved or self._low_frames:
+                self.clear()
+                return [f for f in frames if f] if dead else frames
+            # ``clear``, inlined: a connection that keeps up comes here on every flush.
+            # (No tombstone means both eviction cursors are 0 already.)
+            self._frames = self._prios = _EMPTY
+            self._bytes = self._sheddable = 0
+            return frames
         count, total = self._head(max_bytes)
         out = frames[:count]
         del frames[:count]
@@ -227,11 +245,14 @@ class Outbox:
         self._low_at = max(0, self._low_at - count)
         self._normal_at = max(0, self._normal_at - count)
         self._bytes -= total
-        self._budget.used -= total
+        if self._reserved:
+            self._reserve(0)
         return out
 
     def clear(self) -> None:
-        self._budget.used -= self._bytes
+        self._budget.used -= self._reserved
+        self._reserved = 0
+        self._next = min(self._max_bytes, self._slab)
         self._frames = _EMPTY
         self._prios = _EMPTY
         self._bytes = 0
@@ -270,16 +291,32 @@ class Outbox:
         return self._bytes + size <= self._max_bytes and live < self._max_frames
 
     def _make_room(self, size: int, priority: Priority) -> Verdict | None:
-        """Shed what policy allows; None when ``size`` now fits."""
-        budget = self._budget
-        if budget.used + size > budget.limit and len(self):
-            # The server-wide budget is spent: its owner closes the biggest queues.
+        """Shed what policy allows and reserve slabs; None when ``size`` now fits."""
+        verdict = None if self._fits(size) else self._shed_for(size, priority)
+        if verdict is None and not self._reserve(size, priority >= _SHEDDABLE):
+            self._count_shed(priority)
+            return _SHED
+        return verdict
+
+    def _reserve(self, size: int, sheddable: bool = False) -> bool:
+        """Reserve (or give back) whole slabs for the bytes queued plus ``size``,
+        beyond the first slab. When the budget lacks what a frame needs, its owner is
+        told (it closes the biggest queues); a ``sheddable`` frame then gets False and
+        nothing reserved, any other frame gets its slabs all the same."""
+        slab, budget = self._slab, self._budget
+        wanted = max(0, -(-(self._bytes + size - slab) // slab) * slab)
+        extra = wanted - self._reserved
+        if extra > 0 and budget.used + extra > budget.limit and len(self):
             budget.overrun()
-            if priority >= _SHEDDABLE:
-                self._count_shed(priority)
-                return _SHED
-        if self._fits(size):
-            return None
+            if sheddable:
+                return False
+        budget.used += extra
+        self._reserved = wanted
+        self._next = min(self._max_bytes, wanted + slab)
+        return True
+
+    def _shed_for(self, size: int, priority: Priority) -> Verdict | None:
+        """Shed queued frames for ``size`` bytes as policy allows (or the frame)."""
         if priority == _LOW or (priority == _NORMAL and not self._fits_without_low(size)):
             # A sheddable frame never evicts its own class or more important ones;
             # and when evicting every LOW frame would not make room, keep them.
@@ -327,7 +364,6 @@ class Outbox:
             prios[at] = _GONE
             self._dead += 1
             self._bytes -= len(frame)
-            self._budget.used -= len(frame)
             self._sheddable -= 1
             if victim == _LOW:
                 self._low_frames -= 1

@@ -332,7 +332,7 @@ long_runs = st.lists(
 def test_shedding_order_is_the_reference_policy(
     ops: list[tuple[str, int, Priority]], max_bytes: int, max_frames: int
 ) -> None:
-    budget = QueuedBytes()
+    budget = QueuedBytes(slab=16)
     outbox = Outbox(max_bytes, max_frames, budget=budget)
     reference = Reference(max_bytes, max_frames)
     for n, (op, size, priority) in enumerate(ops):
@@ -342,9 +342,14 @@ def test_shedding_order_is_the_reference_policy(
             frame = n.to_bytes(4) + b"\0" * (size - 4)
             assert outbox.offer(frame, priority) is reference.offer(frame, priority)
         assert len(outbox) == len(reference.queue)
-        assert outbox.queued_bytes == budget.used == sum(len(f) for f, _ in reference.queue)
+        assert outbox.queued_bytes == sum(len(f) for f, _ in reference.queue)
+        # The budget holds whole slabs for what is queued beyond the first one.
+        assert budget.used % 16 == 0
+        assert budget.used == outbox.reserved_bytes
+        assert budget.used < max(outbox.queued_bytes, 1)
         assert len(outbox._frames) <= 2 * max_frames + 1  # tombstones are reclaimed
     assert outbox.take(10**9) == [f for f, _ in reference.queue]
+    assert budget.used == 0
 
 
 # shedding costs O(1) per frame, whatever the outbox holds
@@ -405,27 +410,46 @@ def test_offering_to_a_full_outbox_of_8192_frames_does_not_scan_it() -> None:
 # the server-wide budget
 
 
+def test_the_budget_counts_whole_slabs_beyond_the_first() -> None:
+    budget = QueuedBytes(slab=20)
+    outbox = Outbox(1000, 100, budget=budget)
+    fill(outbox, ("a", NORMAL), ("b", NORMAL))  # 20 bytes: within the first slab
+    assert budget.used == 0
+    fill(outbox, ("c", NORMAL))  # 30 bytes: one slab more
+    assert budget.used == 20
+    fill(outbox, ("d", NORMAL), ("e", NORMAL))  # 50 bytes
+    assert budget.used == 40
+    outbox.take(30)  # 20 bytes left
+    assert budget.used == 0
+    fill(outbox, ("f", NORMAL))
+    outbox.clear()
+    assert budget.used == 0
+
+
 def test_over_the_server_budget_sheddable_frames_are_shed_and_the_owner_told() -> None:
-    budget = QueuedBytes(limit=50)
+    budget = QueuedBytes(limit=40, slab=10)
     told: list[int] = []
     budget.on_overrun = lambda: told.append(budget.used)
     first, second = Outbox(100, 100, budget=budget), Outbox(100, 100, budget=budget)
-    fill(first, ("a", NORMAL), ("b", NORMAL), ("c", RELIABLE))
-    fill(second, ("d", NORMAL), ("e", NORMAL))
-    assert budget.used == 50
+    fill(first, ("a", NORMAL), ("b", NORMAL), ("c", RELIABLE))  # 20 reserved
+    fill(second, ("d", NORMAL), ("e", NORMAL), ("f", NORMAL))  # 20 reserved
+    assert budget.used == 40
     assert second.offer(frame("low"), LOW) is Verdict.SHED
     assert second.offer(frame("norm"), NORMAL) is Verdict.SHED
     # Frames that must not be lost are still queued, past the budget.
     assert second.offer(frame("high"), HIGH) is Verdict.ACCEPTED
-    assert told == [50, 50, 50]
-    assert budget.overruns == 3
-    # An empty outbox (a viewer who keeps up) still takes a frame.
+    assert told == [40, 40, 40]
+    assert (budget.overruns, budget.used) == (3, 50)
+    # A viewer who keeps up (within its first slab) is not concerned.
     third = Outbox(100, 100, budget=budget)
-    assert third.offer(frame("norm"), NORMAL) is Verdict.ACCEPTED
-    assert budget.used == 70
-    # Taking and clearing give the bytes back.
+    assert third.offer(frame("g", 4), NORMAL) is Verdict.ACCEPTED
+    assert third.offer(frame("h", 6), NORMAL) is Verdict.ACCEPTED
+    assert third.offer(frame("i", 1), NORMAL) is Verdict.SHED  # it would need a slab
+    assert budget.overruns == 4
+    # Taking and clearing give the slabs back.
     first.take(10)
+    assert budget.used == 40
     second.clear()
-    assert budget.used == 30
-    assert drain(first) == ["b", "c"]
     assert budget.used == 10
+    assert drain(first) == ["b", "c"]
+    assert budget.used == 0
