@@ -23,7 +23,7 @@ path, a few milliseconds for a heap of hundreds of megabytes.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 import gc
 import logging
 import time
@@ -37,12 +37,12 @@ log = logging.getLogger(__name__)
 _TRIM_ROUND = 1.0  # seconds between rounds when nothing is frozen but memory is trimmed
 
 
+@functools.cache
 def _glibc_malloc_trim() -> Callable[[int], int] | None:
     """glibc's ``malloc_trim``, or None with another C library (musl, macOS)."""
-    name = ctypes.util.find_library("c")
     try:
-        trim = ctypes.CDLL(name).malloc_trim
-    except (OSError, AttributeError, TypeError):
+        trim = ctypes.CDLL(None).malloc_trim  # the C library the interpreter runs on
+    except (OSError, AttributeError):
         return None
     trim.argtypes = [ctypes.c_size_t]
     trim.restype = ctypes.c_int
