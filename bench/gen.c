@@ -20,6 +20,7 @@
  *   step ID RATE SECS WINDOW PCT_HIGH PCT_NORMAL QUIET_S MAX_DRAIN_S -> {"ev":"step",...}
  *   reply IDX             -> {"ev":"reply","hex":...} the last setup reply of IDX
  *   pause IDX             stop reading IDX (a slow viewer)
+ *   close                 close every connection (RST) -> {"ev":"ok","closed":N}
  *   poll SECS             keep servicing sockets for SECS
  *   quit
  * Plan file: "mode raw|sio|lc", "handshake HEX", then one line per connection:
@@ -48,6 +49,7 @@
 #define FIRST_MSG_I 1000
 #define MAXCONN 65536
 #define STDIN_TAG 0xffffffffu
+#define MAX_PAYLOAD 8192
 
 enum { M_RAW, M_SIO, M_LC };
 enum { ST_HTTP, ST_SIO_OPEN, ST_SETUP, ST_READY, ST_DEAD = -1 };
@@ -424,7 +426,7 @@ static int pick_prio(uint64_t k, int pct_high, int pct_normal) {
 }
 static void publish(conn_t *c, int pub_index, int prio) {
   tmpl_t *t = &tmpl[prio];
-  unsigned char buf[4096];
+  static unsigned char buf[MAX_PAYLOAD + 4096]; /* payload + template + i */
   uint32_t n = 0;
   memcpy(buf, t->pre, (size_t)t->npre); n += (uint32_t)t->npre;
   int64_t ts = now_ns();
@@ -527,7 +529,7 @@ static void run_command(char *cmd) {
   if (!tok) return;
   if (!strcmp(tok, "quit")) exit(0);
   if (!strcmp(tok, "connect")) cmd_connect(strtok(NULL, " \n"));
-  else if (!strcmp(tok, "size")) { payload_size = atoi(strtok(NULL, " \n")); if (payload_size < 43) payload_size = 43; if (payload_size > 2048) payload_size = 2048; printf("{\"ev\":\"ok\"}\n"); }
+  else if (!strcmp(tok, "size")) { payload_size = atoi(strtok(NULL, " \n")); if (payload_size < 43) payload_size = 43; if (payload_size > MAX_PAYLOAD) payload_size = MAX_PAYLOAD; printf("{\"ev\":\"ok\"}\n"); }
   else if (!strcmp(tok, "template")) {
     int p = atoi(strtok(NULL, " \n"));
     if (p < 1 || p > 3) p = 2;
@@ -549,6 +551,10 @@ static void run_command(char *cmd) {
     uint32_t k = (uint32_t)atoi(strtok(NULL, " \n"));
     if (k < nconns && conns[k].state == ST_READY) { conns[k].paused = 1; epoll_ctl(epfd, EPOLL_CTL_DEL, conns[k].fd, NULL); }
     printf("{\"ev\":\"ok\"}\n");
+  } else if (!strcmp(tok, "close")) {
+    uint32_t n = 0;
+    for (uint32_t k = 0; k < nconns; k++) if (conns[k].state != ST_DEAD) { kill_conn(&conns[k], 0); n++; }
+    printf("{\"ev\":\"ok\",\"closed\":%u}\n", n);
   } else if (!strcmp(tok, "poll")) {
     poll_for(atof(strtok(NULL, " \n")));
     uint32_t alive = 0;

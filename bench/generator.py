@@ -161,6 +161,10 @@ class Generator:
     def pause(self, idx: int) -> None:
         self.command(f"pause {idx}")
 
+    def close_all(self) -> int:
+        """Close every connection (RST); how many were open."""
+        return int(cast(int, self.command("close")["closed"]))
+
     def poll(self, secs: float) -> Json:
         return self.command(f"poll {secs}", "polled")
 

@@ -226,6 +226,83 @@ def slow_viewer(ctx: Context, spec: ServerSpec, n: int, server: Running, gen: Ge
     return Outcome([before, after], summary)
 
 
+STALLED_VIEWERS, STALLED_SHARE = 500, 0.2
+# (label, payload bytes, msg/s): fixed rates, the same for every server
+STALLED_LOADS = (("100b", 100, 600.0), ("4k", 4096, 150.0))
+STALLED_MIX = (10, 60)  # % HIGH, % NORMAL; the rest LOW
+
+
+def stalled(ctx: Context, spec: ServerSpec, n: int, server: Running, gen: Generator) -> Outcome:
+    """A fifth of 500 viewers stop reading, at 100 B and then at 4 KB payloads: the
+    others must get every NORMAL and HIGH message in time, and the server's memory
+    must stay bounded and come back once everyone has gone. One round per payload
+    size, on the same server: each opens its room, runs a step with everyone
+    reading, pauses the stalled fifth, runs a long step, then closes every
+    connection and reads the server's RSS a few seconds later."""
+    steps: list[Step] = []
+    summary: Summary = {"viewers": STALLED_VIEWERS}
+    for k, (label, size, rate) in enumerate(STALLED_LOADS):
+        got = _stalled_round(ctx, spec, server, gen, 10 * (k + 1), size, rate)
+        steps += got.steps
+        summary.update({f"{label}_{key}": value for key, value in got.summary.items()})
+        if not server.alive():
+            break
+    arrived = [
+        summary.get(f"{label}_healthy_{p}")
+        for label, _, _ in STALLED_LOADS
+        for p in ("high", "normal")
+    ]
+    summary["healthy_high_normal_arrived"] = min(
+        (float(a) for a in arrived if isinstance(a, float | int)), default=None
+    )
+    return Outcome(steps, summary)
+
+
+def _stalled_round(
+    ctx: Context,
+    spec: ServerSpec,
+    server: Running,
+    gen: Generator,
+    first_step: int,
+    size: int,
+    rate: float,
+) -> Outcome:
+    stalled = round(STALLED_VIEWERS * STALLED_SHARE)
+    gen.poll(1.0)
+    rss_before = rss_kb(server.pid)
+    room = rooms.open_room(gen, spec, STALLED_VIEWERS - stalled, 1, slow=stalled, size=size)
+    measure(gen, server, first_step, rate, 1.0, mix=STALLED_MIX)  # warm-up
+    before = measure(gen, server, first_step + 1, rate, ctx.step_secs, mix=STALLED_MIX)
+    ctx.progress(f"{size} B, all reading: " + _line(before))
+    for idx in room.slow:
+        gen.pause(idx)
+    # Long enough for the stalled viewers' outboxes to fill (1 MiB or 8192 frames).
+    during = measure(gen, server, first_step + 2, rate, 8.0 if ctx.quick else 20.0, mix=STALLED_MIX)
+    ctx.progress(f"{size} B, {stalled} stalled: " + _line(during))
+    closed = gen.close_all()
+    gen.poll(3.0)  # chatroom returns memory at its next GC round (1 s)
+    rss_after = rss_kb(server.pid)
+    ctx.progress(
+        f"closed {closed}; RSS before {rss_before / 1024:.0f} MB, during "
+        f"{during.server_rss_kb / 1024:.0f} MB, after {rss_after / 1024:.0f} MB"
+    )
+    summary: Summary = {
+        "rate": rate,
+        "deliveries_per_s": round(during.deliveries_per_s),
+        "p99_ms": during.latency.p99,
+        "before_p99_ms": before.latency.p99,
+        "rss_before_mb": round(rss_before / 1024, 1),
+        "rss_during_mb": round(during.server_rss_kb / 1024, 1),
+        "rss_after_mb": round(rss_after / 1024, 1),
+        "server_cpu_pct": round(during.server_cpu_pct),
+        "gen_cpu_pct": round(during.gen_cpu_pct),
+    }
+    for name, figures in during.by_priority.items():
+        summary[f"healthy_{name}"] = round(figures["arrived"], 4)
+        summary[f"healthy_{name}_p99_ms"] = figures["p99"]
+    return Outcome([before, during], summary)
+
+
 def idle(ctx: Context, spec: ServerSpec, n: int, server: Running, gen: Generator) -> Outcome:
     """Idle connections (logged in, for chatroom): RSS per connection, time to open."""
     count = 1000 if ctx.quick else 5000
@@ -340,6 +417,12 @@ SCENARIOS = [
     ),
     Scenario("overload", "overload: 3x saturation, 10 % HIGH", overload, "high_arrived"),
     Scenario("slow", "one viewer stops reading", slow_viewer, "after_deliveries_per_s"),
+    Scenario(
+        "stalled",
+        "a fifth of 500 viewers stop reading, 100 B and 4 KB",
+        stalled,
+        "healthy_high_normal_arrived",
+    ),
     Scenario("idle", "idle connections", idle, "kb_per_connection", higher_is_better=False),
     Scenario(
         "persist",

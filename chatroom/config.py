@@ -125,6 +125,17 @@ class Config:
     connection is closed with 4120."""
     outbox_max_frames: int = 8192
     """Frames queued for one connection; the same policy as ``outbox_max_bytes``."""
+    queued_bytes_budget: int = 256 * 1024 * 1024
+    """Bytes queued in all outboxes together (default 256 MiB), counted beyond each
+    connection's first 64 KiB in 64 KiB slabs (what a viewer who keeps up holds between
+    two writes is not counted). Once it is spent, chatroom LOW and NORMAL frames that
+    would need a new slab are shed, and the connections holding the most are closed
+    with 4120 (their backlog dropped at once) until the total is back under seven
+    eighths of it."""
+    malloc_trim_after_closes: int = 50
+    """Closed connections after which freed memory is handed back to the system
+    (``malloc_trim``, where the C library is glibc), at most once per
+    ``gc_freeze_interval`` (1 s if that is 0), off the hot path. 0: never."""
     inbound_queue: int = 16
     """Inbound messages buffered per connection before its reader stops reading."""
     requests_per_second: float = 5000.0

@@ -117,7 +117,9 @@ class Connection:
         self._config = config
         self._flusher = flusher
         self.remote = remote
-        self.outbox = Outbox(config.outbox_max_bytes, config.outbox_max_frames, ctx.counters.shed)
+        self.outbox = Outbox(
+            config.outbox_max_bytes, config.outbox_max_frames, ctx.counters.shed, ctx.queued
+        )
         self._sessions: dict[str, Session] = {}
         self._omit_peer_id = False  # pushes leave peerId out (see _omits_peer_id)
         self._first_omits = False  # what the first login announced
@@ -176,6 +178,13 @@ class Connection:
         self.close_soon(code, reason)
 
     # -- outbound ---------------------------------------------------------------------
+
+    def close_over_budget(self) -> None:
+        """The server-wide queue budget is spent and this connection holds the most:
+        its backlog is dropped now (the memory is what counts) and it is closed with
+        4120; the client catches up after reconnecting."""
+        self.outbox.clear()
+        self.close_soon(CloseCode.SLOW_CONSUMER, "slow consumer: server queue budget spent")
 
     def _send_control(self, frames: bytes) -> None:
         """Pongs and the reply to a client's close, in order with everything else."""

@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 import trio
 
 from chatroom.admin import admin_routes
+from chatroom.budget import BudgetKeeper
 from chatroom.committer import Committer
 from chatroom.config import Config
 from chatroom.connection import Connection
@@ -63,7 +64,10 @@ class Server:
         self._ctx: Context | None = None
         self._flusher = Flusher(config.write_delay, config.write_delay_threshold)
         self.gc = GcPolicy(
-            config.gc_freeze_interval, config.gc_full_after_closes, config.gc_full_interval
+            config.gc_freeze_interval,
+            config.gc_full_after_closes,
+            config.gc_full_interval,
+            config.malloc_trim_after_closes,
         )
         self._all_closed = trio.Event()  # set when shutting down and none are left
 
@@ -81,6 +85,7 @@ class Server:
             "commit": asdict(ctx.committer.statistics()),
             "push": asdict(ctx.pusher.stats),
             "lasting": asdict(ctx.lasting.stats),
+            "queued": ctx.queued.statistics(),  # all outboxes against queued_bytes_budget
         }
 
     async def run(
@@ -119,6 +124,7 @@ class Server:
         config = self.config
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._flusher.run)
+            nursery.start_soon(BudgetKeeper(self.context.queued, self.connections).run)
             if self.context.pusher.enabled:
                 nursery.start_soon(self.context.pusher.run)  # offline push webhook
             ws_port = await nursery.start(

@@ -6,10 +6,11 @@ from __future__ import annotations
 import gc
 import weakref
 
+import pytest
 import trio
 import trio.testing
 
-from chatroom.gcpolicy import GcPolicy
+from chatroom.gcpolicy import GcPolicy, _glibc_malloc_trim
 
 
 class Node:
@@ -63,3 +64,38 @@ async def test_zero_interval_leaves_the_collector_alone() -> None:
     with trio.fail_after(1):
         await policy.run()  # returns at once
     assert gc.get_freeze_count() == 0
+
+
+glibc_only = pytest.mark.skipif(_glibc_malloc_trim() is None, reason="malloc_trim is glibc's")
+
+
+@glibc_only
+@pytest.mark.parametrize("freeze_interval", [1.0, 0.0])
+async def test_memory_is_returned_once_after_enough_closes(
+    autojump_clock: trio.testing.MockClock, freeze_interval: float
+) -> None:
+    policy = GcPolicy(freeze_interval, full_after_closes=1000, full_interval=0, trim_after_closes=3)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(policy.run)
+        await trio.sleep(1.5)
+        for _ in range(2):
+            policy.connection_closed()
+        await trio.sleep(1.0)
+        assert policy.trims == 0  # two closes are not worth it
+        policy.connection_closed()
+        await trio.sleep(1.0)
+        assert policy.trims == 1
+        await trio.sleep(10.0)
+        assert policy.trims == 1  # nothing closed since
+        nursery.cancel_scope.cancel()
+    assert gc.get_freeze_count() == 0
+
+
+async def test_no_trimming_when_turned_off() -> None:
+    policy = GcPolicy(
+        freeze_interval=0, full_after_closes=1, full_interval=1.0, trim_after_closes=0
+    )
+    policy.connection_closed()
+    assert not policy.trim_due()
+    with trio.fail_after(1):
+        await policy.run()  # returns at once: nothing to do

@@ -8,10 +8,20 @@ connection is closed as a slow consumer.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import SupportsIndex
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chatroom.outbox import Outbox, OutboxStatistics, Priority, ShedTotals, Verdict
+from chatroom.outbox import (
+    Outbox,
+    OutboxStatistics,
+    Priority,
+    QueuedBytes,
+    ShedTotals,
+    Verdict,
+)
 
 HIGH, LOW, NORMAL, RELIABLE = Priority.HIGH, Priority.LOW, Priority.NORMAL, Priority.RELIABLE
 
@@ -262,3 +272,184 @@ def test_bounds_hold_and_unsheddable_frames_are_never_lost(
     assert stats.accepted == verdicts[Verdict.ACCEPTED]
     assert stats.overflows == verdicts[Verdict.OVERFLOW]
     assert stats.shed_low + stats.shed_normal == verdicts[Verdict.SHED] + len(lost)
+
+
+# the reference policy: the same verdicts and frames as a plain list re-scanned on
+# every offer (the implementation before shedding became O(1))
+
+
+class Reference:
+    def __init__(self, max_bytes: int, max_frames: int):
+        self.max_bytes, self.max_frames = max_bytes, max_frames
+        self.queue: list[tuple[bytes, Priority]] = []
+
+    def fits(self, size: int, queue: list[tuple[bytes, Priority]]) -> bool:
+        used = sum(len(f) for f, _ in queue)
+        return not queue or (used + size <= self.max_bytes and len(queue) < self.max_frames)
+
+    def offer(self, frame: bytes, priority: Priority) -> Verdict:
+        size, queue = len(frame), self.queue
+        if not self.fits(size, queue):
+            if priority is LOW:
+                return Verdict.SHED
+            if priority is NORMAL and not self.fits(size, [x for x in queue if x[1] != LOW]):
+                return Verdict.SHED
+            for victim in (LOW, NORMAL):
+                if priority is victim:
+                    return Verdict.SHED
+                while not self.fits(size, queue) and any(p == victim for _, p in queue):
+                    queue.remove(next(x for x in queue if x[1] == victim))
+                if self.fits(size, queue):
+                    break
+            else:
+                return Verdict.OVERFLOW
+        queue.append((frame, priority))
+        return Verdict.ACCEPTED
+
+    def take(self, max_bytes: int) -> list[bytes]:
+        count, total = 0, 0
+        while count < len(self.queue):
+            size = len(self.queue[count][0])
+            if count and total + size > max_bytes:
+                break
+            count, total = count + 1, total + size
+        out = [f for f, _ in self.queue[:count]]
+        del self.queue[:count]
+        return out
+
+
+long_runs = st.lists(
+    st.one_of(
+        st.tuples(st.just("offer"), st.integers(4, 40), st.sampled_from(list(Priority))),
+        st.tuples(st.just("take"), st.integers(0, 200), st.just(RELIABLE)),
+    ),
+    max_size=400,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(long_runs, st.integers(20, 300), st.integers(1, 20))
+def test_shedding_order_is_the_reference_policy(
+    ops: list[tuple[str, int, Priority]], max_bytes: int, max_frames: int
+) -> None:
+    budget = QueuedBytes(slab=16)
+    outbox = Outbox(max_bytes, max_frames, budget=budget)
+    reference = Reference(max_bytes, max_frames)
+    for n, (op, size, priority) in enumerate(ops):
+        if op == "take":
+            assert outbox.take(size) == reference.take(size)
+        else:
+            frame = n.to_bytes(4) + b"\0" * (size - 4)
+            assert outbox.offer(frame, priority) is reference.offer(frame, priority)
+        assert len(outbox) == len(reference.queue)
+        assert outbox.queued_bytes == sum(len(f) for f, _ in reference.queue)
+        # The budget holds whole slabs for what is queued beyond the first one.
+        assert budget.used % 16 == 0
+        assert budget.used == outbox.reserved_bytes
+        assert budget.used < max(outbox.queued_bytes, 1)
+        assert len(outbox._frames) <= 2 * max_frames + 1  # tombstones are reclaimed
+    assert outbox.take(10**9) == [f for f, _ in reference.queue]
+    assert budget.used == 0
+
+
+# shedding costs O(1) per frame, whatever the outbox holds
+
+
+class WatchedFrames(list[bytes]):
+    """The outbox's frame list, counting every slot read or written."""
+
+    touched = 0
+    scans = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        WatchedFrames.scans += 1
+        return super().__iter__()
+
+    def __getitem__(self, index: SupportsIndex) -> bytes:  # type: ignore[override]
+        WatchedFrames.touched += 1
+        return super().__getitem__(index)
+
+    def __setitem__(self, index: SupportsIndex, value: bytes) -> None:  # type: ignore[override]
+        WatchedFrames.touched += 1
+        super().__setitem__(index, value)
+
+
+class WatchedPriorities(bytearray):
+    """The outbox's priorities, counting the bytes every search examines."""
+
+    examined = 0
+
+    def find(self, sub: int, start: SupportsIndex | None = None, *_: object) -> int:  # type: ignore[override]
+        at = super().find(sub, start)
+        WatchedPriorities.examined += (at + 1 if at >= 0 else len(self)) - int(start or 0)
+        return at
+
+
+def test_offering_to_a_full_outbox_of_8192_frames_does_not_scan_it() -> None:
+    outbox = Outbox(max_bytes=10**9, max_frames=8192)
+    for n in range(8192):
+        fill(outbox, (f"n{n}", NORMAL))
+    # A stalled viewer: every new frame meets a full outbox.
+    outbox._frames = WatchedFrames(outbox._frames)
+    outbox._prios = WatchedPriorities(outbox._prios)
+    WatchedFrames.touched = WatchedFrames.scans = WatchedPriorities.examined = 0
+    for n in range(1000):
+        assert outbox.offer(frame(f"low{n}"), LOW) is Verdict.SHED
+        assert outbox.offer(frame(f"norm{n}"), NORMAL) is Verdict.SHED
+        assert outbox.offer(frame(f"high{n}"), HIGH) is Verdict.ACCEPTED  # evicts one
+    assert WatchedFrames.scans == 0
+    assert WatchedFrames.touched <= 2 * 1000  # read and tombstone the evicted frame
+    assert WatchedPriorities.examined == 1000  # the evicted ones, oldest first, each once
+    names = drain(outbox)
+    assert names[:2] == ["n1000", "n1001"]
+    assert names[-1000:] == [f"high{n}" for n in range(1000)]
+    stats = outbox.statistics()
+    assert (stats.shed_low, stats.shed_normal) == (1000, 2000)
+
+
+# the server-wide budget
+
+
+def test_the_budget_counts_whole_slabs_beyond_the_first() -> None:
+    budget = QueuedBytes(slab=20)
+    outbox = Outbox(1000, 100, budget=budget)
+    fill(outbox, ("a", NORMAL), ("b", NORMAL))  # 20 bytes: within the first slab
+    assert budget.used == 0
+    fill(outbox, ("c", NORMAL))  # 30 bytes: one slab more
+    assert budget.used == 20
+    fill(outbox, ("d", NORMAL), ("e", NORMAL))  # 50 bytes
+    assert budget.used == 40
+    outbox.take(30)  # 20 bytes left
+    assert budget.used == 0
+    fill(outbox, ("f", NORMAL))
+    outbox.clear()
+    assert budget.used == 0
+
+
+def test_over_the_server_budget_sheddable_frames_are_shed_and_the_owner_told() -> None:
+    budget = QueuedBytes(limit=40, slab=10)
+    told: list[int] = []
+    budget.on_overrun = lambda: told.append(budget.used)
+    first, second = Outbox(100, 100, budget=budget), Outbox(100, 100, budget=budget)
+    fill(first, ("a", NORMAL), ("b", NORMAL), ("c", RELIABLE))  # 20 reserved
+    fill(second, ("d", NORMAL), ("e", NORMAL), ("f", NORMAL))  # 20 reserved
+    assert budget.used == 40
+    assert second.offer(frame("low"), LOW) is Verdict.SHED
+    assert second.offer(frame("norm"), NORMAL) is Verdict.SHED
+    # Frames that must not be lost are still queued, past the budget.
+    assert second.offer(frame("high"), HIGH) is Verdict.ACCEPTED
+    assert told == [40, 40, 40]
+    assert (budget.overruns, budget.used) == (3, 50)
+    # A viewer who keeps up (within its first slab) is not concerned.
+    third = Outbox(100, 100, budget=budget)
+    assert third.offer(frame("g", 4), NORMAL) is Verdict.ACCEPTED
+    assert third.offer(frame("h", 6), NORMAL) is Verdict.ACCEPTED
+    assert third.offer(frame("i", 1), NORMAL) is Verdict.SHED  # it would need a slab
+    assert budget.overruns == 4
+    # Taking and clearing give the slabs back.
+    first.take(10)
+    assert budget.used == 40
+    second.clear()
+    assert budget.used == 10
+    assert drain(first) == ["b", "c"]
+    assert budget.used == 0

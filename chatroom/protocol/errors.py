@@ -74,7 +74,9 @@ class CloseCode(enum.IntEnum):
     READ_TIMEOUT = 4107  # reconnectable: nothing received for ``idle_timeout``
     LOGIN_TIMEOUT = 4108  # reconnectable: no session opened within ``login_timeout``
     QUOTA_EXCEEDED = 4113  # reconnectable: request flood beyond the per-connection budget
-    SLOW_CONSUMER = 4120  # reconnectable: the client did not read fast enough
+    # reconnectable: the client did not read fast enough (its outbox overflowed, a write
+    # waited ``write_timeout``, or it held the most when ``queued_bytes_budget`` was spent)
+    SLOW_CONSUMER = 4120
 
 
 class ChatError(Exception):

@@ -21,7 +21,7 @@ from chatroom.convlog import ConvEventLog
 from chatroom.filter import WordFilter
 from chatroom.ids import MessageClock, ObjectIds, wall_ms
 from chatroom.lasting import Lasting
-from chatroom.outbox import Priority, ShedTotals
+from chatroom.outbox import Priority, QueuedBytes, ShedTotals
 from chatroom.presence import Presence
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Prepared, Subprotocol
@@ -173,6 +173,7 @@ class Context:
     pusher: PushNotifier = field(init=False)  # offline push webhook (chatroom/push.py)
     receipts: ReceiptBook = field(init=False)  # messages waiting for a delivery receipt
     lasting: Lasting = field(init=False)  # what outlives a restart, written behind
+    queued: QueuedBytes = field(init=False)  # bytes in every outbox (queued_bytes_budget)
     last_patch_ms: int = 0  # patch times are strictly increasing (lastPatchTime replay)
 
     def __post_init__(self) -> None:
@@ -184,6 +185,7 @@ class Context:
         self.pusher = PushNotifier(config.push_webhook, config.push_queue, config.push_timeout)
         self.lasting = Lasting(self.store, config.lasting_backlog)
         self.receipts = ReceiptBook(config.receipt_memory, self._receipt_changed)
+        self.queued = QueuedBytes(config.queued_bytes_budget)
 
     def _receipt_changed(self, cid: str, mid: str, waiting: Waiting | None) -> None:
         record = None
