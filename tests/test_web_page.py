@@ -108,14 +108,18 @@ async def test_two_viewers_chat_in_chromium_and_survive_a_restart(tmp_path: Path
             "fonts-noto-cjk fonts-noto-color-emoji (.ci/run installs it)"
         )
     db = {"db": str(tmp_path / "chat.db")}
-    restarted = trio.Event()
+    restarted, stopped = trio.Event(), trio.Event()
     async with trio.open_nursery() as nursery:
-        first = await nursery.start(_serve_until, db, restarted)
+        first = await nursery.start(_serve_until, db, restarted, stopped)
         second_config = {**db, "port": first.ws_port}
 
         def restart() -> None:
+            # The second server binds the first one's port: only once that one is gone.
             trio.from_thread.run_sync(restarted.set)
-            trio.from_thread.run(nursery.start, _serve_until, second_config, trio.Event())
+            trio.from_thread.run(stopped.wait)
+            trio.from_thread.run(
+                nursery.start, _serve_until, second_config, trio.Event(), trio.Event()
+            )
 
         url = f"http://127.0.0.1:{first.http_port}/"
         await trio.to_thread.run_sync(browser_scenario, url, tmp_path, restart)
@@ -126,9 +130,11 @@ async def test_two_viewers_chat_in_chromium_and_survive_a_restart(tmp_path: Path
 async def _serve_until(
     config: dict[str, object],
     stop: trio.Event,
+    stopped: trio.Event,
     *,
     task_status: trio.TaskStatus[object] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     async with running_server(config) as running:
         task_status.started(running)
         await stop.wait()
+    stopped.set()
