@@ -6,6 +6,8 @@ the query planner (``plan``) on its own.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import trio
 from helpers import Client, Cmd, fail_after, running_server, users
@@ -270,3 +272,59 @@ async def test_starts_with_through_the_name_index() -> None:
         where = {"name": {"$regex": "^\\Qa.b\\E"}}
         assert await ids(a, where=where) == [dotted]
         assert len(await ids(a, where={"name": {"$regex": "^a.b"}})) == 2
+
+
+# ---------------------------------------------------------------------------
+# client input that must not reach SQLite unchecked, nor stall the server
+
+
+async def refusal(client: Client, **fields: object) -> str:
+    reply = await client.request({"cmd": "conv", "op": "query", **fields})
+    assert (reply["cmd"], reply.get("code")) == ("error", 4310), reply
+    reason = reply["reason"]
+    assert isinstance(reason, str)
+    return reason
+
+
+@fail_after()
+async def test_bad_keys_sorts_and_sizes_get_4310_naming_the_problem(tmp_path: Path) -> None:
+    db = str(tmp_path / "q.db")
+    async with running_server({"db": db}) as running, users(running, "a") as (a,):
+        cid = await a.start(["b"], attr={"name": "n", "level": 1})
+        reason = await refusal(a, where={"objectId": cid}, sort="na\x00me")
+        assert reason.startswith("invalid sort:")
+        assert "control character" in reason
+        assert "control character" in await refusal(a, where={"le\x00vel": 1})
+        assert "control character" in await refusal(a, where={"level\x00": {"$exists": True}})
+        many = {"$or": [{"name": f"n{i}"} for i in range(1000)]}
+        assert "more than 100 conditions" in await refusal(a, where=many)
+        ids_ = [f"{i:024x}" for i in range(2000)]
+        assert "more than 1000 values" in await refusal(a, where={"objectId": {"$in": ids_}})
+        # nothing changed, and the server answers as before
+        assert await ids(a, where={"level": 1}, sort="-name") == [cid]
+        assert await ids(a, where={"$or": [{"name": f"n{i}"} for i in range(60)]}) == []
+
+
+@fail_after()
+async def test_a_quoted_sort_key_is_sorted_by_the_matcher(tmp_path: Path) -> None:
+    async with (
+        running_server({"db": str(tmp_path / "q.db")}) as running,
+        users(running, "a") as (a,),
+    ):
+        second = await a.start(["b"], attr={'q"k': 2})
+        first = await a.start(["b"], attr={'q"k': 1})
+        assert await ids(a, where={"c": "a"}, sort='q"k') == [first, second]
+        assert await ids(a, where={"c": "a"}, sort='-q"k') == [second, first]
+
+
+@fail_after()
+async def test_regexes_run_on_re2_in_both_stores(tmp_path: Path) -> None:
+    for db in (":memory:", str(tmp_path / "q.db")):
+        async with running_server({"db": db}) as running, users(running, "a", "z") as (a, z):
+            cid = await a.start(["b"], attr={"name": "a" * 40 + "!"})
+            assert await ids(z, where={"name": {"$regex": "(a+)+$"}}) == []
+            assert await ids(z, where={"name": {"$regex": "(a|aa)+!$"}}) == [cid]
+            reason = await refusal(z, where={"name": {"$regex": "^(?=a)"}})
+            assert "lookaround" in reason
+            assert "lookaround" in await refusal(z, where={"name": {"$regex": "(a)\\1"}})
+            await z.sync()  # the connection carries on

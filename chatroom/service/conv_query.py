@@ -23,7 +23,7 @@ import orjson
 
 from chatroom.ids import iso, wall_ms
 from chatroom.protocol import messages_pb2 as pb
-from chatroom.query import Doc, bad_query, matches, sort_docs, validate
+from chatroom.query import Doc, bad_query, matches, sort_docs, validate, validate_sort
 from chatroom.service.context import Context, Link, require_session
 from chatroom.store.base import (
     RANGE_FIELDS,
@@ -33,6 +33,7 @@ from chatroom.store.base import (
     ConvType,
     Message,
 )
+from chatroom.store.common import json_path
 
 FLAG_COMPACT = 1
 FLAG_LAST_MESSAGE = 2
@@ -255,8 +256,8 @@ def parse_sort(spec: str) -> list[ConvOrder] | None:
             continue
         name = key.lstrip("-+")
         field = _ORDER_KEYS.get(name)
-        if field is None and name.split(".", 1)[0] in DOC_KEYS:
-            return None
+        if field is None and (name.split(".", 1)[0] in DOC_KEYS or json_path(name) is None):
+            return None  # not a column, nor a path SQLite can address
         order.append(ConvOrder(field or name, key.startswith("-")))
     return order
 
@@ -300,6 +301,7 @@ async def run_query(ctx: Context, caller: str, body: pb.ConvCommand) -> list[Doc
     else:
         conv_filter = plan(where, now)
     sort = body.sort if body.HasField("sort") else ""
+    validate_sort(sort)
     order = parse_sort(sort) if sort else [ConvOrder("activity", descending=True)]
     docs = await _matching(ctx, conv_filter, where, order, skip + limit, now)
     if order is None:
