@@ -328,3 +328,29 @@ async def test_regexes_run_on_re2_in_both_stores(tmp_path: Path) -> None:
             assert "lookaround" in reason
             assert "lookaround" in await refusal(z, where={"name": {"$regex": "(a)\\1"}})
             await z.sync()  # the connection carries on
+
+
+# ---------------------------------------------------------------------------
+# what non-members may do and see
+
+
+@fail_after()
+async def test_non_members_cannot_mute_unmute_or_count_a_conversation() -> None:
+    async with running_server() as running, users(running, "a", "z") as (a, z):
+        cid = await a.start(["b"])
+        await a.request({"cmd": "conv", "op": "mute", "cid": cid})
+        (before,) = await query(a, where={"objectId": cid})
+        for op in ("mute", "unmute", "count"):
+            reply = await z.request({"cmd": "conv", "op": op, "cid": cid})
+            assert (reply["cmd"], reply.get("code")) == ("error", 4317), (op, reply)
+        (after,) = await query(a, where={"objectId": cid})
+        assert after == before
+        assert after["mu"] == ["a"]
+        assert (await a.request({"cmd": "conv", "op": "count", "cid": cid}))["count"] == 2
+        unmuted = await a.request({"cmd": "conv", "op": "unmute", "cid": cid})
+        assert unmuted["op"] == "updated"
+        assert (await query(a, where={"objectId": cid}))[0]["mu"] == []
+        room = (await a.request({"cmd": "conv", "op": "start", "transient": True}))["cid"]
+        counted = await z.request({"cmd": "conv", "op": "count", "cid": room})
+        assert counted["count"] == 1  # a chatroom's count stays open to anyone
+        assert (await z.request({"cmd": "conv", "op": "mute", "cid": room}))["op"] == "updated"
