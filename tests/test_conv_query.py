@@ -12,8 +12,9 @@ import pytest
 import trio
 from helpers import Client, Cmd, fail_after, running_server, users
 
+from chatroom.config import Config
 from chatroom.service.conv_query import parse_sort, plan
-from chatroom.store.base import ConvFilter, ConvOrder, ConvType
+from chatroom.store.base import Conversation, ConvFilter, ConvOrder, ConvType
 
 
 async def query(client: Client, **fields: object) -> list[Cmd]:
@@ -354,3 +355,61 @@ async def test_non_members_cannot_mute_unmute_or_count_a_conversation() -> None:
         counted = await z.request({"cmd": "conv", "op": "count", "cid": room})
         assert counted["count"] == 1  # a chatroom's count stays open to anyone
         assert (await z.request({"cmd": "conv", "op": "mute", "cid": room}))["op"] == "updated"
+
+
+MESSAGE_KEYS = {"msg", "msg_from", "msg_mid", "msg_timestamp", "bin", "patch_timestamp"}
+
+
+@pytest.mark.parametrize("scope", ["open", "members"])
+@fail_after()
+async def test_the_last_message_goes_only_to_those_who_may_read_it(scope: str) -> None:
+    overrides = {} if scope == "open" else {"conv_query_scope": scope}  # open: the default
+    async with running_server(overrides) as running, users(running, "a", "z") as (a, z):
+        cid = await a.start(["b"], attr={"name": "n", "public": True})
+        await a.say(cid, "secret")
+        (theirs,) = await query(z, where={"objectId": cid}, flag=2)
+        assert not MESSAGE_KEYS & theirs.keys(), theirs
+        assert theirs["name"] == "n"
+        (mine,) = await query(a, where={"objectId": cid}, flag=2)
+        assert (mine["msg"], mine["msg_from"]) == ("secret", "a")
+        logs = await z.request({"cmd": "logs", "cid": cid})
+        assert logs.get("code") == 4312  # the same rule as history
+
+
+@pytest.mark.parametrize("db", [":memory:", "file"])
+@fail_after()
+async def test_members_scope_shows_non_members_only_open_and_public_conversations(
+    db: str, tmp_path: Path
+) -> None:
+    path = db if db == ":memory:" else str(tmp_path / "q.db")
+    overrides = {"conv_query_scope": "members", "db": path}
+    async with running_server(overrides) as running, users(running, "a", "z") as (a, z):
+        private = await a.start(["b"], attr={"name": "x"})
+        public = await a.start(["b"], attr={"name": "x", "public": True})
+        almost = await a.start(["b"], attr={"name": "x", "public": "yes"})
+        started = await a.request(
+            {"cmd": "conv", "op": "start", "transient": True, "attr": {"name": "x"}}
+        )
+        room = started["cid"]
+        news = Conversation(
+            cid="f" * 24, kind=ConvType.SYSTEM, creator="system", members=[],
+            attrs={"name": "x"}, created_at=1, updated_at=1,
+        )  # fmt: skip
+        await running.server.store.create_conversation(news)
+        own = await z.start(["y"], attr={"name": "x"})
+        everything = {private, public, almost, room, news.cid, own}
+        assert set(await ids(a, where={"name": "x"}, limit=100)) == everything - {own}
+        assert set(await ids(z, where={"name": "x"}, limit=100)) == {public, room, news.cid, own}
+        assert await ids(z, where={"objectId": private}) == []
+        assert await ids(z, where={"c": "a", "tr": False}, sort="name") == [public]
+        either = {"$or": [{"objectId": private}, {"objectId": almost}, {"c": "z"}]}
+        assert await ids(z, where=either) == [own]
+        assert await ids(z, where={"name": {"$regex": "^x"}}, sort="tr", limit=100) != []
+        assert await ids(a, where={"objectId": private}) == [private]
+
+
+def test_conv_query_scope_takes_open_or_members() -> None:
+    assert Config().conv_query_scope == "open"
+    assert Config().with_overrides({"conv_query_scope": "members"}).conv_query_scope == "members"
+    with pytest.raises(ValueError, match="conv_query_scope"):
+        Config().with_overrides({"conv_query_scope": "closed"})
