@@ -6,6 +6,7 @@ the query planner (``plan``) on its own.
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from helpers import Client, Cmd, fail_after, running_server, users
 from chatroom.config import Config
 from chatroom.service.conv_query import parse_sort, plan
 from chatroom.store.base import Conversation, ConvFilter, ConvOrder, ConvType
+from chatroom.store.sqlite import _conversation_row as conversation_row
 
 
 async def query(client: Client, **fields: object) -> list[Cmd]:
@@ -413,3 +415,61 @@ def test_conv_query_scope_takes_open_or_members() -> None:
     assert Config().with_overrides({"conv_query_scope": "members"}).conv_query_scope == "members"
     with pytest.raises(ValueError, match="conv_query_scope"):
         Config().with_overrides({"conv_query_scope": "closed"})
+
+
+def _group(cid: str, members: list[str], ms: int) -> Conversation:
+    return Conversation(cid, ConvType.NORMAL, members[0], members, {"name": cid}, ms, ms)
+
+
+def _fill(path: str, n: int) -> None:
+    """``n`` group conversations written straight into the server's SQLite file."""
+    convs = [_group(f"{i:024x}", ["u0", f"u{1 + i % 97}"], 1_000 + i) for i in range(1, n + 1)]
+    db = sqlite3.connect(path)
+    with db:
+        db.executemany(
+            "INSERT INTO conversations (cid, kind, creator, members, attrs, created_at,"
+            " updated_at, is_unique, unique_id, muted, last_message_at, expire_at,"
+            " members_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [conversation_row(c) for c in convs],
+        )
+        rows = [(m, c.cid) for c in convs for m in c.members]
+        db.executemany("INSERT INTO conversation_members (member, cid) VALUES (?, ?)", rows)
+    db.close()
+
+
+@fail_after(60)
+async def test_a_query_over_many_conversations_leaves_the_loop_to_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = str(tmp_path / "q.db")
+    async with running_server({"db": db}) as running, users(running, "z") as (z,):
+        await trio.to_thread.run_sync(_fill, db, 3000)
+        cache = running.server.context.conversations
+        peek = cache.peek
+        examined = 0
+
+        def counting_peek(cid: str) -> Conversation | None:
+            nonlocal examined  # every candidate the matcher looks at is peeked once
+            examined += 1
+            return peek(cid)
+
+        monkeypatch.setattr(cache, "peek", counting_peek)
+        runs: list[int] = []  # candidates examined each time another task got to run
+        done = trio.Event()
+
+        async def other_task() -> None:
+            seen = 0
+            while not done.is_set():
+                await trio.lowlevel.checkpoint()
+                runs.append(examined - seen)
+                seen = examined
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(other_task)
+            # a condition only the matcher decides: every stored conversation is examined
+            assert await ids(z, where={"m": {"$size": 9}}) == []
+            done.set()
+        assert examined >= 3000
+        # At most 128 candidates between the matcher's checkpoints; trio runs each task
+        # once per batch, in any order, so the query may run twice between our runs.
+        assert max(runs) <= 2 * 128, max(runs)
