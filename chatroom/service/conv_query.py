@@ -393,7 +393,8 @@ class _Search:
                 conv_filter, order or [], batch, offset
             )
             for stored in convs:
-                await self._pace()
+                if self._due():
+                    await trio.lowlevel.checkpoint()
                 # The cached copy is the newest (a save may still be on its way to the store).
                 doc = self._check(self.ctx.conversations.peek(stored.cid) or stored)
                 if doc is not None:
@@ -415,10 +416,12 @@ class _Search:
             self.readable.add(conv.cid)
         return doc
 
-    async def _pace(self) -> None:
-        """A checkpoint every ``_YIELD_EVERY`` candidates or ``_YIELD_AFTER`` seconds,
-        whichever comes first: a query over many rows never holds the event loop."""
+    def _due(self) -> bool:
+        """Whether to checkpoint now: every ``_YIELD_EVERY`` candidates or
+        ``_YIELD_AFTER`` seconds, whichever comes first, so that a query over many
+        rows never holds the event loop."""
         self._count += 1
-        if self._count >= _YIELD_EVERY or time.perf_counter() - self._since > _YIELD_AFTER:
-            await trio.lowlevel.checkpoint()
-            self._count, self._since = 0, time.perf_counter()
+        if self._count < _YIELD_EVERY and time.perf_counter() - self._since <= _YIELD_AFTER:
+            return False
+        self._count, self._since = 0, time.perf_counter()
+        return True
