@@ -8,7 +8,7 @@ into nested objects; ``{"__type": "Date", "iso": ...}`` compares by its ISO text
 
 Any client sends these, so they are bounded before anything runs (``validate``): at
 most ``MAX_CONDITIONS`` conditions nested at most ``MAX_DEPTH`` deep, ``MAX_LIST_ITEMS``
-values in all ``$in``/``$nin``/``$all`` lists, keys of printable text. Regular
+values in all ``$in``/``$nin``/``$all`` lists, keys without control characters. Regular
 expressions are RE2's, which match in time linear in the text: a pattern that needs
 backtracking (backreferences, lookaround) is refused rather than allowed to stall the
 server, except the "does not contain" idiom ``^((?!text).)*$`` of the SDK guides.

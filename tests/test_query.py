@@ -258,6 +258,8 @@ def test_sdk_quoting_and_options() -> None:
     assert matches(DOC, {"name": {"$regex": "\\Qa P\\E"}}) is True  # contains("a P")
     assert matches(DOC, {"name": {"$regex": "^\\QTea (\\E"}}) is False
     assert matches({"name": "x(y"}, {"name": {"$regex": "\\Q(\\E"}}) is True
+    # contains("a\\Eb"): the SDK ends the quote, adds an escaped backslash and E, reopens it
+    assert matches({"name": "a\\Eb"}, {"name": {"$regex": "\\Qa\\E\\\\E\\Qb\\E"}}) is True
     assert matches({"name": "a\nb"}, {"name": {"$regex": "^b", "$options": "m"}}) is True
     assert matches({"name": "a\nb"}, {"name": {"$regex": "a.b", "$options": "s"}}) is True
     with pytest.raises(ChatError, match="unknown regex option 'x'"):

@@ -307,9 +307,7 @@ async def run_query(ctx: Context, caller: str, body: pb.ConvCommand) -> list[Doc
     validate_sort(sort)
     order = parse_sort(sort) if sort else [ConvOrder("activity", descending=True)]
     search = _Search(ctx, caller, where, now)
-    docs = await search.run(
-        _scoped(conv_filter, caller, ctx.config.conv_query_scope), order, skip + limit
-    )
+    docs = await search.run(conv_filter, order, skip + limit)
     if order is None:
         if len(docs) > MAX_PYTHON_SORT:
             raise bad_query(f"{sort!r} needs a where matching at most {MAX_PYTHON_SORT}", "sort")
@@ -388,10 +386,11 @@ class _Search:
         ``wanted`` of them when there are (all of them when ``order`` is None)."""
         docs: list[Doc] = []
         offset, batch = 0, max(_FIRST_BATCH, wanted * 2)
+        conv_filter = _scoped(conv_filter, self.caller, self.scope)
+        store = self.ctx.store
         while True:
-            convs = await self.ctx.store.select_conversations(
-                conv_filter, order or [], batch, offset
-            )
+            convs = await store.select_conversations(conv_filter, order or [], batch, offset)
+            self._since = time.perf_counter()  # the store's time was not the loop's
             for stored in convs:
                 if self._due():
                     await trio.lowlevel.checkpoint()
