@@ -473,3 +473,15 @@ async def test_a_query_over_many_conversations_leaves_the_loop_to_others(
         # At most 128 candidates between the matcher's checkpoints; trio runs each task
         # once per batch, in any order, so the query may run twice between our runs.
         assert max(runs) <= 2 * 128, max(runs)
+
+
+@fail_after(30)
+async def test_a_sort_only_python_can_do_is_refused_beyond_1000_matches(tmp_path: Path) -> None:
+    db = str(tmp_path / "q.db")
+    async with running_server({"db": db}) as running, users(running, "u0") as (u0,):
+        await trio.to_thread.run_sync(_fill, db, 1100)
+        reason = await refusal(u0, where={"c": "u0"}, sort="tr")
+        assert reason == "invalid sort: 'tr' needs a where matching at most 1000"
+        narrower = {"c": "u0", "name": {"$regex": "0$"}}
+        assert len(await ids(u0, where=narrower, sort="tr,-name", limit=1000)) == 68  # hex ids
+        assert len(await ids(u0, where={"c": "u0"}, sort="-name", limit=1000)) == 1000
