@@ -391,16 +391,21 @@ class _Search:
         while True:
             convs = await store.select_conversations(conv_filter, order or [], batch, offset)
             self._since = time.perf_counter()  # the store's time was not the loop's
-            for stored in convs:
+            count = len(convs)
+            # Taken off the end one at a time, so that each is freed as the next is
+            # examined: freeing a batch of tens of thousands at once held the loop.
+            convs.reverse()
+            while convs:
                 if self._due():
                     await trio.lowlevel.checkpoint()
+                stored = convs.pop()
                 # The cached copy is the newest (a save may still be on its way to the store).
                 doc = self._check(self.ctx.conversations.peek(stored.cid) or stored)
                 if doc is not None:
                     docs.append(doc)
                     if order is None and len(docs) > MAX_PYTHON_SORT:
                         return docs  # refused by the caller: no need to go on
-            if len(convs) < batch or (order is not None and len(docs) >= wanted):
+            if count < batch or (order is not None and len(docs) >= wanted):
                 return docs
             offset += batch
             batch *= 2
