@@ -6,7 +6,8 @@ Fills a fresh SQLite file (in a temporary directory) with N conversations (norma
 groups of 2-6 members out of 20,000 users, every 50th a chatroom, every 500th a system
 conversation, names ``room <i>``, a ``level`` attribute 0-99 and a ``topic``), then runs
 representative queries through the same path as the server (``conv_query.run_query``:
-store candidates + matcher) and prints the median and worst time of each.
+store candidates + matcher) and prints the median and worst time of each, and the
+longest the event loop was held in one step (what other connections would wait).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 import orjson
 import trio
 
+from chatroom.config import Config
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.service.conv_query import run_query
 from chatroom.store.base import Conversation, ConvType
@@ -85,6 +87,22 @@ class _Ctx:
     def __init__(self, store: SqliteStore) -> None:
         self.store = store
         self.conversations = _Cache()
+        self.config = Config()
+
+
+class LongestStep(trio.abc.Instrument):
+    """The longest single task step: the time the event loop was not available."""
+
+    def __init__(self) -> None:
+        self.longest = 0.0
+        self._started: float | None = None  # None: the step that added us, not timed
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self._started = time.perf_counter()
+
+    def after_task_step(self, task: trio.lowlevel.Task) -> None:
+        if self._started is not None:
+            self.longest = max(self.longest, time.perf_counter() - self._started)
 
 
 def body(where: object = None, sort: str = "", limit: int = 0, skip: int = 0) -> pb.ConvCommand:
@@ -135,6 +153,9 @@ QUERIES = [
     ("$regex name 'oom 999$' (whole table)", "u1", body({"name": {"$regex": "oom 999$"}})),
     ("$regex matching nothing (worst: whole table)", "u1", body({"topic": {"$regex": "^z"}})),
     ("$or of two names", "u1", body({"$or": [{"name": "room 5"}, {"name": "room 6"}]})),
+    ("m $size 7 (whole table through the matcher)", "u1", body({"m": {"$size": 7}})),
+    ("$regex '(o+)+$' on topic (whole table)", "u1", body({"topic": {"$regex": "(o+)+$"}})),
+    ("does not contain 'room' (whole table)", "u1", body({"name": {"$regex": "^((?!room).)*$"}})),
 ]
 
 
@@ -147,14 +168,17 @@ async def run(n: int, repeat: int) -> None:
         await trio.to_thread.run_sync(fill, path, conversations(n))
         print(f"{n} conversations stored in {time.perf_counter() - started:.1f} s")
         ctx = _Ctx(store)
-        print(f"{'query':45} {'results':>7} {'median ms':>10} {'max ms':>8}")
+        print(f"{'query':45} {'results':>7} {'median ms':>10} {'max ms':>8} {'step ms':>8}")
         for label, caller, cmd in QUERIES:
-            times, found = [], 0
+            times, found, steps = [], 0, LongestStep()
+            trio.lowlevel.add_instrument(steps)
             for _ in range(repeat):
                 t = time.perf_counter()
                 found = len(await run_query(ctx, caller, cmd))  # type: ignore[arg-type]
                 times.append((time.perf_counter() - t) * 1000)
-            print(f"{label:45} {found:>7} {statistics.median(times):>10.2f} {max(times):>8.2f}")
+            trio.lowlevel.remove_instrument(steps)
+            median, worst, step = statistics.median(times), max(times), steps.longest * 1000
+            print(f"{label:45} {found:>7} {median:>10.2f} {worst:>8.2f} {step:>8.2f}")
         await store.aclose()
 
 

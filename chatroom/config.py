@@ -88,6 +88,14 @@ class Config:
     or ``conv/update`` that would make them larger fails with 4306 and stores nothing."""
     max_name_bytes: int = 1024
     """Size of a conversation's ``name`` (UTF-8); longer ones fail like ``max_attr_bytes``."""
+    conv_query_scope: str = "open"
+    """What ``conv/query`` finds for a client that is not a member of a conversation.
+    ``open`` (LeanCloud's behaviour, the default): every conversation, with its
+    attributes, members, muted members, creator and times. ``members``: only
+    chatrooms, system conversations and conversations whose ``public`` attribute is
+    ``true``; the others are left out as if they did not exist. Under either, the last
+    message (flag 2) goes only to those who may read the history (members; anyone for
+    a chatroom). Any other value fails at start."""
 
     session_token_ttl: int = 172_800
     """Seconds a session token (``st``) resumes a session; after it, 4112."""
@@ -233,8 +241,14 @@ class Config:
             value = _convert(name, str(kinds[name]), raw)
             if isinstance(value, (int, float)) and value < 0:
                 raise ValueError(f"setting {name!r}: must not be negative, got {raw!r}")
+            if name in _CHOICES and value not in _CHOICES[name]:
+                raise ValueError(f"setting {name!r}: one of {_CHOICES[name]}, got {raw!r}")
             changes[name] = value
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+# Settings that take one of a few words.
+_CHOICES: dict[str, tuple[str, ...]] = {"conv_query_scope": ("open", "members")}
 
 
 def _convert(name: str, kind: str, raw: object) -> object:

@@ -3,8 +3,15 @@
 Documents are the JSON objects the SDK receives (``objectId``, ``c``, ``m``, ``tr``,
 ``lm`` ... and custom attributes at top level). Supported: equality (an array field
 equals a value when it contains it), ``$ne $lt $lte $gt $gte $in $nin $all $size
-$exists $regex`` (with ``$options`` i/m/s/x), ``$and`` and ``$or``; dotted keys reach
+$exists $regex`` (with ``$options`` i/m/s), ``$and`` and ``$or``; dotted keys reach
 into nested objects; ``{"__type": "Date", "iso": ...}`` compares by its ISO text.
+
+Any client sends these, so they are bounded before anything runs (``validate``): at
+most ``MAX_CONDITIONS`` conditions nested at most ``MAX_DEPTH`` deep, ``MAX_LIST_ITEMS``
+values in all ``$in``/``$nin``/``$all`` lists, keys without control characters. Regular
+expressions are RE2's, which match in time linear in the text: a pattern that needs
+backtracking (backreferences, lookaround) is refused rather than allowed to stall the
+server, except the "does not contain" idiom ``^((?!text).)*$`` of the SDK guides.
 """
 
 from __future__ import annotations
@@ -12,7 +19,9 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Sequence
-from typing import cast
+from typing import Protocol, cast
+
+import re2
 
 from chatroom.protocol.errors import ChatError, ErrorCode
 
@@ -21,8 +30,24 @@ Doc = dict[str, object]
 _MISSING = object()
 
 
-def bad_query(reason: str) -> ChatError:
-    return ChatError(ErrorCode.CONVERSATION_QUERY_FAILED, f"invalid where: {reason}")
+MAX_DEPTH = 8
+"""Levels of ``$and``/``$or`` nesting; deeper: 4310."""
+MAX_CONDITIONS = 100
+"""Field conditions (``{"key": ...}``, whatever operators each has) in one ``where``,
+and clauses in one ``$and``/``$or`` list; more: 4310."""
+MAX_LIST_ITEMS = 1000
+"""Values in all the ``$in``/``$nin``/``$all`` lists of one ``where``; more: 4310."""
+MAX_KEY_LENGTH = 256
+"""Characters of one key in ``where`` or ``sort``; longer: 4310."""
+MAX_PATTERN_LENGTH = 1000
+"""Characters of one ``$regex``; longer: 4310."""
+MAX_SORT_KEYS = 8
+"""Keys in one ``sort``; more: 4310."""
+
+
+def bad_query(reason: str, what: str = "where") -> ChatError:
+    """4310 CONVERSATION_QUERY_FAILED, the reason naming the part at fault."""
+    return ChatError(ErrorCode.CONVERSATION_QUERY_FAILED, f"invalid {what}: {reason}")
 
 
 def matches(doc: Doc, where: object) -> bool:
@@ -44,24 +69,79 @@ def matches(doc: Doc, where: object) -> bool:
 
 
 def validate(where: object) -> None:
-    """Raise 4310 for anything malformed in ``where``, wherever it is: ``matches``
-    stops at the first failing condition and would not look at the rest."""
+    """Raise 4310 for anything malformed or beyond the bounds (module docstring) in
+    ``where``, wherever it is: ``matches`` stops at the first failing condition and
+    would not look at the rest."""
+    _validate(where, 1, _Budget())
+
+
+class _Budget:
+    """What one ``where`` has used of ``MAX_CONDITIONS`` and ``MAX_LIST_ITEMS``."""
+
+    def __init__(self) -> None:
+        self.conditions = 0
+        self.items = 0
+
+    def spend(self, conditions: int = 0, items: int = 0) -> None:
+        self.conditions += conditions
+        self.items += items
+        if self.conditions > MAX_CONDITIONS:
+            raise bad_query(f"more than {MAX_CONDITIONS} conditions")
+        if self.items > MAX_LIST_ITEMS:
+            raise bad_query(f"more than {MAX_LIST_ITEMS} values in $in/$nin/$all lists")
+
+
+def _validate(where: object, depth: int, budget: _Budget) -> None:
     if not isinstance(where, dict):
         raise bad_query("a condition is a JSON object")
+    if depth > MAX_DEPTH:
+        raise bad_query(f"$and/$or nested more than {MAX_DEPTH} levels deep")
+    budget.spend(sum(1 for key in where if key not in ("$and", "$or")))
     for key, cond in where.items():
         if key in ("$and", "$or"):
-            for clause in _clauses(cond):
-                validate(clause)
+            clauses = _clauses(cond)
+            if len(clauses) > MAX_CONDITIONS:  # checked before the walk, which stays short
+                raise bad_query(f"more than {MAX_CONDITIONS} conditions")
+            for clause in clauses:
+                _validate(clause, depth + 1, budget)
         elif key.startswith("$"):
             raise bad_query(f"unknown operator {key}")
-        elif isinstance(cond, dict) and any(str(k).startswith("$") for k in cond):
-            for op, arg in cond.items():
-                _validate_operator(op, arg, cond)
+        else:
+            check_key(key)
+            if isinstance(cond, dict) and any(str(k).startswith("$") for k in cond):
+                for op, arg in cond.items():
+                    _validate_operator(op, arg, cond, budget)
 
 
-def _validate_operator(op: str, arg: object, cond: dict[str, object]) -> None:
+# C0 controls and DEL: SQLite's JSON paths end at a NUL, and no SDK sends them.
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
+def check_key(key: str, what: str = "where") -> None:
+    """4310 unless ``key`` is a usable field path: 1-256 characters, no control
+    characters, no empty part between dots."""
+    shown = repr(key[:40])
+    if not key or len(key) > MAX_KEY_LENGTH:
+        raise bad_query(f"key {shown} is empty or longer than {MAX_KEY_LENGTH}", what)
+    if _CONTROL.search(key):
+        raise bad_query(f"key {shown} contains a control character", what)
+    if any(not part for part in key.split(".")):
+        raise bad_query(f"key {shown} has an empty part between dots", what)
+
+
+def validate_sort(spec: str) -> None:
+    """4310 unless ``spec`` is a comma list of at most ``MAX_SORT_KEYS`` keys, each
+    valid for ``check_key`` after an optional ``-``/``+``."""
+    keys = [k.strip() for k in spec.split(",", MAX_SORT_KEYS) if k.strip()]
+    if len(keys) > MAX_SORT_KEYS:
+        raise bad_query(f"more than {MAX_SORT_KEYS} keys", "sort")
+    for key in keys:
+        check_key(key.lstrip("-+"), "sort")
+
+
+def _validate_operator(op: str, arg: object, cond: dict[str, object], budget: _Budget) -> None:
     if op in ("$in", "$nin", "$all"):
-        _items(arg, op)
+        budget.spend(items=len(_items(arg, op)))
     elif op == "$regex":
         _regex("", arg, cond.get("$options", ""))
     elif op == "$options":
@@ -158,7 +238,12 @@ _COMPARISONS: dict[str, Callable[[int], bool]] = {
     "$gt": lambda c: c > 0,
     "$gte": lambda c: c >= 0,
 }
-_FLAGS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL, "x": re.VERBOSE}
+
+
+class Searcher(Protocol):
+    """A compiled ``$regex``: ``search`` is truthy when the text has a match."""
+
+    def search(self, text: str) -> object: ...
 
 
 def _regex(value: object, pattern: object, options: object) -> bool:
@@ -169,28 +254,71 @@ def _regex(value: object, pattern: object, options: object) -> bool:
     return any(isinstance(v, str) and compiled.search(v) for v in candidates)
 
 
-@functools.lru_cache(maxsize=256)
-def compile_regex(pattern: str, options: str) -> re.Pattern[str]:
-    """A ``$regex`` with its ``$options`` as Python compiles it (4310 if it cannot);
-    cached, since a query tests one pattern against many conversations."""
-    flags = 0
+def _re2_options() -> re2.Options:
+    options = re2.Options()
+    options.log_errors = False  # a refused pattern is the client's error, not the log's
+    # A pattern whose automaton needs more is refused: this bounds the memory of the
+    # cached patterns (``compile_regex`` and the re2 module's own cache of 128).
+    options.max_mem = 1 << 20
+    return options
+
+
+_RE2_OPTIONS = _re2_options()
+
+
+@functools.lru_cache(maxsize=64)
+def compile_regex(pattern: str, options: str) -> Searcher:
+    """A ``$regex`` with its ``$options`` (i, m, s) compiled for RE2, or 4310 naming
+    why it cannot be; cached, since a query tests one pattern against many
+    conversations. RE2 takes ``\\Q...\\E`` (the SDKs' contains/startsWith) as it is."""
+    if len(pattern) > MAX_PATTERN_LENGTH:
+        raise bad_query(f"$regex longer than {MAX_PATTERN_LENGTH} characters")
     for letter in options:
-        if letter not in _FLAGS:
-            raise bad_query(f"unknown regex option {letter!r}")
-        flags |= _FLAGS[letter]
+        if letter not in "ims":
+            raise bad_query(f"unknown regex option {letter!r} (i, m and s are supported)")
+    negated = _not_containing(pattern, options)
+    if negated is not None:
+        return negated
+    flags = "".join(sorted(set(options)))
     try:
-        return re.compile(_unquote(pattern), flags)
-    except re.error as exc:
-        raise bad_query(f"bad regex: {exc}") from None
+        return cast(
+            Searcher, re2.compile(f"(?{flags}){pattern}" if flags else pattern, _RE2_OPTIONS)
+        )
+    except re2.error as exc:
+        why = exc.args[0].decode(errors="replace") if exc.args else "unusable"
+        raise bad_query(
+            f"$regex refused: {why} (RE2 syntax, linear time: no backreferences or lookaround)"
+        ) from None
 
 
-# Java-style literal quoting, which the SDKs use for contains/startsWith/endsWith
-# (``\Q...\E``, the end optional); Python's re has no such syntax.
-_QUOTED = re.compile(r"\\Q(.*?)(?:\\E|$)", re.DOTALL)
+# ``^((?!text).)*$``: what the LeanCloud guides give for "does not contain". The text
+# here is literal (escaped punctuation allowed), so no lookahead engine is needed.
+_NOT_CONTAINING = re.compile(
+    r"\^\((?:\?:)?\(\?!((?:[^\\.^$*+?()\[\]{}|]|\\[^0-9A-Za-z])+)\)\.\)\*\$"
+)
+_ESCAPED = re.compile(r"\\(.)", re.DOTALL)
 
 
-def _unquote(pattern: str) -> str:
-    return _QUOTED.sub(lambda m: re.escape(m.group(1)), pattern)
+class _NotContaining:
+    """``^((?!text).)*$`` as Python's ``re`` matches it, in linear time: no
+    occurrence of ``text`` and, without ``s``, no line break but a final one."""
+
+    def __init__(self, text: str, options: str) -> None:
+        self._fold = "i" in options
+        self._text = text.lower() if self._fold else text
+        self._dotall = "s" in options
+
+    def search(self, text: str) -> bool:
+        if not self._dotall and "\n" in text[:-1]:
+            return False
+        return self._text not in (text.lower() if self._fold else text)
+
+
+def _not_containing(pattern: str, options: str) -> Searcher | None:
+    found = _NOT_CONTAINING.fullmatch(pattern)
+    if found is None or not set(options) <= {"i", "s"}:
+        return None
+    return _NotContaining(_ESCAPED.sub(r"\1", found.group(1)), options)
 
 
 def sort_docs(docs: list[Doc], spec: str) -> list[Doc]:

@@ -6,12 +6,17 @@ the query planner (``plan``) on its own.
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
+
 import pytest
 import trio
 from helpers import Client, Cmd, fail_after, running_server, users
 
+from chatroom.config import Config
 from chatroom.service.conv_query import parse_sort, plan
-from chatroom.store.base import ConvFilter, ConvOrder, ConvType
+from chatroom.store.base import Conversation, ConvFilter, ConvOrder, ConvType
+from chatroom.store.sqlite import _conversation_row as conversation_row
 
 
 async def query(client: Client, **fields: object) -> list[Cmd]:
@@ -270,3 +275,213 @@ async def test_starts_with_through_the_name_index() -> None:
         where = {"name": {"$regex": "^\\Qa.b\\E"}}
         assert await ids(a, where=where) == [dotted]
         assert len(await ids(a, where={"name": {"$regex": "^a.b"}})) == 2
+
+
+# ---------------------------------------------------------------------------
+# client input that must not reach SQLite unchecked, nor stall the server
+
+
+async def refusal(client: Client, **fields: object) -> str:
+    reply = await client.request({"cmd": "conv", "op": "query", **fields})
+    assert (reply["cmd"], reply.get("code")) == ("error", 4310), reply
+    reason = reply["reason"]
+    assert isinstance(reason, str)
+    return reason
+
+
+@fail_after()
+async def test_bad_keys_sorts_and_sizes_get_4310_naming_the_problem(tmp_path: Path) -> None:
+    db = str(tmp_path / "q.db")
+    async with running_server({"db": db}) as running, users(running, "a") as (a,):
+        cid = await a.start(["b"], attr={"name": "n", "level": 1})
+        reason = await refusal(a, where={"objectId": cid}, sort="na\x00me")
+        assert reason.startswith("invalid sort:")
+        assert "control character" in reason
+        assert "control character" in await refusal(a, where={"le\x00vel": 1})
+        assert "control character" in await refusal(a, where={"level\x00": {"$exists": True}})
+        many = {"$or": [{"name": f"n{i}"} for i in range(1000)]}
+        assert "more than 100 conditions" in await refusal(a, where=many)
+        ids_ = [f"{i:024x}" for i in range(2000)]
+        assert "more than 1000 values" in await refusal(a, where={"objectId": {"$in": ids_}})
+        # nothing changed, and the server answers as before
+        assert await ids(a, where={"level": 1}, sort="-name") == [cid]
+        assert await ids(a, where={"$or": [{"name": f"n{i}"} for i in range(60)]}) == []
+
+
+@fail_after()
+async def test_a_quoted_sort_key_is_sorted_by_the_matcher(tmp_path: Path) -> None:
+    async with (
+        running_server({"db": str(tmp_path / "q.db")}) as running,
+        users(running, "a") as (a,),
+    ):
+        second = await a.start(["b"], attr={'q"k': 2})
+        first = await a.start(["b"], attr={'q"k': 1})
+        assert await ids(a, where={"c": "a"}, sort='q"k') == [first, second]
+        assert await ids(a, where={"c": "a"}, sort='-q"k') == [second, first]
+
+
+@fail_after()
+async def test_regexes_run_on_re2_in_both_stores(tmp_path: Path) -> None:
+    for db in (":memory:", str(tmp_path / "q.db")):
+        async with running_server({"db": db}) as running, users(running, "a", "z") as (a, z):
+            cid = await a.start(["b"], attr={"name": "a" * 40 + "!"})
+            assert await ids(z, where={"name": {"$regex": "(a+)+$"}}) == []
+            assert await ids(z, where={"name": {"$regex": "(a|aa)+!$"}}) == [cid]
+            reason = await refusal(z, where={"name": {"$regex": "^(?=a)"}})
+            assert "lookaround" in reason
+            assert "lookaround" in await refusal(z, where={"name": {"$regex": "(a)\\1"}})
+            await z.sync()  # the connection carries on
+
+
+# ---------------------------------------------------------------------------
+# what non-members may do and see
+
+
+@fail_after()
+async def test_non_members_cannot_mute_unmute_or_count_a_conversation() -> None:
+    async with running_server() as running, users(running, "a", "z") as (a, z):
+        cid = await a.start(["b"])
+        await a.request({"cmd": "conv", "op": "mute", "cid": cid})
+        (before,) = await query(a, where={"objectId": cid})
+        for op in ("mute", "unmute", "count"):
+            reply = await z.request({"cmd": "conv", "op": op, "cid": cid})
+            assert (reply["cmd"], reply.get("code")) == ("error", 4317), (op, reply)
+        (after,) = await query(a, where={"objectId": cid})
+        assert after == before
+        assert after["mu"] == ["a"]
+        assert (await a.request({"cmd": "conv", "op": "count", "cid": cid}))["count"] == 2
+        unmuted = await a.request({"cmd": "conv", "op": "unmute", "cid": cid})
+        assert unmuted["op"] == "updated"
+        assert (await query(a, where={"objectId": cid}))[0]["mu"] == []
+        room = (await a.request({"cmd": "conv", "op": "start", "transient": True}))["cid"]
+        counted = await z.request({"cmd": "conv", "op": "count", "cid": room})
+        assert counted["count"] == 1  # a chatroom's count stays open to anyone
+        assert (await z.request({"cmd": "conv", "op": "mute", "cid": room}))["op"] == "updated"
+
+
+MESSAGE_KEYS = {"msg", "msg_from", "msg_mid", "msg_timestamp", "bin", "patch_timestamp"}
+
+
+@pytest.mark.parametrize("scope", ["open", "members"])
+@fail_after()
+async def test_the_last_message_goes_only_to_those_who_may_read_it(scope: str) -> None:
+    overrides = {} if scope == "open" else {"conv_query_scope": scope}  # open: the default
+    async with running_server(overrides) as running, users(running, "a", "z") as (a, z):
+        cid = await a.start(["b"], attr={"name": "n", "public": True})
+        await a.say(cid, "secret")
+        (theirs,) = await query(z, where={"objectId": cid}, flag=2)
+        assert not MESSAGE_KEYS & theirs.keys(), theirs
+        assert theirs["name"] == "n"
+        (mine,) = await query(a, where={"objectId": cid}, flag=2)
+        assert (mine["msg"], mine["msg_from"]) == ("secret", "a")
+        logs = await z.request({"cmd": "logs", "cid": cid})
+        assert logs.get("code") == 4312  # the same rule as history
+
+
+@pytest.mark.parametrize("db", [":memory:", "file"])
+@fail_after()
+async def test_members_scope_shows_non_members_only_open_and_public_conversations(
+    db: str, tmp_path: Path
+) -> None:
+    path = db if db == ":memory:" else str(tmp_path / "q.db")
+    overrides = {"conv_query_scope": "members", "db": path}
+    async with running_server(overrides) as running, users(running, "a", "z") as (a, z):
+        private = await a.start(["b"], attr={"name": "x"})
+        public = await a.start(["b"], attr={"name": "x", "public": True})
+        almost = await a.start(["b"], attr={"name": "x", "public": "yes"})
+        started = await a.request(
+            {"cmd": "conv", "op": "start", "transient": True, "attr": {"name": "x"}}
+        )
+        room = started["cid"]
+        news = Conversation(
+            cid="f" * 24, kind=ConvType.SYSTEM, creator="system", members=[],
+            attrs={"name": "x"}, created_at=1, updated_at=1,
+        )  # fmt: skip
+        await running.server.store.create_conversation(news)
+        own = await z.start(["y"], attr={"name": "x"})
+        everything = {private, public, almost, room, news.cid, own}
+        assert set(await ids(a, where={"name": "x"}, limit=100)) == everything - {own}
+        assert set(await ids(z, where={"name": "x"}, limit=100)) == {public, room, news.cid, own}
+        assert await ids(z, where={"objectId": private}) == []
+        assert await ids(z, where={"c": "a", "tr": False}, sort="name") == [public]
+        either = {"$or": [{"objectId": private}, {"objectId": almost}, {"c": "z"}]}
+        assert await ids(z, where=either) == [own]
+        assert await ids(z, where={"name": {"$regex": "^x"}}, sort="tr", limit=100) != []
+        assert await ids(a, where={"objectId": private}) == [private]
+
+
+def test_conv_query_scope_takes_open_or_members() -> None:
+    assert Config().conv_query_scope == "open"
+    assert Config().with_overrides({"conv_query_scope": "members"}).conv_query_scope == "members"
+    with pytest.raises(ValueError, match="conv_query_scope"):
+        Config().with_overrides({"conv_query_scope": "closed"})
+
+
+def _group(cid: str, members: list[str], ms: int) -> Conversation:
+    return Conversation(cid, ConvType.NORMAL, members[0], members, {"name": cid}, ms, ms)
+
+
+def _fill(path: str, n: int) -> None:
+    """``n`` group conversations written straight into the server's SQLite file."""
+    convs = [_group(f"{i:024x}", ["u0", f"u{1 + i % 97}"], 1_000 + i) for i in range(1, n + 1)]
+    db = sqlite3.connect(path)
+    with db:
+        db.executemany(
+            "INSERT INTO conversations (cid, kind, creator, members, attrs, created_at,"
+            " updated_at, is_unique, unique_id, muted, last_message_at, expire_at,"
+            " members_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [conversation_row(c) for c in convs],
+        )
+        rows = [(m, c.cid) for c in convs for m in c.members]
+        db.executemany("INSERT INTO conversation_members (member, cid) VALUES (?, ?)", rows)
+    db.close()
+
+
+@fail_after(60)
+async def test_a_query_over_many_conversations_leaves_the_loop_to_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = str(tmp_path / "q.db")
+    async with running_server({"db": db}) as running, users(running, "z") as (z,):
+        await trio.to_thread.run_sync(_fill, db, 3000)
+        cache = running.server.context.conversations
+        peek = cache.peek
+        examined = 0
+
+        def counting_peek(cid: str) -> Conversation | None:
+            nonlocal examined  # every candidate the matcher looks at is peeked once
+            examined += 1
+            return peek(cid)
+
+        monkeypatch.setattr(cache, "peek", counting_peek)
+        runs: list[int] = []  # candidates examined each time another task got to run
+        done = trio.Event()
+
+        async def other_task() -> None:
+            seen = 0
+            while not done.is_set():
+                await trio.lowlevel.checkpoint()
+                runs.append(examined - seen)
+                seen = examined
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(other_task)
+            # a condition only the matcher decides: every stored conversation is examined
+            assert await ids(z, where={"m": {"$size": 9}}) == []
+            done.set()
+        assert examined >= 3000
+        # At most 128 candidates between the matcher's checkpoints; trio runs each task
+        # once per batch, in any order, so the query may run twice between our runs.
+        assert max(runs) <= 2 * 128, max(runs)
+
+
+@fail_after(30)
+async def test_a_sort_only_python_can_do_is_refused_beyond_1000_matches(tmp_path: Path) -> None:
+    db = str(tmp_path / "q.db")
+    async with running_server({"db": db}) as running, users(running, "u0") as (u0,):
+        await trio.to_thread.run_sync(_fill, db, 1100)
+        reason = await refusal(u0, where={"c": "u0"}, sort="tr")
+        assert reason == "invalid sort: 'tr' needs a where matching at most 1000"
+        narrower = {"c": "u0", "name": {"$regex": "0$"}}
+        assert len(await ids(u0, where=narrower, sort="tr,-name", limit=1000)) == 68  # hex ids
+        assert len(await ids(u0, where={"c": "u0"}, sort="-name", limit=1000)) == 1000

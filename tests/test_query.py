@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from chatroom.protocol.errors import ChatError, ErrorCode
-from chatroom.query import Doc, matches, sort_docs
+from chatroom.query import Doc, matches, sort_docs, validate, validate_sort
 
 
 def date(iso: str) -> dict[str, object]:
@@ -200,3 +200,118 @@ def test_sort_is_stable_and_does_not_change_its_input() -> None:
     assert ids(sort_docs(DOCS, "")) == ["a", "b", "c", "d", "e"]
     assert ids(sort_docs(DOCS, "missing")) == ["a", "b", "c", "d", "e"]
     assert before == DOCS
+
+
+# regular expressions: RE2, linear in the text
+
+
+@pytest.mark.timeout(20)  # backtracking engines take minutes on this; RE2 microseconds
+def test_a_catastrophic_pattern_is_answered_in_linear_time() -> None:
+    doc: Doc = {"name": "a" * 40 + "!"}
+    assert matches(doc, {"name": {"$regex": "(a+)+$"}}) is False
+    assert matches(doc, {"name": {"$regex": "(a|aa)*!$"}}) is True
+
+
+@pytest.mark.parametrize(
+    ("pattern", "named"),
+    [
+        ("(a)\\1", "invalid escape sequence"),  # backreference
+        ("(?=Tea)", "invalid perl operator: (?="),  # lookahead
+        ("(?<=T)ea", "invalid perl operator: (?<"),  # lookbehind
+        ("^((?!Tea).)*x$", "invalid perl operator: (?!"),  # not the plain idiom
+    ],
+)
+def test_patterns_that_need_backtracking_are_refused_naming_why(pattern: str, named: str) -> None:
+    with pytest.raises(ChatError) as info:
+        validate({"name": {"$regex": pattern}})
+    assert info.value.code == ErrorCode.CONVERSATION_QUERY_FAILED
+    assert named in info.value.reason
+    assert "no backreferences or lookaround" in info.value.reason
+
+
+@pytest.mark.parametrize(
+    ("text", "options", "expected"),
+    [
+        ("Tea Party", "", False),
+        ("Coffee", "", True),
+        ("", "", True),
+        ("TEA party", "", True),
+        ("TEA party", "i", False),
+        ("Coffee\n", "", True),  # $ matches before a final line break
+        ("Coffee\nmore", "", False),  # . does not cross a line break
+        ("Coffee\nmore", "s", True),
+        ("Tea\nParty", "s", False),
+    ],
+)
+def test_the_does_not_contain_idiom_matches_as_pythons_re_would(
+    text: str, options: str, expected: bool
+) -> None:
+    for pattern in ("^((?!Tea).)*$", "^(?:(?!Tea).)*$"):
+        where = {"name": {"$regex": pattern, "$options": options}}
+        assert matches({"name": text}, where) is expected, (pattern, text, options)
+    escaped = {"name": {"$regex": "^((?!a\\.b).)*$"}}
+    assert matches({"name": "a.b"}, escaped) is False
+    assert matches({"name": "axb"}, escaped) is True
+
+
+def test_sdk_quoting_and_options() -> None:
+    assert matches(DOC, {"name": {"$regex": "\\Qa P\\E"}}) is True  # contains("a P")
+    assert matches(DOC, {"name": {"$regex": "^\\QTea (\\E"}}) is False
+    assert matches({"name": "x(y"}, {"name": {"$regex": "\\Q(\\E"}}) is True
+    # contains("a\\Eb"): the SDK ends the quote, adds an escaped backslash and E, reopens it
+    assert matches({"name": "a\\Eb"}, {"name": {"$regex": "\\Qa\\E\\\\E\\Qb\\E"}}) is True
+    assert matches({"name": "a\nb"}, {"name": {"$regex": "^b", "$options": "m"}}) is True
+    assert matches({"name": "a\nb"}, {"name": {"$regex": "a.b", "$options": "s"}}) is True
+    with pytest.raises(ChatError, match="unknown regex option 'x'"):
+        validate({"name": {"$regex": "a b", "$options": "x"}})
+
+
+# bounds and key syntax
+
+
+def refused(where: object) -> str:
+    with pytest.raises(ChatError) as info:
+        validate(where)
+    assert info.value.code == ErrorCode.CONVERSATION_QUERY_FAILED
+    return info.value.reason
+
+
+def test_the_size_of_a_where_is_bounded() -> None:
+    many = {"$or": [{"name": str(i)} for i in range(1000)]}
+    assert "more than 100 conditions" in refused(many)
+    assert "more than 100 conditions" in refused({f"k{i}": i for i in range(101)})
+    validate({"$or": [{"name": str(i)} for i in range(40)]})  # within bounds
+    deep: dict[str, object] = {"name": "x"}
+    for _ in range(9):
+        deep = {"$and": [deep]}
+    assert "nested more than 8 levels" in refused(deep)
+    lists = {"objectId": {"$in": [str(i) for i in range(600)]}, "m": {"$all": ["a"] * 500}}
+    assert "more than 1000 values" in refused(lists)
+    assert "$regex longer than 1000" in refused({"name": {"$regex": "a" * 1001}})
+
+
+@pytest.mark.parametrize(
+    ("key", "named"),
+    [
+        ("na\x00me", "control character"),
+        ("a\nb", "control character"),
+        ("", "empty"),
+        ("a..b", "empty part"),
+        ("x" * 257, "longer than 256"),
+    ],
+)
+def test_keys_must_be_field_paths(key: str, named: str) -> None:
+    assert named in refused({key: 1})
+    assert named in refused({"$or": [{"c": "x"}, {key: {"$exists": True}}]})
+    with pytest.raises(ChatError) as info:
+        validate_sort(f"name,-{key}")
+    assert info.value.code == ErrorCode.CONVERSATION_QUERY_FAILED
+    assert info.value.reason.startswith("invalid sort:")
+    assert named in info.value.reason
+
+
+def test_sort_keys_are_bounded() -> None:
+    validate_sort("a,-b, c")
+    validate_sort("")
+    with pytest.raises(ChatError, match="more than 8 keys"):
+        validate_sort(",".join(f"k{i}" for i in range(9)))

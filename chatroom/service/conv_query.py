@@ -16,14 +16,17 @@ no query returns a temporary conversation that has expired.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import re
+import time
 from datetime import datetime
 
 import orjson
+import trio
 
 from chatroom.ids import iso, wall_ms
 from chatroom.protocol import messages_pb2 as pb
-from chatroom.query import Doc, bad_query, matches, sort_docs, validate
+from chatroom.query import Doc, bad_query, matches, sort_docs, validate, validate_sort
 from chatroom.service.context import Context, Link, require_session
 from chatroom.store.base import (
     RANGE_FIELDS,
@@ -33,6 +36,7 @@ from chatroom.store.base import (
     ConvType,
     Message,
 )
+from chatroom.store.common import json_path
 
 FLAG_COMPACT = 1
 FLAG_LAST_MESSAGE = 2
@@ -255,8 +259,8 @@ def parse_sort(spec: str) -> list[ConvOrder] | None:
             continue
         name = key.lstrip("-+")
         field = _ORDER_KEYS.get(name)
-        if field is None and name.split(".", 1)[0] in DOC_KEYS:
-            return None
+        if field is None and (name.split(".", 1)[0] in DOC_KEYS or json_path(name) is None):
+            return None  # not a column, nor a path SQLite can address
         order.append(ConvOrder(field or name, key.startswith("-")))
     return order
 
@@ -300,40 +304,128 @@ async def run_query(ctx: Context, caller: str, body: pb.ConvCommand) -> list[Doc
     else:
         conv_filter = plan(where, now)
     sort = body.sort if body.HasField("sort") else ""
+    validate_sort(sort)
     order = parse_sort(sort) if sort else [ConvOrder("activity", descending=True)]
-    docs = await _matching(ctx, conv_filter, where, order, skip + limit, now)
+    search = _Search(ctx, caller, where, now)
+    docs = await search.run(conv_filter, order, skip + limit)
     if order is None:
+        if len(docs) > MAX_PYTHON_SORT:
+            raise bad_query(f"{sort!r} needs a where matching at most {MAX_PYTHON_SORT}", "sort")
         docs = sort_docs(docs, sort)
     page = docs[skip : skip + limit]
     for doc in page:
         last = None
-        if body.flag & FLAG_LAST_MESSAGE:
+        if body.flag & FLAG_LAST_MESSAGE and doc["objectId"] in search.readable:
             last = await ctx.store.last_message(str(doc["objectId"]))
         present(doc, body.flag, last)
     return page
 
 
-async def _matching(
-    ctx: Context,
-    conv_filter: ConvFilter,
-    where: dict[str, object],
-    order: list[ConvOrder] | None,
-    wanted: int,
-    now: int,
-) -> list[Doc]:
-    """Documents of stored conversations that match ``where``, in ``order``: at least
-    ``wanted`` of them when there are (all of them when ``order`` is None)."""
-    docs: list[Doc] = []
-    offset, batch = 0, max(_FIRST_BATCH, wanted * 2)
-    while True:
-        convs = await ctx.store.select_conversations(conv_filter, order or [], batch, offset)
-        for stored in convs:
-            # The cached copy is the newest (a save may still be on its way to the store).
-            conv = ctx.conversations.peek(stored.cid) or stored
-            doc = conversation_doc(conv, now)
-            if matches(doc, where):
-                docs.append(doc)
-        if len(convs) < batch or (order is not None and len(docs) >= wanted):
-            return docs
-        offset += batch
-        batch *= 2
+# ---------------------------------------------------------------------------
+# who sees what
+
+PUBLIC_ATTR = "public"
+"""The attribute (``true``) that shows a conversation to everyone's queries under the
+``members`` scope."""
+_OPEN_KINDS = frozenset({ConvType.TRANSIENT, ConvType.SYSTEM})
+
+
+def visible(conv: Conversation, caller: str, scope: str) -> bool:
+    """Whether a query by ``caller`` may return ``conv``: always under the ``open``
+    scope; under ``members``, when ``caller`` is a member, ``conv`` is a chatroom or a
+    system conversation, or its ``public`` attribute is ``true``."""
+    if scope == "open" or conv.kind in _OPEN_KINDS or caller in conv.members:
+        return True
+    return conv.attrs.get(PUBLIC_ATTR) is True
+
+
+def may_read(conv: Conversation, caller: str) -> bool:
+    """Whether ``caller`` may see the messages of ``conv`` (the last one, with flag 2),
+    as ``logs`` decides: its members, and anyone for a chatroom."""
+    return conv.kind is ConvType.TRANSIENT or caller in conv.members
+
+
+def _scoped(conv_filter: ConvFilter, caller: str, scope: str) -> ConvFilter:
+    """``conv_filter`` narrowed in the store to what ``visible`` lets through, unless it
+    already narrows by its own ``$or`` or to the caller's conversations (``visible``
+    decides on every candidate anyway)."""
+    if scope == "open" or conv_filter.any_of or caller in conv_filter.members_all:
+        return conv_filter
+    either = (
+        ConvFilter(members_all=(caller,)),
+        ConvFilter(kinds=_OPEN_KINDS),
+        ConvFilter(attr_equals=((PUBLIC_ATTR, True),)),
+    )
+    return dataclasses.replace(conv_filter, any_of=either)
+
+
+# ---------------------------------------------------------------------------
+# matching, a batch of candidates at a time, giving the loop back as it goes
+
+MAX_PYTHON_SORT = 1000
+"""Most matches sorted in Python (``sort`` by a key the store cannot order by, such as
+``tr``): a sort is one step that cannot yield, this keeps it within a millisecond or
+two. More: 4310."""
+_YIELD_EVERY = 128  # candidates matched between checkpoints, at most
+_YIELD_AFTER = 0.002  # seconds of matching between checkpoints, at most
+
+
+class _Search:
+    """One query's candidates checked against its ``where`` and the caller's scope."""
+
+    def __init__(self, ctx: Context, caller: str, where: dict[str, object], now: int) -> None:
+        self.ctx, self.caller, self.where, self.now = ctx, caller, where, now
+        self.scope = ctx.config.conv_query_scope
+        self.readable: set[object] = set()  # ids of matches whose messages caller may see
+        self._count, self._since = 0, time.perf_counter()
+
+    async def run(
+        self, conv_filter: ConvFilter, order: list[ConvOrder] | None, wanted: int
+    ) -> list[Doc]:
+        """Documents of stored conversations that match, in ``order``: at least
+        ``wanted`` of them when there are (all of them when ``order`` is None)."""
+        docs: list[Doc] = []
+        offset, batch = 0, max(_FIRST_BATCH, wanted * 2)
+        conv_filter = _scoped(conv_filter, self.caller, self.scope)
+        store = self.ctx.store
+        while True:
+            convs = await store.select_conversations(conv_filter, order or [], batch, offset)
+            self._since = time.perf_counter()  # the store's time was not the loop's
+            count = len(convs)
+            # Taken off the end one at a time, so that each is freed as the next is
+            # examined: freeing a batch of tens of thousands at once held the loop.
+            convs.reverse()
+            while convs:
+                if self._due():
+                    await trio.lowlevel.checkpoint()
+                stored = convs.pop()
+                # The cached copy is the newest (a save may still be on its way to the store).
+                doc = self._check(self.ctx.conversations.peek(stored.cid) or stored)
+                if doc is not None:
+                    docs.append(doc)
+                    if order is None and len(docs) > MAX_PYTHON_SORT:
+                        return docs  # refused by the caller: no need to go on
+            if count < batch or (order is not None and len(docs) >= wanted):
+                return docs
+            offset += batch
+            batch *= 2
+
+    def _check(self, conv: Conversation) -> Doc | None:
+        if not visible(conv, self.caller, self.scope):
+            return None
+        doc = conversation_doc(conv, self.now)
+        if not matches(doc, self.where):
+            return None
+        if may_read(conv, self.caller):
+            self.readable.add(conv.cid)
+        return doc
+
+    def _due(self) -> bool:
+        """Whether to checkpoint now: every ``_YIELD_EVERY`` candidates or
+        ``_YIELD_AFTER`` seconds, whichever comes first, so that a query over many
+        rows never holds the event loop."""
+        self._count += 1
+        if self._count < _YIELD_EVERY and time.perf_counter() - self._since <= _YIELD_AFTER:
+            return False
+        self._count, self._since = 0, time.perf_counter()
+        return True

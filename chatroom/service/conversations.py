@@ -342,14 +342,23 @@ def _finish(reply: pb.GenericCommand, cmd: pb.GenericCommand) -> pb.GenericComma
 
 
 async def count(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCommand:
-    require_session(link, cmd)
+    """Members of a conversation, for its members only (4317); viewers of a chatroom
+    and subscribers of a system conversation, for anyone."""
+    session = require_session(link, cmd)
     conv = await ctx.conversation(cmd.convMessage.cid)
     reply = pb.GenericCommand(cmd=pb.conv, op=pb.result)
     if conv.kind is ConvType.TRANSIENT:
         reply.convMessage.count = ctx.presence.room_count(conv.cid)
-    else:
-        reply.convMessage.count = len(conv.members)
+        return reply
+    if conv.kind is not ConvType.SYSTEM:
+        _require_member(conv, session.peer_id)
+    reply.convMessage.count = len(conv.members)
     return reply
+
+
+def _require_member(conv: Conversation, peer_id: str) -> None:
+    if peer_id not in conv.members:
+        raise ChatError(ErrorCode.CONVERSATION_MEMBERSHIP_REQUIRED, "not a member")
 
 
 def _set_path(attrs: dict[str, JSON], path: str, value: JSON) -> None:
@@ -402,8 +411,12 @@ async def update(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.Generic
 
 
 async def mute(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCommand:
+    """``mute``/``unmute``: the caller's own entry in ``mu``, for members (subscribers
+    of a system conversation) only, 4317 otherwise; anyone may (un)mute a chatroom."""
     session = require_session(link, cmd)
     conv = await ctx.conversation(cmd.convMessage.cid)
+    if conv.kind is not ConvType.TRANSIENT:
+        _require_member(conv, session.peer_id)
     muting = cmd.op == pb.mute
     if muting and session.peer_id not in conv.muted:
         conv.muted = [*conv.muted, session.peer_id]

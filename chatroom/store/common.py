@@ -5,6 +5,7 @@ Everything here is pure: no I/O, no trio.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 
 import orjson
@@ -87,11 +88,15 @@ def _newer(a: Bound, b: Bound) -> bool:
     return a.mid is not None and b.mid is not None and a.mid > b.mid
 
 
+_CONTROL = re.compile("[\\x00-\\x1f\\x7f]")
+
+
 def json_path(path: str) -> str | None:
     """The SQLite JSON path of a dotted attribute path (``a.b`` -> ``$."a"."b"``), or
-    None for a path SQLite cannot address safely (an empty part, a quote)."""
+    None for a path SQLite cannot address safely (an empty part, a quote, a control
+    character: SQLite reads a path up to its first NUL)."""
     parts = path.split(".")
-    if any(not part or '"' in part or "\\" in part for part in parts):
+    if any(not part or '"' in part or "\\" in part for part in parts) or _CONTROL.search(path):
         return None
     return "$" + "".join(f'."{part}"' for part in parts)
 

@@ -200,6 +200,18 @@ class SqliteStore:
             limiter=self._read_limiter,
         )
 
+    async def _query_conversations(self, sql: str, params: Sequence[object]) -> list[Conversation]:
+        """``_query`` with the rows decoded in the worker thread too: a query may return
+        many thousands of them (``select_conversations``), and decoding them on the
+        event loop would hold it for as long."""
+        if self._closed:
+            raise StoreError("the store is closed")
+        return await trio.to_thread.run_sync(
+            self._with_reader,
+            lambda db: [_conversation(row) for row in db.execute(sql, params).fetchall()],
+            limiter=self._read_limiter,
+        )
+
     # conversations
 
     async def create_conversation(self, conv: Conversation) -> None:
@@ -230,8 +242,7 @@ class SqliteStore:
         """The member's conversations, most recently active first, ties by ``cid``."""
         if limit < 0 or skip < 0:
             raise ValueError("limit and skip must not be negative")
-        rows = await self._query(_CONVS_OF, (member, limit, skip))
-        return [_conversation(row) for row in rows]
+        return await self._query_conversations(_CONVS_OF, (member, limit, skip))
 
     async def select_conversations(
         self, where: ConvFilter, order: Sequence[ConvOrder], limit: int, skip: int
@@ -244,8 +255,7 @@ class SqliteStore:
             await trio.lowlevel.checkpoint()
             return []
         sql, args = _select_sql(where, order)
-        rows = await self._query(sql, [*args, limit, skip])
-        return [_conversation(row) for row in rows]
+        return await self._query_conversations(sql, [*args, limit, skip])
 
     # messages
 
