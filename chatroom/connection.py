@@ -74,6 +74,7 @@ class Connection:
         "_ctx",
         "_dirty",
         "_flusher",
+        "_login_deadline",
         "_logins",
         "_nursery",
         "_omit_peer_id",
@@ -99,6 +100,7 @@ class Connection:
         config: Config = ctx.config
         self._transport = transport
         transport.sink = self._send_control
+        transport.on_frames = self._touch
         self._subprotocol = subprotocol
         self._codec = subprotocol.codec
         self._binary = subprotocol.codec.binary_frames
@@ -117,6 +119,7 @@ class Connection:
         self._close: tuple[int, str] | None = None
         self._nursery: trio.Nursery | None = None  # while serving
         self._read_scope: trio.CancelScope | None = None
+        self._login_deadline = 0.0  # set when reading starts
         self._budget = TokenBucket(config.requests_per_second, config.request_burst, 0.0)
 
     # -- Link / Outlet (used by handlers; never await) --------------------------------
@@ -241,15 +244,9 @@ class Connection:
         """Read and run commands until the client leaves. ``scope`` (the read scope)
         carries the idle and login deadlines: one scope for the connection's life
         rather than a new one per message."""
-        config = self._config
-        login_deadline = trio.current_time() + config.login_timeout
+        self._login_deadline = trio.current_time() + self._config.login_timeout
         while True:
-            now = trio.current_time()
-            if self._sessions:
-                login_deadline = now + config.login_timeout
-                scope.deadline = now + config.idle_timeout
-            else:
-                scope.deadline = min(now + config.idle_timeout, login_deadline)
+            self._touch()
             message = await self._transport.receive()  # ConnectionClosed ends us
             within_budget = self._budget.take(trio.current_time())
             try:
@@ -276,6 +273,20 @@ class Connection:
                 self._run_sync(cmd, sync)
             elif handler is not None:
                 await self._run(cmd, handler)
+
+    def _touch(self) -> None:
+        """Move the read scope's deadline: ``idle_timeout`` from now, since any frame
+        (a ping too) shows the client is there; without a session, no later than the
+        login deadline, which only a logged-in session moves."""
+        scope = self._read_scope
+        if scope is None:
+            return
+        now = trio.current_time()
+        if self._sessions:
+            self._login_deadline = now + self._config.login_timeout
+            scope.deadline = now + self._config.idle_timeout
+        else:
+            scope.deadline = min(now + self._config.idle_timeout, self._login_deadline)
 
     def _run_sync(self, cmd: pb.GenericCommand, handler: SyncHandler) -> None:
         try:

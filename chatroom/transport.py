@@ -9,7 +9,8 @@ times slower (ecosystem.md section 6). design.md section 3 kept the layer behind
 one module so that it could be swapped; nothing else imports ``websockets``.
 
 Inbound: ``Transport.receive`` returns whole messages (text as ``str``, binary as
-``bytes``), reassembling fragments; pongs and the reply to a client's close go out
+``bytes``), reassembling fragments; ``on_frames`` tells of every read that brought
+frames, pings and pongs included; pongs and the reply to a client's close go out
 through the connection's own outbound queue (``control_sink``), so they never cut into
 a frame. Outbound data frames are pre-encoded by the caller (``ws_frame``) and written
 with ``write_nowait`` (one non-blocking ``send``) or ``write`` (waiting).
@@ -88,6 +89,7 @@ class Transport:
         "_parts",
         "_protocol",
         "_stream",
+        "on_frames",
         "sink",
     )
 
@@ -107,6 +109,9 @@ class Transport:
         # outbound queue, so that they never cut into a data frame. Until one is set
         # they are written directly.
         self.sink: Callable[[bytes], None] | None = None
+        # Called when a read brought whole frames of any kind, control frames too
+        # (``receive`` returns only messages): the owner's idle deadline.
+        self.on_frames: Callable[[], None] | None = None
 
     # -- inbound ----------------------------------------------------------------------
 
@@ -154,6 +159,8 @@ class Transport:
             self._frame_size = payload // len(events) + _CLIENT_HEADER
             events.reverse()
             self._events = events + self._events
+            if self.on_frames is not None:
+                self.on_frames()
         self._emit_protocol_output()
 
     @property

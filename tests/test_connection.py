@@ -9,8 +9,12 @@ history is intact.
 
 from __future__ import annotations
 
+import contextlib
+import math
+
 import pytest
 import trio
+import trio.testing
 from helpers import (
     ALL_SUBS,
     BASE64_SUB,
@@ -24,6 +28,7 @@ from helpers import (
     running_server,
     users,
 )
+from trio_websocket import ConnectionClosed
 
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.service import dispatch
@@ -305,3 +310,41 @@ async def test_timeouts_leave_other_connections_alone() -> None:
     ):
         assert (await idle.closed()).code == 4108
         assert await alice.take_pushes() == []  # still open, and nothing happened
+
+
+async def ping_every_second(client: Client, seconds: float = math.inf) -> None:
+    count = 0
+    with contextlib.suppress(ConnectionClosed):  # the server may close meanwhile
+        while count < seconds:
+            await trio.sleep(1)
+            await client.ws.ping()  # returns once the pong is back
+            count += 1
+
+
+@fail_after(100)
+async def test_a_client_that_only_pings_stays_connected(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A generic client keeps its connection alive with WebSocket pings, not echo.
+    async with (
+        running_server({"idle_timeout": 5, "login_timeout": 5}) as running,
+        running.user("alice") as client,
+    ):
+        await ping_every_second(client, 30)  # six times idle_timeout
+        await client.sync()  # still open
+        assert len(running.server.connections) == 1
+        reason = await client.closed()  # and once it stops, it is closed
+        assert reason.code == 4107
+
+
+@fail_after(100)
+async def test_pings_do_not_stand_in_for_a_login(autojump_clock: trio.testing.MockClock) -> None:
+    async with (
+        running_server({"idle_timeout": 5, "login_timeout": 10}) as running,
+        running.client() as client,
+    ):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ping_every_second, client)  # until the server closes
+            reason = await client.closed()
+            nursery.cancel_scope.cancel()
+        assert reason.code == 4108
