@@ -266,7 +266,7 @@ class Connection:
                 continue
             if not cmd.HasField("cmd") and not cmd.HasField("i"):
                 # Nothing names it, nothing could answer it by i: an error push it is.
-                self._error(cmd, ChatError(ErrorCode.INVALID_COMMAND, "no cmd"), True)
+                self._error(cmd, ChatError(ErrorCode.INVALID_COMMAND, "missing cmd"), True)
                 continue
             sync, handler = dispatch.route(cmd)
             if sync is not None:
@@ -351,7 +351,9 @@ class Connection:
             reply.i = cmd.i
         elif self._subprotocol.codec is not Codec.JSON and not undecodable:
             return
-        if cmd is not None and cmd.HasField("peerId"):
+        if cmd is not None and 0 < len(cmd.peerId) <= self._config.max_client_id_length:
+            # Routes the error to the SDK's client of that id; a longer one names no
+            # client and is not echoed (it may be a megabyte).
             reply.peerId = cmd.peerId
         self.send(reply)
 

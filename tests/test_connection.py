@@ -112,6 +112,47 @@ async def test_json_commands_with_wrong_names_or_types_get_4201_with_their_i(
         await assert_serving(running, cid, (*HISTORY, "still here"))
 
 
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ('{"i":7}', "missing cmd"),
+        ('{"cmd":"logs","i":7,"l":2147483648}', "l out of range (int32)"),
+        ('{"cmd":"direct","i":7,"' + "k" * 100_000 + '":1}', None),
+    ],
+)
+@fail_after()
+async def test_a_bad_json_command_is_answered_by_its_i_with_a_short_clear_reason(
+    raw: str, reason: str | None
+) -> None:
+    async with running_server() as running, running.user("alice") as client:
+        await client.send_raw(raw)
+        reply = await client.reply_to(7)
+        assert is_error(reply, 4201), reply
+        assert len(reply["reason"]) < 200
+        if reason is not None:
+            assert reply["reason"] == reason
+
+
+@pytest.mark.parametrize("subprotocol", ALL_SUBS)
+@fail_after()
+async def test_a_huge_peer_id_is_not_echoed_back(subprotocol: str) -> None:
+    huge = "y" * 100_000
+    async with running_server() as running, running.client(subprotocol) as client:
+        reply = await client.request({"cmd": "session", "op": "open", "appId": "a", "peerId": huge})
+        assert is_error(reply, 4103), {k: str(v)[:80] for k, v in reply.items()}
+        assert "peerId" not in reply
+        assert len(reply["reason"]) < 200
+        await client.login("alice")  # and the connection goes on
+
+
+@fail_after()
+async def test_a_binary_frame_on_a_json_connection_is_named_as_such() -> None:
+    async with running_server() as running, running.user("alice") as client:
+        await client.send_raw(b"\x08\x0e\x28\x07")  # a protobuf echo
+        error = await client.next_push("error")
+        assert (error["code"], error["reason"]) == (4201, "binary frame on a JSON connection")
+
+
 @pytest.mark.parametrize("subprotocol", ALL_SUBS)
 @fail_after()
 async def test_commands_the_server_does_not_serve_get_4201(subprotocol: str) -> None:
