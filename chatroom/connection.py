@@ -22,7 +22,7 @@ from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Codec, Prepared, Subprotocol, decode, encode
 from chatroom.protocol.errors import ChatError, CloseCode, ErrorCode, ProtocolError
 from chatroom.protocol.framing import ws_frame
-from chatroom.ratelimit import TokenBucket
+from chatroom.ratelimit import FloodGuard, TokenBucket
 from chatroom.service import dispatch
 from chatroom.service import messages as message_service
 from chatroom.service import session as session_service
@@ -73,6 +73,7 @@ class Connection:
         "_config",
         "_ctx",
         "_dirty",
+        "_flood",
         "_flusher",
         "_login_deadline",
         "_logins",
@@ -121,6 +122,7 @@ class Connection:
         self._read_scope: trio.CancelScope | None = None
         self._login_deadline = 0.0  # set when reading starts
         self._budget = TokenBucket(config.requests_per_second, config.request_burst, 0.0)
+        self._flood: FloodGuard | None = None  # made at the first refusal
 
     # -- Link / Outlet (used by handlers; never await) --------------------------------
 
@@ -248,7 +250,8 @@ class Connection:
         while True:
             self._touch()
             message = await self._transport.receive()  # ConnectionClosed ends us
-            within_budget = self._budget.take(trio.current_time())
+            now = trio.current_time()
+            within_budget = self._budget.take(now)
             try:
                 cmd = decode(self._subprotocol.codec, message)
             except ProtocolError as exc:
@@ -259,10 +262,15 @@ class Connection:
                 if i is not None:
                     stub.i = i
                 self._error(stub, ChatError(ErrorCode.INVALID_COMMAND, str(exc)[:200]), True)
+                if not within_budget:
+                    self._over_budget(now)  # a flood of garbage is a flood too
                 continue
             if not within_budget:
                 # Decoded first, so that the refusal answers the request by its ``i``.
-                self._error(cmd, ChatError(ErrorCode.APP_QUOTA_EXCEEDED, "too many requests"))
+                self._refuse(cmd, ErrorCode.APP_QUOTA_EXCEEDED, "too many requests", now)
+                continue
+            if cmd.cmd == pb.direct and not self._user_allows(cmd, now):
+                self._refuse(cmd, ErrorCode.MESSAGE_SENT_QUOTA_EXCEEDED, "too many messages", now)
                 continue
             if not cmd.HasField("cmd") and not cmd.HasField("i"):
                 # Nothing names it, nothing could answer it by i: an error push it is.
@@ -273,6 +281,24 @@ class Connection:
                 self._run_sync(cmd, sync)
             elif handler is not None:
                 await self._run(cmd, handler)
+
+    def _user_allows(self, cmd: pb.GenericCommand, now: float) -> bool:
+        """Whether the sender's budget, shared by all its connections, takes this
+        message (without a session there is no sender: the handler answers 4105)."""
+        session = self.session_for(cmd.peerId)
+        return session is None or self._ctx.user_budgets.take(session.peer_id, now)
+
+    def _refuse(self, cmd: pb.GenericCommand, code: ErrorCode, reason: str, now: float) -> None:
+        """Answer a request over budget; close a client that keeps flooding."""
+        self._error(cmd, ChatError(code, reason))
+        self._over_budget(now)
+
+    def _over_budget(self, now: float) -> None:
+        if self._flood is None:
+            self._flood = FloodGuard(self._config.flood_close_after)
+        if self._flood.refused(now) and self._close is None:
+            log.info("closing %s: request flood", self.remote)
+            self.close_soon(CloseCode.QUOTA_EXCEEDED, "request flood")
 
     def _touch(self) -> None:
         """Move the read scope's deadline: ``idle_timeout`` from now, since any frame

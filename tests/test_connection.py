@@ -230,6 +230,63 @@ async def test_request_flood_gets_4113_replies_and_everyone_keeps_chatting() -> 
         await assert_serving(running, cid, ("hello mallory",), reader="bob")
 
 
+async def flood(client: Client, seconds: float, replies: list[Cmd]) -> None:
+    """Ten echo requests a second for ``seconds`` (or until the server closes)."""
+    end = trio.current_time() + seconds
+    with contextlib.suppress(ConnectionClosed):
+        while trio.current_time() < end:
+            replies.append(await client.request({"cmd": "echo"}))
+            await trio.sleep(0.1)
+
+
+@fail_after(100)
+async def test_a_client_that_keeps_flooding_is_closed_with_4113(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    overrides = {"requests_per_second": 1, "request_burst": 5, "flood_close_after": 10}
+    async with running_server(overrides) as running:
+        async with running.user("mallory") as flooder, running.user("bob") as bob:
+            replies: list[Cmd] = []
+            await flood(flooder, math.inf, replies)  # until the server closes
+            reason = flooder.ws.closed
+            assert reason is not None
+            assert reason.code == 4113
+            assert any(is_error(r, 4113) for r in replies)
+            await bob.sync()  # nobody else noticed
+        await assert_serving(running)
+
+
+@fail_after(100)
+async def test_a_client_that_floods_now_and_then_is_not_closed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    overrides = {"requests_per_second": 1, "request_burst": 5, "flood_close_after": 10}
+    async with running_server(overrides) as running, running.user("alice") as client:
+        replies: list[Cmd] = []
+        for _ in range(3):
+            await flood(client, 6, replies)  # refused for about 5 s
+            await trio.sleep(11)  # then quiet for longer than flood_close_after
+        assert sum(is_error(r, 4113) for r in replies) > 30
+        await client.sync()
+        assert len(running.server.connections) == 1
+
+
+@fail_after()
+async def test_one_client_cannot_send_more_through_several_connections() -> None:
+    overrides = {"user_messages_per_second": 0.001, "user_message_burst": 5}
+    async with (
+        running_server(overrides) as running,
+        users(running, "mallory", "mallory", "bob") as (first, second, bob),
+    ):
+        cid = await bob.start(["mallory"])
+        for client in (first, second, first, second, first):
+            await client.say(cid, "spam")
+        refused = await second.request({"cmd": "direct", "cid": cid, "msg": "spam"})
+        assert (refused["cmd"], refused["code"]) == ("ack", 4116)
+        await bob.say(cid, "bob has his own budget")
+        await first.request({"cmd": "echo"})  # other requests are not limited by it
+
+
 async def overwhelm(
     running: Running, alice: Client, cid: str, delivered: trio.MemoryReceiveChannel[str] | None
 ) -> list[str]:

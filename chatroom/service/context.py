@@ -26,7 +26,7 @@ from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Prepared, Subprotocol
 from chatroom.protocol.errors import ChatError, ErrorCode
 from chatroom.push import PushNotifier
-from chatroom.ratelimit import IntakeBacklog, RoomBudget
+from chatroom.ratelimit import IntakeBacklog, RoomBudget, UserBudgets
 from chatroom.receipts import ReceiptBook
 from chatroom.recent import Dedupe, RoomBuffers
 from chatroom.session import Outlet, Session
@@ -141,6 +141,7 @@ class Context:
     conv_events: ConvEventLog | None = None
     verifier: Verifier | None = None
     room_budgets: dict[str, RoomBudget] = field(default_factory=dict)
+    user_budgets: UserBudgets = field(init=False)  # messages per client id
     intake: IntakeBacklog = field(default_factory=IntakeBacklog)  # for shed_at_intake
     loop_lag: float = 0.0  # seconds the event loop ran late at its last sample
     counters: Counters = field(default_factory=Counters)
@@ -160,6 +161,9 @@ class Context:
         self.words = WordFilter(config.sensitive_words_file, config.sensitive_words_check_interval)
         self.pusher = PushNotifier(config.push_webhook, config.push_queue, config.push_timeout)
         self.receipts = ReceiptBook(config.receipt_memory)
+        self.user_budgets = UserBudgets(
+            config.user_messages_per_second, config.user_message_burst, config.user_budget_clients
+        )
 
     async def conversation(self, cid: str) -> Conversation:
         """The conversation, or 4303 CONVERSATION_NOT_FOUND (also once a temporary
