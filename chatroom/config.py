@@ -148,8 +148,23 @@ class Config:
     """Inbound messages buffered per connection before its reader stops reading."""
     requests_per_second: float = 5000.0
     """Request budget of one connection (token bucket); requests beyond it are answered
-    with 4113 and not executed."""
+    with 4113 and not executed (see ``flood_close_after``)."""
     request_burst: int = 10_000
+    user_messages_per_second: float = 5000.0
+    """Messages (``direct``) one client id may send per second over all its connections
+    together (token bucket); beyond it they are refused with an ack of 4116 and not
+    sent. The default is one connection's request budget: a client's several connections
+    share what one gets. 0 turns it off."""
+    user_message_burst: int = 10_000
+    """Messages a client id may send at once above ``user_messages_per_second``."""
+    user_budget_clients: int = 100_000
+    """Client ids whose message budget is remembered. A budget unused long enough to be
+    full again is forgotten at once; beyond this many the least recently used are
+    forgotten early (they start again with a full budget)."""
+    flood_close_after: float = 10.0
+    """Seconds a connection may keep exceeding its budgets: once its requests have been
+    refused (4113, 4116) for this long, with no pause this long between two refusals, it
+    is closed with 4113 (the SDK reconnects). 0: never closed for it."""
 
     commit_queue: int = 10_000
     """Messages waiting for their group commit; a sender beyond it waits."""

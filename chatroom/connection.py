@@ -22,7 +22,7 @@ from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Codec, Prepared, Subprotocol, decode, encode
 from chatroom.protocol.errors import ChatError, CloseCode, ErrorCode, ProtocolError
 from chatroom.protocol.framing import ws_frame
-from chatroom.ratelimit import TokenBucket
+from chatroom.ratelimit import FloodGuard, TokenBucket
 from chatroom.service import dispatch
 from chatroom.service import messages as message_service
 from chatroom.service import session as session_service
@@ -84,7 +84,9 @@ class Connection:
         "_ctx",
         "_dirty",
         "_first_omits",
+        "_flood",
         "_flusher",
+        "_login_deadline",
         "_logins",
         "_nursery",
         "_omit_peer_id",
@@ -110,6 +112,7 @@ class Connection:
         config: Config = ctx.config
         self._transport = transport
         transport.sink = self._send_control
+        transport.on_frames = self._touch
         self._subprotocol = subprotocol
         self._codec = subprotocol.codec
         self._binary = subprotocol.codec.binary_frames
@@ -131,7 +134,9 @@ class Connection:
         self._close: tuple[int, str] | None = None
         self._nursery: trio.Nursery | None = None  # while serving
         self._read_scope: trio.CancelScope | None = None
+        self._login_deadline = 0.0  # set when reading starts
         self._budget = TokenBucket(config.requests_per_second, config.request_burst, 0.0)
+        self._flood: FloodGuard | None = None  # made at the first refusal
 
     # -- Link / Outlet (used by handlers; never await) --------------------------------
 
@@ -262,17 +267,12 @@ class Connection:
         """Read and run commands until the client leaves. ``scope`` (the read scope)
         carries the idle and login deadlines: one scope for the connection's life
         rather than a new one per message."""
-        config = self._config
-        login_deadline = trio.current_time() + config.login_timeout
+        self._login_deadline = trio.current_time() + self._config.login_timeout
         while True:
-            now = trio.current_time()
-            if self._sessions:
-                login_deadline = now + config.login_timeout
-                scope.deadline = now + config.idle_timeout
-            else:
-                scope.deadline = min(now + config.idle_timeout, login_deadline)
+            self._touch()
             message = await self._transport.receive()  # ConnectionClosed ends us
-            within_budget = self._budget.take(trio.current_time())
+            now = trio.current_time()
+            within_budget = self._budget.take(now)
             try:
                 cmd = decode(self._subprotocol.codec, message)
             except ProtocolError as exc:
@@ -283,20 +283,57 @@ class Connection:
                 if i is not None:
                     stub.i = i
                 self._error(stub, ChatError(ErrorCode.INVALID_COMMAND, str(exc)[:200]), True)
+                if not within_budget:
+                    self._over_budget(now)  # a flood of garbage is a flood too
                 continue
             if not within_budget:
                 # Decoded first, so that the refusal answers the request by its ``i``.
-                self._error(cmd, ChatError(ErrorCode.APP_QUOTA_EXCEEDED, "too many requests"))
+                self._refuse(cmd, ErrorCode.APP_QUOTA_EXCEEDED, "too many requests", now)
+                continue
+            if cmd.cmd == pb.direct and not self._user_allows(cmd, now):
+                self._refuse(cmd, ErrorCode.MESSAGE_SENT_QUOTA_EXCEEDED, "too many messages", now)
                 continue
             if not cmd.HasField("cmd") and not cmd.HasField("i"):
                 # Nothing names it, nothing could answer it by i: an error push it is.
-                self._error(cmd, ChatError(ErrorCode.INVALID_COMMAND, "no cmd"), True)
+                self._error(cmd, ChatError(ErrorCode.INVALID_COMMAND, "missing cmd"), True)
                 continue
             sync, handler = dispatch.route(cmd)
             if sync is not None:
                 self._run_sync(cmd, sync)
             elif handler is not None:
                 await self._run(cmd, handler)
+
+    def _user_allows(self, cmd: pb.GenericCommand, now: float) -> bool:
+        """Whether the sender's budget, shared by all its connections, takes this
+        message (without a session there is no sender: the handler answers 4105)."""
+        session = self.session_for(cmd.peerId)
+        return session is None or self._ctx.user_budgets.take(session.peer_id, now)
+
+    def _refuse(self, cmd: pb.GenericCommand, code: ErrorCode, reason: str, now: float) -> None:
+        """Answer a request over budget; close a client that keeps flooding."""
+        self._error(cmd, ChatError(code, reason))
+        self._over_budget(now)
+
+    def _over_budget(self, now: float) -> None:
+        if self._flood is None:
+            self._flood = FloodGuard(self._config.flood_close_after)
+        if self._flood.refused(now) and self._close is None:
+            log.info("closing %s: request flood", self.remote)
+            self.close_soon(CloseCode.QUOTA_EXCEEDED, "request flood")
+
+    def _touch(self) -> None:
+        """Move the read scope's deadline: ``idle_timeout`` from now, since any frame
+        (a ping too) shows the client is there; without a session, no later than the
+        login deadline, which only a logged-in session moves."""
+        scope = self._read_scope
+        if scope is None:
+            return
+        now = trio.current_time()
+        if self._sessions:
+            self._login_deadline = now + self._config.login_timeout
+            scope.deadline = now + self._config.idle_timeout
+        else:
+            scope.deadline = min(now + self._config.idle_timeout, self._login_deadline)
 
     def _run_sync(self, cmd: pb.GenericCommand, handler: SyncHandler) -> None:
         try:
@@ -368,7 +405,9 @@ class Connection:
             reply.i = cmd.i
         elif self._subprotocol.codec is not Codec.JSON and not undecodable:
             return
-        if cmd is not None and cmd.HasField("peerId"):
+        if cmd is not None and 0 < len(cmd.peerId) <= self._config.max_client_id_length:
+            # Routes the error to the SDK's client of that id; a longer one names no
+            # client and is not echoed (it may be a megabyte).
             reply.peerId = cmd.peerId
         self.send(reply)
 

@@ -1,7 +1,11 @@
-"""Token buckets: a request budget per connection (and, later, per chatroom). Pure:
+"""Token buckets: a request budget per connection, a message budget per client id
+(shared by its connections) and per chatroom, and when to give up on a flooder. Pure:
 the caller passes the current time."""
 
 from __future__ import annotations
+
+import math
+from collections import OrderedDict
 
 
 class TokenBucket:
@@ -25,6 +29,73 @@ class TokenBucket:
             self._tokens -= tokens
             return True
         return False
+
+    @property
+    def last_used(self) -> float:
+        """When ``take`` last ran (its ``now``)."""
+        return self._last
+
+
+class UserBudgets:
+    """A message budget per client id, one token bucket shared by all the connections
+    of that client: several connections get no more than one.
+
+    Memory stays bounded: a bucket unused for ``burst / rate`` seconds is full again,
+    no different from a new one, so it is forgotten; beyond ``max_users`` the least
+    recently used are forgotten early (they start again with a full budget). Buckets
+    are kept in order of use, so forgetting looks at the oldest only.
+    """
+
+    __slots__ = ("_buckets", "_burst", "_max_users", "_rate", "_refill")
+
+    def __init__(self, rate: float, burst: float, max_users: int):
+        self._rate = rate
+        self._burst = burst
+        self._max_users = max_users
+        self._refill = burst / rate if rate > 0 else 0.0  # seconds from empty to full
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def take(self, user: str, now: float) -> bool:
+        """Spend one token of ``user``'s budget if it allows (always, when off)."""
+        if self._rate <= 0:
+            return True
+        buckets = self._buckets
+        bucket = buckets.get(user)
+        if bucket is None:
+            bucket = buckets[user] = TokenBucket(self._rate, self._burst, now)
+        else:
+            buckets.move_to_end(user)
+        allowed = bucket.take(now)
+        while buckets:
+            oldest = next(iter(buckets.values()))
+            if len(buckets) <= self._max_users and now - oldest.last_used < self._refill:
+                break
+            buckets.popitem(last=False)
+        return allowed
+
+
+class FloodGuard:
+    """When to give up on a client that keeps exceeding its budget: once it has been
+    refused for ``after`` seconds, with no pause of ``after`` seconds between two
+    refusals. A client that went over once and slowed down is never closed; one that
+    keeps flooding is, ``after`` seconds into it. ``after`` 0: never."""
+
+    __slots__ = ("_after", "_last", "_since")
+
+    def __init__(self, after: float):
+        self._after = after
+        self._since = -math.inf  # first refusal of the current streak
+        self._last = -math.inf  # latest refusal
+
+    def refused(self, now: float) -> bool:
+        """Record a refusal; True when the client should now be closed."""
+        if now - self._last >= self._after:
+            self._since = now  # a pause long enough: a new streak
+        self._last = now
+        return self._after > 0 and now - self._since >= self._after
 
 
 class RoomBudget:

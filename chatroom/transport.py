@@ -9,7 +9,8 @@ times slower (ecosystem.md section 6). design.md section 3 kept the layer behind
 one module so that it could be swapped; nothing else imports ``websockets``.
 
 Inbound: ``Transport.receive`` returns whole messages (text as ``str``, binary as
-``bytes``), reassembling fragments; pongs and the reply to a client's close go out
+``bytes``), reassembling fragments; ``on_frames`` tells of every read that brought
+frames, pings and pongs included; pongs and the reply to a client's close go out
 through the connection's own outbound queue (``control_sink``), so they never cut into
 a frame. Outbound data frames are pre-encoded by the caller (``ws_frame``) and written
 with ``write_nowait`` (one non-blocking ``send``) or ``write`` (waiting).
@@ -22,11 +23,17 @@ import logging
 import os
 import sys
 import termios
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from functools import partial
+from http import HTTPStatus
 
 import trio
-from websockets.exceptions import InvalidState
+from websockets.exceptions import (
+    HeaderLineTooLong,
+    InvalidState,
+    RequestLineTooLong,
+    TooManyHeaders,
+)
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
 from websockets.protocol import State
@@ -39,6 +46,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "ConnectionClosed",
+    "RefusalLog",
     "Rejected",
     "Transport",
     "TransportBroken",
@@ -81,6 +89,7 @@ class Transport:
         "_parts",
         "_protocol",
         "_stream",
+        "on_frames",
         "sink",
     )
 
@@ -100,6 +109,9 @@ class Transport:
         # outbound queue, so that they never cut into a data frame. Until one is set
         # they are written directly.
         self.sink: Callable[[bytes], None] | None = None
+        # Called when a read brought whole frames of any kind, control frames too
+        # (``receive`` returns only messages): the owner's idle deadline.
+        self.on_frames: Callable[[], None] | None = None
 
     # -- inbound ----------------------------------------------------------------------
 
@@ -147,6 +159,8 @@ class Transport:
             self._frame_size = payload // len(events) + _CLIENT_HEADER
             events.reverse()
             self._events = events + self._events
+            if self.on_frames is not None:
+                self.on_frames()
         self._emit_protocol_output()
 
     @property
@@ -271,11 +285,14 @@ class Transport:
         finally:
             self._eof = True
             self._fd = -1
+            _release(self._protocol)
             await self._stream.aclose()
 
     async def abort(self) -> None:
         """Close the socket without a closing handshake (the client sees 1006)."""
         self._fd = -1
+        self._eof = True
+        _release(self._protocol)
         await self._stream.aclose()
 
     @property
@@ -288,10 +305,48 @@ class Transport:
 Chooser = Callable[[list[str], str], Subprotocol]
 # A connection handler: (transport, the chooser's choice, remote address) -> None.
 Handler = Callable[[Transport, Subprotocol, str], Awaitable[None]]
+# What a handshake ends with: the open WebSocket, a refusal to send, or nothing (the
+# client left).
+_Outcome = tuple[Transport, Subprotocol] | bytes | None
 
 
 class Rejected(Exception):
     """Raised by a Chooser: refuse the handshake with HTTP 400 and this text."""
+
+
+class RefusalLog:
+    """Logs refused handshakes: at most one line per kind of failure every
+    ``interval`` seconds, saying how many of that kind went unlogged since. A flood of
+    bad requests costs a line a minute, not a line (or a traceback) each. Kinds come
+    from a fixed set (exception classes, ``timeout``), so the table stays small."""
+
+    __slots__ = ("_interval", "_kinds")
+
+    def __init__(self, interval: float = 60.0):
+        self._interval = interval
+        self._kinds: dict[str, tuple[float, int]] = {}  # kind -> (logged at, unlogged)
+
+    def note(self, kind: str, remote: str, detail: str) -> None:
+        now = trio.current_time()
+        last = self._kinds.get(kind)
+        if last is not None and now - last[0] < self._interval:
+            self._kinds[kind] = (last[0], last[1] + 1)
+            return
+        self._kinds[kind] = (now, 0)
+        unlogged = last[1] if last is not None else 0
+        log.info(
+            "refused WebSocket handshake (%s) from %s: %s (%d more since the last such line)",
+            kind,
+            remote,
+            _shown(detail),
+            unlogged,
+        )
+
+
+def _shown(text: str, limit: int = 100) -> str:
+    """Client-controlled text for a log line: one line, at most ``limit`` characters."""
+    text = text if len(text) <= limit else text[:limit] + "…"
+    return repr(text)[1:-1]
 
 
 async def serve_websocket(
@@ -304,7 +359,12 @@ async def serve_websocket(
     handshake_timeout: float,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Accept WebSocket connections until cancelled; ``task_status`` gets the port."""
+    """Accept WebSocket connections until cancelled; ``task_status`` gets the port.
+
+    A request that is not a WebSocket handshake gets an HTTP error with a short text
+    body (400; 414 or 431 for a request line or headers over 8 KiB; 426 without the
+    upgrade headers) and is logged by ``RefusalLog``; so is a client that does not
+    finish its handshake within ``handshake_timeout``."""
     listeners = await trio.open_tcp_listeners(port, host=host)
     bound = listeners[0].socket.getsockname()[1]
     accept = partial(
@@ -313,6 +373,7 @@ async def serve_websocket(
         choose=choose,
         max_message_bytes=max_message_bytes,
         handshake_timeout=handshake_timeout,
+        refusals=RefusalLog(),
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(trio.serve_listeners, accept, listeners)
@@ -326,23 +387,24 @@ async def _accept(
     choose: Chooser,
     max_message_bytes: int,
     handshake_timeout: float,
+    refusals: RefusalLog,
 ) -> None:
     """The opening handshake, then the handler. Every failure closes this socket only."""
     try:
         with trio.move_on_after(handshake_timeout) as scope:
-            opened = await _handshake(stream, choose, max_message_bytes)
-        if scope.cancelled_caught or opened is None:
+            outcome = await _handshake(stream, choose, max_message_bytes, refusals)
+        if scope.cancelled_caught:
+            refusals.note("timeout", _remote(stream), f"none within {handshake_timeout:g} s")
+            outcome = None
+        if not isinstance(outcome, tuple):
+            if outcome is not None:
+                await _refuse(stream, outcome)
             await stream.aclose()
             return
-        transport, subprotocol = opened
-        del opened  # the handshake's headers are not kept for the connection's life
+        transport, subprotocol = outcome
+        del outcome  # the handshake's headers are not kept for the connection's life
         try:
-            peer = stream.socket.getpeername()
-            remote = f"{peer[0]}:{peer[1]}"
-        except OSError:
-            remote = "?"
-        try:
-            await handler(transport, subprotocol, remote)
+            await handler(transport, subprotocol, _remote(stream))
         finally:
             # Through the transport, so that its cached descriptor is retired first.
             with trio.CancelScope(shield=True):
@@ -354,9 +416,29 @@ async def _accept(
         await stream.aclose()
 
 
+def _remote(stream: trio.SocketStream) -> str:
+    try:
+        peer = stream.socket.getpeername()
+    except OSError:
+        return "?"
+    return f"{peer[0]}:{peer[1]}"
+
+
+async def _refuse(stream: trio.SocketStream, response: bytes) -> None:
+    """Send an HTTP refusal and end the stream, then read and drop what the client
+    still sends for a moment before the socket is closed: closing with unread input
+    resets the connection, and the client would lose the reply (it may be sending a
+    1 MB header line). Bounded by ``_CLOSE_WAIT``."""
+    with trio.move_on_after(_CLOSE_WAIT):
+        await stream.send_all(response)
+        await stream.send_eof()
+        while await stream.receive_some(_RECEIVE_BYTES):
+            pass
+
+
 async def _handshake(
-    stream: trio.SocketStream, choose: Chooser, max_message_bytes: int
-) -> tuple[Transport, Subprotocol] | None:
+    stream: trio.SocketStream, choose: Chooser, max_message_bytes: int, refusals: RefusalLog
+) -> _Outcome:
     chosen: list[Subprotocol | None] = [None]
 
     def select(protocol: ServerProtocol, offered: Sequence[WsSubprotocol]) -> WsSubprotocol | None:
@@ -366,42 +448,118 @@ async def _handshake(
     protocol = ServerProtocol(
         select_subprotocol=select, max_size=max_message_bytes, logger=_PROTOCOL_LOG
     )
-    request: Request | None = None
-    early: list[object] = []  # frames that came in the same packets as the request
-    while request is None:
+    outcome: _Outcome = None
+    try:
+        request, early = await _read_request(stream, protocol)
+        if request is None:
+            outcome = _unparsed(protocol, _remote(stream), refusals)
+            return outcome
+        outcome = _respond(protocol, request, chosen, choose, _remote(stream), refusals)
+        if isinstance(outcome, bytes) and chosen[0] is not None:
+            await stream.send_all(outcome)
+            _forget_handshake(protocol)
+            transport = Transport(stream, protocol)
+            early.reverse()
+            transport._events = early
+            outcome = (transport, chosen[0])
+        return outcome
+    finally:
+        if not isinstance(outcome, tuple):
+            _release(protocol)  # refused, left or timed out
+
+
+async def _read_request(
+    stream: trio.SocketStream, protocol: ServerProtocol
+) -> tuple[Request | None, list[object]]:
+    """The request and the frames that came in the same packets (None: the client
+    left, or sent something else than an HTTP request: see ``handshake_exc``)."""
+    early: list[object] = []
+    while True:
         data = await stream.receive_some(_RECEIVE_BYTES)
         if not data:
-            return None
+            return None, early
         protocol.receive_data(data)
+        request: Request | None = None
         for event in protocol.events_received():
             if isinstance(event, Request):
                 request = event
             elif request is not None:
                 early.append(event)
-        if request is None and protocol.handshake_exc is not None:
-            protocol.send_response(protocol.reject(400, "bad WebSocket handshake\n"))
-            await stream.send_all(b"".join(protocol.data_to_send()))
-            return None
+        if request is not None or protocol.handshake_exc is not None:
+            return request, early
+
+
+def _unparsed(protocol: ServerProtocol, remote: str, refusals: RefusalLog) -> bytes | None:
+    """The refusal of a request that could not be parsed (None: the client left).
+    Built here rather than by the protocol, which answers only some of these."""
+    exc = protocol.handshake_exc
+    if exc is None:
+        return None
+    if isinstance(exc, RequestLineTooLong):
+        status, text = HTTPStatus.REQUEST_URI_TOO_LONG, "request line too long"
+    elif isinstance(exc, HeaderLineTooLong | TooManyHeaders):
+        status, text = HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "header fields too large"
+    else:
+        status, text = HTTPStatus.BAD_REQUEST, "not an HTTP request"
+    cause = exc.__cause__ or exc
+    refusals.note(type(exc).__name__, remote, f"{int(status)} {text}: {cause}")
+    body = f"{text}\n".encode()
+    head = (
+        f"HTTP/1.1 {int(status)} {status.phrase}\r\nContent-Type: text/plain\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def _respond(
+    protocol: ServerProtocol,
+    request: Request,
+    chosen: list[Subprotocol | None],
+    choose: Chooser,
+    remote: str,
+    refusals: RefusalLog,
+) -> bytes:
+    """The response to a parsed request: 101, or a refusal (logged); ``chosen[0]``
+    is left None for a refusal."""
     offered = [
         name.strip()
         for header in request.headers.get_all("Sec-WebSocket-Protocol")
         for name in header.split(",")
         if name.strip()
     ]
+    kind = None
     try:
         chosen[0] = choose(offered, request.path)
         response = protocol.accept(request)
     except Rejected as exc:
-        response = protocol.reject(400, f"{exc}\n")
+        kind, response = "Rejected", protocol.reject(400, f"{exc}\n")
     protocol.send_response(response)
-    await stream.send_all(b"".join(protocol.data_to_send()))
-    if response.status_code != 101 or chosen[0] is None:
-        return None
-    _forget_handshake(protocol)
-    transport = Transport(stream, protocol)
-    early.reverse()
-    transport._events = early
-    return transport, chosen[0]
+    if response.status_code != 101:
+        chosen[0] = None
+        # No local holds the error: its traceback's frames link back to this one.
+        if kind is None:
+            kind = type(protocol.handshake_exc or response).__name__
+        detail = f"{response.status_code} {response.body.decode(errors='replace').strip()}"
+        refusals.note(kind, remote, detail)
+        request._exception = None  # its traceback holds the request: a cycle
+    return b"".join(protocol.data_to_send())
+
+
+def _release(protocol: ServerProtocol) -> None:
+    """Break the protocol's reference cycles, so that reference counting frees it at
+    once: its parser generator and its bound subprotocol callback refer back to it,
+    and a handshake error's traceback holds the parser's frames. Left to the cycle
+    collector they would wait for a full pass, since gcpolicy freezes what lives over
+    a second, as a half-open handshake does (about 4 KB each, until 15 minutes)."""
+    protocol.parser = _spent_parser()
+    protocol.__dict__.pop("select_subprotocol", None)
+    protocol.handshake_exc = None
+
+
+def _spent_parser() -> Generator[None, None, None]:
+    """A parser that ignores everything: after ``_release`` nothing is parsed."""
+    while True:
+        yield
 
 
 def _forget_handshake(protocol: ServerProtocol) -> None:

@@ -491,7 +491,7 @@ def test_flat_json_names_do_not_collide() -> None:
 
 
 def test_schema_uses_only_types_the_json_codec_handles() -> None:
-    handled = set(codec._SCALAR_CHECKS) | {
+    handled = set(codec._SCALAR_TYPES) | {
         FieldDescriptor.TYPE_BYTES,
         FieldDescriptor.TYPE_ENUM,
         FieldDescriptor.TYPE_MESSAGE,
@@ -748,6 +748,53 @@ def test_protocol_error_names_the_field() -> None:
         codec.decode(Codec.JSON, '{"cmd":"echo","i":"1"}')
     with pytest.raises(ProtocolError, match=r"errorMessage\.reason"):
         codec.decode(Codec.PROTOBUF, _error_without_reason())
+
+
+@pytest.mark.parametrize(
+    ("frame", "reason"),
+    [
+        ('{"i":4}', "missing cmd"),
+        ('{"cmd":null,"i":4}', "missing cmd"),
+        ('{"cmd":"echo","i":2147483648}', "i out of range (int32)"),
+        ('{"cmd":"echo","i":-2147483649}', "i out of range (int32)"),
+        ('{"cmd":"direct","timestamp":9223372036854775808}', "timestamp out of range (int64)"),
+        ('{"cmd":"echo","i":"1"}', "i: wrong type str"),
+        ('{"cmd":"echo","i":true}', "i: wrong type bool"),
+        ('{"cmd":"bogus"}', "cmd: unknown value 'bogus'"),
+        (b"\xff\xfe garbage", "binary frame on a JSON connection"),
+        (b"\x08\x0e\x28\x02", "binary frame on a JSON connection"),  # protobuf echo
+    ],
+)
+def test_protocol_error_says_which_field_and_what_is_wrong(frame: str | bytes, reason: str) -> None:
+    with pytest.raises(ProtocolError) as info:
+        codec.decode(Codec.JSON, frame)
+    assert str(info.value) == reason
+
+
+def test_json_in_a_binary_frame_is_still_a_command() -> None:
+    assert codec.decode(Codec.JSON, b'{"cmd":"echo","i":2}') == pb.GenericCommand(cmd=pb.echo, i=2)
+
+
+_LONG = "z" * 100_000
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        f'{{"cmd":"{_LONG}"}}',
+        f'{{"cmd":"conv","op":"{_LONG}"}}',
+        f'{{"cmd":"direct","{_LONG}":1}}',
+        f'{{"cmd":"{_LONG}","{_LONG}":1}}',
+        f'{{"cmd":"read","convs":[{{"{_LONG}":1}}]}}',
+        f'{{"cmd":["{_LONG}"]}}',
+    ],
+)
+def test_protocol_error_quotes_at_most_64_characters_of_a_client_value(frame: str) -> None:
+    with pytest.raises(ProtocolError) as info:
+        codec.decode(Codec.JSON, frame)
+    reason = str(info.value)
+    assert len(reason) <= 2 * (codec.ECHO_LIMIT + 1) + 40, reason
+    assert "zzz" not in reason or "…" in reason
 
 
 def _accepted_and_reencodable(cmd: pb.GenericCommand) -> None:

@@ -9,8 +9,12 @@ history is intact.
 
 from __future__ import annotations
 
+import contextlib
+import math
+
 import pytest
 import trio
+import trio.testing
 from helpers import (
     ALL_SUBS,
     BASE64_SUB,
@@ -24,6 +28,7 @@ from helpers import (
     running_server,
     users,
 )
+from trio_websocket import ConnectionClosed
 
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.service import dispatch
@@ -107,6 +112,47 @@ async def test_json_commands_with_wrong_names_or_types_get_4201_with_their_i(
         await assert_serving(running, cid, (*HISTORY, "still here"))
 
 
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ('{"i":7}', "missing cmd"),
+        ('{"cmd":"logs","i":7,"l":2147483648}', "l out of range (int32)"),
+        ('{"cmd":"direct","i":7,"' + "k" * 100_000 + '":1}', None),
+    ],
+)
+@fail_after()
+async def test_a_bad_json_command_is_answered_by_its_i_with_a_short_clear_reason(
+    raw: str, reason: str | None
+) -> None:
+    async with running_server() as running, running.user("alice") as client:
+        await client.send_raw(raw)
+        reply = await client.reply_to(7)
+        assert is_error(reply, 4201), reply
+        assert len(reply["reason"]) < 200
+        if reason is not None:
+            assert reply["reason"] == reason
+
+
+@pytest.mark.parametrize("subprotocol", ALL_SUBS)
+@fail_after()
+async def test_a_huge_peer_id_is_not_echoed_back(subprotocol: str) -> None:
+    huge = "y" * 100_000
+    async with running_server() as running, running.client(subprotocol) as client:
+        reply = await client.request({"cmd": "session", "op": "open", "appId": "a", "peerId": huge})
+        assert is_error(reply, 4103), {k: str(v)[:80] for k, v in reply.items()}
+        assert "peerId" not in reply
+        assert len(reply["reason"]) < 200
+        await client.login("alice")  # and the connection goes on
+
+
+@fail_after()
+async def test_a_binary_frame_on_a_json_connection_is_named_as_such() -> None:
+    async with running_server() as running, running.user("alice") as client:
+        await client.send_raw(b"\x08\x0e\x28\x07")  # a protobuf echo
+        error = await client.next_push("error")
+        assert (error["code"], error["reason"]) == (4201, "binary frame on a JSON connection")
+
+
 @pytest.mark.parametrize("subprotocol", ALL_SUBS)
 @fail_after()
 async def test_commands_the_server_does_not_serve_get_4201(subprotocol: str) -> None:
@@ -182,6 +228,63 @@ async def test_request_flood_gets_4113_replies_and_everyone_keeps_chatting() -> 
             await bob.say(cid, "hello mallory")
             assert (await flooder.next_push("direct"))["msg"] == "hello mallory"
         await assert_serving(running, cid, ("hello mallory",), reader="bob")
+
+
+async def flood(client: Client, seconds: float, replies: list[Cmd]) -> None:
+    """Ten echo requests a second for ``seconds`` (or until the server closes)."""
+    end = trio.current_time() + seconds
+    with contextlib.suppress(ConnectionClosed):
+        while trio.current_time() < end:
+            replies.append(await client.request({"cmd": "echo"}))
+            await trio.sleep(0.1)
+
+
+@fail_after(100)
+async def test_a_client_that_keeps_flooding_is_closed_with_4113(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    overrides = {"requests_per_second": 1, "request_burst": 5, "flood_close_after": 10}
+    async with running_server(overrides) as running:
+        async with running.user("mallory") as flooder, running.user("bob") as bob:
+            replies: list[Cmd] = []
+            await flood(flooder, math.inf, replies)  # until the server closes
+            reason = flooder.ws.closed
+            assert reason is not None
+            assert reason.code == 4113
+            assert any(is_error(r, 4113) for r in replies)
+            await bob.sync()  # nobody else noticed
+        await assert_serving(running)
+
+
+@fail_after(100)
+async def test_a_client_that_floods_now_and_then_is_not_closed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    overrides = {"requests_per_second": 1, "request_burst": 5, "flood_close_after": 10}
+    async with running_server(overrides) as running, running.user("alice") as client:
+        replies: list[Cmd] = []
+        for _ in range(3):
+            await flood(client, 6, replies)  # refused for about 5 s
+            await trio.sleep(11)  # then quiet for longer than flood_close_after
+        assert sum(is_error(r, 4113) for r in replies) > 30
+        await client.sync()
+        assert len(running.server.connections) == 1
+
+
+@fail_after()
+async def test_one_client_cannot_send_more_through_several_connections() -> None:
+    overrides = {"user_messages_per_second": 0.001, "user_message_burst": 5}
+    async with (
+        running_server(overrides) as running,
+        users(running, "mallory", "mallory", "bob") as (first, second, bob),
+    ):
+        cid = await bob.start(["mallory"])
+        for client in (first, second, first, second, first):
+            await client.say(cid, "spam")
+        refused = await second.request({"cmd": "direct", "cid": cid, "msg": "spam"})
+        assert (refused["cmd"], refused["code"]) == ("ack", 4116)
+        await bob.say(cid, "bob has his own budget")
+        await first.request({"cmd": "echo"})  # other requests are not limited by it
 
 
 async def overwhelm(
@@ -305,3 +408,41 @@ async def test_timeouts_leave_other_connections_alone() -> None:
     ):
         assert (await idle.closed()).code == 4108
         assert await alice.take_pushes() == []  # still open, and nothing happened
+
+
+async def ping_every_second(client: Client, seconds: float = math.inf) -> None:
+    count = 0
+    with contextlib.suppress(ConnectionClosed):  # the server may close meanwhile
+        while count < seconds:
+            await trio.sleep(1)
+            await client.ws.ping()  # returns once the pong is back
+            count += 1
+
+
+@fail_after(100)
+async def test_a_client_that_only_pings_stays_connected(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A generic client keeps its connection alive with WebSocket pings, not echo.
+    async with (
+        running_server({"idle_timeout": 5, "login_timeout": 5}) as running,
+        running.user("alice") as client,
+    ):
+        await ping_every_second(client, 30)  # six times idle_timeout
+        await client.sync()  # still open
+        assert len(running.server.connections) == 1
+        reason = await client.closed()  # and once it stops, it is closed
+        assert reason.code == 4107
+
+
+@fail_after(100)
+async def test_pings_do_not_stand_in_for_a_login(autojump_clock: trio.testing.MockClock) -> None:
+    async with (
+        running_server({"idle_timeout": 5, "login_timeout": 10}) as running,
+        running.client() as client,
+    ):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ping_every_second, client)  # until the server closes
+            reason = await client.closed()
+            nursery.cancel_scope.cancel()
+        assert reason.code == 4108

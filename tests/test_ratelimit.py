@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from chatroom.ratelimit import IntakeBacklog, RoomBudget, TokenBucket, shed_at_intake
+from chatroom.ratelimit import (
+    FloodGuard,
+    IntakeBacklog,
+    RoomBudget,
+    TokenBucket,
+    UserBudgets,
+    shed_at_intake,
+)
 
 
 def takes(bucket: TokenBucket, now: float, count: int) -> list[bool]:
@@ -127,3 +134,62 @@ def test_intake_backlog_forgets_a_sender_that_went_quiet() -> None:
     intake.sample(quiet, 200, now=0.0)
     assert intake.sample(busy, 5, now=0.4) == 205
     assert intake.sample(busy, 5, now=0.7) == 5  # quiet's sample is older than ttl
+
+
+# per-user budgets
+
+
+def test_user_budget_is_one_bucket_per_client() -> None:
+    budgets = UserBudgets(rate=1.0, burst=3, max_users=100)
+    assert [budgets.take("mallory", 0.0) for _ in range(4)] == [True, True, True, False]
+    assert budgets.take("bob", 0.0)  # another client has its own
+    assert budgets.take("mallory", 1.0)  # refilled at the rate
+    assert not budgets.take("mallory", 1.0)
+
+
+def test_user_budget_off_at_rate_zero() -> None:
+    budgets = UserBudgets(rate=0.0, burst=0, max_users=100)
+    assert all(budgets.take("mallory", 0.0) for _ in range(1000))
+    assert len(budgets) == 0
+
+
+def test_user_budget_forgets_clients_whose_bucket_is_full_again() -> None:
+    budgets = UserBudgets(rate=1.0, burst=2, max_users=100)
+    for i in range(50):
+        budgets.take(f"user{i}", 0.0)
+    assert len(budgets) == 50
+    budgets.take("late", 1.0)  # the others are not full yet (2 s from empty)
+    assert len(budgets) == 51
+    budgets.take("later", 2.0)  # now they are: forgotten, as if never seen
+    assert len(budgets) == 2
+
+
+def test_user_budget_keeps_at_most_max_users() -> None:
+    budgets = UserBudgets(rate=0.001, burst=1, max_users=10)
+    for i in range(1000):
+        assert budgets.take(f"user{i}", float(i) / 1000)
+    assert len(budgets) == 10
+    assert not budgets.take("user999", 1.0)  # the most recent ones are remembered
+
+
+# giving up on a flooder
+
+
+def test_flood_guard_closes_after_refusals_going_on_for_the_period() -> None:
+    guard = FloodGuard(after=10.0)
+    assert [guard.refused(t / 2) for t in range(20)] == [False] * 20  # 0 .. 9.5 s
+    assert guard.refused(10.0)
+
+
+def test_flood_guard_starts_again_after_a_pause() -> None:
+    guard = FloodGuard(after=10.0)
+    for t in range(9):
+        assert not guard.refused(float(t))
+    for t in range(19, 28):  # 11 s without a refusal first: a new streak
+        assert not guard.refused(float(t))
+    assert guard.refused(29.0)
+
+
+def test_flood_guard_off_at_zero() -> None:
+    guard = FloodGuard(after=0.0)
+    assert not any(guard.refused(float(t)) for t in range(100))

@@ -5,6 +5,8 @@ real localhost sockets with trio-websocket as the client. Port 0, every test und
 
 from __future__ import annotations
 
+import gc
+import logging
 import os
 import struct
 from collections.abc import AsyncIterator
@@ -20,6 +22,7 @@ from trio_websocket import (
     WebSocketConnection,
     open_websocket_url,
 )
+from websockets.server import ServerProtocol
 
 from chatroom import transport as transport_module
 from chatroom.protocol.codec import Codec, Subprotocol
@@ -293,3 +296,143 @@ async def test_fragments_are_reassembled_and_invalid_utf8_closes_with_1007() -> 
         with pytest.raises(transport_module.ConnectionClosed) as info:
             await transport.receive()
         assert info.value.code == 1007
+
+
+# -- refused and abandoned handshakes ---------------------------------------------------
+
+
+@asynccontextmanager
+async def listening(handshake_timeout: float = 5) -> AsyncIterator[int]:
+    """A WebSocket listener on localhost (its port) whose handler closes at once."""
+
+    async def handler(transport: Transport, chosen: Subprotocol, remote: str) -> None:
+        await transport.aclose(1000, "bye")
+
+    async with trio.open_nursery() as nursery:
+        yield await nursery.start(
+            lambda task_status: transport_module.serve_websocket(
+                handler,
+                _choose,
+                "127.0.0.1",
+                0,
+                max_message_bytes=1024,
+                handshake_timeout=handshake_timeout,
+                task_status=task_status,
+            )
+        )
+        nursery.cancel_scope.cancel()
+
+
+async def exchange(port: int, request: bytes) -> bytes:
+    """Send ``request`` (while reading, since the server may answer before it has read
+    all of it) and return everything received until the server hangs up."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    received = b""
+    async with stream, trio.open_nursery() as nursery:
+        if request:
+            nursery.start_soon(stream.send_all, request)
+        while chunk := await stream.receive_some(65536):
+            received += chunk
+    return received
+
+
+_MB = b"a" * 2**20
+BAD_REQUESTS = [
+    ("header-line-1MB", b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + _MB + b"\r\n\r\n", 431),
+    ("too-many-headers", b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 500 + b"\r\n", 431),
+    ("request-line-1MB", b"GET /" + _MB + b" HTTP/1.1\r\n\r\n", 414),
+    ("not-http", b"\x00\xffNOT HTTP AT ALL\r\n\r\n", 400),
+    ("no-version", b"GET /\r\n\r\n", 400),
+    ("plain-get", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 426),
+]
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [(r, s) for _, r, s in BAD_REQUESTS],
+    ids=[name for name, _, _ in BAD_REQUESTS],
+)
+@fail_after()
+async def test_a_malformed_handshake_gets_an_http_error_and_no_traceback(
+    request_bytes: bytes, status: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with listening() as port:
+        reply = await exchange(port, request_bytes)
+        head, _, body = reply.partition(b"\r\n\r\n")
+        assert head.startswith(f"HTTP/1.1 {status} ".encode()), reply[:200]
+        assert 0 < len(body) < 200
+        async with open_websocket_url(f"ws://127.0.0.1:{port}/") as ws:
+            assert ws.subprotocol is None  # and the listener still serves
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info] == []
+
+
+@fail_after()
+async def test_refused_handshakes_are_logged_once_per_kind(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, "chatroom.transport")
+    async with listening() as port:
+        for _ in range(20):
+            assert (await exchange(port, b"\x00junk\r\n\r\n")).startswith(b"HTTP/1.1 400 ")
+            assert (await exchange(port, BAD_REQUESTS[0][1])).startswith(b"HTTP/1.1 431 ")
+    lines = [r.getMessage() for r in caplog.records if r.name == "chatroom.transport"]
+    assert len(lines) == 2, lines
+    assert "(InvalidMessage)" in lines[0]
+    assert "(HeaderLineTooLong)" in lines[1]
+    assert all(len(line) < 300 for line in lines)
+
+
+async def test_a_refusal_log_line_counts_those_left_out_since_the_last(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "chatroom.transport")
+    refusals = transport_module.RefusalLog(interval=60)
+    for _ in range(5):
+        refusals.note("InvalidMessage", "1.2.3.4:5", "400 not an HTTP request")
+    refusals.note("timeout", "1.2.3.4:6", "none within 10 s")
+    await trio.sleep(59)
+    refusals.note("InvalidMessage", "1.2.3.4:7", "x" * 10_000)  # still within the minute
+    await trio.sleep(1)
+    refusals.note("InvalidMessage", "1.2.3.4:8", "400 not an HTTP request")
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 3, lines
+    assert "(0 more since" in lines[0]
+    assert "(timeout)" in lines[1]
+    assert "1.2.3.4:8" in lines[2]
+    assert "(5 more since" in lines[2]
+
+
+def _live_protocols() -> int:
+    return sum(isinstance(o, ServerProtocol) for o in gc.get_objects())
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"",  # connects and waits: the handshake times out
+        b"GET / HTTP/1.1\r\nHost: x\r\n",  # half a request, then the timeout
+        b"\x00junk\r\n\r\n",
+        BAD_REQUESTS[0][1],
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        b"Sec-WebSocket-Protocol: refuse-me\r\n\r\n",
+    ],
+    ids=["silent", "half", "not-http", "too-large", "plain-get", "refused"],
+)
+@fail_after(100)
+async def test_failed_handshakes_are_freed_without_the_cycle_collector(
+    request_bytes: bytes, autojump_clock: trio.testing.MockClock
+) -> None:
+    # The server freezes long-lived objects out of the collector's sight (gcpolicy):
+    # a failed handshake that left a reference cycle would stay until a full pass.
+    gc.collect()
+    gc.disable()
+    try:
+        async with listening(handshake_timeout=5) as port:
+            for _ in range(10):
+                await exchange(port, request_bytes)  # the server hangs up in the end
+            await trio.testing.wait_all_tasks_blocked()
+            assert _live_protocols() == 0
+    finally:
+        gc.enable()

@@ -26,7 +26,6 @@ import base64
 import binascii
 import enum
 import functools
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
@@ -107,7 +106,15 @@ def decode(codec: Codec, frame: str | bytes) -> pb.GenericCommand:
     keeps it among the unknown fields and the field reads as absent), so that the request
     can still be answered by its ``i``: check ``HasField("cmd")`` before dispatching on it."""
     if codec is Codec.JSON:
-        return from_json(_load_json_object(frame))
+        if isinstance(frame, str):
+            return from_json(_load_json_object(frame))
+        try:
+            obj = _load_json_object(frame)
+        except ProtocolError:
+            # A JSON object in a binary frame is accepted; anything else there is most
+            # likely a client of another codec: say that, not what the JSON parser saw.
+            raise ProtocolError("binary frame on a JSON connection") from None
+        return from_json(obj)
     if isinstance(frame, str):
         # base64 codec; binary-codec clients sending text are treated the same way.
         try:
@@ -393,9 +400,13 @@ def _load_json_object(raw: str | bytes) -> JsonDict:
 
 
 def from_json(obj: JsonDict) -> pb.GenericCommand:
-    """Parse a flat JSON command. Unknown keys and wrong types raise ProtocolError."""
+    """Parse a flat JSON command. Unknown keys and wrong types raise ProtocolError,
+    whose text names the field and the problem; client values in it are cut to
+    ``ECHO_LIMIT`` characters."""
     cmd = pb.GenericCommand()
     name = obj.get("cmd")
+    if name is None:
+        raise ProtocolError("missing cmd")
     cmd.cmd = pb.CommandType.ValueType(_enum_in(pb.CommandType.DESCRIPTOR, name, "cmd"))
     if "op" in obj:
         op = obj["op"]
@@ -411,7 +422,7 @@ def from_json(obj: JsonDict) -> pb.GenericCommand:
         elif body is not None and key in body.DESCRIPTOR.fields_by_name:
             _set_field(body, body.DESCRIPTOR.fields_by_name[key], value)
         else:
-            raise ProtocolError(f"unknown field {key!r} for cmd {name!r}")
+            raise ProtocolError(f"unknown field {shown(key)} for cmd {shown(name)}")
     # A body with no keys stays absent, as in the protobuf frames (``session close``).
     _check_required(cmd)
     return cmd
@@ -432,18 +443,35 @@ def _enum_in(enum_type: EnumDescriptor, value: object, what: str) -> int:
         and value in enum_type.values_by_number
     ):
         return value
-    raise ProtocolError(f"{what}: unknown value {value!r}")
+    raise ProtocolError(f"{what}: unknown value {shown(value)}")
 
 
-_SCALAR_CHECKS: dict[int, Callable[[object], bool]] = {
-    FieldDescriptor.TYPE_STRING: lambda v: isinstance(v, str),
-    FieldDescriptor.TYPE_BOOL: lambda v: isinstance(v, bool),
-    FieldDescriptor.TYPE_INT32: lambda v: (
-        isinstance(v, int) and not isinstance(v, bool) and -(2**31) <= v < 2**31
-    ),
-    FieldDescriptor.TYPE_INT64: lambda v: (
-        isinstance(v, int) and not isinstance(v, bool) and -(2**63) <= v < 2**63
-    ),
+ECHO_LIMIT = 64  # characters of a client's value quoted back in an error
+
+
+def shown(value: object) -> str:
+    """A client's value as quoted in an error text: the repr of a string or number,
+    cut to ``ECHO_LIMIT`` characters; only the type of anything else (a list or an
+    object may be a megabyte long)."""
+    if isinstance(value, str):
+        text = repr(value[: ECHO_LIMIT + 1])  # no repr of a huge string just to cut it
+    elif value is None or isinstance(value, int | float):
+        text = repr(value)
+    else:
+        return f"<{type(value).__name__}>"
+    return text if len(text) <= ECHO_LIMIT else text[:ECHO_LIMIT] + "…"
+
+
+_SCALAR_TYPES: dict[int, tuple[type, ...]] = {
+    FieldDescriptor.TYPE_STRING: (str,),
+    FieldDescriptor.TYPE_BOOL: (bool,),
+    FieldDescriptor.TYPE_INT32: (int,),
+    FieldDescriptor.TYPE_INT64: (int,),
+}
+# Which integers each integer type holds, named as in the error text.
+_INT_RANGES: dict[int, tuple[int, int, str]] = {
+    FieldDescriptor.TYPE_INT32: (-(2**31), 2**31, "int32"),
+    FieldDescriptor.TYPE_INT64: (-(2**63), 2**63, "int64"),
 }
 
 
@@ -486,7 +514,7 @@ def _fill_message(msg: PbMessage, value: object, name: str) -> None:
     for key, item in value.items():
         field = cast("FieldDescriptor | None", msg.DESCRIPTOR.fields_by_name.get(key))
         if field is None:
-            raise ProtocolError(f"{name}: unknown field {key!r}")
+            raise ProtocolError(f"{name}: unknown field {shown(key)}")
         _set_field(msg, field, item)
 
 
@@ -500,7 +528,11 @@ def _scalar(field: FieldDescriptor, value: object) -> object:
             raise ProtocolError(f"{field.name}: not base64") from exc
     if field.type == FieldDescriptor.TYPE_ENUM:
         return _enum_in(_enum_type(field), value, field.name)
-    check = _SCALAR_CHECKS.get(field.type)
-    if check is None or not check(value):
+    expected = _SCALAR_TYPES.get(field.type, ())
+    is_bool = isinstance(value, bool)
+    if not isinstance(value, expected) or (is_bool and bool not in expected):
         raise ProtocolError(f"{field.name}: wrong type {type(value).__name__}")
+    bounds = _INT_RANGES.get(field.type)
+    if bounds is not None and not bounds[0] <= cast(int, value) < bounds[1]:
+        raise ProtocolError(f"{field.name} out of range ({bounds[2]})")
     return value

@@ -28,7 +28,9 @@ class ErrorCode(enum.IntEnum):
     INVALID_ORIGIN = 4110
     SESSION_CONFLICT = 4111
     SESSION_TOKEN_EXPIRED = 4112
-    APP_QUOTA_EXCEEDED = 4113
+    APP_QUOTA_EXCEEDED = 4113  # over the connection's ``requests_per_second``
+    # over the sender's ``user_messages_per_second`` (all its connections) or the
+    # chatroom's ``room_messages_per_second``
     MESSAGE_SENT_QUOTA_EXCEEDED = 4116
     INTERNAL_ERROR = 4200
     INVALID_COMMAND = 4201  # not LeanCloud's: a frame that is not a command we understand
@@ -73,7 +75,9 @@ class CloseCode(enum.IntEnum):
     INVALID_LOGIN = 4103  # terminal
     READ_TIMEOUT = 4107  # reconnectable: nothing received for ``idle_timeout``
     LOGIN_TIMEOUT = 4108  # reconnectable: no session opened within ``login_timeout``
-    QUOTA_EXCEEDED = 4113  # reconnectable: request flood beyond the per-connection budget
+    # reconnectable: requests kept exceeding the connection's or the client's budget
+    # (4113/4116 refusals) for ``flood_close_after`` seconds
+    QUOTA_EXCEEDED = 4113
     # reconnectable: the client did not read fast enough (its outbox overflowed, a write
     # waited ``write_timeout``, or it held the most when ``queued_bytes_budget`` was spent)
     SLOW_CONSUMER = 4120

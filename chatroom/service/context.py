@@ -27,7 +27,7 @@ from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Prepared, Subprotocol
 from chatroom.protocol.errors import ChatError, ErrorCode
 from chatroom.push import PushNotifier
-from chatroom.ratelimit import IntakeBacklog, RoomBudget
+from chatroom.ratelimit import IntakeBacklog, RoomBudget, UserBudgets
 from chatroom.receipts import ReceiptBook, Waiting
 from chatroom.recent import Dedupe, RoomBuffers
 from chatroom.session import Outlet, Session
@@ -163,6 +163,7 @@ class Context:
     conv_events: ConvEventLog | None = None
     verifier: Verifier | None = None
     room_budgets: dict[str, RoomBudget] = field(default_factory=dict)
+    user_budgets: UserBudgets = field(init=False)  # messages per client id
     intake: IntakeBacklog = field(default_factory=IntakeBacklog)  # for shed_at_intake
     loop_lag: float = 0.0  # seconds the event loop ran late at its last sample
     counters: Counters = field(default_factory=Counters)
@@ -186,6 +187,9 @@ class Context:
         self.lasting = Lasting(self.store, config.lasting_backlog)
         self.receipts = ReceiptBook(config.receipt_memory, self._receipt_changed)
         self.queued = QueuedBytes(config.queued_bytes_budget)
+        self.user_budgets = UserBudgets(
+            config.user_messages_per_second, config.user_message_burst, config.user_budget_clients
+        )
 
     def _receipt_changed(self, cid: str, mid: str, waiting: Waiting | None) -> None:
         record = None
