@@ -293,10 +293,14 @@ class Outbox:
     def _make_room(self, size: int, priority: Priority) -> Verdict | None:
         """Shed what policy allows and reserve slabs; None when ``size`` now fits."""
         verdict = None if self._fits(size) else self._shed_for(size, priority)
-        if verdict is None and not self._reserve(size, priority >= _SHEDDABLE):
+        if verdict is not None:
+            if self._reserved:
+                self._reserve(0)  # frames evicted before the verdict: give their slabs back
+            return verdict
+        if not self._reserve(size, priority >= _SHEDDABLE):
             self._count_shed(priority)
             return _SHED
-        return verdict
+        return None
 
     def _reserve(self, size: int, sheddable: bool = False) -> bool:
         """Reserve (or give back) whole slabs for the bytes queued plus ``size``,

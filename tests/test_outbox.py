@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import SupportsIndex
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from chatroom.outbox import (
@@ -329,6 +329,8 @@ long_runs = st.lists(
 
 @settings(max_examples=300, deadline=None)
 @given(long_runs, st.integers(20, 300), st.integers(1, 20))
+# A NORMAL frame evicted for a frame that then overflows gives its slab back.
+@example([("offer", 4, RELIABLE), ("offer", 13, Priority.NORMAL), ("offer", 17, RELIABLE)], 20, 2)
 def test_shedding_order_is_the_reference_policy(
     ops: list[tuple[str, int, Priority]], max_bytes: int, max_frames: int
 ) -> None:
