@@ -2,6 +2,6 @@ from __future__ import annotations
 
 import sys
 
-from chatroom.cli import main
+from chatroom.cli.main import main
 
 sys.exit(main())

@@ -16,10 +16,13 @@ from __future__ import annotations
 import base64
 import contextlib
 import functools
+import json
+import threading
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any, ParamSpec, TypeVar, cast
 
 import orjson
@@ -27,9 +30,9 @@ import trio
 from trio_websocket import CloseReason, ConnectionClosed, WebSocketConnection, open_websocket_url
 
 from chatroom.config import Config
+from chatroom.net.server import Server
 from chatroom.protocol import codec
 from chatroom.protocol.codec import Codec
-from chatroom.server import Server
 from chatroom.store.base import Store
 
 JSON_SUB = "lc.json.3"
@@ -319,3 +322,34 @@ async def assert_serving(
         if cid is not None:
             logs = await client.all_logs(cid)
             assert tuple(item["data"] for item in logs) == texts
+
+
+# -- an HTTP endpoint that records what it is sent (webhook tests)
+
+
+class _Hook(BaseHTTPRequestHandler):
+    received: list[Any] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).received.append(json.loads(body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def webhook() -> Iterator[tuple[str, list[Any]]]:
+    """A real HTTP server on localhost, in a thread; yields its URL and what it got."""
+    received: list[Any] = []
+    handler = type("Hook", (_Hook,), {"received": received})
+    httpd = HTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/push", received
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -3,19 +3,11 @@
 ``connect`` gives an async ``Client`` on Trio; ``SyncClient`` is the same behind
 blocking calls. Events (``Message``, ``ConvEvent``, ``Receipt``, ``Unread``,
 ``Patch``, ``StateChange``, ``Other``) come from ``Client.events()``. See
-``chatroom.client.connection`` for an example.
+``chatroom.client.trio_client`` for an example.
 """
 
 from __future__ import annotations
 
-from chatroom.client.connection import (
-    Client,
-    ConnectionLost,
-    Options,
-    RequestError,
-    Sent,
-    connect,
-)
 from chatroom.client.events import (
     ConvEvent,
     Event,
@@ -28,6 +20,14 @@ from chatroom.client.events import (
     UnreadCount,
 )
 from chatroom.client.sync import SyncClient
+from chatroom.client.trio_client import (
+    Client,
+    ConnectionLost,
+    Options,
+    RequestError,
+    Sent,
+    connect,
+)
 
 __all__ = [
     "Client",

@@ -20,8 +20,8 @@ from typing import TypeVar
 
 import trio
 
-from chatroom.client.connection import Client, ConnectionLost, Options, Sent, connect
 from chatroom.client.events import Event, Message
+from chatroom.client.trio_client import Client, ConnectionLost, Options, Sent, connect
 
 T = TypeVar("T")
 

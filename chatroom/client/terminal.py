@@ -13,8 +13,8 @@ from typing import TextIO
 
 import trio
 
-from chatroom.client.connection import Client, ConnectionLost, Options, RequestError, connect
 from chatroom.client.events import ConvEvent, Event, Message, StateChange
+from chatroom.client.trio_client import Client, ConnectionLost, Options, RequestError, connect
 
 HELP = """\
 commands:

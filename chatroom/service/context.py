@@ -15,23 +15,22 @@ from typing import Protocol
 
 import trio
 
-from chatroom.committer import Committer
 from chatroom.config import Config
-from chatroom.convlog import ConvEventLog
-from chatroom.filter import WordFilter
-from chatroom.ids import MessageClock, ObjectIds, wall_ms
-from chatroom.lasting import Lasting
-from chatroom.outbox import Priority, QueuedBytes, ShedTotals
-from chatroom.presence import Presence
+from chatroom.core.convlog import ConvEventLog
+from chatroom.core.ids import MessageClock, ObjectIds, wall_ms
+from chatroom.core.outbox import Priority, QueuedBytes, ShedTotals
+from chatroom.core.presence import Outlet, Presence, Session
+from chatroom.core.ratelimit import IntakeBacklog, RoomBudget, UserBudgets
+from chatroom.core.receipt_book import ReceiptBook, Waiting
+from chatroom.core.recent import Dedupe, RoomBuffers
+from chatroom.core.signature import Verifier
+from chatroom.core.wordfilter import WordFilter
+from chatroom.http.push_webhook import PushNotifier
+from chatroom.net.committer import Committer
+from chatroom.net.journal import Lasting
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Prepared, Subprotocol
 from chatroom.protocol.errors import ChatError, ErrorCode
-from chatroom.push import PushNotifier
-from chatroom.ratelimit import IntakeBacklog, RoomBudget, UserBudgets
-from chatroom.receipts import ReceiptBook, Waiting
-from chatroom.recent import Dedupe, RoomBuffers
-from chatroom.session import Outlet, Session
-from chatroom.signature import Verifier
 from chatroom.store.base import Conversation, ConvType, PendingReceipt, SessionRecord, Store
 
 
@@ -170,8 +169,8 @@ class Context:
     conversations: ConversationCache = field(init=False)
     dedupe: Dedupe = field(init=False)
     rooms: RoomBuffers = field(init=False)
-    words: WordFilter = field(init=False)  # sensitive-word filter (chatroom/filter.py)
-    pusher: PushNotifier = field(init=False)  # offline push webhook (chatroom/push.py)
+    words: WordFilter = field(init=False)  # sensitive-word filter (chatroom/core/wordfilter.py)
+    pusher: PushNotifier = field(init=False)  # offline push webhook (chatroom/http/push_webhook.py)
     receipts: ReceiptBook = field(init=False)  # messages waiting for a delivery receipt
     lasting: Lasting = field(init=False)  # what outlives a restart, written behind
     queued: QueuedBytes = field(init=False)  # bytes in every outbox (queued_bytes_budget)

@@ -5,7 +5,7 @@ A query runs in two steps so that it stays fast however many conversations are s
 1. ``plan`` turns the indexable part of ``where`` into a ``ConvFilter`` (ids, members,
    type, creator, time ranges, attribute equalities), which the store answers with its
    indexes, in the requested order, a batch at a time;
-2. every candidate is then checked against the whole ``where`` by ``chatroom.query``,
+2. every candidate is then checked against the whole ``where`` by ``chatroom.core.matcher``,
    until a page is full. The filter may let through more than ``where`` accepts, never
    less, so the result is the same as matching every stored conversation.
 
@@ -24,9 +24,9 @@ from datetime import datetime
 import orjson
 import trio
 
-from chatroom.ids import iso, wall_ms
+from chatroom.core.ids import iso, wall_ms
+from chatroom.core.matcher import Doc, bad_query, matches, sort_docs, validate, validate_sort
 from chatroom.protocol import messages_pb2 as pb
-from chatroom.query import Doc, bad_query, matches, sort_docs, validate, validate_sort
 from chatroom.service.context import Context, Link, require_session
 from chatroom.store.base import (
     RANGE_FIELDS,

@@ -12,14 +12,14 @@ from collections.abc import Iterable
 import orjson
 import trio
 
-from chatroom.ids import iso, wall_ms
+from chatroom.core.ids import iso, wall_ms
+from chatroom.core.presence import Session
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Prepared
 from chatroom.protocol.errors import ChatError, ErrorCode
 from chatroom.service import signing
 from chatroom.service.context import SENT, Context, Link, require_session, valid_client_id
 from chatroom.service.conv_events import push
-from chatroom.session import Session
 from chatroom.store.base import JSON, Conversation, ConvFilter, ConvOrder, ConvType
 
 # Keys a client cannot set: the server owns them.

@@ -11,11 +11,11 @@ take it past ``max_reply_bytes`` (``within_bytes``).
 
 from __future__ import annotations
 
-from chatroom import history
+from chatroom.core import paging as history
+from chatroom.core.receipt_book import receipts_apply
+from chatroom.core.replybudget import fitting, item_size
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.errors import ChatError, ErrorCode
-from chatroom.receipts import receipts_apply
-from chatroom.replybudget import fitting, item_size
 from chatroom.service.context import Context, Link, require_session
 from chatroom.service.messages import log_item
 from chatroom.service.receipts import receipt_times

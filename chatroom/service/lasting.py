@@ -1,7 +1,7 @@
 """What a restarted server brings back from the store, and the wills it keeps there.
 
 The memory structures answer every request; the store (written behind by
-``chatroom/lasting.py``) is what they are rebuilt from after a restart:
+``chatroom/net/journal.py``) is what they are rebuilt from after a restart:
 
 - at start (``restore``): the nonces still in their window, so that a signature used
   before the restart is refused after it, and the newest pending receipts;
@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import trio
 
-from chatroom.ids import wall_ms
+from chatroom.core.ids import wall_ms
+from chatroom.core.presence import Session
+from chatroom.core.receipt_book import Waiting
 from chatroom.protocol import messages_pb2 as pb
-from chatroom.receipts import Waiting
 from chatroom.service import signing
 from chatroom.service.context import Context, SessionTicket
-from chatroom.session import Session
 from chatroom.store.base import WillRecord
 
 

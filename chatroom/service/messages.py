@@ -13,13 +13,13 @@
   it drops without a logout (a keepalive timeout included), to the members online
   then; never stored as a message, never counted as unread (see ``send_wills``). The
   store keeps it so that a session resumed after a restart has it again.
-- Sensitive words (``chatroom/filter.py``) are masked before a message is stored or
+- Sensitive words (``chatroom/core/wordfilter.py``) are masked before a message is stored or
   pushed in groups of more than two, chatrooms and system conversations; the sender's
   sessions then get a ``patch/modify`` with ``patchCode`` (service/patches.py).
 - ``r: true`` in a conversation of at most two members: the message waits in
   ``ctx.receipts`` for the receiver's ack (service/receipts.py).
 - Offline push: after the commit, members of a normal or temporary conversation with no
-  session who have not muted it are handed to the push webhook (``chatroom/push.py``).
+  session who have not muted it are handed to the push webhook (``chatroom/http/push_webhook.py``).
 JS awaits an ack for every ``direct``, transient and will ones included.
 """
 
@@ -32,19 +32,19 @@ from collections.abc import Sequence
 import orjson
 import trio
 
-from chatroom.ids import wall_ms
-from chatroom.outbox import Priority
+from chatroom.core.ids import wall_ms
+from chatroom.core.outbox import Priority
+from chatroom.core.presence import Session
+from chatroom.core.ratelimit import RoomBudget, shed_at_intake
+from chatroom.core.receipt_book import receipts_apply
+from chatroom.core.recent import Pending
+from chatroom.http.push_webhook import payload_for
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Prepared
 from chatroom.protocol.errors import ChatError, ErrorCode
-from chatroom.push import payload_for
-from chatroom.ratelimit import RoomBudget, shed_at_intake
-from chatroom.receipts import receipts_apply
-from chatroom.recent import Pending
 from chatroom.service import lasting
 from chatroom.service.context import SENT, Context, Link, require_session
 from chatroom.service.patches import filtered_notice, filters_apply
-from chatroom.session import Session
 from chatroom.store.base import Conversation, ConvType, Message
 
 

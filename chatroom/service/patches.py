@@ -23,13 +23,13 @@ from collections.abc import Sequence
 
 import trio
 
-from chatroom.ids import wall_ms
+from chatroom.core.ids import wall_ms
+from chatroom.core.presence import Session
+from chatroom.core.replybudget import Budget, item_size
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Prepared
 from chatroom.protocol.errors import ChatError, ErrorCode
-from chatroom.replybudget import Budget, item_size
 from chatroom.service.context import Context, Link, require_session
-from chatroom.session import Session
 from chatroom.store.base import Conversation, ConvType, Message, Patch
 
 RECALLED = '{"_lctype":-127}'

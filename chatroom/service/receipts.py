@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import trio
 
-from chatroom.ids import wall_ms
+from chatroom.core.ids import wall_ms
+from chatroom.core.presence import Session
+from chatroom.core.receipt_book import receipts_apply
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Prepared
 from chatroom.protocol.errors import ChatError, ErrorCode
-from chatroom.receipts import receipts_apply
 from chatroom.service import unread
 from chatroom.service.context import Context, Link, require_session
-from chatroom.session import Session
 from chatroom.store.base import Conversation, ConvType, MemberMarks, Message
 
 

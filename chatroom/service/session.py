@@ -21,7 +21,8 @@ import logging
 
 import trio
 
-from chatroom.ids import session_token, wall_ms
+from chatroom.core.ids import session_token, wall_ms
+from chatroom.core.presence import Session
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.errors import ChatError, ErrorCode
 from chatroom.service import lasting, signing, unread
@@ -33,7 +34,6 @@ from chatroom.service.context import (
     require_session,
     valid_client_id,
 )
-from chatroom.session import Session
 
 log = logging.getLogger(__name__)
 

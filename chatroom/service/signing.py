@@ -1,4 +1,4 @@
-"""Where signatures are checked (chatroom/signature.py has the scheme).
+"""Where signatures are checked (chatroom/core/signature.py has the scheme).
 
 Switched on per kind by the ``signatures`` setting; the signed texts use the configured
 ``app_id`` (or, for a login, the ``appId`` the client sent when none is configured).
@@ -8,11 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from chatroom.ids import wall_ms
-from chatroom.protocol import messages_pb2 as pb
-from chatroom.protocol.errors import ChatError, ErrorCode
-from chatroom.service.context import Context
-from chatroom.signature import (
+from chatroom.core.ids import wall_ms
+from chatroom.core.signature import (
     ACTIONS,
     CONVERSATION,
     LOGIN,
@@ -21,6 +18,9 @@ from chatroom.signature import (
     members_text,
     start_text,
 )
+from chatroom.protocol import messages_pb2 as pb
+from chatroom.protocol.errors import ChatError, ErrorCode
+from chatroom.service.context import Context
 
 
 def verifier_of(ctx: Context) -> Verifier:

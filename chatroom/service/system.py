@@ -3,14 +3,14 @@
 Clients subscribe and unsubscribe themselves (``conv/add`` / ``conv/remove`` with their
 own id, which is what ``ServiceConversation.subscribe`` sends in the JS SDK 4.3.1), get
 every message the operator sends while online, and may not send (4307) or change the
-conversation (4308). The operator acts through ``chatroom/admin.py``.
+conversation (4308). The operator acts through ``chatroom/http/admin.py``.
 """
 
 from __future__ import annotations
 
 import trio
 
-from chatroom.ids import wall_ms
+from chatroom.core.ids import wall_ms
 from chatroom.protocol.errors import ChatError, ErrorCode
 from chatroom.service.context import Context
 from chatroom.service.messages import lctype_of, push_command

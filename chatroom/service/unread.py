@@ -36,14 +36,14 @@ from typing import Literal
 
 import trio
 
-from chatroom.ids import wall_ms
+from chatroom.core.ids import wall_ms
+from chatroom.core.presence import Session
+from chatroom.core.replybudget import Budget, item_size
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Prepared
-from chatroom.replybudget import Budget, item_size
 from chatroom.service import patches
 from chatroom.service.context import Context
 from chatroom.service.messages import push_command
-from chatroom.session import Session
 from chatroom.store.base import Bound, ConvType, Direction, HistoryQuery, MemberMarks, Message
 from chatroom.store.common import INT64_MAX
 

@@ -1,6 +1,6 @@
 """The storage interface: what the core asks of a store, and the records it keeps.
 
-Two implementations pass one contract suite (``tests/test_store_contract.py``):
+Two implementations pass one contract suite (``tests/store/test_store_contract.py``):
 ``memory.MemoryStore`` (tests, ``--db :memory:``) and ``sqlite.SqliteStore`` (the default).
 Every method is a coroutine so that a store may do its I/O in worker threads; none of
 them may block the Trio loop.
@@ -184,7 +184,7 @@ class ConvFilter:
     - ``any_of``: it passes at least one of these filters (a ``$or``);
     - ``name_prefix``: its ``name`` attribute starts with this text;
     - ``attr_regex``: ``(path, pattern, options)``: the attribute at the path is a text
-      that ``chatroom.query.compile_regex(pattern, options)`` finds a match in, or an
+      that ``chatroom.core.matcher.compile_regex(pattern, options)`` finds a match in, or an
       array or an object (which the caller then decides on).
     """
 

@@ -10,8 +10,8 @@ from collections.abc import Iterable, Sequence
 
 import orjson
 
+from chatroom.core.matcher import compile_regex
 from chatroom.protocol.errors import ChatError
-from chatroom.query import compile_regex
 
 from .base import (
     JSON,

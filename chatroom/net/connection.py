@@ -1,0 +1,492 @@
+"""One client WebSocket: its reader, its writer, its sessions and its deadlines.
+
+The reader decodes commands and runs their handlers in arrival order; replies and pushes
+go into the bounded ``Outbox``. The ``Flusher`` writes queued frames with a
+non-blocking send; only when the kernel refuses bytes does this connection's writer
+task take over and wait, under ``write_timeout``. Anything unexpected closes this
+connection only (1011), never the server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import orjson
+import trio
+
+from chatroom.config import Config
+from chatroom.core.outbox import Outbox, Priority, Verdict
+from chatroom.core.presence import Session
+from chatroom.core.ratelimit import FloodGuard, TokenBucket
+from chatroom.net.flusher import Flusher
+from chatroom.net.transport import ConnectionClosed, Transport, TransportBroken
+from chatroom.protocol import messages_pb2 as pb
+from chatroom.protocol.codec import Codec, Prepared, Subprotocol, decode, encode
+from chatroom.protocol.errors import ChatError, CloseCode, ErrorCode, ProtocolError
+from chatroom.protocol.framing import ws_frame
+from chatroom.service import dispatch
+from chatroom.service import messages as message_service
+from chatroom.service import session as session_service
+from chatroom.service.context import SENT, Context, Handler, SyncHandler
+
+log = logging.getLogger(__name__)
+
+_FLUSH_BYTES = 256 * 1024  # most bytes handed to one system call
+_SLOW_CLOSE_WAIT = 1.0  # seconds to finish a cut frame before closing a slow consumer
+_OMIT_PEER_ID = 128  # configBitmap bit 7: the client does not need peerId on pushes
+_FIRST_CLIENT_ROUTING = frozenset({"4", "5"})  # JS SDK majors that route by first client
+_ACCEPTED = Verdict.ACCEPTED
+_OVERFLOW = Verdict.OVERFLOW
+
+
+def _json_request_id(codec: Codec, message: str | bytes) -> int | None:
+    """The ``i`` of a JSON object that is not a valid command, if it has a usable one."""
+    if codec is not Codec.JSON:
+        return None
+    try:
+        obj = orjson.loads(message)
+    except orjson.JSONDecodeError:
+        return None
+    i = obj.get("i") if isinstance(obj, dict) else None
+    if isinstance(i, int) and not isinstance(i, bool) and -(2**31) <= i < 2**31:
+        return i
+    return None
+
+
+def _omits_peer_id(login: pb.SessionCommand) -> bool:
+    """Whether pushes to a socket whose only client logged in with ``login`` may leave
+    ``peerId`` out (the socket's first login; JSON clients always get it).
+
+    The client says so with configBitmap bit 7 (JS 5.0.0-rc.x, Swift). JS 4.x and
+    5.0.0-alpha/beta do not, yet they hand a push without ``peerId`` to the first client
+    they created on the socket (``realtime._firstIMClient``, dist/realtime.js); JS 3.x
+    drops it, and other SDKs are not known to route it, so they get ``peerId``. A
+    re-login (``r``) gets it too: after a reconnect the SDK re-opens its clients on a
+    new socket, and the first of them is its first client only if that one never
+    closed.
+    """
+    if login.r:
+        return False
+    if login.configBitmap & _OMIT_PEER_ID:
+        return True
+    name, _, version = login.ua.partition("/")
+    return name == "js" and version.split(".", 1)[0] in _FIRST_CLIENT_ROUTING
+
+
+class Connection:
+    __slots__ = (
+        "_binary",
+        "_budget",
+        "_close",
+        "_codec",
+        "_config",
+        "_ctx",
+        "_dirty",
+        "_first_omits",
+        "_flood",
+        "_flusher",
+        "_login_deadline",
+        "_logins",
+        "_nursery",
+        "_omit_peer_id",
+        "_pending",
+        "_read_scope",
+        "_sessions",
+        "_shutting_down",
+        "_subprotocol",
+        "_transport",
+        "_writer_busy",
+        "outbox",
+        "remote",
+    )
+
+    def __init__(
+        self,
+        transport: Transport,
+        subprotocol: Subprotocol,
+        ctx: Context,
+        flusher: Flusher,
+        remote: str = "",
+    ):
+        config: Config = ctx.config
+        self._transport = transport
+        transport.sink = self._send_control
+        transport.on_frames = self._touch
+        self._subprotocol = subprotocol
+        self._codec = subprotocol.codec
+        self._binary = subprotocol.codec.binary_frames
+        self._ctx = ctx
+        self._config = config
+        self._flusher = flusher
+        self.remote = remote
+        self.outbox = Outbox(
+            config.outbox_max_bytes, config.outbox_max_frames, ctx.counters.shed, ctx.queued
+        )
+        self._sessions: dict[str, Session] = {}
+        self._omit_peer_id = False  # pushes leave peerId out (see _omits_peer_id)
+        self._first_omits = False  # what the first login announced
+        self._logins = 0  # sessions ever opened on this socket
+        self._pending = b""  # the unwritten tail of a partial write
+        self._writer_busy = False
+        self._shutting_down = False
+        self._dirty = False
+        self._close: tuple[int, str] | None = None
+        self._nursery: trio.Nursery | None = None  # while serving
+        self._read_scope: trio.CancelScope | None = None
+        self._login_deadline = 0.0  # set when reading starts
+        self._budget = TokenBucket(config.requests_per_second, config.request_burst, 0.0)
+        self._flood: FloodGuard | None = None  # made at the first refusal
+
+    # -- Link / Outlet (used by handlers; never await) --------------------------------
+
+    @property
+    def subprotocol(self) -> Subprotocol:
+        return self._subprotocol
+
+    def session_for(self, peer_id: str | None) -> Session | None:
+        if peer_id:
+            return self._sessions.get(peer_id)
+        return next(iter(self._sessions.values()), None)
+
+    def sessions(self) -> list[Session]:
+        return list(self._sessions.values())
+
+    def backlog(self) -> int:
+        return self._transport.backlog
+
+    def attach(self, session: Session) -> None:
+        self._sessions[session.peer_id] = session
+
+    def detach(self, session: Session) -> None:
+        if self._sessions.get(session.peer_id) is session:
+            del self._sessions[session.peer_id]
+
+    def push(self, prepared: Prepared, peer_id: str, priority: Priority) -> None:
+        """Queue one recipient's copy of a broadcast: ``_enqueue`` inlined, since this
+        runs once per recipient."""
+        if self._close is not None:
+            return
+        frame = prepared.frame(self._codec, None if self._omit_peer_id else peer_id)
+        verdict = self.outbox.offer(frame, priority)
+        if verdict is _ACCEPTED:
+            if not self._dirty and not self._writer_busy:
+                self._dirty = True
+                self._flusher.mark(self)
+        elif verdict is _OVERFLOW:
+            self.close_soon(CloseCode.SLOW_CONSUMER, "slow consumer: outbox full")
+
+    def send(self, cmd: pb.GenericCommand, priority: Priority = Priority.RELIABLE) -> None:
+        self._enqueue(ws_frame(encode(self._codec, cmd), self._binary), priority)
+
+    def kick(self, code: int, reason: str) -> None:
+        self.close_soon(code, reason)
+
+    # -- outbound ---------------------------------------------------------------------
+
+    def close_over_budget(self) -> None:
+        """The server-wide queue budget is spent and this connection holds the most:
+        its backlog is dropped now (the memory is what counts) and it is closed with
+        4120; the client catches up after reconnecting."""
+        self.outbox.clear()
+        self.close_soon(CloseCode.SLOW_CONSUMER, "slow consumer: server queue budget spent")
+
+    def _send_control(self, frames: bytes) -> None:
+        """Pongs and the reply to a client's close, in order with everything else."""
+        self._enqueue(frames, Priority.RELIABLE)
+
+    def _enqueue(self, frame: bytes, priority: Priority) -> None:
+        if self._close is not None:
+            return
+        verdict = self.outbox.offer(frame, priority)
+        if verdict is Verdict.OVERFLOW:
+            self.close_soon(CloseCode.SLOW_CONSUMER, "slow consumer: outbox full")
+        elif verdict is Verdict.ACCEPTED and not self._dirty and not self._writer_busy:
+            self._dirty = True
+            self._flusher.mark(self)
+
+    def flush_nowait(self) -> int:
+        """Write queued frames now, as far as the kernel takes them (Flusher); the
+        number of frames taken from the outbox."""
+        self._dirty = False
+        if self._writer_busy or not self.outbox:
+            return 0
+        frames = self.outbox.take(_FLUSH_BYTES)
+        data = b"".join(frames)
+        try:
+            written = self._transport.write_nowait(data)
+        except TransportBroken:
+            self.close_soon(CloseCode.NORMAL, "connection lost")
+            return 0
+        if written < len(data):
+            self._pending = data[written:]
+            self._writer_busy = True
+            if self._nursery is not None:
+                # A writer task exists only while a socket refuses bytes: an idle
+                # connection costs no task.
+                self._nursery.start_soon(self._writer)
+        elif self.outbox:
+            self._dirty = True
+            self._flusher.mark(self)
+        return len(frames)
+
+    async def _writer(self) -> None:
+        """Drain the outbox while the socket is full, then end (until needed again).
+        A write deadline that passes closes the client as a slow consumer."""
+        await trio.lowlevel.checkpoint()
+        with trio.move_on_after(self._config.write_timeout) as scope:
+            try:
+                await self._drain()
+            except TransportBroken:
+                self.close_soon(CloseCode.NORMAL, "connection lost")
+                return
+        if scope.cancelled_caught:
+            self.close_soon(CloseCode.SLOW_CONSUMER, "slow consumer: write timeout")
+            return
+        self._writer_busy = False
+
+    async def _drain(self) -> None:
+        """Write the pending tail and the outbox, waiting for the socket as needed.
+
+        ``_pending`` always holds exactly the bytes not yet written, even when this
+        is cancelled, so the frame stream stays whole and a close frame can follow.
+        """
+        await trio.lowlevel.checkpoint()
+        while self._pending or self.outbox:
+            if not self._pending:
+                self._pending = b"".join(self.outbox.take(_FLUSH_BYTES))
+            written = self._transport.write_nowait(self._pending)
+            if written:
+                self._pending = self._pending[written:]
+            else:
+                await self._transport.wait_writable()
+
+    # -- inbound ----------------------------------------------------------------------
+
+    async def _reader(self, scope: trio.CancelScope) -> None:
+        """Read and run commands until the client leaves. ``scope`` (the read scope)
+        carries the idle and login deadlines: one scope for the connection's life
+        rather than a new one per message."""
+        self._login_deadline = trio.current_time() + self._config.login_timeout
+        while True:
+            self._touch()
+            message = await self._transport.receive()  # ConnectionClosed ends us
+            now = trio.current_time()
+            within_budget = self._budget.take(now)
+            try:
+                cmd = decode(self._subprotocol.codec, message)
+            except ProtocolError as exc:
+                # Not a command. A JSON object may still name its ``i``: that request
+                # is answered; otherwise an error push it is.
+                stub = pb.GenericCommand(cmd=pb.error)
+                i = _json_request_id(self._subprotocol.codec, message)
+                if i is not None:
+                    stub.i = i
+                self._error(stub, ChatError(ErrorCode.INVALID_COMMAND, str(exc)[:200]), True)
+                if not within_budget:
+                    self._over_budget(now)  # a flood of garbage is a flood too
+                continue
+            if not within_budget:
+                # Decoded first, so that the refusal answers the request by its ``i``.
+                self._refuse(cmd, ErrorCode.APP_QUOTA_EXCEEDED, "too many requests", now)
+                continue
+            if cmd.cmd == pb.direct and not self._user_allows(cmd, now):
+                self._refuse(cmd, ErrorCode.MESSAGE_SENT_QUOTA_EXCEEDED, "too many messages", now)
+                continue
+            if not cmd.HasField("cmd") and not cmd.HasField("i"):
+                # Nothing names it, nothing could answer it by i: an error push it is.
+                self._error(cmd, ChatError(ErrorCode.INVALID_COMMAND, "missing cmd"), True)
+                continue
+            sync, handler = dispatch.route(cmd)
+            if sync is not None:
+                self._run_sync(cmd, sync)
+            elif handler is not None:
+                await self._run(cmd, handler)
+
+    def _user_allows(self, cmd: pb.GenericCommand, now: float) -> bool:
+        """Whether the sender's budget, shared by all its connections, takes this
+        message (without a session there is no sender: the handler answers 4105)."""
+        session = self.session_for(cmd.peerId)
+        return session is None or self._ctx.user_budgets.take(session.peer_id, now)
+
+    def _refuse(self, cmd: pb.GenericCommand, code: ErrorCode, reason: str, now: float) -> None:
+        """Answer a request over budget; close a client that keeps flooding."""
+        self._error(cmd, ChatError(code, reason))
+        self._over_budget(now)
+
+    def _over_budget(self, now: float) -> None:
+        if self._flood is None:
+            self._flood = FloodGuard(self._config.flood_close_after)
+        if self._flood.refused(now) and self._close is None:
+            log.info("closing %s: request flood", self.remote)
+            self.close_soon(CloseCode.QUOTA_EXCEEDED, "request flood")
+
+    def _touch(self) -> None:
+        """Move the read scope's deadline: ``idle_timeout`` from now, since any frame
+        (a ping too) shows the client is there; without a session, no later than the
+        login deadline, which only a logged-in session moves."""
+        scope = self._read_scope
+        if scope is None:
+            return
+        now = trio.current_time()
+        if self._sessions:
+            self._login_deadline = now + self._config.login_timeout
+            scope.deadline = now + self._config.idle_timeout
+        else:
+            scope.deadline = min(now + self._config.idle_timeout, self._login_deadline)
+
+    def _run_sync(self, cmd: pb.GenericCommand, handler: SyncHandler) -> None:
+        try:
+            reply = handler(self._ctx, self, cmd)
+        except ChatError as err:
+            self._error(cmd, err)
+        except Exception:
+            self._crashed(cmd)
+        else:
+            self._reply(cmd, reply)
+
+    async def _run(self, cmd: pb.GenericCommand, handler: Handler) -> None:  # noqa: ASYNC910
+        # A handler that fails before its first await is not a checkpoint; the reader
+        # loop around us is one on every iteration.
+        opening = cmd.cmd == pb.session and cmd.op == pb.open
+        if opening:
+            # While a login and its sync are under way, every push names its client:
+            # the SDK knows its first client only once that client's open resolved,
+            # after the frames that came with the reply have been dispatched.
+            self._omit_peer_id = False
+        try:
+            reply = await handler(self._ctx, self, cmd)
+        except ChatError as err:
+            self._error(cmd, err)
+        except Exception:
+            self._crashed(cmd)
+        else:
+            self._reply(cmd, reply)
+        if opening:
+            self._omit_peer_id = self._logins == 1 and self._first_omits
+
+    def _crashed(self, cmd: pb.GenericCommand) -> None:
+        log.exception("handler failed for %s", pb.CommandType.Name(cmd.cmd))
+        self._error(cmd, ChatError(ErrorCode.INTERNAL_ERROR, "internal error"))
+
+    def _reply(self, cmd: pb.GenericCommand, reply: pb.GenericCommand | None) -> None:
+        if cmd.cmd == pb.session and cmd.op == pb.open and reply is not None:
+            self._logins += 1
+            if self._logins == 1:
+                self._first_omits = self._subprotocol.codec is not Codec.JSON and _omits_peer_id(
+                    cmd.sessionMessage
+                )
+        if reply is None or reply is SENT:
+            return
+        if cmd.HasField("i"):
+            reply.i = cmd.i
+        self.send(reply)
+
+    def _error(
+        self, cmd: pb.GenericCommand | None, err: ChatError, undecodable: bool = False
+    ) -> None:
+        """Reply with the error. A command without ``i`` (the SDK's acks and read
+        marks) gets an error push only on the JSON codec, since the SDK treats an
+        ``i``-less error as a connection error; a frame that is not a command always
+        gets one."""
+        self._ctx.counters.errors += 1
+        has_i = cmd is not None and cmd.HasField("i")
+        if cmd is not None and cmd.cmd == pb.direct:
+            reply = pb.GenericCommand(cmd=pb.ack)
+            reply.ackMessage.code = int(err.code)
+            reply.ackMessage.reason = err.reason
+        else:
+            reply = pb.GenericCommand(cmd=pb.error)
+            reply.errorMessage.code = int(err.code)
+            reply.errorMessage.reason = err.reason
+            if err.detail:
+                reply.errorMessage.detail = err.detail
+        if cmd is not None and has_i:
+            reply.i = cmd.i
+        elif self._subprotocol.codec is not Codec.JSON and not undecodable:
+            return
+        if cmd is not None and 0 < len(cmd.peerId) <= self._config.max_client_id_length:
+            # Routes the error to the SDK's client of that id; a longer one names no
+            # client and is not echoed (it may be a megabyte).
+            reply.peerId = cmd.peerId
+        self.send(reply)
+
+    # -- lifetime ---------------------------------------------------------------------
+
+    def close_soon(self, code: int, reason: str) -> None:
+        """End this connection with a close code (idempotent, never awaits)."""
+        if self._close is None:
+            self._close = (int(code), reason)
+            if code == CloseCode.SLOW_CONSUMER:
+                self._ctx.counters.closed_slow += 1
+                log.info("closing %s: %s", self.remote, reason)
+            if self._nursery is not None:
+                self._nursery.cancel_scope.cancel()
+
+    def stop_reading(self) -> None:
+        """First step of a graceful shutdown: take no more commands, keep writing."""
+        self._shutting_down = True
+        if self._read_scope is not None:
+            self._read_scope.cancel()
+
+    def goaway(self) -> None:
+        """Last step of a graceful shutdown: ask the client to reconnect elsewhere,
+        then close once what is queued has been written. Will messages are not sent:
+        the server leaving is not the user leaving."""
+        self._shutting_down = True
+        self.send(pb.GenericCommand(cmd=pb.goaway))
+        self.close_soon(CloseCode.GOING_AWAY, "server shutting down")
+
+    async def serve(self) -> None:
+        """Run until the client leaves or the connection is closed; then clean up."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                if self._close is not None:
+                    nursery.cancel_scope.cancel()
+                with trio.CancelScope() as self._read_scope:
+                    await self._reader(self._read_scope)
+                if not self._shutting_down and self._read_scope.cancelled_caught:
+                    if self._sessions:
+                        self.close_soon(CloseCode.READ_TIMEOUT, "idle timeout")
+                    else:
+                        self.close_soon(CloseCode.LOGIN_TIMEOUT, "no login")
+                if self._shutting_down and self._close is None:
+                    # Reading stopped for shutdown: stay open for the acks of what was
+                    # read, until goaway() closes us.
+                    await trio.sleep_forever()
+                nursery.cancel_scope.cancel()
+        except* (ConnectionClosed, TransportBroken):
+            pass  # the client went away
+        except* Exception:
+            log.exception("connection %s failed", self.remote)
+            self.close_soon(CloseCode.INTERNAL_ERROR, "internal error")
+        finally:
+            with trio.move_on_after(self._config.handshake_timeout, shield=True):
+                await self._finish()
+
+    async def _finish(self) -> None:
+        """Sessions still open here ended without a logout: their wills are sent."""
+        await trio.lowlevel.checkpoint()
+        self._nursery = None
+        live = session_service.disconnected(self._ctx, list(self._sessions.values()))
+        self._sessions.clear()
+        if not self._shutting_down:
+            message_service.send_wills(self._ctx, live)
+        code, reason = self._close or (CloseCode.NORMAL, "bye")
+        if not self._transport.closed:
+            deadline = self._config.write_timeout
+            if code == CloseCode.SLOW_CONSUMER:
+                # It is not reading: finish the frame in flight, drop the backlog.
+                self.outbox.clear()
+                deadline = _SLOW_CLOSE_WAIT
+            with trio.move_on_after(deadline):
+                with contextlib.suppress(TransportBroken):
+                    await self._drain()
+            if self._pending:
+                # A frame is cut short: a close frame now would corrupt the stream.
+                await self._transport.abort()
+            else:
+                await self._transport.aclose(code, reason)
+        self.outbox.clear()
+        self._pending = b""

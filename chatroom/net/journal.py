@@ -1,0 +1,146 @@
+"""Write-behind of the state that outlives a process: session tokens, used nonces, the
+conversation event log, pending receipts and wills (``Store.save_lasting``).
+
+The memory structures stay in front and answer every request; this journal collects
+their changes and one task writes whatever has collected in one transaction, then the
+next batch (group commit, without anyone waiting for it). A login is therefore never
+slower for being remembered, and a burst of re-logins after a restart costs one
+transaction per batch rather than per login. The price: a crash (not a shutdown, which
+writes everything first) forgets the last few milliseconds of changes; their clients log
+in again as they do today without a token.
+
+Bounded: beyond ``backlog`` pending changes new records (not deletions, which undo
+something stored) are dropped and counted until the store catches up.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import trio
+
+from chatroom.core.ids import wall_ms
+from chatroom.store.base import (
+    ConvEventRecord,
+    LastingChanges,
+    PendingReceipt,
+    SessionRecord,
+    Store,
+    WillRecord,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class LastingStatistics:
+    written: int = 0  # changes stored
+    batches: int = 0
+    dropped: int = 0  # not recorded: the backlog was full
+    failed: int = 0  # lost to a store error
+    purged: int = 0  # expired rows deleted
+
+
+class Lasting:
+    """The journal: record changes without awaiting; ``run`` stores them."""
+
+    def __init__(self, store: Store, backlog: int) -> None:
+        self._store = store
+        self._backlog = backlog
+        self._pending = LastingChanges()
+        self._writing = LastingChanges()  # the batch being stored right now
+        self._wake = trio.Event()
+        self._closed = False
+        self.stats = LastingStatistics()
+
+    # recording: never awaits
+
+    def session(self, token: str, record: SessionRecord | None) -> None:
+        """Save (or with None, revoke) a session token."""
+        if self._admit(record):
+            self._pending.sessions[token] = record
+
+    def nonce(self, nonce: str, expires_ms: int) -> None:
+        """A signature nonce was used; it stays used until ``expires_ms``."""
+        if self._admit(nonce):
+            self._pending.nonces.setdefault(nonce, expires_ms)
+
+    def conv_event(self, record: ConvEventRecord) -> None:
+        if self._admit(record):
+            self._pending.conv_events.append(record)
+
+    def receipt(self, cid: str, mid: str, record: PendingReceipt | None) -> None:
+        """A message now waits for its receipt (or with None, no longer does)."""
+        if self._admit(record):
+            self._pending.receipts[cid, mid] = record
+
+    def will(self, peer_id: str, record: WillRecord | None) -> None:
+        """The user's will is now ``record`` (None: they have none)."""
+        if self._admit(record):
+            self._pending.wills[peer_id] = record
+
+    def revoked(self, token: str) -> bool:
+        """Whether a revocation of ``token`` is not yet stored: the store may still
+        hold the token, and must not be believed."""
+        return any(
+            token in changes.sessions and changes.sessions[token] is None
+            for changes in (self._pending, self._writing)
+        )
+
+    def _admit(self, value: object) -> bool:
+        if value is not None and len(self._pending) >= self._backlog:
+            if self.stats.dropped == 0:
+                log.warning("the store is behind: new lasting state is no longer recorded")
+            self.stats.dropped += 1
+            return False
+        self._wake.set()
+        return True
+
+    # storing
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Store batches until ``close`` has been called and nothing is pending."""
+        task_status.started()
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            if len(self._pending):
+                await self._flush()
+            elif self._closed:
+                return
+
+    async def _flush(self) -> None:
+        self._writing, self._pending = self._pending, LastingChanges()
+        try:
+            # Shielded: a shutdown must not leave half of the last batch unwritten.
+            with trio.CancelScope(shield=True):
+                await self._store.save_lasting(self._writing)
+        except Exception:
+            log.exception("storing %d lasting changes failed", len(self._writing))
+            self.stats.failed += len(self._writing)
+        else:
+            self.stats.written += len(self._writing)
+            self.stats.batches += 1
+        self._writing = LastingChanges()
+        self._wake.set()  # look again: more may have come, or close() meanwhile
+        await trio.lowlevel.checkpoint()  # the shielded write above was not one
+
+    def close(self) -> None:
+        """No more changes are coming: ``run`` stores what is pending and returns."""
+        self._closed = True
+        self._wake.set()
+
+    async def purge(self, interval: float, limit: int) -> None:
+        """Delete expired rows now and every ``interval`` seconds, ``limit`` rows per
+        table per transaction so that message commits are never held up for long."""
+        while True:
+            try:
+                while (deleted := await self._store.purge_expired(wall_ms(), limit)) > 0:
+                    self.stats.purged += deleted
+                    if deleted < limit:
+                        break
+            except Exception:
+                # Expired rows are refused by their readers anyway: try again later.
+                log.exception("purging expired lasting state failed")
+            await trio.sleep(interval)

@@ -1,0 +1,574 @@
+"""The WebSocket layer: handshake, inbound frames, and raw outbound writes.
+
+Built on the sans-I/O core of the ``websockets`` package (``ServerProtocol``) driven by
+Trio streams. The first versions used trio-websocket, as the design card proposed; the
+benchmark showed its per-connection cost (a reader task, a handler task, an internal
+nursery, a message channel, wsproto and h11 state) at about twice the memory per idle
+connection of the Python ``websockets`` peer, and wsproto parses frames about five
+times slower (ecosystem.md section 6). design.md section 3 kept the layer behind this
+one module so that it could be swapped; nothing else imports ``websockets``.
+
+Inbound: ``Transport.receive`` returns whole messages (text as ``str``, binary as
+``bytes``), reassembling fragments; ``on_frames`` tells of every read that brought
+frames, pings and pongs included; pongs and the reply to a client's close go out
+through the connection's own outbound queue (``control_sink``), so they never cut into
+a frame. Outbound data frames are pre-encoded by the caller (``ws_frame``) and written
+with ``write_nowait`` (one non-blocking ``send``) or ``write`` (waiting).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import sys
+import termios
+from collections.abc import Awaitable, Callable, Generator, Sequence
+from functools import partial
+from http import HTTPStatus
+
+import trio
+from websockets.exceptions import (
+    HeaderLineTooLong,
+    InvalidState,
+    RequestLineTooLong,
+    TooManyHeaders,
+)
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+from websockets.typing import Subprotocol as WsSubprotocol
+
+from chatroom.protocol.codec import Subprotocol
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "ConnectionClosed",
+    "RefusalLog",
+    "Rejected",
+    "Transport",
+    "TransportBroken",
+    "serve_websocket",
+]
+
+_RECEIVE_BYTES = 65536
+_NO_PARTS: tuple[()] = ()  # shared by every connection not inside a fragmented message
+_CLIENT_HEADER = 6  # bytes before a short client frame's payload (with its mask key)
+_CLOSE_WAIT = 2.0  # seconds to wait for the client's half of the closing handshake
+# websockets logs every connection at INFO; ours are counted in statistics() instead.
+_PROTOCOL_LOG = logging.getLogger("chatroom.net.transport.websockets")
+_PROTOCOL_LOG.setLevel(logging.WARNING)
+
+
+class ConnectionClosed(Exception):
+    """The WebSocket is closed; ``code`` is the close code received or sent (1006 when
+    the TCP connection ended without a closing handshake)."""
+
+    def __init__(self, code: int, reason: str = ""):
+        self.code = code
+        self.reason = reason
+        super().__init__(f"{code} {reason}".strip())
+
+
+class TransportBroken(Exception):
+    """The socket can no longer be written (reset, closed)."""
+
+
+class Transport:
+    """Inbound messages and outbound pre-encoded frames of one WebSocket."""
+
+    __slots__ = (
+        "_eof",
+        "_events",
+        "_fd",
+        "_frame_size",
+        "_kind",
+        "_lock",
+        "_parts",
+        "_protocol",
+        "_stream",
+        "on_frames",
+        "sink",
+    )
+
+    def __init__(self, stream: trio.SocketStream, protocol: ServerProtocol):
+        self._stream = stream
+        # Cached: only this class closes the socket, and it sets -1 first, so a
+        # closed (and possibly reused) descriptor number is never written to.
+        self._fd = stream.socket.fileno()
+        self._protocol = protocol
+        self._lock = trio.StrictFIFOLock()
+        self._events: list[object] = []  # received, not yet handled; oldest last
+        self._kind: Opcode | None = None  # type of the message being reassembled
+        self._parts: list[bytes] | tuple[()] = _NO_PARTS  # of a fragmented message
+        self._eof = False
+        self._frame_size = 64  # bytes per inbound frame, as last seen (for backlog)
+        # Where protocol-generated frames (pongs, the close reply) go: the owner's
+        # outbound queue, so that they never cut into a data frame. Until one is set
+        # they are written directly.
+        self.sink: Callable[[bytes], None] | None = None
+        # Called when a read brought whole frames of any kind, control frames too
+        # (``receive`` returns only messages): the owner's idle deadline.
+        self.on_frames: Callable[[], None] | None = None
+
+    # -- inbound ----------------------------------------------------------------------
+
+    async def receive(self) -> str | bytes:
+        """The next message. Raises ``ConnectionClosed`` at the end."""
+        protocol = self._protocol
+        while True:
+            while self._events:
+                message = self._handle(self._events.pop())
+                if message is not None:
+                    return message
+            if self._eof or protocol.state is not State.OPEN:
+                raise ConnectionClosed(*self._close_info())
+            # The socket is read here rather than through SocketStream.receive_some:
+            # while a connection waits, that call chain keeps four more coroutine
+            # frames and a context manager alive (~1.3 KB per idle connection).
+            # Nothing read stays in a local of this coroutine while it waits.
+            await trio.lowlevel.checkpoint_if_cancelled()
+            try:
+                self._feed(os.read(self._fd, _RECEIVE_BYTES) if self._fd >= 0 else b"")
+            except BlockingIOError:
+                try:
+                    await trio.lowlevel.wait_readable(self._fd)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    self._eof = True  # closed by us meanwhile
+                continue
+            except OSError:
+                self._feed(b"")  # reset: the same as the end of the stream
+            else:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+
+    def _feed(self, data: bytes) -> None:
+        """Parse what was read (``b""``: the end) into events, oldest last."""
+        protocol = self._protocol
+        if data:
+            protocol.receive_data(data)
+        else:
+            protocol.receive_eof()
+            self._eof = True
+        events = protocol.events_received()
+        if events:
+            # From the frames themselves: a read that ends inside a frame would
+            # make bytes over frames (of this read) too small or too large.
+            payload = sum(len(e.data) for e in events if isinstance(e, Frame))
+            self._frame_size = payload // len(events) + _CLIENT_HEADER
+            events.reverse()
+            self._events = events + self._events
+            if self.on_frames is not None:
+                self.on_frames()
+        self._emit_protocol_output()
+
+    @property
+    def backlog(self) -> int:
+        """Frames received and not yet handed out by ``receive``: those already read,
+        and an estimate of those still in the kernel's receive queue (its bytes over
+        the size of the frames last read). A sender the server cannot keep up with
+        fills that queue first; without it the backlog would look like one read."""
+        return len(self._events) + self._unread_bytes() // self._frame_size
+
+    def _unread_bytes(self) -> int:
+        if self._fd < 0:
+            return 0
+        try:
+            raw = fcntl.ioctl(self._fd, termios.FIONREAD, b"\0\0\0\0")
+        except OSError:
+            return 0
+        return int.from_bytes(raw, sys.byteorder, signed=True)
+
+    def _close_info(self) -> tuple[int, str]:
+        close = self._protocol.close_rcvd or self._protocol.close_sent
+        if close is None:
+            return 1006, "connection lost"
+        return close.code, close.reason
+
+    def _handle(self, event: object) -> str | bytes | None:
+        if not isinstance(event, Frame):
+            return None
+        opcode = event.opcode
+        if opcode is Opcode.CLOSE:
+            self._events.clear()
+            raise ConnectionClosed(*self._close_info())
+        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+            if event.fin:  # unfragmented, nearly always: no reassembly list
+                data = bytes(event.data)
+                return data if opcode is Opcode.BINARY else self._text(data)
+            self._kind = opcode
+            self._parts = []
+        elif opcode is not Opcode.CONT:
+            return None  # ping (the protocol queued the pong) or pong
+        if not isinstance(self._parts, list):
+            return None  # a continuation of nothing (websockets fails the connection)
+        self._parts.append(bytes(event.data))
+        if not event.fin:
+            return None
+        data = b"".join(self._parts)
+        self._parts = _NO_PARTS
+        return data if self._kind is Opcode.BINARY else self._text(data)
+
+    def _text(self, data: bytes) -> str:
+        try:
+            return data.decode()
+        except UnicodeDecodeError:
+            self._protocol.fail(1007, "invalid UTF-8 in a text frame")
+            self._emit_protocol_output()
+            raise ConnectionClosed(1007, "invalid UTF-8") from None
+
+    def _emit_protocol_output(self) -> None:
+        data = b"".join(self._protocol.data_to_send())
+        if not data:
+            return
+        if self.sink is not None:
+            self.sink(data)
+        else:
+            self.write_nowait(data)
+
+    # -- outbound ---------------------------------------------------------------------
+
+    def write_nowait(self, data: bytes) -> int:
+        """Write what the kernel takes right now; return the number of bytes written
+        (0 when the socket buffer is full or a waiting write is in progress)."""
+        if self._lock.locked():
+            return 0
+        if self._fd < 0:
+            raise TransportBroken("socket closed")
+        try:
+            return os.write(self._fd, data)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            raise TransportBroken(str(exc)) from exc
+
+    async def wait_writable(self) -> None:
+        """Until the socket takes more bytes (or is closed)."""
+        try:
+            await trio.lowlevel.wait_writable(self._stream.socket)
+        except (trio.ClosedResourceError, OSError) as exc:
+            raise TransportBroken(str(exc)) from exc
+
+    async def write(self, data: bytes) -> None:
+        """Write all of ``data``, waiting for the socket. The caller sets a deadline."""
+        async with self._lock:
+            try:
+                await self._stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise TransportBroken(str(exc)) from exc
+
+    async def aclose(self, code: int, reason: str) -> None:
+        """Send a close frame (unless closing already), half-close, wait briefly for
+        the client to finish, then close the socket. The caller bounds it."""
+        try:
+            if self._protocol.state is State.OPEN:
+                self._protocol.send_close(code, reason.encode()[:120].decode(errors="ignore"))
+            data = b"".join(self._protocol.data_to_send())
+            if data:
+                await self.write(data)
+            # Wait for the client's close frame before closing the socket: closing with
+            # unread input would reset the connection and could lose what we sent.
+            protocol = self._protocol
+            with trio.move_on_after(_CLOSE_WAIT):
+                while protocol.close_rcvd is None:
+                    data = await self._stream.receive_some(_RECEIVE_BYTES)
+                    if not data:
+                        break
+                    protocol.receive_data(data)
+                    protocol.events_received()
+                    protocol.data_to_send()
+        except (TransportBroken, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        except InvalidState:
+            pass
+        finally:
+            self._eof = True
+            self._fd = -1
+            _release(self._protocol)
+            await self._stream.aclose()
+
+    async def abort(self) -> None:
+        """Close the socket without a closing handshake (the client sees 1006)."""
+        self._fd = -1
+        self._eof = True
+        _release(self._protocol)
+        await self._stream.aclose()
+
+    @property
+    def closed(self) -> bool:
+        return self._fd < 0 or self._stream.socket.fileno() < 0
+
+
+# Picks the subprotocol: (offered names, request path) -> the choice (its ``name`` is
+# echoed, None echoes nothing), or raise ``Rejected`` to refuse the handshake.
+Chooser = Callable[[list[str], str], Subprotocol]
+# A connection handler: (transport, the chooser's choice, remote address) -> None.
+Handler = Callable[[Transport, Subprotocol, str], Awaitable[None]]
+# What a handshake ends with: the open WebSocket, a refusal to send, or nothing (the
+# client left).
+_Outcome = tuple[Transport, Subprotocol] | bytes | None
+
+
+class Rejected(Exception):
+    """Raised by a Chooser: refuse the handshake with HTTP 400 and this text."""
+
+
+class RefusalLog:
+    """Logs refused handshakes: at most one line per kind of failure every
+    ``interval`` seconds, saying how many of that kind went unlogged since. A flood of
+    bad requests costs a line a minute, not a line (or a traceback) each. Kinds come
+    from a fixed set (exception classes, ``timeout``), so the table stays small."""
+
+    __slots__ = ("_interval", "_kinds")
+
+    def __init__(self, interval: float = 60.0):
+        self._interval = interval
+        self._kinds: dict[str, tuple[float, int]] = {}  # kind -> (logged at, unlogged)
+
+    def note(self, kind: str, remote: str, detail: str) -> None:
+        now = trio.current_time()
+        last = self._kinds.get(kind)
+        if last is not None and now - last[0] < self._interval:
+            self._kinds[kind] = (last[0], last[1] + 1)
+            return
+        self._kinds[kind] = (now, 0)
+        unlogged = last[1] if last is not None else 0
+        log.info(
+            "refused WebSocket handshake (%s) from %s: %s (%d more since the last such line)",
+            kind,
+            remote,
+            _shown(detail),
+            unlogged,
+        )
+
+
+def _shown(text: str, limit: int = 100) -> str:
+    """Client-controlled text for a log line: one line, at most ``limit`` characters."""
+    text = text if len(text) <= limit else text[:limit] + "…"
+    return repr(text)[1:-1]
+
+
+async def serve_websocket(
+    handler: Handler,
+    choose: Chooser,
+    host: str,
+    port: int,
+    *,
+    max_message_bytes: int,
+    handshake_timeout: float,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Accept WebSocket connections until cancelled; ``task_status`` gets the port.
+
+    A request that is not a WebSocket handshake gets an HTTP error with a short text
+    body (400; 414 or 431 for a request line or headers over 8 KiB; 426 without the
+    upgrade headers) and is logged by ``RefusalLog``; so is a client that does not
+    finish its handshake within ``handshake_timeout``."""
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    bound = listeners[0].socket.getsockname()[1]
+    accept = partial(
+        _accept,
+        handler=handler,
+        choose=choose,
+        max_message_bytes=max_message_bytes,
+        handshake_timeout=handshake_timeout,
+        refusals=RefusalLog(),
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(trio.serve_listeners, accept, listeners)
+        task_status.started(bound)
+
+
+async def _accept(
+    stream: trio.SocketStream,
+    *,
+    handler: Handler,
+    choose: Chooser,
+    max_message_bytes: int,
+    handshake_timeout: float,
+    refusals: RefusalLog,
+) -> None:
+    """The opening handshake, then the handler. Every failure closes this socket only."""
+    try:
+        with trio.move_on_after(handshake_timeout) as scope:
+            outcome = await _handshake(stream, choose, max_message_bytes, refusals)
+        if scope.cancelled_caught:
+            refusals.note("timeout", _remote(stream), f"none within {handshake_timeout:g} s")
+            outcome = None
+        if not isinstance(outcome, tuple):
+            if outcome is not None:
+                await _refuse(stream, outcome)
+            await stream.aclose()
+            return
+        transport, subprotocol = outcome
+        del outcome  # the handshake's headers are not kept for the connection's life
+        try:
+            await handler(transport, subprotocol, _remote(stream))
+        finally:
+            # Through the transport, so that its cached descriptor is retired first.
+            with trio.CancelScope(shield=True):
+                await transport.abort()
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        await stream.aclose()
+    except Exception:
+        log.exception("WebSocket connection failed")
+        await stream.aclose()
+
+
+def _remote(stream: trio.SocketStream) -> str:
+    try:
+        peer = stream.socket.getpeername()
+    except OSError:
+        return "?"
+    return f"{peer[0]}:{peer[1]}"
+
+
+async def _refuse(stream: trio.SocketStream, response: bytes) -> None:
+    """Send an HTTP refusal and end the stream, then read and drop what the client
+    still sends for a moment before the socket is closed: closing with unread input
+    resets the connection, and the client would lose the reply (it may be sending a
+    1 MB header line). Bounded by ``_CLOSE_WAIT``."""
+    with trio.move_on_after(_CLOSE_WAIT):
+        await stream.send_all(response)
+        await stream.send_eof()
+        while await stream.receive_some(_RECEIVE_BYTES):
+            pass
+
+
+async def _handshake(
+    stream: trio.SocketStream, choose: Chooser, max_message_bytes: int, refusals: RefusalLog
+) -> _Outcome:
+    chosen: list[Subprotocol | None] = [None]
+
+    def select(protocol: ServerProtocol, offered: Sequence[WsSubprotocol]) -> WsSubprotocol | None:
+        name = chosen[0].name if chosen[0] is not None else None
+        return None if name is None else WsSubprotocol(name)
+
+    protocol = ServerProtocol(
+        select_subprotocol=select, max_size=max_message_bytes, logger=_PROTOCOL_LOG
+    )
+    outcome: _Outcome = None
+    try:
+        request, early = await _read_request(stream, protocol)
+        if request is None:
+            outcome = _unparsed(protocol, _remote(stream), refusals)
+            return outcome
+        outcome = _respond(protocol, request, chosen, choose, _remote(stream), refusals)
+        if isinstance(outcome, bytes) and chosen[0] is not None:
+            await stream.send_all(outcome)
+            _forget_handshake(protocol)
+            transport = Transport(stream, protocol)
+            early.reverse()
+            transport._events = early
+            outcome = (transport, chosen[0])
+        return outcome
+    finally:
+        if not isinstance(outcome, tuple):
+            _release(protocol)  # refused, left or timed out
+
+
+async def _read_request(
+    stream: trio.SocketStream, protocol: ServerProtocol
+) -> tuple[Request | None, list[object]]:
+    """The request and the frames that came in the same packets (None: the client
+    left, or sent something else than an HTTP request: see ``handshake_exc``)."""
+    early: list[object] = []
+    while True:
+        data = await stream.receive_some(_RECEIVE_BYTES)
+        if not data:
+            return None, early
+        protocol.receive_data(data)
+        request: Request | None = None
+        for event in protocol.events_received():
+            if isinstance(event, Request):
+                request = event
+            elif request is not None:
+                early.append(event)
+        if request is not None or protocol.handshake_exc is not None:
+            return request, early
+
+
+def _unparsed(protocol: ServerProtocol, remote: str, refusals: RefusalLog) -> bytes | None:
+    """The refusal of a request that could not be parsed (None: the client left).
+    Built here rather than by the protocol, which answers only some of these."""
+    exc = protocol.handshake_exc
+    if exc is None:
+        return None
+    if isinstance(exc, RequestLineTooLong):
+        status, text = HTTPStatus.REQUEST_URI_TOO_LONG, "request line too long"
+    elif isinstance(exc, HeaderLineTooLong | TooManyHeaders):
+        status, text = HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "header fields too large"
+    else:
+        status, text = HTTPStatus.BAD_REQUEST, "not an HTTP request"
+    cause = exc.__cause__ or exc
+    refusals.note(type(exc).__name__, remote, f"{int(status)} {text}: {cause}")
+    body = f"{text}\n".encode()
+    head = (
+        f"HTTP/1.1 {int(status)} {status.phrase}\r\nContent-Type: text/plain\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def _respond(
+    protocol: ServerProtocol,
+    request: Request,
+    chosen: list[Subprotocol | None],
+    choose: Chooser,
+    remote: str,
+    refusals: RefusalLog,
+) -> bytes:
+    """The response to a parsed request: 101, or a refusal (logged); ``chosen[0]``
+    is left None for a refusal."""
+    offered = [
+        name.strip()
+        for header in request.headers.get_all("Sec-WebSocket-Protocol")
+        for name in header.split(",")
+        if name.strip()
+    ]
+    kind = None
+    try:
+        chosen[0] = choose(offered, request.path)
+        response = protocol.accept(request)
+    except Rejected as exc:
+        kind, response = "Rejected", protocol.reject(400, f"{exc}\n")
+    protocol.send_response(response)
+    if response.status_code != 101:
+        chosen[0] = None
+        # No local holds the error: its traceback's frames link back to this one.
+        if kind is None:
+            kind = type(protocol.handshake_exc or response).__name__
+        detail = f"{response.status_code} {response.body.decode(errors='replace').strip()}"
+        refusals.note(kind, remote, detail)
+        request._exception = None  # its traceback holds the request: a cycle
+    return b"".join(protocol.data_to_send())
+
+
+def _release(protocol: ServerProtocol) -> None:
+    """Break the protocol's reference cycles, so that reference counting frees it at
+    once: its parser generator and its bound subprotocol callback refer back to it,
+    and a handshake error's traceback holds the parser's frames. Left to the cycle
+    collector they would wait for a full pass, since gcpolicy freezes what lives over
+    a second, as a half-open handshake does (about 4 KB each, until 15 minutes)."""
+    protocol.parser = _spent_parser()
+    protocol.__dict__.pop("select_subprotocol", None)
+    protocol.handshake_exc = None
+
+
+def _spent_parser() -> Generator[None, None, None]:
+    """A parser that ignores everything: after ``_release`` nothing is parsed."""
+    while True:
+        yield
+
+
+def _forget_handshake(protocol: ServerProtocol) -> None:
+    """Let the request's headers go (about 2.6 KB per connection): the parser
+    generator keeps the request in a local for the connection's life. A fresh parser
+    in the OPEN state reads frames only; it is safe to swap while no frame is half
+    read, i.e. while the reader's buffer is empty (relies on websockets 17.4, pinned)."""
+    if not protocol.reader.buffer and protocol.state is State.OPEN:
+        protocol.parser = protocol.parse()
+        next(protocol.parser)
+    # The subprotocol callback (a closure, bound to the protocol) is done with too.
+    protocol.__dict__.pop("select_subprotocol", None)

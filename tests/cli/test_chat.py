@@ -1,0 +1,112 @@
+"""The command line a newcomer types: ``chatroom chat`` driven through a real
+pseudo-terminal, and ``chatroom bench --help``."""
+
+from __future__ import annotations
+
+import os
+import pty
+import subprocess
+import sys
+from pathlib import Path
+
+import trio
+from client_support import FAST, next_message
+from helpers import fail_after, running_server
+
+from chatroom.client import connect
+
+ROOT = Path(__file__).resolve().parent.parents[1]
+
+
+class Terminal:
+    """The user's side of a pseudo-terminal: what was printed so far, and typing."""
+
+    def __init__(self, fd: int):
+        self.stream = trio.lowlevel.FdStream(fd)
+        self.screen = ""
+
+    async def expect(self, text: str) -> None:
+        """Read until ``text`` has been printed (the test's fail_after bounds it)."""
+        while text not in self.screen:
+            try:
+                chunk = await self.stream.receive_some()
+            except OSError:  # EIO: the program ended
+                chunk = b""
+            assert chunk, f"the program ended before printing {text!r}:\n{self.screen}"
+            self.screen += chunk.decode(errors="replace").replace("\r\n", "\n")
+        self.screen = self.screen[self.screen.index(text) + len(text) :]
+
+    async def type(self, line: str) -> None:
+        await self.stream.send_all(line.encode() + b"\n")
+
+
+@fail_after(30)
+async def test_terminal_chat_sends_receives_counts_and_quits() -> None:
+    async with running_server() as server, connect(server.url, "Tom", FAST) as tom:
+        controller, user_side = pty.openpty()
+        command = ["chat", server.url, "--as", "Jerry", "--room", "lobby"]
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "chatroom", *command],
+            stdin=user_side,
+            stdout=user_side,
+            stderr=user_side,
+        )
+        os.close(user_side)
+        terminal = Terminal(controller)
+        try:
+            await terminal.expect("joined lobby (1 online)")
+            room = await tom.open_chatroom("lobby")
+            await tom.send(room, "你好 Jerry 👋", priority="high")
+            await terminal.expect("Tom [HIGH]: 你好 Jerry 👋")
+            await terminal.type("hi Tom")
+            got = await next_message(tom)
+            assert (got.sender, got.text) == ("Jerry", "hi Tom")
+            await terminal.type("/count")
+            await terminal.expect("2 online in lobby")
+            await terminal.type("/history 5")
+            await terminal.expect("Jerry: hi Tom")
+            await terminal.type("/nonsense")
+            await terminal.expect("unknown command /nonsense")
+            await terminal.type("/quit")
+            assert await process.wait() == 0
+        finally:
+            process.kill()
+            await terminal.stream.aclose()
+        assert await tom.count(room) == 1  # Jerry logged out: the room has only Tom
+
+
+@fail_after(30)
+async def test_terminal_chat_says_why_it_cannot_connect() -> None:
+    async with running_server() as server:
+        url = server.url
+    done = await trio.run_process(
+        [sys.executable, "-m", "chatroom", "chat", url, "--as", "Jerry"],
+        stdin=subprocess.DEVNULL,
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert b"cannot connect to ws://127.0.0.1" in done.stderr
+    assert b"Traceback" not in done.stderr
+
+
+@fail_after(60)
+async def test_bench_help_works_from_both_entry_points() -> None:
+    for command in (["-m", "chatroom", "bench", "--help"], ["-m", "bench", "--help"]):
+        done = await trio.run_process(
+            [sys.executable, *command], cwd=ROOT, capture_stdout=True, capture_stderr=True
+        )
+        assert b"--scenario" in done.stdout, command
+
+
+@fail_after(60)
+async def test_bench_says_how_to_install_what_it_lacks() -> None:
+    # Whether or not matplotlib is installed here, the bench must name it when absent.
+    hide = "import sys; sys.modules['matplotlib'] = None; "  # makes importing it fail
+    run = "from bench.__main__ import main; sys.exit(main(['--quick']))"
+    done = await trio.run_process(
+        [sys.executable, "-c", hide + run], cwd=ROOT, capture_stderr=True, check=False
+    )
+    assert done.returncode == 2
+    assert b"pip install -e '.[bench]'" in done.stderr

@@ -1,0 +1,140 @@
+"""The live-stream page (chatroom/http/web) as served by the HTTP port, and as two viewers
+see it in a real browser: Debian's chromium driven by Playwright."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import trio
+from helpers import fail_after, running_server
+
+CHROMIUM = Path("/usr/bin/chromium")
+ROOT = Path(__file__).resolve().parent.parents[1]
+HAVE_CHROMIUM = CHROMIUM.exists()
+WEB_FILES = {p.name: p.read_bytes() for p in (ROOT / "chatroom/http/web").iterdir()}
+
+
+async def http_get(port: int, path: str, headers: str = "") -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 request over a real socket: status, headers (lower-case), body."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        request = f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{headers}\r\n"
+        await stream.send_all(request.encode())
+        raw = b""
+        while chunk := await stream.receive_some():
+            raw += chunk
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    fields = dict(line.lower().split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), fields, body
+
+
+@fail_after()
+async def test_the_page_and_its_files_are_served_with_types_and_revalidation() -> None:
+    async with running_server() as server:
+        status, fields, body = await http_get(server.http_port, "/")
+        assert status == 200
+        assert fields["content-type"] == "text/html; charset=utf-8"
+        assert fields["cache-control"] == "no-cache"
+        assert f'content="{server.ws_port}"'.encode() in body  # where the page connects
+        assert b'data-testid="online-count"' in body
+        for path, kind in [("/app.js", "text/javascript"), ("/style.css", "text/css")]:
+            status, fields, body = await http_get(server.http_port, path)
+            assert (status, fields["content-type"]) == (200, f"{kind}; charset=utf-8"), path
+            assert body == WEB_FILES[path[1:]]
+            etag = fields["etag"]
+            again = await http_get(server.http_port, path, f"If-None-Match: {etag}\r\n")
+            assert (again[0], again[2]) == (304, b"")
+        status, _, _ = await http_get(server.http_port, "/../pyproject.toml")
+        assert status == 404
+        status, _, _ = await http_get(server.http_port, "/nothing.js")
+        assert status == 404
+
+
+def browser_scenario(http_url: str, shots: Path, restart: Callable[[], None]) -> None:
+    """Two pages in one room; runs in a worker thread (Playwright's sync API)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        try:
+            tom, ming = (browser.new_page(viewport={"width": 1280, "height": 720}) for _ in "ab")
+            for page, name in ((tom, "Tom"), (ming, "小明")):
+                page.goto(http_url)
+                page.get_by_test_id("room").fill("直播间 🎬")
+                page.get_by_test_id("name").fill(name)
+                page.get_by_test_id("join").click()
+                expect(page.get_by_test_id("connection-state")).to_have_text("live")
+            expect(ming.get_by_test_id("online-count")).to_have_text("2")
+
+            tom.get_by_test_id("message-input").fill("大家好 🎉 HIGH!")
+            tom.get_by_test_id("priority").select_option("high")
+            tom.get_by_test_id("send").click()
+            arrived = ming.get_by_test_id("messages").locator("li").last
+            expect(arrived).to_contain_text("大家好 🎉 HIGH!", timeout=1000)
+            expect(arrived).to_have_attribute("data-priority", "high")
+
+            ming.get_by_test_id("message-input").fill("收到 👍 谢谢")
+            ming.get_by_test_id("send").click()
+            back = tom.get_by_test_id("messages").locator("li").last
+            expect(back).to_contain_text("收到 👍 谢谢", timeout=1000)
+            expect(back).to_have_attribute("data-priority", "normal")
+            expect(tom.get_by_test_id("online-count")).to_have_text("2")
+            tom.screenshot(path=str(shots / "page.png"))
+
+            restart()
+            state = ming.get_by_test_id("connection-state")
+            expect(state).to_have_text(re.compile("reconnecting"), timeout=5000)
+            expect(state).to_have_text("live", timeout=15000)
+            expect(tom.get_by_test_id("connection-state")).to_have_text("live", timeout=15000)
+            ming.get_by_test_id("message-input").fill("又回来了 🔁")
+            ming.get_by_test_id("send").click()
+            expect(tom.get_by_test_id("messages").locator("li").last).to_contain_text(
+                "又回来了 🔁", timeout=1000
+            )
+            ming.screenshot(path=str(shots / "reconnected.png"))
+        finally:
+            browser.close()
+
+
+@fail_after(60)
+async def test_two_viewers_chat_in_chromium_and_survive_a_restart(tmp_path: Path) -> None:
+    if not HAVE_CHROMIUM:
+        pytest.fail(
+            "Debian's chromium is needed at /usr/bin/chromium: apt-get install -y chromium "
+            "fonts-noto-cjk fonts-noto-color-emoji (.ci/run installs it)"
+        )
+    db = {"db": str(tmp_path / "chat.db")}
+    restarted, stopped = trio.Event(), trio.Event()
+    async with trio.open_nursery() as nursery:
+        first = await nursery.start(_serve_until, db, restarted, stopped)
+        second_config = {**db, "port": first.ws_port}
+
+        def restart() -> None:
+            # The second server binds the first one's port: only once that one is gone.
+            trio.from_thread.run_sync(restarted.set)
+            trio.from_thread.run(stopped.wait)
+            trio.from_thread.run(
+                nursery.start, _serve_until, second_config, trio.Event(), trio.Event()
+            )
+
+        url = f"http://127.0.0.1:{first.http_port}/"
+        await trio.to_thread.run_sync(browser_scenario, url, tmp_path, restart)
+        nursery.cancel_scope.cancel()
+    assert (await trio.Path(tmp_path / "page.png").stat()).st_size > 10_000
+
+
+async def _serve_until(
+    config: dict[str, object],
+    stop: trio.Event,
+    stopped: trio.Event,
+    *,
+    task_status: trio.TaskStatus[object] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    async with running_server(config) as running:
+        task_status.started(running)
+        await stop.wait()
+    stopped.set()

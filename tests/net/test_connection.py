@@ -1,0 +1,448 @@
+"""One connection under bad input and bad behaviour (chatroom/net/connection.py).
+
+Malformed frames, unknown commands, wrong types, oversized frames, request floods, slow
+consumers, idle clients and clients that never log in: each gets a clear error or a
+documented close code (design.md section 4, errors.py), and never disturbs the server.
+After each, ``assert_serving`` checks that a new client is served and that stored
+history is intact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import pytest
+import trio
+import trio.testing
+from helpers import (
+    ALL_SUBS,
+    BASE64_SUB,
+    JSON_SUB,
+    PROTOBUF_SUB,
+    Client,
+    Cmd,
+    Running,
+    assert_serving,
+    fail_after,
+    running_server,
+    users,
+)
+from trio_websocket import ConnectionClosed
+
+from chatroom.protocol import messages_pb2 as pb
+from chatroom.service import dispatch
+from chatroom.service.context import Context, Link
+
+HISTORY = ("m0", "m1")
+
+
+async def seed(running: Running) -> str:
+    """A conversation of alice and bob holding ``HISTORY``."""
+    async with users(running, "alice", "bob") as (alice, _):
+        cid = await alice.start(["bob"])
+        await alice.say_many(cid, list(HISTORY))
+    return cid
+
+
+def is_error(cmd: Cmd, code: int) -> bool:
+    return bool(cmd["cmd"] == "error" and cmd["code"] == code)
+
+
+# malformed frames
+
+
+@pytest.mark.parametrize(
+    ("subprotocol", "frame"),
+    [
+        (JSON_SUB, "not json"),
+        (JSON_SUB, "[1, 2, 3]"),
+        (JSON_SUB, '"a string"'),
+        (JSON_SUB, "{}"),
+        (JSON_SUB, b"\xff\xfe garbage"),
+        (JSON_SUB, '{"cmd": "direct", "i": 4, oops'),
+        (PROTOBUF_SUB, b"\xff\xff\xff\xff"),
+        (PROTOBUF_SUB, "text on a binary codec"),
+        (BASE64_SUB, "%%% not base64 %%%"),
+        (BASE64_SUB, "////"),
+    ],
+)
+@fail_after()
+async def test_garbage_frames_get_an_error_and_the_connection_goes_on(
+    subprotocol: str, frame: str | bytes
+) -> None:
+    async with running_server() as running:
+        cid = await seed(running)
+        async with running.user("alice", subprotocol) as client:
+            await client.send_raw(frame)
+            error = await client.next_push("error")
+            assert error["code"] == 4201
+            assert error["reason"]
+            await client.say(cid, "still here")
+        await assert_serving(running, cid, (*HISTORY, "still here"))
+
+
+@pytest.mark.parametrize(
+    "cmd",
+    [
+        {"cmd": "nonsense", "i": 7},
+        {"cmd": "conv", "op": "nonsense", "i": 7},
+        {"cmd": 999, "i": 7},
+        {"cmd": "direct", "i": 7, "cid": 123, "msg": "x"},
+        {"cmd": "direct", "i": 7, "cid": "c", "msg": ["x"]},
+        {"cmd": "conv", "op": "start", "i": 7, "m": "bob"},
+        {"cmd": "logs", "i": 7, "cid": "c", "l": "ten"},
+        {"cmd": "logs", "i": 7, "cid": "c", "l": 2**40},
+        {"cmd": "direct", "i": 7, "cid": "c", "binaryMsg": "not base64!"},
+        {"cmd": "direct", "i": 7, "unknownField": 1},
+        {"cmd": "echo", "i": 7, "peerId": None},
+    ],
+)
+@fail_after()
+async def test_json_commands_with_wrong_names_or_types_get_4201_with_their_i(
+    cmd: Cmd,
+) -> None:
+    async with running_server() as running:
+        cid = await seed(running)
+        async with running.user("alice") as client:
+            await client.send(cmd)
+            reply = await client.reply_to(7)
+            assert is_error(reply, 4201), reply
+            await client.say(cid, "still here")
+        await assert_serving(running, cid, (*HISTORY, "still here"))
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ('{"i":7}', "missing cmd"),
+        ('{"cmd":"logs","i":7,"l":2147483648}', "l out of range (int32)"),
+        ('{"cmd":"direct","i":7,"' + "k" * 100_000 + '":1}', None),
+    ],
+)
+@fail_after()
+async def test_a_bad_json_command_is_answered_by_its_i_with_a_short_clear_reason(
+    raw: str, reason: str | None
+) -> None:
+    async with running_server() as running, running.user("alice") as client:
+        await client.send_raw(raw)
+        reply = await client.reply_to(7)
+        assert is_error(reply, 4201), reply
+        assert len(reply["reason"]) < 200
+        if reason is not None:
+            assert reply["reason"] == reason
+
+
+@pytest.mark.parametrize("subprotocol", ALL_SUBS)
+@fail_after()
+async def test_a_huge_peer_id_is_not_echoed_back(subprotocol: str) -> None:
+    huge = "y" * 100_000
+    async with running_server() as running, running.client(subprotocol) as client:
+        reply = await client.request({"cmd": "session", "op": "open", "appId": "a", "peerId": huge})
+        assert is_error(reply, 4103), {k: str(v)[:80] for k, v in reply.items()}
+        assert "peerId" not in reply
+        assert len(reply["reason"]) < 200
+        await client.login("alice")  # and the connection goes on
+
+
+@fail_after()
+async def test_a_binary_frame_on_a_json_connection_is_named_as_such() -> None:
+    async with running_server() as running, running.user("alice") as client:
+        await client.send_raw(b"\x08\x0e\x28\x07")  # a protobuf echo
+        error = await client.next_push("error")
+        assert (error["code"], error["reason"]) == (4201, "binary frame on a JSON connection")
+
+
+@pytest.mark.parametrize("subprotocol", ALL_SUBS)
+@fail_after()
+async def test_commands_the_server_does_not_serve_get_4201(subprotocol: str) -> None:
+    async with running_server() as running, running.user("alice", subprotocol) as client:
+        for cmd in (
+            {"cmd": "conv", "op": "joined"},  # a push, not a request
+            {"cmd": "blacklist", "op": "block"},
+            {"cmd": "goaway"},
+        ):
+            assert is_error(await client.request(cmd), 4201)
+        await client.sync()
+
+
+@fail_after()
+async def test_unknown_command_number_in_protobuf_gets_4201() -> None:
+    async with running_server() as running, running.user("alice", PROTOBUF_SUB) as client:
+        await client.send_raw(bytes([0x08, 99, 0x28, 7]))  # cmd = 99, i = 7
+        assert is_error(await client.reply_to(7), 4201)
+        await client.send_raw(bytes([0x08, 7, 0x10, 120, 0x28, 8]))  # conv, op = 120, i = 8
+        assert is_error(await client.reply_to(8), 4201)
+
+
+@fail_after()
+async def test_a_handler_that_fails_answers_4200_and_only_that_request() -> None:
+    def broken(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCommand:
+        raise RuntimeError("a bug")
+
+    async with running_server() as running:
+        cid = await seed(running)
+        async with running.user("alice") as client:
+            key = (pb.session, pb.query)
+            original = dispatch.SYNC_HANDLERS[key]
+            dispatch.SYNC_HANDLERS[key] = broken
+            try:
+                reply = await client.request({"cmd": "session", "op": "query"})
+            finally:
+                dispatch.SYNC_HANDLERS[key] = original
+            assert is_error(reply, 4200)
+            await client.say(cid, "after the bug")
+        await assert_serving(running, cid, (*HISTORY, "after the bug"))
+
+
+@fail_after()
+async def test_oversized_frame_closes_with_1009() -> None:
+    async with running_server({"max_frame_bytes": 4096}) as running:
+        cid = await seed(running)
+        async with running.user("alice") as client:
+            await client.say(cid, "x" * 3000)  # under the limit, with the JSON around it
+            await client.send({"cmd": "direct", "i": 99, "cid": cid, "msg": "x" * 5000})
+            reason = await client.closed()
+            assert reason.code == 1009
+        await assert_serving(running, cid, (*HISTORY, "x" * 3000))
+
+
+# floods
+
+
+@fail_after()
+async def test_request_flood_gets_4113_replies_and_everyone_keeps_chatting() -> None:
+    # So slow a refill that the burst is all the flooder gets during the test.
+    overrides = {"requests_per_second": 0.001, "request_burst": 5}
+    async with running_server(overrides) as running:
+        async with running.client() as flooder, running.client() as bob:
+            await flooder.login("mallory")
+            await bob.login("bob")
+            cid = await bob.start(["mallory"])  # bob's 2nd request of 5
+            replies = await flooder.pipeline([{"cmd": "echo"} for _ in range(10)])
+            assert [r["cmd"] for r in replies[:4]] == ["echo"] * 4
+            assert all(is_error(r, 4113) for r in replies[4:]), replies
+            refused = await flooder.request({"cmd": "direct", "cid": cid, "msg": "spam"})
+            assert (refused["cmd"], refused["code"]) == ("ack", 4113)
+            # bob has budget left, the flooder's connection is still open
+            await bob.say(cid, "hello mallory")
+            assert (await flooder.next_push("direct"))["msg"] == "hello mallory"
+        await assert_serving(running, cid, ("hello mallory",), reader="bob")
+
+
+async def flood(client: Client, seconds: float, replies: list[Cmd]) -> None:
+    """Ten echo requests a second for ``seconds`` (or until the server closes)."""
+    end = trio.current_time() + seconds
+    with contextlib.suppress(ConnectionClosed):
+        while trio.current_time() < end:
+            replies.append(await client.request({"cmd": "echo"}))
+            await trio.sleep(0.1)
+
+
+@fail_after(100)
+async def test_a_client_that_keeps_flooding_is_closed_with_4113(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    overrides = {"requests_per_second": 1, "request_burst": 5, "flood_close_after": 10}
+    async with running_server(overrides) as running:
+        async with running.user("mallory") as flooder, running.user("bob") as bob:
+            replies: list[Cmd] = []
+            await flood(flooder, math.inf, replies)  # until the server closes
+            reason = flooder.ws.closed
+            assert reason is not None
+            assert reason.code == 4113
+            assert any(is_error(r, 4113) for r in replies)
+            await bob.sync()  # nobody else noticed
+        await assert_serving(running)
+
+
+@fail_after(100)
+async def test_a_client_that_floods_now_and_then_is_not_closed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    overrides = {"requests_per_second": 1, "request_burst": 5, "flood_close_after": 10}
+    async with running_server(overrides) as running, running.user("alice") as client:
+        replies: list[Cmd] = []
+        for _ in range(3):
+            await flood(client, 6, replies)  # refused for about 5 s
+            await trio.sleep(11)  # then quiet for longer than flood_close_after
+        assert sum(is_error(r, 4113) for r in replies) > 30
+        await client.sync()
+        assert len(running.server.connections) == 1
+
+
+@fail_after()
+async def test_one_client_cannot_send_more_through_several_connections() -> None:
+    overrides = {"user_messages_per_second": 0.001, "user_message_burst": 5}
+    async with (
+        running_server(overrides) as running,
+        users(running, "mallory", "mallory", "bob") as (first, second, bob),
+    ):
+        cid = await bob.start(["mallory"])
+        for client in (first, second, first, second, first):
+            await client.say(cid, "spam")
+        refused = await second.request({"cmd": "direct", "cid": cid, "msg": "spam"})
+        assert (refused["cmd"], refused["code"]) == ("ack", 4116)
+        await bob.say(cid, "bob has his own budget")
+        await first.request({"cmd": "echo"})  # other requests are not limited by it
+
+
+async def overwhelm(
+    running: Running, alice: Client, cid: str, delivered: trio.MemoryReceiveChannel[str] | None
+) -> list[str]:
+    """Send big messages until the server closes a member as a slow consumer. With
+    ``delivered``, each batch waits until a reading member got it: that member keeps
+    up by construction, whatever the scheduling."""
+    sent: list[str] = []
+    counters = running.server.context.counters
+    while counters.closed_slow == 0:
+        batch = [f"{len(sent) + i:05d}" + "x" * 30_000 for i in range(10)]
+        await alice.say_many(cid, batch)
+        sent += batch
+        if delivered is not None:
+            for text in batch:
+                assert await delivered.receive() == text
+    return sent
+
+
+@fail_after(30)
+async def test_slow_consumer_is_closed_and_nobody_else_notices() -> None:
+    # A slow consumer that never reads again: the server gives up on the closing
+    # handshake after handshake_timeout.
+    async with (
+        running_server({"handshake_timeout": 0.5}) as running,
+        users(running, "alice", "bob") as (alice, bob),
+        running.user("slow") as slow,
+    ):
+        cid = await alice.start(["bob", "slow"])
+        await slow.take_pushes()
+        await bob.take_pushes()
+        send, delivered = trio.open_memory_channel[str](1000)
+
+        async def keep_reading() -> None:
+            while True:
+                push = await bob.receive()
+                if push["cmd"] == "direct":
+                    await send.send(push["msg"])
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(keep_reading)  # bob keeps up; slow reads nothing from here
+            sent = await overwhelm(running, alice, cid, delivered)
+            await running.wait_connections(2)  # slow's, and only slow's, is gone
+            await slow.drop()
+            await alice.say(cid, "after")
+            assert await delivered.receive() == "after"
+            nursery.cancel_scope.cancel()
+        # The sender was acked throughout, the other member got everything in order.
+        await assert_serving(running, cid, (*sent, "after"))
+
+
+@fail_after(30)
+async def test_slow_consumer_sees_close_code_4120_when_it_reads_again() -> None:
+    async with (
+        running_server({"handshake_timeout": 1}) as running,
+        running.user("alice") as alice,
+        running.user("slow") as slow,
+    ):
+        cid = await alice.start(["slow"])
+        await slow.take_pushes()
+        sent = await overwhelm(running, alice, cid, None)
+        reason = await slow.closed()  # reading now: what was queued, then the close
+        got = [p["msg"] for p in slow.pushes if p["cmd"] == "direct"]
+        assert got == sent[: len(got)]  # a prefix, in order, no gap
+        assert reason.code == 4120
+
+
+@fail_after()
+async def test_a_history_page_bigger_than_the_outbox_bound_is_delivered() -> None:
+    async with (
+        running_server({"outbox_max_bytes": 64 * 1024}) as running,
+        running.user("alice") as alice,
+    ):
+        cid = await alice.start(["bob"])
+        texts = [f"{i}" + "x" * 20_000 for i in range(5)]
+        await alice.say_many(cid, texts)
+        assert [item["data"] for item in await alice.logs(cid)] == texts
+
+
+# timeouts
+
+
+@fail_after()
+async def test_idle_connection_is_closed_with_4107() -> None:
+    async with running_server({"idle_timeout": 0.5}) as running:
+        cid = await seed(running)  # users who leave in time are not affected
+        async with running.user("alice") as client:
+            reason = await client.closed()
+            assert reason.code == 4107
+        await assert_serving(running, cid, HISTORY)
+
+
+@fail_after()
+async def test_connection_without_login_is_closed_with_4108() -> None:
+    async with running_server({"login_timeout": 0.5}) as running:
+        async with running.client() as client:
+            await client.sync()  # echo needs no login, and does not count as one
+            reason = await client.closed()
+            assert reason.code == 4108
+        await assert_serving(running)
+
+
+@fail_after()
+async def test_logging_out_starts_the_login_timeout_again() -> None:
+    async with (
+        running_server({"login_timeout": 0.5}) as running,
+        running.user("alice") as client,
+    ):
+        await client.request({"cmd": "session", "op": "close"})
+        reason = await client.closed()
+        assert reason.code == 4108
+
+
+@fail_after()
+async def test_timeouts_leave_other_connections_alone() -> None:
+    async with (
+        running_server({"login_timeout": 0.3}) as running,
+        running.user("alice") as alice,
+        running.client() as idle,
+    ):
+        assert (await idle.closed()).code == 4108
+        assert await alice.take_pushes() == []  # still open, and nothing happened
+
+
+async def ping_every_second(client: Client, seconds: float = math.inf) -> None:
+    count = 0
+    with contextlib.suppress(ConnectionClosed):  # the server may close meanwhile
+        while count < seconds:
+            await trio.sleep(1)
+            await client.ws.ping()  # returns once the pong is back
+            count += 1
+
+
+@fail_after(100)
+async def test_a_client_that_only_pings_stays_connected(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A generic client keeps its connection alive with WebSocket pings, not echo.
+    async with (
+        running_server({"idle_timeout": 5, "login_timeout": 5}) as running,
+        running.user("alice") as client,
+    ):
+        await ping_every_second(client, 30)  # six times idle_timeout
+        await client.sync()  # still open
+        assert len(running.server.connections) == 1
+        reason = await client.closed()  # and once it stops, it is closed
+        assert reason.code == 4107
+
+
+@fail_after(100)
+async def test_pings_do_not_stand_in_for_a_login(autojump_clock: trio.testing.MockClock) -> None:
+    async with (
+        running_server({"idle_timeout": 5, "login_timeout": 10}) as running,
+        running.client() as client,
+    ):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ping_every_second, client)  # until the server closes
+            reason = await client.closed()
+            nursery.cancel_scope.cancel()
+        assert reason.code == 4108

@@ -1,0 +1,139 @@
+"""chatroom.net.flusher: coalesced writes. Connections marked dirty are flushed by one task,
+once per tick, or once per ``write_delay`` so that several frames share one system
+call. No sockets: fake connections record when they are flushed, under
+``autojump_clock``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+from chatroom.net.flusher import Flusher
+
+
+class Recorder:
+    def __init__(self, name: str, log: list[tuple[str, float]], frames: int = 1):
+        self.name = name
+        self.log = log
+        self.frames = frames  # what each flush reports having written
+
+    def flush_nowait(self) -> int:
+        self.log.append((self.name, trio.current_time()))
+        return self.frames
+
+
+async def test_marks_in_one_tick_are_flushed_once_after_the_marker_yields(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    log: list[tuple[str, float]] = []
+    a, b = Recorder("a", log), Recorder("b", log)
+    flusher = Flusher()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(flusher.run)
+        flusher.mark(a)
+        flusher.mark(b)
+        assert log == []  # marking never writes: the fan-out loop goes on
+        await trio.testing.wait_all_tasks_blocked()
+        assert [name for name, _ in log] == ["a", "b"]
+        flusher.mark(a)
+        await trio.testing.wait_all_tasks_blocked()
+        assert [name for name, _ in log] == ["a", "b", "a"]
+        nursery.cancel_scope.cancel()
+
+
+async def test_write_delay_gathers_marks_into_one_flush(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    log: list[tuple[str, float]] = []
+    conns = [Recorder(f"c{i}", log) for i in range(3)]
+    flusher = Flusher(write_delay=0.01)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(flusher.run)
+        start = trio.current_time()
+        flusher.mark(conns[0])
+        await trio.sleep(0.004)
+        flusher.mark(conns[1])
+        await trio.sleep(0.004)
+        flusher.mark(conns[2])
+        await trio.sleep(0.1)
+        assert [name for name, _ in log] == ["c0", "c1", "c2"]
+        times = {t for _, t in log}
+        assert len(times) == 1  # one flush for all three
+        assert times.pop() >= start + 0.01
+        flusher.mark(conns[0])  # the next flush waits its own delay
+        await trio.sleep(0.1)
+        assert len(log) == 4
+        nursery.cancel_scope.cancel()
+
+
+async def test_write_delay_only_after_a_busy_flush(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    log: list[tuple[str, float]] = []
+    conns = [Recorder(f"c{i}", log) for i in range(3)]
+    flusher = Flusher(write_delay=0.01, busy_threshold=2)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(flusher.run)
+        start = trio.current_time()
+        flusher.mark(conns[0])  # quiet: flushed at once
+        await trio.testing.wait_all_tasks_blocked()
+        assert log == [("c0", start)]
+        flusher.mark(conns[0])
+        flusher.mark(conns[1])  # two in one cycle: still at once, but now busy
+        await trio.testing.wait_all_tasks_blocked()
+        assert [t for _, t in log] == [start] * 3
+        flusher.mark(conns[2])  # after a busy cycle: waits the delay
+        await trio.sleep(0.1)
+        assert log[-1] == ("c2", start + 0.01)
+        flusher.mark(conns[2])  # that cycle was quiet again: at once
+        await trio.testing.wait_all_tasks_blocked()
+        assert log[-1][1] == trio.current_time()
+        flusher.mark(conns[0])
+        flusher.mark(conns[1])  # busy again
+        await trio.sleep(0.05)  # longer than the delay: nothing left to gather
+        marked = trio.current_time()
+        flusher.mark(conns[2])
+        await trio.testing.wait_all_tasks_blocked()
+        assert log[-1] == ("c2", marked)  # at once
+        nursery.cancel_scope.cancel()
+
+
+class Slow(Recorder):
+    """A connection whose write takes ``seconds`` of (mock) time."""
+
+    def __init__(
+        self, name: str, log: list[tuple[str, float]], clock: trio.testing.MockClock, frames: int
+    ):
+        super().__init__(name, log, frames)
+        self.clock = clock
+
+    def flush_nowait(self) -> int:
+        written = super().flush_nowait()
+        self.clock.jump(0.015)
+        return written
+
+
+@pytest.mark.parametrize(
+    ("frames", "wait"),
+    [(1, 0.03), (3, 0.06)],  # one frame per write: as long again; several: twice as long
+)
+async def test_after_a_long_flush_the_next_waits_as_long_again(
+    autojump_clock: trio.testing.MockClock, frames: int, wait: float
+) -> None:
+    log: list[tuple[str, float]] = []
+    conns = [Slow(f"c{i}", log, autojump_clock, frames) for i in range(2)]
+    flusher = Flusher(write_delay=0.005, busy_threshold=2)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(flusher.run)
+        start = trio.current_time()
+        flusher.mark(conns[0])
+        flusher.mark(conns[1])  # a busy cycle of 30 ms (two writes of 15 ms)
+        await trio.testing.wait_all_tasks_blocked()
+        assert [t - start for _, t in log] == pytest.approx([0, 0.015])
+        flusher.mark(conns[0])
+        await trio.sleep(0.1)
+        # Not 5 ms after the busy cycle ended (at 30 ms), but 30 or 60 ms after.
+        assert log[-1][1] - start == pytest.approx(0.03 + wait)
+        nursery.cancel_scope.cancel()

@@ -1,0 +1,101 @@
+"""chatroom.net.gcpolicy: long-lived objects are frozen out of the automatic collections,
+and their reference cycles are still freed by the policy's own full passes."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+import pytest
+import trio
+import trio.testing
+
+from chatroom.net.gcpolicy import GcPolicy, _glibc_malloc_trim
+
+
+class Node:
+    def __init__(self) -> None:
+        self.other: Node | None = None
+
+
+def _cycle() -> weakref.ref[Node]:
+    a, b = Node(), Node()
+    a.other, b.other = b, a
+    return weakref.ref(a)
+
+
+async def test_frozen_cycles_survive_collections_until_a_full_pass(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    policy = GcPolicy(freeze_interval=1.0, full_after_closes=3, full_interval=0)
+    ref = _cycle()  # unreachable already: a plain collection would free it
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(policy.run)
+        await trio.sleep(1.5)  # one round: frozen
+        assert gc.get_freeze_count() > 0
+        gc.collect()
+        assert ref() is not None  # the collector no longer walks it
+        for _ in range(3):
+            policy.connection_closed()
+        await trio.sleep(1.0)  # the next round is a full pass
+        assert policy.full_passes == 1
+        assert ref() is None
+        nursery.cancel_scope.cancel()
+    assert gc.get_freeze_count() == 0  # everything handed back when the server stops
+
+
+async def test_full_pass_after_the_interval_without_closes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    policy = GcPolicy(freeze_interval=1.0, full_after_closes=1000, full_interval=10.0)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(policy.run)
+        await trio.sleep(9.5)
+        assert policy.full_passes == 0
+        await trio.sleep(1.0)
+        assert policy.full_passes == 1
+        nursery.cancel_scope.cancel()
+    assert gc.get_freeze_count() == 0
+
+
+async def test_zero_interval_leaves_the_collector_alone() -> None:
+    policy = GcPolicy(freeze_interval=0, full_after_closes=1, full_interval=1.0)
+    assert not policy.enabled
+    with trio.fail_after(1):
+        await policy.run()  # returns at once
+    assert gc.get_freeze_count() == 0
+
+
+glibc_only = pytest.mark.skipif(_glibc_malloc_trim() is None, reason="malloc_trim is glibc's")
+
+
+@glibc_only
+@pytest.mark.parametrize("freeze_interval", [1.0, 0.0])
+async def test_memory_is_returned_once_after_enough_closes(
+    autojump_clock: trio.testing.MockClock, freeze_interval: float
+) -> None:
+    policy = GcPolicy(freeze_interval, full_after_closes=1000, full_interval=0, trim_after_closes=3)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(policy.run)
+        await trio.sleep(1.5)
+        for _ in range(2):
+            policy.connection_closed()
+        await trio.sleep(1.0)
+        assert policy.trims == 0  # two closes are not worth it
+        policy.connection_closed()
+        await trio.sleep(1.0)
+        assert policy.trims == 1
+        await trio.sleep(10.0)
+        assert policy.trims == 1  # nothing closed since
+        nursery.cancel_scope.cancel()
+    assert gc.get_freeze_count() == 0
+
+
+async def test_no_trimming_when_turned_off() -> None:
+    policy = GcPolicy(
+        freeze_interval=0, full_after_closes=1, full_interval=1.0, trim_after_closes=0
+    )
+    policy.connection_closed()
+    assert not policy.trim_due()
+    with trio.fail_after(1):
+        await policy.run()  # returns at once: nothing to do

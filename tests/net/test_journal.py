@@ -1,0 +1,138 @@
+"""The write-behind journal of lasting state (chatroom/net/journal.py) and the hooks of the
+pure memories that feed it and are rebuilt from the store: ``ReceiptBook``,
+``ConvEventLog`` and ``Verifier``.
+"""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+
+from chatroom.core.convlog import ConvEventLog
+from chatroom.core.ids import wall_ms
+from chatroom.core.receipt_book import ReceiptBook, Waiting
+from chatroom.core.signature import Verifier, sign
+from chatroom.net.journal import Lasting
+from chatroom.protocol import messages_pb2 as pb
+from chatroom.protocol.codec import Prepared
+from chatroom.store.base import LastingChanges, PendingReceipt, SessionRecord
+from chatroom.store.memory import MemoryStore
+
+
+def record(token: str, expires_ms: int = 2**42) -> SessionRecord:
+    return SessionRecord(token, "alice", None, None, expires_ms)
+
+
+async def test_changes_are_written_in_batches_and_close_writes_the_rest() -> None:
+    store = MemoryStore()
+    lasting = Lasting(store, backlog=100)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(lasting.run)
+            lasting.session("st-1", record("st-1"))
+            lasting.session("st-2", record("st-2"))
+            lasting.session("st-2", None)  # revoked before it was ever written
+            lasting.nonce("n1", 5_000)
+            lasting.nonce("n1", 9_000)  # a nonce keeps its first expiry
+            lasting.close()
+            lasting.receipt("c1", "m1", PendingReceipt("c1", "m1", 1, "tom", 2**42))
+    assert await store.get_session("st-1") == record("st-1")
+    assert await store.get_session("st-2") is None
+    assert await store.live_nonces(0, 10) == {"n1": 5_000}
+    assert len(await store.pending_receipts(10)) == 1  # recorded before run returned
+    assert lasting.stats.written == 4
+    assert lasting.stats.batches >= 1
+
+
+async def test_a_revocation_is_known_until_it_is_stored() -> None:
+    store = MemoryStore()
+    await store.save_lasting(LastingChanges(sessions={"st-1": record("st-1")}))
+    lasting = Lasting(store, backlog=100)
+    lasting.session("st-1", None)
+    assert lasting.revoked("st-1")
+    assert not lasting.revoked("st-2")
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(lasting.run)
+            lasting.close()
+    assert not lasting.revoked("st-1")
+    assert await store.get_session("st-1") is None
+
+
+async def test_beyond_the_backlog_new_records_are_dropped_but_revocations_kept() -> None:
+    store = MemoryStore()
+    await store.save_lasting(LastingChanges(sessions={"old": record("old")}))
+    lasting = Lasting(store, backlog=2)
+    for token in ("st-1", "st-2", "st-3"):
+        lasting.session(token, record(token))
+    lasting.session("old", None)
+    assert lasting.stats.dropped == 1
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(lasting.run)
+            lasting.close()
+    assert [await store.get_session(t) is not None for t in ("st-1", "st-2", "st-3")] == [
+        True,
+        True,
+        False,
+    ]
+    assert await store.get_session("old") is None
+
+
+async def test_purge_deletes_expired_state_now_and_every_interval(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = MemoryStore()
+    expired = {"gone": record("gone", wall_ms() - 1), "kept": record("kept")}
+    await store.save_lasting(LastingChanges(sessions=dict(expired)))
+    lasting = Lasting(store, backlog=100)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lasting.purge, 60.0, 1)
+        await trio.sleep(1)
+        assert await store.get_session("gone") is None
+        assert lasting.stats.purged == 1
+        await store.save_lasting(LastingChanges(sessions={"later": record("later", 0)}))
+        await trio.sleep(60)
+        assert await store.get_session("later") is None
+        assert await store.get_session("kept") is not None
+        nursery.cancel_scope.cancel()
+
+
+# the memories that feed it
+
+
+def test_receipt_book_tells_of_additions_and_deliveries_but_not_restores() -> None:
+    told: list[tuple[str, str, Waiting | None]] = []
+    book = ReceiptBook(10, lambda cid, mid, w: told.append((cid, mid, w)))
+    book.restore([("c1", Waiting("old", 1, "tom"))])
+    book.want("c1", "new", 2, "tom")
+    assert told == [("c1", "new", Waiting("new", 2, "tom"))]
+    assert [w.mid for w in book.delivered("c1", "jerry", 2)] == ["old", "new"]
+    assert told[1:] == [("c1", "old", None), ("c1", "new", None)]
+
+
+def test_event_log_merges_stored_events_before_what_memory_holds() -> None:
+    stored: list[tuple[list[str], int]] = []
+    log = ConvEventLog(
+        per_client=3, on_record=lambda peers, ts, p, live: stored.append((peers, ts))
+    )
+    events = [Prepared(pb.GenericCommand(cmd=pb.conv, serverTs=t)) for t in range(6)]
+    assert log.complete_since("a") is None
+    log.record(["a", "b"], 4, events[4], ["tok"])
+    log.record(["a"], 5, events[5], [])
+    assert stored == [(["a", "b"], 4), (["a"], 5)]
+    assert log.complete_since("a") == 4
+    older = [(t, events[t], ["tok"] if t == 2 else []) for t in (1, 2, 3)]
+    assert log.missed("a", 0, None, older) == [events[3], events[4], events[5]]  # newest 3
+    assert log.missed("a", 0, "tok", older) == [events[1], events[3], events[5]]
+
+
+def test_verifier_refuses_seeded_nonces_and_tells_of_new_ones() -> None:
+    used: list[tuple[str, int]] = []
+    v = Verifier("k", window=300, on_use=lambda nonce, until: used.append((nonce, until)))
+    now = 1_000_000
+    v.seed({"before": now + 100})
+    sig = sign("k", "x")
+    assert v.check(["x"], sig, now, "before", now * 1000) == "nonce already used"
+    assert v.check(["x"], sig, now, "after", now * 1000) is None
+    assert used == [("after", now + 300)]

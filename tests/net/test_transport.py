@@ -1,0 +1,438 @@
+"""chatroom.net.transport: the handshake, inbound messages and raw outbound frames, over
+real localhost sockets with trio-websocket as the client. Port 0, every test under
+``fail_after``.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import struct
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+import trio
+import trio.testing
+from helpers import fail_after
+from trio_websocket import (
+    ConnectionClosed,
+    ConnectionRejected,
+    WebSocketConnection,
+    open_websocket_url,
+)
+from websockets.server import ServerProtocol
+
+from chatroom.net import transport as transport_module
+from chatroom.net.transport import Rejected, Transport, TransportBroken
+from chatroom.protocol.codec import Codec, Subprotocol
+from chatroom.protocol.framing import ws_frame
+
+
+def _choose(offered: list[str], path: str) -> Subprotocol:
+    if "refuse-me" in offered:
+        raise Rejected("no such subprotocol")
+    return Subprotocol(offered[0] if offered else None, Codec.JSON, 3)
+
+
+@asynccontextmanager
+async def ws_pair(
+    max_message_bytes: int = 2**20,
+    subprotocols: tuple[str, ...] = (),
+    client_max: int = 2**20,
+) -> AsyncIterator[tuple[Transport, WebSocketConnection]]:
+    """(server transport, client connection) of one WebSocket on localhost."""
+    send, receive = trio.open_memory_channel[Transport](1)
+    done = trio.Event()
+
+    async def handler(transport: Transport, chosen: Subprotocol, remote: str) -> None:
+        await send.send(transport)
+        await done.wait()
+        await transport.aclose(1000, "test over")
+
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(
+            lambda task_status: transport_module.serve_websocket(
+                handler,
+                _choose,
+                "127.0.0.1",
+                0,
+                max_message_bytes=max_message_bytes,
+                handshake_timeout=5,
+                task_status=task_status,
+            )
+        )
+        url = f"ws://127.0.0.1:{port}/"
+        async with open_websocket_url(
+            url, subprotocols=list(subprotocols), max_message_size=client_max
+        ) as client:
+            server_side = await receive.receive()
+            yield server_side, client
+            done.set()
+        nursery.cancel_scope.cancel()
+
+
+@fail_after()
+async def test_handshake_echoes_the_chosen_subprotocol() -> None:
+    async with ws_pair(subprotocols=("lc.json.3",)) as (_, client):
+        assert client.subprotocol == "lc.json.3"
+
+
+@fail_after()
+async def test_handshake_refused_with_400() -> None:
+    refused: list[ConnectionRejected] = []
+    try:
+        async with ws_pair(subprotocols=("refuse-me",)):
+            pass  # pragma: no cover - the handshake fails
+    except* ConnectionRejected as group:
+        refused.extend(e for e in group.exceptions if isinstance(e, ConnectionRejected))
+    assert [e.status_code for e in refused] == [400]
+
+
+@fail_after()
+async def test_plain_http_gets_an_error_and_the_server_goes_on() -> None:
+    async def handler(transport: Transport, chosen: Subprotocol, remote: str) -> None:
+        raise AssertionError("not a WebSocket")  # pragma: no cover
+
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(
+            lambda task_status: transport_module.serve_websocket(
+                handler,
+                _choose,
+                "127.0.0.1",
+                0,
+                max_message_bytes=1024,
+                handshake_timeout=5,
+                task_status=task_status,
+            )
+        )
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        reply = await stream.receive_some(4096)
+        assert reply.startswith(b"HTTP/1.1 4")
+        await stream.aclose()
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(
+    ("size", "header"), [(0, 2), (1, 2), (125, 2), (126, 4), (65535, 4), (65536, 10)]
+)
+def test_ws_frame_header_lengths(size: int, header: int) -> None:
+    payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    for binary, opcode in ((True, 0x82), (False, 0x81)):
+        frame = ws_frame(payload, binary)
+        assert len(frame) == header + size
+        assert frame[0] == opcode  # FIN and the opcode
+        assert frame[1] & 0x80 == 0  # a server never masks
+        assert frame[header:] == payload
+        if header == 2:
+            assert frame[1] == size
+        elif header == 4:
+            assert frame[1] == 126
+            assert struct.unpack("!H", frame[2:4])[0] == size
+        else:
+            assert frame[1] == 127
+            assert struct.unpack("!Q", frame[2:10])[0] == size
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536])
+@fail_after()
+async def test_frames_of_every_header_size_reach_a_real_client(size: int) -> None:
+    payload = bytes(i % 251 for i in range(size))
+    async with ws_pair() as (transport, client_ws):
+        await transport.write(ws_frame(payload, binary=True))
+        await transport.write(ws_frame(b"text \xc3\xa9", binary=False))
+        assert await client_ws.get_message() == payload
+        assert await client_ws.get_message() == "text é"
+
+
+@fail_after()
+async def test_write_nowait_sends_several_frames_in_one_call() -> None:
+    async with ws_pair() as (transport, client_ws):
+        data = b"".join(ws_frame(f"m{i}".encode(), binary=False) for i in range(3))
+        assert transport.write_nowait(data) == len(data)
+        assert [await client_ws.get_message() for _ in range(3)] == ["m0", "m1", "m2"]
+
+
+@fail_after()
+async def test_write_nowait_yields_to_a_waiting_write() -> None:
+    async with ws_pair() as (transport, client_ws):
+        async with transport._lock:
+            assert transport.write_nowait(ws_frame(b"not now", binary=False)) == 0
+        assert transport.write_nowait(ws_frame(b"now", binary=False)) > 0
+        assert await client_ws.get_message() == "now"
+
+
+@fail_after(20)
+async def test_a_partial_nowait_write_can_be_finished_by_write() -> None:
+    payload = bytes(i % 253 for i in range(16 * 2**20))
+    frame = ws_frame(payload, binary=True)
+    async with ws_pair(client_max=len(payload)) as (transport, client_ws):
+        written = transport.write_nowait(frame)
+        assert 0 < written <= len(frame)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(transport.write, frame[written:])
+            assert await client_ws.get_message() == payload
+
+
+@fail_after()
+async def test_receive_returns_client_messages() -> None:
+    async with ws_pair() as (transport, client_ws):
+        await client_ws.send_message("hello")
+        await client_ws.send_message(b"\x00\x01")
+        assert await transport.receive() == "hello"
+        assert await transport.receive() == b"\x00\x01"
+
+
+@fail_after()
+async def test_backlog_counts_frames_still_in_the_kernel() -> None:
+    # 3000 frames of 100 bytes (106 on the wire, masked): one read of 64 KiB parses
+    # about 600 of them, the rest wait in the socket's receive queue.
+    async with ws_pair() as (transport, client_ws), trio.open_nursery() as nursery:
+
+        async def send_all() -> None:  # blocks while the server's queue is full
+            for _ in range(3000):
+                await client_ws.send_message(b"x" * 100)
+
+        nursery.start_soon(send_all)
+        assert await transport.receive() == b"x" * 100
+        parsed_in_one_read = 65536 // 106
+        # Polls the kernel (no event to wait for); fail_after ends it if never.
+        while transport.backlog <= parsed_in_one_read + 100:  # noqa: ASYNC110
+            await trio.sleep(0.01)  # loopback still filling the receive queue
+        assert transport.backlog <= 2999
+        for _ in range(2999):
+            await transport.receive()
+        assert transport.backlog == 0
+
+
+@fail_after()
+async def test_aclose_sends_the_close_code_and_reason() -> None:
+    async with ws_pair() as (transport, client_ws):
+        assert not transport.closed
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(transport.aclose, 4120, "slow consumer")
+            with pytest.raises(ConnectionClosed) as info:
+                await client_ws.get_message()
+        reason = info.value.reason
+        assert reason is not None
+        assert (reason.code, reason.reason) == (4120, "slow consumer")
+        assert transport.closed
+        with pytest.raises(TransportBroken):
+            transport.write_nowait(ws_frame(b"late", binary=False))
+        with pytest.raises(transport_module.ConnectionClosed):
+            await transport.receive()
+
+
+@fail_after()
+async def test_close_reason_is_cut_to_fit_a_close_frame() -> None:
+    async with ws_pair() as (transport, client_ws):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(transport.aclose, 4000, "x" * 500)
+            with pytest.raises(ConnectionClosed) as info:
+                await client_ws.get_message()
+        closed = info.value.reason
+        assert closed is not None
+        assert closed.reason is not None
+        assert 0 < len(closed.reason.encode()) <= 123
+
+
+@fail_after()
+async def test_client_close_ends_receive_with_its_code_and_replies_through_the_sink() -> None:
+    async with ws_pair() as (transport, client_ws):
+        sent: list[bytes] = []
+        transport.sink = sent.append
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client_ws.aclose, 4321, "bye")
+            with pytest.raises(transport_module.ConnectionClosed) as info:
+                await transport.receive()
+            assert info.value.code == 4321
+            # the close reply goes out in order with everything else
+            assert sent
+            assert sent[0][0] == 0x88
+            transport.write_nowait(sent[0])
+
+
+@fail_after()
+async def test_ping_is_answered_through_the_sink() -> None:
+    async with ws_pair() as (transport, client_ws):
+        sent: list[bytes] = []
+        transport.sink = sent.append
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client_ws.ping, b"abc")
+            await trio.testing.wait_all_tasks_blocked()  # the ping is on the wire first
+            await client_ws.send_message("after ping")
+            assert await transport.receive() == "after ping"
+            assert sent == [b"\x8a\x03abc"]  # an unmasked pong with the payload
+            transport.write_nowait(sent[0])  # lets the client's ping() return
+
+
+@fail_after()
+async def test_oversized_message_closes_with_1009() -> None:
+    async with ws_pair(max_message_bytes=100) as (transport, client_ws):
+        await client_ws.send_message("x" * 101)
+        with pytest.raises(transport_module.ConnectionClosed) as info:
+            await transport.receive()
+        assert info.value.code == 1009
+
+
+def _masked(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+    key = os.urandom(4)
+    masked = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    assert len(payload) < 126
+    return bytes(((0x80 if fin else 0) | opcode, 0x80 | len(payload))) + key + masked
+
+
+@fail_after()
+async def test_fragments_are_reassembled_and_invalid_utf8_closes_with_1007() -> None:
+    async with ws_pair() as (transport, client_ws):
+        raw = client_ws._stream  # write frames trio-websocket would not produce
+        await raw.send_all(_masked(0x1, b"hel", fin=False) + _masked(0x0, b"lo"))
+        assert await transport.receive() == "hello"
+        await raw.send_all(_masked(0x2, b"\x00", fin=False) + _masked(0x0, b"\x01"))
+        assert await transport.receive() == b"\x00\x01"
+        await raw.send_all(_masked(0x1, b"\xff\xfe"))
+        with pytest.raises(transport_module.ConnectionClosed) as info:
+            await transport.receive()
+        assert info.value.code == 1007
+
+
+# -- refused and abandoned handshakes ---------------------------------------------------
+
+
+@asynccontextmanager
+async def listening(handshake_timeout: float = 5) -> AsyncIterator[int]:
+    """A WebSocket listener on localhost (its port) whose handler closes at once."""
+
+    async def handler(transport: Transport, chosen: Subprotocol, remote: str) -> None:
+        await transport.aclose(1000, "bye")
+
+    async with trio.open_nursery() as nursery:
+        yield await nursery.start(
+            lambda task_status: transport_module.serve_websocket(
+                handler,
+                _choose,
+                "127.0.0.1",
+                0,
+                max_message_bytes=1024,
+                handshake_timeout=handshake_timeout,
+                task_status=task_status,
+            )
+        )
+        nursery.cancel_scope.cancel()
+
+
+async def exchange(port: int, request: bytes) -> bytes:
+    """Send ``request`` (while reading, since the server may answer before it has read
+    all of it) and return everything received until the server hangs up."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    received = b""
+    async with stream, trio.open_nursery() as nursery:
+        if request:
+            nursery.start_soon(stream.send_all, request)
+        while chunk := await stream.receive_some(65536):
+            received += chunk
+    return received
+
+
+_MB = b"a" * 2**20
+BAD_REQUESTS = [
+    ("header-line-1MB", b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + _MB + b"\r\n\r\n", 431),
+    ("too-many-headers", b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 500 + b"\r\n", 431),
+    ("request-line-1MB", b"GET /" + _MB + b" HTTP/1.1\r\n\r\n", 414),
+    ("not-http", b"\x00\xffNOT HTTP AT ALL\r\n\r\n", 400),
+    ("no-version", b"GET /\r\n\r\n", 400),
+    ("plain-get", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 426),
+]
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [(r, s) for _, r, s in BAD_REQUESTS],
+    ids=[name for name, _, _ in BAD_REQUESTS],
+)
+@fail_after()
+async def test_a_malformed_handshake_gets_an_http_error_and_no_traceback(
+    request_bytes: bytes, status: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with listening() as port:
+        reply = await exchange(port, request_bytes)
+        head, _, body = reply.partition(b"\r\n\r\n")
+        assert head.startswith(f"HTTP/1.1 {status} ".encode()), reply[:200]
+        assert 0 < len(body) < 200
+        async with open_websocket_url(f"ws://127.0.0.1:{port}/") as ws:
+            assert ws.subprotocol is None  # and the listener still serves
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info] == []
+
+
+@fail_after()
+async def test_refused_handshakes_are_logged_once_per_kind(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, "chatroom.net.transport")
+    async with listening() as port:
+        for _ in range(20):
+            assert (await exchange(port, b"\x00junk\r\n\r\n")).startswith(b"HTTP/1.1 400 ")
+            assert (await exchange(port, BAD_REQUESTS[0][1])).startswith(b"HTTP/1.1 431 ")
+    lines = [r.getMessage() for r in caplog.records if r.name == "chatroom.net.transport"]
+    assert len(lines) == 2, lines
+    assert "(InvalidMessage)" in lines[0]
+    assert "(HeaderLineTooLong)" in lines[1]
+    assert all(len(line) < 300 for line in lines)
+
+
+async def test_a_refusal_log_line_counts_those_left_out_since_the_last(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "chatroom.net.transport")
+    refusals = transport_module.RefusalLog(interval=60)
+    for _ in range(5):
+        refusals.note("InvalidMessage", "1.2.3.4:5", "400 not an HTTP request")
+    refusals.note("timeout", "1.2.3.4:6", "none within 10 s")
+    await trio.sleep(59)
+    refusals.note("InvalidMessage", "1.2.3.4:7", "x" * 10_000)  # still within the minute
+    await trio.sleep(1)
+    refusals.note("InvalidMessage", "1.2.3.4:8", "400 not an HTTP request")
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 3, lines
+    assert "(0 more since" in lines[0]
+    assert "(timeout)" in lines[1]
+    assert "1.2.3.4:8" in lines[2]
+    assert "(5 more since" in lines[2]
+
+
+def _live_protocols() -> int:
+    return sum(isinstance(o, ServerProtocol) for o in gc.get_objects())
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"",  # connects and waits: the handshake times out
+        b"GET / HTTP/1.1\r\nHost: x\r\n",  # half a request, then the timeout
+        b"\x00junk\r\n\r\n",
+        BAD_REQUESTS[0][1],
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        b"Sec-WebSocket-Protocol: refuse-me\r\n\r\n",
+    ],
+    ids=["silent", "half", "not-http", "too-large", "plain-get", "refused"],
+)
+@fail_after(100)
+async def test_failed_handshakes_are_freed_without_the_cycle_collector(
+    request_bytes: bytes, autojump_clock: trio.testing.MockClock
+) -> None:
+    # The server freezes long-lived objects out of the collector's sight (gcpolicy):
+    # a failed handshake that left a reference cycle would stay until a full pass.
+    gc.collect()
+    gc.disable()
+    try:
+        async with listening(handshake_timeout=5) as port:
+            for _ in range(10):
+                await exchange(port, request_bytes)  # the server hangs up in the end
+            await trio.testing.wait_all_tasks_blocked()
+            assert _live_protocols() == 0
+    finally:
+        gc.enable()
