@@ -24,9 +24,9 @@ import orjson
 import trio
 
 from chatroom.config import Config
+from chatroom.core.model import Conversation, ConvType
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.service.conv_query import run_query
-from chatroom.store.base import Conversation, ConvType
 from chatroom.store.sqlite import SqliteStore, _conversation_row
 
 USERS = 20_000

@@ -18,7 +18,7 @@ import time
 
 import trio
 
-from chatroom.store.base import Conversation, ConvType, Message
+from chatroom.core.model import Conversation, ConvType, Message
 from chatroom.store.sqlite import SqliteStore
 
 

@@ -3,14 +3,7 @@ they must give: shared by the store contract suite and the pure paging tests."""
 
 from __future__ import annotations
 
-from chatroom.store.base import (
-    Bound,
-    Conversation,
-    ConvType,
-    Direction,
-    HistoryQuery,
-    Message,
-)
+from chatroom.core.model import Bound, Conversation, ConvType, Direction, HistoryQuery, Message
 
 
 def make_conv(

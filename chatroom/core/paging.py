@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from chatroom.store.base import Bound, Direction, HistoryQuery, Message
-from chatroom.store.common import history_interval
+from chatroom.core.model import Bound, Direction, HistoryQuery, Message
 
 
 def _key(message: Message) -> tuple[int, str]:
@@ -44,3 +43,27 @@ def select(messages: Iterable[Message], query: HistoryQuery) -> list[Message]:
     if query.direction is Direction.OLD:
         return chosen[-query.limit :] if query.limit else []
     return chosen[: query.limit]
+
+
+def history_interval(query: HistoryQuery) -> tuple[Bound | None, Bound | None]:
+    """The ``(lower, upper)`` bounds of a history query, lower being the older one.
+
+    ``OLD`` reads from ``start`` towards ``end`` (start is the upper bound), ``NEW`` the
+    other way. Clients do send bounds in the wrong order for the direction (the JS SDK
+    picks NEW only when ``tt > t``), so a reversed pair is swapped, each bound keeping its
+    own ``inclusive`` flag, rather than yielding an empty page.
+    """
+    if query.direction == Direction.NEW:
+        lower, upper = query.start, query.end
+    else:
+        lower, upper = query.end, query.start
+    if lower is not None and upper is not None and _newer(lower, upper):
+        lower, upper = upper, lower
+    return lower, upper
+
+
+def _newer(a: Bound, b: Bound) -> bool:
+    """Whether position ``a`` is strictly after ``b``; a missing mid compares equal."""
+    if a.timestamp != b.timestamp:
+        return a.timestamp > b.timestamp
+    return a.mid is not None and b.mid is not None and a.mid > b.mid

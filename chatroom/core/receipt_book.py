@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
-from chatroom.store.base import Conversation, ConvType
+from chatroom.core.model import Conversation, ConvType
 
 RECEIPT_MEMBERS = 2  # receipts only where a conversation has at most this many members
 

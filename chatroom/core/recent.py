@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
+from chatroom.core.model import Message
 from chatroom.core.presence import Outlet
-from chatroom.store.base import Message
 
 
 @dataclass(slots=True)

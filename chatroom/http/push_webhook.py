@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import orjson
 import trio
 
-from chatroom.store.base import JSON
+from chatroom.core.model import JSON
 
 log = logging.getLogger(__name__)
 

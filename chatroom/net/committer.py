@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import trio
 
-from chatroom.store.base import IntegrityError, Message, Store
+from chatroom.core.model import Message
+from chatroom.store.base import IntegrityError, Store
 
 log = logging.getLogger(__name__)
 

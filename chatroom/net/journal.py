@@ -21,14 +21,14 @@ from dataclasses import dataclass
 import trio
 
 from chatroom.core.ids import wall_ms
-from chatroom.store.base import (
+from chatroom.core.model import (
     ConvEventRecord,
     LastingChanges,
     PendingReceipt,
     SessionRecord,
-    Store,
     WillRecord,
 )
+from chatroom.store.base import Store
 
 log = logging.getLogger(__name__)
 

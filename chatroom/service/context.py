@@ -18,6 +18,7 @@ import trio
 from chatroom.config import Config
 from chatroom.core.convlog import ConvEventLog
 from chatroom.core.ids import MessageClock, ObjectIds, wall_ms
+from chatroom.core.model import Conversation, ConvType, PendingReceipt, SessionRecord
 from chatroom.core.outbox import Priority, QueuedBytes, ShedTotals
 from chatroom.core.presence import Outlet, Presence, Session
 from chatroom.core.ratelimit import IntakeBacklog, RoomBudget, UserBudgets
@@ -31,7 +32,7 @@ from chatroom.net.journal import Lasting
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Prepared, Subprotocol
 from chatroom.protocol.errors import ChatError, ErrorCode
-from chatroom.store.base import Conversation, ConvType, PendingReceipt, SessionRecord, Store
+from chatroom.store.base import Store
 
 
 class Link(Outlet, Protocol):

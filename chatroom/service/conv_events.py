@@ -22,11 +22,11 @@ from collections.abc import Iterable
 import trio
 
 from chatroom.core.convlog import ConvEventLog
+from chatroom.core.model import ConvEventRecord
 from chatroom.core.presence import Session
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Prepared
 from chatroom.service.context import SENT, Context, Handler, Link, SyncHandler
-from chatroom.store.base import ConvEventRecord
 
 log = logging.getLogger(__name__)
 

@@ -26,16 +26,9 @@ import trio
 
 from chatroom.core.ids import iso, wall_ms
 from chatroom.core.matcher import Doc, bad_query, matches, sort_docs, validate, validate_sort
+from chatroom.core.model import RANGE_FIELDS, Conversation, ConvFilter, ConvOrder, ConvType, Message
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.service.context import Context, Link, require_session
-from chatroom.store.base import (
-    RANGE_FIELDS,
-    Conversation,
-    ConvFilter,
-    ConvOrder,
-    ConvType,
-    Message,
-)
 from chatroom.store.common import json_path
 
 FLAG_COMPACT = 1

@@ -13,6 +13,7 @@ import orjson
 import trio
 
 from chatroom.core.ids import iso, wall_ms
+from chatroom.core.model import JSON, Conversation, ConvFilter, ConvOrder, ConvType
 from chatroom.core.presence import Session
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Prepared
@@ -20,7 +21,6 @@ from chatroom.protocol.errors import ChatError, ErrorCode
 from chatroom.service import signing
 from chatroom.service.context import SENT, Context, Link, require_session, valid_client_id
 from chatroom.service.conv_events import push
-from chatroom.store.base import JSON, Conversation, ConvFilter, ConvOrder, ConvType
 
 # Keys a client cannot set: the server owns them.
 _SYSTEM_KEYS = frozenset(

@@ -12,6 +12,7 @@ take it past ``max_reply_bytes`` (``within_bytes``).
 from __future__ import annotations
 
 from chatroom.core import paging as history
+from chatroom.core.model import Bound, ConvType, Direction, HistoryQuery
 from chatroom.core.receipt_book import receipts_apply
 from chatroom.core.replybudget import fitting, item_size
 from chatroom.protocol import messages_pb2 as pb
@@ -19,7 +20,6 @@ from chatroom.protocol.errors import ChatError, ErrorCode
 from chatroom.service.context import Context, Link, require_session
 from chatroom.service.messages import log_item
 from chatroom.service.receipts import receipt_times
-from chatroom.store.base import Bound, ConvType, Direction, HistoryQuery
 
 
 def build_query(ctx: Context, cid: str, q: pb.LogsCommand) -> HistoryQuery:

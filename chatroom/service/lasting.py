@@ -15,12 +15,12 @@ from __future__ import annotations
 import trio
 
 from chatroom.core.ids import wall_ms
+from chatroom.core.model import WillRecord
 from chatroom.core.presence import Session
 from chatroom.core.receipt_book import Waiting
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.service import signing
 from chatroom.service.context import Context, SessionTicket
-from chatroom.store.base import WillRecord
 
 
 async def restore(ctx: Context) -> None:

@@ -33,6 +33,7 @@ import orjson
 import trio
 
 from chatroom.core.ids import wall_ms
+from chatroom.core.model import Conversation, ConvType, Message
 from chatroom.core.outbox import Priority
 from chatroom.core.presence import Session
 from chatroom.core.ratelimit import RoomBudget, shed_at_intake
@@ -45,7 +46,6 @@ from chatroom.protocol.errors import ChatError, ErrorCode
 from chatroom.service import lasting
 from chatroom.service.context import SENT, Context, Link, require_session
 from chatroom.service.patches import filtered_notice, filters_apply
-from chatroom.store.base import Conversation, ConvType, Message
 
 
 def lctype_of(text: str) -> int | None:

@@ -24,13 +24,13 @@ from collections.abc import Sequence
 import trio
 
 from chatroom.core.ids import wall_ms
+from chatroom.core.model import Conversation, ConvType, Message, Patch
 from chatroom.core.presence import Session
 from chatroom.core.replybudget import Budget, item_size
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Prepared
 from chatroom.protocol.errors import ChatError, ErrorCode
 from chatroom.service.context import Context, Link, require_session
-from chatroom.store.base import Conversation, ConvType, Message, Patch
 
 RECALLED = '{"_lctype":-127}'
 RECALLED_TYPE = -127

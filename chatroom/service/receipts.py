@@ -23,6 +23,7 @@ from __future__ import annotations
 import trio
 
 from chatroom.core.ids import wall_ms
+from chatroom.core.model import Conversation, ConvType, MemberMarks, Message
 from chatroom.core.presence import Session
 from chatroom.core.receipt_book import receipts_apply
 from chatroom.protocol import messages_pb2 as pb
@@ -30,7 +31,6 @@ from chatroom.protocol.codec import Prepared
 from chatroom.protocol.errors import ChatError, ErrorCode
 from chatroom.service import unread
 from chatroom.service.context import Context, Link, require_session
-from chatroom.store.base import Conversation, ConvType, MemberMarks, Message
 
 
 async def _member_conversation(ctx: Context, session: Session, cid: str) -> Conversation:

@@ -11,10 +11,10 @@ from __future__ import annotations
 import trio
 
 from chatroom.core.ids import wall_ms
+from chatroom.core.model import JSON, Conversation, ConvType, Message
 from chatroom.protocol.errors import ChatError, ErrorCode
 from chatroom.service.context import Context
 from chatroom.service.messages import lctype_of, push_command
-from chatroom.store.base import JSON, Conversation, ConvType, Message
 
 
 def new_system_conversation(

@@ -37,6 +37,7 @@ from typing import Literal
 import trio
 
 from chatroom.core.ids import wall_ms
+from chatroom.core.model import Bound, ConvType, Direction, HistoryQuery, MemberMarks, Message
 from chatroom.core.presence import Session
 from chatroom.core.replybudget import Budget, item_size
 from chatroom.protocol import messages_pb2 as pb
@@ -44,7 +45,6 @@ from chatroom.protocol.codec import Prepared
 from chatroom.service import patches
 from chatroom.service.context import Context
 from chatroom.service.messages import push_command
-from chatroom.store.base import Bound, ConvType, Direction, HistoryQuery, MemberMarks, Message
 from chatroom.store.common import INT64_MAX
 
 _PATCH_CAPABLE = 1  # configBitmap bit 0

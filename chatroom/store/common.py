@@ -11,19 +11,16 @@ from collections.abc import Iterable, Sequence
 import orjson
 
 from chatroom.core.matcher import compile_regex
-from chatroom.protocol.errors import ChatError
-
-from .base import (
+from chatroom.core.model import (
     JSON,
-    Bound,
     Conversation,
     ConvFilter,
     ConvOrder,
     ConvType,
-    Direction,
-    HistoryQuery,
-    IntegrityError,
 )
+from chatroom.protocol.errors import ChatError
+
+from .base import IntegrityError
 
 # SQLite stores integers as signed 64-bit; the memory store refuses what SQLite would.
 INT64_MIN = -(2**63)
@@ -62,30 +59,6 @@ def check_int64(value: int | None, what: str) -> None:
     """IntegrityError unless ``value`` is None or fits a signed 64-bit integer."""
     if value is not None and not INT64_MIN <= value <= INT64_MAX:
         raise IntegrityError(f"{what} {value} is outside the 64-bit integer range")
-
-
-def history_interval(query: HistoryQuery) -> tuple[Bound | None, Bound | None]:
-    """The ``(lower, upper)`` bounds of a history query, lower being the older one.
-
-    ``OLD`` reads from ``start`` towards ``end`` (start is the upper bound), ``NEW`` the
-    other way. Clients do send bounds in the wrong order for the direction (the JS SDK
-    picks NEW only when ``tt > t``), so a reversed pair is swapped, each bound keeping its
-    own ``inclusive`` flag, rather than yielding an empty page.
-    """
-    if query.direction == Direction.NEW:
-        lower, upper = query.start, query.end
-    else:
-        lower, upper = query.end, query.start
-    if lower is not None and upper is not None and _newer(lower, upper):
-        lower, upper = upper, lower
-    return lower, upper
-
-
-def _newer(a: Bound, b: Bound) -> bool:
-    """Whether position ``a`` is strictly after ``b``; a missing mid compares equal."""
-    if a.timestamp != b.timestamp:
-        return a.timestamp > b.timestamp
-    return a.mid is not None and b.mid is not None and a.mid > b.mid
 
 
 _CONTROL = re.compile("[\\x00-\\x1f\\x7f]")

@@ -18,24 +18,24 @@ from collections.abc import Sequence
 import orjson
 import trio
 
-from .base import (
+from chatroom.core.model import (
     Conversation,
     ConvFilter,
     ConvOrder,
     ConvType,
     Direction,
     HistoryQuery,
-    IntegrityError,
     MemberMarks,
     Message,
-    NotFoundError,
     Patch,
 )
+from chatroom.core.paging import history_interval
+
+from .base import IntegrityError, NotFoundError
 from .common import (
     activity,
     check_int64,
     dump_json,
-    history_interval,
     is_unique_normal,
     members_key,
     passes,

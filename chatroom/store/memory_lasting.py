@@ -13,7 +13,14 @@ from typing import TypeVar
 
 import trio
 
-from .base import ConvEventRecord, LastingChanges, PendingReceipt, SessionRecord, WillRecord
+from chatroom.core.model import (
+    ConvEventRecord,
+    LastingChanges,
+    PendingReceipt,
+    SessionRecord,
+    WillRecord,
+)
+
 from .common import check_int64
 
 K = TypeVar("K", bound=Hashable)

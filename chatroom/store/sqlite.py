@@ -26,27 +26,26 @@ from typing import Any, TypeVar
 import orjson
 import trio
 
-from . import sqlite_lasting as lasting_tables
-from . import sqlite_marks as marks_table
-from . import sqlite_messages as messages_table
-from .base import (
+from chatroom.core.model import (
     Conversation,
     ConvEventRecord,
     ConvFilter,
     ConvOrder,
     ConvType,
     HistoryQuery,
-    IntegrityError,
     LastingChanges,
     MemberMarks,
     Message,
-    NotFoundError,
     Patch,
     PendingReceipt,
     SessionRecord,
-    StoreError,
     WillRecord,
 )
+
+from . import sqlite_lasting as lasting_tables
+from . import sqlite_marks as marks_table
+from . import sqlite_messages as messages_table
+from .base import IntegrityError, NotFoundError, StoreError
 from .common import (
     INT64_MAX,
     INT64_MIN,

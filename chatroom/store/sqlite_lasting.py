@@ -11,7 +11,13 @@ from typing import Any
 
 import orjson
 
-from .base import ConvEventRecord, LastingChanges, PendingReceipt, SessionRecord, WillRecord
+from chatroom.core.model import (
+    ConvEventRecord,
+    LastingChanges,
+    PendingReceipt,
+    SessionRecord,
+    WillRecord,
+)
 
 GET_SESSION_SQL = (
     "SELECT token, peer_id, tag, device_id, expires_at, taken_over, room, room_until"

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from .base import MemberMarks, Message
+from chatroom.core.model import MemberMarks, Message
 
 # Unread counts, in the commit's transaction: one statement per batch (not per message,
 # not per member) adds each (conversation, sender) group of the batch to every other

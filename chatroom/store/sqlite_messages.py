@@ -15,9 +15,11 @@ from typing import Any
 
 import orjson
 
+from chatroom.core.model import Bound, Direction, HistoryQuery, Message, Patch
+from chatroom.core.paging import history_interval
+
 from . import sqlite_marks as marks_table
-from .base import Bound, Direction, HistoryQuery, Message, Patch
-from .common import INT64_MAX, INT64_MIN, history_interval
+from .common import INT64_MAX, INT64_MIN
 
 # Selected in Message field order; inserted with mention_pids last (see append).
 MSG_COLUMNS = (

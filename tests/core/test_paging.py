@@ -14,7 +14,7 @@ import pytest
 from store_examples import EXAMPLES, FIVE, make_msg, positions, reference_page, stamps
 
 from chatroom.core import paging as history
-from chatroom.store.base import Bound, Direction, HistoryQuery, Message
+from chatroom.core.model import Bound, Direction, HistoryQuery, Message
 
 NEW, OLD = Direction.NEW, Direction.OLD
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from chatroom.core.model import Message
 from chatroom.core.recent import Dedupe, Pending, RoomBuffers
-from chatroom.store.base import Message
 
 
 def test_dedupe_remembers_keys_until_pushed_out() -> None:

@@ -240,7 +240,7 @@ def test_cli_sys_create_into_a_stopped_servers_database(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from chatroom.cli.main import main
-    from chatroom.store.base import ConvType
+    from chatroom.core.model import ConvType
     from chatroom.store.sqlite import SqliteStore
 
     db = str(tmp_path / "chat.db")

@@ -12,8 +12,9 @@ import pytest
 import trio
 import trio.testing
 
+from chatroom.core.model import Message
 from chatroom.net.committer import Callback, Committer, CommitterStatistics
-from chatroom.store.base import IntegrityError, Message, StoreError
+from chatroom.store.base import IntegrityError, StoreError
 from chatroom.store.memory import MemoryStore
 
 COMMIT_SECONDS = 1.0

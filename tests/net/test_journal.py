@@ -10,12 +10,12 @@ import trio.testing
 
 from chatroom.core.convlog import ConvEventLog
 from chatroom.core.ids import wall_ms
+from chatroom.core.model import LastingChanges, PendingReceipt, SessionRecord
 from chatroom.core.receipt_book import ReceiptBook, Waiting
 from chatroom.core.signature import Verifier, sign
 from chatroom.net.journal import Lasting
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Prepared
-from chatroom.store.base import LastingChanges, PendingReceipt, SessionRecord
 from chatroom.store.memory import MemoryStore
 
 

@@ -25,8 +25,8 @@ from helpers import (
 )
 from trio_websocket import ConnectionRejected, HandshakeError, open_websocket_url
 
+from chatroom.core.model import HistoryQuery, Message
 from chatroom.net.server import Listening, Server
-from chatroom.store.base import HistoryQuery, Message
 from chatroom.store.memory import MemoryStore
 from chatroom.store.sqlite import SqliteStore
 

@@ -14,8 +14,8 @@ import trio
 from helpers import Client, Cmd, fail_after, running_server, users
 
 from chatroom.config import Config
+from chatroom.core.model import Conversation, ConvFilter, ConvOrder, ConvType
 from chatroom.service.conv_query import parse_sort, plan
-from chatroom.store.base import Conversation, ConvFilter, ConvOrder, ConvType
 from chatroom.store.sqlite import _conversation_row as conversation_row
 
 

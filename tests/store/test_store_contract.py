@@ -17,7 +17,7 @@ import pytest
 import trio
 from store_examples import EXAMPLES, FIVE, make_conv, make_msg, positions, reference_page, stamps
 
-from chatroom.store.base import (
+from chatroom.core.model import (
     JSON,
     Bound,
     Conversation,
@@ -26,12 +26,9 @@ from chatroom.store.base import (
     ConvType,
     Direction,
     HistoryQuery,
-    IntegrityError,
     Message,
-    NotFoundError,
-    Store,
-    StoreError,
 )
+from chatroom.store.base import IntegrityError, NotFoundError, Store, StoreError
 from chatroom.store.memory import MemoryStore
 from chatroom.store.sqlite import SCHEMA_VERSION, SqliteStore
 
@@ -694,7 +691,7 @@ def test_sqlite_refuses_in_memory_paths() -> None:
 async def test_append_counts_unread_for_every_other_member_in_the_same_commit(
     store: Store,
 ) -> None:
-    from chatroom.store.base import MemberMarks
+    from chatroom.core.model import MemberMarks
 
     with trio.fail_after(TIMEOUT):
         await store.create_conversation(make_conv("c1", ("alice", "bob", "carol")))
@@ -767,7 +764,7 @@ async def test_changed_marks_for_the_login_sync(store: Store) -> None:
 
 
 async def test_patch_message_rewrites_in_place_and_patches_since(store: Store) -> None:
-    from chatroom.store.base import Patch
+    from chatroom.core.model import Patch
 
     with trio.fail_after(TIMEOUT):
         await store.create_conversation(make_conv("c1"))

@@ -13,17 +13,16 @@ from pathlib import Path
 import pytest
 import trio
 
-from chatroom.store.base import (
+from chatroom.core.model import (
     ConvEventRecord,
     HistoryQuery,
-    IntegrityError,
     LastingChanges,
     Message,
     PendingReceipt,
     SessionRecord,
-    Store,
     WillRecord,
 )
+from chatroom.store.base import IntegrityError, Store
 from chatroom.store.memory import MemoryStore
 from chatroom.store.sqlite import SCHEMA_VERSION, SqliteStore
 from chatroom.store.sqlite_schema import SCHEMA
