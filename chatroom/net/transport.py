@@ -390,11 +390,12 @@ async def _accept(
     refusals: RefusalLog,
 ) -> None:
     """The opening handshake, then the handler. Every failure closes this socket only."""
+    remote = _remote(stream)
     try:
         with trio.move_on_after(handshake_timeout) as scope:
-            outcome = await _handshake(stream, choose, max_message_bytes, refusals)
+            outcome = await _handshake(stream, choose, max_message_bytes, refusals, remote)
         if scope.cancelled_caught:
-            refusals.note("timeout", _remote(stream), f"none within {handshake_timeout:g} s")
+            refusals.note("timeout", remote, f"none within {handshake_timeout:g} s")
             outcome = None
         if not isinstance(outcome, tuple):
             if outcome is not None:
@@ -404,7 +405,7 @@ async def _accept(
         transport, subprotocol = outcome
         del outcome  # the handshake's headers are not kept for the connection's life
         try:
-            await handler(transport, subprotocol, _remote(stream))
+            await handler(transport, subprotocol, remote)
         finally:
             # Through the transport, so that its cached descriptor is retired first.
             with trio.CancelScope(shield=True):
@@ -437,7 +438,11 @@ async def _refuse(stream: trio.SocketStream, response: bytes) -> None:
 
 
 async def _handshake(
-    stream: trio.SocketStream, choose: Chooser, max_message_bytes: int, refusals: RefusalLog
+    stream: trio.SocketStream,
+    choose: Chooser,
+    max_message_bytes: int,
+    refusals: RefusalLog,
+    remote: str,
 ) -> _Outcome:
     chosen: list[Subprotocol | None] = [None]
 
@@ -452,9 +457,9 @@ async def _handshake(
     try:
         request, early = await _read_request(stream, protocol)
         if request is None:
-            outcome = _unparsed(protocol, _remote(stream), refusals)
+            outcome = _unparsed(protocol, remote, refusals)
             return outcome
-        outcome = _respond(protocol, request, chosen, choose, _remote(stream), refusals)
+        outcome = _respond(protocol, request, chosen, choose, remote, refusals)
         if isinstance(outcome, bytes) and chosen[0] is not None:
             await stream.send_all(outcome)
             _forget_handshake(protocol)
