@@ -40,7 +40,7 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol as WsSubprotocol
 
-from chatroom.protocol.codec import Subprotocol
+from chatroom.protocol.codec import Subprotocol, shown
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,7 @@ _RECEIVE_BYTES = 65536
 _NO_PARTS: tuple[()] = ()  # shared by every connection not inside a fragmented message
 _CLIENT_HEADER = 6  # bytes before a short client frame's payload (with its mask key)
 _CLOSE_WAIT = 2.0  # seconds to wait for the client's half of the closing handshake
+_LOGGED_CHARS = 100  # of a refused request's detail in the log line
 # websockets logs every connection at INFO; ours are counted in statistics() instead.
 _PROTOCOL_LOG = logging.getLogger("chatroom.net.transport.websockets")
 _PROTOCOL_LOG.setLevel(logging.WARNING)
@@ -338,15 +339,9 @@ class RefusalLog:
             "refused WebSocket handshake (%s) from %s: %s (%d more since the last such line)",
             kind,
             remote,
-            _shown(detail),
+            shown(detail, _LOGGED_CHARS),
             unlogged,
         )
-
-
-def _shown(text: str, limit: int = 100) -> str:
-    """Client-controlled text for a log line: one line, at most ``limit`` characters."""
-    text = text if len(text) <= limit else text[:limit] + "…"
-    return repr(text)[1:-1]
 
 
 async def serve_websocket(

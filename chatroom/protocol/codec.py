@@ -449,17 +449,17 @@ def _enum_in(enum_type: EnumDescriptor, value: object, what: str) -> int:
 ECHO_LIMIT = 64  # characters of a client's value quoted back in an error
 
 
-def shown(value: object) -> str:
-    """A client's value as quoted in an error text: the repr of a string or number,
-    cut to ``ECHO_LIMIT`` characters; only the type of anything else (a list or an
-    object may be a megabyte long)."""
+def shown(value: object, limit: int = ECHO_LIMIT) -> str:
+    """A client's value as quoted in an error text or a log line: the repr of a string
+    or number (one line), cut to ``limit`` characters; only the type of anything else
+    (a list or an object may be a megabyte long)."""
     if isinstance(value, str):
-        text = repr(value[: ECHO_LIMIT + 1])  # no repr of a huge string just to cut it
+        text = repr(value[: limit + 1])  # no repr of a huge string just to cut it
     elif value is None or isinstance(value, int | float):
         text = repr(value)
     else:
         return f"<{type(value).__name__}>"
-    return text if len(text) <= ECHO_LIMIT else text[:ECHO_LIMIT] + "…"
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 _SCALAR_TYPES: dict[int, tuple[type, ...]] = {
