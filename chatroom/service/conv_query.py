@@ -289,6 +289,8 @@ async def run_query(ctx: Context, caller: str, body: pb.ConvCommand) -> list[Doc
     where = _where(body)
     limit = body.limit if body.HasField("limit") and body.limit > 0 else DEFAULT_LIMIT
     limit, skip = min(limit, MAX_LIMIT), max(body.skip, 0)
+    if skip > MAX_SKIP:
+        raise bad_query(f"more than {MAX_SKIP}", "skip")
     now = wall_ms()
     if body.tempConvIds:
         conv_filter = ConvFilter(cids=tuple(body.tempConvIds[:MAX_LIMIT]), alive_at=now)
@@ -359,6 +361,9 @@ MAX_PYTHON_SORT = 1000
 """Most matches sorted in Python (``sort`` by a key the store cannot order by, such as
 ``tr``): a sort is one step that cannot yield, this keeps it within a millisecond or
 two. More: 4310."""
+MAX_SKIP = 10_000
+"""Most matches skipped (``skip``): each one skipped is read and matched, and held until
+the page is cut. More: 4310."""
 _YIELD_EVERY = 128  # candidates matched between checkpoints, at most
 _YIELD_AFTER = 0.002  # seconds of matching between checkpoints, at most
 

@@ -309,6 +309,17 @@ async def test_bad_keys_sorts_and_sizes_get_4310_naming_the_problem(tmp_path: Pa
 
 
 @fail_after()
+async def test_skip_is_bounded() -> None:
+    async with running_server() as running, users(running, "a") as (a,):
+        cid = await a.start(["b"])
+        reason = await refusal(a, where={"tr": False}, skip=2**31 - 1)
+        assert reason == "invalid skip: more than 10000"
+        assert "invalid skip" in await refusal(a, where={"tr": False}, skip=10_001)
+        assert await ids(a, where={"tr": False}, skip=10_000) == []
+        assert await ids(a, where={"tr": False}, skip=0) == [cid]
+
+
+@fail_after()
 async def test_a_quoted_sort_key_is_sorted_by_the_matcher(tmp_path: Path) -> None:
     async with (
         running_server({"db": str(tmp_path / "q.db")}) as running,
