@@ -25,7 +25,7 @@ import orjson
 import trio
 
 from chatroom.core.ids import iso, wall_ms
-from chatroom.core.matcher import Doc, bad_query, matches, sort_docs, validate, validate_sort
+from chatroom.core.matcher import Doc, bad_query, matches, sort_docs, sort_keys, validate
 from chatroom.core.model import RANGE_FIELDS, Conversation, ConvFilter, ConvOrder, ConvType, Message
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.service.context import Context, Link, require_session
@@ -242,14 +242,11 @@ def _time_ms(value: object) -> int | None:
     return int(parsed.timestamp() * 1000)
 
 
-def parse_sort(spec: str) -> list[ConvOrder] | None:
-    """The store order for a ``sort`` text (``"name,-createdAt"``), or None when a key
+def parse_sort(keys: list[str]) -> list[ConvOrder] | None:
+    """The store order for the keys of a ``sort`` (``sort_keys``), or None when a key
     can only be sorted in Python (``tr``, ``m`` ...)."""
     order = []
-    for raw in spec.split(","):
-        key = raw.strip()
-        if not key:
-            continue
+    for key in keys:
         name = key.lstrip("-+")
         field = _ORDER_KEYS.get(name)
         if field is None and (name.split(".", 1)[0] in DOC_KEYS or json_path(name) is None):
@@ -299,14 +296,14 @@ async def run_query(ctx: Context, caller: str, body: pb.ConvCommand) -> list[Doc
     else:
         conv_filter = plan(where, now)
     sort = body.sort if body.HasField("sort") else ""
-    validate_sort(sort)
-    order = parse_sort(sort) if sort else [ConvOrder("activity", descending=True)]
+    keys = sort_keys(sort)
+    order = parse_sort(keys) if keys else [ConvOrder("activity", descending=True)]
     search = _Search(ctx, caller, where, now)
     docs = await search.run(conv_filter, order, skip + limit)
     if order is None:
         if len(docs) > MAX_PYTHON_SORT:
             raise bad_query(f"{sort!r} needs a where matching at most {MAX_PYTHON_SORT}", "sort")
-        docs = sort_docs(docs, sort)
+        docs = sort_docs(docs, keys)
     page = docs[skip : skip + limit]
     for doc in page:
         last = None

@@ -14,6 +14,7 @@ import trio
 from helpers import Client, Cmd, fail_after, running_server, users
 
 from chatroom.config import Config
+from chatroom.core.matcher import sort_keys
 from chatroom.core.model import Conversation, ConvFilter, ConvOrder, ConvType
 from chatroom.service.conv_query import parse_sort, plan
 from chatroom.store.sqlite import _conversation_row as conversation_row
@@ -246,12 +247,12 @@ def test_plan_or_only_when_every_branch_narrows() -> None:
 
 
 def test_parse_sort() -> None:
-    assert parse_sort("name,-createdAt") == [
+    assert parse_sort(sort_keys("name,-createdAt")) == [
         ConvOrder("name"),
         ConvOrder("createdAt", descending=True),
     ]
-    assert parse_sort("-lm, attr.x") == [ConvOrder("lm", True), ConvOrder("attr.x")]
-    assert parse_sort("tr") is None  # only the matcher's sort knows it
+    assert parse_sort(sort_keys("-lm, attr.x")) == [ConvOrder("lm", True), ConvOrder("attr.x")]
+    assert parse_sort(sort_keys("tr")) is None  # only the matcher's sort knows it
 
 
 def test_plan_uses_a_literal_name_prefix_only_when_every_match_has_it() -> None:
@@ -298,6 +299,9 @@ async def test_bad_keys_sorts_and_sizes_get_4310_naming_the_problem(tmp_path: Pa
         assert reason.startswith("invalid sort:")
         assert "control character" in reason
         assert "control character" in await refusal(a, where={"le\x00vel": 1})
+        # empty entries count for nothing: they cannot carry more keys past the bound
+        many_keys = "," * 8 + ",".join(f"k{i}" for i in range(60))
+        assert "more than 8 keys" in await refusal(a, where={"objectId": cid}, sort=many_keys)
         assert "control character" in await refusal(a, where={"level\x00": {"$exists": True}})
         many = {"$or": [{"name": f"n{i}"} for i in range(1000)]}
         assert "more than 100 conditions" in await refusal(a, where=many)
