@@ -331,12 +331,6 @@ def visible(conv: Conversation, caller: str, scope: str) -> bool:
     return conv.attrs.get(PUBLIC_ATTR) is True
 
 
-def may_read(conv: Conversation, caller: str) -> bool:
-    """Whether ``caller`` may see the messages of ``conv`` (the last one, with flag 2),
-    as ``logs`` decides: its members, and anyone for a chatroom."""
-    return conv.kind is ConvType.TRANSIENT or caller in conv.members
-
-
 def _scoped(conv_filter: ConvFilter, caller: str, scope: str) -> ConvFilter:
     """``conv_filter`` narrowed in the store to what ``visible`` lets through, unless it
     already narrows by its own ``$or`` or to the caller's conversations (``visible``
@@ -411,7 +405,7 @@ class _Search:
         doc = conversation_doc(conv, self.now)
         if not matches(doc, self.where):
             return None
-        if may_read(conv, self.caller):
+        if conv.may_read(self.caller):
             self.readable.add(conv.cid)
         return doc
 
