@@ -17,6 +17,7 @@ from chatroom.config import Config
 from chatroom.core.matcher import sort_keys
 from chatroom.core.model import Conversation, ConvFilter, ConvOrder, ConvType
 from chatroom.service.conv_query import parse_sort, plan
+from chatroom.store.sqlite import _CONV_INSERT as CONV_INSERT
 from chatroom.store.sqlite import _conversation_row as conversation_row
 
 
@@ -441,12 +442,7 @@ def _fill(path: str, n: int) -> None:
     convs = [_group(f"{i:024x}", ["u0", f"u{1 + i % 97}"], 1_000 + i) for i in range(1, n + 1)]
     db = sqlite3.connect(path)
     with db:
-        db.executemany(
-            "INSERT INTO conversations (cid, kind, creator, members, attrs, created_at,"
-            " updated_at, is_unique, unique_id, muted, last_message_at, expire_at,"
-            " members_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [conversation_row(c) for c in convs],
-        )
+        db.executemany(CONV_INSERT, [conversation_row(c) for c in convs])
         rows = [(m, c.cid) for c in convs for m in c.members]
         db.executemany("INSERT INTO conversation_members (member, cid) VALUES (?, ?)", rows)
     db.close()
