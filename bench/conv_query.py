@@ -27,7 +27,7 @@ from chatroom.config import Config
 from chatroom.core.model import Conversation, ConvType
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.service.conv_query import run_query
-from chatroom.store.sqlite import SqliteStore, _conversation_row
+from chatroom.store.sqlite import _CONV_INSERT, SqliteStore, _conversation_row
 
 USERS = 20_000
 T0 = 1_700_000_000_000
@@ -65,12 +65,7 @@ def fill(path: str, convs: list[Conversation]) -> None:
     """Bulk insert (one transaction) straight into the schema the store created."""
     db = sqlite3.connect(path)
     with db:
-        db.executemany(
-            "INSERT INTO conversations (cid, kind, creator, members, attrs, created_at,"
-            " updated_at, is_unique, unique_id, muted, last_message_at, expire_at,"
-            " members_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [_conversation_row(c) for c in convs],
-        )
+        db.executemany(_CONV_INSERT, [_conversation_row(c) for c in convs])
         db.executemany(
             "INSERT INTO conversation_members (member, cid) VALUES (?, ?)",
             [(m, c.cid) for c in convs for m in c.members],

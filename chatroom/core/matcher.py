@@ -129,14 +129,16 @@ def check_key(key: str, what: str = "where") -> None:
         raise bad_query(f"key {shown} has an empty part between dots", what)
 
 
-def validate_sort(spec: str) -> None:
-    """4310 unless ``spec`` is a comma list of at most ``MAX_SORT_KEYS`` keys, each
-    valid for ``check_key`` after an optional ``-``/``+``."""
-    keys = [k.strip() for k in spec.split(",", MAX_SORT_KEYS) if k.strip()]
+def sort_keys(spec: str) -> list[str]:
+    """The keys of a ``sort`` comma list (``"name, -createdAt"`` -> ``["name",
+    "-createdAt"]``), blank entries dropped; 4310 unless there are at most
+    ``MAX_SORT_KEYS``, each valid for ``check_key`` after an optional ``-``/``+``."""
+    keys = [key for key in (raw.strip() for raw in spec.split(",")) if key]
     if len(keys) > MAX_SORT_KEYS:
         raise bad_query(f"more than {MAX_SORT_KEYS} keys", "sort")
     for key in keys:
         check_key(key.lstrip("-+"), "sort")
+    return keys
 
 
 def _validate_operator(op: str, arg: object, cond: dict[str, object], budget: _Budget) -> None:
@@ -321,9 +323,9 @@ def _not_containing(pattern: str, options: str) -> Searcher | None:
     return _NotContaining(_ESCAPED.sub(r"\1", found.group(1)), options)
 
 
-def sort_docs(docs: list[Doc], spec: str) -> list[Doc]:
-    """Sort by a comma list of keys, ``-key`` descending; missing values sort last."""
-    keys = [k.strip() for k in spec.split(",") if k.strip()]
+def sort_docs(docs: list[Doc], keys: list[str]) -> list[Doc]:
+    """Sort by ``keys`` (from ``sort_keys``), ``-key`` descending; missing values sort
+    last."""
     out = list(docs)
     for key in reversed(keys):
         descending = key.startswith("-")

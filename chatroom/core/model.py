@@ -42,6 +42,11 @@ class Conversation:
     last_message_at: int | None = None
     expire_at: int | None = None  # temporary conversations only
 
+    def may_read(self, peer: str) -> bool:
+        """Whether ``peer`` may see the messages: its members, and anyone for a chatroom
+        (``logs``, and the last message a ``conv/query`` shows with flag 2)."""
+        return self.kind is ConvType.TRANSIENT or peer in self.members
+
 
 @dataclass(frozen=True, slots=True)
 class Message:

@@ -43,7 +43,7 @@ class ErrorCode(enum.IntEnum):
     CONVERSATION_READ_ONLY = 4307
     CONVERSATION_NOT_ALLOWED = 4308
     CONVERSATION_UPDATE_REJECTED = 4309
-    CONVERSATION_QUERY_FAILED = 4310  # conv/query: bad or too large where/sort, refused $regex
+    CONVERSATION_QUERY_FAILED = 4310  # conv/query: bad or too large where/sort/skip, refused $regex
     CONVERSATION_LOG_FAILED = 4311
     CONVERSATION_LOG_REJECTED = 4312
     SYSTEM_CONVERSATION_REQUIRED = 4313

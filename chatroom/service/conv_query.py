@@ -25,7 +25,7 @@ import orjson
 import trio
 
 from chatroom.core.ids import iso, wall_ms
-from chatroom.core.matcher import Doc, bad_query, matches, sort_docs, validate, validate_sort
+from chatroom.core.matcher import Doc, bad_query, matches, sort_docs, sort_keys, validate
 from chatroom.core.model import RANGE_FIELDS, Conversation, ConvFilter, ConvOrder, ConvType, Message
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.service.context import Context, Link, require_session
@@ -242,14 +242,11 @@ def _time_ms(value: object) -> int | None:
     return int(parsed.timestamp() * 1000)
 
 
-def parse_sort(spec: str) -> list[ConvOrder] | None:
-    """The store order for a ``sort`` text (``"name,-createdAt"``), or None when a key
+def parse_sort(keys: list[str]) -> list[ConvOrder] | None:
+    """The store order for the keys of a ``sort`` (``sort_keys``), or None when a key
     can only be sorted in Python (``tr``, ``m`` ...)."""
     order = []
-    for raw in spec.split(","):
-        key = raw.strip()
-        if not key:
-            continue
+    for key in keys:
         name = key.lstrip("-+")
         field = _ORDER_KEYS.get(name)
         if field is None and (name.split(".", 1)[0] in DOC_KEYS or json_path(name) is None):
@@ -289,6 +286,8 @@ async def run_query(ctx: Context, caller: str, body: pb.ConvCommand) -> list[Doc
     where = _where(body)
     limit = body.limit if body.HasField("limit") and body.limit > 0 else DEFAULT_LIMIT
     limit, skip = min(limit, MAX_LIMIT), max(body.skip, 0)
+    if skip > MAX_SKIP:
+        raise bad_query(f"more than {MAX_SKIP}", "skip")
     now = wall_ms()
     if body.tempConvIds:
         conv_filter = ConvFilter(cids=tuple(body.tempConvIds[:MAX_LIMIT]), alive_at=now)
@@ -297,14 +296,14 @@ async def run_query(ctx: Context, caller: str, body: pb.ConvCommand) -> list[Doc
     else:
         conv_filter = plan(where, now)
     sort = body.sort if body.HasField("sort") else ""
-    validate_sort(sort)
-    order = parse_sort(sort) if sort else [ConvOrder("activity", descending=True)]
+    keys = sort_keys(sort)
+    order = parse_sort(keys) if keys else [ConvOrder("activity", descending=True)]
     search = _Search(ctx, caller, where, now)
     docs = await search.run(conv_filter, order, skip + limit)
     if order is None:
         if len(docs) > MAX_PYTHON_SORT:
             raise bad_query(f"{sort!r} needs a where matching at most {MAX_PYTHON_SORT}", "sort")
-        docs = sort_docs(docs, sort)
+        docs = sort_docs(docs, keys)
     page = docs[skip : skip + limit]
     for doc in page:
         last = None
@@ -332,12 +331,6 @@ def visible(conv: Conversation, caller: str, scope: str) -> bool:
     return conv.attrs.get(PUBLIC_ATTR) is True
 
 
-def may_read(conv: Conversation, caller: str) -> bool:
-    """Whether ``caller`` may see the messages of ``conv`` (the last one, with flag 2),
-    as ``logs`` decides: its members, and anyone for a chatroom."""
-    return conv.kind is ConvType.TRANSIENT or caller in conv.members
-
-
 def _scoped(conv_filter: ConvFilter, caller: str, scope: str) -> ConvFilter:
     """``conv_filter`` narrowed in the store to what ``visible`` lets through, unless it
     already narrows by its own ``$or`` or to the caller's conversations (``visible``
@@ -359,6 +352,9 @@ MAX_PYTHON_SORT = 1000
 """Most matches sorted in Python (``sort`` by a key the store cannot order by, such as
 ``tr``): a sort is one step that cannot yield, this keeps it within a millisecond or
 two. More: 4310."""
+MAX_SKIP = 10_000
+"""Most matches skipped (``skip``): each one skipped is read and matched, and held until
+the page is cut. More: 4310."""
 _YIELD_EVERY = 128  # candidates matched between checkpoints, at most
 _YIELD_AFTER = 0.002  # seconds of matching between checkpoints, at most
 
@@ -409,7 +405,7 @@ class _Search:
         doc = conversation_doc(conv, self.now)
         if not matches(doc, self.where):
             return None
-        if may_read(conv, self.caller):
+        if conv.may_read(self.caller):
             self.readable.add(conv.cid)
         return doc
 

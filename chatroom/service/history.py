@@ -43,7 +43,7 @@ async def logs(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCo
     session = require_session(link, cmd)
     q = cmd.logsMessage
     conv = await ctx.conversation(q.cid)
-    if conv.kind is not ConvType.TRANSIENT and session.peer_id not in conv.members:
+    if not conv.may_read(session.peer_id):
         raise ChatError(ErrorCode.CONVERSATION_LOG_REJECTED, "not a member")
     query = build_query(ctx, conv.cid, q)
     if conv.kind is ConvType.TRANSIENT:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-from collections.abc import Sequence
 
 import orjson
 import trio
@@ -45,7 +44,7 @@ from chatroom.protocol.codec import Prepared
 from chatroom.protocol.errors import ChatError, ErrorCode
 from chatroom.service import lasting
 from chatroom.service.context import SENT, Context, Link, require_session
-from chatroom.service.patches import filtered_notice, filters_apply
+from chatroom.service.patches import check_size, filtered_notice, filters_apply
 
 
 def lctype_of(text: str) -> int | None:
@@ -119,15 +118,6 @@ def _build(ctx: Context, session: Session, body: pb.DirectCommand) -> Message:
         dedupe_token=body.dt or None,
         lctype=lctype_of(body.msg) if has_text else None,
     )
-
-
-def check_size(ctx: Context, content: int, mention_pids: Sequence[str]) -> None:
-    """Refuse a message (or an edit) whose content and mention list together pass
-    ``max_message_bytes`` with 4109: both are stored and come back in every history
-    page, patch and push of it."""
-    limit = ctx.config.max_message_bytes
-    if content + sum(map(len, mention_pids)) > limit:
-        raise ChatError(ErrorCode.FRAME_TOO_LONG, f"content and mentions over {limit} bytes")
 
 
 async def _target(ctx: Context, session: Session, cid: str) -> Conversation:

@@ -90,10 +90,13 @@ def _lctype(data: str) -> int | None:
     return lctype_of(data)
 
 
-def _check_size(ctx: Context, content: int, mention_pids: Sequence[str]) -> None:
-    from chatroom.service.messages import check_size  # messages imports this module
-
-    check_size(ctx, content, mention_pids)
+def check_size(ctx: Context, content: int, mention_pids: Sequence[str]) -> None:
+    """Refuse a message or an edit whose content and mention list together pass
+    ``max_message_bytes`` with 4109: both are stored and come back in every history
+    page, patch and push of it."""
+    limit = ctx.config.max_message_bytes
+    if content + sum(map(len, mention_pids)) > limit:
+        raise ChatError(ErrorCode.FRAME_TOO_LONG, f"content and mentions over {limit} bytes")
 
 
 def _new_content(ctx: Context, conv: Conversation, item: pb.PatchItem) -> Patch:
@@ -110,7 +113,7 @@ def _new_content(ctx: Context, conv: Conversation, item: pb.PatchItem) -> Patch:
             ErrorCode.INVALID_COMMAND, "an edit needs exactly one of data and binaryMsg"
         )
     size = len(item.binaryMsg) if has_binary else len(item.data.encode())
-    _check_size(ctx, size, item.mentionPids)
+    check_size(ctx, size, item.mentionPids)
     data = item.data if has_text else None
     if data is not None and filters_apply(conv):
         data = ctx.words.apply(data)

@@ -141,10 +141,11 @@ async def push_offline(ctx: Context, session: Session, budget: Budget) -> None:
         found = await ctx.store.query_messages(query)
         others = [m for m in found if m.from_peer != session.peer_id]
         truncated = len(others) > per or len(found) == limit
-        pushes = _offline_pushes(others[-per:], conv.kind, truncated, budget)
+        newest = others[-per:]  # empty when the window holds only the user's own
+        pushes = _offline_pushes(newest, conv.kind, truncated, budget)
         if pushes:
             chosen.append(pushes)
-        if not pushes or len(pushes) < len(others[-per:]):
+        if len(pushes) < len(newest):
             break  # the budget is spent: the other conversations at a later login
     for pushes in reversed(chosen):
         for prepared in pushes:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from chatroom.core.matcher import Doc, matches, sort_docs, validate, validate_sort
+from chatroom.core.matcher import Doc, matches, sort_docs, sort_keys, validate
 from chatroom.protocol.errors import ChatError, ErrorCode
 
 
@@ -183,22 +183,22 @@ def ids(docs: list[Doc]) -> list[object]:
 
 
 def test_sort_descending_puts_missing_values_last() -> None:
-    assert ids(sort_docs(DOCS, "-lm")) == ["c", "a", "e", "b", "d"]
+    assert ids(sort_docs(DOCS, sort_keys("-lm"))) == ["c", "a", "e", "b", "d"]
 
 
 def test_sort_ascending_puts_missing_values_last() -> None:
-    assert ids(sort_docs(DOCS, "lm")) == ["e", "a", "c", "b", "d"]
+    assert ids(sort_docs(DOCS, sort_keys("lm"))) == ["e", "a", "c", "b", "d"]
 
 
 def test_sort_by_several_keys() -> None:
-    assert ids(sort_docs(DOCS, "n,-lm")) == ["e", "b", "c", "a", "d"]
-    assert ids(sort_docs(DOCS, "-n, objectId")) == ["d", "a", "c", "b", "e"]
+    assert ids(sort_docs(DOCS, sort_keys("n,-lm"))) == ["e", "b", "c", "a", "d"]
+    assert ids(sort_docs(DOCS, sort_keys("-n, objectId"))) == ["d", "a", "c", "b", "e"]
 
 
 def test_sort_is_stable_and_does_not_change_its_input() -> None:
     before = list(DOCS)
-    assert ids(sort_docs(DOCS, "")) == ["a", "b", "c", "d", "e"]
-    assert ids(sort_docs(DOCS, "missing")) == ["a", "b", "c", "d", "e"]
+    assert ids(sort_docs(DOCS, sort_keys(""))) == ["a", "b", "c", "d", "e"]
+    assert ids(sort_docs(DOCS, sort_keys("missing"))) == ["a", "b", "c", "d", "e"]
     assert before == DOCS
 
 
@@ -304,14 +304,18 @@ def test_keys_must_be_field_paths(key: str, named: str) -> None:
     assert named in refused({key: 1})
     assert named in refused({"$or": [{"c": "x"}, {key: {"$exists": True}}]})
     with pytest.raises(ChatError) as info:
-        validate_sort(f"name,-{key}")
+        sort_keys(f"name,-{key}")
     assert info.value.code == ErrorCode.CONVERSATION_QUERY_FAILED
     assert info.value.reason.startswith("invalid sort:")
     assert named in info.value.reason
 
 
 def test_sort_keys_are_bounded() -> None:
-    validate_sort("a,-b, c")
-    validate_sort("")
+    assert sort_keys("a,-b, c") == ["a", "-b", "c"]
+    assert sort_keys("") == []
+    assert sort_keys(" ,a,, ") == ["a"]
     with pytest.raises(ChatError, match="more than 8 keys"):
-        validate_sort(",".join(f"k{i}" for i in range(9)))
+        sort_keys(",".join(f"k{i}" for i in range(9)))
+    # leading empty entries do not carry the rest past the bound as one "key"
+    with pytest.raises(ChatError, match="more than 8 keys"):
+        sort_keys("," * 8 + ",".join(f"k{i}" for i in range(60)))

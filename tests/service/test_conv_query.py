@@ -14,8 +14,10 @@ import trio
 from helpers import Client, Cmd, fail_after, running_server, users
 
 from chatroom.config import Config
+from chatroom.core.matcher import sort_keys
 from chatroom.core.model import Conversation, ConvFilter, ConvOrder, ConvType
 from chatroom.service.conv_query import parse_sort, plan
+from chatroom.store.sqlite import _CONV_INSERT as CONV_INSERT
 from chatroom.store.sqlite import _conversation_row as conversation_row
 
 
@@ -246,12 +248,12 @@ def test_plan_or_only_when_every_branch_narrows() -> None:
 
 
 def test_parse_sort() -> None:
-    assert parse_sort("name,-createdAt") == [
+    assert parse_sort(sort_keys("name,-createdAt")) == [
         ConvOrder("name"),
         ConvOrder("createdAt", descending=True),
     ]
-    assert parse_sort("-lm, attr.x") == [ConvOrder("lm", True), ConvOrder("attr.x")]
-    assert parse_sort("tr") is None  # only the matcher's sort knows it
+    assert parse_sort(sort_keys("-lm, attr.x")) == [ConvOrder("lm", True), ConvOrder("attr.x")]
+    assert parse_sort(sort_keys("tr")) is None  # only the matcher's sort knows it
 
 
 def test_plan_uses_a_literal_name_prefix_only_when_every_match_has_it() -> None:
@@ -298,6 +300,9 @@ async def test_bad_keys_sorts_and_sizes_get_4310_naming_the_problem(tmp_path: Pa
         assert reason.startswith("invalid sort:")
         assert "control character" in reason
         assert "control character" in await refusal(a, where={"le\x00vel": 1})
+        # empty entries count for nothing: they cannot carry more keys past the bound
+        many_keys = "," * 8 + ",".join(f"k{i}" for i in range(60))
+        assert "more than 8 keys" in await refusal(a, where={"objectId": cid}, sort=many_keys)
         assert "control character" in await refusal(a, where={"level\x00": {"$exists": True}})
         many = {"$or": [{"name": f"n{i}"} for i in range(1000)]}
         assert "more than 100 conditions" in await refusal(a, where=many)
@@ -306,6 +311,17 @@ async def test_bad_keys_sorts_and_sizes_get_4310_naming_the_problem(tmp_path: Pa
         # nothing changed, and the server answers as before
         assert await ids(a, where={"level": 1}, sort="-name") == [cid]
         assert await ids(a, where={"$or": [{"name": f"n{i}"} for i in range(60)]}) == []
+
+
+@fail_after()
+async def test_skip_is_bounded() -> None:
+    async with running_server() as running, users(running, "a") as (a,):
+        cid = await a.start(["b"])
+        reason = await refusal(a, where={"tr": False}, skip=2**31 - 1)
+        assert reason == "invalid skip: more than 10000"
+        assert "invalid skip" in await refusal(a, where={"tr": False}, skip=10_001)
+        assert await ids(a, where={"tr": False}, skip=10_000) == []
+        assert await ids(a, where={"tr": False}, skip=0) == [cid]
 
 
 @fail_after()
@@ -426,12 +442,7 @@ def _fill(path: str, n: int) -> None:
     convs = [_group(f"{i:024x}", ["u0", f"u{1 + i % 97}"], 1_000 + i) for i in range(1, n + 1)]
     db = sqlite3.connect(path)
     with db:
-        db.executemany(
-            "INSERT INTO conversations (cid, kind, creator, members, attrs, created_at,"
-            " updated_at, is_unique, unique_id, muted, last_message_at, expire_at,"
-            " members_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [conversation_row(c) for c in convs],
-        )
+        db.executemany(CONV_INSERT, [conversation_row(c) for c in convs])
         rows = [(m, c.cid) for c in convs for m in c.members]
         db.executemany("INSERT INTO conversation_members (member, cid) VALUES (?, ?)", rows)
     db.close()

@@ -92,3 +92,21 @@ async def test_v1_offline_messages_stop_at_the_budget_newest_conversation_first(
         async with running.client("lc.json.1") as jerry:
             directs = only(await relogin(jerry, "jerry"), "direct")
         assert [(d["cid"], d["msg"]) for d in directs] == [(older, big(0)), (older, big(1))]
+
+
+@fail_after(20)
+async def test_v1_a_conversation_of_only_own_recent_messages_does_not_stop_the_others() -> None:
+    # The newest 2 * per + 1 messages of "newer" are all jerry's own (sent from another
+    # device): that conversation has nothing to push, which must not end the v1 push as a
+    # spent budget would; the less recently active "older" still gets its message.
+    async with running_server({"offline_messages_per_conversation": 1}) as running:
+        async with users(running, "tom", "jerry") as (tom, jerry):
+            older = await tom.start(["jerry"], attr={"name": "older"})
+            await tom.say(older, "to older")
+            await trio.sleep(0.002)
+            newer = await tom.start(["jerry"], attr={"name": "newer"})
+            await tom.say(newer, "to newer")
+            await jerry.say_many(newer, ["mine 1", "mine 2", "mine 3"])
+        async with running.client("lc.json.1") as jerry:
+            directs = only(await relogin(jerry, "jerry"), "direct")
+        assert (older, "to older") in [(d["cid"], d["msg"]) for d in directs]
