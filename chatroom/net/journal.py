@@ -10,7 +10,9 @@ writes everything first) forgets the last few milliseconds of changes; their cli
 in again as they do today without a token.
 
 Bounded: beyond ``backlog`` pending changes new records (not deletions, which undo
-something stored) are dropped and counted until the store catches up.
+something stored) are dropped and counted until the store catches up. A batch the store
+fails to write is lost, but for its revocations of tokens and deletions of wills: they
+stay pending (and ``revoked`` true) and go with the next batch.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ class LastingStatistics:
     written: int = 0  # changes stored
     batches: int = 0
     dropped: int = 0  # not recorded: the backlog was full
-    failed: int = 0  # lost to a store error
+    failed: int = 0  # lost to a store error (deletions of tokens and wills are kept)
     purged: int = 0  # expired rows deleted
 
 
@@ -112,18 +114,25 @@ class Lasting:
 
     async def _flush(self) -> None:
         self._writing, self._pending = self._pending, LastingChanges()
+        last_try = self._closed
+        kept = 0
         try:
             # Shielded: a shutdown must not leave half of the last batch unwritten.
             with trio.CancelScope(shield=True):
                 await self._store.save_lasting(self._writing)
         except Exception:
             log.exception("storing %d lasting changes failed", len(self._writing))
-            self.stats.failed += len(self._writing)
+            if not last_try:
+                kept = _keep_deletions(self._writing, self._pending)
+            self.stats.failed += len(self._writing) - kept
         else:
             self.stats.written += len(self._writing)
             self.stats.batches += 1
         self._writing = LastingChanges()
-        self._wake.set()  # look again: more may have come, or close() meanwhile
+        if not kept:
+            self._wake.set()  # look again: more may have come, or close() meanwhile
+        # else the kept deletions go with whatever wakes run next (a change, or close()),
+        # rather than again at once to a store that just failed.
         await trio.lowlevel.checkpoint()  # the shielded write above was not one
 
     def close(self) -> None:
@@ -144,3 +153,22 @@ class Lasting:
                 # Expired rows are refused by their readers anyway: try again later.
                 log.exception("purging expired lasting state failed")
             await trio.sleep(interval)
+
+
+def _keep_deletions(failed: LastingChanges, pending: LastingChanges) -> int:
+    """Put the revocations of tokens and the deletions of wills of a batch that was not
+    stored back into ``pending`` (a newer change of the same key there wins); how many.
+
+    Such a deletion undoes a row the store may hold: dropped, ``revoked`` would stop
+    reporting it, and a logged-out token could be loaded from the store again.
+    """
+    kept = 0
+    for token, session in failed.sessions.items():
+        if session is None:
+            pending.sessions.setdefault(token, None)
+            kept += 1
+    for peer_id, will in failed.wills.items():
+        if will is None:
+            pending.wills.setdefault(peer_id, None)
+            kept += 1
+    return kept

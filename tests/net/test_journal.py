@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import trio
 import trio.testing
+from helpers import fail_after, running_server
 
 from chatroom.core.convlog import ConvEventLog
 from chatroom.core.ids import wall_ms
-from chatroom.core.model import LastingChanges, PendingReceipt, SessionRecord
+from chatroom.core.model import LastingChanges, PendingReceipt, SessionRecord, WillRecord
 from chatroom.core.receipt_book import ReceiptBook, Waiting
 from chatroom.core.signature import Verifier, sign
 from chatroom.net.journal import Lasting
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Prepared
+from chatroom.store.base import StoreError
 from chatroom.store.memory import MemoryStore
 
 
@@ -77,6 +79,101 @@ async def test_beyond_the_backlog_new_records_are_dropped_but_revocations_kept()
         False,
     ]
     assert await store.get_session("old") is None
+
+
+class FailingStore(MemoryStore):
+    """A store whose first ``failures`` writes that revoke a token fail (a full disk),
+    each after waiting for ``release``."""
+
+    def __init__(self, failures: int = 1) -> None:
+        super().__init__()
+        self.failures = failures
+        self.attempts = 0  # writes that revoke a token
+        self.writing = trio.Event()  # such a write has begun
+        self.release = trio.Event()
+        self.release.set()
+        self.failed = trio.Event()
+        self.saved = trio.Event()  # a write succeeded (a new Event each time)
+
+    async def save_lasting(self, changes: LastingChanges) -> None:
+        if None in changes.sessions.values():
+            self.attempts += 1
+            if self.attempts <= self.failures:
+                self.writing.set()
+                await self.release.wait()
+                self.failed.set()
+                raise StoreError("disk I/O error")
+        await super().save_lasting(changes)
+        self.saved.set()
+        self.saved = trio.Event()
+
+
+@fail_after()
+async def test_a_logout_stays_one_when_storing_its_revocation_failed() -> None:
+    store = FailingStore()
+    async with running_server(store=store) as running:
+        async with running.client() as client:
+            opened = await client.login("alice")
+            saved = store.saved
+            while await store.get_session(opened["st"]) is None:  # written behind the reply
+                await saved.wait()
+                saved = store.saved
+            await client.request({"cmd": "session", "op": "close"})
+            await store.failed.wait()
+        async with running.client() as client:
+            fields = {"r": True, "st": opened["st"]}
+            reply = await client.request(
+                {"cmd": "session", "op": "open", "appId": "test", "peerId": "alice", **fields}
+            )
+            assert (reply["cmd"], reply.get("code")) == ("error", 4112), reply
+    assert await store.get_session(opened["st"]) is None  # stored at the latest at shutdown
+
+
+async def test_a_failed_batch_keeps_its_deletions_for_the_next_and_a_newer_change_wins() -> None:
+    will = WillRecord("bob", "st-b", b"bye", 2**42)
+    store = FailingStore()
+    old = LastingChanges(sessions={"st-1": record("st-1")}, wills={"alice": will, "bob": will})
+    await store.save_lasting(old)
+    store.release = trio.Event()
+    lasting = Lasting(store, backlog=100)
+    lasting.session("st-1", None)
+    lasting.session("st-2", record("st-2"))
+    lasting.will("alice", None)
+    lasting.will("bob", None)
+    newer = WillRecord("bob", "st-c", b"later", 2**42)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(lasting.run)
+            await store.writing.wait()
+            lasting.will("bob", newer)  # set again while its deletion was being written
+            store.release.set()
+            await store.failed.wait()
+            lasting.close()
+    assert await store.get_session("st-1") is None
+    assert await store.will_of("alice") is None
+    assert await store.will_of("bob") == newer
+    assert await store.get_session("st-2") is None  # a new record is lost with its batch
+    assert (lasting.stats.failed, lasting.stats.written) == (1, 3)
+
+
+async def test_kept_deletions_wait_for_the_next_change_or_close_to_be_tried_again() -> None:
+    store = FailingStore(failures=3)
+    await store.save_lasting(LastingChanges(sessions={"st-1": record("st-1")}))
+    lasting = Lasting(store, backlog=100)
+    lasting.session("st-1", None)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(lasting.run)
+            await store.failed.wait()
+            await trio.testing.wait_all_tasks_blocked()
+            assert (store.attempts, lasting.revoked("st-1")) == (1, True)
+            lasting.nonce("n1", 2**42)
+            await trio.testing.wait_all_tasks_blocked()
+            assert (store.attempts, lasting.revoked("st-1")) == (2, True)
+            lasting.close()  # one last try, which fails too: run returns all the same
+    assert store.attempts == 3
+    assert not lasting.revoked("st-1")
+    assert lasting.stats.failed == 2  # the nonce; the revocation, on the last try
 
 
 async def test_purge_deletes_expired_state_now_and_every_interval(
