@@ -9,10 +9,11 @@ transaction per batch rather than per login. The price: a crash (not a shutdown,
 writes everything first) forgets the last few milliseconds of changes; their clients log
 in again as they do today without a token.
 
-Bounded: beyond ``backlog`` pending changes new records (not deletions, which undo
-something stored) are dropped and counted until the store catches up. A batch the store
-fails to write is lost, but for its revocations of tokens and deletions of wills: they
-stay pending (and ``revoked`` true) and go with the next batch.
+Bounded: beyond ``backlog`` pending changes new records are dropped and counted until the
+store catches up; not deletions, which undo something stored, nor changes of a key
+already pending, which add nothing (dropped, the older change would be stored instead).
+A batch the store fails to write is lost, but for its revocations of tokens and
+deletions of wills: they stay pending (and ``revoked`` true) and go with the next batch.
 """
 
 from __future__ import annotations
@@ -60,26 +61,26 @@ class Lasting:
 
     def session(self, token: str, record: SessionRecord | None) -> None:
         """Save (or with None, revoke) a session token."""
-        if self._admit(record):
+        if self._admit(record, token in self._pending.sessions):
             self._pending.sessions[token] = record
 
     def nonce(self, nonce: str, expires_ms: int) -> None:
         """A signature nonce was used; it stays used until ``expires_ms``."""
-        if self._admit(nonce):
+        if self._admit(nonce, nonce in self._pending.nonces):
             self._pending.nonces.setdefault(nonce, expires_ms)
 
     def conv_event(self, record: ConvEventRecord) -> None:
-        if self._admit(record):
+        if self._admit(record, False):
             self._pending.conv_events.append(record)
 
     def receipt(self, cid: str, mid: str, record: PendingReceipt | None) -> None:
         """A message now waits for its receipt (or with None, no longer does)."""
-        if self._admit(record):
+        if self._admit(record, (cid, mid) in self._pending.receipts):
             self._pending.receipts[cid, mid] = record
 
     def will(self, peer_id: str, record: WillRecord | None) -> None:
         """The user's will is now ``record`` (None: they have none)."""
-        if self._admit(record):
+        if self._admit(record, peer_id in self._pending.wills):
             self._pending.wills[peer_id] = record
 
     def revoked(self, token: str) -> bool:
@@ -90,8 +91,9 @@ class Lasting:
             for changes in (self._pending, self._writing)
         )
 
-    def _admit(self, value: object) -> bool:
-        if value is not None and len(self._pending) >= self._backlog:
+    def _admit(self, value: object, replacing: bool) -> bool:
+        """Whether to record ``value`` (``replacing``: a change of its key is pending)."""
+        if value is not None and not replacing and len(self._pending) >= self._backlog:
             if self.stats.dropped == 0:
                 log.warning("the store is behind: new lasting state is no longer recorded")
             self.stats.dropped += 1

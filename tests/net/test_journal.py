@@ -5,6 +5,8 @@ pure memories that feed it and are rebuilt from the store: ``ReceiptBook``,
 
 from __future__ import annotations
 
+import dataclasses
+
 import trio
 import trio.testing
 from helpers import fail_after, running_server
@@ -174,6 +176,68 @@ async def test_kept_deletions_wait_for_the_next_change_or_close_to_be_tried_agai
     assert store.attempts == 3
     assert not lasting.revoked("st-1")
     assert lasting.stats.failed == 2  # the nonce; the revocation, on the last try
+
+
+class SlowStore(MemoryStore):
+    """Its writes of lasting state wait while ``gate`` is not set (a slow disk)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = trio.Event()
+        self.gate.set()
+        self.writing = trio.Event()  # a write waits at the gate
+
+    async def save_lasting(self, changes: LastingChanges) -> None:
+        if not self.gate.is_set():
+            self.writing.set()
+            await self.gate.wait()
+        await super().save_lasting(changes)
+
+
+@fail_after()
+async def test_a_token_taken_over_while_the_store_is_behind_stays_so_after_a_restart() -> None:
+    store = SlowStore()
+    config = {"lasting_backlog": 2}
+    async with (
+        running_server(config, store) as running,
+        running.client() as ann,
+        running.client() as phone,
+        running.client() as carl,
+        running.client() as new_phone,
+    ):
+        store.gate = trio.Event()
+        await ann.login("ann")  # her token is being written ...
+        await store.writing.wait()
+        taken = await phone.login("bob", tag="phone")  # ... while these wait: 2 of 2
+        await carl.login("carl")
+        await new_phone.login("bob", tag="phone")  # takes the older phone's token over
+        assert (await phone.next_push("session", "closed"))["code"] == 4111
+        store.gate.set()
+    async with running_server(config, store) as running, running.client() as phone:
+        fields = {"r": True, "st": taken["st"], "tag": "phone"}
+        reply = await phone.request(
+            {"cmd": "session", "op": "open", "appId": "test", "peerId": "bob", **fields}
+        )
+        assert (reply["cmd"], reply.get("code")) == ("error", 4111), reply
+
+
+async def test_a_change_of_a_pending_key_is_recorded_beyond_the_backlog() -> None:
+    store = MemoryStore()
+    lasting = Lasting(store, backlog=2)
+    taken_over = dataclasses.replace(record("st-1"), taken_over=True)
+    later = PendingReceipt("c1", "m1", 1, "tom", 2**43)
+    lasting.session("st-1", record("st-1"))
+    lasting.receipt("c1", "m1", PendingReceipt("c1", "m1", 1, "tom", 2**42))
+    lasting.session("st-1", taken_over)
+    lasting.receipt("c1", "m1", later)
+    lasting.nonce("n1", 2**42)
+    assert lasting.stats.dropped == 1  # only the nonce, a new key
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(lasting.run)
+            lasting.close()
+    assert await store.get_session("st-1") == taken_over
+    assert await store.pending_receipts(10) == [later]
 
 
 async def test_purge_deletes_expired_state_now_and_every_interval(
