@@ -158,17 +158,29 @@ async def test_purge_deletes_what_expired_up_to_its_limit(store: Store) -> None:
     )
     await store.save_lasting(changes)
     # At 1050: sessions 1-4, n1, n2, receipt a, both wills and two events are due.
-    assert await store.purge_expired(1050, 1) == 1 + 1 + 1 + 1 + 1  # one of each kind
+    # One of each kind; an event is three rows (its own and its two peers').
+    assert await store.purge_expired(1050, 1) == 1 + 1 + 1 + 1 + 3
     assert await store.get_session("st-1") is None
     assert await store.get_session("st-2") is not None
     assert await store.will_of("alice") is None
-    assert await store.purge_expired(1050, 100) == 3 + 1 + 0 + 1 + 1
+    assert await store.purge_expired(1050, 100) == 3 + 1 + 0 + 1 + 3
     assert await store.purge_expired(1050, 100) == 0
     assert [await store.get_session(f"st-{i}") for i in range(1, 5)] == [None] * 4
     assert await store.live_nonces(0, 10) == {}
     assert await store.pending_receipts(10) == [receipt("b", 900)]
     assert await store.will_of("bob") is None
     assert [e.server_ts for e in await store.conv_events_for("alice", -1, None, 10)] == [500]
+
+
+async def test_purge_counts_the_peer_rows_of_events_toward_its_limit(store: Store) -> None:
+    # A limit of events alone let one transaction delete limit x members rows.
+    group = tuple(f"p{i}" for i in range(9))
+    await store.save_lasting(LastingChanges(conv_events=[event(ts, group) for ts in range(5)]))
+    assert await store.purge_expired(2000, 20) == 2 * 10  # two events of 1 + 9 rows
+    assert [e.server_ts for e in await store.conv_events_for("p0", -1, None, 10)] == [2, 3, 4]
+    assert await store.purge_expired(2000, 4) == 10  # at least one event, however large
+    assert await store.purge_expired(2000, 100) == 2 * 10
+    assert await store.conv_events_for("p0", -1, None, 10) == []
 
 
 # SQLite: a reopen, and an upgrade from version 1
