@@ -21,14 +21,16 @@ from chatroom.core.model import WillRecord
 from chatroom.core.presence import Session
 from chatroom.core.receipt_book import Waiting
 from chatroom.protocol import messages_pb2 as pb
-from chatroom.service import signing
+from chatroom.service import conv_events, signing
 from chatroom.service.context import Context, SessionTicket
 
 log = logging.getLogger(__name__)
 
 
 async def restore(ctx: Context) -> None:
-    """Load, at start, what memory must hold before the first request."""
+    """Load, at start, what memory must hold before the first request; and make the
+    conversation event log, which holds every event from then on."""
+    conv_events.log_of(ctx)
     config, now = ctx.config, wall_ms()
     nonces = await ctx.store.live_nonces(now, config.signature_nonces)
     signing.verifier_of(ctx).seed({nonce: ms // 1000 for nonce, ms in nonces.items()})

@@ -13,7 +13,13 @@ from helpers import fail_after, running_server
 
 from chatroom.core.convlog import ConvEventLog
 from chatroom.core.ids import wall_ms
-from chatroom.core.model import LastingChanges, PendingReceipt, SessionRecord, WillRecord
+from chatroom.core.model import (
+    ConvEventRecord,
+    LastingChanges,
+    PendingReceipt,
+    SessionRecord,
+    WillRecord,
+)
 from chatroom.core.receipt_book import ReceiptBook, Waiting
 from chatroom.core.signature import Verifier, sign
 from chatroom.net.journal import Lasting
@@ -275,10 +281,12 @@ def test_receipt_book_tells_of_additions_and_deliveries_but_not_restores() -> No
 def test_event_log_merges_stored_events_before_what_memory_holds() -> None:
     stored: list[tuple[list[str], int]] = []
     log = ConvEventLog(
-        per_client=3, on_record=lambda peers, ts, p, live: stored.append((peers, ts))
+        per_client=3,
+        on_record=lambda peers, ts, p, live: stored.append((peers, ts)),
+        complete_from=2,  # made at 2: events before it are in the store only
     )
     events = [Prepared(pb.GenericCommand(cmd=pb.conv, serverTs=t)) for t in range(6)]
-    assert log.complete_since("a") is None
+    assert log.complete_since("a") == 2
     log.record(["a", "b"], 4, events[4], ["tok"])
     log.record(["a"], 5, events[5], [])
     assert stored == [(["a", "b"], 4), (["a"], 5)]
@@ -286,6 +294,42 @@ def test_event_log_merges_stored_events_before_what_memory_holds() -> None:
     older = [(t, events[t], ["tok"] if t == 2 else []) for t in (1, 2, 3)]
     assert log.missed("a", 0, None, older) == [events[3], events[4], events[5]]  # newest 3
     assert log.missed("a", 0, "tok", older) == [events[1], events[3], events[5]]
+
+
+def test_event_log_is_complete_for_unknown_clients_from_its_making_or_last_eviction() -> None:
+    log = ConvEventLog(per_client=2, clients=1, complete_from=1)
+    event = Prepared(pb.GenericCommand(cmd=pb.conv))
+    log.record(["a"], 5, event, [])
+    assert (log.complete_since("a"), log.complete_since("b")) == (5, 1)
+    log.record(["b"], 7, event, [])  # "a" is forgotten: memory lacks its event at 5
+    assert (log.complete_since("a"), log.complete_since("b"), log.complete_since("c")) == (6, 7, 6)
+
+
+class CountingStore(MemoryStore):
+    """Counts its reads of the conversation event log."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.event_reads = 0
+
+    async def conv_events_for(
+        self, peer: str, since: int, until: int | None, limit: int
+    ) -> list[ConvEventRecord]:
+        self.event_reads += 1
+        return await super().conv_events_for(peer, since, until, limit)
+
+
+@fail_after()
+async def test_a_relogin_of_a_client_without_events_in_memory_reads_none_from_the_store() -> None:
+    store = CountingStore()
+    async with running_server(store=store) as running:
+        async with running.client() as b:
+            opened = await b.login("b")
+        async with running.client() as again:
+            fields = {"r": True, "lastPatchTime": opened["serverTs"], "st": opened["st"]}
+            await again.login("b", **fields)
+            assert [p for p in await again.take_pushes() if p["cmd"] == "conv"] == []
+    assert store.event_reads == 0
 
 
 def test_verifier_refuses_seeded_nonces_and_tells_of_new_ones() -> None:
