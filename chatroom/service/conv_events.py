@@ -26,7 +26,7 @@ from chatroom.core.ids import wall_ms
 from chatroom.core.model import ConvEventRecord
 from chatroom.core.presence import Session
 from chatroom.protocol import messages_pb2 as pb
-from chatroom.protocol.codec import Prepared
+from chatroom.protocol.codec import Codec, Prepared
 from chatroom.service.context import SENT, Context, Handler, Link, SyncHandler
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ def log_of(ctx: Context) -> ConvEventLog:
         config, lasting = ctx.config, ctx.lasting
 
         def stored(peers: list[str], ts: int, prepared: Prepared, live: frozenset[str]) -> None:
-            payload = prepared.command.SerializeToString()
+            payload = prepared.payload(Codec.PROTOBUF, None)  # cached once delivered
             until = ts + config.conv_event_ttl * 1000
             lasting.conv_event(ConvEventRecord(tuple(peers), ts, payload, tuple(live), until))
 
