@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-# A JSON value as orjson produces and accepts it.
 from chatroom.core.model import (
     Conversation,
     ConvEventRecord,

@@ -120,7 +120,7 @@ class MemoryLasting:
 
 def _newest(items: list[V], limit: int) -> list[V]:
     """The last ``limit`` of ``items`` (none for a limit of 0 or less)."""
-    return items[len(items) - limit :] if 0 < limit <= len(items) else items[: max(limit, 0)]
+    return items[-limit:] if limit > 0 else []
 
 
 def _put(table: dict[K, V], key: K, value: V | None) -> None:

@@ -48,7 +48,7 @@ from . import sqlite_messages as messages_table
 from .base import IntegrityError, NotFoundError, StoreError
 from .common import (
     INT64_MAX,
-    INT64_MIN,
+    clamp_int64,
     dump_json,
     is_unique_normal,
     json_path,
@@ -300,7 +300,7 @@ class SqliteStore:
 
     async def patches_since(self, member: str, since: int, limit: int) -> list[Message]:
         """Patched messages of the member's conversations, oldest patch first."""
-        since = max(min(since, INT64_MAX), INT64_MIN)
+        since = clamp_int64(since)
         rows = await self._query(messages_table.PATCHES_SINCE, (member, since, limit))
         return [messages_table.message_of_row(row) for row in rows]
 
@@ -315,7 +315,7 @@ class SqliteStore:
             sql = marks_table.MARKS_OF_MEMBER.format(condition="k.unread > 0")
             rows = await self._query(sql, (member, limit))
         else:
-            since = max(min(since, INT64_MAX), INT64_MIN)
+            since = clamp_int64(since)
             condition = "(k.changed_at > ?3 OR (k.unread > 0 AND k.acked_at < k.changed_at))"
             sql = marks_table.MARKS_OF_MEMBER.format(condition=condition)
             rows = await self._query(sql, (member, limit, since))
@@ -367,8 +367,8 @@ class SqliteStore:
         self, peer: str, since: int, until: int | None, limit: int
     ) -> list[ConvEventRecord]:
         """The client's newest events in ``(since, until)``, ascending."""
-        bound = INT64_MAX if until is None else max(min(until, INT64_MAX), INT64_MIN)
-        since = max(min(since, INT64_MAX), INT64_MIN)
+        bound = INT64_MAX if until is None else clamp_int64(until)
+        since = clamp_int64(since)
         decode = functools.partial(lasting_tables.conv_event_of_row, peer)
         events = await self._query(
             lasting_tables.CONV_EVENTS_SQL, (peer, since, bound, limit), decode
