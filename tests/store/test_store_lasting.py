@@ -7,7 +7,6 @@ SQLite, that it survives a reopen and that a version-1 file is upgraded in place
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -23,24 +22,10 @@ from chatroom.core.model import (
     WillRecord,
 )
 from chatroom.store.base import IntegrityError, Store
-from chatroom.store.memory import MemoryStore
 from chatroom.store.sqlite import SCHEMA_VERSION, SqliteStore
 from chatroom.store.sqlite_schema import SCHEMA
 
 TIMEOUT = 10
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    """An opened store of each kind, closed after the test."""
-    opened: Store
-    opened = MemoryStore() if request.param == "memory" else SqliteStore(str(tmp_path / "chat.db"))
-    await opened.open()
-    try:
-        with trio.fail_after(TIMEOUT):
-            yield opened
-    finally:
-        await opened.aclose()
 
 
 def session(token: str, expires_ms: int = 10_000, **kw: object) -> SessionRecord:
