@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from helpers import Client, Cmd, fail_after, running_server
+from helpers import Client, Cmd, conversation, fail_after, running_server
 from store_examples import make_conv
 
 from chatroom.core.model import LastingChanges, SessionRecord, WillRecord
@@ -65,14 +65,6 @@ async def count(client: Client, cid: str) -> object:
     reply = await client.request({"cmd": "conv", "op": "count", "cid": cid})
     assert reply.get("op") == "result", reply
     return reply["count"]
-
-
-async def conversation(creator: Client, *others: Client) -> str:
-    peers = [str(c.received[0]["peerId"]) for c in others]
-    cid = await creator.start(peers)
-    for client in (creator, *others):
-        await client.take_pushes()
-    return cid
 
 
 # session tokens
