@@ -306,6 +306,16 @@ async def users(
         yield [await stack.enter_async_context(running.user(p, subprotocol)) for p in peer_ids]
 
 
+async def conversation(creator: Client, *others: Client, **fields: object) -> str:
+    """A conversation of every client's first session (``fields`` for ``conv start``),
+    its events consumed; its cid."""
+    peers = [str(c.received[0]["peerId"]) for c in others]
+    cid = await creator.start(peers, **fields)
+    for client in (creator, *others):
+        await client.take_pushes()
+    return cid
+
+
 def ops(pushes: list[Cmd]) -> list[tuple[object, object]]:
     """``(cmd, op)`` of each push, for compact assertions."""
     return [(p.get("cmd"), p.get("op")) for p in pushes]

@@ -2,8 +2,8 @@
 
 Used to push the events a client missed while offline after it logs in again
 (``chatroom/service/conv_events.py``). ``on_record`` hears of every event so that the
-store keeps a copy; for what memory does not hold (events from before a restart, or of
-clients forgotten since), ``complete_since`` says from when memory is complete and
+store keeps a copy; for what memory does not hold (events from before the log was made,
+or of clients forgotten since), ``complete_since`` says from when memory is complete and
 ``missed`` merges the older events the caller read from the store.
 """
 
@@ -32,6 +32,7 @@ class ConvEventLog:
         per_client: int = 50,
         clients: int = 100_000,
         on_record: Callable[[list[str], int, Prepared, frozenset[str]], None] | None = None,
+        complete_from: int = 0,
     ) -> None:
         self._per_client = per_client
         self._clients = clients
@@ -40,6 +41,10 @@ class ConvEventLog:
         # Per client in _log: the time from which its deque holds every event (the
         # first one recorded since it was (re)created).
         self._since: dict[str, int] = {}
+        # The same for the clients not in _log, of whom memory holds no event: when the
+        # log was made (``complete_from``, on the clock of the events' server_ts), raised
+        # past the events of each client forgotten since.
+        self._complete_from = complete_from
 
     @property
     def per_client(self) -> int:
@@ -62,15 +67,16 @@ class ConvEventLog:
             self._log.move_to_end(peer)
             events.append(entry)
         while len(self._log) > self._clients:
-            forgotten, _ = self._log.popitem(last=False)
+            forgotten, lost = self._log.popitem(last=False)
             del self._since[forgotten]
+            self._complete_from = max(self._complete_from, lost[-1].server_ts + 1)
         if self._on_record is not None:
             self._on_record(peers, server_ts, prepared, entry.delivered)
 
-    def complete_since(self, peer: str) -> int | None:
-        """Memory holds every event of ``peer`` from this time on; None: none at all.
-        Older ones are to be read from the store."""
-        return self._since.get(peer)
+    def complete_since(self, peer: str) -> int:
+        """Memory holds every event of ``peer`` from this time on; older ones are to be
+        read from the store."""
+        return self._since.get(peer, self._complete_from)
 
     def missed(
         self,

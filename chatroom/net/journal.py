@@ -9,8 +9,11 @@ transaction per batch rather than per login. The price: a crash (not a shutdown,
 writes everything first) forgets the last few milliseconds of changes; their clients log
 in again as they do today without a token.
 
-Bounded: beyond ``backlog`` pending changes new records (not deletions, which undo
-something stored) are dropped and counted until the store catches up.
+Bounded: beyond ``backlog`` pending changes new records are dropped and counted until the
+store catches up; not deletions, which undo something stored, nor changes of a key
+already pending, which add nothing (dropped, the older change would be stored instead).
+A batch the store fails to write is lost, but for its revocations of tokens and
+deletions of wills: they stay pending (and ``revoked`` true) and go with the next batch.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ class LastingStatistics:
     written: int = 0  # changes stored
     batches: int = 0
     dropped: int = 0  # not recorded: the backlog was full
-    failed: int = 0  # lost to a store error
+    failed: int = 0  # lost to a store error (deletions of tokens and wills are kept)
     purged: int = 0  # expired rows deleted
 
 
@@ -58,26 +61,26 @@ class Lasting:
 
     def session(self, token: str, record: SessionRecord | None) -> None:
         """Save (or with None, revoke) a session token."""
-        if self._admit(record):
+        if self._admit(record, token in self._pending.sessions):
             self._pending.sessions[token] = record
 
     def nonce(self, nonce: str, expires_ms: int) -> None:
         """A signature nonce was used; it stays used until ``expires_ms``."""
-        if self._admit(nonce):
+        if self._admit(nonce, nonce in self._pending.nonces):
             self._pending.nonces.setdefault(nonce, expires_ms)
 
     def conv_event(self, record: ConvEventRecord) -> None:
-        if self._admit(record):
+        if self._admit(record, False):
             self._pending.conv_events.append(record)
 
     def receipt(self, cid: str, mid: str, record: PendingReceipt | None) -> None:
         """A message now waits for its receipt (or with None, no longer does)."""
-        if self._admit(record):
+        if self._admit(record, (cid, mid) in self._pending.receipts):
             self._pending.receipts[cid, mid] = record
 
     def will(self, peer_id: str, record: WillRecord | None) -> None:
         """The user's will is now ``record`` (None: they have none)."""
-        if self._admit(record):
+        if self._admit(record, peer_id in self._pending.wills):
             self._pending.wills[peer_id] = record
 
     def revoked(self, token: str) -> bool:
@@ -88,8 +91,9 @@ class Lasting:
             for changes in (self._pending, self._writing)
         )
 
-    def _admit(self, value: object) -> bool:
-        if value is not None and len(self._pending) >= self._backlog:
+    def _admit(self, value: object, replacing: bool) -> bool:
+        """Whether to record ``value`` (``replacing``: a change of its key is pending)."""
+        if value is not None and not replacing and len(self._pending) >= self._backlog:
             if self.stats.dropped == 0:
                 log.warning("the store is behind: new lasting state is no longer recorded")
             self.stats.dropped += 1
@@ -112,18 +116,25 @@ class Lasting:
 
     async def _flush(self) -> None:
         self._writing, self._pending = self._pending, LastingChanges()
+        last_try = self._closed
+        kept = 0
         try:
             # Shielded: a shutdown must not leave half of the last batch unwritten.
             with trio.CancelScope(shield=True):
                 await self._store.save_lasting(self._writing)
         except Exception:
             log.exception("storing %d lasting changes failed", len(self._writing))
-            self.stats.failed += len(self._writing)
+            if not last_try:
+                kept = _keep_deletions(self._writing, self._pending)
+            self.stats.failed += len(self._writing) - kept
         else:
             self.stats.written += len(self._writing)
             self.stats.batches += 1
         self._writing = LastingChanges()
-        self._wake.set()  # look again: more may have come, or close() meanwhile
+        if not kept:
+            self._wake.set()  # look again: more may have come, or close() meanwhile
+        # else the kept deletions go with whatever wakes run next (a change, or close()),
+        # rather than again at once to a store that just failed.
         await trio.lowlevel.checkpoint()  # the shielded write above was not one
 
     def close(self) -> None:
@@ -144,3 +155,22 @@ class Lasting:
                 # Expired rows are refused by their readers anyway: try again later.
                 log.exception("purging expired lasting state failed")
             await trio.sleep(interval)
+
+
+def _keep_deletions(failed: LastingChanges, pending: LastingChanges) -> int:
+    """Put the revocations of tokens and the deletions of wills of a batch that was not
+    stored back into ``pending`` (a newer change of the same key there wins); how many.
+
+    Such a deletion undoes a row the store may hold: dropped, ``revoked`` would stop
+    reporting it, and a logged-out token could be loaded from the store again.
+    """
+    kept = 0
+    for token, session in failed.sessions.items():
+        if session is None:
+            pending.sessions.setdefault(token, None)
+            kept += 1
+    for peer_id, will in failed.wills.items():
+        if will is None:
+            pending.wills.setdefault(peer_id, None)
+            kept += 1
+    return kept

@@ -22,10 +22,11 @@ from collections.abc import Iterable
 import trio
 
 from chatroom.core.convlog import ConvEventLog
+from chatroom.core.ids import wall_ms
 from chatroom.core.model import ConvEventRecord
 from chatroom.core.presence import Session
 from chatroom.protocol import messages_pb2 as pb
-from chatroom.protocol.codec import Prepared
+from chatroom.protocol.codec import Codec, Prepared
 from chatroom.service.context import SENT, Context, Handler, Link, SyncHandler
 
 log = logging.getLogger(__name__)
@@ -37,11 +38,14 @@ def log_of(ctx: Context) -> ConvEventLog:
         config, lasting = ctx.config, ctx.lasting
 
         def stored(peers: list[str], ts: int, prepared: Prepared, live: frozenset[str]) -> None:
-            payload = prepared.command.SerializeToString()
+            payload = prepared.payload(Codec.PROTOBUF, None)  # cached once delivered
             until = ts + config.conv_event_ttl * 1000
             lasting.conv_event(ConvEventRecord(tuple(peers), ts, payload, tuple(live), until))
 
-        ctx.conv_events = ConvEventLog(config.conv_event_log, config.conv_event_clients, stored)
+        # Events are stamped with wall_ms(): memory holds every one from now on.
+        ctx.conv_events = ConvEventLog(
+            config.conv_event_log, config.conv_event_clients, stored, complete_from=wall_ms()
+        )
     return ctx.conv_events
 
 
@@ -50,7 +54,7 @@ async def missed(ctx: Context, peer: str, since: int, token: str | None) -> list
     from the store for the time before memory holds them all (a restart), then memory."""
     events = log_of(ctx)
     until = events.complete_since(peer)
-    if events.per_client <= 0 or (until is not None and until <= since):
+    if events.per_client <= 0 or until <= since:
         await trio.lowlevel.checkpoint()
         return events.missed(peer, since, token)
     try:

@@ -12,6 +12,8 @@ The memory structures answer every request; the store (written behind by
 
 from __future__ import annotations
 
+import logging
+
 import trio
 
 from chatroom.core.ids import wall_ms
@@ -19,12 +21,16 @@ from chatroom.core.model import WillRecord
 from chatroom.core.presence import Session
 from chatroom.core.receipt_book import Waiting
 from chatroom.protocol import messages_pb2 as pb
-from chatroom.service import signing
+from chatroom.service import conv_events, signing
 from chatroom.service.context import Context, SessionTicket
+
+log = logging.getLogger(__name__)
 
 
 async def restore(ctx: Context) -> None:
-    """Load, at start, what memory must hold before the first request."""
+    """Load, at start, what memory must hold before the first request; and make the
+    conversation event log, which holds every event from then on."""
+    conv_events.log_of(ctx)
     config, now = ctx.config, wall_ms()
     nonces = await ctx.store.live_nonces(now, config.signature_nonces)
     signing.verifier_of(ctx).seed({nonce: ms // 1000 for nonce, ms in nonces.items()})
@@ -34,23 +40,36 @@ async def restore(ctx: Context) -> None:
     )
 
 
-async def load_ticket(ctx: Context, token: str) -> None:
-    """Bring a session token from before a restart back into memory (with the will its
-    session had set), unless memory knows it or its revocation is still being stored."""
+async def load_ticket(ctx: Context, token: str, peer_id: str) -> None:
+    """Bring a session token of ``peer_id`` from before a restart back into memory (with
+    the will its session had set), unless memory knows it or its revocation is still
+    being stored. Runs before the login is checked: another client's token is left in
+    the store, and one that cannot be read is unknown (the reply is 4112, after which
+    the SDK logs in afresh; it does not after any other error)."""
     if token in ctx.tickets or ctx.lasting.revoked(token):
         await trio.lowlevel.checkpoint()
         return
-    record = await ctx.store.get_session(token)
-    if record is None or record.expires_ms <= wall_ms():
+    try:
+        ticket = await _stored_ticket(ctx, token, peer_id)
+    except Exception:
+        log.exception("loading a session token of %s failed", peer_id)
+        await trio.lowlevel.checkpoint()
         return
+    if ticket is not None and token not in ctx.tickets and not ctx.lasting.revoked(token):
+        ctx.tickets[token] = ticket
+
+
+async def _stored_ticket(ctx: Context, token: str, peer_id: str) -> SessionTicket | None:
+    record = await ctx.store.get_session(token)
+    if record is None or record.peer_id != peer_id or record.expires_ms <= wall_ms():
+        return None
     ticket = SessionTicket.of_record(record)
-    will = await ctx.store.will_of(record.peer_id)
+    will = await ctx.store.will_of(peer_id)
     if will is not None and will.token == token and will.expires_ms > wall_ms():
         ticket.will = will.payload
         # send_wills reads cached conversations only (it runs as a connection ends).
         await ctx.conversations.get(pb.DirectCommand.FromString(will.payload).cid)
-    if token not in ctx.tickets and not ctx.lasting.revoked(token):
-        ctx.tickets[token] = ticket
+    return ticket
 
 
 def save_will(ctx: Context, session: Session) -> None:

@@ -105,7 +105,7 @@ async def open_and_sync(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.
     the client sees the sync before any later reply."""
     token = cmd.sessionMessage.st
     if token:
-        await lasting.load_ticket(ctx, token)  # known from before a restart?
+        await lasting.load_ticket(ctx, token, cmd.peerId)  # known from before a restart?
     reply = open_session(ctx, link, cmd)
     if cmd.HasField("i"):
         reply.i = cmd.i

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-# A JSON value as orjson produces and accepts it.
 from chatroom.core.model import (
     Conversation,
     ConvEventRecord,
@@ -161,4 +160,6 @@ class Store(Protocol):
 
     async def purge_expired(self, now_ms: int, limit: int) -> int:
         """Delete at most ``limit`` rows of each kind of lasting state whose
-        ``expires_ms <= now_ms``; the number deleted (call again while it is large)."""
+        ``expires_ms <= now_ms``; the number deleted (call again while it is large).
+        An event of the log counts as one row plus one per peer it was logged for: the
+        earliest-expiring events go until they reach ``limit`` rows, at least one."""

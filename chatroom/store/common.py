@@ -55,6 +55,11 @@ def dump_json(value: JSON | list[str], what: str) -> str:
         raise IntegrityError(f"{what} is not valid JSON: {exc}") from exc
 
 
+def clamp_int64(value: int) -> int:
+    """``value``, or the nearest signed 64-bit integer: a bound SQLite can compare with."""
+    return max(min(value, INT64_MAX), INT64_MIN)
+
+
 def check_int64(value: int | None, what: str) -> None:
     """IntegrityError unless ``value`` is None or fits a signed 64-bit integer."""
     if value is not None and not INT64_MIN <= value <= INT64_MAX:

@@ -96,26 +96,31 @@ class MemoryLasting:
         return self._wills.get(peer_id)
 
     async def purge_expired(self, now_ms: int, limit: int) -> int:
-        """At most ``limit`` expired entries of each kind, the earliest-expiring first."""
+        """At most ``limit`` expired entries of each kind, the earliest-expiring first
+        (events: see ``sqlite_lasting.purge``)."""
         await trio.lowlevel.checkpoint()
         deleted = _purge(self._sessions, lambda s: s.expires_ms, now_ms, limit)
         deleted += _purge(self._receipts, lambda r: r.expires_ms, now_ms, limit)
         deleted += _purge(self._wills, lambda w: w.expires_ms, now_ms, limit)
         deleted += _purge(self._nonces, lambda expires: expires, now_ms, limit)
-        expired = _oldest_expired(self._events, lambda e: e.expires_ms, now_ms, limit)
-        for i in expired:
-            event = self._events.pop(i)
-            for peer in dict.fromkeys(event.peers):
+        # An event counts with its peers (SQLite's rows): at least one, about ``limit`` rows.
+        rows = 0
+        for i in _oldest_expired(self._events, lambda e: e.expires_ms, now_ms, len(self._events)):
+            if rows >= limit:
+                break
+            peers = dict.fromkeys(self._events.pop(i).peers)
+            rows += 1 + len(peers)
+            for peer in peers:
                 ids = self._events_of[peer]
                 ids.remove(i)
                 if not ids:
                     del self._events_of[peer]
-        return deleted + len(expired)
+        return deleted + rows
 
 
 def _newest(items: list[V], limit: int) -> list[V]:
     """The last ``limit`` of ``items`` (none for a limit of 0 or less)."""
-    return items[len(items) - limit :] if 0 < limit <= len(items) else items[: max(limit, 0)]
+    return items[-limit:] if limit > 0 else []
 
 
 def _put(table: dict[K, V], key: K, value: V | None) -> None:

@@ -21,7 +21,7 @@ import functools
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import orjson
 import trio
@@ -48,7 +48,7 @@ from . import sqlite_messages as messages_table
 from .base import IntegrityError, NotFoundError, StoreError
 from .common import (
     INT64_MAX,
-    INT64_MIN,
+    clamp_int64,
     dump_json,
     is_unique_normal,
     json_path,
@@ -80,6 +80,11 @@ _CONVS_OF = (
     " WHERE m.member = ?"
     " ORDER BY coalesce(c.last_message_at, c.created_at) DESC, c.cid LIMIT ? OFFSET ?"
 )
+
+
+def _as_is(row: Any) -> Any:
+    return row
+
 
 # Values SQLite refuses (types, ranges, encodings), reported as the interface's error.
 _BAD_DATA = (sqlite3.IntegrityError, OverflowError, UnicodeEncodeError, orjson.JSONEncodeError)
@@ -185,8 +190,20 @@ class SqliteStore:
             raise StoreError("the store is not open")
         return await trio.to_thread.run_sync(fn, db, limiter=self._write_limiter)
 
-    async def _query(self, sql: str, params: Sequence[object]) -> list[Any]:
-        """All rows of one SELECT on a reader connection.
+    @overload
+    async def _query(self, sql: str, params: Sequence[object]) -> list[Any]: ...
+
+    @overload
+    async def _query(
+        self, sql: str, params: Sequence[object], decode: Callable[[Any], T]
+    ) -> list[T]: ...
+
+    async def _query(
+        self, sql: str, params: Sequence[object], decode: Callable[[Any], Any] = _as_is
+    ) -> list[Any]:
+        """All rows of one SELECT on a reader connection, each passed through ``decode``
+        in the worker thread too: a query may return many thousands of rows, and
+        decoding them on the event loop would hold it for as long.
 
         Fetching every row finishes the statement, which ends its read transaction: a
         pooled connection never holds an old snapshot (or blocks WAL checkpoints).
@@ -195,19 +212,7 @@ class SqliteStore:
             raise StoreError("the store is closed")
         return await trio.to_thread.run_sync(
             self._with_reader,
-            lambda db: db.execute(sql, params).fetchall(),
-            limiter=self._read_limiter,
-        )
-
-    async def _query_conversations(self, sql: str, params: Sequence[object]) -> list[Conversation]:
-        """``_query`` with the rows decoded in the worker thread too: a query may return
-        many thousands of them (``select_conversations``), and decoding them on the
-        event loop would hold it for as long."""
-        if self._closed:
-            raise StoreError("the store is closed")
-        return await trio.to_thread.run_sync(
-            self._with_reader,
-            lambda db: [_conversation(row) for row in db.execute(sql, params).fetchall()],
+            lambda db: [decode(row) for row in db.execute(sql, params).fetchall()],
             limiter=self._read_limiter,
         )
 
@@ -241,7 +246,7 @@ class SqliteStore:
         """The member's conversations, most recently active first, ties by ``cid``."""
         if limit < 0 or skip < 0:
             raise ValueError("limit and skip must not be negative")
-        return await self._query_conversations(_CONVS_OF, (member, limit, skip))
+        return await self._query(_CONVS_OF, (member, limit, skip), _conversation)
 
     async def select_conversations(
         self, where: ConvFilter, order: Sequence[ConvOrder], limit: int, skip: int
@@ -254,7 +259,7 @@ class SqliteStore:
             await trio.lowlevel.checkpoint()
             return []
         sql, args = _select_sql(where, order)
-        return await self._query_conversations(sql, [*args, limit, skip])
+        return await self._query(sql, [*args, limit, skip], _conversation)
 
     # messages
 
@@ -295,7 +300,7 @@ class SqliteStore:
 
     async def patches_since(self, member: str, since: int, limit: int) -> list[Message]:
         """Patched messages of the member's conversations, oldest patch first."""
-        since = max(min(since, INT64_MAX), INT64_MIN)
+        since = clamp_int64(since)
         rows = await self._query(messages_table.PATCHES_SINCE, (member, since, limit))
         return [messages_table.message_of_row(row) for row in rows]
 
@@ -310,7 +315,7 @@ class SqliteStore:
             sql = marks_table.MARKS_OF_MEMBER.format(condition="k.unread > 0")
             rows = await self._query(sql, (member, limit))
         else:
-            since = max(min(since, INT64_MAX), INT64_MIN)
+            since = clamp_int64(since)
             condition = "(k.changed_at > ?3 OR (k.unread > 0 AND k.acked_at < k.changed_at))"
             sql = marks_table.MARKS_OF_MEMBER.format(condition=condition)
             rows = await self._query(sql, (member, limit, since))
@@ -362,15 +367,19 @@ class SqliteStore:
         self, peer: str, since: int, until: int | None, limit: int
     ) -> list[ConvEventRecord]:
         """The client's newest events in ``(since, until)``, ascending."""
-        bound = INT64_MAX if until is None else max(min(until, INT64_MAX), INT64_MIN)
-        since = max(min(since, INT64_MAX), INT64_MIN)
-        rows = await self._query(lasting_tables.CONV_EVENTS_SQL, (peer, since, bound, limit))
-        return [lasting_tables.conv_event_of_row(peer, row) for row in reversed(rows)]
+        bound = INT64_MAX if until is None else clamp_int64(until)
+        since = clamp_int64(since)
+        decode = functools.partial(lasting_tables.conv_event_of_row, peer)
+        events = await self._query(
+            lasting_tables.CONV_EVENTS_SQL, (peer, since, bound, limit), decode
+        )
+        return events[::-1]
 
     async def pending_receipts(self, limit: int) -> list[PendingReceipt]:
         """The newest ``limit`` pending receipts, ascending by message time."""
-        rows = await self._query(lasting_tables.PENDING_RECEIPTS_SQL, (limit,))
-        return [lasting_tables.receipt_of_row(row) for row in reversed(rows)]
+        decode = lasting_tables.receipt_of_row
+        receipts = await self._query(lasting_tables.PENDING_RECEIPTS_SQL, (limit,), decode)
+        return receipts[::-1]
 
     async def will_of(self, peer_id: str) -> WillRecord | None:
         """The user's stored will, or None."""

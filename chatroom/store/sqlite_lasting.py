@@ -66,12 +66,13 @@ def save(db: sqlite3.Connection, changes: LastingChanges) -> None:
         list(changes.nonces.items()),
     )
     for event in changes.conv_events:
+        peers = dict.fromkeys(event.peers)
         cursor = db.execute(
-            "INSERT INTO conv_events (server_ts, payload, delivered, expires_at)"
-            " VALUES (?, ?, ?, ?)",
-            (event.server_ts, event.payload, _dumps(event.delivered), event.expires_ms),
+            "INSERT INTO conv_events (server_ts, payload, delivered, expires_at, peer_count)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (event.server_ts, event.payload, _dumps(event.delivered), event.expires_ms, len(peers)),
         )
-        rows = [(peer, event.server_ts, cursor.lastrowid) for peer in dict.fromkeys(event.peers)]
+        rows = [(peer, event.server_ts, cursor.lastrowid) for peer in peers]
         db.executemany(
             "INSERT INTO conv_event_peers (peer, server_ts, event) VALUES (?, ?, ?)", rows
         )
@@ -103,22 +104,29 @@ _EXPIRING = {
 
 
 def purge(db: sqlite3.Connection, now_ms: int, limit: int) -> int:
-    """Delete up to ``limit`` expired rows of each table, by their expiry indexes."""
+    """Delete up to ``limit`` expired rows of each table, by their expiry indexes. The
+    event log counts an event with its peer rows: the earliest-expiring events are taken
+    until they reach ``limit`` rows (at least one event), so that a transaction deletes
+    about ``limit`` rows, not ``limit`` events of up to thousands of peers each."""
     deleted = 0
     for table, key in _EXPIRING.items():
         inner = f"SELECT {key.strip('()')} FROM {table} WHERE expires_at <= ? ORDER BY expires_at"
         sql = f"DELETE FROM {table} WHERE {key} IN ({inner} LIMIT ?)"
         deleted += db.execute(sql, (now_ms, limit)).rowcount
-    events = [
-        row[0]
-        for row in db.execute(
-            "SELECT id FROM conv_events WHERE expires_at <= ? ORDER BY expires_at LIMIT ?",
-            (now_ms, limit),
-        )
-    ]
-    db.executemany("DELETE FROM conv_event_peers WHERE event = ?", [(e,) for e in events])
-    db.executemany("DELETE FROM conv_events WHERE id = ?", [(e,) for e in events])
-    return deleted + len(events)
+    events: list[tuple[int]] = []
+    rows = 0
+    due = db.execute(
+        "SELECT id, peer_count FROM conv_events WHERE expires_at <= ? ORDER BY expires_at, id",
+        (now_ms,),
+    )
+    for event, peer_count in due:  # read only as far as needed
+        if rows >= limit:
+            break
+        events.append((event,))
+        rows += 1 + peer_count
+    due.close()
+    deleted += db.executemany("DELETE FROM conv_event_peers WHERE event = ?", events).rowcount
+    return deleted + db.executemany("DELETE FROM conv_events WHERE id = ?", events).rowcount
 
 
 def session_of_row(row: Any) -> SessionRecord:

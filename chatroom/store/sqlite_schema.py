@@ -123,13 +123,15 @@ LASTING_SCHEMA = [
     ){_WITHOUT_ROWID}""",
     "CREATE INDEX used_nonces_expiry ON used_nonces (expires_at)",
     # One row per event, one index row per concerned client: an event of a 500-member
-    # group stores its payload once.
+    # group stores its payload once. peer_count (its rows in conv_event_peers) lets
+    # purge_expired bound the rows it deletes in one transaction, not just the events.
     f"""CREATE TABLE conv_events (
         id INTEGER PRIMARY KEY,
         server_ts INTEGER NOT NULL,
         payload BLOB NOT NULL,
         delivered TEXT NOT NULL,        -- JSON array of session tokens
-        expires_at INTEGER NOT NULL
+        expires_at INTEGER NOT NULL,
+        peer_count INTEGER NOT NULL
     ){_STRICT}""",
     "CREATE INDEX conv_events_expiry ON conv_events (expires_at)",
     f"""CREATE TABLE conv_event_peers (

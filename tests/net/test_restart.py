@@ -5,7 +5,9 @@ After it: a resume with the session token is ``opened`` (not 4112), with login
 signatures on too; a chatroom viewer who resumes is in its room again; a nonce used
 before is refused; a pending delivery receipt is sent on the receiver's ack; a will
 set before fires when the resumed session's connection drops; a resend with the same
-``dt`` is acked with the first id; missed conversation events are replayed.
+``dt`` is acked with the first id; missed conversation events are replayed. A token
+that cannot be read is 4112 (the SDK then logs in afresh), and another client's is not
+loaded (those tests start on a MemoryStore filled as a stopped server leaves it).
 """
 
 from __future__ import annotations
@@ -15,9 +17,14 @@ from pathlib import Path
 
 import pytest
 import trio
-from helpers import Client, Cmd, fail_after, running_server
+from helpers import Client, Cmd, conversation, fail_after, running_server
+from store_examples import make_conv
 
+from chatroom.core.model import LastingChanges, SessionRecord, WillRecord
 from chatroom.core.signature import login_text, sign
+from chatroom.protocol import messages_pb2 as pb
+from chatroom.store.base import StoreError
+from chatroom.store.memory import MemoryStore
 
 MASTER = "master-key"
 SIGNED = {"master_key": MASTER, "signatures": "login", "app_id": "test"}
@@ -60,14 +67,6 @@ async def count(client: Client, cid: str) -> object:
     return reply["count"]
 
 
-async def conversation(creator: Client, *others: Client) -> str:
-    peers = [str(c.received[0]["peerId"]) for c in others]
-    cid = await creator.start(peers)
-    for client in (creator, *others):
-        await client.take_pushes()
-    return cid
-
-
 # session tokens
 
 
@@ -108,6 +107,56 @@ async def test_revoked_and_taken_over_tokens_stay_so_after_a_restart(tmp_path: P
         reply = await open_session(client, "alice", r=True, st=revoked["st"])
         assert (reply["cmd"], reply["code"]) == ("error", 4112)
         assert (await open_session(client, "bob", r=True, st=taken["st"]))["code"] == 4111
+
+
+class UnreadableTokens(MemoryStore):
+    """A store that fails to read session tokens."""
+
+    async def get_session(self, token: str) -> SessionRecord | None:
+        await trio.lowlevel.checkpoint()
+        raise StoreError("database is locked")
+
+
+async def left_by_a_server(store: MemoryStore, will_payload: bytes) -> MemoryStore:
+    """``store`` as a server stopped while alice was logged in (token ``st-a``, a will
+    for conversation c1) left it."""
+    far = 2**42
+    await store.create_conversation(make_conv("c1", ("alice", "bob")))
+    changes = LastingChanges(
+        sessions={"st-a": SessionRecord("st-a", "alice", None, None, far)},
+        wills={"alice": WillRecord("alice", "st-a", will_payload, far)},
+    )
+    await store.save_lasting(changes)
+    return store
+
+
+@pytest.mark.parametrize("broken", ["store", "will"])
+@fail_after()
+async def test_a_token_that_cannot_be_read_after_a_restart_is_4112_not_4200(broken: str) -> None:
+    # The SDK logs in afresh after 4112 only; after 4200 it would try the token again.
+    will = pb.DirectCommand(cid="c1", msg="bye").SerializeToString()
+    if broken == "store":
+        store = await left_by_a_server(UnreadableTokens(), will)
+    else:
+        store = await left_by_a_server(MemoryStore(), b"\xff not protobuf")
+    async with running_server(store=store) as running, running.client() as alice:
+        reply = await open_session(alice, "alice", r=True, st="st-a")
+        assert (reply["cmd"], reply.get("code")) == ("error", 4112), reply
+        assert (await open_session(alice, "alice", r=True)).get("op") == "opened"
+
+
+@fail_after()
+async def test_someone_elses_token_from_before_a_restart_is_not_loaded() -> None:
+    will = pb.DirectCommand(cid="c1", msg="bye").SerializeToString()
+    store = await left_by_a_server(MemoryStore(), will)
+    async with running_server(store=store) as running, running.client() as client:
+        reply = await open_session(client, "mallory", r=True, st="st-a")
+        assert (reply["cmd"], reply.get("code")) == ("error", 4112), reply
+        ctx = running.server.context
+        assert "st-a" not in ctx.tickets
+        assert ctx.conversations.peek("c1") is None  # nor her will's conversation
+        assert (await open_session(client, "alice", r=True, st="st-a")).get("op") == "opened"
+        assert ctx.conversations.peek("c1") is not None
 
 
 # chatroom rejoin

@@ -16,23 +16,14 @@ from helpers import (
     BASE64_SUB,
     JSON_SUB,
     PROTOBUF_SUB,
-    Client,
     Cmd,
+    conversation,
     fail_after,
     running_server,
     users,
 )
 
 from chatroom.store.sqlite import SqliteStore
-
-
-async def conversation(creator: Client, *others: Client) -> str:
-    """A conversation of every client's first session, events consumed."""
-    peers = [str(c.received[0]["peerId"]) for c in others]
-    cid = await creator.start(peers)
-    for client in (creator, *others):
-        await client.take_pushes()
-    return cid
 
 
 def directs(pushes: list[Cmd]) -> list[Cmd]:

@@ -11,21 +11,22 @@ from typing import Any
 
 import pytest
 import trio
-from helpers import JSON_SUB, Client, Cmd, fail_after, running_server, users, webhook
+from helpers import (
+    JSON_SUB,
+    Client,
+    Cmd,
+    conversation,
+    fail_after,
+    running_server,
+    users,
+    webhook,
+)
 
 from chatroom.core.receipt_book import ReceiptBook
 from chatroom.core.wordfilter import WordFilter, compile_words, filter_content, parse_word_file
 from chatroom.http.push_webhook import payload_for
 
 RECALLED = '{"_lctype":-127}'
-
-
-async def conversation(creator: Client, *others: Client, **fields: object) -> str:
-    peers = [str(c.received[0]["peerId"]) for c in others]
-    cid = await creator.start(peers, **fields)
-    for client in (creator, *others):
-        await client.take_pushes()
-    return cid
 
 
 def only(pushes: list[Cmd], cmd: str, op: str | None = None) -> list[Cmd]:

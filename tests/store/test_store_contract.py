@@ -1,16 +1,16 @@
 """The ``Store`` contract: one suite, run against every implementation.
 
-Each test gets a freshly opened store through the ``store`` fixture (``MemoryStore``,
-and ``SqliteStore`` on a file under ``tmp_path``), so the two cannot drift apart. Tests
-that only make sense for a file (reopening, schema versions) use ``SqliteStore`` alone.
-Every test runs under ``trio.fail_after`` so that a hang fails fast.
+Each test gets a freshly opened store through the ``store`` fixture (conftest.py:
+``MemoryStore``, and ``SqliteStore`` on a file under ``tmp_path``), so the two cannot
+drift apart. Tests that only make sense for a file (reopening, schema versions) use
+``SqliteStore`` alone. Every test runs under ``trio.fail_after`` so that a hang fails
+fast.
 """
 
 from __future__ import annotations
 
 import random
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -29,22 +29,9 @@ from chatroom.core.model import (
     Message,
 )
 from chatroom.store.base import IntegrityError, NotFoundError, Store, StoreError
-from chatroom.store.memory import MemoryStore
 from chatroom.store.sqlite import SCHEMA_VERSION, SqliteStore
 
 TIMEOUT = 10
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    """An opened store of each kind, closed after the test."""
-    opened: Store
-    opened = MemoryStore() if request.param == "memory" else SqliteStore(str(tmp_path / "chat.db"))
-    await opened.open()
-    try:
-        yield opened
-    finally:
-        await opened.aclose()
 
 
 # conversations

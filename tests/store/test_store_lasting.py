@@ -7,7 +7,6 @@ SQLite, that it survives a reopen and that a version-1 file is upgraded in place
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -23,24 +22,10 @@ from chatroom.core.model import (
     WillRecord,
 )
 from chatroom.store.base import IntegrityError, Store
-from chatroom.store.memory import MemoryStore
 from chatroom.store.sqlite import SCHEMA_VERSION, SqliteStore
 from chatroom.store.sqlite_schema import SCHEMA
 
 TIMEOUT = 10
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    """An opened store of each kind, closed after the test."""
-    opened: Store
-    opened = MemoryStore() if request.param == "memory" else SqliteStore(str(tmp_path / "chat.db"))
-    await opened.open()
-    try:
-        with trio.fail_after(TIMEOUT):
-            yield opened
-    finally:
-        await opened.aclose()
 
 
 def session(token: str, expires_ms: int = 10_000, **kw: object) -> SessionRecord:
@@ -158,17 +143,29 @@ async def test_purge_deletes_what_expired_up_to_its_limit(store: Store) -> None:
     )
     await store.save_lasting(changes)
     # At 1050: sessions 1-4, n1, n2, receipt a, both wills and two events are due.
-    assert await store.purge_expired(1050, 1) == 1 + 1 + 1 + 1 + 1  # one of each kind
+    # One of each kind; an event is three rows (its own and its two peers').
+    assert await store.purge_expired(1050, 1) == 1 + 1 + 1 + 1 + 3
     assert await store.get_session("st-1") is None
     assert await store.get_session("st-2") is not None
     assert await store.will_of("alice") is None
-    assert await store.purge_expired(1050, 100) == 3 + 1 + 0 + 1 + 1
+    assert await store.purge_expired(1050, 100) == 3 + 1 + 0 + 1 + 3
     assert await store.purge_expired(1050, 100) == 0
     assert [await store.get_session(f"st-{i}") for i in range(1, 5)] == [None] * 4
     assert await store.live_nonces(0, 10) == {}
     assert await store.pending_receipts(10) == [receipt("b", 900)]
     assert await store.will_of("bob") is None
     assert [e.server_ts for e in await store.conv_events_for("alice", -1, None, 10)] == [500]
+
+
+async def test_purge_counts_the_peer_rows_of_events_toward_its_limit(store: Store) -> None:
+    # A limit of events alone let one transaction delete limit x members rows.
+    group = tuple(f"p{i}" for i in range(9))
+    await store.save_lasting(LastingChanges(conv_events=[event(ts, group) for ts in range(5)]))
+    assert await store.purge_expired(2000, 20) == 2 * 10  # two events of 1 + 9 rows
+    assert [e.server_ts for e in await store.conv_events_for("p0", -1, None, 10)] == [2, 3, 4]
+    assert await store.purge_expired(2000, 4) == 10  # at least one event, however large
+    assert await store.purge_expired(2000, 100) == 2 * 10
+    assert await store.conv_events_for("p0", -1, None, 10) == []
 
 
 # SQLite: a reopen, and an upgrade from version 1
