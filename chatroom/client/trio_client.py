@@ -98,26 +98,25 @@ class Options:
 
 
 class _Events:
-    """A bounded queue of events with one wake-up for readers."""
+    """A bounded queue of events; each event put wakes one of the waiting readers."""
 
     def __init__(self, size: int):
         self.items: deque[Event] = deque()
         self.size = size
         self.dropped = 0
-        self._ready = trio.Event()
+        self._readers = trio.lowlevel.ParkingLot()
 
     def put(self, event: Event) -> None:
         if len(self.items) >= self.size:
             self.items.popleft()
             self.dropped += 1
         self.items.append(event)
-        self._ready.set()
+        self._readers.unpark()
 
     async def get(self) -> Event:
         await trio.lowlevel.checkpoint()  # a checkpoint even when one is waiting
         while not self.items:
-            self._ready = trio.Event()
-            await self._ready.wait()
+            await self._readers.park()
         return self.items.popleft()
 
 
