@@ -31,10 +31,11 @@ class Connection {
   constructor(url, peerId, handlers) {
     Object.assign(this, { url, peerId, handlers });
     this.nextI = 1; this.waiting = new Map(); this.token = null;
-    this.failures = 0; this.stopped = false; this.ws = null;
+    this.failures = 0; this.stopped = false; this.ws = null; this.retry = null;
   }
 
   open() {
+    if (this.stopped) return;
     this.handlers.state(this.failures ? "reconnecting" : "connecting", "");
     const ws = new WebSocket(this.url, "lc.json.3");
     this.ws = ws;
@@ -66,15 +67,23 @@ class Connection {
     }
   }
 
-  async login() {
+  async openSession() {
     const open = { cmd: "session", op: "open", appId: "chatroom", peerId: this.peerId };
-    let reply;
     try {
-      reply = await this.request(this.token ? { ...open, r: true, st: this.token } : open);
+      return await this.request(this.token ? { ...open, r: true, st: this.token } : open);
     } catch (err) {
       if (err.code !== 4112) throw err; // 4112: the server forgot us (it restarted)
-      reply = await this.request({ ...open, r: true });
+      return await this.request({ ...open, r: true });
     }
+  }
+
+  async login() {
+    const reply = await this.openSession().catch((err) => {
+      // Refused (4100, 4102, 4103, 4111...): it would be refused again, so stay out.
+      // No reply in time, or the connection closing, carries no code: that is retried.
+      if (err.code !== undefined) this.stopped = true;
+      throw err;
+    });
     this.token = reply.st; this.failures = 0;
     this.handlers.state("live", "");
     await this.handlers.live();
@@ -82,7 +91,6 @@ class Connection {
 
   fail(err) {
     this.handlers.system(`error: ${err.code || ""} ${err.message}`);
-    if (err.code === 4103 || err.code === 4100) { this.stopped = true; }
     this.ws.close();
   }
 
@@ -94,13 +102,18 @@ class Connection {
     this.failures += 1;
     const delay = Math.min(30, 0.5 * 2 ** (this.failures - 1)) * (0.5 + Math.random() / 2);
     this.handlers.state("reconnecting", `${why ? "closed " + why + "; " : ""}retry in ${delay.toFixed(1)} s`);
-    setTimeout(() => this.open(), delay * 1000);
+    this.retry = setTimeout(() => this.open(), delay * 1000);
   }
 
   stop() {
+    // Log out, or give up a connection still being made (it would log in) and the
+    // retry that is due: a replaced connection must not stay logged in behind the page.
     this.stopped = true;
+    clearTimeout(this.retry);
     if (this.ws && this.ws.readyState === WebSocket.OPEN) {
       this.ws.send(JSON.stringify({ cmd: "session", op: "close" }));
+    } else if (this.ws) {
+      this.ws.close();
     }
   }
 }
