@@ -3,10 +3,11 @@ see it in a real browser: Debian's chromium driven by Playwright."""
 
 from __future__ import annotations
 
+import functools
 import re
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -103,12 +104,13 @@ def paused_clock(page: Page) -> None:
     page.clock.pause_at(start + 1)
 
 
-def browser_scenario(http_url: str, shots: Path, restart: Callable[[], None]) -> None:
+def browser_scenario(http_url: str, restart: Callable[[], None], shots: Path) -> None:
     """Two pages in one room; runs in a worker thread (Playwright's sync API)."""
     from playwright.sync_api import expect
 
     with chromium() as browser:
         tom, ming = (browser.new_page(viewport={"width": 1280, "height": 720}) for _ in "ab")
+        ming.add_init_script(TRACE_SOCKETS)
         for page, name in ((tom, "Tom"), (ming, "小明")):
             page.goto(http_url)
             page.get_by_test_id("room").fill("直播间 🎬")
@@ -136,6 +138,10 @@ def browser_scenario(http_url: str, shots: Path, restart: Callable[[], None]) ->
         state = ming.get_by_test_id("connection-state")
         expect(state).to_have_text(re.compile("reconnecting"), timeout=5000)
         expect(state).to_have_text("live", timeout=15000)
+        # The page knows its room: back, it joins it again without looking it up.
+        ming.wait_for_function("sockets.at(-1).sent.some((c) => c.op === 'add')")
+        ops = ming.evaluate("sockets.at(-1).sent.filter((c) => c.cmd === 'conv')")
+        assert [c["op"] for c in ops][:1] == ["add"]
         expect(tom.get_by_test_id("connection-state")).to_have_text("live", timeout=15000)
         ming.get_by_test_id("message-input").fill("又回来了 🔁")
         ming.get_by_test_id("send").click()
@@ -148,10 +154,49 @@ def browser_scenario(http_url: str, shots: Path, restart: Callable[[], None]) ->
 @fail_after(60)
 async def test_two_viewers_chat_in_chromium_and_survive_a_restart(tmp_path: Path) -> None:
     db = {"db": str(tmp_path / "chat.db")}
+    scenario = functools.partial(browser_scenario, shots=tmp_path)
+    await browse_across_a_restart(scenario, db, db)
+    assert (await trio.Path(tmp_path / "page.png").stat()).st_size > 10_000
+
+
+def lost_room_scenario(http_url: str, restart: Callable[[], None]) -> None:
+    """The server comes back without the room the page watched: it makes it again."""
+    from playwright.sync_api import expect
+
+    with chromium() as browser:
+        page = browser.new_page()
+        page.add_init_script(TRACE_SOCKETS)
+        page.goto(http_url)
+        join(page, "lobby", "Ann")
+        expect(page.get_by_test_id("online-count")).to_have_text("1")  # in the room
+        state = page.get_by_test_id("connection-state")
+        restart()
+        expect(state).to_have_text(re.compile("reconnecting"), timeout=5000)
+        expect(state).to_have_text("live", timeout=15000)
+        page.wait_for_function("sockets.at(-1).sent.some((c) => c.op === 'count')")  # in it
+        ops = page.evaluate("sockets.at(-1).sent.filter((c) => c.cmd === 'conv')")
+        assert [c["op"] for c in ops] == ["add", "query", "start", "count"]
+        page.get_by_test_id("message-input").fill("still here")
+        page.get_by_test_id("send").click()
+        expect(page.get_by_test_id("messages").locator("li").last).to_contain_text("still here")
+
+
+@fail_after(60)
+async def test_the_page_makes_its_room_again_when_the_server_lost_it() -> None:
+    await browse_across_a_restart(lost_room_scenario, {}, {})  # :memory: both times
+
+
+async def browse_across_a_restart(
+    scenario: Callable[[str, Callable[[], None]], None],
+    config: Mapping[str, object],
+    again: Mapping[str, object],
+) -> None:
+    """``scenario(page_url, restart)`` in a worker thread; ``restart()`` stops the
+    server and starts one with ``again`` on the same WebSocket port."""
     restarted, stopped = trio.Event(), trio.Event()
     async with trio.open_nursery() as nursery:
-        first = await nursery.start(_serve_until, db, restarted, stopped)
-        second_config = {**db, "port": first.ws_port}
+        first = await nursery.start(_serve_until, config, restarted, stopped)
+        second_config = {**again, "port": first.ws_port}
 
         def restart() -> None:
             # The second server binds the first one's port: only once that one is gone.
@@ -162,13 +207,12 @@ async def test_two_viewers_chat_in_chromium_and_survive_a_restart(tmp_path: Path
             )
 
         url = f"http://127.0.0.1:{first.http_port}/"
-        await trio.to_thread.run_sync(browser_scenario, url, tmp_path, restart)
+        await trio.to_thread.run_sync(scenario, url, restart)
         nursery.cancel_scope.cancel()
-    assert (await trio.Path(tmp_path / "page.png").stat()).st_size > 10_000
 
 
 async def _serve_until(
-    config: dict[str, object],
+    config: Mapping[str, object],
     stop: trio.Event,
     stopped: trio.Event,
     *,

@@ -133,7 +133,16 @@ function setState(state, detail) {
   view.input.disabled = view.send.disabled = !live;
 }
 
-async function openRoom(conn, name) {
+async function openRoom(conn, name, known) {
+  // Back after a reconnection: the room watched before, unless the server lost it.
+  if (known) {
+    try {
+      await conn.request({ cmd: "conv", op: "add", cid: known, m: [conn.peerId] });
+      return known;
+    } catch (err) {
+      if (err.code !== 4303) throw err; // 4303: no such conversation any more
+    }
+  }
   // The oldest chatroom of that name; a new one when there is none.
   const where = { name, tr: true };
   const found = await conn.request({ cmd: "conv", op: "query", where, sort: "createdAt", limit: 1 });
@@ -147,7 +156,7 @@ async function openRoom(conn, name) {
 }
 
 async function onLive() {
-  room.cid = await openRoom(room.conn, room.name);
+  room.cid = await openRoom(room.conn, room.name, room.cid);
   room.joinedAt = room.joinedAt || Date.now();
   view.title.textContent = `# ${room.name}`;
   setState("live", "");
