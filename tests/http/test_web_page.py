@@ -275,3 +275,34 @@ async def test_a_refused_login_is_not_retried() -> None:
     async with running_server({"master_key": "secret", "signatures": "login"}) as server:
         url = f"http://127.0.0.1:{server.http_port}/"
         await trio.to_thread.run_sync(refused_scenario, url)
+
+
+def missed_scenario(http_url: str) -> None:
+    """Tom watches (his clock paused) while Ming writes; each check of what Tom missed
+    forgets the ids it has covered, and the next one still counts nothing missed."""
+    from playwright.sync_api import expect
+
+    with chromium() as browser:
+        tom, ming = browser.new_page(), browser.new_page()
+        tom.add_init_script(TRACE_SOCKETS)
+        paused_clock(tom)
+        for page, name, online in ((tom, "Tom", "1"), (ming, "Ming", "2")):
+            page.goto(http_url)
+            join(page, "lobby", name)
+            expect(page.get_by_test_id("online-count")).to_have_text(online)  # in the room
+        for batch in (["one", "two", "three"], ["four"]):
+            for text in batch:
+                ming.get_by_test_id("message-input").fill(text)
+                ming.get_by_test_id("send").click()
+                last = tom.get_by_test_id("messages").locator("li").last
+                expect(last).to_contain_text(text)
+            tom.clock.run_for(30_000)  # the periodic check
+            tom.wait_for_function("room.seen.size === 0")  # checked: the ids are let go
+            expect(tom.get_by_test_id("missed-count")).to_have_text("0")
+
+
+@fail_after(60)
+async def test_the_page_forgets_checked_message_ids_and_misses_nothing() -> None:
+    async with running_server() as server:
+        url = f"http://127.0.0.1:{server.http_port}/"
+        await trio.to_thread.run_sync(missed_scenario, url)

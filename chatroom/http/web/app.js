@@ -122,8 +122,8 @@ class Connection {
 // the room: join by name, count, send, show, notice what was missed
 
 const room = {
-  conn: null, cid: null, name: "", me: "", seen: new Set(), voices: new Set(), joinedAt: 0, lastTs: 0,
-  missed: 0, lane: 0, typers: new Map(), lastCount: 0, lastTyping: 0, sinceCheck: 0,
+  conn: null, cid: null, name: "", me: "", seen: new Map(), voices: new Set(), joinedAt: 0, lastTs: 0,
+  checkedTo: 0, missed: 0, lane: 0, typers: new Map(), lastCount: 0, lastTyping: 0, sinceCheck: 0,
 };
 
 function setState(state, detail) {
@@ -180,16 +180,17 @@ async function checkMissed() {
   // The server does not tell a viewer it shed frames for it; but it keeps the
   // room's recent messages. A stored message from the time we watched that never
   // arrived was missed. (Messages dropped at intake are not stored: not counted.)
+  // What is older than the last check was counted then: skipped, its ids forgotten.
   if (!room.cid || !room.lastTs) return;
   room.sinceCheck = 0;
   try {
     const reply = await room.conn.request({ cmd: "logs", cid: room.cid, l: 100 });
+    const from = Math.max(room.joinedAt, room.checkedTo + 1), upTo = room.lastTs;
     for (const item of reply.logs || []) {
-      if (item.timestamp >= room.joinedAt && item.timestamp <= room.lastTs && !room.seen.has(item.msgId)) {
-        room.seen.add(item.msgId);
-        room.missed += 1;
-      }
+      if (item.timestamp >= from && item.timestamp <= upTo && !room.seen.has(item.msgId)) room.missed += 1;
     }
+    room.checkedTo = upTo;
+    for (const [id, timestamp] of room.seen) if (timestamp <= upTo) room.seen.delete(id);
     view.missed.textContent = String(room.missed);
   } catch (_) { /* next time */ }
 }
@@ -227,7 +228,7 @@ function onPush(cmd) {
 }
 
 function show(from, text, priority, id, timestamp) {
-  if (id) { if (room.seen.has(id)) return; room.seen.add(id); }
+  if (id) { if (room.seen.has(id)) return; room.seen.set(id, timestamp || 0); }
   room.lastTs = Math.max(room.lastTs, timestamp || 0);
   const item = document.createElement("li");
   item.dataset.priority = priority;
@@ -302,7 +303,8 @@ function join(event) {
   if (room.conn) room.conn.stop();
   room.name = view.room.value.trim();
   room.me = view.name.value.trim();
-  room.cid = null; room.joinedAt = 0; room.lastTs = 0; room.missed = 0; room.seen.clear(); room.voices.clear();
+  room.cid = null; room.joinedAt = 0; room.lastTs = 0; room.checkedTo = 0; room.missed = 0;
+  room.seen.clear(); room.voices.clear();
   view.list.replaceChildren(); view.missed.textContent = "0"; view.online.textContent = "0";
   // A replaced connection may still report its close: only the current one is shown.
   const current = (fn) => (...args) => (room.conn === conn ? fn(...args) : undefined);
