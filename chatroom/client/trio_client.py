@@ -53,10 +53,10 @@ from chatroom.client.events import (
     message_from,
     parse_pushes,
 )
+from chatroom.protocol.errors import ErrorCode
 
 SUBPROTOCOL = "lc.json.3"
 TERMINAL_CLOSE_CODES = frozenset({4100, 4103, 4110, 4111})
-_TOKEN_UNKNOWN = 4112
 
 
 class RequestError(Exception):
@@ -395,7 +395,7 @@ class Client:
         try:
             reply = await self._exchange(ws, opened)
         except RequestError as exc:
-            if exc.code != _TOKEN_UNKNOWN:
+            if exc.code != ErrorCode.SESSION_TOKEN_EXPIRED:
                 raise
             # The server forgot the session (it restarted): a fresh login, then the
             # chatroom again, since the server could not put us back into it.
