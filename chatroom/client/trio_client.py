@@ -256,7 +256,9 @@ class Client:
         cid = await self.find_chatroom(name)
         if cid is None:
             return await self.create_chatroom(name)
-        await self.join(cid)
+        # Found by a query for chatrooms: join() would only ask again what it is.
+        await self.request({"cmd": "conv", "op": "add", "cid": cid, "m": [self.peer_id]})
+        self.room = cid
         return cid
 
     async def join(self, cid: str) -> None:
