@@ -297,6 +297,21 @@ async def running_server(
             server.shutdown.set()
 
 
+async def http_get(port: int, path: str, headers: str = "") -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 request over a real socket: status, headers (lower-case), body."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        request = f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{headers}\r\n"
+        await stream.send_all(request.encode())
+        raw = b""
+        while chunk := await stream.receive_some():
+            raw += chunk
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    fields = dict(line.lower().split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), fields, body
+
+
 @asynccontextmanager
 async def users(
     running: Running, *peer_ids: str, subprotocol: str | None = JSON_SUB

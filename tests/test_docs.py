@@ -30,6 +30,18 @@ def test_generated_references_match_their_sources(path: str, generate: object, w
     )
 
 
+def test_each_code_is_explained_by_its_own_comment() -> None:
+    cells = [row.split(" | ") for row in docgen.errors_doc().splitlines() if row[:3] == "| 4"]
+    rows = {name.strip("`"): meaning.removesuffix(" |") for _, name, meaning in cells}
+    # comments written above a member are read, and a member's text is its own
+    assert "(4113/4116 refusals)" in rows["QUOTA_EXCEEDED"]
+    assert "did not read fast enough" not in rows["QUOTA_EXCEEDED"]
+    assert "did not read fast enough" in rows["SLOW_CONSUMER"]
+    assert "user_messages_per_second" in rows["MESSAGE_SENT_QUOTA_EXCEEDED"]
+    assert rows["APP_QUOTA_EXCEEDED"] == "over the connection's ``requests_per_second``"
+    assert rows["SESSION_CONFLICT"] == "session conflict"  # no comment: the name in words
+
+
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_link_points_into_the_repository(doc: Path) -> None:
     text = doc.read_text()

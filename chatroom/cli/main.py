@@ -10,6 +10,7 @@ from pathlib import Path
 
 import trio
 
+import chatroom
 from chatroom import config as config_module
 from chatroom.cli import sys_commands as admin_cli
 from chatroom.net.server import run_until_signalled
@@ -54,8 +55,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _bench(argv: list[str]) -> int:
     # The benchmark is not part of the installed package: it runs from a clone, whose
-    # root is where an editable install's chatroom package sits.
-    root = Path(__file__).resolve().parents[1]
+    # root is the directory holding an editable install's chatroom package.
+    root = Path(chatroom.__file__).resolve().parent.parent
     if (root / "bench" / "__main__.py").is_file() and str(root) not in sys.path:
         sys.path.insert(0, str(root))
     try:

@@ -9,6 +9,7 @@ of a typed (rich-media) message, else the raw content.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, cast
 
 import orjson
@@ -34,9 +35,9 @@ class Message:
     mentions: tuple[str, ...] = ()
     attrs: Json = field(default_factory=dict)
 
-    @property
+    @cached_property
     def text(self) -> str:
-        """The ``_lctext`` of a typed message, else the content as it is."""
+        """The ``_lctext`` of a typed message, else the content as it is (parsed once)."""
         parsed = _typed(self.content)
         text = parsed.get("_lctext") if parsed else None
         return text if isinstance(text, str) else self.content

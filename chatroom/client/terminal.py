@@ -51,12 +51,12 @@ def describe(event: Event) -> str | None:
 
 
 class Chat:
-    """The state of one terminal session: the client and the room typed into."""
+    """The state of one terminal session: the client (whose ``room`` is the one typed
+    into) and that room's name."""
 
     def __init__(self, client: Client, out: TextIO):
         self.client = client
         self.out = out
-        self.room: str | None = None
         self.room_name = ""
         self.commands: dict[str, Callable[[str], Awaitable[None]]] = {
             "/join": self.join,
@@ -75,21 +75,21 @@ class Chat:
         if not name:
             self.say_line("usage: /join NAME")
             return
-        self.room = await self.client.open_chatroom(name)
+        room = await self.client.open_chatroom(name)
         self.room_name = name
-        viewers = await self.client.count(self.room)
+        viewers = await self.client.count(room)
         self.say_line(f"* joined {name} ({viewers} online)")
 
     async def count(self, _: str) -> None:
         await trio.lowlevel.checkpoint()  # whichever way it goes
-        if self.room is not None:
-            self.say_line(f"* {await self.client.count(self.room)} online in {self.room_name}")
+        if (room := self.client.room) is not None:
+            self.say_line(f"* {await self.client.count(room)} online in {self.room_name}")
 
     async def history(self, arg: str) -> None:
         await trio.lowlevel.checkpoint()  # whichever way it goes
-        if self.room is not None:
+        if (room := self.client.room) is not None:
             limit = int(arg) if arg.isdigit() else 10
-            for message in await self.client.history(self.room, limit):
+            for message in await self.client.history(room, limit):
                 self.say_line(describe(message) or "")
 
     async def help(self, _: str) -> None:
@@ -98,10 +98,10 @@ class Chat:
 
     async def say(self, text: str, priority: str | None = None) -> None:
         await trio.lowlevel.checkpoint()  # whichever way it goes
-        if self.room is None:
+        if (room := self.client.room) is None:
             self.say_line("* join a room first: /join NAME")
         elif text:
-            await self.client.send(self.room, text, priority=priority)
+            await self.client.send(room, text, priority=priority)
 
     async def handle(self, line: str) -> bool:
         """Act on one typed line; False once the user wants to leave."""

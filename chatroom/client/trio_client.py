@@ -53,10 +53,10 @@ from chatroom.client.events import (
     message_from,
     parse_pushes,
 )
+from chatroom.protocol.errors import ErrorCode
 
 SUBPROTOCOL = "lc.json.3"
 TERMINAL_CLOSE_CODES = frozenset({4100, 4103, 4110, 4111})
-_TOKEN_UNKNOWN = 4112
 
 
 class RequestError(Exception):
@@ -98,26 +98,25 @@ class Options:
 
 
 class _Events:
-    """A bounded queue of events with one wake-up for readers."""
+    """A bounded queue of events; each event put wakes one of the waiting readers."""
 
     def __init__(self, size: int):
         self.items: deque[Event] = deque()
         self.size = size
         self.dropped = 0
-        self._ready = trio.Event()
+        self._readers = trio.lowlevel.ParkingLot()
 
     def put(self, event: Event) -> None:
         if len(self.items) >= self.size:
             self.items.popleft()
             self.dropped += 1
         self.items.append(event)
-        self._ready.set()
+        self._readers.unpark()
 
     async def get(self) -> Event:
         await trio.lowlevel.checkpoint()  # a checkpoint even when one is waiting
         while not self.items:
-            self._ready = trio.Event()
-            await self._ready.wait()
+            await self._readers.park()
         return self.items.popleft()
 
 
@@ -257,7 +256,9 @@ class Client:
         cid = await self.find_chatroom(name)
         if cid is None:
             return await self.create_chatroom(name)
-        await self.join(cid)
+        # Found by a query for chatrooms: join() would only ask again what it is.
+        await self.request({"cmd": "conv", "op": "add", "cid": cid, "m": [self.peer_id]})
+        self.room = cid
         return cid
 
     async def join(self, cid: str) -> None:
@@ -396,7 +397,7 @@ class Client:
         try:
             reply = await self._exchange(ws, opened)
         except RequestError as exc:
-            if exc.code != _TOKEN_UNKNOWN:
+            if exc.code != ErrorCode.SESSION_TOKEN_EXPIRED:
                 raise
             # The server forgot the session (it restarted): a fresh login, then the
             # chatroom again, since the server could not put us back into it.

@@ -115,10 +115,21 @@ def _nested(generic: Descriptor) -> list[Descriptor]:
 
 
 def _comments(kind: type[enum.IntEnum]) -> dict[str, str]:
-    """The ``# comment`` after each member in errors.py."""
-    source = inspect.getsource(kind)
-    found = re.findall(r"^\s+([A-Z_0-9]+) = \d+\s*(?:#\s*(.*))?$", source, re.M)
-    return {name: comment for name, comment in found}
+    """Each member's comment in errors.py: the ``#`` lines just above it, else the
+    ``# comment`` at the end of its line. Read line by line, so one member's comment is never
+    another's."""
+    notes: dict[str, str] = {}
+    above: list[str] = []
+    for line in inspect.getsource(kind).splitlines():
+        text = line.strip()
+        if text.startswith("#"):
+            above.append(text.removeprefix("#").strip())
+            continue
+        member = re.fullmatch(r"([A-Z_0-9]+) = \d+\s*(?:#\s*(.*))?", text)
+        if member:
+            notes[member[1]] = " ".join(above) or member[2] or ""
+        above = []
+    return notes
 
 
 def _words(name: str) -> str:

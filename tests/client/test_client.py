@@ -53,6 +53,29 @@ async def test_two_viewers_chat_in_a_chatroom_with_priorities() -> None:
 
 
 @fail_after()
+async def test_several_tasks_reading_events_each_get_theirs() -> None:
+    async with (
+        running_server() as server,
+        connect(server.url, "Tom", FAST) as tom,
+        connect(server.url, "Jerry", FAST) as jerry,
+    ):
+        room = await tom.create_chatroom("lobby")
+        await jerry.join(room)
+        got: list[str] = []
+
+        async def reader() -> None:
+            got.append((await next_message(tom)).text)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reader)
+            nursery.start_soon(reader)
+            await trio.testing.wait_all_tasks_blocked()  # both readers are waiting
+            await jerry.send(room, "one")
+            await jerry.send(room, "two")
+        assert sorted(got) == ["one", "two"]
+
+
+@fail_after()
 async def test_conversation_events_history_and_paging() -> None:
     async with (
         running_server() as server,

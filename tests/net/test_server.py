@@ -20,6 +20,7 @@ from helpers import (
     assert_serving,
     codec_of,
     fail_after,
+    http_get,
     make_config,
     running_server,
 )
@@ -29,21 +30,6 @@ from chatroom.core.model import HistoryQuery, Message
 from chatroom.net.server import Listening, Server
 from chatroom.store.memory import MemoryStore
 from chatroom.store.sqlite import SqliteStore
-
-
-async def http_get(port: int, path: str) -> tuple[int, bytes]:
-    """A minimal HTTP/1.1 GET: (status, body)."""
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    async with stream:
-        request = f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-        await stream.send_all(request.encode())
-        response = b""
-        while chunk := await stream.receive_some(65536):
-            response += chunk
-    head, _, body = response.partition(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
-    return status, body
-
 
 # subprotocols
 
@@ -116,14 +102,14 @@ async def test_healthz_reports_status_and_statistics() -> None:
     async with running_server() as running, running.user("alice") as alice:
         await alice.start(["bob"])
         await alice.say(await alice.start(["bob"]), "hi")
-        status, body = await http_get(running.http_port, "/healthz")
+        status, _, body = await http_get(running.http_port, "/healthz")
         assert status == 200
         health = orjson.loads(body)
         assert health["status"] == "ok"
         assert health["connections"] == 1
         assert health["sessions"] == 1
         assert health["messages_accepted"] == 1
-        status, _ = await http_get(running.http_port, "/nowhere")
+        status, _, _ = await http_get(running.http_port, "/nowhere")
         assert status == 404
 
 

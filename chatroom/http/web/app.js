@@ -31,10 +31,11 @@ class Connection {
   constructor(url, peerId, handlers) {
     Object.assign(this, { url, peerId, handlers });
     this.nextI = 1; this.waiting = new Map(); this.token = null;
-    this.failures = 0; this.stopped = false; this.ws = null;
+    this.failures = 0; this.stopped = false; this.ws = null; this.retry = null;
   }
 
   open() {
+    if (this.stopped) return;
     this.handlers.state(this.failures ? "reconnecting" : "connecting", "");
     const ws = new WebSocket(this.url, "lc.json.3");
     this.ws = ws;
@@ -66,15 +67,23 @@ class Connection {
     }
   }
 
-  async login() {
+  async openSession() {
     const open = { cmd: "session", op: "open", appId: "chatroom", peerId: this.peerId };
-    let reply;
     try {
-      reply = await this.request(this.token ? { ...open, r: true, st: this.token } : open);
+      return await this.request(this.token ? { ...open, r: true, st: this.token } : open);
     } catch (err) {
       if (err.code !== 4112) throw err; // 4112: the server forgot us (it restarted)
-      reply = await this.request({ ...open, r: true });
+      return await this.request({ ...open, r: true });
     }
+  }
+
+  async login() {
+    const reply = await this.openSession().catch((err) => {
+      // Refused (4100, 4102, 4103, 4111...): it would be refused again, so stay out.
+      // No reply in time, or the connection closing, carries no code: that is retried.
+      if (err.code !== undefined) this.stopped = true;
+      throw err;
+    });
     this.token = reply.st; this.failures = 0;
     this.handlers.state("live", "");
     await this.handlers.live();
@@ -82,7 +91,6 @@ class Connection {
 
   fail(err) {
     this.handlers.system(`error: ${err.code || ""} ${err.message}`);
-    if (err.code === 4103 || err.code === 4100) { this.stopped = true; }
     this.ws.close();
   }
 
@@ -94,13 +102,18 @@ class Connection {
     this.failures += 1;
     const delay = Math.min(30, 0.5 * 2 ** (this.failures - 1)) * (0.5 + Math.random() / 2);
     this.handlers.state("reconnecting", `${why ? "closed " + why + "; " : ""}retry in ${delay.toFixed(1)} s`);
-    setTimeout(() => this.open(), delay * 1000);
+    this.retry = setTimeout(() => this.open(), delay * 1000);
   }
 
   stop() {
+    // Log out, or give up a connection still being made (it would log in) and the
+    // retry that is due: a replaced connection must not stay logged in behind the page.
     this.stopped = true;
+    clearTimeout(this.retry);
     if (this.ws && this.ws.readyState === WebSocket.OPEN) {
       this.ws.send(JSON.stringify({ cmd: "session", op: "close" }));
+    } else if (this.ws) {
+      this.ws.close();
     }
   }
 }
@@ -109,8 +122,8 @@ class Connection {
 // the room: join by name, count, send, show, notice what was missed
 
 const room = {
-  conn: null, cid: null, name: "", me: "", seen: new Set(), voices: new Set(), joinedAt: 0, lastTs: 0,
-  missed: 0, lane: 0, typers: new Map(), lastCount: 0, lastTyping: 0, sinceCheck: 0,
+  conn: null, cid: null, name: "", me: "", seen: new Map(), voices: new Set(), joinedAt: 0, lastTs: 0,
+  checkedTo: 0, missed: 0, lane: 0, typers: new Map(), lastCount: 0, lastTyping: 0, sinceCheck: 0,
 };
 
 function setState(state, detail) {
@@ -120,7 +133,16 @@ function setState(state, detail) {
   view.input.disabled = view.send.disabled = !live;
 }
 
-async function openRoom(conn, name) {
+async function openRoom(conn, name, known) {
+  // Back after a reconnection: the room watched before, unless the server lost it.
+  if (known) {
+    try {
+      await conn.request({ cmd: "conv", op: "add", cid: known, m: [conn.peerId] });
+      return known;
+    } catch (err) {
+      if (err.code !== 4303) throw err; // 4303: no such conversation any more
+    }
+  }
   // The oldest chatroom of that name; a new one when there is none.
   const where = { name, tr: true };
   const found = await conn.request({ cmd: "conv", op: "query", where, sort: "createdAt", limit: 1 });
@@ -134,7 +156,7 @@ async function openRoom(conn, name) {
 }
 
 async function onLive() {
-  room.cid = await openRoom(room.conn, room.name);
+  room.cid = await openRoom(room.conn, room.name, room.cid);
   room.joinedAt = room.joinedAt || Date.now();
   view.title.textContent = `# ${room.name}`;
   setState("live", "");
@@ -158,16 +180,17 @@ async function checkMissed() {
   // The server does not tell a viewer it shed frames for it; but it keeps the
   // room's recent messages. A stored message from the time we watched that never
   // arrived was missed. (Messages dropped at intake are not stored: not counted.)
+  // What is older than the last check was counted then: skipped, its ids forgotten.
   if (!room.cid || !room.lastTs) return;
   room.sinceCheck = 0;
   try {
     const reply = await room.conn.request({ cmd: "logs", cid: room.cid, l: 100 });
+    const from = Math.max(room.joinedAt, room.checkedTo + 1), upTo = room.lastTs;
     for (const item of reply.logs || []) {
-      if (item.timestamp >= room.joinedAt && item.timestamp <= room.lastTs && !room.seen.has(item.msgId)) {
-        room.seen.add(item.msgId);
-        room.missed += 1;
-      }
+      if (item.timestamp >= from && item.timestamp <= upTo && !room.seen.has(item.msgId)) room.missed += 1;
     }
+    room.checkedTo = upTo;
+    for (const [id, timestamp] of room.seen) if (timestamp <= upTo) room.seen.delete(id);
     view.missed.textContent = String(room.missed);
   } catch (_) { /* next time */ }
 }
@@ -205,7 +228,7 @@ function onPush(cmd) {
 }
 
 function show(from, text, priority, id, timestamp) {
-  if (id) { if (room.seen.has(id)) return; room.seen.add(id); }
+  if (id) { if (room.seen.has(id)) return; room.seen.set(id, timestamp || 0); }
   room.lastTs = Math.max(room.lastTs, timestamp || 0);
   const item = document.createElement("li");
   item.dataset.priority = priority;
@@ -280,7 +303,8 @@ function join(event) {
   if (room.conn) room.conn.stop();
   room.name = view.room.value.trim();
   room.me = view.name.value.trim();
-  room.cid = null; room.joinedAt = 0; room.lastTs = 0; room.missed = 0; room.seen.clear(); room.voices.clear();
+  room.cid = null; room.joinedAt = 0; room.lastTs = 0; room.checkedTo = 0; room.missed = 0;
+  room.seen.clear(); room.voices.clear();
   view.list.replaceChildren(); view.missed.textContent = "0"; view.online.textContent = "0";
   // A replaced connection may still report its close: only the current one is shown.
   const current = (fn) => (...args) => (room.conn === conn ? fn(...args) : undefined);
