@@ -1,0 +1,163 @@
+"""``LocalHub``: the Hub of a single process, over ``core.presence.Presence``.
+
+Every query is O(1) per client asked. A broadcast walks the recipients' sessions once
+and pushes the shared ``Prepared`` into each one's connection without a call in between
+(``_push``): that loop runs once per recipient, so it stays exactly this lean.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from chatroom.core.model import Conversation, ConvType
+from chatroom.core.outbox import Priority
+from chatroom.core.presence import Presence, Session
+from chatroom.hub.base import HubStatistics
+from chatroom.protocol import messages_pb2 as pb
+from chatroom.protocol.codec import Prepared
+
+_RELIABLE = Priority.RELIABLE
+_TRANSIENT = ConvType.TRANSIENT
+
+
+class LocalHub:
+    """Implements ``chatroom.hub.base.Hub`` for the sessions of this process."""
+
+    __slots__ = ("_deliveries", "_presence")
+
+    def __init__(self) -> None:
+        self._presence = Presence()
+        self._deliveries = 0
+
+    # -- this node's sessions -----------------------------------------------------
+
+    def attach(self, session: Session) -> None:
+        self._presence.add(session)
+
+    def detach(self, session: Session) -> None:
+        session.closed = True
+        self._presence.remove(session)
+
+    def join_room(self, cid: str, session: Session) -> str | None:
+        return self._presence.join_room(cid, session)
+
+    def leave_room(self, cid: str, peer_id: str) -> None:
+        for session in list(self._presence.sessions_of(peer_id)):
+            if session.room == cid:
+                self._presence.leave_room(session)
+
+    # -- queries --------------------------------------------------------------------
+
+    def is_online(self, peer_id: str) -> bool:
+        return self._presence.is_online(peer_id)
+
+    def online_of(self, peer_ids: Iterable[str]) -> list[str]:
+        return [p for p in peer_ids if self._presence.is_online(p)]
+
+    def online_count(self, cid: str) -> int:
+        return self._presence.room_count(cid)
+
+    def others_online(self, session: Session) -> bool:
+        return any(s is not session for s in self._presence.sessions_of(session.peer_id))
+
+    def holds_tag(self, peer_id: str, tag: str, keep: Session | None = None) -> bool:
+        return any(s.tag == tag and s is not keep for s in self._presence.sessions_of(peer_id))
+
+    # -- delivery -------------------------------------------------------------------
+
+    def to_session(
+        self, prepared: Prepared, session: Session, priority: Priority = _RELIABLE
+    ) -> int:
+        return self._push(prepared, (session,), priority, None)
+
+    def to_client(
+        self,
+        prepared: Prepared,
+        peer_id: str,
+        priority: Priority = _RELIABLE,
+        skip: Session | None = None,
+    ) -> int:
+        return self._push(prepared, self._presence.sessions_of(peer_id), priority, skip)
+
+    def to_clients(
+        self,
+        prepared: Prepared,
+        peer_ids: Iterable[str],
+        priority: Priority = _RELIABLE,
+        skip: Session | None = None,
+    ) -> list[str]:
+        sessions = [s for s in self._presence.sessions_of_all(peer_ids) if s is not skip]
+        self._push(prepared, sessions, priority, None)
+        return [s.token for s in sessions]
+
+    def to_members(
+        self,
+        prepared: Prepared,
+        conv: Conversation,
+        priority: Priority = _RELIABLE,
+        skip: Session | None = None,
+    ) -> int:
+        if conv.kind is _TRANSIENT:
+            sessions: Iterable[Session] = self._presence.room_sessions(conv.cid)
+        else:
+            sessions = self._presence.sessions_of_all(conv.members)
+        return self._push(prepared, sessions, priority, skip)
+
+    def to_room(
+        self,
+        prepared: Prepared,
+        cid: str,
+        priority: Priority = _RELIABLE,
+        skip: Session | None = None,
+    ) -> int:
+        return self._push(prepared, self._presence.room_sessions(cid), priority, skip)
+
+    def _push(
+        self,
+        prepared: Prepared,
+        sessions: Iterable[Session],
+        priority: Priority,
+        skip: Session | None,
+    ) -> int:
+        count = 0
+        for session in sessions:
+            if session is not skip and not session.closed:
+                # Session.push, inlined: this loop runs once per recipient.
+                session.outlet.push(prepared, session.peer_id, priority)
+                count += 1
+        self._deliveries += count
+        return count
+
+    # -- single-device login ----------------------------------------------------------
+
+    def kick(
+        self, peer_id: str, tag: str, code: int, reason: str, detail: str, keep: Session | None
+    ) -> list[str]:
+        rivals = [s for s in self._presence.sessions_of(peer_id) if s.tag == tag and s is not keep]
+        for session in rivals:
+            push = pb.GenericCommand(cmd=pb.session, op=pb.closed, peerId=peer_id)
+            push.sessionMessage.code = code
+            push.sessionMessage.reason = reason
+            push.sessionMessage.detail = detail
+            session.outlet.send(push)
+            self.detach(session)
+            session.outlet.detach(session)
+        return [s.token for s in rivals]
+
+    # -- wills ------------------------------------------------------------------------
+
+    def register_will(self, session: Session, will: pb.DirectCommand) -> None:
+        for other in self._presence.sessions_of(session.peer_id):
+            other.will = None
+        session.will = will
+
+    def cancel_will(self, session: Session) -> None:
+        session.will = None
+
+    def take_will(self, session: Session) -> pb.DirectCommand | None:
+        will, session.will = session.will, None
+        return will
+
+    def statistics(self) -> HubStatistics:
+        p = self._presence.statistics()
+        return HubStatistics(p.sessions, p.clients, p.rooms, self._deliveries)
