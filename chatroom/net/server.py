@@ -80,7 +80,7 @@ class Server:
         ctx = self.context
         return {
             "connections": len(self.connections),
-            **asdict(ctx.presence.statistics()),
+            **asdict(ctx.hub.statistics()),
             **asdict(ctx.counters),
             "commit": asdict(ctx.committer.statistics()),
             "push": asdict(ctx.pusher.stats),

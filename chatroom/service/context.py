@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -18,19 +18,21 @@ import trio
 from chatroom.config import Config
 from chatroom.core.convlog import ConvEventLog
 from chatroom.core.ids import MessageClock, ObjectIds, wall_ms
-from chatroom.core.model import Conversation, ConvType, PendingReceipt, SessionRecord
-from chatroom.core.outbox import Priority, QueuedBytes, ShedTotals
-from chatroom.core.presence import Outlet, Presence, Session
+from chatroom.core.model import Conversation, PendingReceipt, SessionRecord
+from chatroom.core.outbox import QueuedBytes, ShedTotals
+from chatroom.core.presence import Outlet, Session
 from chatroom.core.ratelimit import IntakeBacklog, RoomBudget, UserBudgets
 from chatroom.core.receipt_book import ReceiptBook, Waiting
 from chatroom.core.recent import Dedupe, RoomBuffers
 from chatroom.core.signature import Verifier
 from chatroom.core.wordfilter import WordFilter
 from chatroom.http.push_webhook import PushNotifier
+from chatroom.hub.base import Hub
+from chatroom.hub.local import LocalHub
 from chatroom.net.committer import Committer
 from chatroom.net.journal import Lasting
 from chatroom.protocol import messages_pb2 as pb
-from chatroom.protocol.codec import Prepared, Subprotocol
+from chatroom.protocol.codec import Subprotocol
 from chatroom.protocol.errors import ChatError, ErrorCode
 from chatroom.store.base import Store
 
@@ -142,7 +144,6 @@ class Counters:
 
     logins: int = 0
     messages_accepted: int = 0
-    deliveries: int = 0
     errors: int = 0
     rejected_by_room_budget: int = 0
     shed_at_intake: int = 0  # chatroom messages dropped as read, the server being behind
@@ -155,7 +156,7 @@ class Context:
     config: Config
     store: Store
     committer: Committer
-    presence: Presence = field(default_factory=Presence)
+    hub: Hub = field(default_factory=LocalHub)  # the one way to reach clients
     clock: MessageClock = field(default_factory=MessageClock)
     object_ids: ObjectIds = field(default_factory=ObjectIds)
     tickets: dict[str, SessionTicket] = field(default_factory=dict)
@@ -214,28 +215,6 @@ class Context:
         if conv.expire_at is not None and conv.expire_at <= wall_ms():
             raise ChatError(ErrorCode.TEMPORARY_CONVERSATION_EXPIRED)
         return conv
-
-    def deliver(
-        self,
-        prepared: Prepared,
-        sessions: Iterable[Session],
-        priority: Priority = Priority.RELIABLE,
-        skip: Session | None = None,
-    ) -> int:
-        """Push one encoded command to many sessions; never awaits."""
-        count = 0
-        for session in sessions:
-            if session is not skip and not session.closed:
-                # Session.push, inlined: this loop runs once per recipient.
-                session.outlet.push(prepared, session.peer_id, priority)
-                count += 1
-        self.counters.deliveries += count
-        return count
-
-    def member_sessions(self, conv: Conversation) -> Iterable[Session]:
-        if conv.kind is ConvType.TRANSIENT:
-            return self.presence.room_sessions(conv.cid)
-        return self.presence.sessions_of_all(conv.members)
 
 
 # Returned by a handler that sent its reply itself, before pushes that must follow it.

@@ -81,10 +81,10 @@ def push(
     """Deliver a conversation event to the peers' online sessions (except ``skip``, the
     one that caused it) and log it for their sessions that are offline now."""
     peers = list(peers)
-    sessions = [s for s in ctx.presence.sessions_of_all(peers) if s is not skip]
-    ctx.deliver(prepared, sessions)
-    known = sessions if skip is None else [*sessions, skip]
-    log_of(ctx).record(peers, server_ts, prepared, [s.token for s in known])
+    known = ctx.hub.to_clients(prepared, peers, skip=skip)
+    if skip is not None:
+        known.append(skip.token)
+    log_of(ctx).record(peers, server_ts, prepared, known)
 
 
 def replaying(inner: SyncHandler | Handler) -> Handler:
@@ -107,7 +107,7 @@ def replaying(inner: SyncHandler | Handler) -> Handler:
                 reply.i = cmd.i
             link.send(reply)
         for prepared in events:
-            ctx.deliver(prepared, [session])
+            ctx.hub.to_session(prepared, session)
         return SENT
 
     return handler

@@ -201,7 +201,7 @@ async def _start_chatroom(
     )
     await ctx.store.create_conversation(conv)
     ctx.conversations.put(conv)
-    ctx.presence.join_room(conv.cid, session)
+    ctx.hub.join_room(conv.cid, session)
     reply.convMessage.cid = conv.cid
     reply.convMessage.cdate = iso(now)
     return reply
@@ -295,7 +295,7 @@ def _join_chatroom(
     """Joining a chatroom watches it (and leaves the room watched before); others
     cannot be put into a chatroom by this command."""
     if session.peer_id in targets:
-        ctx.presence.join_room(conv.cid, session)
+        ctx.hub.join_room(conv.cid, session)
     others = [t for t in targets if t != session.peer_id]
     allowed = [session.peer_id] if session.peer_id in targets else []
     _outcome(reply, allowed, {ErrorCode.CONVERSATION_NOT_ALLOWED: others})
@@ -310,9 +310,7 @@ async def remove(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.Generic
         return await _subscribe(ctx, actor, conv, targets, reply, subscribe=False)
     if conv.kind is ConvType.TRANSIENT:
         for target in targets:
-            for s in list(ctx.presence.sessions_of(target)):
-                if s.room == conv.cid:
-                    ctx.presence.leave_room(s)
+            ctx.hub.leave_room(conv.cid, target)
         _outcome(reply, targets, {})
         return reply
     if actor not in conv.members:
@@ -348,7 +346,7 @@ async def count(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericC
     conv = await ctx.conversation(cmd.convMessage.cid)
     reply = pb.GenericCommand(cmd=pb.conv, op=pb.result)
     if conv.kind is ConvType.TRANSIENT:
-        reply.convMessage.count = ctx.presence.room_count(conv.cid)
+        reply.convMessage.count = ctx.hub.online_count(conv.cid)
         return reply
     if conv.kind is not ConvType.SYSTEM:
         _require_member(conv, session.peer_id)
@@ -404,7 +402,7 @@ async def update(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.Generic
     event.convMessage.attrModified.data = modified
     link.send(_finish(reply, cmd))
     if conv.kind is ConvType.TRANSIENT:
-        ctx.deliver(Prepared(event), ctx.member_sessions(conv), skip=session)
+        ctx.hub.to_members(Prepared(event), conv, skip=session)
     else:
         push(ctx, Prepared(event), now, conv.members, skip=session)
     return SENT

@@ -144,9 +144,7 @@ async def send(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCo
     if body.will:
         message = _build(ctx, session, body)
         # One will per user: the last one set wins, whichever device set it.
-        for other in ctx.presence.sessions_of(session.peer_id):
-            other.will = None
-        session.will = body
+        ctx.hub.register_will(session, body)
         lasting.save_will(ctx, session)  # a will set before a restart outlives it
         return _ack(cmd, message.mid, message.timestamp)
     key = (session.peer_id, conv.cid, body.dt) if body.dt else None
@@ -164,7 +162,7 @@ async def send(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCo
         _send_live(ctx, link, session, conv, message, cmd, body.transient)
         if filtered:
             link.send(_ack(cmd, message.mid, message.timestamp))
-            ctx.deliver(filtered_notice(message), ctx.presence.sessions_of(session.peer_id))
+            ctx.hub.to_client(filtered_notice(message), session.peer_id)
             return SENT
         return _ack(cmd, message.mid, message.timestamp)
     entry = Pending(message.mid, message.timestamp)
@@ -186,10 +184,10 @@ async def send(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCo
         for target, n in [(link, i), *waiting]:
             target.send(_ack_for(n, message.mid, message.timestamp))
         if filtered:
-            ctx.deliver(filtered_notice(message), ctx.presence.sessions_of(session.peer_id))
+            ctx.hub.to_client(filtered_notice(message), session.peer_id)
         if body.r and receipts_apply(conv):
             ctx.receipts.want(conv.cid, message.mid, message.timestamp, session.peer_id)
-        ctx.deliver(push_command(message, conv.kind), ctx.member_sessions(conv), skip=session)
+        ctx.hub.to_members(push_command(message, conv.kind), conv, skip=session)
         if ctx.pusher.enabled:
             _offline_push(ctx, conv, message, body.pushData or None)
 
@@ -207,7 +205,7 @@ def _offline_push(
     recipients = [
         m
         for m in conv.members
-        if m != message.from_peer and m not in muted and not ctx.presence.is_online(m)
+        if m != message.from_peer and m not in muted and not ctx.hub.is_online(m)
     ]
     if not recipients:
         return
@@ -285,12 +283,7 @@ def _send_live(
             ctx.rooms.add(message)
     else:
         priority = Priority.LOW if transient else Priority.RELIABLE
-    ctx.deliver(
-        push_command(message, conv.kind, transient),
-        ctx.member_sessions(conv),
-        priority,
-        skip=session,
-    )
+    ctx.hub.to_members(push_command(message, conv.kind, transient), conv, priority, session)
 
 
 def _admitted(ctx: Context, cid: str, priority: Priority) -> bool:
@@ -307,7 +300,7 @@ def _admitted(ctx: Context, cid: str, priority: Priority) -> bool:
 def send_wills(ctx: Context, sessions: list[Session]) -> None:
     """Deliver the will messages of sessions whose connection dropped."""
     for session in sessions:
-        body, session.will = session.will, None
+        body = ctx.hub.take_will(session)
         if body is None:
             continue
         ctx.lasting.will(session.peer_id, None)  # the user's only will: sent now
@@ -329,7 +322,7 @@ def send_wills(ctx: Context, sessions: list[Session]) -> None:
             continue
         if message.data is not None and ctx.words.enabled and filters_apply(conv):
             message = dataclasses.replace(message, data=ctx.words.apply(message.data))
-        ctx.deliver(push_command(message, conv.kind), ctx.member_sessions(conv), skip=session)
+        ctx.hub.to_members(push_command(message, conv.kind), conv, skip=session)
 
 
 def log_item(

@@ -165,9 +165,7 @@ async def modify(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.Generic
         if patched is None:  # gone meanwhile: cannot happen with today's stores
             raise ChatError(ErrorCode.MESSAGE_NOT_FOUND)
         last = at
-        ctx.deliver(
-            patch_push([patch_item(patched, recall)], at), ctx.member_sessions(conv), skip=session
-        )
+        ctx.hub.to_members(patch_push([patch_item(patched, recall)], at), conv, skip=session)
     await trio.lowlevel.checkpoint()  # for flake8-async: the loops above always await
     reply = pb.GenericCommand(cmd=pb.patch, op=pb.modified)
     reply.patchMessage.lastPatchTime = last

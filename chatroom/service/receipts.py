@@ -76,9 +76,8 @@ async def client_ack(ctx: Context, link: Link, cmd: pb.GenericCommand) -> None:
         return
     now = wall_ms()
     for waiting in ctx.receipts.delivered(conv.cid, session.peer_id, up_to):
-        ctx.deliver(
-            _rcp(conv.cid, waiting.mid, now, session.peer_id, read=False),
-            ctx.presence.sessions_of(waiting.sender),
+        ctx.hub.to_client(
+            _rcp(conv.cid, waiting.mid, now, session.peer_id, read=False), waiting.sender
         )
 
 
@@ -112,14 +111,13 @@ async def _read_one(
     marks = await ctx.store.mark_read(session.peer_id, conv.cid, timestamp, now)
     if receipts_apply(conv):
         others = [m for m in conv.members if m != session.peer_id]
-        ctx.deliver(
-            _rcp(conv.cid, mid, timestamp, session.peer_id, read=True),
-            ctx.presence.sessions_of_all(others),
-        )
-    devices = [s for s in ctx.presence.sessions_of(session.peer_id) if s is not session]
-    if devices:
+        ctx.hub.to_clients(_rcp(conv.cid, mid, timestamp, session.peer_id, read=True), others)
+    if ctx.hub.others_online(session):
         tuples = await unread.tuples(ctx, [marks])
-        ctx.deliver(Prepared(unread.unread_command(tuples, now)), devices)
+        # The client's other devices: their unread counts changed.
+        ctx.hub.to_client(
+            Prepared(unread.unread_command(tuples, now)), session.peer_id, skip=session
+        )
 
 
 async def max_read(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCommand:

@@ -68,27 +68,23 @@ def open_session(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.Generic
             rejoin = ticket.room
         will, ticket.will = ticket.will, None
     if tag is not None and tag != _RESERVED_TAG:
-        rivals = [
-            s for s in ctx.presence.sessions_of(peer_id) if s.tag == tag and s is not previous
-        ]
-        if rivals and resuming:
+        if resuming and ctx.hub.holds_tag(peer_id, tag, keep=previous):
             raise ChatError(ErrorCode.SESSION_CONFLICT, "another device holds this tag")
-        for rival in rivals:
-            _kick(ctx, rival)
+        _kick(ctx, peer_id, tag, previous)
     if previous is not None and not previous.closed:
         # The same device came back before its old socket was noticed dead: the old
         # session ends quietly (its socket may carry other clients, so it stays open).
-        _forget(ctx, previous)
+        ctx.hub.detach(previous)
         previous.outlet.detach(previous)
     session = Session(peer_id, link, tag=tag, device_id=device_id)
     _issue_token(ctx, session)
     link.attach(session)
-    ctx.presence.add(session)
+    ctx.hub.attach(session)
     if rejoin is not None:
-        ctx.presence.join_room(rejoin, session)  # a viewer back within the window
+        ctx.hub.join_room(rejoin, session)  # a viewer back within the window
     if will is not None:
         # Set before a restart: it now fires when this session's connection drops.
-        session.will = pb.DirectCommand.FromString(will)
+        ctx.hub.register_will(session, pb.DirectCommand.FromString(will))
         lasting.save_will(ctx, session)
     ctx.counters.logins += 1
     now = wall_ms()
@@ -156,25 +152,23 @@ def _expire_tickets(ctx: Context) -> None:
             del ctx.tickets[token]
 
 
-def _kick(ctx: Context, session: Session) -> None:
-    """Single sign-on: tell the older device and drop its session."""
-    push = pb.GenericCommand(cmd=pb.session, op=pb.closed, peerId=session.peer_id)
-    push.sessionMessage.code = int(ErrorCode.SESSION_CONFLICT)
-    push.sessionMessage.reason = "SESSION_CONFLICT"
-    push.sessionMessage.detail = "logged in on another device with the same tag"
-    session.outlet.send(push)
-    ticket = ctx.tickets.get(session.token)
-    if ticket is not None:
-        ticket.taken_over = True
-        ticket.session = None
-        ctx.journal_ticket(session.token)
-    _forget(ctx, session)
-    session.outlet.detach(session)
-
-
-def _forget(ctx: Context, session: Session) -> None:
-    session.closed = True
-    ctx.presence.remove(session)
+def _kick(ctx: Context, peer_id: str, tag: str, keep: Session | None) -> None:
+    """Single sign-on: the older devices with this tag are told (4111) and their
+    sessions end; their tokens no longer resume."""
+    kicked = ctx.hub.kick(
+        peer_id,
+        tag,
+        int(ErrorCode.SESSION_CONFLICT),
+        "SESSION_CONFLICT",
+        "logged in on another device with the same tag",
+        keep,
+    )
+    for token in kicked:
+        ticket = ctx.tickets.get(token)
+        if ticket is not None:
+            ticket.taken_over = True
+            ticket.session = None
+            ctx.journal_ticket(token)
 
 
 def _end_session(ctx: Context, link: Link, session: Session) -> None:
@@ -182,7 +176,7 @@ def _end_session(ctx: Context, link: Link, session: Session) -> None:
     if ticket is not None:
         ticket.session = None
         ctx.journal_ticket(session.token)  # revoked
-    _forget(ctx, session)
+    ctx.hub.detach(session)
     link.detach(session)
 
 
@@ -190,7 +184,7 @@ def close_session(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.Generi
     """Logout: no will message, token revoked (protocol.md 4.3: no ``code`` in the reply)."""
     session = require_session(link, cmd)
     if session.will is not None:
-        session.will = None
+        ctx.hub.cancel_will(session)
         lasting.save_will(ctx, session)
     _end_session(ctx, link, session)
     reply = pb.GenericCommand(cmd=pb.session, op=pb.closed, peerId=session.peer_id)
@@ -204,9 +198,7 @@ def query_online(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.Generic
     if len(asked) > 20:
         raise ChatError(ErrorCode.INVALID_COMMAND, "at most 20 client ids per query")
     reply = pb.GenericCommand(cmd=pb.session, op=pb.query_result)
-    reply.sessionMessage.onlineSessionPeerIds.extend(
-        p for p in dict.fromkeys(asked) if ctx.presence.is_online(p)
-    )
+    reply.sessionMessage.onlineSessionPeerIds.extend(ctx.hub.online_of(dict.fromkeys(asked)))
     return reply
 
 
@@ -238,5 +230,5 @@ def disconnected(ctx: Context, sessions: list[Session]) -> list[Session]:
             ticket.room = session.room
             ticket.room_until_ms = wall_ms() + int(ctx.config.chatroom_rejoin_window * 1000)
             ctx.journal_ticket(session.token)
-        _forget(ctx, session)
+        ctx.hub.detach(session)
     return live

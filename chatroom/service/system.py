@@ -65,7 +65,7 @@ async def broadcast(ctx: Context, cid: str, content: str, sender: str | None) ->
         else:
             if conv.last_message_at is None or conv.last_message_at < timestamp:
                 conv.last_message_at = timestamp
-            ctx.deliver(push_command(message, conv.kind), ctx.member_sessions(conv))
+            ctx.hub.to_members(push_command(message, conv.kind), conv)
         done.set()
 
     await ctx.committer.submit(message, committed)
