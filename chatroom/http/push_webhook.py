@@ -38,34 +38,6 @@ class PushStatistics:
     dropped: int = 0
 
 
-def payload_for(
-    push_data: str | None, template: str, cid: str, sender: str, timestamp: int
-) -> JSON:
-    """The notification payload by the priority rule (pushData > template), or None."""
-    if push_data:
-        try:
-            value: JSON = orjson.loads(push_data)
-        except orjson.JSONDecodeError:
-            return {"alert": push_data}
-        return value if isinstance(value, dict) else {"alert": push_data}
-    if not template:
-        return None
-    filled = (
-        template.replace("${convId}", cid)
-        .replace("${timestamp}", str(timestamp // 1000))
-        .replace("${fromClientId}", sender)
-    )
-    try:
-        value = orjson.loads(filled)
-    except orjson.JSONDecodeError:
-        return {"alert": filled}
-    # The two internal keys of the cloud service never reach the device.
-    if isinstance(value, dict):
-        value.pop("_profile", None)
-        value.pop("_apns_team_id", None)
-    return value
-
-
 class PushNotifier:
     """A bounded queue of notifications and the task that posts them."""
 

@@ -21,15 +21,18 @@ from chatroom.config import Config
 from chatroom.core.ids import MessageClock
 from chatroom.http.admin import admin_routes
 from chatroom.http.health import serve_http
+from chatroom.http.push_webhook import PushNotifier
 from chatroom.net.budget import BudgetKeeper
 from chatroom.net.committer import Committer
 from chatroom.net.connection import Connection
 from chatroom.net.flusher import Flusher
 from chatroom.net.gcpolicy import GcPolicy
+from chatroom.net.journal import Lasting
 from chatroom.net.transport import Rejected, Transport, serve_websocket
 from chatroom.protocol.codec import Subprotocol, negotiate
 from chatroom.service import lasting
 from chatroom.service.context import Context
+from chatroom.service.ports import Ports
 from chatroom.store.base import Store
 from chatroom.store.memory import MemoryStore
 from chatroom.store.sqlite import SqliteStore
@@ -61,6 +64,10 @@ class Server:
         self.store = store if store is not None else open_store(config.db)
         self.shutdown = trio.Event()
         self.connections: set[Connection] = set()
+        # The services' ways out (service/ports.py), concrete here.
+        self.committer = Committer(self.store, config.commit_batch, config.commit_queue)
+        self.journal = Lasting(self.store, config.lasting_backlog)
+        self.pusher = PushNotifier(config.push_webhook, config.push_queue, config.push_timeout)
         self._ctx: Context | None = None
         self._flusher = Flusher(config.write_delay, config.write_delay_threshold)
         self.gc = GcPolicy(
@@ -82,9 +89,9 @@ class Server:
             "connections": len(self.connections),
             **asdict(ctx.hub.statistics()),
             **asdict(ctx.counters),
-            "commit": asdict(ctx.committer.statistics()),
-            "push": asdict(ctx.pusher.stats),
-            "lasting": asdict(ctx.lasting.stats),
+            "commit": asdict(self.committer.statistics()),
+            "push": asdict(self.pusher.stats),
+            "lasting": asdict(self.journal.stats),
             "queued": ctx.queued.statistics(),  # all outboxes against queued_bytes_budget
         }
 
@@ -95,9 +102,10 @@ class Server:
         config = self.config
         await self.store.open()
         try:
-            committer = Committer(self.store, config.commit_batch, config.commit_queue)
+            committer = self.committer
             clock = MessageClock(not_before=await self.store.max_message_timestamp())
-            self._ctx = Context(config, self.store, committer, clock=clock)
+            ports = Ports(committer, self.journal, self.pusher)
+            self._ctx = Context(config, self.store, ports, clock=clock)
             # Resends of messages stored before a restart are still recognised.
             for message in await self.store.recent_dedupe_tokens(config.dedupe_cache):
                 self._ctx.dedupe.remember(message)
@@ -106,14 +114,14 @@ class Server:
                 await outer.start(committer.run)
                 # Like the committer, it outlives the connections: what their ends
                 # record (the chatroom to rejoin) is stored before the store closes.
-                await outer.start(self._ctx.lasting.run)
+                await outer.start(self.journal.run)
                 try:
                     async with trio.open_nursery() as inner:
                         listening = await inner.start(self._serve)
                         task_status.started(listening)
                 finally:
                     committer.close()
-                    self._ctx.lasting.close()
+                    self.journal.close()
         finally:
             with trio.CancelScope(shield=True):
                 await self.store.aclose()
@@ -125,8 +133,8 @@ class Server:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._flusher.run)
             nursery.start_soon(BudgetKeeper(self.context.queued, self.connections).run)
-            if self.context.pusher.enabled:
-                nursery.start_soon(self.context.pusher.run)  # offline push webhook
+            if self.pusher.enabled:
+                nursery.start_soon(self.pusher.run)  # offline push webhook
             ws_port = await nursery.start(
                 partial(
                     serve_websocket,
@@ -153,14 +161,14 @@ class Server:
             nursery.start_soon(self._watch_lag)
             nursery.start_soon(self.gc.run)
             if config.purge_interval > 0:
-                nursery.start_soon(self.context.lasting.purge, config.purge_interval, _PURGE_ROWS)
+                nursery.start_soon(self.journal.purge, config.purge_interval, _PURGE_ROWS)
             await self.shutdown.wait()
             log.info("shutting down: %d connections", len(self.connections))
             # Stop taking commands, let the messages already read be committed and
             # acked, then say goaway: a client loses nothing it was told was sent.
             for conn in list(self.connections):
                 conn.stop_reading()
-            committer = self.context.committer
+            committer = self.committer
             committer.close()
             with trio.move_on_after(_SHUTDOWN_GRACE):
                 await committer.finished.wait()

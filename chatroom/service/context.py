@@ -26,14 +26,12 @@ from chatroom.core.receipt_book import ReceiptBook, Waiting
 from chatroom.core.recent import Dedupe, RoomBuffers
 from chatroom.core.signature import Verifier
 from chatroom.core.wordfilter import WordFilter
-from chatroom.http.push_webhook import PushNotifier
 from chatroom.hub.base import Hub
 from chatroom.hub.local import LocalHub
-from chatroom.net.committer import Committer
-from chatroom.net.journal import Lasting
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Subprotocol
 from chatroom.protocol.errors import ChatError, ErrorCode
+from chatroom.service.ports import Committer, Journal, OfflinePush, Ports
 from chatroom.store.base import Store
 
 
@@ -155,7 +153,7 @@ class Counters:
 class Context:
     config: Config
     store: Store
-    committer: Committer
+    ports: Ports  # committer, lasting-state journal, offline push: see service/ports.py
     hub: Hub = field(default_factory=LocalHub)  # the one way to reach clients
     clock: MessageClock = field(default_factory=MessageClock)
     object_ids: ObjectIds = field(default_factory=ObjectIds)
@@ -172,9 +170,10 @@ class Context:
     dedupe: Dedupe = field(init=False)
     rooms: RoomBuffers = field(init=False)
     words: WordFilter = field(init=False)  # sensitive-word filter (chatroom/core/wordfilter.py)
-    pusher: PushNotifier = field(init=False)  # offline push webhook (chatroom/http/push_webhook.py)
+    pusher: OfflinePush = field(init=False)  # offline push webhook (ports)
+    committer: Committer = field(init=False)  # the group commit (ports)
     receipts: ReceiptBook = field(init=False)  # messages waiting for a delivery receipt
-    lasting: Lasting = field(init=False)  # what outlives a restart, written behind
+    lasting: Journal = field(init=False)  # what outlives a restart, written behind (ports)
     queued: QueuedBytes = field(init=False)  # bytes in every outbox (queued_bytes_budget)
     last_patch_ms: int = 0  # patch times are strictly increasing (lastPatchTime replay)
 
@@ -184,8 +183,9 @@ class Context:
         self.rooms = RoomBuffers(self.config.chatroom_buffer)
         config = self.config
         self.words = WordFilter(config.sensitive_words_file, config.sensitive_words_check_interval)
-        self.pusher = PushNotifier(config.push_webhook, config.push_queue, config.push_timeout)
-        self.lasting = Lasting(self.store, config.lasting_backlog)
+        self.pusher = self.ports.pusher
+        self.committer = self.ports.committer
+        self.lasting = self.ports.journal
         self.receipts = ReceiptBook(config.receipt_memory, self._receipt_changed)
         self.queued = QueuedBytes(config.queued_bytes_budget)
         self.user_budgets = UserBudgets(

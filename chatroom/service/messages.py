@@ -35,10 +35,10 @@ from chatroom.core.ids import wall_ms
 from chatroom.core.model import Conversation, ConvType, Message
 from chatroom.core.outbox import Priority
 from chatroom.core.presence import Session
+from chatroom.core.push_payload import payload_for
 from chatroom.core.ratelimit import RoomBudget, shed_at_intake
 from chatroom.core.receipt_book import receipts_apply
 from chatroom.core.recent import Pending
-from chatroom.http.push_webhook import payload_for
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Prepared
 from chatroom.protocol.errors import ChatError, ErrorCode

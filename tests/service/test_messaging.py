@@ -22,9 +22,9 @@ from helpers import (
     webhook,
 )
 
+from chatroom.core.push_payload import payload_for
 from chatroom.core.receipt_book import ReceiptBook
 from chatroom.core.wordfilter import WordFilter, compile_words, filter_content, parse_word_file
-from chatroom.http.push_webhook import payload_for
 
 RECALLED = '{"_lctype":-127}'
 
@@ -444,7 +444,7 @@ async def test_no_webhook_no_push_and_a_full_queue_drops() -> None:
     async with running_server() as running, running.user("tom") as tom:
         cid = await tom.start(["jerry"])
         await tom.say(cid, "nobody to tell", pushData='{"alert":"x"}')
-        assert running.server.context.pusher.stats.dropped == 0
+        assert running.server.pusher.stats.dropped == 0
     # a webhook that never answers in time, and a queue of one
     overrides = {
         "push_webhook": "http://10.255.255.1:9/",
@@ -456,7 +456,7 @@ async def test_no_webhook_no_push_and_a_full_queue_drops() -> None:
         cid = await tom.start(["jerry"])
         await tom.say_many(cid, ["a", "b", "c", "d"])
         await tom.say(cid, "e", pushData="plain string")
-        assert running.server.context.pusher.stats.dropped >= 2
+        assert running.server.pusher.stats.dropped >= 2
 
 
 def test_push_payload_rules() -> None:
