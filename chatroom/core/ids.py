@@ -70,15 +70,43 @@ class ObjectIds:
     """Conversation ids in MongoDB ObjectId form (24 hex digits), as LeanCloud's:
     seconds, a per-process random part and a counter."""
 
-    def __init__(self) -> None:
+    def __init__(self, now: Callable[[], int] = wall_ms) -> None:
+        self._now = now
         self._process = os.urandom(5)
         self._counter = int.from_bytes(os.urandom(3), "big")
 
     def next(self) -> str:
         self._counter = (self._counter + 1) & 0xFFFFFF
-        seconds = int(time.time()) & 0xFFFFFFFF
+        seconds = (self._now() // 1000) & 0xFFFFFFFF
         raw = seconds.to_bytes(4, "big") + self._process + self._counter.to_bytes(3, "big")
         return raw.hex()
+
+
+class Ids:
+    """Every identifier and server time the services issue, from one wall clock
+    (``now``, milliseconds): message ids with their timestamps, conversation ids, and
+    patch times (strictly increasing, so that a ``lastPatchTime`` replay misses none)."""
+
+    __slots__ = ("_last_patch", "_messages", "_now", "_objects")
+
+    def __init__(self, now: Callable[[], int] = wall_ms, not_before: int = 0) -> None:
+        self._now = now
+        self._messages = MessageClock(now, not_before)
+        self._objects = ObjectIds(now)
+        self._last_patch = 0
+
+    def message(self) -> tuple[int, str]:
+        """A new message's ``(timestamp_ms, message_id)`` (see ``MessageClock``)."""
+        return self._messages.next()
+
+    def conversation(self) -> str:
+        """A new conversation id."""
+        return self._objects.next()
+
+    def patch_time(self) -> int:
+        """Wall-clock ms, strictly after the previous patch time."""
+        self._last_patch = max(self._now(), self._last_patch + 1)
+        return self._last_patch
 
 
 def session_token() -> str:

@@ -121,7 +121,10 @@ class Connection:
         self._flusher = flusher
         self.remote = remote
         self.outbox = Outbox(
-            config.outbox_max_bytes, config.outbox_max_frames, ctx.counters.shed, ctx.queued
+            config.outbox_max_bytes,
+            config.outbox_max_frames,
+            ctx.counters.shed,
+            ctx.policies.queued,
         )
         self._sessions: dict[str, Session] = {}
         self._omit_peer_id = False  # pushes leave peerId out (see _omits_peer_id)
@@ -307,7 +310,7 @@ class Connection:
         """Whether the sender's budget, shared by all its connections, takes this
         message (without a session there is no sender: the handler answers 4105)."""
         session = self.session_for(cmd.peerId)
-        return session is None or self._ctx.user_budgets.take(session.peer_id, now)
+        return session is None or self._ctx.policies.user_budgets.take(session.peer_id, now)
 
     def _refuse(self, cmd: pb.GenericCommand, code: ErrorCode, reason: str, now: float) -> None:
         """Answer a request over budget; close a client that keeps flooding."""

@@ -18,7 +18,6 @@ from urllib.parse import parse_qs, urlsplit
 import trio
 
 from chatroom.config import Config
-from chatroom.core.ids import MessageClock
 from chatroom.http.admin import admin_routes
 from chatroom.http.health import serve_http
 from chatroom.http.push_webhook import PushNotifier
@@ -92,7 +91,7 @@ class Server:
             "commit": asdict(self.committer.statistics()),
             "push": asdict(self.pusher.stats),
             "lasting": asdict(self.journal.stats),
-            "queued": ctx.queued.statistics(),  # all outboxes against queued_bytes_budget
+            "queued": ctx.policies.queued.statistics(),  # all outboxes against queued_bytes_budget
         }
 
     async def run(
@@ -103,12 +102,12 @@ class Server:
         await self.store.open()
         try:
             committer = self.committer
-            clock = MessageClock(not_before=await self.store.max_message_timestamp())
             ports = Ports(committer, self.journal, self.pusher)
-            self._ctx = Context(config, self.store, ports, clock=clock)
+            newest = await self.store.max_message_timestamp()
+            self._ctx = Context.build(config, self.store, ports, not_before=newest)
             # Resends of messages stored before a restart are still recognised.
             for message in await self.store.recent_dedupe_tokens(config.dedupe_cache):
-                self._ctx.dedupe.remember(message)
+                self._ctx.caches.dedupe.remember(message)
             await lasting.restore(self._ctx)  # nonces and receipts from before a restart
             async with trio.open_nursery() as outer:
                 await outer.start(committer.run)
@@ -132,7 +131,7 @@ class Server:
         config = self.config
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._flusher.run)
-            nursery.start_soon(BudgetKeeper(self.context.queued, self.connections).run)
+            nursery.start_soon(BudgetKeeper(self.context.policies.queued, self.connections).run)
             if self.pusher.enabled:
                 nursery.start_soon(self.pusher.run)  # offline push webhook
             ws_port = await nursery.start(
@@ -191,7 +190,7 @@ class Server:
             await trio.sleep(_LAG_INTERVAL)
             recent.append(max(0.0, trio.current_time() - start - _LAG_INTERVAL))
             # Sustained lag only: one pause (a GC, a burst) must not shed anything.
-            ctx.loop_lag = min(recent) if len(recent) == recent.maxlen else 0.0
+            ctx.policies.note_loop_lag(min(recent) if len(recent) == recent.maxlen else 0.0)
 
     async def _log_statistics(self) -> None:
         """Log the counters every ``_STATS_INTERVAL`` seconds while they change."""

@@ -1,37 +1,36 @@
-"""The state every command handler shares, and the small helpers they have in common.
+"""What every command handler is handed, and the small helpers they have in common.
 
 Handlers are plain functions ``handler(ctx, link, cmd) -> reply | None`` grouped by
 command family in the sibling modules. They hold the business rules and never touch a
-socket: replies are returned, pushes go to sessions' outboxes.
+socket: replies are returned, pushes go through the hub.
+
+``Context`` is a few named parts: ``config`` (read-only settings), ``store``, ``hub``
+(the one way to reach clients), ``ports`` (committer, journal, offline push: interfaces
+the server hands in), ``clock`` (wall time, injected), ``ids`` (message and conversation
+ids, patch times), ``caches`` (handlers' memory), ``policies`` (word filter, signatures,
+budgets, overload) and ``counters``.
 """
 
 from __future__ import annotations
 
-import copy
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-import trio
-
 from chatroom.config import Config
-from chatroom.core.convlog import ConvEventLog
-from chatroom.core.ids import MessageClock, ObjectIds, wall_ms
-from chatroom.core.model import Conversation, PendingReceipt, SessionRecord
-from chatroom.core.outbox import QueuedBytes, ShedTotals
+from chatroom.core.clock import Clock, SystemClock
+from chatroom.core.ids import Ids
+from chatroom.core.model import Conversation
+from chatroom.core.outbox import ShedTotals
 from chatroom.core.presence import Outlet, Session
-from chatroom.core.ratelimit import IntakeBacklog, RoomBudget, UserBudgets
-from chatroom.core.receipt_book import ReceiptBook, Waiting
-from chatroom.core.recent import Dedupe, RoomBuffers
-from chatroom.core.signature import Verifier
-from chatroom.core.wordfilter import WordFilter
 from chatroom.hub.base import Hub
 from chatroom.hub.local import LocalHub
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Subprotocol
 from chatroom.protocol.errors import ChatError, ErrorCode
-from chatroom.service.ports import Committer, Journal, OfflinePush, Ports
+from chatroom.service.caches import Caches
+from chatroom.service.policies import Policies
+from chatroom.service.ports import Ports
 from chatroom.store.base import Store
 
 
@@ -57,85 +56,6 @@ SyncHandler = Callable[["Context", Link, pb.GenericCommand], pb.GenericCommand |
 Handler = Callable[["Context", Link, pb.GenericCommand], Awaitable[pb.GenericCommand | None]]
 
 
-class ConversationCache:
-    """Conversations loaded from the store, most recently used kept (bounded).
-
-    Handlers change a cached record without awaiting between reading and writing it,
-    then save a copy, so concurrent changes to one conversation never get lost.
-    """
-
-    def __init__(self, store: Store, size: int = 100_000):
-        self._store = store
-        self._size = size
-        self._items: OrderedDict[str, Conversation] = OrderedDict()
-
-    async def get(self, cid: str) -> Conversation | None:
-        conv = self._items.get(cid)
-        if conv is not None or not cid:
-            # Always a checkpoint, so that every handler is one (flake8-async ASYNC910).
-            await trio.lowlevel.checkpoint()
-            if conv is not None:
-                self._items.move_to_end(cid)
-            return conv
-        loaded = await self._store.get_conversation(cid)
-        if loaded is None:
-            return None
-        # Another task may have loaded it meanwhile: keep the first copy.
-        conv = self._items.setdefault(cid, loaded)
-        self._trim()
-        return conv
-
-    def put(self, conv: Conversation) -> None:
-        self._items[conv.cid] = conv
-        self._items.move_to_end(conv.cid)
-        self._trim()
-
-    def peek(self, cid: str) -> Conversation | None:
-        return self._items.get(cid)
-
-    async def save(self, conv: Conversation) -> None:
-        await self._store.save_conversation(copy.deepcopy(conv))
-
-    def _trim(self) -> None:
-        while len(self._items) > self._size:
-            self._items.popitem(last=False)
-
-
-@dataclass(slots=True)
-class SessionTicket:
-    """What a session token resumes: the client and its device tag."""
-
-    peer_id: str
-    tag: str | None
-    device_id: str | None
-    expires_ms: int
-    session: Session | None = None
-    taken_over: bool = False
-    room: str | None = None  # the chatroom watched when the connection dropped
-    room_until_ms: int = 0  # ... rejoined automatically on resume until then
-    will: bytes | None = None  # a will set before a restart, for the resumed session
-
-    def record(self, token: str) -> SessionRecord:
-        """What the store keeps of this ticket."""
-        return SessionRecord(
-            token,
-            self.peer_id,
-            self.tag,
-            self.device_id,
-            self.expires_ms,
-            self.taken_over,
-            self.room,
-            self.room_until_ms,
-        )
-
-    @classmethod
-    def of_record(cls, r: SessionRecord) -> SessionTicket:
-        """A ticket from before a restart (no live session)."""
-        return cls(
-            r.peer_id, r.tag, r.device_id, r.expires_ms, None, r.taken_over, r.room, r.room_until_ms
-        )
-
-
 @dataclass(slots=True)
 class Counters:
     """Plain integers on the hot path; exported by ``statistics()``."""
@@ -149,70 +69,56 @@ class Counters:
     closed_slow: int = 0  # connections closed as slow consumers
 
 
-@dataclass
+@dataclass(slots=True)
 class Context:
+    """The parts handed to every handler (see the module docstring); ``build`` makes
+    them from the configuration."""
+
     config: Config
     store: Store
-    ports: Ports  # committer, lasting-state journal, offline push: see service/ports.py
-    hub: Hub = field(default_factory=LocalHub)  # the one way to reach clients
-    clock: MessageClock = field(default_factory=MessageClock)
-    object_ids: ObjectIds = field(default_factory=ObjectIds)
-    tickets: dict[str, SessionTicket] = field(default_factory=dict)
-    # Made on first use from ``config`` (conv_events.log_of, signing.verifier_of).
-    conv_events: ConvEventLog | None = None
-    verifier: Verifier | None = None
-    room_budgets: dict[str, RoomBudget] = field(default_factory=dict)
-    user_budgets: UserBudgets = field(init=False)  # messages per client id
-    intake: IntakeBacklog = field(default_factory=IntakeBacklog)  # for shed_at_intake
-    loop_lag: float = 0.0  # seconds the event loop ran late at its last sample
+    hub: Hub
+    ports: Ports
+    clock: Clock
+    ids: Ids
+    caches: Caches
+    policies: Policies
     counters: Counters = field(default_factory=Counters)
-    conversations: ConversationCache = field(init=False)
-    dedupe: Dedupe = field(init=False)
-    rooms: RoomBuffers = field(init=False)
-    words: WordFilter = field(init=False)  # sensitive-word filter (chatroom/core/wordfilter.py)
-    pusher: OfflinePush = field(init=False)  # offline push webhook (ports)
-    committer: Committer = field(init=False)  # the group commit (ports)
-    receipts: ReceiptBook = field(init=False)  # messages waiting for a delivery receipt
-    lasting: Journal = field(init=False)  # what outlives a restart, written behind (ports)
-    queued: QueuedBytes = field(init=False)  # bytes in every outbox (queued_bytes_budget)
-    last_patch_ms: int = 0  # patch times are strictly increasing (lastPatchTime replay)
 
-    def __post_init__(self) -> None:
-        self.conversations = ConversationCache(self.store)
-        self.dedupe = Dedupe(self.config.dedupe_cache)
-        self.rooms = RoomBuffers(self.config.chatroom_buffer)
-        config = self.config
-        self.words = WordFilter(config.sensitive_words_file, config.sensitive_words_check_interval)
-        self.pusher = self.ports.pusher
-        self.committer = self.ports.committer
-        self.lasting = self.ports.journal
-        self.receipts = ReceiptBook(config.receipt_memory, self._receipt_changed)
-        self.queued = QueuedBytes(config.queued_bytes_budget)
-        self.user_budgets = UserBudgets(
-            config.user_messages_per_second, config.user_message_burst, config.user_budget_clients
+    @classmethod
+    def build(
+        cls,
+        config: Config,
+        store: Store,
+        ports: Ports,
+        *,
+        hub: Hub | None = None,
+        clock: Clock | None = None,
+        not_before: int = 0,
+    ) -> Context:
+        """A context over ``store`` and ``ports``; message timestamps come after
+        ``not_before`` (the newest stored one)."""
+        clock = clock if clock is not None else SystemClock()
+        now = clock.wall_ms
+        return cls(
+            config,
+            store,
+            hub if hub is not None else LocalHub(),
+            ports,
+            clock,
+            Ids(now, not_before),
+            Caches(config, store, ports.journal, now()),
+            Policies(config, ports.journal),
         )
-
-    def _receipt_changed(self, cid: str, mid: str, waiting: Waiting | None) -> None:
-        record = None
-        if waiting is not None:
-            until = waiting.timestamp + self.config.receipt_ttl * 1000
-            record = PendingReceipt(cid, mid, waiting.timestamp, waiting.sender, until)
-        self.lasting.receipt(cid, mid, record)
-
-    def journal_ticket(self, token: str) -> None:
-        """Have the store follow the ticket of ``token`` (gone: revoked)."""
-        ticket = self.tickets.get(token)
-        self.lasting.session(token, None if ticket is None else ticket.record(token))
 
     async def conversation(self, cid: str) -> Conversation:
         """The conversation, or 4303 CONVERSATION_NOT_FOUND (also once a temporary
         conversation has expired: 4323)."""
         if not cid:
             raise ChatError(ErrorCode.CONVERSATION_NOT_FOUND, "cid is required")
-        conv = await self.conversations.get(cid)
+        conv = await self.caches.conversations.get(cid)
         if conv is None:
             raise ChatError(ErrorCode.CONVERSATION_NOT_FOUND)
-        if conv.expire_at is not None and conv.expire_at <= wall_ms():
+        if conv.expire_at is not None and conv.expire_at <= self.clock.wall_ms():
             raise ChatError(ErrorCode.TEMPORARY_CONVERSATION_EXPIRED)
         return conv
 

@@ -21,38 +21,18 @@ from collections.abc import Iterable
 
 import trio
 
-from chatroom.core.convlog import ConvEventLog
-from chatroom.core.ids import wall_ms
-from chatroom.core.model import ConvEventRecord
 from chatroom.core.presence import Session
 from chatroom.protocol import messages_pb2 as pb
-from chatroom.protocol.codec import Codec, Prepared
+from chatroom.protocol.codec import Prepared
 from chatroom.service.context import SENT, Context, Handler, Link, SyncHandler
 
 log = logging.getLogger(__name__)
 
 
-def log_of(ctx: Context) -> ConvEventLog:
-    """The context's event log, made on first use from its configuration."""
-    if ctx.conv_events is None:
-        config, lasting = ctx.config, ctx.lasting
-
-        def stored(peers: list[str], ts: int, prepared: Prepared, live: frozenset[str]) -> None:
-            payload = prepared.payload(Codec.PROTOBUF, None)  # cached once delivered
-            until = ts + config.conv_event_ttl * 1000
-            lasting.conv_event(ConvEventRecord(tuple(peers), ts, payload, tuple(live), until))
-
-        # Events are stamped with wall_ms(): memory holds every one from now on.
-        ctx.conv_events = ConvEventLog(
-            config.conv_event_log, config.conv_event_clients, stored, complete_from=wall_ms()
-        )
-    return ctx.conv_events
-
-
 async def missed(ctx: Context, peer: str, since: int, token: str | None) -> list[Prepared]:
     """The events ``peer`` missed after ``since`` (not delivered to session ``token``):
     from the store for the time before memory holds them all (a restart), then memory."""
-    events = log_of(ctx)
+    events = ctx.caches.conv_events
     until = events.complete_since(peer)
     if events.per_client <= 0 or until <= since:
         await trio.lowlevel.checkpoint()
@@ -84,7 +64,7 @@ def push(
     known = ctx.hub.to_clients(prepared, peers, skip=skip)
     if skip is not None:
         known.append(skip.token)
-    log_of(ctx).record(peers, server_ts, prepared, known)
+    ctx.caches.conv_events.record(peers, server_ts, prepared, known)
 
 
 def replaying(inner: SyncHandler | Handler) -> Handler:

@@ -142,7 +142,7 @@ async def start(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericC
                 # what is left of its life, rounded up: the SDK sets expiredAt from it
                 reply.convMessage.tempConvTTL = -((now - existing.expire_at) // 1000)
             return reply
-    cid = ctx.object_ids.next()
+    cid = ctx.ids.conversation()
     conv = Conversation(
         cid=("_tmp:" + cid) if temporary else cid,
         kind=ConvType.TEMPORARY if temporary else ConvType.NORMAL,
@@ -152,7 +152,7 @@ async def start(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericC
         created_at=now,
         updated_at=now,
         unique=unique,
-        unique_id=("u" + ctx.object_ids.next()) if unique and not temporary else None,
+        unique_id=("u" + ctx.ids.conversation()) if unique and not temporary else None,
     )
     if temporary:
         ttl = body.tempConvTTL if body.tempConvTTL > 0 else ctx.config.temp_conv_ttl
@@ -160,7 +160,7 @@ async def start(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericC
         conv.expire_at = now + ttl * 1000
         reply.convMessage.tempConvTTL = ttl
     await ctx.store.create_conversation(conv)
-    ctx.conversations.put(conv)
+    ctx.caches.conversations.put(conv)
     reply.convMessage.cid = conv.cid
     reply.convMessage.cdate = iso(now)
     if conv.unique_id:
@@ -191,7 +191,7 @@ async def _start_chatroom(
 ) -> pb.GenericCommand:
     """A chatroom keeps no member list; its creator starts watching it."""
     conv = Conversation(
-        cid=ctx.object_ids.next(),
+        cid=ctx.ids.conversation(),
         kind=ConvType.TRANSIENT,
         creator=session.peer_id,
         members=[],
@@ -200,7 +200,7 @@ async def _start_chatroom(
         updated_at=now,
     )
     await ctx.store.create_conversation(conv)
-    ctx.conversations.put(conv)
+    ctx.caches.conversations.put(conv)
     ctx.hub.join_room(conv.cid, session)
     reply.convMessage.cid = conv.cid
     reply.convMessage.cdate = iso(now)
@@ -250,7 +250,7 @@ async def add(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCom
     if accepted:
         conv.members = sorted([*conv.members, *accepted])
         conv.updated_at = now
-        await ctx.conversations.save(conv)
+        await ctx.caches.conversations.save(conv)
     _outcome(reply, [t for t in targets if t not in full], {ErrorCode.CONVERSATION_FULL: full})
     if accepted:
         link.send(_finish(reply, cmd))
@@ -281,7 +281,7 @@ async def _subscribe(
             conv.members = sorted([*conv.members, actor])
         else:
             conv.members = [m for m in conv.members if m != actor]
-        await ctx.conversations.save(conv)
+        await ctx.caches.conversations.save(conv)
     else:
         await trio.lowlevel.checkpoint()  # every handler is one (flake8-async)
     allowed = [actor] if actor in targets else []
@@ -321,7 +321,7 @@ async def remove(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.Generic
     if gone:
         conv.members = [m for m in conv.members if m not in gone]
         conv.updated_at = now
-        await ctx.conversations.save(conv)
+        await ctx.caches.conversations.save(conv)
     _outcome(reply, targets, {})
     if not gone:
         return reply
@@ -389,7 +389,7 @@ async def update(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.Generic
     now = wall_ms()
     conv.attrs = attrs
     conv.updated_at = now
-    await ctx.conversations.save(conv)
+    await ctx.caches.conversations.save(conv)
     modified = orjson.dumps(changes).decode()
     reply = pb.GenericCommand(cmd=pb.conv, op=pb.updated)
     reply.convMessage.udate = iso(now)
@@ -422,7 +422,7 @@ async def mute(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCo
         conv.muted = [m for m in conv.muted if m != session.peer_id]
     now = wall_ms()
     conv.updated_at = now
-    await ctx.conversations.save(conv)
+    await ctx.caches.conversations.save(conv)
     reply = pb.GenericCommand(cmd=pb.conv, op=pb.updated)
     reply.convMessage.udate = iso(now)
     return reply

@@ -47,7 +47,7 @@ async def logs(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCo
         raise ChatError(ErrorCode.CONVERSATION_LOG_REJECTED, "not a member")
     query = build_query(ctx, conv.cid, q)
     if conv.kind is ConvType.TRANSIENT:
-        found = history.select(ctx.rooms.messages(conv.cid), query)
+        found = history.select(ctx.caches.rooms.messages(conv.cid), query)
     else:
         found = await ctx.store.query_messages(query)
     times: dict[str, tuple[int | None, int | None]] = {}

@@ -21,21 +21,19 @@ from chatroom.core.model import WillRecord
 from chatroom.core.presence import Session
 from chatroom.core.receipt_book import Waiting
 from chatroom.protocol import messages_pb2 as pb
-from chatroom.service import conv_events, signing
-from chatroom.service.context import Context, SessionTicket
+from chatroom.service.caches import SessionTicket
+from chatroom.service.context import Context
 
 log = logging.getLogger(__name__)
 
 
 async def restore(ctx: Context) -> None:
-    """Load, at start, what memory must hold before the first request; and make the
-    conversation event log, which holds every event from then on."""
-    conv_events.log_of(ctx)
+    """Load, at start, what memory must hold before the first request."""
     config, now = ctx.config, wall_ms()
     nonces = await ctx.store.live_nonces(now, config.signature_nonces)
-    signing.verifier_of(ctx).seed({nonce: ms // 1000 for nonce, ms in nonces.items()})
+    ctx.policies.verifier.seed({nonce: ms // 1000 for nonce, ms in nonces.items()})
     pending = await ctx.store.pending_receipts(config.receipt_memory)
-    ctx.receipts.restore(
+    ctx.caches.receipts.restore(
         (r.cid, Waiting(r.mid, r.timestamp, r.sender)) for r in pending if r.expires_ms > now
     )
 
@@ -46,7 +44,7 @@ async def load_ticket(ctx: Context, token: str, peer_id: str) -> None:
     being stored. Runs before the login is checked: another client's token is left in
     the store, and one that cannot be read is unknown (the reply is 4112, after which
     the SDK logs in afresh; it does not after any other error)."""
-    if token in ctx.tickets or ctx.lasting.revoked(token):
+    if token in ctx.caches.tickets or ctx.ports.journal.revoked(token):
         await trio.lowlevel.checkpoint()
         return
     try:
@@ -55,8 +53,12 @@ async def load_ticket(ctx: Context, token: str, peer_id: str) -> None:
         log.exception("loading a session token of %s failed", peer_id)
         await trio.lowlevel.checkpoint()
         return
-    if ticket is not None and token not in ctx.tickets and not ctx.lasting.revoked(token):
-        ctx.tickets[token] = ticket
+    if (
+        ticket is not None
+        and token not in ctx.caches.tickets
+        and not ctx.ports.journal.revoked(token)
+    ):
+        ctx.caches.tickets.restore(token, ticket)
 
 
 async def _stored_ticket(ctx: Context, token: str, peer_id: str) -> SessionTicket | None:
@@ -68,7 +70,7 @@ async def _stored_ticket(ctx: Context, token: str, peer_id: str) -> SessionTicke
     if will is not None and will.token == token and will.expires_ms > wall_ms():
         ticket.will = will.payload
         # send_wills reads cached conversations only (it runs as a connection ends).
-        await ctx.conversations.get(pb.DirectCommand.FromString(will.payload).cid)
+        await ctx.caches.conversations.get(pb.DirectCommand.FromString(will.payload).cid)
     return ticket
 
 
@@ -76,9 +78,11 @@ def save_will(ctx: Context, session: Session) -> None:
     """Have the store follow the session's will (it is the user's only one); it lasts
     as long as the session's token."""
     if session.will is None:
-        ctx.lasting.will(session.peer_id, None)
+        ctx.ports.journal.will(session.peer_id, None)
         return
-    ticket = ctx.tickets.get(session.token)
+    ticket = ctx.caches.tickets.get(session.token)
     until = ticket.expires_ms if ticket is not None else wall_ms()
     payload = session.will.SerializeToString()
-    ctx.lasting.will(session.peer_id, WillRecord(session.peer_id, session.token, payload, until))
+    ctx.ports.journal.will(
+        session.peer_id, WillRecord(session.peer_id, session.token, payload, until)
+    )

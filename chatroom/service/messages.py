@@ -17,7 +17,7 @@
   pushed in groups of more than two, chatrooms and system conversations; the sender's
   sessions then get a ``patch/modify`` with ``patchCode`` (service/patches.py).
 - ``r: true`` in a conversation of at most two members: the message waits in
-  ``ctx.receipts`` for the receiver's ack (service/receipts.py).
+  ``ctx.caches.receipts`` for the receiver's ack (service/receipts.py).
 - Offline push: after the commit, members of a normal or temporary conversation with no
   session who have not muted it are handed to the push webhook (``chatroom/http/push_webhook.py``).
 JS awaits an ack for every ``direct``, transient and will ones included.
@@ -36,7 +36,7 @@ from chatroom.core.model import Conversation, ConvType, Message
 from chatroom.core.outbox import Priority
 from chatroom.core.presence import Session
 from chatroom.core.push_payload import payload_for
-from chatroom.core.ratelimit import RoomBudget, shed_at_intake
+from chatroom.core.ratelimit import shed_at_intake
 from chatroom.core.receipt_book import receipts_apply
 from chatroom.core.recent import Pending
 from chatroom.protocol import messages_pb2 as pb
@@ -105,7 +105,7 @@ def _build(ctx: Context, session: Session, body: pb.DirectCommand) -> Message:
         raise ChatError(ErrorCode.INVALID_MESSAGING_TARGET, "exactly one of msg and binaryMsg")
     size = len(body.binaryMsg) if has_binary else len(body.msg.encode())
     check_size(ctx, size, body.mentionPids)
-    timestamp, mid = ctx.clock.next()
+    timestamp, mid = ctx.ids.message()
     return Message(
         cid=body.cid,
         mid=mid,
@@ -121,7 +121,7 @@ def _build(ctx: Context, session: Session, body: pb.DirectCommand) -> Message:
 
 
 async def _target(ctx: Context, session: Session, cid: str) -> Conversation:
-    conv = await ctx.conversations.get(cid)
+    conv = await ctx.caches.conversations.get(cid)
     if conv is None:
         raise ChatError(ErrorCode.INVALID_MESSAGING_TARGET, "no such conversation")
     if conv.expire_at is not None and conv.expire_at <= wall_ms():
@@ -148,12 +148,12 @@ async def send(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCo
         lasting.save_will(ctx, session)  # a will set before a restart outlives it
         return _ack(cmd, message.mid, message.timestamp)
     key = (session.peer_id, conv.cid, body.dt) if body.dt else None
-    if key is not None and (seen := ctx.dedupe.get(key)) is not None:
+    if key is not None and (seen := ctx.caches.dedupe.get(key)) is not None:
         return _resent(seen, link, cmd)
     message = _build(ctx, session, body)
     filtered = False
-    if message.data is not None and ctx.words.enabled and filters_apply(conv):
-        masked = ctx.words.apply(message.data)
+    if message.data is not None and ctx.policies.words.enabled and filters_apply(conv):
+        masked = ctx.policies.words.apply(message.data)
         if masked is not message.data:
             filtered = True
             message = dataclasses.replace(message, data=masked, lctype=lctype_of(masked))
@@ -167,7 +167,7 @@ async def send(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCo
         return _ack(cmd, message.mid, message.timestamp)
     entry = Pending(message.mid, message.timestamp)
     if key is not None:
-        ctx.dedupe.add(key, entry)
+        ctx.caches.dedupe.add(key, entry)
     i = cmd.i if cmd.HasField("i") else None
 
     def committed(error: BaseException | None) -> None:
@@ -175,7 +175,7 @@ async def send(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCo
         entry.waiting = None
         if error is not None:
             if key is not None:
-                ctx.dedupe.discard(key)
+                ctx.caches.dedupe.discard(key)
             for target, n in [(link, i), *waiting]:
                 target.send(_failed(n))
             return
@@ -186,12 +186,12 @@ async def send(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCo
         if filtered:
             ctx.hub.to_client(filtered_notice(message), session.peer_id)
         if body.r and receipts_apply(conv):
-            ctx.receipts.want(conv.cid, message.mid, message.timestamp, session.peer_id)
+            ctx.caches.receipts.want(conv.cid, message.mid, message.timestamp, session.peer_id)
         ctx.hub.to_members(push_command(message, conv.kind), conv, skip=session)
-        if ctx.pusher.enabled:
+        if ctx.ports.pusher.enabled:
             _offline_push(ctx, conv, message, body.pushData or None)
 
-    await ctx.committer.submit(message, committed)
+    await ctx.ports.committer.submit(message, committed)
     return SENT
 
 
@@ -214,7 +214,7 @@ def _offline_push(
     )
     if payload is None:
         return
-    ctx.pusher.offer(
+    ctx.ports.pusher.offer(
         {
             "conversation": conv.cid,
             "recipients": list(recipients),
@@ -258,7 +258,7 @@ def _send_live(
             priority = Priority.from_wire(cmd.priority)
         else:
             priority = Priority.LOW if transient else Priority.NORMAL
-        if not _admitted(ctx, conv.cid, priority):
+        if not ctx.policies.room_admits(conv.cid, priority is Priority.HIGH, trio.current_time()):
             ctx.counters.rejected_by_room_budget += 1
             raise ChatError(ErrorCode.MESSAGE_SENT_QUOTA_EXCEEDED, "chatroom is too busy")
         config = ctx.config
@@ -271,8 +271,8 @@ def _send_live(
         # HIGH is never shed: it does not even ask for the backlog (a system call).
         if priority is not Priority.HIGH and shed_at_intake(
             priority,
-            ctx.intake.sample(link, link.backlog(), trio.current_time()),
-            ctx.loop_lag,
+            ctx.policies.intake.sample(link, link.backlog(), trio.current_time()),
+            ctx.policies.loop_lag,
             limits,
         ):
             # Accepted (acked) but delivered to nobody: the room is overloaded and
@@ -280,21 +280,10 @@ def _send_live(
             ctx.counters.shed_at_intake += 1
             return
         if not transient:
-            ctx.rooms.add(message)
+            ctx.caches.rooms.add(message)
     else:
         priority = Priority.LOW if transient else Priority.RELIABLE
     ctx.hub.to_members(push_command(message, conv.kind, transient), conv, priority, session)
-
-
-def _admitted(ctx: Context, cid: str, priority: Priority) -> bool:
-    rate = ctx.config.room_messages_per_second
-    if rate <= 0:
-        return True
-    now = trio.current_time()
-    budget = ctx.room_budgets.get(cid)
-    if budget is None:
-        budget = ctx.room_budgets[cid] = RoomBudget(rate, ctx.config.room_high_share, now)
-    return budget.admit(priority is Priority.HIGH, now)
 
 
 def send_wills(ctx: Context, sessions: list[Session]) -> None:
@@ -303,11 +292,11 @@ def send_wills(ctx: Context, sessions: list[Session]) -> None:
         body = ctx.hub.take_will(session)
         if body is None:
             continue
-        ctx.lasting.will(session.peer_id, None)  # the user's only will: sent now
-        conv = ctx.conversations.peek(body.cid)
+        ctx.ports.journal.will(session.peer_id, None)  # the user's only will: sent now
+        conv = ctx.caches.conversations.peek(body.cid)
         if conv is None:
             continue
-        timestamp, mid = ctx.clock.next()
+        timestamp, mid = ctx.ids.message()
         message = Message(
             cid=body.cid,
             mid=mid,
@@ -320,8 +309,8 @@ def send_wills(ctx: Context, sessions: list[Session]) -> None:
         )
         if message.data is None and message.binary is None:
             continue
-        if message.data is not None and ctx.words.enabled and filters_apply(conv):
-            message = dataclasses.replace(message, data=ctx.words.apply(message.data))
+        if message.data is not None and ctx.policies.words.enabled and filters_apply(conv):
+            message = dataclasses.replace(message, data=ctx.policies.words.apply(message.data))
         ctx.hub.to_members(push_command(message, conv.kind), conv, skip=session)
 
 

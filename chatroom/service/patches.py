@@ -46,13 +46,6 @@ def filters_apply(conv: Conversation) -> bool:
     return len(conv.members) > 2
 
 
-def next_patch_time(ctx: Context) -> int:
-    """Wall-clock ms, strictly after the previous patch time."""
-    now = max(wall_ms(), ctx.last_patch_ms + 1)
-    ctx.last_patch_ms = now
-    return now
-
-
 def set_stored_content(item: pb.PatchItem | pb.UnreadTuple, message: Message) -> None:
     """Copy what a stored message now says (sender, text or binary content, edit time)
     into a patch item or an unread tuple, which name these fields alike."""
@@ -116,7 +109,7 @@ def _new_content(ctx: Context, conv: Conversation, item: pb.PatchItem) -> Patch:
     check_size(ctx, size, item.mentionPids)
     data = item.data if has_text else None
     if data is not None and filters_apply(conv):
-        data = ctx.words.apply(data)
+        data = ctx.policies.words.apply(data)
     return Patch(
         conv.cid,
         item.mid,
@@ -149,7 +142,7 @@ async def modify(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.Generic
         checked.append((conv, content, item.recall))
     last = 0
     for conv, content, recall in checked:
-        at = next_patch_time(ctx)
+        at = ctx.ids.patch_time()
         patched = await ctx.store.patch_message(
             Patch(
                 content.cid,

@@ -61,7 +61,7 @@ async def client_ack(ctx: Context, link: Link, cmd: pb.GenericCommand) -> None:
     if ack.HasField("tots"):
         up_to = ack.tots
     elif ack.mid:
-        known = ctx.receipts.timestamp_of(conv.cid, ack.mid)
+        known = ctx.caches.receipts.timestamp_of(conv.cid, ack.mid)
         if known is None:
             message = await ctx.store.get_message(conv.cid, ack.mid)
             if message is None:
@@ -75,7 +75,7 @@ async def client_ack(ctx: Context, link: Link, cmd: pb.GenericCommand) -> None:
     if not receipts_apply(conv):
         return
     now = wall_ms()
-    for waiting in ctx.receipts.delivered(conv.cid, session.peer_id, up_to):
+    for waiting in ctx.caches.receipts.delivered(conv.cid, session.peer_id, up_to):
         ctx.hub.to_client(
             _rcp(conv.cid, waiting.mid, now, session.peer_id, read=False), waiting.sender
         )

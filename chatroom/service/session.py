@@ -26,11 +26,11 @@ from chatroom.core.presence import Session
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.errors import ChatError, ErrorCode
 from chatroom.service import lasting, signing, unread
+from chatroom.service.caches import SessionTicket
 from chatroom.service.context import (
     SENT,
     Context,
     Link,
-    SessionTicket,
     require_session,
     valid_client_id,
 )
@@ -118,9 +118,9 @@ async def open_and_sync(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.
 
 
 def _valid_ticket(ctx: Context, token: str, peer_id: str) -> SessionTicket:
-    ticket = ctx.tickets.get(token)
+    ticket = ctx.caches.tickets.get(token)
     if ticket is not None and ticket.expires_ms <= wall_ms():
-        del ctx.tickets[token]
+        ctx.caches.tickets.pop(token)
         ticket = None
     if ticket is None or ticket.peer_id != peer_id:
         # Someone else's token is refused without revoking it for its owner.
@@ -131,25 +131,20 @@ def _valid_ticket(ctx: Context, token: str, peer_id: str) -> SessionTicket:
 
 
 def _issue_token(ctx: Context, session: Session) -> None:
-    _expire_tickets(ctx)
+    # A few expired tickets go at every login: the table stays bounded by the logins
+    # within one token lifetime.
+    ctx.caches.tickets.expire(wall_ms())
     session.token = session_token()
-    ctx.tickets[session.token] = SessionTicket(
-        peer_id=session.peer_id,
-        tag=session.tag,
-        device_id=session.device_id,
-        expires_ms=wall_ms() + ctx.config.session_token_ttl * 1000,
-        session=session,
+    ctx.caches.tickets.issue(
+        session.token,
+        SessionTicket(
+            peer_id=session.peer_id,
+            tag=session.tag,
+            device_id=session.device_id,
+            expires_ms=wall_ms() + ctx.config.session_token_ttl * 1000,
+            session=session,
+        ),
     )
-    ctx.journal_ticket(session.token)
-
-
-def _expire_tickets(ctx: Context) -> None:
-    """Drop a few expired tickets per login, so the table stays bounded by the
-    number of logins within one token lifetime."""
-    now = wall_ms()
-    for token in list(ctx.tickets)[:8]:
-        if ctx.tickets[token].expires_ms <= now:
-            del ctx.tickets[token]
 
 
 def _kick(ctx: Context, peer_id: str, tag: str, keep: Session | None) -> None:
@@ -164,18 +159,18 @@ def _kick(ctx: Context, peer_id: str, tag: str, keep: Session | None) -> None:
         keep,
     )
     for token in kicked:
-        ticket = ctx.tickets.get(token)
+        ticket = ctx.caches.tickets.get(token)
         if ticket is not None:
             ticket.taken_over = True
             ticket.session = None
-            ctx.journal_ticket(token)
+            ctx.caches.tickets.journal(token)
 
 
 def _end_session(ctx: Context, link: Link, session: Session) -> None:
-    ticket = ctx.tickets.pop(session.token, None)
+    ticket = ctx.caches.tickets.pop(session.token)
     if ticket is not None:
         ticket.session = None
-        ctx.journal_ticket(session.token)  # revoked
+        ctx.caches.tickets.journal(session.token)  # revoked
     ctx.hub.detach(session)
     link.detach(session)
 
@@ -204,8 +199,7 @@ def query_online(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.Generic
 
 def refresh_token(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCommand:
     session = require_session(link, cmd)
-    ctx.tickets.pop(session.token, None)
-    ctx.journal_ticket(session.token)  # revoked
+    ctx.caches.tickets.revoke(session.token)
     _issue_token(ctx, session)
     if session.will is not None:
         lasting.save_will(ctx, session)  # now resumed with the new token
@@ -224,11 +218,11 @@ def disconnected(ctx: Context, sessions: list[Session]) -> list[Session]:
     were still live, so that their will messages can be sent."""
     live = [s for s in sessions if not s.closed]
     for session in live:
-        ticket = ctx.tickets.get(session.token)
+        ticket = ctx.caches.tickets.get(session.token)
         if ticket is not None and ticket.session is session:
             ticket.session = None  # the token stays valid: the device may resume
             ticket.room = session.room
             ticket.room_until_ms = wall_ms() + int(ctx.config.chatroom_rejoin_window * 1000)
-            ctx.journal_ticket(session.token)
+            ctx.caches.tickets.journal(session.token)
         ctx.hub.detach(session)
     return live

@@ -13,7 +13,6 @@ from chatroom.core.signature import (
     ACTIONS,
     CONVERSATION,
     LOGIN,
-    Verifier,
     login_text,
     members_text,
     start_text,
@@ -21,20 +20,6 @@ from chatroom.core.signature import (
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.errors import ChatError, ErrorCode
 from chatroom.service.context import Context
-
-
-def verifier_of(ctx: Context) -> Verifier:
-    """The context's verifier (and its nonce memory), made on first use."""
-    if ctx.verifier is None:
-        config, lasting = ctx.config, ctx.lasting
-        ctx.verifier = Verifier(
-            config.master_key,
-            config.signature_window,
-            config.signature_nonces,
-            # Stored too: a nonce used before a restart is refused after it.
-            on_use=lambda nonce, until: lasting.nonce(nonce, until * 1000),
-        )
-    return ctx.verifier
 
 
 def enabled(ctx: Context, kind: str) -> bool:
@@ -50,7 +35,7 @@ def check_login(ctx: Context, cmd: pb.GenericCommand) -> None:
         return
     app_id = ctx.config.app_id or cmd.appId
     text = login_text(app_id, cmd.peerId, msg.t, msg.n)
-    reason = verifier_of(ctx).check([text], msg.s, msg.t, msg.n, wall_ms())
+    reason = ctx.policies.verifier.check([text], msg.s, msg.t, msg.n, wall_ms())
     if reason is not None:
         raise ChatError(ErrorCode.SIGNATURE_FAILED, f"login signature: {reason}")
 
@@ -77,6 +62,6 @@ def check_members(
 
 
 def _check(ctx: Context, texts: list[str], body: pb.ConvCommand) -> None:
-    reason = verifier_of(ctx).check(texts, body.s, body.t, body.n, wall_ms())
+    reason = ctx.policies.verifier.check(texts, body.s, body.t, body.n, wall_ms())
     if reason is not None:
         raise ChatError(ErrorCode.CONVERSATION_SIGNATURE_FAILED, f"signature: {reason}")

@@ -34,9 +34,9 @@ def new_system_conversation(
 
 async def create(ctx: Context, name: str, attrs: dict[str, JSON], creator: str) -> Conversation:
     """Store a new system conversation and cache it."""
-    conv = new_system_conversation(ctx.object_ids.next(), name, attrs, creator, wall_ms())
+    conv = new_system_conversation(ctx.ids.conversation(), name, attrs, creator, wall_ms())
     await ctx.store.create_conversation(conv)
-    ctx.conversations.put(conv)
+    ctx.caches.conversations.put(conv)
     return conv
 
 
@@ -47,7 +47,7 @@ async def broadcast(ctx: Context, cid: str, content: str, sender: str | None) ->
     conv = await ctx.conversation(cid)
     if conv.kind is not ConvType.SYSTEM:
         raise ChatError(ErrorCode.SYSTEM_CONVERSATION_REQUIRED, "not a system conversation")
-    timestamp, mid = ctx.clock.next()
+    timestamp, mid = ctx.ids.message()
     message = Message(
         cid=cid,
         mid=mid,
@@ -68,7 +68,7 @@ async def broadcast(ctx: Context, cid: str, content: str, sender: str | None) ->
             ctx.hub.to_members(push_command(message, conv.kind), conv)
         done.set()
 
-    await ctx.committer.submit(message, committed)
+    await ctx.ports.committer.submit(message, committed)
     await done.wait()
     if failure:
         raise ChatError(ErrorCode.INTERNAL_ERROR, "the message could not be stored")

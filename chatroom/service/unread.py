@@ -67,7 +67,7 @@ async def tuples(
     await trio.lowlevel.checkpoint()  # also when there are none
     out = []
     for k in marks:
-        conv = await ctx.conversations.get(k.cid)
+        conv = await ctx.caches.conversations.get(k.cid)
         last = await ctx.store.last_message(k.cid)
         t = pb.UnreadTuple(cid=k.cid, unread=k.unread, mentioned=k.mentioned)
         if last is not None:
@@ -133,7 +133,7 @@ async def push_offline(ctx: Context, session: Session, budget: Budget) -> None:
     )
     chosen: list[list[Prepared]] = []
     for k in marks:  # the most recently active conversation first
-        conv = await ctx.conversations.get(k.cid)
+        conv = await ctx.caches.conversations.get(k.cid)
         if conv is None:
             continue
         limit = min(2 * per + 1, 1000)  # room for the user's own messages, skipped

@@ -71,7 +71,7 @@ async def test_a_spent_budget_closes_the_connection_holding_the_most_with_4120()
         # 1.2 MB later.
         early = [f"early{i:03d}{BIG}" for i in range(40)]
         await send(alice, cid, delivered, early)
-        queued = running.server.context.queued
+        queued = running.server.context.policies.queued
         async with running.user("slow") as slow:
             sent = await send_until(alice, cid, delivered, lambda: queued.closed > 0)
             assert queued.closed == 1
@@ -102,6 +102,6 @@ async def test_nothing_is_closed_while_the_budget_holds() -> None:
         to_bob, delivered = trio.open_memory_channel[str](1000)
         nursery.start_soon(read_all, bob, to_bob)
         await send(alice, cid, delivered, [f"{i}{BIG}" for i in range(20)])
-        queued = running.server.context.queued
+        queued = running.server.context.policies.queued
         assert (queued.closed, queued.overruns, queued.used) == (0, 0, 0)
         nursery.cancel_scope.cancel()

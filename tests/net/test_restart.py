@@ -153,10 +153,10 @@ async def test_someone_elses_token_from_before_a_restart_is_not_loaded() -> None
         reply = await open_session(client, "mallory", r=True, st="st-a")
         assert (reply["cmd"], reply.get("code")) == ("error", 4112), reply
         ctx = running.server.context
-        assert "st-a" not in ctx.tickets
-        assert ctx.conversations.peek("c1") is None  # nor her will's conversation
+        assert "st-a" not in ctx.caches.tickets
+        assert ctx.caches.conversations.peek("c1") is None  # nor her will's conversation
         assert (await open_session(client, "alice", r=True, st="st-a")).get("op") == "opened"
-        assert ctx.conversations.peek("c1") is not None
+        assert ctx.caches.conversations.peek("c1") is not None
 
 
 # chatroom rejoin

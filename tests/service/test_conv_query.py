@@ -455,7 +455,7 @@ async def test_a_query_over_many_conversations_leaves_the_loop_to_others(
     db = str(tmp_path / "q.db")
     async with running_server({"db": db}) as running, users(running, "z") as (z,):
         await trio.to_thread.run_sync(_fill, db, 3000)
-        cache = running.server.context.conversations
+        cache = running.server.context.caches.conversations
         peek = cache.peek
         examined = 0
 

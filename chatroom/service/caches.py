@@ -1,0 +1,192 @@
+"""What handlers remember between commands, in memory and bounded: conversations,
+dedupe tokens, chatroom buffers, session tickets, receipts waiting, conversation events.
+
+Each lasting part has the store behind it (service/lasting.py brings it back after a
+restart; the journal port writes it behind).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import trio
+
+from chatroom.config import Config
+from chatroom.core.convlog import ConvEventLog
+from chatroom.core.model import Conversation, ConvEventRecord, PendingReceipt, SessionRecord
+from chatroom.core.presence import Session
+from chatroom.core.receipt_book import OnChange, ReceiptBook, Waiting
+from chatroom.core.recent import Dedupe, RoomBuffers
+from chatroom.protocol.codec import Codec, Prepared
+from chatroom.service.ports import Journal
+from chatroom.store.base import Store
+
+
+class ConversationCache:
+    """Conversations loaded from the store, most recently used kept (bounded).
+
+    Handlers change a cached record without awaiting between reading and writing it,
+    then save a copy, so concurrent changes to one conversation never get lost.
+    """
+
+    def __init__(self, store: Store, size: int = 100_000):
+        self._store = store
+        self._size = size
+        self._items: OrderedDict[str, Conversation] = OrderedDict()
+
+    async def get(self, cid: str) -> Conversation | None:
+        conv = self._items.get(cid)
+        if conv is not None or not cid:
+            # Always a checkpoint, so that every handler is one (flake8-async ASYNC910).
+            await trio.lowlevel.checkpoint()
+            if conv is not None:
+                self._items.move_to_end(cid)
+            return conv
+        loaded = await self._store.get_conversation(cid)
+        if loaded is None:
+            return None
+        # Another task may have loaded it meanwhile: keep the first copy.
+        conv = self._items.setdefault(cid, loaded)
+        self._trim()
+        return conv
+
+    def put(self, conv: Conversation) -> None:
+        self._items[conv.cid] = conv
+        self._items.move_to_end(conv.cid)
+        self._trim()
+
+    def peek(self, cid: str) -> Conversation | None:
+        return self._items.get(cid)
+
+    async def save(self, conv: Conversation) -> None:
+        await self._store.save_conversation(copy.deepcopy(conv))
+
+    def _trim(self) -> None:
+        while len(self._items) > self._size:
+            self._items.popitem(last=False)
+
+
+@dataclass(slots=True)
+class SessionTicket:
+    """What a session token resumes: the client and its device tag."""
+
+    peer_id: str
+    tag: str | None
+    device_id: str | None
+    expires_ms: int
+    session: Session | None = None
+    taken_over: bool = False
+    room: str | None = None  # the chatroom watched when the connection dropped
+    room_until_ms: int = 0  # ... rejoined automatically on resume until then
+    will: bytes | None = None  # a will set before a restart, for the resumed session
+
+    def record(self, token: str) -> SessionRecord:
+        """What the store keeps of this ticket."""
+        return SessionRecord(
+            token,
+            self.peer_id,
+            self.tag,
+            self.device_id,
+            self.expires_ms,
+            self.taken_over,
+            self.room,
+            self.room_until_ms,
+        )
+
+    @classmethod
+    def of_record(cls, r: SessionRecord) -> SessionTicket:
+        """A ticket from before a restart (no live session)."""
+        return cls(
+            r.peer_id, r.tag, r.device_id, r.expires_ms, None, r.taken_over, r.room, r.room_until_ms
+        )
+
+
+class Tickets:
+    """Session tokens and what each resumes, followed by the store through the journal.
+
+    Bounded by the logins within one token lifetime: ``expire`` drops a few expired
+    tickets at every login.
+    """
+
+    __slots__ = ("_items", "_journal")
+
+    def __init__(self, journal: Journal) -> None:
+        self._items: dict[str, SessionTicket] = {}
+        self._journal = journal
+
+    def __contains__(self, token: object) -> bool:
+        return token in self._items
+
+    def get(self, token: str) -> SessionTicket | None:
+        return self._items.get(token)
+
+    def issue(self, token: str, ticket: SessionTicket) -> None:
+        """A new token: kept, and stored."""
+        self._items[token] = ticket
+        self.journal(token)
+
+    def restore(self, token: str, ticket: SessionTicket) -> None:
+        """A token read back from the store (not written again)."""
+        self._items[token] = ticket
+
+    def pop(self, token: str) -> SessionTicket | None:
+        """Forget a token here only (expired: the store purges it by itself)."""
+        return self._items.pop(token, None)
+
+    def revoke(self, token: str) -> SessionTicket | None:
+        """Forget a token here and in the store."""
+        ticket = self._items.pop(token, None)
+        self.journal(token)
+        return ticket
+
+    def journal(self, token: str) -> None:
+        """Have the store follow the ticket of ``token`` (gone: revoked)."""
+        ticket = self._items.get(token)
+        self._journal.session(token, None if ticket is None else ticket.record(token))
+
+    def expire(self, now_ms: int, at_most: int = 8) -> None:
+        """Drop the expired among the ``at_most`` oldest tickets."""
+        for token in list(self._items)[:at_most]:
+            if self._items[token].expires_ms <= now_ms:
+                del self._items[token]
+
+
+class Caches:
+    """The handlers' memory, each part bounded by its setting in ``Config``."""
+
+    __slots__ = ("conv_events", "conversations", "dedupe", "receipts", "rooms", "tickets")
+
+    def __init__(self, config: Config, store: Store, journal: Journal, now_ms: int) -> None:
+        self.conversations = ConversationCache(store)
+        self.dedupe = Dedupe(config.dedupe_cache)
+        self.rooms = RoomBuffers(config.chatroom_buffer)
+        self.tickets = Tickets(journal)
+        self.receipts = ReceiptBook(config.receipt_memory, _follow_receipts(config, journal))
+        self.conv_events = _event_log(config, journal, now_ms)
+
+
+def _follow_receipts(config: Config, journal: Journal) -> OnChange:
+    def changed(cid: str, mid: str, waiting: Waiting | None) -> None:
+        record = None
+        if waiting is not None:
+            until = waiting.timestamp + config.receipt_ttl * 1000
+            record = PendingReceipt(cid, mid, waiting.timestamp, waiting.sender, until)
+        journal.receipt(cid, mid, record)
+
+    return changed
+
+
+def _event_log(config: Config, journal: Journal, now_ms: int) -> ConvEventLog:
+    """The conversation event log; it holds every event from ``now_ms`` on (earlier
+    ones are in the store)."""
+
+    def stored(peers: list[str], ts: int, prepared: Prepared, live: frozenset[str]) -> None:
+        payload = prepared.payload(Codec.PROTOBUF, None)  # cached once delivered
+        until = ts + config.conv_event_ttl * 1000
+        journal.conv_event(ConvEventRecord(tuple(peers), ts, payload, tuple(live), until))
+
+    return ConvEventLog(
+        config.conv_event_log, config.conv_event_clients, stored, complete_from=now_ms
+    )
