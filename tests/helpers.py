@@ -30,6 +30,7 @@ import trio
 from trio_websocket import CloseReason, ConnectionClosed, WebSocketConnection, open_websocket_url
 
 from chatroom.config import Config
+from chatroom.core.clock import Clock
 from chatroom.net.server import Server
 from chatroom.protocol import codec
 from chatroom.protocol.codec import Codec
@@ -284,11 +285,14 @@ def make_config(overrides: Mapping[str, object] | None = None) -> Config:
 
 @asynccontextmanager
 async def running_server(
-    overrides: Mapping[str, object] | None = None, store: Store | None = None
+    overrides: Mapping[str, object] | None = None,
+    store: Store | None = None,
+    clock: Clock | None = None,
 ) -> AsyncIterator[Running]:
     """A server on free localhost ports (``:memory:`` store unless ``db`` is given),
-    shut down gracefully, with ``run`` returning, at the end."""
-    server = Server(make_config(overrides), store)
+    shut down gracefully, with ``run`` returning, at the end. A ``ManualClock`` as
+    ``clock`` lets a test move the server's wall time instead of sleeping."""
+    server = Server(make_config(overrides), store, clock)
     async with trio.open_nursery() as nursery:
         listening = await nursery.start(server.run)
         try:

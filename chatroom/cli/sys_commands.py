@@ -24,7 +24,8 @@ import trio
 from chatroom import config as config_module
 from chatroom.config import Config
 from chatroom.core import signature
-from chatroom.core.ids import ObjectIds, iso, wall_ms
+from chatroom.core.clock import SystemClock
+from chatroom.core.ids import ObjectIds, iso
 
 COMMANDS = ("sys", "sign")
 
@@ -109,9 +110,9 @@ async def _create_offline(args: argparse.Namespace) -> int:
     store = open_store(args.db)
     await store.open()
     try:
-        conv = new_system_conversation(
-            ObjectIds().next(), args.name, json.loads(args.attrs), args.creator, wall_ms()
-        )
+        now = SystemClock().wall_ms()
+        attrs = json.loads(args.attrs)
+        conv = new_system_conversation(ObjectIds().next(), args.name, attrs, args.creator, now)
         await store.create_conversation(conv)
     finally:
         await store.aclose()

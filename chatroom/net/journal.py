@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import trio
 
-from chatroom.core.ids import wall_ms
+from chatroom.core.clock import Clock, SystemClock
 from chatroom.core.model import (
     ConvEventRecord,
     LastingChanges,
@@ -48,8 +48,9 @@ class LastingStatistics:
 class Lasting:
     """The journal: record changes without awaiting; ``run`` stores them."""
 
-    def __init__(self, store: Store, backlog: int) -> None:
+    def __init__(self, store: Store, backlog: int, clock: Clock | None = None) -> None:
         self._store = store
+        self._clock = clock if clock is not None else SystemClock()  # what has expired
         self._backlog = backlog
         self._pending = LastingChanges()
         self._writing = LastingChanges()  # the batch being stored right now
@@ -147,7 +148,9 @@ class Lasting:
         table per transaction so that message commits are never held up for long."""
         while True:
             try:
-                while (deleted := await self._store.purge_expired(wall_ms(), limit)) > 0:
+                while (
+                    deleted := await self._store.purge_expired(self._clock.wall_ms(), limit)
+                ) > 0:
                     self.stats.purged += deleted
                     if deleted < limit:
                         break

@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 import trio
 
 from chatroom.config import Config
+from chatroom.core.clock import Clock, SystemClock
 from chatroom.http.admin import admin_routes
 from chatroom.http.health import serve_http
 from chatroom.http.push_webhook import PushNotifier
@@ -58,14 +59,19 @@ def open_store(db: str) -> Store:
 
 
 class Server:
-    def __init__(self, config: Config, store: Store | None = None):
+    def __init__(
+        self, config: Config, store: Store | None = None, clock: Clock | None = None
+    ) -> None:
+        """``clock`` gives wall time to everything the server stamps or expires (the
+        system clock unless a test injects one)."""
         self.config = config
+        self.clock = clock if clock is not None else SystemClock()
         self.store = store if store is not None else open_store(config.db)
         self.shutdown = trio.Event()
         self.connections: set[Connection] = set()
         # The services' ways out (service/ports.py), concrete here.
         self.committer = Committer(self.store, config.commit_batch, config.commit_queue)
-        self.journal = Lasting(self.store, config.lasting_backlog)
+        self.journal = Lasting(self.store, config.lasting_backlog, self.clock)
         self.pusher = PushNotifier(config.push_webhook, config.push_queue, config.push_timeout)
         self._ctx: Context | None = None
         self._flusher = Flusher(config.write_delay, config.write_delay_threshold)
@@ -104,7 +110,9 @@ class Server:
             committer = self.committer
             ports = Ports(committer, self.journal, self.pusher)
             newest = await self.store.max_message_timestamp()
-            self._ctx = Context.build(config, self.store, ports, not_before=newest)
+            self._ctx = Context.build(
+                config, self.store, ports, clock=self.clock, not_before=newest
+            )
             # Resends of messages stored before a restart are still recognised.
             for message in await self.store.recent_dedupe_tokens(config.dedupe_cache):
                 self._ctx.caches.dedupe.remember(message)

@@ -24,7 +24,7 @@ from datetime import datetime
 import orjson
 import trio
 
-from chatroom.core.ids import iso, wall_ms
+from chatroom.core.ids import iso
 from chatroom.core.matcher import Doc, bad_query, matches, sort_docs, sort_keys, validate
 from chatroom.core.model import RANGE_FIELDS, Conversation, ConvFilter, ConvOrder, ConvType, Message
 from chatroom.protocol import messages_pb2 as pb
@@ -288,7 +288,7 @@ async def run_query(ctx: Context, caller: str, body: pb.ConvCommand) -> list[Doc
     limit, skip = min(limit, MAX_LIMIT), max(body.skip, 0)
     if skip > MAX_SKIP:
         raise bad_query(f"more than {MAX_SKIP}", "skip")
-    now = wall_ms()
+    now = ctx.clock.wall_ms()
     if body.tempConvIds:
         conv_filter = ConvFilter(cids=tuple(body.tempConvIds[:MAX_LIMIT]), alive_at=now)
     elif not where:

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 import orjson
 import trio
 
-from chatroom.core.ids import iso, wall_ms
+from chatroom.core.ids import iso
 from chatroom.core.model import JSON, Conversation, ConvFilter, ConvOrder, ConvType
 from chatroom.core.presence import Session
 from chatroom.protocol import messages_pb2 as pb
@@ -119,7 +119,7 @@ async def start(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericC
     signing.check_start(ctx, session.peer_id, members, body)
     attrs = _attrs(body.attr, body.HasField("attr"), ctx.config.max_name_bytes)
     _check_size(ctx, attrs)
-    now = wall_ms()
+    now = ctx.clock.wall_ms()
     reply = pb.GenericCommand(cmd=pb.conv, op=pb.started)
     if body.transient:
         return await _start_chatroom(ctx, session, attrs, now, reply)
@@ -246,7 +246,7 @@ async def add(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCom
     new = [t for t in targets if t not in conv.members]
     room = ctx.config.max_members - len(conv.members)
     accepted, full = new[: max(room, 0)], new[max(room, 0) :]
-    now = wall_ms()
+    now = ctx.clock.wall_ms()
     if accepted:
         conv.members = sorted([*conv.members, *accepted])
         conv.updated_at = now
@@ -316,7 +316,7 @@ async def remove(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.Generic
     if actor not in conv.members:
         raise ChatError(ErrorCode.CONVERSATION_UPDATE_REJECTED, "only members can remove")
     gone = [t for t in targets if t in conv.members]
-    now = wall_ms()
+    now = ctx.clock.wall_ms()
     before = list(conv.members)
     if gone:
         conv.members = [m for m in conv.members if m not in gone]
@@ -386,7 +386,7 @@ async def update(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.Generic
     for path, value in changes.items():
         _set_path(attrs, path, value)
     _check_size(ctx, attrs, before=len(stored))
-    now = wall_ms()
+    now = ctx.clock.wall_ms()
     conv.attrs = attrs
     conv.updated_at = now
     await ctx.caches.conversations.save(conv)
@@ -420,7 +420,7 @@ async def mute(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCo
         conv.muted = [*conv.muted, session.peer_id]
     elif not muting:
         conv.muted = [m for m in conv.muted if m != session.peer_id]
-    now = wall_ms()
+    now = ctx.clock.wall_ms()
     conv.updated_at = now
     await ctx.caches.conversations.save(conv)
     reply = pb.GenericCommand(cmd=pb.conv, op=pb.updated)

@@ -16,7 +16,6 @@ import logging
 
 import trio
 
-from chatroom.core.ids import wall_ms
 from chatroom.core.model import WillRecord
 from chatroom.core.presence import Session
 from chatroom.core.receipt_book import Waiting
@@ -29,7 +28,7 @@ log = logging.getLogger(__name__)
 
 async def restore(ctx: Context) -> None:
     """Load, at start, what memory must hold before the first request."""
-    config, now = ctx.config, wall_ms()
+    config, now = ctx.config, ctx.clock.wall_ms()
     nonces = await ctx.store.live_nonces(now, config.signature_nonces)
     ctx.policies.verifier.seed({nonce: ms // 1000 for nonce, ms in nonces.items()})
     pending = await ctx.store.pending_receipts(config.receipt_memory)
@@ -63,11 +62,11 @@ async def load_ticket(ctx: Context, token: str, peer_id: str) -> None:
 
 async def _stored_ticket(ctx: Context, token: str, peer_id: str) -> SessionTicket | None:
     record = await ctx.store.get_session(token)
-    if record is None or record.peer_id != peer_id or record.expires_ms <= wall_ms():
+    if record is None or record.peer_id != peer_id or record.expires_ms <= ctx.clock.wall_ms():
         return None
     ticket = SessionTicket.of_record(record)
     will = await ctx.store.will_of(peer_id)
-    if will is not None and will.token == token and will.expires_ms > wall_ms():
+    if will is not None and will.token == token and will.expires_ms > ctx.clock.wall_ms():
         ticket.will = will.payload
         # send_wills reads cached conversations only (it runs as a connection ends).
         await ctx.caches.conversations.get(pb.DirectCommand.FromString(will.payload).cid)
@@ -81,7 +80,7 @@ def save_will(ctx: Context, session: Session) -> None:
         ctx.ports.journal.will(session.peer_id, None)
         return
     ticket = ctx.caches.tickets.get(session.token)
-    until = ticket.expires_ms if ticket is not None else wall_ms()
+    until = ticket.expires_ms if ticket is not None else ctx.clock.wall_ms()
     payload = session.will.SerializeToString()
     ctx.ports.journal.will(
         session.peer_id, WillRecord(session.peer_id, session.token, payload, until)

@@ -31,7 +31,6 @@ import dataclasses
 import orjson
 import trio
 
-from chatroom.core.ids import wall_ms
 from chatroom.core.model import Conversation, ConvType, Message
 from chatroom.core.outbox import Priority
 from chatroom.core.presence import Session
@@ -124,7 +123,7 @@ async def _target(ctx: Context, session: Session, cid: str) -> Conversation:
     conv = await ctx.caches.conversations.get(cid)
     if conv is None:
         raise ChatError(ErrorCode.INVALID_MESSAGING_TARGET, "no such conversation")
-    if conv.expire_at is not None and conv.expire_at <= wall_ms():
+    if conv.expire_at is not None and conv.expire_at <= ctx.clock.wall_ms():
         raise ChatError(ErrorCode.TEMPORARY_CONVERSATION_EXPIRED)
     if conv.kind is ConvType.SYSTEM:
         # Subscribers read; only the operator writes (POST /admin/.../messages).
@@ -162,7 +161,7 @@ async def send(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCo
         _send_live(ctx, link, session, conv, message, cmd, body.transient)
         if filtered:
             link.send(_ack(cmd, message.mid, message.timestamp))
-            ctx.hub.to_client(filtered_notice(message), session.peer_id)
+            ctx.hub.to_client(filtered_notice(message, ctx.clock.wall_ms()), session.peer_id)
             return SENT
         return _ack(cmd, message.mid, message.timestamp)
     entry = Pending(message.mid, message.timestamp)
@@ -184,7 +183,7 @@ async def send(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCo
         for target, n in [(link, i), *waiting]:
             target.send(_ack_for(n, message.mid, message.timestamp))
         if filtered:
-            ctx.hub.to_client(filtered_notice(message), session.peer_id)
+            ctx.hub.to_client(filtered_notice(message, ctx.clock.wall_ms()), session.peer_id)
         if body.r and receipts_apply(conv):
             ctx.caches.receipts.want(conv.cid, message.mid, message.timestamp, session.peer_id)
         ctx.hub.to_members(push_command(message, conv.kind), conv, skip=session)

@@ -23,7 +23,6 @@ from collections.abc import Sequence
 
 import trio
 
-from chatroom.core.ids import wall_ms
 from chatroom.core.model import Conversation, ConvType, Message, Patch
 from chatroom.core.presence import Session
 from chatroom.core.replybudget import Budget, item_size
@@ -70,8 +69,8 @@ def patch_item(message: Message, recall: bool = False) -> pb.PatchItem:
     return item
 
 
-def patch_push(items: list[pb.PatchItem], last_patch_time: int) -> Prepared:
-    cmd = pb.GenericCommand(cmd=pb.patch, op=pb.modify, serverTs=wall_ms())
+def patch_push(items: list[pb.PatchItem], last_patch_time: int, now: int) -> Prepared:
+    cmd = pb.GenericCommand(cmd=pb.patch, op=pb.modify, serverTs=now)
     cmd.patchMessage.patches.extend(items)
     cmd.patchMessage.lastPatchTime = last_patch_time
     return Prepared(cmd)
@@ -158,7 +157,8 @@ async def modify(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.Generic
         if patched is None:  # gone meanwhile: cannot happen with today's stores
             raise ChatError(ErrorCode.MESSAGE_NOT_FOUND)
         last = at
-        ctx.hub.to_members(patch_push([patch_item(patched, recall)], at), conv, skip=session)
+        push = patch_push([patch_item(patched, recall)], at, ctx.clock.wall_ms())
+        ctx.hub.to_members(push, conv, skip=session)
     await trio.lowlevel.checkpoint()  # for flake8-async: the loops above always await
     reply = pb.GenericCommand(cmd=pb.patch, op=pb.modified)
     reply.patchMessage.lastPatchTime = last
@@ -179,13 +179,13 @@ async def push_missed(ctx: Context, session: Session, since: int, budget: Budget
         items.append(item)
         latest = max(latest, m.patch_timestamp or 0)
     if items:
-        session.push(patch_push(items, latest))
+        ctx.hub.to_session(patch_push(items, latest, ctx.clock.wall_ms()), session)
 
 
-def filtered_notice(message: Message) -> Prepared:
+def filtered_notice(message: Message, now: int) -> Prepared:
     """The ``patch/modify`` that tells a sender the filter changed their message."""
     item = patch_item(message)
     item.patchTimestamp = message.timestamp
     item.patchCode = FILTERED_PATCH_CODE
     item.patchReason = FILTERED_PATCH_REASON
-    return patch_push([item], message.timestamp)
+    return patch_push([item], message.timestamp, now)

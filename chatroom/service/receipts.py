@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import trio
 
-from chatroom.core.ids import wall_ms
 from chatroom.core.model import Conversation, ConvType, MemberMarks, Message
 from chatroom.core.presence import Session
 from chatroom.core.receipt_book import receipts_apply
@@ -40,8 +39,8 @@ async def _member_conversation(ctx: Context, session: Session, cid: str) -> Conv
     return conv
 
 
-def _rcp(cid: str, mid: str | None, t: int, reader: str, read: bool) -> Prepared:
-    cmd = pb.GenericCommand(cmd=pb.rcp, serverTs=wall_ms())
+def _rcp(cid: str, mid: str | None, t: int, reader: str, read: bool, now: int) -> Prepared:
+    cmd = pb.GenericCommand(cmd=pb.rcp, serverTs=now)
     body = cmd.rcpMessage
     if mid:
         body.id = mid
@@ -70,14 +69,15 @@ async def client_ack(ctx: Context, link: Link, cmd: pb.GenericCommand) -> None:
         up_to = known
     else:
         raise ChatError(ErrorCode.INVALID_COMMAND, "ack needs tots or mid")
-    up_to = min(up_to, wall_ms())  # never ahead of the server: later messages stay unacked
+    # Never ahead of the server: later messages stay unacked.
+    up_to = min(up_to, ctx.clock.wall_ms())
     await ctx.store.mark_acked(session.peer_id, conv.cid, up_to)
     if not receipts_apply(conv):
         return
-    now = wall_ms()
+    now = ctx.clock.wall_ms()
     for waiting in ctx.caches.receipts.delivered(conv.cid, session.peer_id, up_to):
         ctx.hub.to_client(
-            _rcp(conv.cid, waiting.mid, now, session.peer_id, read=False), waiting.sender
+            _rcp(conv.cid, waiting.mid, now, session.peer_id, False, now), waiting.sender
         )
 
 
@@ -85,7 +85,7 @@ async def read(ctx: Context, link: Link, cmd: pb.GenericCommand) -> None:
     """Read marks for one or more conversations (every form the SDKs send)."""
     session = require_session(link, cmd)
     body = cmd.readMessage
-    now = wall_ms()
+    now = ctx.clock.wall_ms()
     marks: list[tuple[str, int, str | None]] = [
         (t.cid, t.timestamp if t.HasField("timestamp") else now, t.mid or None) for t in body.convs
     ]
@@ -111,7 +111,8 @@ async def _read_one(
     marks = await ctx.store.mark_read(session.peer_id, conv.cid, timestamp, now)
     if receipts_apply(conv):
         others = [m for m in conv.members if m != session.peer_id]
-        ctx.hub.to_clients(_rcp(conv.cid, mid, timestamp, session.peer_id, read=True), others)
+        receipt = _rcp(conv.cid, mid, timestamp, session.peer_id, True, ctx.clock.wall_ms())
+        ctx.hub.to_clients(receipt, others)
     if ctx.hub.others_online(session):
         tuples = await unread.tuples(ctx, [marks])
         # The client's other devices: their unread counts changed.

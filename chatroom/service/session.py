@@ -21,7 +21,7 @@ import logging
 
 import trio
 
-from chatroom.core.ids import session_token, wall_ms
+from chatroom.core.ids import session_token
 from chatroom.core.presence import Session
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.errors import ChatError, ErrorCode
@@ -64,7 +64,7 @@ def open_session(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.Generic
     if msg.HasField("st") and msg.st:
         ticket = _valid_ticket(ctx, msg.st, peer_id)
         tag, device_id, previous = ticket.tag, ticket.device_id, ticket.session
-        if ticket.room is not None and ticket.room_until_ms > wall_ms():
+        if ticket.room is not None and ticket.room_until_ms > ctx.clock.wall_ms():
             rejoin = ticket.room
         will, ticket.will = ticket.will, None
     if tag is not None and tag != _RESERVED_TAG:
@@ -87,7 +87,7 @@ def open_session(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.Generic
         ctx.hub.register_will(session, pb.DirectCommand.FromString(will))
         lasting.save_will(ctx, session)
     ctx.counters.logins += 1
-    now = wall_ms()
+    now = ctx.clock.wall_ms()
     reply = pb.GenericCommand(cmd=pb.session, op=pb.opened, peerId=peer_id, serverTs=now)
     reply.sessionMessage.st = session.token
     reply.sessionMessage.stTtl = ctx.config.session_token_ttl
@@ -119,7 +119,7 @@ async def open_and_sync(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.
 
 def _valid_ticket(ctx: Context, token: str, peer_id: str) -> SessionTicket:
     ticket = ctx.caches.tickets.get(token)
-    if ticket is not None and ticket.expires_ms <= wall_ms():
+    if ticket is not None and ticket.expires_ms <= ctx.clock.wall_ms():
         ctx.caches.tickets.pop(token)
         ticket = None
     if ticket is None or ticket.peer_id != peer_id:
@@ -133,7 +133,7 @@ def _valid_ticket(ctx: Context, token: str, peer_id: str) -> SessionTicket:
 def _issue_token(ctx: Context, session: Session) -> None:
     # A few expired tickets go at every login: the table stays bounded by the logins
     # within one token lifetime.
-    ctx.caches.tickets.expire(wall_ms())
+    ctx.caches.tickets.expire(ctx.clock.wall_ms())
     session.token = session_token()
     ctx.caches.tickets.issue(
         session.token,
@@ -141,7 +141,7 @@ def _issue_token(ctx: Context, session: Session) -> None:
             peer_id=session.peer_id,
             tag=session.tag,
             device_id=session.device_id,
-            expires_ms=wall_ms() + ctx.config.session_token_ttl * 1000,
+            expires_ms=ctx.clock.wall_ms() + ctx.config.session_token_ttl * 1000,
             session=session,
         ),
     )
@@ -222,7 +222,8 @@ def disconnected(ctx: Context, sessions: list[Session]) -> list[Session]:
         if ticket is not None and ticket.session is session:
             ticket.session = None  # the token stays valid: the device may resume
             ticket.room = session.room
-            ticket.room_until_ms = wall_ms() + int(ctx.config.chatroom_rejoin_window * 1000)
+            window_ms = int(ctx.config.chatroom_rejoin_window * 1000)
+            ticket.room_until_ms = ctx.clock.wall_ms() + window_ms
             ctx.caches.tickets.journal(session.token)
         ctx.hub.detach(session)
     return live

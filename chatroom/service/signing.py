@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from chatroom.core.ids import wall_ms
 from chatroom.core.signature import (
     ACTIONS,
     CONVERSATION,
@@ -35,7 +34,7 @@ def check_login(ctx: Context, cmd: pb.GenericCommand) -> None:
         return
     app_id = ctx.config.app_id or cmd.appId
     text = login_text(app_id, cmd.peerId, msg.t, msg.n)
-    reason = ctx.policies.verifier.check([text], msg.s, msg.t, msg.n, wall_ms())
+    reason = ctx.policies.verifier.check([text], msg.s, msg.t, msg.n, ctx.clock.wall_ms())
     if reason is not None:
         raise ChatError(ErrorCode.SIGNATURE_FAILED, f"login signature: {reason}")
 
@@ -62,6 +61,6 @@ def check_members(
 
 
 def _check(ctx: Context, texts: list[str], body: pb.ConvCommand) -> None:
-    reason = ctx.policies.verifier.check(texts, body.s, body.t, body.n, wall_ms())
+    reason = ctx.policies.verifier.check(texts, body.s, body.t, body.n, ctx.clock.wall_ms())
     if reason is not None:
         raise ChatError(ErrorCode.CONVERSATION_SIGNATURE_FAILED, f"signature: {reason}")

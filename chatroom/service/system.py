@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import trio
 
-from chatroom.core.ids import wall_ms
 from chatroom.core.model import JSON, Conversation, ConvType, Message
 from chatroom.protocol.errors import ChatError, ErrorCode
 from chatroom.service.context import Context
@@ -34,7 +33,8 @@ def new_system_conversation(
 
 async def create(ctx: Context, name: str, attrs: dict[str, JSON], creator: str) -> Conversation:
     """Store a new system conversation and cache it."""
-    conv = new_system_conversation(ctx.ids.conversation(), name, attrs, creator, wall_ms())
+    now = ctx.clock.wall_ms()
+    conv = new_system_conversation(ctx.ids.conversation(), name, attrs, creator, now)
     await ctx.store.create_conversation(conv)
     ctx.caches.conversations.put(conv)
     return conv

@@ -36,7 +36,6 @@ from typing import Literal
 
 import trio
 
-from chatroom.core.ids import wall_ms
 from chatroom.core.model import Bound, ConvType, Direction, HistoryQuery, MemberMarks, Message
 from chatroom.core.presence import Session
 from chatroom.core.replybudget import Budget, item_size
@@ -114,10 +113,11 @@ async def after_login(ctx: Context, session: Session, msg: pb.SessionCommand, ve
 
 async def push_unread(ctx: Context, session: Session, since: int | None, budget: Budget) -> None:
     """The v3 ``unread`` push (nothing when no conversation qualifies)."""
-    now = wall_ms()
+    now = ctx.clock.wall_ms()
     marks = await ctx.store.changed_marks(session.peer_id, since, ctx.config.unread_conversations)
     if marks:
-        session.push(Prepared(unread_command(await tuples(ctx, marks, budget), now)))
+        command = unread_command(await tuples(ctx, marks, budget), now)
+        ctx.hub.to_session(Prepared(command), session)
 
 
 async def push_offline(ctx: Context, session: Session, budget: Budget) -> None:
@@ -149,7 +149,7 @@ async def push_offline(ctx: Context, session: Session, budget: Budget) -> None:
             break  # the budget is spent: the other conversations at a later login
     for pushes in reversed(chosen):
         for prepared in pushes:
-            session.push(prepared)
+            ctx.hub.to_session(prepared, session)
 
 
 def _offline_pushes(

@@ -15,7 +15,8 @@ from datetime import UTC, datetime
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chatroom.core.ids import MessageClock, ObjectIds, iso, session_token
+from chatroom.core.clock import ManualClock, SystemClock
+from chatroom.core.ids import Ids, MessageClock, ObjectIds, iso, session_token
 
 
 def wall(*readings: int) -> Callable[[], int]:
@@ -148,3 +149,27 @@ def test_session_tokens_are_unique_url_safe_text() -> None:
     tokens = {session_token() for _ in range(1000)}
     assert len(tokens) == 1000
     assert all(re.fullmatch(r"[A-Za-z0-9_-]{20,}", t) for t in tokens)
+
+
+def test_ids_follow_the_injected_clock() -> None:
+    clock = ManualClock(5_000)
+    ids = Ids(clock.wall_ms)
+    assert ids.message()[0] == 5_000
+    clock.advance(2_000)
+    assert ids.message()[0] == 7_000
+    assert int(ids.conversation()[:8], 16) == 7  # ObjectId seconds
+    clock.advance(-1_000)  # a manual clock never goes back
+    assert clock.wall_ms() == 7_000
+
+
+def test_patch_times_strictly_increase_on_a_stopped_clock() -> None:
+    clock = ManualClock(1_000)
+    ids = Ids(clock.wall_ms)
+    assert [ids.patch_time() for _ in range(3)] == [1_000, 1_001, 1_002]
+    clock.advance(10)
+    assert ids.patch_time() == 1_010
+
+
+def test_system_clock_reads_the_wall_clock() -> None:
+    before = int(datetime.now(tz=UTC).timestamp() * 1000)
+    assert before - 1 <= SystemClock().wall_ms() <= before + 60_000

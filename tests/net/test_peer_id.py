@@ -15,8 +15,9 @@ it): the same member set gets the same live conversation back.
 from __future__ import annotations
 
 import pytest
-import trio
 from helpers import JSON_SUB, PROTOBUF_SUB, Client, Cmd, fail_after, running_server, users
+
+from chatroom.core.clock import ManualClock
 
 V1_SUB = "lc.protobuf2.1"
 
@@ -152,9 +153,13 @@ async def test_unique_temporary_conversation_comes_back_for_the_same_members() -
 
 @fail_after()
 async def test_expired_unique_temporary_conversation_is_replaced() -> None:
-    async with running_server() as running, running.user("a") as a:
+    clock = ManualClock()
+    async with running_server(clock=clock) as running, running.user("a") as a:
         first = await start_temporary(a, ["b"], unique=True, tempConvTTL=1)
-        await trio.sleep(1.1)
+        clock.advance(999)
+        again = await start_temporary(a, ["b"], unique=True, tempConvTTL=1)
+        assert again["cid"] == first["cid"]  # 1 ms left
+        clock.advance(1)
         later = await start_temporary(a, ["b"], unique=True, tempConvTTL=1)
         assert later["cid"] != first["cid"]
         assert later["tempConvTTL"] == 1
