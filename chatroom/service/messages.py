@@ -257,7 +257,7 @@ def _send_live(
             priority = Priority.from_wire(cmd.priority)
         else:
             priority = Priority.LOW if transient else Priority.NORMAL
-        if not ctx.policies.room_admits(conv.cid, priority is Priority.HIGH, trio.current_time()):
+        if not ctx.policies.room_admits(conv.cid, priority is Priority.HIGH):
             ctx.counters.rejected_by_room_budget += 1
             raise ChatError(ErrorCode.MESSAGE_SENT_QUOTA_EXCEEDED, "chatroom is too busy")
         config = ctx.config

@@ -6,6 +6,8 @@ overload signals that shed chatroom messages at intake.
 
 from __future__ import annotations
 
+import trio
+
 from chatroom.config import Config
 from chatroom.core.outbox import QueuedBytes
 from chatroom.core.ratelimit import IntakeBacklog, RoomBudget, UserBudgets
@@ -46,12 +48,13 @@ class Policies:
         self._room_budgets: dict[str, RoomBudget] = {}
         self._loop_lag = 0.0
 
-    def room_admits(self, cid: str, high: bool, now: float) -> bool:
+    def room_admits(self, cid: str, high: bool) -> bool:
         """Whether chatroom ``cid`` takes one more message now (``room_messages_per_second``,
         of which ``room_high_share`` is kept for HIGH priority); always without a limit."""
         rate = self._config.room_messages_per_second
         if rate <= 0:
             return True
+        now = trio.current_time()  # only when limited: this runs for every message
         budget = self._room_budgets.get(cid)
         if budget is None:
             budget = self._room_budgets[cid] = RoomBudget(rate, self._config.room_high_share, now)
