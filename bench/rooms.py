@@ -7,6 +7,7 @@ publisher, and a join per viewer; or, for ``persist``, a normal group.
 
 from __future__ import annotations
 
+import resource
 from dataclasses import dataclass
 
 from bench import lc
@@ -59,6 +60,22 @@ def _check(spec: ServerSpec, done: Connected, what: str) -> None:
         raise CannotRun(
             f"{done.failed} of {done.count} {what} connections failed "
             f"({explain(spec, done.first_error)})"
+        )
+
+
+# descriptors the generator needs besides its connections (stdio, epoll, the plan file)
+FD_MARGIN = 16
+
+
+def _fits(connections: int) -> None:
+    """One generator process holds every connection of a scenario (as the server
+    does): say so plainly when the file-descriptor limit, which the generator inherits
+    from the harness, is too low for them."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and connections + FD_MARGIN > soft:
+        raise CannotRun(
+            f"{connections} connections need more file descriptors than a process may "
+            f"open here ({soft}; ulimit -n)"
         )
 
 
@@ -120,6 +137,7 @@ def open_room(
     size: int = 100,
 ) -> Room:
     """Publishers first (the first one creates the room), then viewers, then slow viewers."""
+    _fits(publishers + viewers + slow)
     cid = _publishers(gen, spec, publishers)
     plan = _plan(spec, [_member(spec, cid, VIEWER, f"viewer{k}") for k in range(viewers)])
     done = gen.connect(plan)
@@ -138,6 +156,7 @@ def open_crowd(gen: Generator, spec: ServerSpec, viewers: int, deadline: float) 
     """A flash crowd: one publisher (and, for chatroom, the room) first, untimed; then
     ``viewers`` clients connect, log in and join all at once. Failures are figures
     here, not a reason to stop: the result says how many and why."""
+    _fits(1 + viewers)
     cid = _publishers(gen, spec, 1)
     members = [_member(spec, cid, VIEWER, f"crowd{k}") for k in range(viewers)]
     plan = _plan(spec, members)
