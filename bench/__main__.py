@@ -26,9 +26,9 @@ from bench import procstat, report
 from bench.generator import GENERATOR_CORE, GeneratorError, build
 from bench.runner import Setup, run_all
 from bench.scenarios import BY_NAME as SCENARIOS_BY_NAME
-from bench.scenarios import SCENARIOS, Context
+from bench.scenarios import GROUPS, SCENARIOS, Context, Scenario
 from bench.servers import BY_NAME as SERVERS_BY_NAME
-from bench.servers import REPO, SERVERS, chatroom_snapshot, prepare_node_peers
+from bench.servers import REPO, SERVERS, chatroom_snapshot, for_refs, prepare_peers, ref_label
 
 EXTRA = ("matplotlib",)  # what the bench needs beyond chatroom's own dependencies
 DEFAULT_SERVERS = [s for s in SERVERS if s.default]
@@ -42,8 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--scenario",
         action="append",
-        choices=list(SCENARIOS_BY_NAME),
-        help="scenario to run (repeatable; default all)",
+        choices=[*SCENARIOS_BY_NAME, *GROUPS],
+        help="scenario to run (repeatable; default all; flash-crowd: both flash-crowd-*)",
     )
     ap.add_argument(
         "--server",
@@ -58,15 +58,37 @@ def _parser() -> argparse.ArgumentParser:
         default=120.0,
         help="start no new run after this many minutes (default 120)",
     )
-    ap.add_argument(
-        "--no-realtime",
-        action="store_true",
-        help="run server and generator at nice -10 instead of SCHED_RR",
+    sched = ap.add_mutually_exclusive_group()
+    sched.add_argument(
+        "--normal-priority",
+        dest="scheduling",
+        action="store_const",
+        const="normal",
+        help="server and generator at nice 0, each pinned to its core (the default)",
     )
+    sched.add_argument(
+        "--nice",
+        "--no-realtime",  # its old name, when realtime was the default
+        dest="scheduling",
+        action="store_const",
+        const="nice",
+        help="server and generator at nice -10",
+    )
+    sched.add_argument(
+        "--realtime",
+        dest="scheduling",
+        action="store_const",
+        const="realtime",
+        help="server and generator under SCHED_RR priority 1: a noise-study option",
+    )
+    ap.set_defaults(scheduling="normal")
     ap.add_argument(
         "--chatroom-ref",
-        default="HEAD",
-        help="git commit of chatroom to measure (default HEAD); 'worktree' runs the work tree",
+        action="append",
+        default=None,
+        metavar="REF",
+        help="git commit of chatroom to measure (default HEAD; 'worktree' runs the work "
+        "tree); repeatable: each is run as chatroom@REF, the first is the baseline",
     )
     ap.add_argument(
         "--chatroom-env",
@@ -181,7 +203,7 @@ def _run(args: argparse.Namespace, command: str) -> int:
     from bench import chart  # after the check in main: it needs matplotlib
 
     _raise_fd_limit()
-    procstat.REALTIME["enabled"] = not args.no_realtime
+    procstat.SCHEDULING["mode"] = args.scheduling
     os.sched_setaffinity(0, {GENERATOR_CORE})  # the harness itself stays off the server's core
     stamp = time.strftime("%Y%m%d-%H%M%S")
     log_dir = args.out / f"{stamp}-logs"
@@ -189,27 +211,34 @@ def _run(args: argparse.Namespace, command: str) -> int:
     notes: list[str] = []
     try:
         binary = build(HERE / ".build")
-        chatroom_dir, chatroom_version = _chatroom(args.chatroom_ref)
+        refs = _chatrooms(args.chatroom_ref or ["HEAD"])
     except (GeneratorError, subprocess.CalledProcessError) as exc:
         print(f"cannot start: {exc}", file=sys.stderr)
         return 2
-    print(f"chatroom measured: {chatroom_version}\n", flush=True)
-    servers = [SERVERS_BY_NAME[n] for n in args.server] if args.server else DEFAULT_SERVERS
-    if any(s.kind == "node" for s in servers) and not prepare_node_peers(HERE / ".peers", notes):
-        servers = [s for s in servers if s.kind != "node"]
-    scenarios = [SCENARIOS_BY_NAME[n] for n in args.scenario] if args.scenario else SCENARIOS
+    scheduling = procstat.SCHEDULING_LABELS[args.scheduling]
+    print(f"scheduling: {scheduling}, server on core 0, generator on core {GENERATOR_CORE}")
+    for label, (_, version) in refs.items():
+        named = f" (as chatroom@{label})" if len(refs) > 1 else ""
+        print(f"chatroom measured: {version}{named}")
+    print(flush=True)
+    chosen = [SERVERS_BY_NAME[n] for n in args.server] if args.server else DEFAULT_SERVERS
+    servers = prepare_peers(HERE / ".peers", chosen, notes)
+    servers = for_refs(servers, [(label, where) for label, (where, _) in refs.items()])
+    scenarios = _scenarios(args.scenario)
     for note in notes:
         _say(note)
     deadline = time.monotonic() + args.budget_min * 60
     chatroom_env = dict(kv.split("=", 1) for kv in args.chatroom_env)
-    setup = Setup(
-        binary, HERE / ".peers", log_dir, log_dir, deadline, chatroom_dir, chatroom_env, notes
-    )
+    setup = Setup(binary, HERE / ".peers", log_dir, log_dir, deadline, chatroom_env, notes)
     json_path = args.out / f"{stamp}.json"
+    versions = {label: version for label, (_, version) in refs.items()}
     head: dict[str, object] = {
         "command": command,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "chatroom_version": chatroom_version,
+        "scheduling": args.scheduling,
+        "scheduling_label": scheduling,
+        "chatroom_version": "; ".join(versions.values()),
+        "chatroom_versions": versions,
         "chatroom_env": chatroom_env,
         "machine": _machine(),
         "notes": notes,
@@ -231,10 +260,24 @@ def _run(args: argparse.Namespace, command: str) -> int:
     return 0
 
 
-def _chatroom(ref: str) -> tuple[Path, str]:
-    if ref == "worktree":
-        return REPO, _worktree_version()
-    return chatroom_snapshot(ref, HERE / ".build")
+def _scenarios(names: list[str] | None) -> list[Scenario]:
+    if not names:
+        return SCENARIOS
+    wanted = [m for n in names for m in GROUPS.get(n, (n,))]
+    return [SCENARIOS_BY_NAME[n] for n in dict.fromkeys(wanted)]
+
+
+def _chatrooms(refs: list[str]) -> dict[str, tuple[Path | None, str]]:
+    """Each ``--chatroom-ref`` by its label: where it runs from (None: the work tree)
+    and what it is, for the output."""
+    out: dict[str, tuple[Path | None, str]] = {}
+    for ref in dict.fromkeys(refs):
+        if ref == "worktree":
+            out[ref] = (None, _worktree_version())
+            continue
+        where, sha = chatroom_snapshot(ref, HERE / ".build")
+        out[ref_label(ref, sha)] = (where, sha)
+    return out
 
 
 if __name__ == "__main__":

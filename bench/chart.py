@@ -12,7 +12,7 @@ from matplotlib.axes import Axes
 matplotlib.use("Agg")  # files only, no display
 
 Record = dict[str, object]
-RAMPS = ("fanout-1000", "fanout-5000", "fanout-1000x10")
+RAMPS = ("fanout-1000", "fanout-5000", "fanout-15000", "fanout-1000x10")
 BARS = (
     ("cpu", "server_us_per_delivery", "server CPU us per delivery (N=1000, 20 msg/s)"),
     ("idle", "kb_per_connection", "server KB per idle connection"),
@@ -23,17 +23,30 @@ BARS = (
 COLORS = {
     "chatroom": "tab:red",
     "chatroom_wd5": "tab:purple",
+    "bun_ws": "black",
     "node_ws": "tab:blue",
     "node_ws_prepared": "tab:cyan",
     "node_socketio": "tab:green",
+    "picows_ws": "tab:olive",
     "py_websockets": "tab:orange",
     "trio_naive": "tab:gray",
 }
 
 
+# chatroom@REF when several commits ran: one shade per commit, in the order given
+REF_SHADES = ("tab:red", "tab:pink", "tab:brown", "darkred", "salmon")
+_shade_of: dict[str, str] = {}
+
+
 def _style(record: Record) -> tuple[str, str]:
     """(colour, line style)"""
-    return COLORS.get(str(record["server"]), "black"), "-" if record["run"] == 1 else "--"
+    name = str(record["server"])
+    variant, at, _ = name.partition("@")
+    if at:
+        color = _shade_of.setdefault(name, REF_SHADES[len(_shade_of) % len(REF_SHADES)])
+    else:
+        color = COLORS.get(variant, "gray")
+    return color, "-" if record["run"] == 1 else "--"
 
 
 def _steps(record: Record) -> list[dict[str, object]]:

@@ -25,7 +25,16 @@
  *   quit
  * Plan file: "mode raw|sio|lc", "handshake HEX", then one line per connection:
  *   "conn ROLE N HEX1 I1 ... HEXN IN"   (ROLE 0 viewer, 1 publisher, 2 idle, 3 slow viewer:
- *   a 4 KiB receive buffer, and to be paused)
+ *   a 4 KiB receive buffer, and to be paused). Optional lines before the first conn:
+ *   "batch N" (open N connections, then wait until they are set up before opening more;
+ *   default 100, 0 opens them all at once: a flash crowd) and "deadline SECS" (give up on
+ *   connections not set up after SECS per batch; default 30).
+ * Connects are non-blocking: a server whose accept queue is full makes the kernel retry
+ * the SYN (after 1 s, then 3 s...), and that time counts, as it would for a real client.
+ * "connected" reports why connections failed (refused: connect error, HTTP status other
+ * than 101, or an error reply to a setup frame; dropped: closed by the server before or
+ * after setup; timed_out: not set up by the deadline) and the time each took to be set up
+ * (ready_p50/p99/max, seconds from the command).
  * Build: gcc -O2 -o gen gen.c
  */
 #define _GNU_SOURCE
@@ -52,13 +61,16 @@
 #define MAX_PAYLOAD 8192
 
 enum { M_RAW, M_SIO, M_LC };
-enum { ST_HTTP, ST_SIO_OPEN, ST_SETUP, ST_READY, ST_DEAD = -1 };
+enum { ST_CONNECTING, ST_HTTP, ST_SIO_OPEN, ST_SETUP, ST_READY, ST_DEAD = -1 };
+/* why a connection failed (conn_t.fail) */
+enum { F_NONE, F_CONNECT, F_HTTP, F_SETUP, F_CLOSED, F_LOST, F_TIMEOUT };
 
 typedef struct { unsigned char *d; uint32_t n; int32_t i; } frame_t;
 
 typedef struct {
-  int fd, role, state, mode, paused;
+  int fd, role, state, mode, paused, fail;
   uint32_t idx;
+  int64_t ready_ns;
   unsigned char *rbuf; uint32_t rlen;
   unsigned char *obuf; uint32_t olen, ocap;
   frame_t *setup; int nsetup, setup_pos;
@@ -128,6 +140,7 @@ static int unhex(const char *s, unsigned char **out) {
 static void kill_conn(conn_t *c, int counted) {
   if (c->state == ST_DEAD) return;
   if (counted && c->state == ST_READY) closed++;
+  if (!c->fail) c->fail = c->state == ST_READY ? F_LOST : F_CLOSED;
   c->state = ST_DEAD;
   epoll_ctl(epfd, EPOLL_CTL_DEL, c->fd, NULL);
   struct linger lg = {1, 0}; /* RST: no TIME_WAIT pile-up across runs */
@@ -141,7 +154,7 @@ static void want_out(conn_t *c, int on) {
 }
 static void conn_write(conn_t *c, const unsigned char *d, uint32_t n) {
   if (c->state == ST_DEAD) return;
-  if (c->olen == 0) {
+  if (c->olen == 0 && c->state != ST_CONNECTING) {
     ssize_t w = send(c->fd, d, n, MSG_NOSIGNAL);
     if (w == (ssize_t)n) return;
     if (w < 0) { if (errno != EAGAIN) { kill_conn(c, 1); return; } w = 0; }
@@ -241,12 +254,13 @@ static int lc_parse(const unsigned char *p, uint32_t n, lcmsg_t *m) {
   return 0;
 }
 static void setup_next(conn_t *c);
+static void connected(conn_t *c);
 static void on_lc(conn_t *c, const unsigned char *p, uint32_t n) {
   lcmsg_t m;
   if (lc_parse(p, n, &m)) { errors++; note_error("undecodable", p, n); return; }
   int failed = m.cmd == 7 || m.has_err || m.ack_code;
   if (c->state == ST_SETUP && m.i == c->setup[c->setup_pos].i) {
-    if (failed) { note_error("setup reply", p, n); kill_conn(c, 0); return; }
+    if (failed) { note_error("setup reply", p, n); c->fail = F_SETUP; kill_conn(c, 0); return; }
     free(c->reply); c->reply = malloc(n); memcpy(c->reply, p, n); c->reply_n = n;
     c->setup_pos++;
     setup_next(c);
@@ -286,6 +300,7 @@ static void setup_next(conn_t *c) {
     return;
   }
   c->state = ST_READY;
+  c->ready_ns = now_ns();
   for (int k = 0; k < c->nsetup; k++) free(c->setup[k].d);
   free(c->setup); c->setup = NULL; c->nsetup = 0;
 }
@@ -300,7 +315,7 @@ static void handle_read(conn_t *c) {
     if (c->state == ST_HTTP) {
       unsigned char *end = memmem(c->rbuf, c->rlen, "\r\n\r\n", 4);
       if (!end) { if (c->rlen == RBUF) kill_conn(c, 0); continue; }
-      if (memcmp(c->rbuf, "HTTP/1.1 101", 12)) { note_error("http", c->rbuf, (uint32_t)(end - c->rbuf)); kill_conn(c, 0); return; }
+      if (memcmp(c->rbuf, "HTTP/1.1 101", 12)) { note_error("http", c->rbuf, (uint32_t)(end - c->rbuf)); c->fail = F_HTTP; kill_conn(c, 0); return; }
       off = (uint32_t)(end + 4 - c->rbuf);
       if (c->mode == M_SIO) c->state = ST_SIO_OPEN; else setup_next(c);
     }
@@ -340,36 +355,65 @@ static void poll_once(int timeout_ms) {
     if (evs[k].data.u32 == STDIN_TAG) { read_stdin(); continue; }
     conn_t *c = &conns[evs[k].data.u32];
     if (c->state == ST_DEAD) continue;
+    if (c->state == ST_CONNECTING) { connected(c); continue; }
     if (evs[k].events & EPOLLOUT) conn_flush(c);
     if (evs[k].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) handle_read(c);
   }
 }
 static void poll_for(double secs) { int64_t end = now_ns() + (int64_t)(secs * 1e9); while (now_ns() < end) poll_once(5); }
 
+static void connect_error(conn_t *c, int err) {
+  const char *why = strerror(err);
+  note_error("connect", (const unsigned char *)why, (uint32_t)strlen(why));
+  c->fail = F_CONNECT;
+}
+/* the non-blocking connect ended (writable, or an error): send the handshake */
+static void connected(conn_t *c) {
+  int err = 0; socklen_t len = sizeof err;
+  getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+  if (err) { connect_error(c, err); kill_conn(c, 0); return; }
+  c->state = ST_HTTP;
+  if (c->olen) conn_flush(c); else want_out(c, 0);
+}
 static int open_conn(conn_t *c, const unsigned char *hs, uint32_t hsn) {
-  c->fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (c->fd < 0) return -1;
+  c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+  if (c->fd < 0) { connect_error(c, errno); return -1; }
   int one = 1;
   setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   if (c->role == 3) { int small = 4096; setsockopt(c->fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small); }
   struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
   inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-  if (connect(c->fd, (struct sockaddr *)&a, sizeof a) < 0) { note_error("connect", (const unsigned char *)strerror(errno), (uint32_t)strlen(strerror(errno))); close(c->fd); return -1; }
-  fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK);
+  if (connect(c->fd, (struct sockaddr *)&a, sizeof a) < 0 && errno != EINPROGRESS) { connect_error(c, errno); close(c->fd); return -1; }
   c->rbuf = malloc(RBUF);
-  c->state = ST_HTTP;
-  struct epoll_event ev = {.events = EPOLLIN, .data.u32 = c->idx};
+  c->state = ST_CONNECTING;
+  conn_write(c, hs, hsn); /* buffered until connected() */
+  struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.u32 = c->idx};
   epoll_ctl(epfd, EPOLL_CTL_ADD, c->fd, &ev);
-  conn_write(c, hs, hsn);
   return 0;
+}
+
+/* service sockets until connections [from, nconns) are set up or dead, or the deadline */
+static void await_setup(uint32_t from, double deadline_s) {
+  int64_t ddl = now_ns() + (int64_t)(deadline_s * 1e9);
+  for (;;) {
+    int pending = 0;
+    for (uint32_t k = from; k < nconns; k++) pending += conns[k].state != ST_DEAD && conns[k].state != ST_READY;
+    if (!pending || now_ns() > ddl) return;
+    poll_once(5);
+  }
+}
+static int cmp_i64(const void *a, const void *b) {
+  int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+  return x < y ? -1 : x > y;
 }
 
 static void cmd_connect(const char *path) {
   FILE *f = fopen(path, "r");
   if (!f) { printf("{\"ev\":\"error\",\"what\":\"cannot open plan\"}\n"); return; }
   static char buf[1 << 16];
-  int mode = M_RAW; unsigned char *hs = NULL; int hsn = 0;
-  uint32_t first = nconns, ok = 0, failed = 0, batch_start = nconns;
+  int mode = M_RAW; unsigned char *hs = NULL; int hsn = 0, batch = 100;
+  double deadline_s = 30.0;
+  uint32_t first = nconns, ok = 0, failed = 0, batch_start = nconns, fails[F_TIMEOUT + 1] = {0};
   int64_t t0 = now_ns();
   first_error[0] = 0;
   while (fgets(buf, sizeof buf, f)) {
@@ -377,6 +421,8 @@ static void cmd_connect(const char *path) {
     if (!tok) continue;
     if (!strcmp(tok, "mode")) { tok = strtok(NULL, " \n"); mode = !strcmp(tok, "sio") ? M_SIO : !strcmp(tok, "lc") ? M_LC : M_RAW; continue; }
     if (!strcmp(tok, "handshake")) { hsn = unhex(strtok(NULL, " \n"), &hs); continue; }
+    if (!strcmp(tok, "batch")) { batch = atoi(strtok(NULL, " \n")); continue; }
+    if (!strcmp(tok, "deadline")) { deadline_s = atof(strtok(NULL, " \n")); continue; }
     if (strcmp(tok, "conn") || nconns >= MAXCONN) continue;
     conn_t *c = &conns[nconns];
     memset(c, 0, sizeof *c);
@@ -391,29 +437,30 @@ static void cmd_connect(const char *path) {
     c->next_i = FIRST_MSG_I;
     if (c->role == 1) c->ring = calloc(RING, sizeof(int64_t));
     if (open_conn(c, hs, (uint32_t)hsn)) { c->state = ST_DEAD; }
-    if (nconns - batch_start >= 100) { /* wait for this batch before opening more */
-      int64_t ddl = now_ns() + 30000000000LL;
-      for (;;) {
-        int pending = 0;
-        for (uint32_t k = batch_start; k < nconns; k++) pending += conns[k].state != ST_DEAD && conns[k].state != ST_READY;
-        if (!pending || now_ns() > ddl) break;
-        poll_once(5);
-      }
+    if (batch > 0 && nconns - batch_start >= (uint32_t)batch) { /* wait for this batch before opening more */
+      await_setup(batch_start, deadline_s);
       batch_start = nconns;
+    } else if (batch <= 0 && (nconns - first) % 64 == 0) {
+      poll_once(0); /* a crowd: answer the server while still opening */
     }
   }
   fclose(f);
-  int64_t ddl = now_ns() + 30000000000LL;
-  for (;;) {
-    int pending = 0;
-    for (uint32_t k = batch_start; k < nconns; k++) pending += conns[k].state != ST_DEAD && conns[k].state != ST_READY;
-    if (!pending || now_ns() > ddl) break;
-    poll_once(5);
+  await_setup(batch_start, deadline_s);
+  int64_t t1 = now_ns(), *ready = malloc(sizeof(int64_t) * (nconns - first + 1));
+  for (uint32_t k = first; k < nconns; k++) {
+    conn_t *c = &conns[k];
+    if (c->state == ST_READY) { ready[ok++] = c->ready_ns - t0; continue; }
+    failed++;
+    if (c->state != ST_DEAD) { c->fail = F_TIMEOUT; kill_conn(c, 0); }
+    fails[c->fail]++;
   }
-  for (uint32_t k = first; k < nconns; k++) { if (conns[k].state == ST_READY) ok++; else { failed++; if (conns[k].state != ST_DEAD) kill_conn(&conns[k], 0); } }
-  free(hs);
-  printf("{\"ev\":\"connected\",\"first\":%u,\"count\":%u,\"ok\":%u,\"failed\":%u,\"secs\":%.3f,\"first_error\":\"%s\"}\n",
-         first, nconns - first, ok, failed, (now_ns() - t0) / 1e9, first_error);
+  qsort(ready, ok, sizeof *ready, cmp_i64);
+  double p50 = ok ? ready[(ok - 1) / 2] / 1e9 : -1, p99 = ok ? ready[(uint32_t)((ok - 1) * 0.99)] / 1e9 : -1, top = ok ? ready[ok - 1] / 1e9 : -1;
+  free(ready); free(hs);
+  printf("{\"ev\":\"connected\",\"first\":%u,\"count\":%u,\"ok\":%u,\"failed\":%u,\"secs\":%.3f,\"first_error\":\"%s\","
+         "\"refused\":%u,\"dropped\":%u,\"timed_out\":%u,\"ready_p50\":%.3f,\"ready_p99\":%.3f,\"ready_max\":%.3f}\n",
+         first, nconns - first, ok, failed, (t1 - t0) / 1e9, first_error, fails[F_CONNECT] + fails[F_HTTP] + fails[F_SETUP],
+         fails[F_CLOSED] + fails[F_LOST], fails[F_TIMEOUT], p50, p99, top);
 }
 
 /* ---------- publishing ---------- */

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, cast
 
-from bench.procstat import cpu_seconds, pin_and_boost
+from bench.procstat import cpu_seconds, pin_and_schedule
 
 HERE = Path(__file__).resolve().parent
 SOURCE = HERE / "gen.c"
@@ -64,13 +64,20 @@ class Conn:
 
 @dataclass
 class Plan:
+    """Connections to open. gen.c opens ``batch`` of them, then waits until they are
+    set up (or ``deadline`` seconds) before opening more; ``batch=0`` opens them all
+    at once (a flash crowd) and waits ``deadline`` seconds in all."""
+
     mode: Mode
     handshake: bytes
     conns: list[Conn]
+    batch: int = 100
+    deadline: float = 30.0
 
     def write(self, path: Path) -> None:
         with path.open("w") as f:
             f.write(f"mode {self.mode}\nhandshake {self.handshake.hex()}\n")
+            f.write(f"batch {self.batch}\ndeadline {self.deadline}\n")
             for c in self.conns:
                 frames = " ".join(f"{frame.hex()} {i}" for frame, i in c.setup)
                 f.write(f"conn {c.role} {len(c.setup)} {frames}\n")
@@ -78,16 +85,27 @@ class Plan:
 
 @dataclass
 class Connected:
+    """What a ``connect`` did: ``ok`` of ``count`` set up in ``secs``; the failed ones
+    were refused (connect error, an HTTP status other than 101, an error reply to a
+    setup frame), dropped (closed by the server) or timed out; ``ready_*`` are the
+    seconds each successful one took, from the start of the command."""
+
     first: int
     count: int
     ok: int
     failed: int
     secs: float
     first_error: str
+    refused: int = 0
+    dropped: int = 0
+    timed_out: int = 0
+    ready_p50: float = -1.0
+    ready_p99: float = -1.0
+    ready_max: float = -1.0
 
 
 def _pin_to_generator_core() -> None:
-    pin_and_boost(GENERATOR_CORE)
+    pin_and_schedule(GENERATOR_CORE)
 
 
 class Generator:
@@ -146,6 +164,12 @@ class Generator:
             failed=int(cast(int, r["failed"])),
             secs=float(cast(float, r["secs"])),
             first_error=str(r["first_error"]),
+            refused=int(cast(int, r["refused"])),
+            dropped=int(cast(int, r["dropped"])),
+            timed_out=int(cast(int, r["timed_out"])),
+            ready_p50=float(cast(float, r["ready_p50"])),
+            ready_p99=float(cast(float, r["ready_p99"])),
+            ready_max=float(cast(float, r["ready_max"])),
         )
 
     def reply(self, idx: int) -> bytes:
@@ -164,6 +188,10 @@ class Generator:
     def close_all(self) -> int:
         """Close every connection (RST); how many were open."""
         return int(cast(int, self.command("close")["closed"]))
+
+    def alive(self) -> int:
+        """How many connections are set up and open, after servicing them briefly."""
+        return int(cast(int, self.poll(0.05)["alive"]))
 
     def poll(self, secs: float) -> Json:
         return self.command(f"poll {secs}", "polled")

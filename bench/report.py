@@ -1,5 +1,9 @@
 """Tables for people (stdout), ratios of chatroom to each peer.
 
+Every scenario's table is followed by its headline figure as a ratio of each
+chatroom (each commit measured) to every peer, and by its main figures as ratios to
+Bun and to Node ``ws`` and, when several commits ran, to the first of them.
+
 ``python -m bench.report RESULTS.json`` prints the tables of a saved run again.
 """
 
@@ -13,6 +17,7 @@ from statistics import mean
 from typing import cast
 
 from bench.scenarios import BY_NAME, Scenario, describe_limit
+from bench.servers import REFERENCE_PEERS
 
 Record = dict[str, object]
 Summary = dict[str, object]
@@ -60,6 +65,9 @@ def scenario_table(scenario: Scenario, records: list[Record]) -> str:
     ratios = ratio_lines(scenario, mine)
     if ratios:
         out += ["", *ratios]
+    compared = compare_table(scenario, mine)
+    if compared:
+        out += ["", compared]
     return "\n".join(out)
 
 
@@ -79,6 +87,71 @@ def _headline(scenario: Scenario, records: list[Record], server: str) -> float |
         and isinstance(v := _summary(r).get(scenario.headline), int | float)
     ]
     return mean(values) if values else None
+
+
+def _mean_of(records: list[Record], server: str, key: str) -> float | None:
+    values = [
+        float(v)
+        for r in records
+        if r["server"] == server and isinstance(v := _summary(r).get(key), int | float)
+    ]
+    return mean(values) if values else None
+
+
+def _ratio(mine: float | None, theirs: float | None) -> str:
+    if mine is None or theirs is None or theirs == 0:
+        return "-"
+    return f"{mine / theirs:.2f}x"
+
+
+def _servers(records: list[Record]) -> list[str]:
+    return list(dict.fromkeys(str(r["server"]) for r in records))
+
+
+def baselines(servers: Sequence[str]) -> dict[str, str]:
+    """``chatroom@B`` -> ``chatroom@A`` when A was the first ``--chatroom-ref`` (the
+    same for every chatroom variant, e.g. ``chatroom_wd5@B``)."""
+    first: dict[str, str] = {}
+    out: dict[str, str] = {}
+    for name in servers:
+        variant, at, _ = name.partition("@")
+        if not at or not variant.startswith("chatroom"):
+            continue
+        if variant in first:
+            out[name] = first[variant]
+        else:
+            first[variant] = name
+    return out
+
+
+def compare_table(scenario: Scenario, records: list[Record]) -> str:
+    """The scenario's main figures, chatroom's over Bun's, over Node ``ws``'s and over
+    the baseline commit's (mean of runs)."""
+    servers = _servers(records)
+    ours = [s for s in servers if s.startswith("chatroom")]
+    peers = [p for p in REFERENCE_PEERS if p in servers]
+    base = baselines(servers)
+    if not scenario.compare or not ours or not (peers or base):
+        return ""
+    headers = ["server", "figure", "better", "value"]
+    for p in peers:
+        headers += [p, f"/ {p}"]
+    if base:
+        headers += ["baseline", "/ baseline"]
+    rows: list[list[object]] = []
+    for mine in ours:
+        for key, higher in scenario.compare:
+            value = _mean_of(records, mine, key)
+            row: list[object] = [mine, key, "higher" if higher else "lower", value]
+            for p in peers:
+                theirs = _mean_of(records, p, key)
+                row += [theirs, _ratio(value, theirs)]
+            if base:
+                ref = base.get(mine)
+                theirs = _mean_of(records, ref, key) if ref else None
+                row += [ref or "", _ratio(value, theirs)]
+            rows.append(row)
+    return "ratios (mean of runs):\n\n" + table(headers, rows)
 
 
 def ratio_lines(scenario: Scenario, records: list[Record]) -> list[str]:
@@ -147,18 +220,23 @@ def step_table(records: list[Record], scenario: str) -> str:
     return table(headers, rows)
 
 
-RAMPS = ("fanout-1000", "fanout-5000", "fanout-1000x10")
+RAMPS = ("fanout-1000", "fanout-5000", "fanout-15000", "fanout-1000x10")
 
 
 # (scenario, summary key, column title) of the one-line-per-server overview
 OVERVIEW = (
     ("fanout-1000", "saturation_deliveries_per_s", "sat. N=1000"),
     ("fanout-5000", "saturation_deliveries_per_s", "sat. N=5000"),
+    ("fanout-15000", "saturation_deliveries_per_s", "sat. N=15000"),
+    ("fanout-15000", "p99_ms", "p99 at sat. N=15000"),
     ("fanout-1000x10", "saturation_deliveries_per_s", "sat. N=1000, 10 pubs"),
     ("cpu", "server_us_per_delivery", "us/delivery @20k/s"),
     ("overload", "high_arrived", "HIGH arrived @3x"),
     ("slow", "after_deliveries_per_s", "deliv/s w/ slow viewer"),
     ("idle", "kb_per_connection", "KB/idle conn"),
+    ("flash-crowd-5000", "all_in_s", "5000 in at once, s"),
+    ("flash-crowd-15000", "all_in_s", "15000 in at once, s"),
+    ("flash-crowd-15000", "kb_per_client", "KB/client after 15000"),
     ("persist", "max_acks_per_s", "acks/s (persist)"),
 )
 
@@ -180,10 +258,36 @@ def overview_table(records: list[Record]) -> str:
     return table(["server", *(title for _, _, title in columns)], rows)
 
 
+def overview_ratios(records: list[Record]) -> str:
+    """The overview's figures, each chatroom's over Bun's, Node ``ws``'s and the
+    baseline commit's (mean of runs); empty when none of them ran."""
+    columns = [c for c in OVERVIEW if any(r["scenario"] == c[0] for r in records)]
+    servers = _servers(records)
+    base = baselines(servers)
+    rows: list[list[object]] = []
+    for mine in (s for s in servers if s.startswith("chatroom")):
+        others = [p for p in REFERENCE_PEERS if p in servers]
+        others += [base[mine]] if mine in base else []
+        for other in others:
+            cells = [_scenario_ratio(records, sc, key, mine, other) for sc, key, _ in columns]
+            rows.append([f"{mine} / {other}", *cells])
+    if not rows:
+        return ""
+    return table(["ratio", *(title for _, _, title in columns)], rows)
+
+
+def _scenario_ratio(records: list[Record], scenario: str, key: str, mine: str, other: str) -> str:
+    of = [r for r in records if r["scenario"] == scenario]
+    return _ratio(_mean_of(of, mine, key), _mean_of(of, other, key))
+
+
 def print_all(scenarios: Sequence[Scenario], records: list[Record], notes: list[str]) -> None:
     for note in notes:
         print(f"note: {note}")
     print("### overview (each run's figure)\n\n" + overview_table(records) + "\n")
+    ratios = overview_ratios(records)
+    if ratios:
+        print("### overview as ratios (mean of runs)\n\n" + ratios + "\n")
     for scenario in scenarios:
         print(scenario_table(scenario, records) + "\n")
     for name in RAMPS:
@@ -213,6 +317,7 @@ def main(argv: list[str] | None = None) -> None:
     _fill_limits(records)
     names = list(dict.fromkeys(str(r["scenario"]) for r in records))
     print(f"command: {saved['command']}\nstarted: {saved['started']}")
+    print(f"scheduling: {saved.get('scheduling_label', 'SCHED_RR (runs before 2026-12)')}")
     print(f"chatroom measured: {saved.get('chatroom_version', 'work tree')}\n")
     print_all([BY_NAME[n] for n in names if n in BY_NAME], records, cast(list[str], saved["notes"]))
 

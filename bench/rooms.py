@@ -7,6 +7,7 @@ publisher, and a join per viewer; or, for ``persist``, a normal group.
 
 from __future__ import annotations
 
+import resource
 from dataclasses import dataclass
 
 from bench import lc
@@ -39,7 +40,8 @@ class Room:
     connect_secs: float
 
 
-def _explain(spec: ServerSpec, error: str) -> str:
+def explain(spec: ServerSpec, error: str) -> str:
+    """gen.c's ``first_error`` (what, then the bytes in hex) in words."""
     what, _, payload = error.partition(":")
     if spec.mode == "lc" and what in ("setup reply", "error", "ack", "undecodable"):
         return f"{what}: {lc.describe(bytes.fromhex(payload))}"
@@ -57,7 +59,23 @@ def _check(spec: ServerSpec, done: Connected, what: str) -> None:
     if done.failed:
         raise CannotRun(
             f"{done.failed} of {done.count} {what} connections failed "
-            f"({_explain(spec, done.first_error)})"
+            f"({explain(spec, done.first_error)})"
+        )
+
+
+# descriptors the generator needs besides its connections (stdio, epoll, the plan file)
+FD_MARGIN = 16
+
+
+def _fits(connections: int) -> None:
+    """One generator process holds every connection of a scenario (as the server
+    does): say so plainly when the file-descriptor limit, which the generator inherits
+    from the harness, is too low for them."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and connections + FD_MARGIN > soft:
+        raise CannotRun(
+            f"{connections} connections need more file descriptors than a process may "
+            f"open here ({soft}; ulimit -n)"
         )
 
 
@@ -79,6 +97,36 @@ def _templates(gen: Generator, spec: ServerSpec, cid: str, size: int, transient:
             gen.template(prio, b"", b"", ack_tail=False)
 
 
+def _create_room(gen: Generator, spec: ServerSpec) -> str:
+    """chatroom: the first publisher logs in and creates the live-stream room; its id."""
+    creator = Conn(
+        PUBLISHER,
+        [(lc.login("pub0", 1), 1), (lc.start_conversation(["pub0"], 2, transient=True), 2)],
+    )
+    done = gen.connect(_plan(spec, [creator]))
+    _check(spec, done, "room creator")
+    try:
+        return lc.started_cid(gen.reply(done.first))
+    except ValueError as exc:
+        raise CannotRun(str(exc)) from exc
+
+
+def _member(spec: ServerSpec, cid: str, role: int, peer: str) -> Conn:
+    if spec.mode != "lc":
+        return Conn(role)
+    return Conn(role, [(lc.login(peer, 1), 1), (lc.join(cid, peer, 2), 2)])
+
+
+def _publishers(gen: Generator, spec: ServerSpec, publishers: int) -> str:
+    """The publishers (the first one creates the room, for chatroom); the room's id."""
+    cid = _create_room(gen, spec) if spec.mode == "lc" else ""
+    first_pub = 1 if spec.mode == "lc" else 0
+    pubs = [_member(spec, cid, PUBLISHER, f"pub{k}") for k in range(first_pub, publishers)]
+    if pubs:
+        _check(spec, gen.connect(_plan(spec, pubs)), "publisher")
+    return cid
+
+
 def open_room(
     gen: Generator,
     spec: ServerSpec,
@@ -89,37 +137,33 @@ def open_room(
     size: int = 100,
 ) -> Room:
     """Publishers first (the first one creates the room), then viewers, then slow viewers."""
-    cid = ""
-    if spec.mode == "lc":
-        creator = Conn(
-            PUBLISHER,
-            [(lc.login("pub0", 1), 1), (lc.start_conversation(["pub0"], 2, transient=True), 2)],
-        )
-        done = gen.connect(_plan(spec, [creator]))
-        _check(spec, done, "room creator")
-        try:
-            cid = lc.started_cid(gen.reply(done.first))
-        except ValueError as exc:
-            raise CannotRun(str(exc)) from exc
-
-    def member(role: int, peer: str) -> Conn:
-        if spec.mode != "lc":
-            return Conn(role)
-        return Conn(role, [(lc.login(peer, 1), 1), (lc.join(cid, peer, 2), 2)])
-
-    first_pub = 1 if spec.mode == "lc" else 0
-    pubs = [member(PUBLISHER, f"pub{k}") for k in range(first_pub, publishers)]
-    if pubs:
-        _check(spec, gen.connect(_plan(spec, pubs)), "publisher")
-    done = gen.connect(_plan(spec, [member(VIEWER, f"viewer{k}") for k in range(viewers)]))
+    _fits(publishers + viewers + slow)
+    cid = _publishers(gen, spec, publishers)
+    plan = _plan(spec, [_member(spec, cid, VIEWER, f"viewer{k}") for k in range(viewers)])
+    done = gen.connect(plan)
     _check(spec, done, "viewer")
     slow_idx: list[int] = []
     if slow:
-        s = gen.connect(_plan(spec, [member(SLOW, f"slow{k}") for k in range(slow)]))
+        plan = _plan(spec, [_member(spec, cid, SLOW, f"slow{k}") for k in range(slow)])
+        s = gen.connect(plan)
         _check(spec, s, "slow viewer")
         slow_idx = list(range(s.first, s.first + s.count))
     _templates(gen, spec, cid, size, transient=True)
     return Room(done.first, done.ok, slow_idx, done.secs)
+
+
+def open_crowd(gen: Generator, spec: ServerSpec, viewers: int, deadline: float) -> Connected:
+    """A flash crowd: one publisher (and, for chatroom, the room) first, untimed; then
+    ``viewers`` clients connect, log in and join all at once. Failures are figures
+    here, not a reason to stop: the result says how many and why."""
+    _fits(1 + viewers)
+    cid = _publishers(gen, spec, 1)
+    members = [_member(spec, cid, VIEWER, f"crowd{k}") for k in range(viewers)]
+    plan = _plan(spec, members)
+    plan.batch, plan.deadline = 0, deadline
+    done = gen.connect(plan)
+    _templates(gen, spec, cid, 100, transient=True)
+    return done
 
 
 def open_group(gen: Generator, spec: ServerSpec, members: int, size: int = 100) -> None:

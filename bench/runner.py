@@ -26,7 +26,6 @@ class Setup:
     work_dir: Path
     log_dir: Path
     deadline: float  # time.monotonic() after which no new run starts
-    chatroom_dir: Path  # where `python -m chatroom` runs from
     chatroom_env: dict[str, str]  # on top of SERVER_ENV, for chatroom only
     notes: list[str] = field(default_factory=list)
 
@@ -43,7 +42,6 @@ def _run_one(setup: Setup, ctx: Context, scenario: Scenario, spec: ServerSpec, n
             setup.peers_dir,
             setup.log_dir,
             env,
-            setup.chatroom_dir,
             str(db) if scenario.disk_db else ":memory:",
         )
     except ServerUnavailable as exc:

@@ -50,6 +50,9 @@ class Scenario:
     higher_is_better: bool = True
     chatroom_only: bool = False
     disk_db: bool = False  # chatroom stores on a SQLite file (else :memory:)
+    # the figures given as ratios (chatroom to Bun, to Node ws, and between chatroom
+    # commits): (summary key, whether higher is better)
+    compare: tuple[tuple[str, bool], ...] = ()
 
 
 def _line(step: Step) -> str:
@@ -303,6 +306,56 @@ def _stalled_round(
     return Outcome([before, during], summary)
 
 
+FLASH_DEADLINE_S = 60.0  # clients not in by then count as timed out
+
+
+def _flash(clients: int) -> ScenarioFn:
+    # the same size in --quick: the crowd's size is what this measures, and it is short
+    def run(ctx: Context, spec: ServerSpec, n: int, server: Running, gen: Generator) -> Outcome:
+        return flash_crowd(ctx, server, gen, spec, clients)
+
+    return run
+
+
+def flash_crowd(
+    ctx: Context, server: Running, gen: Generator, spec: ServerSpec, clients: int
+) -> Outcome:
+    """``clients`` connect, log in and join one chatroom at once (connecting is joining,
+    for the peers): the time until all are in, how many were refused or dropped, the
+    server's RSS after, and whether every one of them then gets a message."""
+    gen.poll(1.0)
+    before = rss_kb(server.pid)
+    done = rooms.open_crowd(gen, spec, clients, FLASH_DEADLINE_S)
+    gen.poll(2.0)
+    after = rss_kb(server.pid)
+    dropped_after = done.ok - (gen.alive() - 1)  # the one publisher is not in the crowd
+    step = measure(gen, server, 2, 2.0, 2.0)  # a few messages: everyone in the room gets them
+    ctx.progress(
+        f"{done.ok} of {clients} in {done.secs:.2f}s (p50 {done.ready_p50:.2f}s, p99 "
+        f"{done.ready_p99:.2f}s); refused {done.refused}, dropped {done.dropped + dropped_after}"
+        f", timed out {done.timed_out}; RSS {before} -> {after} kB; then: " + _line(step)
+    )
+    summary: Summary = {
+        "clients": clients,
+        "in": done.ok,
+        "all_in_s": round(done.secs, 3) if done.ok == clients else None,
+        "ready_p50_s": done.ready_p50,
+        "ready_p99_s": done.ready_p99,
+        "ready_max_s": done.ready_max,
+        "refused": done.refused,
+        "dropped": done.dropped + dropped_after,
+        "timed_out": done.timed_out,
+        "rss_before_mb": round(before / 1024, 1),
+        "rss_after_mb": round(after / 1024, 1),
+        "kb_per_client": round((after - before) / max(done.ok, 1), 2),
+        "then_delivered": round(1 - step.loss, 4) if step.expected else None,
+        "then_p99_ms": step.latency.p99,
+    }
+    if done.first_error:
+        summary["first_error"] = rooms.explain(spec, done.first_error)[:200]
+    return Outcome([step], summary)
+
+
 def idle(ctx: Context, spec: ServerSpec, n: int, server: Running, gen: Generator) -> Outcome:
     """Idle connections (logged in, for chatroom): RSS per connection, time to open."""
     count = 1000 if ctx.quick else 5000
@@ -386,27 +439,41 @@ _R1000 = [
     1000,
 ]
 _R5000 = [2, 4, 6, 8, 10, 12, 16, 20, 24, 30, 36, 44, 52, 60, 70, 80, 92, 104, 120]
+# N=15,000: the file-descriptor limit here is 20,000 per process (server and generator)
+_R15000 = [1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 18, 22, 26, 30, 36, 44, 52, 60, 70, 80]
 _R1000X10 = [20, 40, 60, 80, 100, 130, 160, 200, 250, 300, 350, 400, 460, 520, 600, 700, 800, 1000]
 
 _SAT = "saturation_deliveries_per_s"
+_RAMP = ((_SAT, True), ("p99_ms", False), ("server_us_per_delivery", False), ("connect_s", False))
+_FLASH = (("all_in_s", False), ("ready_p99_s", False), ("kb_per_client", False))
 SCENARIOS = [
     Scenario(
         "fanout-1000",
         "fan-out, 1000 viewers, 1 publisher",
         _fanout(1000, 1, _R1000, [10, 30, 60]),
         _SAT,
+        compare=_RAMP,
     ),
     Scenario(
         "fanout-5000",
         "fan-out, 5000 viewers, 1 publisher",
         _fanout(5000, 1, _R5000, [2, 6, 12]),
         _SAT,
+        compare=_RAMP,
+    ),
+    Scenario(
+        "fanout-15000",
+        "fan-out, 15,000 viewers, 1 publisher",
+        _fanout(15000, 1, _R15000, [1, 3]),
+        _SAT,
+        compare=_RAMP,
     ),
     Scenario(
         "fanout-1000x10",
         "fan-out, 1000 viewers, 10 publishers",
         _fanout(1000, 10, _R1000X10, [20, 60, 120]),
         _SAT,
+        compare=_RAMP,
     ),
     Scenario(
         "cpu",
@@ -414,22 +481,67 @@ SCENARIOS = [
         cpu_per_delivery,
         "server_us_per_delivery",
         higher_is_better=False,
+        compare=(("server_us_per_delivery", False), ("p50_ms", False), ("p99_ms", False)),
     ),
-    Scenario("overload", "overload: 3x saturation, 10 % HIGH", overload, "high_arrived"),
-    Scenario("slow", "one viewer stops reading", slow_viewer, "after_deliveries_per_s"),
+    Scenario(
+        "overload",
+        "overload: 3x saturation, 10 % HIGH",
+        overload,
+        "high_arrived",
+        compare=(("high_arrived", True), ("high_p99_ms", False)),
+    ),
+    Scenario(
+        "slow",
+        "one viewer stops reading",
+        slow_viewer,
+        "after_deliveries_per_s",
+        compare=(("after_deliveries_per_s", True), ("after_p99_ms", False)),
+    ),
     Scenario(
         "stalled",
         "a fifth of 500 viewers stop reading, 100 B and 4 KB",
         stalled,
         "healthy_high_normal_arrived",
+        compare=(
+            ("healthy_high_normal_arrived", True),
+            ("100b_p99_ms", False),
+            ("4k_p99_ms", False),
+            ("100b_rss_during_mb", False),
+        ),
     ),
-    Scenario("idle", "idle connections", idle, "kb_per_connection", higher_is_better=False),
+    Scenario(
+        "idle",
+        "idle connections (logged in, for chatroom)",
+        idle,
+        "kb_per_connection",
+        higher_is_better=False,
+        compare=(("kb_per_connection", False), ("open_s", False)),
+    ),
+    Scenario(
+        "flash-crowd-5000",
+        "flash crowd: 5000 clients connect, log in and join at once",
+        _flash(5000),
+        "all_in_s",
+        higher_is_better=False,
+        compare=_FLASH,
+    ),
+    Scenario(
+        "flash-crowd-15000",
+        "flash crowd: 15,000 clients connect, log in and join at once",
+        _flash(15000),
+        "all_in_s",
+        higher_is_better=False,
+        compare=_FLASH,
+    ),
     Scenario(
         "persist",
         "persisted group of 10, ack after commit to a SQLite file",
         persist,
         chatroom_only=True,
         disk_db=True,
+        compare=(("max_acks_per_s", True), ("half_ack_p99_ms", False)),
     ),
 ]
 BY_NAME = {s.name: s for s in SCENARIOS}
+# names that select several scenarios on the command line
+GROUPS = {"flash-crowd": ("flash-crowd-5000", "flash-crowd-15000")}

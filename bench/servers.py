@@ -1,12 +1,16 @@
 """Starting and stopping the servers under test, each pinned to core 0.
 
-chatroom itself, and the peers of ``shared/peers`` (bench.md): Node peers run from a
-copy of that directory under ``bench/.peers`` where ``npm ci`` installs their
-modules, since ``shared/`` may be read-only.
+chatroom itself (one or more commits of it), and the peers of ``shared/peers``
+(bench.md): the Node and Bun peers run from a copy of that directory under
+``bench/.peers`` where ``npm ci`` installs their modules (Bun's binary comes with the
+npm package ``bun``), since ``shared/`` may be read-only; the Python peers run from
+the peers' directory with this interpreter (picows comes with the ``bench`` extra).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
 import os
 import re
 import shutil
@@ -19,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.generator import Mode
-from bench.procstat import pin_and_boost
+from bench.procstat import pin_and_schedule
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -35,11 +39,13 @@ class ServerUnavailable(RuntimeError):
 @dataclass(frozen=True)
 class ServerSpec:
     name: str
-    kind: str  # "chatroom", "node" or "python"
+    kind: str  # "chatroom", "node", "bun" or "python"
     mode: Mode
     script: str = ""
     env: tuple[tuple[str, str], ...] = ()
     default: bool = True  # run unless --server picks others
+    module: str = ""  # a Python peer's library, checked before the run
+    chatroom_dir: Path | None = None  # chatroom: the snapshot it runs from (None: work tree)
 
     @property
     def is_chatroom(self) -> bool:
@@ -52,13 +58,40 @@ SERVERS = [
     ServerSpec(
         "chatroom_wd5", "chatroom", "lc", env=(("CHATROOM_WRITE_DELAY", "0.005"),), default=False
     ),
+    ServerSpec("bun_ws", "bun", "raw", "bun_ws.js"),
     ServerSpec("node_ws", "node", "raw", "node_ws.js"),
     ServerSpec("node_ws_prepared", "node", "raw", "node_ws_prepared.js"),
     ServerSpec("node_socketio", "node", "sio", "node_socketio.js"),
-    ServerSpec("py_websockets", "python", "raw", "py_websockets.py"),
-    ServerSpec("trio_naive", "python", "raw", "trio_naive.py"),
+    ServerSpec("picows_ws", "python", "raw", "picows_ws.py", module="picows"),
+    ServerSpec("py_websockets", "python", "raw", "py_websockets.py", module="websockets"),
+    ServerSpec("trio_naive", "python", "raw", "trio_naive.py", module="trio_websocket"),
 ]
 BY_NAME = {s.name: s for s in SERVERS}
+# every chatroom figure is also given as a ratio to these two, when they ran (issue 15)
+REFERENCE_PEERS = ("bun_ws", "node_ws")
+
+
+def ref_label(ref: str, sha: str) -> str:
+    """How a ``--chatroom-ref`` is named in tables: a symbolic ref as given (``HEAD``,
+    ``main~1``, ``worktree``), a commit by its first 7 hex digits."""
+    if re.fullmatch(r"[0-9a-fA-F]{7,40}", ref):
+        return sha[:7] if sha else ref[:7]
+    return ref
+
+
+def for_refs(specs: list[ServerSpec], refs: list[tuple[str, Path | None]]) -> list[ServerSpec]:
+    """The servers to run, with each chatroom variant once per measured commit: one
+    ref keeps the plain name (``chatroom``), several are named ``chatroom@LABEL``,
+    in the order given (the first is the baseline of the ratios between them)."""
+    out: list[ServerSpec] = []
+    for spec in specs:
+        if not spec.is_chatroom:
+            out.append(spec)
+            continue
+        for label, where in refs:
+            name = spec.name if len(refs) == 1 else f"{spec.name}@{label}"
+            out.append(dataclasses.replace(spec, name=name, chatroom_dir=where))
+    return out
 
 
 def chatroom_snapshot(ref: str, dest_root: Path) -> tuple[Path, str]:
@@ -83,29 +116,96 @@ def chatroom_snapshot(ref: str, dest_root: Path) -> tuple[Path, str]:
 
 
 def peers_source() -> Path:
-    return Path(os.environ.get("CHATROOM_PEERS", REPO.parent / "shared" / "peers"))
+    """``$CHATROOM_PEERS``, else ``shared/peers`` beside the clone; for a git worktree,
+    beside its main clone (a worktree may live elsewhere)."""
+    if "CHATROOM_PEERS" in os.environ:
+        return Path(os.environ["CHATROOM_PEERS"])
+    beside = REPO.parent / "shared" / "peers"
+    if beside.is_dir():
+        return beside
+    common = subprocess.run(
+        ["git", "rev-parse", "--path-format=absolute", "--git-common-dir"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    main_clone = Path(common).parent if common else REPO
+    return main_clone.parent / "shared" / "peers"
 
 
-def prepare_node_peers(dest: Path, log: list[str]) -> bool:
-    """Copy the peers to ``dest`` and ``npm ci`` there once; False (with a note) when
-    node or npm is missing or the install fails."""
-    if not shutil.which("node") or not shutil.which("npm"):
-        log.append("Node peers skipped: node/npm not installed")
-        return False
-    if (dest / "node_modules" / "ws").is_dir() and (dest / "node_modules" / "socket.io").is_dir():
-        return True
+def _copy_peers(dest: Path, log: list[str]) -> bool:
+    """Copy the peers' files (not their modules) to ``dest`` and ``npm ci`` there when
+    the lock file changed since the last install."""
     src = peers_source()
     if not (src / "package-lock.json").exists():
-        log.append(f"Node peers skipped: no peers at {src}")
+        log.append(f"Node and Bun peers skipped: no peers at {src}")
         return False
-    shutil.copytree(src, dest, dirs_exist_ok=True)
+    dest.mkdir(parents=True, exist_ok=True)
+    for item in src.iterdir():
+        if item.is_file():
+            shutil.copy2(item, dest / item.name)
+    lock = (src / "package-lock.json").read_bytes()
+    stamp = dest / "node_modules" / ".bench-lock"
+    if stamp.exists() and stamp.read_bytes() == lock:
+        return True
     done = subprocess.run(
-        ["npm", "ci", "--no-audit", "--no-fund"], cwd=dest, capture_output=True, text=True
+        ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+        cwd=dest,
+        capture_output=True,
+        text=True,
     )
     if done.returncode != 0:
-        log.append(f"Node peers skipped: npm ci failed: {done.stderr.strip()[-300:]}")
+        log.append(f"Node and Bun peers skipped: npm ci failed: {done.stderr.strip()[-300:]}")
+        return False
+    stamp.write_bytes(lock)
+    return True
+
+
+def bun_binary(peers_dir: Path) -> Path:
+    return peers_dir / "node_modules" / ".bin" / "bun"
+
+
+def _bun_runs(peers_dir: Path, log: list[str]) -> bool:
+    """The npm package ships Bun's binary through an optional platform dependency:
+    check that the one installed really runs on this machine."""
+    try:
+        done = subprocess.run(
+            [str(bun_binary(peers_dir)), "--version"], capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        log.append(f"bun_ws skipped: bun does not run: {exc}")
+        return False
+    if done.returncode != 0:
+        log.append(f"bun_ws skipped: bun --version failed: {done.stderr.strip()[-300:]}")
+        return False
+    log.append(f"bun_ws: Bun {done.stdout.strip()}")
+    return True
+
+
+def _python_peer_ready(spec: ServerSpec, log: list[str]) -> bool:
+    if not (peers_source() / spec.script).exists():
+        log.append(f"{spec.name} skipped: no {spec.script} in {peers_source()}")
+        return False
+    if spec.module and importlib.util.find_spec(spec.module) is None:
+        log.append(f"{spec.name} skipped: {spec.module} not installed (pip install -e '.[bench]')")
         return False
     return True
+
+
+def prepare_peers(dest: Path, specs: list[ServerSpec], log: list[str]) -> list[ServerSpec]:
+    """The servers of ``specs`` that can run here, after installing the Node and Bun
+    peers in ``dest``; a note in ``log`` for each one left out, and why."""
+    js = [s for s in specs if s.kind in ("node", "bun")]
+    js_ok = False
+    if js and not (shutil.which("node") and shutil.which("npm")):
+        log.append("Node and Bun peers skipped: node/npm not installed")
+    elif js:
+        js_ok = _copy_peers(dest, log)
+    bun_ok = js_ok and any(s.kind == "bun" for s in js) and _bun_runs(dest, log)
+    ready = {"chatroom": True, "node": js_ok, "bun": bun_ok}
+    return [
+        s for s in specs if (_python_peer_ready(s, log) if s.kind == "python" else ready[s.kind])
+    ]
 
 
 def _free_port() -> int:
@@ -115,7 +215,7 @@ def _free_port() -> int:
 
 
 def _pin_to_server_core() -> None:
-    pin_and_boost(SERVER_CORE)
+    pin_and_schedule(SERVER_CORE)
 
 
 @dataclass
@@ -163,16 +263,16 @@ runpy.run_module("chatroom", run_name="__main__", alter_sys=True)
 _CHATROOM_ARGS = ["serve", "--host", "127.0.0.1", "--port", "0", "--http-port", "0"]
 
 
-def _command(
-    spec: ServerSpec, port: int, peers_dir: Path, chatroom_dir: Path, db: str
-) -> tuple[list[str], Path]:
+def _command(spec: ServerSpec, port: int, peers_dir: Path, db: str) -> tuple[list[str], Path]:
     if spec.is_chatroom:
         args = [*_CHATROOM_ARGS, "--db", db]
-        if chatroom_dir == REPO:
+        if spec.chatroom_dir is None:
             return [sys.executable, "-m", "chatroom", *args], REPO
-        return [sys.executable, "-c", _ISOLATED_CHATROOM, *args], chatroom_dir
+        return [sys.executable, "-c", _ISOLATED_CHATROOM, *args], spec.chatroom_dir
     if spec.kind == "node":
         return ["node", spec.script, str(port)], peers_dir
+    if spec.kind == "bun":
+        return [str(bun_binary(peers_dir)), spec.script, str(port)], peers_dir
     return [sys.executable, str(peers_source() / spec.script), str(port)], peers_source()
 
 
@@ -181,14 +281,14 @@ def start(
     peers_dir: Path,
     log_dir: Path,
     env: dict[str, str],
-    chatroom_dir: Path = REPO,
     db: str = ":memory:",
 ) -> Running:
     """Start a server on core 0 and wait until it accepts connections; chatroom runs
-    from ``chatroom_dir`` (the work tree, or a snapshot of a commit) on database ``db``."""
+    from its spec's ``chatroom_dir`` (a snapshot of a commit, or the work tree) on
+    database ``db``."""
     port = _free_port()
-    argv, cwd = _command(spec, port, peers_dir, chatroom_dir, db)
-    log_path = log_dir / f"{spec.name}-{int(time.time() * 1000)}.log"
+    argv, cwd = _command(spec, port, peers_dir, db)
+    log_path = log_dir / f"{spec.name.replace('/', '_')}-{int(time.time() * 1000)}.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             argv,

@@ -3,6 +3,7 @@ pseudo-terminal, and ``chatroom bench --help``."""
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import subprocess
@@ -115,3 +116,60 @@ async def test_bench_says_how_to_install_what_it_lacks() -> None:
     )
     assert done.returncode == 2
     assert b"pip install -e '.[bench]'" in done.stderr
+
+
+@fail_after(60)
+async def test_bench_report_gives_each_commit_as_ratios_to_bun_node_and_the_first(
+    tmp_path: Path,
+) -> None:
+    # A run of two commits (--chatroom-ref 45d8680 --chatroom-ref HEAD) beside the peers,
+    # printed again from its JSON the way a reader does.
+    def record(server: str, saturation: int, p99: float) -> dict[str, object]:
+        summary = {"saturation_deliveries_per_s": saturation, "p99_ms": p99}
+        return {
+            "scenario": "fanout-1000",
+            "server": server,
+            "run": 1,
+            "steps": [],
+            "summary": summary,
+        }
+
+    saved = {
+        "command": "python -m bench --chatroom-ref 45d8680 --chatroom-ref HEAD",
+        "started": "2026-12-02T12:00:00",
+        "scheduling_label": "normal priority (nice 0)",
+        "chatroom_version": "45d8680...; 9fa5c78...",
+        "notes": [],
+        "records": [
+            record("chatroom@45d8680", 100_000, 40.0),
+            record("bun_ws", 400_000, 20.0),
+            record("node_ws", 50_000, 80.0),
+            record("chatroom@HEAD", 200_000, 20.0),
+        ],
+    }
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(saved))
+    done = await trio.run_process(
+        [sys.executable, "-m", "bench.report", str(path)], cwd=ROOT, capture_stdout=True
+    )
+    out = done.stdout.decode()
+    assert "scheduling: normal priority (nice 0)" in out
+    overview = out.split("### overview as ratios")[1].split("###")[0]
+    rows = {
+        line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")[2:-1]]
+        for line in overview.splitlines()
+        if " / " in line
+    }
+    # saturation, then its p99: chatroom's figure over the other's
+    assert rows["chatroom@HEAD / bun_ws"] == ["0.50x"]
+    assert rows["chatroom@HEAD / node_ws"] == ["4.00x"]
+    assert rows["chatroom@HEAD / chatroom@45d8680"] == ["2.00x"]
+    assert rows["chatroom@45d8680 / bun_ws"] == ["0.25x"]
+    assert "chatroom@45d8680 / chatroom@45d8680" not in rows
+    # the scenario's own table has p99 too, as a ratio to the first commit
+    p99 = next(
+        line
+        for line in out.split("### fanout-1000")[1].splitlines()
+        if "chatroom@HEAD" in line and "p99_ms" in line
+    )
+    assert p99.split("|")[-2].strip() == "0.50x"
