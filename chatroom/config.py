@@ -141,9 +141,11 @@ class Config:
     with 4120 (their backlog dropped at once) until the total is back under seven
     eighths of it."""
     malloc_trim_after_closes: int = 50
-    """Closed connections after which freed memory is handed back to the system
-    (``malloc_trim``, where the C library is glibc), at most once per
-    ``gc_freeze_interval`` (1 s if that is 0), off the hot path. 0: never."""
+    """Closed connections (those that never finished their handshake included) after
+    which freed memory is handed back to the system (``malloc_trim``, where the C
+    library is glibc, after a collection of the unfrozen objects that empties the
+    interpreter's free lists), at most once per ``gc_freeze_interval`` (1 s if that is
+    0), off the hot path. 0: never."""
     inbound_queue: int = 16
     """Inbound messages buffered per connection before its reader stops reading."""
     requests_per_second: float = 5000.0

@@ -355,9 +355,12 @@ async def serve_websocket(
     *,
     max_message_bytes: int,
     handshake_timeout: float,
+    on_unserved: Callable[[], None] | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept WebSocket connections until cancelled; ``task_status`` gets the port.
+    ``on_unserved`` is called whenever a connection closes without reaching the
+    handler (its handshake refused, abandoned or timed out).
 
     A request that is not a WebSocket handshake gets an HTTP error with a short text
     body (400; 414 or 431 for a request line or headers over 8 KiB; 426 without the
@@ -372,6 +375,7 @@ async def serve_websocket(
         max_message_bytes=max_message_bytes,
         handshake_timeout=handshake_timeout,
         refusals=RefusalLog(),
+        on_unserved=on_unserved,
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(trio.serve_listeners, accept, listeners)
@@ -386,9 +390,11 @@ async def _accept(
     max_message_bytes: int,
     handshake_timeout: float,
     refusals: RefusalLog,
+    on_unserved: Callable[[], None] | None,
 ) -> None:
     """The opening handshake, then the handler. Every failure closes this socket only."""
     remote = _remote(stream)
+    served = False
     try:
         with trio.move_on_after(handshake_timeout) as scope:
             outcome = await _handshake(stream, choose, max_message_bytes, refusals, remote)
@@ -400,6 +406,7 @@ async def _accept(
                 await _refuse(stream, outcome)
             await stream.aclose()
             return
+        served = True
         transport, subprotocol = outcome
         del outcome  # the handshake's headers are not kept for the connection's life
         try:
@@ -413,6 +420,9 @@ async def _accept(
     except Exception:
         log.exception("WebSocket connection failed")
         await stream.aclose()
+    finally:
+        if not served and on_unserved is not None:
+            on_unserved()
 
 
 def _remote(stream: trio.SocketStream) -> str:
