@@ -325,6 +325,7 @@ async def _presented(
         if kept and size > max_bytes:
             break
         kept.append(doc)
+    await trio.lowlevel.checkpoint()  # without flag 2 nothing above awaited
     return kept
 
 
