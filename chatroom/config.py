@@ -73,16 +73,23 @@ class Config:
     """Messages a ``logs`` query returns when it gives no limit (or 0)."""
     history_max_limit: int = 100
     """``logs`` limits above this are cut to it (LeanCloud's "at most 100 per query")."""
-    max_reply_bytes: int = 4 * 1024 * 1024
-    """Bytes (protobuf encoding) of the messages one reply or login push may carry. A
-    ``logs`` page stops before the message that would pass it, keeping the end it fills
-    first (the newest by default), and always holds at least one message: a client
-    paging from the page's edge goes on. The JS SDK's ``createMessagesIterator`` takes a
-    page shorter than its limit for the end, so with the default limits a page is cut
-    only when its messages average over 40 KiB. What a login pushes (missed patches,
-    the last messages in ``unread``, protocol-v1 offline messages) shares one budget of
-    this or half of ``outbox_max_bytes``, whichever is less, so that a login never
-    overflows its own connection; what is left out comes later (see README)."""
+    max_reply_bytes: int = 512 * 1024
+    """Bytes (protobuf encoding) of what one reply or login push may carry: a ``logs``
+    page, ``conv/query`` results, and what a login pushes. The bound in force is this or
+    half of ``outbox_max_bytes``, whichever is less (``reply_bytes``): a reply must fit
+    beside what a busy connection has queued, since a reply that does not fit in the
+    outbox closes its connection with 4120. Setting this above half of
+    ``outbox_max_bytes`` fails at start. A ``logs`` page stops before the message that
+    would pass it, keeping the end it fills first (the newest by default), and always
+    holds at least one message: a client paging from the page's edge goes on. The JS
+    SDK's ``createMessagesIterator`` takes a page shorter than its limit for the end:
+    a page of 100 is cut when its messages average over 5 KiB, one of 10 over 50 KiB
+    (apps that store bigger messages raise ``outbox_max_bytes`` and this together).
+    ``conv/query`` results stop before the conversation that would pass it (its
+    attributes and, with flag 2, its last message; one at least): the client pages on
+    with ``skip``. What a login pushes (missed patches, the last messages in
+    ``unread``, protocol-v1 offline messages) shares one such budget; what is left out
+    comes later (see README)."""
     max_attr_bytes: int = 64 * 1024
     """Size of a conversation's attributes (its JSON, name included). A ``conv/start``
     or ``conv/update`` that would make them larger fails with 4306 and stores nothing."""
@@ -130,7 +137,8 @@ class Config:
     outbox_max_bytes: int = 1024 * 1024
     """Bytes queued for one connection. Beyond it chatroom LOW, then NORMAL frames are
     shed; if reliable frames (replies, normal conversations, HIGH) still do not fit the
-    connection is closed with 4120."""
+    connection is closed with 4120. Half of it bounds one reply (``max_reply_bytes``),
+    so that a reply fits beside what a busy connection has queued."""
     outbox_max_frames: int = 8192
     """Frames queued for one connection; the same policy as ``outbox_max_bytes``."""
     queued_bytes_budget: int = 256 * 1024 * 1024
@@ -141,9 +149,11 @@ class Config:
     with 4120 (their backlog dropped at once) until the total is back under seven
     eighths of it."""
     malloc_trim_after_closes: int = 50
-    """Closed connections after which freed memory is handed back to the system
-    (``malloc_trim``, where the C library is glibc), at most once per
-    ``gc_freeze_interval`` (1 s if that is 0), off the hot path. 0: never."""
+    """Closed connections (those that never finished their handshake included) after
+    which freed memory is handed back to the system (``malloc_trim``, where the C
+    library is glibc, after a collection of the unfrozen objects that empties the
+    interpreter's free lists), at most once per ``gc_freeze_interval`` (1 s if that is
+    0), off the hot path. 0: never."""
     inbound_queue: int = 16
     """Inbound messages buffered per connection before its reader stops reading."""
     requests_per_second: float = 5000.0
@@ -246,6 +256,11 @@ class Config:
     """Seconds one webhook request may take; a slower one is abandoned and counted as
     failed (``push_failed``)."""
 
+    @property
+    def reply_bytes(self) -> int:
+        """The bound in force on one reply: see ``max_reply_bytes``."""
+        return min(self.max_reply_bytes, self.outbox_max_bytes // 2)
+
     def with_overrides(self, values: Mapping[str, object]) -> Config:
         """A copy with the given fields replaced, converted to their declared types."""
         kinds = {f.name: f.type for f in fields(self)}
@@ -259,7 +274,15 @@ class Config:
             if name in _CHOICES and value not in _CHOICES[name]:
                 raise ValueError(f"setting {name!r}: one of {_CHOICES[name]}, got {raw!r}")
             changes[name] = value
-        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+        config = dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+        if "max_reply_bytes" in changes and config.max_reply_bytes > config.reply_bytes:
+            # Asked for, it would be quietly cut; the default follows the outbox instead.
+            raise ValueError(
+                f"setting 'max_reply_bytes': at most half of outbox_max_bytes "
+                f"({config.reply_bytes}), so that a reply fits beside what a busy "
+                f"connection has queued; got {config.max_reply_bytes}"
+            )
+        return config
 
 
 # Settings that take one of a few words.
@@ -319,10 +342,10 @@ def load(
     env: Mapping[str, str] | None = None,
 ) -> Config:
     """Defaults < file < environment < command line."""
-    config = Config()
-    if config_file is not None:
-        config = config.with_overrides(from_file(config_file))
-    config = config.with_overrides(from_environment(os.environ if env is None else env))
+    values = from_file(config_file) if config_file is not None else {}
+    values.update(from_environment(os.environ if env is None else env))
     if cli:
-        config = config.with_overrides({k: v for k, v in cli.items() if v is not None})
-    return config
+        values.update({k: v for k, v in cli.items() if v is not None})
+    # One call, so that settings checked together (max_reply_bytes against
+    # outbox_max_bytes) are checked once all sources are in.
+    return Config().with_overrides(values)

@@ -136,3 +136,20 @@ def test_with_overrides_converts_and_copies() -> None:
     assert base.port == 8080  # the original is unchanged (frozen)
     with pytest.raises(dataclasses.FrozenInstanceError):
         base.port = 1  # type: ignore[misc]
+
+
+def test_a_reply_bound_over_half_the_outbox_fails_at_start(tmp_path: Path) -> None:
+    # A reply that does not fit in its connection's outbox closes it with 4120: the
+    # bound asked for must leave half the outbox to what a busy connection has queued.
+    default = Config()
+    assert default.reply_bytes == default.max_reply_bytes <= default.outbox_max_bytes // 2
+    with pytest.raises(ValueError, match=r"max_reply_bytes.*half of outbox_max_bytes"):
+        load(cli={"max_reply_bytes": 4 * 1024 * 1024}, env=NO_ENV)
+    with pytest.raises(ValueError, match="max_reply_bytes"):
+        load(cli={"max_reply_bytes": 300_000, "outbox_max_bytes": 500_000}, env=NO_ENV)
+    # Checked once every source is in: the file's outbox makes room for the command line.
+    cli = {"max_reply_bytes": 2**21}
+    bigger = load(write(tmp_path, "outbox_max_bytes = 4194304\n"), cli, env=NO_ENV)
+    assert bigger.reply_bytes == 2**21
+    # Left at its default, the bound follows a smaller outbox.
+    assert load(cli={"outbox_max_bytes": 400_000}, env=NO_ENV).reply_bytes == 200_000

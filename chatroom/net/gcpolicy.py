@@ -17,7 +17,19 @@ Memory freed when connections close (their queued frames above all) stays with t
 process: CPython hands big blocks to the C allocator, and glibc keeps freed pages in
 its heap. Once ``trim_after_closes`` connections have closed, the next round asks
 glibc to return them (``malloc_trim(0)``): one call per round at most, off the hot
-path, a few milliseconds for a heap of hundreds of megabytes.
+path, a few milliseconds for a heap of hundreds of megabytes. Connections that never
+finished their handshake count too (``unserved_closed``): a burst of them is memory
+to return like any other.
+
+Small objects are another matter: CPython's allocator returns a 1 MiB arena to the
+system only once every object in it is freed, and the interpreter's free lists (of
+tuples, dicts, lists...) keep freed objects for reuse, a few in nearly every arena a
+burst of connections touched. Only a collection of the oldest generation empties those
+lists; the automatic ones seldom run it, and a full pass waits for ``full_after_closes``.
+So the trimming round also runs one (``gc.collect()``) while the long-lived objects are
+frozen: it walks only what is new since the last round, a few milliseconds, and lets
+the emptied arenas go (measured after 3,000 half-open handshakes had closed, in a
+process of 32 MB before them: 66 MB after a plain trim, 41 MB with this collection).
 """
 
 from __future__ import annotations
@@ -72,7 +84,14 @@ class GcPolicy:
         return self._freeze_interval > 0
 
     def connection_closed(self) -> None:
+        """A served connection closed: counts toward a full pass and a trim."""
         self._closes += 1
+        self._closes_untrimmed += 1
+
+    def unserved_closed(self) -> None:
+        """A connection closed before its handshake completed (refused, abandoned or
+        timed out). Its memory is worth returning, so it counts toward a trim; not
+        toward a full pass: the transport frees it without the cycle collector."""
         self._closes_untrimmed += 1
 
     def trim_due(self) -> bool:
@@ -118,12 +137,17 @@ class GcPolicy:
         try:
             while True:
                 await trio.sleep(self._freeze_interval if self.enabled else _TRIM_ROUND)
+                trim = self.trim_due()
                 if self.enabled and self.due(trio.current_time() - last_full):
                     self.full_pass()
                     last_full = trio.current_time()
                 elif self.enabled:
+                    if trim:
+                        # Empties the free lists (see above). Before freezing, so that
+                        # the garbage made since the last round goes too.
+                        gc.collect()
                     gc.freeze()
-                if self.trim_due():
+                if trim:
                     self.trim()
         finally:
             gc.unfreeze()

@@ -151,6 +151,7 @@ class Server:
                     config.port,
                     max_message_bytes=config.max_frame_bytes,
                     handshake_timeout=config.handshake_timeout,
+                    on_unserved=self.gc.unserved_closed,  # memory worth returning too
                 )
             )
             http_shutdown = trio.Event()

@@ -54,6 +54,9 @@ __all__ = [
 ]
 
 _RECEIVE_BYTES = 65536
+# Bytes of a request head buffered before the protocol object is made. Browsers send
+# well under 2 KiB; a longer head goes on to the parser, which enforces its limits.
+_HEAD_BUFFER = 16384
 _NO_PARTS: tuple[()] = ()  # shared by every connection not inside a fragmented message
 _CLIENT_HEADER = 6  # bytes before a short client frame's payload (with its mask key)
 _CLOSE_WAIT = 2.0  # seconds to wait for the client's half of the closing handshake
@@ -352,9 +355,12 @@ async def serve_websocket(
     *,
     max_message_bytes: int,
     handshake_timeout: float,
+    on_unserved: Callable[[], None] | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept WebSocket connections until cancelled; ``task_status`` gets the port.
+    ``on_unserved`` is called whenever a connection closes without reaching the
+    handler (its handshake refused, abandoned or timed out).
 
     A request that is not a WebSocket handshake gets an HTTP error with a short text
     body (400; 414 or 431 for a request line or headers over 8 KiB; 426 without the
@@ -369,6 +375,7 @@ async def serve_websocket(
         max_message_bytes=max_message_bytes,
         handshake_timeout=handshake_timeout,
         refusals=RefusalLog(),
+        on_unserved=on_unserved,
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(trio.serve_listeners, accept, listeners)
@@ -383,9 +390,11 @@ async def _accept(
     max_message_bytes: int,
     handshake_timeout: float,
     refusals: RefusalLog,
+    on_unserved: Callable[[], None] | None,
 ) -> None:
     """The opening handshake, then the handler. Every failure closes this socket only."""
     remote = _remote(stream)
+    served = False
     try:
         with trio.move_on_after(handshake_timeout) as scope:
             outcome = await _handshake(stream, choose, max_message_bytes, refusals, remote)
@@ -397,6 +406,7 @@ async def _accept(
                 await _refuse(stream, outcome)
             await stream.aclose()
             return
+        served = True
         transport, subprotocol = outcome
         del outcome  # the handshake's headers are not kept for the connection's life
         try:
@@ -410,6 +420,9 @@ async def _accept(
     except Exception:
         log.exception("WebSocket connection failed")
         await stream.aclose()
+    finally:
+        if not served and on_unserved is not None:
+            on_unserved()
 
 
 def _remote(stream: trio.SocketStream) -> str:
@@ -439,6 +452,12 @@ async def _handshake(
     refusals: RefusalLog,
     remote: str,
 ) -> _Outcome:
+    # Until the head is complete a connection holds its bytes only: no protocol object,
+    # no parsed headers. A flood of half-open handshakes then costs little and leaves
+    # little behind to fragment the heap.
+    head, ended = await _read_head(stream.socket.fileno())
+    if not head:
+        return None  # the client left without a word
     chosen: list[Subprotocol | None] = [None]
 
     def select(protocol: ServerProtocol, offered: Sequence[WsSubprotocol]) -> WsSubprotocol | None:
@@ -450,7 +469,11 @@ async def _handshake(
     )
     outcome: _Outcome = None
     try:
-        request, early = await _read_request(stream, protocol)
+        early: list[object] = []
+        request = _parse(protocol, head, early)
+        del head
+        if request is None and protocol.handshake_exc is None and not ended:
+            request = await _read_request(stream, protocol, early)  # a head over the cap
         if request is None:
             outcome = _unparsed(protocol, remote, refusals)
             return outcome
@@ -468,25 +491,59 @@ async def _handshake(
             _release(protocol)  # refused, left or timed out
 
 
+async def _read_head(fd: int) -> tuple[bytes, bool]:
+    """What the client sent up to the blank line that ends its request head (and what
+    came in the same reads), or up to ``_HEAD_BUFFER`` bytes if it is not over by
+    then; and whether the client ended the stream. Read from the descriptor itself: a
+    connection waiting here keeps three coroutine frames, not the nine of
+    ``SocketStream.receive_some``."""
+    head = b""
+    ended = False
+    while not ended and not _head_over(head):
+        try:
+            data = os.read(fd, _RECEIVE_BYTES)
+        except BlockingIOError:
+            await trio.lowlevel.wait_readable(fd)
+            continue
+        except OSError:
+            data = b""  # reset: the same as the end of the stream
+        ended = not data
+        head += data
+    await trio.lowlevel.checkpoint()
+    return head, ended
+
+
+def _head_over(head: bytes) -> bool:
+    # A blank line ends the head: CRLF CRLF, or bare LFs (which the parser refuses).
+    return b"\n\r\n" in head or b"\n\n" in head or len(head) > _HEAD_BUFFER
+
+
+def _parse(protocol: ServerProtocol, data: bytes, early: list[object]) -> Request | None:
+    """Feed ``data`` to the protocol; the request, once parsed (frames that followed
+    it in ``data`` go to ``early``). None: more is needed, or the request is invalid
+    (see ``handshake_exc``)."""
+    protocol.receive_data(data)
+    request: Request | None = None
+    for event in protocol.events_received():
+        if isinstance(event, Request):
+            request = event
+        elif request is not None:
+            early.append(event)
+    return request
+
+
 async def _read_request(
-    stream: trio.SocketStream, protocol: ServerProtocol
-) -> tuple[Request | None, list[object]]:
-    """The request and the frames that came in the same packets (None: the client
-    left, or sent something else than an HTTP request: see ``handshake_exc``)."""
-    early: list[object] = []
+    stream: trio.SocketStream, protocol: ServerProtocol, early: list[object]
+) -> Request | None:
+    """The rest of a request head longer than ``_HEAD_BUFFER`` (None: the client left,
+    or sent something else than an HTTP request: see ``handshake_exc``)."""
     while True:
         data = await stream.receive_some(_RECEIVE_BYTES)
         if not data:
-            return None, early
-        protocol.receive_data(data)
-        request: Request | None = None
-        for event in protocol.events_received():
-            if isinstance(event, Request):
-                request = event
-            elif request is not None:
-                early.append(event)
+            return None
+        request = _parse(protocol, data, early)
         if request is not None or protocol.handshake_exc is not None:
-            return request, early
+            return request
 
 
 def _unparsed(protocol: ServerProtocol, remote: str, refusals: RefusalLog) -> bytes | None:

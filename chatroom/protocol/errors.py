@@ -79,7 +79,9 @@ class CloseCode(enum.IntEnum):
     # (4113/4116 refusals) for ``flood_close_after`` seconds
     QUOTA_EXCEEDED = 4113
     # reconnectable: the client did not read fast enough (its outbox overflowed, a write
-    # waited ``write_timeout``, or it held the most when ``queued_bytes_budget`` was spent)
+    # waited ``write_timeout``, or it held the most when ``queued_bytes_budget`` was spent).
+    # A reply (bounded by ``max_reply_bytes``, at most half the outbox) fits beside what a
+    # busy connection has queued, so asking for a big page does not close it with this.
     SLOW_CONSUMER = 4120
 
 

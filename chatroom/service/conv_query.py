@@ -305,12 +305,28 @@ async def run_query(ctx: Context, caller: str, body: pb.ConvCommand) -> list[Doc
             raise bad_query(f"{sort!r} needs a where matching at most {MAX_PYTHON_SORT}", "sort")
         docs = sort_docs(docs, keys)
     page = docs[skip : skip + limit]
+    return await _presented(ctx, search.readable, body.flag, page, ctx.config.reply_bytes)
+
+
+async def _presented(
+    ctx: Context, readable: set[object], flag: int, page: list[Doc], max_bytes: int
+) -> list[Doc]:
+    """``page`` as the reply carries it, stopped before the conversation that would take
+    the results' JSON past ``max_bytes`` (always one at least): up to ``limit``
+    conversations of 64 KiB of attributes and a last message each could otherwise make
+    a reply of hundreds of MiB. The client pages on with ``skip``."""
+    kept: list[Doc] = []
+    size = 2  # the brackets around the results
     for doc in page:
         last = None
-        if body.flag & FLAG_LAST_MESSAGE and doc["objectId"] in search.readable:
+        if flag & FLAG_LAST_MESSAGE and doc["objectId"] in readable:
             last = await ctx.store.last_message(str(doc["objectId"]))
-        present(doc, body.flag, last)
-    return page
+        size += len(orjson.dumps(present(doc, flag, last))) + 1  # and its comma
+        if kept and size > max_bytes:
+            break
+        kept.append(doc)
+    await trio.lowlevel.checkpoint()  # without flag 2 nothing above awaited
+    return kept
 
 
 # ---------------------------------------------------------------------------

@@ -57,7 +57,7 @@ async def logs(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCo
     items = [log_item(m, conv.kind, *times.get(m.mid, (None, None))) for m in found]
     reply = pb.GenericCommand(cmd=pb.logs)
     reply.logsMessage.SetInParent()
-    reply.logsMessage.logs.extend(within_bytes(items, query.direction, ctx.config.max_reply_bytes))
+    reply.logsMessage.logs.extend(within_bytes(items, query.direction, ctx.config.reply_bytes))
     return reply
 
 

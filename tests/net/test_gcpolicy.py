@@ -9,6 +9,7 @@ import weakref
 import pytest
 import trio
 import trio.testing
+from helpers import running_server
 
 from chatroom.net.gcpolicy import GcPolicy, _glibc_malloc_trim
 
@@ -99,3 +100,48 @@ async def test_no_trimming_when_turned_off() -> None:
     assert not policy.trim_due()
     with trio.fail_after(1):
         await policy.run()  # returns at once: nothing to do
+
+
+@glibc_only
+async def test_half_open_handshakes_that_close_get_their_memory_returned(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Connections that never finish their handshake are memory to return like any
+    # other: a burst of them must not stay in the heap until served ones close.
+    async with running_server({"malloc_trim_after_closes": 5, "handshake_timeout": 30}) as running:
+        policy = running.server.gc
+        streams = []
+        for _ in range(5):
+            stream = await trio.open_tcp_stream("127.0.0.1", running.ws_port)
+            await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\n")  # and never the rest
+            streams.append(stream)
+        await trio.sleep(2.0)
+        assert policy.trims == 0  # none closed yet
+        for stream in streams:
+            await stream.aclose()
+        await trio.sleep(2.0)
+        assert policy.trims == 1
+        assert policy.full_passes == 0  # they left no cycles to collect
+
+
+@glibc_only
+async def test_a_trim_also_frees_what_is_not_frozen(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The trim runs a collection of the unfrozen objects (it empties the interpreter's
+    # free lists, which keep arenas from being returned); garbage made since the last
+    # round goes with it, even with the automatic collector off.
+    policy = GcPolicy(1.0, full_after_closes=1000, full_interval=0, trim_after_closes=1)
+    gc.disable()
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(policy.run)
+            await trio.sleep(1.5)
+            ref = _cycle()
+            policy.unserved_closed()
+            await trio.sleep(1.0)
+            assert policy.trims == 1
+            assert ref() is None
+            nursery.cancel_scope.cancel()
+    finally:
+        gc.enable()

@@ -436,3 +436,35 @@ async def test_failed_handshakes_are_freed_without_the_cycle_collector(
             assert _live_protocols() == 0
     finally:
         gc.enable()
+
+
+_UPGRADE_HEAD = (
+    b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+)
+
+
+@fail_after()
+async def test_a_half_sent_handshake_holds_no_protocol_object_until_its_head_ends() -> None:
+    # Thousands of clients that never finish their handshake must cost little: each
+    # holds the bytes it sent, not a parser with its half-built headers.
+    gc.collect()
+    async with listening(handshake_timeout=60) as port:
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            for line in _UPGRADE_HEAD.splitlines(keepends=True):
+                await stream.send_all(line)
+                await trio.testing.wait_all_tasks_blocked()
+                assert _live_protocols() == 0
+            await stream.send_all(b"\r\n")  # the head is over: the handshake goes on
+            reply = await stream.receive_some(4096)
+            assert reply.startswith(b"HTTP/1.1 101 "), reply
+
+
+@fail_after()
+async def test_a_long_request_head_is_still_parsed() -> None:
+    # Past the bytes buffered before parsing (cookies can be long), the parser reads on.
+    padding = b"".join(b"X-Pad-%d: %s\r\n" % (i, b"a" * 1000) for i in range(40))
+    async with listening() as port:
+        reply = await exchange(port, _UPGRADE_HEAD + padding + b"\r\n")
+    assert reply.startswith(b"HTTP/1.1 101 "), reply[:100]

@@ -528,10 +528,12 @@ def test_history_limit_over_100(server: Server) -> None:
     assert obs["limit5000"] == full
 
 
-def test_history_of_big_messages_with_the_default_reply_bound(server: Server) -> None:
-    # 10 messages of 60 KB are far below max_reply_bytes (4 MiB): the SDK's iterator
-    # gets full pages, and a page of 100 is cut by bytes and paged on.
-    obs = server.run("history_big_messages")
+def test_history_of_big_messages_with_a_raised_reply_bound(start_server: StartServer) -> None:
+    # 10 messages of 60 KB pass the default bound (512 KiB, half the outbox); an app that
+    # stores such messages raises the outbox and the bound together (README: sizes). The
+    # SDK's iterator then gets full pages, and a page of 100 is cut by bytes and paged on.
+    raised = {"outbox_max_bytes": str(2 * 2**20), "max_reply_bytes": str(2**20)}
+    obs = start_server(**raised).run("history_big_messages")
     labels = [f"{n:02d}" for n in range(12)]
     assert obs["iterated"] == [
         {"done": False, "labels": labels[2:]},

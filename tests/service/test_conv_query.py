@@ -168,6 +168,41 @@ async def test_sort_limit_skip_compact_and_default_order() -> None:
         assert await ids(a, sort="tr,-i", limit=2) == [cids[11], cids[10]]  # sorted in Python
 
 
+async def all_pages(client: Client, **fields: object) -> list[Cmd]:
+    """Every result of a query, paging with ``skip`` until an empty page."""
+    found: list[Cmd] = []
+    while page := await query(client, skip=len(found), **fields):
+        found += page
+    return found
+
+
+@fail_after(20)
+async def test_results_stop_at_max_reply_bytes_and_paging_with_skip_goes_on() -> None:
+    # Three conversations of 6 kB fit in 20 kB, four do not: a page is cut by bytes as
+    # well as by limit, whether the bytes are attributes or last messages, and a client
+    # paging with skip still gets every conversation once.
+    async with running_server({"max_reply_bytes": 20_000}) as running, users(running, "a") as (a,):
+        big = [await a.start(["b"], attr={"k": f"{i}" + "x" * 6000}) for i in range(8)]
+        assert await ids(a, limit=100) == big[:4:-1]
+        assert [d["objectId"] for d in await all_pages(a, limit=100)] == big[::-1]
+        assert await ids(a, limit=2) == big[:5:-1]  # small pages unchanged
+        said = [await a.start(["b"], attr={"talk": True}) for _ in range(5)]
+        for i, cid in enumerate(said):
+            await a.say(cid, f"{i}" + "y" * 6000)
+        talks = await query(a, where={"talk": True}, flag=2, limit=100)
+        assert [d["msg"][0] for d in talks] == ["4", "3", "2"]
+        pages = await all_pages(a, where={"talk": True}, flag=2, limit=100)
+        assert [d["msg"][0] for d in pages] == ["4", "3", "2", "1", "0"]
+
+
+@fail_after()
+async def test_a_conversation_bigger_than_max_reply_bytes_still_comes_alone() -> None:
+    async with running_server({"max_reply_bytes": 1000}) as running, users(running, "a") as (a,):
+        cids = [await a.start(["b"], attr={"k": "x" * 2000}) for _ in range(2)]
+        assert await ids(a) == [cids[1]]
+        assert await ids(a, skip=1) == [cids[0]]
+
+
 @pytest.mark.parametrize(
     "where",
     [

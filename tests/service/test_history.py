@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pytest
 import trio
+import trio.testing
 from helpers import Client, Cmd, fail_after, running_server, users
 
 
@@ -272,3 +273,28 @@ async def test_mention_lists_count_toward_max_message_bytes() -> None:
         assert (refused["cmd"], refused["code"]) == ("error", 4109)
         (item,) = await b.logs(cid)
         assert (item["data"], len(item["mentionPids"])) == ("x" * 100, 100)
+
+
+@fail_after(1000)  # virtual seconds: every flush waits for write_delay
+async def test_a_page_as_big_as_the_bound_fits_beside_what_is_queued(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Every flush waits write_delay, so bob's ack sits in his outbox when his logs page
+    # is queued behind it: a page as big as the reply bound must still fit there, not
+    # close him as a slow consumer (4120).
+    overrides = {"write_delay": 0.5, "write_delay_threshold": 0}
+    async with running_server(overrides) as running, users(running, "alice", "bob") as (a, b):
+        cid = await a.start(["bob"])
+        for tens in range(10):  # bob takes the pushes as they come
+            await a.say_many(cid, [f"{tens}{n}" + "x" * 30_000 for n in range(10)])
+            await b.take_pushes()
+        ack, page = await b.pipeline(
+            [{"cmd": "direct", "cid": cid, "msg": "hi"}, {"cmd": "logs", "cid": cid, "l": 100}]
+        )
+        assert ack["cmd"] == "ack", ack
+        assert page["cmd"] == "logs", page
+        sizes = [len(item["data"]) for item in page["logs"]]
+        bound = running.server.config.reply_bytes
+        assert bound - 31_000 < sum(sizes) <= bound  # near the bound, within it
+        assert page["logs"][-1]["data"] == "hi"
+        assert texts(await b.logs(cid, l=1)) == ["hi"]  # and bob is still connected
