@@ -34,6 +34,9 @@ class Message:
     mention_all: bool = False
     mentions: tuple[str, ...] = ()
     attrs: Json = field(default_factory=dict)
+    pushed_priority: str | None = None
+    """The priority the push carried (``high``, ``normal``, ``low``): the server tells
+    it for a chatroom message sent with one."""
 
     @cached_property
     def text(self) -> str:
@@ -44,9 +47,12 @@ class Message:
 
     @property
     def priority(self) -> str | None:
-        """The priority the sender put in the message's ``_lcattrs`` (the page and
-        ``Client.send`` do), if any: ``high``, ``normal`` or ``low``. The server does
-        not forward the wire priority to receivers."""
+        """The priority the message was sent with, if known: ``high``, ``normal`` or
+        ``low``. The push's own (``pushed_priority``), else the one the sender put in
+        the message's ``_lcattrs`` (``Client.send`` does: history items and pushes of
+        normal conversations carry no priority of their own)."""
+        if self.pushed_priority is not None:
+            return self.pushed_priority
         value = self.attrs.get("priority")
         return value if isinstance(value, str) else None
 
@@ -149,6 +155,7 @@ def message_from(raw: Json, cid: str | None = None) -> Message:
         mention_all=bool(raw.get("mentionAll", False)),
         mentions=tuple(raw.get("mentionPids", ())),
         attrs=cast(Json, attrs) if isinstance(attrs, dict) else {},
+        pushed_priority=PRIORITY_NAMES.get(raw.get("priority", 0)),
     )
 
 

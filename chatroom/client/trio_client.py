@@ -206,8 +206,9 @@ class Client:
     ) -> Sent:
         """Send a text message (a typed message ``{"_lctype": -1, "_lctext": ...}``,
         as the SDK's ``TextMessage``). ``priority`` is ``high``, ``normal`` or ``low``
-        (chatrooms: the server sheds LOW first, HIGH never); it also goes into the
-        message's ``_lcattrs`` so that receivers can show it. ``transient``: not
+        (chatrooms: the server sheds LOW first, HIGH never). JSON viewers of a
+        chatroom are told it by the push; it also goes into the message's
+        ``_lcattrs`` for history and protobuf receivers. ``transient``: not
         stored, delivered to who is online only."""
         content: Json = {"_lctype": -1, "_lctext": text}
         cmd: Json = {"cmd": "direct", "cid": cid}

@@ -27,10 +27,30 @@ WEB_FILES = {p.name: p.read_bytes() for p in (ROOT / "chatroom/http/web").iterdi
 TRACE_SOCKETS = """
 window.sockets = [];
 window.WebSocket = class extends window.WebSocket {
-  constructor(...args) { super(...args); this.sent = []; window.sockets.push(this); }
+  constructor(...args) {
+    super(...args); this.sent = []; this.received = []; window.sockets.push(this);
+    // Registered before the page's onmessage: it sees each command first.
+    this.addEventListener("message", (e) => this.received.push(JSON.parse(e.data)));
+  }
   send(data) { this.sent.push(JSON.parse(data)); super.send(data); }
 };
 """
+# Loaded after TRACE_SOCKETS: each state the page shows, with the online count shown
+# then, and whether the room request (add, or query and start) had its reply by then.
+TRACE_STATES = """
+window.states = [];
+document.addEventListener("DOMContentLoaded", () => {
+  const $ = (id) => document.querySelector(`[data-testid="${id}"]`);
+  new MutationObserver(() => {
+    const socket = sockets.at(-1);
+    const room = socket && socket.sent.filter((c) => c.cmd === "conv" && c.op !== "count").at(-1);
+    const joined = !!room && socket.received.some((r) => r.i === room.i);
+    const [state, online] = [$("connection-state").textContent, $("online-count").textContent];
+    states.push({ state, online, joined });
+  }).observe($("connection-state"), { childList: true, characterData: true, subtree: true });
+});
+"""
+UNKNOWN = "\u2013"  # the online count while not in the room (an en dash)
 IN_USE = "sockets.filter((s) => s.readyState <= WebSocket.OPEN).length"  # connecting or open
 
 
@@ -95,7 +115,9 @@ def browser_scenario(http_url: str, restart: Callable[[], None], shots: Path) ->
 
     with chromium() as browser:
         tom, ming = (browser.new_page(viewport={"width": 1280, "height": 720}) for _ in "ab")
-        ming.add_init_script(TRACE_SOCKETS)
+        for page in (tom, ming):
+            page.add_init_script(TRACE_SOCKETS)
+        ming.add_init_script(TRACE_STATES)
         for page, name in ((tom, "Tom"), (ming, "小明")):
             page.goto(http_url)
             page.get_by_test_id("room").fill("直播间 🎬")
@@ -110,6 +132,11 @@ def browser_scenario(http_url: str, restart: Callable[[], None], shots: Path) ->
         arrived = ming.get_by_test_id("messages").locator("li").last
         expect(arrived).to_contain_text("大家好 🎉 HIGH!", timeout=1000)
         expect(arrived).to_have_attribute("data-priority", "high")
+        # Ming's page marked it from the push: the message itself does not say it.
+        (sent,) = tom.evaluate(
+            "sockets.at(-1).sent.filter((c) => c.cmd === 'direct' && !c.transient)"
+        )
+        assert (sent["priority"], sent["msg"]) == (1, '{"_lctype":-1,"_lctext":"大家好 🎉 HIGH!"}')
 
         ming.get_by_test_id("message-input").fill("收到 👍 谢谢")
         ming.get_by_test_id("send").click()
@@ -128,6 +155,14 @@ def browser_scenario(http_url: str, restart: Callable[[], None], shots: Path) ->
         ops = ming.evaluate("sockets.at(-1).sent.filter((c) => c.cmd === 'conv')")
         assert [c["op"] for c in ops][:1] == ["add"]
         expect(tom.get_by_test_id("connection-state")).to_have_text("live", timeout=15000)
+        # "live" each time only once the room was joined (again) and counted.
+        states = ming.evaluate("states")
+        assert [s["state"] for s in states if s["state"] == "live"] == ["live", "live"]
+        assert any(s["state"].startswith("reconnecting") for s in states)
+        for shown in states:
+            live = shown["state"] == "live"
+            assert (shown["joined"] and shown["online"].isdigit()) or not live, states
+            assert shown["online"] == UNKNOWN or live, states  # an old count is not kept
         ming.get_by_test_id("message-input").fill("又回来了 🔁")
         ming.get_by_test_id("send").click()
         expect(tom.get_by_test_id("messages").locator("li").last).to_contain_text(

@@ -12,6 +12,7 @@ from typing import cast
 import orjson
 import pytest
 import trio
+from client_support import next_message
 from helpers import (
     BASE64_SUB,
     JSON_SUB,
@@ -23,6 +24,7 @@ from helpers import (
     users,
 )
 
+from chatroom.client import connect
 from chatroom.store.sqlite import SqliteStore
 
 
@@ -370,3 +372,31 @@ async def test_mentions_are_delivered_and_kept_in_history() -> None:
             (["bob"], False),
             ([], True),
         ]
+
+
+@fail_after()
+async def test_json_viewers_are_told_the_priority_a_chatroom_message_was_sent_with() -> None:
+    # Sent as plain text with only the wire priority: what a JSON viewer learns of it
+    # comes from the push itself. The protobuf push is the SDK's, without it.
+    async with (
+        running_server() as running,
+        running.user("host") as host,
+        running.user("pb", PROTOBUF_SUB) as pb_viewer,
+        connect(running.url, "viewer") as viewer,
+    ):
+        reply = await host.request({"cmd": "conv", "op": "start", "m": [], "transient": True})
+        cid = reply["cid"]
+        await viewer.join(cid)
+        await pb_viewer.request({"cmd": "conv", "op": "add", "cid": cid, "m": ["pb"]})
+        for text, priority in [("loud", 1), ("quiet", 3), ("plain", None)]:
+            await host.say(cid, text, **({} if priority is None else {"priority": priority}))
+        got = [await next_message(viewer) for _ in range(3)]
+        assert [(m.text, m.priority) for m in got] == [
+            ("loud", "high"),
+            ("quiet", "low"),
+            ("plain", None),
+        ]
+        assert [m.mid for m in got] == [m["msgId"] for m in await host.logs(cid)]
+        pushed = directs(await pb_viewer.take_pushes())
+        assert [p["msg"] for p in pushed] == ["loud", "quiet", "plain"]
+        assert all("priority" not in p for p in pushed)

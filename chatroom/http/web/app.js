@@ -5,6 +5,7 @@
 
 const TERMINAL = new Set([4100, 4103, 4110, 4111]); // the server says: do not come back
 const PRIORITY = { high: 1, normal: 2, low: 3 };
+const PRIORITY_NAME = { 1: "high", 2: "normal", 3: "low" };
 const LANES = 8;
 const MAX_ITEMS = 200; // the side list keeps the newest ones
 const $ = (id) => document.getElementById(id);
@@ -85,7 +86,7 @@ class Connection {
       throw err;
     });
     this.token = reply.st; this.failures = 0;
-    this.handlers.state("live", "");
+    // Not "live" yet: the room decides (once it is joined again and counted).
     await this.handlers.live();
   }
 
@@ -127,6 +128,7 @@ const room = {
 };
 
 function setState(state, detail) {
+  if (state !== "live") view.online.textContent = "–"; // not known until counted again
   view.state.dataset.state = state;
   view.state.textContent = detail ? `${state} (${detail})` : state;
   const live = state === "live" && room.cid !== null;
@@ -156,11 +158,15 @@ async function openRoom(conn, name, known) {
 }
 
 async function onLive() {
-  room.cid = await openRoom(room.conn, room.name, room.cid);
+  const conn = room.conn;
+  const cid = await openRoom(conn, room.name, room.cid);
+  if (room.conn !== conn) return; // joined elsewhere meanwhile
+  room.cid = cid;
   room.joinedAt = room.joinedAt || Date.now();
   view.title.textContent = `# ${room.name}`;
-  setState("live", "");
-  refreshCount(true);
+  await refreshCount(true);
+  if (room.conn !== conn || conn.ws.readyState !== WebSocket.OPEN) return;
+  setState("live", ""); // in the room, its count shown: only now
   checkMissed();
 }
 
@@ -195,8 +201,8 @@ async function checkMissed() {
   } catch (_) { /* next time */ }
 }
 
-function content(text, priority, extra) {
-  return JSON.stringify({ _lctype: -1, _lctext: text, _lcattrs: { priority, ...extra } });
+function content(text, attrs) {
+  return JSON.stringify(attrs ? { _lctype: -1, _lctext: text, _lcattrs: attrs } : { _lctype: -1, _lctext: text });
 }
 
 function parse(msg) {
@@ -204,7 +210,8 @@ function parse(msg) {
     const value = JSON.parse(msg);
     if (value && typeof value === "object") {
       const attrs = value._lcattrs || {};
-      return { text: typeof value._lctext === "string" ? value._lctext : msg, priority: attrs.priority, typing: attrs.typing === true };
+      const priority = PRIORITY[attrs.priority] ? attrs.priority : undefined;
+      return { text: typeof value._lctext === "string" ? value._lctext : msg, priority, typing: attrs.typing === true };
     }
   } catch (_) { /* plain text */ }
   return { text: String(msg), priority: undefined, typing: false };
@@ -216,7 +223,10 @@ function onPush(cmd) {
     if (body.typing) { showTyping(cmd.fromPeerId); return; }
     room.typers.delete(cmd.fromPeerId);
     renderTyping();
-    show(cmd.fromPeerId, body.text, body.priority || "normal", cmd.id, cmd.timestamp);
+    // The push says the priority it was sent with; a message from a client that put
+    // it in _lcattrs (chatroom.client does) says it there.
+    const priority = PRIORITY_NAME[cmd.priority] || body.priority || "normal";
+    show(cmd.fromPeerId, body.text, priority, cmd.id, cmd.timestamp);
     // A voice not heard before is likely a new viewer: count again now.
     const newVoice = !room.voices.has(cmd.fromPeerId);
     room.voices.add(cmd.fromPeerId);
@@ -282,7 +292,7 @@ async function send(event) {
   view.input.value = "";
   try {
     const ack = await room.conn.request({
-      cmd: "direct", cid: room.cid, msg: content(text, priority), priority: PRIORITY[priority],
+      cmd: "direct", cid: room.cid, msg: content(text), priority: PRIORITY[priority],
     });
     show(room.me, text, priority, ack.uid, ack.t);
   } catch (err) {
@@ -294,7 +304,7 @@ function typing() {
   // A transient message: never stored, only for who watches now; LOW, shed first.
   if (!room.cid || Date.now() - room.lastTyping < 2000) return;
   room.lastTyping = Date.now();
-  room.conn.request({ cmd: "direct", cid: room.cid, msg: content("", "low", { typing: true }), transient: true })
+  room.conn.request({ cmd: "direct", cid: room.cid, msg: content("", { typing: true }), transient: true })
     .catch(() => {});
 }
 
