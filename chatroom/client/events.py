@@ -105,6 +105,15 @@ class Patch:
 
 
 @dataclass(frozen=True)
+class Shed:
+    """The server dropped messages for this client because it fell behind (its
+    outbox was full): ``count`` frames so far on this connection. Sent at most once a
+    second; ``Client.missed`` adds up every connection's."""
+
+    count: int
+
+
+@dataclass(frozen=True)
 class StateChange:
     """The connection's state: ``connecting``, ``live``, ``reconnecting`` (with the
     back-off ``delay`` before the next try) or ``closed`` (with the server's close
@@ -123,7 +132,7 @@ class Other:
     raw: Json
 
 
-Event = Message | ConvEvent | Receipt | Unread | Patch | StateChange | Other
+Event = Message | ConvEvent | Receipt | Unread | Patch | Shed | StateChange | Other
 
 _CONV_EVENTS = {"joined", "left", "members-joined", "members-left", "updated"}
 
@@ -191,6 +200,8 @@ def _event(raw: Json) -> Event:
         )
     if cmd == "unread":
         return Unread(tuple(_unread(c) for c in raw.get("convs", ())))
+    if cmd == "shed" and isinstance(raw.get("count"), int):
+        return Shed(raw["count"])
     return Other(raw)
 
 

@@ -49,6 +49,7 @@ from chatroom.client.events import (
     Event,
     Json,
     Message,
+    Shed,
     StateChange,
     message_from,
     parse_pushes,
@@ -136,6 +137,14 @@ class Client:
         self._ids = itertools.count(1)
         self._waiting: dict[int, trio.MemorySendChannel[Json]] = {}
         self._stopped = False
+        self._missed_before = 0  # shed for this client on its earlier connections
+        self._missed_now = 0  # ... and on this one
+
+    @property
+    def missed(self) -> int:
+        """Messages the server dropped for this client because it fell behind (its
+        ``Shed`` notices, over every connection)."""
+        return self._missed_before + self._missed_now
 
     @property
     def dropped_events(self) -> int:
@@ -390,6 +399,7 @@ class Client:
 
     async def _login(self, ws: WebSocketConnection) -> None:
         self._ws = ws
+        self._missed_before, self._missed_now = self.missed, 0  # counted per connection
         opened: Json = {"cmd": "session", "op": "open", "appId": self.options.app_id}
         opened["peerId"] = self.peer_id
         resumed = self.session_token is not None
@@ -446,6 +456,8 @@ class Client:
             outcome.reason = str(raw.get("reason", "session closed by the server"))
             self._stopped = True
         for event in parse_pushes(raw):
+            if isinstance(event, Shed):
+                self._missed_now = event.count
             self._events.put(event)
 
     async def _keepalive(self, ws: WebSocketConnection) -> None:

@@ -120,11 +120,11 @@ class Connection {
 }
 
 // ---------------------------------------------------------------------------
-// the room: join by name, count, send, show, notice what was missed
+// the room: join by name, count, send, show, say what was missed
 
 const room = {
-  conn: null, cid: null, name: "", me: "", seen: new Map(), voices: new Set(), joinedAt: 0, lastTs: 0,
-  checkedTo: 0, missed: 0, lane: 0, typers: new Map(), lastCount: 0, lastTyping: 0, sinceCheck: 0,
+  conn: null, cid: null, name: "", me: "", voices: new Set(), lane: 0, typers: new Map(),
+  lastCount: 0, lastTyping: 0, missedBefore: 0, missedNow: 0,
 };
 
 function setState(state, detail) {
@@ -162,12 +162,12 @@ async function onLive() {
   const cid = await openRoom(conn, room.name, room.cid);
   if (room.conn !== conn) return; // joined elsewhere meanwhile
   room.cid = cid;
-  room.joinedAt = room.joinedAt || Date.now();
+  // The server counts what it shed per connection: a new one starts again from 0.
+  room.missedBefore += room.missedNow; room.missedNow = 0;
   view.title.textContent = `# ${room.name}`;
   await refreshCount(true);
   if (room.conn !== conn || conn.ws.readyState !== WebSocket.OPEN) return;
   setState("live", ""); // in the room, its count shown: only now
-  checkMissed();
 }
 
 async function refreshCount(now) {
@@ -182,23 +182,11 @@ async function refreshCount(now) {
   } catch (_) { /* the next refresh will do */ }
 }
 
-async function checkMissed() {
-  // The server does not tell a viewer it shed frames for it; but it keeps the
-  // room's recent messages. A stored message from the time we watched that never
-  // arrived was missed. (Messages dropped at intake are not stored: not counted.)
-  // What is older than the last check was counted then: skipped, its ids forgotten.
-  if (!room.cid || !room.lastTs) return;
-  room.sinceCheck = 0;
-  try {
-    const reply = await room.conn.request({ cmd: "logs", cid: room.cid, l: 100 });
-    const from = Math.max(room.joinedAt, room.checkedTo + 1), upTo = room.lastTs;
-    for (const item of reply.logs || []) {
-      if (item.timestamp >= from && item.timestamp <= upTo && !room.seen.has(item.msgId)) room.missed += 1;
-    }
-    room.checkedTo = upTo;
-    for (const [id, timestamp] of room.seen) if (timestamp <= upTo) room.seen.delete(id);
-    view.missed.textContent = String(room.missed);
-  } catch (_) { /* next time */ }
+function showMissed(count) {
+  // The server dropped messages for this viewer because it fell behind (its queue
+  // was full): it says how many so far on this connection, at most once a second.
+  room.missedNow = count;
+  view.missed.textContent = String(room.missedBefore + room.missedNow);
 }
 
 function content(text, attrs) {
@@ -226,20 +214,19 @@ function onPush(cmd) {
     // The push says the priority it was sent with; a message from a client that put
     // it in _lcattrs (chatroom.client does) says it there.
     const priority = PRIORITY_NAME[cmd.priority] || body.priority || "normal";
-    show(cmd.fromPeerId, body.text, priority, cmd.id, cmd.timestamp);
+    show(cmd.fromPeerId, body.text, priority, cmd.timestamp);
     // A voice not heard before is likely a new viewer: count again now.
     const newVoice = !room.voices.has(cmd.fromPeerId);
     room.voices.add(cmd.fromPeerId);
     refreshCount(newVoice);
-    if (++room.sinceCheck >= 50) checkMissed();
+  } else if (cmd.cmd === "shed" && Number.isInteger(cmd.count)) {
+    showMissed(cmd.count);
   } else if (cmd.cmd === "goaway") {
     system("the server is restarting");
   }
 }
 
-function show(from, text, priority, id, timestamp) {
-  if (id) { if (room.seen.has(id)) return; room.seen.set(id, timestamp || 0); }
-  room.lastTs = Math.max(room.lastTs, timestamp || 0);
+function show(from, text, priority, timestamp) {
   const item = document.createElement("li");
   item.dataset.priority = priority;
   item.dataset.testid = "message";
@@ -294,7 +281,7 @@ async function send(event) {
     const ack = await room.conn.request({
       cmd: "direct", cid: room.cid, msg: content(text), priority: PRIORITY[priority],
     });
-    show(room.me, text, priority, ack.uid, ack.t);
+    show(room.me, text, priority, ack.t);
   } catch (err) {
     system(`not sent: ${err.code || ""} ${err.message}`);
   }
@@ -313,8 +300,8 @@ function join(event) {
   if (room.conn) room.conn.stop();
   room.name = view.room.value.trim();
   room.me = view.name.value.trim();
-  room.cid = null; room.joinedAt = 0; room.lastTs = 0; room.checkedTo = 0; room.missed = 0;
-  room.seen.clear(); room.voices.clear();
+  room.cid = null; room.missedBefore = 0; room.missedNow = 0;
+  room.voices.clear();
   view.list.replaceChildren(); view.missed.textContent = "0"; view.online.textContent = "0";
   // A replaced connection may still report its close: only the current one is shown.
   const current = (fn) => (...args) => (room.conn === conn ? fn(...args) : undefined);
@@ -330,4 +317,3 @@ $("join-form").addEventListener("submit", join);
 $("send-form").addEventListener("submit", send);
 view.input.addEventListener("input", typing);
 setInterval(() => { refreshCount(true); }, 15000);
-setInterval(() => { checkMissed(); }, 30000);
