@@ -157,6 +157,13 @@ class Client:
         """The next event, waiting for one."""
         return await self._events.get()
 
+    def pending(self) -> list[Event]:
+        """Every event received and not yet read, without waiting (they are read now).
+        After ``echo()`` that includes every push the server sent before the echo."""
+        items = list(self._events.items)
+        self._events.items.clear()
+        return items
+
     async def events(self) -> AsyncIterator[Event]:
         """Every event in arrival order, forever (stop iterating to leave)."""
         while True:
