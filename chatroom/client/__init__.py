@@ -2,7 +2,7 @@
 
 ``connect`` gives an async ``Client`` on Trio; ``SyncClient`` is the same behind
 blocking calls. Events (``Message``, ``ConvEvent``, ``Receipt``, ``Unread``,
-``Patch``, ``StateChange``, ``Other``) come from ``Client.events()``. See
+``Patch``, ``Shed``, ``StateChange``, ``Other``) come from ``Client.events()``. See
 ``chatroom.client.trio_client`` for an example.
 """
 
@@ -15,6 +15,7 @@ from chatroom.client.events import (
     Other,
     Patch,
     Receipt,
+    Shed,
     StateChange,
     Unread,
     UnreadCount,
@@ -41,6 +42,7 @@ __all__ = [
     "Receipt",
     "RequestError",
     "Sent",
+    "Shed",
     "StateChange",
     "SyncClient",
     "Unread",

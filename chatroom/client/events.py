@@ -34,6 +34,9 @@ class Message:
     mention_all: bool = False
     mentions: tuple[str, ...] = ()
     attrs: Json = field(default_factory=dict)
+    pushed_priority: str | None = None
+    """The priority the push carried (``high``, ``normal``, ``low``): the server tells
+    it for a chatroom message sent with one."""
 
     @cached_property
     def text(self) -> str:
@@ -44,9 +47,12 @@ class Message:
 
     @property
     def priority(self) -> str | None:
-        """The priority the sender put in the message's ``_lcattrs`` (the page and
-        ``Client.send`` do), if any: ``high``, ``normal`` or ``low``. The server does
-        not forward the wire priority to receivers."""
+        """The priority the message was sent with, if known: ``high``, ``normal`` or
+        ``low``. The push's own (``pushed_priority``), else the one the sender put in
+        the message's ``_lcattrs`` (``Client.send`` does: history items and pushes of
+        normal conversations carry no priority of their own)."""
+        if self.pushed_priority is not None:
+            return self.pushed_priority
         value = self.attrs.get("priority")
         return value if isinstance(value, str) else None
 
@@ -99,6 +105,15 @@ class Patch:
 
 
 @dataclass(frozen=True)
+class Shed:
+    """The server dropped messages for this client because it fell behind (its
+    outbox was full): ``count`` frames so far on this connection. Sent at most once a
+    second; ``Client.missed`` adds up every connection's."""
+
+    count: int
+
+
+@dataclass(frozen=True)
 class StateChange:
     """The connection's state: ``connecting``, ``live``, ``reconnecting`` (with the
     back-off ``delay`` before the next try) or ``closed`` (with the server's close
@@ -117,7 +132,7 @@ class Other:
     raw: Json
 
 
-Event = Message | ConvEvent | Receipt | Unread | Patch | StateChange | Other
+Event = Message | ConvEvent | Receipt | Unread | Patch | Shed | StateChange | Other
 
 _CONV_EVENTS = {"joined", "left", "members-joined", "members-left", "updated"}
 
@@ -149,6 +164,7 @@ def message_from(raw: Json, cid: str | None = None) -> Message:
         mention_all=bool(raw.get("mentionAll", False)),
         mentions=tuple(raw.get("mentionPids", ())),
         attrs=cast(Json, attrs) if isinstance(attrs, dict) else {},
+        pushed_priority=PRIORITY_NAMES.get(raw.get("priority", 0)),
     )
 
 
@@ -184,6 +200,8 @@ def _event(raw: Json) -> Event:
         )
     if cmd == "unread":
         return Unread(tuple(_unread(c) for c in raw.get("convs", ())))
+    if cmd == "shed" and isinstance(raw.get("count"), int):
+        return Shed(raw["count"])
     return Other(raw)
 
 

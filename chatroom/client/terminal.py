@@ -13,7 +13,7 @@ from typing import TextIO
 
 import trio
 
-from chatroom.client.events import ConvEvent, Event, Message, StateChange
+from chatroom.client.events import ConvEvent, Event, Message, Shed, StateChange
 from chatroom.client.trio_client import Client, ConnectionLost, Options, RequestError, connect
 
 HELP = """\
@@ -47,6 +47,8 @@ def describe(event: Event) -> str | None:
         if event.state == "closed":
             return f"* closed {event.code or ''} {event.reason}".rstrip()
         return f"* {event.state}"
+    if isinstance(event, Shed):
+        return f"* {event.count} messages missed on this connection (this terminal fell behind)"
     return None
 
 

@@ -49,6 +49,7 @@ from chatroom.client.events import (
     Event,
     Json,
     Message,
+    Shed,
     StateChange,
     message_from,
     parse_pushes,
@@ -136,6 +137,14 @@ class Client:
         self._ids = itertools.count(1)
         self._waiting: dict[int, trio.MemorySendChannel[Json]] = {}
         self._stopped = False
+        self._missed_before = 0  # shed for this client on its earlier connections
+        self._missed_now = 0  # ... and on this one
+
+    @property
+    def missed(self) -> int:
+        """Messages the server dropped for this client because it fell behind (its
+        ``Shed`` notices, over every connection)."""
+        return self._missed_before + self._missed_now
 
     @property
     def dropped_events(self) -> int:
@@ -147,6 +156,13 @@ class Client:
     async def next_event(self) -> Event:
         """The next event, waiting for one."""
         return await self._events.get()
+
+    def pending(self) -> list[Event]:
+        """Every event received and not yet read, without waiting (they are read now).
+        After ``echo()`` that includes every push the server sent before the echo."""
+        items = list(self._events.items)
+        self._events.items.clear()
+        return items
 
     async def events(self) -> AsyncIterator[Event]:
         """Every event in arrival order, forever (stop iterating to leave)."""
@@ -206,8 +222,9 @@ class Client:
     ) -> Sent:
         """Send a text message (a typed message ``{"_lctype": -1, "_lctext": ...}``,
         as the SDK's ``TextMessage``). ``priority`` is ``high``, ``normal`` or ``low``
-        (chatrooms: the server sheds LOW first, HIGH never); it also goes into the
-        message's ``_lcattrs`` so that receivers can show it. ``transient``: not
+        (chatrooms: the server sheds LOW first, HIGH never). JSON viewers of a
+        chatroom are told it by the push; it also goes into the message's
+        ``_lcattrs`` for history and protobuf receivers. ``transient``: not
         stored, delivered to who is online only."""
         content: Json = {"_lctype": -1, "_lctext": text}
         cmd: Json = {"cmd": "direct", "cid": cid}
@@ -389,6 +406,7 @@ class Client:
 
     async def _login(self, ws: WebSocketConnection) -> None:
         self._ws = ws
+        self._missed_before, self._missed_now = self.missed, 0  # counted per connection
         opened: Json = {"cmd": "session", "op": "open", "appId": self.options.app_id}
         opened["peerId"] = self.peer_id
         resumed = self.session_token is not None
@@ -445,6 +463,8 @@ class Client:
             outcome.reason = str(raw.get("reason", "session closed by the server"))
             self._stopped = True
         for event in parse_pushes(raw):
+            if isinstance(event, Shed):
+                self._missed_now = event.count
             self._events.put(event)
 
     async def _keepalive(self, ws: WebSocketConnection) -> None:

@@ -178,6 +178,11 @@ class Outbox:
         return self._bytes
 
     @property
+    def shed(self) -> int:
+        """Frames shed from this outbox so far (LOW and NORMAL)."""
+        return self._shed_low + self._shed_normal
+
+    @property
     def reserved_bytes(self) -> int:
         """What this outbox holds of the server-wide budget."""
         return self._reserved

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 _FLUSH_BYTES = 256 * 1024  # most bytes handed to one system call
 _SLOW_CLOSE_WAIT = 1.0  # seconds to finish a cut frame before closing a slow consumer
+_SHED_NOTICE_EVERY = 1.0  # seconds: at most one ``shed`` notice per connection per this
 _OMIT_PEER_ID = 128  # configBitmap bit 7: the client does not need peerId on pushes
 _FIRST_CLIENT_ROUTING = frozenset({"4", "5"})  # JS SDK majors that route by first client
 _ACCEPTED = Verdict.ACCEPTED
@@ -93,6 +94,9 @@ class Connection:
         "_pending",
         "_read_scope",
         "_sessions",
+        "_shed_next",
+        "_shed_told",
+        "_shed_waiting",
         "_shutting_down",
         "_subprotocol",
         "_transport",
@@ -140,6 +144,9 @@ class Connection:
         self._login_deadline = 0.0  # set when reading starts
         self._budget = TokenBucket(config.requests_per_second, config.request_burst, 0.0)
         self._flood: FloodGuard | None = None  # made at the first refusal
+        self._shed_told = 0  # the count of shed frames the client was last told
+        self._shed_next = 0.0  # when the next ``shed`` notice may go
+        self._shed_waiting = False  # a notice is due (its task is waiting)
 
     # -- Link / Outlet (used by handlers; never await) --------------------------------
 
@@ -215,6 +222,8 @@ class Connection:
         if self._writer_busy or not self.outbox:
             return 0
         frames = self.outbox.take(_FLUSH_BYTES)
+        if self.outbox.shed != self._shed_told:
+            self._shed_to_tell()
         data = b"".join(frames)
         try:
             written = self._transport.write_nowait(data)
@@ -258,11 +267,32 @@ class Connection:
         while self._pending or self.outbox:
             if not self._pending:
                 self._pending = b"".join(self.outbox.take(_FLUSH_BYTES))
+                if self.outbox.shed != self._shed_told:
+                    self._shed_to_tell()
             written = self._transport.write_nowait(self._pending)
             if written:
                 self._pending = self._pending[written:]
             else:
                 await self._transport.wait_writable()
+
+    def _shed_to_tell(self) -> None:
+        """Frames were shed for this client since it was last told: a JSON client is
+        told how many (protobuf clients have no command for it), at most once per
+        ``_SHED_NOTICE_EVERY``. Checked once per write, never per frame."""
+        if self._shed_waiting or self._codec is not Codec.JSON or self._nursery is None:
+            return
+        self._shed_waiting = True
+        self._nursery.start_soon(self._tell_shed)
+
+    async def _tell_shed(self) -> None:
+        # Waits out the interval, then tells the count as it is by then: a viewer who
+        # keeps losing frames gets one small notice a second, not one per frame.
+        await trio.sleep_until(self._shed_next)
+        self._shed_waiting = False
+        self._shed_next = trio.current_time() + _SHED_NOTICE_EVERY
+        self._shed_told = count = self.outbox.shed
+        notice = b'{"cmd":"shed","count":%d}' % count
+        self._enqueue(ws_frame(notice, False), Priority.HIGH)
 
     # -- inbound ----------------------------------------------------------------------
 

@@ -229,13 +229,18 @@ class Prepared:
     ``frame`` returns the whole WebSocket frame, and for the binary codec builds each
     recipient's frame with one concatenation: the frame header and the shared bytes
     are cached by the length of the recipient's tail.
+
+    ``json_only`` holds fields that only flat JSON recipients get, merged into ``cmd``
+    for them (a chatroom message's ``priority``: the SDK's protobuf push has no such
+    field in ``DirectCommand``, and what protobuf clients receive stays as it was).
     """
 
-    __slots__ = ("_cmd", "_heads", "_json", "_proto", "_shared")
+    __slots__ = ("_cmd", "_heads", "_json", "_json_only", "_proto", "_shared")
 
-    def __init__(self, cmd: pb.GenericCommand):
+    def __init__(self, cmd: pb.GenericCommand, json_only: pb.GenericCommand | None = None):
         cmd.ClearField("peerId")
         self._cmd = cmd
+        self._json_only = json_only
         self._proto: bytes | None = None
         self._json: bytes | None = None
         self._shared: dict[Codec, bytes] = {}  # whole frames without peerId, by codec
@@ -248,7 +253,7 @@ class Prepared:
     def payload(self, codec: Codec, peer_id: str | None) -> bytes:
         if codec is Codec.JSON:
             if self._json is None:
-                self._json = _dumps(self._cmd)
+                self._json = _dumps(self._json_command())
             if peer_id is None:
                 return self._json
             rest = self._json[1:] if self._json == b"{}" else b"," + self._json[1:]
@@ -257,6 +262,14 @@ class Prepared:
             self._proto = serialize(self._cmd)
         raw = self._proto if peer_id is None else self._proto + peer_id_tail(peer_id)
         return base64.b64encode(raw) if codec is Codec.BASE64 else raw
+
+    def _json_command(self) -> pb.GenericCommand:
+        if self._json_only is None:
+            return self._cmd
+        merged = pb.GenericCommand()
+        merged.CopyFrom(self._cmd)
+        merged.MergeFrom(self._json_only)
+        return merged
 
     def frame(self, codec: Codec, peer_id: str | None) -> bytes:
         """The WebSocket frame for one recipient (``peer_id`` None: the shared one)."""

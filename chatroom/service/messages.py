@@ -58,8 +58,14 @@ def lctype_of(text: str) -> int | None:
     return kind if isinstance(kind, int) and not isinstance(kind, bool) else None
 
 
-def push_command(message: Message, kind: ConvType, transient: bool = False) -> Prepared:
-    """The ``direct`` push every recipient gets (peerId added per recipient)."""
+def push_command(
+    message: Message, kind: ConvType, transient: bool = False, priority: int | None = None
+) -> Prepared:
+    """The ``direct`` push every recipient gets (peerId added per recipient).
+
+    ``priority``, the one the sender gave a chatroom message, is told to flat JSON
+    recipients only (a top-level ``priority``, as in the request), so that a page can
+    mark HIGH from the push itself; the protobuf push stays the SDK's."""
     cmd = pb.GenericCommand(cmd=pb.direct, serverTs=message.timestamp)
     body = cmd.directMessage
     if message.binary is not None:
@@ -77,7 +83,9 @@ def push_command(message: Message, kind: ConvType, transient: bool = False) -> P
         body.transient = True
     if message.patch_timestamp is not None:
         body.patchTimestamp = message.patch_timestamp
-    return Prepared(cmd)
+    if priority is None:
+        return Prepared(cmd)
+    return Prepared(cmd, pb.GenericCommand(priority=priority))
 
 
 def _ack(cmd: pb.GenericCommand, mid: str, timestamp: int) -> pb.GenericCommand:
@@ -250,11 +258,13 @@ def _send_live(
     cmd: pb.GenericCommand,
     transient: bool,
 ) -> None:
+    told = None  # the priority JSON viewers are told: the sender's, if given
     if conv.kind is ConvType.TRANSIENT:
         # The sender's explicit priority wins; a transient message without one
         # (typing...) is shed first.
         if cmd.HasField("priority"):
             priority = Priority.from_wire(cmd.priority)
+            told = int(priority)
         else:
             priority = Priority.LOW if transient else Priority.NORMAL
         if not ctx.policies.room_admits(conv.cid, priority is Priority.HIGH):
@@ -282,7 +292,7 @@ def _send_live(
             ctx.caches.rooms.add(message)
     else:
         priority = Priority.LOW if transient else Priority.RELIABLE
-    ctx.hub.to_members(push_command(message, conv.kind, transient), conv, priority, session)
+    ctx.hub.to_members(push_command(message, conv.kind, transient, told), conv, priority, session)
 
 
 def send_wills(ctx: Context, sessions: list[Session]) -> None:

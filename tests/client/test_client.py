@@ -9,11 +9,14 @@ import pytest
 import trio
 from client_support import FAST, next_message, next_of
 from helpers import fail_after, running_server
+from stall_proxy import StallProxy
 
 from chatroom.client import (
     ConnectionLost,
     ConvEvent,
+    Message,
     RequestError,
+    Shed,
     StateChange,
     SyncClient,
     connect,
@@ -50,6 +53,38 @@ async def test_two_viewers_chat_in_a_chatroom_with_priorities() -> None:
         assert [m.text for m in await jerry.history(room)] == ["你好 👋"]
         await jerry.leave(room)
         assert await tom.count(room) == 1
+
+
+@fail_after(30)
+async def test_a_client_that_fell_behind_counts_the_messages_it_missed() -> None:
+    # Tom's connection goes through a proxy that stops reading for him: the server
+    # sheds what does not fit his outbox, then tells him how many.
+    settings = {"outbox_max_frames": 16, "shed_backlog_normal": 10**6, "shed_lag_normal": 3600}
+    async with running_server(settings) as running, trio.open_nursery() as nursery:
+        proxy = StallProxy(running.ws_port)
+        port = await nursery.start(proxy.run)
+        async with (
+            connect(f"ws://127.0.0.1:{port}/", "Tom", FAST) as tom,
+            connect(running.url, "Jerry", FAST) as jerry,
+        ):
+            room = await tom.open_chatroom("busy")
+            await jerry.join(room)
+            proxy.stall()
+            shed = running.server.context.counters.shed
+            sent = 0
+            while shed.normal < 50:
+                await jerry.send(room, f"{sent:05d}" + "x" * 30_000)
+                sent += 1
+            proxy.resume()
+            got = told = 0
+            while got + told < sent:
+                event = await tom.next_event()
+                if isinstance(event, Message):
+                    got += 1
+                elif isinstance(event, Shed):
+                    told = event.count
+            assert tom.missed == told == sent - got == shed.normal
+        nursery.cancel_scope.cancel()
 
 
 @fail_after()

@@ -353,6 +353,51 @@ async def test_slow_consumer_sees_close_code_4120_when_it_reads_again() -> None:
         assert reason.code == 4120
 
 
+NO_INTAKE_SHEDDING = {
+    "shed_backlog_low": 1_000_000,
+    "shed_backlog_normal": 1_000_000,
+    "shed_lag_low": 3600.0,
+    "shed_lag_normal": 3600.0,
+}
+
+
+@fail_after(30)
+async def test_a_viewer_that_fell_behind_is_told_how_many_messages_it_missed() -> None:
+    # Two viewers stop reading while a room gets big messages; their outboxes shed.
+    # Reading again, the JSON viewer gets every message kept, in order, and "shed"
+    # notices whose last count is exactly what it did not get; the protobuf viewer
+    # gets the SDK's frames only.
+    async with (
+        running_server({"outbox_max_frames": 16, **NO_INTAKE_SHEDDING}) as running,
+        users(running, "host", "slow") as (host, slow),
+        running.user("pb", PROTOBUF_SUB) as pb_viewer,
+    ):
+        reply = await host.request({"cmd": "conv", "op": "start", "m": [], "transient": True})
+        cid = reply["cid"]
+        for viewer, name in ((slow, "slow"), (pb_viewer, "pb")):
+            await viewer.request({"cmd": "conv", "op": "add", "cid": cid, "m": [name]})
+        shed = running.server.context.counters.shed
+        sent: list[str] = []
+        while shed.normal < 200:  # both shed, and again after the first notice
+            batch = [f"{len(sent) + i:05d}" + "x" * 30_000 for i in range(10)]
+            await host.say_many(cid, batch)
+            sent += batch
+        got: list[str] = []
+        told = 0
+        while len(got) + told < len(sent):
+            push = await slow.receive()
+            if push["cmd"] == "direct":
+                got.append(push["msg"])
+            elif push["cmd"] == "shed":
+                told = push["count"]
+        assert told == len(sent) - len(got) > 0
+        kept = set(got)
+        assert got == [text for text in sent if text in kept]
+        pushes = await pb_viewer.take_pushes()
+        assert {p["cmd"] for p in pushes} == {"direct"}
+        assert told + len(sent) - len(pushes) == shed.normal  # each shed for one of them
+
+
 @fail_after()
 async def test_a_history_page_bigger_than_the_outbox_bound_is_delivered() -> None:
     async with (

@@ -13,7 +13,10 @@ from __future__ import annotations
 import pytest
 import trio
 import trio.testing
+from client_support import FAST, clients
 from helpers import Client, Cmd, fail_after, running_server, users
+
+from chatroom.client import Message, RequestError, connect
 
 
 def texts(logs: list[Cmd]) -> list[str]:
@@ -67,15 +70,15 @@ async def test_limit_clamp_is_configurable() -> None:
 
 @fail_after()
 async def test_paging_backwards_with_t_and_mid_visits_everything_once() -> None:
-    async with running_server() as running, users(running, "alice", "bob") as (alice, bob):
-        cid, acks = await filled(alice, 23)
-        seen: list[Cmd] = []
-        page = await bob.logs(cid, l=5)
+    async with running_server() as running, clients(running.url, "alice", "bob") as (alice, bob):
+        cid = await alice.create_conversation(["bob"])
+        sent = [await alice.send(cid, f"m{i}") for i in range(23)]
+        seen: list[Message] = []
+        page = await bob.history(cid, 5)
         while page:
             seen[:0] = page
-            oldest = page[0]
-            page = await bob.logs(cid, l=5, t=oldest["timestamp"], mid=oldest["msgId"])
-        assert [item["msgId"] for item in seen] == [ack["uid"] for ack in acks]
+            page = await bob.history(cid, 5, before=page[0])  # its t and mid
+        assert [item.mid for item in seen] == [s.mid for s in sent]
 
 
 @fail_after()
@@ -137,22 +140,24 @@ async def test_lctype_filter() -> None:
 
 @fail_after()
 async def test_only_members_read_history() -> None:
-    async with running_server() as running, users(running, "alice", "bob", "x") as (a, _, x):
-        cid, _ = await filled(a, 3)
-        refused = await x.request({"cmd": "logs", "cid": cid})
-        assert (refused["cmd"], refused["code"]) == ("error", 4312)
-        unknown = await x.request({"cmd": "logs", "cid": "f" * 24})
-        assert (unknown["cmd"], unknown["code"]) == ("error", 4303)
-        assert texts(await a.logs(cid)) == ["m0", "m1", "m2"]
+    async with running_server() as running, clients(running.url, "alice", "x") as (a, x):
+        cid = await a.create_conversation(["bob"])
+        for text in ("m0", "m1", "m2"):
+            await a.send(cid, text)
+        with pytest.raises(RequestError) as refused:
+            await x.history(cid)
+        assert refused.value.code == 4312
+        with pytest.raises(RequestError) as unknown:
+            await x.history("f" * 24)
+        assert unknown.value.code == 4303
+        assert [item.text for item in await a.history(cid)] == ["m0", "m1", "m2"]
 
 
 @fail_after()
 async def test_empty_history_is_an_empty_list() -> None:
-    async with running_server() as running, running.user("alice") as alice:
-        cid = await alice.start(["bob"])
-        reply = await alice.request({"cmd": "logs", "cid": cid})
-        assert reply["cmd"] == "logs"
-        assert reply.get("logs", []) == []
+    async with running_server() as running, connect(running.url, "alice", FAST) as alice:
+        cid = await alice.create_conversation(["bob"])
+        assert await alice.history(cid) == []  # a logs reply, not an error
 
 
 @fail_after()

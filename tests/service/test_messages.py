@@ -6,12 +6,14 @@ chatroom/service/messages.py).
 from __future__ import annotations
 
 import base64
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import cast
 
 import orjson
 import pytest
 import trio
+from client_support import clients, conversation_of, messages_so_far, next_message
 from helpers import (
     BASE64_SUB,
     JSON_SUB,
@@ -23,6 +25,8 @@ from helpers import (
     users,
 )
 
+from chatroom.client import RequestError, Sent, connect
+from chatroom.client.trio_client import Client
 from chatroom.store.sqlite import SqliteStore
 
 
@@ -73,31 +77,36 @@ async def test_text_and_binary_reach_every_codec_with_the_same_id(sender_sub: st
 
 @fail_after()
 async def test_the_senders_other_devices_get_the_message() -> None:
-    async with running_server() as running, users(running, "alice", "alice", "bob") as c:
+    async with running_server() as running, clients(running.url, "alice", "alice", "bob") as c:
         phone, laptop, bob = c
-        cid = await conversation(phone, bob)
-        await laptop.take_pushes()
-        ack = await phone.say(cid, "from my phone")
-        (mine,) = directs(await laptop.take_pushes())
-        assert (mine["id"], mine["fromPeerId"]) == (ack["uid"], "alice")
-        assert directs(await phone.take_pushes()) == []
-        assert (await bob.next_push("direct"))["id"] == ack["uid"]
+        cid = await conversation_of(phone, bob)
+        await messages_so_far(laptop)
+        sent = await phone.send(cid, "from my phone")
+        (mine,) = await messages_so_far(laptop)
+        assert (mine.mid, mine.sender) == (sent.mid, "alice")
+        assert await messages_so_far(phone) == []
+        assert (await next_message(bob)).mid == sent.mid
+
+
+async def send_all(client: Client, cid: str, texts: list[str]) -> None:
+    for text in texts:
+        await client.send(cid, text)
 
 
 @fail_after()
 async def test_every_member_sees_the_order_the_server_accepted() -> None:
-    async with running_server() as running, users(running, "a", "b", "c") as (a, b, c):
-        cid = await conversation(a, b, c)
+    async with running_server() as running, clients(running.url, "a", "b", "c") as (a, b, c):
+        cid = await conversation_of(a, b, c)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(a.say_many, cid, [f"a{i}" for i in range(50)])
-            nursery.start_soon(b.say_many, cid, [f"b{i}" for i in range(50)])
-        logs = await c.logs(cid, l=100)
-        order = [(item["timestamp"], item["msgId"]) for item in logs]
+            nursery.start_soon(send_all, a, cid, [f"a{i}" for i in range(50)])
+            nursery.start_soon(send_all, b, cid, [f"b{i}" for i in range(50)])
+        logs = await c.history(cid, 100)
+        order = [(item.timestamp, item.mid) for item in logs]
         assert order == sorted(order)
         assert len(set(order)) == 100
-        assert [p["id"] for p in directs(await c.take_pushes())] == [i["msgId"] for i in logs]
-        from_b = [item["msgId"] for item in logs if item["from"] == "b"]
-        assert [p["id"] for p in directs(await a.take_pushes())] == from_b
+        assert [m.mid for m in await messages_so_far(c)] == [item.mid for item in logs]
+        from_b = [item.mid for item in logs if item.sender == "b"]
+        assert [m.mid for m in await messages_so_far(a)] == from_b
 
 
 async def assert_stored(db: Path, cid: str, acks: list[Cmd], texts: list[str]) -> None:
@@ -235,15 +244,15 @@ async def test_content_rules() -> None:
 
 @fail_after()
 async def test_transient_message_is_delivered_live_and_never_stored() -> None:
-    async with running_server() as running, users(running, "alice", "bob") as (alice, bob):
-        cid = await conversation(alice, bob)
-        ack = await alice.say(cid, "typing…", transient=True)
-        assert ack["uid"]
-        push = await bob.next_push("direct")
-        assert (push["msg"], push["transient"]) == ("typing…", True)
-        assert await bob.logs(cid) == []
-        await alice.say(cid, "stored")
-        assert [item["data"] for item in await bob.logs(cid)] == ["stored"]
+    async with running_server() as running, clients(running.url, "alice", "bob") as (alice, bob):
+        cid = await conversation_of(alice, bob)
+        sent = await alice.send(cid, "typing…", transient=True)
+        assert sent.mid
+        push = await next_message(bob)
+        assert (push.text, push.transient) == ("typing…", True)
+        assert await bob.history(cid) == []
+        await alice.send(cid, "stored")
+        assert [item.text for item in await bob.history(cid)] == ["stored"]
 
 
 @fail_after()
@@ -294,26 +303,31 @@ async def test_will_message_is_not_sent_on_graceful_shutdown() -> None:
 # chatroom intake budget
 
 
+async def refused(send: Awaitable[Sent]) -> int:
+    """The code ``send`` was refused with."""
+    with pytest.raises(RequestError) as refusal:
+        await send
+    return refusal.value.code
+
+
 @fail_after()
 async def test_chatroom_budget_refuses_with_4116_and_keeps_a_share_for_high() -> None:
     # A rate so low that no token comes back during the test: the burst is all there is.
     overrides = {"room_messages_per_second": 0.002, "room_high_share": 0.5}
-    async with running_server(overrides) as running, users(running, "host", "v") as (host, v):
-        reply = await host.request({"cmd": "conv", "op": "start", "m": [], "transient": True})
-        cid = reply["cid"]
-        await v.request({"cmd": "conv", "op": "add", "cid": cid, "m": ["v"]})
-        normal = {"cmd": "direct", "cid": cid, "msg": "normal"}
-        high = {"cmd": "direct", "cid": cid, "msg": "high", "priority": 1}
-        first, second = await host.pipeline([normal, normal])
-        assert "code" not in first
-        assert second["code"] == 4116
-        high1, high2 = await host.pipeline([high, high])
-        assert "code" not in high1  # from the HIGH reserve
-        assert high2["code"] == 4116  # reserve and shared part both used up
-        assert [p["msg"] for p in directs(await v.take_pushes())] == ["normal", "high"]
+    async with running_server(overrides) as running, clients(running.url, "host", "v") as c:
+        host, v = c
+        cid = await host.create_chatroom("live")
+        await v.join(cid)
+        assert (await host.send(cid, "normal")).mid
+        assert await refused(host.send(cid, "normal")) == 4116
+        assert (await host.send(cid, "high", priority="high")).mid  # from the HIGH reserve
+        # reserve and shared part both used up
+        assert await refused(host.send(cid, "high", priority="high")) == 4116
+        assert [m.text for m in await messages_so_far(v)] == ["normal", "high"]
         # A normal conversation is not limited by chatroom budgets.
-        cid2 = await conversation(host, v)
-        await host.say_many(cid2, ["a", "b", "c"])
+        cid2 = await conversation_of(host, v)
+        for text in ("a", "b", "c"):
+            await host.send(cid2, text)
 
 
 def _masked_text(payload: bytes) -> bytes:
@@ -352,21 +366,42 @@ async def test_an_overloaded_room_sheds_low_at_intake_and_high_gets_through() ->
 async def test_mentions_are_delivered_and_kept_in_history() -> None:
     async with (
         running_server() as running,
-        users(running, "alice", "bob", "carol") as (
-            alice,
-            bob,
-            carol,
-        ),
+        clients(running.url, "alice", "bob", "carol") as (alice, bob, carol),
     ):
-        cid = await conversation(alice, bob, carol)
-        await alice.say(cid, "@bob", mentionPids=["bob", "bob"], mentionAll=False)
-        await alice.say(cid, "@all", mentionAll=True)
+        cid = await conversation_of(alice, bob, carol)
+        await alice.send(cid, "@bob", mentions=["bob", "bob"], mention_all=False)
+        await alice.send(cid, "@all", mention_all=True)
         for receiver in (bob, carol):
-            one, everyone = directs(await receiver.take_pushes())
-            assert (one["mentionPids"], one["mentionAll"]) == (["bob"], False)
-            assert (everyone.get("mentionPids", []), everyone["mentionAll"]) == ([], True)
-        logs = await carol.logs(cid)
-        assert [(i.get("mentionPids", []), i["mentionAll"]) for i in logs] == [
-            (["bob"], False),
-            ([], True),
+            one, everyone = await messages_so_far(receiver)
+            assert (one.mentions, one.mention_all) == (("bob",), False)
+            assert (everyone.mentions, everyone.mention_all) == ((), True)
+        logs = await carol.history(cid)
+        assert [(i.mentions, i.mention_all) for i in logs] == [(("bob",), False), ((), True)]
+
+
+@fail_after()
+async def test_json_viewers_are_told_the_priority_a_chatroom_message_was_sent_with() -> None:
+    # Sent as plain text with only the wire priority: what a JSON viewer learns of it
+    # comes from the push itself. The protobuf push is the SDK's, without it.
+    async with (
+        running_server() as running,
+        running.user("host") as host,
+        running.user("pb", PROTOBUF_SUB) as pb_viewer,
+        connect(running.url, "viewer") as viewer,
+    ):
+        reply = await host.request({"cmd": "conv", "op": "start", "m": [], "transient": True})
+        cid = reply["cid"]
+        await viewer.join(cid)
+        await pb_viewer.request({"cmd": "conv", "op": "add", "cid": cid, "m": ["pb"]})
+        for text, priority in [("loud", 1), ("quiet", 3), ("plain", None)]:
+            await host.say(cid, text, **({} if priority is None else {"priority": priority}))
+        got = [await next_message(viewer) for _ in range(3)]
+        assert [(m.text, m.priority) for m in got] == [
+            ("loud", "high"),
+            ("quiet", "low"),
+            ("plain", None),
         ]
+        assert [m.mid for m in got] == [m["msgId"] for m in await host.logs(cid)]
+        pushed = directs(await pb_viewer.take_pushes())
+        assert [p["msg"] for p in pushed] == ["loud", "quiet", "plain"]
+        assert all("priority" not in p for p in pushed)

@@ -5,6 +5,7 @@
 
 const TERMINAL = new Set([4100, 4103, 4110, 4111]); // the server says: do not come back
 const PRIORITY = { high: 1, normal: 2, low: 3 };
+const PRIORITY_NAME = { 1: "high", 2: "normal", 3: "low" };
 const LANES = 8;
 const MAX_ITEMS = 200; // the side list keeps the newest ones
 const $ = (id) => document.getElementById(id);
@@ -85,7 +86,7 @@ class Connection {
       throw err;
     });
     this.token = reply.st; this.failures = 0;
-    this.handlers.state("live", "");
+    // Not "live" yet: the room decides (once it is joined again and counted).
     await this.handlers.live();
   }
 
@@ -119,14 +120,15 @@ class Connection {
 }
 
 // ---------------------------------------------------------------------------
-// the room: join by name, count, send, show, notice what was missed
+// the room: join by name, count, send, show, say what was missed
 
 const room = {
-  conn: null, cid: null, name: "", me: "", seen: new Map(), voices: new Set(), joinedAt: 0, lastTs: 0,
-  checkedTo: 0, missed: 0, lane: 0, typers: new Map(), lastCount: 0, lastTyping: 0, sinceCheck: 0,
+  conn: null, cid: null, name: "", me: "", voices: new Set(), lane: 0, typers: new Map(),
+  lastCount: 0, lastTyping: 0, missedBefore: 0, missedNow: 0,
 };
 
 function setState(state, detail) {
+  if (state !== "live") view.online.textContent = "–"; // not known until counted again
   view.state.dataset.state = state;
   view.state.textContent = detail ? `${state} (${detail})` : state;
   const live = state === "live" && room.cid !== null;
@@ -156,12 +158,16 @@ async function openRoom(conn, name, known) {
 }
 
 async function onLive() {
-  room.cid = await openRoom(room.conn, room.name, room.cid);
-  room.joinedAt = room.joinedAt || Date.now();
+  const conn = room.conn;
+  const cid = await openRoom(conn, room.name, room.cid);
+  if (room.conn !== conn) return; // joined elsewhere meanwhile
+  room.cid = cid;
+  // The server counts what it shed per connection: a new one starts again from 0.
+  room.missedBefore += room.missedNow; room.missedNow = 0;
   view.title.textContent = `# ${room.name}`;
-  setState("live", "");
-  refreshCount(true);
-  checkMissed();
+  await refreshCount(true);
+  if (room.conn !== conn || conn.ws.readyState !== WebSocket.OPEN) return;
+  setState("live", ""); // in the room, its count shown: only now
 }
 
 async function refreshCount(now) {
@@ -176,27 +182,15 @@ async function refreshCount(now) {
   } catch (_) { /* the next refresh will do */ }
 }
 
-async function checkMissed() {
-  // The server does not tell a viewer it shed frames for it; but it keeps the
-  // room's recent messages. A stored message from the time we watched that never
-  // arrived was missed. (Messages dropped at intake are not stored: not counted.)
-  // What is older than the last check was counted then: skipped, its ids forgotten.
-  if (!room.cid || !room.lastTs) return;
-  room.sinceCheck = 0;
-  try {
-    const reply = await room.conn.request({ cmd: "logs", cid: room.cid, l: 100 });
-    const from = Math.max(room.joinedAt, room.checkedTo + 1), upTo = room.lastTs;
-    for (const item of reply.logs || []) {
-      if (item.timestamp >= from && item.timestamp <= upTo && !room.seen.has(item.msgId)) room.missed += 1;
-    }
-    room.checkedTo = upTo;
-    for (const [id, timestamp] of room.seen) if (timestamp <= upTo) room.seen.delete(id);
-    view.missed.textContent = String(room.missed);
-  } catch (_) { /* next time */ }
+function showMissed(count) {
+  // The server dropped messages for this viewer because it fell behind (its queue
+  // was full): it says how many so far on this connection, at most once a second.
+  room.missedNow = count;
+  view.missed.textContent = String(room.missedBefore + room.missedNow);
 }
 
-function content(text, priority, extra) {
-  return JSON.stringify({ _lctype: -1, _lctext: text, _lcattrs: { priority, ...extra } });
+function content(text, attrs) {
+  return JSON.stringify(attrs ? { _lctype: -1, _lctext: text, _lcattrs: attrs } : { _lctype: -1, _lctext: text });
 }
 
 function parse(msg) {
@@ -204,7 +198,8 @@ function parse(msg) {
     const value = JSON.parse(msg);
     if (value && typeof value === "object") {
       const attrs = value._lcattrs || {};
-      return { text: typeof value._lctext === "string" ? value._lctext : msg, priority: attrs.priority, typing: attrs.typing === true };
+      const priority = PRIORITY[attrs.priority] ? attrs.priority : undefined;
+      return { text: typeof value._lctext === "string" ? value._lctext : msg, priority, typing: attrs.typing === true };
     }
   } catch (_) { /* plain text */ }
   return { text: String(msg), priority: undefined, typing: false };
@@ -216,20 +211,22 @@ function onPush(cmd) {
     if (body.typing) { showTyping(cmd.fromPeerId); return; }
     room.typers.delete(cmd.fromPeerId);
     renderTyping();
-    show(cmd.fromPeerId, body.text, body.priority || "normal", cmd.id, cmd.timestamp);
+    // The push says the priority it was sent with; a message from a client that put
+    // it in _lcattrs (chatroom.client does) says it there.
+    const priority = PRIORITY_NAME[cmd.priority] || body.priority || "normal";
+    show(cmd.fromPeerId, body.text, priority, cmd.timestamp);
     // A voice not heard before is likely a new viewer: count again now.
     const newVoice = !room.voices.has(cmd.fromPeerId);
     room.voices.add(cmd.fromPeerId);
     refreshCount(newVoice);
-    if (++room.sinceCheck >= 50) checkMissed();
+  } else if (cmd.cmd === "shed" && Number.isInteger(cmd.count)) {
+    showMissed(cmd.count);
   } else if (cmd.cmd === "goaway") {
     system("the server is restarting");
   }
 }
 
-function show(from, text, priority, id, timestamp) {
-  if (id) { if (room.seen.has(id)) return; room.seen.set(id, timestamp || 0); }
-  room.lastTs = Math.max(room.lastTs, timestamp || 0);
+function show(from, text, priority, timestamp) {
   const item = document.createElement("li");
   item.dataset.priority = priority;
   item.dataset.testid = "message";
@@ -282,9 +279,9 @@ async function send(event) {
   view.input.value = "";
   try {
     const ack = await room.conn.request({
-      cmd: "direct", cid: room.cid, msg: content(text, priority), priority: PRIORITY[priority],
+      cmd: "direct", cid: room.cid, msg: content(text), priority: PRIORITY[priority],
     });
-    show(room.me, text, priority, ack.uid, ack.t);
+    show(room.me, text, priority, ack.t);
   } catch (err) {
     system(`not sent: ${err.code || ""} ${err.message}`);
   }
@@ -294,7 +291,7 @@ function typing() {
   // A transient message: never stored, only for who watches now; LOW, shed first.
   if (!room.cid || Date.now() - room.lastTyping < 2000) return;
   room.lastTyping = Date.now();
-  room.conn.request({ cmd: "direct", cid: room.cid, msg: content("", "low", { typing: true }), transient: true })
+  room.conn.request({ cmd: "direct", cid: room.cid, msg: content("", { typing: true }), transient: true })
     .catch(() => {});
 }
 
@@ -303,8 +300,8 @@ function join(event) {
   if (room.conn) room.conn.stop();
   room.name = view.room.value.trim();
   room.me = view.name.value.trim();
-  room.cid = null; room.joinedAt = 0; room.lastTs = 0; room.checkedTo = 0; room.missed = 0;
-  room.seen.clear(); room.voices.clear();
+  room.cid = null; room.missedBefore = 0; room.missedNow = 0;
+  room.voices.clear();
   view.list.replaceChildren(); view.missed.textContent = "0"; view.online.textContent = "0";
   // A replaced connection may still report its close: only the current one is shown.
   const current = (fn) => (...args) => (room.conn === conn ? fn(...args) : undefined);
@@ -320,4 +317,3 @@ $("join-form").addEventListener("submit", join);
 $("send-form").addEventListener("submit", send);
 view.input.addEventListener("input", typing);
 setInterval(() => { refreshCount(true); }, 15000);
-setInterval(() => { checkMissed(); }, 30000);
