@@ -24,6 +24,7 @@ from chatroom.core.presence import Outlet, Presence, Session
 from chatroom.core.ratelimit import IntakeBacklog, RoomBudget, UserBudgets
 from chatroom.core.receipt_book import ReceiptBook, Waiting
 from chatroom.core.recent import Dedupe, RoomBuffers
+from chatroom.core.roles import ModerationBook
 from chatroom.core.signature import Verifier
 from chatroom.core.wordfilter import WordFilter
 from chatroom.http.push_webhook import PushNotifier
@@ -162,6 +163,7 @@ class Context:
     # Made on first use from ``config`` (conv_events.log_of, signing.verifier_of).
     conv_events: ConvEventLog | None = None
     verifier: Verifier | None = None
+    moderation: ModerationBook | None = None  # made on first use (moderation.state_of)
     room_budgets: dict[str, RoomBudget] = field(default_factory=dict)
     user_budgets: UserBudgets = field(init=False)  # messages per client id
     intake: IntakeBacklog = field(default_factory=IntakeBacklog)  # for shed_at_intake
