@@ -255,6 +255,20 @@ class Config:
     push_timeout: float = 5.0
     """Seconds one webhook request may take; a slower one is abandoned and counted as
     failed (``push_failed``)."""
+    member_changes_by: str = "anyone"
+    """Who may add and remove *other* members of a normal or temporary conversation:
+    ``anyone`` (every member, LeanCloud's default) or ``managers`` (the owner and the
+    managers; others get 4308 CONVERSATION_OPERATION_UNAUTHORIZED). Either way nobody
+    removes the owner, and only the owner removes managers (chatroom/core/roles.py)."""
+    moderation_batch: int = 500
+    """Client ids one mute, unmute, block or unblock request may name; a longer list is
+    refused whole with 4301 and changes nothing."""
+    moderation_list_limit: int = 10_000
+    """Muted members, and blocked members, one conversation keeps; past it further ids
+    fail one by one with 4304 in the partial-success reply."""
+    moderation_cache: int = 10_000
+    """Conversations whose managers, mutes and blocks are kept in memory (each message
+    sent checks them); the least recently used are read from the store again."""
 
     @property
     def reply_bytes(self) -> int:
@@ -286,7 +300,10 @@ class Config:
 
 
 # Settings that take one of a few words.
-_CHOICES: dict[str, tuple[str, ...]] = {"conv_query_scope": ("open", "members")}
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "conv_query_scope": ("open", "members"),
+    "member_changes_by": ("anyone", "managers"),
+}
 
 
 def _convert(name: str, kind: str, raw: object) -> object:

@@ -85,6 +85,9 @@ class FakeHub:
     def online_count(self, cid: str) -> int:
         return len(self.rooms.get(cid, ()))
 
+    def in_room(self, cid: str, peer_id: str) -> bool:
+        return peer_id in self.rooms.get(cid, ())
+
     def others_online(self, session: Session) -> bool:
         return any(s.peer_id == session.peer_id and s is not session for s in self.sessions)
 

@@ -64,6 +64,9 @@ class Hub(Protocol):
     def online_count(self, cid: str) -> int:
         """Distinct clients watching chatroom ``cid`` (two devices count once)."""
 
+    def in_room(self, cid: str, peer_id: str) -> bool:
+        """Whether a session of ``peer_id`` watches chatroom ``cid``."""
+
     def others_online(self, session: Session) -> bool:
         """Whether the session's client has another session (another device)."""
 

@@ -48,6 +48,9 @@ class LocalHub:
 
     # -- queries --------------------------------------------------------------------
 
+    def in_room(self, cid: str, peer_id: str) -> bool:
+        return self._presence.in_room(cid, peer_id)
+
     def is_online(self, peer_id: str) -> bool:
         return self._presence.is_online(peer_id)
 

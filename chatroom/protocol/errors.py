@@ -41,6 +41,11 @@ class ErrorCode(enum.IntEnum):
     CONVERSATION_REJECTED_BY_APP = 4305
     CONVERSATION_UPDATE_FAILED = 4306  # bad attribute key; attrs or name over their limit
     CONVERSATION_READ_ONLY = 4307
+    # Also the moderation refusals, told apart by their reason (``Reason``):
+    # CONVERSATION_OPERATION_UNAUTHORIZED (the caller's role may not do it: mute, block,
+    # change roles, kick from a chatroom, add/remove others when member_changes_by is
+    # managers), CONVERSATION_NEED_OWNER (the owner cannot be removed or quit) and
+    # CONVERSATION_MEMBER_SHUTUP (a muted member's send).
     CONVERSATION_NOT_ALLOWED = 4308
     CONVERSATION_UPDATE_REJECTED = 4309
     CONVERSATION_QUERY_FAILED = 4310  # conv/query: bad or too large where/sort/skip, refused $regex
@@ -48,9 +53,12 @@ class ErrorCode(enum.IntEnum):
     CONVERSATION_LOG_REJECTED = 4312
     SYSTEM_CONVERSATION_REQUIRED = 4313
     NORMAL_CONVERSATION_REQUIRED = 4314
+    # a blocked client joining, being added, or sending (per id in add replies)
     CONVERSATION_BLACKLISTED = 4315
     TRANSIENT_CONVERSATION_REQUIRED = 4316
-    CONVERSATION_MEMBERSHIP_REQUIRED = 4317  # count/mute/unmute by a non-member
+    # count/mute/unmute by a non-member (of a chatroom: one not watching it, unless
+    # owner or manager); moderation commands by a non-member
+    CONVERSATION_MEMBERSHIP_REQUIRED = 4317
     CONVERSATION_API_QUOTA_EXCEEDED = 4318
     TEMPORARY_CONVERSATION_EXPIRED = 4323
     INVALID_MESSAGING_TARGET = 4401
@@ -60,6 +68,18 @@ class ErrorCode(enum.IntEnum):
     MESSAGE_UPDATE_REJECTED_BY_APP = 4405
     MESSAGE_EDIT_DISABLED = 4406
     MESSAGE_RECALL_DISABLED = 4407
+    # member_info_update asking for the role Owner: the creator stays the only owner
+    OWNER_PROMOTION_NOT_ALLOWED = 5130
+
+
+class Reason(enum.StrEnum):
+    """Reasons LeanCloud gives to moderation refusals (code 4308), sent as
+    ``ErrorCommand.reason``: the SDK shows the reason as the error's message, and its
+    partial-success results (``failures[].message``) carry it per client id."""
+
+    OPERATION_UNAUTHORIZED = "CONVERSATION_OPERATION_UNAUTHORIZED"
+    NEED_OWNER = "CONVERSATION_NEED_OWNER"
+    MEMBER_SHUTUP = "CONVERSATION_MEMBER_SHUTUP"
 
 
 class CloseCode(enum.IntEnum):

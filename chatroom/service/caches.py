@@ -19,6 +19,7 @@ from chatroom.core.model import Conversation, ConvEventRecord, PendingReceipt, S
 from chatroom.core.presence import Session
 from chatroom.core.receipt_book import OnChange, ReceiptBook, Waiting
 from chatroom.core.recent import Dedupe, RoomBuffers
+from chatroom.core.roles import ModerationBook
 from chatroom.protocol.codec import Codec, Prepared
 from chatroom.service.ports import Journal
 from chatroom.store.base import Store
@@ -156,7 +157,15 @@ class Tickets:
 class Caches:
     """The handlers' memory, each part bounded by its setting in ``Config``."""
 
-    __slots__ = ("conv_events", "conversations", "dedupe", "receipts", "rooms", "tickets")
+    __slots__ = (
+        "conv_events",
+        "conversations",
+        "dedupe",
+        "moderation",
+        "receipts",
+        "rooms",
+        "tickets",
+    )
 
     def __init__(self, config: Config, store: Store, journal: Journal, now_ms: int) -> None:
         self.conversations = ConversationCache(store)
@@ -165,6 +174,7 @@ class Caches:
         self.tickets = Tickets(journal)
         self.receipts = ReceiptBook(config.receipt_memory, _follow_receipts(config, journal))
         self.conv_events = _event_log(config, journal, now_ms)
+        self.moderation = ModerationBook(config.moderation_cache)  # roles, mutes, blocks
 
 
 def _follow_receipts(config: Config, journal: Journal) -> OnChange:

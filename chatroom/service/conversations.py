@@ -15,10 +15,11 @@ import trio
 from chatroom.core.ids import iso
 from chatroom.core.model import JSON, Conversation, ConvFilter, ConvOrder, ConvType
 from chatroom.core.presence import Session
+from chatroom.core.roles import Act
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Prepared
 from chatroom.protocol.errors import ChatError, ErrorCode
-from chatroom.service import signing
+from chatroom.service import moderation, signing
 from chatroom.service.context import SENT, Context, Link, require_session, valid_client_id
 from chatroom.service.conv_events import push
 
@@ -237,12 +238,14 @@ async def add(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCom
     session, conv, targets = await _member_change(ctx, link, cmd, kick=False)
     actor = session.peer_id
     reply = pb.GenericCommand(cmd=pb.conv, op=pb.added)
-    if conv.kind is ConvType.TRANSIENT:
-        return _join_chatroom(ctx, session, conv, targets, reply)
     if conv.kind is ConvType.SYSTEM:
         return await _subscribe(ctx, actor, conv, targets, reply, subscribe=True)
-    if actor not in conv.members and targets != [actor]:
+    if conv.kind is not ConvType.TRANSIENT and actor not in conv.members and targets != [actor]:
         raise ChatError(ErrorCode.CONVERSATION_UPDATE_REJECTED, "only members can add others")
+    targets, refused = await moderation.screen_add(ctx, conv, actor, targets)
+    moderation.add_refusals(reply.convMessage, refused)
+    if conv.kind is ConvType.TRANSIENT:
+        return _join_chatroom(ctx, session, conv, targets, reply)
     new = [t for t in targets if t not in conv.members]
     room = ctx.config.max_members - len(conv.members)
     accepted, full = new[: max(room, 0)], new[max(room, 0) :]
@@ -308,13 +311,14 @@ async def remove(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.Generic
     reply = pb.GenericCommand(cmd=pb.conv, op=pb.removed)
     if conv.kind is ConvType.SYSTEM:
         return await _subscribe(ctx, actor, conv, targets, reply, subscribe=False)
+    if conv.kind is not ConvType.TRANSIENT and actor not in conv.members:
+        raise ChatError(ErrorCode.CONVERSATION_UPDATE_REJECTED, "only members can remove")
+    targets, refused = await moderation.screen_remove(ctx, conv, actor, targets)
+    moderation.add_refusals(reply.convMessage, refused)
     if conv.kind is ConvType.TRANSIENT:
-        for target in targets:
-            ctx.hub.leave_room(conv.cid, target)
+        moderation.leave_room(ctx, conv.cid, targets)
         _outcome(reply, targets, {})
         return reply
-    if actor not in conv.members:
-        raise ChatError(ErrorCode.CONVERSATION_UPDATE_REJECTED, "only members can remove")
     gone = [t for t in targets if t in conv.members]
     now = ctx.clock.wall_ms()
     before = list(conv.members)
@@ -378,6 +382,9 @@ async def update(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.Generic
         raise ChatError(ErrorCode.CONVERSATION_NOT_ALLOWED, "only the operator changes it")
     if conv.kind is not ConvType.TRANSIENT and session.peer_id not in conv.members:
         raise ChatError(ErrorCode.CONVERSATION_UPDATE_REJECTED, "only members can update")
+    if conv.kind is ConvType.TRANSIENT:
+        outsider = ErrorCode.CONVERSATION_UPDATE_REJECTED
+        await moderation.check_may(ctx, conv, session.peer_id, Act.UPDATE, outsider)
     changes = _attrs(
         cmd.convMessage.attr, cmd.convMessage.HasField("attr"), ctx.config.max_name_bytes
     )
@@ -415,6 +422,8 @@ async def mute(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCo
     conv = await ctx.conversation(cmd.convMessage.cid)
     if conv.kind is not ConvType.TRANSIENT:
         _require_member(conv, session.peer_id)
+    else:  # a chatroom's own "mu" list: for its viewers and staff only
+        await moderation.check_may(ctx, conv, session.peer_id, Act.SELF_MUTE)
     muting = cmd.op == pb.mute
     if muting and session.peer_id not in conv.muted:
         conv.muted = [*conv.muted, session.peer_id]

@@ -10,6 +10,7 @@ from chatroom.service import (
     conversations,
     history,
     messages,
+    moderation,
     patches,
     receipts,
     session,
@@ -39,6 +40,15 @@ HANDLERS: dict[tuple[int, int | None], Handler] = {
     (pb.conv, pb.unmute): conversations.mute,
     (pb.direct, None): messages.send,
     (pb.logs, None): history.logs,
+    (pb.conv, pb.member_info_update): moderation.update_role,
+    (pb.conv, pb.add_shutup): moderation.shutup,
+    (pb.conv, pb.remove_shutup): moderation.shutup,
+    (pb.conv, pb.query_shutup): moderation.query_shutup,
+    (pb.conv, pb.check_shutup): moderation.check_shutup,
+    (pb.blacklist, pb.block): moderation.blacklist,
+    (pb.blacklist, pb.unblock): moderation.blacklist,
+    (pb.blacklist, pb.query): moderation.blacklist,
+    (pb.blacklist, pb.check_block): moderation.blacklist,
 }
 
 

@@ -41,7 +41,7 @@ from chatroom.core.recent import Pending
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Prepared
 from chatroom.protocol.errors import ChatError, ErrorCode
-from chatroom.service import lasting
+from chatroom.service import lasting, moderation
 from chatroom.service.context import SENT, Context, Link, require_session
 from chatroom.service.patches import check_size, filtered_notice, filters_apply
 
@@ -148,6 +148,7 @@ async def send(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCo
     session = require_session(link, cmd)
     body = cmd.directMessage
     conv = await _target(ctx, session, body.cid)
+    await moderation.check_may_send(ctx, conv, session.peer_id)
     if body.will:
         message = _build(ctx, session, body)
         # One will per user: the last one set wins, whichever device set it.

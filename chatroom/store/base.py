@@ -25,6 +25,7 @@ from chatroom.core.model import (
     SessionRecord,
     WillRecord,
 )
+from chatroom.core.roles import Moderation, ModerationChanges
 
 
 class StoreError(Exception):
@@ -163,3 +164,15 @@ class Store(Protocol):
         ``expires_ms <= now_ms``; the number deleted (call again while it is large).
         An event of the log counts as one row plus one per peer it was logged for: the
         earliest-expiring events go until they reach ``limit`` rows, at least one."""
+
+    # member moderation: managers, mutes and blocks (chatroom/core/roles.py)
+
+    async def moderation_of(self, cid: str) -> Moderation:
+        """The conversation's managers, mutes (expired ones included: the caller
+        checks) and blocks; empty when it has none, or does not exist."""
+
+    async def save_moderation(self, cid: str, changes: ModerationChanges) -> None:
+        """Apply ``changes`` in one transaction (see ``ModerationChanges``). Lifting a
+        mute or block that does not exist changes nothing; blocking a blocked member
+        keeps the first ``since``. IntegrityError (nothing stored) for values the
+        store cannot hold."""

@@ -42,17 +42,19 @@ from .common import (
     sort_conversations,
 )
 from .memory_lasting import MemoryLasting
+from .memory_moderation import MemoryModeration
 
 
 def _position(m: Message) -> tuple[int, str]:
     return (m.timestamp, m.mid)
 
 
-class MemoryStore(MemoryLasting):
+class MemoryStore(MemoryLasting, MemoryModeration):
     """A ``Store`` that keeps everything in this process and forgets it on exit."""
 
     def __init__(self) -> None:
-        super().__init__()
+        MemoryLasting.__init__(self)
+        MemoryModeration.__init__(self)
         self._convs: dict[str, Conversation] = {}
         self._of_member: defaultdict[str, set[str]] = defaultdict(set)
         self._unique: defaultdict[str, set[str]] = defaultdict(set)  # members_key -> cids

@@ -41,10 +41,12 @@ from chatroom.core.model import (
     SessionRecord,
     WillRecord,
 )
+from chatroom.core.roles import Moderation, ModerationChanges
 
 from . import sqlite_lasting as lasting_tables
 from . import sqlite_marks as marks_table
 from . import sqlite_messages as messages_table
+from . import sqlite_moderation as moderation_tables
 from .base import IntegrityError, NotFoundError, StoreError
 from .common import (
     INT64_MAX,
@@ -390,6 +392,20 @@ class SqliteStore:
         """At most ``limit`` expired rows per table, in one short transaction."""
         purge = lasting_tables.purge
         return await self._write(lambda db: _in_transaction(db, purge, now_ms, limit))
+
+    # member moderation (sqlite_moderation.py has the SQL)
+
+    async def moderation_of(self, cid: str) -> Moderation:
+        """The conversation's managers, mutes and blocks, from one snapshot."""
+        if self._closed:
+            raise StoreError("the store is closed")
+        load = functools.partial(moderation_tables.load, cid=cid)
+        return await trio.to_thread.run_sync(self._with_reader, load, limiter=self._read_limiter)
+
+    async def save_moderation(self, cid: str, changes: ModerationChanges) -> None:
+        """Every change in one short transaction, or nothing of it."""
+        save = moderation_tables.save
+        await self._write(lambda db: _in_transaction(db, save, cid, changes))
 
 
 # The functions below run in worker threads.

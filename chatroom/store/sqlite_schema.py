@@ -10,7 +10,7 @@ import sqlite3
 
 from .base import StoreError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # STRICT tables (SQLite 3.37+) refuse values of the wrong type instead of storing them.
 _STRICT = " STRICT" if sqlite3.sqlite_version_info >= (3, 37, 0) else ""
@@ -160,8 +160,31 @@ LASTING_SCHEMA = [
     "CREATE INDEX wills_expiry ON wills (expires_at)",
 ]
 
+# Version 3: member moderation (sqlite_moderation.py): managers, mutes (``until`` NULL:
+# until lifted) and blocks, each keyed by conversation then member.
+MODERATION_SCHEMA = [
+    f"""CREATE TABLE member_roles (
+        cid TEXT NOT NULL,
+        peer TEXT NOT NULL,
+        role TEXT NOT NULL,
+        PRIMARY KEY (cid, peer)
+    ){_WITHOUT_ROWID}""",
+    f"""CREATE TABLE member_mutes (
+        cid TEXT NOT NULL,
+        peer TEXT NOT NULL,
+        until INTEGER,
+        PRIMARY KEY (cid, peer)
+    ){_WITHOUT_ROWID}""",
+    f"""CREATE TABLE member_blocks (
+        cid TEXT NOT NULL,
+        peer TEXT NOT NULL,
+        since INTEGER NOT NULL,
+        PRIMARY KEY (cid, peer)
+    ){_WITHOUT_ROWID}""",
+]
+
 # Steps from version n - 1 to n, applied in order to a database of an older version.
-_STEPS: dict[int, list[str]] = {2: LASTING_SCHEMA}
+_STEPS: dict[int, list[str]] = {2: LASTING_SCHEMA, 3: MODERATION_SCHEMA}
 
 
 def migrate(db: sqlite3.Connection, path: str) -> None:

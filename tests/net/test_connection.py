@@ -159,7 +159,7 @@ async def test_commands_the_server_does_not_serve_get_4201(subprotocol: str) -> 
     async with running_server() as running, running.user("alice", subprotocol) as client:
         for cmd in (
             {"cmd": "conv", "op": "joined"},  # a push, not a request
-            {"cmd": "blacklist", "op": "block"},
+            {"cmd": "blacklist", "op": "blocked"},  # a reply, not a request
             {"cmd": "goaway"},
         ):
             assert is_error(await client.request(cmd), 4201)

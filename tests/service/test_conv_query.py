@@ -409,6 +409,10 @@ async def test_non_members_cannot_mute_unmute_or_count_a_conversation() -> None:
         room = (await a.request({"cmd": "conv", "op": "start", "transient": True}))["cid"]
         counted = await z.request({"cmd": "conv", "op": "count", "cid": room})
         assert counted["count"] == 1  # a chatroom's count stays open to anyone
+        # Its own "mu" list is for its viewers (and its owner and managers).
+        reply = await z.request({"cmd": "conv", "op": "mute", "cid": room})
+        assert (reply["cmd"], reply.get("code")) == ("error", 4317), reply
+        await z.request({"cmd": "conv", "op": "add", "cid": room, "m": ["z"]})
         assert (await z.request({"cmd": "conv", "op": "mute", "cid": room}))["op"] == "updated"
 
 

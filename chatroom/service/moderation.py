@@ -1,0 +1,487 @@
+"""Moderation: member roles, muting members (shut-up), blacklists, and the permission
+checks other handlers call (protocol.md 4.9-4.10; the matrix is chatroom/core/roles.py).
+
+Commands, as the official SDK sends them:
+
+- ``conv/member_info_update{cid, targetClientId, info:{pid, role}}`` ->
+  ``member_info_updated``; every member gets ``member_info_changed{initBy, info}``.
+- ``conv/add_shutup|remove_shutup{cid, m}`` -> ``shutup_added|shutup_removed{allowedPids,
+  failedPids}``; each newly (un)muted member gets ``shutuped|unshutuped``, every member
+  (a chatroom's viewers) ``members_shutuped|members_unshutuped{m}``.
+- ``conv/query_shutup{cid, limit, next}`` -> ``shutup_result{m, next}``;
+  ``conv/check_shutup{cid, m}`` -> ``check_result{m}`` (those of ``m`` muted now).
+- ``blacklist/block|unblock{srcCid, toPids}`` -> ``blocked|unblocked{allowedPids,
+  failedPids}``; a blocked member is removed at once (``blocked`` and ``left`` to it,
+  ``members_blocked`` and ``members_left`` to the others; a chatroom viewer stops
+  watching); ``members_unblocked`` tells the members of an unblock, ``unblocked`` the
+  client.
+- ``blacklist/query{srcCid, limit, next}`` -> ``query_result{blockedPids, next}``;
+  ``blacklist/check_block{srcCid, toPids}`` -> ``check_result{blockedPids}``.
+
+Refusals of a whole request: 4308 with reason ``CONVERSATION_OPERATION_UNAUTHORIZED``
+(the caller's role), 4317 (not a member), 4301 (bad or too many ids), 5130 (role
+Owner). Per id, in the partial-success reply: 4308 ``CONVERSATION_NEED_OWNER`` and
+``CONVERSATION_OPERATION_UNAUTHORIZED``, 4317 (muting a non-member), 4304 (list full).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import trio
+
+from chatroom.core.ids import iso
+from chatroom.core.model import Conversation, ConvType
+from chatroom.core.roles import (
+    Act,
+    MemberChanges,
+    Moderation,
+    ModerationChanges,
+    Role,
+    may,
+    outranks,
+    role_of,
+)
+from chatroom.protocol import messages_pb2 as pb
+from chatroom.protocol.codec import Prepared
+from chatroom.protocol.errors import ChatError, ErrorCode, Reason
+from chatroom.service.context import SENT, Context, Link, require_session, valid_client_id
+from chatroom.service.conv_events import push
+
+# Per-id failures: (code, reason) -> client ids.
+Refusals = dict[tuple[ErrorCode, str], list[str]]
+
+_DEFAULT_PAGE = 10  # the SDK documents "server default 10"
+_MAX_PAGE = 100
+_UNMUTE_OPS = (pb.unshutuped, pb.members_unshutuped)
+
+
+# -- state --------------------------------------------------------------------------
+
+
+async def state_of(ctx: Context, cid: str) -> Moderation:
+    """The conversation's moderation state: from memory, else read once from the store."""
+    state = ctx.caches.moderation.get(cid)
+    if state is not None:
+        await trio.lowlevel.checkpoint()  # every handler is one (flake8-async ASYNC910)
+        return state
+    loaded = await ctx.store.moderation_of(cid)
+    return ctx.caches.moderation.keep(cid, loaded)
+
+
+async def _save(ctx: Context, conv: Conversation, changes: ModerationChanges) -> None:
+    """Store ``changes``, then apply them to the state in memory (a failed write leaves
+    both as they were)."""
+    await ctx.store.save_moderation(conv.cid, changes)
+    changes.apply(await state_of(ctx, conv.cid))
+
+
+# -- reaching clients: the one place that knows how (presence, delivery, event log) --
+
+
+def _notify(
+    ctx: Context, conv: Conversation, event: Prepared, now: int, peers: Iterable[str] | None
+) -> None:
+    """Push ``event`` to ``peers``' online sessions (logged for their replay), or with
+    ``peers`` None to every member: a chatroom's viewers (not logged)."""
+    if peers is not None:
+        push(ctx, event, now, peers)
+    elif conv.kind is ConvType.TRANSIENT:
+        ctx.hub.to_members(event, conv)
+    else:
+        push(ctx, event, now, conv.members)
+
+
+def _watching(ctx: Context, conv: Conversation, peer: str) -> bool:
+    return conv.kind is ConvType.TRANSIENT and ctx.hub.in_room(conv.cid, peer)
+
+
+def leave_room(ctx: Context, cid: str, peers: Iterable[str]) -> None:
+    """Every session of ``peers`` watching chatroom ``cid`` stops watching it."""
+    for peer in peers:
+        ctx.hub.leave_room(cid, peer)
+
+
+def _event(
+    op: int, conv: Conversation, actor: str, now: int, members: Iterable[str] = ()
+) -> Prepared:
+    cmd = pb.GenericCommand(cmd=pb.conv, op=op, serverTs=now)  # type: ignore[arg-type]
+    body = cmd.convMessage
+    body.cid = conv.cid
+    body.initBy = actor
+    body.udate = iso(now)
+    body.m.extend(members)
+    return Prepared(cmd)
+
+
+# -- checks other handlers call -----------------------------------------------------
+
+
+async def role(ctx: Context, conv: Conversation, peer: str) -> Role | None:
+    """``peer``'s role in ``conv`` (None: not a member; of a chatroom: not watching it,
+    unless owner or manager)."""
+    state = await state_of(ctx, conv.cid)
+    return role_of(conv, state, peer, _watching(ctx, conv, peer))
+
+
+def _changes_by(ctx: Context) -> MemberChanges:
+    return MemberChanges(ctx.config.member_changes_by)
+
+
+async def check_may(
+    ctx: Context,
+    conv: Conversation,
+    peer: str,
+    act: Act,
+    outsider: ErrorCode = ErrorCode.CONVERSATION_MEMBERSHIP_REQUIRED,
+) -> Role:
+    """``peer``'s role if it may do ``act``; else ``outsider`` for a non-member, 4308
+    CONVERSATION_OPERATION_UNAUTHORIZED for a member whose role may not."""
+    found = await role(ctx, conv, peer)
+    if found is None:
+        raise ChatError(outsider, detail=f"only members may {act.value}")
+    if not may(act, conv.kind, found, _changes_by(ctx)):
+        raise ChatError(
+            ErrorCode.CONVERSATION_NOT_ALLOWED,
+            Reason.OPERATION_UNAUTHORIZED,
+            f"a {found.value.lower()} may not {act.value} here",
+        )
+    return found
+
+
+async def check_may_send(ctx: Context, conv: Conversation, peer: str) -> None:
+    """4315 for a blocked client, 4308 CONVERSATION_MEMBER_SHUTUP for a muted one."""
+    state = await state_of(ctx, conv.cid)
+    if peer in state.blocked:
+        raise ChatError(ErrorCode.CONVERSATION_BLACKLISTED)
+    if state.muted and state.is_muted(peer, ctx.clock.wall_ms()):
+        raise ChatError(
+            ErrorCode.CONVERSATION_NOT_ALLOWED, Reason.MEMBER_SHUTUP, "you are muted here"
+        )
+
+
+async def screen_add(
+    ctx: Context, conv: Conversation, actor: str, targets: list[str]
+) -> tuple[list[str], Refusals]:
+    """Of the clients ``actor`` adds (or, itself, joins): those it may add, and the
+    refused ones: blocked (4315), or others added by a member who may not (4308)."""
+    state = await state_of(ctx, conv.cid)
+    refused: Refusals = {}
+    others_ok = conv.kind is ConvType.TRANSIENT or may(
+        Act.ADD_OTHERS, conv.kind, role_of(conv, state, actor), _changes_by(ctx)
+    )  # a chatroom refuses others itself, per id
+    kept = []
+    for target in targets:
+        if target in state.blocked:
+            _refuse(refused, ErrorCode.CONVERSATION_BLACKLISTED, target)
+        elif target != actor and not others_ok:
+            _refuse(refused, ErrorCode.CONVERSATION_NOT_ALLOWED, target)
+        else:
+            kept.append(target)
+    return kept, refused
+
+
+async def screen_remove(
+    ctx: Context, conv: Conversation, actor: str, targets: list[str]
+) -> tuple[list[str], Refusals]:
+    """Of the clients ``actor`` removes (or, itself, quits): those it may remove, and the
+    refused ones (4308: the owner, CONVERSATION_NEED_OWNER; a member it does not
+    outrank, CONVERSATION_OPERATION_UNAUTHORIZED). Anyone may leave a chatroom."""
+    state = await state_of(ctx, conv.cid)
+    mine = role_of(conv, state, actor, _watching(ctx, conv, actor))
+    changes = _changes_by(ctx)
+    allowed = mine is not None and may(Act.REMOVE_OTHERS, conv.kind, mine, changes)
+    refused: Refusals = {}
+    kept = []
+    for target in targets:
+        if target == actor and (conv.kind is ConvType.TRANSIENT or target != conv.creator):
+            kept.append(target)
+        elif target == conv.creator and conv.kind is not ConvType.TRANSIENT:
+            _refuse(refused, ErrorCode.CONVERSATION_NOT_ALLOWED, target, Reason.NEED_OWNER)
+        elif allowed and mine is not None and outranks(mine, _role(conv, state, target), changes):
+            kept.append(target)
+        else:
+            _refuse(refused, ErrorCode.CONVERSATION_NOT_ALLOWED, target)
+    return kept, refused
+
+
+def _role(conv: Conversation, state: Moderation, peer: str) -> Role | None:
+    # A chatroom target counts as a viewer: kicking needs no proof it is watching.
+    return role_of(conv, state, peer, watching=True)
+
+
+def _refuse(
+    refused: Refusals, code: ErrorCode, peer: str, reason: str = Reason.OPERATION_UNAUTHORIZED
+) -> None:
+    if code is not ErrorCode.CONVERSATION_NOT_ALLOWED:
+        reason = code.name
+    refused.setdefault((code, str(reason)), []).append(peer)
+
+
+def add_refusals(body: pb.ConvCommand | pb.BlacklistCommand, refused: Refusals) -> None:
+    """Append ``refused`` to a partial-success reply's ``failedPids``."""
+    body.SetInParent()
+    for (code, reason), pids in refused.items():
+        body.failedPids.add(code=code, reason=reason).pids.extend(pids)
+
+
+# -- request parsing ------------------------------------------------------------------
+
+
+def _ids(ctx: Context, ids: Iterable[str]) -> list[str]:
+    """The distinct client ids of a request: 4301 when empty, over ``moderation_batch``
+    or invalid (nothing changes then)."""
+    out = list(dict.fromkeys(ids))
+    if not out:
+        raise ChatError(ErrorCode.CONVERSATION_API_FAILED, "no client ids given")
+    limit = ctx.config.moderation_batch
+    if len(out) > limit:
+        raise ChatError(
+            ErrorCode.CONVERSATION_API_FAILED, f"at most {limit} ids per request (moderation_batch)"
+        )
+    for peer in out:
+        if not valid_client_id(peer, ctx.config.max_client_id_length):
+            raise ChatError(ErrorCode.CONVERSATION_API_FAILED, f"invalid client id {peer[:64]!r}")
+    return out
+
+
+def _page(ids: list[str], limit: int, after: str) -> tuple[list[str], str | None]:
+    """One page of sorted ``ids`` after the cursor ``after`` (the last id of the page
+    before); the cursor of the next page, None at the end."""
+    size = _DEFAULT_PAGE if limit <= 0 else min(limit, _MAX_PAGE)
+    rest = [p for p in ids if p > after] if after else ids
+    page = rest[:size]
+    return page, (page[-1] if len(rest) > size else None)
+
+
+def _reply(cmd: pb.GenericCommand, op: int) -> pb.GenericCommand:
+    out = pb.GenericCommand(cmd=cmd.cmd, op=op)  # type: ignore[arg-type]
+    if cmd.HasField("i"):
+        out.i = cmd.i
+    return out
+
+
+# -- roles ----------------------------------------------------------------------------
+
+
+async def update_role(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCommand:
+    """``member_info_update``: the owner makes a member a manager or a member again."""
+    session = require_session(link, cmd)
+    body = cmd.convMessage
+    conv = await ctx.conversation(body.cid)
+    target = body.info.pid or body.targetClientId
+    if body.targetClientId and body.info.pid and body.targetClientId != body.info.pid:
+        raise ChatError(ErrorCode.CONVERSATION_API_FAILED, "targetClientId and info.pid differ")
+    wanted = _wanted_role(body.info.role)
+    if conv.kind in (ConvType.SYSTEM, ConvType.TEMPORARY):
+        raise ChatError(ErrorCode.NORMAL_CONVERSATION_REQUIRED, "no roles in this conversation")
+    await check_may(ctx, conv, session.peer_id, Act.SET_ROLE)
+    _ids(ctx, [target])
+    if target == conv.creator:
+        raise ChatError(ErrorCode.CONVERSATION_NOT_ALLOWED, Reason.NEED_OWNER, "owner stays owner")
+    if conv.kind is not ConvType.TRANSIENT and target not in conv.members:
+        raise ChatError(ErrorCode.CONVERSATION_MEMBERSHIP_REQUIRED, detail=f"{target} is no member")
+    await _save(ctx, conv, ModerationChanges(roles={target: wanted}))
+    now = ctx.clock.wall_ms()
+    link.send(_reply(cmd, pb.member_info_updated))
+    event = pb.GenericCommand(cmd=pb.conv, op=pb.member_info_changed, serverTs=now)
+    event.convMessage.cid = conv.cid
+    event.convMessage.initBy = session.peer_id
+    event.convMessage.info.pid = target
+    event.convMessage.info.role = wanted.value
+    _notify(ctx, conv, Prepared(event), now, None)
+    return SENT
+
+
+def _wanted_role(name: str) -> Role:
+    if name == Role.OWNER:
+        raise ChatError(ErrorCode.OWNER_PROMOTION_NOT_ALLOWED)
+    if name not in (Role.MANAGER, Role.MEMBER):
+        raise ChatError(
+            ErrorCode.CONVERSATION_API_FAILED, f"unknown role {name[:64]!r} (Manager or Member)"
+        )
+    return Role(name)
+
+
+# -- mutes ----------------------------------------------------------------------------
+
+
+async def shutup(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCommand:
+    """``add_shutup`` / ``remove_shutup``: owner and managers mute or unmute members."""
+    session = require_session(link, cmd)
+    conv = await ctx.conversation(cmd.convMessage.cid)
+    actor = session.peer_id
+    mine = await check_may(ctx, conv, actor, Act.MODERATE)
+    targets = _ids(ctx, cmd.convMessage.m)
+    muting = cmd.op == pb.add_shutup
+    state = await state_of(ctx, conv.cid)
+    now = ctx.clock.wall_ms()
+    kept, refused = _screen_moderated(ctx, conv, state, mine, targets, check_members=muting)
+    changed = [p for p in kept if state.is_muted(p, now) != muting]
+    if muting:
+        changed, full = _within_limit(ctx, changed, len(state.muted))
+        kept = [p for p in kept if p not in full]
+        if full:
+            refused[(ErrorCode.CONVERSATION_FULL, "muted list is full")] = full
+        changes = ModerationChanges(muted=dict.fromkeys(changed))
+    else:
+        changes = ModerationChanges(unmuted=[p for p in kept if p in state.muted])
+    await _save(ctx, conv, changes)
+    reply = _reply(cmd, pb.shutup_added if muting else pb.shutup_removed)
+    reply.convMessage.allowedPids.extend(kept)
+    add_refusals(reply.convMessage, refused)
+    link.send(reply)
+    if changed:
+        own, all_ = (pb.shutuped, pb.members_shutuped) if muting else _UNMUTE_OPS
+        _notify(ctx, conv, _event(own, conv, actor, now), now, changed)
+        _notify(ctx, conv, _event(all_, conv, actor, now, changed), now, None)
+    return SENT
+
+
+def _screen_moderated(
+    ctx: Context,
+    conv: Conversation,
+    state: Moderation,
+    mine: Role,
+    targets: list[str],
+    check_members: bool,
+) -> tuple[list[str], Refusals]:
+    """Of the targets of a mute or block: those ``mine`` may act on, and the refused
+    ones (the owner; managers unless by the owner; with ``check_members``, 4317 for
+    non-members of a conversation that keeps a member list)."""
+    refused: Refusals = {}
+    kept = []
+    for target in targets:
+        role = _role(conv, state, target)
+        if target == conv.creator:
+            _refuse(refused, ErrorCode.CONVERSATION_NOT_ALLOWED, target, Reason.NEED_OWNER)
+        elif check_members and role is None:
+            _refuse(refused, ErrorCode.CONVERSATION_MEMBERSHIP_REQUIRED, target)
+        elif not outranks(mine, role, MemberChanges.MANAGERS):
+            _refuse(refused, ErrorCode.CONVERSATION_NOT_ALLOWED, target)
+        else:
+            kept.append(target)
+    return kept, refused
+
+
+def _within_limit(ctx: Context, new: list[str], held: int) -> tuple[list[str], list[str]]:
+    """``new`` split at what a list holding ``held`` ids may still take."""
+    room = max(ctx.config.moderation_list_limit - held, 0)
+    return new[:room], new[room:]
+
+
+async def query_shutup(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCommand:
+    """``query_shutup{limit, next}``: the muted members, a page at a time, for members."""
+    session = require_session(link, cmd)
+    conv = await ctx.conversation(cmd.convMessage.cid)
+    await check_may(ctx, conv, session.peer_id, Act.QUERY_MODERATION)
+    state = await state_of(ctx, conv.cid)
+    body = cmd.convMessage
+    page, after = _page(state.muted_ids(ctx.clock.wall_ms()), body.limit, body.next)
+    reply = _reply(cmd, pb.shutup_result)
+    reply.convMessage.SetInParent()
+    reply.convMessage.m.extend(page)
+    if after is not None:
+        reply.convMessage.next = after
+    return reply
+
+
+async def check_shutup(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCommand:
+    """``check_shutup{m}``: which of ``m`` (default: the caller) are muted now."""
+    session = require_session(link, cmd)
+    conv = await ctx.conversation(cmd.convMessage.cid)
+    asked = _ids(ctx, cmd.convMessage.m or [session.peer_id])
+    if asked != [session.peer_id]:
+        await check_may(ctx, conv, session.peer_id, Act.QUERY_MODERATION)
+    state = await state_of(ctx, conv.cid)
+    now = ctx.clock.wall_ms()
+    reply = _reply(cmd, pb.check_result)
+    reply.convMessage.SetInParent()
+    reply.convMessage.m.extend(p for p in asked if state.is_muted(p, now))
+    return reply
+
+
+# -- blacklist ------------------------------------------------------------------------
+
+
+async def blacklist(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCommand:
+    """The ``blacklist`` command, by op: block, unblock, query (the default), check_block."""
+    session = require_session(link, cmd)
+    body = cmd.blacklistMessage
+    if body.toCids or body.srcPid:
+        # A client's own blacklist of conversations (client-block-conversations).
+        raise ChatError(ErrorCode.INVALID_COMMAND, "only conversation blacklists (srcCid)")
+    conv = await ctx.conversation(body.srcCid)
+    if cmd.op in (pb.block, pb.unblock):
+        return await _block(ctx, link, cmd, session.peer_id, conv)
+    if cmd.op == pb.check_block:
+        asked = _ids(ctx, body.toPids or [session.peer_id])
+        if asked != [session.peer_id]:
+            await check_may(ctx, conv, session.peer_id, Act.QUERY_MODERATION)
+        state = await state_of(ctx, conv.cid)
+        reply = _reply(cmd, pb.check_result)
+        reply.blacklistMessage.SetInParent()
+        reply.blacklistMessage.blockedPids.extend(p for p in asked if p in state.blocked)
+        return reply
+    await check_may(ctx, conv, session.peer_id, Act.QUERY_MODERATION)
+    state = await state_of(ctx, conv.cid)
+    page, after = _page(sorted(state.blocked), body.limit, body.next)
+    reply = _reply(cmd, pb.query_result)
+    reply.blacklistMessage.SetInParent()
+    reply.blacklistMessage.blockedPids.extend(page)
+    if after is not None:
+        reply.blacklistMessage.next = after
+    return reply
+
+
+async def _block(
+    ctx: Context, link: Link, cmd: pb.GenericCommand, actor: str, conv: Conversation
+) -> pb.GenericCommand:
+    mine = await check_may(ctx, conv, actor, Act.MODERATE)
+    targets = _ids(ctx, cmd.blacklistMessage.toPids)
+    blocking = cmd.op == pb.block
+    state = await state_of(ctx, conv.cid)
+    kept, refused = _screen_moderated(ctx, conv, state, mine, targets, check_members=False)
+    now = ctx.clock.wall_ms()
+    changed = [p for p in kept if (p in state.blocked) != blocking]
+    if blocking:
+        changed, full = _within_limit(ctx, changed, len(state.blocked))
+        kept = [p for p in kept if p not in full]
+        if full:
+            refused[(ErrorCode.CONVERSATION_FULL, "blacklist is full")] = full
+        changes = ModerationChanges(blocked=dict.fromkeys(changed, now))
+    else:
+        changes = ModerationChanges(unblocked=changed)
+    await _save(ctx, conv, changes)
+    reply = _reply(cmd, pb.blocked if blocking else pb.unblocked)
+    reply.blacklistMessage.allowedPids.extend(kept)
+    add_refusals(reply.blacklistMessage, refused)
+    link.send(reply)
+    if changed and blocking:
+        await _remove_blocked(ctx, conv, actor, changed, now)
+    elif changed:
+        _notify(ctx, conv, _event(pb.unblocked, conv, actor, now), now, changed)
+        _notify(ctx, conv, _event(pb.members_unblocked, conv, actor, now, changed), now, None)
+    return SENT
+
+
+async def _remove_blocked(
+    ctx: Context, conv: Conversation, actor: str, blocked: list[str], now: int
+) -> None:
+    """Blocked clients leave at once: ``blocked`` (and ``left``, if they were members)
+    to them, ``members_blocked`` (and ``members_left``) to the members who stay."""
+    room = conv.kind is ConvType.TRANSIENT
+    gone = [] if room else [p for p in blocked if p in conv.members]
+    if gone:
+        conv.members = [m for m in conv.members if m not in gone]
+        conv.updated_at = now
+        await ctx.caches.conversations.save(conv)
+    else:
+        await trio.lowlevel.checkpoint()
+    if room:
+        leave_room(ctx, conv.cid, blocked)
+    _notify(ctx, conv, _event(pb.blocked, conv, actor, now), now, blocked)
+    _notify(ctx, conv, _event(pb.members_blocked, conv, actor, now, blocked), now, None)
+    if gone:
+        _notify(ctx, conv, _event(pb.left, conv, actor, now), now, gone)
+        _notify(ctx, conv, _event(pb.members_left, conv, actor, now, gone), now, None)
