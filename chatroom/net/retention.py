@@ -40,7 +40,8 @@ class Retention:
         while (deleted := await self._store.sweep(cutoff, now, BATCH)) > 0:
             total += deleted
             self.deleted += deleted
-            await trio.lowlevel.checkpoint()  # a waiting commit takes the writer first
+            # The capacity limiter hands the writer to a waiting commit first.
+            await trio.lowlevel.checkpoint()
         self.sweeps += 1
         return total
 
