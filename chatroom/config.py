@@ -280,7 +280,7 @@ class Config:
     sent checks them); the least recently used are read from the store again."""
     message_retention_days: int = 180
     """Days a message is kept; older ones are deleted by a background sweep (in batches
-    of 1000 rows, one transaction each, so that the committer never waits for long),
+    of 500 rows, one transaction each, so that the committer never waits for long),
     which also deletes expired temporary conversations with their messages. 0 keeps
     messages forever (expired temporary conversations still go)."""
     retention_interval: float = 600.0

@@ -155,6 +155,7 @@ class Server:
 
     async def ready(self) -> str | None:
         """Why the server should get no traffic now (``/readyz``), or None."""
+        await trio.lowlevel.checkpoint()
         if self.shutdown.is_set():
             return "shutting down"
         with trio.move_on_after(_READY_TIMEOUT):

@@ -141,6 +141,7 @@ def _handshaken(tls: trio.SSLStream[trio.SocketStream]) -> bool:
 
 async def _pump_in(tls: trio.SSLStream[trio.SocketStream], outer: trio.SocketStream) -> None:
     """Client to server; at the client's end the server reads EOF."""
+    await trio.lowlevel.checkpoint()
     with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
         while data := await tls.receive_some(_CHUNK):
             await outer.send_all(data)
@@ -152,6 +153,7 @@ async def _pump_out(
     outer: trio.SocketStream, tls: trio.SSLStream[trio.SocketStream], sent: trio.Event
 ) -> None:
     """Server to client, until the server has closed its end and all of it is sent."""
+    await trio.lowlevel.checkpoint()
     try:
         with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             while data := await outer.receive_some(_CHUNK):

@@ -16,6 +16,7 @@ import trustme
 from client_support import FAST, next_message
 from helpers import Running, fail_after, running_server
 
+from chatroom.cli.main import main
 from chatroom.client import Options, connect
 from chatroom.net.tls import Certificates
 
@@ -183,3 +184,13 @@ def test_missing_or_mismatched_files_fail_clearly(files: Files, tmp_path: Path) 
     other.write(trustme.CA())
     with pytest.raises(ValueError, match="tls_cert/tls_key"):
         Certificates(str(files.cert), str(other.key))
+
+
+def test_serve_refuses_bad_tls_settings_before_listening(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = str(tmp_path / "none.pem")
+    assert main(["serve", "--db", ":memory:", "--tls-cert", missing, "--tls-key", missing]) == 2
+    assert "tls_cert/tls_key" in capsys.readouterr().err
+    assert main(["serve", "--db", ":memory:", "--tls-cert", missing]) == 2
+    assert "give both or neither" in capsys.readouterr().err
