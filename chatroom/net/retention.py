@@ -18,7 +18,7 @@ from chatroom.store.base import Store
 
 log = logging.getLogger(__name__)
 
-BATCH = 500  # rows per transaction: about 4 ms of SQLite writing (docs/operator.md)
+BATCH = 500  # rows per transaction: 3-6 ms of SQLite writing (docs/operator.md)
 _DAY_MS = 86_400_000
 
 
