@@ -32,6 +32,7 @@ _TYPES = {
 # The page must follow the server it comes from: a browser revalidates every time
 # (a 304 costs nothing: the ETag is the content's hash).
 _CACHE = "no-cache"
+_TLS_HANDSHAKE = 10.0  # seconds an HTTPS client has for its TLS handshake
 
 
 def web_routes(websocket_port: int) -> list[BaseRoute]:
@@ -109,6 +110,7 @@ async def serve_http(
     ``ssl_context``, HTTPS (the context may be reloaded in place, chatroom/net/tls.py)."""
     config = _Config()
     config.context = ssl_context
+    config.ssl_handshake_timeout = _TLS_HANDSHAKE
     config.bind = [f"{host}:{port}"]
     config.accesslog = None
     config.errorlog = logging.getLogger("chatroom.http.health")

@@ -222,8 +222,11 @@ class Server:
                 )
             )
             http_shutdown = trio.Event()
-            admin = admin_routes(lambda: self.context)  # operator endpoints (master key)
-            admin += [metrics_route(self.readings), readiness_route(self.ready)]
+            routes = [
+                *admin_routes(lambda: self.context),  # operator endpoints (master key)
+                metrics_route(self.readings),
+                readiness_route(self.ready),
+            ]
             http_port = await nursery.start(
                 partial(
                     serve_http,
@@ -234,7 +237,7 @@ class Server:
                 config.http_port,
                 self.statistics,
                 http_shutdown,
-                admin,
+                routes,
             )
             task_status.started(Listening(ws_port, http_port, self.tls is not None))
             if self.tls is not None and config.tls_check_interval > 0:
