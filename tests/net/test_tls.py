@@ -4,7 +4,11 @@ in place, all with certificates made by ``trustme``."""
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
 import ssl
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -15,6 +19,7 @@ import trio
 import trustme
 from client_support import FAST, next_message
 from helpers import Running, fail_after, running_server
+from sdk_harness import Server as ProcessServer
 
 from chatroom.cli.main import main
 from chatroom.client import Options, connect
@@ -194,3 +199,36 @@ def test_serve_refuses_bad_tls_settings_before_listening(
     assert "tls_cert/tls_key" in capsys.readouterr().err
     assert main(["serve", "--db", ":memory:", "--tls-cert", missing]) == 2
     assert "give both or neither" in capsys.readouterr().err
+
+
+def verifies(port: int, ca: trustme.CA) -> bool:
+    """Whether the certificate served on ``port`` is signed by ``ca`` (blocking)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        try:
+            with trusting(ca).wrap_socket(raw, server_hostname="127.0.0.1"):
+                return True
+        except ssl.SSLCertVerificationError:
+            return False
+
+
+def test_sighup_reloads_the_certificate_of_chatroom_serve(files: Files, tmp_path: Path) -> None:
+    old_ca, new_ca = trustme.CA(), trustme.CA()
+    files.write(old_ca)
+    env = {**os.environ, "CHATROOM_TLS_CERT": str(files.cert), "CHATROOM_TLS_KEY": str(files.key)}
+    server = ProcessServer(tmp_path / "chat.db", {**env, "CHATROOM_TLS_CHECK_INTERVAL": "0"})
+    server.start()
+    try:
+        assert server.ws_url.startswith("wss://")
+        assert verifies(server.ws_port, old_ca)
+        files.write(new_ca)
+        assert verifies(server.ws_port, old_ca)  # no check interval: only the signal
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while not any("TLS certificate reloaded" in line for line in server.log):
+            assert time.monotonic() < deadline, server.log_tail()
+            time.sleep(0.02)
+        assert verifies(server.ws_port, new_ca)
+        assert verifies(server.http_port, new_ca)
+    finally:
+        assert server.stop() == 0  # SIGHUP did not end it; SIGTERM does, cleanly
