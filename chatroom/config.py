@@ -30,6 +30,15 @@ class Config:
     app_id: str = ""
     """When set, a login with another appId fails with 4100. Empty accepts any."""
     log_level: str = "info"
+    tls_cert: str = ""
+    """PEM file with the server's certificate (and its chain). With ``tls_key``, both
+    ports speak TLS: ``wss://`` for clients, ``https://`` for HTTP. Both files are read
+    again on SIGHUP and when they change (see ``tls_check_interval``): new connections
+    get the new certificate, open ones keep theirs. Empty: no TLS."""
+    tls_key: str = ""
+    """PEM file with the private key of ``tls_cert``; one without the other fails at start."""
+    tls_check_interval: float = 60.0
+    """Seconds between checks of the certificate files for changes; 0: only SIGHUP."""
 
     max_client_id_length: int = 64
     """Longer client ids are refused at login with 4103 INVALID_LOGIN."""
@@ -269,6 +278,13 @@ class Config:
     moderation_cache: int = 10_000
     """Conversations whose managers, mutes and blocks are kept in memory (each message
     sent checks them); the least recently used are read from the store again."""
+    message_retention_days: int = 180
+    """Days a message is kept; older ones are deleted by a background sweep (in batches
+    of 500 rows, one transaction each, so that the committer never waits for long),
+    which also deletes expired temporary conversations with their messages. 0 keeps
+    messages forever (expired temporary conversations still go)."""
+    retention_interval: float = 600.0
+    """Seconds between retention sweeps (the first one runs at start); 0: none at all."""
 
     @property
     def reply_bytes(self) -> int:
@@ -289,6 +305,8 @@ class Config:
                 raise ValueError(f"setting {name!r}: one of {_CHOICES[name]}, got {raw!r}")
             changes[name] = value
         config = dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+        if bool(config.tls_cert) != bool(config.tls_key):
+            raise ValueError("settings 'tls_cert' and 'tls_key': give both or neither")
         if "max_reply_bytes" in changes and config.max_reply_bytes > config.reply_bytes:
             # Asked for, it would be quietly cut; the default follows the outbox instead.
             raise ValueError(

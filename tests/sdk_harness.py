@@ -22,7 +22,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SDK_DIR = ROOT / "tests" / "sdk"
 SCENARIOS = SDK_DIR / "scenarios"
-LISTENING = re.compile(r"chatroom listening on ws://(\S+):(\d+) and http://(\S+):(\d+)")
+LISTENING = re.compile(r"chatroom listening on (wss?)://(\S+):(\d+) and https?://(\S+):(\d+)")
 START_TIMEOUT = 20.0
 SCENARIO_TIMEOUT = 60.0
 STOP_TIMEOUT = 15.0
@@ -60,6 +60,10 @@ class Server:
         self.ws_port = 0
         self.http_host = ""
         self.http_port = 0
+        self.scheme = "ws"  # wss once the server says it serves TLS
+        # The CA that signed a TLS server's certificate: Node trusts it too
+        # (NODE_EXTRA_CA_CERTS), like an app whose server has a private CA.
+        self.ca_file: Path | None = None
         self.proc: subprocess.Popen[str] | None = None
 
     def start(self) -> None:
@@ -92,7 +96,7 @@ class Server:
             self.log.append(line.rstrip("\n"))
             match = LISTENING.search(line)
             if match and not self._listening.is_set():
-                self.ws_host, ws_port, self.http_host, http_port = match.groups()
+                self.scheme, self.ws_host, ws_port, self.http_host, http_port = match.groups()
                 self.ws_port, self.http_port = int(ws_port), int(http_port)
                 self._listening.set()
 
@@ -101,7 +105,7 @@ class Server:
 
     @property
     def ws_url(self) -> str:
-        return f"ws://{self.ws_host}:{self.ws_port}"
+        return f"{self.scheme}://{self.ws_host}:{self.ws_port}"
 
     def healthz(self) -> Obs:
         url = f"http://{self.http_host}:{self.http_port}/healthz"
@@ -119,11 +123,7 @@ class Server:
         assert (SDK_DIR / "node_modules" / "leancloud-realtime").is_dir(), (
             "run `npm ci` in tests/sdk first (scripts/test does)"
         )
-        env = {
-            **os.environ,
-            "CHATROOM_WS": self.ws_url,
-            "CHATROOM_HTTP": f"{self.http_host}:{self.http_port}",
-        }
+        env = self._node_env()
         argv = [node, str(SCENARIOS / f"{scenario}.js"), json.dumps(params or {})]
         try:
             done = subprocess.run(
@@ -147,11 +147,7 @@ class Server:
         """Start a scenario that prints ``{"ready": true}`` first; return it and that line."""
         node = shutil.which("node")
         assert node is not None, "node is required for the SDK tests"
-        env = {
-            **os.environ,
-            "CHATROOM_WS": self.ws_url,
-            "CHATROOM_HTTP": f"{self.http_host}:{self.http_port}",
-        }
+        env = self._node_env()
         proc = subprocess.Popen(
             [node, str(SCENARIOS / f"{scenario}.js"), "{}"],
             cwd=SDK_DIR,
@@ -169,6 +165,16 @@ class Server:
             pytest.fail(f"{scenario} never got ready\n{err[-4000:]}\n{self.log_tail()}")
         ready: Obs = json.loads(first)
         return proc, ready
+
+    def _node_env(self) -> dict[str, str]:
+        env = {
+            **os.environ,
+            "CHATROOM_WS": self.ws_url,
+            "CHATROOM_HTTP": f"{self.http_host}:{self.http_port}",
+        }
+        if self.ca_file is not None:
+            env["NODE_EXTRA_CA_CERTS"] = str(self.ca_file)
+        return env
 
     def stop(self) -> int:
         """SIGTERM, then the exit status (killed and reported as -9 after STOP_TIMEOUT)."""

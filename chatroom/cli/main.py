@@ -12,8 +12,10 @@ import trio
 
 import chatroom
 from chatroom import config as config_module
+from chatroom.cli import backup as backup_cli
 from chatroom.cli import sys_commands as admin_cli
 from chatroom.net.server import run_until_signalled
+from chatroom.net.tls import Certificates
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--config", type=Path, help="TOML file with settings (see config.py)")
     serve.add_argument("--log-level", help="debug, info, warning or error (default info)")
+    serve.add_argument("--tls-cert", help="PEM certificate chain: serve wss:// and https://")
+    serve.add_argument("--tls-key", help="PEM private key of --tls-cert")
     # ``bench`` takes its own options (python -m bench --help); main() passes them on.
     commands.add_parser("bench", help="run the benchmark (docs/bench.md)", add_help=False)
     chat = commands.add_parser(
@@ -50,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--as", dest="name", required=True, help="your client id")
     chat.add_argument("--room", help="chatroom to join (created if there is none)")
     admin_cli.add_commands(commands)  # sys (system conversations), sign
+    backup_cli.add_command(commands)
     return parser
 
 
@@ -80,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         return trio.run(chat, args.url, args.name, args.room, sys.stdin, sys.stdout)
     if args.command in admin_cli.COMMANDS:
         return admin_cli.run(args)
+    if args.command in backup_cli.COMMANDS:
+        return backup_cli.run(args)
     try:
         config = config_module.load(
             args.config,
@@ -89,8 +96,12 @@ def main(argv: list[str] | None = None) -> int:
                 "http_port": args.http_port,
                 "db": args.db,
                 "log_level": args.log_level,
+                "tls_cert": args.tls_cert,
+                "tls_key": args.tls_key,
             },
         )
+        if config.tls_cert:
+            Certificates(config.tls_cert, config.tls_key)  # fails here, not in the loop
     except (OSError, ValueError) as exc:
         print(f"chatroom: {exc}", file=sys.stderr)
         return 2

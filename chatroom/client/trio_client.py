@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import random
+import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
@@ -93,6 +94,9 @@ class Options:
     keepalive: float = 180.0  # the server closes an idle connection after 400 s
     first_backoff: float = 0.5
     max_backoff: float = 30.0
+    ssl_context: ssl.SSLContext | None = None
+    """For ``wss://`` URLs: the context that verifies the server (default: the
+    system's trusted certificates)."""
     max_events: int = 1000
     """Events kept for a consumer that does not read; past it the oldest are dropped
     (and counted in ``Client.dropped_events``) so that replies still flow."""
@@ -375,6 +379,7 @@ class Client:
                 connect_timeout=self.options.connect_timeout,
                 disconnect_timeout=2,
                 max_message_size=16 * 2**20,
+                ssl_context=self.options.ssl_context,
             ) as ws:
                 try:
                     await self._serve(ws, outcome, live)

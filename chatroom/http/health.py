@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
@@ -31,6 +32,7 @@ _TYPES = {
 # The page must follow the server it comes from: a browser revalidates every time
 # (a 304 costs nothing: the ETag is the content's hash).
 _CACHE = "no-cache"
+_TLS_HANDSHAKE = 10.0  # seconds an HTTPS client has for its TLS handshake
 
 
 def web_routes(websocket_port: int) -> list[BaseRoute]:
@@ -62,6 +64,20 @@ def web_routes(websocket_port: int) -> list[BaseRoute]:
     return [Route(f"/{name}", serve(name), methods=["GET", "HEAD"]) for name in files]
 
 
+def readiness_route(check: Callable[[], Awaitable[str | None]]) -> Route:
+    """``/readyz``: 200 once ``check`` finds nothing wrong, else 503 with its reason
+    (LeanCloud's error shape, code 503), so that a load balancer stops sending clients
+    to a server whose store does not answer or that is shutting down."""
+
+    async def readyz(request: Request) -> JSONResponse:
+        reason = await check()
+        if reason is None:
+            return JSONResponse({"status": "ready"})
+        return JSONResponse({"code": 503, "error": reason}, status_code=503)
+
+    return Route("/readyz", readyz)
+
+
 def build_app(
     statistics: Callable[[], dict[str, object]],
     routes: Sequence[BaseRoute] = (),
@@ -86,11 +102,15 @@ async def serve_http(
     routes: Sequence[BaseRoute] = (),
     *,
     websocket_port: int | None = None,
+    ssl_context: ssl.SSLContext | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until ``shutdown`` is set; ``task_status`` gets the bound port. With
-    ``websocket_port``, ``/`` serves the live-stream page, which connects there."""
-    config = HypercornConfig()
+    ``websocket_port``, ``/`` serves the live-stream page, which connects there; with
+    ``ssl_context``, HTTPS (the context may be reloaded in place, chatroom/net/tls.py)."""
+    config = _Config()
+    config.context = ssl_context
+    config.ssl_handshake_timeout = _TLS_HANDSHAKE
     config.bind = [f"{host}:{port}"]
     config.accesslog = None
     config.errorlog = logging.getLogger("chatroom.http.health")
@@ -106,6 +126,20 @@ async def serve_http(
         shutdown_trigger=shutdown.wait,
         task_status=_Status(),  # type: ignore[arg-type]
     )
+
+
+class _Config(HypercornConfig):
+    """Hypercorn's configuration, taking an SSL context made elsewhere rather than
+    file names: it is reloaded in place when the certificate changes."""
+
+    context: ssl.SSLContext | None = None
+
+    def create_ssl_context(self) -> ssl.SSLContext | None:
+        return self.context
+
+    @property
+    def ssl_enabled(self) -> bool:
+        return self.context is not None
 
 
 def as_dict(snapshot: object) -> dict[str, object]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import trio
 
+from chatroom.core.histogram import Histogram
 from chatroom.core.model import Message
 from chatroom.store.base import IntegrityError, Store
 
@@ -22,6 +23,11 @@ log = logging.getLogger(__name__)
 
 # Called with None once the message is durable, or with the error that lost it.
 Callback = Callable[[BaseException | None], None]
+
+# Buckets of the histograms /metrics exports: messages per transaction, and seconds
+# one transaction took (the store's write, in its worker thread).
+BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +47,8 @@ class Committer:
         self._committed = 0
         self._batches = 0
         self._failed = 0
+        self.batch_sizes = Histogram(BATCH_BUCKETS)  # per committed transaction
+        self.latency = Histogram(LATENCY_BUCKETS)  # seconds per committed transaction
 
     async def submit(self, message: Message, callback: Callback) -> None:
         """Queue a message; waits only while the queue is full."""
@@ -80,7 +88,9 @@ class Committer:
             # Shielded: a message that reached the store is acknowledged, even when
             # shutdown cancels everything around it.
             with trio.CancelScope(shield=True):
+                started = trio.current_time()
                 await self._store.append_messages([message for message, _ in batch])
+                self.latency.observe(trio.current_time() - started)
         except IntegrityError as exc:
             if len(batch) > 1:
                 # One bad message must not fail its neighbours: commit them one by one.
@@ -99,6 +109,7 @@ class Committer:
         else:
             self._committed += len(batch)
             self._batches += 1
+            self.batch_sizes.observe(len(batch))
         for _, callback in batch:
             try:
                 callback(error)

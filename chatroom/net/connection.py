@@ -321,9 +321,11 @@ class Connection:
                 continue
             if not within_budget:
                 # Decoded first, so that the refusal answers the request by its ``i``.
+                self._ctx.counters.refused_requests += 1
                 self._refuse(cmd, ErrorCode.APP_QUOTA_EXCEEDED, "too many requests", now)
                 continue
             if cmd.cmd == pb.direct and not self._user_allows(cmd, now):
+                self._ctx.counters.refused_messages += 1
                 self._refuse(cmd, ErrorCode.MESSAGE_SENT_QUOTA_EXCEEDED, "too many messages", now)
                 continue
             if not cmd.HasField("cmd") and not cmd.HasField("i"):

@@ -8,6 +8,7 @@ WebSocket listener with one task per connection, and the HTTP listener.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 from collections import deque
@@ -19,8 +20,10 @@ import trio
 
 from chatroom.config import Config
 from chatroom.core.clock import Clock, SystemClock
+from chatroom.core.model import ConvType
 from chatroom.http.admin import admin_routes
-from chatroom.http.health import serve_http
+from chatroom.http.health import readiness_route, serve_http
+from chatroom.http.metrics import Readings, metrics_route
 from chatroom.http.push_webhook import PushNotifier
 from chatroom.net.budget import BudgetKeeper
 from chatroom.net.committer import Committer
@@ -28,7 +31,9 @@ from chatroom.net.connection import Connection
 from chatroom.net.flusher import Flusher
 from chatroom.net.gcpolicy import GcPolicy
 from chatroom.net.journal import Lasting
-from chatroom.net.transport import Rejected, Transport, serve_websocket
+from chatroom.net.retention import Retention
+from chatroom.net.tls import Certificates
+from chatroom.net.transport import Rejected, Transport, Wrapper, serve_websocket
 from chatroom.protocol.codec import Subprotocol, negotiate
 from chatroom.service import lasting
 from chatroom.service.context import Context
@@ -44,6 +49,8 @@ _STATS_INTERVAL = 60.0  # seconds between statistics lines in the log
 _LAG_INTERVAL = 0.02  # seconds between event-loop lag samples
 _PURGE_ROWS = 10_000  # expired rows deleted per kind per transaction
 _LAG_SAMPLES = 5  # the lag that counts is the least of this many samples in a row
+_READY_TIMEOUT = 2.0  # seconds the store may take to answer /readyz
+_KINDS = {kind.value: kind.name.lower() for kind in ConvType}  # metric labels
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +59,7 @@ class Listening:
 
     ws_port: int
     http_port: int
+    tls: bool = False  # wss:// and https:// rather than ws:// and http://
 
 
 def open_store(db: str) -> Store:
@@ -82,6 +90,10 @@ class Server:
             config.malloc_trim_after_closes,
         )
         self._all_closed = trio.Event()  # set when shutting down and none are left
+        self.tls = Certificates(config.tls_cert, config.tls_key) if config.tls_cert else None
+        self.retention = Retention(
+            self.store, self.clock, config.message_retention_days, config.retention_interval
+        )
 
     @property
     def context(self) -> Context:
@@ -99,6 +111,60 @@ class Server:
             "lasting": asdict(self.journal.stats),
             "queued": ctx.policies.queued.statistics(),  # all outboxes against queued_bytes_budget
         }
+
+    def readings(self) -> Readings:
+        """What ``/metrics`` reports, read from the counters as they are."""
+        ctx = self.context
+        hub = ctx.hub.statistics()
+        counters = ctx.counters
+        committer = self.committer.statistics()
+        queued = ctx.policies.queued
+        return Readings(
+            connections=len(self.connections),
+            sessions=hub.sessions,
+            clients=hub.clients,
+            rooms=hub.rooms,
+            logins=counters.logins,
+            accepted={name: counters.accepted_by_kind[v] for v, name in _KINDS.items()},
+            deliveries=hub.deliveries,
+            shed={"low": counters.shed.low, "normal": counters.shed.normal},
+            shed_at_intake=counters.shed_at_intake,
+            refused={
+                "requests": counters.refused_requests,
+                "messages": counters.refused_messages,
+                "room": counters.rejected_by_room_budget,
+                "queued_bytes": queued.overruns,
+            },
+            closed_slow=counters.closed_slow,
+            closed_over_budget=queued.closed,
+            queued_bytes=queued.used,
+            commit_queue=committer.queued,
+            committed=committer.committed,
+            commit_batches=self.committer.batch_sizes.snapshot(),
+            commit_seconds=self.committer.latency.snapshot(),
+            store_failures={
+                "messages": committer.failed,
+                "lasting": self.journal.stats.failed,
+                "retention": self.retention.failures,
+            },
+            loop_lag=ctx.policies.loop_lag,
+            retention_deleted=self.retention.deleted,
+            tls_refused=self.tls.handshakes_failed if self.tls is not None else 0,
+            push=dataclasses.asdict(self.pusher.stats),
+        )
+
+    async def ready(self) -> str | None:
+        """Why the server should get no traffic now (``/readyz``), or None."""
+        await trio.lowlevel.checkpoint()
+        if self.shutdown.is_set():
+            return "shutting down"
+        with trio.move_on_after(_READY_TIMEOUT):
+            try:
+                await self.store.max_message_timestamp()
+            except Exception as exc:
+                return f"store error: {exc}"
+            return None
+        return f"the store did not answer within {_READY_TIMEOUT:g} s"
 
     async def run(
         self, *, task_status: trio.TaskStatus[Listening] = trio.TASK_STATUS_IGNORED
@@ -152,19 +218,32 @@ class Server:
                     max_message_bytes=config.max_frame_bytes,
                     handshake_timeout=config.handshake_timeout,
                     on_unserved=self.gc.unserved_closed,  # memory worth returning too
+                    wrap=self._tls_terminator(),
                 )
             )
             http_shutdown = trio.Event()
-            admin = admin_routes(lambda: self.context)  # operator endpoints (master key)
+            routes = [
+                *admin_routes(lambda: self.context),  # operator endpoints (master key)
+                metrics_route(self.readings),
+                readiness_route(self.ready),
+            ]
             http_port = await nursery.start(
-                partial(serve_http, websocket_port=ws_port),  # the page connects there
+                partial(
+                    serve_http,
+                    websocket_port=ws_port,  # the page connects there
+                    ssl_context=self.tls.http if self.tls is not None else None,
+                ),
                 config.host,
                 config.http_port,
                 self.statistics,
                 http_shutdown,
-                admin,
+                routes,
             )
-            task_status.started(Listening(ws_port, http_port))
+            task_status.started(Listening(ws_port, http_port, self.tls is not None))
+            if self.tls is not None and config.tls_check_interval > 0:
+                nursery.start_soon(self.tls.watch, config.tls_check_interval)
+            if config.retention_interval > 0:
+                nursery.start_soon(self.retention.run)
             nursery.start_soon(self._log_statistics)
             nursery.start_soon(self._watch_lag)
             nursery.start_soon(self.gc.run)
@@ -188,6 +267,11 @@ class Server:
                 await self._all_closed.wait()
             http_shutdown.set()
             nursery.cancel_scope.cancel()
+
+    def _tls_terminator(self) -> Wrapper | None:
+        if self.tls is None:
+            return None
+        return partial(self.tls.terminate, self.config.handshake_timeout)
 
     async def _watch_lag(self) -> None:
         """Sample how late the event loop runs: an overloaded server sheds chatroom
@@ -243,17 +327,24 @@ def _choose(offered: list[str], path: str) -> Subprotocol:
 async def run_until_signalled(config: Config) -> None:
     """``chatroom serve``: run until SIGINT or SIGTERM, then shut down gracefully."""
     server = Server(config)
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
             listening = await nursery.start(server.run)
+            secure = "s" if listening.tls else ""
             log.info(
-                "chatroom listening on ws://%s:%d and http://%s:%d",
+                "chatroom listening on ws%s://%s:%d and http%s://%s:%d",
+                secure,
                 config.host,
                 listening.ws_port,
+                secure,
                 config.host,
                 listening.http_port,
             )
             async for signum in signals:
+                if signum == signal.SIGHUP:  # the certificate was renewed
+                    if server.tls is not None:
+                        server.tls.reload()
+                    continue
                 log.info("received %s", signal.Signals(signum).name)
                 server.shutdown.set()
                 break

@@ -50,6 +50,7 @@ __all__ = [
     "Rejected",
     "Transport",
     "TransportBroken",
+    "remote_of",
     "serve_websocket",
 ]
 
@@ -309,6 +310,9 @@ class Transport:
 Chooser = Callable[[list[str], str], Subprotocol]
 # A connection handler: (transport, the chooser's choice, remote address) -> None.
 Handler = Callable[[Transport, Subprotocol, str], Awaitable[None]]
+# Serves one accepted stream, given it and the plain server (stream, client's address).
+Serve = Callable[[trio.SocketStream, str | None], Awaitable[None]]
+Wrapper = Callable[[Serve, trio.SocketStream], Awaitable[None]]
 # What a handshake ends with: the open WebSocket, a refusal to send, or nothing (the
 # client left).
 _Outcome = tuple[Transport, Subprotocol] | bytes | None
@@ -356,9 +360,12 @@ async def serve_websocket(
     max_message_bytes: int,
     handshake_timeout: float,
     on_unserved: Callable[[], None] | None = None,
+    wrap: Wrapper | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept WebSocket connections until cancelled; ``task_status`` gets the port.
+    ``wrap`` (TLS, chatroom/net/tls.py) is given each accepted stream and the function
+    that serves a plain one.
     ``on_unserved`` is called whenever a connection closes without reaching the
     handler (its handshake refused, abandoned or timed out).
 
@@ -377,13 +384,15 @@ async def serve_websocket(
         refusals=RefusalLog(),
         on_unserved=on_unserved,
     )
+    serve = accept if wrap is None else partial(wrap, accept)
     async with trio.open_nursery() as nursery:
-        await nursery.start(trio.serve_listeners, accept, listeners)
+        await nursery.start(trio.serve_listeners, serve, listeners)
         task_status.started(bound)
 
 
 async def _accept(
     stream: trio.SocketStream,
+    remote: str | None = None,
     *,
     handler: Handler,
     choose: Chooser,
@@ -392,8 +401,9 @@ async def _accept(
     refusals: RefusalLog,
     on_unserved: Callable[[], None] | None,
 ) -> None:
-    """The opening handshake, then the handler. Every failure closes this socket only."""
-    remote = _remote(stream)
+    """The opening handshake, then the handler. Every failure closes this socket only.
+    ``remote`` names the client when the socket does not (behind TLS termination)."""
+    remote = remote_of(stream) if remote is None else remote
     served = False
     try:
         with trio.move_on_after(handshake_timeout) as scope:
@@ -425,7 +435,7 @@ async def _accept(
             on_unserved()
 
 
-def _remote(stream: trio.SocketStream) -> str:
+def remote_of(stream: trio.SocketStream) -> str:
     try:
         peer = stream.socket.getpeername()
     except OSError:

@@ -67,6 +67,10 @@ class Counters:
     shed_at_intake: int = 0  # chatroom messages dropped as read, the server being behind
     shed: ShedTotals = field(default_factory=ShedTotals)  # by full outboxes
     closed_slow: int = 0  # connections closed as slow consumers
+    refused_requests: int = 0  # over a connection's request budget (4113)
+    refused_messages: int = 0  # over a client's message budget (4116)
+    # Messages accepted, by conversation kind: the index is ConvType's value.
+    accepted_by_kind: list[int] = field(default_factory=lambda: [0] * 5)
 
 
 @dataclass(slots=True)

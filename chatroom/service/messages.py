@@ -166,6 +166,7 @@ async def send(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCo
             filtered = True
             message = dataclasses.replace(message, data=masked, lctype=lctype_of(masked))
     ctx.counters.messages_accepted += 1
+    ctx.counters.accepted_by_kind[conv.kind] += 1
     if body.transient or conv.kind is ConvType.TRANSIENT:
         _send_live(ctx, link, session, conv, message, cmd, body.transient)
         if filtered:

@@ -165,6 +165,13 @@ class Store(Protocol):
         An event of the log counts as one row plus one per peer it was logged for: the
         earliest-expiring events go until they reach ``limit`` rows, at least one."""
 
+    async def sweep(self, cutoff_ms: int, now_ms: int, limit: int) -> int:
+        """Retention, one small batch: delete messages with ``timestamp < cutoff_ms``
+        (none when it is 0), oldest first, and expired temporary conversations
+        (``expire_at <= now_ms``) with their messages, members, marks and moderation
+        state; at most about ``limit`` rows. The number deleted: call again while it is
+        not 0."""
+
     # member moderation: managers, mutes and blocks (chatroom/core/roles.py)
 
     async def moderation_of(self, cid: str) -> Moderation:

@@ -43,13 +43,14 @@ from .common import (
 )
 from .memory_lasting import MemoryLasting
 from .memory_moderation import MemoryModeration
+from .memory_retention import MemoryRetention
 
 
 def _position(m: Message) -> tuple[int, str]:
     return (m.timestamp, m.mid)
 
 
-class MemoryStore(MemoryLasting, MemoryModeration):
+class MemoryStore(MemoryLasting, MemoryModeration, MemoryRetention):
     """A ``Store`` that keeps everything in this process and forgets it on exit."""
 
     def __init__(self) -> None:

@@ -47,6 +47,7 @@ from . import sqlite_lasting as lasting_tables
 from . import sqlite_marks as marks_table
 from . import sqlite_messages as messages_table
 from . import sqlite_moderation as moderation_tables
+from . import sqlite_retention as retention_sql
 from .base import IntegrityError, NotFoundError, StoreError
 from .common import (
     INT64_MAX,
@@ -392,6 +393,11 @@ class SqliteStore:
         """At most ``limit`` expired rows per table, in one short transaction."""
         purge = lasting_tables.purge
         return await self._write(lambda db: _in_transaction(db, purge, now_ms, limit))
+
+    async def sweep(self, cutoff_ms: int, now_ms: int, limit: int) -> int:
+        """The retention sweep's batch (sqlite_retention.py), in one short transaction."""
+        run = retention_sql.sweep
+        return await self._write(lambda db: _in_transaction(db, run, cutoff_ms, now_ms, limit))
 
     # member moderation (sqlite_moderation.py has the SQL)
 

@@ -1,0 +1,64 @@
+"""``Store.sweep`` (retention), against every store: old messages go in batches, newer
+ones and their conversations stay; expired temporary conversations go whole."""
+
+from __future__ import annotations
+
+from store_examples import make_conv, make_msg
+
+from chatroom.core.model import ConvType, HistoryQuery
+from chatroom.core.roles import ModerationChanges
+from chatroom.store.base import Store
+
+
+async def sweep_all(store: Store, cutoff: int, now: int, limit: int) -> list[int]:
+    """Every batch's count until a sweep deletes nothing (that last 0 included)."""
+    counts = [await store.sweep(cutoff, now, limit)]
+    while counts[-1]:
+        assert counts[-1] <= limit + 6  # a batch, plus one conversation's own rows
+        counts.append(await store.sweep(cutoff, now, limit))
+    return counts
+
+
+async def test_messages_older_than_the_cutoff_go_in_batches(store: Store) -> None:
+    for cid in ("c1", "c2"):
+        await store.create_conversation(make_conv(cid))
+    batch = [
+        make_msg("c1" if t % 2 else "c2", t, f"m{t:03}", dedupe_token=f"t{t}")
+        for t in range(100, 130)
+    ]
+    await store.append_messages(batch)
+    counts = await sweep_all(store, cutoff=120, now=0, limit=7)
+    assert sum(counts) == 20
+    assert max(counts) <= 7
+    kept = await store.query_messages(HistoryQuery("c1", limit=100))
+    kept += await store.query_messages(HistoryQuery("c2", limit=100))
+    assert sorted(m.timestamp for m in kept) == list(range(120, 130))
+    assert await store.get_message("c1", "m101") is None
+    assert await store.find_by_dedupe_token("c1", "alice", "t101") is None
+    assert await store.get_message("c1", "m121") is not None
+    assert await store.get_conversation("c1") is not None  # conversations stay
+
+
+async def test_a_zero_cutoff_keeps_every_message(store: Store) -> None:
+    await store.create_conversation(make_conv("c1"))
+    await store.append_messages([make_msg("c1", 100, "m1")])
+    assert await store.sweep(0, 10**13, 100) == 0
+    assert await store.get_message("c1", "m1") is not None
+
+
+async def test_expired_temporary_conversations_go_with_their_messages(store: Store) -> None:
+    temp = make_conv("t1", kind=ConvType.TEMPORARY, expire_at=5000)
+    alive = make_conv("t2", kind=ConvType.TEMPORARY, expire_at=9000)
+    for conv in (temp, alive):
+        await store.create_conversation(conv)
+        await store.append_messages(
+            [make_msg(conv.cid, 2000 + i, f"{conv.cid}-{i}") for i in range(12)]
+        )
+    await store.save_moderation("t1", ModerationChanges(muted={"bob": None}))
+    counts = await sweep_all(store, cutoff=0, now=6000, limit=5)
+    assert len(counts) >= 3  # twelve messages, five at a time
+    assert await store.get_conversation("t1") is None
+    assert await store.query_messages(HistoryQuery("t1", limit=100)) == []
+    assert [c.cid for c in await store.conversations_of("alice", 10, 0)] == ["t2"]
+    assert (await store.moderation_of("t1")).muted == {}
+    assert len(await store.query_messages(HistoryQuery("t2", limit=100))) == 12
