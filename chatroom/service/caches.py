@@ -161,6 +161,7 @@ class Caches:
         "conv_events",
         "conversations",
         "dedupe",
+        "hook_order",
         "moderation",
         "receipts",
         "rooms",
@@ -175,6 +176,8 @@ class Caches:
         self.receipts = ReceiptBook(config.receipt_memory, _follow_receipts(config, journal))
         self.conv_events = _event_log(config, journal, now_ms)
         self.moderation = ModerationBook(config.moderation_cache)  # roles, mutes, blocks
+        # (sender, cid) -> set when the last message waiting on a hook is through
+        self.hook_order: dict[tuple[str, str], trio.Event] = {}
 
 
 def _follow_receipts(config: Config, journal: Journal) -> OnChange:

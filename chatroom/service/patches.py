@@ -182,10 +182,12 @@ async def push_missed(ctx: Context, session: Session, since: int, budget: Budget
         ctx.hub.to_session(patch_push(items, latest, ctx.clock.wall_ms()), session)
 
 
-def filtered_notice(message: Message, now: int) -> Prepared:
-    """The ``patch/modify`` that tells a sender the filter changed their message."""
+def filtered_notice(message: Message, now: int, by_filter: bool = True) -> Prepared:
+    """The ``patch/modify`` that tells a sender the filter (or a hook, ``by_filter``
+    False: no patch code) changed their message."""
     item = patch_item(message)
     item.patchTimestamp = message.timestamp
-    item.patchCode = FILTERED_PATCH_CODE
-    item.patchReason = FILTERED_PATCH_REASON
+    if by_filter:
+        item.patchCode = FILTERED_PATCH_CODE
+        item.patchReason = FILTERED_PATCH_REASON
     return patch_push([item], message.timestamp, now)
