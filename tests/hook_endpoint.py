@@ -5,6 +5,7 @@ test can make it slow, failing or rewriting, and read what the server sent.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -105,10 +106,8 @@ class HookEndpoint:
             out = conn.send(response) or b""
             out += conn.send(h11.Data(data=reply)) or b""
             out += conn.send(h11.EndOfMessage()) or b""
-            try:
-                await stream.send_all(out)
-            except trio.BrokenResourceError:
-                pass  # the caller gave up (its timeout): nothing to answer
+            with contextlib.suppress(trio.BrokenResourceError):
+                await stream.send_all(out)  # unless the caller gave up (its timeout)
 
 
 @asynccontextmanager

@@ -216,7 +216,11 @@ async def test_message_sent_tells_who_was_online() -> None:
         ack = await tom.say(group, "hello")
         [call] = await endpoint.wait_for("_messageSent")
         params = call.params
-        assert (params["convId"], params["msgId"], params["content"]) == (group, ack["uid"], "hello")
+        assert (params["convId"], params["msgId"], params["content"]) == (
+            group,
+            ack["uid"],
+            "hello",
+        )
         assert (params["onlinePeers"], params["offlinePeers"]) == (["jerry"], ["away"])
         assert params["fromPeer"] == "tom"
 
@@ -235,7 +239,8 @@ async def test_receivers_offline_chooses_the_push() -> None:
             [call] = await endpoint.wait_for("_receiversOffline")
             assert sorted(call.params["offlinePeers"]) == ["away", "gone"]
             assert (call.params["content"], call.params["mentionAll"]) == ("wake up", False)
-            while not pushed:  # the push goes out after the hook's reply
+            # The push goes out (from a thread) after the hook's reply: a short poll.
+            while not pushed:  # noqa: ASYNC110
                 await trio.sleep(0.01)
         [push] = pushed
         assert (push["recipients"], push["payload"]) == (["away"], {"alert": "from the hook"})
@@ -247,9 +252,10 @@ async def test_receivers_offline_may_skip_the_push() -> None:
     template = '{"alert": "new message"}'
     with webhook() as (url, pushed):
         async with (
-            hooked(
-                respond, {"receiversOffline": {}}, push_webhook=url, push_template=template
-            ) as (running, endpoint),
+            hooked(respond, {"receiversOffline": {}}, push_webhook=url, push_template=template) as (
+                running,
+                endpoint,
+            ),
             users(running, "tom") as (tom,),
         ):
             cid = await tom.start(["away"])
