@@ -89,8 +89,12 @@ def hold_message(
     """Ask ``_messageReceived`` in the background, then ``accept`` and reply."""
     key = (session.peer_id, conv.cid)
     order = ctx.caches.hook_order
-    previous = order.get(key)
-    mine = order[key] = trio.Event()  # taken now: tasks may start in any order
+    waiting = order.waiting.get(session.peer_id, 0)
+    if waiting >= order.MAX_WAITING:  # the reader never waits: this bounds the tasks
+        raise ChatError(ErrorCode.MESSAGE_SENT_QUOTA_EXCEEDED, "too many messages waiting")
+    order.waiting[session.peer_id] = waiting + 1
+    previous = order.tails.get(key)
+    mine = order.tails[key] = trio.Event()  # taken now: tasks may start in any order
     content, binary = _content(message)
     params: dict[str, JSON] = {
         "fromPeer": message.from_peer,
@@ -125,8 +129,11 @@ def hold_message(
                 link.send(reply)
         finally:
             mine.set()
-            if order.get(key) is mine:
-                del order[key]
+            if order.tails.get(key) is mine:
+                del order.tails[key]
+            left = order.waiting.pop(session.peer_id) - 1
+            if left:
+                order.waiting[session.peer_id] = left
 
     ctx.ports.hooks.start_soon(continued)
 

@@ -264,3 +264,27 @@ async def test_receivers_offline_may_skip_the_push() -> None:
             await endpoint.wait_for("_receiversOffline", 2)
             await tom.sync()
         assert pushed == []
+
+
+@fail_after(100)
+async def test_a_sender_s_messages_waiting_on_the_hook_are_bounded(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def sleepy(call: HookCall) -> tuple[int, bytes]:
+        await trio.sleep(30)  # every call times out
+        return result({})
+
+    async with (
+        hooked(sleepy, {"messageReceived": {}}) as (running, _),
+        users(running, "tom", "jerry") as (tom, jerry),
+    ):
+        cid = await conversation(tom, jerry)
+        texts = [str(n) for n in range(101)]
+        acks = await tom.pipeline([{"cmd": "direct", "cid": cid, "msg": t} for t in texts])
+        assert all("code" not in a for a in acks[:100])  # passed once their hooks timed out
+        assert (acks[100]["code"], acks[100]["reason"]) == (4116, "too many messages waiting")
+        got = [(await jerry.next_push("direct"))["msg"] for _ in range(100)]
+        assert got == texts[:100]  # in order, those beyond the concurrency (32) too
+        stats = running.server.statistics()["hooks"]["_messageReceived"]  # type: ignore[index]
+        assert (stats["timeouts"], stats["busy"]) == (32, 68)
+        await tom.say(cid, "and later more")  # the bound is free again
