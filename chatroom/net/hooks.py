@@ -96,7 +96,7 @@ class HookRunner:
             self._in_flight[name] -= 1
             stats.observe(trio.current_time() - started)
         log.warning("hook %s (%s) failed: %s", name, setting.url, why)
-        return self._failed(setting, why)
+        return self._failed(setting, why)  # noqa: ASYNC910 - after post(), which awaited
 
     def _request(self, name: str, params: dict[str, JSON]) -> tuple[bytes, list[tuple[str, str]]]:
         body = orjson.dumps(params)
@@ -139,7 +139,7 @@ class HookRunner:
                 await self.call(name, params)
 
 
-async def _guarded(work: Callable[[], Awaitable[None]]) -> None:
+async def _guarded(work: Callable[[], Awaitable[None]]) -> None:  # noqa: ASYNC910 - awaits work
     """A continuation that fails is logged, never taken down with the server."""
     try:
         await work()
