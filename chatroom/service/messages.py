@@ -250,7 +250,7 @@ def _push(
     if to is None:
         ctx.hub.to_members(prepared, conv, priority, session)
     else:  # the sender's other devices too, as to_members does
-        ctx.hub.to_clients(prepared, [*to, session.peer_id], priority, session)
+        ctx.hub.to_clients(prepared, dict.fromkeys([*to, session.peer_id]), priority, session)
 
 
 def _offline_push(

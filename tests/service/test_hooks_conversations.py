@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import trio
+import trio.testing
 from helpers import conversation, fail_after, users
 from hook_endpoint import HookCall, carry_on, hooked, result
 
@@ -175,3 +177,42 @@ async def test_clients_online_and_offline_are_told() -> None:
         lost = (await hook.wait_for("_clientOffline", 3))[2]
         assert (lost.params["peerId"], lost.params["closeCode"]) == ("jerry", 2)
         assert "sourceIP" not in lost.params
+
+
+async def sleepy(call: HookCall) -> tuple[int, bytes]:
+    await trio.sleep(30)  # past every timeout
+    return result({})
+
+
+# Each conversation before-hook, with the request that calls it (``cid`` filled in).
+BEFORE: dict[str, dict[str, Any]] = {
+    "conversationAdd": {"cmd": "conv", "op": "add", "m": ["spike"]},
+    "conversationRemove": {"cmd": "conv", "op": "remove", "m": ["jerry"]},
+    "conversationUpdate": {"cmd": "conv", "op": "update", "attr": {"name": "n"}},
+}
+
+
+@pytest.mark.parametrize("hook", sorted(BEFORE))
+@pytest.mark.parametrize("policy", ["pass", "refuse"])
+@fail_after(100)  # virtual seconds
+async def test_a_slow_conversation_hook_times_out_under_its_policy(
+    hook: str, policy: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    hooks: dict[str, dict[str, object]] = {hook: {"on_failure": policy, "timeout_ms": 200}}
+    async with (
+        hooked(sleepy, hooks) as (running, endpoint),
+        users(running, "tom", "jerry") as (tom, jerry),
+    ):
+        cid = await conversation(tom, jerry)
+        start = trio.current_time()
+        reply = await tom.request({**BEFORE[hook], "cid": cid})
+        assert trio.current_time() - start >= 0.2  # it waited for the hook's timeout
+        assert len(endpoint.of("_" + hook)) == 1
+        if policy == "refuse":
+            assert (reply["cmd"], reply["code"]) == ("error", 4305)
+            assert reply["detail"] == "no reply within 200 ms"
+        else:
+            assert reply["cmd"] == "conv", reply
+        await jerry.sync()
+        stats = running.server.statistics()["hooks"]["_" + hook]  # type: ignore[index]
+        assert stats["timeouts"] == 1
