@@ -19,6 +19,7 @@ from chatroom.core.model import JSON
 
 # Blocking hooks: the request waits for their reply (or the failure policy).
 MESSAGE_RECEIVED = "_messageReceived"
+MESSAGE_UPDATE = "_messageUpdate"
 RECEIVERS_OFFLINE = "_receiversOffline"
 CONVERSATION_START = "_conversationStart"
 CONVERSATION_ADD = "_conversationAdd"
@@ -34,6 +35,7 @@ CLIENT_OFFLINE = "_clientOffline"
 
 NAMES = (
     MESSAGE_RECEIVED,
+    MESSAGE_UPDATE,
     RECEIVERS_OFFLINE,
     CONVERSATION_START,
     CONVERSATION_ADD,

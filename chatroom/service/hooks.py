@@ -8,6 +8,8 @@
   pushed to. The wait happens in the hook runner's nursery, not in the connection:
   the sender's other requests, and every other conversation, go on meanwhile; the
   messages of one sender to one conversation still go out in the order sent.
+- ``_messageUpdate`` runs before an edit or a recall: it may drop it (4405) or replace
+  an edit's content.
 - Conversation before-hooks (``_conversationStart/Add/Remove/Update``) may refuse
   with 4305 (``reject``, ``code``, ``detail``); ``_conversationUpdate`` may replace ``attr``.
 - ``_receiversOffline`` chooses the offline push (``offline_push``).
@@ -24,17 +26,20 @@ import base64
 import binascii
 import dataclasses
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import orjson
 import trio
 
 from chatroom.core import hooks as names
 from chatroom.core.hooks import HookFailed, peer_list, refusal
-from chatroom.core.model import JSON, Conversation, ConvType, Message
+from chatroom.core.model import JSON, Conversation, ConvType, Message, Patch
 from chatroom.core.presence import Session
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.errors import ChatError, ErrorCode
 from chatroom.service.context import SENT, Context, Link, failure_reply
+
+_REJECTED = ErrorCode.MESSAGE_REJECTED_BY_APP
 
 # What a message continues with once its hook answered: the message (maybe rewritten),
 # the members to push it to (None: all) and whether the content changed.
@@ -71,7 +76,7 @@ def wants_message_hook(ctx: Context, conv: Conversation) -> bool:
     return conv.kind is not ConvType.TRANSIENT and ctx.ports.hooks.wants(names.MESSAGE_RECEIVED)
 
 
-def _content(message: Message) -> tuple[str, bool]:
+def _content(message: Message | Patch) -> tuple[str, bool]:
     if message.binary is not None:
         return base64.b64encode(message.binary).decode(), True
     return message.data or "", False
@@ -138,11 +143,13 @@ def hold_message(
     ctx.ports.hooks.start_soon(continued)
 
 
-_REJECTED = ErrorCode.MESSAGE_REJECTED_BY_APP
+_Content = TypeVar("_Content", Message, Patch)
 
 
-def _rewritten(message: Message, result: dict[str, JSON], was_binary: bool) -> Message | None:
-    """The message with the reply's ``content`` (base64 when ``bin``), or None."""
+def _rewritten(
+    message: _Content, result: dict[str, JSON], was_binary: bool, code: ErrorCode = _REJECTED
+) -> _Content | None:
+    """The message (or edit) with the reply's ``content`` (base64 when ``bin``), or None."""
     content = result.get("content")
     if not isinstance(content, str):
         return None
@@ -151,7 +158,7 @@ def _rewritten(message: Message, result: dict[str, JSON], was_binary: bool) -> M
         try:
             raw = base64.b64decode(content, validate=True)
         except binascii.Error:
-            raise ChatError(_REJECTED, "hook content is not base64") from None
+            raise ChatError(code, "hook content is not base64") from None
         return dataclasses.replace(message, data=None, binary=raw, lctype=None)
     return dataclasses.replace(message, data=content, binary=None)  # lctype: the caller's
 
@@ -179,6 +186,36 @@ def message_sent(
             "timestamp": message.timestamp,
         },
     )
+
+
+# -- _messageUpdate ----------------------------------------------------------------------
+
+
+async def message_update(
+    ctx: Context, link: Link, conv: Conversation, original: Message, patch: Patch, recall: bool
+) -> Patch | None:
+    """Ask ``_messageUpdate`` before an edit or a recall is applied: 4405 when it drops
+    it; the edit with the hook's ``content`` (its ``lctype`` still to set), or None when
+    unchanged. A recall's content cannot be replaced."""
+    if not ctx.ports.hooks.wants(names.MESSAGE_UPDATE):
+        return None  # noqa: ASYNC910 - no hook, no wait: the handler awaits elsewhere
+    content, binary = _content(original if recall else patch)
+    params: dict[str, JSON] = {
+        "fromPeer": original.from_peer,
+        "convId": conv.cid,
+        "toPeers": [m for m in conv.members if m != original.from_peer],
+        "bin": binary,
+        "content": content,
+        "timestamp": original.timestamp,
+        "msgId": original.mid,
+        "sourceIP": source_ip(link),
+        "recall": recall,
+        "system": conv.kind is ConvType.SYSTEM,
+    }
+    code = ErrorCode.MESSAGE_UPDATE_REJECTED_BY_APP
+    result = await _ask(ctx, names.MESSAGE_UPDATE, params, code)
+    _refuse_if(result, "drop", names.MESSAGE_UPDATE, code)
+    return None if recall else _rewritten(patch, result, binary, code)
 
 
 # -- _receiversOffline --------------------------------------------------------------------

@@ -288,3 +288,43 @@ async def test_a_sender_s_messages_waiting_on_the_hook_are_bounded(
         stats = running.server.statistics()["hooks"]["_messageReceived"]  # type: ignore[index]
         assert (stats["timeouts"], stats["busy"]) == (32, 68)
         await tom.say(cid, "and later more")  # the bound is free again
+
+
+@fail_after()
+async def test_message_update_may_rewrite_an_edit_and_drop_a_recall() -> None:
+    async def respond(call: HookCall) -> tuple[int, bytes]:
+        await trio.lowlevel.checkpoint()
+        if call.params["recall"]:
+            return result({"drop": True, "code": 9, "detail": "kept for the record"})
+        return result({"content": call.params["content"] + " (reviewed)"})
+
+    async with (
+        hooked(respond, {"messageUpdate": {}}) as (running, endpoint),
+        users(running, "tom", "jerry") as (tom, jerry),
+    ):
+        cid = await conversation(tom, jerry)
+        ack = await tom.say(cid, "hello")
+        patch = {"cid": cid, "mid": ack["uid"], "timestamp": ack["t"]}
+        reply = await tom.request(
+            {"cmd": "patch", "op": "modify", "patches": [{**patch, "data": "hello again"}]}
+        )
+        assert (reply["cmd"], reply["op"]) == ("patch", "modified")
+        (item,) = (await jerry.next_push("patch", "modify"))["patches"]
+        assert item["data"] == "hello again (reviewed)"
+        refused = await tom.request(
+            {"cmd": "patch", "op": "modify", "patches": [{**patch, "recall": True}]}
+        )
+        assert (refused["code"], refused["appCode"], refused["detail"]) == (
+            4405,
+            9,
+            "kept for the record",
+        )
+        assert [m["data"] for m in await jerry.logs(cid)] == ["hello again (reviewed)"]
+        edit, recall = endpoint.of("_messageUpdate")
+        assert (edit.params["content"], edit.params["recall"]) == ("hello again", False)
+        assert (edit.params["msgId"], edit.params["timestamp"]) == (ack["uid"], ack["t"])
+        assert (recall.params["content"], recall.params["recall"]) == (
+            "hello again (reviewed)",
+            True,
+        )
+        assert recall.params["toPeers"] == ["jerry"]
