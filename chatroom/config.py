@@ -296,6 +296,9 @@ class Config:
     hook_secret: str = ""
     """Shared secret of the hooks' HMAC-SHA256 signature header; best given as
     ``CHATROOM_HOOK_SECRET``. Empty: calls go unsigned."""
+    hook_ca_file: str = ""
+    """PEM file of the certificate authorities trusted for ``https://`` hook URLs, in
+    place of the system's (an internal CA). Empty: the system's."""
     hook_queue: int = 1000
     """Notification hooks (``_messageSent``, ``_clientOnline``...) waiting to be posted;
     beyond it new ones are dropped and counted (``dropped``), never waited for."""

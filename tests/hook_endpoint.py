@@ -6,6 +6,7 @@ test can make it slow, failing or rewriting, and read what the server sent.
 from __future__ import annotations
 
 import contextlib
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -49,14 +50,16 @@ async def carry_on(call: HookCall) -> tuple[int, bytes]:
 
 
 class HookEndpoint:
-    def __init__(self, respond: Respond = carry_on) -> None:
+    def __init__(self, respond: Respond = carry_on, tls: ssl.SSLContext | None = None) -> None:
         self.respond = respond
+        self.tls = tls  # serve https:// with it
         self.calls: list[HookCall] = []
         self.port = 0
         self._arrived = trio.Event()
 
     def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.port}/1.1/functions/{name}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.port}/1.1/functions/{name}"
 
     def config(self, hooks: dict[str, dict[str, object]], **more: object) -> dict[str, object]:
         """Server settings calling this endpoint for ``hooks`` (name -> extra keys)."""
@@ -78,36 +81,44 @@ class HookEndpoint:
         task_status.started()
         await trio.serve_listeners(self._handle, listeners)
 
-    async def _handle(self, stream: trio.SocketStream) -> None:
+    async def _handle(self, tcp: trio.SocketStream) -> None:
+        stream: trio.abc.Stream = tcp
+        if self.tls is not None:
+            stream = trio.SSLStream(tcp, self.tls, server_side=True)
+        # A caller that gave up (its timeout) or refused the certificate breaks the
+        # stream: there is nobody to answer.
+        with contextlib.suppress(trio.BrokenResourceError):
+            async with stream:
+                await self._exchange(stream)
+
+    async def _exchange(self, stream: trio.abc.Stream) -> None:
         conn = h11.Connection(h11.SERVER)
         target, headers, body = b"", {}, b""
-        async with stream:
-            while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    conn.receive_data(await stream.receive_some(65536))
-                elif isinstance(event, h11.Request):
-                    target = event.target
-                    headers = {k.decode().lower(): v.decode() for k, v in event.headers}
-                elif isinstance(event, h11.Data):
-                    body += event.data
-                elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
-                    break
-            name = target.decode().rsplit("/", 1)[-1]
-            call = HookCall(name, orjson.loads(body) if body else {}, headers, body)
-            self.calls.append(call)
-            self._arrived.set()
-            self._arrived = trio.Event()
-            status, reply = await self.respond(call)
-            response = h11.Response(
-                status_code=status,
-                headers=[("Content-Length", str(len(reply))), ("Connection", "close")],
-            )
-            out = conn.send(response) or b""
-            out += conn.send(h11.Data(data=reply)) or b""
-            out += conn.send(h11.EndOfMessage()) or b""
-            with contextlib.suppress(trio.BrokenResourceError):
-                await stream.send_all(out)  # unless the caller gave up (its timeout)
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(await stream.receive_some(65536))
+            elif isinstance(event, h11.Request):
+                target = event.target
+                headers = {k.decode().lower(): v.decode() for k, v in event.headers}
+            elif isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
+                break
+        name = target.decode().rsplit("/", 1)[-1]
+        call = HookCall(name, orjson.loads(body) if body else {}, headers, body)
+        self.calls.append(call)
+        self._arrived.set()
+        self._arrived = trio.Event()
+        status, reply = await self.respond(call)
+        response = h11.Response(
+            status_code=status,
+            headers=[("Content-Length", str(len(reply))), ("Connection", "close")],
+        )
+        out = conn.send(response) or b""
+        out += conn.send(h11.Data(data=reply)) or b""
+        out += conn.send(h11.EndOfMessage()) or b""
+        await stream.send_all(out)
 
 
 @asynccontextmanager

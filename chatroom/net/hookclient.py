@@ -21,21 +21,21 @@ class HookHTTPError(Exception):
     """The call could not be made or its reply could not be read."""
 
 
-_tls: ssl.SSLContext | None = None
-
-
-def _tls_context() -> ssl.SSLContext:
-    """The system's trusted CAs, made once (loading them takes milliseconds)."""
-    global _tls
-    if _tls is None:
-        _tls = ssl.create_default_context()
-    return _tls
+def tls_context(ca_file: str = "") -> ssl.SSLContext:
+    """What ``https://`` calls trust: the CAs of ``ca_file``, else the system's. Make it
+    once: loading them takes milliseconds."""
+    return ssl.create_default_context(cafile=ca_file or None)
 
 
 async def post(
-    url: str, body: bytes, headers: list[tuple[str, str]], max_reply: int
+    url: str,
+    body: bytes,
+    headers: list[tuple[str, str]],
+    max_reply: int,
+    tls: ssl.SSLContext | None = None,
 ) -> tuple[int, bytes]:
-    """POST ``body`` to ``url``; the status and the reply body."""
+    """POST ``body`` to ``url``; the status and the reply body. ``tls`` is needed for
+    an ``https://`` URL."""
     parts = urlsplit(url)
     host = parts.hostname
     if host is None or parts.scheme not in ("http", "https"):
@@ -49,10 +49,13 @@ async def post(
         raise HookHTTPError(f"connect: {exc}") from None
     try:
         if secure:
-            stream = trio.SSLStream(stream, _tls_context(), server_hostname=host)
+            if tls is None:
+                raise HookHTTPError("https:// without a TLS context")
+            stream = trio.SSLStream(stream, tls, server_hostname=host)
         return await _exchange(stream, parts.netloc, target, body, headers, max_reply)
     except (trio.BrokenResourceError, ssl.SSLError, OSError, h11.ProtocolError) as exc:
-        raise HookHTTPError(f"{type(exc).__name__}: {exc}") from None
+        cause = exc.__cause__ or exc  # trio wraps the SSL error that broke the stream
+        raise HookHTTPError(f"{type(cause).__name__}: {cause}") from None
     finally:
         await trio.aclose_forcefully(stream)
 

@@ -35,7 +35,7 @@ from chatroom.core.hooks import (
     signature,
 )
 from chatroom.core.model import JSON
-from chatroom.net.hookclient import HookHTTPError, post
+from chatroom.net.hookclient import HookHTTPError, post, tls_context
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,11 @@ class HookRunner:
         queue_size: int,
         workers: int,
         wall_ms: Callable[[], int],
+        ca_file: str = "",
     ) -> None:
         self._settings = {s.name: s for s in settings}
+        secure = any(s.url.startswith("https:") for s in settings)
+        self._tls = tls_context(ca_file) if secure else None
         self._secret = secret
         self._workers = max(workers, 1)
         self._wall_ms = wall_ms
@@ -85,7 +88,8 @@ class HookRunner:
         started = trio.current_time()
         try:
             with trio.move_on_after(setting.timeout_ms / 1000):
-                status, body = await post(setting.url, *self._request(name, params), _MAX_REPLY)
+                body, headers = self._request(name, params)
+                status, body = await post(setting.url, body, headers, _MAX_REPLY, self._tls)
                 return parse_reply(status, body)
             stats.timeouts += 1
             why = f"no reply within {setting.timeout_ms} ms"

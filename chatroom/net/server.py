@@ -80,6 +80,7 @@ class Server:
             config.hook_queue,
             config.hook_workers,
             self.clock.wall_ms,
+            config.hook_ca_file,
         )
         self._ctx: Context | None = None
         self._flusher = Flusher(config.write_delay, config.write_delay_threshold)

@@ -5,8 +5,11 @@ under both policies, the concurrency bound and the notification queue.
 
 from __future__ import annotations
 
+import ssl
+import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import orjson
 import pytest
@@ -189,3 +192,42 @@ async def test_the_client_bounds_the_reply_and_reports_bad_urls() -> None:
             await post(endpoint.url(NAME), b"{}", [], 1000)
     with pytest.raises(HookHTTPError, match="not an http"):
         await post("ftp://example.com/x", b"{}", [], 1000)
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (openssl), and its key."""
+    where = tmp_path_factory.mktemp("tls")
+    cert, key = where / "cert.pem", where / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"),
+            *("-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+@fail_after()
+async def test_https_endpoints_are_called_trusting_the_configured_ca(
+    certificate: tuple[Path, Path],
+) -> None:
+    cert, key = certificate
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    endpoint = HookEndpoint(tls=server_tls)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(endpoint.serve)
+        setting = [HookSetting(NAME, endpoint.url(NAME), 2000, "refuse", 1)]
+        trusting = HookRunner(setting, SECRET, 1, 1, lambda: 0, ca_file=str(cert))
+        assert await trusting.call(NAME, {"over": "tls"}) == {}
+        assert endpoint.calls[0].params == {"over": "tls"}
+        assert endpoint.calls[0].signed()
+        system_only = HookRunner(setting, SECRET, 1, 1, lambda: 0)  # does not know the CA
+        with pytest.raises(HookFailed, match="CERTIFICATE_VERIFY_FAILED"):
+            await system_only.call(NAME, {})
+        assert len(endpoint.calls) == 1
+        nursery.cancel_scope.cancel()
