@@ -390,7 +390,11 @@ def parse_hooks(raw: object) -> tuple[HookSetting, ...]:
             raise ValueError("setting 'hooks': not a JSON object") from None
     if not isinstance(raw, dict):
         raise ValueError("setting 'hooks': a table of hook tables")
-    return tuple(_hook(str(key), table) for key, table in raw.items())
+    hooks = tuple(_hook(str(key), table) for key, table in raw.items())
+    names = [h.name for h in hooks]
+    if len(set(names)) < len(names):  # "messageSent" and "_messageSent"
+        raise ValueError("setting 'hooks': a hook is configured twice")
+    return hooks
 
 
 def _hook(key: str, table: object) -> HookSetting:

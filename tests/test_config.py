@@ -208,6 +208,10 @@ def test_hooks_beside_a_chatroom_table_and_from_the_environment(tmp_path: Path) 
         ('[hooks.messageSent]\nurl = "http://h/"\nconcurrency = 0', "concurrency"),
         ('[hooks.messageSent]\nurl = "http://h/"\nretries = 3', "unknown keys"),
         ('hooks = "x"', "not a JSON object"),
+        (
+            '[hooks.messageSent]\nurl = "http://h/"\n[hooks._messageSent]\nurl = "http://h/"',
+            "twice",
+        ),
     ],
 )
 def test_bad_hook_tables_name_the_hook(tmp_path: Path, table: str, complaint: str) -> None:
