@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -86,3 +89,19 @@ def test_latency_lands_in_one_bucket_and_in_the_sum() -> None:
     assert stats.latency_buckets[0] == 2  # <= 5 ms, the bound included
     assert stats.latency_buckets[LATENCY_BUCKETS_MS.index(250)] == 1
     assert stats.latency_buckets[-1] == 1  # over the last bound
+
+
+def test_the_verification_example_of_the_docs_accepts_our_signature() -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "hooks.md").read_text()
+    example = docs.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict[str, Any] = {}
+    exec(example, namespace)  # the operator's code, as printed
+    namespace["SECRET"] = b"k"
+    body = b'{"peerId":"tom"}'
+    now = int(time.time() * 1000)
+    headers = {"X-Chatroom-Timestamp": str(now), "X-Chatroom-Signature": signature("k", now, body)}
+    assert namespace["verified"](headers, body)
+    assert not namespace["verified"](headers, body + b" ")
+    stale = {**headers, "X-Chatroom-Timestamp": str(now - 120_000)}
+    stale["X-Chatroom-Signature"] = signature("k", now - 120_000, body)
+    assert not namespace["verified"](stale, body)  # a replay, two minutes later
