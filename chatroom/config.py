@@ -9,12 +9,35 @@ the command line.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import cast
+from urllib.parse import urlsplit
+
+from chatroom.core.hooks import NAMES, canonical_name
+
+
+@dataclass(frozen=True, slots=True)
+class HookSetting:
+    """One hook's table (``[hooks.messageReceived]``); see docs/hooks.md."""
+
+    name: str
+    """LeanCloud's hook name, ``_messageReceived`` (the table may leave out the ``_``)."""
+    url: str
+    """``http://`` or ``https://`` URL the parameters are POSTed to as JSON."""
+    timeout_ms: int = 500
+    """Milliseconds one call may take, connecting included; then it counts as failed."""
+    on_failure: str = "pass"
+    """``pass``: a failed call (timeout, error, bad reply, ``concurrency`` used up) is
+    ignored and the request goes on unchanged. ``refuse``: the request is refused with
+    the operation's rejected-by-app code (4402 message, 4305 conversation). Notification
+    hooks always pass."""
+    concurrency: int = 32
+    """Calls of this hook in flight at once; one more meets ``on_failure`` at once."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,6 +298,22 @@ class Config:
     moderation_list_limit: int = 10_000
     """Muted members, and blocked members, one conversation keeps; past it further ids
     fail one by one with 4304 in the partial-success reply."""
+    hooks: tuple[HookSetting, ...] = ()
+    """Server hooks called as webhooks (docs/hooks.md): from the TOML tables
+    ``[hooks.<name>]`` (``url``, ``timeout_ms``, ``on_failure``, ``concurrency``), or
+    ``CHATROOM_HOOKS`` as a JSON object of the same tables. None: no hook is called."""
+    hook_secret: str = ""
+    """Shared secret of the hooks' HMAC-SHA256 signature header; best given as
+    ``CHATROOM_HOOK_SECRET``. Empty: calls go unsigned."""
+    hook_ca_file: str = ""
+    """PEM file of the certificate authorities trusted for ``https://`` hook URLs, in
+    place of the system's (an internal CA). Empty: the system's."""
+    hook_queue: int = 1000
+    """Notification hooks (``_messageSent``, ``_clientOnline``...) waiting to be posted;
+    beyond it new ones are dropped and counted (``dropped``), never waited for."""
+    hook_workers: int = 4
+    """Tasks posting queued notifications; each call still counts against its hook's
+    ``concurrency``."""
     moderation_cache: int = 10_000
     """Conversations whose managers, mutes and blocks are kept in memory (each message
     sent checks them); the least recently used are read from the store again."""
@@ -298,6 +337,9 @@ class Config:
         for name, raw in values.items():
             if name not in kinds:
                 raise ValueError(f"unknown setting {name!r}")
+            if name == "hooks":
+                changes[name] = parse_hooks(raw)
+                continue
             value = _convert(name, str(kinds[name]), raw)
             if isinstance(value, (int, float)) and value < 0:
                 raise ValueError(f"setting {name!r}: must not be negative, got {raw!r}")
@@ -352,6 +394,54 @@ def _convert(name: str, kind: str, raw: object) -> object:
     raise ValueError(f"setting {name!r}: unsupported type {kind}")  # pragma: no cover
 
 
+_HOOK_KEYS = {"url", "timeout_ms", "on_failure", "concurrency"}
+
+
+def parse_hooks(raw: object) -> tuple[HookSetting, ...]:
+    """The ``hooks`` setting from its TOML tables (or their JSON text), checked whole."""
+    if isinstance(raw, tuple) and all(isinstance(h, HookSetting) for h in raw):
+        return cast(tuple[HookSetting, ...], raw)
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            raise ValueError("setting 'hooks': not a JSON object") from None
+    if not isinstance(raw, dict):
+        raise ValueError("setting 'hooks': a table of hook tables")
+    hooks = tuple(_hook(str(key), table) for key, table in raw.items())
+    names = [h.name for h in hooks]
+    if len(set(names)) < len(names):  # "messageSent" and "_messageSent"
+        raise ValueError("setting 'hooks': a hook is configured twice")
+    return hooks
+
+
+def _hook(key: str, table: object) -> HookSetting:
+    where = f"setting 'hooks.{key}'"
+    name = canonical_name(key)
+    if name is None:
+        raise ValueError(f"{where}: unknown hook; one of {', '.join(NAMES)}")
+    if not isinstance(table, dict):
+        raise ValueError(f"{where}: must be a table")
+    unknown = set(table) - _HOOK_KEYS
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {sorted(unknown)}")
+    url = table.get("url")
+    if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https"):
+        raise ValueError(f"{where}: url must be an http:// or https:// URL")
+    if not urlsplit(url).hostname:
+        raise ValueError(f"{where}: url has no host")
+    timeout_ms = _convert(f"hooks.{key}.timeout_ms", "int", table.get("timeout_ms", 500))
+    concurrency = _convert(f"hooks.{key}.concurrency", "int", table.get("concurrency", 32))
+    on_failure = table.get("on_failure", "pass")
+    if on_failure not in ("pass", "refuse"):
+        raise ValueError(f"{where}: on_failure is 'pass' or 'refuse', got {on_failure!r}")
+    if not isinstance(timeout_ms, int) or not 0 < timeout_ms <= 60_000:
+        raise ValueError(f"{where}: timeout_ms from 1 to 60000, got {timeout_ms!r}")
+    if not isinstance(concurrency, int) or concurrency < 1:
+        raise ValueError(f"{where}: concurrency at least 1, got {concurrency!r}")
+    return HookSetting(name, url, timeout_ms, on_failure, concurrency)
+
+
 def from_environment(env: Mapping[str, str]) -> dict[str, object]:
     """The ``CHATROOM_*`` variables that name a setting."""
     out: dict[str, object] = {}
@@ -368,7 +458,10 @@ def from_file(path: Path) -> dict[str, object]:
     table = data.get("chatroom", data)
     if not isinstance(table, dict):
         raise ValueError(f"{path}: [chatroom] must be a table")
-    return dict(table)
+    out = dict(table)
+    if "hooks" in data and "hooks" not in out:
+        out["hooks"] = data["hooks"]  # [hooks.x] tables beside a [chatroom] table
+    return out
 
 
 def load(

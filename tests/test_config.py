@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from chatroom.config import Config, from_environment, load
+from chatroom.config import Config, HookSetting, from_environment, load
 
 NO_ENV: dict[str, str] = {}
 
@@ -153,3 +153,67 @@ def test_a_reply_bound_over_half_the_outbox_fails_at_start(tmp_path: Path) -> No
     assert bigger.reply_bytes == 2**21
     # Left at its default, the bound follows a smaller outbox.
     assert load(cli={"outbox_max_bytes": 400_000}, env=NO_ENV).reply_bytes == 200_000
+
+
+# -- hooks (docs/hooks.md)
+
+HOOKS_TOML = """
+port = 9000
+
+[hooks.messageReceived]
+url = "https://hooks.example.com/1.1/functions/_messageReceived"
+timeout_ms = 250
+on_failure = "refuse"
+
+[hooks._clientOnline]
+url = "http://127.0.0.1:3000/online"
+"""
+
+
+def test_hooks_are_tables_of_the_toml_file(tmp_path: Path) -> None:
+    config = load(write(tmp_path, HOOKS_TOML), env={"CHATROOM_HOOK_SECRET": "s3"})
+    assert config.port == 9000
+    assert config.hook_secret == "s3"
+    assert config.hooks == (
+        HookSetting(
+            "_messageReceived",
+            "https://hooks.example.com/1.1/functions/_messageReceived",
+            250,
+            "refuse",
+            32,
+        ),
+        HookSetting("_clientOnline", "http://127.0.0.1:3000/online", 500, "pass", 32),
+    )
+
+
+def test_hooks_beside_a_chatroom_table_and_from_the_environment(tmp_path: Path) -> None:
+    text = '[chatroom]\nport = 9001\n\n[hooks.messageSent]\nurl = "http://h/sent"\n'
+    config = load(write(tmp_path, text), env=NO_ENV)
+    assert [h.name for h in config.hooks] == ["_messageSent"]
+    env = {"CHATROOM_HOOKS": '{"clientOffline": {"url": "http://h/off", "concurrency": 2}}'}
+    [hook] = load(env=env).hooks
+    assert (hook.name, hook.url, hook.concurrency) == ("_clientOffline", "http://h/off", 2)
+
+
+@pytest.mark.parametrize(
+    ("table", "complaint"),
+    [
+        ('[hooks.messageRecieved]\nurl = "http://h/"', "unknown hook"),
+        ("[hooks.messageSent]\ntimeout_ms = 5", "url must be"),
+        ('[hooks.messageSent]\nurl = "ftp://h/"', "url must be"),
+        ('[hooks.messageSent]\nurl = "http:///x"', "no host"),
+        ('[hooks.messageSent]\nurl = "http://h/"\non_failure = "retry"', "on_failure"),
+        ('[hooks.messageSent]\nurl = "http://h/"\ntimeout_ms = 0', "timeout_ms"),
+        ('[hooks.messageSent]\nurl = "http://h/"\ntimeout_ms = 0.5', "expected int"),
+        ('[hooks.messageSent]\nurl = "http://h/"\nconcurrency = 0', "concurrency"),
+        ('[hooks.messageSent]\nurl = "http://h/"\nretries = 3', "unknown keys"),
+        ('hooks = "x"', "not a JSON object"),
+        (
+            '[hooks.messageSent]\nurl = "http://h/"\n[hooks._messageSent]\nurl = "http://h/"',
+            "twice",
+        ),
+    ],
+)
+def test_bad_hook_tables_name_the_hook(tmp_path: Path, table: str, complaint: str) -> None:
+    with pytest.raises(ValueError, match=complaint):
+        load(write(tmp_path, table), env=NO_ENV)

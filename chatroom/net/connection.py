@@ -28,7 +28,7 @@ from chatroom.protocol.framing import ws_frame
 from chatroom.service import dispatch
 from chatroom.service import messages as message_service
 from chatroom.service import session as session_service
-from chatroom.service.context import SENT, Context, Handler, SyncHandler
+from chatroom.service.context import SENT, Context, Handler, SyncHandler, failure_reply
 
 log = logging.getLogger(__name__)
 
@@ -426,16 +426,7 @@ class Connection:
         gets one."""
         self._ctx.counters.errors += 1
         has_i = cmd is not None and cmd.HasField("i")
-        if cmd is not None and cmd.cmd == pb.direct:
-            reply = pb.GenericCommand(cmd=pb.ack)
-            reply.ackMessage.code = int(err.code)
-            reply.ackMessage.reason = err.reason
-        else:
-            reply = pb.GenericCommand(cmd=pb.error)
-            reply.errorMessage.code = int(err.code)
-            reply.errorMessage.reason = err.reason
-            if err.detail:
-                reply.errorMessage.detail = err.detail
+        reply = failure_reply(cmd if cmd is not None else pb.GenericCommand(), err)
         if cmd is not None and has_i:
             reply.i = cmd.i
         elif self._subprotocol.codec is not Codec.JSON and not undecodable:

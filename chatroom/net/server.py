@@ -30,6 +30,7 @@ from chatroom.net.committer import Committer
 from chatroom.net.connection import Connection
 from chatroom.net.flusher import Flusher
 from chatroom.net.gcpolicy import GcPolicy
+from chatroom.net.hooks import HookRunner
 from chatroom.net.journal import Lasting
 from chatroom.net.retention import Retention
 from chatroom.net.tls import Certificates
@@ -81,6 +82,14 @@ class Server:
         self.committer = Committer(self.store, config.commit_batch, config.commit_queue)
         self.journal = Lasting(self.store, config.lasting_backlog, self.clock)
         self.pusher = PushNotifier(config.push_webhook, config.push_queue, config.push_timeout)
+        self.hooks = HookRunner(
+            config.hooks,
+            config.hook_secret,
+            config.hook_queue,
+            config.hook_workers,
+            self.clock.wall_ms,
+            config.hook_ca_file,
+        )
         self._ctx: Context | None = None
         self._flusher = Flusher(config.write_delay, config.write_delay_threshold)
         self.gc = GcPolicy(
@@ -174,7 +183,7 @@ class Server:
         await self.store.open()
         try:
             committer = self.committer
-            ports = Ports(committer, self.journal, self.pusher)
+            ports = Ports(committer, self.journal, self.pusher, self.hooks)
             newest = await self.store.max_message_timestamp()
             self._ctx = Context.build(
                 config, self.store, ports, clock=self.clock, not_before=newest
@@ -208,6 +217,8 @@ class Server:
             nursery.start_soon(BudgetKeeper(self.context.policies.queued, self.connections).run)
             if self.pusher.enabled:
                 nursery.start_soon(self.pusher.run)  # offline push webhook
+            if self.hooks.enabled:
+                await nursery.start(self.hooks.run)  # hook calls and their continuations
             ws_port = await nursery.start(
                 partial(
                     serve_websocket,

@@ -109,10 +109,17 @@ class ChatError(Exception):
     """A request that failed with a client-visible code. Raised by services, turned into
     an error reply by the connection; never closes the connection."""
 
-    def __init__(self, code: ErrorCode, reason: str | None = None, detail: str | None = None):
+    def __init__(
+        self,
+        code: ErrorCode,
+        reason: str | None = None,
+        detail: str | None = None,
+        app_code: int | None = None,
+    ):
         self.code = code
         self.reason = reason or code.name
         self.detail = detail
+        self.app_code = app_code  # an app's own code (a hook's refusal): appCode
         super().__init__(f"{int(code)} {self.reason}")
 
 

@@ -154,6 +154,20 @@ class Tickets:
                 del self._items[token]
 
 
+class HookOrder:
+    """Messages waiting on ``_messageReceived`` (service/hooks.py): per (sender, cid),
+    the event set once the last of them went through, so that the next one follows it;
+    per sender, how many wait, bounded by ``MAX_WAITING``."""
+
+    MAX_WAITING = 100  # one sender's messages waiting on the hook; more are refused
+
+    __slots__ = ("tails", "waiting")
+
+    def __init__(self) -> None:
+        self.tails: dict[tuple[str, str], trio.Event] = {}
+        self.waiting: dict[str, int] = {}
+
+
 class Caches:
     """The handlers' memory, each part bounded by its setting in ``Config``."""
 
@@ -161,6 +175,7 @@ class Caches:
         "conv_events",
         "conversations",
         "dedupe",
+        "hook_order",
         "moderation",
         "receipts",
         "rooms",
@@ -175,6 +190,7 @@ class Caches:
         self.receipts = ReceiptBook(config.receipt_memory, _follow_receipts(config, journal))
         self.conv_events = _event_log(config, journal, now_ms)
         self.moderation = ModerationBook(config.moderation_cache)  # roles, mutes, blocks
+        self.hook_order = HookOrder()  # messages waiting on _messageReceived
 
 
 def _follow_receipts(config: Config, journal: Journal) -> OnChange:

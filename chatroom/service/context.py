@@ -19,6 +19,7 @@ from typing import Protocol
 
 from chatroom.config import Config
 from chatroom.core.clock import Clock, SystemClock
+from chatroom.core.hooks import HookStats
 from chatroom.core.ids import Ids
 from chatroom.core.model import Conversation
 from chatroom.core.outbox import ShedTotals
@@ -71,6 +72,7 @@ class Counters:
     refused_messages: int = 0  # over a client's message budget (4116)
     # Messages accepted, by conversation kind: the index is ConvType's value.
     accepted_by_kind: list[int] = field(default_factory=lambda: [0] * 5)
+    hooks: dict[str, HookStats] = field(default_factory=dict)  # per hook: the runner's
 
 
 @dataclass(slots=True)
@@ -112,6 +114,7 @@ class Context:
             Ids(now, not_before),
             Caches(config, store, ports.journal, now()),
             Policies(config, ports.journal),
+            Counters(hooks=ports.hooks.stats),
         )
 
     async def conversation(self, cid: str) -> Conversation:
@@ -144,6 +147,30 @@ def reply_to(cmd: pb.GenericCommand, op: int | None = None) -> pb.GenericCommand
     if op is not None:
         out.op = op  # type: ignore[assignment]
     return out
+
+
+def failure_reply(cmd: pb.GenericCommand, err: ChatError) -> pb.GenericCommand:
+    """The reply of a request that failed: an ``ack`` with the code for a message (and
+    the app's ``appCode``/``appMsg``), an ``error`` otherwise. Without ``i``."""
+    if cmd.cmd == pb.direct:
+        reply = pb.GenericCommand(cmd=pb.ack)
+        ack = reply.ackMessage
+        ack.code = int(err.code)
+        ack.reason = err.reason
+        if err.app_code is not None:
+            ack.appCode = err.app_code
+        if err.detail:
+            ack.appMsg = err.detail
+        return reply
+    reply = pb.GenericCommand(cmd=pb.error)
+    body = reply.errorMessage
+    body.code = int(err.code)
+    body.reason = err.reason
+    if err.detail:
+        body.detail = err.detail
+    if err.app_code is not None:
+        body.appCode = err.app_code
+    return reply
 
 
 def valid_client_id(peer_id: str, max_length: int) -> bool:

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 import orjson
 import trio
 
+from chatroom.core import hooks as names
 from chatroom.core.ids import iso
 from chatroom.core.model import JSON, Conversation, ConvFilter, ConvOrder, ConvType
 from chatroom.core.presence import Session
@@ -19,7 +20,7 @@ from chatroom.core.roles import Act
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Prepared
 from chatroom.protocol.errors import ChatError, ErrorCode
-from chatroom.service import moderation, signing
+from chatroom.service import hooks, moderation, signing
 from chatroom.service.context import SENT, Context, Link, require_session, valid_client_id
 from chatroom.service.conv_events import push
 
@@ -120,6 +121,8 @@ async def start(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericC
     signing.check_start(ctx, session.peer_id, members, body)
     attrs = _attrs(body.attr, body.HasField("attr"), ctx.config.max_name_bytes)
     _check_size(ctx, attrs)
+    params: dict[str, JSON] = {"initBy": session.peer_id, "members": list(members), "attr": attrs}
+    await hooks.conversation_before(ctx, names.CONVERSATION_START, params)
     now = ctx.clock.wall_ms()
     reply = pb.GenericCommand(cmd=pb.conv, op=pb.started)
     if body.transient:
@@ -170,6 +173,7 @@ async def start(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericC
     push(ctx, _event(pb.joined, conv.cid, session.peer_id, now), now, members)
     event = _event(pb.members_joined, conv.cid, session.peer_id, now, members)
     push(ctx, event, now, members)
+    hooks.notify(ctx, names.CONVERSATION_STARTED, {"convId": conv.cid})
     return SENT
 
 
@@ -205,6 +209,7 @@ async def _start_chatroom(
     ctx.hub.join_room(conv.cid, session)
     reply.convMessage.cid = conv.cid
     reply.convMessage.cdate = iso(now)
+    hooks.notify(ctx, names.CONVERSATION_STARTED, {"convId": conv.cid})
     return reply
 
 
@@ -231,6 +236,14 @@ async def _member_change(
     if not targets:
         raise ChatError(ErrorCode.CONVERSATION_API_FAILED, "m is empty")
     signing.check_members(ctx, session.peer_id, conv.cid, targets, cmd.convMessage, kick=kick)
+    if not kick or targets != [session.peer_id]:  # no _conversationRemove for quitting
+        params: dict[str, JSON] = {
+            "initBy": session.peer_id,
+            "members": list(targets),
+            "convId": conv.cid,
+        }
+        name = names.CONVERSATION_REMOVE if kick else names.CONVERSATION_ADD
+        await hooks.conversation_before(ctx, name, params)
     return session, conv, targets
 
 
@@ -265,6 +278,9 @@ async def add(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCom
 def _members_joined(ctx: Context, conv: Conversation, actor: str, new: list[str], now: int) -> None:
     push(ctx, _event(pb.joined, conv.cid, actor, now), now, new)
     push(ctx, _event(pb.members_joined, conv.cid, actor, now, new), now, conv.members)
+    hooks.notify(
+        ctx, names.CONVERSATION_ADDED, {"initBy": actor, "convId": conv.cid, "members": list(new)}
+    )
 
 
 async def _subscribe(
@@ -333,6 +349,11 @@ async def remove(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.Generic
     push(ctx, _event(pb.left, conv.cid, actor, now), now, gone)
     stayed = [m for m in before if m not in gone]
     push(ctx, _event(pb.members_left, conv.cid, actor, now, gone), now, stayed)
+    hooks.notify(
+        ctx,
+        names.CONVERSATION_REMOVED,
+        {"initBy": actor, "convId": conv.cid, "members": list(gone)},
+    )
     return SENT
 
 
@@ -388,6 +409,11 @@ async def update(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.Generic
     changes = _attrs(
         cmd.convMessage.attr, cmd.convMessage.HasField("attr"), ctx.config.max_name_bytes
     )
+    params: dict[str, JSON] = {"initBy": session.peer_id, "convId": conv.cid, "attr": changes}
+    result = await hooks.conversation_before(ctx, names.CONVERSATION_UPDATE, params)
+    if isinstance(result.get("attr"), dict):  # the hook's replacement, checked the same way
+        replaced = pb.JsonObjectMessage(data=orjson.dumps(result["attr"]).decode())
+        changes = _attrs(replaced, True, ctx.config.max_name_bytes)
     stored = orjson.dumps(conv.attrs)
     attrs = orjson.loads(stored)  # a copy: a refused update leaves the conversation as it was
     for path, value in changes.items():
@@ -425,6 +451,10 @@ async def mute(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCo
     else:  # a chatroom's own "mu" list: for its viewers and staff only
         await moderation.check_may(ctx, conv, session.peer_id, Act.SELF_MUTE)
     muting = cmd.op == pb.mute
+    params: dict[str, JSON] = {"initBy": session.peer_id, "convId": conv.cid, "mute": muting}
+    result = await hooks.conversation_before(ctx, names.CONVERSATION_UPDATE, params)
+    if isinstance(result.get("mute"), bool):
+        muting = bool(result["mute"])
     if muting and session.peer_id not in conv.muted:
         conv.muted = [*conv.muted, session.peer_id]
     elif not muting:

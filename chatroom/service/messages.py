@@ -31,7 +31,7 @@ import dataclasses
 import orjson
 import trio
 
-from chatroom.core.model import Conversation, ConvType, Message
+from chatroom.core.model import JSON, Conversation, ConvType, Message
 from chatroom.core.outbox import Priority
 from chatroom.core.presence import Session
 from chatroom.core.push_payload import payload_for
@@ -41,7 +41,7 @@ from chatroom.core.recent import Pending
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Prepared
 from chatroom.protocol.errors import ChatError, ErrorCode
-from chatroom.service import lasting, moderation
+from chatroom.service import hooks, lasting, moderation
 from chatroom.service.context import SENT, Context, Link, require_session
 from chatroom.service.patches import check_size, filtered_notice, filters_apply
 
@@ -165,15 +165,45 @@ async def send(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCo
         if masked is not message.data:
             filtered = True
             message = dataclasses.replace(message, data=masked, lctype=lctype_of(masked))
+
+    async def accept(message: Message, to: list[str] | None, rewritten: bool) -> pb.GenericCommand:
+        notice = None  # the sender's patch/modify when the content was changed
+        if rewritten:
+            lctype = lctype_of(message.data) if message.data is not None else None
+            message = dataclasses.replace(message, lctype=lctype)
+        if filtered or rewritten:
+            notice = filtered_notice(message, ctx.clock.wall_ms(), by_filter=not rewritten)
+        return await _accept(ctx, link, cmd, session, conv, message, notice, to)
+
+    if hooks.wants_message_hook(ctx, conv):
+        hooks.hold_message(ctx, link, cmd, session, conv, message, accept)  # replies itself
+        return SENT
+    return await accept(message, None, False)
+
+
+async def _accept(
+    ctx: Context,
+    link: Link,
+    cmd: pb.GenericCommand,
+    session: Session,
+    conv: Conversation,
+    message: Message,
+    notice: Prepared | None,
+    to: list[str] | None,
+) -> pb.GenericCommand:
+    """Send a built (filtered, hooked) message: ``to`` the members it is pushed to
+    (None: all of them); ``notice`` tells the sender its content was changed."""
+    body = cmd.directMessage
     ctx.counters.messages_accepted += 1
     ctx.counters.accepted_by_kind[conv.kind] += 1
     if body.transient or conv.kind is ConvType.TRANSIENT:
-        _send_live(ctx, link, session, conv, message, cmd, body.transient)
-        if filtered:
+        _send_live(ctx, link, session, conv, message, cmd, body.transient, to)
+        if notice is not None:
             link.send(_ack(cmd, message.mid, message.timestamp))
-            ctx.hub.to_client(filtered_notice(message, ctx.clock.wall_ms()), session.peer_id)
-            return SENT
-        return _ack(cmd, message.mid, message.timestamp)
+            ctx.hub.to_client(notice, session.peer_id)
+            return SENT  # noqa: ASYNC910 - send() awaited the conversation first
+        return _ack(cmd, message.mid, message.timestamp)  # noqa: ASYNC910 - as above
+    key = (session.peer_id, conv.cid, body.dt) if body.dt else None
     entry = Pending(message.mid, message.timestamp)
     if key is not None:
         ctx.caches.dedupe.add(key, entry)
@@ -192,47 +222,65 @@ async def send(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCo
             conv.last_message_at = message.timestamp
         for target, n in [(link, i), *waiting]:
             target.send(_ack_for(n, message.mid, message.timestamp))
-        if filtered:
-            ctx.hub.to_client(filtered_notice(message, ctx.clock.wall_ms()), session.peer_id)
+        if notice is not None:
+            ctx.hub.to_client(notice, session.peer_id)
         if body.r and receipts_apply(conv):
             ctx.caches.receipts.want(conv.cid, message.mid, message.timestamp, session.peer_id)
-        ctx.hub.to_members(push_command(message, conv.kind), conv, skip=session)
+        _push(ctx, push_command(message, conv.kind), conv, Priority.RELIABLE, session, to)
         if ctx.ports.pusher.enabled:
-            _offline_push(ctx, conv, message, body.pushData or None)
+            _offline_push(ctx, conv, message, body.pushData or None, to)
+        hooks.message_sent(ctx, conv, message, _recipients(conv, message, to), False)
 
     await ctx.ports.committer.submit(message, committed)
     return SENT
 
 
-def _offline_push(
-    ctx: Context, conv: Conversation, message: Message, push_data: str | None
+def _recipients(conv: Conversation, message: Message, to: list[str] | None) -> list[str]:
+    """Who a message is for: ``to`` (a hook's ``toPeers``), else the other members."""
+    return [m for m in (conv.members if to is None else to) if m != message.from_peer]
+
+
+def _push(
+    ctx: Context,
+    prepared: Prepared,
+    conv: Conversation,
+    priority: Priority,
+    session: Session,
+    to: list[str] | None,
 ) -> None:
-    """Hand the offline, unmuted members of a normal conversation to the webhook."""
+    if to is None:
+        ctx.hub.to_members(prepared, conv, priority, session)
+    else:  # the sender's other devices too, as to_members does
+        ctx.hub.to_clients(prepared, dict.fromkeys([*to, session.peer_id]), priority, session)
+
+
+def _offline_push(
+    ctx: Context, conv: Conversation, message: Message, push_data: str | None, to: list[str] | None
+) -> None:
+    """Hand the offline, unmuted members of a normal conversation to the webhook, or
+    to ``_receiversOffline`` first (service/hooks.py)."""
     if conv.kind not in (ConvType.NORMAL, ConvType.TEMPORARY):
         return
     muted = set(conv.muted)
-    recipients = [
-        m
-        for m in conv.members
-        if m != message.from_peer and m not in muted and not ctx.hub.is_online(m)
-    ]
-    if not recipients:
-        return
+    offline = [m for m in _recipients(conv, message, to) if not ctx.hub.is_online(m)]
     payload = payload_for(
         push_data, ctx.config.push_template, conv.cid, message.from_peer, message.timestamp
     )
-    if payload is None:
-        return
-    ctx.ports.pusher.offer(
-        {
-            "conversation": conv.cid,
-            "recipients": list(recipients),
-            "payload": payload,
-            "from": message.from_peer,
-            "messageId": message.mid,
-            "timestamp": message.timestamp,
-        }
-    )
+
+    def offer(recipients: list[str], payload: JSON) -> None:
+        ctx.ports.pusher.offer(
+            {
+                "conversation": conv.cid,
+                "recipients": list(recipients),
+                "payload": payload,
+                "from": message.from_peer,
+                "messageId": message.mid,
+                "timestamp": message.timestamp,
+            }
+        )
+
+    unmuted = [m for m in offline if m not in muted]
+    hooks.offline_push(ctx, message, unmuted, [m for m in offline if m in muted], payload, offer)
 
 
 def _resent(seen: Pending, link: Link, cmd: pb.GenericCommand) -> pb.GenericCommand:
@@ -259,6 +307,7 @@ def _send_live(
     message: Message,
     cmd: pb.GenericCommand,
     transient: bool,
+    to: list[str] | None = None,
 ) -> None:
     told = None  # the priority JSON viewers are told: the sender's, if given
     if conv.kind is ConvType.TRANSIENT:
@@ -294,7 +343,9 @@ def _send_live(
             ctx.caches.rooms.add(message)
     else:
         priority = Priority.LOW if transient else Priority.RELIABLE
-    ctx.hub.to_members(push_command(message, conv.kind, transient, told), conv, priority, session)
+    _push(ctx, push_command(message, conv.kind, transient, told), conv, priority, session, to)
+    if conv.kind is not ConvType.TRANSIENT:
+        hooks.message_sent(ctx, conv, message, _recipients(conv, message, to), True)
 
 
 def send_wills(ctx: Context, sessions: list[Session]) -> None:

@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import trio
@@ -29,6 +30,7 @@ from chatroom.core.replybudget import Budget, item_size
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Prepared
 from chatroom.protocol.errors import ChatError, ErrorCode
+from chatroom.service import hooks
 from chatroom.service.context import Context, Link, require_session
 
 RECALLED = '{"_lctype":-127}'
@@ -138,6 +140,10 @@ async def modify(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.Generic
             raise ChatError(ErrorCode.MESSAGE_NOT_FOUND)
         if original.from_peer != session.peer_id:
             raise ChatError(ErrorCode.MESSAGE_OWNERSHIP_REQUIRED, "only the sender may")
+        rewritten = await hooks.message_update(ctx, link, conv, original, content, item.recall)
+        if rewritten is not None:
+            lctype = _lctype(rewritten.data) if rewritten.data is not None else None
+            content = dataclasses.replace(rewritten, lctype=lctype)
         checked.append((conv, content, item.recall))
     last = 0
     for conv, content, recall in checked:
@@ -182,10 +188,12 @@ async def push_missed(ctx: Context, session: Session, since: int, budget: Budget
         ctx.hub.to_session(patch_push(items, latest, ctx.clock.wall_ms()), session)
 
 
-def filtered_notice(message: Message, now: int) -> Prepared:
-    """The ``patch/modify`` that tells a sender the filter changed their message."""
+def filtered_notice(message: Message, now: int, by_filter: bool = True) -> Prepared:
+    """The ``patch/modify`` that tells a sender the filter (or a hook, ``by_filter``
+    False: no patch code) changed their message."""
     item = patch_item(message)
     item.patchTimestamp = message.timestamp
-    item.patchCode = FILTERED_PATCH_CODE
-    item.patchReason = FILTERED_PATCH_REASON
+    if by_filter:
+        item.patchCode = FILTERED_PATCH_CODE
+        item.patchReason = FILTERED_PATCH_REASON
     return patch_push([item], message.timestamp, now)

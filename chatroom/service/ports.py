@@ -8,10 +8,11 @@ fakes. Every method returns at once: the work is queued for a task of the server
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Protocol
 
+from chatroom.core.hooks import HookStats
 from chatroom.core.model import (
     JSON,
     ConvEventRecord,
@@ -60,6 +61,47 @@ class OfflinePush(Protocol):
         """Queue one notification; False when it was dropped (queue full)."""
 
 
+class Hooks(Protocol):
+    """The operator's hook endpoints (chatroom/net/hooks.py; docs/hooks.md)."""
+
+    @property
+    def stats(self) -> dict[str, HookStats]:
+        """Counters per configured hook."""
+
+    def wants(self, name: str) -> bool:
+        """Whether hook ``name`` is configured."""
+
+    async def call(self, name: str, params: dict[str, JSON]) -> dict[str, JSON]:
+        """Ask the hook; its ``result`` (``{}`` for "unchanged"). A failed call gives
+        ``{}`` under the ``pass`` policy and raises ``HookFailed`` under ``refuse``.
+        Never waits longer than the hook's timeout."""
+
+    def notify(self, name: str, params: dict[str, JSON]) -> None:
+        """Queue a notification hook, if configured; never blocks (a full queue drops)."""
+
+    def start_soon(self, work: Callable[[], Awaitable[None]]) -> None:
+        """Run ``work`` in the hooks' own nursery, so that a request waiting for a hook
+        does not hold up the connection it came on."""
+
+
+class NoHooks:
+    """No hook configured (tests, and a server whose operator set none)."""
+
+    stats: dict[str, HookStats] = {}
+
+    def wants(self, name: str) -> bool:
+        return False
+
+    async def call(self, name: str, params: dict[str, JSON]) -> dict[str, JSON]:
+        raise AssertionError(f"hook {name} is not configured")
+
+    def notify(self, name: str, params: dict[str, JSON]) -> None:
+        pass
+
+    def start_soon(self, work: Callable[[], Awaitable[None]]) -> None:
+        raise AssertionError("no hooks, no hook tasks")
+
+
 @dataclass(frozen=True, slots=True)
 class Ports:
     """The services' ways out, constructed by the server."""
@@ -67,3 +109,4 @@ class Ports:
     committer: Committer
     journal: Journal
     pusher: OfflinePush
+    hooks: Hooks = field(default_factory=NoHooks)

@@ -25,7 +25,7 @@ from chatroom.core.ids import session_token
 from chatroom.core.presence import Session
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.errors import ChatError, ErrorCode
-from chatroom.service import lasting, signing, unread
+from chatroom.service import hooks, lasting, signing, unread
 from chatroom.service.caches import SessionTicket
 from chatroom.service.context import (
     SENT,
@@ -87,6 +87,7 @@ def open_session(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.Generic
         ctx.hub.register_will(session, pb.DirectCommand.FromString(will))
         lasting.save_will(ctx, session)
     ctx.counters.logins += 1
+    hooks.client_online(ctx, session, resuming)
     now = ctx.clock.wall_ms()
     reply = pb.GenericCommand(cmd=pb.session, op=pb.opened, peerId=peer_id, serverTs=now)
     reply.sessionMessage.st = session.token
@@ -159,6 +160,7 @@ def _kick(ctx: Context, peer_id: str, tag: str, keep: Session | None) -> None:
         keep,
     )
     for token in kicked:
+        hooks.client_offline(ctx, peer_id, tag, hooks.KICKED_BY_TAG, "same tag logged in", None)
         ticket = ctx.caches.tickets.get(token)
         if ticket is not None:
             ticket.taken_over = True
@@ -182,6 +184,7 @@ def close_session(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.Generi
         ctx.hub.cancel_will(session)
         lasting.save_will(ctx, session)
     _end_session(ctx, link, session)
+    hooks.client_offline(ctx, session.peer_id, session.tag, hooks.LOGGED_OUT, "logout", link)
     reply = pb.GenericCommand(cmd=pb.session, op=pb.closed, peerId=session.peer_id)
     reply.sessionMessage.SetInParent()
     return reply
@@ -226,4 +229,7 @@ def disconnected(ctx: Context, sessions: list[Session]) -> list[Session]:
             ticket.room_until_ms = ctx.clock.wall_ms() + window_ms
             ctx.caches.tickets.journal(session.token)
         ctx.hub.detach(session)
+        hooks.client_offline(
+            ctx, session.peer_id, session.tag, hooks.CONNECTION_LOST, "connection lost", None
+        )
     return live

@@ -9,7 +9,10 @@ F37-F50). Scenarios are ``tests/sdk/scenarios/msg4_*.js``; the fixtures are
 
 from __future__ import annotations
 
+import json
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
@@ -168,3 +171,44 @@ def test_bad_input_for_messaging_commands(server: Server) -> None:
         "stillServing": "echo",
         "history": ["hi"],
     }
+
+
+class _RewritingHook(BaseHTTPRequestHandler):
+    """``_messageReceived`` as an app would write it: rewrite "hello", drop "buy"."""
+
+    def do_POST(self) -> None:
+        params = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        content = json.loads(params["content"])  # a TextMessage: {"_lctype": -1, ...}
+        if "buy" in content["_lctext"]:
+            reply: dict[str, object] = {"drop": True, "code": 42, "detail": "no ads"}
+        else:
+            content["_lctext"] += " (checked by the app)"
+            reply = {"content": json.dumps(content)}
+        body = json.dumps({"result": reply}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_hook_rewrites_and_drops_messages(start_server: StartServer) -> None:
+    httpd = HTTPServer(("127.0.0.1", 0), _RewritingHook)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/1.1/functions/_messageReceived"
+        hooks = {"messageReceived": {"url": url, "timeout_ms": 2000}}
+        server = start_server(hooks=json.dumps(hooks), hook_secret="s3")
+        obs = server.run("hook_rewrite")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    text = "hello (checked by the app)"
+    assert obs["updated"] == {"id": obs["sentId"], "text": text}
+    assert obs["reason"] is None  # changed by the app, not by the word filter
+    assert obs["got"] == [{"id": obs["sentId"], "text": text, "from": "tom"}]
+    assert obs["dropped"] == {"code": 4402, "appCode": 42}
+    assert obs["history"] == [text]
