@@ -21,6 +21,7 @@ from chatroom.config import Config
 from chatroom.core.clock import Clock, SystemClock
 from chatroom.http.admin import admin_routes
 from chatroom.http.health import serve_http
+from chatroom.http.rest import rest_routes
 from chatroom.http.push_webhook import PushNotifier
 from chatroom.net.budget import BudgetKeeper
 from chatroom.net.committer import Committer
@@ -87,6 +88,9 @@ class Server:
     def context(self) -> Context:
         assert self._ctx is not None, "the server is not running"
         return self._ctx
+
+    def _get_context(self) -> Context:
+        return self.context
 
     def statistics(self) -> dict[str, object]:
         ctx = self.context
@@ -155,7 +159,8 @@ class Server:
                 )
             )
             http_shutdown = trio.Event()
-            admin = admin_routes(lambda: self.context)  # operator endpoints (master key)
+            # The operator's endpoints (master key) and LeanCloud's REST API.
+            admin = [*admin_routes(self._get_context), *rest_routes(self._get_context)]
             http_port = await nursery.start(
                 partial(serve_http, websocket_port=ws_port),  # the page connects there
                 config.host,
