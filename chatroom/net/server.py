@@ -21,8 +21,8 @@ from chatroom.config import Config
 from chatroom.core.clock import Clock, SystemClock
 from chatroom.http.admin import admin_routes
 from chatroom.http.health import serve_http
-from chatroom.http.rest import rest_routes
 from chatroom.http.push_webhook import PushNotifier
+from chatroom.http.rest import rest_routes
 from chatroom.net.budget import BudgetKeeper
 from chatroom.net.committer import Committer
 from chatroom.net.connection import Connection

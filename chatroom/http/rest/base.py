@@ -30,7 +30,7 @@ from chatroom.service import operator
 from chatroom.service.context import Context, Handler, SyncHandler, valid_client_id
 
 PREFIX = "/1.2/rtm"
-MAX_BODY = 64 * 1024  # bytes of a request body (a 5 KB message and its fields fit)
+_BODY_SLACK = 64 * 1024  # bytes of a body beyond its message (JSON escapes take up to 6)
 _REPLY_TIMEOUT = 10.0  # seconds a call waits for a handler's late reply (a commit)
 
 # How a service refusal shows as an HTTP status (the rest are 400).
@@ -122,23 +122,25 @@ class Params:
         return value
 
     def flag(self, name: str) -> bool:
-        value = self.values.get(name)
-        if isinstance(value, str):  # a query string's true/false
-            value = {"true": True, "false": False, "1": True, "0": False}.get(value.lower(), value)
-        return bool(self._get(name, (bool,), False, "true or false"))
+        value = self.values.get(name, False)
+        if isinstance(value, str):  # from the query string
+            value = {"true": True, "false": False, "1": True, "0": False}.get(value.lower())
+        if not isinstance(value, bool):
+            raise ApiError(400, f"{name} must be true or false")
+        return value
 
     def integer(self, name: str, default: int, low: int = 0, high: int = 1 << 62) -> int:
-        value = self.values.get(name)
-        if isinstance(value, str):
+        value = self.values.get(name, default)
+        if isinstance(value, str):  # from the query string
             try:
                 value = int(value)
             except ValueError:
                 raise ApiError(400, f"{name} must be an integer") from None
-        number = self._get(name, (int,), False, "an integer")
-        found = default if number is None else int(number)  # type: ignore[call-overload]
-        if not low <= found <= high:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ApiError(400, f"{name} must be an integer")
+        if not low <= value <= high:
             raise ApiError(400, f"{name} must be between {low} and {high}")
-        return found
+        return value
 
     def clients(self, name: str, ctx: Context, most: int) -> list[str]:
         """A non-empty list of at most ``most`` valid client ids, without repeats."""
@@ -153,7 +155,12 @@ class Params:
         return ids
 
 
-async def read_params(request: Request) -> Params:
+def max_body(ctx: Context) -> int:
+    """Bytes of a request body: a message of the largest size, escaped, and the rest."""
+    return 6 * ctx.config.max_message_bytes + _BODY_SLACK
+
+
+async def read_params(request: Request, limit: int) -> Params:
     """The JSON object of a POST/PUT/DELETE body (empty allowed: ``{}``), merged over the
     query string. A GET's body is ignored (the SDK sends ``{}`` with every GET)."""
     values: dict[str, object] = dict(request.query_params)
@@ -164,8 +171,8 @@ async def read_params(request: Request) -> Params:
     raw = b""
     async for chunk in request.stream():
         raw += chunk
-        if len(raw) > MAX_BODY:
-            raise ApiError(413, f"the body is over {MAX_BODY} bytes")
+        if len(raw) > limit:
+            raise ApiError(413, f"the body is over {limit} bytes")
     if raw.strip():
         try:
             parsed = orjson.loads(raw)
@@ -228,7 +235,7 @@ def route(context: Callable[[], Context], spec: Spec) -> Route:
         try:
             if spec.master:
                 check_master(request, ctx.config.master_key, ctx.config.app_id)
-            params = await read_params(request)
+            params = await read_params(request, max_body(ctx))
             call = Call(ctx, dict(request.path_params), params, request.headers)
             result = await spec.endpoint(call)
         except ApiError as err:
