@@ -46,7 +46,8 @@ async def test_authentication_and_error_json() -> None:
         assert (status, body["code"]) == (404, 4303)
     async with running_server() as running:  # no master key: the API is off and says so
         status, body = await rest(running, "GET", "/conversations")
-        assert status == 403 and "no master_key" in body["error"]
+        assert status == 403
+        assert "no master_key" in body["error"]
 
 
 @fail_after(20)
@@ -93,7 +94,8 @@ async def test_conversations_create_query_update_and_members() -> None:
         # A conversation of another family is not found under this one.
         status, body = await rest(running, "GET", f"/chatrooms/{cid}")
         assert (status, body["code"]) == (404, 4303)
-        for bad in ({"client_ids": []}, {"client_ids": "c"}, {"client_ids": [""]}, {}):
+        bodies: list[dict[str, object]] = [{"client_ids": []}, {"client_ids": "c"}, {}]
+        for bad in [*bodies, {"client_ids": [""]}]:
             status, _ = await rest(running, "POST", f"/conversations/{cid}/members", bad)
             assert status == 400, bad
         for count in (501, 10_000):  # over max_members
@@ -122,7 +124,8 @@ async def test_send_history_modify_and_recall() -> None:
         assert [m["data"] for m in await b.logs(cid)] == ["m0", "m1", "m2"]
         history = await ok(running, "GET", path)
         assert [m["data"] for m in history] == ["m2", "m1", "m0"]  # newest first
-        assert history[0]["msg-id"] == sent[2]["msg-id"] and history[0]["from"] == "a"
+        assert history[0]["msg-id"] == sent[2]["msg-id"]
+        assert history[0]["from"] == "a"
         start = {"msgid": sent[2]["msg-id"], "timestamp": str(sent[2]["timestamp"])}
         page = await ok(running, "GET", path, query={**start, "limit": "1"})
         assert [m["data"] for m in page] == ["m1"]
@@ -151,7 +154,8 @@ async def test_send_history_modify_and_recall() -> None:
             {"from_client": "a", "message": "x" * (64 * 1024 + 1)},
         ):
             status, body = await rest(running, "POST", path, bad)
-            assert status in (400, 413) and set(body) == {"code", "error"}, bad
+            assert status in (400, 413), bad
+            assert set(body) == {"code", "error"}, bad
         assert len(await ok(running, "GET", path)) == 3
         await _settle(a, b)
 
@@ -231,33 +235,34 @@ async def test_conversation_moderation_roles_and_push_mutes() -> None:
 
 @fail_after(30)
 async def test_clients_kick_online_unread_and_conversations() -> None:
-    async with running_server(CONFIG) as running:
-        async with users(running, "a", "b") as (a, b), running.user("b") as b2:
-            cid = await conversation(a, b)
-            await a.say(cid, "one")
-            await a.say(cid, "two")
-            online = await ok(running, "POST", "/clients/check-online", {"client_ids": ["a", "z"]})
-            assert online == {"results": ["a"]}
-            asked = {"client_ids": [f"u{i}" for i in range(21)]}
-            assert (await rest(running, "POST", "/clients/online-check", asked))[0] == 400
-            unread = await ok(running, "GET", "/clients/b/unread-count")
-            assert unread == {"count": 2}
-            assert await ok(running, "GET", "/clients/b/unread-count", query={"conv_id": "x"}) == {
-                "count": 0
-            }
-            mine = await ok(running, "GET", "/clients/b/conversations")
-            assert [d["objectId"] for d in mine["results"]] == [cid]
-            status, _ = await rest(running, "POST", "/clients/b/kick", {"reason": "x" * 21})
-            assert status == 400
-            assert await ok(running, "POST", "/clients/b/kick", {"reason": "spam"}) == {
-                "sessions": 2
-            }
-            for session in (b, b2):
-                closed = await session.next_push("session", "closed")
-                assert (closed["code"], closed["reason"]) == (4115, "spam")
-            online = await ok(running, "POST", "/clients/check-online", {"client_ids": ["a", "b"]})
-            assert online == {"results": ["a"]}
-            await _settle(a)
+    async with (
+        running_server(CONFIG) as running,
+        users(running, "a", "b") as (a, b),
+        running.user("b") as b2,
+    ):
+        cid = await conversation(a, b)
+        await a.say(cid, "one")
+        await a.say(cid, "two")
+        online = await ok(running, "POST", "/clients/check-online", {"client_ids": ["a", "z"]})
+        assert online == {"results": ["a"]}
+        asked = {"client_ids": [f"u{i}" for i in range(21)]}
+        assert (await rest(running, "POST", "/clients/online-check", asked))[0] == 400
+        unread = await ok(running, "GET", "/clients/b/unread-count")
+        assert unread == {"count": 2}
+        assert await ok(running, "GET", "/clients/b/unread-count", query={"conv_id": "x"}) == {
+            "count": 0
+        }
+        mine = await ok(running, "GET", "/clients/b/conversations")
+        assert [d["objectId"] for d in mine["results"]] == [cid]
+        status, _ = await rest(running, "POST", "/clients/b/kick", {"reason": "x" * 21})
+        assert status == 400
+        assert await ok(running, "POST", "/clients/b/kick", {"reason": "spam"}) == {"sessions": 2}
+        for session in (b, b2):
+            closed = await session.next_push("session", "closed")
+            assert (closed["code"], closed["reason"]) == (4115, "spam")
+        online = await ok(running, "POST", "/clients/check-online", {"client_ids": ["a", "b"]})
+        assert online == {"results": ["a"]}
+        await _settle(a)
 
 
 @fail_after(30)
@@ -292,7 +297,8 @@ async def test_sdk_member_info_call_with_the_im_session_token() -> None:
         }
         wrong = {**headers, "X-LC-IM-Session-Token": "nope"}
         status, body = await rest(running, "GET", path, key=None, headers=wrong, query=query)
-        assert status == 401 and set(body) == {"code", "error"}
+        assert status == 401
+        assert set(body) == {"code", "error"}
         other = {**query, "client_id": "a"}  # b's token for a: refused
         assert (await rest(running, "GET", path, key=None, headers=headers, query=other))[0] == 401
         outsider = {**headers, "X-LC-IM-Session-Token": str(x.received[0]["st"])}
@@ -315,8 +321,8 @@ async def test_service_conversation_broadcasts_threads_and_subscriber_writes() -
         cid = made["objectId"]
         assert made["sys"] is True
         base = f"/service-conversations/{cid}"
-        for client in ("s1", "s2"):
-            assert await ok(running, "POST", f"{base}/subscribers", {"client_id": client}) == {}
+        for name in ("s1", "s2"):
+            assert await ok(running, "POST", f"{base}/subscribers", {"client_id": name}) == {}
         assert await ok(running, "GET", f"{base}/subscribers/count") == {"count": 2}
         page = await ok(running, "GET", f"{base}/subscribers", query={"limit": "1"})
         assert [s["subscriber"] for s in page] == ["s1"]
@@ -361,7 +367,8 @@ async def test_openapi_document_lists_every_route() -> None:
     async with running_server(CONFIG) as running:
         status, _, raw = await http_get(running.http_port, "/openapi.json")
         doc = json.loads(raw)
-        assert status == 200 and doc["openapi"].startswith("3.")
+        assert status == 200
+        assert doc["openapi"].startswith("3.")
         paths = doc["paths"]
         assert "post" in paths["/1.2/rtm/conversations/{cid}/messages"]
         assert "get" in paths["/1.1/classes/_ConversationMemberInfo"]

@@ -30,6 +30,8 @@ from chatroom.service import operator
 from chatroom.service.context import Context, Handler, SyncHandler, valid_client_id
 
 PREFIX = "/1.2/rtm"
+INT32_MAX = 2**31 - 1  # the default bound of an integer parameter (protobuf int32)
+EPOCH_MS_MAX = 2**53  # of a time in epoch milliseconds
 _BODY_SLACK = 64 * 1024  # bytes of a body beyond its message (JSON escapes take up to 6)
 _REPLY_TIMEOUT = 10.0  # seconds a call waits for a handler's late reply (a commit)
 
@@ -129,7 +131,7 @@ class Params:
             raise ApiError(400, f"{name} must be true or false")
         return value
 
-    def integer(self, name: str, default: int, low: int = 0, high: int = 1 << 62) -> int:
+    def integer(self, name: str, default: int, low: int = 0, high: int = INT32_MAX) -> int:
         value = self.values.get(name, default)
         if isinstance(value, str):  # from the query string
             try:
@@ -146,12 +148,12 @@ class Params:
         """A non-empty list of at most ``most`` valid client ids, without repeats."""
         value = self._get(name, (list,), True, "a list of client ids")
         assert isinstance(value, list)
+        limit = ctx.config.max_client_id_length
+        if not all(isinstance(i, str) and valid_client_id(i, limit) for i in value):
+            raise ApiError(400, f"{name} holds an invalid client id")
         ids = list(dict.fromkeys(value))
         if not ids or len(ids) > most:
             raise ApiError(400, f"{name} holds 1 to {most} client ids")
-        limit = ctx.config.max_client_id_length
-        if not all(isinstance(i, str) and valid_client_id(i, limit) for i in ids):
-            raise ApiError(400, f"{name} holds an invalid client id")
         return ids
 
 

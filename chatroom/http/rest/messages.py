@@ -18,7 +18,7 @@ from chatroom.core.outbox import Priority
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.service import history, messages, patches, system
 
-from .base import ApiError, Call, Params, Spec
+from .base import EPOCH_MS_MAX, ApiError, Call, Params, Spec
 from .conversations import conversation_in
 
 _MAX_MENTIONS = 20
@@ -88,7 +88,7 @@ def logs_query(cid: str, params: Params) -> pb.LogsCommand:
     ):
         mid = params.text(mid_name)
         if ts_name in params.values:
-            setattr(q, ts_field, params.integer(ts_name, 0))
+            setattr(q, ts_field, params.integer(ts_name, 0, 0, EPOCH_MS_MAX))
         elif mid:
             raise ApiError(400, f"{mid_name} needs {ts_name}")
         if mid:
@@ -144,7 +144,7 @@ def _patch(family: str, recall: bool) -> Spec:
         sender = params.client("from_client", call.ctx)
         cmd = pb.GenericCommand(cmd=pb.patch, op=pb.modify)
         item = cmd.patchMessage.patches.add(cid=conv.cid, mid=call.path["mid"])
-        item.timestamp = params.integer("timestamp", -1, 0)
+        item.timestamp = params.integer("timestamp", -1, 0, EPOCH_MS_MAX)
         if item.timestamp < 0:
             raise ApiError(400, "timestamp is required (the message's, ms)")
         if recall:
