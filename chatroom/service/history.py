@@ -11,6 +11,8 @@ take it past ``max_reply_bytes`` (``within_bytes``).
 
 from __future__ import annotations
 
+import trio
+
 from chatroom.core import paging as history
 from chatroom.core.model import Bound, Conversation, ConvType, Direction, HistoryQuery
 from chatroom.core.receipt_book import receipts_apply
@@ -56,6 +58,7 @@ async def logs(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCo
 async def page(ctx: Context, conv: Conversation, query: HistoryQuery) -> list[pb.LogItem]:
     """The items ``query`` selects (``query.cid``: ``conv``, or a thread of it), ascending."""
     if conv.kind is ConvType.TRANSIENT:
+        await trio.lowlevel.checkpoint()
         found = history.select(ctx.caches.rooms.messages(conv.cid), query)
     else:
         found = await ctx.store.query_messages(query)

@@ -233,6 +233,7 @@ def route(context: Callable[[], Context], spec: Spec) -> Route:
     False), parameters read, refusals turned into LeanCloud's error JSON."""
 
     async def respond(request: Request) -> Response:
+        await trio.lowlevel.checkpoint()  # also when refused at once (flake8-async)
         ctx = context()
         try:
             if spec.master:
