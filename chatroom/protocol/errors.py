@@ -29,9 +29,9 @@ class ErrorCode(enum.IntEnum):
     SESSION_CONFLICT = 4111
     SESSION_TOKEN_EXPIRED = 4112
     APP_QUOTA_EXCEEDED = 4113  # over the connection's ``requests_per_second``
+    KICKED_BY_APP = 4115  # the operator kicked the client (POST /1.2/rtm/clients/{id}/kick)
     # over the sender's ``user_messages_per_second`` (all its connections) or the
     # chatroom's ``room_messages_per_second``
-    KICKED_BY_APP = 4115  # the operator kicked the client (POST /1.2/rtm/clients/{id}/kick)
     MESSAGE_SENT_QUOTA_EXCEEDED = 4116
     INTERNAL_ERROR = 4200
     INVALID_COMMAND = 4201  # not LeanCloud's: a frame that is not a command we understand
