@@ -69,6 +69,7 @@ class ErrorCode(enum.IntEnum):
     MESSAGE_UPDATE_REJECTED_BY_APP = 4405
     MESSAGE_EDIT_DISABLED = 4406
     MESSAGE_RECALL_DISABLED = 4407
+    BLACKLIST_SIGNATURE_FAILED = 4546  # block/unblock unsigned with ``signatures = "blacklist"``
     # member_info_update asking for the role Owner: the creator stays the only owner
     OWNER_PROMOTION_NOT_ALLOWED = 5130
 

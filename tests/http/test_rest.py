@@ -54,7 +54,7 @@ async def test_authentication_and_error_json() -> None:
 async def test_app_id_must_match_when_configured() -> None:
     async with running_server({**CONFIG, "app_id": "app1"}) as running:
         assert (await rest(running, "GET", "/conversations"))[0] == 401
-        headers = {"X-LC-Id": "app1"}
+        headers = {"X-LC-Id": "test"}
         assert (await rest(running, "GET", "/conversations", headers=headers))[0] == 200
 
 
@@ -228,8 +228,10 @@ async def test_conversation_moderation_roles_and_push_mutes() -> None:
         assert await ok(running, "GET", f"{conv}/mutes") == {"result": ["b"]}
         await ok(running, "DELETE", f"{conv}/mutes", pushmute)
         assert await ok(running, "GET", f"{conv}/mutes") == {"result": []}
-        status, body = await rest(running, "POST", f"{conv}/mutes", {"client_ids": ["zed"]})
-        assert (status, body["code"]) == (403, 4317)  # not a member
+        body = {"client_ids": ["b", "zed"]}
+        status, body = await rest(running, "POST", f"{conv}/mutes", body)
+        assert (status, body["code"]) == (403, 4317)  # not a member: nothing changes
+        assert await ok(running, "GET", f"{conv}/mutes") == {"result": []}
         await _settle(a, b)
 
 
@@ -373,3 +375,24 @@ async def test_openapi_document_lists_every_route() -> None:
         assert "post" in paths["/1.2/rtm/conversations/{cid}/messages"]
         assert "get" in paths["/1.1/classes/_ConversationMemberInfo"]
         assert "post" in paths["/1.2/rtm/clients/{client_id}/kick"]
+
+
+@fail_after(20)
+async def test_the_operator_needs_no_signature_its_clients_do() -> None:
+    config = {**CONFIG, "signatures": "conversation,blacklist", "app_id": "test"}
+    headers = {"X-LC-Id": "test"}
+    async with running_server(config) as running, users(running, "a", "b") as (a, b):
+        made = await ok(running, "POST", "/conversations", {"m": ["a", "b"]}, headers=headers)
+        conv = f"/conversations/{made['objectId']}"
+        ids = {"client_ids": ["b"]}
+        assert await ok(running, "POST", f"{conv}/blacklists", ids, headers=headers) == {}
+        await ok(running, "DELETE", f"{conv}/blacklists", ids, headers=headers)
+        await ok(running, "POST", f"{conv}/members", ids, headers=headers)
+        unsigned = {"cmd": "blacklist", "op": "block", "srcCid": made["objectId"], "toPids": ["b"]}
+        refused = await a.request(unsigned)
+        assert refused.get("code") == 4546, refused
+        assert (await ok(running, "GET", f"{conv}/members", headers=headers))["result"] == [
+            "a",
+            "b",
+        ]
+        await _settle(a, b)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from chatroom.core.model import JSON, Conversation
 from chatroom.core.roles import Role
 from chatroom.protocol import messages_pb2 as pb
+from chatroom.protocol.errors import ChatError, ErrorCode
 from chatroom.service import conversations, moderation
 
 from .base import ApiError, Call, Spec
@@ -152,9 +153,14 @@ def _roles(family: str) -> list[Spec]:
 
 
 async def _push_mute(call: Call, muting: bool) -> JSON:
-    """Each client mutes (or unmutes) the conversation's offline pushes for itself."""
+    """Each client mutes (or unmutes) the conversation's offline pushes for itself; all
+    must be members (else 4317 and nothing changes)."""
     conv = await conversation_in(call, "conversations")
-    for client in _ids(call):
+    clients = _ids(call)
+    strangers = [c for c in clients if c not in conv.members]
+    if strangers:
+        raise ChatError(ErrorCode.CONVERSATION_MEMBERSHIP_REQUIRED, detail=strangers[0])
+    for client in clients:
         cmd = pb.GenericCommand(cmd=pb.conv, op=pb.mute if muting else pb.unmute)
         cmd.convMessage.cid = conv.cid
         await call.run(conversations.mute, cmd, client)
