@@ -99,8 +99,8 @@ def _start(family: str) -> Spec:
         reply = await call.run(conversations.start, cmd, creator)
         return _doc(call, await call.ctx.conversation(reply.convMessage.cid))
 
-    kind = {"body": {"name": "string", "m": "array", "c": "string", "unique": "boolean"}}
-    return Spec(f"/{family}", ("POST",), create, f"Create one of the {family}", **kind, ok=201)  # type: ignore[arg-type]
+    body = {"name": "string", "m": "array", "c": "string", "unique": "boolean"}
+    return Spec(f"/{family}", ("POST",), create, f"Create one of the {family}", body, ok=201)
 
 
 def _query(family: str) -> Spec:
