@@ -54,7 +54,7 @@ async def test_authentication_and_error_json() -> None:
 async def test_app_id_must_match_when_configured() -> None:
     async with running_server({**CONFIG, "app_id": "app1"}) as running:
         assert (await rest(running, "GET", "/conversations"))[0] == 401
-        headers = {"X-LC-Id": "test"}
+        headers = {"X-LC-Id": "app1"}
         assert (await rest(running, "GET", "/conversations", headers=headers))[0] == 200
 
 
