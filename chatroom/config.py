@@ -94,8 +94,9 @@ class Config:
     signatures: str = ""
     """Comma list of what must be signed with ``master_key``: ``login`` (a login
     without a valid signature, or an automatic re-login without a valid session token,
-    fails with 4102) and ``conversation`` (``conv/start``, ``add`` and ``remove`` fail
-    with 4302). Empty: nothing is checked. ``app_id`` is part of every signed text."""
+    fails with 4102), ``conversation`` (``conv/start``, ``add`` and ``remove`` fail
+    with 4302) and ``blacklist`` (``blockMembers``/``unblockMembers`` fail with 4546).
+    Empty: nothing is checked. ``app_id`` is part of every signed text."""
     signature_window: int = 300
     """Seconds a signature's timestamp may be away from the server clock; older or
     newer ones fail, and a nonce is accepted once within this window."""

@@ -45,7 +45,7 @@ class Delivery:
 @dataclass(frozen=True, slots=True)
 class Kick:
     peer_id: str
-    tag: str
+    tag: str | None
     code: int
     keep: Session | None
 
@@ -146,11 +146,19 @@ class FakeHub:
         return 1
 
     def kick(
-        self, peer_id: str, tag: str, code: int, reason: str, detail: str, keep: Session | None
+        self,
+        peer_id: str,
+        tag: str | None,
+        code: int,
+        reason: str,
+        detail: str,
+        keep: Session | None,
     ) -> list[str]:
         self.kicks.append(Kick(peer_id, tag, code, keep))
         kicked = [
-            s for s in self.sessions if s.peer_id == peer_id and s.tag == tag and s is not keep
+            s
+            for s in self.sessions
+            if s.peer_id == peer_id and (tag is None or s.tag == tag) and s is not keep
         ]
         for session in kicked:
             self.detach(session)

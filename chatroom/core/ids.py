@@ -8,6 +8,7 @@ ids sort after earlier ones.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import time
@@ -111,3 +112,10 @@ class Ids:
 
 def session_token() -> str:
     return secrets.token_urlsafe(24)
+
+
+def thread_cid(system_cid: str, client: str) -> str:
+    """Where the messages between a system conversation's operator and one subscriber
+    are kept: ``md5(systemCid + ":" + clientId)``, as LeanCloud's 1.1 history API names
+    such a thread. Never a conversation id (those are 24 base-32 digits)."""
+    return hashlib.md5(f"{system_cid}:{client}".encode()).hexdigest()

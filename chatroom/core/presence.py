@@ -36,7 +36,9 @@ class Outlet(Protocol):
 @dataclass(eq=False, slots=True)
 class Session:
     """One IM client. Identity is the object: two logins of one clientId are two
-    sessions. ``room`` is the chatroom it watches (one at a time)."""
+    sessions. ``room`` is the chatroom it watches (one at a time). An ``operator``
+    session is no login: the REST API acting for a client (service/operator.py), which
+    the membership checks of sending and reading history let through."""
 
     peer_id: str
     outlet: Outlet
@@ -45,6 +47,7 @@ class Session:
     token: str = ""
     room: str | None = None
     closed: bool = False
+    operator: bool = False
     will: pb.DirectCommand | None = field(default=None, repr=False)
 
     def push(self, prepared: Prepared, priority: Priority = Priority.RELIABLE) -> None:

@@ -7,7 +7,11 @@ Pure: no I/O, no trio. The signed texts, HMAC-SHA1 in hex with the master key:
   (the creator included, as the SDK sends them) sorted and joined with ``:``;
 - add / remove: ``appId:clientId:convId:sortedMemberIds:timestamp:nonce:action`` with
   action ``invite`` / ``kick`` (LeanCloud 5.x) or ``add`` / ``remove`` (what the 4.3.1
-  factory is called with; both are accepted).
+  factory is called with; both are accepted);
+- block / unblock members: the same text as add / remove with action
+  ``conversation-block-clients`` / ``conversation-unblock-clients`` (what the SDK's
+  ``blacklistSignatureFactory`` is called with: the client, the conversation, the
+  sorted ids and the action).
 
 The timestamp is in seconds (seed 003); a value over ``10**11`` is taken as milliseconds,
 since some versions of LeanCloud's documentation say so. It must lie within ``window``
@@ -23,8 +27,10 @@ from collections.abc import Callable, Iterable, Sequence
 
 LOGIN = "login"
 CONVERSATION = "conversation"
-KINDS = (LOGIN, CONVERSATION)
+BLACKLIST = "blacklist"
+KINDS = (LOGIN, CONVERSATION, BLACKLIST)
 ACTIONS = {"invite": ("invite", "add"), "kick": ("kick", "remove")}
+BLOCK_ACTIONS = {True: "conversation-block-clients", False: "conversation-unblock-clients"}
 
 
 def sign(master_key: str, text: str) -> str:

@@ -120,10 +120,17 @@ class Hub(Protocol):
     # -- single-device login ----------------------------------------------------------
 
     def kick(
-        self, peer_id: str, tag: str, code: int, reason: str, detail: str, keep: Session | None
+        self,
+        peer_id: str,
+        tag: str | None,
+        code: int,
+        reason: str,
+        detail: str,
+        keep: Session | None,
     ) -> list[str]:
-        """End the sessions of ``peer_id`` with device ``tag`` (but ``keep``): each gets
-        ``session/closed`` with ``code`` (4111 for single-device login) and is detached;
+        """End the sessions of ``peer_id`` with device ``tag`` (every session for None)
+        but ``keep``: each gets ``session/closed`` with ``code`` (4111 for single-device
+        login, 4115 for the operator's kick) and is detached;
         its connection stays open for its other clients. The kicked sessions' tokens."""
 
     # -- wills ------------------------------------------------------------------------

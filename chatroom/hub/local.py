@@ -134,9 +134,19 @@ class LocalHub:
     # -- single-device login ----------------------------------------------------------
 
     def kick(
-        self, peer_id: str, tag: str, code: int, reason: str, detail: str, keep: Session | None
+        self,
+        peer_id: str,
+        tag: str | None,
+        code: int,
+        reason: str,
+        detail: str,
+        keep: Session | None,
     ) -> list[str]:
-        rivals = [s for s in self._presence.sessions_of(peer_id) if s.tag == tag and s is not keep]
+        rivals = [
+            s
+            for s in self._presence.sessions_of(peer_id)
+            if (tag is None or s.tag == tag) and s is not keep
+        ]
         for session in rivals:
             push = pb.GenericCommand(cmd=pb.session, op=pb.closed, peerId=peer_id)
             push.sessionMessage.code = code

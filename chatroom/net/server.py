@@ -25,6 +25,7 @@ from chatroom.http.admin import admin_routes
 from chatroom.http.health import readiness_route, serve_http
 from chatroom.http.metrics import Readings, metrics_route
 from chatroom.http.push_webhook import PushNotifier
+from chatroom.http.rest import rest_routes
 from chatroom.net.budget import BudgetKeeper
 from chatroom.net.committer import Committer
 from chatroom.net.connection import Connection
@@ -108,6 +109,9 @@ class Server:
     def context(self) -> Context:
         assert self._ctx is not None, "the server is not running"
         return self._ctx
+
+    def _get_context(self) -> Context:
+        return self.context
 
     def statistics(self) -> dict[str, object]:
         ctx = self.context
@@ -234,7 +238,9 @@ class Server:
             )
             http_shutdown = trio.Event()
             routes = [
-                *admin_routes(lambda: self.context),  # operator endpoints (master key)
+                # The operator's endpoints (master key) and LeanCloud's REST API.
+                *admin_routes(self._get_context),
+                *rest_routes(self._get_context),
                 metrics_route(self.readings),
                 readiness_route(self.ready),
             ]

@@ -29,6 +29,7 @@ class ErrorCode(enum.IntEnum):
     SESSION_CONFLICT = 4111
     SESSION_TOKEN_EXPIRED = 4112
     APP_QUOTA_EXCEEDED = 4113  # over the connection's ``requests_per_second``
+    KICKED_BY_APP = 4115  # the operator kicked the client (POST /1.2/rtm/clients/{id}/kick)
     # over the sender's ``user_messages_per_second`` (all its connections) or the
     # chatroom's ``room_messages_per_second``
     MESSAGE_SENT_QUOTA_EXCEEDED = 4116
@@ -68,6 +69,7 @@ class ErrorCode(enum.IntEnum):
     MESSAGE_UPDATE_REJECTED_BY_APP = 4405
     MESSAGE_EDIT_DISABLED = 4406
     MESSAGE_RECALL_DISABLED = 4407
+    BLACKLIST_SIGNATURE_FAILED = 4546  # block/unblock unsigned with ``signatures = "blacklist"``
     # member_info_update asking for the role Owner: the creator stays the only owner
     OWNER_PROMOTION_NOT_ALLOWED = 5130
 

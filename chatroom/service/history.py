@@ -11,8 +11,10 @@ take it past ``max_reply_bytes`` (``within_bytes``).
 
 from __future__ import annotations
 
+import trio
+
 from chatroom.core import paging as history
-from chatroom.core.model import Bound, ConvType, Direction, HistoryQuery
+from chatroom.core.model import Bound, Conversation, ConvType, Direction, HistoryQuery
 from chatroom.core.receipt_book import receipts_apply
 from chatroom.core.replybudget import fitting, item_size
 from chatroom.protocol import messages_pb2 as pb
@@ -43,10 +45,20 @@ async def logs(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCo
     session = require_session(link, cmd)
     q = cmd.logsMessage
     conv = await ctx.conversation(q.cid)
-    if not conv.may_read(session.peer_id):
+    if not (session.operator or conv.may_read(session.peer_id)):
         raise ChatError(ErrorCode.CONVERSATION_LOG_REJECTED, "not a member")
     query = build_query(ctx, conv.cid, q)
+    items = await page(ctx, conv, query)
+    reply = pb.GenericCommand(cmd=pb.logs)
+    reply.logsMessage.SetInParent()
+    reply.logsMessage.logs.extend(within_bytes(items, query.direction, ctx.config.reply_bytes))
+    return reply
+
+
+async def page(ctx: Context, conv: Conversation, query: HistoryQuery) -> list[pb.LogItem]:
+    """The items ``query`` selects (``query.cid``: ``conv``, or a thread of it), ascending."""
     if conv.kind is ConvType.TRANSIENT:
+        await trio.lowlevel.checkpoint()
         found = history.select(ctx.caches.rooms.messages(conv.cid), query)
     else:
         found = await ctx.store.query_messages(query)
@@ -54,11 +66,7 @@ async def logs(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCo
     if found and receipts_apply(conv):
         # ackAt/readAt: the other member's delivered/read-up-to (protocol.md 4.12, 5.4)
         times = receipt_times(conv, await ctx.store.member_marks(conv.cid), found)
-    items = [log_item(m, conv.kind, *times.get(m.mid, (None, None))) for m in found]
-    reply = pb.GenericCommand(cmd=pb.logs)
-    reply.logsMessage.SetInParent()
-    reply.logsMessage.logs.extend(within_bytes(items, query.direction, ctx.config.reply_bytes))
-    return reply
+    return [log_item(m, conv.kind, *times.get(m.mid, (None, None))) for m in found]
 
 
 def within_bytes(items: list[pb.LogItem], direction: Direction, limit: int) -> list[pb.LogItem]:

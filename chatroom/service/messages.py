@@ -31,6 +31,7 @@ import dataclasses
 import orjson
 import trio
 
+from chatroom.core.ids import thread_cid
 from chatroom.core.model import JSON, Conversation, ConvType, Message
 from chatroom.core.outbox import Priority
 from chatroom.core.presence import Session
@@ -134,8 +135,13 @@ async def _target(ctx: Context, session: Session, cid: str) -> Conversation:
     if conv.expire_at is not None and conv.expire_at <= ctx.clock.wall_ms():
         raise ChatError(ErrorCode.TEMPORARY_CONVERSATION_EXPIRED)
     if conv.kind is ConvType.SYSTEM:
-        # Subscribers read; only the operator writes (POST /admin/.../messages).
-        raise ChatError(ErrorCode.CONVERSATION_READ_ONLY, "system conversations are read-only")
+        # The operator writes to every subscriber over REST; a subscriber writes to the
+        # operator only (seed 002): kept in its thread, pushed to nobody.
+        if session.operator or session.peer_id not in conv.members:
+            raise ChatError(ErrorCode.CONVERSATION_READ_ONLY, "subscribers only write here")
+        return conv
+    if session.operator:  # the REST API: any client may be the sender (LeanCloud's rule)
+        return conv
     if conv.kind is ConvType.TRANSIENT:
         if session.room != cid:
             raise ChatError(ErrorCode.INVALID_MESSAGING_TARGET, "join the chatroom first")
@@ -148,8 +154,9 @@ async def send(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCo
     session = require_session(link, cmd)
     body = cmd.directMessage
     conv = await _target(ctx, session, body.cid)
-    await moderation.check_may_send(ctx, conv, session.peer_id)
-    if body.will:
+    if not session.operator:
+        await moderation.check_may_send(ctx, conv, session.peer_id)
+    if body.will and conv.kind is not ConvType.SYSTEM:
         message = _build(ctx, session, body)
         # One will per user: the last one set wins, whichever device set it.
         ctx.hub.register_will(session, body)
@@ -159,6 +166,8 @@ async def send(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCo
     if key is not None and (seen := ctx.caches.dedupe.get(key)) is not None:
         return _resent(seen, link, cmd)
     message = _build(ctx, session, body)
+    if conv.kind is ConvType.SYSTEM:
+        message = dataclasses.replace(message, cid=thread_cid(conv.cid, session.peer_id))
     filtered = False
     if message.data is not None and ctx.policies.words.enabled and filters_apply(conv):
         masked = ctx.policies.words.apply(message.data)
@@ -196,7 +205,8 @@ async def _accept(
     body = cmd.directMessage
     ctx.counters.messages_accepted += 1
     ctx.counters.accepted_by_kind[conv.kind] += 1
-    if body.transient or conv.kind is ConvType.TRANSIENT:
+    live = body.transient and conv.kind is not ConvType.SYSTEM
+    if live or conv.kind is ConvType.TRANSIENT:
         _send_live(ctx, link, session, conv, message, cmd, body.transient, to)
         if notice is not None:
             link.send(_ack(cmd, message.mid, message.timestamp))
@@ -218,10 +228,12 @@ async def _accept(
             for target, n in [(link, i), *waiting]:
                 target.send(_failed(n))
             return
-        if conv.last_message_at is None or conv.last_message_at < message.timestamp:
-            conv.last_message_at = message.timestamp
         for target, n in [(link, i), *waiting]:
             target.send(_ack_for(n, message.mid, message.timestamp))
+        if conv.kind is ConvType.SYSTEM:
+            return  # to the operator: stored in the thread, readable over REST
+        if conv.last_message_at is None or conv.last_message_at < message.timestamp:
+            conv.last_message_at = message.timestamp
         if notice is not None:
             ctx.hub.to_client(notice, session.peer_id)
         if body.r and receipts_apply(conv):

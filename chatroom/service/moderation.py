@@ -45,6 +45,7 @@ from chatroom.core.roles import (
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Prepared
 from chatroom.protocol.errors import ChatError, ErrorCode, Reason
+from chatroom.service import signing
 from chatroom.service.context import SENT, Context, Link, require_session, valid_client_id
 from chatroom.service.conv_events import push
 
@@ -413,6 +414,11 @@ async def blacklist(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.Gene
         raise ChatError(ErrorCode.INVALID_COMMAND, "only conversation blacklists (srcCid)")
     conv = await ctx.conversation(body.srcCid)
     if cmd.op in (pb.block, pb.unblock):
+        if not session.operator:  # the REST API holds the master key itself
+            targets = list(body.toPids)
+            signing.check_blacklist(
+                ctx, session.peer_id, conv.cid, targets, body, cmd.op == pb.block
+            )
         return await _block(ctx, link, cmd, session.peer_id, conv)
     if cmd.op == pb.check_block:
         asked = _ids(ctx, body.toPids or [session.peer_id])

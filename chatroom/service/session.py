@@ -150,15 +150,25 @@ def _issue_token(ctx: Context, session: Session) -> None:
 
 def _kick(ctx: Context, peer_id: str, tag: str, keep: Session | None) -> None:
     """Single sign-on: the older devices with this tag are told (4111) and their
-    sessions end; their tokens no longer resume."""
-    kicked = ctx.hub.kick(
-        peer_id,
-        tag,
-        int(ErrorCode.SESSION_CONFLICT),
-        "SESSION_CONFLICT",
-        "logged in on another device with the same tag",
-        keep,
-    )
+    sessions end."""
+    code, detail = ErrorCode.SESSION_CONFLICT, "logged in on another device with the same tag"
+    end_sessions(ctx, peer_id, tag, keep, code, code.name, detail)
+
+
+def end_sessions(
+    ctx: Context,
+    peer_id: str,
+    tag: str | None,
+    keep: Session | None,
+    code: ErrorCode,
+    reason: str,
+    detail: str,
+) -> int:
+    """End the sessions of ``peer_id`` with device ``tag`` (all for None) but ``keep``:
+    each is told ``code``, ``reason`` (what the SDK's ``close`` event carries) and
+    ``detail`` (``session/closed``), and their tokens no longer resume. The operator's
+    kick (4115, POST /1.2/rtm/clients/{id}/kick) ends them all. How many ended."""
+    kicked = ctx.hub.kick(peer_id, tag, int(code), reason, detail, keep)
     for token in kicked:
         hooks.client_offline(ctx, peer_id, tag, hooks.KICKED_BY_TAG, "same tag logged in", None)
         ticket = ctx.caches.tickets.get(token)
@@ -166,6 +176,7 @@ def _kick(ctx: Context, peer_id: str, tag: str, keep: Session | None) -> None:
             ticket.taken_over = True
             ticket.session = None
             ctx.caches.tickets.journal(token)
+    return len(kicked)
 
 
 def _end_session(ctx: Context, link: Link, session: Session) -> None:

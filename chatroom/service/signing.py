@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 from chatroom.core.signature import (
     ACTIONS,
+    BLACKLIST,
+    BLOCK_ACTIONS,
     CONVERSATION,
     LOGIN,
     login_text,
@@ -60,7 +62,29 @@ def check_members(
     _check(ctx, texts, body)
 
 
-def _check(ctx: Context, texts: list[str], body: pb.ConvCommand) -> None:
+def check_blacklist(
+    ctx: Context,
+    actor: str,
+    cid: str,
+    targets: Sequence[str],
+    body: pb.BlacklistCommand,
+    block: bool,
+) -> None:
+    """4546 unless ``blacklist/block`` (``block``) or ``unblock`` is signed over the
+    target ids (the SDK's ``blacklistSignatureFactory``)."""
+    if not enabled(ctx, BLACKLIST):
+        return
+    action = BLOCK_ACTIONS[block]
+    text = members_text(ctx.config.app_id, actor, cid, targets, body.t, body.n, action)
+    _check(ctx, [text], body, ErrorCode.BLACKLIST_SIGNATURE_FAILED)
+
+
+def _check(
+    ctx: Context,
+    texts: list[str],
+    body: pb.ConvCommand | pb.BlacklistCommand,
+    code: ErrorCode = ErrorCode.CONVERSATION_SIGNATURE_FAILED,
+) -> None:
     reason = ctx.policies.verifier.check(texts, body.s, body.t, body.n, ctx.clock.wall_ms())
     if reason is not None:
-        raise ChatError(ErrorCode.CONVERSATION_SIGNATURE_FAILED, f"signature: {reason}")
+        raise ChatError(code, f"signature: {reason}")

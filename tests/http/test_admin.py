@@ -78,8 +78,11 @@ async def test_system_conversation_subscribe_broadcast_and_refusals() -> None:
         assert json.loads(push["msg"]) == {"_lctype": -1, "_lctext": "hello"}
         assert (push["cid"], push["fromPeerId"], push["id"]) == (cid, "system", sent["id"])
         assert await b.take_pushes() == []  # not subscribed
-        direct = await a.request({"cmd": "direct", "cid": cid, "msg": "mine"})
-        assert direct.get("code") == 4307 or direct.get("cmd") == "error", direct
+        # A subscriber writes to the operator only (seed 002; tests/http/test_rest.py),
+        # a non-subscriber not at all.
+        assert (await a.say(cid, "mine"))["uid"]
+        direct = await b.request({"cmd": "direct", "cid": cid, "msg": "mine"})
+        assert direct.get("code") == 4307, direct
         upd = {"cmd": "conv", "op": "update", "cid": cid, "attr": {"name": "x"}}
         assert await failure(a, upd) == 4308
         removed = await a.request({"cmd": "conv", "op": "remove", "cid": cid, "m": ["a"]})

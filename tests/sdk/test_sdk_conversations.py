@@ -93,9 +93,19 @@ def test_system_conversation(start_server: StartServer, params: Obs) -> None:
         "id": obs["posted"]["id"],
         "cid": cid,
     }
-    assert obs["send"]["error"]["code"] == 4307
+    # A subscriber writes to the operator (seed 002): stored in its thread, readable
+    # over REST, pushed to no other subscriber.
+    assert obs["send"]["resolved"] is True
+    assert obs["thread"] == [
+        ["tom", obs["send"]["id"], "reply"],
+        ["system", obs["posted"]["id"], "news!"],
+    ]
+    assert obs["seenByJerry"] == []
     assert obs["update"]["error"]["code"] == 4308
     assert obs["unsubscribed"] is True
+    # The operator's kick reaches the SDK as its close event, 4115 with the reason.
+    assert obs["kick"] == 200
+    assert obs["close"] == {"code": 4115, "reason": "bye"}
 
 
 def test_signature_factories(start_server: StartServer) -> None:

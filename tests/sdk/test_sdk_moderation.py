@@ -10,7 +10,7 @@ MEMBERS_LEFT and MEMBERS_UNBLOCKED, in both encodings. The scenario is
 from __future__ import annotations
 
 import pytest
-from sdk_harness import ENCODINGS, Obs, Server
+from sdk_harness import ENCODINGS, Obs, Server, StartServer
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -63,3 +63,15 @@ def test_moderation_through_the_sdk(server: Server, params: Obs) -> None:
         "ok": [],
         "failed": [{"code": 4308, "message": UNAUTHORIZED, "ids": ["owner"]}],
     }
+
+
+def test_blacklist_signatures(start_server: StartServer) -> None:
+    """``signatures = "blacklist"``: the SDK's blacklistSignatureFactory signs
+    blockMembers/unblockMembers; a wrong or missing signature is 4546 and blocks no one."""
+    server = start_server(master_key="sig-master", signatures="blacklist", app_id="test-app")
+    obs = server.run("mod_block_signature", {"key": "sig-master"})
+    assert (obs["blocked"], obs["unblocked"]) == (True, True)
+    assert obs["query"] == ["spike"]
+    assert obs["badBlock"]["error"]["code"] == 4546
+    assert obs["unsigned"]["error"]["code"] == 4546
+    assert obs["stillThere"] == ["bob", "spike"]

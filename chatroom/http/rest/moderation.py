@@ -1,0 +1,191 @@
+"""Moderation over REST (rest-and-hooks.md 2.2-2.3): permanent mutes
+(``permanent-silenceds``), blacklists, member roles (``member-infos``) and the push
+mutes of conversations (``mutes``).
+
+Each call runs the WebSocket moderation command's handler (service/moderation.py) as
+the conversation's owner, so the same events reach the members, the same limits apply
+(``moderation_batch`` ids a call, the list caps) and the same per-id refusals come back,
+here as ``failed: [{code, error, client_ids}]`` beside LeanCloud's documented reply.
+"""
+
+from __future__ import annotations
+
+from chatroom.core.model import JSON, Conversation
+from chatroom.core.roles import Role
+from chatroom.protocol import messages_pb2 as pb
+from chatroom.protocol.errors import ChatError, ErrorCode
+from chatroom.service import conversations, moderation
+
+from .base import ApiError, Call, Spec
+from .conversations import conversation_in, owner_of, with_failures
+
+_PAGE = {"limit": "integer", "next": "string"}
+_IDS = {"client_ids": "array!"}
+_ROLES = {role.value for role in Role}
+
+
+def _ids(call: Call) -> list[str]:
+    return call.params.clients("client_ids", call.ctx, call.ctx.config.moderation_batch)
+
+
+def _page(call: Call, body: pb.ConvCommand | pb.BlacklistCommand) -> None:
+    body.limit = call.params.integer("limit", 10, 1, 100)
+    after = call.params.text("next")
+    if after:
+        body.next = after
+
+
+def _listed(ids: list[str], after: str) -> JSON:
+    out: dict[str, JSON] = {"client_ids": list(ids)}
+    if after:
+        out["next"] = after
+    return out
+
+
+def _silenced(family: str) -> list[Spec]:
+    path = f"/{family}/{{cid}}/permanent-silenceds"
+
+    async def change(call: Call, muting: bool) -> JSON:
+        conv = await conversation_in(call, family)
+        cmd = pb.GenericCommand(cmd=pb.conv, op=pb.add_shutup if muting else pb.remove_shutup)
+        cmd.convMessage.cid = conv.cid
+        cmd.convMessage.m.extend(_ids(call))
+        reply = await call.run(moderation.shutup, cmd, owner_of(conv))
+        return with_failures({}, reply)
+
+    async def mute(call: Call) -> JSON:
+        return await change(call, muting=True)
+
+    async def unmute(call: Call) -> JSON:
+        return await change(call, muting=False)
+
+    async def query(call: Call) -> JSON:
+        conv = await conversation_in(call, family)
+        cmd = pb.GenericCommand(cmd=pb.conv, op=pb.query_shutup)
+        cmd.convMessage.cid = conv.cid
+        _page(call, cmd.convMessage)
+        reply = await call.run(moderation.query_shutup, cmd, owner_of(conv))
+        return _listed(list(reply.convMessage.m), reply.convMessage.next)
+
+    return [
+        Spec(path, ("POST",), mute, "Mute members until unmuted", _IDS),
+        Spec(path, ("DELETE",), unmute, "Unmute members", _IDS),
+        Spec(path, ("GET",), query, "The muted members, a page at a time", query=_PAGE),
+    ]
+
+
+def _blacklist(family: str) -> list[Spec]:
+    path = f"/{family}/{{cid}}/blacklists"
+
+    async def change(call: Call, blocking: bool) -> JSON:
+        conv = await conversation_in(call, family)
+        cmd = pb.GenericCommand(cmd=pb.blacklist, op=pb.block if blocking else pb.unblock)
+        cmd.blacklistMessage.srcCid = conv.cid
+        cmd.blacklistMessage.toPids.extend(_ids(call))
+        reply = await call.run(moderation.blacklist, cmd, owner_of(conv))
+        return with_failures({}, reply)
+
+    async def block(call: Call) -> JSON:
+        return await change(call, blocking=True)
+
+    async def unblock(call: Call) -> JSON:
+        return await change(call, blocking=False)
+
+    async def query(call: Call) -> JSON:
+        conv = await conversation_in(call, family)
+        cmd = pb.GenericCommand(cmd=pb.blacklist, op=pb.query)
+        cmd.blacklistMessage.srcCid = conv.cid
+        _page(call, cmd.blacklistMessage)
+        reply = await call.run(moderation.blacklist, cmd, owner_of(conv))
+        body = reply.blacklistMessage
+        return _listed(list(body.blockedPids), body.next)
+
+    return [
+        Spec(path, ("POST",), block, "Block clients (members are removed)", _IDS),
+        Spec(path, ("DELETE",), unblock, "Unblock clients", _IDS),
+        Spec(path, ("GET",), query, "The blocked clients, a page at a time", query=_PAGE),
+    ]
+
+
+async def member_infos(call: Call, conv: Conversation) -> list[dict[str, JSON]]:
+    """The role rows of a conversation: the owner and its managers (the others are
+    members), as ``_ConversationMemberInfo`` rows."""
+    state = await moderation.state_of(call.ctx, conv.cid)
+    rows = [_row(conv, conv.creator, Role.OWNER)]
+    rows.extend(_row(conv, m, Role.MANAGER) for m in sorted(state.managers) if m in conv.members)
+    return rows
+
+
+def _row(conv: Conversation, client: str, role: Role) -> dict[str, JSON]:
+    return {"clientId": client, "role": role.value, "cid": conv.cid, "objectId": client}
+
+
+def _roles(family: str) -> list[Spec]:
+    path = f"/{family}/{{cid}}/member-infos"
+
+    async def set_role(call: Call) -> JSON:
+        conv = await conversation_in(call, family)
+        params = call.params
+        client = params.client("clientId" if "clientId" in params.values else "client_id", call.ctx)
+        role = params.text("role", required=True)
+        if role not in _ROLES:
+            raise ApiError(400, "role is Member or Manager", 4321)
+        cmd = pb.GenericCommand(cmd=pb.conv, op=pb.member_info_update)
+        body = cmd.convMessage
+        body.cid = conv.cid
+        body.targetClientId = body.info.pid = client
+        body.info.role = role or ""
+        await call.run(moderation.update_role, cmd, owner_of(conv))
+        return {"objectId": client}
+
+    async def query(call: Call) -> JSON:
+        conv = await conversation_in(call, family)
+        rows = await member_infos(call, conv)
+        wanted = call.params.text("role")
+        results: list[JSON] = [r for r in rows if wanted in (None, r["role"])]
+        return {"results": results}
+
+    fields = {"clientId": "string", "client_id": "string", "role": "string!"}
+    return [
+        Spec(path, ("POST",), set_role, "Make a member a manager, or a member again", fields),
+        Spec(path, ("GET",), query, "The owner and managers", query={"role": "string"}),
+    ]
+
+
+async def _push_mute(call: Call, muting: bool) -> JSON:
+    """Each client mutes (or unmutes) the conversation's offline pushes for itself; all
+    must be members (else 4317 and nothing changes)."""
+    conv = await conversation_in(call, "conversations")
+    clients = _ids(call)
+    strangers = [c for c in clients if c not in conv.members]
+    if strangers:
+        raise ChatError(ErrorCode.CONVERSATION_MEMBERSHIP_REQUIRED, detail=strangers[0])
+    for client in clients:
+        cmd = pb.GenericCommand(cmd=pb.conv, op=pb.mute if muting else pb.unmute)
+        cmd.convMessage.cid = conv.cid
+        await call.run(conversations.mute, cmd, client)
+    return {"objectId": conv.cid}
+
+
+async def push_mute(call: Call) -> JSON:
+    return await _push_mute(call, muting=True)
+
+
+async def push_unmute(call: Call) -> JSON:
+    return await _push_mute(call, muting=False)
+
+
+async def push_muted(call: Call) -> JSON:
+    conv = await conversation_in(call, "conversations")
+    return {"result": list(conv.muted)}
+
+
+_MUTES = "/conversations/{cid}/mutes"
+SPECS = [
+    *(s for f in ("conversations", "chatrooms") for s in _silenced(f)),
+    *(s for f in ("conversations", "chatrooms") for s in _blacklist(f)),
+    *(s for f in ("conversations", "chatrooms") for s in _roles(f)),
+    Spec(_MUTES, ("POST",), push_mute, "Turn offline pushes off for members", _IDS),
+    Spec(_MUTES, ("DELETE",), push_unmute, "Turn them on again", _IDS),
+    Spec(_MUTES, ("GET",), push_muted, "Who turned them off"),
+]
