@@ -8,6 +8,7 @@ registry, so that two servers in one process (the tests) never share a metric.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -25,6 +26,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from chatroom.core.histogram import HistogramSnapshot
+from chatroom.core.hooks import LATENCY_BUCKETS_MS, HookStats
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +55,7 @@ class Readings:
     retention_deleted: int
     tls_refused: int
     push: Mapping[str, int] = field(default_factory=dict)  # offline push webhook calls
+    hooks: Mapping[str, HookStats] = field(default_factory=dict)  # by hook function name
 
 
 def _counter(name: str, doc: str, value: int | Mapping[str, int], label: str = "") -> Metric:
@@ -146,12 +149,37 @@ def families(r: Readings) -> Iterator[Metric]:
     )
 
 
+def hook_families(hooks: Mapping[str, HookStats]) -> Iterator[Metric]:
+    """Calls of each configured hook, their outcomes and their latency."""
+    calls = CounterMetricFamily("chatroom_hook_calls", "Hook requests made.", labels=["hook"])
+    outcomes = CounterMetricFamily(
+        "chatroom_hook_problems",
+        "Hook calls that failed, timed out or were not made (busy), and notifications "
+        "dropped by a full queue.",
+        labels=["hook", "outcome"],
+    )
+    latency = HistogramMetricFamily(
+        "chatroom_hook_duration_seconds", "Seconds per hook call.", labels=["hook"]
+    )
+    bounds = [f"{ms / 1000:g}" for ms in LATENCY_BUCKETS_MS] + ["+Inf"]
+    for name, stats in hooks.items():
+        calls.add_metric([name], stats.calls)
+        for outcome in ("failures", "timeouts", "busy", "dropped"):
+            outcomes.add_metric([name, outcome], getattr(stats, outcome))
+        cumulative = list(itertools.accumulate(stats.latency_buckets))
+        buckets = list(zip(bounds, cumulative, strict=True))
+        latency.add_metric([name], buckets, sum_value=stats.latency_ms_sum / 1000)
+    yield from (calls, outcomes, latency)
+
+
 class _Collector(Collector):
     def __init__(self, readings: Callable[[], Readings]) -> None:
         self._readings = readings
 
     def collect(self) -> Iterator[Metric]:
-        return families(self._readings())
+        readings = self._readings()
+        yield from families(readings)
+        yield from hook_families(readings.hooks)
 
 
 def render(readings: Callable[[], Readings]) -> bytes:

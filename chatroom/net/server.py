@@ -164,6 +164,7 @@ class Server:
             retention_deleted=self.retention.deleted,
             tls_refused=self.tls.handshakes_failed if self.tls is not None else 0,
             push=dataclasses.asdict(self.pusher.stats),
+            hooks=self.hooks.stats,
         )
 
     async def ready(self) -> str | None:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import trio
 from helpers import Running, conversation, fail_after, http_get, running_server, users
+from hook_endpoint import HookCall, hooked, result
 from prometheus_client.parser import text_string_to_metric_families
 
 from chatroom.store.sqlite import SqliteStore
@@ -100,3 +102,30 @@ async def test_readiness_ends_with_shutdown() -> None:
         assert await running.server.ready() is None
         running.server.shutdown.set()
         assert await running.server.ready() == "shutting down"
+
+
+@fail_after(20)
+async def test_hook_calls_failures_and_latency_are_exported() -> None:
+    async def broken(call: HookCall) -> tuple[int, bytes]:
+        await trio.lowlevel.checkpoint()
+        if call.params.get("content") == "fine":
+            return result({})
+        return 503, b'{"code": 1, "error": "down"}'
+
+    async with (
+        hooked(broken, {"messageReceived": {}}) as (running, _),
+        users(running, "tom", "jerry") as (tom, jerry),
+    ):
+        cid = await conversation(tom, jerry)
+        await tom.say(cid, "fine")
+        await tom.say(cid, "breaks the hook")  # passes: on_failure is "pass" by default
+        for _ in range(2):
+            await jerry.next_push("direct")
+        samples = await scrape(running)
+    hook = "_messageReceived"
+    assert value(samples, "chatroom_hook_calls_total", hook=hook) == 2
+    assert value(samples, "chatroom_hook_problems_total", hook=hook, outcome="failures") == 1
+    assert value(samples, "chatroom_hook_problems_total", hook=hook, outcome="timeouts") == 0
+    assert value(samples, "chatroom_hook_duration_seconds_count", hook=hook) == 2
+    assert value(samples, "chatroom_hook_duration_seconds_bucket", hook=hook, le="+Inf") == 2
+    assert value(samples, "chatroom_hook_duration_seconds_sum", hook=hook) > 0
