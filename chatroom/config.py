@@ -27,6 +27,15 @@ class Config:
     """HTTP port for /healthz (later /metrics, the REST API and the demo page)."""
     db: str = "./chatroom.db"
     """SQLite file, created if missing; ``:memory:`` keeps everything in memory."""
+    redis: str = ""
+    """``redis://HOST:PORT/DB`` (or ``unix:///PATH?db=N``): join the cluster of nodes
+    meeting in that Redis (docs/cluster.md). Empty: this node is alone."""
+    redis_queue: int = 10_000
+    """Records a node may hold for Redis between two drains; beyond it chatroom NORMAL
+    and LOW pushes are shed first (chatroom/hub/redis_queue.py)."""
+    workers: int = 1
+    """Processes serving the one port (SO_REUSEPORT); more than one needs ``redis``
+    and a database every process can share."""
     app_id: str = ""
     """When set, a login with another appId fails with 4100. Empty accepts any."""
     log_level: str = "info"

@@ -28,6 +28,7 @@ from chatroom.net.connection import Connection
 from chatroom.net.flusher import Flusher
 from chatroom.net.gcpolicy import GcPolicy
 from chatroom.net.journal import Lasting
+from chatroom.net.redis_link import RedisLink, cluster_hub
 from chatroom.net.transport import Rejected, Transport, serve_websocket
 from chatroom.protocol.codec import Subprotocol, negotiate
 from chatroom.service import lasting
@@ -74,6 +75,8 @@ class Server:
         self.journal = Lasting(self.store, config.lasting_backlog, self.clock)
         self.pusher = PushNotifier(config.push_webhook, config.push_queue, config.push_timeout)
         self._ctx: Context | None = None
+        # A node of a cluster when ``config.redis`` names one (docs/cluster.md).
+        self.cluster: RedisLink | None = cluster_hub(config.redis, config.redis_queue)
         self._flusher = Flusher(config.write_delay, config.write_delay_threshold)
         self.gc = GcPolicy(
             config.gc_freeze_interval,
@@ -98,6 +101,7 @@ class Server:
             "push": asdict(self.pusher.stats),
             "lasting": asdict(self.journal.stats),
             "queued": ctx.policies.queued.statistics(),  # all outboxes against queued_bytes_budget
+            **({"cluster": self.cluster.statistics()} if self.cluster is not None else {}),
         }
 
     async def run(
@@ -110,8 +114,9 @@ class Server:
             committer = self.committer
             ports = Ports(committer, self.journal, self.pusher)
             newest = await self.store.max_message_timestamp()
+            hub = self.cluster.hub if self.cluster is not None else None
             self._ctx = Context.build(
-                config, self.store, ports, clock=self.clock, not_before=newest
+                config, self.store, ports, hub=hub, clock=self.clock, not_before=newest
             )
             # Resends of messages stored before a restart are still recognised.
             for message in await self.store.recent_dedupe_tokens(config.dedupe_cache):
@@ -139,6 +144,8 @@ class Server:
         config = self.config
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._flusher.run)
+            if self.cluster is not None:
+                await nursery.start(self.cluster.run)
             nursery.start_soon(BudgetKeeper(self.context.policies.queued, self.connections).run)
             if self.pusher.enabled:
                 nursery.start_soon(self.pusher.run)  # offline push webhook
