@@ -375,3 +375,27 @@ def load(
     # One call, so that settings checked together (max_reply_bytes against
     # outbox_max_bytes) are checked once all sources are in.
     return Config().with_overrides(values)
+
+
+def check_combination(config: Config) -> None:
+    """Refuse, with what it would need, a setup that cannot work: several processes
+    (``workers``) each counting only its own clients, or each with its own database."""
+    if config.redis and not config.redis.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError(
+            f"setting 'redis': a redis://HOST:PORT/DB (or unix:///PATH) URL, got {config.redis!r}"
+        )
+    if config.workers <= 1:
+        return
+    if not config.redis:
+        raise ValueError(
+            f"--workers {config.workers} needs --redis: without it each process would see "
+            "only its own clients (wrong online counts, messages not delivered across them)"
+        )
+    if config.db == ":memory:" or not config.db.startswith("postgresql://"):
+        raise ValueError(
+            f"--workers {config.workers} needs a database every process shares "
+            f"(--db postgresql://...), not {config.db!r}: several processes on one SQLite "
+            "file or in memory would each keep their own state"
+        )
+    if config.port == 0:
+        raise ValueError(f"--workers {config.workers} needs a fixed --port to share")

@@ -37,6 +37,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--db", help="SQLite file (default ./chatroom.db), or :memory: to keep nothing"
     )
+    serve.add_argument(
+        "--redis",
+        help="redis://HOST:PORT/DB: join the cluster meeting there (docs/cluster.md)",
+    )
+    serve.add_argument(
+        "--workers", type=int, help="processes serving one port (needs --redis and a shared db)"
+    )
     serve.add_argument("--config", type=Path, help="TOML file with settings (see config.py)")
     serve.add_argument("--log-level", help="debug, info, warning or error (default info)")
     # ``bench`` takes its own options (python -m bench --help); main() passes them on.
@@ -88,9 +95,12 @@ def main(argv: list[str] | None = None) -> int:
                 "port": args.port,
                 "http_port": args.http_port,
                 "db": args.db,
+                "redis": args.redis,
+                "workers": args.workers,
                 "log_level": args.log_level,
             },
         )
+        config_module.check_combination(config)
     except (OSError, ValueError) as exc:
         print(f"chatroom: {exc}", file=sys.stderr)
         return 2

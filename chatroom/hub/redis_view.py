@@ -51,7 +51,7 @@ class RemoteOutlet:
 class _Node:
     seq: int = 0
     heard: float = 0.0
-    stale: bool = True  # waiting for a snapshot
+    stale: bool = False  # events were missed: waiting for a snapshot
     sessions: dict[str, Session] = field(default_factory=dict)
 
 
