@@ -60,6 +60,8 @@ class RedisHub:
         self.resync_wanted: set[str] = set()  # nodes whose snapshot to load
         self.wake: Callable[[], None] = lambda: None  # the link: something to publish
         self.bad_records = 0
+        # Told the tokens of this node's sessions that another node's login ended.
+        self.on_kicked: Callable[[list[str]], None] = lambda tokens: None
         self._local = Presence()
         self._mirror: dict[Session, Session] = {}  # local session -> its stand-in
         self._deliveries = 0
@@ -322,7 +324,9 @@ class RedisHub:
             peers = self._local.sessions_of_all(map(str, h["to"]))
             self._push(record.prepared(), peers, record.priority, h["s"])
         elif kind == "k":
-            self._end(str(h["peer"]), list(h["t"]), int(h["c"]), str(h["r"]), str(h["d"]))
+            tokens = [str(t) for t in h["t"]]
+            self._end(str(h["peer"]), tokens, int(h["c"]), str(h["r"]), str(h["d"]))
+            self.on_kicked(tokens)
         elif kind == "w":
             self._void_wills(str(h["peer"]), str(h["keep"]))
         elif kind in ("d", "h") and h["n"] != self.node:

@@ -31,7 +31,7 @@ from chatroom.net.journal import Lasting
 from chatroom.net.redis_link import RedisLink, cluster_hub
 from chatroom.net.transport import Rejected, Transport, serve_websocket
 from chatroom.protocol.codec import Subprotocol, negotiate
-from chatroom.service import lasting
+from chatroom.service import lasting, session
 from chatroom.service.context import Context
 from chatroom.service.ports import Ports
 from chatroom.store.base import Store
@@ -118,6 +118,8 @@ class Server:
             self._ctx = Context.build(
                 config, self.store, ports, hub=hub, clock=self.clock, not_before=newest
             )
+            if hub is not None:  # another node's login ended sessions here
+                hub.on_kicked = partial(session.taken_over, self._ctx)
             # Resends of messages stored before a restart are still recognised.
             for message in await self.store.recent_dedupe_tokens(config.dedupe_cache):
                 self._ctx.caches.dedupe.remember(message)

@@ -158,7 +158,13 @@ def _kick(ctx: Context, peer_id: str, tag: str, keep: Session | None) -> None:
         "logged in on another device with the same tag",
         keep,
     )
-    for token in kicked:
+    taken_over(ctx, kicked)
+
+
+def taken_over(ctx: Context, tokens: list[str]) -> None:
+    """The sessions of ``tokens`` were ended by a login elsewhere (on this node or,
+    in a cluster, another): their tokens no longer resume."""
+    for token in tokens:
         ticket = ctx.caches.tickets.get(token)
         if ticket is not None:
             ticket.taken_over = True

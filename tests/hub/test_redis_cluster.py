@@ -136,13 +136,37 @@ async def test_single_device_login_kicks_the_device_on_the_other_node(
         a.client() as phone_a,
         b.client() as phone_b,
     ):
-        await phone_a.login("dana", tag="mobile")
+        token = (await phone_a.login("dana", tag="mobile"))["st"]
         await until_online(watcher, ["dana"])
         await phone_b.login("dana", tag="mobile")
         closed = await phone_a.next_push("session", "closed")
         assert closed["code"] == 4111
         # Dana stays online through her session on node B.
         assert await online(watcher, ["dana"]) == ["dana"]
+        # The kicked device's token no longer opens a session on its node.
+        async with a.client() as again:
+            reply = await again.request(
+                {"cmd": "session", "op": "open", "appId": "t", "peerId": "dana", "st": token}
+            )
+            assert reply.get("code") == 4111, reply
+        assert not (await phone_b.take_pushes())  # node B's session was left alone
+
+
+@fail_after(20)
+async def test_a_will_fires_once_from_the_node_that_held_the_connection(
+    redis: RedisServer,
+) -> None:
+    async with two_nodes(redis.url) as (a, b), a.user("bob") as bob:
+        async with b.user("alice") as alice:
+            await until_online(bob, ["alice"])
+            cid = await alice.start(["bob"])
+            await bob.next_push("conv", "joined")
+            await alice.say(cid, "alice left unexpectedly", will=True)
+            await alice.drop()
+        push = await bob.next_push("direct")
+        assert (push["msg"], push["fromPeerId"]) == ("alice left unexpectedly", "alice")
+        await until(lambda: online(bob, ["alice"]), [])
+        assert [p for p in await bob.take_pushes() if p.get("cmd") == "direct"] == []
 
 
 @fail_after(20)
