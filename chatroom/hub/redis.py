@@ -57,6 +57,7 @@ class RedisHub:
         self.outgoing = Outgoing(queue)
         self.connected = False  # set by the link while Redis answers
         self.subscribed: set[str] = set()  # chatrooms whose channel this node hears
+        self.rooms_changed = False  # a chatroom got its first viewer here, or lost its last
         self.resync_wanted: set[str] = set()  # nodes whose snapshot to load
         self.wake: Callable[[], None] = lambda: None  # the link: something to publish
         self.bad_records = 0
@@ -113,6 +114,8 @@ class RedisHub:
 
     def _note(self, event: list[object]) -> None:
         self.view.note(event, publish=self.connected)
+        if event[0] != "+":
+            self.rooms_changed = True
         self.wake()
 
     # -- queries (the whole cluster) ------------------------------------------------

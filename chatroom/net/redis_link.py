@@ -124,6 +124,7 @@ class RedisLink:
                     await pubsub.subscribe(hub.channel("node", hub.node), hub.channel("presence"))
                 log.info("cluster: node %s joined through %s", hub.node, self.url)
                 hub.connected = self._up = True
+                hub.rooms_changed = True  # subscribe to every chatroom watched here
                 for node in hub.view.nodes():
                     hub.resync_wanted.add(node)  # what changed while we were away
                 self.ready.set()
@@ -179,7 +180,11 @@ class RedisLink:
 
     async def _follow_rooms(self, pubsub: Any) -> None:
         """Subscribe to the chatrooms this node has viewers in, and only to those."""
+        await trio.lowlevel.checkpoint()
         hub = self.hub
+        if not hub.rooms_changed:
+            return
+        hub.rooms_changed = False
         wanted = hub.local_rooms()
         joined = wanted - hub.subscribed
         gone = hub.subscribed - wanted
@@ -197,6 +202,7 @@ class RedisLink:
             hub.view.drop(node)
 
     async def _resync(self, client: coredis.Redis[bytes]) -> None:
+        await trio.lowlevel.checkpoint()
         hub = self.hub
         while hub.resync_wanted:
             node = hub.resync_wanted.pop()
