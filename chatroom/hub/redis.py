@@ -187,7 +187,7 @@ class RedisHub:
     ) -> int:
         skipped = skip.token if skip is not None else None
         viewers = self.view.presence.room_sessions(cid)
-        count = sum(1 for s in viewers if s.token != skipped)
+        count = len(viewers) - (skip is not None and self._mirror.get(skip) in viewers)
         here = cid not in self.subscribed
         if here:  # not heard back from the room's channel (yet): delivered now
             self._push(prepared, self._local.room_sessions(cid), priority, skipped)
