@@ -84,6 +84,7 @@ async def test_one_to_one_and_group_messages_cross_nodes(redis: RedisServer) -> 
         b.user("carol") as carol,
     ):
         await until_online(alice, ["bob", "carol"])
+        await until_online(bob, ["alice"])
         cid = await alice.start(["bob"])
         await bob.next_push("conv", "joined")
         await alice.say(cid, "hello bob")
@@ -112,7 +113,7 @@ async def test_chatroom_counts_and_broadcasts_cover_both_nodes(redis: RedisServe
         await join(v1, cid, "v1")
         await join(v2, cid, "v2")
         await until(lambda: count(host, cid), 3)
-        assert await count(v1, cid) == 3
+        await until(lambda: count(v1, cid), 3)
         sent = [f"live {i}" for i in range(30)]
         before = link(a).stats.publishes
         for text in sent:
@@ -132,7 +133,7 @@ async def test_single_device_login_kicks_the_device_on_the_other_node(
 ) -> None:
     async with (
         two_nodes(redis.url) as (a, b),
-        a.user("watcher") as watcher,
+        b.user("watcher") as watcher,  # on node B: it sees what node B knows
         a.client() as phone_a,
         b.client() as phone_b,
     ):
@@ -159,6 +160,7 @@ async def test_a_will_fires_once_from_the_node_that_held_the_connection(
     async with two_nodes(redis.url) as (a, b), a.user("bob") as bob:
         async with b.user("alice") as alice:
             await until_online(bob, ["alice"])
+            await until_online(alice, ["bob"])
             cid = await alice.start(["bob"])
             await bob.next_push("conv", "joined")
             await alice.say(cid, "alice left unexpectedly", will=True)
