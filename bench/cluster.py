@@ -95,7 +95,7 @@ class Node:
 
 
 @contextmanager
-def redis_server(folder: Path) -> Iterator[str]:
+def redis_server(folder: Path) -> Iterator[tuple[str, int]]:
     binary = shutil.which("redis-server")
     if binary is None:
         raise SystemExit("bench.cluster needs redis-server (Debian package redis-server)")
@@ -105,7 +105,7 @@ def redis_server(folder: Path) -> Iterator[str]:
     try:
         while not sock.exists():
             time.sleep(0.01)
-        yield f"unix://{sock}"
+        yield f"unix://{sock}", proc.pid
     finally:
         proc.kill()
         proc.wait()
@@ -162,6 +162,10 @@ class Viewer:
             self.latencies.append(time.monotonic() - float(msg))
 
 
+def _received(crowd: list[Viewer], before: list[int]) -> int:
+    return sum(v.frames - b for v, b in zip(crowd, before, strict=True))
+
+
 def _masked(payload: bytes) -> bytes:
     mask = os.urandom(4)
     size = len(payload)
@@ -202,7 +206,7 @@ async def _open_room(ws: WebSocketConnection) -> str:
 
 
 async def _measure(
-    nodes: list[Node], viewers: int, seconds: float, window: int
+    nodes: list[Node], viewers: int, seconds: float, window: int, redis_pid: int
 ) -> dict[str, object]:
     out: dict[str, object] = {}
     async with (
@@ -225,6 +229,7 @@ async def _measure(
                 "cid": cid,
                 "msg": repr(time.monotonic()),
                 "transient": True,
+                "priority": 1,  # HIGH: never shed, so every message reaches every viewer
                 "i": 10 + n,
             }
             await ws.send_message(orjson.dumps(cmd).decode())
@@ -249,7 +254,8 @@ async def _measure(
                 out[f"lat_{name}_p99_ms"] = round(1000 * lat[int(len(lat) * 0.99)], 3)
         # Saturation: keep ``window`` unacknowledged.
         before = [v.frames for v in crowd]
-        cpu0 = sum(_cpu(n.proc.pid) for n in nodes)
+        pids = [n.proc.pid for n in nodes] + ([redis_pid] if len(nodes) > 1 else [])
+        cpu0 = sum(_cpu(pid) for pid in pids)  # Redis counts for the cluster
         stats0 = nodes[0].cluster()
         sent0 = sent
         t0 = time.monotonic()
@@ -264,10 +270,13 @@ async def _measure(
                 inflight -= 1
                 acked += 1
         messages = sent - sent0
-        await trio.sleep(1.0)  # the last deliveries arrive
+        with trio.move_on_after(20):  # the last deliveries arrive
+            expected = messages * viewers
+            while _received(crowd, before) < expected:  # noqa: ASYNC110 - counters only
+                await trio.sleep(0.05)
         span = max(v.last_rx for v in crowd) - t0
-        deliveries = sum(v.frames - b for v, b in zip(crowd, before, strict=True))
-        cpu = sum(_cpu(n.proc.pid) for n in nodes) - cpu0
+        deliveries = _received(crowd, before)
+        cpu = sum(_cpu(pid) for pid in pids) - cpu0
         stats1 = nodes[0].cluster()
         out.update(
             messages=messages,
@@ -292,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, object]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp:
         folder = Path(tmp)
-        with redis_server(folder) as url:
+        with redis_server(folder) as (url, redis_pid):
             for setup in ("one node", "two nodes"):
                 db = str(folder / f"{setup.replace(' ', '-')}.db")
                 nodes = [Node(folder, db, url if setup == "two nodes" else None)]
@@ -300,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
                     nodes.append(Node(folder, db, url))
                 try:
                     results[setup] = trio.run(
-                        _measure, nodes, args.viewers, args.seconds, args.window
+                        _measure, nodes, args.viewers, args.seconds, args.window, redis_pid
                     )
                 finally:
                     for node in nodes:
