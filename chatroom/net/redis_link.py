@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import coredis
 import orjson
@@ -41,7 +42,12 @@ def cluster_hub(url: str, queue: int) -> RedisLink | None:
     """The link of a new node (its hub in ``.hub``) when ``url`` names a Redis."""
     if not url:
         return None
-    return RedisLink(RedisHub(uuid.uuid4().hex[:12], queue=queue), url)
+    # Pub/sub channels are shared by every database of a Redis: the database number in
+    # the names keeps two clusters on one Redis (db 0 and db 1) apart.
+    parts = urlsplit(url)
+    db = parse_qs(parts.query).get("db", [parts.path.strip("/") or "0"])[0]
+    hub = RedisHub(uuid.uuid4().hex[:12], prefix=f"chatroom:{db}:", queue=queue)
+    return RedisLink(hub, url)
 
 
 @dataclass(slots=True)
