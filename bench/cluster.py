@@ -255,7 +255,7 @@ async def _measure(
         # Saturation: keep ``window`` unacknowledged.
         before = [v.frames for v in crowd]
         pids = [n.proc.pid for n in nodes] + ([redis_pid] if len(nodes) > 1 else [])
-        cpu0 = sum(_cpu(pid) for pid in pids)  # Redis counts for the cluster
+        cpu0 = [_cpu(pid) for pid in pids]  # Redis counts for the cluster
         stats0 = nodes[0].cluster()
         sent0 = sent
         t0 = time.monotonic()
@@ -276,7 +276,8 @@ async def _measure(
                 await trio.sleep(0.05)
         span = max(v.last_rx for v in crowd) - t0
         deliveries = _received(crowd, before)
-        cpu = sum(_cpu(pid) for pid in pids) - cpu0
+        each = [round(_cpu(pid) - before, 2) for pid, before in zip(pids, cpu0, strict=True)]
+        cpu = sum(each)
         stats1 = nodes[0].cluster()
         out.update(
             messages=messages,
@@ -284,6 +285,7 @@ async def _measure(
             expected=messages * viewers,
             deliveries_per_s=round(deliveries / span),
             server_cpu_us_per_delivery=round(1e6 * cpu / max(1, deliveries), 2),
+            cpu_s_per_process=each,  # node A[, node B, redis-server]
         )
         if stats1:
             pubs = int(stats1["publishes"]) - int(stats0["publishes"])

@@ -66,6 +66,8 @@ class RedisHub:
         self._local = Presence()
         self._mirror: dict[Session, Session] = {}  # local session -> its stand-in
         self._deliveries = 0
+        self._echo_id = 0
+        self._own: dict[int, Prepared] = {}  # pushes sent here that come back, by "o"
 
     def channel(self, kind: str, name: str = "") -> str:
         return f"{self.prefix}{kind}:{name}" if name else f"{self.prefix}{kind}"
@@ -192,7 +194,7 @@ class RedisHub:
         if here:  # not heard back from the room's channel (yet): delivered now
             self._push(prepared, self._local.room_sessions(cid), priority, skipped)
         if self.connected and len(viewers) > len(self._local.room_sessions(cid)):
-            header = {"k": "r", "c": cid, "n": self.node, "l": here}
+            header = {"k": "r", "c": cid, "l": here}
             self._offer(self.channel("room", cid), header, prepared, priority, skipped)
         elif not here:
             self._push(prepared, self._local.room_sessions(cid), priority, skipped)
@@ -231,9 +233,26 @@ class RedisHub:
         priority: Priority,
         skipped: str | None,
     ) -> None:
+        if header["k"] == "r" or channel == self.channel("node", self.node):
+            # It comes back here: the echo reuses this Prepared (and its encodings).
+            self._echo_id += 1
+            header["o"] = self._echo_id
+            self._own[self._echo_id] = prepared
+            if len(self._own) > self.outgoing.capacity:  # lost on the way: forget it
+                del self._own[next(iter(self._own))]
+        header["n"] = self.node
         record = wire.push_record(header, prepared, priority, skipped)
         self.outgoing.offer(channel, record, priority)
         self.wake()
+
+    def _prepared(self, record: wire.Record) -> Prepared:
+        """The push a record carries: this node's own object when it sent it."""
+        h = record.header
+        if h.get("n") == self.node:
+            own = self._own.pop(h.get("o", 0), None)
+            if own is not None:
+                return own
+        return record.prepared()
 
     def _push(
         self,
@@ -322,10 +341,10 @@ class RedisHub:
         if kind == "r":
             if h["n"] != self.node or not h["l"]:
                 sessions = self._local.room_sessions(str(h["c"]))
-                self._push(record.prepared(), sessions, record.priority, h["s"])
+                self._push(self._prepared(record), sessions, record.priority, h["s"])
         elif kind == "p":
             peers = self._local.sessions_of_all(map(str, h["to"]))
-            self._push(record.prepared(), peers, record.priority, h["s"])
+            self._push(self._prepared(record), peers, record.priority, h["s"])
         elif kind == "k":
             tokens = [str(t) for t in h["t"]]
             self._end(str(h["peer"]), tokens, int(h["c"]), str(h["r"]), str(h["d"]))

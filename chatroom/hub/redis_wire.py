@@ -15,8 +15,9 @@ Header kinds (``k``):
 - ``d``: presence changes ``e`` of node ``n``, numbered up to ``q``;
 - ``h``: node ``n`` is alive, its presence at number ``q`` (channel ``<prefix>presence``).
 
-Every push record also carries ``p`` (the priority) and ``s`` (the token of a session
-to skip, or empty).
+Every push record also carries ``n`` (the node that sent it), ``p`` (the priority),
+``s`` (the token of a session to skip, or null) and, when it comes back to its sender,
+``o`` (the sender's number for it, to reuse the push it still holds).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import orjson
 
 from chatroom.core.outbox import Priority
 from chatroom.protocol import messages_pb2 as pb
-from chatroom.protocol.codec import Prepared, serialize
+from chatroom.protocol.codec import Codec, Prepared, serialize
 
 _LEN = struct.Struct(">I")
 Header = dict[str, Any]
@@ -67,7 +68,7 @@ def encode(header: Header, *bodies: bytes) -> bytes:
 def push_record(header: Header, prepared: Prepared, priority: Priority, skip: str | None) -> bytes:
     header["p"] = int(priority)
     header["s"] = skip
-    bodies = [serialize(prepared.command)]
+    bodies = [prepared.payload(Codec.PROTOBUF, None)]  # cached: encoded once per push
     if prepared.json_only is not None:
         bodies.append(serialize(prepared.json_only))
     return encode(header, *bodies)

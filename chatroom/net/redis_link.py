@@ -165,24 +165,35 @@ class RedisLink:
             if events:
                 record = wire.encode({"k": "d", "n": hub.node, "q": seq, "e": events})
                 by_channel.setdefault(presence, []).append(record)
-            async with client.pipeline(transaction=True, timeout=DEADLINE) as pipe:
-                for channel, records in by_channel.items():
-                    pipe.publish(channel, b"".join(records))
-                    self.stats.publishes += 1
-                    self.stats.records += len(records)
-                if beat:
-                    last_beat = trio.current_time()
-                    if seq != written:
-                        snap = orjson.dumps({"q": seq, "rows": hub.snapshot()})
-                        pipe.set(hub.channel("snap", hub.node), snap, ex=SNAPSHOT_TTL)
-                        written = seq
-                    else:
-                        pipe.expire(hub.channel("snap", hub.node), SNAPSHOT_TTL)
-                    pipe.publish(presence, wire.encode({"k": "h", "n": hub.node, "q": seq}))
+            publishes = [(channel, b"".join(records)) for channel, records in by_channel.items()]
+            self.stats.publishes += len(publishes)
+            self.stats.records += sum(len(records) for records in by_channel.values())
+            with trio.fail_after(DEADLINE):
+                if len(publishes) == 1 and not beat:
+                    await client.publish(*publishes[0])  # one command: atomic as it is
+                elif publishes or beat:
+                    async with client.pipeline(transaction=True) as pipe:
+                        for channel, data in publishes:
+                            pipe.publish(channel, data)
+                        if beat:
+                            last_beat = trio.current_time()
+                            written = self._beat(pipe, seq, written)
             self.stats.drains += 1
             if beat:
                 self._forget_silent()
             await self._resync(client)
+
+    def _beat(self, pipe: Any, seq: int, written: int) -> int:
+        """Queue the heartbeat, and the snapshot when it changed since ``written``; the
+        presence number the snapshot in Redis now has."""
+        hub = self.hub
+        key = hub.channel("snap", hub.node)
+        if seq != written:
+            pipe.set(key, orjson.dumps({"q": seq, "rows": hub.snapshot()}), ex=SNAPSHOT_TTL)
+        else:
+            pipe.expire(key, SNAPSHOT_TTL)
+        pipe.publish(hub.channel("presence"), wire.encode({"k": "h", "n": hub.node, "q": seq}))
+        return seq
 
     async def _follow_rooms(self, pubsub: Any) -> None:
         """Subscribe to the chatrooms this node has viewers in, and only to those."""

@@ -205,3 +205,21 @@ def test_the_queue_sheds_chatroom_normal_first_and_never_high() -> None:
     assert queue.lost == 1
     assert queue.drop_all() == 3
     assert queue.lost == 4
+
+
+def test_a_push_heard_back_reuses_the_sent_object_and_others_decode_it() -> None:
+    a, b = node("A"), node("B")
+    local, local_out = online(a, "near")
+    remote, remote_out = online(b, "far")
+    join(a, "room", local)
+    join(b, "room", remote)
+    carry(a, b)
+    carry(b, a)
+    assert a.to_room(PUSH, "room", Priority.LOW) == 2
+    assert local_out.pushed == []  # through Redis, for one order on every node
+    carry(a, a, b)
+    [(mine, _, _)] = local_out.pushed
+    [(theirs, _, priority)] = remote_out.pushed
+    assert mine is PUSH  # encoded once, not decoded again
+    assert theirs.command == PUSH.command
+    assert priority is Priority.LOW
