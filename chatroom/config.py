@@ -380,7 +380,7 @@ def load(
 def check_combination(config: Config) -> None:
     """Refuse, with what it would need, a setup that cannot work: several processes
     (``workers``) each counting only its own clients, or each with its own database."""
-    if config.redis and not config.redis.startswith(("redis://", "rediss://", "unix://")):
+    if config.redis and not config.redis.startswith(("redis://", "unix://")):
         raise ValueError(
             f"setting 'redis': a redis://HOST:PORT/DB (or unix:///PATH) URL, got {config.redis!r}"
         )

@@ -17,17 +17,15 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import coredis
 import orjson
 import trio
 
 from chatroom.hub import redis_wire as wire
 from chatroom.hub.redis import RedisHub
+from chatroom.net import resp
 
 log = logging.getLogger(__name__)
 
@@ -61,19 +59,14 @@ class LinkStatistics:
 
 
 class RedisLink:
-    def __init__(
-        self,
-        hub: RedisHub,
-        url: str,
-        connect: Callable[[str], coredis.Redis[bytes]] | None = None,
-    ) -> None:
+    def __init__(self, hub: RedisHub, url: str) -> None:
         self.hub = hub
         self.url = url
         self.stats = LinkStatistics()
         self._wake = trio.Event()
-        self._connect = connect or (lambda u: coredis.Redis.from_url(u, decode_responses=False))
         self.ready = trio.Event()  # set once connected and subscribed the first time
         self._up = False  # this connection got as far as subscribing
+        self._asked: set[str] = set()  # chatrooms subscribed to, not yet confirmed
         hub.wake = self._poke
 
     def statistics(self) -> dict[str, object]:
@@ -100,13 +93,14 @@ class RedisLink:
             try:
                 await self._session()
             except* Exception as failed:  # every way Redis fails: connection, timeout, reply
-                # (A shutdown's cancellation passes on; coredis's cleanup may add errors.)
+                # (A shutdown's cancellation passes on.)
                 if trio.current_effective_deadline() != -math.inf:
                     first = failed.exceptions[0]
                     log.warning("cluster: Redis at %s unreachable (%r)", self.url, first)
             hub = self.hub
             hub.connected = False
             hub.subscribed.clear()
+            self._asked.clear()
             lost = hub.outgoing.drop_all()
             self.stats.dropped_on_disconnect += lost
             if lost:
@@ -120,33 +114,49 @@ class RedisLink:
 
     async def _session(self) -> None:
         hub = self.hub
-        client = self._connect(self.url)
-        async with client:
+        with trio.fail_after(DEADLINE):
+            client = await resp.open_connection(self.url)
+        try:
             with trio.fail_after(DEADLINE):
-                await client.ping()
-            pubsub = client.pubsub(retry_policy=None, max_idle_seconds=HEARTBEAT * 2)
-            async with pubsub:
-                with trio.fail_after(DEADLINE):
-                    await pubsub.subscribe(hub.channel("node", hub.node), hub.channel("presence"))
-                log.info("cluster: node %s joined through %s", hub.node, self.url)
-                hub.connected = self._up = True
-                hub.rooms_changed = True  # subscribe to every chatroom watched here
-                for node in hub.view.nodes():
-                    hub.resync_wanted.add(node)  # what changed while we were away
-                self.ready.set()
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._read, pubsub)
-                    await self._drain(client, pubsub)
+                subscriber = await resp.open_connection(self.url)
+        except BaseException:
+            await trio.aclose_forcefully(client)
+            raise
+        async with client, subscriber:
+            with trio.fail_after(DEADLINE):
+                own = (hub.channel("node", hub.node), hub.channel("presence"))
+                await subscriber.send(("SUBSCRIBE", *own))
+                for _ in own:
+                    await subscriber.read()  # the confirmations
+            log.info("cluster: node %s joined through %s", hub.node, self.url)
+            hub.connected = self._up = True
+            hub.rooms_changed = True  # subscribe to every chatroom watched here
+            for node in hub.view.nodes():
+                hub.resync_wanted.add(node)  # what changed while we were away
+            self.ready.set()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._read, subscriber)
+                await self._drain(client, subscriber)
 
-    async def _read(self, pubsub: Any) -> None:
+    async def _read(self, subscriber: resp.Connection) -> None:
+        """Messages to the hub; subscriptions confirmed, to the hub's ``subscribed``."""
         hub = self.hub
-        async for message in pubsub:
-            if message["type"] == "message":
+        room = hub.channel("room", "-")[:-1]  # the prefix of every room channel
+        while True:
+            reply = await subscriber.read()
+            if not isinstance(reply, list) or len(reply) < 3:
+                continue
+            kind, channel, data = reply[0], reply[1], reply[2]
+            if kind == b"message" and isinstance(data, bytes):
                 self.stats.received += 1
-                hub.receive(message["data"], trio.current_time())
-            await trio.lowlevel.checkpoint()
+                hub.receive(data, trio.current_time())
+            elif kind == b"subscribe" and isinstance(channel, bytes):
+                cid = channel.decode()[len(room) :]
+                if channel.startswith(room.encode()) and cid in self._asked:
+                    self._asked.discard(cid)
+                    hub.subscribed.add(cid)  # from now on its pushes come back here
 
-    async def _drain(self, client: coredis.Redis[bytes], pubsub: Any) -> None:
+    async def _drain(self, client: resp.Connection, subscriber: resp.Connection) -> None:
         hub = self.hub
         last_beat = -HEARTBEAT
         written = -1  # presence number of the last snapshot written
@@ -154,7 +164,7 @@ class RedisLink:
             with trio.move_on_after(max(0.0, last_beat + HEARTBEAT - trio.current_time())):
                 await self._wake.wait()
             self._wake = trio.Event()
-            await self._follow_rooms(pubsub)
+            await self._follow_rooms(subscriber)
             beat = trio.current_time() >= last_beat + HEARTBEAT
             seq, events = hub.view.take_events()
             entries = hub.outgoing.take()
@@ -168,49 +178,54 @@ class RedisLink:
             publishes = [(channel, b"".join(records)) for channel, records in by_channel.items()]
             self.stats.publishes += len(publishes)
             self.stats.records += sum(len(records) for records in by_channel.values())
-            with trio.fail_after(DEADLINE):
-                if len(publishes) == 1 and not beat:
-                    await client.publish(*publishes[0])  # one command: atomic as it is
-                elif publishes or beat:
-                    async with client.pipeline(transaction=True) as pipe:
-                        for channel, data in publishes:
-                            pipe.publish(channel, data)
-                        if beat:
-                            last_beat = trio.current_time()
-                            written = self._beat(pipe, seq, written)
+            commands: list[tuple[resp.Arg, ...]] = [("PUBLISH", c, d) for c, d in publishes]
+            if beat:
+                last_beat = trio.current_time()
+                commands += self._beat(seq, written)
+                written = seq
+            if len(commands) > 1:  # every part of a drain in one order for every node
+                commands = [("MULTI",), *commands, ("EXEC",)]
+            if commands:
+                with trio.fail_after(DEADLINE):
+                    await client.pipeline(commands)
             self.stats.drains += 1
             if beat:
                 self._forget_silent()
             await self._resync(client)
 
-    def _beat(self, pipe: Any, seq: int, written: int) -> int:
-        """Queue the heartbeat, and the snapshot when it changed since ``written``; the
-        presence number the snapshot in Redis now has."""
+    def _beat(self, seq: int, written: int) -> list[tuple[resp.Arg, ...]]:
+        """The heartbeat, and the snapshot when it changed since ``written``."""
         hub = self.hub
         key = hub.channel("snap", hub.node)
         if seq != written:
-            pipe.set(key, orjson.dumps({"q": seq, "rows": hub.snapshot()}), ex=SNAPSHOT_TTL)
+            snap = orjson.dumps({"q": seq, "rows": hub.snapshot()})
+            refresh: tuple[resp.Arg, ...] = ("SET", key, snap, "EX", SNAPSHOT_TTL)
         else:
-            pipe.expire(key, SNAPSHOT_TTL)
-        pipe.publish(hub.channel("presence"), wire.encode({"k": "h", "n": hub.node, "q": seq}))
-        return seq
+            refresh = ("EXPIRE", key, SNAPSHOT_TTL)
+        beat = wire.encode({"k": "h", "n": hub.node, "q": seq})
+        return [refresh, ("PUBLISH", hub.channel("presence"), beat)]
 
-    async def _follow_rooms(self, pubsub: Any) -> None:
-        """Subscribe to the chatrooms this node has viewers in, and only to those."""
+    async def _follow_rooms(self, subscriber: resp.Connection) -> None:
+        """Subscribe to the chatrooms this node has viewers in, and only to those; the
+        reader marks a chatroom subscribed once Redis confirms it."""
         await trio.lowlevel.checkpoint()
         hub = self.hub
         if not hub.rooms_changed:
             return
         hub.rooms_changed = False
         wanted = hub.local_rooms()
-        joined = wanted - hub.subscribed
-        gone = hub.subscribed - wanted
-        with trio.fail_after(DEADLINE):
-            if joined:
-                await pubsub.subscribe(*(hub.channel("room", cid) for cid in joined))
-            if gone:
-                await pubsub.unsubscribe(*(hub.channel("room", cid) for cid in gone))
-        hub.subscribed = (hub.subscribed | joined) - gone
+        joined = wanted - hub.subscribed - self._asked
+        gone = (hub.subscribed | self._asked) - wanted
+        hub.subscribed -= gone
+        self._asked = (self._asked | joined) - gone
+        commands: list[tuple[resp.Arg, ...]] = []
+        if joined:
+            commands.append(("SUBSCRIBE", *(hub.channel("room", cid) for cid in joined)))
+        if gone:
+            commands.append(("UNSUBSCRIBE", *(hub.channel("room", cid) for cid in gone)))
+        if commands:
+            with trio.fail_after(DEADLINE):
+                await subscriber.send(*commands)
 
     def _forget_silent(self) -> None:
         hub = self.hub
@@ -218,14 +233,14 @@ class RedisLink:
             log.warning("cluster: node %s silent for %.0f s: it leaves the counts", node, SILENCE)
             hub.view.drop(node)
 
-    async def _resync(self, client: coredis.Redis[bytes]) -> None:
+    async def _resync(self, client: resp.Connection) -> None:
         await trio.lowlevel.checkpoint()
         hub = self.hub
         while hub.resync_wanted:
             node = hub.resync_wanted.pop()
             with trio.fail_after(DEADLINE):
-                raw = await client.get(hub.channel("snap", node))
-            if raw is None:
+                raw = await client.call("GET", hub.channel("snap", node))
+            if not isinstance(raw, bytes):
                 hub.view.drop(node)
                 continue
             try:
