@@ -1,7 +1,7 @@
 """The ``cluster`` scenario: one chatroom's viewers spread over two nodes meeting in
 Redis, the publisher on node A, beside the same load on one node, in one run.
 
-    .venv/bin/python -m bench.cluster [--viewers 100] [--seconds 5]
+    .venv/bin/python -m bench.cluster [--viewers 200] [--seconds 5]
 
 It starts a private ``redis-server`` (unix socket) and the servers as processes
 (``chatroom serve``; the two nodes share one SQLite file, which only the chatroom's
@@ -296,7 +296,7 @@ async def _measure(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.cluster", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--viewers", type=int, default=100)
+    parser.add_argument("--viewers", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--window", type=int, default=50)
     args = parser.parse_args(argv)
