@@ -351,7 +351,11 @@ class RedisHub:
             self.on_kicked(tokens)
         elif kind == "w":
             self._void_wills(str(h["peer"]), str(h["keep"]))
-        elif kind in ("d", "h") and h["n"] != self.node:
+        elif h["n"] == self.node or self.view.gone(str(h["n"])):
+            return
+        elif kind == "b":
+            self.view.left(str(h["n"]))
+        elif kind in ("d", "h"):
             node, seq = str(h["n"]), int(h["q"])
             fresh = (
                 self.view.apply(node, seq, list(h["e"]), now)
@@ -361,6 +365,13 @@ class RedisHub:
             if not fresh:
                 self.resync_wanted.add(node)
                 self.wake()
+
+    def farewell(self) -> None:
+        """This node shuts down: the others forget its sessions at once."""
+        if self.connected:
+            record = wire.encode({"k": "b", "n": self.node})
+            self.outgoing.offer(self.channel("presence"), record, _RELIABLE)
+            self.wake()
 
     def statistics(self) -> HubStatistics:
         p = self._local.statistics()

@@ -26,6 +26,7 @@ from chatroom.protocol.codec import Prepared
 
 Event = list[Any]  # ["+", token, peer, tag] | ["-", token] | ["j", token, cid] | ["l", token]
 SnapshotRow = list[Any]  # [token, peer, tag, room]
+_GONE_KEPT = 1000  # node ids remembered as gone (ids are new at every start)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +64,8 @@ class ClusterView:
         self.seq = 0  # this node's last event number
         self.events: list[Event] = []  # this node's events not yet published
         self.resyncs = 0  # snapshots loaded
+        self.farewells = 0  # nodes that said they leave
+        self._gone: dict[str, None] = {}  # nodes that left, newest last (bounded)
 
     # -- this node's changes ---------------------------------------------------------
 
@@ -119,6 +122,17 @@ class ClusterView:
                 self.presence.join_room(str(room), session)
         state.seq, state.stale = seq, False
         self.resyncs += 1
+
+    def left(self, node: str) -> None:
+        """``node`` shut down: forget it, and ignore what of it may still arrive."""
+        self.drop(node)
+        self.farewells += 1
+        self._gone[node] = None
+        if len(self._gone) > _GONE_KEPT:
+            del self._gone[next(iter(self._gone))]
+
+    def gone(self, node: str) -> bool:
+        return node in self._gone
 
     def drop(self, node: str) -> None:
         state = self._nodes.pop(node, None)

@@ -13,7 +13,8 @@ Header kinds (``k``):
 - ``k``: end the sessions ``t`` of client ``peer`` (single-device login);
 - ``w``: client ``peer`` set a will on session ``keep``: the others' wills are void;
 - ``d``: presence changes ``e`` of node ``n``, numbered up to ``q``;
-- ``h``: node ``n`` is alive, its presence at number ``q`` (channel ``<prefix>presence``).
+- ``h``: node ``n`` is alive, its presence at number ``q`` (channel ``<prefix>presence``);
+- ``b``: node ``n`` shuts down (the same channel).
 
 Every push record also carries ``n`` (the node that sent it), ``p`` (the priority),
 ``s`` (the token of a session to skip, or null) and, when it comes back to its sender,

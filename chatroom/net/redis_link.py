@@ -67,6 +67,8 @@ class RedisLink:
         self.ready = trio.Event()  # set once connected and subscribed the first time
         self._up = False  # this connection got as far as subscribing
         self._asked: set[str] = set()  # chatrooms subscribed to, not yet confirmed
+        self._drained = trio.Event()  # set (and replaced) after each drain
+        self._draining = False  # a drain has started and not finished
         hub.wake = self._poke
 
     def statistics(self) -> dict[str, object]:
@@ -82,6 +84,18 @@ class RedisLink:
             "bad_records": hub.bad_records,
             **{k: getattr(self.stats, k) for k in LinkStatistics.__slots__},
         }
+
+    async def leave(self) -> None:
+        """At shutdown: tell the other nodes, which then forget this node's sessions at
+        once instead of after its silence. Waits a second at most."""
+        await trio.lowlevel.checkpoint()
+        if not self.hub.connected:
+            return
+        self.hub.farewell()
+        with trio.move_on_after(1.0):
+            # The drain under way, if any, may have taken the queue before the goodbye.
+            for _ in range(2 if self._draining else 1):
+                await self._drained.wait()
 
     def _poke(self) -> None:
         self._wake.set()
@@ -101,6 +115,7 @@ class RedisLink:
             hub.connected = False
             hub.subscribed.clear()
             self._asked.clear()
+            self._draining = False
             lost = hub.outgoing.drop_all()
             self.stats.dropped_on_disconnect += lost
             if lost:
@@ -164,6 +179,7 @@ class RedisLink:
             with trio.move_on_after(max(0.0, last_beat + HEARTBEAT - trio.current_time())):
                 await self._wake.wait()
             self._wake = trio.Event()
+            self._draining = True
             await self._follow_rooms(subscriber)
             beat = trio.current_time() >= last_beat + HEARTBEAT
             seq, events = hub.view.take_events()
@@ -189,6 +205,9 @@ class RedisLink:
                 with trio.fail_after(DEADLINE):
                     await client.pipeline(commands)
             self.stats.drains += 1
+            self._draining = False
+            self._drained.set()
+            self._drained = trio.Event()
             if beat:
                 self._forget_silent()
             await self._resync(client)
@@ -238,6 +257,8 @@ class RedisLink:
         hub = self.hub
         while hub.resync_wanted:
             node = hub.resync_wanted.pop()
+            if hub.view.gone(node):
+                continue
             with trio.fail_after(DEADLINE):
                 raw = await client.call("GET", hub.channel("snap", node))
             if not isinstance(raw, bytes):

@@ -195,6 +195,8 @@ class Server:
                 self._all_closed.set()
             with trio.move_on_after(_SHUTDOWN_GRACE):
                 await self._all_closed.wait()
+            if self.cluster is not None:
+                await self.cluster.leave()  # the other nodes' counts drop at once
             http_shutdown.set()
             nursery.cancel_scope.cancel()
 

@@ -196,6 +196,20 @@ async def test_a_dead_node_leaves_the_counts(redis: RedisServer) -> None:
         assert link(a).hub.view.nodes() == []
 
 
+@fail_after(20)
+async def test_a_node_shut_down_says_goodbye(redis: RedisServer) -> None:
+    store = MemoryStore()
+    async with running_server({"redis": redis.url}, store) as a, a.user("host") as host:
+        cid = await host.start([], transient=True)
+        async with running_server({"redis": redis.url}, store) as b, b.user("v") as viewer:
+            await join(viewer, cid, "v")
+            await until(lambda: count(host, cid), 2)
+            await viewer.drop()  # the viewer's node then shuts down gracefully
+        await until(lambda: count(host, cid), 1)
+        assert link(a).hub.view.nodes() == []
+        assert link(a).hub.view.farewells == 1  # told, not guessed from its silence
+
+
 @fail_after(30)
 async def test_redis_restarts_and_delivery_resumes() -> None:
     for server in redis_server():

@@ -223,3 +223,17 @@ def test_a_push_heard_back_reuses_the_sent_object_and_others_decode_it() -> None
     assert mine is PUSH  # encoded once, not decoded again
     assert theirs.command == PUSH.command
     assert priority is Priority.LOW
+
+
+def test_a_node_that_says_goodbye_is_forgotten_at_once_and_for_good() -> None:
+    a, b = node("A"), node("B")
+    online(b, "x")
+    carry(b, a)
+    b.farewell()
+    online(b, "late")  # an event that a shutdown may still send after its goodbye
+    carry(b, a)
+    assert a.view.nodes() == []
+    assert a.online_of(["x", "late"]) == []
+    a.receive(wire.encode({"k": "h", "n": "B", "q": 99}), 1.0)
+    assert a.resync_wanted == set()
+    assert a.view.farewells == 1
