@@ -29,11 +29,12 @@ from chatroom.core.model import Conversation, ConvType
 from chatroom.core.outbox import Priority
 from chatroom.core.presence import Presence, Session
 from chatroom.hub import redis_wire as wire
-from chatroom.hub.base import HubStatistics
+from chatroom.hub.base import CONFLICT_DETAIL, HubStatistics
 from chatroom.hub.redis_queue import Outgoing
 from chatroom.hub.redis_view import ClusterView, RemoteOutlet
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Prepared
+from chatroom.protocol.errors import ErrorCode
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,9 @@ class RedisHub:
         self.bad_records = 0
         # Told the tokens of this node's sessions that another node's login ended.
         self.on_kicked: Callable[[list[str]], None] = lambda tokens: None
+        # Device tags of which a client keeps one session (single-device login).
+        self.exclusive: Callable[[str], bool] = lambda tag: False
+        self._heard_back: set[str] = set()  # local sessions whose login Redis ordered
         self._local = Presence()
         self._mirror: dict[Session, Session] = {}  # local session -> its stand-in
         self._deliveries = 0
@@ -92,6 +96,7 @@ class RedisHub:
     def detach(self, session: Session) -> None:
         session.closed = True
         self._local.remove(session)
+        self._heard_back.discard(session.token)
         stand_in = self._mirror.pop(session, None)
         if stand_in is not None:
             self.view.presence.remove(stand_in)
@@ -351,7 +356,10 @@ class RedisHub:
             self.on_kicked(tokens)
         elif kind == "w":
             self._void_wills(str(h["peer"]), str(h["keep"]))
-        elif h["n"] == self.node or self.view.gone(str(h["n"])):
+        elif h["n"] == self.node:
+            if kind == "d":
+                self._logins_ordered(h["e"])
+        elif self.view.gone(str(h["n"])):
             return
         elif kind == "b":
             self.view.left(str(h["n"]))
@@ -365,6 +373,34 @@ class RedisHub:
             if not fresh:
                 self.resync_wanted.add(node)
                 self.wake()
+            elif kind == "d":
+                self._later_logins(h["e"])
+
+    # Two logins with one tag on two nodes within a hop: neither node saw the other's
+    # session when it logged in. Redis orders their presence events; the session whose
+    # login came first in that order ends, on its own node, once the other is heard.
+
+    def _logins_ordered(self, events: list[list[object]]) -> None:
+        for event in events:
+            if event[0] == "+" and any(
+                s.token == event[1] for s in self._local.sessions_of(str(event[2]))
+            ):
+                self._heard_back.add(str(event[1]))
+
+    def _later_logins(self, events: list[list[object]]) -> None:
+        for event in events:
+            if event[0] != "+" or not isinstance(event[3], str) or not self.exclusive(event[3]):
+                continue
+            peer, tag = str(event[2]), event[3]
+            older = [
+                s.token
+                for s in self._local.sessions_of(peer)
+                if s.tag == tag and s.token in self._heard_back
+            ]
+            if older:
+                code = int(ErrorCode.SESSION_CONFLICT)
+                self._end(peer, older, code, "SESSION_CONFLICT", CONFLICT_DETAIL)
+                self.on_kicked(older)
 
     def farewell(self) -> None:
         """This node shuts down: the others forget its sessions at once."""

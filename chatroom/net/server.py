@@ -120,6 +120,7 @@ class Server:
             )
             if hub is not None:  # another node's login ended sessions here
                 hub.on_kicked = partial(session.taken_over, self._ctx)
+                hub.exclusive = session.exclusive_tag
             # Resends of messages stored before a restart are still recognised.
             for message in await self.store.recent_dedupe_tokens(config.dedupe_cache):
                 self._ctx.caches.dedupe.remember(message)

@@ -23,6 +23,7 @@ import trio
 
 from chatroom.core.ids import session_token
 from chatroom.core.presence import Session
+from chatroom.hub.base import CONFLICT_DETAIL
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.errors import ChatError, ErrorCode
 from chatroom.service import lasting, signing, unread
@@ -67,7 +68,7 @@ def open_session(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.Generic
         if ticket.room is not None and ticket.room_until_ms > ctx.clock.wall_ms():
             rejoin = ticket.room
         will, ticket.will = ticket.will, None
-    if tag is not None and tag != _RESERVED_TAG:
+    if tag is not None and exclusive_tag(tag):
         if resuming and ctx.hub.holds_tag(peer_id, tag, keep=previous):
             raise ChatError(ErrorCode.SESSION_CONFLICT, "another device holds this tag")
         _kick(ctx, peer_id, tag, previous)
@@ -147,6 +148,11 @@ def _issue_token(ctx: Context, session: Session) -> None:
     )
 
 
+def exclusive_tag(tag: str) -> bool:
+    """Whether two sessions of one client with this device tag cannot coexist."""
+    return tag != _RESERVED_TAG
+
+
 def _kick(ctx: Context, peer_id: str, tag: str, keep: Session | None) -> None:
     """Single sign-on: the older devices with this tag are told (4111) and their
     sessions end; their tokens no longer resume."""
@@ -155,7 +161,7 @@ def _kick(ctx: Context, peer_id: str, tag: str, keep: Session | None) -> None:
         tag,
         int(ErrorCode.SESSION_CONFLICT),
         "SESSION_CONFLICT",
-        "logged in on another device with the same tag",
+        CONFLICT_DETAIL,
         keep,
     )
     taken_over(ctx, kicked)

@@ -237,3 +237,26 @@ def test_a_node_that_says_goodbye_is_forgotten_at_once_and_for_good() -> None:
     a.receive(wire.encode({"k": "h", "n": "B", "q": 99}), 1.0)
     assert a.resync_wanted == set()
     assert a.view.farewells == 1
+
+
+def test_two_logins_with_one_tag_on_two_nodes_at_once_leave_only_the_later() -> None:
+    a, b = node("A"), node("B")
+    for hub in (a, b):
+        hub.exclusive = lambda tag: tag != "default"
+    first, first_out = online(a, "dana", "mobile")
+    second, second_out = online(b, "dana", "mobile")  # before node B heard of the first
+    same_tag_elsewhere, _ = online(b, "erin", "default")
+    online(a, "erin", "default")
+    kicked: list[str] = []
+    a.on_kicked = kicked.extend
+    # Redis orders node A's events first, then node B's; every node hears both.
+    carry(a, a, b)
+    carry(b, a, b)
+    assert first.closed
+    assert [(c.op, c.sessionMessage.code) for c in first_out.sent] == [(pb.closed, 4111)]
+    assert kicked == [first.token]
+    assert not second.closed
+    assert second_out.sent == []
+    assert not same_tag_elsewhere.closed  # the reserved tag is not exclusive
+    carry(a, a, b)
+    assert [s.tag for s in b.view.presence.sessions_of("dana")] == ["mobile"]
