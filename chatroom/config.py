@@ -50,6 +50,15 @@ class Config:
     """HTTP port for /healthz (later /metrics, the REST API and the demo page)."""
     db: str = "./chatroom.db"
     """SQLite file, created if missing; ``:memory:`` keeps everything in memory."""
+    redis: str = ""
+    """``redis://HOST:PORT/DB`` (or ``unix:///PATH?db=N``): join the cluster of nodes
+    meeting in that Redis (docs/cluster.md). Empty: this node is alone."""
+    redis_queue: int = 10_000
+    """Records a node may hold for Redis between two drains; beyond it chatroom NORMAL
+    and LOW pushes are shed first (chatroom/hub/redis_queue.py)."""
+    workers: int = 1
+    """Processes serving the one port (SO_REUSEPORT); more than one needs ``redis``
+    and a database every process can share."""
     app_id: str = ""
     """When set, a login with another appId fails with 4100. Empty accepts any."""
     log_level: str = "info"
@@ -478,3 +487,27 @@ def load(
     # One call, so that settings checked together (max_reply_bytes against
     # outbox_max_bytes) are checked once all sources are in.
     return Config().with_overrides(values)
+
+
+def check_combination(config: Config) -> None:
+    """Refuse, with what it would need, a setup that cannot work: several processes
+    (``workers``) each counting only its own clients, or each with its own database."""
+    if config.redis and not config.redis.startswith(("redis://", "unix://")):
+        raise ValueError(
+            f"setting 'redis': a redis://HOST:PORT/DB (or unix:///PATH) URL, got {config.redis!r}"
+        )
+    if config.workers <= 1:
+        return
+    if not config.redis:
+        raise ValueError(
+            f"--workers {config.workers} needs --redis: without it each process would see "
+            "only its own clients (wrong online counts, messages not delivered across them)"
+        )
+    if config.db == ":memory:" or not config.db.startswith("postgresql://"):
+        raise ValueError(
+            f"--workers {config.workers} needs a database every process shares "
+            f"(--db postgresql://...), not {config.db!r}: several processes on one SQLite "
+            "file or in memory would each keep their own state"
+        )
+    if config.port == 0:
+        raise ValueError(f"--workers {config.workers} needs a fixed --port to share")

@@ -272,3 +272,24 @@ async def handler_context(hub: FakeHub, config: Config | None = None) -> Context
 
 def conversation(cid: str, kind: ConvType, members: list[str]) -> Conversation:
     return Conversation(cid, kind, members[0] if members else "a", members, {}, 0, 0)
+
+
+class Recorder:
+    """An outlet that keeps what it was given (a hub never closes a connection)."""
+
+    def __init__(self) -> None:
+        self.pushed: list[tuple[Prepared, str, Priority]] = []
+        self.sent: list[pb.GenericCommand] = []
+        self.detached: list[Session] = []
+
+    def push(self, prepared: Prepared, peer_id: str, priority: Priority) -> None:
+        self.pushed.append((prepared, peer_id, priority))
+
+    def send(self, cmd: pb.GenericCommand, priority: Priority = Priority.RELIABLE) -> None:
+        self.sent.append(cmd)
+
+    def kick(self, code: int, reason: str) -> None:
+        raise AssertionError("a hub never closes a connection")
+
+    def detach(self, session: Session) -> None:
+        self.detached.append(session)

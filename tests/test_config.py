@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from chatroom import config
+from chatroom.cli.main import main
 from chatroom.config import Config, HookSetting, from_environment, load
 
 NO_ENV: dict[str, str] = {}
@@ -217,3 +219,37 @@ def test_hooks_beside_a_chatroom_table_and_from_the_environment(tmp_path: Path) 
 def test_bad_hook_tables_name_the_hook(tmp_path: Path, table: str, complaint: str) -> None:
     with pytest.raises(ValueError, match=complaint):
         load(write(tmp_path, table), env=NO_ENV)
+
+
+def test_redis_comes_from_the_flag_the_environment_or_the_file(tmp_path: Path) -> None:
+    toml = tmp_path / "c.toml"
+    toml.write_text('redis = "redis://10.0.0.1:6379/0"\n')
+    assert load(toml, env={}).redis == "redis://10.0.0.1:6379/0"
+    env = {"CHATROOM_REDIS": "redis://10.0.0.2:6379/1"}
+    assert load(toml, env=env).redis == "redis://10.0.0.2:6379/1"
+    cli = {"redis": "unix:///run/redis.sock"}
+    assert load(toml, cli, env).redis == "unix:///run/redis.sock"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "says"),
+    [
+        ({"workers": 4}, "needs --redis"),
+        ({"workers": 4, "redis": "redis://h:6379/0"}, "one SQLite file"),
+        ({"workers": 2, "redis": "redis://h:6379/0", "db": ":memory:"}, "in memory"),
+        ({"redis": "h:6379"}, "redis://HOST:PORT/DB"),
+    ],
+)
+def test_a_combination_that_cannot_work_is_refused_at_start(
+    overrides: dict[str, object], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(ValueError, match=says):
+        config.check_combination(Config().with_overrides(overrides))
+    argv = ["serve"] + [f"--{k}={v}" for k, v in overrides.items()]
+    assert main(argv) == 2
+    assert says in capsys.readouterr().err
+
+
+def test_one_process_with_or_without_redis_is_fine() -> None:
+    config.check_combination(Config())
+    config.check_combination(Config(redis="redis://127.0.0.1:6379/0"))

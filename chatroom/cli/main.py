@@ -39,6 +39,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--db", help="SQLite file (default ./chatroom.db), or :memory: to keep nothing"
     )
+    serve.add_argument(
+        "--redis",
+        help="redis://HOST:PORT/DB: join the cluster meeting there (docs/cluster.md)",
+    )
+    serve.add_argument(
+        "--workers", type=int, help="processes serving one port (needs --redis and a shared db)"
+    )
     serve.add_argument("--config", type=Path, help="TOML file with settings (see config.py)")
     serve.add_argument("--log-level", help="debug, info, warning or error (default info)")
     serve.add_argument("--tls-cert", help="PEM certificate chain: serve wss:// and https://")
@@ -95,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
                 "port": args.port,
                 "http_port": args.http_port,
                 "db": args.db,
+                "redis": args.redis,
+                "workers": args.workers,
                 "log_level": args.log_level,
                 "tls_cert": args.tls_cert,
                 "tls_key": args.tls_key,
@@ -102,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         if config.tls_cert:
             Certificates(config.tls_cert, config.tls_key)  # fails here, not in the loop
+        config_module.check_combination(config)
     except (OSError, ValueError) as exc:
         print(f"chatroom: {exc}", file=sys.stderr)
         return 2

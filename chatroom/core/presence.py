@@ -100,6 +100,10 @@ class Presence:
     def is_online(self, peer_id: str) -> bool:
         return peer_id in self._by_peer
 
+    def sessions(self) -> Iterator[Session]:
+        for sessions in self._by_peer.values():
+            yield from sessions
+
     # chatrooms
 
     def join_room(self, cid: str, session: Session) -> str | None:
@@ -130,6 +134,10 @@ class Presence:
         if not sessions:
             del self._room_sessions[cid]
             del self._room_clients[cid]
+
+    def rooms(self) -> set[str]:
+        """The chatrooms watched by at least one session."""
+        return set(self._room_sessions)
 
     def room_sessions(self, cid: str) -> set[Session]:
         return self._room_sessions.get(cid, set())

@@ -24,6 +24,9 @@ from chatroom.core.presence import Session
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Prepared
 
+# Why a single-device login ends the older session (``session/closed`` detail).
+CONFLICT_DETAIL = "logged in on another device with the same tag"
+
 
 @dataclass(frozen=True, slots=True)
 class HubStatistics:

@@ -33,11 +33,12 @@ from chatroom.net.flusher import Flusher
 from chatroom.net.gcpolicy import GcPolicy
 from chatroom.net.hooks import HookRunner
 from chatroom.net.journal import Lasting
+from chatroom.net.redis_link import RedisLink, cluster_hub
 from chatroom.net.retention import Retention
 from chatroom.net.tls import Certificates
 from chatroom.net.transport import Rejected, Transport, Wrapper, serve_websocket
 from chatroom.protocol.codec import Subprotocol, negotiate
-from chatroom.service import lasting
+from chatroom.service import lasting, session
 from chatroom.service.context import Context
 from chatroom.service.ports import Ports
 from chatroom.store.base import Store
@@ -92,6 +93,8 @@ class Server:
             config.hook_ca_file,
         )
         self._ctx: Context | None = None
+        # A node of a cluster when ``config.redis`` names one (docs/cluster.md).
+        self.cluster: RedisLink | None = cluster_hub(config.redis, config.redis_queue)
         self._flusher = Flusher(config.write_delay, config.write_delay_threshold)
         self.gc = GcPolicy(
             config.gc_freeze_interval,
@@ -123,6 +126,7 @@ class Server:
             "push": asdict(self.pusher.stats),
             "lasting": asdict(self.journal.stats),
             "queued": ctx.policies.queued.statistics(),  # all outboxes against queued_bytes_budget
+            **({"cluster": self.cluster.statistics()} if self.cluster is not None else {}),
         }
 
     def readings(self) -> Readings:
@@ -190,9 +194,13 @@ class Server:
             committer = self.committer
             ports = Ports(committer, self.journal, self.pusher, self.hooks)
             newest = await self.store.max_message_timestamp()
+            hub = self.cluster.hub if self.cluster is not None else None
             self._ctx = Context.build(
-                config, self.store, ports, clock=self.clock, not_before=newest
+                config, self.store, ports, hub=hub, clock=self.clock, not_before=newest
             )
+            if hub is not None:  # another node's login ended sessions here
+                hub.on_kicked = partial(session.taken_over, self._ctx)
+                hub.exclusive = session.exclusive_tag
             # Resends of messages stored before a restart are still recognised.
             for message in await self.store.recent_dedupe_tokens(config.dedupe_cache):
                 self._ctx.caches.dedupe.remember(message)
@@ -219,6 +227,8 @@ class Server:
         config = self.config
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._flusher.run)
+            if self.cluster is not None:
+                await nursery.start(self.cluster.run)
             nursery.start_soon(BudgetKeeper(self.context.policies.queued, self.connections).run)
             if self.pusher.enabled:
                 nursery.start_soon(self.pusher.run)  # offline push webhook
@@ -283,6 +293,8 @@ class Server:
                 self._all_closed.set()
             with trio.move_on_after(_SHUTDOWN_GRACE):
                 await self._all_closed.wait()
+            if self.cluster is not None:
+                await self.cluster.leave()  # the other nodes' counts drop at once
             http_shutdown.set()
             nursery.cancel_scope.cancel()
 

@@ -250,6 +250,10 @@ class Prepared:
     def command(self) -> pb.GenericCommand:
         return self._cmd
 
+    @property
+    def json_only(self) -> pb.GenericCommand | None:
+        return self._json_only
+
     def payload(self, codec: Codec, peer_id: str | None) -> bytes:
         if codec is Codec.JSON:
             if self._json is None:

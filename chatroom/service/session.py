@@ -23,6 +23,7 @@ import trio
 
 from chatroom.core.ids import session_token
 from chatroom.core.presence import Session
+from chatroom.hub.base import CONFLICT_DETAIL
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.errors import ChatError, ErrorCode
 from chatroom.service import hooks, lasting, signing, unread
@@ -67,7 +68,7 @@ def open_session(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.Generic
         if ticket.room is not None and ticket.room_until_ms > ctx.clock.wall_ms():
             rejoin = ticket.room
         will, ticket.will = ticket.will, None
-    if tag is not None and tag != _RESERVED_TAG:
+    if tag is not None and exclusive_tag(tag):
         if resuming and ctx.hub.holds_tag(peer_id, tag, keep=previous):
             raise ChatError(ErrorCode.SESSION_CONFLICT, "another device holds this tag")
         _kick(ctx, peer_id, tag, previous)
@@ -148,11 +149,16 @@ def _issue_token(ctx: Context, session: Session) -> None:
     )
 
 
+def exclusive_tag(tag: str) -> bool:
+    """Whether two sessions of one client with this device tag cannot coexist."""
+    return tag != _RESERVED_TAG
+
+
 def _kick(ctx: Context, peer_id: str, tag: str, keep: Session | None) -> None:
     """Single sign-on: the older devices with this tag are told (4111) and their
     sessions end."""
-    code, detail = ErrorCode.SESSION_CONFLICT, "logged in on another device with the same tag"
-    end_sessions(ctx, peer_id, tag, keep, code, code.name, detail)
+    code = ErrorCode.SESSION_CONFLICT
+    end_sessions(ctx, peer_id, tag, keep, code, code.name, CONFLICT_DETAIL)
 
 
 def end_sessions(
@@ -169,14 +175,25 @@ def end_sessions(
     ``detail`` (``session/closed``), and their tokens no longer resume. The operator's
     kick (4115, POST /1.2/rtm/clients/{id}/kick) ends them all. How many ended."""
     kicked = ctx.hub.kick(peer_id, tag, int(code), reason, detail, keep)
-    for token in kicked:
-        hooks.client_offline(ctx, peer_id, tag, hooks.KICKED_BY_TAG, "same tag logged in", None)
+    if code is ErrorCode.SESSION_CONFLICT:
+        offline = (hooks.KICKED_BY_TAG, "same tag logged in")
+    else:
+        offline = (hooks.KICKED_BY_API, reason)
+    for _ in kicked:
+        hooks.client_offline(ctx, peer_id, tag, *offline, None)
+    taken_over(ctx, kicked)
+    return len(kicked)
+
+
+def taken_over(ctx: Context, tokens: list[str]) -> None:
+    """The sessions of ``tokens`` were ended by a login elsewhere (on this node or,
+    in a cluster, another) or by the operator: their tokens no longer resume."""
+    for token in tokens:
         ticket = ctx.caches.tickets.get(token)
         if ticket is not None:
             ticket.taken_over = True
             ticket.session = None
             ctx.caches.tickets.journal(token)
-    return len(kicked)
 
 
 def _end_session(ctx: Context, link: Link, session: Session) -> None:

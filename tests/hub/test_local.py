@@ -3,6 +3,8 @@ sessions' outlets record what they get."""
 
 from __future__ import annotations
 
+from fakes import Recorder
+
 from chatroom.core.model import Conversation, ConvType
 from chatroom.core.outbox import Priority
 from chatroom.core.presence import Session
@@ -10,27 +12,6 @@ from chatroom.hub.base import HubStatistics
 from chatroom.hub.local import LocalHub
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Prepared
-
-
-class Recorder:
-    """An outlet that keeps what it was given."""
-
-    def __init__(self) -> None:
-        self.pushed: list[tuple[Prepared, str, Priority]] = []
-        self.sent: list[pb.GenericCommand] = []
-        self.detached: list[Session] = []
-
-    def push(self, prepared: Prepared, peer_id: str, priority: Priority) -> None:
-        self.pushed.append((prepared, peer_id, priority))
-
-    def send(self, cmd: pb.GenericCommand, priority: Priority = Priority.RELIABLE) -> None:
-        self.sent.append(cmd)
-
-    def kick(self, code: int, reason: str) -> None:
-        raise AssertionError("a hub never closes a connection")
-
-    def detach(self, session: Session) -> None:
-        self.detached.append(session)
 
 
 def online(hub: LocalHub, peer_id: str, tag: str | None = None) -> tuple[Session, Recorder]:

@@ -1,0 +1,329 @@
+"""The ``cluster`` scenario: one chatroom's viewers spread over two nodes meeting in
+Redis, the publisher on node A, beside the same load on one node, in one run.
+
+    .venv/bin/python -m bench.cluster [--viewers 200] [--seconds 5]
+
+It starts a private ``redis-server`` (unix socket) and the servers as processes
+(``chatroom serve``; the two nodes share one SQLite file, which only the chatroom's
+row is read from), then for each setup measures:
+
+- the latency at a low rate (50 messages/s): p50/p99 from the publisher's send to a
+  viewer's receipt, for viewers on node A and on node B (the hop is B minus one node);
+- saturation: the publisher keeps ``window`` messages unacknowledged for ``seconds``;
+  deliveries/s counted by the viewers, server CPU (both nodes) per delivery, and node
+  A's PUBLISHes per message (its ``/healthz`` counters).
+
+The viewers are raw sockets that count frames without decoding them; on a small
+machine they still share the cores with the servers, so the figures are relative
+(one node against two in the same run), and noisy: run it once, say so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import orjson
+import trio
+from trio_websocket import WebSocketConnection, open_websocket_url
+
+SUBPROTOCOL = "lc.json.3"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_port(port: int, deadline: float = 15.0) -> None:
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def _cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Node:
+    def __init__(self, folder: Path, db: str, redis: str | None) -> None:
+        self.port, self.http = _free_port(), _free_port()
+        args = [sys.executable, "-m", "chatroom", "serve", "--port", str(self.port)]
+        args += ["--http-port", str(self.http), "--db", db, "--log-level", "warning"]
+        if redis:
+            args += ["--redis", redis]
+        log = (folder / f"node-{self.port}.log").open("wb")
+        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        _wait_port(self.port)
+        _wait_port(self.http)
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/"
+
+    def cluster(self) -> dict[str, int]:
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http}/healthz", timeout=5) as r:
+            stats = json.loads(r.read())
+        return dict(stats.get("cluster", {}))
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@contextmanager
+def redis_server(folder: Path) -> Iterator[tuple[str, int]]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("bench.cluster needs redis-server (Debian package redis-server)")
+    sock = folder / "redis.sock"
+    args = [binary, "--port", "0", "--unixsocket", str(sock), "--save", "", "--dir", str(folder)]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while not sock.exists():
+            time.sleep(0.01)
+        yield f"unix://{sock}", proc.pid
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+class Viewer:
+    """A raw WebSocket that logs in, joins the chatroom, then counts frames (and, when
+    asked, decodes them for the latency the message text carries)."""
+
+    def __init__(self, port: int, peer: str) -> None:
+        self.port, self.peer = port, peer
+        self.frames = 0
+        self.latencies: list[float] = []
+        self.decode = False
+        self.joined = trio.Event()
+        self.last_rx = 0.0
+
+    async def run(self, cid: str) -> None:
+        stream = await trio.open_tcp_stream("127.0.0.1", self.port)
+        key = base64.b64encode(os.urandom(16)).decode()
+        await stream.send_all(
+            (
+                f"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                f"Sec-WebSocket-Protocol: {SUBPROTOCOL}\r\n\r\n"
+            ).encode()
+        )
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            buf += await stream.receive_some()
+        buf = buf.split(b"\r\n\r\n", 1)[1]
+        login = {"cmd": "session", "op": "open", "appId": "b", "peerId": self.peer, "i": 1}
+        join = {"cmd": "conv", "op": "add", "cid": cid, "m": [self.peer], "i": 2}
+        for cmd in (login, join):
+            await stream.send_all(_masked(orjson.dumps(cmd)))
+        while True:
+            for payload in _frames(buf_holder := [buf]):
+                self._seen(payload)
+            buf = buf_holder[0]
+            chunk = await stream.receive_some(1 << 18)
+            if not chunk:
+                return
+            buf += chunk
+
+    def _seen(self, payload: bytes) -> None:
+        if not self.joined.is_set():
+            if b'"i":2' in payload:
+                self.joined.set()
+            return
+        self.frames += 1
+        self.last_rx = time.monotonic()
+        if self.decode and b'"direct"' in payload:
+            msg = orjson.loads(payload).get("msg", "")
+            self.latencies.append(time.monotonic() - float(msg))
+
+
+def _received(crowd: list[Viewer], before: list[int]) -> int:
+    return sum(v.frames - b for v, b in zip(crowd, before, strict=True))
+
+
+def _masked(payload: bytes) -> bytes:
+    mask = os.urandom(4)
+    size = len(payload)
+    head = bytes([0x81, 0x80 | size]) if size < 126 else bytes([0x81, 0xFE]) + size.to_bytes(2)
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def _frames(holder: list[bytes]) -> Iterator[bytes]:
+    buf, at = holder[0], 0
+    while len(buf) - at >= 2:
+        size = buf[at + 1] & 0x7F
+        head = 2
+        if size == 126:
+            if len(buf) - at < 4:
+                break
+            size, head = int.from_bytes(buf[at + 2 : at + 4]), 4
+        elif size == 127:
+            if len(buf) - at < 10:
+                break
+            size, head = int.from_bytes(buf[at + 2 : at + 10]), 10
+        if len(buf) - at < head + size:
+            break
+        yield buf[at + head : at + head + size]
+        at += head + size
+    holder[0] = buf[at:]
+
+
+async def _open_room(ws: WebSocketConnection) -> str:
+    """Log the publisher in and create the chatroom; its cid."""
+    login = {"cmd": "session", "op": "open", "appId": "b", "peerId": "pub", "i": 1}
+    start = {"cmd": "conv", "op": "start", "transient": True, "attr": {"name": "live"}, "i": 2}
+    for cmd in (login, start):
+        await ws.send_message(orjson.dumps(cmd).decode())
+    while True:
+        reply = orjson.loads(await ws.get_message())
+        if reply.get("i") == 2:
+            return str(reply["cid"])
+
+
+async def _measure(
+    nodes: list[Node], viewers: int, seconds: float, window: int, redis_pid: int
+) -> dict[str, object]:
+    out: dict[str, object] = {}
+    async with (
+        open_websocket_url(nodes[0].url, subprotocols=[SUBPROTOCOL]) as ws,
+        trio.open_nursery() as nursery,
+    ):
+        cid = await _open_room(ws)
+        crowd = [Viewer(nodes[k % len(nodes)].port, f"v{k}") for k in range(viewers)]
+        for viewer in crowd:
+            nursery.start_soon(viewer.run, cid)
+        for viewer in crowd:
+            await viewer.joined.wait()
+        await trio.sleep(2.5)  # presence settles (heartbeat), subscriptions made
+        sent = 0
+
+        async def send(n: int) -> None:
+            nonlocal sent
+            cmd = {
+                "cmd": "direct",
+                "cid": cid,
+                "msg": repr(time.monotonic()),
+                "transient": True,
+                "priority": 1,  # HIGH: never shed, so every message reaches every viewer
+                "i": 10 + n,
+            }
+            await ws.send_message(orjson.dumps(cmd).decode())
+            sent += 1
+
+        # Low rate: latency.
+        probes = crowd[:4]
+        for viewer in probes:
+            viewer.decode = True
+        for n in range(150):
+            await send(n)
+            await trio.sleep(0.02)
+        await trio.sleep(0.5)
+        for viewer in probes:
+            viewer.decode = False
+        for name, idx in (("A", 0), ("B", 1)):
+            lat = sorted(
+                x for v in probes if v.port == nodes[idx % len(nodes)].port for x in v.latencies
+            )
+            if lat:
+                out[f"lat_{name}_p50_ms"] = round(1000 * lat[len(lat) // 2], 3)
+                out[f"lat_{name}_p99_ms"] = round(1000 * lat[int(len(lat) * 0.99)], 3)
+        # Saturation: keep ``window`` unacknowledged.
+        before = [v.frames for v in crowd]
+        pids = [n.proc.pid for n in nodes] + ([redis_pid] if len(nodes) > 1 else [])
+        cpu0 = [_cpu(pid) for pid in pids]  # Redis counts for the cluster
+        stats0 = nodes[0].cluster()
+        sent0 = sent
+        t0 = time.monotonic()
+        acked = 0
+        inflight = 0
+        while time.monotonic() - t0 < seconds:
+            while inflight < window:
+                await send(1000 + sent)
+                inflight += 1
+            reply = await ws.get_message()
+            if '"ack"' in reply:
+                inflight -= 1
+                acked += 1
+        messages = sent - sent0
+        with trio.move_on_after(20):  # the last deliveries arrive
+            expected = messages * viewers
+            while _received(crowd, before) < expected:  # noqa: ASYNC110 - counters only
+                await trio.sleep(0.05)
+        span = max(v.last_rx for v in crowd) - t0
+        deliveries = _received(crowd, before)
+        each = [round(_cpu(pid) - before, 2) for pid, before in zip(pids, cpu0, strict=True)]
+        cpu = sum(each)
+        stats1 = nodes[0].cluster()
+        out.update(
+            messages=messages,
+            deliveries=deliveries,
+            expected=messages * viewers,
+            deliveries_per_s=round(deliveries / span),
+            server_cpu_us_per_delivery=round(1e6 * cpu / max(1, deliveries), 2),
+            cpu_s_per_process=each,  # node A[, node B, redis-server]
+        )
+        if stats1:
+            pubs = int(stats1["publishes"]) - int(stats0["publishes"])
+            out["publishes_per_message"] = round(pubs / max(1, messages), 3)
+        nursery.cancel_scope.cancel()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench.cluster", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--viewers", type=int, default=200)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--window", type=int, default=50)
+    args = parser.parse_args(argv)
+    results: dict[str, dict[str, object]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp:
+        folder = Path(tmp)
+        with redis_server(folder) as (url, redis_pid):
+            for setup in ("one node", "two nodes"):
+                db = str(folder / f"{setup.replace(' ', '-')}.db")
+                nodes = [Node(folder, db, url if setup == "two nodes" else None)]
+                if setup == "two nodes":
+                    nodes.append(Node(folder, db, url))
+                try:
+                    results[setup] = trio.run(
+                        _measure, nodes, args.viewers, args.seconds, args.window, redis_pid
+                    )
+                finally:
+                    for node in nodes:
+                        node.stop()
+                print(setup, json.dumps(results[setup]), flush=True)
+    one, two = results["one node"]["deliveries_per_s"], results["two nodes"]["deliveries_per_s"]
+    assert isinstance(one, int)
+    assert isinstance(two, int)
+    ratio = two / max(1, one)
+    print(f"two nodes / one node, saturation deliveries/s: {ratio:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

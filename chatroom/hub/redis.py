@@ -1,0 +1,422 @@
+"""``RedisHub``: the Hub of one node of a cluster whose nodes meet in Redis. Sans-I/O.
+
+The hub answers every question synchronously from ``ClusterView`` (redis_view.py) and
+turns each push that reaches another node into records (redis_wire.py) queued in
+``Outgoing`` (redis_queue.py); ``chatroom.net.redis_link`` publishes them and hands back
+what arrives (``receive``), keeping the view fresh.
+
+Channels (docs/cluster.md says why):
+
+- ``<prefix>room:<cid>``: a chatroom's pushes, one PUBLISH for all its viewers on every
+  node; a node subscribes while it has a viewer of that chatroom;
+- ``<prefix>node:<id>``: pushes to clients, kicks and wills for one node's sessions;
+  one PUBLISH per node holding recipients, never one per recipient;
+- ``<prefix>presence``: presence events and heartbeats (every node).
+
+Order: while Redis is reachable, a chatroom push reaches even this node's viewers
+through the room channel once this node is subscribed to it, and a push to clients of
+several nodes reaches this node's recipients through its own channel, all its parts in
+one MULTI/EXEC. Redis then gives every node the same order. A push whose recipients
+are all here (or any push while Redis is unreachable) is delivered at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+
+from chatroom.core.model import Conversation, ConvType
+from chatroom.core.outbox import Priority
+from chatroom.core.presence import Presence, Session
+from chatroom.hub import redis_wire as wire
+from chatroom.hub.base import CONFLICT_DETAIL, HubStatistics
+from chatroom.hub.redis_queue import Outgoing
+from chatroom.hub.redis_view import ClusterView, RemoteOutlet
+from chatroom.protocol import messages_pb2 as pb
+from chatroom.protocol.codec import Prepared
+from chatroom.protocol.errors import ErrorCode
+
+log = logging.getLogger(__name__)
+
+_RELIABLE = Priority.RELIABLE
+_TRANSIENT = ConvType.TRANSIENT
+
+
+def _node_of(session: Session) -> str:
+    outlet = session.outlet
+    assert isinstance(outlet, RemoteOutlet)
+    return outlet.node
+
+
+class RedisHub:
+    """Implements ``chatroom.hub.base.Hub`` for one node of a Redis cluster."""
+
+    def __init__(self, node: str, prefix: str = "chatroom:", queue: int = 10_000) -> None:
+        self.node = node
+        self.prefix = prefix
+        self.view = ClusterView(node)
+        self.outgoing = Outgoing(queue)
+        self.connected = False  # set by the link while Redis answers
+        self.subscribed: set[str] = set()  # chatrooms whose channel this node hears
+        self.rooms_changed = False  # a chatroom got its first viewer here, or lost its last
+        self.resync_wanted: set[str] = set()  # nodes whose snapshot to load
+        self.wake: Callable[[], None] = lambda: None  # the link: something to publish
+        self.bad_records = 0
+        # Told the tokens of this node's sessions that another node's login ended.
+        self.on_kicked: Callable[[list[str]], None] = lambda tokens: None
+        # Device tags of which a client keeps one session (single-device login).
+        self.exclusive: Callable[[str], bool] = lambda tag: False
+        self._heard_back: set[str] = set()  # local sessions whose login Redis ordered
+        self._local = Presence()
+        self._mirror: dict[Session, Session] = {}  # local session -> its stand-in
+        self._deliveries = 0
+        self._echo_id = 0
+        self._own: dict[int, Prepared] = {}  # pushes sent here that come back, by "o"
+
+    def channel(self, kind: str, name: str = "") -> str:
+        return f"{self.prefix}{kind}:{name}" if name else f"{self.prefix}{kind}"
+
+    def local_rooms(self) -> set[str]:
+        return self._local.rooms()
+
+    def snapshot(self) -> list[list[object]]:
+        """This node's sessions: token, client, tag, chatroom."""
+        return [[s.token, s.peer_id, s.tag, s.room] for s in self._local.sessions()]
+
+    # -- this node's sessions -----------------------------------------------------
+
+    def attach(self, session: Session) -> None:
+        self._local.add(session)
+        stand_in = Session(session.peer_id, RemoteOutlet(self.node), session.tag)
+        stand_in.token = session.token
+        self._mirror[session] = stand_in
+        self.view.presence.add(stand_in)
+        self._note(["+", session.token, session.peer_id, session.tag])
+
+    def detach(self, session: Session) -> None:
+        session.closed = True
+        self._local.remove(session)
+        self._heard_back.discard(session.token)
+        stand_in = self._mirror.pop(session, None)
+        if stand_in is not None:
+            self.view.presence.remove(stand_in)
+            self._note(["-", session.token])
+
+    def join_room(self, cid: str, session: Session) -> str | None:
+        left = self._local.join_room(cid, session)
+        stand_in = self._mirror.get(session)
+        if stand_in is not None and stand_in.room != cid:
+            self.view.presence.join_room(cid, stand_in)
+            self._note(["j", session.token, cid])
+        return left
+
+    def leave_room(self, cid: str, peer_id: str) -> None:
+        for session in list(self._local.sessions_of(peer_id)):
+            if session.room == cid:
+                self._local.leave_room(session)
+                stand_in = self._mirror.get(session)
+                if stand_in is not None:
+                    self.view.presence.leave_room(stand_in)
+                    self._note(["l", session.token])
+
+    def _note(self, event: list[object]) -> None:
+        self.view.note(event, publish=self.connected)
+        if event[0] != "+":
+            self.rooms_changed = True
+        self.wake()
+
+    # -- queries (the whole cluster) ------------------------------------------------
+
+    def in_room(self, cid: str, peer_id: str) -> bool:
+        return self.view.presence.in_room(cid, peer_id)
+
+    def is_online(self, peer_id: str) -> bool:
+        return self.view.presence.is_online(peer_id)
+
+    def online_of(self, peer_ids: Iterable[str]) -> list[str]:
+        presence = self.view.presence
+        return [p for p in peer_ids if presence.is_online(p)]
+
+    def online_count(self, cid: str) -> int:
+        return self.view.presence.room_count(cid)
+
+    def others_online(self, session: Session) -> bool:
+        sessions = self.view.presence.sessions_of(session.peer_id)
+        return any(s.token != session.token for s in sessions)
+
+    def holds_tag(self, peer_id: str, tag: str, keep: Session | None = None) -> bool:
+        skip = keep.token if keep is not None else None
+        sessions = self.view.presence.sessions_of(peer_id)
+        return any(s.tag == tag and s.token != skip for s in sessions)
+
+    # -- delivery -------------------------------------------------------------------
+
+    def to_session(
+        self, prepared: Prepared, session: Session, priority: Priority = _RELIABLE
+    ) -> int:
+        return self._push(prepared, (session,), priority, None)
+
+    def to_client(
+        self,
+        prepared: Prepared,
+        peer_id: str,
+        priority: Priority = _RELIABLE,
+        skip: Session | None = None,
+    ) -> int:
+        return len(self._to_peers(prepared, (peer_id,), priority, skip))
+
+    def to_clients(
+        self,
+        prepared: Prepared,
+        peer_ids: Iterable[str],
+        priority: Priority = _RELIABLE,
+        skip: Session | None = None,
+    ) -> list[str]:
+        return self._to_peers(prepared, peer_ids, priority, skip)
+
+    def to_members(
+        self,
+        prepared: Prepared,
+        conv: Conversation,
+        priority: Priority = _RELIABLE,
+        skip: Session | None = None,
+    ) -> int:
+        if conv.kind is _TRANSIENT:
+            return self.to_room(prepared, conv.cid, priority, skip)
+        return len(self._to_peers(prepared, conv.members, priority, skip))
+
+    def to_room(
+        self,
+        prepared: Prepared,
+        cid: str,
+        priority: Priority = _RELIABLE,
+        skip: Session | None = None,
+    ) -> int:
+        skipped = skip.token if skip is not None else None
+        viewers = self.view.presence.room_sessions(cid)
+        count = len(viewers) - (skip is not None and self._mirror.get(skip) in viewers)
+        here = cid not in self.subscribed
+        if here:  # not heard back from the room's channel (yet): delivered now
+            self._push(prepared, self._local.room_sessions(cid), priority, skipped)
+        if self.connected and len(viewers) > len(self._local.room_sessions(cid)):
+            header = {"k": "r", "c": cid, "l": here}
+            self._offer(self.channel("room", cid), header, prepared, priority, skipped)
+        elif not here:
+            self._push(prepared, self._local.room_sessions(cid), priority, skipped)
+        return count
+
+    def _to_peers(
+        self,
+        prepared: Prepared,
+        peer_ids: Iterable[str],
+        priority: Priority,
+        skip: Session | None,
+    ) -> list[str]:
+        skipped = skip.token if skip is not None else None
+        by_node: dict[str, list[str]] = {}
+        tokens = []
+        for stand_in in self.view.presence.sessions_of_all(peer_ids):
+            if stand_in.token != skipped:
+                tokens.append(stand_in.token)
+                peers = by_node.setdefault(_node_of(stand_in), [])
+                if not peers or peers[-1] != stand_in.peer_id:
+                    peers.append(stand_in.peer_id)
+        if not self.connected or set(by_node) <= {self.node}:
+            local = self._local.sessions_of_all(by_node.get(self.node, ()))
+            self._push(prepared, local, priority, skipped)
+        else:
+            for node, peers in by_node.items():
+                header = {"k": "p", "to": peers}
+                self._offer(self.channel("node", node), header, prepared, priority, skipped)
+        return tokens
+
+    def _offer(
+        self,
+        channel: str,
+        header: wire.Header,
+        prepared: Prepared,
+        priority: Priority,
+        skipped: str | None,
+    ) -> None:
+        if header["k"] == "r" or channel == self.channel("node", self.node):
+            # It comes back here: the echo reuses this Prepared (and its encodings).
+            self._echo_id += 1
+            header["o"] = self._echo_id
+            self._own[self._echo_id] = prepared
+            if len(self._own) > self.outgoing.capacity:  # lost on the way: forget it
+                del self._own[next(iter(self._own))]
+        header["n"] = self.node
+        record = wire.push_record(header, prepared, priority, skipped)
+        self.outgoing.offer(channel, record, priority)
+        self.wake()
+
+    def _prepared(self, record: wire.Record) -> Prepared:
+        """The push a record carries: this node's own object when it sent it."""
+        h = record.header
+        if h.get("n") == self.node:
+            own = self._own.pop(h.get("o", 0), None)
+            if own is not None:
+                return own
+        return record.prepared()
+
+    def _push(
+        self,
+        prepared: Prepared,
+        sessions: Iterable[Session],
+        priority: Priority,
+        skipped: str | None,
+    ) -> int:
+        count = 0
+        for session in sessions:
+            if session.token != skipped and not session.closed:
+                session.outlet.push(prepared, session.peer_id, priority)
+                count += 1
+        self._deliveries += count
+        return count
+
+    # -- single-device login ----------------------------------------------------------
+
+    def kick(
+        self,
+        peer_id: str,
+        tag: str | None,
+        code: int,
+        reason: str,
+        detail: str,
+        keep: Session | None,
+    ) -> list[str]:
+        skip = keep.token if keep is not None else None
+        rivals = [
+            s
+            for s in self.view.presence.sessions_of(peer_id)
+            if tag in (None, s.tag) and s.token != skip
+        ]
+        by_node: dict[str, list[str]] = {}
+        for stand_in in rivals:
+            by_node.setdefault(_node_of(stand_in), []).append(stand_in.token)
+        self._end(peer_id, by_node.pop(self.node, []), code, reason, detail)
+        for node, tokens in by_node.items():
+            header = {"k": "k", "peer": peer_id, "t": tokens, "c": code, "r": reason, "d": detail}
+            self._send(node, header)
+        return [s.token for s in rivals]
+
+    def _end(self, peer_id: str, tokens: list[str], code: int, reason: str, detail: str) -> None:
+        for session in list(self._local.sessions_of(peer_id)):
+            if session.token in tokens:
+                push = pb.GenericCommand(cmd=pb.session, op=pb.closed, peerId=peer_id)
+                push.sessionMessage.code = code
+                push.sessionMessage.reason = reason
+                push.sessionMessage.detail = detail
+                session.outlet.send(push)
+                self.detach(session)
+                session.outlet.detach(session)
+
+    def _send(self, node: str, header: wire.Header) -> None:
+        if self.connected:
+            self.outgoing.offer(self.channel("node", node), wire.encode(header), _RELIABLE)
+            self.wake()
+
+    # -- wills ------------------------------------------------------------------------
+
+    def register_will(self, session: Session, will: pb.DirectCommand) -> None:
+        self._void_wills(session.peer_id, session.token)
+        session.will = will
+        nodes = {_node_of(s) for s in self.view.presence.sessions_of(session.peer_id)}
+        for node in nodes - {self.node}:
+            self._send(node, {"k": "w", "peer": session.peer_id, "keep": session.token})
+
+    def _void_wills(self, peer_id: str, keep: str) -> None:
+        for other in self._local.sessions_of(peer_id):
+            if other.token != keep:
+                other.will = None
+
+    def cancel_will(self, session: Session) -> None:
+        session.will = None
+
+    def take_will(self, session: Session) -> pb.DirectCommand | None:
+        will, session.will = session.will, None
+        return will
+
+    # -- what arrives from Redis ------------------------------------------------------
+
+    def receive(self, data: bytes, now: float) -> None:
+        """One PUBLISH heard on a channel of this node; ``now`` in seconds."""
+        try:
+            for record in wire.decode(data):
+                self._receive(record, now)
+        except (wire.WireError, KeyError, TypeError, ValueError, IndexError) as exc:
+            self.bad_records += 1
+            log.warning("cluster: a malformed record was ignored (%s)", exc)
+
+    def _receive(self, record: wire.Record, now: float) -> None:
+        h = record.header
+        kind = h["k"]
+        if kind == "r":
+            if h["n"] != self.node or not h["l"]:
+                sessions = self._local.room_sessions(str(h["c"]))
+                self._push(self._prepared(record), sessions, record.priority, h["s"])
+        elif kind == "p":
+            peers = self._local.sessions_of_all(map(str, h["to"]))
+            self._push(self._prepared(record), peers, record.priority, h["s"])
+        elif kind == "k":
+            tokens = [str(t) for t in h["t"]]
+            self._end(str(h["peer"]), tokens, int(h["c"]), str(h["r"]), str(h["d"]))
+            self.on_kicked(tokens)
+        elif kind == "w":
+            self._void_wills(str(h["peer"]), str(h["keep"]))
+        elif h["n"] == self.node:
+            if kind == "d":
+                self._logins_ordered(h["e"])
+        elif self.view.gone(str(h["n"])):
+            return
+        elif kind == "b":
+            self.view.left(str(h["n"]))
+        elif kind in ("d", "h"):
+            node, seq = str(h["n"]), int(h["q"])
+            fresh = (
+                self.view.apply(node, seq, list(h["e"]), now)
+                if kind == "d"
+                else self.view.heard(node, seq, now)
+            )
+            if not fresh:
+                self.resync_wanted.add(node)
+                self.wake()
+            elif kind == "d":
+                self._later_logins(h["e"])
+
+    # Two logins with one tag on two nodes within a hop: neither node saw the other's
+    # session when it logged in. Redis orders their presence events; the session whose
+    # login came first in that order ends, on its own node, once the other is heard.
+
+    def _logins_ordered(self, events: list[list[object]]) -> None:
+        for event in events:
+            if event[0] == "+" and any(
+                s.token == event[1] for s in self._local.sessions_of(str(event[2]))
+            ):
+                self._heard_back.add(str(event[1]))
+
+    def _later_logins(self, events: list[list[object]]) -> None:
+        for event in events:
+            if event[0] != "+" or not isinstance(event[3], str) or not self.exclusive(event[3]):
+                continue
+            peer, tag = str(event[2]), event[3]
+            older = [
+                s.token
+                for s in self._local.sessions_of(peer)
+                if s.tag == tag and s.token in self._heard_back
+            ]
+            if older:
+                code = int(ErrorCode.SESSION_CONFLICT)
+                self._end(peer, older, code, "SESSION_CONFLICT", CONFLICT_DETAIL)
+                self.on_kicked(older)
+
+    def farewell(self) -> None:
+        """This node shuts down: the others forget its sessions at once."""
+        if self.connected:
+            record = wire.encode({"k": "b", "n": self.node})
+            self.outgoing.offer(self.channel("presence"), record, _RELIABLE)
+            self.wake()
+
+    def statistics(self) -> HubStatistics:
+        p = self._local.statistics()
+        return HubStatistics(p.sessions, p.clients, p.rooms, self._deliveries)

@@ -1,0 +1,272 @@
+"""The link between a ``RedisHub`` and Redis: the only place the cluster does I/O.
+
+One task drains the hub's queue: each drain is one MULTI/EXEC holding one PUBLISH per
+channel (the records queued for it packed together), this node's presence events, and
+once a second its heartbeat and, when it changed, its snapshot. Another task reads the
+subscription and hands each message to the hub. Subscriptions follow the chatrooms
+this node has viewers in.
+
+When Redis is unreachable the hub is told (it then delivers what it can here), what was
+queued is dropped and logged, and the link reconnects with a growing pause (0.1 s to
+5 s). Once back it resubscribes and republishes its snapshot; the other nodes reload
+it. Every call to Redis runs under a deadline.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
+
+import orjson
+import trio
+
+from chatroom.hub import redis_wire as wire
+from chatroom.hub.redis import RedisHub
+from chatroom.net import resp
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT = 1.0  # seconds between heartbeats
+SILENCE = 5.0  # a node not heard from for this long has left the counts
+SNAPSHOT_TTL = 10  # seconds a dead node's snapshot stays in Redis
+DEADLINE = 5.0  # seconds any one call to Redis may take
+BACKOFF = (0.1, 5.0)  # first and longest pause between reconnection attempts
+
+
+def cluster_hub(url: str, queue: int) -> RedisLink | None:
+    """The link of a new node (its hub in ``.hub``) when ``url`` names a Redis."""
+    if not url:
+        return None
+    # Pub/sub channels are shared by every database of a Redis: the database number in
+    # the names keeps two clusters on one Redis (db 0 and db 1) apart.
+    parts = urlsplit(url)
+    db = parse_qs(parts.query).get("db", [parts.path.strip("/") or "0"])[0]
+    hub = RedisHub(uuid.uuid4().hex[:12], prefix=f"chatroom:{db}:", queue=queue)
+    return RedisLink(hub, url)
+
+
+@dataclass(slots=True)
+class LinkStatistics:
+    publishes: int = 0  # PUBLISH commands sent
+    records: int = 0  # records they carried
+    drains: int = 0  # transactions
+    received: int = 0  # messages heard
+    reconnects: int = 0
+    dropped_on_disconnect: int = 0
+
+
+class RedisLink:
+    def __init__(self, hub: RedisHub, url: str) -> None:
+        self.hub = hub
+        self.url = url
+        self.stats = LinkStatistics()
+        self._wake = trio.Event()
+        self.ready = trio.Event()  # set once connected and subscribed the first time
+        self._up = False  # this connection got as far as subscribing
+        self._asked: set[str] = set()  # chatrooms subscribed to, not yet confirmed
+        self._drained = trio.Event()  # set (and replaced) after each drain
+        self._draining = False  # a drain has started and not finished
+        hub.wake = self._poke
+
+    def statistics(self) -> dict[str, object]:
+        hub = self.hub
+        return {
+            "node": hub.node,
+            "connected": hub.connected,
+            "nodes": len(hub.view.nodes()),
+            "queue": len(hub.outgoing),
+            "shed": hub.outgoing.shed,
+            "lost": hub.outgoing.lost,
+            "resyncs": hub.view.resyncs,
+            "bad_records": hub.bad_records,
+            **{k: getattr(self.stats, k) for k in LinkStatistics.__slots__},
+        }
+
+    async def leave(self) -> None:
+        """At shutdown: tell the other nodes, which then forget this node's sessions at
+        once instead of after its silence. Waits a second at most."""
+        await trio.lowlevel.checkpoint()
+        if not self.hub.connected:
+            return
+        self.hub.farewell()
+        with trio.move_on_after(1.0):
+            # The drain under way, if any, may have taken the queue before the goodbye.
+            for _ in range(2 if self._draining else 1):
+                await self._drained.wait()
+
+    def _poke(self) -> None:
+        self._wake.set()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        pause = BACKOFF[0]
+        while True:
+            try:
+                await self._session()
+            except* Exception as failed:  # every way Redis fails: connection, timeout, reply
+                # (A shutdown's cancellation passes on.)
+                if trio.current_effective_deadline() != -math.inf:
+                    first = failed.exceptions[0]
+                    log.warning("cluster: Redis at %s unreachable (%r)", self.url, first)
+            hub = self.hub
+            hub.connected = False
+            hub.subscribed.clear()
+            self._asked.clear()
+            self._draining = False
+            lost = hub.outgoing.drop_all()
+            self.stats.dropped_on_disconnect += lost
+            if lost:
+                log.warning("cluster: %d queued records lost with the connection", lost)
+            hub.view.take_events()  # the snapshot after reconnecting says it all
+            if self._up:
+                self._up, pause = False, BACKOFF[0]
+            await trio.sleep(pause)
+            pause = min(BACKOFF[1], pause * 2)
+            self.stats.reconnects += 1
+
+    async def _session(self) -> None:
+        hub = self.hub
+        with trio.fail_after(DEADLINE):
+            client = await resp.open_connection(self.url)
+        try:
+            with trio.fail_after(DEADLINE):
+                subscriber = await resp.open_connection(self.url)
+        except BaseException:
+            await trio.aclose_forcefully(client)
+            raise
+        async with client, subscriber:
+            with trio.fail_after(DEADLINE):
+                own = (hub.channel("node", hub.node), hub.channel("presence"))
+                await subscriber.send(("SUBSCRIBE", *own))
+                for _ in own:
+                    await subscriber.read()  # the confirmations
+            log.info("cluster: node %s joined through %s", hub.node, self.url)
+            hub.connected = self._up = True
+            hub.rooms_changed = True  # subscribe to every chatroom watched here
+            for node in hub.view.nodes():
+                hub.resync_wanted.add(node)  # what changed while we were away
+            self.ready.set()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._read, subscriber)
+                await self._drain(client, subscriber)
+
+    async def _read(self, subscriber: resp.Connection) -> None:
+        """Messages to the hub; subscriptions confirmed, to the hub's ``subscribed``."""
+        hub = self.hub
+        room = hub.channel("room", "-")[:-1]  # the prefix of every room channel
+        while True:
+            reply = await subscriber.read()
+            if not isinstance(reply, list) or len(reply) < 3:
+                continue
+            kind, channel, data = reply[0], reply[1], reply[2]
+            if kind == b"message" and isinstance(data, bytes):
+                self.stats.received += 1
+                hub.receive(data, trio.current_time())
+            elif kind == b"subscribe" and isinstance(channel, bytes):
+                cid = channel.decode()[len(room) :]
+                if channel.startswith(room.encode()) and cid in self._asked:
+                    self._asked.discard(cid)
+                    hub.subscribed.add(cid)  # from now on its pushes come back here
+
+    async def _drain(self, client: resp.Connection, subscriber: resp.Connection) -> None:
+        hub = self.hub
+        last_beat = -HEARTBEAT
+        written = -1  # presence number of the last snapshot written
+        while True:
+            with trio.move_on_after(max(0.0, last_beat + HEARTBEAT - trio.current_time())):
+                await self._wake.wait()
+            self._wake = trio.Event()
+            self._draining = True
+            await self._follow_rooms(subscriber)
+            beat = trio.current_time() >= last_beat + HEARTBEAT
+            seq, events = hub.view.take_events()
+            entries = hub.outgoing.take()
+            by_channel: dict[str, list[bytes]] = {}
+            for entry in entries:
+                by_channel.setdefault(entry.channel, []).append(entry.record)
+            presence = hub.channel("presence")
+            if events:
+                record = wire.encode({"k": "d", "n": hub.node, "q": seq, "e": events})
+                by_channel.setdefault(presence, []).append(record)
+            publishes = [(channel, b"".join(records)) for channel, records in by_channel.items()]
+            self.stats.publishes += len(publishes)
+            self.stats.records += sum(len(records) for records in by_channel.values())
+            commands: list[tuple[resp.Arg, ...]] = [("PUBLISH", c, d) for c, d in publishes]
+            if beat:
+                last_beat = trio.current_time()
+                commands += self._beat(seq, written)
+                written = seq
+            if len(commands) > 1:  # every part of a drain in one order for every node
+                commands = [("MULTI",), *commands, ("EXEC",)]
+            if commands:
+                with trio.fail_after(DEADLINE):
+                    await client.pipeline(commands)
+            self.stats.drains += 1
+            self._draining = False
+            self._drained.set()
+            self._drained = trio.Event()
+            if beat:
+                self._forget_silent()
+            await self._resync(client)
+
+    def _beat(self, seq: int, written: int) -> list[tuple[resp.Arg, ...]]:
+        """The heartbeat, and the snapshot when it changed since ``written``."""
+        hub = self.hub
+        key = hub.channel("snap", hub.node)
+        if seq != written:
+            snap = orjson.dumps({"q": seq, "rows": hub.snapshot()})
+            refresh: tuple[resp.Arg, ...] = ("SET", key, snap, "EX", SNAPSHOT_TTL)
+        else:
+            refresh = ("EXPIRE", key, SNAPSHOT_TTL)
+        beat = wire.encode({"k": "h", "n": hub.node, "q": seq})
+        return [refresh, ("PUBLISH", hub.channel("presence"), beat)]
+
+    async def _follow_rooms(self, subscriber: resp.Connection) -> None:
+        """Subscribe to the chatrooms this node has viewers in, and only to those; the
+        reader marks a chatroom subscribed once Redis confirms it."""
+        await trio.lowlevel.checkpoint()
+        hub = self.hub
+        if not hub.rooms_changed:
+            return
+        hub.rooms_changed = False
+        wanted = hub.local_rooms()
+        joined = wanted - hub.subscribed - self._asked
+        gone = (hub.subscribed | self._asked) - wanted
+        hub.subscribed -= gone
+        self._asked = (self._asked | joined) - gone
+        commands: list[tuple[resp.Arg, ...]] = []
+        if joined:
+            commands.append(("SUBSCRIBE", *(hub.channel("room", cid) for cid in joined)))
+        if gone:
+            commands.append(("UNSUBSCRIBE", *(hub.channel("room", cid) for cid in gone)))
+        if commands:
+            with trio.fail_after(DEADLINE):
+                await subscriber.send(*commands)
+
+    def _forget_silent(self) -> None:
+        hub = self.hub
+        for node in hub.view.silent(trio.current_time(), SILENCE):
+            log.warning("cluster: node %s silent for %.0f s: it leaves the counts", node, SILENCE)
+            hub.view.drop(node)
+
+    async def _resync(self, client: resp.Connection) -> None:
+        await trio.lowlevel.checkpoint()
+        hub = self.hub
+        while hub.resync_wanted:
+            node = hub.resync_wanted.pop()
+            if hub.view.gone(node):
+                continue
+            with trio.fail_after(DEADLINE):
+                raw = await client.call("GET", hub.channel("snap", node))
+            if not isinstance(raw, bytes):
+                hub.view.drop(node)
+                continue
+            try:
+                snap = orjson.loads(raw)
+                hub.view.load(node, int(snap["q"]), list(snap["rows"]), trio.current_time())
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                hub.bad_records += 1
+                log.warning("cluster: node %s's snapshot is unreadable (%s)", node, exc)

@@ -1,0 +1,230 @@
+"""Two nodes of a cluster in one test process: each its own Server, RedisHub, ports
+and sessions, both on one MemoryStore (as a shared database would be) and one real
+redis-server. Clients on node A and node B chat, watch one chatroom, kick each other
+and ask who is online, as users of two machines behind one address would."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+
+import pytest
+import trio
+from helpers import Client, Running, fail_after, running_server
+from redis_server import RedisServer, redis_server
+
+from chatroom.net.redis_link import RedisLink
+from chatroom.store.memory import MemoryStore
+
+
+@pytest.fixture(scope="module")
+def redis() -> Iterator[RedisServer]:
+    yield from redis_server()
+
+
+@asynccontextmanager
+async def two_nodes(url: str) -> AsyncIterator[tuple[Running, Running]]:
+    store = MemoryStore()
+    async with (
+        running_server({"redis": url}, store) as a,
+        running_server({"redis": url}, store) as b,
+    ):
+        for node in (a, b):
+            with trio.fail_after(5):
+                await link(node).ready.wait()
+        # Each node has heard the other (a heartbeat a second): presence is shared.
+        await eventually(lambda: len(link(a).hub.view.nodes()) == 1)
+        await eventually(lambda: len(link(b).hub.view.nodes()) == 1)
+        yield a, b
+
+
+def link(node: Running) -> RedisLink:
+    cluster = node.server.cluster
+    assert cluster is not None
+    return cluster
+
+
+async def eventually(check: Callable[[], bool]) -> None:
+    """Until ``check()`` holds (the test's fail_after bounds the wait)."""
+    while not check():  # noqa: ASYNC110 - presence spreads without an event to wait on
+        await trio.sleep(0.01)
+
+
+async def online(client: Client, peers: list[str]) -> list[str]:
+    reply = await client.request({"cmd": "session", "op": "query", "sessionPeerIds": peers})
+    return list(reply.get("onlineSessionPeerIds", []))
+
+
+async def count(client: Client, cid: str) -> int:
+    reply = await client.request({"cmd": "conv", "op": "count", "cid": cid})
+    return int(reply["count"])
+
+
+async def join(client: Client, cid: str, peer: str) -> None:
+    reply = await client.request({"cmd": "conv", "op": "add", "cid": cid, "m": [peer]})
+    assert "code" not in reply, reply
+
+
+async def until_online(client: Client, peers: list[str]) -> None:
+    await until(lambda: online(client, peers), peers)
+
+
+async def until(ask: Callable[[], Awaitable[object]], want: object) -> None:
+    """Until ``await ask()`` answers ``want`` (the test's fail_after bounds the wait)."""
+    while await ask() != want:  # noqa: ASYNC110 - asking the server is the point
+        await trio.sleep(0.02)
+
+
+@fail_after(20)
+async def test_one_to_one_and_group_messages_cross_nodes(redis: RedisServer) -> None:
+    async with (
+        two_nodes(redis.url) as (a, b),
+        a.user("alice") as alice,
+        b.user("bob") as bob,
+        b.user("carol") as carol,
+    ):
+        await until_online(alice, ["bob", "carol"])
+        await until_online(bob, ["alice"])
+        cid = await alice.start(["bob"])
+        await bob.next_push("conv", "joined")
+        await alice.say(cid, "hello bob")
+        got = await bob.next_push("direct")
+        assert (got["msg"], got["fromPeerId"], got["cid"]) == ("hello bob", "alice", cid)
+        await bob.say(cid, "hi alice")
+        assert (await alice.next_push("direct"))["msg"] == "hi alice"
+
+        group = await alice.start(["bob", "carol"])
+        texts = [f"m{i}" for i in range(20)]
+        await alice.say_many(group, texts)
+        for reader in (bob, carol):
+            got_texts = [(await reader.next_push("direct"))["msg"] for _ in texts]
+            assert got_texts == texts  # in the order the cluster accepted them
+
+
+@fail_after(20)
+async def test_chatroom_counts_and_broadcasts_cover_both_nodes(redis: RedisServer) -> None:
+    async with (
+        two_nodes(redis.url) as (a, b),
+        a.user("host") as host,
+        b.user("v1") as v1,
+        b.user("v2") as v2,
+    ):
+        cid = await host.start([], transient=True)
+        await join(v1, cid, "v1")
+        await join(v2, cid, "v2")
+        await until(lambda: count(host, cid), 3)
+        await until(lambda: count(v1, cid), 3)
+        sent = [f"live {i}" for i in range(30)]
+        before = link(a).stats.publishes
+        for text in sent:
+            await host.request({"cmd": "direct", "cid": cid, "msg": text, "transient": True})
+        for viewer in (v1, v2):
+            assert [(await viewer.next_push("direct"))["msg"] for _ in sent] == sent
+        assert cid in link(b).hub.subscribed  # node B hears the room: it has viewers
+        # One PUBLISH per message at most (never one per viewer), heartbeats aside.
+        assert link(a).stats.publishes - before <= len(sent) + 3
+        await v2.request({"cmd": "conv", "op": "remove", "cid": cid, "m": ["v2"]})
+        await until(lambda: count(host, cid), 2)
+
+
+@fail_after(20)
+async def test_single_device_login_kicks_the_device_on_the_other_node(
+    redis: RedisServer,
+) -> None:
+    async with (
+        two_nodes(redis.url) as (a, b),
+        b.user("watcher") as watcher,  # on node B: it sees what node B knows
+        a.client() as phone_a,
+        b.client() as phone_b,
+    ):
+        token = (await phone_a.login("dana", tag="mobile"))["st"]
+        await until_online(watcher, ["dana"])
+        await phone_b.login("dana", tag="mobile")
+        closed = await phone_a.next_push("session", "closed")
+        assert closed["code"] == 4111
+        # Dana stays online through her session on node B.
+        assert await online(watcher, ["dana"]) == ["dana"]
+        # The kicked device's token no longer opens a session on its node.
+        async with a.client() as again:
+            reply = await again.request(
+                {"cmd": "session", "op": "open", "appId": "t", "peerId": "dana", "st": token}
+            )
+            assert reply.get("code") == 4111, reply
+        assert not (await phone_b.take_pushes())  # node B's session was left alone
+
+
+@fail_after(20)
+async def test_a_will_fires_once_from_the_node_that_held_the_connection(
+    redis: RedisServer,
+) -> None:
+    async with two_nodes(redis.url) as (a, b), a.user("bob") as bob:
+        async with b.user("alice") as alice:
+            await until_online(bob, ["alice"])
+            await until_online(alice, ["bob"])
+            cid = await alice.start(["bob"])
+            await bob.next_push("conv", "joined")
+            await alice.say(cid, "alice left unexpectedly", will=True)
+            await alice.drop()
+        push = await bob.next_push("direct")
+        assert (push["msg"], push["fromPeerId"]) == ("alice left unexpectedly", "alice")
+        await until(lambda: online(bob, ["alice"]), [])
+        assert [p for p in await bob.take_pushes() if p.get("cmd") == "direct"] == []
+
+
+@fail_after(20)
+async def test_session_query_sees_the_whole_cluster(redis: RedisServer) -> None:
+    async with two_nodes(redis.url) as (a, b), a.user("asker") as asker:
+        async with b.user("erin"):
+            await until_online(asker, ["erin"])
+        await until(lambda: online(asker, ["erin"]), [])
+
+
+@fail_after(20)
+async def test_a_dead_node_leaves_the_counts(redis: RedisServer) -> None:
+    store = MemoryStore()
+    async with running_server({"redis": redis.url}, store) as a, a.user("host") as host:
+        cid = await host.start([], transient=True)
+        with trio.CancelScope() as kill:
+            async with running_server({"redis": redis.url}, store) as b, b.user("v") as viewer:
+                await join(viewer, cid, "v")
+                await until(lambda: count(host, cid), 2)
+                # Node B stops at once, as a killed process: no goodbye to the cluster.
+                kill.cancel()
+                await trio.sleep_forever()
+        assert await count(host, cid) == 2  # until its silence says it is gone
+        await until(lambda: count(host, cid), 1)
+        assert link(a).hub.view.nodes() == []
+
+
+@fail_after(20)
+async def test_a_node_shut_down_says_goodbye(redis: RedisServer) -> None:
+    store = MemoryStore()
+    async with running_server({"redis": redis.url}, store) as a, a.user("host") as host:
+        cid = await host.start([], transient=True)
+        async with running_server({"redis": redis.url}, store) as b, b.user("v") as viewer:
+            await join(viewer, cid, "v")
+            await until(lambda: count(host, cid), 2)
+            await viewer.drop()  # the viewer's node then shuts down gracefully
+        await until(lambda: count(host, cid), 1)
+        assert link(a).hub.view.nodes() == []
+        assert link(a).hub.view.farewells == 1  # told, not guessed from its silence
+
+
+@fail_after(30)
+async def test_redis_restarts_and_delivery_resumes() -> None:
+    for server in redis_server():
+        async with (
+            two_nodes(server.url) as (a, b),
+            a.user("fay") as fay,
+            b.user("gus") as gus,
+        ):
+            await until_online(fay, ["gus"])
+            cid = await fay.start(["gus"])
+            await gus.next_push("conv", "joined")
+            server.restart()
+            await eventually(lambda: not link(a).hub.connected)
+            await eventually(lambda: link(a).hub.connected and link(b).hub.connected)
+            await until_online(fay, ["gus"])
+            await fay.say(cid, "after the restart")
+            assert (await gus.next_push("direct"))["msg"] == "after the restart"
+            assert link(a).stats.reconnects >= 1

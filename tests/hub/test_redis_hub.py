@@ -1,0 +1,262 @@
+"""chatroom.hub.redis and its pure parts, without Redis: two RedisHubs whose queued
+records the test carries from one to the other, as the link would."""
+
+from __future__ import annotations
+
+from fakes import Recorder
+
+from chatroom.core.model import Conversation, ConvType
+from chatroom.core.outbox import Priority
+from chatroom.core.presence import Session
+from chatroom.hub import redis_wire as wire
+from chatroom.hub.redis import RedisHub
+from chatroom.hub.redis_queue import Outgoing
+from chatroom.protocol import messages_pb2 as pb
+from chatroom.protocol.codec import Prepared
+
+PUSH = Prepared(pb.GenericCommand(cmd=pb.direct, serverTs=1))
+
+
+def node(name: str) -> RedisHub:
+    hub = RedisHub(name, queue=4)
+    hub.connected = True
+    return hub
+
+
+def online(hub: RedisHub, peer: str, tag: str | None = None) -> tuple[Session, Recorder]:
+    outlet = Recorder()
+    session = Session(peer, outlet, tag=tag, token=f"st-{hub.node}-{peer}-{tag}")
+    hub.attach(session)
+    return session, outlet
+
+
+def carry(source: RedisHub, *targets: RedisHub, now: float = 0.0) -> int:
+    """Deliver what ``source`` queued (and its presence events) to the hubs whose
+    channels they were published on; the number of PUBLISHes that would be."""
+    seq, events = source.view.take_events()
+    published = [(e.channel, e.record) for e in source.outgoing.take()]
+    if events:
+        record = wire.encode({"k": "d", "n": source.node, "q": seq, "e": events})
+        published.append((source.channel("presence"), record))
+    for channel, record in published:
+        for target in targets:
+            hears = {target.channel("node", target.node), target.channel("presence")}
+            hears |= {target.channel("room", cid) for cid in target.subscribed}
+            if channel in hears:
+                target.receive(record, now)
+    return len(published)
+
+
+def join(hub: RedisHub, cid: str, session: Session) -> None:
+    hub.join_room(cid, session)
+    hub.subscribed = hub.local_rooms()  # what the link does once subscribed
+
+
+def chatroom(cid: str) -> Conversation:
+    return Conversation(cid, ConvType.TRANSIENT, "a", [], {}, created_at=0, updated_at=0)
+
+
+def test_presence_crosses_nodes_and_counts_distinct_clients() -> None:
+    a, b = node("A"), node("B")
+    host, _ = online(a, "host")
+    phone, _ = online(b, "v", "phone")
+    laptop, _ = online(b, "v", "laptop")
+    join(a, "room", host)
+    join(b, "room", phone)
+    join(b, "room", laptop)
+    carry(a, b)
+    carry(b, a)
+    assert a.online_count("room") == b.online_count("room") == 2  # v counts once
+    assert a.is_online("v")
+    assert a.in_room("room", "v")
+    assert a.online_of(["nobody", "v", "host"]) == ["v", "host"]
+    assert a.holds_tag("v", "phone")
+    assert not a.holds_tag("v", "tablet")
+    b.detach(phone)
+    b.detach(laptop)
+    carry(b, a)
+    assert a.online_count("room") == 1
+    assert not a.is_online("v")
+
+
+def test_a_chatroom_push_is_one_publish_for_every_viewer_of_every_node() -> None:
+    a, b = node("A"), node("B")
+    host, host_out = online(a, "host")
+    join(a, "room", host)
+    viewers = [online(b, f"v{i}") for i in range(3)]
+    for session, _ in viewers:
+        join(b, "room", session)
+    carry(b, a)
+    carry(a, b)
+    assert a.to_members(PUSH, chatroom("room"), Priority.HIGH, skip=host) == 3
+    assert len(a.outgoing) == 1
+    assert carry(a, a, b) == 1
+    for i, (_, out) in enumerate(viewers):
+        [(prepared, peer, priority)] = out.pushed
+        assert (prepared.command, peer, priority) == (PUSH.command, f"v{i}", Priority.HIGH)
+    assert host_out.pushed == []  # skipped, on its own node too
+
+
+def test_a_push_to_clients_is_one_publish_per_node_holding_them() -> None:
+    a, b, c = node("A"), node("B"), node("C")
+    _, alice = online(a, "alice")
+    _, bob = online(b, "bob")
+    _, bob2 = online(b, "bob", "tablet")
+    _, carol = online(c, "carol")
+    for hub in (a, b, c):
+        carry(hub, a, b, c)
+    members = ["alice", "bob", "carol", "offline"]
+    conv = Conversation("g", ConvType.NORMAL, "a", members, {}, created_at=0, updated_at=0)
+    assert a.to_members(PUSH, conv) == 4
+    assert carry(a, a, b, c) == 3  # nodes A (itself, for one order), B and C
+    assert [len(o.pushed) for o in (alice, bob, bob2, carol)] == [1, 1, 1, 1]
+
+
+def test_alone_or_cut_off_a_node_delivers_what_it_can_at_once() -> None:
+    a = node("A")
+    a.connected = False
+    _, out = online(a, "alice")
+    assert a.to_client(PUSH, "alice") == 1
+    assert out.pushed == [(PUSH, "alice", Priority.RELIABLE)]
+    assert len(a.outgoing) == 0
+
+
+def test_single_device_login_kicks_the_session_on_the_other_node() -> None:
+    a, b = node("A"), node("B")
+    old, old_out = online(a, "dana", "mobile")
+    carry(a, b)
+    new, _ = online(b, "dana", "mobile")
+    assert b.kick("dana", "mobile", 4111, "SESSION_CONFLICT", "another device", new) == [old.token]
+    carry(b, a)
+    assert old.closed
+    assert [(c.cmd, c.op, c.sessionMessage.code) for c in old_out.sent] == [
+        (pb.session, pb.closed, 4111)
+    ]
+    carry(a, b)
+    assert b.is_online("dana")
+    assert not b.holds_tag("dana", "mobile", keep=new)
+
+
+def test_a_new_will_voids_the_one_held_on_another_node() -> None:
+    a, b = node("A"), node("B")
+    first, _ = online(a, "erin")
+    carry(a, b)
+    second, _ = online(b, "erin")
+    first.will = pb.DirectCommand(cid="c", msg="old")
+    b.register_will(second, pb.DirectCommand(cid="c", msg="new"))
+    carry(b, a)
+    assert a.take_will(first) is None
+    assert b.take_will(second) is not None
+
+
+def test_malformed_records_are_counted_and_change_nothing() -> None:
+    a = node("A")
+    _, out = online(a, "alice")
+    for junk in (b"", b"\x00\x00", b"\x00\x00\x00\x01\x00\x00\x00\x02{}", b"\xff" * 12):
+        a.receive(junk, 0.0)
+    good = wire.push_record({"k": "p", "to": ["alice"]}, PUSH, Priority.RELIABLE, None)
+    a.receive(good + b"\x00\x00\x00\x09", 0.0)  # a good record, then a torn one
+    a.receive(wire.encode({"k": "p"}), 0.0)  # no recipients field
+    assert a.bad_records >= 4
+    assert len(out.pushed) == 1
+    assert a.is_online("alice")
+
+
+def test_a_gap_in_presence_events_asks_for_the_snapshot() -> None:
+    a, b = node("A"), node("B")
+    online(b, "x")
+    carry(b, a)
+    assert a.is_online("x")
+    online(b, "y")
+    b.view.take_events()  # lost on the way
+    online(b, "z")
+    carry(b, a)
+    assert a.resync_wanted == {"B"}
+    assert not a.is_online("z")
+    a.view.load("B", b.view.seq, b.snapshot(), 1.0)
+    assert a.online_of(["x", "y", "z"]) == ["x", "y", "z"]
+    a.receive(wire.encode({"k": "h", "n": "B", "q": b.view.seq + 5}), 2.0)
+    assert a.resync_wanted == {"B"}  # a heartbeat ahead of the view: reload again
+
+
+def test_a_silent_node_is_dropped_from_the_view() -> None:
+    a, b = node("A"), node("B")
+    online(b, "x")
+    carry(b, a, now=10.0)
+    assert a.view.silent(14.0, 5.0) == []
+    assert a.view.silent(16.0, 5.0) == ["B"]
+    a.view.drop("B")
+    assert not a.is_online("x")
+
+
+def test_the_queue_sheds_chatroom_normal_first_and_never_high() -> None:
+    queue = Outgoing(3)
+    assert queue.offer("r", b"n1", Priority.NORMAL)
+    assert queue.offer("r", b"h1", Priority.HIGH)
+    assert queue.offer("r", b"l1", Priority.LOW)
+    assert not queue.offer("r", b"n2", Priority.NORMAL)  # full: a sheddable one is dropped
+    assert queue.offer("r", b"h2", Priority.HIGH)  # makes room: the oldest sheddable goes
+    assert queue.offer("p", b"reliable", Priority.RELIABLE)
+    assert [e.record for e in queue.take()] == [b"h1", b"h2", b"reliable"]
+    assert (queue.shed, queue.lost) == (3, 0)
+    for n in range(3):
+        queue.offer("p", bytes([n]), Priority.RELIABLE)
+    assert not queue.offer("p", b"x", Priority.HIGH)  # nothing left to shed: lost, counted
+    assert queue.lost == 1
+    assert queue.drop_all() == 3
+    assert queue.lost == 4
+
+
+def test_a_push_heard_back_reuses_the_sent_object_and_others_decode_it() -> None:
+    a, b = node("A"), node("B")
+    local, local_out = online(a, "near")
+    remote, remote_out = online(b, "far")
+    join(a, "room", local)
+    join(b, "room", remote)
+    carry(a, b)
+    carry(b, a)
+    assert a.to_room(PUSH, "room", Priority.LOW) == 2
+    assert local_out.pushed == []  # through Redis, for one order on every node
+    carry(a, a, b)
+    [(mine, _, _)] = local_out.pushed
+    [(theirs, _, priority)] = remote_out.pushed
+    assert mine is PUSH  # encoded once, not decoded again
+    assert theirs.command == PUSH.command
+    assert priority is Priority.LOW
+
+
+def test_a_node_that_says_goodbye_is_forgotten_at_once_and_for_good() -> None:
+    a, b = node("A"), node("B")
+    online(b, "x")
+    carry(b, a)
+    b.farewell()
+    online(b, "late")  # an event that a shutdown may still send after its goodbye
+    carry(b, a)
+    assert a.view.nodes() == []
+    assert a.online_of(["x", "late"]) == []
+    a.receive(wire.encode({"k": "h", "n": "B", "q": 99}), 1.0)
+    assert a.resync_wanted == set()
+    assert a.view.farewells == 1
+
+
+def test_two_logins_with_one_tag_on_two_nodes_at_once_leave_only_the_later() -> None:
+    a, b = node("A"), node("B")
+    for hub in (a, b):
+        hub.exclusive = lambda tag: tag != "default"
+    first, first_out = online(a, "dana", "mobile")
+    second, second_out = online(b, "dana", "mobile")  # before node B heard of the first
+    same_tag_elsewhere, _ = online(b, "erin", "default")
+    online(a, "erin", "default")
+    kicked: list[str] = []
+    a.on_kicked = kicked.extend
+    # Redis orders node A's events first, then node B's; every node hears both.
+    carry(a, a, b)
+    carry(b, a, b)
+    assert first.closed
+    assert [(c.op, c.sessionMessage.code) for c in first_out.sent] == [(pb.closed, 4111)]
+    assert kicked == [first.token]
+    assert not second.closed
+    assert second_out.sent == []
+    assert not same_tag_elsewhere.closed  # the reserved tag is not exclusive
+    carry(a, a, b)
+    assert [s.tag for s in b.view.presence.sessions_of("dana")] == ["mobile"]

@@ -1,0 +1,79 @@
+"""chatroom.net.resp: RESP2 written and parsed; against a real redis-server too."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import trio
+from helpers import fail_after
+from redis_server import RedisServer, redis_server
+
+from chatroom.net import resp
+
+
+@pytest.fixture(scope="module")
+def redis() -> Iterator[RedisServer]:
+    yield from redis_server()
+
+
+def test_commands_are_arrays_of_bulk_strings() -> None:
+    assert resp.encode("SET", b"k\r\n", 5) == b"*3\r\n$3\r\nSET\r\n$3\r\nk\r\n\r\n$1\r\n5\r\n"
+
+
+def test_replies_come_out_whole_however_the_bytes_are_cut() -> None:
+    wire = b"+OK\r\n:42\r\n$5\r\nhe\r\no\r\n$-1\r\n*2\r\n$1\r\na\r\n*1\r\n:1\r\n-ERR bad\r\n"
+    parser = resp.Parser()
+    got: list[object] = []
+    for byte in wire:  # one byte at a time: every cut is seen
+        parser.feed(bytes([byte]))
+        got += parser.replies()
+    error = got.pop()
+    assert got == [b"OK", 42, b"he\r\no", None, [b"a", [1]]]
+    assert isinstance(error, resp.RespError)
+    assert str(error) == "ERR bad"
+
+
+def test_a_reply_that_is_not_resp_ends_the_connection() -> None:
+    parser = resp.Parser()
+    parser.feed(b"HTTP/1.1 400\r\n")
+    with pytest.raises(ConnectionError):
+        parser.replies()
+
+
+@pytest.mark.parametrize(
+    ("url", "address"),
+    [
+        ("redis://10.0.0.5:6380/2", resp.Address("10.0.0.5", 6380, "", 2)),
+        ("redis://:s3cret@h/0", resp.Address("h", 6379, "", 0, "", "s3cret")),
+        ("unix:///run/r.sock?db=3", resp.Address("", 6379, "/run/r.sock", 3)),
+    ],
+)
+def test_urls(url: str, address: resp.Address) -> None:
+    assert resp.parse_url(url) == address
+
+
+def test_other_schemes_are_refused() -> None:
+    with pytest.raises(ValueError, match="redis://"):
+        resp.parse_url("http://h:6379")
+
+
+@fail_after()
+async def test_commands_pipelines_and_subscriptions_on_a_real_redis(redis: RedisServer) -> None:
+    async with (
+        await resp.open_connection(redis.url + "?db=1") as client,
+        await resp.open_connection(redis.url) as subscriber,
+    ):
+        assert await client.call("SET", "k", b"\x00v") == b"OK"
+        assert await client.pipeline([("GET", "k"), ("GET", "none")]) == [b"\x00v", None]
+        with pytest.raises(resp.RespError, match="ERR"):
+            await client.call("NOSUCHCOMMAND")
+        assert await client.call("PING") == b"PONG"  # the connection goes on
+        await subscriber.send(("SUBSCRIBE", "ch"))
+        assert await subscriber.read() == [b"subscribe", b"ch", 1]
+        replies = await client.pipeline([("MULTI",), ("PUBLISH", "ch", b"x" * 70_000), ("EXEC",)])
+        assert replies[-1] == [1]
+        assert await subscriber.read() == [b"message", b"ch", b"x" * 70_000]
+    with trio.fail_after(5):
+        async with await resp.open_connection(redis.url) as other:
+            assert await other.call("GET", "k") is None  # db 0: the key was set in db 1
