@@ -124,6 +124,14 @@ class Config:
     write_delay_threshold: int = 100
     """Connections in one flush that make it busy. Chats with a few recipients per
     message stay below it and are never delayed; 0 delays every flush."""
+    write_max_pause: float = 0.02
+    """Most seconds between two busy flushes, however long the last one took: what a
+    message may wait for its room's next flush, on top of the flush itself (the pause
+    grows with the flush's length, to share system calls, up to this)."""
+    write_slice: int = 500
+    """Connections one flush writes before letting the other tasks run (reading and
+    fanning out the next messages), so that in a room of thousands no message waits
+    behind a whole sweep of its sockets. 0 writes every dirty connection in one go."""
     gc_freeze_interval: float = 1.0
     """Seconds between moving long-lived objects out of the cycle collector's sight
     (``gc.freeze``), so that its automatic passes never walk every connection and

@@ -74,7 +74,12 @@ class Server:
         self.journal = Lasting(self.store, config.lasting_backlog, self.clock)
         self.pusher = PushNotifier(config.push_webhook, config.push_queue, config.push_timeout)
         self._ctx: Context | None = None
-        self._flusher = Flusher(config.write_delay, config.write_delay_threshold)
+        self._flusher = Flusher(
+            config.write_delay,
+            config.write_delay_threshold,
+            max_pause=config.write_max_pause,
+            slice_size=config.write_slice,
+        )
         self.gc = GcPolicy(
             config.gc_freeze_interval,
             config.gc_full_after_closes,
