@@ -215,7 +215,9 @@ class Config:
     than this wait to be processed, in total over their senders (counting those still
     in the kernel's receive queues): the server is behind."""
     shed_backlog_normal: int = 128
-    """The same for NORMAL messages. HIGH messages are never dropped this way."""
+    """The same for NORMAL messages, once the backlog has stayed past this for a
+    moment (0.1-0.2 s) without coming down: a backlog the server drains, left by a
+    pause, costs NORMAL messages nothing. HIGH messages are never dropped this way."""
     shed_lag_low: float = 0.1
     """Seconds of event-loop lag beyond which chatroom LOW messages are dropped as
     they are read."""
