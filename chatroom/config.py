@@ -127,7 +127,8 @@ class Config:
     write_max_pause: float = 0.02
     """Most seconds between two busy flushes, however long the last one took: what a
     message may wait for its room's next flush, on top of the flush itself (the pause
-    grows with the flush's length, to share system calls, up to this)."""
+    grows with the flush's length, to share system calls, up to this; never below
+    ``write_delay``)."""
     write_slice: int = 500
     """Connections one flush writes before letting the other tasks run (reading and
     fanning out the next messages), so that in a room of thousands no message waits
