@@ -633,5 +633,7 @@ def _forget_handshake(protocol: ServerProtocol) -> None:
     if not protocol.reader.buffer and protocol.state is State.OPEN:
         protocol.parser = protocol.parse()
         next(protocol.parser)
-    # The subprotocol callback (a closure, bound to the protocol) is done with too.
+    # The subprotocol callback (a closure, bound to the protocol) is done with too, and
+    # so is the protocol's ``id`` (a UUID, ~110 bytes, only for websockets' own logs).
     protocol.__dict__.pop("select_subprotocol", None)
+    protocol.__dict__.pop("id", None)
