@@ -166,6 +166,15 @@ class Config:
     write_delay_threshold: int = 100
     """Connections in one flush that make it busy. Chats with a few recipients per
     message stay below it and are never delayed; 0 delays every flush."""
+    write_max_pause: float = 0.02
+    """Most seconds between two busy flushes, however long the last one took: what a
+    message may wait for its room's next flush, on top of the flush itself (the pause
+    grows with the flush's length, to share system calls, up to this; never below
+    ``write_delay``)."""
+    write_slice: int = 500
+    """Connections one flush writes before letting the other tasks run (reading and
+    fanning out the next messages), so that in a room of thousands no message waits
+    behind a whole sweep of its sockets. 0 writes every dirty connection in one go."""
     gc_freeze_interval: float = 1.0
     """Seconds between moving long-lived objects out of the cycle collector's sight
     (``gc.freeze``), so that its automatic passes never walk every connection and
@@ -249,7 +258,9 @@ class Config:
     than this wait to be processed, in total over their senders (counting those still
     in the kernel's receive queues): the server is behind."""
     shed_backlog_normal: int = 128
-    """The same for NORMAL messages. HIGH messages are never dropped this way."""
+    """The same for NORMAL messages, once the backlog has stayed past this for a
+    moment (0.1-0.2 s) without coming down: a backlog the server drains, left by a
+    pause, costs NORMAL messages nothing. HIGH messages are never dropped this way."""
     shed_lag_low: float = 0.1
     """Seconds of event-loop lag beyond which chatroom LOW messages are dropped as
     they are read."""

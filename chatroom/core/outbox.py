@@ -117,12 +117,13 @@ class Outbox:
     over without copying. An idle connection holds two shared empty placeholders.
     An evicted frame leaves a tombstone (``b""``, priority ``_GONE``) in its slot:
     removing it from the middle of the list would move every later one.
+    ``queued_bytes`` and ``shed`` are plain attributes, not properties: the writer
+    reads them on every write to every connection. Callers only read them.
     """
 
     __slots__ = (
         "_accepted",
         "_budget",
-        "_bytes",
         "_dead",
         "_frames",
         "_low_at",
@@ -140,6 +141,8 @@ class Outbox:
         "_sheddable",
         "_slab",
         "_totals",
+        "queued_bytes",
+        "shed",
     )
 
     def __init__(
@@ -158,7 +161,8 @@ class Outbox:
         self._next = min(max_bytes, self._slab)  # more bytes than this: see _make_room
         self._frames: list[bytes] | tuple[()] = _EMPTY
         self._prios: bytearray | tuple[()] = _EMPTY
-        self._bytes = 0
+        self.queued_bytes = 0  # bytes queued (tombstones hold none)
+        self.shed = 0  # frames shed so far, LOW and NORMAL: read on every write
         self._sheddable = 0  # queued NORMAL + LOW frames
         self._low_frames = 0  # queued LOW frames and their bytes: "fits without LOW"
         self._low_bytes = 0
@@ -174,15 +178,6 @@ class Outbox:
         return len(self._frames) - self._dead
 
     @property
-    def queued_bytes(self) -> int:
-        return self._bytes
-
-    @property
-    def shed(self) -> int:
-        """Frames shed from this outbox so far (LOW and NORMAL)."""
-        return self._shed_low + self._shed_normal
-
-    @property
     def reserved_bytes(self) -> int:
         """What this outbox holds of the server-wide budget."""
         return self._reserved
@@ -193,7 +188,7 @@ class Outbox:
         size = len(frame)
         frames = self._frames
         if frames and (
-            self._bytes + size > self._next  # the byte bound, or the next slab to reserve
+            self.queued_bytes + size > self._next  # the byte bound, or the next slab to reserve
             or len(frames) >= self._max_frames  # tombstones included: checked again
         ):
             verdict = self._make_room(size, priority)
@@ -205,7 +200,7 @@ class Outbox:
             self._prios.append(priority)  # type: ignore[union-attr]
         else:
             self._frames, self._prios = [frame], bytearray((priority,))
-        self._bytes += size
+        self.queued_bytes += size
         if priority >= _SHEDDABLE:
             self._sheddable += 1
             if priority == _LOW:
@@ -223,7 +218,7 @@ class Outbox:
         assert isinstance(frames, list)
         prios = self._prios
         assert isinstance(prios, bytearray)
-        if self._bytes <= max_bytes or len(frames) - self._dead == 1:
+        if self.queued_bytes <= max_bytes or len(frames) - self._dead == 1:
             dead = self._dead
             if dead or self._reserved or self._low_frames:
                 self.clear()
@@ -231,7 +226,7 @@ class Outbox:
             # ``clear``, inlined: a connection that keeps up comes here on every flush.
             # (No tombstone means both eviction cursors are 0 already.)
             self._frames = self._prios = _EMPTY
-            self._bytes = self._sheddable = 0
+            self.queued_bytes = self._sheddable = 0
             return frames
         count, total = self._head(max_bytes)
         out = frames[:count]
@@ -249,7 +244,7 @@ class Outbox:
             out = [f for f in out if f]
         self._low_at = max(0, self._low_at - count)
         self._normal_at = max(0, self._normal_at - count)
-        self._bytes -= total
+        self.queued_bytes -= total
         if self._reserved:
             self._reserve(0)
         return out
@@ -260,14 +255,14 @@ class Outbox:
         self._next = min(self._max_bytes, self._slab)
         self._frames = _EMPTY
         self._prios = _EMPTY
-        self._bytes = 0
+        self.queued_bytes = 0
         self._sheddable = self._low_frames = self._low_bytes = self._dead = 0
         self._low_at = self._normal_at = 0
 
     def statistics(self) -> OutboxStatistics:
         return OutboxStatistics(
             queued_frames=len(self),
-            queued_bytes=self._bytes,
+            queued_bytes=self.queued_bytes,
             accepted=self._accepted,
             shed_low=self._shed_low,
             shed_normal=self._shed_normal,
@@ -293,7 +288,7 @@ class Outbox:
         live = len(self._frames) - self._dead
         if not live:
             return True
-        return self._bytes + size <= self._max_bytes and live < self._max_frames
+        return self.queued_bytes + size <= self._max_bytes and live < self._max_frames
 
     def _make_room(self, size: int, priority: Priority) -> Verdict | None:
         """Shed what policy allows and reserve slabs; None when ``size`` now fits."""
@@ -313,7 +308,7 @@ class Outbox:
         told (it closes the biggest queues); a ``sheddable`` frame then gets False and
         nothing reserved, any other frame gets its slabs all the same."""
         slab, budget = self._slab, self._budget
-        wanted = max(0, -(-(self._bytes + size - slab) // slab) * slab)
+        wanted = max(0, -(-(self.queued_bytes + size - slab) // slab) * slab)
         extra = wanted - self._reserved
         if extra > 0 and budget.used + extra > budget.limit and len(self):
             budget.overrun()
@@ -345,10 +340,11 @@ class Outbox:
         live = len(self._frames) - self._dead - self._low_frames
         if not live:
             return True  # an empty outbox takes any one frame
-        bytes_left = self._bytes - self._low_bytes
+        bytes_left = self.queued_bytes - self._low_bytes
         return bytes_left + size <= self._max_bytes and live < self._max_frames
 
     def _count_shed(self, priority: int) -> None:
+        self.shed += 1
         if priority == _LOW:
             self._shed_low += 1
             self._totals.low += 1
@@ -372,7 +368,7 @@ class Outbox:
             frames[at] = b""
             prios[at] = _GONE
             self._dead += 1
-            self._bytes -= len(frame)
+            self.queued_bytes -= len(frame)
             self._sheddable -= 1
             if victim == _LOW:
                 self._low_frames -= 1

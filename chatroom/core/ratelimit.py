@@ -126,15 +126,33 @@ class IntakeBacklog:
     readers take turns, so a message waits behind the other senders' backlogs too
     (ten publishers 80 messages behind each is 800, not 80). A sample counts for
     ``ttl`` seconds: a sender that went quiet, or left, stops counting.
+
+    ``earlier`` is the total as it was between ``window`` and twice that ago (when
+    samples come steadily): a backlog that is still as big as then is one the server
+    does not drain, whereas one that shrinks is the trace of a pause (a stall, another
+    process on the core) that the server is already making up for.
     """
 
-    __slots__ = ("_next_sweep", "_senders", "_total", "_ttl")
+    __slots__ = (
+        "_next_mark",
+        "_next_sweep",
+        "_recent",
+        "_senders",
+        "_total",
+        "_ttl",
+        "_window",
+        "earlier",
+    )
 
-    def __init__(self, ttl: float = 0.5):
+    def __init__(self, ttl: float = 0.5, window: float = 0.1):
         self._ttl = ttl
+        self._window = window
         self._senders: dict[object, tuple[int, float]] = {}
         self._total = 0
         self._next_sweep = 0.0
+        self._next_mark = 0.0
+        self._recent = 0  # the total at the last mark
+        self.earlier = 0  # the total at the mark before it
 
     def sample(self, sender: object, backlog: int, now: float) -> int:
         """Record ``sender``'s backlog; return the total, this sample included."""
@@ -149,25 +167,42 @@ class IntakeBacklog:
             for s in stale:
                 self._total -= self._senders.pop(s)[0]
             self._next_sweep = now + self._ttl / 4
+        if now >= self._next_mark:
+            self.earlier, self._recent = self._recent, self._total
+            self._next_mark = now + self._window
         return self._total
 
 
 def shed_at_intake(
-    priority: int, backlog: int, lag: float, limits: tuple[int, int, float, float]
-) -> bool:
-    """Whether a chatroom message of ``priority`` (outbox.Priority: 1 HIGH, 2 NORMAL,
-    3 LOW) is dropped as it is read, because the server is behind.
+    priority: int,
+    backlog: int,
+    earlier: int,
+    lag: float,
+    limits: tuple[int, int, float, float],
+) -> str | None:
+    """Why a chatroom message of ``priority`` (outbox.Priority: 1 HIGH, 2 NORMAL,
+    3 LOW) is dropped as it is read, the server being behind: ``"backlog"`` or
+    ``"lag"``; None when it is not.
 
     ``backlog`` is how many chatroom messages the server has received and not yet
-    processed (``IntakeBacklog``); ``lag`` how late (seconds) the event loop runs.
-    ``limits`` are ``(backlog_low, backlog_normal, lag_low, lag_normal)``: past the
-    first pair LOW is
-    shed, past the second NORMAL too; HIGH never is. Shedding at intake costs almost
-    nothing, so the backlog drains and the HIGH messages behind it get through.
+    processed (``IntakeBacklog``), ``earlier`` what it was a moment ago
+    (``IntakeBacklog.earlier``); ``lag`` how late (seconds) the event loop runs.
+    ``limits`` are ``(backlog_low, backlog_normal, lag_low, lag_normal)``. LOW is shed
+    past the first backlog limit or the first lag limit; NORMAL past the second lag
+    limit, or past the second backlog limit when the backlog was past it a moment ago
+    already and has not come down since: a server that keeps up on average drains
+    the backlog a pause left (another process on its core, a long flush) and loses
+    no NORMAL message to it, while one that is overloaded does not drain it. HIGH is
+    never shed. Shedding at intake costs almost nothing, so the backlog drains and
+    the HIGH messages behind it get through.
     """
     backlog_low, backlog_normal, lag_low, lag_normal = limits
     if priority >= 3:
-        return backlog > backlog_low or lag > lag_low
+        if backlog > backlog_low:
+            return "backlog"
+        return "lag" if lag > lag_low else None
     if priority == 2:
-        return backlog > backlog_normal or lag > lag_normal
-    return False
+        if backlog > backlog_normal and earlier > backlog_normal and backlog >= earlier:
+            return "backlog"
+        return "lag" if lag > lag_normal else None
+    return None

@@ -219,10 +219,13 @@ class Connection:
         """Write queued frames now, as far as the kernel takes them (Flusher); the
         number of frames taken from the outbox."""
         self._dirty = False
-        if self._writer_busy or not self.outbox:
+        if self._writer_busy:
             return 0
-        frames = self.outbox.take(_FLUSH_BYTES)
-        if self.outbox.shed != self._shed_told:
+        outbox = self.outbox
+        frames = outbox.take(_FLUSH_BYTES)
+        if not frames:
+            return 0
+        if outbox.shed != self._shed_told:
             self._shed_to_tell()
         data = b"".join(frames)
         try:
@@ -237,7 +240,7 @@ class Connection:
                 # A writer task exists only while a socket refuses bytes: an idle
                 # connection costs no task.
                 self._nursery.start_soon(self._writer)
-        elif self.outbox:
+        elif outbox.queued_bytes:  # more than one write's worth (no frame is empty)
             self._dirty = True
             self._flusher.mark(self)
         return len(frames)

@@ -24,18 +24,33 @@ class Flusher:
 
     After a cycle that flushed at least ``busy_threshold`` connections, the next one
     starts no earlier than ``write_delay`` seconds later, or later still when the
-    cycle took long: as long again as it took, twice as long once its writes carried
-    two frames or more each (messages arrive faster than cycles). A busy room then
-    gathers the messages of that interval into each write, and writing never takes
-    more than half the time (a third under load), while the first message after a
-    quiet spell, and a quiet server (a few recipients per message), is written at
-    once. With ``busy_threshold`` 0 every cycle waits ``write_delay`` after its first
-    mark.
+    cycle took long: as long again as its writes took, twice as long once they carried
+    two frames or more each (messages arrive faster than cycles), but never more than
+    ``max_pause``. A busy room then gathers the messages of that interval into each
+    write, and writing never takes more than half the time (a third under load), while
+    the first message after a quiet spell, and a quiet server (a few recipients per
+    message), is written at once. With ``busy_threshold`` 0 every cycle waits
+    ``write_delay`` after its first mark.
+
+    A cycle writes ``slice_size`` connections at a time (0: all at once) and lets the
+    other tasks run between slices: a message read meanwhile is queued in time for the
+    connections the cycle has not reached yet, instead of waiting behind a sweep of
+    every socket of a big room. A connection already written is marked again and
+    written by the next cycle; each connection's frames stay in order either way.
     """
 
-    def __init__(self, write_delay: float = 0.0, busy_threshold: int = 0):
+    def __init__(
+        self,
+        write_delay: float = 0.0,
+        busy_threshold: int = 0,
+        *,
+        max_pause: float = math.inf,
+        slice_size: int = 0,
+    ):
         self._delay = write_delay
         self._threshold = busy_threshold
+        self._max_pause = max(max_pause, write_delay)
+        self._slice = slice_size
         self._dirty: list[Flushable] = []
         self._wake = trio.Event()
 
@@ -48,7 +63,7 @@ class Flusher:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
-        not_before = -math.inf  # end of the last busy cycle plus the delay
+        not_before = -math.inf  # end of the last busy cycle plus the pause
         while True:
             await self._wake.wait()
             self._wake = trio.Event()
@@ -58,11 +73,18 @@ class Flusher:
                 elif not_before > trio.current_time():
                     await trio.sleep_until(not_before)
             dirty, self._dirty = self._dirty, []
-            start = trio.current_time()
+            size = len(dirty)
+            step = self._slice if 0 < self._slice < size else max(size, 1)
             frames = 0
-            for conn in dirty:
-                frames += conn.flush_nowait()
-            if dirty and len(dirty) >= self._threshold:
-                end = trio.current_time()
-                stretch = min(2.0, max(1.0, frames / len(dirty)))
-                not_before = end + max(self._delay, stretch * (end - start))
+            spent = 0.0  # seconds spent writing, the other tasks' turns left out
+            for first in range(0, size, step):
+                if first:
+                    await trio.lowlevel.checkpoint()
+                start = trio.current_time()
+                for conn in dirty[first : first + step] if step < size else dirty:
+                    frames += conn.flush_nowait()
+                spent += trio.current_time() - start
+            if size and size >= self._threshold:
+                stretch = min(2.0, max(1.0, frames / size))
+                pause = min(self._max_pause, max(self._delay, stretch * spent))
+                not_before = trio.current_time() + pause

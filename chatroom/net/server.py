@@ -95,7 +95,12 @@ class Server:
         self._ctx: Context | None = None
         # A node of a cluster when ``config.redis`` names one (docs/cluster.md).
         self.cluster: RedisLink | None = cluster_hub(config.redis, config.redis_queue)
-        self._flusher = Flusher(config.write_delay, config.write_delay_threshold)
+        self._flusher = Flusher(
+            config.write_delay,
+            config.write_delay_threshold,
+            max_pause=config.write_max_pause,
+            slice_size=config.write_slice,
+        )
         self.gc = GcPolicy(
             config.gc_freeze_interval,
             config.gc_full_after_closes,

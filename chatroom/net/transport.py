@@ -90,10 +90,10 @@ class Transport:
         "_fd",
         "_frame_size",
         "_kind",
-        "_lock",
         "_parts",
         "_protocol",
         "_stream",
+        "_writing",
         "on_frames",
         "sink",
     )
@@ -104,7 +104,9 @@ class Transport:
         # closed (and possibly reused) descriptor number is never written to.
         self._fd = stream.socket.fileno()
         self._protocol = protocol
-        self._lock = trio.StrictFIFOLock()
+        # True while ``write`` waits: ``write_nowait`` must not cut into its bytes. A
+        # flag, not a lock (~340 bytes per connection): ``write`` runs once, to close.
+        self._writing = False
         self._events: list[object] = []  # received, not yet handled; oldest last
         self._kind: Opcode | None = None  # type of the message being reassembled
         self._parts: list[bytes] | tuple[()] = _NO_PARTS  # of a fragmented message
@@ -237,7 +239,7 @@ class Transport:
     def write_nowait(self, data: bytes) -> int:
         """Write what the kernel takes right now; return the number of bytes written
         (0 when the socket buffer is full or a waiting write is in progress)."""
-        if self._lock.locked():
+        if self._writing:
             return 0
         if self._fd < 0:
             raise TransportBroken("socket closed")
@@ -257,11 +259,15 @@ class Transport:
 
     async def write(self, data: bytes) -> None:
         """Write all of ``data``, waiting for the socket. The caller sets a deadline."""
-        async with self._lock:
-            try:
-                await self._stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                raise TransportBroken(str(exc)) from exc
+        if self._writing:  # one ``write`` at a time: its caller never makes two
+            raise TransportBroken("a write is under way")
+        self._writing = True
+        try:
+            await self._stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise TransportBroken(str(exc)) from exc
+        finally:
+            self._writing = False
 
     async def aclose(self, code: int, reason: str) -> None:
         """Send a close frame (unless closing already), half-close, wait briefly for
@@ -637,5 +643,7 @@ def _forget_handshake(protocol: ServerProtocol) -> None:
     if not protocol.reader.buffer and protocol.state is State.OPEN:
         protocol.parser = protocol.parse()
         next(protocol.parser)
-    # The subprotocol callback (a closure, bound to the protocol) is done with too.
+    # The subprotocol callback (a closure, bound to the protocol) is done with too, and
+    # so is the protocol's ``id`` (a UUID, ~110 bytes, only for websockets' own logs).
     protocol.__dict__.pop("select_subprotocol", None)
+    protocol.__dict__.pop("id", None)

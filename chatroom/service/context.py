@@ -66,6 +66,7 @@ class Counters:
     errors: int = 0
     rejected_by_room_budget: int = 0
     shed_at_intake: int = 0  # chatroom messages dropped as read, the server being behind
+    shed_at_intake_lag: int = 0  # of those, for the event loop's lag (else the backlog)
     shed: ShedTotals = field(default_factory=ShedTotals)  # by full outboxes
     closed_slow: int = 0  # connections closed as slow consumers
     refused_requests: int = 0  # over a connection's request budget (4113)

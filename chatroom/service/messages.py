@@ -341,15 +341,21 @@ def _send_live(
             config.shed_lag_normal,
         )
         # HIGH is never shed: it does not even ask for the backlog (a system call).
-        if priority is not Priority.HIGH and shed_at_intake(
+        intake = ctx.policies.intake
+        reason = priority is not Priority.HIGH and shed_at_intake(
             priority,
-            ctx.policies.intake.sample(link, link.backlog(), trio.current_time()),
+            intake.sample(link, link.backlog(), trio.current_time()),
+            intake.earlier,
             ctx.policies.loop_lag,
             limits,
-        ):
+        )
+        if reason:
             # Accepted (acked) but delivered to nobody: the room is overloaded and
             # this is what priorities are for.
-            ctx.counters.shed_at_intake += 1
+            counters = ctx.counters
+            counters.shed_at_intake += 1
+            if reason == "lag":
+                counters.shed_at_intake_lag += 1
             return
         if not transient:
             ctx.caches.rooms.add(message)

@@ -104,19 +104,54 @@ def test_room_budget_always_lets_one_message_through_a_tiny_rate() -> None:
 
 
 @pytest.mark.parametrize(
-    ("priority", "backlog", "lag", "shed"),
+    ("priority", "backlog", "earlier", "lag", "shed"),
     [
-        (3, 0, 0.0, False),
-        (3, 65, 0.0, True),  # LOW: past the first backlog limit
-        (3, 0, 0.11, True),  # LOW: past the first lag limit
-        (2, 65, 0.11, False),  # NORMAL keeps going until the second pair
-        (2, 257, 0.0, True),
-        (2, 0, 0.21, True),
-        (1, 10**6, 10.0, False),  # HIGH is never shed at intake
+        (3, 0, 0, 0.0, None),
+        (3, 65, 0, 0.0, "backlog"),  # LOW: past the first backlog limit, at once
+        (3, 0, 0, 0.11, "lag"),  # LOW: past the first lag limit
+        (3, 65, 0, 0.11, "backlog"),  # both: the backlog is named
+        (2, 65, 65, 0.11, None),  # NORMAL keeps going until the second pair
+        (2, 257, 0, 0.0, None),  # NORMAL: a backlog that was not there a moment ago
+        (2, 257, 300, 0.0, None),  # NORMAL: a backlog that comes down
+        (2, 257, 257, 0.0, "backlog"),  # NORMAL: past the limit and not coming down
+        (2, 300, 257, 0.0, "backlog"),  # growing
+        (2, 0, 0, 0.21, "lag"),
+        (1, 10**6, 10**6, 10.0, None),  # HIGH is never shed at intake
     ],
 )
-def test_shed_at_intake(priority: int, backlog: int, lag: float, shed: bool) -> None:
-    assert shed_at_intake(priority, backlog, lag, (64, 256, 0.1, 0.2)) is shed
+def test_shed_at_intake(
+    priority: int, backlog: int, earlier: int, lag: float, shed: str | None
+) -> None:
+    assert shed_at_intake(priority, backlog, earlier, lag, (64, 256, 0.1, 0.2)) == shed
+
+
+def _normal_sheds(intake: IntakeBacklog, backlogs: list[int]) -> list[bool]:
+    """One sender's backlog at each of its NORMAL messages, one every 10 ms: which
+    of them are shed (limit 100)."""
+    sender = object()
+    return [
+        shed_at_intake(2, intake.sample(sender, b, i / 100), intake.earlier, 0.0, (50, 100, 1, 1))
+        is not None
+        for i, b in enumerate(backlogs)
+    ]
+
+
+def test_a_pause_the_server_makes_up_for_sheds_no_normal_message() -> None:
+    # 150 messages arrive during a pause, then drain by one per message processed
+    # (the server is faster than the sender): none of them is shed.
+    backlogs = [2] * 20 + list(range(150, 0, -1))
+    assert not any(_normal_sheds(IntakeBacklog(window=0.1), backlogs))
+
+
+def test_a_backlog_that_keeps_growing_sheds_normal_messages() -> None:
+    # The sender gets further ahead with every message: NORMAL is shed once the
+    # backlog was past the limit a window ago and is still higher, and from then on.
+    backlogs = [2] * 20 + list(range(90, 190))
+    sheds = _normal_sheds(IntakeBacklog(window=0.1), backlogs)
+    first = sheds.index(True)
+    assert backlogs[first] > 100
+    assert all(sheds[first:])
+    assert first - backlogs.index(101) <= 20  # within two windows of passing the limit
 
 
 def test_intake_backlog_adds_up_the_senders() -> None:

@@ -493,3 +493,29 @@ async def test_pings_do_not_stand_in_for_a_login(autojump_clock: trio.testing.Mo
             reason = await client.closed()
             nursery.cancel_scope.cancel()
         assert reason.code == 4108
+
+
+@fail_after(30)
+async def test_a_room_flushed_in_slices_gets_every_message_in_order() -> None:
+    # Five viewers written two at a time, every flush busy: messages fanned out
+    # between two slices reach each viewer once, in the order they were sent.
+    viewers = [f"v{i}" for i in range(5)]
+    config = {"write_slice": 2, "write_delay_threshold": 2, **NO_INTAKE_SHEDDING}
+    async with (
+        running_server(config) as running,
+        users(running, "host", *viewers) as (host, *clients),
+    ):
+        reply = await host.request({"cmd": "conv", "op": "start", "m": [], "transient": True})
+        cid = reply["cid"]
+        for client, name in zip(clients, viewers, strict=True):
+            await client.request({"cmd": "conv", "op": "add", "cid": cid, "m": [name]})
+        sent = [f"m{i:03d}" for i in range(200)]
+        for start in range(0, len(sent), 20):
+            await host.say_many(cid, sent[start : start + 20])
+        for client in clients:
+            got: list[str] = []
+            while len(got) < len(sent):
+                push = await client.receive()
+                if push["cmd"] == "direct":
+                    got.append(push["msg"])
+            assert got == sent

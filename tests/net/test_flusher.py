@@ -137,3 +137,54 @@ async def test_after_a_long_flush_the_next_waits_as_long_again(
         # Not 5 ms after the busy cycle ended (at 30 ms), but 30 or 60 ms after.
         assert log[-1][1] - start == pytest.approx(0.03 + wait)
         nursery.cancel_scope.cancel()
+
+
+async def test_a_long_flush_pauses_no_more_than_max_pause(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    log: list[tuple[str, float]] = []
+    conns = [Slow(f"c{i}", log, autojump_clock, 3) for i in range(2)]
+    flusher = Flusher(write_delay=0.005, busy_threshold=2, max_pause=0.02)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(flusher.run)
+        start = trio.current_time()
+        flusher.mark(conns[0])
+        flusher.mark(conns[1])  # 30 ms of writes carrying 3 frames each: 60 ms uncapped
+        await trio.testing.wait_all_tasks_blocked()
+        flusher.mark(conns[0])
+        await trio.sleep(0.1)
+        assert log[-1][1] - start == pytest.approx(0.03 + 0.02)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_big_cycle_lets_other_tasks_run_between_slices(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """What another task does between two slices (fan out the next message) reaches
+    the connections not written yet in this cycle, and the written ones in the next."""
+    log: list[tuple[str, float]] = []
+    conns = [Recorder(f"c{i}", log) for i in range(5)]
+    flusher = Flusher(slice_size=2)
+    seen: list[int] = []  # how many writes the other task saw done, at each of its turns
+
+    async def other_task() -> None:
+        marked = False
+        while len(log) < 5:
+            await trio.lowlevel.checkpoint()
+            seen.append(len(log))
+            if not marked and 2 <= len(log) < 5:
+                flusher.mark(conns[0])  # written already: marked again
+                marked = True
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(flusher.run)
+        for conn in conns:
+            flusher.mark(conn)
+        nursery.start_soon(other_task)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+    assert [name for name, _ in log] == ["c0", "c1", "c2", "c3", "c4", "c0"]
+    # It ran in the middle of the cycle (after the first slice or the second), and
+    # never inside a slice.
+    assert {2, 4} & set(seen)
+    assert not {1, 3} & set(seen)

@@ -158,9 +158,24 @@ async def test_write_nowait_sends_several_frames_in_one_call() -> None:
 @fail_after()
 async def test_write_nowait_yields_to_a_waiting_write() -> None:
     async with ws_pair() as (transport, client_ws):
-        async with transport._lock:
+        stream = transport._stream
+        send_all = stream.send_all
+        go = trio.Event()
+
+        async def slow_send_all(data: bytes) -> None:  # a socket that takes a while
+            await go.wait()
+            await send_all(data)
+
+        stream.send_all = slow_send_all  # type: ignore[method-assign,assignment]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(transport.write, ws_frame(b"first", binary=False))
+            await trio.testing.wait_all_tasks_blocked()
             assert transport.write_nowait(ws_frame(b"not now", binary=False)) == 0
+            with pytest.raises(TransportBroken):  # nor does a second write
+                await transport.write(ws_frame(b"nor this", binary=False))
+            go.set()
         assert transport.write_nowait(ws_frame(b"now", binary=False)) > 0
+        assert await client_ws.get_message() == "first"
         assert await client_ws.get_message() == "now"
 
 

@@ -1,0 +1,101 @@
+"""The fan-out hot path without sockets, for instruction counts (not a benchmark).
+
+``python -m bench.hotpath N ROUNDS`` builds N real ``Connection`` objects (a transport
+that takes every byte at once stands for the socket), then ROUNDS times pushes one
+prepared chatroom message to all of them, as ``LocalHub`` does, and runs one flusher
+sweep (``flush_nowait`` on every dirty connection), which is what one message costs
+the server in Python, system calls left out. Run it under callgrind at two values of
+ROUNDS: the difference divided by N times the difference in ROUNDS is the cost of one
+delivery in instructions, start-up cancelled out::
+
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null python -m bench.hotpath 1000 20
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null python -m bench.hotpath 1000 40
+
+``--frames K`` pushes K messages between sweeps (a busy room: K frames per write).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from types import SimpleNamespace
+
+from chatroom.config import Config
+from chatroom.protocol import messages_pb2 as pb
+from chatroom.protocol.codec import Prepared, parse_subprotocol
+
+try:
+    from chatroom.core.outbox import Priority, QueuedBytes, ShedTotals
+    from chatroom.net.connection import Connection
+    from chatroom.net.flusher import Flusher
+
+    def _budget(config: Config) -> object:
+        return QueuedBytes(config.queued_bytes_budget)
+
+except ImportError:  # commits before the packages (45d8680 and earlier): no budget either
+    _old = importlib.import_module("chatroom.connection")
+    Connection = _old.Connection  # type: ignore[misc]
+    Flusher = importlib.import_module("chatroom.flusher").Flusher  # type: ignore[misc]
+    Priority = importlib.import_module("chatroom.outbox").Priority  # type: ignore[misc]
+    ShedTotals = importlib.import_module("chatroom.outbox").ShedTotals  # type: ignore[misc]
+
+    def _budget(config: Config) -> object:
+        return None
+
+
+class _Sink:
+    """A transport whose socket takes everything at once."""
+
+    backlog = 0
+
+    def __init__(self) -> None:
+        self.sink: object = None
+        self.on_frames: object = None
+        self.written = 0
+
+    def write_nowait(self, data: bytes) -> int:
+        self.written += len(data)
+        return len(data)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("viewers", type=int)
+    parser.add_argument("rounds", type=int)
+    parser.add_argument("--frames", type=int, default=1, help="messages between sweeps")
+    args = parser.parse_args()
+    config = Config(db=":memory:")
+    ctx = SimpleNamespace(
+        config=config,
+        counters=SimpleNamespace(shed=ShedTotals()),
+        policies=SimpleNamespace(queued=_budget(config)),
+    )
+    subprotocol = parse_subprotocol("lc.protobuf2.3")
+    assert subprotocol is not None
+    flusher = Flusher()
+    sinks = [_Sink() for _ in range(args.viewers)]
+    conns = [Connection(sink, subprotocol, ctx, flusher) for sink in sinks]  # type: ignore[arg-type]
+    peers = [f"viewer{i}" for i in range(args.viewers)]
+    sent = 0
+    for _ in range(args.rounds):
+        for _ in range(args.frames):
+            cmd = pb.GenericCommand(cmd=pb.direct, peerId="x")
+            cmd.directMessage.msg = "m" * 100
+            cmd.directMessage.cid = "c" * 24
+            cmd.directMessage.id = "i" * 20
+            cmd.directMessage.timestamp = 1_700_000_000_000 + sent
+            cmd.directMessage.fromPeerId = "pub0"
+            cmd.directMessage.transient = True
+            prepared = Prepared(cmd)
+            for conn, peer in zip(conns, peers, strict=True):
+                conn.push(prepared, peer, Priority.NORMAL)
+            sent += 1
+        dirty, flusher._dirty = flusher._dirty, []
+        for each in dirty:
+            each.flush_nowait()
+    written = sum(sink.written for sink in sinks)
+    print(f"{args.viewers} viewers, {sent} messages, {written} bytes written")
+
+
+if __name__ == "__main__":
+    main()
