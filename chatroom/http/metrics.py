@@ -41,7 +41,7 @@ class Readings:
     accepted: Mapping[str, int]  # messages accepted, by conversation kind
     deliveries: int  # messages and events pushed to sessions
     shed: Mapping[str, int]  # frames shed by full outboxes, by priority
-    shed_at_intake: int
+    shed_at_intake: Mapping[str, int]  # by reason: the senders' backlog, the loop's lag
     refused: Mapping[str, int]  # requests refused by a budget, by budget
     closed_slow: int
     closed_over_budget: int
@@ -96,8 +96,9 @@ def families(r: Readings) -> Iterator[Metric]:
     )
     yield _counter(
         "chatroom_intake_shed",
-        "Chatroom messages dropped as read while the server was behind.",
+        "Chatroom messages dropped as read while the server was behind, by reason.",
         r.shed_at_intake,
+        "reason",
     )
     yield _counter(
         "chatroom_budget_refusals", "Requests refused by a budget, by budget.", r.refused, "budget"

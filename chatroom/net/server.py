@@ -150,7 +150,10 @@ class Server:
             accepted={name: counters.accepted_by_kind[v] for v, name in _KINDS.items()},
             deliveries=hub.deliveries,
             shed={"low": counters.shed.low, "normal": counters.shed.normal},
-            shed_at_intake=counters.shed_at_intake,
+            shed_at_intake={
+                "backlog": counters.shed_at_intake - counters.shed_at_intake_lag,
+                "lag": counters.shed_at_intake_lag,
+            },
             refused={
                 "requests": counters.refused_requests,
                 "messages": counters.refused_messages,

@@ -61,6 +61,7 @@ async def test_counters_follow_real_traffic() -> None:
         assert value(after, "chatroom_commit_duration_seconds_sum") > 0
         assert value(after, "chatroom_store_failures_total", what="messages") == 0
         assert value(after, "chatroom_frames_shed_total", priority="low") == 0
+        assert value(after, "chatroom_intake_shed_total", reason="backlog") == 0
         assert value(after, "chatroom_event_loop_lag_seconds") >= 0
 
 
