@@ -31,7 +31,6 @@ from chatroom.core.model import (
     ConvEventRecord,
     ConvFilter,
     ConvOrder,
-    ConvType,
     HistoryQuery,
     LastingChanges,
     MemberMarks,
@@ -43,45 +42,27 @@ from chatroom.core.model import (
 )
 from chatroom.core.roles import Moderation, ModerationChanges
 
+from . import common
 from . import sqlite_lasting as lasting_tables
 from . import sqlite_marks as marks_table
 from . import sqlite_messages as messages_table
 from . import sqlite_moderation as moderation_tables
-from .base import IntegrityError, NotFoundError, StoreError
+from .base import IntegrityError, StoreError
 from .common import (
+    CONV_SELECT,
+    CONVS_OF,
     INT64_MAX,
     clamp_int64,
-    dump_json,
-    is_unique_normal,
-    json_path,
+    conversation_of_row,
     members_key,
     regex_passes,
 )
+from .select_sql import SqliteSelect, select_sql
 from .sqlite_schema import SCHEMA_VERSION, migrate
 
 T = TypeVar("T")
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore"]
-
-_CONV_COLUMNS = (
-    "cid", "kind", "creator", "members", "attrs", "created_at", "updated_at", "is_unique",
-    "unique_id", "muted", "last_message_at", "expire_at",
-)  # fmt: skip
-_CONV_SELECT = f"SELECT {', '.join(_CONV_COLUMNS)} FROM conversations"
-_CONV_INSERT = (
-    f"INSERT INTO conversations ({', '.join(_CONV_COLUMNS)}, members_key)"
-    f" VALUES ({', '.join('?' * (len(_CONV_COLUMNS) + 1))})"
-)
-_CONV_UPDATE = (
-    f"UPDATE conversations SET {', '.join(f'{c} = ?' for c in _CONV_COLUMNS[1:])},"
-    " members_key = ? WHERE cid = ?"
-)
-_CONVS_OF = (
-    f"SELECT {', '.join('c.' + c for c in _CONV_COLUMNS)}"
-    " FROM conversation_members AS m JOIN conversations AS c ON c.cid = m.cid"
-    " WHERE m.member = ?"
-    " ORDER BY coalesce(c.last_message_at, c.created_at) DESC, c.cid LIMIT ? OFFSET ?"
-)
 
 
 def _as_is(row: Any) -> Any:
@@ -222,7 +203,7 @@ class SqliteStore:
 
     async def create_conversation(self, conv: Conversation) -> None:
         """Insert a new conversation; IntegrityError if its ``cid`` exists."""
-        await self._write(functools.partial(_create_conversation, conv=conv))
+        await self._write(lambda db: _in_transaction(db, common.create_conversation, conv))
 
     async def save_conversation(self, conv: Conversation) -> None:
         """Replace a stored conversation; NotFoundError if there is none.
@@ -230,25 +211,25 @@ class SqliteStore:
         ``last_message_at`` never goes back: ``append_messages`` owns it, and a caller
         saving a copy read before the latest batch must not undo that batch's update.
         """
-        await self._write(functools.partial(_save_conversation, conv=conv))
+        await self._write(lambda db: _in_transaction(db, common.save_conversation, conv))
 
     async def get_conversation(self, cid: str) -> Conversation | None:
         """The stored conversation, or None."""
-        rows = await self._query(f"{_CONV_SELECT} WHERE cid = ?", (cid,))
-        return _conversation(rows[0]) if rows else None
+        rows = await self._query(f"{CONV_SELECT} WHERE cid = ?", (cid,))
+        return conversation_of_row(rows[0]) if rows else None
 
     async def find_unique_conversation(self, members: Sequence[str]) -> Conversation | None:
         """The oldest unique normal conversation with exactly this member set."""
-        sql = f"{_CONV_SELECT} WHERE members_key = ? ORDER BY created_at, cid LIMIT 1"
+        sql = f"{CONV_SELECT} WHERE members_key = ? ORDER BY created_at, cid LIMIT 1"
         key = members_key(members)
         rows = await self._query(sql, (key,))
-        return _conversation(rows[0]) if rows else None
+        return conversation_of_row(rows[0]) if rows else None
 
     async def conversations_of(self, member: str, limit: int, skip: int) -> list[Conversation]:
         """The member's conversations, most recently active first, ties by ``cid``."""
         if limit < 0 or skip < 0:
             raise ValueError("limit and skip must not be negative")
-        return await self._query(_CONVS_OF, (member, limit, skip), _conversation)
+        return await self._query(CONVS_OF, (member, limit, skip), conversation_of_row)
 
     async def select_conversations(
         self, where: ConvFilter, order: Sequence[ConvOrder], limit: int, skip: int
@@ -260,8 +241,8 @@ class SqliteStore:
         if where.cids is not None and not where.cids:
             await trio.lowlevel.checkpoint()
             return []
-        sql, args = _select_sql(where, order)
-        return await self._query(sql, [*args, limit, skip], _conversation)
+        sql, args = select_sql(where, order, SqliteSelect)
+        return await self._query(sql, [*args, limit, skip], conversation_of_row)
 
     # messages
 
@@ -435,40 +416,6 @@ def _in_transaction(db: sqlite3.Connection, fn: Callable[..., T], *args: Any) ->
         return fn(db, *args)
 
 
-def _create_conversation(db: sqlite3.Connection, conv: Conversation) -> None:
-    with _transaction(db):
-        db.execute(_CONV_INSERT, _conversation_row(conv))
-        db.executemany(
-            "INSERT OR IGNORE INTO conversation_members (member, cid) VALUES (?, ?)",
-            [(member, conv.cid) for member in conv.members],
-        )
-
-
-def _save_conversation(db: sqlite3.Connection, conv: Conversation) -> None:
-    with _transaction(db):
-        row = _conversation_row(conv)
-        old = db.execute(
-            "SELECT members, last_message_at FROM conversations WHERE cid = ?", (conv.cid,)
-        ).fetchall()
-        if not old:
-            raise NotFoundError(f"conversation {conv.cid!r} does not exist")
-        old_members, old_last = set(orjson.loads(old[0][0])), old[0][1]
-        last = row[10]
-        if old_last is not None and (last is None or last < old_last):
-            last = old_last
-        db.execute(_CONV_UPDATE, (*row[1:10], last, *row[11:], conv.cid))
-        # Only the difference: saving a 500-member group's name rewrites no member row.
-        new_members = set(conv.members)
-        db.executemany(
-            "DELETE FROM conversation_members WHERE member = ? AND cid = ?",
-            [(member, conv.cid) for member in old_members - new_members],
-        )
-        db.executemany(
-            "INSERT INTO conversation_members (member, cid) VALUES (?, ?)",
-            [(member, conv.cid) for member in new_members - old_members],
-        )
-
-
 def _append_messages(db: sqlite3.Connection, batch: Sequence[Message]) -> None:
     with _transaction(db):
         messages_table.append(db, batch)
@@ -491,166 +438,7 @@ def _mark_read(
         return marks_table.mark_read(db, member, cid, timestamp, now)
 
 
-def _conversation_row(conv: Conversation) -> tuple[object, ...]:
-    """The ``_CONV_INSERT`` parameters for ``conv``."""
-    try:
-        kind = ConvType(conv.kind)
-    except ValueError as exc:
-        raise IntegrityError(f"unknown conversation type {conv.kind!r}") from exc
-    members = list(conv.members)
-    members_json = dump_json(members, "members")
-    return (
-        conv.cid,
-        int(kind),
-        conv.creator,
-        members_json,
-        dump_json(conv.attrs, "attrs"),
-        conv.created_at,
-        conv.updated_at,
-        int(bool(conv.unique)),
-        conv.unique_id,
-        dump_json(list(conv.muted), "muted"),
-        conv.last_message_at,
-        conv.expire_at,
-        members_key(members) if is_unique_normal(conv) else None,
-    )
-
-
-def _conversation(row: Any) -> Conversation:
-    return Conversation(
-        cid=row[0],
-        kind=ConvType(row[1]),
-        creator=row[2],
-        members=orjson.loads(row[3]),
-        attrs=orjson.loads(row[4]),
-        created_at=row[5],
-        updated_at=row[6],
-        unique=bool(row[7]),
-        unique_id=row[8],
-        muted=orjson.loads(row[9]),
-        last_message_at=row[10],
-        expire_at=row[11],
-    )
-
-
-# Columns for ConvFilter ranges and ConvOrder fields. "activity" is the expression of the
-# conversations_activity index, written the same way so that the planner uses it.
-_ORDER_SQL = {
-    "activity": "coalesce(c.last_message_at, c.created_at)",
-    "lm": "c.last_message_at",
-    "createdAt": "c.created_at",
-    "updatedAt": "c.updated_at",
-    "objectId": "c.cid",
-    "c": "c.creator",
-}
-_NOT_NULL = frozenset({"activity", "createdAt", "updatedAt", "objectId", "c"})
-_NAME_SQL = "json_extract(c.attrs, '$.name')"  # as conversations_name writes it
-_IN_MEMBER = "c.cid IN (SELECT cid FROM conversation_members WHERE member = ?)"
-
-
-def _select_sql(where: ConvFilter, order: Sequence[ConvOrder]) -> tuple[str, list[object]]:
-    """The SELECT for ``select_conversations`` (its LIMIT and OFFSET parameters last).
-
-    The first required member drives the query from ``conversation_members`` (one range
-    of its primary key); names go through the ``conversations_name`` expression index;
-    other attribute equalities are checked on the rows the indexes leave.
-    """
-    source = "conversations AS c"
-    args: list[object] = []
-    members = list(where.members_all)
-    drive = []
-    if members:
-        source = "conversation_members AS m0 JOIN conversations AS c ON c.cid = m0.cid"
-        drive.append("m0.member = ?")
-        args.append(members.pop(0))
-    clauses = drive + _filter_clauses(where, members, args)
-    terms: list[str] = []
-    for key in order:
-        expr = _ORDER_SQL.get(key.field)
-        if key.field == "name":
-            expr = _NAME_SQL  # the conversations_name index
-        elif expr is None:
-            expr = "json_extract(c.attrs, ?)"
-            args.append(json_path(key.field) or '$.""')
-        direction = "DESC" if key.descending else "ASC"
-        # NOT NULL columns need no NULLS LAST, which would keep their index out.
-        nulls = "" if key.field in _NOT_NULL else " NULLS LAST"
-        terms.append(f"{expr} {direction}{nulls}")
-    # Ties go by cid in the first key's direction, so that one index scan (forwards or
-    # backwards) yields the whole order.
-    terms.append("c.cid DESC" if order and order[0].descending else "c.cid")
-    sql = f"{_CONV_SELECT_C} FROM {source}"
-    if clauses:
-        sql += " WHERE " + " AND ".join(clauses)
-    return sql + f" ORDER BY {', '.join(terms)} LIMIT ? OFFSET ?", args
-
-
-def _filter_clauses(where: ConvFilter, members: list[str], args: list[object]) -> list[str]:
-    """The AND-ed SQL conditions of ``where`` (``members``: the required members not
-    already joined), their parameters appended to ``args``."""
-    clauses: list[str] = []
-    for member in members:
-        clauses.append(_IN_MEMBER)
-        args.append(member)
-    if where.cids is not None:
-        clauses.append(f"c.cid IN ({', '.join('?' * len(where.cids))})")
-        args += where.cids
-    if where.members_any is not None:
-        marks = ", ".join("?" * len(where.members_any))
-        clauses.append(f"c.cid IN (SELECT cid FROM conversation_members WHERE member IN ({marks}))")
-        args += where.members_any
-    if where.kinds is not None:
-        clauses.append(f"c.kind IN ({', '.join('?' * len(where.kinds))})")
-        args += sorted(int(k) for k in where.kinds)
-    if where.creator is not None:
-        clauses.append("c.creator = ?")
-        args.append(where.creator)
-    for name, op, ms in where.ranges:
-        clauses.append(f"{_ORDER_SQL[name]} {op} ?")
-        args.append(ms)
-    for path, value in where.attr_equals:
-        _attr_clause(path, value, clauses, args)
-    if where.alive_at is not None:
-        clauses.append("(c.expire_at IS NULL OR c.expire_at > ?)")
-        args.append(where.alive_at)
-    for path, pattern, options in where.attr_regex:
-        jpath = json_path(path)
-        if jpath is not None:
-            clauses.append(
-                "(json_type(c.attrs, ?) IN ('array', 'object')"
-                " OR chatroom_regexp(?, ?, json_extract(c.attrs, ?)))"
-            )
-            args += [jpath, pattern, options, jpath]
-    if where.name_prefix is not None:
-        # A range of the conversations_name index: every text that starts with it.
-        clauses.append(f"{_NAME_SQL} >= ? AND {_NAME_SQL} < ?")
-        args += [where.name_prefix, where.name_prefix + "\U0010ffff"]
-    if where.any_of:
-        branches = []
-        for branch in where.any_of:
-            inner = _filter_clauses(branch, list(branch.members_all), args)
-            branches.append("(" + (" AND ".join(inner) or "1") + ")")
-        clauses.append("(" + " OR ".join(branches) + ")")
-    return clauses
-
-
-_CONV_SELECT_C = f"SELECT {', '.join('c.' + c for c in _CONV_COLUMNS)}"
-
-
 def _regexp(pattern: str, options: str, value: object) -> int:
     """SQL ``chatroom_regexp``: 1 when the text matches (or the pattern is unusable, so
     that the caller decides), else 0; never raises inside a query."""
     return int(value is not None and regex_passes(pattern, options, value))
-
-
-def _attr_clause(path: str, value: object, clauses: list[str], args: list[object]) -> None:
-    if path == "name" and isinstance(value, str):
-        # Names are always strings (the service refuses others): the index alone decides.
-        clauses.append(f"{_NAME_SQL} = ?")
-        args.append(value)
-        return
-    jpath = json_path(path)
-    if jpath is None:
-        return  # the caller's matcher decides
-    clauses.append("(json_extract(c.attrs, ?) = ? OR json_type(c.attrs, ?) IN ('array', 'object'))")
-    args += [jpath, value, jpath]

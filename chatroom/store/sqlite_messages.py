@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import operator
-import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,11 +18,11 @@ from chatroom.core.model import Bound, Direction, HistoryQuery, Message, Patch
 from chatroom.core.paging import history_interval
 
 from . import sqlite_marks as marks_table
-from .common import INT64_MAX, INT64_MIN
+from .common import INT64_MAX, INT64_MIN, Db
 
 # Selected in Message field order; inserted with mention_pids last (see append).
 MSG_COLUMNS = (
-    "cid, mid, from_peer, timestamp, data, binary, mention_all, mention_pids,"
+    'cid, mid, from_peer, timestamp, data, "binary", mention_all, mention_pids,'
     " dedupe_token, lctype, patch_timestamp"
 )
 MSG_SELECT = f"SELECT {MSG_COLUMNS} FROM messages"
@@ -33,8 +32,9 @@ _MSG_INSERTED = (
 )  # fmt: skip
 _MSG_FIELDS = operator.attrgetter(*_MSG_INSERTED)  # C-speed rows: the hot path of group commit
 _MSG_INSERT = (
-    f"INSERT INTO messages ({', '.join(_MSG_INSERTED)}, mention_pids)"
-    f" VALUES ({', '.join('?' * (len(_MSG_INSERTED) + 1))})"
+    # "binary" is a reserved word in PostgreSQL: quoted, it is a name in either engine.
+    f"INSERT INTO messages ({', '.join(_MSG_INSERTED)}, mention_pids)".replace("binary", '"binary"')
+    + f" VALUES ({', '.join('?' * (len(_MSG_INSERTED) + 1))})"
 )
 _SET_LAST_MESSAGE_AT = (
     "UPDATE conversations SET last_message_at = ?2"
@@ -60,8 +60,9 @@ PATCHES_SINCE = (
 )
 
 
-def append(db: sqlite3.Connection, batch: Sequence[Message]) -> None:
-    """Insert a non-empty batch with its conversation, unread and meta updates."""
+def append(db: Db, batch: Sequence[Message], unread_add: str = marks_table.UNREAD_ADD) -> None:
+    """Insert a non-empty batch with its conversation, unread and meta updates
+    (``unread_add``: the statement of ``sqlite_marks.count_unread``)."""
     # Rows are built inside the transaction so that bad values are reported alike.
     newest: dict[str, int] = {}
     rows = []
@@ -72,18 +73,18 @@ def append(db: sqlite3.Connection, batch: Sequence[Message]) -> None:
             newest[m.cid] = m.timestamp
     db.executemany(_MSG_INSERT, rows)
     db.executemany(_SET_LAST_MESSAGE_AT, newest.items())
-    marks_table.count_unread(db, batch)
+    marks_table.count_unread(db, batch, unread_add)
     db.execute(
         "UPDATE meta SET max_timestamp = ? WHERE max_timestamp < ?",
         (max(newest.values()),) * 2,
     )
 
 
-def apply_patch(db: sqlite3.Connection, patch: Patch) -> Message | None:
+def apply_patch(db: Db, patch: Patch) -> Message | None:
     """Rewrite one message's content; the patched message, or None if there is none."""
     pids = orjson.dumps(patch.mention_pids).decode() if patch.mention_pids else None
     db.execute(
-        "UPDATE messages SET data = ?, binary = ?, mention_all = ?, mention_pids = ?,"
+        'UPDATE messages SET data = ?, "binary" = ?, mention_all = ?, mention_pids = ?,'
         " lctype = ?, patch_timestamp = ? WHERE cid = ? AND mid = ?",
         (
             patch.data,

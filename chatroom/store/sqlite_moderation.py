@@ -11,6 +11,8 @@ import sqlite3
 
 from chatroom.core.roles import Moderation, ModerationChanges, Role
 
+from .common import Db
+
 ROLES_SQL = "SELECT peer FROM member_roles WHERE cid = ? AND role = 'Manager'"
 MUTES_SQL = "SELECT peer, until FROM member_mutes WHERE cid = ?"
 BLOCKS_SQL = "SELECT peer, since FROM member_blocks WHERE cid = ?"
@@ -28,7 +30,7 @@ def load(db: sqlite3.Connection, cid: str) -> Moderation:
     return Moderation(managers, muted, blocked)
 
 
-def save(db: sqlite3.Connection, cid: str, changes: ModerationChanges) -> None:
+def save(db: Db, cid: str, changes: ModerationChanges) -> None:
     """Apply ``changes`` (inside the caller's transaction)."""
     managers = [(cid, p) for p, role in changes.roles.items() if role is Role.MANAGER]
     others = [(cid, p) for p, role in changes.roles.items() if role is not Role.MANAGER]
