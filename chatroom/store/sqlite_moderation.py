@@ -7,8 +7,6 @@ come with schema version 3 (``sqlite_schema.MODERATION_SCHEMA``).
 
 from __future__ import annotations
 
-import sqlite3
-
 from chatroom.core.roles import Moderation, ModerationChanges, Role
 
 from .common import Db
@@ -18,9 +16,10 @@ MUTES_SQL = "SELECT peer, until FROM member_mutes WHERE cid = ?"
 BLOCKS_SQL = "SELECT peer, since FROM member_blocks WHERE cid = ?"
 
 
-def load(db: sqlite3.Connection, cid: str) -> Moderation:
-    """The conversation's state, read in one read transaction (three SELECTs)."""
-    db.execute("BEGIN")  # one snapshot for the three reads
+def load(db: Db, cid: str, begin: str = "BEGIN") -> Moderation:
+    """The conversation's state, read in one read transaction (three SELECTs) that
+    ``begin`` starts."""
+    db.execute(begin)  # one snapshot for the three reads
     try:
         managers = {row[0] for row in db.execute(ROLES_SQL, (cid,)).fetchall()}
         muted = {row[0]: row[1] for row in db.execute(MUTES_SQL, (cid,)).fetchall()}
