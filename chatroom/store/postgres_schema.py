@@ -25,13 +25,19 @@ _FUNCTIONS = [
         SELECT CASE jsonb_typeof(v) WHEN 'string' THEN v #>> '{}' END $$""",
     """CREATE FUNCTION chatroom_rank(v jsonb) RETURNS int IMMUTABLE LANGUAGE sql AS $$
         SELECT CASE jsonb_typeof(v) WHEN 'number' THEN 0 WHEN 'boolean' THEN 0
-            WHEN 'null' THEN NULL ELSE 1 END $$""",
+            WHEN 'string' THEN 1 WHEN 'array' THEN 1 WHEN 'object' THEN 1 END $$""",
     """CREATE FUNCTION chatroom_sort_txt(v jsonb) RETURNS text IMMUTABLE LANGUAGE sql AS $$
         SELECT CASE jsonb_typeof(v) WHEN 'string' THEN v #>> '{}'
             WHEN 'array' THEN v::text WHEN 'object' THEN v::text END $$""",
 ]
 
-NAME_SQL = """(chatroom_txt(c.attrs_j -> 'name') COLLATE "C")"""
+
+def _name_sql(table: str) -> str:
+    """The name when it is a text, as the conversations_name index has it."""
+    return f"""(chatroom_txt({table}attrs_j -> 'name') COLLATE "C")"""
+
+
+NAME_SQL = _name_sql("c.")
 
 _TABLES = [
     f"""CREATE TABLE conversations (
@@ -104,7 +110,7 @@ _TABLES = [
     "CREATE INDEX conversations_creator ON conversations (creator)",
     "CREATE INDEX conversations_kind ON conversations"
     " (kind, (coalesce(last_message_at, created_at)))",
-    f"CREATE INDEX conversations_name ON conversations AS c ({NAME_SQL})",
+    f"CREATE INDEX conversations_name ON conversations ({_name_sql('')})",
     # the state that outlives a process (sqlite_lasting.py)
     f"""CREATE TABLE session_tokens (
         token {_TEXT} PRIMARY KEY,

@@ -20,7 +20,7 @@ import contextlib
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import orjson
 import trio
@@ -39,10 +39,6 @@ from .sqlite_schema import SCHEMA_VERSION, migrate
 T = TypeVar("T")
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore"]
-
-
-def _as_is(row: Any) -> Any:
-    return row
 
 
 # Values SQLite refuses (types, ranges, encodings), reported as the interface's error.
