@@ -34,8 +34,7 @@ from chatroom.service import lasting
 from chatroom.service.context import Context
 from chatroom.service.ports import Ports
 from chatroom.store.base import Store
-from chatroom.store.memory import MemoryStore
-from chatroom.store.sqlite import SqliteStore
+from chatroom.store.factory import open_store
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +51,6 @@ class Listening:
 
     ws_port: int
     http_port: int
-
-
-def open_store(db: str) -> Store:
-    return MemoryStore() if db == ":memory:" else SqliteStore(db)
 
 
 class Server:

@@ -79,7 +79,7 @@ class PostgresStore(SqlStore):
         connect_timeout_s: int = 5,
         statement_timeout_ms: int = 10_000,
     ) -> None:
-        """ValueError for a URL libpq cannot read."""
+        """StoreError for a URL libpq cannot read."""
         ms = int(statement_timeout_ms)
         deadlines: dict[str, str | int] = {
             "connect_timeout": max(2, connect_timeout_s),  # libpq's least
@@ -97,7 +97,7 @@ class PostgresStore(SqlStore):
         try:
             self._conninfo = psycopg.conninfo.make_conninfo(url, **deadlines)
         except psycopg.ProgrammingError as exc:
-            raise ValueError(f"not a PostgreSQL URL: {self._where}: {exc}") from exc
+            raise StoreError(f"not a PostgreSQL URL: {self._where}: {exc}") from exc
         self._write_limiter = trio.CapacityLimiter(1)
         self._read_limiter = trio.CapacityLimiter(readers)
         self._idle: list[psycopg.Connection[Any]] = []  # at most readers + 1
