@@ -20,10 +20,10 @@ and its versioned migrations, run at ``open`` under an advisory lock.
 
 from __future__ import annotations
 
-import contextlib
 import functools
+import select
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import orjson
@@ -109,7 +109,8 @@ class PostgresStore(SqlStore):
         """Connect and create or upgrade the schema. StoreError if the database cannot
         be reached (within ``connect_timeout``), is not UTF-8, was written by a newer
         chatroom, or has tables of something else."""
-        await trio.to_thread.run_sync(self._migrate, limiter=self._write_limiter)
+        migrate = functools.partial(self._run, self._migrate, transaction=True)
+        await trio.to_thread.run_sync(migrate, limiter=self._write_limiter)
         self._opened = True
 
     async def aclose(self) -> None:
@@ -120,58 +121,81 @@ class PostgresStore(SqlStore):
 
     # connections (these run in worker threads)
 
-    def _migrate(self) -> None:
-        with self._connection() as conn:
-            encoding = conn.execute("SHOW server_encoding").fetchone()
-            if encoding is None or encoding[0] != "UTF8":
-                raise StoreError(f"{self._where}: the database must be UTF8, not {encoding}")
-            with _transaction(conn):
-                migrate(PgConn(conn), self._where)
+    def _migrate(self, conn: psycopg.Connection[Any]) -> None:
+        encoding = conn.execute("SHOW server_encoding").fetchone()
+        if encoding is None or encoding[0] != "UTF8":
+            raise StoreError(f"{self._where}: the database must be UTF8, not {encoding}")
+        migrate(PgConn(conn), self._where)
 
-    @contextlib.contextmanager
-    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
-        """A pooled connection, or a new one; back to the pool unless it failed."""
+    def _connect(self) -> psycopg.Connection[Any]:
+        try:
+            conn = psycopg.connect(self._conninfo, autocommit=True)
+        except psycopg.Error as exc:
+            raise StoreError(f"{self._where}: cannot connect to PostgreSQL: {exc}") from exc
+        conn.adapters.register_dumper(bool, _BoolAsInt)
+        return conn
+
+    def _run(self, fn: Callable[[psycopg.Connection[Any]], T], *, transaction: bool) -> T:
+        """``fn`` on a pooled connection (inside one transaction if ``transaction``).
+
+        The connection goes back to the pool unless it failed. A pooled connection that
+        the server closed while it was idle (a restart, a terminated backend) is
+        replaced before ``fn`` runs, and so is every other idle one: the first call
+        after the database returns does not fail on a stale connection.
+        """
         with self._pool_lock:
             if self._closed:
                 raise StoreError("the store is closed")
             conn = self._idle.pop() if self._idle else None
+        if conn is not None and not _alive(conn):
+            conn.close()
+            self._forget_idle()
+            conn = None
         if conn is None:
-            try:
-                conn = psycopg.connect(self._conninfo, autocommit=True)
-                conn.adapters.register_dumper(bool, _BoolAsInt)
-            except psycopg.Error as exc:
-                raise StoreError(f"{self._where}: cannot connect to PostgreSQL: {exc}") from exc
+            conn = self._connect()
         try:
-            yield conn
+            if transaction:
+                with conn.transaction():
+                    result = fn(conn)
+            else:
+                result = fn(conn)
+        except _BAD_DATA as exc:  # rolled back; the connection is fine
+            self._give_back(conn)
+            raise IntegrityError(str(exc)) from exc
         except psycopg.Error as exc:
-            if not isinstance(exc, _BAD_DATA):
-                conn.close()  # broken, or in an unknown state: never reused
-                raise StoreError(f"{self._where}: PostgreSQL failed: {exc}") from exc
-            raise
+            conn.close()  # broken, or in an unknown state: never reused
+            self._forget_idle()  # they are likely to share its fate
+            raise StoreError(f"{self._where}: PostgreSQL failed: {exc}") from exc
         except BaseException:
             conn.close()
             raise
+        self._give_back(conn)
+        return result
+
+    def _give_back(self, conn: psycopg.Connection[Any]) -> None:
         with self._pool_lock:
             idle = conn.info.transaction_status == pq.TransactionStatus.IDLE
-            if self._closed or not idle:
-                conn.close()
-            else:
+            if not self._closed and idle:
                 self._idle.append(conn)
+                return
+        conn.close()
 
-    def _close_all(self) -> None:
+    def _forget_idle(self) -> None:
         with self._pool_lock:
-            self._closed = True
             idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
 
+    def _close_all(self) -> None:
+        with self._pool_lock:
+            self._closed = True
+        self._forget_idle()
+
     def _run_write(self, fn: Callable[[Db], T]) -> T:
-        with self._connection() as conn, _transaction(conn):
-            return fn(PgConn(conn))
+        return self._run(lambda conn: fn(PgConn(conn)), transaction=True)
 
     def _run_read(self, fn: Callable[[Db], T]) -> T:
-        with self._connection() as conn:
-            return fn(PgConn(conn))
+        return self._run(lambda conn: fn(PgConn(conn)), transaction=False)
 
     async def _write(self, fn: Callable[[Db], T]) -> T:
         self._check_open()
@@ -199,12 +223,9 @@ class PostgresStore(SqlStore):
         sql = sql.removesuffix(" LIMIT ? OFFSET ?")
         self._check_open()
         scan = functools.partial(_filtered, sql=sql, args=args, where=where, end=skip + limit)
-        found = await trio.to_thread.run_sync(self._run_scan, scan, limiter=self._read_limiter)
+        run = functools.partial(self._run, scan, transaction=True)  # the cursor needs one
+        found = await trio.to_thread.run_sync(run, limiter=self._read_limiter)
         return found[skip:]
-
-    def _run_scan(self, fn: Callable[[psycopg.Connection[Any]], T]) -> T:
-        with self._connection() as conn, _transaction(conn):
-            return fn(conn)
 
 
 class _BoolAsInt(psycopg.adapt.Dumper):
@@ -235,12 +256,11 @@ def _filtered(
     return found
 
 
-@contextlib.contextmanager
-def _transaction(conn: psycopg.Connection[Any]) -> Iterator[None]:
-    """One transaction: committed, or rolled back and re-raised; values PostgreSQL
-    refuses become IntegrityError (nothing of them is stored)."""
-    try:
-        with conn.transaction():
-            yield
-    except _BAD_DATA as exc:
-        raise IntegrityError(str(exc)) from exc
+def _alive(conn: psycopg.Connection[Any]) -> bool:
+    """Whether an idle connection is still open: the server has sent nothing since
+    (a closing server sends an error and then closes; we never LISTEN). No round trip."""
+    if conn.closed:
+        return False
+    poll = select.poll()
+    poll.register(conn.fileno(), select.POLLIN)
+    return not poll.poll(0)
