@@ -63,18 +63,18 @@ async def texts(client: Client, cid: str) -> list[object]:
 @fail_after(60)
 async def test_sends_fail_clearly_while_the_database_is_down(own_server: PgServer) -> None:
     url = own_server.url(own_server.create_database())
-    async with running_server({"db": url}) as running:
-        async with users(running, "alice", "bob") as (alice, bob):
-            cid = await alice.start(["bob"])
-            await alice.say(cid, "before")
-            await bob.next_push("direct")
-            await trio.to_thread.run_sync(own_server.stop)
-            refused = await alice.request({"cmd": "direct", "cid": cid, "msg": "lost"})
-            assert (refused["cmd"], refused["code"]) == ("ack", 4200), refused
-            assert refused["reason"] == "message could not be stored"
-            await bob.sync()
-            assert not [p for p in await bob.take_pushes() if p.get("cmd") == "direct"]
-            await trio.to_thread.run_sync(own_server.start)
-            await alice.say(cid, "after")
-            assert (await bob.next_push("direct"))["msg"] == "after"
-            assert await texts(bob, cid) == ["before", "after"]
+    async with running_server({"db": url}) as running, users(running, "alice", "bob") as people:
+        alice, bob = people
+        cid = await alice.start(["bob"])
+        await alice.say(cid, "before")
+        await bob.next_push("direct")
+        await trio.to_thread.run_sync(own_server.stop)
+        refused = await alice.request({"cmd": "direct", "cid": cid, "msg": "lost"})
+        assert (refused["cmd"], refused["code"]) == ("ack", 4200), refused
+        assert refused["reason"] == "message could not be stored"
+        await bob.sync()
+        assert not [p for p in await bob.take_pushes() if p.get("cmd") == "direct"]
+        await trio.to_thread.run_sync(own_server.start)
+        await alice.say(cid, "after")
+        assert (await bob.next_push("direct"))["msg"] == "after"
+        assert await texts(bob, cid) == ["before", "after"]
