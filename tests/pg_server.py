@@ -10,12 +10,13 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from pg_cluster import PgServer, postgres_bindir
 
-__all__ = ["PgServer", "pg_server", "start_pg_server"]
+__all__ = ["PgServer", "own_pg_server", "pg_server", "start_pg_server"]
 
 
 def start_pg_server(*, durable: bool = False) -> PgServer:
@@ -38,12 +39,26 @@ def start_pg_server(*, durable: bool = False) -> PgServer:
     return server
 
 
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[PgServer]:
-    """The session's PostgreSQL, stopped by PID and removed at the end."""
+@contextmanager
+def private_pg_server() -> Iterator[PgServer]:
+    """A started server, stopped by PID and removed at the end."""
     server = start_pg_server()
     try:
         yield server
     finally:
         server.stop()
         shutil.rmtree(server.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """The session's PostgreSQL; a test takes a database of its own on it."""
+    with private_pg_server() as server:
+        yield server
+
+
+@pytest.fixture
+def own_pg_server() -> Iterator[PgServer]:
+    """A PostgreSQL of this test alone, which it may stop and start."""
+    with private_pg_server() as server:
+        yield server

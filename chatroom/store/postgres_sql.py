@@ -16,10 +16,10 @@ from typing import Any
 
 import psycopg
 
-from .common import Rows, json_path
+from .common import Db, Rows, json_path
 from .postgres_schema import NAME_SQL
 from .sql_store import Dialect
-from .sqlite_messages import MSG_SELECT
+from .sqlite_messages import MSG_INSERTED, MSG_SELECT
 
 _PLACEHOLDER = re.compile(r"\?(\d*)")
 
@@ -137,6 +137,22 @@ _UNREAD_ADD = (
     " changed_at = greatest(member_marks.changed_at, excluded.changed_at)"
 )
 
+# A batch's messages in one statement: one array per column (sqlite_messages.MSG_INSERTED,
+# then mention_pids), about 8x faster than a pipeline of one INSERT per message.
+_ARRAY_TYPES = (
+    "text", "text", "text", "bigint", "text", "bytea", "int", "text", "bigint", "bigint", "text",
+)  # fmt: skip
+_INSERT_ARRAYS = (
+    f"INSERT INTO messages ({', '.join(MSG_INSERTED)}, mention_pids)".replace("binary", '"binary"')
+    + f" SELECT * FROM unnest({', '.join(f'?::{t}[]' for t in _ARRAY_TYPES)})"
+)
+
+
+def insert_arrays(db: Db, rows: list[tuple[object, ...]]) -> None:
+    """Insert message rows with one ``unnest`` of column arrays."""
+    db.execute(_INSERT_ARRAYS, [list(column) for column in zip(*rows, strict=True)])
+
+
 DIALECT = Dialect(
     select=_PgSelect(),
     unread_add=_UNREAD_ADD,
@@ -146,4 +162,5 @@ DIALECT = Dialect(
     ),
     recent_dedupe_tokens=(f"{MSG_SELECT} WHERE dedupe_token IS NOT NULL ORDER BY seq DESC LIMIT ?"),
     snapshot="BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+    insert_messages=insert_arrays,
 )

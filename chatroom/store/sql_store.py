@@ -61,6 +61,8 @@ class Dialect:
     find_by_dedupe_token: str  # (cid, from_peer, token) -> the oldest such message
     recent_dedupe_tokens: str  # (limit) -> the newest tokened messages, newest first
     snapshot: str  # begins a read transaction that sees one snapshot
+    # writes a batch's message rows (sqlite_messages.append)
+    insert_messages: Callable[[Db, list[tuple[object, ...]]], None] = messages_table.insert_each
 
 
 class SqlStore:

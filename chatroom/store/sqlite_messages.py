@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -26,15 +26,16 @@ MSG_COLUMNS = (
     " dedupe_token, lctype, patch_timestamp"
 )
 MSG_SELECT = f"SELECT {MSG_COLUMNS} FROM messages"
-_MSG_INSERTED = (
+# Inserted in this order, with mention_pids last (see append).
+MSG_INSERTED = (
     "cid", "mid", "from_peer", "timestamp", "data", "binary", "mention_all", "dedupe_token",
     "lctype", "patch_timestamp",
 )  # fmt: skip
-_MSG_FIELDS = operator.attrgetter(*_MSG_INSERTED)  # C-speed rows: the hot path of group commit
+_MSG_FIELDS = operator.attrgetter(*MSG_INSERTED)  # C-speed rows: the hot path of group commit
 _MSG_INSERT = (
     # "binary" is a reserved word in PostgreSQL: quoted, it is a name in either engine.
-    f"INSERT INTO messages ({', '.join(_MSG_INSERTED)}, mention_pids)".replace("binary", '"binary"')
-    + f" VALUES ({', '.join('?' * (len(_MSG_INSERTED) + 1))})"
+    f"INSERT INTO messages ({', '.join(MSG_INSERTED)}, mention_pids)".replace("binary", '"binary"')
+    + f" VALUES ({', '.join('?' * (len(MSG_INSERTED) + 1))})"
 )
 _SET_LAST_MESSAGE_AT = (
     "UPDATE conversations SET last_message_at = ?2"
@@ -60,9 +61,20 @@ PATCHES_SINCE = (
 )
 
 
-def append(db: Db, batch: Sequence[Message], unread_add: str = marks_table.UNREAD_ADD) -> None:
+def insert_each(db: Db, rows: list[tuple[object, ...]]) -> None:
+    """Insert message rows (``_MSG_INSERT``'s parameters) one statement each."""
+    db.executemany(_MSG_INSERT, rows)
+
+
+def append(
+    db: Db,
+    batch: Sequence[Message],
+    unread_add: str = marks_table.UNREAD_ADD,
+    insert_rows: Callable[[Db, list[tuple[object, ...]]], None] = insert_each,
+) -> None:
     """Insert a non-empty batch with its conversation, unread and meta updates
-    (``unread_add``: the statement of ``sqlite_marks.count_unread``)."""
+    (``unread_add``: the statement of ``sqlite_marks.count_unread``; ``insert_rows``
+    writes the rows, in ``_MSG_INSERT``'s order of columns)."""
     # Rows are built inside the transaction so that bad values are reported alike.
     newest: dict[str, int] = {}
     rows = []
@@ -71,7 +83,7 @@ def append(db: Db, batch: Sequence[Message], unread_add: str = marks_table.UNREA
         rows.append((*_MSG_FIELDS(m), pids))
         if m.timestamp > newest.get(m.cid, INT64_MIN):
             newest[m.cid] = m.timestamp
-    db.executemany(_MSG_INSERT, rows)
+    insert_rows(db, rows)
     db.executemany(_SET_LAST_MESSAGE_AT, newest.items())
     marks_table.count_unread(db, batch, unread_add)
     db.execute(

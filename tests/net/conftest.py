@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from pg_server import pg_server
+from pg_server import own_pg_server, pg_server
 
-__all__ = ["pg_server"]
+__all__ = ["own_pg_server", "pg_server"]

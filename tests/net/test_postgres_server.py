@@ -7,25 +7,12 @@ acknowledged that was not stored, and it carries on when the database returns.
 from __future__ import annotations
 
 import os
-import shutil
-from collections.abc import Iterator
 
 import pytest
 import trio
 from helpers import Client, fail_after, running_server, users
-from pg_server import PgServer, start_pg_server
+from pg_server import PgServer
 from sdk_harness import Server
-
-
-@pytest.fixture
-def own_server() -> Iterator[PgServer]:
-    """A PostgreSQL of this test alone, which it may stop and start."""
-    server = start_pg_server()
-    try:
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(server.root, ignore_errors=True)
 
 
 def test_sdk_messages_stored_in_postgresql_survive_a_restart(pg_server: PgServer) -> None:
@@ -61,20 +48,20 @@ async def texts(client: Client, cid: str) -> list[object]:
 
 
 @fail_after(60)
-async def test_sends_fail_clearly_while_the_database_is_down(own_server: PgServer) -> None:
-    url = own_server.url(own_server.create_database())
+async def test_sends_fail_clearly_while_the_database_is_down(own_pg_server: PgServer) -> None:
+    url = own_pg_server.url(own_pg_server.create_database())
     async with running_server({"db": url}) as running, users(running, "alice", "bob") as people:
         alice, bob = people
         cid = await alice.start(["bob"])
         await alice.say(cid, "before")
         await bob.next_push("direct")
-        await trio.to_thread.run_sync(own_server.stop)
+        await trio.to_thread.run_sync(own_pg_server.stop)
         refused = await alice.request({"cmd": "direct", "cid": cid, "msg": "lost"})
         assert (refused["cmd"], refused["code"]) == ("ack", 4200), refused
         assert refused["reason"] == "message could not be stored"
         await bob.sync()
         assert not [p for p in await bob.take_pushes() if p.get("cmd") == "direct"]
-        await trio.to_thread.run_sync(own_server.start)
+        await trio.to_thread.run_sync(own_pg_server.start)
         await alice.say(cid, "after")
         assert (await bob.next_push("direct"))["msg"] == "after"
         assert await texts(bob, cid) == ["before", "after"]

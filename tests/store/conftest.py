@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 import trio
 from helpers import TIMEOUT
-from pg_server import PgServer, pg_server
+from pg_server import PgServer, own_pg_server, pg_server
 
 from chatroom.store.base import Store
 from chatroom.store.memory import MemoryStore
 from chatroom.store.postgres import PostgresStore
 from chatroom.store.sqlite import SqliteStore
 
-__all__ = ["pg_server", "store"]
+__all__ = ["own_pg_server", "pg_server", "store"]
 
 
 @pytest.fixture(params=["memory", "sqlite", "postgres"])

@@ -5,14 +5,13 @@ recovering by itself when it returns. The contract suites run on it too (conftes
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 import trio
-from pg_server import PgServer, start_pg_server
+from pg_server import PgServer
 from store_examples import make_conv, make_msg
 
 from chatroom.core.model import HistoryQuery
@@ -33,17 +32,6 @@ def database(pg_server: PgServer) -> Iterator[str]:
 def versions(url: str) -> list[int]:
     with psycopg.connect(url) as conn:
         return [row[0] for row in conn.execute("SELECT version FROM schema_version ORDER BY 1")]
-
-
-@pytest.fixture
-def own_server() -> Iterator[PgServer]:
-    """A server of this test alone, which it may stop and start."""
-    server = start_pg_server()
-    try:
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(server.root, ignore_errors=True)
 
 
 async def test_two_nodes_starting_at_once_migrate_once(database: str) -> None:
@@ -109,21 +97,21 @@ async def test_text_postgresql_cannot_hold_is_refused_and_changes_nothing(databa
 
 
 async def test_the_store_fails_while_the_server_is_down_and_recovers(
-    own_server: PgServer,
+    own_pg_server: PgServer,
 ) -> None:
-    name = own_server.create_database()
-    store = PostgresStore(own_server.url(name))
+    name = own_pg_server.create_database()
+    store = PostgresStore(own_pg_server.url(name))
     with trio.fail_after(TIMEOUT):
         await store.open()
         try:
             await store.append_messages([make_msg("c1", 1, "before")])
-            await trio.to_thread.run_sync(own_server.stop)
+            await trio.to_thread.run_sync(own_pg_server.stop)
             with pytest.raises(StoreError) as refused:
                 await store.append_messages([make_msg("c1", 2, "lost")])
             assert not isinstance(refused.value, IntegrityError)
             with pytest.raises(StoreError):
                 await store.query_messages(HistoryQuery("c1"))
-            await trio.to_thread.run_sync(own_server.start)
+            await trio.to_thread.run_sync(own_pg_server.start)
             await store.append_messages([make_msg("c1", 3, "after")])
             got = await store.query_messages(HistoryQuery("c1"))
             assert [m.mid for m in got] == ["before", "after"]
