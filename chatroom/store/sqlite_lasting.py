@@ -1,4 +1,5 @@
-"""SQL of the state that outlives a process (schema version 2, ``LASTING_SCHEMA``).
+"""SQL of the state that outlives a process (schema version 2, ``LASTING_SCHEMA``), for
+SQLite and PostgreSQL alike.
 
 The write and purge functions run in the store's writer thread inside the caller's
 transaction; the ``*_SQL`` reads run on reader connections.

@@ -1,7 +1,8 @@
-"""SQLite side of unread counts and receipts: the ``member_marks`` table.
+"""Unread counts and receipts in SQL: the ``member_marks`` table, for SQLite and
+PostgreSQL alike (PostgreSQL has its own ``UNREAD_ADD``: ``postgres_sql.py``).
 
 Every function here runs in the store's writer thread inside the caller's transaction
-(``SqliteStore`` opens it); the SQL constants are shared with its read paths.
+(the store opens it); the SQL constants are shared with its read paths.
 """
 
 from __future__ import annotations

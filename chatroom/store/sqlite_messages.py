@@ -1,7 +1,9 @@
-"""SQLite side of messages: the ``messages`` table's SQL and row conversions.
+"""Messages in SQL: the ``messages`` table's statements and row conversions, run by
+SQLite and PostgreSQL alike (``sql_store.SqlStore``; ``postgres_sql.py`` rewrites the
+placeholders).
 
 Group commit (``append``) and patches (``apply_patch``) run in the store's writer thread inside
-the caller's transaction (``SqliteStore`` opens it); the read paths get their SQL here
+the caller's transaction (the store opens it); the read paths get their SQL here
 (history pages, dedupe tokens, missed patches) and run it on a pooled reader connection.
 """
 

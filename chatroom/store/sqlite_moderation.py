@@ -1,4 +1,5 @@
-"""SQLite side of member moderation: roles, mutes and blocks (``chatroom/core/roles.py``).
+"""Member moderation in SQL, for SQLite and PostgreSQL alike: roles, mutes and blocks
+(``chatroom/core/roles.py``).
 
 One table each, keyed by ``(cid, peer)``; a conversation's whole state is read at once
 (``moderation_of``) and changed in one transaction (``save_moderation``). The tables
