@@ -1,7 +1,8 @@
 """The server on PostgreSQL, end to end: a real ``chatroom serve --db postgresql://...``
 process whose messages, sent by the official SDK, are read back after a restart; and a
 server whose database goes away: sends are refused with a clear error, nothing is
-acknowledged that was not stored, and it carries on when the database returns.
+acknowledged that was not stored, and it carries on when the database returns; and text
+PostgreSQL cannot hold (NUL) is refused the same way.
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ async def test_sends_fail_clearly_while_the_database_is_down(own_pg_server: PgSe
         cid = await alice.start(["bob"])
         await alice.say(cid, "before")
         await bob.next_push("direct")
+        # text PostgreSQL cannot hold: refused alone, the connection carries on
+        nul = await alice.request({"cmd": "direct", "cid": cid, "msg": "nul \u0000 inside"})
+        assert (nul["cmd"], nul["code"]) == ("ack", 4200), nul
         await trio.to_thread.run_sync(own_pg_server.stop)
         refused = await alice.request({"cmd": "direct", "cid": cid, "msg": "lost"})
         assert (refused["cmd"], refused["code"]) == ("ack", 4200), refused
