@@ -16,7 +16,10 @@ from store_examples import make_conv, make_msg
 
 from chatroom.core.model import HistoryQuery
 from chatroom.store.base import IntegrityError, StoreError
+from chatroom.store.factory import open_store
+from chatroom.store.memory import MemoryStore
 from chatroom.store.postgres import SCHEMA_VERSION, PostgresStore
+from chatroom.store.sqlite import SqliteStore
 
 TIMEOUT = 30
 
@@ -117,3 +120,10 @@ async def test_the_store_fails_while_the_server_is_down_and_recovers(
             assert [m.mid for m in got] == ["before", "after"]
         finally:
             await store.aclose()
+
+
+def test_db_names_its_store(tmp_path: Path) -> None:
+    assert isinstance(open_store(":memory:"), MemoryStore)
+    assert isinstance(open_store(str(tmp_path / "chat.db")), SqliteStore)
+    for url in ("postgresql://chat@db.example:5432/chat", "postgres://chat@/chat?host=/run"):
+        assert isinstance(open_store(url), PostgresStore)
