@@ -197,6 +197,10 @@ def migrate(db: Db, where: str) -> None:
     same time waits and then finds the work done. StoreError for a database whose
     version is newer than ``SCHEMA_VERSION``, or that has tables but no version.
     """
+    # A step may build indexes over a big table, and another node may be doing it: the
+    # store's 10 s deadlines would be too short here (this transaction only).
+    db.execute("SET LOCAL statement_timeout = '15min'")
+    db.execute("SET LOCAL lock_timeout = '15min'")
     db.execute("SELECT pg_advisory_xact_lock(?)", (_LOCK_KEY,))
     db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
     row = db.execute("SELECT max(version) FROM schema_version").fetchone()
