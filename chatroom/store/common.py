@@ -1,6 +1,8 @@
-"""Rules both stores share, so that they agree by construction rather than by care.
+"""Rules every store shares, so that they agree by construction rather than by care,
+and what the SQL stores share: conversations as rows, and ``Db``, the connection
+interface their shared statements are written against.
 
-Everything here is pure: no I/O, no trio.
+Everything here is pure (no I/O, no trio) or runs on a ``Db`` it is handed.
 """
 
 from __future__ import annotations
