@@ -24,11 +24,20 @@ from pathlib import Path
 
 from bench import procstat, report
 from bench.generator import GENERATOR_CORE, GeneratorError, build
+from bench.postgres import running_postgres
 from bench.runner import Setup, run_all
 from bench.scenarios import BY_NAME as SCENARIOS_BY_NAME
 from bench.scenarios import GROUPS, SCENARIOS, Context, Scenario
 from bench.servers import BY_NAME as SERVERS_BY_NAME
-from bench.servers import REPO, SERVERS, chatroom_snapshot, for_refs, prepare_peers, ref_label
+from bench.servers import (
+    REPO,
+    SERVERS,
+    ServerSpec,
+    chatroom_snapshot,
+    for_refs,
+    prepare_peers,
+    ref_label,
+)
 
 EXTRA = ("matplotlib",)  # what the bench needs beyond chatroom's own dependencies
 DEFAULT_SERVERS = [s for s in SERVERS if s.default]
@@ -200,8 +209,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, command: str) -> int:
-    from bench import chart  # after the check in main: it needs matplotlib
-
     _raise_fd_limit()
     procstat.SCHEDULING["mode"] = args.scheduling
     os.sched_setaffinity(0, {GENERATOR_CORE})  # the harness itself stays off the server's core
@@ -215,8 +222,10 @@ def _run(args: argparse.Namespace, command: str) -> int:
     except (GeneratorError, subprocess.CalledProcessError) as exc:
         print(f"cannot start: {exc}", file=sys.stderr)
         return 2
-    scheduling = procstat.SCHEDULING_LABELS[args.scheduling]
-    print(f"scheduling: {scheduling}, server on core 0, generator on core {GENERATOR_CORE}")
+    print(
+        f"scheduling: {procstat.SCHEDULING_LABELS[args.scheduling]}, server on core 0,"
+        f" generator on core {GENERATOR_CORE}"
+    )
     for label, (_, version) in refs.items():
         named = f" (as chatroom@{label})" if len(refs) > 1 else ""
         print(f"chatroom measured: {version}{named}")
@@ -229,7 +238,30 @@ def _run(args: argparse.Namespace, command: str) -> int:
         _say(note)
     deadline = time.monotonic() + args.budget_min * 60
     chatroom_env = dict(kv.split("=", 1) for kv in args.chatroom_env)
-    setup = Setup(binary, HERE / ".peers", log_dir, log_dir, deadline, chatroom_env, notes)
+    with running_postgres(any(s.postgres for s in scenarios)) as postgres:
+        if postgres is not None:
+            notes.append(
+                "persist-pg: PostgreSQL runs on this machine, durable (fsync on), on every core"
+            )
+        setup = Setup(
+            binary, HERE / ".peers", log_dir, log_dir, deadline, chatroom_env, notes, postgres
+        )
+        return _measure(args, command, setup, scenarios, servers, refs, stamp)
+
+
+def _measure(
+    args: argparse.Namespace,
+    command: str,
+    setup: Setup,
+    scenarios: list[Scenario],
+    servers: list[ServerSpec],
+    refs: dict[str, tuple[Path | None, str]],
+    stamp: str,
+) -> int:
+    from bench import chart  # after the check in main: it needs matplotlib
+
+    scheduling = procstat.SCHEDULING_LABELS[args.scheduling]
+    chatroom_env, notes = setup.chatroom_env, setup.notes
     json_path = args.out / f"{stamp}.json"
     versions = {label: version for label, (_, version) in refs.items()}
     head: dict[str, object] = {

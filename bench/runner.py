@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from bench.generator import Generator, GeneratorError
+from bench.postgres import PgServer
 from bench.procstat import scheduling_of
 from bench.rooms import CannotRun
 from bench.scenarios import Context, Scenario
@@ -28,6 +29,7 @@ class Setup:
     deadline: float  # time.monotonic() after which no new run starts
     chatroom_env: dict[str, str]  # on top of SERVER_ENV, for chatroom only
     notes: list[str] = field(default_factory=list)
+    postgres: PgServer | None = None  # for the scenarios that store in PostgreSQL
 
 
 def _run_one(setup: Setup, ctx: Context, scenario: Scenario, spec: ServerSpec, n: int) -> Record:
@@ -36,16 +38,19 @@ def _run_one(setup: Setup, ctx: Context, scenario: Scenario, spec: ServerSpec, n
     if spec.is_chatroom:
         env.update(setup.chatroom_env)
     db = setup.work_dir / f"{scenario.name}-{spec.name}-{n}.db"
+    db_arg = str(db) if scenario.disk_db else ":memory:"
+    database = None
+    if scenario.postgres:
+        if setup.postgres is None:
+            record["note"] = "cannot run: PostgreSQL is not installed (apt-get install postgresql)"
+            return record
+        database = setup.postgres.create_database()
+        db_arg = setup.postgres.url(database)
     try:
-        server = start(
-            spec,
-            setup.peers_dir,
-            setup.log_dir,
-            env,
-            str(db) if scenario.disk_db else ":memory:",
-        )
+        server = start(spec, setup.peers_dir, setup.log_dir, env, db_arg)
     except ServerUnavailable as exc:
         record["note"] = f"cannot run: {exc}"
+        _drop(setup, database)
         return record
     record["server_log"] = str(server.log_path)
     gen: Generator | None = None
@@ -68,7 +73,13 @@ def _run_one(setup: Setup, ctx: Context, scenario: Scenario, spec: ServerSpec, n
         _stop(server, record)
         for leftover in db.parent.glob(db.name + "*"):  # the database, -wal, -shm
             leftover.unlink()
+        _drop(setup, database)
     return record
+
+
+def _drop(setup: Setup, database: str | None) -> None:
+    if setup.postgres is not None and database is not None:
+        setup.postgres.drop_database(database)
 
 
 def _stop(server: Running, record: Record) -> None:

@@ -50,6 +50,7 @@ class Scenario:
     higher_is_better: bool = True
     chatroom_only: bool = False
     disk_db: bool = False  # chatroom stores on a SQLite file (else :memory:)
+    postgres: bool = False  # chatroom stores in a fresh database of the bench's PostgreSQL
     # the figures given as ratios (chatroom to Bun, to Node ws, and between chatroom
     # commits): (summary key, whether higher is better)
     compare: tuple[tuple[str, bool], ...] = ()
@@ -539,6 +540,14 @@ SCENARIOS = [
         persist,
         chatroom_only=True,
         disk_db=True,
+        compare=(("max_acks_per_s", True), ("half_ack_p99_ms", False)),
+    ),
+    Scenario(
+        "persist-pg",
+        "persisted group of 10, ack after commit to PostgreSQL (a local, durable server)",
+        persist,
+        chatroom_only=True,
+        postgres=True,
         compare=(("max_acks_per_s", True), ("half_ack_p99_ms", False)),
     ),
 ]

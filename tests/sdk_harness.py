@@ -49,9 +49,10 @@ SUBPROTOCOLS = [
 
 
 class Server:
-    """One ``chatroom serve`` subprocess on its own SQLite file."""
+    """One ``chatroom serve`` subprocess on its own SQLite file (or the database a
+    ``postgresql://`` URL names)."""
 
-    def __init__(self, db: Path, env: dict[str, str]) -> None:
+    def __init__(self, db: Path | str, env: dict[str, str]) -> None:
         self.db = db
         self.env = env
         self.log: list[str] = []

@@ -2,7 +2,8 @@
 the package, including those inside functions and under ``TYPE_CHECKING``.
 
 net -> service -> hub -> core -> protocol, and store -> core: a layer never imports one
-above it, and the core never imports trio (it is pure and tested synchronously).
+above it, and the core never imports trio (it is pure and tested synchronously). Only
+the store talks to PostgreSQL (psycopg).
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ PACKAGE = Path(__file__).resolve().parent.parent / "chatroom"
 
 # layer -> modules (top-level names under chatroom, or third-party) it must not import
 FORBIDDEN: dict[str, set[str]] = {
-    "protocol": {"core", "hub", "store", "service", "net", "http", "cli", "client"},
-    "core": {"trio", "hub", "store", "service", "net", "http", "cli", "client"},
-    "hub": {"trio", "store", "service", "net", "http", "cli", "client"},
+    "protocol": {"core", "hub", "store", "service", "net", "http", "cli", "client", "psycopg"},
+    "core": {"trio", "hub", "store", "service", "net", "http", "cli", "client", "psycopg"},
+    "hub": {"trio", "store", "service", "net", "http", "cli", "client", "psycopg"},
     "store": {"hub", "service", "net", "http", "cli", "client"},
-    "service": {"net", "http", "cli", "client"},
+    "service": {"net", "http", "cli", "client", "psycopg"},
 }
 
 

@@ -16,6 +16,7 @@ from chatroom.cli import backup as backup_cli
 from chatroom.cli import sys_commands as admin_cli
 from chatroom.net.server import run_until_signalled
 from chatroom.net.tls import Certificates
+from chatroom.store.base import StoreError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,7 +38,9 @@ def _parser() -> argparse.ArgumentParser:
         "--http-port", type=int, help="HTTP port for /healthz (default 8081; 0 = any free)"
     )
     serve.add_argument(
-        "--db", help="SQLite file (default ./chatroom.db), or :memory: to keep nothing"
+        "--db",
+        help="SQLite file (default ./chatroom.db), :memory: to keep nothing, or"
+        " postgresql://USER@HOST:PORT/NAME",
     )
     serve.add_argument(
         "--redis",
@@ -120,5 +123,24 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    trio.run(run_until_signalled, config)
+    try:
+        trio.run(run_until_signalled, config)
+    except (StoreError, BaseExceptionGroup) as exc:
+        # The database cannot be used (unreachable, not ours, too new): say so, briefly.
+        refused = _store_errors(exc)
+        if not refused:
+            raise
+        for error in refused:
+            print(f"chatroom: {error}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _store_errors(exc: BaseException) -> list[StoreError]:
+    """The StoreErrors ``exc`` consists of, or [] if it holds anything else too."""
+    if isinstance(exc, StoreError):
+        return [exc]
+    if isinstance(exc, BaseExceptionGroup):
+        found = [_store_errors(inner) for inner in exc.exceptions]
+        return [] if not all(found) else [e for errors in found for e in errors]
+    return []

@@ -104,8 +104,8 @@ def _post(url: str, body: object, master_key: str) -> int:
 
 
 async def _create_offline(args: argparse.Namespace) -> int:
-    from chatroom.net.server import open_store  # the server's imports only when needed
     from chatroom.service.system import new_system_conversation
+    from chatroom.store.factory import open_store  # the server's imports only when needed
 
     store = open_store(args.db)
     await store.open()

@@ -42,8 +42,7 @@ from chatroom.service import lasting, session
 from chatroom.service.context import Context
 from chatroom.service.ports import Ports
 from chatroom.store.base import Store
-from chatroom.store.memory import MemoryStore
-from chatroom.store.sqlite import SqliteStore
+from chatroom.store.factory import open_store
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +62,6 @@ class Listening:
     ws_port: int
     http_port: int
     tls: bool = False  # wss:// and https:// rather than ws:// and http://
-
-
-def open_store(db: str) -> Store:
-    return MemoryStore() if db == ":memory:" else SqliteStore(db)
 
 
 class Server:

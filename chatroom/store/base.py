@@ -1,7 +1,8 @@
 """The storage interface: what the core asks of a store, and the records it keeps.
 
-Two implementations pass one contract suite (``tests/store/test_store_contract.py``):
-``memory.MemoryStore`` (tests, ``--db :memory:``) and ``sqlite.SqliteStore`` (the default).
+Three implementations pass one contract suite (``tests/store/test_store_contract.py``):
+``memory.MemoryStore`` (tests, ``--db :memory:``), ``sqlite.SqliteStore`` (the default)
+and ``postgres.PostgresStore`` (``--db postgresql://...``); ``factory.open_store`` picks.
 Every method is a coroutine so that a store may do its I/O in worker threads; none of
 them may block the Trio loop.
 """
@@ -36,7 +37,8 @@ class IntegrityError(StoreError):
     """The operation would break the data model: a duplicate key (a conversation id or a
     message id already stored, or twice in one batch), a message with both or neither of
     ``data`` and ``binary``, an integer outside the signed 64-bit range, text that is not
-    valid Unicode, attributes that are not JSON. Both stores detect the same cases."""
+    valid Unicode, attributes that are not JSON. Every store detects these cases;
+    PostgreSQL also refuses text containing NUL (U+0000), which it cannot hold."""
 
 
 class NotFoundError(StoreError):

@@ -1,12 +1,15 @@
-"""Rules both stores share, so that they agree by construction rather than by care.
+"""Rules every store shares, so that they agree by construction rather than by care,
+and what the SQL stores share: conversations as rows, and ``Db``, the connection
+interface their shared statements are written against.
 
-Everything here is pure: no I/O, no trio.
+Everything here is pure (no I/O, no trio) or runs on a ``Db`` it is handed.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Protocol
 
 import orjson
 
@@ -20,7 +23,7 @@ from chatroom.core.model import (
 )
 from chatroom.protocol.errors import ChatError
 
-from .base import IntegrityError
+from .base import IntegrityError, NotFoundError
 
 # SQLite stores integers as signed 64-bit; the memory store refuses what SQLite would.
 INT64_MIN = -(2**63)
@@ -181,3 +184,128 @@ def sort_conversations(convs: list[Conversation], order: Sequence[ConvOrder]) ->
         have = [(v, c) for v, c in present if v is not None]
         have.sort(key=lambda vc: vc[0], reverse=key.descending)
         convs[:] = [c for _, c in have] + [c for v, c in present if v is None]
+
+
+# Conversations as rows, in the same columns in every SQL store.
+
+CONV_COLUMNS = (
+    "cid", "kind", "creator", "members", "attrs", "created_at", "updated_at", "is_unique",
+    "unique_id", "muted", "last_message_at", "expire_at",
+)  # fmt: skip
+CONV_SELECT = f"SELECT {', '.join(CONV_COLUMNS)} FROM conversations"
+CONV_INSERT = (
+    f"INSERT INTO conversations ({', '.join(CONV_COLUMNS)}, members_key)"
+    f" VALUES ({', '.join('?' * (len(CONV_COLUMNS) + 1))})"
+)
+CONV_UPDATE = (
+    f"UPDATE conversations SET {', '.join(f'{c} = ?' for c in CONV_COLUMNS[1:])},"
+    " members_key = ? WHERE cid = ?"
+)
+CONVS_OF = (
+    f"SELECT {', '.join('c.' + c for c in CONV_COLUMNS)}"
+    " FROM conversation_members AS m JOIN conversations AS c ON c.cid = m.cid"
+    " WHERE m.member = ?"
+    " ORDER BY coalesce(c.last_message_at, c.created_at) DESC, c.cid LIMIT ? OFFSET ?"
+)
+
+
+def conversation_row(conv: Conversation) -> tuple[object, ...]:
+    """The ``CONV_INSERT`` parameters for ``conv``."""
+    try:
+        kind = ConvType(conv.kind)
+    except ValueError as exc:
+        raise IntegrityError(f"unknown conversation type {conv.kind!r}") from exc
+    members = list(conv.members)
+    members_json = dump_json(members, "members")
+    return (
+        conv.cid,
+        int(kind),
+        conv.creator,
+        members_json,
+        dump_json(conv.attrs, "attrs"),
+        conv.created_at,
+        conv.updated_at,
+        int(bool(conv.unique)),
+        conv.unique_id,
+        dump_json(list(conv.muted), "muted"),
+        conv.last_message_at,
+        conv.expire_at,
+        members_key(members) if is_unique_normal(conv) else None,
+    )
+
+
+def conversation_of_row(row: Any) -> Conversation:
+    return Conversation(
+        cid=row[0],
+        kind=ConvType(row[1]),
+        creator=row[2],
+        members=orjson.loads(row[3]),
+        attrs=orjson.loads(row[4]),
+        created_at=row[5],
+        updated_at=row[6],
+        unique=bool(row[7]),
+        unique_id=row[8],
+        muted=orjson.loads(row[9]),
+        last_message_at=row[10],
+        expire_at=row[11],
+    )
+
+
+def save_conversation(db: Db, conv: Conversation) -> None:
+    """Replace a stored conversation inside the caller's transaction; NotFoundError if
+    there is none. ``last_message_at`` never goes back: ``append_messages`` owns it, and
+    a caller saving a copy read before the latest batch must not undo that batch."""
+    row = conversation_row(conv)
+    old = db.execute(
+        "SELECT members, last_message_at FROM conversations WHERE cid = ?", (conv.cid,)
+    ).fetchall()
+    if not old:
+        raise NotFoundError(f"conversation {conv.cid!r} does not exist")
+    old_members, old_last = set(orjson.loads(old[0][0])), old[0][1]
+    last = row[10]
+    if old_last is not None and (last is None or last < old_last):
+        last = old_last
+    db.execute(CONV_UPDATE, (*row[1:10], last, *row[11:], conv.cid))
+    # Only the difference: saving a 500-member group's name rewrites no member row.
+    new_members = set(conv.members)
+    db.executemany(
+        "DELETE FROM conversation_members WHERE member = ? AND cid = ?",
+        [(member, conv.cid) for member in old_members - new_members],
+    )
+    db.executemany(
+        "INSERT INTO conversation_members (member, cid) VALUES (?, ?)",
+        [(member, conv.cid) for member in new_members - old_members],
+    )
+
+
+def create_conversation(db: Db, conv: Conversation) -> None:
+    """Insert a new conversation and its member rows inside the caller's transaction."""
+    db.execute(CONV_INSERT, conversation_row(conv))
+    db.executemany(
+        "INSERT INTO conversation_members (member, cid) VALUES (?, ?) ON CONFLICT DO NOTHING",
+        [(member, conv.cid) for member in dict.fromkeys(conv.members)],
+    )
+
+
+class Rows(Protocol):
+    """What the shared SQL functions use of a cursor (``sqlite3`` and psycopg alike)."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+    def fetchone(self) -> Any: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+    def close(self) -> None: ...
+
+
+class Db(Protocol):
+    """A connection as the shared SQL functions use it: ``?`` placeholders (``?N`` for
+    the N-th parameter), SQL both SQLite and PostgreSQL accept."""
+
+    def execute(self, sql: str, params: Any = ..., /) -> Rows: ...
+
+    def executemany(self, sql: str, params: Iterable[Any], /) -> Rows: ...

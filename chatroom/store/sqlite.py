@@ -17,84 +17,44 @@ A cancelled caller still waits for its thread: the operation may have committed.
 from __future__ import annotations
 
 import contextlib
-import functools
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TypeVar, overload
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import orjson
 import trio
 
-from chatroom.core.model import (
-    Conversation,
-    ConvEventRecord,
-    ConvFilter,
-    ConvOrder,
-    ConvType,
-    HistoryQuery,
-    LastingChanges,
-    MemberMarks,
-    Message,
-    Patch,
-    PendingReceipt,
-    SessionRecord,
-    WillRecord,
-)
-from chatroom.core.roles import Moderation, ModerationChanges
-
-from . import sqlite_lasting as lasting_tables
 from . import sqlite_marks as marks_table
 from . import sqlite_messages as messages_table
-from . import sqlite_moderation as moderation_tables
-from . import sqlite_retention as retention_sql
-from .base import IntegrityError, NotFoundError, StoreError
+from .base import IntegrityError, StoreError
 from .common import (
-    INT64_MAX,
-    clamp_int64,
-    dump_json,
-    is_unique_normal,
-    json_path,
-    members_key,
+    Db,
     regex_passes,
 )
+from .select_sql import SqliteSelect
+from .sql_store import Dialect, SqlStore
 from .sqlite_schema import SCHEMA_VERSION, migrate
 
 T = TypeVar("T")
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore"]
 
-_CONV_COLUMNS = (
-    "cid", "kind", "creator", "members", "attrs", "created_at", "updated_at", "is_unique",
-    "unique_id", "muted", "last_message_at", "expire_at",
-)  # fmt: skip
-_CONV_SELECT = f"SELECT {', '.join(_CONV_COLUMNS)} FROM conversations"
-_CONV_INSERT = (
-    f"INSERT INTO conversations ({', '.join(_CONV_COLUMNS)}, members_key)"
-    f" VALUES ({', '.join('?' * (len(_CONV_COLUMNS) + 1))})"
-)
-_CONV_UPDATE = (
-    f"UPDATE conversations SET {', '.join(f'{c} = ?' for c in _CONV_COLUMNS[1:])},"
-    " members_key = ? WHERE cid = ?"
-)
-_CONVS_OF = (
-    f"SELECT {', '.join('c.' + c for c in _CONV_COLUMNS)}"
-    " FROM conversation_members AS m JOIN conversations AS c ON c.cid = m.cid"
-    " WHERE m.member = ?"
-    " ORDER BY coalesce(c.last_message_at, c.created_at) DESC, c.cid LIMIT ? OFFSET ?"
-)
-
-
-def _as_is(row: Any) -> Any:
-    return row
-
 
 # Values SQLite refuses (types, ranges, encodings), reported as the interface's error.
 _BAD_DATA = (sqlite3.IntegrityError, OverflowError, UnicodeEncodeError, orjson.JSONEncodeError)
 
 
-class SqliteStore:
+class SqliteStore(SqlStore):
     """A ``Store`` in the SQLite database file at ``path`` (created if missing)."""
+
+    _dialect = Dialect(
+        select=SqliteSelect,
+        unread_add=marks_table.UNREAD_ADD,
+        find_by_dedupe_token=messages_table.FIND_BY_DEDUPE_TOKEN,
+        recent_dedupe_tokens=messages_table.RECENT_DEDUPE_TOKENS,
+        snapshot="BEGIN",
+    )
 
     def __init__(self, path: str, *, readers: int = 4, busy_timeout_ms: int = 5000) -> None:
         if path in ("", ":memory:") or path.startswith("file::memory:"):
@@ -187,231 +147,16 @@ class SqliteStore:
             self._writer.close()
             self._writer = None
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def _write(self, fn: Callable[[Db], T]) -> T:
         db = self._writer
         if db is None:
             raise StoreError("the store is not open")
-        return await trio.to_thread.run_sync(fn, db, limiter=self._write_limiter)
+        return await trio.to_thread.run_sync(_in_transaction, db, fn, limiter=self._write_limiter)
 
-    @overload
-    async def _query(self, sql: str, params: Sequence[object]) -> list[Any]: ...
-
-    @overload
-    async def _query(
-        self, sql: str, params: Sequence[object], decode: Callable[[Any], T]
-    ) -> list[T]: ...
-
-    async def _query(
-        self, sql: str, params: Sequence[object], decode: Callable[[Any], Any] = _as_is
-    ) -> list[Any]:
-        """All rows of one SELECT on a reader connection, each passed through ``decode``
-        in the worker thread too: a query may return many thousands of rows, and
-        decoding them on the event loop would hold it for as long.
-
-        Fetching every row finishes the statement, which ends its read transaction: a
-        pooled connection never holds an old snapshot (or blocks WAL checkpoints).
-        """
+    async def _read(self, fn: Callable[[Db], T]) -> T:
         if self._closed:
             raise StoreError("the store is closed")
-        return await trio.to_thread.run_sync(
-            self._with_reader,
-            lambda db: [decode(row) for row in db.execute(sql, params).fetchall()],
-            limiter=self._read_limiter,
-        )
-
-    # conversations
-
-    async def create_conversation(self, conv: Conversation) -> None:
-        """Insert a new conversation; IntegrityError if its ``cid`` exists."""
-        await self._write(functools.partial(_create_conversation, conv=conv))
-
-    async def save_conversation(self, conv: Conversation) -> None:
-        """Replace a stored conversation; NotFoundError if there is none.
-
-        ``last_message_at`` never goes back: ``append_messages`` owns it, and a caller
-        saving a copy read before the latest batch must not undo that batch's update.
-        """
-        await self._write(functools.partial(_save_conversation, conv=conv))
-
-    async def get_conversation(self, cid: str) -> Conversation | None:
-        """The stored conversation, or None."""
-        rows = await self._query(f"{_CONV_SELECT} WHERE cid = ?", (cid,))
-        return _conversation(rows[0]) if rows else None
-
-    async def find_unique_conversation(self, members: Sequence[str]) -> Conversation | None:
-        """The oldest unique normal conversation with exactly this member set."""
-        sql = f"{_CONV_SELECT} WHERE members_key = ? ORDER BY created_at, cid LIMIT 1"
-        key = members_key(members)
-        rows = await self._query(sql, (key,))
-        return _conversation(rows[0]) if rows else None
-
-    async def conversations_of(self, member: str, limit: int, skip: int) -> list[Conversation]:
-        """The member's conversations, most recently active first, ties by ``cid``."""
-        if limit < 0 or skip < 0:
-            raise ValueError("limit and skip must not be negative")
-        return await self._query(_CONVS_OF, (member, limit, skip), _conversation)
-
-    async def select_conversations(
-        self, where: ConvFilter, order: Sequence[ConvOrder], limit: int, skip: int
-    ) -> list[Conversation]:
-        """One SELECT: membership through ``conversation_members``, the rest through
-        the conversation indexes (see ``_select_sql``)."""
-        if limit < 0 or skip < 0:
-            raise ValueError("limit and skip must not be negative")
-        if where.cids is not None and not where.cids:
-            await trio.lowlevel.checkpoint()
-            return []
-        sql, args = _select_sql(where, order)
-        return await self._query(sql, [*args, limit, skip], _conversation)
-
-    # messages
-
-    async def append_messages(self, batch: Sequence[Message]) -> None:
-        """Store the whole batch in one transaction or, on IntegrityError, none of it."""
-        if batch:
-            await self._write(functools.partial(_append_messages, batch=batch))
-        else:
-            await trio.lowlevel.checkpoint()
-
-    async def find_by_dedupe_token(self, cid: str, from_peer: str, token: str) -> Message | None:
-        """The oldest message ``from_peer`` sent to ``cid`` with this ``dt``."""
-        rows = await self._query(messages_table.FIND_BY_DEDUPE_TOKEN, (cid, from_peer, token))
-        return messages_table.message_of_row(rows[0]) if rows else None
-
-    async def get_message(self, cid: str, mid: str) -> Message | None:
-        """One message by conversation and id."""
-        rows = await self._query(messages_table.GET_MESSAGE, (cid, mid))
-        return messages_table.message_of_row(rows[0]) if rows else None
-
-    async def last_message(self, cid: str) -> Message | None:
-        """The newest message of a conversation."""
-        rows = await self._query(messages_table.LAST_MESSAGE, (cid,))
-        return messages_table.message_of_row(rows[0]) if rows else None
-
-    async def query_messages(self, query: HistoryQuery) -> list[Message]:
-        """A history page, ascending (see ``HistoryQuery``): one indexed range scan."""
-        sql, args, newest_first = messages_table.history_select(query)
-        rows = await self._query(sql, args)
-        messages = [messages_table.message_of_row(row) for row in rows]
-        if newest_first:
-            messages.reverse()
-        return messages
-
-    async def patch_message(self, patch: Patch) -> Message | None:
-        """Rewrite one message's content in place (same row, same id)."""
-        return await self._write(functools.partial(_patch_message, patch=patch))
-
-    async def patches_since(self, member: str, since: int, limit: int) -> list[Message]:
-        """Patched messages of the member's conversations, oldest patch first."""
-        since = clamp_int64(since)
-        rows = await self._query(messages_table.PATCHES_SINCE, (member, since, limit))
-        return [messages_table.message_of_row(row) for row in rows]
-
-    async def member_marks(self, cid: str) -> list[MemberMarks]:
-        """Every member's marks in ``cid``."""
-        sql = f"SELECT {marks_table.MARK_COLUMNS} FROM member_marks AS k WHERE k.cid = ?"
-        return [marks_table.marks_of_row(row) for row in await self._query(sql, (cid,))]
-
-    async def changed_marks(self, member: str, since: int | None, limit: int) -> list[MemberMarks]:
-        """Marks for the login's unread sync (see ``Store.changed_marks``)."""
-        if since is None:
-            sql = marks_table.MARKS_OF_MEMBER.format(condition="k.unread > 0")
-            rows = await self._query(sql, (member, limit))
-        else:
-            since = clamp_int64(since)
-            condition = "(k.changed_at > ?3 OR (k.unread > 0 AND k.acked_at < k.changed_at))"
-            sql = marks_table.MARKS_OF_MEMBER.format(condition=condition)
-            rows = await self._query(sql, (member, limit, since))
-        return [marks_table.marks_of_row(row) for row in rows]
-
-    async def mark_acked(self, member: str, cid: str, timestamp: int) -> MemberMarks:
-        """``acked_at`` = max(``acked_at``, ``timestamp``)."""
-        return await self._write(
-            functools.partial(_mark_acked, member=member, cid=cid, timestamp=timestamp)
-        )
-
-    async def mark_read(self, member: str, cid: str, timestamp: int, now: int) -> MemberMarks:
-        """Read-up-to ``timestamp`` (see ``Store.mark_read``)."""
-        return await self._write(
-            functools.partial(_mark_read, member=member, cid=cid, timestamp=timestamp, now=now)
-        )
-
-    async def recent_dedupe_tokens(self, limit: int) -> list[Message]:
-        """The last ``limit`` messages with a dedupe token, oldest first: the newest
-        rowids, read backwards from the end of the table (no scan)."""
-        if limit <= 0:
-            await trio.lowlevel.checkpoint()
-            return []
-        rows = await self._query(messages_table.RECENT_DEDUPE_TOKENS, (limit,))
-        return [messages_table.message_of_row(row) for row in reversed(rows)]
-
-    async def max_message_timestamp(self) -> int:
-        """The newest stored timestamp, 0 when there is none."""
-        rows = await self._query("SELECT max_timestamp FROM meta", ())
-        return int(rows[0][0])
-
-    # state that outlives a process (sqlite_lasting.py has the SQL)
-
-    async def save_lasting(self, changes: LastingChanges) -> None:
-        """The whole batch in one short transaction, or nothing of it."""
-        await self._write(lambda db: _in_transaction(db, lasting_tables.save, changes))
-
-    async def get_session(self, token: str) -> SessionRecord | None:
-        """The stored session token, or None."""
-        rows = await self._query(lasting_tables.GET_SESSION_SQL, (token,))
-        return lasting_tables.session_of_row(rows[0]) if rows else None
-
-    async def live_nonces(self, now_ms: int, limit: int) -> dict[str, int]:
-        """Nonces still in their window, the latest-expiring ``limit``."""
-        rows = await self._query(lasting_tables.LIVE_NONCES_SQL, (now_ms, limit))
-        return {row[0]: row[1] for row in rows}
-
-    async def conv_events_for(
-        self, peer: str, since: int, until: int | None, limit: int
-    ) -> list[ConvEventRecord]:
-        """The client's newest events in ``(since, until)``, ascending."""
-        bound = INT64_MAX if until is None else clamp_int64(until)
-        since = clamp_int64(since)
-        decode = functools.partial(lasting_tables.conv_event_of_row, peer)
-        events = await self._query(
-            lasting_tables.CONV_EVENTS_SQL, (peer, since, bound, limit), decode
-        )
-        return events[::-1]
-
-    async def pending_receipts(self, limit: int) -> list[PendingReceipt]:
-        """The newest ``limit`` pending receipts, ascending by message time."""
-        decode = lasting_tables.receipt_of_row
-        receipts = await self._query(lasting_tables.PENDING_RECEIPTS_SQL, (limit,), decode)
-        return receipts[::-1]
-
-    async def will_of(self, peer_id: str) -> WillRecord | None:
-        """The user's stored will, or None."""
-        rows = await self._query(lasting_tables.WILL_OF_SQL, (peer_id,))
-        return lasting_tables.will_of_row(rows[0]) if rows else None
-
-    async def purge_expired(self, now_ms: int, limit: int) -> int:
-        """At most ``limit`` expired rows per table, in one short transaction."""
-        purge = lasting_tables.purge
-        return await self._write(lambda db: _in_transaction(db, purge, now_ms, limit))
-
-    async def sweep(self, cutoff_ms: int, now_ms: int, limit: int) -> int:
-        """The retention sweep's batch (sqlite_retention.py), in one short transaction."""
-        run = retention_sql.sweep
-        return await self._write(lambda db: _in_transaction(db, run, cutoff_ms, now_ms, limit))
-
-    # member moderation (sqlite_moderation.py has the SQL)
-
-    async def moderation_of(self, cid: str) -> Moderation:
-        """The conversation's managers, mutes and blocks, from one snapshot."""
-        if self._closed:
-            raise StoreError("the store is closed")
-        load = functools.partial(moderation_tables.load, cid=cid)
-        return await trio.to_thread.run_sync(self._with_reader, load, limiter=self._read_limiter)
-
-    async def save_moderation(self, cid: str, changes: ModerationChanges) -> None:
-        """Every change in one short transaction, or nothing of it."""
-        save = moderation_tables.save
-        await self._write(lambda db: _in_transaction(db, save, cid, changes))
+        return await trio.to_thread.run_sync(self._with_reader, fn, limiter=self._read_limiter)
 
 
 # The functions below run in worker threads.
@@ -436,227 +181,12 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
         raise IntegrityError(str(exc)) from exc
 
 
-def _in_transaction(db: sqlite3.Connection, fn: Callable[..., T], *args: Any) -> T:
+def _in_transaction(db: sqlite3.Connection, fn: Callable[[Db], T]) -> T:
     with _transaction(db):
-        return fn(db, *args)
-
-
-def _create_conversation(db: sqlite3.Connection, conv: Conversation) -> None:
-    with _transaction(db):
-        db.execute(_CONV_INSERT, _conversation_row(conv))
-        db.executemany(
-            "INSERT OR IGNORE INTO conversation_members (member, cid) VALUES (?, ?)",
-            [(member, conv.cid) for member in conv.members],
-        )
-
-
-def _save_conversation(db: sqlite3.Connection, conv: Conversation) -> None:
-    with _transaction(db):
-        row = _conversation_row(conv)
-        old = db.execute(
-            "SELECT members, last_message_at FROM conversations WHERE cid = ?", (conv.cid,)
-        ).fetchall()
-        if not old:
-            raise NotFoundError(f"conversation {conv.cid!r} does not exist")
-        old_members, old_last = set(orjson.loads(old[0][0])), old[0][1]
-        last = row[10]
-        if old_last is not None and (last is None or last < old_last):
-            last = old_last
-        db.execute(_CONV_UPDATE, (*row[1:10], last, *row[11:], conv.cid))
-        # Only the difference: saving a 500-member group's name rewrites no member row.
-        new_members = set(conv.members)
-        db.executemany(
-            "DELETE FROM conversation_members WHERE member = ? AND cid = ?",
-            [(member, conv.cid) for member in old_members - new_members],
-        )
-        db.executemany(
-            "INSERT INTO conversation_members (member, cid) VALUES (?, ?)",
-            [(member, conv.cid) for member in new_members - old_members],
-        )
-
-
-def _append_messages(db: sqlite3.Connection, batch: Sequence[Message]) -> None:
-    with _transaction(db):
-        messages_table.append(db, batch)
-
-
-def _patch_message(db: sqlite3.Connection, patch: Patch) -> Message | None:
-    with _transaction(db):
-        return messages_table.apply_patch(db, patch)
-
-
-def _mark_acked(db: sqlite3.Connection, member: str, cid: str, timestamp: int) -> MemberMarks:
-    with _transaction(db):
-        return marks_table.mark_acked(db, member, cid, timestamp)
-
-
-def _mark_read(
-    db: sqlite3.Connection, member: str, cid: str, timestamp: int, now: int
-) -> MemberMarks:
-    with _transaction(db):
-        return marks_table.mark_read(db, member, cid, timestamp, now)
-
-
-def _conversation_row(conv: Conversation) -> tuple[object, ...]:
-    """The ``_CONV_INSERT`` parameters for ``conv``."""
-    try:
-        kind = ConvType(conv.kind)
-    except ValueError as exc:
-        raise IntegrityError(f"unknown conversation type {conv.kind!r}") from exc
-    members = list(conv.members)
-    members_json = dump_json(members, "members")
-    return (
-        conv.cid,
-        int(kind),
-        conv.creator,
-        members_json,
-        dump_json(conv.attrs, "attrs"),
-        conv.created_at,
-        conv.updated_at,
-        int(bool(conv.unique)),
-        conv.unique_id,
-        dump_json(list(conv.muted), "muted"),
-        conv.last_message_at,
-        conv.expire_at,
-        members_key(members) if is_unique_normal(conv) else None,
-    )
-
-
-def _conversation(row: Any) -> Conversation:
-    return Conversation(
-        cid=row[0],
-        kind=ConvType(row[1]),
-        creator=row[2],
-        members=orjson.loads(row[3]),
-        attrs=orjson.loads(row[4]),
-        created_at=row[5],
-        updated_at=row[6],
-        unique=bool(row[7]),
-        unique_id=row[8],
-        muted=orjson.loads(row[9]),
-        last_message_at=row[10],
-        expire_at=row[11],
-    )
-
-
-# Columns for ConvFilter ranges and ConvOrder fields. "activity" is the expression of the
-# conversations_activity index, written the same way so that the planner uses it.
-_ORDER_SQL = {
-    "activity": "coalesce(c.last_message_at, c.created_at)",
-    "lm": "c.last_message_at",
-    "createdAt": "c.created_at",
-    "updatedAt": "c.updated_at",
-    "objectId": "c.cid",
-    "c": "c.creator",
-}
-_NOT_NULL = frozenset({"activity", "createdAt", "updatedAt", "objectId", "c"})
-_NAME_SQL = "json_extract(c.attrs, '$.name')"  # as conversations_name writes it
-_IN_MEMBER = "c.cid IN (SELECT cid FROM conversation_members WHERE member = ?)"
-
-
-def _select_sql(where: ConvFilter, order: Sequence[ConvOrder]) -> tuple[str, list[object]]:
-    """The SELECT for ``select_conversations`` (its LIMIT and OFFSET parameters last).
-
-    The first required member drives the query from ``conversation_members`` (one range
-    of its primary key); names go through the ``conversations_name`` expression index;
-    other attribute equalities are checked on the rows the indexes leave.
-    """
-    source = "conversations AS c"
-    args: list[object] = []
-    members = list(where.members_all)
-    drive = []
-    if members:
-        source = "conversation_members AS m0 JOIN conversations AS c ON c.cid = m0.cid"
-        drive.append("m0.member = ?")
-        args.append(members.pop(0))
-    clauses = drive + _filter_clauses(where, members, args)
-    terms: list[str] = []
-    for key in order:
-        expr = _ORDER_SQL.get(key.field)
-        if key.field == "name":
-            expr = _NAME_SQL  # the conversations_name index
-        elif expr is None:
-            expr = "json_extract(c.attrs, ?)"
-            args.append(json_path(key.field) or '$.""')
-        direction = "DESC" if key.descending else "ASC"
-        # NOT NULL columns need no NULLS LAST, which would keep their index out.
-        nulls = "" if key.field in _NOT_NULL else " NULLS LAST"
-        terms.append(f"{expr} {direction}{nulls}")
-    # Ties go by cid in the first key's direction, so that one index scan (forwards or
-    # backwards) yields the whole order.
-    terms.append("c.cid DESC" if order and order[0].descending else "c.cid")
-    sql = f"{_CONV_SELECT_C} FROM {source}"
-    if clauses:
-        sql += " WHERE " + " AND ".join(clauses)
-    return sql + f" ORDER BY {', '.join(terms)} LIMIT ? OFFSET ?", args
-
-
-def _filter_clauses(where: ConvFilter, members: list[str], args: list[object]) -> list[str]:
-    """The AND-ed SQL conditions of ``where`` (``members``: the required members not
-    already joined), their parameters appended to ``args``."""
-    clauses: list[str] = []
-    for member in members:
-        clauses.append(_IN_MEMBER)
-        args.append(member)
-    if where.cids is not None:
-        clauses.append(f"c.cid IN ({', '.join('?' * len(where.cids))})")
-        args += where.cids
-    if where.members_any is not None:
-        marks = ", ".join("?" * len(where.members_any))
-        clauses.append(f"c.cid IN (SELECT cid FROM conversation_members WHERE member IN ({marks}))")
-        args += where.members_any
-    if where.kinds is not None:
-        clauses.append(f"c.kind IN ({', '.join('?' * len(where.kinds))})")
-        args += sorted(int(k) for k in where.kinds)
-    if where.creator is not None:
-        clauses.append("c.creator = ?")
-        args.append(where.creator)
-    for name, op, ms in where.ranges:
-        clauses.append(f"{_ORDER_SQL[name]} {op} ?")
-        args.append(ms)
-    for path, value in where.attr_equals:
-        _attr_clause(path, value, clauses, args)
-    if where.alive_at is not None:
-        clauses.append("(c.expire_at IS NULL OR c.expire_at > ?)")
-        args.append(where.alive_at)
-    for path, pattern, options in where.attr_regex:
-        jpath = json_path(path)
-        if jpath is not None:
-            clauses.append(
-                "(json_type(c.attrs, ?) IN ('array', 'object')"
-                " OR chatroom_regexp(?, ?, json_extract(c.attrs, ?)))"
-            )
-            args += [jpath, pattern, options, jpath]
-    if where.name_prefix is not None:
-        # A range of the conversations_name index: every text that starts with it.
-        clauses.append(f"{_NAME_SQL} >= ? AND {_NAME_SQL} < ?")
-        args += [where.name_prefix, where.name_prefix + "\U0010ffff"]
-    if where.any_of:
-        branches = []
-        for branch in where.any_of:
-            inner = _filter_clauses(branch, list(branch.members_all), args)
-            branches.append("(" + (" AND ".join(inner) or "1") + ")")
-        clauses.append("(" + " OR ".join(branches) + ")")
-    return clauses
-
-
-_CONV_SELECT_C = f"SELECT {', '.join('c.' + c for c in _CONV_COLUMNS)}"
+        return fn(db)
 
 
 def _regexp(pattern: str, options: str, value: object) -> int:
     """SQL ``chatroom_regexp``: 1 when the text matches (or the pattern is unusable, so
     that the caller decides), else 0; never raises inside a query."""
     return int(value is not None and regex_passes(pattern, options, value))
-
-
-def _attr_clause(path: str, value: object, clauses: list[str], args: list[object]) -> None:
-    if path == "name" and isinstance(value, str):
-        # Names are always strings (the service refuses others): the index alone decides.
-        clauses.append(f"{_NAME_SQL} = ?")
-        args.append(value)
-        return
-    jpath = json_path(path)
-    if jpath is None:
-        return  # the caller's matcher decides
-    clauses.append("(json_extract(c.attrs, ?) = ? OR json_type(c.attrs, ?) IN ('array', 'object'))")
-    args += [jpath, value, jpath]

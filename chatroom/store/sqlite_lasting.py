@@ -1,4 +1,5 @@
-"""SQL of the state that outlives a process (schema version 2, ``LASTING_SCHEMA``).
+"""SQL of the state that outlives a process (schema version 2, ``LASTING_SCHEMA``), for
+SQLite and PostgreSQL alike.
 
 The write and purge functions run in the store's writer thread inside the caller's
 transaction; the ``*_SQL`` reads run on reader connections.
@@ -6,7 +7,6 @@ transaction; the ``*_SQL`` reads run on reader connections.
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 import orjson
@@ -18,6 +18,8 @@ from chatroom.core.model import (
     SessionRecord,
     WillRecord,
 )
+
+from .common import Db
 
 GET_SESSION_SQL = (
     "SELECT token, peer_id, tag, device_id, expires_at, taken_over, room, room_until"
@@ -41,20 +43,26 @@ PENDING_RECEIPTS_SQL = (
 WILL_OF_SQL = "SELECT peer_id, token, payload, expires_at FROM wills WHERE peer_id = ?"
 
 _UPSERT_SESSION = (
-    "INSERT OR REPLACE INTO session_tokens"
+    "INSERT INTO session_tokens"
     " (token, peer_id, tag, device_id, expires_at, taken_over, room, room_until)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (token) DO UPDATE SET"
+    " peer_id = excluded.peer_id, tag = excluded.tag, device_id = excluded.device_id,"
+    " expires_at = excluded.expires_at, taken_over = excluded.taken_over,"
+    " room = excluded.room, room_until = excluded.room_until"
 )
 _UPSERT_RECEIPT = (
-    "INSERT OR REPLACE INTO pending_receipts (cid, mid, timestamp, sender, expires_at)"
-    " VALUES (?, ?, ?, ?, ?)"
+    "INSERT INTO pending_receipts (cid, mid, timestamp, sender, expires_at)"
+    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (cid, mid) DO UPDATE SET"
+    " timestamp = excluded.timestamp, sender = excluded.sender, expires_at = excluded.expires_at"
 )
 _UPSERT_WILL = (
-    "INSERT OR REPLACE INTO wills (peer_id, token, payload, expires_at) VALUES (?, ?, ?, ?)"
+    "INSERT INTO wills (peer_id, token, payload, expires_at) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (peer_id) DO UPDATE SET"
+    " token = excluded.token, payload = excluded.payload, expires_at = excluded.expires_at"
 )
 
 
-def save(db: sqlite3.Connection, changes: LastingChanges) -> None:
+def save(db: Db, changes: LastingChanges) -> None:
     """Apply ``changes`` (see ``Store.save_lasting``) in the open transaction."""
     sessions = changes.sessions.items()
     db.executemany(
@@ -62,17 +70,17 @@ def save(db: sqlite3.Connection, changes: LastingChanges) -> None:
     )
     db.executemany(_UPSERT_SESSION, [_session_row(r) for r in changes.sessions.values() if r])
     db.executemany(
-        "INSERT OR IGNORE INTO used_nonces (nonce, expires_at) VALUES (?, ?)",
+        "INSERT INTO used_nonces (nonce, expires_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
         list(changes.nonces.items()),
     )
     for event in changes.conv_events:
         peers = dict.fromkeys(event.peers)
-        cursor = db.execute(
+        (event_id,) = db.execute(
             "INSERT INTO conv_events (server_ts, payload, delivered, expires_at, peer_count)"
-            " VALUES (?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?) RETURNING id",
             (event.server_ts, event.payload, _dumps(event.delivered), event.expires_ms, len(peers)),
-        )
-        rows = [(peer, event.server_ts, cursor.lastrowid) for peer in peers]
+        ).fetchone()
+        rows = [(peer, event.server_ts, event_id) for peer in peers]
         db.executemany(
             "INSERT INTO conv_event_peers (peer, server_ts, event) VALUES (?, ?, ?)", rows
         )
@@ -103,7 +111,7 @@ _EXPIRING = {
 }
 
 
-def purge(db: sqlite3.Connection, now_ms: int, limit: int) -> int:
+def purge(db: Db, now_ms: int, limit: int) -> int:
     """Delete up to ``limit`` expired rows of each table, by their expiry indexes. The
     event log counts an event with its peer rows: the earliest-expiring events are taken
     until they reach ``limit`` rows (at least one event), so that a transaction deletes

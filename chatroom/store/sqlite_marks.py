@@ -1,19 +1,21 @@
-"""SQLite side of unread counts and receipts: the ``member_marks`` table.
+"""Unread counts and receipts in SQL: the ``member_marks`` table, for SQLite and
+PostgreSQL alike (PostgreSQL has its own ``UNREAD_ADD``: ``postgres_sql.py``).
 
 Every function here runs in the store's writer thread inside the caller's transaction
-(``SqliteStore`` opens it); the SQL constants are shared with its read paths.
+(the store opens it); the SQL constants are shared with its read paths.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
 from chatroom.core.model import MemberMarks, Message
+
+from .common import Db
 
 # Unread counts, in the commit's transaction: one statement per batch (not per message,
 # not per member) adds each (conversation, sender) group of the batch to every other
@@ -38,8 +40,9 @@ MARKS_OF_MEMBER = (
 )
 
 
-def count_unread(db: sqlite3.Connection, batch: Sequence[Message]) -> None:
-    """Add a committed batch to the unread counts (inside the caller's transaction)."""
+def count_unread(db: Db, batch: Sequence[Message], unread_add: str = UNREAD_ADD) -> None:
+    """Add a committed batch to the unread counts (inside the caller's transaction):
+    ``unread_add`` takes the JSON array ``[[cid, sender, count, newest], ...]``."""
     groups: dict[tuple[str, str], list[int]] = {}  # (cid, sender) -> [count, newest]
     mentions: list[tuple[str, str, str]] = []
     mention_all: list[tuple[str, str]] = []
@@ -54,15 +57,16 @@ def count_unread(db: sqlite3.Connection, batch: Sequence[Message]) -> None:
             mention_all.append((m.cid, m.from_peer))
         mentions.extend((m.cid, pid, m.from_peer) for pid in m.mention_pids)
     # One statement for the whole batch: [[cid, sender, count, newest], ...] as JSON.
-    rows = [[cid, peer, n, t] for (cid, peer), (n, t) in groups.items()]
-    db.execute(UNREAD_ADD, (orjson.dumps(rows).decode(),))
+    # Sorted, so that concurrent commits lock member rows in one order (no deadlock).
+    rows = sorted([cid, peer, n, t] for (cid, peer), (n, t) in groups.items())
+    db.execute(unread_add, (orjson.dumps(rows).decode(),))
     if mentions:
         db.executemany(MENTIONED, mentions)
     if mention_all:
         db.executemany(MENTIONED_ALL, mention_all)
 
 
-def _read_marks(db: sqlite3.Connection, member: str, cid: str) -> MemberMarks:
+def _read_marks(db: Db, member: str, cid: str) -> MemberMarks:
     rows = db.execute(
         f"SELECT {MARK_COLUMNS} FROM member_marks AS k WHERE k.peer = ? AND k.cid = ?",
         (member, cid),
@@ -70,16 +74,18 @@ def _read_marks(db: sqlite3.Connection, member: str, cid: str) -> MemberMarks:
     return marks_of_row(rows[0]) if rows else MemberMarks(member, cid)
 
 
-def _write_marks(db: sqlite3.Connection, k: MemberMarks) -> None:
+def _write_marks(db: Db, k: MemberMarks) -> None:
     db.execute(
-        "INSERT OR REPLACE INTO member_marks"
-        " (peer, cid, unread, mentioned, changed_at, acked_at, read_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO member_marks (peer, cid, unread, mentioned, changed_at, acked_at, read_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (peer, cid) DO UPDATE SET"
+        " unread = excluded.unread, mentioned = excluded.mentioned,"
+        " changed_at = excluded.changed_at, acked_at = excluded.acked_at,"
+        " read_at = excluded.read_at",
         (k.peer, k.cid, k.unread, int(k.mentioned), k.changed_at, k.acked_at, k.read_at),
     )
 
 
-def mark_acked(db: sqlite3.Connection, member: str, cid: str, timestamp: int) -> MemberMarks:
+def mark_acked(db: Db, member: str, cid: str, timestamp: int) -> MemberMarks:
     """``acked_at`` = max(``acked_at``, ``timestamp``)."""
     marks = _read_marks(db, member, cid)
     if timestamp > marks.acked_at:
@@ -88,9 +94,7 @@ def mark_acked(db: sqlite3.Connection, member: str, cid: str, timestamp: int) ->
     return marks
 
 
-def mark_read(
-    db: sqlite3.Connection, member: str, cid: str, timestamp: int, now: int
-) -> MemberMarks:
+def mark_read(db: Db, member: str, cid: str, timestamp: int, now: int) -> MemberMarks:
     """Read-up-to ``timestamp`` (``Store.mark_read``)."""
     marks = _read_marks(db, member, cid)
     read_at = max(marks.read_at, timestamp)

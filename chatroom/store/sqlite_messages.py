@@ -1,7 +1,9 @@
-"""SQLite side of messages: the ``messages`` table's SQL and row conversions.
+"""Messages in SQL: the ``messages`` table's statements and row conversions, run by
+SQLite and PostgreSQL alike (``sql_store.SqlStore``; ``postgres_sql.py`` rewrites the
+placeholders).
 
 Group commit (``append``) and patches (``apply_patch``) run in the store's writer thread inside
-the caller's transaction (``SqliteStore`` opens it); the read paths get their SQL here
+the caller's transaction (the store opens it); the read paths get their SQL here
 (history pages, dedupe tokens, missed patches) and run it on a pooled reader connection.
 """
 
@@ -9,8 +11,7 @@ from __future__ import annotations
 
 import functools
 import operator
-import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -19,22 +20,24 @@ from chatroom.core.model import Bound, Direction, HistoryQuery, Message, Patch
 from chatroom.core.paging import history_interval
 
 from . import sqlite_marks as marks_table
-from .common import INT64_MAX, INT64_MIN
+from .common import INT64_MAX, INT64_MIN, Db
 
 # Selected in Message field order; inserted with mention_pids last (see append).
 MSG_COLUMNS = (
-    "cid, mid, from_peer, timestamp, data, binary, mention_all, mention_pids,"
+    'cid, mid, from_peer, timestamp, data, "binary", mention_all, mention_pids,'
     " dedupe_token, lctype, patch_timestamp"
 )
 MSG_SELECT = f"SELECT {MSG_COLUMNS} FROM messages"
-_MSG_INSERTED = (
+# Inserted in this order, with mention_pids last (see append).
+MSG_INSERTED = (
     "cid", "mid", "from_peer", "timestamp", "data", "binary", "mention_all", "dedupe_token",
     "lctype", "patch_timestamp",
 )  # fmt: skip
-_MSG_FIELDS = operator.attrgetter(*_MSG_INSERTED)  # C-speed rows: the hot path of group commit
+_MSG_FIELDS = operator.attrgetter(*MSG_INSERTED)  # C-speed rows: the hot path of group commit
 _MSG_INSERT = (
-    f"INSERT INTO messages ({', '.join(_MSG_INSERTED)}, mention_pids)"
-    f" VALUES ({', '.join('?' * (len(_MSG_INSERTED) + 1))})"
+    # "binary" is a reserved word in PostgreSQL: quoted, it is a name in either engine.
+    f"INSERT INTO messages ({', '.join(MSG_INSERTED)}, mention_pids)".replace("binary", '"binary"')
+    + f" VALUES ({', '.join('?' * (len(MSG_INSERTED) + 1))})"
 )
 _SET_LAST_MESSAGE_AT = (
     "UPDATE conversations SET last_message_at = ?2"
@@ -60,8 +63,20 @@ PATCHES_SINCE = (
 )
 
 
-def append(db: sqlite3.Connection, batch: Sequence[Message]) -> None:
-    """Insert a non-empty batch with its conversation, unread and meta updates."""
+def insert_each(db: Db, rows: list[tuple[object, ...]]) -> None:
+    """Insert message rows (``_MSG_INSERT``'s parameters) one statement each."""
+    db.executemany(_MSG_INSERT, rows)
+
+
+def append(
+    db: Db,
+    batch: Sequence[Message],
+    unread_add: str = marks_table.UNREAD_ADD,
+    insert_rows: Callable[[Db, list[tuple[object, ...]]], None] = insert_each,
+) -> None:
+    """Insert a non-empty batch with its conversation, unread and meta updates
+    (``unread_add``: the statement of ``sqlite_marks.count_unread``; ``insert_rows``
+    writes the rows, in ``_MSG_INSERT``'s order of columns)."""
     # Rows are built inside the transaction so that bad values are reported alike.
     newest: dict[str, int] = {}
     rows = []
@@ -70,20 +85,20 @@ def append(db: sqlite3.Connection, batch: Sequence[Message]) -> None:
         rows.append((*_MSG_FIELDS(m), pids))
         if m.timestamp > newest.get(m.cid, INT64_MIN):
             newest[m.cid] = m.timestamp
-    db.executemany(_MSG_INSERT, rows)
+    insert_rows(db, rows)
     db.executemany(_SET_LAST_MESSAGE_AT, newest.items())
-    marks_table.count_unread(db, batch)
+    marks_table.count_unread(db, batch, unread_add)
     db.execute(
         "UPDATE meta SET max_timestamp = ? WHERE max_timestamp < ?",
         (max(newest.values()),) * 2,
     )
 
 
-def apply_patch(db: sqlite3.Connection, patch: Patch) -> Message | None:
+def apply_patch(db: Db, patch: Patch) -> Message | None:
     """Rewrite one message's content; the patched message, or None if there is none."""
     pids = orjson.dumps(patch.mention_pids).decode() if patch.mention_pids else None
     db.execute(
-        "UPDATE messages SET data = ?, binary = ?, mention_all = ?, mention_pids = ?,"
+        'UPDATE messages SET data = ?, "binary" = ?, mention_all = ?, mention_pids = ?,'
         " lctype = ?, patch_timestamp = ? WHERE cid = ? AND mid = ?",
         (
             patch.data,

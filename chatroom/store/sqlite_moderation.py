@@ -1,4 +1,5 @@
-"""SQLite side of member moderation: roles, mutes and blocks (``chatroom/core/roles.py``).
+"""Member moderation in SQL, for SQLite and PostgreSQL alike: roles, mutes and blocks
+(``chatroom/core/roles.py``).
 
 One table each, keyed by ``(cid, peer)``; a conversation's whole state is read at once
 (``moderation_of``) and changed in one transaction (``save_moderation``). The tables
@@ -7,18 +8,19 @@ come with schema version 3 (``sqlite_schema.MODERATION_SCHEMA``).
 
 from __future__ import annotations
 
-import sqlite3
-
 from chatroom.core.roles import Moderation, ModerationChanges, Role
+
+from .common import Db
 
 ROLES_SQL = "SELECT peer FROM member_roles WHERE cid = ? AND role = 'Manager'"
 MUTES_SQL = "SELECT peer, until FROM member_mutes WHERE cid = ?"
 BLOCKS_SQL = "SELECT peer, since FROM member_blocks WHERE cid = ?"
 
 
-def load(db: sqlite3.Connection, cid: str) -> Moderation:
-    """The conversation's state, read in one read transaction (three SELECTs)."""
-    db.execute("BEGIN")  # one snapshot for the three reads
+def load(db: Db, cid: str, begin: str = "BEGIN") -> Moderation:
+    """The conversation's state, read in one read transaction (three SELECTs) that
+    ``begin`` starts."""
+    db.execute(begin)  # one snapshot for the three reads
     try:
         managers = {row[0] for row in db.execute(ROLES_SQL, (cid,)).fetchall()}
         muted = {row[0]: row[1] for row in db.execute(MUTES_SQL, (cid,)).fetchall()}
@@ -28,7 +30,7 @@ def load(db: sqlite3.Connection, cid: str) -> Moderation:
     return Moderation(managers, muted, blocked)
 
 
-def save(db: sqlite3.Connection, cid: str, changes: ModerationChanges) -> None:
+def save(db: Db, cid: str, changes: ModerationChanges) -> None:
     """Apply ``changes`` (inside the caller's transaction)."""
     managers = [(cid, p) for p, role in changes.roles.items() if role is Role.MANAGER]
     others = [(cid, p) for p, role in changes.roles.items() if role is not Role.MANAGER]

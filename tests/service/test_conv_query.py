@@ -18,8 +18,7 @@ from chatroom.core.clock import ManualClock
 from chatroom.core.matcher import sort_keys
 from chatroom.core.model import Conversation, ConvFilter, ConvOrder, ConvType
 from chatroom.service.conv_query import parse_sort, plan
-from chatroom.store.sqlite import _CONV_INSERT as CONV_INSERT
-from chatroom.store.sqlite import _conversation_row as conversation_row
+from chatroom.store.common import CONV_INSERT, conversation_row
 
 
 async def query(client: Client, **fields: object) -> list[Cmd]:
