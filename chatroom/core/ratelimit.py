@@ -192,7 +192,9 @@ def shed_at_intake(
     limit, or past the second backlog limit when the backlog was past it a moment ago
     already and has not come down since: a server that keeps up on average drains
     the backlog a pause left (another process on its core, a long flush) and loses
-    no NORMAL message to it, while one that is overloaded does not drain it. HIGH is
+    no NORMAL message to it, while one that is overloaded does not drain it. Past
+    one and a half times that limit NORMAL is shed at once whatever the trend, so
+    that HIGH never waits behind more than that many messages being processed. HIGH is
     never shed. Shedding at intake costs almost nothing, so the backlog drains and
     the HIGH messages behind it get through.
     """
@@ -203,6 +205,8 @@ def shed_at_intake(
         return "lag" if lag > lag_low else None
     if priority == 2:
         if backlog > backlog_normal and earlier > backlog_normal and backlog >= earlier:
+            return "backlog"
+        if 2 * backlog > 3 * backlog_normal:  # too far behind to wait and see
             return "backlog"
         return "lag" if lag > lag_normal else None
     return None

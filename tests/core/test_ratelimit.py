@@ -115,6 +115,10 @@ def test_room_budget_always_lets_one_message_through_a_tiny_rate() -> None:
         (2, 257, 300, 0.0, None),  # NORMAL: a backlog that comes down
         (2, 257, 257, 0.0, "backlog"),  # NORMAL: past the limit and not coming down
         (2, 300, 257, 0.0, "backlog"),  # growing
+        (2, 384, 384, 0.0, "backlog"),
+        (2, 384, 500, 0.0, None),  # coming down, at one and a half times the limit
+        (2, 385, 500, 0.0, "backlog"),  # past that: at once, whatever the trend
+        (2, 385, 0, 0.0, "backlog"),
         (2, 0, 0, 0.21, "lag"),
         (1, 10**6, 10**6, 10.0, None),  # HIGH is never shed at intake
     ],
