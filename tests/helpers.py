@@ -27,6 +27,7 @@ from typing import Any, ParamSpec, TypeVar, cast
 
 import orjson
 import trio
+from prometheus_client.parser import text_string_to_metric_families
 from trio_websocket import CloseReason, ConnectionClosed, WebSocketConnection, open_websocket_url
 
 from chatroom.config import Config
@@ -382,3 +383,23 @@ def webhook() -> Iterator[tuple[str, list[Any]]]:
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+async def scrape(running: Running) -> Samples:
+    """The server's ``/metrics`` parsed by prometheus_client: samples by name and labels."""
+    status, headers, body = await http_get(running.http_port, "/metrics")
+    assert status == 200
+    assert headers["content-type"].startswith("text/plain; version=")
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(body.decode())
+        for s in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    """One sample of a scrape."""
+    return samples[(name, tuple(sorted(labels.items())))]

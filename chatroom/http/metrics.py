@@ -56,6 +56,7 @@ class Readings:
     tls_refused: int
     push: Mapping[str, int] = field(default_factory=dict)  # offline push webhook calls
     hooks: Mapping[str, HookStats] = field(default_factory=dict)  # by hook function name
+    cluster: Mapping[str, object] | None = None  # RedisLink.statistics() of a cluster node
 
 
 def _counter(name: str, doc: str, value: int | Mapping[str, int], label: str = "") -> Metric:
@@ -173,6 +174,37 @@ def hook_families(hooks: Mapping[str, HookStats]) -> Iterator[Metric]:
     yield from (calls, outcomes, latency)
 
 
+def cluster_families(cluster: Mapping[str, object]) -> Iterator[Metric]:
+    """A cluster node's broker traffic (docs/cluster.md), from its link's statistics."""
+
+    def number(key: str) -> int:
+        value = cluster.get(key, 0)
+        return int(value) if isinstance(value, int | bool) else 0
+
+    yield _gauge("chatroom_cluster_connected", "1 when Redis answers.", number("connected"))
+    yield _gauge("chatroom_cluster_nodes", "Other nodes this node knows.", number("nodes"))
+    yield _gauge("chatroom_cluster_queue", "Records waiting to be published.", number("queue"))
+    yield _counter("chatroom_cluster_publishes", "PUBLISH commands sent.", number("publishes"))
+    records = {
+        what: number(key)
+        for what, key in (
+            ("published", "records"),
+            ("received", "received"),
+            ("shed", "shed"),
+            ("lost", "lost"),
+            ("dropped_on_disconnect", "dropped_on_disconnect"),
+            ("malformed", "bad_records"),
+        )
+    }
+    yield _counter(
+        "chatroom_cluster_records", "Broker records, by what became of them.", records, "what"
+    )
+    yield _counter("chatroom_cluster_reconnects", "Reconnections to Redis.", number("reconnects"))
+    yield _counter(
+        "chatroom_cluster_resyncs", "Presence snapshots reloaded after a gap.", number("resyncs")
+    )
+
+
 class _Collector(Collector):
     def __init__(self, readings: Callable[[], Readings]) -> None:
         self._readings = readings
@@ -181,6 +213,8 @@ class _Collector(Collector):
         readings = self._readings()
         yield from families(readings)
         yield from hook_families(readings.hooks)
+        if readings.cluster is not None:
+            yield from cluster_families(readings.cluster)
 
 
 def render(readings: Callable[[], Readings]) -> bytes:

@@ -172,6 +172,7 @@ class Server:
             tls_refused=self.tls.handshakes_failed if self.tls is not None else 0,
             push=dataclasses.asdict(self.pusher.stats),
             hooks=self.hooks.stats,
+            cluster=self.cluster.statistics() if self.cluster is not None else None,
         )
 
     async def ready(self) -> str | None:
@@ -179,6 +180,8 @@ class Server:
         await trio.lowlevel.checkpoint()
         if self.shutdown.is_set():
             return "shutting down"
+        if self.cluster is not None and not self.cluster.hub.connected:
+            return "not connected to the cluster's Redis"
         with trio.move_on_after(_READY_TIMEOUT):
             try:
                 await self.store.max_message_timestamp()

@@ -7,28 +7,18 @@ import json
 from pathlib import Path
 
 import trio
-from helpers import Running, conversation, fail_after, http_get, running_server, users
+from helpers import (
+    conversation,
+    fail_after,
+    http_get,
+    running_server,
+    scrape,
+    users,
+    value,
+)
 from hook_endpoint import HookCall, hooked, result
-from prometheus_client.parser import text_string_to_metric_families
 
 from chatroom.store.sqlite import SqliteStore
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-async def scrape(running: Running) -> Samples:
-    status, headers, body = await http_get(running.http_port, "/metrics")
-    assert status == 200
-    assert headers["content-type"].startswith("text/plain; version=")
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(body.decode())
-        for s in family.samples
-    }
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples[(name, tuple(sorted(labels.items())))]
 
 
 @fail_after(20)

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 import trio
-from helpers import Client, Running, fail_after, running_server
+from helpers import Client, Running, fail_after, http_get, running_server, scrape, value
 from redis_server import RedisServer, redis_server
 
 from chatroom.net.redis_link import RedisLink
@@ -125,6 +126,25 @@ async def test_chatroom_counts_and_broadcasts_cover_both_nodes(redis: RedisServe
         assert link(a).stats.publishes - before <= len(sent) + 3
         await v2.request({"cmd": "conv", "op": "remove", "cid": cid, "m": ["v2"]})
         await until(lambda: count(host, cid), 2)
+        metrics = await scrape(a)
+        assert value(metrics, "chatroom_cluster_connected") == 1
+        assert value(metrics, "chatroom_cluster_nodes") == 1
+        assert value(metrics, "chatroom_cluster_publishes_total") >= 1  # packed: often fewer
+        assert value(metrics, "chatroom_cluster_records_total", what="published") >= len(sent)
+        assert value(metrics, "chatroom_cluster_records_total", what="lost") == 0
+        assert (await http_get(a.http_port, "/readyz"))[0] == 200
+
+
+@fail_after(20)
+async def test_a_node_without_its_redis_is_not_ready(tmp_path: Path) -> None:
+    nobody = f"unix://{tmp_path / 'no-redis.sock'}"  # nothing listens there
+    async with running_server({"redis": nobody}) as node, node.user("ann") as ann:
+        # It serves its own clients alone, and tells the load balancer it is not ready.
+        await ann.request({"cmd": "session", "op": "query", "sessionPeerIds": ["ann"]})
+        status, _, body = await http_get(node.http_port, "/readyz")
+        assert status == 503
+        assert b"Redis" in body
+        assert value(await scrape(node), "chatroom_cluster_connected") == 0
 
 
 @fail_after(20)
