@@ -259,8 +259,9 @@ class Config:
     in the kernel's receive queues): the server is behind."""
     shed_backlog_normal: int = 128
     """The same for NORMAL messages, once the backlog has stayed past this for a
-    moment (0.1-0.2 s) without coming down: a backlog the server drains, left by a
-    pause, costs NORMAL messages nothing. HIGH messages are never dropped this way."""
+    moment (0.1-0.2 s) without coming down, or at once past one and a half times this:
+    a backlog the server drains, left by a short pause, costs NORMAL messages nothing,
+    and HIGH ones never wait behind more. HIGH messages are never dropped this way."""
     shed_lag_low: float = 0.1
     """Seconds of event-loop lag beyond which chatroom LOW messages are dropped as
     they are read."""

@@ -8,6 +8,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
+import orjson
+
 # A JSON value as orjson produces and accepts it.
 JSON: TypeAlias = "bool | int | float | str | list[JSON] | dict[str, JSON] | None"
 
@@ -46,6 +48,19 @@ class Conversation:
         """Whether ``peer`` may see the messages: its members, and anyone for a chatroom
         (``logs``, and the last message a ``conv/query`` shows with flag 2)."""
         return self.kind is ConvType.TRANSIENT or peer in self.members
+
+
+def lctype_of(text: str) -> int | None:
+    """``_lctype`` of typed JSON content (the SDK's typed messages), or None for plain
+    text: what ``Message.lctype`` holds for history filters by type."""
+    if not text.startswith("{"):
+        return None
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    kind = value.get("_lctype") if isinstance(value, dict) else None
+    return kind if isinstance(kind, int) and not isinstance(kind, bool) else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,11 +28,10 @@ from __future__ import annotations
 import base64
 import dataclasses
 
-import orjson
 import trio
 
 from chatroom.core.ids import thread_cid
-from chatroom.core.model import JSON, Conversation, ConvType, Message
+from chatroom.core.model import JSON, Conversation, ConvType, Message, lctype_of
 from chatroom.core.outbox import Priority
 from chatroom.core.presence import Session
 from chatroom.core.push_payload import payload_for
@@ -45,18 +44,6 @@ from chatroom.protocol.errors import ChatError, ErrorCode
 from chatroom.service import hooks, lasting, moderation
 from chatroom.service.context import SENT, Context, Link, require_session
 from chatroom.service.patches import check_size, filtered_notice, filters_apply
-
-
-def lctype_of(text: str) -> int | None:
-    """``_lctype`` of typed JSON content, or None for plain text."""
-    if not text.startswith("{"):
-        return None
-    try:
-        value = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return None
-    kind = value.get("_lctype") if isinstance(value, dict) else None
-    return kind if isinstance(kind, int) and not isinstance(kind, bool) else None
 
 
 def push_command(

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 import trio
 
-from chatroom.core.model import Conversation, ConvType, Message, Patch
+from chatroom.core.model import Conversation, ConvType, Message, Patch, lctype_of
 from chatroom.core.presence import Session
 from chatroom.core.replybudget import Budget, item_size
 from chatroom.protocol import messages_pb2 as pb
@@ -78,12 +78,6 @@ def patch_push(items: list[pb.PatchItem], last_patch_time: int, now: int) -> Pre
     return Prepared(cmd)
 
 
-def _lctype(data: str) -> int | None:
-    from chatroom.service.messages import lctype_of  # messages imports this module
-
-    return lctype_of(data)
-
-
 def check_size(ctx: Context, content: int, mention_pids: Sequence[str]) -> None:
     """Refuse a message or an edit whose content and mention list together pass
     ``max_message_bytes`` with 4109: both are stored and come back in every history
@@ -119,7 +113,7 @@ def _new_content(ctx: Context, conv: Conversation, item: pb.PatchItem) -> Patch:
         binary=item.binaryMsg if has_binary else None,
         mention_all=item.mentionAll,
         mention_pids=tuple(dict.fromkeys(item.mentionPids)),
-        lctype=_lctype(data) if data is not None else None,
+        lctype=lctype_of(data) if data is not None else None,
     )
 
 
@@ -142,7 +136,7 @@ async def modify(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.Generic
             raise ChatError(ErrorCode.MESSAGE_OWNERSHIP_REQUIRED, "only the sender may")
         rewritten = await hooks.message_update(ctx, link, conv, original, content, item.recall)
         if rewritten is not None:
-            lctype = _lctype(rewritten.data) if rewritten.data is not None else None
+            lctype = lctype_of(rewritten.data) if rewritten.data is not None else None
             content = dataclasses.replace(rewritten, lctype=lctype)
         checked.append((conv, content, item.recall))
     last = 0

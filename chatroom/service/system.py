@@ -17,12 +17,12 @@ import dataclasses
 import trio
 
 from chatroom.core.ids import thread_cid
-from chatroom.core.model import JSON, Conversation, ConvType, Direction, Message
+from chatroom.core.model import JSON, Conversation, ConvType, Direction, Message, lctype_of
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.errors import ChatError, ErrorCode
 from chatroom.service import history
 from chatroom.service.context import Context
-from chatroom.service.messages import lctype_of, push_command
+from chatroom.service.messages import push_command
 
 
 def new_system_conversation(
