@@ -18,6 +18,7 @@ import trio
 
 from chatroom.core.outbox import Priority
 from chatroom.core.presence import Session
+from chatroom.protocol import ids
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Codec, Prepared, Subprotocol
 from chatroom.protocol.errors import ChatError, ErrorCode
@@ -73,8 +74,9 @@ async def run(
     reply_within: float,
 ) -> pb.GenericCommand:
     """``handler``'s reply to ``cmd`` sent by the operator as ``peer_id``. A handler's
-    ``ChatError`` propagates; so does a failed ack (its code and reason), and 4200 when
-    no reply comes within ``reply_within`` seconds."""
+    ``ChatError`` propagates; so does a failed ack (its code and reason), 4201 for an id
+    holding a control character, and 4200 when no reply comes in ``reply_within`` s."""
+    ids.refuse_control(cmd)
     link = OperatorLink(peer_id)
     reply = handler(ctx, link, cmd)
     if inspect.isawaitable(reply):
