@@ -174,6 +174,11 @@ class Store(Protocol):
         state; at most about ``limit`` rows. The number deleted: call again while it is
         not 0."""
 
+    async def delete_conversation(self, cid: str) -> bool:
+        """Delete the conversation with its messages, members, marks and moderation
+        state (the messages possibly over several transactions: a reader may see some
+        of them gone before the conversation is); whether it existed."""
+
     # member moderation: managers, mutes and blocks (chatroom/core/roles.py)
 
     async def moderation_of(self, cid: str) -> Moderation:

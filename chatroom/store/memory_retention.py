@@ -1,5 +1,5 @@
 """``MemoryStore.sweep``: the retention sweep over the in-memory store (see
-``Store.sweep``); a mixin over ``MemoryStore``'s own indexes."""
+``Store.sweep``), and ``delete_conversation``; a mixin over ``MemoryStore``'s own indexes."""
 
 from __future__ import annotations
 
@@ -53,12 +53,24 @@ class MemoryRetention:
         deleted += gone
         if gone < room:
             deleted += 1
-            del self._convs[expired.cid]
-            self._unindex(expired)
-            self._moderation.pop(expired.cid, None)
-            for key in [k for k in self._marks if k[1] == expired.cid]:
-                del self._marks[key]
+            self._forget(expired)
         return deleted
+
+    async def delete_conversation(self, cid: str) -> bool:
+        """The conversation and everything kept with it, at once."""
+        await trio.lowlevel.checkpoint()
+        self._drop_oldest(cid, len(self._history.get(cid, ())))
+        conv = self._convs.get(cid)
+        if conv is not None:
+            self._forget(conv)
+        return conv is not None
+
+    def _forget(self, conv: Conversation) -> None:
+        del self._convs[conv.cid]
+        self._unindex(conv)
+        self._moderation.pop(conv.cid, None)
+        for key in [k for k in self._marks if k[1] == conv.cid]:
+            del self._marks[key]
 
     def _drop_oldest(self, cid: str, count: int) -> int:
         history = self._history.get(cid)

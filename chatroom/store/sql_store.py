@@ -47,6 +47,7 @@ from .common import (
 from .select_sql import SelectDialect, select_sql
 
 T = TypeVar("T")
+_DELETE_BATCH = 1000  # messages deleted per transaction by delete_conversation
 
 
 def _as_is(row: Any) -> Any:
@@ -292,6 +293,20 @@ class SqlStore:
             retention_sql.sweep, cutoff_ms=cutoff_ms, now_ms=now_ms, limit=limit, seq=seq
         )
         return await self._write(run)
+
+    async def delete_conversation(self, cid: str) -> bool:
+        """Its messages a batch per transaction (the committer shares the writer), then
+        the conversation's own rows; whether it existed."""
+        existed = await self.get_conversation(cid) is not None
+        drop = functools.partial(
+            retention_sql.drop_conversation,
+            cid=cid,
+            limit=_DELETE_BATCH,
+            seq=self._dialect.message_seq,
+        )
+        while not (await self._write(drop))[1]:
+            pass
+        return existed
 
     # member moderation (sqlite_moderation.py has the SQL of both engines)
 
