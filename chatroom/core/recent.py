@@ -58,3 +58,6 @@ class RoomBuffers:
 
     def messages(self, cid: str) -> list[Message]:
         return list(self._rooms.get(cid, ()))
+
+    def forget(self, cid: str) -> None:
+        self._rooms.pop(cid, None)

@@ -13,7 +13,7 @@ import orjson
 
 from chatroom.core.model import JSON, Conversation, ConvType
 from chatroom.protocol import messages_pb2 as pb
-from chatroom.service import conv_query, conversations, system
+from chatroom.service import conv_query, conversations, deletion, system
 from chatroom.service.conv_query import conversation_doc
 
 from .base import ApiError, Call, Spec
@@ -144,6 +144,16 @@ def _update(family: str) -> Spec:
     return Spec(f"/{family}/{{cid}}", ("PUT",), update, f"Update one of the {family}", body)
 
 
+def _delete(family: str) -> Spec:
+    async def delete(call: Call) -> JSON:
+        conv = await conversation_in(call, family)
+        await deletion.delete_conversation(call.ctx, conv.cid, owner_of(conv))
+        return {}
+
+    summary = f"Delete one of the {family} with its messages (members get conv/left)"
+    return Spec(f"/{family}/{{cid}}", ("DELETE",), delete, summary)
+
+
 def _get(family: str) -> Spec:
     async def get(call: Call) -> JSON:
         return _doc(call, await conversation_in(call, family))
@@ -229,6 +239,7 @@ SPECS = [
     *(_query(f) for f in FAMILIES),
     *(_get(f) for f in ("conversations", "chatrooms", "service-conversations")),
     *(_update(f) for f in ("conversations", "chatrooms", "service-conversations")),
+    *(_delete(f) for f in ("conversations", "chatrooms", "service-conversations")),
     Spec("/conversations/{cid}/members", ("POST",), add_members, "Add members", _IDS),
     Spec("/conversations/{cid}/members", ("DELETE",), remove_members, "Remove members", _IDS),
     Spec("/conversations/{cid}/members", ("GET",), members, "The members"),
