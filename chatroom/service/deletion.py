@@ -1,4 +1,7 @@
-"""Deleting a conversation (the REST API's ``DELETE /{family}/{cid}``): its members
+"""Deleting a message (the REST API's ``DELETE …/messages/{mid}``): the server's copy
+goes, and nobody is told (LeanCloud's rule: clients keep what they have).
+
+Deleting a conversation (the REST API's ``DELETE /{family}/{cid}``): its members
 learn it as if they had all been removed (``conv/left``, the SDK's ``kicked`` event;
 logged for those offline, replayed at their next login), a chatroom's viewers get the
 same, and the conversation, its messages, marks and moderation go from the store and
@@ -27,3 +30,22 @@ async def delete_conversation(ctx: Context, cid: str, actor: str) -> None:
         ctx.hub.to_room(left, cid)
     else:
         push(ctx, left, now, conv.members)
+
+
+async def delete_message(ctx: Context, cid: str, mid: str, sender: str, timestamp: int) -> None:
+    """Delete message ``mid`` of ``cid``, sent by ``sender`` at ``timestamp`` (ms): 4404
+    if there is no such message, 4403 if ``sender`` did not send it."""
+    conv = await ctx.conversation(cid)
+    chatroom = conv.kind is ConvType.TRANSIENT  # its history is its buffer, in memory
+    if chatroom:
+        message = ctx.caches.rooms.find(cid, mid)
+    else:
+        message = await ctx.store.get_message(cid, mid)
+    if message is None or message.timestamp != timestamp:
+        raise ChatError(ErrorCode.MESSAGE_NOT_FOUND)
+    if message.from_peer != sender:
+        raise ChatError(ErrorCode.MESSAGE_OWNERSHIP_REQUIRED)
+    if chatroom:
+        ctx.caches.rooms.discard(cid, mid)
+    elif not await ctx.store.delete_message(cid, mid):
+        raise ChatError(ErrorCode.MESSAGE_NOT_FOUND)

@@ -174,6 +174,10 @@ class Store(Protocol):
         state; at most about ``limit`` rows. The number deleted: call again while it is
         not 0."""
 
+    async def delete_message(self, cid: str, mid: str) -> bool:
+        """Delete one stored message (its conversation's unread marks stay as they
+        are); whether it existed."""
+
     async def delete_conversation(self, cid: str) -> bool:
         """Delete the conversation with its messages, members, marks and moderation
         state (the messages possibly over several transactions: a reader may see some

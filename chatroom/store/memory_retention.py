@@ -1,5 +1,6 @@
 """``MemoryStore.sweep``: the retention sweep over the in-memory store (see
-``Store.sweep``), and ``delete_conversation``; a mixin over ``MemoryStore``'s own indexes."""
+``Store.sweep``), ``delete_message`` and ``delete_conversation``; a mixin over
+``MemoryStore``'s own indexes."""
 
 from __future__ import annotations
 
@@ -56,6 +57,20 @@ class MemoryRetention:
             self._forget(expired)
         return deleted
 
+    async def delete_message(self, cid: str, mid: str) -> bool:
+        """Out of the history and every index."""
+        await trio.lowlevel.checkpoint()
+        found = self._by_mid.pop((cid, mid), None)
+        if found is None:
+            return False
+        history = self._history[cid]
+        at = bisect.bisect_left(history, (found.timestamp, mid), key=lambda m: (m.timestamp, m.mid))
+        del history[at]
+        if not history:
+            del self._history[cid]
+        self._unindex_token(found)
+        return True
+
     async def delete_conversation(self, cid: str) -> bool:
         """The conversation and everything kept with it, at once."""
         await trio.lowlevel.checkpoint()
@@ -82,8 +97,11 @@ class MemoryRetention:
             del self._history[cid]
         for m in dropped:
             self._by_mid.pop((m.cid, m.mid), None)
-            if m.dedupe_token is not None:
-                key = (m.cid, m.from_peer, m.dedupe_token)
-                if self._by_token.get(key) is m:
-                    del self._by_token[key]
+            self._unindex_token(m)
         return len(dropped)
+
+    def _unindex_token(self, m: Message) -> None:
+        if m.dedupe_token is not None:
+            key = (m.cid, m.from_peer, m.dedupe_token)
+            if self._by_token.get(key) is m:
+                del self._by_token[key]

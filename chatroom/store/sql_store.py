@@ -294,6 +294,11 @@ class SqlStore:
         )
         return await self._write(run)
 
+    async def delete_message(self, cid: str, mid: str) -> bool:
+        """One row, by its primary key."""
+        sql = retention_sql.DELETE_MESSAGE
+        return await self._write(lambda db: db.execute(sql, (cid, mid)).rowcount > 0)
+
     async def delete_conversation(self, cid: str) -> bool:
         """Its messages a batch per transaction (the committer shares the writer), then
         the conversation's own rows; whether it existed."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 from .common import Db
 
 _OLDEST = "SELECT {seq}, timestamp FROM messages ORDER BY {seq} LIMIT ?"
+DELETE_MESSAGE = "DELETE FROM messages WHERE cid = ? AND mid = ?"
 _EXPIRED = "SELECT cid FROM conversations WHERE kind = 4 AND expire_at <= ? LIMIT 1"
 _MESSAGES_OF = (
     "DELETE FROM messages WHERE {seq} IN (SELECT {seq} FROM messages WHERE cid = ? LIMIT ?)"

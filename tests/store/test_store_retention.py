@@ -84,3 +84,18 @@ async def test_delete_conversation_takes_everything_kept_with_it(store: Store) -
     assert [m.mid for m in await store.query_messages(HistoryQuery("c2", limit=10))] == ["keep"]
     assert await store.find_by_dedupe_token("c2", "alice", "t") is not None
     assert await store.delete_conversation("c1") is False
+
+
+async def test_delete_message_takes_one_message_only(store: Store) -> None:
+    await store.create_conversation(make_conv("c1"))
+    await store.append_messages(
+        [make_msg("c1", 100 + i, f"m{i}", dedupe_token=f"t{i}") for i in range(3)]
+    )
+    assert await store.delete_message("c1", "m1") is True
+    assert await store.get_message("c1", "m1") is None
+    assert await store.find_by_dedupe_token("c1", "alice", "t1") is None
+    kept = await store.query_messages(HistoryQuery("c1", limit=10))
+    assert [m.mid for m in kept] == ["m0", "m2"]
+    assert await store.delete_message("c1", "m1") is False
+    assert await store.delete_message("c2", "m0") is False  # ids are per conversation
+    assert await store.get_message("c1", "m0") is not None

@@ -199,10 +199,15 @@ class Call:
     headers: Mapping[str, str]
 
     async def run(
-        self, handler: Handler | SyncHandler, cmd: pb.GenericCommand, peer_id: str
+        self,
+        handler: Handler | SyncHandler,
+        cmd: pb.GenericCommand,
+        peer_id: str,
+        *,
+        no_sync: bool = False,
     ) -> pb.GenericCommand:
         """The handler's reply to ``cmd`` sent by the operator as ``peer_id``."""
-        return await operator.run(self.ctx, handler, cmd, peer_id, _REPLY_TIMEOUT)
+        return await operator.run(self.ctx, handler, cmd, peer_id, _REPLY_TIMEOUT, no_sync=no_sync)
 
 
 def refuse_control_ids(request: Request) -> None:

@@ -16,7 +16,7 @@ import orjson
 from chatroom.core.model import JSON, ConvType
 from chatroom.core.outbox import Priority
 from chatroom.protocol import messages_pb2 as pb
-from chatroom.service import history, messages, patches, system
+from chatroom.service import deletion, history, messages, patches, system
 
 from .base import EPOCH_MS_MAX, ApiError, Call, Params, Spec
 from .conversations import conversation_in
@@ -61,7 +61,8 @@ def _send(family: str) -> Spec:
             if priority not in _PRIORITIES:
                 raise ApiError(400, "priority is high, normal or low")
             cmd.priority = int(_PRIORITIES[priority])
-        reply = await call.run(messages.send, cmd, sender)
+        no_sync = params.flag("no_sync")
+        reply = await call.run(messages.send, cmd, sender, no_sync=no_sync)
         return _sent(reply.ackMessage.uid, reply.ackMessage.t)
 
     fields = {
@@ -72,6 +73,7 @@ def _send(family: str) -> Spec:
         "mention_all": "boolean",
         "mention_client_ids": "array",
         "push_data": "object",
+        "no_sync": "boolean",
     }
     return Spec(f"/{family}/{{cid}}/messages", ("POST",), send, "Send a message", fields)
 
@@ -162,6 +164,20 @@ def _patch(family: str, recall: bool) -> Spec:
     return Spec(path, ("PUT", "POST"), patch, name, fields)
 
 
+def _delete(family: str) -> Spec:
+    async def delete(call: Call) -> JSON:
+        conv = await conversation_in(call, family)
+        sender = call.params.client("from_client", call.ctx)
+        timestamp = call.params.integer("timestamp", -1, 0, EPOCH_MS_MAX)
+        await deletion.delete_message(call.ctx, conv.cid, call.path["mid"], sender, timestamp)
+        return {}
+
+    path = f"/{family}/{{cid}}/messages/{{mid}}"
+    query = {"from_client": "string!", "timestamp": "integer!"}
+    summary = "Delete a message from the server (clients are not told)"
+    return Spec(path, ("DELETE",), delete, summary, query=query)
+
+
 async def broadcast(call: Call) -> JSON:
     """To every subscriber of a service conversation."""
     conv = await conversation_in(call, "service-conversations")
@@ -207,6 +223,7 @@ SPECS = [
     *(_history(f) for f in ("conversations", "chatrooms", "service-conversations")),
     *(_patch(f, recall) for f in ("conversations", "service-conversations")
       for recall in (False, True)),
+    *(_delete(f) for f in ("conversations", "chatrooms")),
     Spec(f"{_SERVICE}/broadcasts", ("POST",), broadcast, "Send to every subscriber",
          _OPERATOR_SEND),
     Spec(f"{_SERVICE}/messages", ("POST",), to_subscribers, "Send to some subscribers",

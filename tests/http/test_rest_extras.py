@@ -1,0 +1,112 @@
+"""REST calls beyond the first set (chatroom/http/rest): deleting one message,
+``no_sync`` sends, temporary silences; over real HTTP, with clients online over real
+WebSockets seeing what they do."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from helpers import fail_after, ops, running_server, users
+from rest_support import MASTER, ok, rest
+
+from chatroom.core.clock import ManualClock
+
+
+@fail_after(30)
+async def test_deleting_a_message_takes_the_server_copy_and_tells_nobody(tmp_path: Path) -> None:
+    config = {"master_key": MASTER, "db": str(tmp_path / "chat.db")}
+    async with running_server(config) as running, users(running, "b", "v") as (b, v):
+        cid = (await ok(running, "POST", "/conversations", {"m": ["a", "b"]}))["objectId"]
+        sent = [
+            await ok(running, "POST", f"/conversations/{cid}/messages", {"from_client": "a",
+                     "message": text})
+            for text in ("one", "two")
+        ]  # fmt: skip
+        await b.take_pushes()
+        mid, ts = sent[0]["msg-id"], sent[0]["timestamp"]
+        path = f"/conversations/{cid}/messages/{mid}"
+        for query, status, code in (
+            ({"timestamp": str(ts)}, 400, 400),  # from_client is required
+            ({"from_client": "a"}, 400, 400),  # so is timestamp
+            ({"from_client": "b", "timestamp": str(ts)}, 403, 4403),  # not the sender
+            ({"from_client": "a", "timestamp": str(ts + 1)}, 404, 4404),  # not its time
+        ):
+            found = await rest(running, "DELETE", path, query=query)
+            assert (found[0], found[1]["code"]) == (status, code), (query, found)
+        assert (
+            await ok(running, "DELETE", path, query={"from_client": "a", "timestamp": str(ts)})
+            == {}
+        )
+        history = await ok(running, "GET", f"/conversations/{cid}/messages")
+        assert [r["msg-id"] for r in history] == [sent[1]["msg-id"]]
+        assert [m["msgId"] for m in await b.logs(cid)] == [sent[1]["msg-id"]]
+        assert await b.take_pushes() == []  # nobody is told
+        found = await rest(
+            running, "DELETE", path, query={"from_client": "a", "timestamp": str(ts)}
+        )
+        assert (found[0], found[1]["code"]) == (404, 4404)
+        # A chatroom's history (its buffer) loses the message too.
+        room = (await ok(running, "POST", "/chatrooms", {"name": "live"}))["objectId"]
+        joined = await v.request({"cmd": "conv", "op": "add", "cid": room, "m": ["v"]})
+        assert joined.get("op") == "added", joined
+        said = await ok(running, "POST", f"/chatrooms/{room}/messages",
+                        {"from_client": "host", "message": "hello"})  # fmt: skip
+        assert len(await ok(running, "GET", f"/chatrooms/{room}/messages")) == 1
+        query = {"from_client": "host", "timestamp": str(said["timestamp"])}
+        assert await ok(running, "DELETE", f"/chatrooms/{room}/messages/{said['msg-id']}",
+                        query=query) == {}  # fmt: skip
+        assert await ok(running, "GET", f"/chatrooms/{room}/messages") == []
+
+
+@fail_after(30)
+async def test_no_sync_keeps_a_send_from_the_senders_own_sessions() -> None:
+    async with (
+        running_server({"master_key": MASTER}) as running,
+        users(running, "a", "b") as (
+            a,
+            b,
+        ),
+    ):
+        cid = (await ok(running, "POST", "/conversations", {"m": ["a", "b"]}))["objectId"]
+        for client in (a, b):
+            await client.take_pushes()
+        url = f"/conversations/{cid}/messages"
+        await ok(running, "POST", url, {"from_client": "a", "message": "quiet", "no_sync": True})
+        assert ops(await b.take_pushes()) == [("direct", None)]
+        assert await a.take_pushes() == []
+        await ok(running, "POST", url, {"from_client": "a", "message": "loud"})
+        assert ops(await b.take_pushes()) == [("direct", None)]
+        assert ops(await a.take_pushes()) == [("direct", None)]  # LeanCloud's default: synced
+        status, body = await rest(running, "POST", url, {"from_client": "a", "message": "x",
+                                                          "no_sync": "yes"})  # fmt: skip
+        assert status == 400
+        assert "no_sync" in body["error"]
+
+
+@fail_after(30)
+async def test_a_temporary_silence_ends_by_itself_or_when_lifted() -> None:
+    clock = ManualClock()
+    async with (
+        running_server({"master_key": MASTER}, clock=clock) as running,
+        users(running, "a", "b") as (a, b),
+    ):
+        cid = (await ok(running, "POST", "/conversations", {"m": ["a", "b"]}))["objectId"]
+        path = f"/conversations/{cid}/temporary-silenceds"
+        for bad in ({"client_id": "b"}, {"client_id": "b", "ttl": 0},
+                    {"client_id": "b", "ttl": 86_401}, {"ttl": 60}):  # fmt: skip
+            assert (await rest(running, "POST", path, bad))[0] == 400, bad
+        await b.take_pushes()
+        assert await ok(running, "POST", path, {"client_id": "b", "ttl": 60}) == {}
+        assert ("conv", "shutuped") in ops(await b.take_pushes())
+        refused = await b.request({"cmd": "direct", "cid": cid, "msg": "hush"})
+        assert refused.get("code") == 4315, refused
+        clock.advance(61_000)  # the silence ends by itself
+        await b.say(cid, "free")
+        assert await ok(running, "POST", path, {"client_id": "b", "ttl": 600}) == {}
+        assert (await b.request({"cmd": "direct", "cid": cid, "msg": "x"})).get("code") == 4315
+        assert await ok(running, "DELETE", path, query={"client_id": "b"}) == {}
+        await b.say(cid, "lifted")
+        # The owner cannot be silenced: refused per id, as for permanent mutes.
+        made = await ok(running, "POST", path, {"client_id": "a", "ttl": 60})
+        assert made["failed"][0]["client_ids"] == ["a"]
+        await a.say(cid, "owner speaks")
