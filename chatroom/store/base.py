@@ -101,6 +101,10 @@ class Store(Protocol):
     async def query_messages(self, query: HistoryQuery) -> list[Message]:
         """A history page (see ``HistoryQuery``), ascending by ``(timestamp, mid)``."""
 
+    async def query_all_messages(self, query: HistoryQuery) -> list[Message]:
+        """A history page over the messages of every conversation (``query.cid`` is
+        not used), ascending by ``(timestamp, mid)``."""
+
     async def patch_message(self, patch: Patch) -> Message | None:
         """Replace a message's content and mentions and set its ``patch_timestamp``;
         the id, sender and timestamp stay. The patched message, or None if unknown."""

@@ -180,7 +180,14 @@ class SqlStore:
 
     async def query_messages(self, query: HistoryQuery) -> list[Message]:
         """A history page, ascending (see ``HistoryQuery``): one indexed range scan."""
-        sql, args, newest_first = messages_table.history_select(query)
+        return await self._history(query, every=False)
+
+    async def query_all_messages(self, query: HistoryQuery) -> list[Message]:
+        """A page of every conversation's messages: a range of ``messages_time``."""
+        return await self._history(query, every=True)
+
+    async def _history(self, query: HistoryQuery, every: bool) -> list[Message]:
+        sql, args, newest_first = messages_table.history_select(query, every)
         rows = await self._query(sql, args)
         messages = [messages_table.message_of_row(row) for row in rows]
         if newest_first:

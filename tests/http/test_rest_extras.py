@@ -110,3 +110,29 @@ async def test_a_temporary_silence_ends_by_itself_or_when_lifted() -> None:
         made = await ok(running, "POST", path, {"client_id": "a", "ttl": 60})
         assert made["failed"][0]["client_ids"] == ["a"]
         await a.say(cid, "owner speaks")
+
+
+@fail_after(30)
+async def test_history_of_every_conversation_pages_like_one(tmp_path: Path) -> None:
+    config = {"master_key": MASTER, "db": str(tmp_path / "chat.db")}
+    async with running_server(config) as running, users(running, "a") as (a,):
+        cids = [(await ok(running, "POST", "/conversations", {"m": ["a", n]}))["objectId"]
+                for n in ("b", "c")]  # fmt: skip
+        sent = []
+        for i in range(6):
+            body = {"from_client": "a", "message": f"m{i}"}
+            sent.append(await ok(running, "POST", f"/conversations/{cids[i % 2]}/messages", body))
+        await a.say(cids[0], "over the WebSocket")
+        every = await ok(running, "GET", "/messages", query={"limit": "4"})
+        assert [r["data"] for r in every] == ["over the WebSocket", "m5", "m4", "m3"]
+        assert [r["conv-id"] for r in every[1:]] == [cids[1], cids[0], cids[1]]
+        last = every[-1]
+        query = {"limit": "10", "msgid": last["msg-id"], "timestamp": str(last["timestamp"])}
+        older = await ok(running, "GET", "/messages", query=query)
+        assert [r["data"] for r in older] == ["m2", "m1", "m0"]
+        oldest = await ok(running, "GET", "/messages", query={"reversed": "true", "limit": "2"})
+        assert [r["msg-id"] for r in oldest] == [s["msg-id"] for s in sent[:2]]
+        for bad in ({"limit": "0"}, {"limit": "1001"}, {"msgid": "x"}, {"reversed": "maybe"}):
+            status, body = await rest(running, "GET", "/messages", query=bad)
+            assert (status, body["code"]) == (400, 400), bad
+        assert (await rest(running, "GET", "/messages", key=None))[0] == 401

@@ -104,27 +104,38 @@ def logs_query(cid: str, params: Params) -> pb.LogsCommand:
 
 def records(cid: str, kind: ConvType, items: list[pb.LogItem], newest_first: bool) -> JSON:
     """History items as LeanCloud's REST records (newest first unless ``reversed``)."""
-    out: list[JSON] = []
-    for item in reversed(items) if newest_first else items:
-        record: dict[str, JSON] = {
-            "timestamp": item.timestamp,
-            "conv-id": cid,
-            "data": item.data,
-            "from": getattr(item, "from"),
-            "msg-id": item.msgId,
-            "is-conv": True,
-            "is-room": kind is ConvType.TRANSIENT,
-            "to": cid,
-            "bin": item.bin,
-            "mention-all": item.mentionAll,
-            "mention-pids": list(item.mentionPids),
-        }
-        if item.HasField("ackAt"):
-            record["ack-at"] = item.ackAt
-        if item.HasField("patchTimestamp"):
-            record["patch-timestamp"] = item.patchTimestamp
-        out.append(record)
+    return [record(cid, kind, item) for item in (reversed(items) if newest_first else items)]
+
+
+def record(cid: str, kind: ConvType, item: pb.LogItem) -> JSON:
+    """One history item as LeanCloud's REST record."""
+    out: dict[str, JSON] = {
+        "timestamp": item.timestamp,
+        "conv-id": cid,
+        "data": item.data,
+        "from": getattr(item, "from"),
+        "msg-id": item.msgId,
+        "is-conv": True,
+        "is-room": kind is ConvType.TRANSIENT,
+        "to": cid,
+        "bin": item.bin,
+        "mention-all": item.mentionAll,
+        "mention-pids": list(item.mentionPids),
+    }
+    if item.HasField("ackAt"):
+        out["ack-at"] = item.ackAt
+    if item.HasField("patchTimestamp"):
+        out["patch-timestamp"] = item.patchTimestamp
     return out
+
+
+async def every_history(call: Call) -> JSON:
+    """Every conversation's stored messages, by time, with the paging of one's."""
+    q = logs_query("", call.params)
+    found = await history.every_conversation(call.ctx, q)
+    if not call.params.flag("reversed"):
+        found.reverse()
+    return [record(cid, ConvType.NORMAL, item) for cid, item in found]
 
 
 def _history(family: str) -> Spec:
@@ -224,6 +235,8 @@ SPECS = [
     *(_patch(f, recall) for f in ("conversations", "service-conversations")
       for recall in (False, True)),
     *(_delete(f) for f in ("conversations", "chatrooms")),
+    Spec("/messages", ("GET",), every_history, "Every conversation's history",
+         query=HISTORY_QUERY),
     Spec(f"{_SERVICE}/broadcasts", ("POST",), broadcast, "Send to every subscriber",
          _OPERATOR_SEND),
     Spec(f"{_SERVICE}/messages", ("POST",), to_subscribers, "Send to some subscribers",
