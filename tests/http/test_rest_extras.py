@@ -136,3 +136,35 @@ async def test_history_of_every_conversation_pages_like_one(tmp_path: Path) -> N
             status, body = await rest(running, "GET", "/messages", query=bad)
             assert (status, body["code"]) == (400, 400), bad
         assert (await rest(running, "GET", "/messages", key=None))[0] == 401
+
+
+@fail_after(30)
+async def test_purging_inactive_conversations_keeps_the_active_ones(tmp_path: Path) -> None:
+    clock = ManualClock()
+    config = {"master_key": MASTER, "db": str(tmp_path / "chat.db")}
+    async with (
+        running_server(config, clock=clock) as running,
+        users(running, "a", "b") as (a, b),
+    ):
+        cids = [(await ok(running, "POST", "/conversations", {"m": ["a", "b"], "n": i}))
+                ["objectId"] for i in range(4)]  # fmt: skip
+        old_message = {"from_client": "a", "message": "long ago"}
+        await ok(running, "POST", f"/conversations/{cids[1]}/messages", old_message)
+        clock.advance(10 * 86_400_000)
+        await a.say(cids[2], "lately")  # active: a recent message
+        await ok(running, "PUT", f"/conversations/{cids[3]}", {"name": "renamed"})  # updated
+        await b.take_pushes()
+        for bad in ({}, {"days": 0}, {"days": 1, "limit": 0}, {"days": True}):
+            status, body = await rest(running, "POST", "/purge-inactive-conversations", bad)
+            assert (status, body["code"]) == (400, 400), bad
+        first = await ok(running, "POST", "/purge-inactive-conversations", {"days": 5, "limit": 1})
+        assert first == {"deleted": 1, "more": True}
+        rest_of = await ok(running, "POST", "/purge-inactive-conversations", {"days": 5})
+        assert rest_of == {"deleted": 1, "more": False}
+        gone = {(await b.next_push("conv", "left"))["cid"] for _ in range(2)}
+        assert gone == {cids[0], cids[1]}
+        for cid in cids:
+            status, _ = await rest(running, "GET", f"/conversations/{cid}")
+            assert status == (404 if cid in gone else 200), cid
+        again = await ok(running, "POST", "/purge-inactive-conversations", {"days": 5})
+        assert again == {"deleted": 0, "more": False}
