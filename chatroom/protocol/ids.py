@@ -40,6 +40,18 @@ def has_control(text: str) -> bool:
     return _CONTROL.search(text) is not None
 
 
+def holds_nul(value: object) -> bool:
+    """Whether a parsed JSON value has U+0000 in a string (a key or a value), which no
+    store can match and PostgreSQL cannot hold."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(holds_nul(k) or holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(holds_nul(v) for v in value)
+    return False
+
+
 def control_field(message: Message) -> str | None:
     """The name of the first identifier field of ``message`` (or of a message inside
     it) holding a control character, or None."""

@@ -17,6 +17,7 @@ from chatroom.core.ids import iso
 from chatroom.core.model import JSON, Conversation, ConvFilter, ConvOrder, ConvType
 from chatroom.core.presence import Session
 from chatroom.core.roles import Act
+from chatroom.protocol import ids
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Prepared
 from chatroom.protocol.errors import ChatError, ErrorCode
@@ -65,6 +66,8 @@ def _attrs(payload: pb.JsonObjectMessage, present: bool, max_name: int) -> dict[
         raise ChatError(ErrorCode.CONVERSATION_API_FAILED, "attr is not JSON") from None
     if not isinstance(value, dict):
         raise ChatError(ErrorCode.CONVERSATION_API_FAILED, "attr must be a JSON object")
+    if ids.holds_nul(value):  # every store keeps attributes alike: PostgreSQL cannot
+        raise ChatError(ErrorCode.CONVERSATION_UPDATE_FAILED, "attr holds a NUL (U+0000)")
     for key in value:
         if key.split(".", 1)[0] in _SYSTEM_KEYS:
             raise ChatError(ErrorCode.CONVERSATION_UPDATE_FAILED, f"{key!r} cannot be set")

@@ -96,6 +96,16 @@ async def test_control_characters_in_ids_are_refused_everywhere(
         )  # fmt: skip
         assert status == 400, found
         assert "client id" in found["error"]
+        # A NUL in a query's or an attribute's string: the query's and the update's codes.
+        for where in ('{"objectId": "a\\u0000b"}', '{"m": "a\\u0000"}', '{"attr.k": "\\u0000"}'):
+            found = await alice.request({"cmd": "conv", "op": "query", "where": where})
+            assert found.get("code") == 4310, (where, found)
+        started = await alice.request({"cmd": "conv", "op": "start", "m": ["bob"],
+                                       "attr": {"name": NUL}})  # fmt: skip
+        assert started.get("code") == 4306, started
+        updated = await alice.request({"cmd": "conv", "op": "update", "cid": cid,
+                                       "attr": {"x": {"y": [NUL]}}})  # fmt: skip
+        assert updated.get("code") == 4306, updated
         # Nothing changed, and the server still serves.
         assert [m["msgId"] for m in await alice.logs(cid)] == [mid]
         await alice.say(cid, "still here")
