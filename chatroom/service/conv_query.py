@@ -269,9 +269,9 @@ def _where(body: pb.ConvCommand) -> dict[str, object]:
         raise bad_query("not JSON") from None
     if not isinstance(parsed, dict):
         raise bad_query("a condition is a JSON object")
+    validate(parsed)  # keys with control characters included
     if ids.holds_nul(parsed):
-        raise bad_query("a NUL character (U+0000) matches nothing")
-    validate(parsed)
+        raise bad_query("a NUL character (U+0000) in a value matches nothing")
     return parsed
 
 
