@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 
+from chatroom.core.ids import thread_cid
 from chatroom.core.model import Conversation, ConvFilter, ConvOrder, ConvType
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.errors import ChatError, ErrorCode
@@ -62,20 +63,25 @@ async def purge_inactive(ctx: Context, before_ms: int, at_most: int) -> tuple[in
     return deleted, True
 
 
-async def delete_message(ctx: Context, cid: str, mid: str, sender: str, timestamp: int) -> None:
+async def delete_message(
+    ctx: Context, cid: str, mid: str, sender: str, timestamp: int, subscriber: str | None = None
+) -> None:
     """Delete message ``mid`` of ``cid``, sent by ``sender`` at ``timestamp`` (ms): 4404
-    if there is no such message, 4403 if ``sender`` did not send it."""
+    if there is no such message, 4403 if ``sender`` did not send it. With ``subscriber``
+    (a service conversation): a message of that subscriber's thread (sent to it alone,
+    or written by it); the broadcasts every subscriber shares are not deleted so."""
     conv = await ctx.conversation(cid)
     chatroom = conv.kind is ConvType.TRANSIENT  # its history is its buffer, in memory
+    where = cid if subscriber is None else thread_cid(cid, subscriber)
     if chatroom:
         message = ctx.caches.rooms.find(cid, mid)
     else:
-        message = await ctx.store.get_message(cid, mid)
+        message = await ctx.store.get_message(where, mid)
     if message is None or message.timestamp != timestamp:
         raise ChatError(ErrorCode.MESSAGE_NOT_FOUND)
     if message.from_peer != sender:
         raise ChatError(ErrorCode.MESSAGE_OWNERSHIP_REQUIRED)
     if chatroom:
         ctx.caches.rooms.discard(cid, mid)
-    elif not await ctx.store.delete_message(cid, mid):
+    elif not await ctx.store.delete_message(where, mid):
         raise ChatError(ErrorCode.MESSAGE_NOT_FOUND)

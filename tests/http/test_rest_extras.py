@@ -168,3 +168,25 @@ async def test_purging_inactive_conversations_keeps_the_active_ones(tmp_path: Pa
             assert status == (404 if cid in gone else 200), cid
         again = await ok(running, "POST", "/purge-inactive-conversations", {"days": 5})
         assert again == {"deleted": 0, "more": False}
+
+
+@fail_after(30)
+async def test_deleting_from_one_subscribers_thread_leaves_the_broadcasts() -> None:
+    async with running_server({"master_key": MASTER}) as running, users(running, "s1") as (s1,):
+        cid = (await ok(running, "POST", "/service-conversations", {"name": "News"}))["objectId"]
+        base = f"/service-conversations/{cid}"
+        await ok(running, "POST", f"{base}/subscribers", {"client_id": "s1"})
+        everyone = await ok(running, "POST", f"{base}/broadcasts", {"message": "to all"})
+        one = {"message": "just you", "to_clients": ["s1"], "from_client": "bot"}
+        only = await ok(running, "POST", f"{base}/messages", one)
+        written = await s1.say(cid, "hello operator")
+        thread = f"{base}/subscribers/s1/messages"
+        mine = {"from_client": "s1", "timestamp": str(written["t"])}
+        assert await ok(running, "DELETE", f"{thread}/{written['uid']}", query=mine) == {}
+        bot = {"from_client": "bot", "timestamp": str(only["timestamp"])}
+        assert await ok(running, "DELETE", f"{thread}/{only['msg-id']}", query=bot) == {}
+        # A broadcast is every subscriber's: not deleted from one thread.
+        shared = {"from_client": "system", "timestamp": str(everyone["timestamp"])}
+        status, body = await rest(running, "DELETE", f"{thread}/{everyone['msg-id']}", query=shared)
+        assert (status, body["code"]) == (404, 4404)
+        assert [m["data"] for m in await ok(running, "GET", thread)] == ["to all"]

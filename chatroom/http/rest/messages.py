@@ -178,12 +178,16 @@ def _patch(family: str, recall: bool) -> Spec:
 def _delete(family: str) -> Spec:
     async def delete(call: Call) -> JSON:
         conv = await conversation_in(call, family)
+        subscriber = call.path.get("client_id")
         sender = call.params.client("from_client", call.ctx)
         timestamp = call.params.integer("timestamp", -1, 0, EPOCH_MS_MAX)
-        await deletion.delete_message(call.ctx, conv.cid, call.path["mid"], sender, timestamp)
+        mid = call.path["mid"]
+        await deletion.delete_message(call.ctx, conv.cid, mid, sender, timestamp, subscriber)
         return {}
 
     path = f"/{family}/{{cid}}/messages/{{mid}}"
+    if family == "service-conversations":
+        path = f"/{family}/{{cid}}/subscribers/{{client_id}}/messages/{{mid}}"
     query = {"from_client": "string!", "timestamp": "integer!"}
     summary = "Delete a message from the server (clients are not told)"
     return Spec(path, ("DELETE",), delete, summary, query=query)
@@ -234,7 +238,7 @@ SPECS = [
     *(_history(f) for f in ("conversations", "chatrooms", "service-conversations")),
     *(_patch(f, recall) for f in ("conversations", "service-conversations")
       for recall in (False, True)),
-    *(_delete(f) for f in ("conversations", "chatrooms")),
+    *(_delete(f) for f in ("conversations", "chatrooms", "service-conversations")),
     Spec("/messages", ("GET",), every_history, "Every conversation's history",
          query=HISTORY_QUERY),
     Spec(f"{_SERVICE}/broadcasts", ("POST",), broadcast, "Send to every subscriber",
