@@ -12,8 +12,6 @@ Purging inactive conversations (issue 13's retention; the REST API's ``POST
 
 from __future__ import annotations
 
-import contextlib
-
 from chatroom.core.ids import thread_cid
 from chatroom.core.model import Conversation, ConvFilter, ConvOrder, ConvType
 from chatroom.protocol import messages_pb2 as pb
@@ -49,14 +47,17 @@ async def purge_inactive(ctx: Context, before_ms: int, at_most: int) -> tuple[in
     deleted = kept = 0
     for _ in range(_PURGE_PAGES):
         page = await ctx.store.select_conversations(where, order, _PURGE_PAGE, kept)
-        for conv in page:
-            if conv.last_message_at is not None and conv.last_message_at >= before_ms:
+        for stored in page:
+            conv = ctx.caches.conversations.peek(stored.cid) or stored  # the freshest
+            if conv.updated_at >= before_ms or (conv.last_message_at or 0) >= before_ms:
                 kept += 1  # it stays, and sorts before those not read yet
                 continue
             if deleted == at_most:
                 return deleted, True
-            with contextlib.suppress(ChatError):  # deleted meanwhile
+            try:
                 await delete_conversation(ctx, conv, conv.creator)
+            except ChatError:  # deleted meanwhile
+                continue
             deleted += 1
         if len(page) < _PURGE_PAGE:
             return deleted, False
