@@ -44,8 +44,9 @@ async def purge_inactive(ctx: Context, before_ms: int, at_most: int) -> tuple[in
     ``_PURGE_PAGES`` pages of candidates: how many went, and whether more may be left."""
     where = ConvFilter(ranges=(("updatedAt", "<", before_ms),))
     order = (ConvOrder("updatedAt"),)
-    deleted = kept = 0
-    for _ in range(_PURGE_PAGES):
+    deleted = kept = pages = 0
+    while pages < _PURGE_PAGES:
+        pages += 1
         page = await ctx.store.select_conversations(where, order, _PURGE_PAGE, kept)
         for stored in page:
             conv = ctx.caches.conversations.peek(stored.cid) or stored  # the freshest
@@ -61,7 +62,7 @@ async def purge_inactive(ctx: Context, before_ms: int, at_most: int) -> tuple[in
             deleted += 1
         if len(page) < _PURGE_PAGE:
             return deleted, False
-    return deleted, True
+    return deleted, True  # noqa: ASYNC910 - the loop's first pass awaited the store
 
 
 async def delete_message(
