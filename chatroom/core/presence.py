@@ -48,6 +48,7 @@ class Session:
     room: str | None = None
     closed: bool = False
     operator: bool = False
+    no_sync: bool = False  # an operator's send reaches none of the sender's own sessions
     will: pb.DirectCommand | None = field(default=None, repr=False)
 
     def push(self, prepared: Prepared, priority: Priority = Priority.RELIABLE) -> None:

@@ -58,3 +58,15 @@ class RoomBuffers:
 
     def messages(self, cid: str) -> list[Message]:
         return list(self._rooms.get(cid, ()))
+
+    def forget(self, cid: str) -> None:
+        self._rooms.pop(cid, None)
+
+    def find(self, cid: str, mid: str) -> Message | None:
+        return next((m for m in self._rooms.get(cid, ()) if m.mid == mid), None)
+
+    def discard(self, cid: str, mid: str) -> None:
+        buffer = self._rooms.get(cid)
+        message = self.find(cid, mid)
+        if buffer is not None and message is not None:
+            buffer.remove(message)

@@ -163,6 +163,9 @@ class ModerationBook:
             self._items.move_to_end(cid)
         return state
 
+    def forget(self, cid: str) -> None:
+        self._items.pop(cid, None)
+
     def keep(self, cid: str, state: Moderation) -> Moderation:
         """Remember ``state`` unless another one was remembered meanwhile (a concurrent
         load): the state to use."""

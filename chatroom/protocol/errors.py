@@ -34,7 +34,9 @@ class ErrorCode(enum.IntEnum):
     # chatroom's ``room_messages_per_second``
     MESSAGE_SENT_QUOTA_EXCEEDED = 4116
     INTERNAL_ERROR = 4200
-    INVALID_COMMAND = 4201  # not LeanCloud's: a frame that is not a command we understand
+    # not LeanCloud's: a frame that is not a command we understand, or an invalid
+    # argument (an id holding a control character; over REST a 400 with this code)
+    INVALID_COMMAND = 4201
     CONVERSATION_API_FAILED = 4301
     CONVERSATION_SIGNATURE_FAILED = 4302
     CONVERSATION_NOT_FOUND = 4303

@@ -61,6 +61,9 @@ class ConversationCache:
     def peek(self, cid: str) -> Conversation | None:
         return self._items.get(cid)
 
+    def forget(self, cid: str) -> None:
+        self._items.pop(cid, None)
+
     async def save(self, conv: Conversation) -> None:
         await self._store.save_conversation(copy.deepcopy(conv))
 
@@ -191,6 +194,12 @@ class Caches:
         self.conv_events = _event_log(config, journal, now_ms)
         self.moderation = ModerationBook(config.moderation_cache)  # roles, mutes, blocks
         self.hook_order = HookOrder()  # messages waiting on _messageReceived
+
+    def forget_conversation(self, cid: str) -> None:
+        """A deleted conversation: nothing of it is served from memory any more."""
+        self.conversations.forget(cid)
+        self.moderation.forget(cid)
+        self.rooms.forget(cid)
 
 
 def _follow_receipts(config: Config, journal: Journal) -> OnChange:

@@ -26,6 +26,7 @@ from chatroom.core.outbox import ShedTotals
 from chatroom.core.presence import Outlet, Session
 from chatroom.hub.base import Hub
 from chatroom.hub.local import LocalHub
+from chatroom.protocol import ids
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Subprotocol
 from chatroom.protocol.errors import ChatError, ErrorCode
@@ -175,4 +176,9 @@ def failure_reply(cmd: pb.GenericCommand, err: ChatError) -> pb.GenericCommand:
 
 
 def valid_client_id(peer_id: str, max_length: int) -> bool:
-    return 0 < len(peer_id) <= max_length and peer_id.strip() == peer_id
+    """1 to ``max_length`` characters, no surrounding spaces, no control characters."""
+    return (
+        0 < len(peer_id) <= max_length
+        and peer_id.strip() == peer_id
+        and not ids.has_control(peer_id)
+    )

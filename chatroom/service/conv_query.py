@@ -27,6 +27,7 @@ import trio
 from chatroom.core.ids import iso
 from chatroom.core.matcher import Doc, bad_query, matches, sort_docs, sort_keys, validate
 from chatroom.core.model import RANGE_FIELDS, Conversation, ConvFilter, ConvOrder, ConvType, Message
+from chatroom.protocol import ids
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.service.context import Context, Link, require_session
 from chatroom.store.common import json_path
@@ -268,7 +269,9 @@ def _where(body: pb.ConvCommand) -> dict[str, object]:
         raise bad_query("not JSON") from None
     if not isinstance(parsed, dict):
         raise bad_query("a condition is a JSON object")
-    validate(parsed)
+    validate(parsed)  # keys with control characters included
+    if ids.holds_nul(parsed):
+        raise bad_query("a NUL character (U+0000) in a value matches nothing")
     return parsed
 
 

@@ -17,6 +17,7 @@ from chatroom.core.ids import iso
 from chatroom.core.model import JSON, Conversation, ConvFilter, ConvOrder, ConvType
 from chatroom.core.presence import Session
 from chatroom.core.roles import Act
+from chatroom.protocol import ids
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Prepared
 from chatroom.protocol.errors import ChatError, ErrorCode
@@ -65,6 +66,8 @@ def _attrs(payload: pb.JsonObjectMessage, present: bool, max_name: int) -> dict[
         raise ChatError(ErrorCode.CONVERSATION_API_FAILED, "attr is not JSON") from None
     if not isinstance(value, dict):
         raise ChatError(ErrorCode.CONVERSATION_API_FAILED, "attr must be a JSON object")
+    if ids.holds_nul(value):  # every store keeps attributes alike: PostgreSQL cannot
+        raise ChatError(ErrorCode.CONVERSATION_UPDATE_FAILED, "attr holds a NUL (U+0000)")
     for key in value:
         if key.split(".", 1)[0] in _SYSTEM_KEYS:
             raise ChatError(ErrorCode.CONVERSATION_UPDATE_FAILED, f"{key!r} cannot be set")
@@ -95,7 +98,7 @@ def _check_size(ctx: Context, attrs: dict[str, JSON], before: int = 0) -> None:
         )
 
 
-def _event(op: int, cid: str, init_by: str, ms: int, members: Iterable[str] = ()) -> Prepared:
+def conv_event(op: int, cid: str, init_by: str, ms: int, members: Iterable[str] = ()) -> Prepared:
     cmd = pb.GenericCommand(cmd=pb.conv, op=op, serverTs=ms)  # type: ignore[arg-type]
     body = cmd.convMessage
     body.cid = cid
@@ -171,8 +174,8 @@ async def start(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericC
     if conv.unique_id:
         reply.convMessage.uniqueId = conv.unique_id
     link.send(_finish(reply, cmd))
-    push(ctx, _event(pb.joined, conv.cid, session.peer_id, now), now, members)
-    event = _event(pb.members_joined, conv.cid, session.peer_id, now, members)
+    push(ctx, conv_event(pb.joined, conv.cid, session.peer_id, now), now, members)
+    event = conv_event(pb.members_joined, conv.cid, session.peer_id, now, members)
     push(ctx, event, now, members)
     hooks.notify(ctx, names.CONVERSATION_STARTED, {"convId": conv.cid})
     return SENT
@@ -279,8 +282,8 @@ async def add(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCom
 
 
 def _members_joined(ctx: Context, conv: Conversation, actor: str, new: list[str], now: int) -> None:
-    push(ctx, _event(pb.joined, conv.cid, actor, now), now, new)
-    push(ctx, _event(pb.members_joined, conv.cid, actor, now, new), now, conv.members)
+    push(ctx, conv_event(pb.joined, conv.cid, actor, now), now, new)
+    push(ctx, conv_event(pb.members_joined, conv.cid, actor, now, new), now, conv.members)
     hooks.notify(
         ctx, names.CONVERSATION_ADDED, {"initBy": actor, "convId": conv.cid, "members": list(new)}
     )
@@ -349,9 +352,9 @@ async def remove(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.Generic
     if not gone:
         return reply
     link.send(_finish(reply, cmd))
-    push(ctx, _event(pb.left, conv.cid, actor, now), now, gone)
+    push(ctx, conv_event(pb.left, conv.cid, actor, now), now, gone)
     stayed = [m for m in before if m not in gone]
-    push(ctx, _event(pb.members_left, conv.cid, actor, now, gone), now, stayed)
+    push(ctx, conv_event(pb.members_left, conv.cid, actor, now, gone), now, stayed)
     hooks.notify(
         ctx,
         names.CONVERSATION_REMOVED,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from chatroom.protocol import ids
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.errors import ChatError, ErrorCode
 from chatroom.service import (
@@ -58,6 +59,8 @@ def route(cmd: pb.GenericCommand) -> tuple[SyncHandler | None, Handler | None]:
     if not cmd.HasField("cmd"):
         # An unknown cmd number parses as absent, which would read as 0 (session).
         return unsupported, None
+    if ids.control_field(cmd) is not None:
+        return refuse_ids, None
     op = cmd.op if cmd.HasField("op") else None
     sync = SYNC_HANDLERS.get((cmd.cmd, op)) or SYNC_HANDLERS.get((cmd.cmd, None))
     if sync is not None:
@@ -66,6 +69,12 @@ def route(cmd: pb.GenericCommand) -> tuple[SyncHandler | None, Handler | None]:
     if handler is not None:
         return None, handler
     return unsupported, None
+
+
+def refuse_ids(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCommand | None:
+    """An identifier holds a control character: 4201, before any store sees it."""
+    ids.refuse_control(cmd)
+    return None
 
 
 def unsupported(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCommand | None:

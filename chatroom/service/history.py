@@ -69,6 +69,17 @@ async def page(ctx: Context, conv: Conversation, query: HistoryQuery) -> list[pb
     return [log_item(m, conv.kind, *times.get(m.mid, (None, None))) for m in found]
 
 
+async def every_conversation(ctx: Context, q: pb.LogsCommand) -> list[tuple[str, pb.LogItem]]:
+    """A page of the stored messages of every conversation (the REST API's ``GET
+    /messages``; chatrooms keep none), ascending, each with its conversation's id."""
+    query = build_query(ctx, "", q)
+    found = await ctx.store.query_all_messages(query)
+    items = [log_item(m, ConvType.NORMAL) for m in found]
+    kept = within_bytes(items, query.direction, ctx.config.reply_bytes)
+    first = len(items) - len(kept) if query.direction is Direction.OLD else 0
+    return [(m.cid, item) for m, item in zip(found[first:], kept, strict=True)]
+
+
 def within_bytes(items: list[pb.LogItem], direction: Direction, limit: int) -> list[pb.LogItem]:
     """The part of an ascending page that fits in ``limit`` bytes, taken from the end
     the query fills first: the newest for OLD, the oldest for NEW. The client pages on

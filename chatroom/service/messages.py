@@ -247,7 +247,10 @@ def _push(
     session: Session,
     to: list[str] | None,
 ) -> None:
-    if to is None:
+    if session.no_sync and conv.kind is not ConvType.TRANSIENT:  # REST's no_sync
+        others = [m for m in (conv.members if to is None else to) if m != session.peer_id]
+        ctx.hub.to_clients(prepared, others, priority, session)
+    elif to is None:
         ctx.hub.to_members(prepared, conv, priority, session)
     else:  # the sender's other devices too, as to_members does
         ctx.hub.to_clients(prepared, dict.fromkeys([*to, session.peer_id]), priority, session)

@@ -26,7 +26,7 @@ Owner). Per id, in the partial-success reply: 4308 ``CONVERSATION_NEED_OWNER`` a
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import trio
 
@@ -151,11 +151,14 @@ async def check_may(
 
 
 async def check_may_send(ctx: Context, conv: Conversation, peer: str) -> None:
-    """4315 for a blocked client, 4308 CONVERSATION_MEMBER_SHUTUP for a muted one."""
+    """4315 for a blocked client or one temporarily silenced, 4308
+    CONVERSATION_MEMBER_SHUTUP for a muted one."""
     state = await state_of(ctx, conv.cid)
     if peer in state.blocked:
         raise ChatError(ErrorCode.CONVERSATION_BLACKLISTED)
     if state.muted and state.is_muted(peer, ctx.clock.wall_ms()):
+        if state.muted[peer] is not None:  # a temporary silence (REST temporary-silenceds)
+            raise ChatError(ErrorCode.CONVERSATION_BLACKLISTED, "temporarily silenced")
         raise ChatError(
             ErrorCode.CONVERSATION_NOT_ALLOWED, Reason.MEMBER_SHUTUP, "you are muted here"
         )
@@ -311,32 +314,52 @@ async def shutup(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.Generic
     """``add_shutup`` / ``remove_shutup``: owner and managers mute or unmute members."""
     session = require_session(link, cmd)
     conv = await ctx.conversation(cmd.convMessage.cid)
-    actor = session.peer_id
-    mine = await check_may(ctx, conv, actor, Act.MODERATE)
-    targets = _ids(ctx, cmd.convMessage.m)
     muting = cmd.op == pb.add_shutup
+    reply = _reply(cmd, pb.shutup_added if muting else pb.shutup_removed)
+
+    def answer(kept: list[str], refused: Refusals) -> None:
+        reply.convMessage.allowedPids.extend(kept)
+        add_refusals(reply.convMessage, refused)
+        link.send(reply)
+
+    await change_mutes(ctx, conv, session.peer_id, cmd.convMessage.m, muting, None, answer)
+    return SENT
+
+
+async def change_mutes(
+    ctx: Context,
+    conv: Conversation,
+    actor: str,
+    ids: Iterable[str],
+    muting: bool,
+    until: int | None,
+    answer: Callable[[list[str], Refusals], None],
+) -> None:
+    """Mute ``ids`` until ``until`` (epoch ms; None: until lifted; a new duration
+    replaces the one before), or unmute them, as ``actor``. ``answer`` gets the ids
+    acted on and the refused ones before the members hear of it."""
+    mine = await check_may(ctx, conv, actor, Act.MODERATE)
+    targets = _ids(ctx, ids)
     state = await state_of(ctx, conv.cid)
     now = ctx.clock.wall_ms()
     kept, refused = _screen_moderated(ctx, conv, state, mine, targets, check_members=muting)
     changed = [p for p in kept if state.is_muted(p, now) != muting]
     if muting:
+        if until is not None:  # a duration is set again even for those muted already
+            changed = list(kept)
         changed, full = _within_limit(ctx, changed, len(state.muted))
         kept = [p for p in kept if p not in full]
         if full:
             refused[(ErrorCode.CONVERSATION_FULL, "muted list is full")] = full
-        changes = ModerationChanges(muted=dict.fromkeys(changed))
+        changes = ModerationChanges(muted=dict.fromkeys(changed, until))
     else:
         changes = ModerationChanges(unmuted=[p for p in kept if p in state.muted])
     await _save(ctx, conv, changes)
-    reply = _reply(cmd, pb.shutup_added if muting else pb.shutup_removed)
-    reply.convMessage.allowedPids.extend(kept)
-    add_refusals(reply.convMessage, refused)
-    link.send(reply)
+    answer(kept, refused)
     if changed:
         own, all_ = (pb.shutuped, pb.members_shutuped) if muting else _UNMUTE_OPS
         _notify(ctx, conv, _event(own, conv, actor, now), now, changed)
         _notify(ctx, conv, _event(all_, conv, actor, now, changed), now, None)
-    return SENT
 
 
 def _screen_moderated(

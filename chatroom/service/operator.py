@@ -18,6 +18,7 @@ import trio
 
 from chatroom.core.outbox import Priority
 from chatroom.core.presence import Session
+from chatroom.protocol import ids
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Codec, Prepared, Subprotocol
 from chatroom.protocol.errors import ChatError, ErrorCode
@@ -29,8 +30,8 @@ _OPERATOR_SUBPROTOCOL = Subprotocol("operator", Codec.JSON, 3)
 class OperatorLink:
     """A link whose only session acts for ``peer_id``; it keeps the first reply sent."""
 
-    def __init__(self, peer_id: str) -> None:
-        self.session = Session(peer_id, self, operator=True)
+    def __init__(self, peer_id: str, no_sync: bool = False) -> None:
+        self.session = Session(peer_id, self, operator=True, no_sync=no_sync)
         self.reply: pb.GenericCommand | None = None
         self.replied = trio.Event()
 
@@ -71,11 +72,15 @@ async def run(
     cmd: pb.GenericCommand,
     peer_id: str,
     reply_within: float,
+    *,
+    no_sync: bool = False,
 ) -> pb.GenericCommand:
     """``handler``'s reply to ``cmd`` sent by the operator as ``peer_id``. A handler's
-    ``ChatError`` propagates; so does a failed ack (its code and reason), and 4200 when
-    no reply comes within ``reply_within`` seconds."""
-    link = OperatorLink(peer_id)
+    ``ChatError`` propagates; so does a failed ack (its code and reason), 4201 for an id
+    holding a control character, and 4200 when no reply comes in ``reply_within`` s.
+    ``no_sync``: a message sent reaches none of ``peer_id``'s own sessions."""
+    ids.refuse_control(cmd)
+    link = OperatorLink(peer_id, no_sync)
     reply = handler(ctx, link, cmd)
     if inspect.isawaitable(reply):
         reply = await reply

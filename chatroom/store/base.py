@@ -101,6 +101,10 @@ class Store(Protocol):
     async def query_messages(self, query: HistoryQuery) -> list[Message]:
         """A history page (see ``HistoryQuery``), ascending by ``(timestamp, mid)``."""
 
+    async def query_all_messages(self, query: HistoryQuery) -> list[Message]:
+        """A history page over the messages of every conversation (``query.cid`` is
+        not used), ascending by ``(timestamp, mid)``."""
+
     async def patch_message(self, patch: Patch) -> Message | None:
         """Replace a message's content and mentions and set its ``patch_timestamp``;
         the id, sender and timestamp stay. The patched message, or None if unknown."""
@@ -173,6 +177,15 @@ class Store(Protocol):
         (``expire_at <= now_ms``) with their messages, members, marks and moderation
         state; at most about ``limit`` rows. The number deleted: call again while it is
         not 0."""
+
+    async def delete_message(self, cid: str, mid: str) -> bool:
+        """Delete one stored message (its conversation's unread marks stay as they
+        are); whether it existed."""
+
+    async def delete_conversation(self, cid: str) -> bool:
+        """Delete the conversation with its messages, members, marks and moderation
+        state (the messages possibly over several transactions: a reader may see some
+        of them gone before the conversation is); whether it existed."""
 
     # member moderation: managers, mutes and blocks (chatroom/core/roles.py)
 

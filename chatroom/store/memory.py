@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import itertools
 from collections import defaultdict
 from collections.abc import Sequence
 
 import orjson
 import trio
 
+from chatroom.core import paging
 from chatroom.core.model import (
     Conversation,
     ConvFilter,
@@ -261,6 +263,11 @@ class MemoryStore(MemoryLasting, MemoryModeration, MemoryRetention):
                 return history[lo : min(hi, lo + query.limit)]
             return history[max(lo, hi - query.limit) : hi] if lo < hi else []
         return _filtered(history, lo, hi, query)
+
+    async def query_all_messages(self, query: HistoryQuery) -> list[Message]:
+        """A scan of every message (this store is for tests and small setups)."""
+        await trio.lowlevel.checkpoint()
+        return paging.select(itertools.chain.from_iterable(self._history.values()), query)
 
     async def patch_message(self, patch: Patch) -> Message | None:
         """Rewrite one message's content in place (same position, same id)."""

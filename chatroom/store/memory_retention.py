@@ -1,5 +1,6 @@
 """``MemoryStore.sweep``: the retention sweep over the in-memory store (see
-``Store.sweep``); a mixin over ``MemoryStore``'s own indexes."""
+``Store.sweep``), ``delete_message`` and ``delete_conversation``; a mixin over
+``MemoryStore``'s own indexes."""
 
 from __future__ import annotations
 
@@ -53,12 +54,38 @@ class MemoryRetention:
         deleted += gone
         if gone < room:
             deleted += 1
-            del self._convs[expired.cid]
-            self._unindex(expired)
-            self._moderation.pop(expired.cid, None)
-            for key in [k for k in self._marks if k[1] == expired.cid]:
-                del self._marks[key]
+            self._forget(expired)
         return deleted
+
+    async def delete_message(self, cid: str, mid: str) -> bool:
+        """Out of the history and every index."""
+        await trio.lowlevel.checkpoint()
+        found = self._by_mid.pop((cid, mid), None)
+        if found is None:
+            return False
+        history = self._history[cid]
+        at = bisect.bisect_left(history, (found.timestamp, mid), key=lambda m: (m.timestamp, m.mid))
+        del history[at]
+        if not history:
+            del self._history[cid]
+        self._unindex_token(found)
+        return True
+
+    async def delete_conversation(self, cid: str) -> bool:
+        """The conversation and everything kept with it, at once."""
+        await trio.lowlevel.checkpoint()
+        self._drop_oldest(cid, len(self._history.get(cid, ())))
+        conv = self._convs.get(cid)
+        if conv is not None:
+            self._forget(conv)
+        return conv is not None
+
+    def _forget(self, conv: Conversation) -> None:
+        del self._convs[conv.cid]
+        self._unindex(conv)
+        self._moderation.pop(conv.cid, None)
+        for key in [k for k in self._marks if k[1] == conv.cid]:
+            del self._marks[key]
 
     def _drop_oldest(self, cid: str, count: int) -> int:
         history = self._history.get(cid)
@@ -70,8 +97,11 @@ class MemoryRetention:
             del self._history[cid]
         for m in dropped:
             self._by_mid.pop((m.cid, m.mid), None)
-            if m.dedupe_token is not None:
-                key = (m.cid, m.from_peer, m.dedupe_token)
-                if self._by_token.get(key) is m:
-                    del self._by_token[key]
+            self._unindex_token(m)
         return len(dropped)
+
+    def _unindex_token(self, m: Message) -> None:
+        if m.dedupe_token is not None:
+            key = (m.cid, m.from_peer, m.dedupe_token)
+            if self._by_token.get(key) is m:
+                del self._by_token[key]

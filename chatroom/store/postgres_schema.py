@@ -81,6 +81,7 @@ _TABLES = [
     )""",
     "CREATE UNIQUE INDEX messages_position ON messages (cid, timestamp, mid)",
     "CREATE UNIQUE INDEX messages_mid ON messages (cid, mid)",
+    "CREATE INDEX messages_time ON messages (timestamp, mid)",  # every conversation's history
     "CREATE INDEX messages_dedupe ON messages (cid, from_peer, dedupe_token)"
     " WHERE dedupe_token IS NOT NULL",
     "CREATE INDEX messages_recent_dedupe ON messages (seq) WHERE dedupe_token IS NOT NULL",

@@ -47,6 +47,7 @@ from .common import (
 from .select_sql import SelectDialect, select_sql
 
 T = TypeVar("T")
+_DELETE_BATCH = 1000  # messages deleted per transaction by delete_conversation
 
 
 def _as_is(row: Any) -> Any:
@@ -179,7 +180,14 @@ class SqlStore:
 
     async def query_messages(self, query: HistoryQuery) -> list[Message]:
         """A history page, ascending (see ``HistoryQuery``): one indexed range scan."""
-        sql, args, newest_first = messages_table.history_select(query)
+        return await self._history(query, every=False)
+
+    async def query_all_messages(self, query: HistoryQuery) -> list[Message]:
+        """A page of every conversation's messages: a range of ``messages_time``."""
+        return await self._history(query, every=True)
+
+    async def _history(self, query: HistoryQuery, every: bool) -> list[Message]:
+        sql, args, newest_first = messages_table.history_select(query, every)
         rows = await self._query(sql, args)
         messages = [messages_table.message_of_row(row) for row in rows]
         if newest_first:
@@ -292,6 +300,25 @@ class SqlStore:
             retention_sql.sweep, cutoff_ms=cutoff_ms, now_ms=now_ms, limit=limit, seq=seq
         )
         return await self._write(run)
+
+    async def delete_message(self, cid: str, mid: str) -> bool:
+        """One row, by its primary key."""
+        sql = retention_sql.DELETE_MESSAGE
+        return await self._write(lambda db: db.execute(sql, (cid, mid)).rowcount > 0)
+
+    async def delete_conversation(self, cid: str) -> bool:
+        """Its messages a batch per transaction (the committer shares the writer), then
+        the conversation's own rows; whether it existed."""
+        existed = await self.get_conversation(cid) is not None
+        drop = functools.partial(
+            retention_sql.drop_conversation,
+            cid=cid,
+            limit=_DELETE_BATCH,
+            seq=self._dialect.message_seq,
+        )
+        while not (await self._write(drop))[1]:
+            pass
+        return existed
 
     # member moderation (sqlite_moderation.py has the SQL of both engines)
 

@@ -115,10 +115,11 @@ def apply_patch(db: Db, patch: Patch) -> Message | None:
     return message_of_row(found[0]) if found else None
 
 
-def history_select(query: HistoryQuery) -> tuple[str, list[object], bool]:
-    """The SQL and parameters of one history page, and whether rows come newest first."""
+def history_select(query: HistoryQuery, every: bool = False) -> tuple[str, list[object], bool]:
+    """The SQL and parameters of one history page, and whether rows come newest first;
+    ``every``: of all conversations (``query.cid`` is not used)."""
     lower, upper = history_interval(query)
-    args: list[object] = [query.cid]
+    args: list[object] = [] if every else [query.cid]
     lower_sql = upper_sql = None
     if lower is not None:
         lower = _clamped(lower, is_lower=True)
@@ -132,7 +133,7 @@ def history_select(query: HistoryQuery) -> tuple[str, list[object], bool]:
         args.append(query.lctype)
     args.append(query.limit)
     newest_first = query.direction != Direction.NEW
-    sql = _history_sql(lower_sql, upper_sql, newest_first, query.lctype is not None)
+    sql = _history_sql(lower_sql, upper_sql, newest_first, query.lctype is not None, every)
     return sql, args, newest_first
 
 
@@ -170,13 +171,15 @@ def _history_sql(
     upper: tuple[str, bool] | None,
     newest_first: bool,
     typed: bool,
+    every: bool,
 ) -> str:
     """The history query for one shape of bounds; each side is ``(operator, with_mid)``.
 
     Row values ``(timestamp, mid) < (?, ?)`` keep the whole condition a range of the
-    ``messages_position`` index, so a page costs ``limit`` index steps, not a scan.
+    ``messages_position`` index (``messages_time`` for ``every`` conversation), so a
+    page costs ``limit`` index steps, not a scan.
     """
-    where = ["cid = ?"]
+    where = [] if every else ["cid = ?"]
     for side in (lower, upper):
         if side is not None:
             op, with_mid = side
@@ -184,6 +187,5 @@ def _history_sql(
     if typed:
         where.append("lctype = ?")
     order = "DESC" if newest_first else "ASC"
-    return (
-        f"{MSG_SELECT} WHERE {' AND '.join(where)} ORDER BY timestamp {order}, mid {order} LIMIT ?"
-    )
+    condition = f" WHERE {' AND '.join(where)}" if where else ""
+    return f"{MSG_SELECT}{condition} ORDER BY timestamp {order}, mid {order} LIMIT ?"

@@ -1,4 +1,5 @@
-"""``Store.sweep`` of both SQL engines: the retention sweep (chatroom/net/retention.py).
+"""``Store.sweep`` of both SQL engines: the retention sweep (chatroom/net/retention.py),
+and ``Store.delete_conversation``, which removes a conversation the same way.
 
 Runs in the writer's worker thread, inside one short transaction per call, and reads
 at most ``limit`` rows of the message table per call: messages are taken in commit
@@ -12,6 +13,7 @@ from __future__ import annotations
 from .common import Db
 
 _OLDEST = "SELECT {seq}, timestamp FROM messages ORDER BY {seq} LIMIT ?"
+DELETE_MESSAGE = "DELETE FROM messages WHERE cid = ? AND mid = ?"
 _EXPIRED = "SELECT cid FROM conversations WHERE kind = 4 AND expire_at <= ? LIMIT 1"
 _MESSAGES_OF = (
     "DELETE FROM messages WHERE {seq} IN (SELECT {seq} FROM messages WHERE cid = ? LIMIT ?)"
@@ -47,10 +49,16 @@ def sweep(db: Db, cutoff_ms: int, now_ms: int, limit: int, seq: str = "rowid") -
     row = db.execute(_EXPIRED, (now_ms,)).fetchone()
     if row is None:
         return deleted
-    cid = row[0]
-    gone = db.execute(_MESSAGES_OF.format(seq=seq), (cid, room)).rowcount
-    deleted += gone
-    if gone < room:
-        for table in _CONVERSATION_TABLES:
-            deleted += db.execute(f"DELETE FROM {table} WHERE cid = ?", (cid,)).rowcount
-    return deleted
+    return deleted + drop_conversation(db, row[0], room, seq)[0]
+
+
+def drop_conversation(db: Db, cid: str, limit: int, seq: str = "rowid") -> tuple[int, bool]:
+    """Delete at most ``limit`` messages of ``cid`` and, once it has none left, the
+    conversation with its members, marks and moderation state: the rows deleted, and
+    whether the conversation is gone (call again until it is)."""
+    deleted = db.execute(_MESSAGES_OF.format(seq=seq), (cid, limit)).rowcount
+    if deleted >= limit:
+        return deleted, False
+    for table in _CONVERSATION_TABLES:
+        deleted += db.execute(f"DELETE FROM {table} WHERE cid = ?", (cid,)).rowcount
+    return deleted, True

@@ -10,7 +10,7 @@ import sqlite3
 
 from .base import StoreError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # STRICT tables (SQLite 3.37+) refuse values of the wrong type instead of storing them.
 _STRICT = " STRICT" if sqlite3.sqlite_version_info >= (3, 37, 0) else ""
@@ -183,8 +183,16 @@ MODERATION_SCHEMA = [
     ){_WITHOUT_ROWID}""",
 ]
 
+# Version 4: the history of every conversation by time (the REST API's GET /messages),
+# one range of this index per page.
+TIME_INDEX = ["CREATE INDEX messages_time ON messages (timestamp, mid)"]
+
 # Steps from version n - 1 to n, applied in order to a database of an older version.
-_STEPS: dict[int, list[str]] = {2: LASTING_SCHEMA, 3: MODERATION_SCHEMA}
+_STEPS: dict[int, list[str]] = {
+    2: LASTING_SCHEMA,
+    3: MODERATION_SCHEMA,
+    4: TIME_INDEX,
+}
 
 
 def migrate(db: sqlite3.Connection, path: str) -> None:

@@ -71,7 +71,7 @@ async def test_a_version_2_file_is_upgraded_in_place(tmp_path: Path) -> None:
             db.execute(statement)
         db.execute("PRAGMA user_version = 2")
     db.close()
-    assert SCHEMA_VERSION == 3
+    assert SCHEMA_VERSION == 4
     with trio.fail_after(10):
         store = SqliteStore(str(path))
         await store.open()
@@ -81,5 +81,5 @@ async def test_a_version_2_file_is_upgraded_in_place(tmp_path: Path) -> None:
         finally:
             await store.aclose()
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     db.close()

@@ -62,3 +62,40 @@ async def test_expired_temporary_conversations_go_with_their_messages(store: Sto
     assert [c.cid for c in await store.conversations_of("alice", 10, 0)] == ["t2"]
     assert (await store.moderation_of("t1")).muted == {}
     assert len(await store.query_messages(HistoryQuery("t2", limit=100))) == 12
+
+
+async def test_delete_conversation_takes_everything_kept_with_it(store: Store) -> None:
+    for cid in ("c1", "c2"):
+        await store.create_conversation(make_conv(cid))
+    # More messages than one batch of the SQL stores, and some in the other conversation.
+    await store.append_messages([make_msg("c1", 1000 + i, f"m{i}") for i in range(1500)])
+    await store.append_messages([make_msg("c2", 5000, "keep", dedupe_token="t")])
+    await store.save_moderation("c1", ModerationChanges(muted={"bob": None}))
+    await store.mark_read("bob", "c1", 1100, 6000)
+    assert await store.delete_conversation("c1") is True
+    assert await store.get_conversation("c1") is None
+    assert await store.query_messages(HistoryQuery("c1", limit=1000)) == []
+    assert await store.get_message("c1", "m0") is None
+    assert (await store.moderation_of("c1")).muted == {}
+    assert await store.member_marks("c1") == []
+    assert [k.cid for k in await store.changed_marks("bob", 0, 10)] == ["c2"]
+    assert [c.cid for c in await store.conversations_of("alice", 10, 0)] == ["c2"]
+    # The other conversation is untouched; a second delete finds nothing.
+    assert [m.mid for m in await store.query_messages(HistoryQuery("c2", limit=10))] == ["keep"]
+    assert await store.find_by_dedupe_token("c2", "alice", "t") is not None
+    assert await store.delete_conversation("c1") is False
+
+
+async def test_delete_message_takes_one_message_only(store: Store) -> None:
+    await store.create_conversation(make_conv("c1"))
+    await store.append_messages(
+        [make_msg("c1", 100 + i, f"m{i}", dedupe_token=f"t{i}") for i in range(3)]
+    )
+    assert await store.delete_message("c1", "m1") is True
+    assert await store.get_message("c1", "m1") is None
+    assert await store.find_by_dedupe_token("c1", "alice", "t1") is None
+    kept = await store.query_messages(HistoryQuery("c1", limit=10))
+    assert [m.mid for m in kept] == ["m0", "m2"]
+    assert await store.delete_message("c1", "m1") is False
+    assert await store.delete_message("c2", "m0") is False  # ids are per conversation
+    assert await store.get_message("c1", "m0") is not None

@@ -24,6 +24,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from chatroom.core.model import JSON
+from chatroom.protocol import ids
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.errors import ChatError, ErrorCode
 from chatroom.service import operator
@@ -198,10 +199,27 @@ class Call:
     headers: Mapping[str, str]
 
     async def run(
-        self, handler: Handler | SyncHandler, cmd: pb.GenericCommand, peer_id: str
+        self,
+        handler: Handler | SyncHandler,
+        cmd: pb.GenericCommand,
+        peer_id: str,
+        *,
+        no_sync: bool = False,
     ) -> pb.GenericCommand:
         """The handler's reply to ``cmd`` sent by the operator as ``peer_id``."""
-        return await operator.run(self.ctx, handler, cmd, peer_id, _REPLY_TIMEOUT)
+        return await operator.run(self.ctx, handler, cmd, peer_id, _REPLY_TIMEOUT, no_sync=no_sync)
+
+
+def refuse_control_ids(request: Request) -> None:
+    """400 (code 4201, invalid argument) when an id of the path, a query parameter or the
+    IM session token holds a control character; ids in a body are checked where read
+    (``Params.client``) or by the command they become (``operator.run``)."""
+    values = [*request.path_params.values(), *request.query_params.values()]
+    values.append(request.headers.get("x-lc-im-session-token", ""))
+    if any(isinstance(v, str) and ids.has_control(v) for v in values):
+        raise ApiError(
+            400, "invalid argument: an id holds a control character", int(ErrorCode.INVALID_COMMAND)
+        )
 
 
 Endpoint = Callable[[Call], Awaitable["JSON | Response"]]
@@ -239,6 +257,7 @@ def route(context: Callable[[], Context], spec: Spec) -> Route:
             if spec.master:
                 check_master(request, ctx.config.master_key, ctx.config.app_id)
             params = await read_params(request, max_body(ctx))
+            refuse_control_ids(request)
             call = Call(ctx, dict(request.path_params), params, request.headers)
             result = await spec.endpoint(call)
         except ApiError as err:

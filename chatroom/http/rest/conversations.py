@@ -13,7 +13,7 @@ import orjson
 
 from chatroom.core.model import JSON, Conversation, ConvType
 from chatroom.protocol import messages_pb2 as pb
-from chatroom.service import conv_query, conversations, system
+from chatroom.service import conv_query, conversations, deletion, system
 from chatroom.service.conv_query import conversation_doc
 
 from .base import ApiError, Call, Spec
@@ -31,6 +31,8 @@ FAMILIES: dict[str, tuple[frozenset[ConvType], dict[str, JSON]]] = {
 # Body keys of a create or update that are not attributes.
 _NOT_ATTRS = frozenset({"m", "c", "unique", "tr", "sys", "tempConv", "ttl"})
 _MAX_SUBSCRIBER_PAGE = 50
+_PURGE_LIMIT, _PURGE_LIMIT_MAX = 100, 1000  # conversations deleted by one purge call
+_DAY_MS = 86_400_000
 SYSTEM_CREATOR = "system"  # the creator (owner) of what the operator makes without a `c`
 
 
@@ -144,6 +146,16 @@ def _update(family: str) -> Spec:
     return Spec(f"/{family}/{{cid}}", ("PUT",), update, f"Update one of the {family}", body)
 
 
+def _delete(family: str) -> Spec:
+    async def delete(call: Call) -> JSON:
+        conv = await conversation_in(call, family)
+        await deletion.delete_conversation(call.ctx, conv, owner_of(conv))
+        return {}
+
+    summary = f"Delete one of the {family} with its messages (members get conv/left)"
+    return Spec(f"/{family}/{{cid}}", ("DELETE",), delete, summary)
+
+
 def _get(family: str) -> Spec:
     async def get(call: Call) -> JSON:
         return _doc(call, await conversation_in(call, family))
@@ -222,6 +234,15 @@ async def subscriber_count(call: Call) -> JSON:
     return {"count": len(conv.members)}
 
 
+async def purge_inactive(call: Call) -> JSON:
+    """Conversations of any kind with no message and no update for ``days`` days."""
+    days = call.params.integer("days", 0, 1, 100 * 365)
+    limit = call.params.integer("limit", _PURGE_LIMIT, 1, _PURGE_LIMIT_MAX)
+    before = call.ctx.clock.wall_ms() - days * _DAY_MS
+    deleted, more = await deletion.purge_inactive(call.ctx, before, limit)
+    return {"deleted": deleted, "more": more}
+
+
 _IDS = {"client_ids": "array!"}
 _SERVICE = "/service-conversations/{cid}"
 SPECS = [
@@ -229,6 +250,14 @@ SPECS = [
     *(_query(f) for f in FAMILIES),
     *(_get(f) for f in ("conversations", "chatrooms", "service-conversations")),
     *(_update(f) for f in ("conversations", "chatrooms", "service-conversations")),
+    *(_delete(f) for f in ("conversations", "chatrooms", "service-conversations")),
+    Spec(
+        "/purge-inactive-conversations",
+        ("POST",),
+        purge_inactive,
+        "Delete conversations inactive for days (members get conv/left)",
+        {"days": "integer!", "limit": "integer"},
+    ),
     Spec("/conversations/{cid}/members", ("POST",), add_members, "Add members", _IDS),
     Spec("/conversations/{cid}/members", ("DELETE",), remove_members, "Remove members", _IDS),
     Spec("/conversations/{cid}/members", ("GET",), members, "The members"),

@@ -16,7 +16,7 @@ import orjson
 from chatroom.core.model import JSON, ConvType
 from chatroom.core.outbox import Priority
 from chatroom.protocol import messages_pb2 as pb
-from chatroom.service import history, messages, patches, system
+from chatroom.service import deletion, history, messages, patches, system
 
 from .base import EPOCH_MS_MAX, ApiError, Call, Params, Spec
 from .conversations import conversation_in
@@ -61,7 +61,8 @@ def _send(family: str) -> Spec:
             if priority not in _PRIORITIES:
                 raise ApiError(400, "priority is high, normal or low")
             cmd.priority = int(_PRIORITIES[priority])
-        reply = await call.run(messages.send, cmd, sender)
+        no_sync = params.flag("no_sync")
+        reply = await call.run(messages.send, cmd, sender, no_sync=no_sync)
         return _sent(reply.ackMessage.uid, reply.ackMessage.t)
 
     fields = {
@@ -72,6 +73,7 @@ def _send(family: str) -> Spec:
         "mention_all": "boolean",
         "mention_client_ids": "array",
         "push_data": "object",
+        "no_sync": "boolean",
     }
     return Spec(f"/{family}/{{cid}}/messages", ("POST",), send, "Send a message", fields)
 
@@ -102,27 +104,38 @@ def logs_query(cid: str, params: Params) -> pb.LogsCommand:
 
 def records(cid: str, kind: ConvType, items: list[pb.LogItem], newest_first: bool) -> JSON:
     """History items as LeanCloud's REST records (newest first unless ``reversed``)."""
-    out: list[JSON] = []
-    for item in reversed(items) if newest_first else items:
-        record: dict[str, JSON] = {
-            "timestamp": item.timestamp,
-            "conv-id": cid,
-            "data": item.data,
-            "from": getattr(item, "from"),
-            "msg-id": item.msgId,
-            "is-conv": True,
-            "is-room": kind is ConvType.TRANSIENT,
-            "to": cid,
-            "bin": item.bin,
-            "mention-all": item.mentionAll,
-            "mention-pids": list(item.mentionPids),
-        }
-        if item.HasField("ackAt"):
-            record["ack-at"] = item.ackAt
-        if item.HasField("patchTimestamp"):
-            record["patch-timestamp"] = item.patchTimestamp
-        out.append(record)
+    return [record(cid, kind, item) for item in (reversed(items) if newest_first else items)]
+
+
+def record(cid: str, kind: ConvType, item: pb.LogItem) -> JSON:
+    """One history item as LeanCloud's REST record."""
+    out: dict[str, JSON] = {
+        "timestamp": item.timestamp,
+        "conv-id": cid,
+        "data": item.data,
+        "from": getattr(item, "from"),
+        "msg-id": item.msgId,
+        "is-conv": True,
+        "is-room": kind is ConvType.TRANSIENT,
+        "to": cid,
+        "bin": item.bin,
+        "mention-all": item.mentionAll,
+        "mention-pids": list(item.mentionPids),
+    }
+    if item.HasField("ackAt"):
+        out["ack-at"] = item.ackAt
+    if item.HasField("patchTimestamp"):
+        out["patch-timestamp"] = item.patchTimestamp
     return out
+
+
+async def every_history(call: Call) -> JSON:
+    """Every conversation's stored messages, by time, with the paging of one's."""
+    q = logs_query("", call.params)
+    found = await history.every_conversation(call.ctx, q)
+    if not call.params.flag("reversed"):
+        found.reverse()
+    return [record(cid, ConvType.NORMAL, item) for cid, item in found]
 
 
 def _history(family: str) -> Spec:
@@ -160,6 +173,24 @@ def _patch(family: str, recall: bool) -> Spec:
         fields["message"] = "string!"
     name = "Recall a message" if recall else "Modify a message"
     return Spec(path, ("PUT", "POST"), patch, name, fields)
+
+
+def _delete(family: str) -> Spec:
+    async def delete(call: Call) -> JSON:
+        conv = await conversation_in(call, family)
+        subscriber = call.path.get("client_id")
+        sender = call.params.client("from_client", call.ctx)
+        timestamp = call.params.integer("timestamp", -1, 0, EPOCH_MS_MAX)
+        mid = call.path["mid"]
+        await deletion.delete_message(call.ctx, conv.cid, mid, sender, timestamp, subscriber)
+        return {}
+
+    path = f"/{family}/{{cid}}/messages/{{mid}}"
+    if family == "service-conversations":
+        path = f"/{family}/{{cid}}/subscribers/{{client_id}}/messages/{{mid}}"
+    query = {"from_client": "string!", "timestamp": "integer!"}
+    summary = "Delete a message from the server (clients are not told)"
+    return Spec(path, ("DELETE",), delete, summary, query=query)
 
 
 async def broadcast(call: Call) -> JSON:
@@ -207,6 +238,9 @@ SPECS = [
     *(_history(f) for f in ("conversations", "chatrooms", "service-conversations")),
     *(_patch(f, recall) for f in ("conversations", "service-conversations")
       for recall in (False, True)),
+    *(_delete(f) for f in ("conversations", "chatrooms", "service-conversations")),
+    Spec("/messages", ("GET",), every_history, "Every conversation's history",
+         query=HISTORY_QUERY),
     Spec(f"{_SERVICE}/broadcasts", ("POST",), broadcast, "Send to every subscriber",
          _OPERATOR_SEND),
     Spec(f"{_SERVICE}/messages", ("POST",), to_subscribers, "Send to some subscribers",

@@ -22,6 +22,7 @@ from .conversations import conversation_in, owner_of, with_failures
 _PAGE = {"limit": "integer", "next": "string"}
 _IDS = {"client_ids": "array!"}
 _ROLES = {role.value for role in Role}
+_MAX_SILENCE = 24 * 3600  # seconds of a temporary silence, as LeanCloud documents
 
 
 def _ids(call: Call) -> list[str]:
@@ -71,6 +72,43 @@ def _silenced(family: str) -> list[Spec]:
         Spec(path, ("POST",), mute, "Mute members until unmuted", _IDS),
         Spec(path, ("DELETE",), unmute, "Unmute members", _IDS),
         Spec(path, ("GET",), query, "The muted members, a page at a time", query=_PAGE),
+    ]
+
+
+def _temporary(family: str) -> list[Spec]:
+    """A mute with a duration (``ttl`` seconds, at most a day): the client's sends get
+    4315 until it ends or is lifted."""
+    path = f"/{family}/{{cid}}/temporary-silenceds"
+
+    async def change(call: Call, until: int | None) -> JSON:
+        conv = await conversation_in(call, family)
+        client = call.params.client("client_id", call.ctx)
+        result: dict[str, JSON] = {}
+
+        def answer(kept: list[str], refused: moderation.Refusals) -> None:
+            if refused:
+                result["failed"] = [
+                    {"code": int(code), "error": reason, "client_ids": list(ids)}
+                    for (code, reason), ids in refused.items()
+                ]
+
+        muting = until is not None
+        await moderation.change_mutes(
+            call.ctx, conv, owner_of(conv), [client], muting, until, answer
+        )
+        return result
+
+    async def silence(call: Call) -> JSON:
+        ttl = call.params.integer("ttl", -1, 1, _MAX_SILENCE)
+        return await change(call, call.ctx.clock.wall_ms() + ttl * 1000)
+
+    async def lift(call: Call) -> JSON:
+        return await change(call, None)
+
+    body = {"client_id": "string!", "ttl": "integer!"}
+    return [
+        Spec(path, ("POST",), silence, "Mute a member for ttl seconds", body),
+        Spec(path, ("DELETE",), lift, "Lift a temporary mute", query={"client_id": "string!"}),
     ]
 
 
@@ -183,6 +221,7 @@ async def push_muted(call: Call) -> JSON:
 _MUTES = "/conversations/{cid}/mutes"
 SPECS = [
     *(s for f in ("conversations", "chatrooms") for s in _silenced(f)),
+    *(s for f in ("conversations", "chatrooms") for s in _temporary(f)),
     *(s for f in ("conversations", "chatrooms") for s in _blacklist(f)),
     *(s for f in ("conversations", "chatrooms") for s in _roles(f)),
     Spec(_MUTES, ("POST",), push_mute, "Turn offline pushes off for members", _IDS),
