@@ -94,7 +94,7 @@ class Supervisor:
                         slots.start_soon(self._keep, index)
                 outer.cancel_scope.cancel()
         if self.failed_at_start is not None:
-            return self.failed_at_start or 1
+            return self.failed_at_start if self.failed_at_start > 0 else 1
         # A worker killed by the signal passed on (before its handler was set) stopped too.
         return 0 if all(code <= 0 for code in self.codes) else 1
 
@@ -119,6 +119,7 @@ class Supervisor:
 
     async def _keep(self, index: int) -> None:
         """Run worker ``index`` until the stop, starting it again when it dies."""
+        await trio.lowlevel.checkpoint()
         failures, first = 0, True
         while not self.stopping.is_set():
             started = trio.current_time()
@@ -133,8 +134,9 @@ class Supervisor:
                 self.stop(signal.SIGTERM)
                 return
             first = False
+            # Quick failures in a row (a worker that served STABLE seconds starts over).
             failures = 0 if was_ready and served >= STABLE else failures + 1
-            delay = min(MAX_BACKOFF, FIRST_BACKOFF * 2 ** max(0, failures - 1))
+            delay = min(MAX_BACKOFF, FIRST_BACKOFF * 2**failures)
             log.warning(
                 "worker %d %s after %.1f s: starting it again in %.1f s",
                 index,
