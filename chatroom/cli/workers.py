@@ -26,10 +26,14 @@ from urllib.parse import urlsplit, urlunsplit
 import trio
 
 from chatroom.config import Config
+from chatroom.net.server import run_until_signalled
 
 log = logging.getLogger(__name__)
 
 READY_FD = "CHATROOM_READY_FD"  # a worker writes one byte there once it listens
+# A worker reads this pipe, whose other end only the supervisor holds: at its end (the
+# supervisor is gone, killed with SIGKILL too) the worker shuts down as on SIGTERM.
+LIFELINE_FD = "CHATROOM_LIFELINE_FD"
 FIRST_BACKOFF = 0.5  # seconds before a failed worker is started again; doubles
 MAX_BACKOFF = 30.0
 STABLE = 10.0  # seconds a worker must serve for its earlier failures to be forgotten
@@ -64,6 +68,25 @@ def announce_ready() -> None:
             os.close(int(fd))
         except OSError:
             pass  # the supervisor is gone; serving goes on
+
+
+async def serve_as_worker(config: Config) -> None:
+    """``chatroom serve`` in a worker (or alone): ``run_until_signalled``, plus a
+    SIGTERM to itself when the supervisor's lifeline ends."""
+    async with trio.open_nursery() as nursery:
+        lifeline = os.environ.pop(LIFELINE_FD, "")
+        if lifeline.isdigit():
+            nursery.start_soon(_watch_lifeline, int(lifeline))
+        await run_until_signalled(config, announce_ready)
+        nursery.cancel_scope.cancel()
+
+
+async def _watch_lifeline(fd: int) -> None:
+    async with trio.lowlevel.FdStream(fd) as stream:
+        while await stream.receive_some(16):
+            pass
+    log.warning("the supervisor is gone: shutting down")
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 class Supervisor:
@@ -151,25 +174,33 @@ class Supervisor:
         """Start worker ``index`` and wait for its exit: its code, and whether it
         said it was listening."""
         ready_read, ready_write = os.pipe()
+        life_read, life_write = os.pipe()
         try:
             process = await trio.lowlevel.open_process(
                 self.command,
-                env={**self.env, READY_FD: str(ready_write)},
-                pass_fds=(ready_write,),
+                env={**self.env, READY_FD: str(ready_write), LIFELINE_FD: str(life_read)},
+                pass_fds=(ready_write, life_read),
                 process_group=0,  # a terminal's ^C reaches the supervisor only
             )
+        except BaseException:
+            os.close(ready_read)
+            os.close(life_write)
+            raise
         finally:
             os.close(ready_write)
+            os.close(life_read)
         self.processes[index] = process
         if self.stopping.is_set():  # the signal came while it was starting
             process.send_signal(signal.SIGTERM)
         log.info("worker %d started (pid %d)", index, process.pid)
-        ready = False
-        async with trio.lowlevel.FdStream(ready_read) as stream, trio.open_nursery() as watch:
-            watch.start_soon(self._kill_if_stuck, index, process)
-            ready = await stream.receive_some(1) == b"1"
-            code = await process.wait()
-            watch.cancel_scope.cancel()
+        try:
+            async with trio.lowlevel.FdStream(ready_read) as said, trio.open_nursery() as watch:
+                watch.start_soon(self._kill_if_stuck, index, process)
+                ready = await said.receive_some(1) == b"1"
+                code = await process.wait()
+                watch.cancel_scope.cancel()
+        finally:
+            os.close(life_write)
         return code, ready
 
     async def _kill_if_stuck(self, index: int, process: trio.Process) -> None:

@@ -10,6 +10,7 @@ import re
 import signal
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 
 import orjson
 import pytest
@@ -126,3 +127,25 @@ async def test_workers_that_cannot_start_end_the_supervisor(tmp_path: object) ->
         assert await parent.exit_code() == 1, parent.tail()
         await parent.wait_for(re.compile("cannot connect to PostgreSQL"))
         await parent.wait_for(re.compile(r"worker \d exited with 1 before it listened"))
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie awaiting its reaper is not)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+@fail_after(60)
+async def test_workers_shut_down_when_the_supervisor_is_killed(
+    pg_server: PgServer, redis: RedisServer
+) -> None:
+    async with two_workers(pg_server, redis) as (parent, _):
+        pids = [int(match.group(2)) for match in parent.matches(STARTED)]
+        assert all(running(pid) for pid in pids)
+        parent.proc.send_signal(signal.SIGKILL)  # no chance to pass anything on
+        while any(running(pid) for pid in pids):  # noqa: ASYNC110 - not our children
+            await trio.sleep(0.05)
+        await parent.wait_for(re.compile("the supervisor is gone: shutting down"), 2)
