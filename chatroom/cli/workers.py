@@ -12,6 +12,7 @@ all have exited after SIGTERM or SIGINT. A worker that exits when it was not tol
 started again, after a pause that doubles while it keeps failing. A worker of the first
 start that exits before it listens (a database that cannot be reached, a port taken by
 another program) ends them all: the setup cannot work, and the exit code says so.
+Workers whose supervisor is gone (killed too) shut down by themselves.
 """
 
 from __future__ import annotations
