@@ -375,6 +375,8 @@ async def run_until_signalled(
         async with trio.open_nursery() as nursery:
             listening = await nursery.start(server.run)
             secure = "s" if listening.tls else ""
+            if on_listening is not None:  # first: whoever reads the log line may act on it
+                on_listening()
             node = server.cluster.hub.node if server.cluster is not None else ""
             log.info(
                 "chatroom listening on ws%s://%s:%d and http%s://%s:%d%s",
@@ -386,8 +388,6 @@ async def run_until_signalled(
                 listening.http_port,
                 f" (cluster node {node})" if node else "",
             )
-            if on_listening is not None:
-                on_listening()
             async for signum in signals:
                 if signum == signal.SIGHUP:  # the certificate was renewed
                     if server.tls is not None:
