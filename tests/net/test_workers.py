@@ -20,6 +20,7 @@ from pg_server import PgServer
 from redis_server import RedisServer, redis_server
 from serve_process import LISTENING, ServeProcess, free_port, serving
 
+from chatroom.cli.workers import without_password
 from chatroom.client import Client, Message, Options, connect
 
 STARTED = re.compile(r"worker (\d+) started \(pid (\d+)\)")
@@ -149,3 +150,15 @@ async def test_workers_shut_down_when_the_supervisor_is_killed(
         while any(running(pid) for pid in pids):  # noqa: ASYNC110 - not our children
             await trio.sleep(0.05)
         await parent.wait_for(re.compile("the supervisor is gone: shutting down"), 2)
+
+
+@pytest.mark.parametrize(
+    ("url", "logged"),
+    [
+        ("redis://:s3cret@10.0.0.5:6379/0", "redis://:***@10.0.0.5:6379/0"),
+        ("postgresql://chat:s3cret@db:5432/chat", "postgresql://chat:***@db:5432/chat"),
+        ("unix:///run/redis.sock?db=1", "unix:///run/redis.sock?db=1"),
+    ],
+)
+def test_the_start_line_never_shows_a_password(url: str, logged: str) -> None:
+    assert without_password(url) == logged
