@@ -58,7 +58,12 @@ class Config:
     and LOW pushes are shed first (chatroom/hub/redis_queue.py)."""
     workers: int = 1
     """Processes serving the one port (SO_REUSEPORT); more than one needs ``redis``
-    and a database every process can share."""
+    and a database every process can share. The process started with it supervises
+    that many ``chatroom serve`` workers (chatroom/cli/workers.py) and serves nothing."""
+    reuse_port: bool = False
+    """Bind both ports with SO_REUSEPORT, sharing them with other processes of this
+    user that do too. ``--workers`` sets it for its workers (``CHATROOM_REUSE_PORT``);
+    set by hand, it lets separately started nodes share one port."""
     app_id: str = ""
     """When set, a login with another appId fails with 4100. Empty accepts any."""
     log_level: str = "info"
@@ -508,7 +513,9 @@ def check_combination(config: Config) -> None:
         raise ValueError(
             f"setting 'redis': a redis://HOST:PORT/DB (or unix:///PATH) URL, got {config.redis!r}"
         )
-    if config.workers <= 1:
+    if config.workers < 1:
+        raise ValueError(f"--workers {config.workers}: at least 1 process")
+    if config.workers == 1:
         return
     if not config.redis:
         raise ValueError(

@@ -238,6 +238,8 @@ def test_redis_comes_from_the_flag_the_environment_or_the_file(tmp_path: Path) -
         ({"workers": 4, "redis": "redis://h:6379/0"}, "one SQLite file"),
         ({"workers": 2, "redis": "redis://h:6379/0", "db": ":memory:"}, "in memory"),
         ({"redis": "h:6379"}, "redis://HOST:PORT/DB"),
+        ({"workers": 0}, "at least 1 process"),
+        ({"workers": 2, "redis": "redis://h/0", "db": "postgresql://u@h/d", "port": 0}, "fixed"),
     ],
 )
 def test_a_combination_that_cannot_work_is_refused_at_start(

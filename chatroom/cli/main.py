@@ -14,7 +14,7 @@ import chatroom
 from chatroom import config as config_module
 from chatroom.cli import backup as backup_cli
 from chatroom.cli import sys_commands as admin_cli
-from chatroom.net.server import run_until_signalled
+from chatroom.cli import workers
 from chatroom.net.tls import Certificates
 from chatroom.store.base import StoreError
 
@@ -123,8 +123,10 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if config.workers > 1:  # this process supervises; the workers serve
+        return trio.run(workers.Supervisor(config, workers.worker_command(argv)).run)
     try:
-        trio.run(run_until_signalled, config)
+        trio.run(workers.serve_as_worker, config)
     except (StoreError, BaseExceptionGroup) as exc:
         # The database cannot be used (unreachable, not ours, too new): say so, briefly.
         refused = _store_errors(exc)

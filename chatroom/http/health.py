@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import socket
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -103,15 +104,19 @@ async def serve_http(
     *,
     websocket_port: int | None = None,
     ssl_context: ssl.SSLContext | None = None,
+    sock: socket.socket | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until ``shutdown`` is set; ``task_status`` gets the bound port. With
     ``websocket_port``, ``/`` serves the live-stream page, which connects there; with
-    ``ssl_context``, HTTPS (the context may be reloaded in place, chatroom/net/tls.py)."""
+    ``ssl_context``, HTTPS (the context may be reloaded in place, chatroom/net/tls.py);
+    with ``sock``, on that listening socket (hypercorn takes it over) rather than one
+    bound to ``host:port``."""
     config = _Config()
     config.context = ssl_context
     config.ssl_handshake_timeout = _TLS_HANDSHAKE
-    config.bind = [f"{host}:{port}"]
+    # hypercorn adopts a descriptor given as fd://N; ``sock`` lets go of it first.
+    config.bind = [f"{host}:{port}" if sock is None else f"fd://{sock.detach()}"]
     config.accesslog = None
     config.errorlog = logging.getLogger("chatroom.http.health")
     config.graceful_timeout = 2.0

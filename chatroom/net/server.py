@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import signal
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
 from urllib.parse import parse_qs, urlsplit
@@ -33,6 +34,7 @@ from chatroom.net.flusher import Flusher
 from chatroom.net.gcpolicy import GcPolicy
 from chatroom.net.hooks import HookRunner
 from chatroom.net.journal import Lasting
+from chatroom.net.listen import shared_listening_socket
 from chatroom.net.redis_link import RedisLink, cluster_hub
 from chatroom.net.retention import Retention
 from chatroom.net.tls import Certificates
@@ -240,6 +242,10 @@ class Server:
                 nursery.start_soon(self.pusher.run)  # offline push webhook
             if self.hooks.enabled:
                 await nursery.start(self.hooks.run)  # hook calls and their continuations
+            # Workers of ``--workers N`` share both ports (SO_REUSEPORT).
+            shared = partial(shared_listening_socket, config.host)
+            ws_sock = await shared(config.port) if config.reuse_port else None
+            http_sock = await shared(config.http_port) if config.reuse_port else None
             ws_port = await nursery.start(
                 partial(
                     serve_websocket,
@@ -251,6 +257,7 @@ class Server:
                     handshake_timeout=config.handshake_timeout,
                     on_unserved=self.gc.unserved_closed,  # memory worth returning too
                     wrap=self._tls_terminator(),
+                    sock=ws_sock,
                 )
             )
             http_shutdown = trio.Event()
@@ -266,6 +273,7 @@ class Server:
                     serve_http,
                     websocket_port=ws_port,  # the page connects there
                     ssl_context=self.tls.http if self.tls is not None else None,
+                    sock=http_sock,
                 ),
                 config.host,
                 config.http_port,
@@ -360,21 +368,28 @@ def _choose(offered: list[str], path: str) -> Subprotocol:
     return chosen
 
 
-async def run_until_signalled(config: Config) -> None:
-    """``chatroom serve``: run until SIGINT or SIGTERM, then shut down gracefully."""
+async def run_until_signalled(
+    config: Config, on_listening: Callable[[], None] | None = None
+) -> None:
+    """``chatroom serve``: run until SIGINT or SIGTERM, then shut down gracefully.
+    ``on_listening`` is called once both ports accept connections."""
     server = Server(config)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
             listening = await nursery.start(server.run)
             secure = "s" if listening.tls else ""
+            if on_listening is not None:  # first: whoever reads the log line may act on it
+                on_listening()
+            node = server.cluster.hub.node if server.cluster is not None else ""
             log.info(
-                "chatroom listening on ws%s://%s:%d and http%s://%s:%d",
+                "chatroom listening on ws%s://%s:%d and http%s://%s:%d%s",
                 secure,
                 config.host,
                 listening.ws_port,
                 secure,
                 config.host,
                 listening.http_port,
+                f" (cluster node {node})" if node else "",
             )
             async for signum in signals:
                 if signum == signal.SIGHUP:  # the certificate was renewed

@@ -21,6 +21,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import socket
 import sys
 import termios
 from collections.abc import Awaitable, Callable, Generator, Sequence
@@ -367,9 +368,12 @@ async def serve_websocket(
     handshake_timeout: float,
     on_unserved: Callable[[], None] | None = None,
     wrap: Wrapper | None = None,
+    sock: socket.socket | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept WebSocket connections until cancelled; ``task_status`` gets the port.
+    ``sock``, when given, is the listening socket to use (bound with SO_REUSEPORT,
+    chatroom/net/listen.py) instead of one opened on ``host:port``.
     ``wrap`` (TLS, chatroom/net/tls.py) is given each accepted stream and the function
     that serves a plain one.
     ``on_unserved`` is called whenever a connection closes without reaching the
@@ -379,7 +383,10 @@ async def serve_websocket(
     body (400; 414 or 431 for a request line or headers over 8 KiB; 426 without the
     upgrade headers) and is logged by ``RefusalLog``; so is a client that does not
     finish its handshake within ``handshake_timeout``."""
-    listeners = await trio.open_tcp_listeners(port, host=host)
+    if sock is None:
+        listeners = await trio.open_tcp_listeners(port, host=host)
+    else:
+        listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(sock))]
     bound = listeners[0].socket.getsockname()[1]
     accept = partial(
         _accept,

@@ -1,0 +1,146 @@
+"""Failures of a cluster, with real processes: two ``chatroom serve`` nodes on their own
+ports, one real redis-server and PostgreSQL. A node killed (SIGKILL): its clients resume
+with their session tokens on the other node (``opened``, not 4112), nothing they were
+told was sent is lost, and its viewers leave the chatroom's count within the issue's
+10 s. PostgreSQL stopped: sends on either node are refused with a clear error and
+nothing is acknowledged or delivered that was not stored; both carry on when it
+returns."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import orjson
+import pytest
+import trio
+from helpers import JSON_SUB, Client, Cmd, codec_of, fail_after, http_get
+from pg_server import PgServer
+from redis_server import RedisServer, redis_server
+from serve_process import LISTENING, ServeProcess, serving
+from trio_websocket import open_websocket_url
+
+DEAD_NODE_BOUND = 10.0  # seconds: "its viewers leave the counts within 10 s" (issue 11)
+
+
+@pytest.fixture(scope="module")
+def redis() -> Iterator[RedisServer]:
+    yield from redis_server()
+
+
+class Node:
+    def __init__(self, process: ServeProcess, ws_port: int, http_port: int) -> None:
+        self.process = process
+        self.url = f"ws://127.0.0.1:{ws_port}"
+        self.http_port = http_port
+
+    async def others_known(self) -> int:
+        status, _, body = await http_get(self.http_port, "/healthz")
+        assert status == 200
+        return int(orjson.loads(body)["cluster"]["nodes"])
+
+
+@asynccontextmanager
+async def start_node(db: str, redis: RedisServer) -> AsyncIterator[Node]:
+    with serving(["--port", "0", "--http-port", "0", "--db", db, "--redis", redis.url]) as proc:
+        (listening,) = await proc.wait_for(LISTENING)
+        yield Node(proc, int(listening.group(1)), int(listening.group(2)))
+
+
+async def connect(
+    stack: AsyncExitStack, node: Node, peer_id: str, **login: object
+) -> tuple[Client, Cmd]:
+    """A connection to ``node`` for the rest of the test, and its login's reply."""
+    ws = await stack.enter_async_context(
+        open_websocket_url(
+            node.url, subprotocols=[JSON_SUB], connect_timeout=5, disconnect_timeout=2
+        )
+    )
+    client = Client(ws, codec_of(JSON_SUB))
+    return client, await client.login(peer_id, **login)
+
+
+async def until(ask: Callable[[], Awaitable[object]], want: object) -> None:
+    while await ask() != want:  # noqa: ASYNC110 - asking the server is the point
+        await trio.sleep(0.05)
+
+
+async def count(client: Client, cid: str) -> int:
+    reply = await client.request({"cmd": "conv", "op": "count", "cid": cid})
+    return int(reply["count"])
+
+
+async def join(client: Client, cid: str, peer_id: str) -> None:
+    reply = await client.request({"cmd": "conv", "op": "add", "cid": cid, "m": [peer_id]})
+    assert "code" not in reply, reply
+
+
+@fail_after(90)
+async def test_a_killed_nodes_clients_resume_on_the_other_and_lose_nothing(
+    pg_server: PgServer, redis: RedisServer
+) -> None:
+    db = pg_server.url(pg_server.create_database())
+    async with (
+        start_node(db, redis) as a,
+        start_node(db, redis) as b,
+        AsyncExitStack() as on_b,
+    ):
+        await until(a.others_known, 1)
+        await until(b.others_known, 1)
+        bob, _ = await connect(on_b, b, "bob")
+        watcher, _ = await connect(on_b, b, "watcher")
+        async with AsyncExitStack() as on_a:
+            alice, opened = await connect(on_a, a, "alice")
+            viewers = [(await connect(on_a, a, f"v{n}"))[0] for n in range(3)]
+            cid = await alice.start(["bob"])
+            sent = await alice.say_many(cid, [f"before {n}" for n in range(10)])  # acked
+            room = await watcher.start([], transient=True)
+            for n, viewer in enumerate(viewers):
+                await join(viewer, room, f"v{n}")
+            await until(lambda: count(watcher, room), 4)
+            a.process.proc.send_signal(signal.SIGKILL)  # no goodbye, nothing flushed
+            assert await a.process.exit_code() == -signal.SIGKILL
+            with trio.fail_after(DEAD_NODE_BOUND):
+                await until(lambda: count(watcher, room), 1)
+        # Its clients come back on node B with their tokens: resumed, not 4112.
+        again, resumed = await connect(on_b, b, "alice", r=True, st=opened["st"])
+        assert (resumed["cmd"], resumed["op"]) == ("session", "opened"), resumed
+        stored = [item["msgId"] for item in await again.all_logs(cid)]
+        assert stored == [ack["uid"] for ack in sent]  # every acked message, once, in order
+        await again.say(cid, "after")
+        texts = [f"before {n}" for n in range(10)] + ["after"]
+        assert [(await bob.next_push("direct"))["msg"] for _ in texts] == texts
+
+
+@fail_after(120)
+async def test_sends_are_refused_across_the_cluster_while_postgresql_is_down(
+    own_pg_server: PgServer, redis: RedisServer
+) -> None:
+    db = own_pg_server.url(own_pg_server.create_database())
+    async with (
+        start_node(db, redis) as a,
+        start_node(db, redis) as b,
+        AsyncExitStack() as stack,
+    ):
+        await until(a.others_known, 1)
+        alice, _ = await connect(stack, a, "alice")
+        bob, _ = await connect(stack, b, "bob")
+        cid = await alice.start(["bob"])
+        await alice.say(cid, "before")
+        assert (await bob.next_push("direct"))["msg"] == "before"
+        await bob.say(cid, "hi")  # node B has read the conversation too
+        assert (await alice.next_push("direct"))["msg"] == "hi"
+        await trio.to_thread.run_sync(own_pg_server.stop)
+        for sender in (alice, bob):  # on either node: refused, not acked
+            refused = await sender.request({"cmd": "direct", "cid": cid, "msg": "lost"})
+            assert (refused["cmd"], refused.get("code")) == ("ack", 4200), refused
+            assert refused["reason"] == "message could not be stored", refused
+        await alice.sync()
+        await bob.sync()
+        for reader in (alice, bob):
+            assert not [p for p in await reader.take_pushes() if p.get("cmd") == "direct"]
+        await trio.to_thread.run_sync(own_pg_server.start)
+        await alice.say(cid, "after")
+        assert (await bob.next_push("direct"))["msg"] == "after"
+        assert [item["data"] for item in await bob.logs(cid)] == ["before", "hi", "after"]
