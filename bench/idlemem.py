@@ -1,0 +1,98 @@
+"""Python heap per idle logged-in viewer, by ``tracemalloc`` (not a benchmark).
+
+``python -m bench.idlemem [N]`` runs a server in this process on an in-memory store,
+then a child process opens N WebSockets (protobuf codec), logs each in and leaves
+it idle. The heap traced after ``gc.collect()`` with the N viewers in, less the heap
+before them, over N, is what one viewer costs; ``--top K`` prints the K lines of
+code that allocated most of it. The clients are another process, so nothing of
+theirs is counted here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import socket
+import subprocess
+import sys
+import tracemalloc
+
+import trio
+
+from chatroom.config import Config
+from chatroom.net.server import Server
+
+_CLIENT = r"""
+import base64, os, socket, struct, sys
+from bench import lc
+port, n = int(sys.argv[1]), int(sys.argv[2])
+head = ("GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
+        "Sec-WebSocket-Protocol: " + lc.SUBPROTOCOL + "\r\n\r\n")
+def frame(payload):
+    mask = os.urandom(4)
+    body = bytes(b ^ mask[k % 4] for k, b in enumerate(payload))
+    return struct.pack("!BB", 0x82, 0x80 | len(payload)) + mask + body
+socks = []
+for k in range(n):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall((head % base64.b64encode(os.urandom(16)).decode()).encode())
+    got = b""
+    while b"\r\n\r\n" not in got:
+        got += s.recv(4096)
+    s.sendall(frame(lc.login("idle%d" % k, 1)))
+    if len(got.split(b"\r\n\r\n", 1)[1]) == 0:
+        s.recv(4096)
+    socks.append(s)
+sys.stdout.write("in\n"); sys.stdout.flush()
+sys.stdin.read()
+"""
+
+
+def _heap() -> int:
+    gc.collect()
+    return sum(stat.size for stat in tracemalloc.take_snapshot().statistics("filename"))
+
+
+async def _measure(n: int, top: int) -> None:
+    config = Config(db=":memory:", host="127.0.0.1", port=0, http_port=0)
+    server = Server(config)
+    async with trio.open_nursery() as nursery:
+        listening = await nursery.start(server.run)
+        tracemalloc.start(1)
+        await trio.sleep(0.5)
+        before_snap = tracemalloc.take_snapshot()
+        before = _heap()
+        child = subprocess.Popen(
+            [sys.executable, "-c", _CLIENT, str(listening.ws_port), str(n)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": os.getcwd()},
+        )
+        assert child.stdout is not None
+        await trio.to_thread.run_sync(child.stdout.readline)
+        await trio.sleep(1.0)
+        after = _heap()
+        print(f"{n} viewers: {(after - before) / n:.0f} B of Python heap each")
+        if top:
+            diff = tracemalloc.take_snapshot().compare_to(before_snap, "lineno")
+            for stat in diff[:top]:
+                print(
+                    f"{stat.size_diff / n:8.0f} B {stat.count_diff / n:6.2f} blocks  {stat.traceback}"
+                )
+        child.communicate(b"")
+        server.shutdown.set()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("n", type=int, nargs="?", default=1000)
+    parser.add_argument("--top", type=int, default=0)
+    args = parser.parse_args()
+    socket.setdefaulttimeout(None)
+    trio.run(_measure, args.n, args.top)
+
+
+if __name__ == "__main__":
+    main()
