@@ -64,24 +64,25 @@ async def _measure(n: int, top: int) -> None:
         await trio.sleep(0.5)
         before_snap = tracemalloc.take_snapshot()
         before = _heap()
-        child = subprocess.Popen(
+        child = await trio.lowlevel.open_process(
             [sys.executable, "-c", _CLIENT, str(listening.ws_port), str(n)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env={**os.environ, "PYTHONPATH": os.getcwd()},
         )
         assert child.stdout is not None
-        await trio.to_thread.run_sync(child.stdout.readline)
+        assert child.stdin is not None
+        await child.stdout.receive_some(16)  # "in": all are logged in
         await trio.sleep(1.0)
         after = _heap()
         print(f"{n} viewers: {(after - before) / n:.0f} B of Python heap each")
         if top:
             diff = tracemalloc.take_snapshot().compare_to(before_snap, "lineno")
             for stat in diff[:top]:
-                print(
-                    f"{stat.size_diff / n:8.0f} B {stat.count_diff / n:6.2f} blocks  {stat.traceback}"
-                )
-        child.communicate(b"")
+                each, blocks = stat.size_diff / n, stat.count_diff / n
+                print(f"{each:8.0f} B {blocks:6.2f} blocks  {stat.traceback}")
+        await child.stdin.aclose()
+        await child.wait()
         server.shutdown.set()
 
 
