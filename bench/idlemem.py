@@ -55,12 +55,12 @@ def _heap() -> int:
     return sum(stat.size for stat in tracemalloc.take_snapshot().statistics("filename"))
 
 
-async def _measure(n: int, top: int) -> None:
+async def _measure(n: int, top: int, depth: int) -> None:
     config = Config(db=":memory:", host="127.0.0.1", port=0, http_port=0)
     server = Server(config)
     async with trio.open_nursery() as nursery:
         listening = await nursery.start(server.run)
-        tracemalloc.start(1)
+        tracemalloc.start(depth)
         await trio.sleep(0.5)
         before_snap = tracemalloc.take_snapshot()
         before = _heap()
@@ -77,10 +77,12 @@ async def _measure(n: int, top: int) -> None:
         after = _heap()
         print(f"{n} viewers: {(after - before) / n:.0f} B of Python heap each")
         if top:
-            diff = tracemalloc.take_snapshot().compare_to(before_snap, "lineno")
+            key = "traceback" if depth > 1 else "lineno"
+            diff = tracemalloc.take_snapshot().compare_to(before_snap, key)
             for stat in diff[:top]:
                 each, blocks = stat.size_diff / n, stat.count_diff / n
-                print(f"{each:8.0f} B {blocks:6.2f} blocks  {stat.traceback}")
+                where = "\n    ".join(stat.traceback.format()) if depth > 1 else stat.traceback
+                print(f"{each:8.0f} B {blocks:6.2f} blocks  {where}")
         await child.stdin.aclose()
         await child.wait()
         server.shutdown.set()
@@ -90,9 +92,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("n", type=int, nargs="?", default=1000)
     parser.add_argument("--top", type=int, default=0)
+    parser.add_argument("--depth", type=int, default=1, help="frames per allocation kept")
     args = parser.parse_args()
     socket.setdefaulttimeout(None)
-    trio.run(_measure, args.n, args.top)
+    trio.run(_measure, args.n, args.top, args.depth)
 
 
 if __name__ == "__main__":
