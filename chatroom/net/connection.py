@@ -263,6 +263,7 @@ class Connection:
         """Drain the outbox while the socket is full, then end (until needed again).
         A write deadline that passes closes the client as a slow consumer; a close
         cancels ``scope``. Runs in the server-wide nursery: nothing may escape."""
+        await trio.lowlevel.cancel_shielded_checkpoint()  # never raises: ``done`` is set
         try:
             with scope:
                 await self._drain()
