@@ -4,8 +4,9 @@
 then a child process opens N WebSockets (protobuf codec), logs each in and leaves
 it idle. The heap traced after ``gc.collect()`` with the N viewers in, less the heap
 before them, over N, is what one viewer costs; ``--top K`` prints the K lines of
-code that allocated most of it. The clients are another process, so nothing of
-theirs is counted here.
+code that allocated most of it. It also counts trio's task steps (reschedules) and
+tasks spawned per viewer while they connect and log in. The clients are another
+process, so nothing of theirs is counted here.
 """
 
 from __future__ import annotations
@@ -50,6 +51,20 @@ sys.stdin.read()
 """
 
 
+class _Steps(trio.abc.Instrument):
+    """Counts task steps (each a reschedule) and tasks spawned."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+        self.spawned = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.steps += 1
+
+    def task_spawned(self, task: trio.lowlevel.Task) -> None:
+        self.spawned += 1
+
+
 def _heap() -> int:
     gc.collect()
     return sum(stat.size for stat in tracemalloc.take_snapshot().statistics("filename"))
@@ -64,6 +79,8 @@ async def _measure(n: int, top: int, depth: int) -> None:
         await trio.sleep(0.5)
         before_snap = tracemalloc.take_snapshot()
         before = _heap()
+        steps = _Steps()
+        trio.lowlevel.add_instrument(steps)
         child = await trio.lowlevel.open_process(
             [sys.executable, "-c", _CLIENT, str(listening.ws_port), str(n)],
             stdin=subprocess.PIPE,
@@ -73,9 +90,11 @@ async def _measure(n: int, top: int, depth: int) -> None:
         assert child.stdout is not None
         assert child.stdin is not None
         await child.stdout.receive_some(16)  # "in": all are logged in
+        trio.lowlevel.remove_instrument(steps)
         await trio.sleep(1.0)
         after = _heap()
         print(f"{n} viewers: {(after - before) / n:.0f} B of Python heap each")
+        print(f"per login: {steps.steps / n:.1f} task steps, {steps.spawned / n:.1f} tasks spawned")
         if top:
             key = "traceback" if depth > 1 else "lineno"
             diff = tracemalloc.take_snapshot().compare_to(before_snap, key)

@@ -526,7 +526,10 @@ async def _handshake(
         response = _respond(protocol, request, chosen, choose, remote, refusals)
         if chosen[0] is None:
             return response
-        await stream.send_all(response)
+        # Nearly always the kernel takes the 101 at once: no reschedule for it.
+        sent = _write_some(stream.socket.fileno(), response)
+        if sent < len(response):
+            await stream.send_all(response[sent:])
         # From here on frames only, parsed by our reader: websockets' protocol object
         # (~1 KB with its parser) is not kept for the connection's life.
         transport = Transport(stream, FrameReader(max_message_bytes))
@@ -544,16 +547,18 @@ async def _read_head(fd: int) -> tuple[bytes, bool]:
     connection waiting here keeps three coroutine frames, not the nine of
     ``SocketStream.receive_some``."""
     head = b""
-    ended = False
+    ended = waited = False
     while not ended and not _head_over(head):
         data = _read(fd)
         if data is None:
             await trio.lowlevel.wait_readable(fd)
+            waited = True
             continue
         ended = not data
         head += data
-    await trio.lowlevel.checkpoint()
-    return head, ended
+    if not waited:  # a wait is a checkpoint: one reschedule less per connection
+        await trio.lowlevel.checkpoint()
+    return head, ended  # noqa: ASYNC910 (it waited, or checkpointed just above)
 
 
 def _read(fd: int) -> bytes | None:
@@ -567,6 +572,15 @@ def _read(fd: int) -> bytes | None:
         return None
     except OSError:
         return b""  # reset: the same as the end of the stream
+
+
+def _write_some(fd: int, data: bytes) -> int:
+    """The bytes of ``data`` the socket takes now (0: none, or it is broken: the
+    waiting write that follows finds out)."""
+    try:
+        return os.write(fd, data)
+    except OSError:
+        return 0
 
 
 def _head_over(head: bytes) -> bool:
