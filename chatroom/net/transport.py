@@ -592,18 +592,23 @@ class _HeadEnd:
     """Finds where a request head ends (CRLF CRLF) in the bytes read so far, so that
     the HTTP parser gets the head only and the frames after it go to the transport."""
 
-    __slots__ = ("rest", "tail")
+    __slots__ = ("found", "rest", "tail")
 
     def __init__(self) -> None:
         self.tail = b""  # the last bytes given to the parser (a blank line may span)
         self.rest = b""  # what came after the head
+        self.found = False
 
     def head_part(self, data: bytes) -> bytes:
         """The part of ``data`` that belongs to the head; the rest goes to ``rest``."""
+        if self.found:
+            self.rest += data
+            return b""
         at = (self.tail + data).find(b"\r\n\r\n")
         if at < 0:
-            self.tail = data[-3:]
+            self.tail = (self.tail + data)[-3:]
             return data
+        self.found = True
         cut = at + 4 - len(self.tail)
         self.rest = data[cut:]
         return data[:cut]

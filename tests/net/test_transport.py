@@ -532,3 +532,18 @@ async def test_a_protocol_violation_is_answered_with_its_close_code(
     assert close[0] == 0x88
     assert int.from_bytes(close[2:4], "big") == code
     assert len(close) == 2 + close[1]  # that close frame and nothing else
+
+
+def test_the_head_end_is_found_wherever_the_reads_split_it() -> None:
+    wire = b"GET / HTTP/1.1\r\nHost: x\r\n\r\nFRAMES"
+    blank = wire.index(b"\r\n\r\n")
+    for cut in range(blank - 2, blank + 6):
+        head_end = transport_module._HeadEnd()
+        parts = head_end.head_part(wire[:cut]) + head_end.head_part(wire[cut:])
+        assert parts == wire[: blank + 4]
+        assert head_end.rest == b"FRAMES"
+    head_end = transport_module._HeadEnd()  # one byte a read
+    assert (
+        b"".join(head_end.head_part(wire[k : k + 1]) for k in range(len(wire))) == wire[: blank + 4]
+    )
+    assert head_end.rest == b"FRAMES"
