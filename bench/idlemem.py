@@ -5,7 +5,8 @@ then a child process opens N WebSockets (protobuf codec), logs each in and leave
 it idle. The heap traced after ``gc.collect()`` with the N viewers in, less the heap
 before them, over N, is what one viewer costs; ``--top K`` prints the K lines of
 code that allocated most of it. It also counts trio's task steps (reschedules) and
-tasks spawned per viewer while they connect and log in. The clients are another
+tasks spawned per viewer while they connect and log in; ``--cpu`` (without tracemalloc,
+which slows every allocation) the server's CPU time per login instead. The clients are another
 process, so nothing of theirs is counted here.
 """
 
@@ -17,6 +18,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 import tracemalloc
 
 import trio
@@ -70,15 +72,17 @@ def _heap() -> int:
     return sum(stat.size for stat in tracemalloc.take_snapshot().statistics("filename"))
 
 
-async def _measure(n: int, top: int, depth: int) -> None:
+async def _measure(n: int, top: int, depth: int, cpu: bool) -> None:
     config = Config(db=":memory:", host="127.0.0.1", port=0, http_port=0)
     server = Server(config)
     async with trio.open_nursery() as nursery:
         listening = await nursery.start(server.run)
-        tracemalloc.start(depth)
+        if not cpu:
+            tracemalloc.start(depth)
         await trio.sleep(0.5)
-        before_snap = tracemalloc.take_snapshot()
-        before = _heap()
+        before_snap = tracemalloc.take_snapshot() if not cpu else None
+        before = _heap() if not cpu else 0
+        cpu_before = time.process_time()
         steps = _Steps()
         trio.lowlevel.add_instrument(steps)
         child = await trio.lowlevel.open_process(
@@ -90,12 +94,16 @@ async def _measure(n: int, top: int, depth: int) -> None:
         assert child.stdout is not None
         assert child.stdin is not None
         await child.stdout.receive_some(16)  # "in": all are logged in
+        cpu_used = time.process_time() - cpu_before
         trio.lowlevel.remove_instrument(steps)
         await trio.sleep(1.0)
-        after = _heap()
-        print(f"{n} viewers: {(after - before) / n:.0f} B of Python heap each")
+        if cpu:
+            print(f"{n} viewers: {cpu_used / n * 1e6:.0f} us of server CPU per login")
+        else:
+            heap = (_heap() - before) / n
+            print(f"{n} viewers: {heap:.0f} B of Python heap each")
         print(f"per login: {steps.steps / n:.1f} task steps, {steps.spawned / n:.1f} tasks spawned")
-        if top:
+        if top and before_snap is not None:
             key = "traceback" if depth > 1 else "lineno"
             diff = tracemalloc.take_snapshot().compare_to(before_snap, key)
             for stat in diff[:top]:
@@ -112,9 +120,12 @@ def main() -> None:
     parser.add_argument("n", type=int, nargs="?", default=1000)
     parser.add_argument("--top", type=int, default=0)
     parser.add_argument("--depth", type=int, default=1, help="frames per allocation kept")
+    parser.add_argument(
+        "--cpu", action="store_true", help="no tracemalloc: server CPU time per login instead"
+    )
     args = parser.parse_args()
     socket.setdefaulttimeout(None)
-    trio.run(_measure, args.n, args.top, args.depth)
+    trio.run(_measure, args.n, args.top, args.depth, args.cpu)
 
 
 if __name__ == "__main__":
