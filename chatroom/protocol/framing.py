@@ -43,7 +43,7 @@ class FrameError(Exception):
         self.reason = reason
 
 
-def unmask(data: bytes, key: bytes) -> bytes:
+def unmask(data: bytes | bytearray, key: bytes | bytearray) -> bytes:
     """``data`` XOR the repeated 4-byte ``key``, as one big-integer operation."""
     n = len(data)
     if n == 0:
@@ -91,14 +91,19 @@ class FrameReader:
 
     def __init__(self, max_size: int):
         self._max_size = max_size
-        self._buffer = b""  # an incomplete frame's bytes
+        # An incomplete frame's bytes: a bytearray grown in place, so that a frame
+        # that comes a few bytes at a time is not copied whole at every read.
+        self._buffer: bytearray | bytes = b""
         self._in_message = False  # inside a fragmented message
         self._message_size = 0  # its bytes so far
 
     def feed(self, data: bytes) -> tuple[list[tuple[int, bool, bytes]], FrameError | None]:
         """The whole frames (opcode, fin, unmasked payload) now complete, and the
         protocol error that ended parsing, if any (nothing is parsed after it)."""
-        buffer = self._buffer + data if self._buffer else data
+        buffer: bytearray | bytes = data
+        if self._buffer:
+            self._buffer += data
+            buffer = self._buffer
         frames: list[tuple[int, bool, bytes]] = []
         at = 0
         end = len(buffer)
@@ -131,7 +136,12 @@ class FrameReader:
         except FrameError as exc:
             self._buffer = b""
             return frames, exc
-        self._buffer = buffer[at:] if at < end else b""
+        if at >= end:
+            self._buffer = b""
+        elif buffer is data:
+            self._buffer = bytearray(memoryview(data)[at:])
+        elif at and isinstance(self._buffer, bytearray):
+            del self._buffer[:at]
         return frames, None
 
     def _check(self, first: int, second: int, opcode: int, fin: bool, length: int) -> None:

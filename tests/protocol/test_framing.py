@@ -46,6 +46,19 @@ def test_frames_of_every_length_encoding_split_anywhere_come_out_whole(size: int
     assert reader._buffer == b""  # nothing held between frames
 
 
+def test_frames_that_come_a_byte_at_a_time_come_out_whole() -> None:
+    payload = bytes(i % 251 for i in range(1000))
+    wire = masked(OP_BINARY, payload) + masked(OP_PING, b"p") + masked(OP_TEXT, b"t")
+    reader = FrameReader(max_size=1 << 20)
+    got = []
+    for k in range(len(wire)):
+        frames, error = reader.feed(wire[k : k + 1])
+        assert error is None
+        got += frames
+    assert got == [(OP_BINARY, True, payload), (OP_PING, True, b"p"), (OP_TEXT, True, b"t")]
+    assert reader._buffer == b""
+
+
 def test_fragments_and_interleaved_control_frames_keep_their_order() -> None:
     reader = FrameReader(max_size=100)
     wire = (
