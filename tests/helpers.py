@@ -17,6 +17,8 @@ import base64
 import contextlib
 import functools
 import json
+import os
+import struct
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
@@ -403,3 +405,18 @@ async def scrape(running: Running) -> Samples:
 def value(samples: Samples, name: str, **labels: str) -> float:
     """One sample of a scrape."""
     return samples[(name, tuple(sorted(labels.items())))]
+
+
+def masked_frame(opcode: int, payload: bytes, fin: bool = True, *, first_extra: int = 0) -> bytes:
+    """A client WebSocket frame as a browser sends it (masked with a random key);
+    ``first_extra`` sets more bits of the first byte (the reserved ones)."""
+    key = os.urandom(4)
+    first = (0x80 if fin else 0) | opcode | first_extra
+    n = len(payload)
+    if n < 126:
+        head = bytes((first, 0x80 | n))
+    elif n < 65536:
+        head = struct.pack("!BBH", first, 0x80 | 126, n)
+    else:
+        head = struct.pack("!BBQ", first, 0x80 | 127, n)
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))

@@ -89,7 +89,6 @@ class Connection:
         "_flusher",
         "_login_deadline",
         "_logins",
-        "_nursery",
         "_omit_peer_id",
         "_pending",
         "_read_scope",
@@ -99,8 +98,11 @@ class Connection:
         "_shed_waiting",
         "_shutting_down",
         "_subprotocol",
+        "_tasks",
         "_transport",
         "_writer_busy",
+        "_writer_done",
+        "_writer_scope",
         "outbox",
         "remote",
     )
@@ -139,7 +141,13 @@ class Connection:
         self._shutting_down = False
         self._dirty = False
         self._close: tuple[int, str] | None = None
-        self._nursery: trio.Nursery | None = None  # while serving
+        # The server-wide nursery that runs this connection's writer and shed notice
+        # tasks, while serving: one nursery per connection would cost ~1 KB each.
+        self._tasks: trio.Nursery | None = None
+        # While a writer task exists: its scope (write deadline; close_soon cancels
+        # it) and the event it sets when it has ended (``_finish`` waits for it).
+        self._writer_scope: trio.CancelScope | None = None
+        self._writer_done: trio.Event | None = None
         self._read_scope: trio.CancelScope | None = None
         self._login_deadline = 0.0  # set when reading starts
         self._budget = TokenBucket(config.requests_per_second, config.request_burst, 0.0)
@@ -236,29 +244,42 @@ class Connection:
         if written < len(data):
             self._pending = data[written:]
             self._writer_busy = True
-            if self._nursery is not None:
+            if self._tasks is not None:
                 # A writer task exists only while a socket refuses bytes: an idle
-                # connection costs no task.
-                self._nursery.start_soon(self._writer)
+                # connection costs no task. Its scope and event are made here, not
+                # in the task, so that ``close_soon`` and ``_finish`` see them at once.
+                deadline = trio.current_time() + self._config.write_timeout
+                self._writer_scope = trio.CancelScope(deadline=deadline)
+                if self._close is not None:
+                    self._writer_scope.cancel()
+                self._writer_done = trio.Event()
+                self._tasks.start_soon(self._writer, self._writer_scope, self._writer_done)
         elif outbox.queued_bytes:  # more than one write's worth (no frame is empty)
             self._dirty = True
             self._flusher.mark(self)
         return len(frames)
 
-    async def _writer(self) -> None:
+    async def _writer(self, scope: trio.CancelScope, done: trio.Event) -> None:
         """Drain the outbox while the socket is full, then end (until needed again).
-        A write deadline that passes closes the client as a slow consumer."""
-        await trio.lowlevel.checkpoint()
-        with trio.move_on_after(self._config.write_timeout) as scope:
-            try:
+        A write deadline that passes closes the client as a slow consumer; a close
+        cancels ``scope``. Runs in the server-wide nursery: nothing may escape."""
+        await trio.lowlevel.cancel_shielded_checkpoint()  # never raises: ``done`` is set
+        try:
+            with scope:
                 await self._drain()
-            except TransportBroken:
-                self.close_soon(CloseCode.NORMAL, "connection lost")
-                return
-        if scope.cancelled_caught:
-            self.close_soon(CloseCode.SLOW_CONSUMER, "slow consumer: write timeout")
-            return
-        self._writer_busy = False
+            if scope.cancelled_caught:  # the deadline, or a close (then a no-op)
+                self.close_soon(CloseCode.SLOW_CONSUMER, "slow consumer: write timeout")
+            else:
+                self._writer_busy = False
+        except TransportBroken:
+            self.close_soon(CloseCode.NORMAL, "connection lost")
+        except Exception:
+            log.exception("writer of %s failed", self.remote)
+            self.close_soon(CloseCode.INTERNAL_ERROR, "internal error")
+        finally:
+            self._writer_scope = None
+            self._writer_done = None
+            done.set()
 
     async def _drain(self) -> None:
         """Write the pending tail and the outbox, waiting for the socket as needed.
@@ -282,14 +303,16 @@ class Connection:
         """Frames were shed for this client since it was last told: a JSON client is
         told how many (protobuf clients have no command for it), at most once per
         ``_SHED_NOTICE_EVERY``. Checked once per write, never per frame."""
-        if self._shed_waiting or self._codec is not Codec.JSON or self._nursery is None:
+        if self._shed_waiting or self._codec is not Codec.JSON or self._tasks is None:
             return
         self._shed_waiting = True
-        self._nursery.start_soon(self._tell_shed)
+        self._tasks.start_soon(self._tell_shed)
 
     async def _tell_shed(self) -> None:
         # Waits out the interval, then tells the count as it is by then: a viewer who
         # keeps losing frames gets one small notice a second, not one per frame.
+        # At most ``_SHED_NOTICE_EVERY`` seconds, even after a close (then the notice
+        # is not queued): no scope of its own to cancel.
         await trio.sleep_until(self._shed_next)
         self._shed_waiting = False
         self._shed_next = trio.current_time() + _SHED_NOTICE_EVERY
@@ -449,8 +472,10 @@ class Connection:
             if code == CloseCode.SLOW_CONSUMER:
                 self._ctx.counters.closed_slow += 1
                 log.info("closing %s: %s", self.remote, reason)
-            if self._nursery is not None:
-                self._nursery.cancel_scope.cancel()
+            if self._read_scope is not None:
+                self._read_scope.cancel()
+            if self._writer_scope is not None:
+                self._writer_scope.cancel()
 
     def stop_reading(self) -> None:
         """First step of a graceful shutdown: take no more commands, keep writing."""
@@ -466,28 +491,29 @@ class Connection:
         self.send(pb.GenericCommand(cmd=pb.goaway))
         self.close_soon(CloseCode.GOING_AWAY, "server shutting down")
 
-    async def serve(self) -> None:
-        """Run until the client leaves or the connection is closed; then clean up."""
+    async def serve(self, tasks: trio.Nursery) -> None:
+        """Run until the client leaves or the connection is closed; then clean up.
+        ``tasks`` (server-wide) runs the writer when the socket is full."""
+        self._tasks = tasks
         try:
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
+            with trio.CancelScope() as scope:
+                self._read_scope = scope
                 if self._close is not None:
-                    nursery.cancel_scope.cancel()
+                    scope.cancel()
+                await self._reader(scope)
+            if not self._shutting_down and scope.cancelled_caught:
+                if self._sessions:
+                    self.close_soon(CloseCode.READ_TIMEOUT, "idle timeout")
+                else:
+                    self.close_soon(CloseCode.LOGIN_TIMEOUT, "no login")
+            if self._shutting_down and self._close is None:
+                # Reading stopped for shutdown: stay open for the acks of what was
+                # read, until goaway() closes us (close_soon cancels this scope).
                 with trio.CancelScope() as self._read_scope:
-                    await self._reader(self._read_scope)
-                if not self._shutting_down and self._read_scope.cancelled_caught:
-                    if self._sessions:
-                        self.close_soon(CloseCode.READ_TIMEOUT, "idle timeout")
-                    else:
-                        self.close_soon(CloseCode.LOGIN_TIMEOUT, "no login")
-                if self._shutting_down and self._close is None:
-                    # Reading stopped for shutdown: stay open for the acks of what was
-                    # read, until goaway() closes us.
                     await trio.sleep_forever()
-                nursery.cancel_scope.cancel()
-        except* (ConnectionClosed, TransportBroken):
+        except (ConnectionClosed, TransportBroken):
             pass  # the client went away
-        except* Exception:
+        except Exception:
             log.exception("connection %s failed", self.remote)
             self.close_soon(CloseCode.INTERNAL_ERROR, "internal error")
         finally:
@@ -497,7 +523,14 @@ class Connection:
     async def _finish(self) -> None:
         """Sessions still open here ended without a logout: their wills are sent."""
         await trio.lowlevel.checkpoint()
-        self._nursery = None
+        self._tasks = None  # no new writer task from here on
+        if self._writer_done is not None:
+            # A writer is under way: it stops at its next checkpoint, with
+            # ``_pending`` exact, so the close frame can follow what it wrote.
+            if self._writer_scope is not None:
+                self._writer_scope.cancel()
+            await self._writer_done.wait()
+        self._writer_busy = True  # the flusher must not write while this drains
         live = session_service.disconnected(self._ctx, list(self._sessions.values()))
         self._sessions.clear()
         if not self._shutting_down:

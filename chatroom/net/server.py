@@ -90,6 +90,9 @@ class Server:
             config.hook_ca_file,
         )
         self._ctx: Context | None = None
+        # Runs the connections' writer and shed notice tasks (only while a socket is
+        # full or a notice is due): the nursery of ``_serve``, set while it runs.
+        self._tasks: trio.Nursery | None = None
         # A node of a cluster when ``config.redis`` names one (docs/cluster.md).
         self.cluster: RedisLink | None = cluster_hub(config.redis, config.redis_queue)
         self._flusher = Flusher(
@@ -234,6 +237,7 @@ class Server:
     ) -> None:
         config = self.config
         async with trio.open_nursery() as nursery:
+            self._tasks = nursery
             nursery.start_soon(self._flusher.run)
             if self.cluster is not None:
                 await nursery.start(self.cluster.run)
@@ -339,13 +343,16 @@ class Server:
                 log.info("statistics %s", now)
                 last = now
 
-    async def _handle(self, transport: Transport, chosen: Subprotocol, remote: str) -> None:
-        """One connection, after its handshake. Every exception ends here."""
-        await trio.lowlevel.checkpoint()
+    async def _handle(  # noqa: ASYNC910
+        self, transport: Transport, chosen: Subprotocol, remote: str
+    ) -> None:
+        """One connection, after its handshake. Every exception ends here. Not a
+        checkpoint of its own: one reschedule less per login; ``serve`` reads."""
+        assert self._tasks is not None, "connections are served inside _serve"
         conn = Connection(transport, chosen, self.context, self._flusher, remote)
         self.connections.add(conn)
         try:
-            await conn.serve()
+            await conn.serve(self._tasks)
         except Exception:
             log.exception("connection handler failed")
         finally:

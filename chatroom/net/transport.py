@@ -1,17 +1,20 @@
 """The WebSocket layer: handshake, inbound frames, and raw outbound writes.
 
-Built on the sans-I/O core of the ``websockets`` package (``ServerProtocol``) driven by
-Trio streams. The first versions used trio-websocket, as the design card proposed; the
-benchmark showed its per-connection cost (a reader task, a handler task, an internal
-nursery, a message channel, wsproto and h11 state) at about twice the memory per idle
-connection of the Python ``websockets`` peer, and wsproto parses frames about five
-times slower (ecosystem.md section 6). design.md section 3 kept the layer behind this
-one module so that it could be swapped; nothing else imports ``websockets``.
+The opening handshake is parsed and answered by the sans-I/O core of the
+``websockets`` package (``ServerProtocol``); after it, frames are read by chatroom's
+own ``FrameReader`` (protocol/framing.py), so that an open connection keeps no
+protocol object and no parser generator (~1.4 KB each). The first versions used
+trio-websocket, as the design card proposed; the benchmark showed its per-connection
+cost (a reader task, a handler task, an internal nursery, a message channel, wsproto
+and h11 state) at about twice the memory per idle connection of the Python
+``websockets`` peer, and wsproto parses frames about five times slower (ecosystem.md
+section 6). design.md section 3 kept the layer behind this one module so that it could
+be swapped; nothing else imports ``websockets``.
 
 Inbound: ``Transport.receive`` returns whole messages (text as ``str``, binary as
 ``bytes``), reassembling fragments; ``on_frames`` tells of every read that brought
 frames, pings and pongs included; pongs and the reply to a client's close go out
-through the connection's own outbound queue (``control_sink``), so they never cut into
+through the connection's own outbound queue (``sink``), so they never cut into
 a frame. Outbound data frames are pre-encoded by the caller (``ws_frame``) and written
 with ``write_nowait`` (one non-blocking ``send``) or ``write`` (waiting).
 """
@@ -31,17 +34,27 @@ from http import HTTPStatus
 import trio
 from websockets.exceptions import (
     HeaderLineTooLong,
-    InvalidState,
     RequestLineTooLong,
     TooManyHeaders,
 )
-from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
-from websockets.protocol import State
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol as WsSubprotocol
 
 from chatroom.protocol.codec import Subprotocol, shown
+from chatroom.protocol.framing import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_CONT,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    FrameError,
+    FrameReader,
+    close_frame,
+    close_payload,
+    control_frame,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +72,7 @@ _RECEIVE_BYTES = 65536
 # Bytes of a request head buffered before the protocol object is made. Browsers send
 # well under 2 KiB; a longer head goes on to the parser, which enforces its limits.
 _HEAD_BUFFER = 16384
+_Frame = tuple[int, bool, bytes]  # opcode, fin, unmasked payload
 _NO_PARTS: tuple[()] = ()  # shared by every connection not inside a fragmented message
 _CLIENT_HEADER = 6  # bytes before a short client frame's payload (with its mask key)
 _CLOSE_WAIT = 2.0  # seconds to wait for the client's half of the closing handshake
@@ -86,30 +100,35 @@ class Transport:
     """Inbound messages and outbound pre-encoded frames of one WebSocket."""
 
     __slots__ = (
+        "_close",
         "_eof",
         "_events",
         "_fd",
         "_frame_size",
         "_kind",
+        "_open",
         "_parts",
-        "_protocol",
+        "_reader",
         "_stream",
         "_writing",
         "on_frames",
         "sink",
     )
 
-    def __init__(self, stream: trio.SocketStream, protocol: ServerProtocol):
+    def __init__(self, stream: trio.SocketStream, reader: FrameReader):
         self._stream = stream
         # Cached: only this class closes the socket, and it sets -1 first, so a
         # closed (and possibly reused) descriptor number is never written to.
         self._fd = stream.socket.fileno()
-        self._protocol = protocol
+        # Frames only: the handshake's parser (websockets') is gone by now.
+        self._reader = reader
+        self._open = True  # no close frame sent or received yet
+        self._close: tuple[int, str] | None = None  # the close received, else sent
         # True while ``write`` waits: ``write_nowait`` must not cut into its bytes. A
         # flag, not a lock (~340 bytes per connection): ``write`` runs once, to close.
         self._writing = False
-        self._events: list[object] = []  # received, not yet handled; oldest last
-        self._kind: Opcode | None = None  # type of the message being reassembled
+        self._events: list[_Frame] = []  # data frames not yet handled; oldest last
+        self._kind = OP_TEXT  # type of the message being reassembled
         self._parts: list[bytes] | tuple[()] = _NO_PARTS  # of a fragmented message
         self._eof = False
         self._frame_size = 64  # bytes per inbound frame, as last seen (for backlog)
@@ -125,51 +144,77 @@ class Transport:
 
     async def receive(self) -> str | bytes:
         """The next message. Raises ``ConnectionClosed`` at the end."""
-        protocol = self._protocol
         while True:
             while self._events:
                 message = self._handle(self._events.pop())
                 if message is not None:
                     return message
-            if self._eof or protocol.state is not State.OPEN:
+            if self._eof or not self._open:
                 raise ConnectionClosed(*self._close_info())
             # The socket is read here rather than through SocketStream.receive_some:
             # while a connection waits, that call chain keeps four more coroutine
             # frames and a context manager alive (~1.3 KB per idle connection).
             # Nothing read stays in a local of this coroutine while it waits.
             await trio.lowlevel.checkpoint_if_cancelled()
-            try:
-                self._feed(os.read(self._fd, _RECEIVE_BYTES) if self._fd >= 0 else b"")
-            except BlockingIOError:
+            data = _read(self._fd)
+            if data is None:
+                # Waited for outside any ``except`` block: a handled exception stays
+                # alive while its handler awaits (~520 bytes per idle connection).
                 try:
                     await trio.lowlevel.wait_readable(self._fd)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     self._eof = True  # closed by us meanwhile
                 continue
-            except OSError:
-                self._feed(b"")  # reset: the same as the end of the stream
-            else:
+            self._feed(data)
+            if data:
                 await trio.lowlevel.cancel_shielded_checkpoint()
 
     def _feed(self, data: bytes) -> None:
-        """Parse what was read (``b""``: the end) into events, oldest last."""
-        protocol = self._protocol
-        if data:
-            protocol.receive_data(data)
-        else:
-            protocol.receive_eof()
+        """Parse what was read (``b""``: the end) into data frames, oldest last;
+        answer pings and a close at once, as the protocol requires."""
+        if not data:
             self._eof = True
-        events = protocol.events_received()
-        if events:
+            return
+        if not self._open:
+            return  # after a close, nothing more is read but its reply (``aclose``)
+        frames, error = self._reader.feed(data)
+        if frames:
+            events: list[_Frame] = []
+            payload = 0
+            for frame in frames:
+                opcode = frame[0]
+                payload += len(frame[2])
+                if opcode == OP_PING:
+                    self._emit(control_frame(OP_PONG, frame[2]))
+                elif opcode == OP_CLOSE:
+                    try:
+                        self._close = close_payload(frame[2])
+                    except FrameError as exc:
+                        error = exc
+                        break
+                    self._open = False
+                    self._eof = True  # the client sends nothing after its close
+                    self._emit(close_frame(*self._close))  # the echo
+                    break  # nothing after a close counts
+                elif opcode != OP_PONG:
+                    events.append(frame)
             # From the frames themselves: a read that ends inside a frame would
             # make bytes over frames (of this read) too small or too large.
-            payload = sum(len(e.data) for e in events if isinstance(e, Frame))
-            self._frame_size = payload // len(events) + _CLIENT_HEADER
+            self._frame_size = payload // len(frames) + _CLIENT_HEADER
             events.reverse()
             self._events = events + self._events
             if self.on_frames is not None:
                 self.on_frames()
-        self._emit_protocol_output()
+        if error is not None:
+            self._fail(error.code, error.reason)
+
+    def _fail(self, code: int, reason: str) -> None:
+        """Close for a protocol violation: the close frame goes out, nothing more is
+        read; ``receive`` raises once the messages before the violation are out."""
+        if self._open:
+            self._open = False
+            self._close = (code, reason)
+            self._emit(close_frame(code, reason))
 
     @property
     def backlog(self) -> int:
@@ -189,47 +234,36 @@ class Transport:
         return int.from_bytes(raw, sys.byteorder, signed=True)
 
     def _close_info(self) -> tuple[int, str]:
-        close = self._protocol.close_rcvd or self._protocol.close_sent
-        if close is None:
-            return 1006, "connection lost"
-        return close.code, close.reason
+        return (1006, "connection lost") if self._close is None else self._close
 
-    def _handle(self, event: object) -> str | bytes | None:
-        if not isinstance(event, Frame):
-            return None
-        opcode = event.opcode
-        if opcode is Opcode.CLOSE:
-            self._events.clear()
-            raise ConnectionClosed(*self._close_info())
-        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
-            if event.fin:  # unfragmented, nearly always: no reassembly list
-                data = bytes(event.data)
-                return data if opcode is Opcode.BINARY else self._text(data)
+    def _handle(self, frame: _Frame) -> str | bytes | None:
+        """The message a data frame completes, if any (the reader checked the order
+        of fragments)."""
+        opcode, fin, data = frame
+        if opcode != OP_CONT:
+            if fin:  # unfragmented, nearly always: no reassembly list
+                return data if opcode == OP_BINARY else self._text(data)
             self._kind = opcode
             self._parts = []
-        elif opcode is not Opcode.CONT:
-            return None  # ping (the protocol queued the pong) or pong
         if not isinstance(self._parts, list):
-            return None  # a continuation of nothing (websockets fails the connection)
-        self._parts.append(bytes(event.data))
-        if not event.fin:
+            return None  # never: the reader refuses a continuation of nothing
+        self._parts.append(data)
+        if not fin:
             return None
         data = b"".join(self._parts)
         self._parts = _NO_PARTS
-        return data if self._kind is Opcode.BINARY else self._text(data)
+        return data if self._kind == OP_BINARY else self._text(data)
 
     def _text(self, data: bytes) -> str:
         try:
             return data.decode()
         except UnicodeDecodeError:
-            self._protocol.fail(1007, "invalid UTF-8 in a text frame")
-            self._emit_protocol_output()
+            self._events.clear()
+            self._fail(1007, "invalid UTF-8 in a text frame")
             raise ConnectionClosed(1007, "invalid UTF-8") from None
 
-    def _emit_protocol_output(self) -> None:
-        data = b"".join(self._protocol.data_to_send())
-        if not data:
-            return
+    def _emit(self, data: bytes) -> None:
+        """A control frame of ours: through the owner's queue once there is one."""
         if self.sink is not None:
             self.sink(data)
         else:
@@ -274,37 +308,35 @@ class Transport:
         """Send a close frame (unless closing already), half-close, wait briefly for
         the client to finish, then close the socket. The caller bounds it."""
         try:
-            if self._protocol.state is State.OPEN:
-                self._protocol.send_close(code, reason.encode()[:120].decode(errors="ignore"))
-            data = b"".join(self._protocol.data_to_send())
-            if data:
-                await self.write(data)
+            if self._open:
+                self._open = False
+                self._close = (code, reason)
+                await self.write(close_frame(code, reason))
             # Wait for the client's close frame before closing the socket: closing with
             # unread input would reset the connection and could lose what we sent.
-            protocol = self._protocol
             with trio.move_on_after(_CLOSE_WAIT):
-                while protocol.close_rcvd is None:
-                    data = await self._stream.receive_some(_RECEIVE_BYTES)
-                    if not data:
-                        break
-                    protocol.receive_data(data)
-                    protocol.events_received()
-                    protocol.data_to_send()
+                while not self._eof and not await self._closing_read():
+                    pass
         except (TransportBroken, trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-        except InvalidState:
             pass
         finally:
             self._eof = True
             self._fd = -1
-            _release(self._protocol)
             await self._stream.aclose()
+
+    async def _closing_read(self) -> bool:
+        """Read once while closing: whether the client's close frame came."""
+        data = await self._stream.receive_some(_RECEIVE_BYTES)
+        if not data:
+            self._eof = True
+            return False
+        frames, error = self._reader.feed(data)
+        return error is not None or any(frame[0] == OP_CLOSE for frame in frames)
 
     async def abort(self) -> None:
         """Close the socket without a closing handshake (the client sees 1006)."""
         self._fd = -1
         self._eof = True
-        _release(self._protocol)
         await self._stream.aclose()
 
     @property
@@ -490,28 +522,29 @@ async def _handshake(
     protocol = ServerProtocol(
         select_subprotocol=select, max_size=max_message_bytes, logger=_PROTOCOL_LOG
     )
-    outcome: _Outcome = None
     try:
-        early: list[object] = []
-        request = _parse(protocol, head, early)
+        head_end = _HeadEnd()
+        request = _parse(protocol, head_end, head)
         del head
         if request is None and protocol.handshake_exc is None and not ended:
-            request = await _read_request(stream, protocol, early)  # a head over the cap
+            request = await _read_request(stream, protocol, head_end)  # over the cap
         if request is None:
-            outcome = _unparsed(protocol, remote, refusals)
-            return outcome
-        outcome = _respond(protocol, request, chosen, choose, remote, refusals)
-        if isinstance(outcome, bytes) and chosen[0] is not None:
-            await stream.send_all(outcome)
-            _forget_handshake(protocol)
-            transport = Transport(stream, protocol)
-            early.reverse()
-            transport._events = early
-            outcome = (transport, chosen[0])
-        return outcome
+            return _unparsed(protocol, remote, refusals)
+        response = _respond(protocol, request, chosen, choose, remote, refusals)
+        if chosen[0] is None:
+            return response
+        # Nearly always the kernel takes the 101 at once: no reschedule for it.
+        sent = _write_some(stream.socket.fileno(), response)
+        if sent < len(response):
+            await stream.send_all(response[sent:])
+        # From here on frames only, parsed by our reader: websockets' protocol object
+        # (~1 KB with its parser) is not kept for the connection's life.
+        transport = Transport(stream, FrameReader(max_message_bytes))
+        if head_end.rest:
+            transport._feed(head_end.rest)  # frames the client sent right after
+        return transport, chosen[0]
     finally:
-        if not isinstance(outcome, tuple):
-            _release(protocol)  # refused, left or timed out
+        _release(protocol)
 
 
 async def _read_head(fd: int) -> tuple[bytes, bool]:
@@ -521,19 +554,40 @@ async def _read_head(fd: int) -> tuple[bytes, bool]:
     connection waiting here keeps three coroutine frames, not the nine of
     ``SocketStream.receive_some``."""
     head = b""
-    ended = False
+    ended = waited = False
     while not ended and not _head_over(head):
-        try:
-            data = os.read(fd, _RECEIVE_BYTES)
-        except BlockingIOError:
+        data = _read(fd)
+        if data is None:
             await trio.lowlevel.wait_readable(fd)
+            waited = True
             continue
-        except OSError:
-            data = b""  # reset: the same as the end of the stream
         ended = not data
         head += data
-    await trio.lowlevel.checkpoint()
-    return head, ended
+    if not waited:  # a wait is a checkpoint: one reschedule less per connection
+        await trio.lowlevel.checkpoint()
+    return head, ended  # noqa: ASYNC910 (it waited, or checkpointed just above)
+
+
+def _read(fd: int) -> bytes | None:
+    """What the socket holds (``b""``: the end, a reset, or a closed socket; None:
+    nothing yet)."""
+    if fd < 0:
+        return b""
+    try:
+        return os.read(fd, _RECEIVE_BYTES)
+    except BlockingIOError:
+        return None
+    except OSError:
+        return b""  # reset: the same as the end of the stream
+
+
+def _write_some(fd: int, data: bytes) -> int:
+    """The bytes of ``data`` the socket takes now (0: none, or it is broken: the
+    waiting write that follows finds out)."""
+    try:
+        return os.write(fd, data)
+    except OSError:
+        return 0
 
 
 def _head_over(head: bytes) -> bool:
@@ -541,22 +595,45 @@ def _head_over(head: bytes) -> bool:
     return b"\n\r\n" in head or b"\n\n" in head or len(head) > _HEAD_BUFFER
 
 
-def _parse(protocol: ServerProtocol, data: bytes, early: list[object]) -> Request | None:
-    """Feed ``data`` to the protocol; the request, once parsed (frames that followed
-    it in ``data`` go to ``early``). None: more is needed, or the request is invalid
-    (see ``handshake_exc``)."""
-    protocol.receive_data(data)
+class _HeadEnd:
+    """Finds where a request head ends (CRLF CRLF) in the bytes read so far, so that
+    the HTTP parser gets the head only and the frames after it go to the transport."""
+
+    __slots__ = ("found", "rest", "tail")
+
+    def __init__(self) -> None:
+        self.tail = b""  # the last bytes given to the parser (a blank line may span)
+        self.rest = b""  # what came after the head
+        self.found = False
+
+    def head_part(self, data: bytes) -> bytes:
+        """The part of ``data`` that belongs to the head; the rest goes to ``rest``."""
+        if self.found:
+            self.rest += data
+            return b""
+        at = (self.tail + data).find(b"\r\n\r\n")
+        if at < 0:
+            self.tail = (self.tail + data)[-3:]
+            return data
+        self.found = True
+        cut = at + 4 - len(self.tail)
+        self.rest = data[cut:]
+        return data[:cut]
+
+
+def _parse(protocol: ServerProtocol, head_end: _HeadEnd, data: bytes) -> Request | None:
+    """Feed the head's part of ``data`` to the protocol; the request, once parsed.
+    None: more is needed, or the request is invalid (see ``handshake_exc``)."""
+    protocol.receive_data(head_end.head_part(data))
     request: Request | None = None
     for event in protocol.events_received():
         if isinstance(event, Request):
             request = event
-        elif request is not None:
-            early.append(event)
     return request
 
 
 async def _read_request(
-    stream: trio.SocketStream, protocol: ServerProtocol, early: list[object]
+    stream: trio.SocketStream, protocol: ServerProtocol, head_end: _HeadEnd
 ) -> Request | None:
     """The rest of a request head longer than ``_HEAD_BUFFER`` (None: the client left,
     or sent something else than an HTTP request: see ``handshake_exc``)."""
@@ -564,7 +641,7 @@ async def _read_request(
         data = await stream.receive_some(_RECEIVE_BYTES)
         if not data:
             return None
-        request = _parse(protocol, data, early)
+        request = _parse(protocol, head_end, data)
         if request is not None or protocol.handshake_exc is not None:
             return request
 
@@ -640,17 +717,3 @@ def _spent_parser() -> Generator[None, None, None]:
     """A parser that ignores everything: after ``_release`` nothing is parsed."""
     while True:
         yield
-
-
-def _forget_handshake(protocol: ServerProtocol) -> None:
-    """Let the request's headers go (about 2.6 KB per connection): the parser
-    generator keeps the request in a local for the connection's life. A fresh parser
-    in the OPEN state reads frames only; it is safe to swap while no frame is half
-    read, i.e. while the reader's buffer is empty (relies on websockets 17.4, pinned)."""
-    if not protocol.reader.buffer and protocol.state is State.OPEN:
-        protocol.parser = protocol.parse()
-        next(protocol.parser)
-    # The subprotocol callback (a closure, bound to the protocol) is done with too, and
-    # so is the protocol's ``id`` (a UUID, ~110 bytes, only for websockets' own logs).
-    protocol.__dict__.pop("select_subprotocol", None)
-    protocol.__dict__.pop("id", None)

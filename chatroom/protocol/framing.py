@@ -22,3 +22,145 @@ def frame_header(length: int, binary: bool) -> bytes:
 def ws_frame(payload: bytes, binary: bool) -> bytes:
     """One unmasked server-to-client frame around ``payload``."""
     return frame_header(len(payload), binary) + payload
+
+
+# -- client-to-server frames ------------------------------------------------------------
+
+OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+_CONTROL = frozenset({OP_CLOSE, OP_PING, OP_PONG})
+_DATA = frozenset({OP_CONT, OP_TEXT, OP_BINARY})
+# Close codes a peer may send (RFC 6455 section 7.4, and IANA's 1012-1014).
+_PEER_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, *range(1007, 1015)})
+NO_STATUS = 1005  # a close frame without a code (never sent on the wire)
+
+
+class FrameError(Exception):
+    """The client broke the protocol: close with ``code`` (1002, 1007 or 1009)."""
+
+    def __init__(self, code: int, reason: str):
+        super().__init__(f"{code} {reason}")
+        self.code = code
+        self.reason = reason
+
+
+def unmask(data: bytes | bytearray, key: bytes | bytearray) -> bytes:
+    """``data`` XOR the repeated 4-byte ``key``, as one big-integer operation."""
+    n = len(data)
+    if n == 0:
+        return b""
+    stream = key * (n // 4 + 1)
+    word = int.from_bytes(data, "little") ^ int.from_bytes(stream[:n], "little")
+    return word.to_bytes(n, "little")
+
+
+def close_payload(payload: bytes) -> tuple[int, str]:
+    """The code and reason of a received close frame (FrameError if malformed)."""
+    if not payload:
+        return NO_STATUS, ""
+    if len(payload) == 1:
+        raise FrameError(1002, "close frame too short")
+    code = int.from_bytes(payload[:2], "big")
+    if code not in _PEER_CLOSE_CODES and not 3000 <= code < 5000:
+        raise FrameError(1002, f"invalid close code {code}")
+    try:
+        return code, payload[2:].decode()
+    except UnicodeDecodeError:
+        raise FrameError(1007, "invalid UTF-8 in a close reason") from None
+
+
+def control_frame(opcode: int, payload: bytes) -> bytes:
+    """An unmasked server control frame (payload at most 125 bytes)."""
+    return bytes((0x80 | opcode, len(payload))) + payload
+
+
+def close_frame(code: int, reason: str) -> bytes:
+    """A server close frame; the reason is cut to fit (123 bytes, whole characters)."""
+    if code == NO_STATUS:
+        return control_frame(OP_CLOSE, b"")
+    text = reason.encode()[:123].decode(errors="ignore").encode()
+    return control_frame(OP_CLOSE, code.to_bytes(2, "big") + text)
+
+
+class FrameReader:
+    """Parses masked client frames from the bytes a socket delivers, checking what
+    RFC 6455 requires of them: no reserved bits (no extension is negotiated), masked,
+    control frames short and unfragmented, continuations only inside a fragmented
+    message, no message over ``max_size`` bytes. Holds no bytes between frames."""
+
+    __slots__ = ("_buffer", "_in_message", "_max_size", "_message_size")
+
+    def __init__(self, max_size: int):
+        self._max_size = max_size
+        # An incomplete frame's bytes: a bytearray grown in place, so that a frame
+        # that comes a few bytes at a time is not copied whole at every read.
+        self._buffer: bytearray | bytes = b""
+        self._in_message = False  # inside a fragmented message
+        self._message_size = 0  # its bytes so far
+
+    def feed(self, data: bytes) -> tuple[list[tuple[int, bool, bytes]], FrameError | None]:
+        """The whole frames (opcode, fin, unmasked payload) now complete, and the
+        protocol error that ended parsing, if any (nothing is parsed after it)."""
+        buffer: bytearray | bytes = data
+        if self._buffer:
+            self._buffer += data
+            buffer = self._buffer
+        frames: list[tuple[int, bool, bytes]] = []
+        at = 0
+        end = len(buffer)
+        try:
+            while end - at >= 2:
+                first, second = buffer[at], buffer[at + 1]
+                length = second & 0x7F
+                start = at + 2
+                if length == 126:
+                    start += 2
+                    if end < start:
+                        break
+                    length = int.from_bytes(buffer[at + 2 : start], "big")
+                elif length == 127:
+                    start += 8
+                    if end < start:
+                        break
+                    length = int.from_bytes(buffer[at + 2 : start], "big")
+                opcode, fin = first & 0x0F, bool(first & 0x80)
+                self._check(first, second, opcode, fin, length)
+                if end < start + 4 + length:
+                    break
+                key = buffer[start : start + 4]
+                frames.append((opcode, fin, unmask(buffer[start + 4 : start + 4 + length], key)))
+                at = start + 4 + length
+                if opcode not in _CONTROL:  # only whole frames move the message state
+                    size = length + (self._message_size if opcode == OP_CONT else 0)
+                    self._in_message = not fin
+                    self._message_size = 0 if fin else size
+        except FrameError as exc:
+            self._buffer = b""
+            return frames, exc
+        if at >= end:
+            self._buffer = b""
+        elif buffer is data:
+            self._buffer = bytearray(memoryview(data)[at:])
+        elif at and isinstance(self._buffer, bytearray):
+            del self._buffer[:at]
+        return frames, None
+
+    def _check(self, first: int, second: int, opcode: int, fin: bool, length: int) -> None:
+        """Refuse a frame from its header alone (before its payload is in)."""
+        if first & 0x70:
+            raise FrameError(1002, "reserved bits must be 0")
+        if not second & 0x80:
+            raise FrameError(1002, "incorrect masking")
+        if opcode in _CONTROL:
+            if not fin:
+                raise FrameError(1002, "fragmented control frame")
+            if length > 125:
+                raise FrameError(1002, "control frame too long")
+            return
+        if opcode not in _DATA:
+            raise FrameError(1002, f"invalid opcode {opcode:#x}")
+        if (opcode == OP_CONT) != self._in_message:
+            what = "unexpected continuation" if opcode == OP_CONT else "expected continuation"
+            raise FrameError(1002, f"{what} frame")
+        size = length + (self._message_size if opcode == OP_CONT else 0)
+        if size > self._max_size:
+            raise FrameError(1009, f"message over {self._max_size} bytes")

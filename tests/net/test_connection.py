@@ -30,6 +30,7 @@ from helpers import (
 )
 from trio_websocket import ConnectionClosed
 
+from chatroom.net.connection import Connection
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.service import dispatch
 from chatroom.service.context import Context, Link
@@ -351,6 +352,66 @@ async def test_slow_consumer_sees_close_code_4120_when_it_reads_again() -> None:
         got = [p["msg"] for p in slow.pushes if p["cmd"] == "direct"]
         assert got == sent[: len(got)]  # a prefix, in order, no gap
         assert reason.code == 4120
+
+
+async def fill_socket(alice: Client, cid: str, conn: Connection) -> list[str]:
+    """Send big messages until ``conn``'s socket is full (its writer task waits) and
+    its outbox holds more."""
+    sent: list[str] = []
+    while conn._writer_done is None or not conn.outbox:
+        batch = [f"{len(sent) + i:05d}" + "x" * 30_000 for i in range(10)]
+        await alice.say_many(cid, batch)
+        sent += batch
+    return sent
+
+
+def connection_of(running: Running, peer_id: str) -> Connection:
+    return next(c for c in running.server.connections if c.session_for(peer_id))
+
+
+@fail_after(30)
+async def test_a_viewer_that_does_not_read_for_write_timeout_is_closed_with_4120() -> None:
+    overrides = {"write_timeout": 0.5, "handshake_timeout": 10, "outbox_max_bytes": 64 << 20}
+    async with (
+        running_server(overrides) as running,
+        running.user("alice") as alice,
+        running.user("slow") as slow,
+    ):
+        cid = await alice.start(["slow"])
+        await slow.take_pushes()
+        sent = await fill_socket(alice, cid, connection_of(running, "slow"))
+        while running.server.context.counters.closed_slow == 0:  # noqa: ASYNC110 (no event)
+            await trio.sleep(0.05)
+        reason = await slow.closed()  # the frame in flight is finished, then the close
+        got = [p["msg"] for p in slow.pushes if p["cmd"] == "direct"]
+        assert got == sent[: len(got)]
+        assert reason.code == 4120
+        await alice.say(cid, "alice is still served")
+
+
+@fail_after(30)
+async def test_a_close_while_the_writer_waits_comes_after_whole_frames() -> None:
+    # The viewer stops reading until its socket is full and the server's writer task
+    # waits for it; then the server closes it (the last step of a shutdown). The
+    # writer is cancelled, and the close frame goes out only once it has ended: the
+    # viewer, reading again, gets a prefix of the messages, in order and whole, the
+    # goaway, then close code 1001.
+    async with (
+        running_server({"handshake_timeout": 10, "outbox_max_bytes": 64 << 20}) as running,
+        running.user("alice") as alice,
+        running.user("slow") as slow,
+    ):
+        cid = await alice.start(["slow"])
+        await slow.take_pushes()
+        conn = connection_of(running, "slow")
+        sent = await fill_socket(alice, cid, conn)
+        conn.goaway()
+        reason = await slow.closed()
+        got = [p["msg"] for p in slow.pushes if p["cmd"] == "direct"]
+        assert got == sent[: len(got)]
+        assert slow.pushes[-1]["cmd"] == "goaway"
+        assert reason.code == 1001
+        assert running.server.context.counters.closed_slow == 0
 
 
 NO_INTAKE_SHEDDING = {

@@ -5,9 +5,9 @@ real localhost sockets with trio-websocket as the client. Port 0, every test und
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
-import os
 import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 import pytest
 import trio
 import trio.testing
-from helpers import fail_after
+from helpers import fail_after, masked_frame
 from trio_websocket import (
     ConnectionClosed,
     ConnectionRejected,
@@ -292,11 +292,7 @@ async def test_oversized_message_closes_with_1009() -> None:
         assert info.value.code == 1009
 
 
-def _masked(opcode: int, payload: bytes, fin: bool = True) -> bytes:
-    key = os.urandom(4)
-    masked = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-    assert len(payload) < 126
-    return bytes(((0x80 if fin else 0) | opcode, 0x80 | len(payload))) + key + masked
+_masked = masked_frame
 
 
 @fail_after()
@@ -316,13 +312,15 @@ async def test_fragments_are_reassembled_and_invalid_utf8_closes_with_1007() -> 
 # -- refused and abandoned handshakes ---------------------------------------------------
 
 
+async def _close_at_once(transport: Transport, chosen: Subprotocol, remote: str) -> None:
+    await transport.aclose(1000, "bye")
+
+
 @asynccontextmanager
-async def listening(handshake_timeout: float = 5) -> AsyncIterator[int]:
+async def listening(
+    handshake_timeout: float = 5, handler: transport_module.Handler = _close_at_once
+) -> AsyncIterator[int]:
     """A WebSocket listener on localhost (its port) whose handler closes at once."""
-
-    async def handler(transport: Transport, chosen: Subprotocol, remote: str) -> None:
-        await transport.aclose(1000, "bye")
-
     async with trio.open_nursery() as nursery:
         yield await nursery.start(
             lambda task_status: transport_module.serve_websocket(
@@ -483,3 +481,69 @@ async def test_a_long_request_head_is_still_parsed() -> None:
     async with listening() as port:
         reply = await exchange(port, _UPGRADE_HEAD + padding + b"\r\n")
     assert reply.startswith(b"HTTP/1.1 101 "), reply[:100]
+
+
+def _recorder(got: list[str | bytes]) -> transport_module.Handler:
+    """A handler that keeps every message received in ``got``, then closes."""
+
+    async def handler(transport: Transport, chosen: Subprotocol, remote: str) -> None:
+        with contextlib.suppress(transport_module.ConnectionClosed):
+            while True:
+                got.append(await transport.receive())
+        await transport.aclose(1000, "bye")
+
+    return handler
+
+
+_PADDED_HEAD = _UPGRADE_HEAD + b"".join(b"X-Pad-%d: %s\r\n" % (i, b"p" * 6000) for i in range(4))
+
+
+@pytest.mark.parametrize("head", [_UPGRADE_HEAD, _PADDED_HEAD], ids=["short", "over-16KiB"])
+@fail_after()
+async def test_frames_sent_with_the_handshake_are_read(head: bytes) -> None:
+    got: list[str | bytes] = []
+    async with listening(handler=_recorder(got)) as port:
+        request = head + b"\r\n" + _masked(0x1, b"hi") + _masked(0x8, b"\x0f\xa0")
+        received = await exchange(port, request)
+    assert received.startswith(b"HTTP/1.1 101 ")
+    assert got == ["hi"]
+    assert received.endswith(b"\x88\x02\x0f\xa0")  # the client's close (4000), echoed
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        (b"\x81\x02hi", 1002),  # not masked
+        (_masked(0x0, b"x"), 1002),  # a continuation of nothing
+        (_masked(0x8, b"\x03"), 1002),  # a close frame too short for its code
+        (_masked(0x1, b"x" * 2000), 1009),  # over max_message_bytes (1024)
+    ],
+    ids=["unmasked", "stray-continuation", "short-close", "too-big"],
+)
+@fail_after()
+async def test_a_protocol_violation_is_answered_with_its_close_code(
+    frame: bytes, code: int
+) -> None:
+    got: list[str | bytes] = []
+    async with listening(handler=_recorder(got)) as port:
+        received = await exchange(port, _UPGRADE_HEAD + b"\r\n" + frame)
+    assert got == []
+    close = received[received.index(b"\r\n\r\n") + 4 :]
+    assert close[0] == 0x88
+    assert int.from_bytes(close[2:4], "big") == code
+    assert len(close) == 2 + close[1]  # that close frame and nothing else
+
+
+def test_the_head_end_is_found_wherever_the_reads_split_it() -> None:
+    wire = b"GET / HTTP/1.1\r\nHost: x\r\n\r\nFRAMES"
+    blank = wire.index(b"\r\n\r\n")
+    for cut in range(blank - 2, blank + 6):
+        head_end = transport_module._HeadEnd()
+        parts = head_end.head_part(wire[:cut]) + head_end.head_part(wire[cut:])
+        assert parts == wire[: blank + 4]
+        assert head_end.rest == b"FRAMES"
+    head_end = transport_module._HeadEnd()  # one byte a read
+    assert (
+        b"".join(head_end.head_part(wire[k : k + 1]) for k in range(len(wire))) == wire[: blank + 4]
+    )
+    assert head_end.rest == b"FRAMES"

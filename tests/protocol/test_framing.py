@@ -1,0 +1,144 @@
+"""Client frames parsed by ``FrameReader`` (chatroom/protocol/framing.py): what RFC
+6455 requires of them, checked frame by frame, whatever way the bytes are split."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import masked_frame as masked
+
+from chatroom.protocol.framing import (
+    NO_STATUS,
+    OP_BINARY,
+    OP_CLOSE,
+    OP_CONT,
+    OP_PING,
+    OP_TEXT,
+    FrameError,
+    FrameReader,
+    close_frame,
+    close_payload,
+    unmask,
+)
+
+
+def test_unmask_is_its_own_inverse_for_every_length() -> None:
+    key = b"\x01\x80\xff\x7f"
+    for n in range(0, 12):
+        data = bytes(range(n))
+        assert unmask(unmask(data, key), key) == data
+        assert unmask(data, key) == bytes(b ^ key[i % 4] for i, b in enumerate(data))
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 200_000])
+def test_frames_of_every_length_encoding_split_anywhere_come_out_whole(size: int) -> None:
+    payload = bytes(i % 251 for i in range(size))
+    wire = masked(OP_BINARY, payload) + masked(OP_TEXT, b"after")
+    cuts = sorted({1, 2, 3, 5, 9, 14, len(wire) // 2, len(wire) - 1} - {0})
+    reader = FrameReader(max_size=1 << 20)
+    got = []
+    at = 0
+    for cut in [*cuts, len(wire)]:
+        frames, error = reader.feed(wire[at:cut])
+        assert error is None
+        got += frames
+        at = cut
+    assert got == [(OP_BINARY, True, payload), (OP_TEXT, True, b"after")]
+    assert reader._buffer == b""  # nothing held between frames
+
+
+def test_frames_that_come_a_byte_at_a_time_come_out_whole() -> None:
+    payload = bytes(i % 251 for i in range(1000))
+    wire = masked(OP_BINARY, payload) + masked(OP_PING, b"p") + masked(OP_TEXT, b"t")
+    reader = FrameReader(max_size=1 << 20)
+    got = []
+    for k in range(len(wire)):
+        frames, error = reader.feed(wire[k : k + 1])
+        assert error is None
+        got += frames
+    assert got == [(OP_BINARY, True, payload), (OP_PING, True, b"p"), (OP_TEXT, True, b"t")]
+    assert reader._buffer == b""
+
+
+def test_fragments_and_interleaved_control_frames_keep_their_order() -> None:
+    reader = FrameReader(max_size=100)
+    wire = (
+        masked(OP_TEXT, b"he", fin=False)
+        + masked(OP_PING, b"p")
+        + masked(OP_CONT, b"l", fin=False)
+        + masked(OP_CONT, b"lo")
+    )
+    frames, error = reader.feed(wire)
+    assert error is None
+    assert frames == [
+        (OP_TEXT, False, b"he"),
+        (OP_PING, True, b"p"),
+        (OP_CONT, False, b"l"),
+        (OP_CONT, True, b"lo"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("wire", "code"),
+    [
+        (masked(OP_TEXT, b"x")[:1] + bytes((1,)) + b"x", 1002),  # not masked
+        (masked(OP_TEXT, b"x", first_extra=0x40), 1002),  # a reserved bit (no extension)
+        (masked(0x3, b"x"), 1002),  # a reserved opcode
+        (masked(OP_PING, b"x", fin=False), 1002),  # a fragmented control frame
+        (masked(OP_PING, b"x" * 126), 1002),  # a control frame over 125 bytes
+        (masked(OP_CONT, b"x"), 1002),  # a continuation of nothing
+        (masked(OP_TEXT, b"a", fin=False) + masked(OP_TEXT, b"b"), 1002),  # no continuation
+        (masked(OP_BINARY, b"x" * 101), 1009),  # one frame over max_size
+        (masked(OP_TEXT, b"x" * 60, fin=False) + masked(OP_CONT, b"x" * 41), 1009),  # fragments
+    ],
+    ids=[
+        "unmasked",
+        "rsv",
+        "opcode",
+        "fragmented-ping",
+        "long-ping",
+        "stray-cont",
+        "no-cont",
+        "big",
+        "big-fragments",
+    ],
+)
+def test_protocol_violations_stop_parsing_with_their_close_code(wire: bytes, code: int) -> None:
+    reader = FrameReader(max_size=100)
+    before = masked(OP_TEXT, b"ok")
+    frames, error = reader.feed(before + wire + masked(OP_TEXT, b"never"))
+    assert error is not None
+    assert error.code == code
+    assert frames[0] == (OP_TEXT, True, b"ok")
+    assert (OP_TEXT, True, b"never") not in frames
+
+
+def test_an_oversized_frame_is_refused_from_its_header_alone() -> None:
+    reader = FrameReader(max_size=100)
+    header = masked(OP_BINARY, b"x" * 70_000)[:14]  # 64-bit length and key, no payload
+    frames, error = reader.feed(header)
+    assert frames == []
+    assert error is not None
+    assert error.code == 1009
+
+
+def test_close_payloads() -> None:
+    assert close_payload(b"") == (NO_STATUS, "")
+    assert close_payload(b"\x0f\xa0bye") == (4000, "bye")
+    assert close_payload(b"\x03\xe8") == (1000, "")
+    for bad, code in [
+        (b"\x03", 1002),  # one byte
+        (b"\x03\xed", 1002),  # 1005 is never sent
+        (b"\x03\xee", 1002),  # 1006 neither
+        (b"\x13\x88", 1002),  # 5000
+        (b"\x03\xe8\xff", 1007),  # reason not UTF-8
+    ]:
+        with pytest.raises(FrameError) as info:
+            close_payload(bad)
+        assert info.value.code == code
+
+
+def test_close_frames_fit_the_limit_and_echo_no_status_as_empty() -> None:
+    assert close_frame(NO_STATUS, "") == bytes((0x80 | OP_CLOSE, 0))
+    frame = close_frame(4120, "é" * 100)
+    assert frame[1] <= 125
+    assert close_payload(frame[2:])[0] == 4120  # whole characters only
