@@ -27,6 +27,12 @@ from chatroom.protocol.codec import Prepared
 # Why a single-device login ends the older session (``session/closed`` detail).
 CONFLICT_DETAIL = "logged in on another device with the same tag"
 
+# What a node's caches hold that another node may change (``Hub.changed``): a
+# conversation (key: its cid), its moderation state (cid), a session token (the token;
+# the state is its stored record as a list, or None once revoked); EVERYTHING (no key)
+# when changes may have been missed (Redis was away, a node's presence was lost).
+CONVERSATION, MODERATION, TICKET, EVERYTHING = "c", "m", "t", "*"
+
 
 @dataclass(frozen=True, slots=True)
 class HubStatistics:
@@ -147,5 +153,12 @@ class Hub(Protocol):
 
     def take_will(self, session: Session) -> pb.DirectCommand | None:
         """The will to fire now that ``session`` ended without a logout (then none)."""
+
+    # -- the other nodes' caches ----------------------------------------------------
+
+    def changed(self, kind: str, key: str, state: list[object] | None = None) -> None:
+        """A record of ``kind`` cached by the services changed here and is stored: other
+        nodes forget (or update) their copy before they handle this node's later pushes.
+        Alone, a node has nobody to tell."""
 
     def statistics(self) -> HubStatistics: ...

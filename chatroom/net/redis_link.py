@@ -24,6 +24,7 @@ import orjson
 import trio
 
 from chatroom.hub import redis_wire as wire
+from chatroom.hub.base import EVERYTHING
 from chatroom.hub.redis import RedisHub
 from chatroom.net import resp
 
@@ -148,6 +149,10 @@ class RedisLink:
             hub.rooms_changed = True  # subscribe to every chatroom watched here
             for node in hub.view.nodes():
                 hub.resync_wanted.add(node)  # what changed while we were away
+            # Changes made here or elsewhere while away were not heard: every node
+            # reads its cached records again.
+            hub.missed_changes()
+            hub.changed(EVERYTHING, "")
             self.ready.set()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._read, subscriber)
