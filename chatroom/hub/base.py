@@ -29,9 +29,11 @@ CONFLICT_DETAIL = "logged in on another device with the same tag"
 
 # What a node's caches hold that another node may change (``Hub.changed``): a
 # conversation (key: its cid), its moderation state (cid), a session token (the token;
-# the state is its stored record as a list, or None once revoked); EVERYTHING (no key)
-# when changes may have been missed (Redis was away, a node's presence was lost).
-CONVERSATION, MODERATION, TICKET, EVERYTHING = "c", "m", "t", "*"
+# the state is its stored record as a list, or None once revoked), a message waiting
+# for its delivery receipt (cid; the state is [mid, timestamp, sender], or [mid] once
+# delivered); EVERYTHING (no key) when changes may have been missed (Redis was away,
+# a node's presence was lost).
+CONVERSATION, MODERATION, TICKET, RECEIPT, EVERYTHING = "c", "m", "t", "r", "*"
 
 
 @dataclass(frozen=True, slots=True)

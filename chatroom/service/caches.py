@@ -20,7 +20,7 @@ from chatroom.core.presence import Session
 from chatroom.core.receipt_book import OnChange, ReceiptBook, Waiting
 from chatroom.core.recent import Dedupe, RoomBuffers
 from chatroom.core.roles import ModerationBook
-from chatroom.hub.base import CONVERSATION, EVERYTHING, MODERATION, TICKET, Hub
+from chatroom.hub.base import CONVERSATION, EVERYTHING, MODERATION, RECEIPT, TICKET, Hub
 from chatroom.protocol.codec import Codec, Prepared
 from chatroom.service.ports import Journal
 from chatroom.store.base import Store
@@ -235,7 +235,7 @@ class Caches:
         self.dedupe = Dedupe(config.dedupe_cache)
         self.rooms = RoomBuffers(config.chatroom_buffer)
         self.tickets = Tickets(journal, hub)
-        self.receipts = ReceiptBook(config.receipt_memory, _follow_receipts(config, journal))
+        self.receipts = ReceiptBook(config.receipt_memory, _follow_receipts(config, journal, hub))
         self.conv_events = _event_log(config, journal, now_ms)
         self.moderation = ModerationBook(config.moderation_cache)  # roles, mutes, blocks
         self.hook_order = HookOrder()  # messages waiting on _messageReceived
@@ -249,18 +249,29 @@ class Caches:
             self.moderation.drop(key)
         elif kind == TICKET:
             self.tickets.elsewhere(key, state)
+        elif kind == RECEIPT and state:
+            if len(state) == 3:
+                mid, timestamp, sender = state
+                self.receipts.restore([(key, Waiting(str(mid), int(str(timestamp)), str(sender)))])
+            else:
+                self.receipts.forget(key, str(state[0]))
         elif kind == EVERYTHING:
             self.conversations.drop(None)
             self.moderation.drop(None)
             self.tickets.forget_idle()
 
 
-def _follow_receipts(config: Config, journal: Journal) -> OnChange:
+def _follow_receipts(config: Config, journal: Journal, hub: Hub) -> OnChange:
+    """The store and the other nodes of a cluster follow the receipts waiting here."""
+
     def changed(cid: str, mid: str, waiting: Waiting | None) -> None:
         record = None
         if waiting is not None:
             until = waiting.timestamp + config.receipt_ttl * 1000
             record = PendingReceipt(cid, mid, waiting.timestamp, waiting.sender, until)
+            hub.changed(RECEIPT, cid, [mid, waiting.timestamp, waiting.sender])
+        else:
+            hub.changed(RECEIPT, cid, [mid])
         journal.receipt(cid, mid, record)
 
     return changed

@@ -102,3 +102,18 @@ async def test_a_token_logged_out_on_one_node_is_refused_on_the_other(
         async with b.client() as phone:
             reply = await phone.request({**resume, "st": token})
             assert (reply["cmd"], reply.get("code")) == ("error", 4112), reply
+
+
+@fail_after(20)
+async def test_a_receipt_asked_for_on_one_node_comes_from_the_ack_on_the_other(
+    redis: RedisServer,
+) -> None:
+    async with two_nodes(redis.url) as (a, b), a.user("tom") as tom, b.user("jerry") as jerry:
+        await until_online(tom, ["jerry"])
+        cid = await tom.start(["jerry"])
+        await jerry.next_push("conv", "joined")
+        ack = await tom.say(cid, "did you get it?", r=True)
+        await jerry.next_push("direct")
+        await jerry.send({"cmd": "ack", "cid": cid, "fromts": ack["t"], "tots": ack["t"]})
+        rcp = await tom.next_push("rcp")
+        assert (rcp["id"], rcp["cid"], rcp["from"]) == (ack["uid"], cid, "jerry")
