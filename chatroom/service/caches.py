@@ -123,9 +123,11 @@ class Tickets:
     """Session tokens and what each resumes, followed by the store through the journal.
 
     Bounded by the logins within one token lifetime: ``expire`` drops a few expired
-    tickets at every login. A token revoked or taken over is told to the other nodes of
-    a cluster (``Hub.changed``); they apply it (``elsewhere``) and remember the last
-    ``GONE`` revoked, which the store may still hold until the journal wrote them.
+    tickets at every login. Every change of a ticket is told to the other nodes of a
+    cluster (``Hub.changed``), which apply it (``elsewhere``): a client resumes on any
+    node, and its token authorises REST calls there, without waiting for the journal.
+    They remember the last ``GONE`` revoked, which the store may still hold until the
+    journal wrote them.
     """
 
     GONE = 10_000
@@ -168,22 +170,25 @@ class Tickets:
         ticket = self._items.get(token)
         record = None if ticket is None else ticket.record(token)
         self._journal.session(token, record)
-        if record is None or record.taken_over:
-            self._hub.changed(TICKET, token, None if record is None else list(astuple(record)))
+        self._hub.changed(TICKET, token, None if record is None else list(astuple(record)))
 
     def elsewhere(self, token: str, state: list[object] | None) -> None:
-        """Another node revoked ``token`` (``state`` None) or ended its session by a
-        login elsewhere (``state``: the stored record)."""
+        """Another node issued, changed (``state``: the stored record) or revoked
+        (``state`` None) ``token``."""
         ticket = self._items.get(token)
         if state is None:
             self._items.pop(token, None)
             self._gone[token] = None
             while len(self._gone) > self.GONE:
                 self._gone.popitem(last=False)
-        elif ticket is not None:
-            ticket.taken_over = True
-        else:
-            self._items[token] = SessionTicket.of_record(SessionRecord(*state))  # type: ignore[arg-type]
+            return
+        record = SessionRecord(*state)  # type: ignore[arg-type]
+        if ticket is not None and ticket.session is not None:  # its session is here
+            ticket.taken_over = ticket.taken_over or record.taken_over
+            return
+        fresh = SessionTicket.of_record(record)
+        fresh.will = ticket.will if ticket is not None else None
+        self._items[token] = fresh
 
     def revoked_elsewhere(self, token: str) -> bool:
         return token in self._gone
