@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import uuid
+from collections import deque
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
@@ -34,6 +35,8 @@ HEARTBEAT = 1.0  # seconds between heartbeats
 SILENCE = 5.0  # a node not heard from for this long has left the counts
 SNAPSHOT_TTL = 10  # seconds a dead node's snapshot stays in Redis
 DEADLINE = 5.0  # seconds any one call to Redis may take
+SETTLE_DEADLINE = 1.0  # seconds a presence question waits for Redis at most
+SETTLE_WAITERS = 10_000  # questions waiting for one; more are answered at once
 BACKOFF = (0.1, 5.0)  # first and longest pause between reconnection attempts
 
 
@@ -70,6 +73,9 @@ class RedisLink:
         self._asked: set[str] = set()  # chatrooms subscribed to, not yet confirmed
         self._drained = trio.Event()  # set (and replaced) after each drain
         self._draining = False  # a drain has started and not finished
+        # ``settle``: waiters whose PING is not sent yet, and per PING sent its waiters
+        self._unsent: list[trio.Event] = []
+        self._pinged: deque[list[trio.Event]] = deque()
         hub.wake = self._poke
 
     def statistics(self) -> dict[str, object]:
@@ -101,6 +107,26 @@ class RedisLink:
     def _poke(self) -> None:
         self._wake.set()
 
+    async def settle(self) -> None:
+        """``chatroom.service.ports.Cluster``: a PING on the subscribing connection
+        comes back after every message published before it reached Redis."""
+        if not self.hub.connected or len(self._unsent) >= SETTLE_WAITERS:
+            await trio.lowlevel.checkpoint()
+            return
+        heard = trio.Event()
+        self._unsent.append(heard)
+        self._poke()
+        with trio.move_on_after(SETTLE_DEADLINE):
+            await heard.wait()
+
+    def _settled(self) -> None:
+        """Every waiter goes on (the connection is gone)."""
+        for batch in [self._unsent, *self._pinged]:
+            for waiter in batch:
+                waiter.set()
+        self._unsent = []
+        self._pinged.clear()
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         pause = BACKOFF[0]
@@ -117,6 +143,7 @@ class RedisLink:
             hub.subscribed.clear()
             self._asked.clear()
             self._draining = False
+            self._settled()
             lost = hub.outgoing.drop_all()
             self.stats.dropped_on_disconnect += lost
             if lost:
@@ -164,7 +191,13 @@ class RedisLink:
         room = hub.channel("room", "-")[:-1]  # the prefix of every room channel
         while True:
             reply = await subscriber.read()
-            if not isinstance(reply, list) or len(reply) < 3:
+            if not isinstance(reply, list) or len(reply) < 2:
+                continue
+            if reply and reply[0] == b"pong" and self._pinged:
+                for waiter in self._pinged.popleft():
+                    waiter.set()
+                continue
+            if len(reply) < 3:
                 continue
             kind, channel, data = reply[0], reply[1], reply[2]
             if kind == b"message" and isinstance(data, bytes):
@@ -186,6 +219,11 @@ class RedisLink:
             self._wake = trio.Event()
             self._draining = True
             await self._follow_rooms(subscriber)
+            if self._unsent:
+                self._pinged.append(self._unsent)
+                self._unsent = []
+                with trio.fail_after(DEADLINE):
+                    await subscriber.send(("PING",))
             beat = trio.current_time() >= last_beat + HEARTBEAT
             seq, events = hub.view.take_events()
             entries = hub.outgoing.take()

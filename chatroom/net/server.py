@@ -40,7 +40,7 @@ from chatroom.net.transport import Rejected, Transport, Wrapper, serve_websocket
 from chatroom.protocol.codec import Subprotocol, negotiate
 from chatroom.service import lasting, session
 from chatroom.service.context import Context
-from chatroom.service.ports import Ports
+from chatroom.service.ports import Alone, Ports
 from chatroom.store.base import Store
 from chatroom.store.factory import open_store
 
@@ -195,7 +195,8 @@ class Server:
         await self.store.open()
         try:
             committer = self.committer
-            ports = Ports(committer, self.journal, self.pusher, self.hooks)
+            cluster = Alone() if self.cluster is None else self.cluster
+            ports = Ports(committer, self.journal, self.pusher, self.hooks, cluster)
             newest = await self.store.max_message_timestamp()
             hub = self.cluster.hub if self.cluster is not None else None
             # Nodes of a cluster issue message ids in the same milliseconds: each

@@ -218,11 +218,13 @@ def close_session(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.Generi
     return reply
 
 
-def query_online(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCommand:
+async def query_online(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCommand:
     require_session(link, cmd)
     asked = list(cmd.sessionMessage.sessionPeerIds)
     if len(asked) > 20:
         raise ChatError(ErrorCode.INVALID_COMMAND, "at most 20 client ids per query")
+    # In a cluster: after the logins and logouts on other nodes the asker knows of.
+    await ctx.ports.cluster.settle()
     reply = pb.GenericCommand(cmd=pb.session, op=pb.query_result)
     reply.sessionMessage.onlineSessionPeerIds.extend(ctx.hub.online_of(dict.fromkeys(asked)))
     return reply
