@@ -117,4 +117,3 @@ async def test_a_receipt_asked_for_on_one_node_comes_from_the_ack_on_the_other(
         await jerry.send({"cmd": "ack", "cid": cid, "fromts": ack["t"], "tots": ack["t"]})
         rcp = await tom.next_push("rcp")
         assert (rcp["id"], rcp["cid"], rcp["from"]) == (ack["uid"], cid, "jerry")
-
