@@ -107,6 +107,8 @@ class RedisLink:
     def _poke(self) -> None:
         self._wake.set()
 
+    several = True  # ``chatroom.service.ports.Cluster``
+
     async def settle(self) -> None:
         """``chatroom.service.ports.Cluster``: a PING on the subscribing connection
         comes back after every message published before it reached Redis."""

@@ -108,6 +108,11 @@ class Cluster(Protocol):
     """The other nodes of a cluster (chatroom/net/redis_link.py), as far as a command
     must wait for them."""
 
+    @property
+    def several(self) -> bool:
+        """Whether other nodes may serve this app (and keep what they record in the
+        store, not in this node's memory)."""
+
     async def settle(self) -> None:
         """Until what other nodes published before now has been heard here (a round
         trip to Redis, bounded by a deadline): a presence question is answered after
@@ -116,6 +121,8 @@ class Cluster(Protocol):
 
 class Alone:
     """No other node: nothing to wait for."""
+
+    several = False
 
     async def settle(self) -> None:
         await trio.lowlevel.checkpoint()
