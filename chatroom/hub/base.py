@@ -31,9 +31,10 @@ CONFLICT_DETAIL = "logged in on another device with the same tag"
 # conversation (key: its cid), its moderation state (cid), a session token (the token;
 # the state is its stored record as a list, or None once revoked), a message waiting
 # for its delivery receipt (cid; the state is [mid, timestamp, sender], or [mid] once
-# delivered); EVERYTHING (no key) when changes may have been missed (Redis was away,
-# a node's presence was lost).
-CONVERSATION, MODERATION, TICKET, RECEIPT, EVERYTHING = "c", "m", "t", "r", "*"
+# delivered), a stored message's dedupe token (cid; [sender, token, mid, timestamp]);
+# EVERYTHING (no key) when changes may have been missed (Redis was away, a node's
+# presence was lost).
+CONVERSATION, MODERATION, TICKET, RECEIPT, DEDUPE, EVERYTHING = "c", "m", "t", "r", "d", "*"
 
 
 @dataclass(frozen=True, slots=True)

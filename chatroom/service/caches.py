@@ -18,9 +18,17 @@ from chatroom.core.convlog import ConvEventLog
 from chatroom.core.model import Conversation, ConvEventRecord, PendingReceipt, SessionRecord
 from chatroom.core.presence import Session
 from chatroom.core.receipt_book import OnChange, ReceiptBook, Waiting
-from chatroom.core.recent import Dedupe, RoomBuffers
+from chatroom.core.recent import Dedupe, Pending, RoomBuffers
 from chatroom.core.roles import ModerationBook
-from chatroom.hub.base import CONVERSATION, EVERYTHING, MODERATION, RECEIPT, TICKET, Hub
+from chatroom.hub.base import (
+    CONVERSATION,
+    DEDUPE,
+    EVERYTHING,
+    MODERATION,
+    RECEIPT,
+    TICKET,
+    Hub,
+)
 from chatroom.protocol.codec import Codec, Prepared
 from chatroom.service.ports import Journal
 from chatroom.store.base import Store
@@ -260,6 +268,9 @@ class Caches:
                 self.receipts.restore([(key, Waiting(str(mid), int(str(timestamp)), str(sender)))])
             else:
                 self.receipts.forget(key, str(state[0]))
+        elif kind == DEDUPE and state and len(state) == 4:
+            sender, token, mid, timestamp = map(str, state)
+            self.dedupe.add((sender, key, token), Pending(mid, int(timestamp), waiting=None))
         elif kind == EVERYTHING:
             self.conversations.drop(None)
             self.moderation.drop(None)

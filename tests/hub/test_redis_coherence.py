@@ -117,3 +117,21 @@ async def test_a_receipt_asked_for_on_one_node_comes_from_the_ack_on_the_other(
         await jerry.send({"cmd": "ack", "cid": cid, "fromts": ack["t"], "tots": ack["t"]})
         rcp = await tom.next_push("rcp")
         assert (rcp["id"], rcp["cid"], rcp["from"]) == (ack["uid"], cid, "jerry")
+
+
+@fail_after(20)
+async def test_a_message_resent_on_the_other_node_is_stored_once(redis: RedisServer) -> None:
+    async with (
+        two_nodes(redis.url) as (a, b),
+        a.user("alice") as alice,
+        b.user("alice") as again,  # her other device, or her connection after a failover
+        b.user("bob") as bob,
+    ):
+        await until_online(alice, ["bob"])
+        cid = await alice.start(["bob"])
+        await bob.next_push("conv", "joined")
+        first = await alice.say(cid, "only once", dt="local-1")
+        assert (await bob.next_push("direct"))["msg"] == "only once"
+        resent = await again.say(cid, "only once", dt="local-1")
+        assert (resent["uid"], resent["t"]) == (first["uid"], first["t"])
+        assert [m["data"] for m in await bob.logs(cid)] == ["only once"]
