@@ -99,8 +99,19 @@ class RedisLink:
         if not self.hub.connected:
             return
         self.hub.farewell()
-        with trio.move_on_after(1.0):
-            # The drain under way, if any, may have taken the queue before the goodbye.
+        await self._published(1.0)
+
+    async def published(self) -> None:
+        """``chatroom.service.ports.Cluster``: the next drain has run."""
+        await trio.lowlevel.checkpoint()
+        if self.hub.connected:
+            self._poke()
+            await self._published(SETTLE_DEADLINE)
+
+    async def _published(self, deadline: float) -> None:
+        await trio.lowlevel.checkpoint()
+        with trio.move_on_after(deadline):
+            # The drain under way, if any, may have taken the queue before the record.
             for _ in range(2 if self._draining else 1):
                 await self._drained.wait()
 

@@ -118,6 +118,10 @@ class Cluster(Protocol):
         trip to Redis, bounded by a deadline): a presence question is answered after
         a change the asker already knows of."""
 
+    async def published(self) -> None:
+        """Until what this node queued for the others so far is in Redis (bounded by a
+        deadline): a login is answered once the other nodes can know of it."""
+
 
 class Alone:
     """No other node: nothing to wait for."""
@@ -125,6 +129,9 @@ class Alone:
     several = False
 
     async def settle(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def published(self) -> None:
         await trio.lowlevel.checkpoint()
 
 

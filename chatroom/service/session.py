@@ -105,6 +105,11 @@ async def open_and_sync(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.
     if token:
         await lasting.load_ticket(ctx, token, cmd.peerId)  # known from before a restart?
     reply = open_session(ctx, link, cmd)
+    if ctx.ports.cluster.several:
+        # Answered once the other nodes can know of the session, so that a push another
+        # node makes for this client after the login reaches it. (Alone: no wait, and
+        # nothing can come before ``opened``.)
+        await ctx.ports.cluster.published()
     if cmd.HasField("i"):
         reply.i = cmd.i
     link.send(reply)
