@@ -59,6 +59,7 @@ class FakeHub:
         self.kicks: list[Kick] = []
         self.sessions: list[Session] = []
         self.rooms: dict[str, set[str]] = {}  # cid -> peer ids watching
+        self.changes: list[tuple[str, str, list[object] | None]] = []  # Hub.changed
 
     def attach(self, session: Session) -> None:
         self.sessions.append(session)
@@ -173,6 +174,9 @@ class FakeHub:
     def take_will(self, session: Session) -> pb.DirectCommand | None:
         will, session.will = session.will, None
         return will
+
+    def changed(self, kind: str, key: str, state: list[object] | None = None) -> None:
+        self.changes.append((kind, key, state))
 
     def statistics(self) -> HubStatistics:
         return HubStatistics(len(self.sessions), 0, len(self.rooms), len(self.deliveries))

@@ -23,8 +23,9 @@ _START_TIMEOUT = 10.0  # seconds redis-server gets to open its socket
 
 
 class RedisServer:
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, settings: tuple[str, ...] = ()) -> None:
         self.folder = folder
+        self.settings = settings  # more command-line settings, as "--name", "value"
         self.socket = folder / "redis.sock"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -36,7 +37,7 @@ class RedisServer:
         binary = shutil.which("redis-server")
         assert binary is not None
         args = [binary, "--port", "0", "--unixsocket", str(self.socket), "--save", ""]
-        args += ["--appendonly", "no", "--dir", str(self.folder)]
+        args += ["--appendonly", "no", "--dir", str(self.folder), *self.settings]
         log = (self.folder / "redis.log").open("ab")
         self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + _START_TIMEOUT
@@ -65,11 +66,12 @@ def require_binary() -> None:
         pytest.skip("redis-server is not installed")
 
 
-def redis_server() -> Iterator[RedisServer]:
-    """A started server, stopped at the end (for a fixture)."""
+def redis_server(*settings: str) -> Iterator[RedisServer]:
+    """A started server (with more command-line ``settings``), stopped at the end (for
+    a fixture)."""
     require_binary()
     with tempfile.TemporaryDirectory(prefix="chatroom-redis-") as folder:
-        server = RedisServer(Path(folder))
+        server = RedisServer(Path(folder), settings)
         server.start()
         try:
             yield server

@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -109,8 +110,10 @@ class Server:
         return f"{self.scheme}://{self.ws_host}:{self.ws_port}"
 
     def healthz(self) -> Obs:
-        url = f"http://{self.http_host}:{self.http_port}/healthz"
-        with urllib.request.urlopen(url, timeout=5) as response:
+        secure = self.scheme == "wss"  # both ports speak TLS, or neither
+        url = f"http{'s' if secure else ''}://{self.http_host}:{self.http_port}/healthz"
+        context = ssl.create_default_context(cafile=self.ca_file) if secure else None
+        with urllib.request.urlopen(url, timeout=5, context=context) as response:
             assert response.status == 200
             body: Obs = json.loads(response.read())
         return body
@@ -189,6 +192,41 @@ class Server:
                 self.proc.wait()
                 return -9
         return self.proc.returncode
+
+
+class Cluster(Server):
+    """Two ``chatroom serve`` nodes on one PostgreSQL database and one redis-server.
+    This object is node A (its HTTP port answers the tests, its log comes first);
+    ``peer`` is node B. Scenarios get both WebSocket URLs ($CHATROOM_WS, $CHATROOM_WS2)
+    and spread their clients over them (tests/sdk/lib.js)."""
+
+    def __init__(self, db: str, env: dict[str, str], redis_url: str) -> None:
+        env = {**env, "CHATROOM_REDIS": redis_url}
+        super().__init__(db, env)
+        self.peer = Server(db, env)
+
+    def start(self) -> None:
+        self.peer.ca_file = self.ca_file
+        super().start()
+        self.peer.start()
+        # Until each node has heard the other (a heartbeat a second): presence is shared.
+        deadline = time.monotonic() + START_TIMEOUT
+        while not all(node.healthz()["cluster"]["nodes"] == 1 for node in (self, self.peer)):
+            if time.monotonic() > deadline:
+                pytest.fail(f"the two nodes did not meet:\n{self.log_tail()}")
+            time.sleep(0.05)
+
+    def log_tail(self, lines: int = 60) -> str:
+        return f"{super().log_tail(lines)}\n--- node B\n{self.peer.log_tail(lines)}"
+
+    def _node_env(self) -> dict[str, str]:
+        return {**super()._node_env(), "CHATROOM_WS2": self.peer.ws_url}
+
+    def stop(self) -> int:
+        """Both nodes; the first status that is not 0 (else 0)."""
+        first = super().stop()
+        second = self.peer.stop()
+        return first or second
 
 
 StartServer = Callable[..., Server]

@@ -13,7 +13,11 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from chatroom.protocol.codec import Prepared
+from chatroom.protocol.codec import Codec, Prepared
+
+
+def _bytes(prepared: Prepared) -> bytes:
+    return prepared.payload(Codec.PROTOBUF, None)  # as the store keeps it (cached)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,10 +92,16 @@ class ConvEventLog:
         """Events for ``peer`` newer than ``since`` not delivered to session ``token``:
         ``older`` ones (``(server_ts, event, delivered)`` read from the store, before
         ``complete_since``) first, then those in memory; the newest ``per_client``."""
+        older = list(older)
         found = [(ts, p) for ts, p, delivered in older if token is None or token not in delivered]
+        # In a cluster the store is read up to now: the events it shares with memory
+        # (this node's own, stored already) are given once.
+        stored = {(ts, _bytes(p)) for ts, p, _ in older}
         found += [
             (e.server_ts, e.prepared)
             for e in self._log.get(peer, ())
-            if e.server_ts > since and (token is None or token not in e.delivered)
+            if e.server_ts > since
+            and (token is None or token not in e.delivered)
+            and (not stored or (e.server_ts, _bytes(e.prepared)) not in stored)
         ]
         return [p for _, p in found[-self._per_client :]] if self._per_client > 0 else []

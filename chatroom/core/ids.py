@@ -41,12 +41,14 @@ def _base32(value: int, width: int) -> str:
 class MessageClock:
     """Issues ``(timestamp_ms, message_id)`` pairs in strictly increasing order, all
     after any issued before ``not_before`` (the newest stored timestamp) by an earlier
-    run of the server."""
+    run of the server. Nodes of a cluster issue ids each with its own ``suffix``
+    (appended), so that two nodes' ids of one millisecond never collide."""
 
-    __slots__ = ("_counter", "_last", "_now")
+    __slots__ = ("_counter", "_last", "_now", "_suffix")
 
-    def __init__(self, now: Callable[[], int] = wall_ms, not_before: int = 0):
+    def __init__(self, now: Callable[[], int] = wall_ms, not_before: int = 0, suffix: str = ""):
         self._now = now
+        self._suffix = suffix
         self._last = not_before
         # As if ``not_before`` had used up its ids: ids of that millisecond may be
         # stored already, so the first id is issued in a later one.
@@ -64,7 +66,7 @@ class MessageClock:
                 self._last += 1
                 self._counter = 0
         ts = self._last
-        return ts, _base32((ts << _COUNTER_BITS) | self._counter, 13)
+        return ts, _base32((ts << _COUNTER_BITS) | self._counter, 13) + self._suffix
 
 
 class ObjectIds:
@@ -90,9 +92,11 @@ class Ids:
 
     __slots__ = ("_last_patch", "_messages", "_now", "_objects")
 
-    def __init__(self, now: Callable[[], int] = wall_ms, not_before: int = 0) -> None:
+    def __init__(
+        self, now: Callable[[], int] = wall_ms, not_before: int = 0, suffix: str = ""
+    ) -> None:
         self._now = now
-        self._messages = MessageClock(now, not_before)
+        self._messages = MessageClock(now, not_before, suffix)
         self._objects = ObjectIds(now)
         self._last_patch = 0
 

@@ -92,6 +92,14 @@ class ReceiptBook:
             del self._by_cid[cid]
         return done
 
+    def forget(self, cid: str, mid: str) -> None:
+        """Another node delivered the receipt of ``mid`` (not told again)."""
+        entries = self._by_cid.get(cid)
+        if entries is not None and entries.pop(mid, None) is not None:
+            self._count -= 1
+            if not entries:
+                del self._by_cid[cid]
+
     def timestamp_of(self, cid: str, mid: str) -> int | None:
         """The time of a waiting message (for acks that name a ``mid``)."""
         w = self._by_cid.get(cid, {}).get(mid)

@@ -156,6 +156,7 @@ class ModerationBook:
     def __init__(self, size: int) -> None:
         self._size = max(size, 1)
         self._items: OrderedDict[str, Moderation] = OrderedDict()
+        self.drops = 0  # a load that began before a drop is not kept
 
     def get(self, cid: str) -> Moderation | None:
         state = self._items.get(cid)
@@ -163,8 +164,13 @@ class ModerationBook:
             self._items.move_to_end(cid)
         return state
 
-    def forget(self, cid: str) -> None:
-        self._items.pop(cid, None)
+    def drop(self, cid: str | None) -> None:
+        """Forget ``cid``'s state (every one for None): read from the store next time."""
+        self.drops += 1
+        if cid is None:
+            self._items.clear()
+        else:
+            self._items.pop(cid, None)
 
     def keep(self, cid: str, state: Moderation) -> Moderation:
         """Remember ``state`` unless another one was remembered meanwhile (a concurrent

@@ -27,6 +27,15 @@ from chatroom.protocol.codec import Prepared
 # Why a single-device login ends the older session (``session/closed`` detail).
 CONFLICT_DETAIL = "logged in on another device with the same tag"
 
+# What a node's caches hold that another node may change (``Hub.changed``): a
+# conversation (key: its cid), its moderation state (cid), a session token (the token;
+# the state is its stored record as a list, or None once revoked), a message waiting
+# for its delivery receipt (cid; the state is [mid, timestamp, sender], or [mid] once
+# delivered), a stored message's dedupe token (cid; [sender, token, mid, timestamp]);
+# EVERYTHING (no key) when changes may have been missed (Redis was away, a node's
+# presence was lost).
+CONVERSATION, MODERATION, TICKET, RECEIPT, DEDUPE, EVERYTHING = "c", "m", "t", "r", "d", "*"
+
 
 @dataclass(frozen=True, slots=True)
 class HubStatistics:
@@ -147,5 +156,12 @@ class Hub(Protocol):
 
     def take_will(self, session: Session) -> pb.DirectCommand | None:
         """The will to fire now that ``session`` ended without a logout (then none)."""
+
+    # -- the other nodes' caches ----------------------------------------------------
+
+    def changed(self, kind: str, key: str, state: list[object] | None = None) -> None:
+        """A record of ``kind`` cached by the services changed here and is stored: other
+        nodes forget (or update) their copy before they handle this node's later pushes.
+        Alone, a node has nobody to tell."""
 
     def statistics(self) -> HubStatistics: ...

@@ -171,6 +171,9 @@ class LocalHub:
         will, session.will = session.will, None
         return will
 
+    def changed(self, kind: str, key: str, state: list[object] | None = None) -> None:
+        """Alone: no other node caches anything."""
+
     def statistics(self) -> HubStatistics:
         p = self._presence.statistics()
         return HubStatistics(p.sessions, p.clients, p.rooms, self._deliveries)

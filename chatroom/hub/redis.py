@@ -29,7 +29,7 @@ from chatroom.core.model import Conversation, ConvType
 from chatroom.core.outbox import Priority
 from chatroom.core.presence import Presence, Session
 from chatroom.hub import redis_wire as wire
-from chatroom.hub.base import CONFLICT_DETAIL, HubStatistics
+from chatroom.hub.base import CONFLICT_DETAIL, EVERYTHING, HubStatistics
 from chatroom.hub.redis_queue import Outgoing
 from chatroom.hub.redis_view import ClusterView, RemoteOutlet
 from chatroom.protocol import messages_pb2 as pb
@@ -40,6 +40,10 @@ log = logging.getLogger(__name__)
 
 _RELIABLE = Priority.RELIABLE
 _TRANSIENT = ConvType.TRANSIENT
+
+
+def _ignore(kind: str, key: str, state: list[object] | None) -> None:
+    """Nothing caches what other nodes change (until the server says what does)."""
 
 
 def _node_of(session: Session) -> str:
@@ -66,6 +70,8 @@ class RedisHub:
         self.on_kicked: Callable[[list[str]], None] = lambda tokens: None
         # Device tags of which a client keeps one session (single-device login).
         self.exclusive: Callable[[str], bool] = lambda tag: False
+        # Told what another node changed of the services' caches (``Hub.changed``).
+        self.on_changed: Callable[[str, str, list[object] | None], None] = _ignore
         self._heard_back: set[str] = set()  # local sessions whose login Redis ordered
         self._local = Presence()
         self._mirror: dict[Session, Session] = {}  # local session -> its stand-in
@@ -337,6 +343,21 @@ class RedisHub:
         will, session.will = session.will, None
         return will
 
+    # -- the other nodes' caches ----------------------------------------------------
+    # On the presence channel, through the queue that carries this node's pushes: Redis
+    # hands every node the change before any push this node queued after it.
+
+    def changed(self, kind: str, key: str, state: list[object] | None = None) -> None:
+        if self.connected:
+            record = wire.encode({"k": "i", "n": self.node, "w": kind, "key": key, "v": state})
+            self.outgoing.offer(self.channel("presence"), record, _RELIABLE)
+            self.wake()
+
+    def missed_changes(self) -> None:
+        """Changes of other nodes may have been missed (Redis was away, or a node's
+        presence): every cached record is read again from the store."""
+        self.on_changed(EVERYTHING, "", None)
+
     # -- what arrives from Redis ------------------------------------------------------
 
     def receive(self, data: bytes, now: float) -> None:
@@ -364,6 +385,10 @@ class RedisHub:
             self.on_kicked(tokens)
         elif kind == "w":
             self._void_wills(str(h["peer"]), str(h["keep"]))
+        elif kind == "i":
+            if h["n"] != self.node:
+                state = h["v"]
+                self.on_changed(str(h["w"]), str(h["key"]), list(state) if state else None)
         elif h["n"] == self.node:
             if kind == "d":
                 self._logins_ordered(h["e"])
@@ -380,6 +405,7 @@ class RedisHub:
             )
             if not fresh:
                 self.resync_wanted.add(node)
+                self.missed_changes()
                 self.wake()
             elif kind == "d":
                 self._later_logins(h["e"])

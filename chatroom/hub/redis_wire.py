@@ -12,6 +12,9 @@ Header kinds (``k``):
   (channel ``<prefix>node:<id>``);
 - ``k``: end the sessions ``t`` of client ``peer`` (single-device login);
 - ``w``: client ``peer`` set a will on session ``keep``: the others' wills are void;
+- ``i``: node ``n`` changed a cached record of kind ``w`` (hub/base.py) with key
+  ``key``, its new state ``v`` (or null): the others forget their copy
+  (channel ``<prefix>presence``);
 - ``d``: presence changes ``e`` of node ``n``, numbered up to ``q``;
 - ``h``: node ``n`` is alive, its presence at number ``q`` (channel ``<prefix>presence``);
 - ``b``: node ``n`` shuts down (the same channel).

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import uuid
+from collections import deque
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
@@ -24,6 +25,7 @@ import orjson
 import trio
 
 from chatroom.hub import redis_wire as wire
+from chatroom.hub.base import EVERYTHING
 from chatroom.hub.redis import RedisHub
 from chatroom.net import resp
 
@@ -33,6 +35,8 @@ HEARTBEAT = 1.0  # seconds between heartbeats
 SILENCE = 5.0  # a node not heard from for this long has left the counts
 SNAPSHOT_TTL = 10  # seconds a dead node's snapshot stays in Redis
 DEADLINE = 5.0  # seconds any one call to Redis may take
+SETTLE_DEADLINE = 1.0  # seconds a presence question waits for Redis at most
+SETTLE_WAITERS = 10_000  # questions waiting for one; more are answered at once
 BACKOFF = (0.1, 5.0)  # first and longest pause between reconnection attempts
 
 
@@ -69,6 +73,9 @@ class RedisLink:
         self._asked: set[str] = set()  # chatrooms subscribed to, not yet confirmed
         self._drained = trio.Event()  # set (and replaced) after each drain
         self._draining = False  # a drain has started and not finished
+        # ``settle``: waiters whose PING is not sent yet, and per PING sent its waiters
+        self._unsent: list[trio.Event] = []
+        self._pinged: deque[list[trio.Event]] = deque()
         hub.wake = self._poke
 
     def statistics(self) -> dict[str, object]:
@@ -92,13 +99,46 @@ class RedisLink:
         if not self.hub.connected:
             return
         self.hub.farewell()
-        with trio.move_on_after(1.0):
-            # The drain under way, if any, may have taken the queue before the goodbye.
+        await self._published(1.0)
+
+    async def published(self) -> None:
+        """``chatroom.service.ports.Cluster``: the next drain has run."""
+        await trio.lowlevel.checkpoint()
+        if self.hub.connected:
+            self._poke()
+            await self._published(SETTLE_DEADLINE)
+
+    async def _published(self, deadline: float) -> None:
+        await trio.lowlevel.checkpoint()
+        with trio.move_on_after(deadline):
+            # The drain under way, if any, may have taken the queue before the record.
             for _ in range(2 if self._draining else 1):
                 await self._drained.wait()
 
     def _poke(self) -> None:
         self._wake.set()
+
+    several = True  # ``chatroom.service.ports.Cluster``
+
+    async def settle(self) -> None:
+        """``chatroom.service.ports.Cluster``: a PING on the subscribing connection
+        comes back after every message published before it reached Redis."""
+        if not self.hub.connected or len(self._unsent) >= SETTLE_WAITERS:
+            await trio.lowlevel.checkpoint()
+            return
+        heard = trio.Event()
+        self._unsent.append(heard)
+        self._poke()
+        with trio.move_on_after(SETTLE_DEADLINE):
+            await heard.wait()
+
+    def _settled(self) -> None:
+        """Every waiter goes on (the connection is gone)."""
+        for batch in [self._unsent, *self._pinged]:
+            for waiter in batch:
+                waiter.set()
+        self._unsent = []
+        self._pinged.clear()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -116,6 +156,7 @@ class RedisLink:
             hub.subscribed.clear()
             self._asked.clear()
             self._draining = False
+            self._settled()
             lost = hub.outgoing.drop_all()
             self.stats.dropped_on_disconnect += lost
             if lost:
@@ -148,6 +189,10 @@ class RedisLink:
             hub.rooms_changed = True  # subscribe to every chatroom watched here
             for node in hub.view.nodes():
                 hub.resync_wanted.add(node)  # what changed while we were away
+            # Changes made here or elsewhere while away were not heard: every node
+            # reads its cached records again.
+            hub.missed_changes()
+            hub.changed(EVERYTHING, "")
             self.ready.set()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._read, subscriber)
@@ -159,7 +204,13 @@ class RedisLink:
         room = hub.channel("room", "-")[:-1]  # the prefix of every room channel
         while True:
             reply = await subscriber.read()
-            if not isinstance(reply, list) or len(reply) < 3:
+            if not isinstance(reply, list) or len(reply) < 2:
+                continue
+            if reply and reply[0] == b"pong" and self._pinged:
+                for waiter in self._pinged.popleft():
+                    waiter.set()
+                continue
+            if len(reply) < 3:
                 continue
             kind, channel, data = reply[0], reply[1], reply[2]
             if kind == b"message" and isinstance(data, bytes):
@@ -181,6 +232,11 @@ class RedisLink:
             self._wake = trio.Event()
             self._draining = True
             await self._follow_rooms(subscriber)
+            if self._unsent:
+                self._pinged.append(self._unsent)
+                self._unsent = []
+                with trio.fail_after(DEADLINE):
+                    await subscriber.send(("PING",))
             beat = trio.current_time() >= last_beat + HEARTBEAT
             seq, events = hub.view.take_events()
             entries = hub.outgoing.take()

@@ -42,7 +42,7 @@ from chatroom.net.transport import Rejected, Transport, Wrapper, serve_websocket
 from chatroom.protocol.codec import Subprotocol, negotiate
 from chatroom.service import lasting, session
 from chatroom.service.context import Context
-from chatroom.service.ports import Ports
+from chatroom.service.ports import Alone, Ports
 from chatroom.store.base import Store
 from chatroom.store.factory import open_store
 
@@ -203,15 +203,26 @@ class Server:
         await self.store.open()
         try:
             committer = self.committer
-            ports = Ports(committer, self.journal, self.pusher, self.hooks)
+            cluster = Alone() if self.cluster is None else self.cluster
+            ports = Ports(committer, self.journal, self.pusher, self.hooks, cluster)
             newest = await self.store.max_message_timestamp()
             hub = self.cluster.hub if self.cluster is not None else None
+            # Nodes of a cluster issue message ids in the same milliseconds: each
+            # ends its ids with a part of its node id (hex digits, which sort as ids do).
+            suffix = hub.node[:4] if hub is not None else ""
             self._ctx = Context.build(
-                config, self.store, ports, hub=hub, clock=self.clock, not_before=newest
+                config,
+                self.store,
+                ports,
+                hub=hub,
+                clock=self.clock,
+                not_before=newest,
+                id_suffix=suffix,
             )
             if hub is not None:  # another node's login ended sessions here
                 hub.on_kicked = partial(session.taken_over, self._ctx)
                 hub.exclusive = session.exclusive_tag
+                hub.on_changed = self._ctx.caches.changed_elsewhere
             # Resends of messages stored before a restart are still recognised.
             for message in await self.store.recent_dedupe_tokens(config.dedupe_cache):
                 self._ctx.caches.dedupe.remember(message)

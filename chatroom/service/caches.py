@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 
 import trio
 
@@ -18,8 +18,17 @@ from chatroom.core.convlog import ConvEventLog
 from chatroom.core.model import Conversation, ConvEventRecord, PendingReceipt, SessionRecord
 from chatroom.core.presence import Session
 from chatroom.core.receipt_book import OnChange, ReceiptBook, Waiting
-from chatroom.core.recent import Dedupe, RoomBuffers
+from chatroom.core.recent import Dedupe, Pending, RoomBuffers
 from chatroom.core.roles import ModerationBook
+from chatroom.hub.base import (
+    CONVERSATION,
+    DEDUPE,
+    EVERYTHING,
+    MODERATION,
+    RECEIPT,
+    TICKET,
+    Hub,
+)
 from chatroom.protocol.codec import Codec, Prepared
 from chatroom.service.ports import Journal
 from chatroom.store.base import Store
@@ -29,13 +38,17 @@ class ConversationCache:
     """Conversations loaded from the store, most recently used kept (bounded).
 
     Handlers change a cached record without awaiting between reading and writing it,
-    then save a copy, so concurrent changes to one conversation never get lost.
+    then save a copy, so concurrent changes to one conversation never get lost. Each
+    save is told to the other nodes of a cluster (``Hub.changed``), which ``drop``
+    their copy.
     """
 
-    def __init__(self, store: Store, size: int = 100_000):
+    def __init__(self, store: Store, hub: Hub, size: int = 100_000):
         self._store = store
+        self._hub = hub
         self._size = size
         self._items: OrderedDict[str, Conversation] = OrderedDict()
+        self._drops = 0  # a load that began before a drop is not kept
 
     async def get(self, cid: str) -> Conversation | None:
         conv = self._items.get(cid)
@@ -45,9 +58,10 @@ class ConversationCache:
             if conv is not None:
                 self._items.move_to_end(cid)
             return conv
+        drops = self._drops
         loaded = await self._store.get_conversation(cid)
-        if loaded is None:
-            return None
+        if loaded is None or drops != self._drops:
+            return loaded
         # Another task may have loaded it meanwhile: keep the first copy.
         conv = self._items.setdefault(cid, loaded)
         self._trim()
@@ -61,11 +75,17 @@ class ConversationCache:
     def peek(self, cid: str) -> Conversation | None:
         return self._items.get(cid)
 
-    def forget(self, cid: str) -> None:
-        self._items.pop(cid, None)
-
     async def save(self, conv: Conversation) -> None:
         await self._store.save_conversation(copy.deepcopy(conv))
+        self._hub.changed(CONVERSATION, conv.cid)
+
+    def drop(self, cid: str | None) -> None:
+        """Forget ``cid`` (every conversation for None): read from the store next time."""
+        self._drops += 1
+        if cid is None:
+            self._items.clear()
+        else:
+            self._items.pop(cid, None)
 
     def _trim(self) -> None:
         while len(self._items) > self._size:
@@ -111,14 +131,22 @@ class Tickets:
     """Session tokens and what each resumes, followed by the store through the journal.
 
     Bounded by the logins within one token lifetime: ``expire`` drops a few expired
-    tickets at every login.
+    tickets at every login. Every change of a ticket is told to the other nodes of a
+    cluster (``Hub.changed``), which apply it (``elsewhere``): a client resumes on any
+    node, and its token authorises REST calls there, without waiting for the journal.
+    They remember the last ``GONE`` revoked, which the store may still hold until the
+    journal wrote them.
     """
 
-    __slots__ = ("_items", "_journal")
+    GONE = 10_000
 
-    def __init__(self, journal: Journal) -> None:
+    __slots__ = ("_gone", "_hub", "_items", "_journal")
+
+    def __init__(self, journal: Journal, hub: Hub) -> None:
         self._items: dict[str, SessionTicket] = {}
         self._journal = journal
+        self._hub = hub
+        self._gone: OrderedDict[str, None] = OrderedDict()
 
     def __contains__(self, token: object) -> bool:
         return token in self._items
@@ -148,7 +176,35 @@ class Tickets:
     def journal(self, token: str) -> None:
         """Have the store follow the ticket of ``token`` (gone: revoked)."""
         ticket = self._items.get(token)
-        self._journal.session(token, None if ticket is None else ticket.record(token))
+        record = None if ticket is None else ticket.record(token)
+        self._journal.session(token, record)
+        self._hub.changed(TICKET, token, None if record is None else list(astuple(record)))
+
+    def elsewhere(self, token: str, state: list[object] | None) -> None:
+        """Another node issued, changed (``state``: the stored record) or revoked
+        (``state`` None) ``token``."""
+        ticket = self._items.get(token)
+        if state is None:
+            self._items.pop(token, None)
+            self._gone[token] = None
+            while len(self._gone) > self.GONE:
+                self._gone.popitem(last=False)
+            return
+        record = SessionRecord(*state)  # type: ignore[arg-type]
+        if ticket is not None and ticket.session is not None:  # its session is here
+            ticket.taken_over = ticket.taken_over or record.taken_over
+            return
+        fresh = SessionTicket.of_record(record)
+        fresh.will = ticket.will if ticket is not None else None
+        self._items[token] = fresh
+
+    def revoked_elsewhere(self, token: str) -> bool:
+        return token in self._gone
+
+    def forget_idle(self) -> None:
+        """Forget the tickets of no live session here: read from the store next time."""
+        for token in [t for t, ticket in self._items.items() if ticket.session is None]:
+            del self._items[token]
 
     def expire(self, now_ms: int, at_most: int = 8) -> None:
         """Drop the expired among the ``at_most`` oldest tickets."""
@@ -175,6 +231,7 @@ class Caches:
     """The handlers' memory, each part bounded by its setting in ``Config``."""
 
     __slots__ = (
+        "_hub",
         "conv_events",
         "conversations",
         "dedupe",
@@ -185,29 +242,63 @@ class Caches:
         "tickets",
     )
 
-    def __init__(self, config: Config, store: Store, journal: Journal, now_ms: int) -> None:
-        self.conversations = ConversationCache(store)
+    def __init__(
+        self, config: Config, store: Store, journal: Journal, now_ms: int, hub: Hub
+    ) -> None:
+        self._hub = hub
+        self.conversations = ConversationCache(store, hub)
         self.dedupe = Dedupe(config.dedupe_cache)
         self.rooms = RoomBuffers(config.chatroom_buffer)
-        self.tickets = Tickets(journal)
-        self.receipts = ReceiptBook(config.receipt_memory, _follow_receipts(config, journal))
+        self.tickets = Tickets(journal, hub)
+        self.receipts = ReceiptBook(config.receipt_memory, _follow_receipts(config, journal, hub))
         self.conv_events = _event_log(config, journal, now_ms)
         self.moderation = ModerationBook(config.moderation_cache)  # roles, mutes, blocks
         self.hook_order = HookOrder()  # messages waiting on _messageReceived
 
     def forget_conversation(self, cid: str) -> None:
-        """A deleted conversation: nothing of it is served from memory any more."""
-        self.conversations.forget(cid)
-        self.moderation.forget(cid)
+        """A deleted conversation: nothing of it is served from memory any more, here
+        or (a cluster) on the other nodes."""
+        self.conversations.drop(cid)
+        self.moderation.drop(cid)
         self.rooms.forget(cid)
+        self._hub.changed(CONVERSATION, cid)
+        self._hub.changed(MODERATION, cid)
+
+    def changed_elsewhere(self, kind: str, key: str, state: list[object] | None) -> None:
+        """Another node of the cluster changed a record (``Hub.changed``): the copy
+        here is forgotten, or updated, before that node's later pushes are handled."""
+        if kind == CONVERSATION:
+            self.conversations.drop(key)
+        elif kind == MODERATION:
+            self.moderation.drop(key)
+        elif kind == TICKET:
+            self.tickets.elsewhere(key, state)
+        elif kind == RECEIPT and state:
+            if len(state) == 3:
+                mid, timestamp, sender = state
+                self.receipts.restore([(key, Waiting(str(mid), int(str(timestamp)), str(sender)))])
+            else:
+                self.receipts.forget(key, str(state[0]))
+        elif kind == DEDUPE and state and len(state) == 4:
+            sender, token, mid, timestamp = map(str, state)
+            self.dedupe.add((sender, key, token), Pending(mid, int(timestamp), waiting=None))
+        elif kind == EVERYTHING:
+            self.conversations.drop(None)
+            self.moderation.drop(None)
+            self.tickets.forget_idle()
 
 
-def _follow_receipts(config: Config, journal: Journal) -> OnChange:
+def _follow_receipts(config: Config, journal: Journal, hub: Hub) -> OnChange:
+    """The store and the other nodes of a cluster follow the receipts waiting here."""
+
     def changed(cid: str, mid: str, waiting: Waiting | None) -> None:
         record = None
         if waiting is not None:
             until = waiting.timestamp + config.receipt_ttl * 1000
             record = PendingReceipt(cid, mid, waiting.timestamp, waiting.sender, until)
+            hub.changed(RECEIPT, cid, [mid, waiting.timestamp, waiting.sender])
+        else:
+            hub.changed(RECEIPT, cid, [mid])
         journal.receipt(cid, mid, record)
 
     return changed

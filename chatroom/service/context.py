@@ -102,19 +102,22 @@ class Context:
         hub: Hub | None = None,
         clock: Clock | None = None,
         not_before: int = 0,
+        id_suffix: str = "",
     ) -> Context:
         """A context over ``store`` and ``ports``; message timestamps come after
-        ``not_before`` (the newest stored one)."""
+        ``not_before`` (the newest stored one); message ids end with ``id_suffix`` (a
+        node's own in a cluster)."""
         clock = clock if clock is not None else SystemClock()
         now = clock.wall_ms
+        hub = hub if hub is not None else LocalHub()
         return cls(
             config,
             store,
-            hub if hub is not None else LocalHub(),
+            hub,
             ports,
             clock,
-            Ids(now, not_before),
-            Caches(config, store, ports.journal, now()),
+            Ids(now, not_before, id_suffix),
+            Caches(config, store, ports.journal, now(), hub),
             Policies(config, ports.journal),
             Counters(hooks=ports.hooks.stats),
         )

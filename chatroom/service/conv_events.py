@@ -31,9 +31,12 @@ log = logging.getLogger(__name__)
 
 async def missed(ctx: Context, peer: str, since: int, token: str | None) -> list[Prepared]:
     """The events ``peer`` missed after ``since`` (not delivered to session ``token``):
-    from the store for the time before memory holds them all (a restart), then memory."""
+    from the store for the time before memory holds them all (a restart; in a cluster,
+    always: other nodes recorded some), then memory."""
     events = ctx.caches.conv_events
     until = events.complete_since(peer)
+    if ctx.ports.cluster.several:  # other nodes record this client's events too
+        until = ctx.clock.wall_ms() + 1
     if events.per_client <= 0 or until <= since:
         await trio.lowlevel.checkpoint()
         return events.missed(peer, since, token)

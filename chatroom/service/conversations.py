@@ -377,6 +377,7 @@ async def count(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericC
     conv = await ctx.conversation(cmd.convMessage.cid)
     reply = pb.GenericCommand(cmd=pb.conv, op=pb.result)
     if conv.kind is ConvType.TRANSIENT:
+        await ctx.ports.cluster.settle()  # after joins elsewhere the asker knows of
         reply.convMessage.count = ctx.hub.online_count(conv.cid)
         return reply
     if conv.kind is not ConvType.SYSTEM:

@@ -43,7 +43,8 @@ async def load_ticket(ctx: Context, token: str, peer_id: str) -> None:
     being stored. Runs before the login is checked: another client's token is left in
     the store, and one that cannot be read is unknown (the reply is 4112, after which
     the SDK logs in afresh; it does not after any other error)."""
-    if token in ctx.caches.tickets or ctx.ports.journal.revoked(token):
+    tickets = ctx.caches.tickets
+    if token in tickets or ctx.ports.journal.revoked(token) or tickets.revoked_elsewhere(token):
         await trio.lowlevel.checkpoint()
         return
     try:
@@ -54,8 +55,9 @@ async def load_ticket(ctx: Context, token: str, peer_id: str) -> None:
         return
     if (
         ticket is not None
-        and token not in ctx.caches.tickets
+        and token not in tickets
         and not ctx.ports.journal.revoked(token)
+        and not tickets.revoked_elsewhere(token)
     ):
         ctx.caches.tickets.restore(token, ticket)
 

@@ -38,6 +38,7 @@ from chatroom.core.push_payload import payload_for
 from chatroom.core.ratelimit import shed_at_intake
 from chatroom.core.receipt_book import receipts_apply
 from chatroom.core.recent import Pending
+from chatroom.hub.base import DEDUPE
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Prepared
 from chatroom.protocol.errors import ChatError, ErrorCode
@@ -217,6 +218,8 @@ async def _accept(
             return
         for target, n in [(link, i), *waiting]:
             target.send(_ack_for(n, message.mid, message.timestamp))
+        if key is not None:  # a resend on another node of a cluster is known there
+            ctx.hub.changed(DEDUPE, conv.cid, [key[0], key[2], message.mid, message.timestamp])
         if conv.kind is ConvType.SYSTEM:
             return  # to the operator: stored in the thread, readable over REST
         if conv.last_message_at is None or conv.last_message_at < message.timestamp:

@@ -42,6 +42,7 @@ from chatroom.core.roles import (
     outranks,
     role_of,
 )
+from chatroom.hub.base import MODERATION
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Prepared
 from chatroom.protocol.errors import ChatError, ErrorCode, Reason
@@ -66,8 +67,10 @@ async def state_of(ctx: Context, cid: str) -> Moderation:
     if state is not None:
         await trio.lowlevel.checkpoint()  # every handler is one (flake8-async ASYNC910)
         return state
+    book = ctx.caches.moderation
+    drops = book.drops
     loaded = await ctx.store.moderation_of(cid)
-    return ctx.caches.moderation.keep(cid, loaded)
+    return book.keep(cid, loaded) if drops == book.drops else loaded
 
 
 async def _save(ctx: Context, conv: Conversation, changes: ModerationChanges) -> None:
@@ -75,6 +78,7 @@ async def _save(ctx: Context, conv: Conversation, changes: ModerationChanges) ->
     both as they were)."""
     await ctx.store.save_moderation(conv.cid, changes)
     changes.apply(await state_of(ctx, conv.cid))
+    ctx.hub.changed(MODERATION, conv.cid)
 
 
 # -- reaching clients: the one place that knows how (presence, delivery, event log) --

@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import trio
+
 from chatroom.core.hooks import HookStats
 from chatroom.core.model import (
     JSON,
@@ -102,6 +104,37 @@ class NoHooks:
         raise AssertionError("no hooks, no hook tasks")
 
 
+class Cluster(Protocol):
+    """The other nodes of a cluster (chatroom/net/redis_link.py), as far as a command
+    must wait for them."""
+
+    @property
+    def several(self) -> bool:
+        """Whether other nodes may serve this app (and keep what they record in the
+        store, not in this node's memory)."""
+
+    async def settle(self) -> None:
+        """Until what other nodes published before now has been heard here (a round
+        trip to Redis, bounded by a deadline): a presence question is answered after
+        a change the asker already knows of."""
+
+    async def published(self) -> None:
+        """Until what this node queued for the others so far is in Redis (bounded by a
+        deadline): a login is answered once the other nodes can know of it."""
+
+
+class Alone:
+    """No other node: nothing to wait for."""
+
+    several = False
+
+    async def settle(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def published(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+
 @dataclass(frozen=True, slots=True)
 class Ports:
     """The services' ways out, constructed by the server."""
@@ -110,3 +143,4 @@ class Ports:
     journal: Journal
     pusher: OfflinePush
     hooks: Hooks = field(default_factory=NoHooks)
+    cluster: Cluster = field(default_factory=Alone)

@@ -105,6 +105,11 @@ async def open_and_sync(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.
     if token:
         await lasting.load_ticket(ctx, token, cmd.peerId)  # known from before a restart?
     reply = open_session(ctx, link, cmd)
+    if ctx.ports.cluster.several:
+        # Answered once the other nodes can know of the session, so that a push another
+        # node makes for this client after the login reaches it. (Alone: no wait, and
+        # nothing can come before ``opened``.)
+        await ctx.ports.cluster.published()
     if cmd.HasField("i"):
         reply.i = cmd.i
     link.send(reply)
@@ -218,11 +223,13 @@ def close_session(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.Generi
     return reply
 
 
-def query_online(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCommand:
+async def query_online(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCommand:
     require_session(link, cmd)
     asked = list(cmd.sessionMessage.sessionPeerIds)
     if len(asked) > 20:
         raise ChatError(ErrorCode.INVALID_COMMAND, "at most 20 client ids per query")
+    # In a cluster: after the logins and logouts on other nodes the asker knows of.
+    await ctx.ports.cluster.settle()
     reply = pb.GenericCommand(cmd=pb.session, op=pb.query_result)
     reply.sessionMessage.onlineSessionPeerIds.extend(ctx.hub.online_of(dict.fromkeys(asked)))
     return reply

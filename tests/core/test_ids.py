@@ -53,6 +53,14 @@ def test_ids_are_fixed_width_lowercase_base32() -> None:
         assert re.fullmatch(r"[0-9a-v]{13}", mid), mid
 
 
+def test_two_nodes_in_one_millisecond_issue_different_ids_in_order() -> None:
+    a, b = MessageClock(wall(1000), suffix="0a1f"), MessageClock(wall(1000), suffix="77c0")
+    first, second = issue(a, 3), issue(b, 3)
+    assert {mid for _, mid in first}.isdisjoint(mid for _, mid in second)
+    assert all(mid.endswith("0a1f") and len(mid) == 17 for _, mid in first)
+    assert_strictly_increasing(first)
+
+
 def test_same_millisecond_gives_increasing_ids() -> None:
     clock = MessageClock(now=wall(1000))
     pairs = issue(clock, 100)

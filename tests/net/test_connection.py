@@ -184,11 +184,11 @@ async def test_a_handler_that_fails_answers_4200_and_only_that_request() -> None
     async with running_server() as running:
         cid = await seed(running)
         async with running.user("alice") as client:
-            key = (pb.session, pb.query)
+            key = (pb.session, pb.refresh)
             original = dispatch.SYNC_HANDLERS[key]
             dispatch.SYNC_HANDLERS[key] = broken
             try:
-                reply = await client.request({"cmd": "session", "op": "query"})
+                reply = await client.request({"cmd": "session", "op": "refresh"})
             finally:
                 dispatch.SYNC_HANDLERS[key] = original
             assert is_error(reply, 4200)

@@ -72,6 +72,16 @@ if (!WS_URL) {
   process.exit(3);
 }
 
+// A cluster of two nodes (tests/sdk_harness.py) also gives $CHATROOM_WS2: clients are
+// spread over both, one after the other, as a load balancer would.
+const WS_URLS = [WS_URL, process.env.CHATROOM_WS2].filter(Boolean);
+let spread = 0;
+function nextUrl() {
+  const url = WS_URLS[spread % WS_URLS.length];
+  spread += 1;
+  return url;
+}
+
 const sleep = ms => new Promise(resolve => setTimeout(resolve, ms));
 
 class TimeoutError extends Error {}
@@ -93,8 +103,10 @@ const realtimes = [];
 if (SDK === 'v3') {
   // 3.x has no RTMServers option: it asks LeanCloud's router for the endpoint. Answer
   // as the router would, with this server.
-  Realtime._fetchEndpointsInfo = () =>
-    Promise.resolve({ server: WS_URL, secondary: WS_URL, ttl: 3600 });
+  Realtime._fetchEndpointsInfo = () => {
+    const url = nextUrl();
+    return Promise.resolve({ server: url, secondary: url, ttl: 3600 });
+  };
 }
 
 /**
@@ -111,7 +123,7 @@ function newRealtime(options = {}) {
   const realtime = new Realtime({
     appId,
     appKey: 'test-key',
-    RTMServers: WS_URL,
+    RTMServers: SDK === 'v3' ? WS_URL : nextUrl(),
     ...(server ? { server } : {}),
     noBinary: params.noBinary !== undefined ? params.noBinary : true,
     pushOfflineMessages: Boolean(params.pushOfflineMessages),
@@ -355,7 +367,7 @@ function plain(value, key) {
  * ({cmd: 'session', op: 'open', sessionMessage: {...}}); JSON commands as flat objects.
  */
 class RawClient {
-  constructor(protocol = 'lc.proto2base64.3', { url = WS_URL } = {}) {
+  constructor(protocol = 'lc.proto2base64.3', { url = nextUrl() } = {}) {
     this.protocol = protocol;
     this.url = url;
     this.inbox = []; // every decoded inbound command, in order

@@ -24,9 +24,7 @@ def tls_server(start_server: StartServer, folder: Path) -> Server:
     cert.write_bytes(b"".join(blob.bytes() for blob in issued.cert_chain_pems))
     key.write_bytes(issued.private_key_pem.bytes())
     ca.cert_pem.write_to_path(str(ca_file))
-    server = start_server(tls_cert=str(cert), tls_key=str(key))
-    server.ca_file = ca_file
-    return server
+    return start_server(tls_cert=str(cert), tls_key=str(key), ca_file=ca_file)
 
 
 @pytest.mark.parametrize("params", ENCODINGS)

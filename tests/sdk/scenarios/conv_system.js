@@ -18,6 +18,8 @@ main(async () => {
   const [jerrys] = await jerry.getServiceConversationQuery().find();
   await jerrys.subscribe();
   const arrived = waitFor(tom, Event.MESSAGE);
+  // Jerry gets the news too; on a cluster maybe after tom (another node): wait for it.
+  const jerryArrived = waitFor(jerry, Event.MESSAGE);
   const response = await fetch(`${http}/admin/system-conversations/${cid}/messages`, {
     method: 'POST',
     headers: master,
@@ -25,6 +27,7 @@ main(async () => {
   });
   const posted = await response.json();
   const [message] = await arrived;
+  await jerryArrived;
   const seenByJerry = [];
   jerry.on(Event.MESSAGE, m => seenByJerry.push(m.text));
   const send = await outcome(service.send(new TextMessage('reply')));

@@ -1,0 +1,67 @@
+"""Two nodes of a cluster in one test process (tests/hub/test_redis_*.py): each its own
+Server, RedisHub, ports and sessions, both on one MemoryStore (as a shared database
+would be) and one real redis-server; and what their tests ask of them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import trio
+from helpers import Client, Running, running_server
+
+from chatroom.net.redis_link import RedisLink
+from chatroom.store.memory import MemoryStore
+
+
+@asynccontextmanager
+async def two_nodes(url: str) -> AsyncIterator[tuple[Running, Running]]:
+    store = MemoryStore()
+    async with (
+        running_server({"redis": url}, store) as a,
+        running_server({"redis": url}, store) as b,
+    ):
+        for node in (a, b):
+            with trio.fail_after(5):
+                await link(node).ready.wait()
+        # Each node has heard the other (a heartbeat a second): presence is shared.
+        await eventually(lambda: len(link(a).hub.view.nodes()) == 1)
+        await eventually(lambda: len(link(b).hub.view.nodes()) == 1)
+        yield a, b
+
+
+def link(node: Running) -> RedisLink:
+    cluster = node.server.cluster
+    assert cluster is not None
+    return cluster
+
+
+async def eventually(check: Callable[[], bool]) -> None:
+    """Until ``check()`` holds (the test's fail_after bounds the wait)."""
+    while not check():  # noqa: ASYNC110 - presence spreads without an event to wait on
+        await trio.sleep(0.01)
+
+
+async def online(client: Client, peers: list[str]) -> list[str]:
+    reply = await client.request({"cmd": "session", "op": "query", "sessionPeerIds": peers})
+    return list(reply.get("onlineSessionPeerIds", []))
+
+
+async def count(client: Client, cid: str) -> int:
+    reply = await client.request({"cmd": "conv", "op": "count", "cid": cid})
+    return int(reply["count"])
+
+
+async def join(client: Client, cid: str, peer: str) -> None:
+    reply = await client.request({"cmd": "conv", "op": "add", "cid": cid, "m": [peer]})
+    assert "code" not in reply, reply
+
+
+async def until_online(client: Client, peers: list[str]) -> None:
+    await until(lambda: online(client, peers), peers)
+
+
+async def until(ask: Callable[[], Awaitable[object]], want: object) -> None:
+    """Until ``await ask()`` answers ``want`` (the test's fail_after bounds the wait)."""
+    while await ask() != want:  # noqa: ASYNC110 - asking the server is the point
+        await trio.sleep(0.02)

@@ -1,0 +1,137 @@
+"""What one node caches and another node changes: two nodes on one store and one
+redis-server. A change made on node A is told to node B before any push A makes after
+it, so a client who heard of the change from A finds node B agreeing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import trio
+from cluster_nodes import two_nodes, until_online
+from helpers import fail_after
+from redis_server import RedisServer, redis_server
+
+
+@pytest.fixture(scope="module")
+def redis() -> Iterator[RedisServer]:
+    yield from redis_server()
+
+
+@fail_after(20)
+async def test_a_member_added_on_one_node_gets_messages_sent_on_the_other(
+    redis: RedisServer,
+) -> None:
+    async with (
+        two_nodes(redis.url) as (a, b),
+        a.user("alice") as alice,
+        a.user("carol") as carol,
+        b.user("bob") as bob,
+    ):
+        await until_online(bob, ["alice", "carol"])
+        cid = await bob.start(["alice"])  # node B caches the conversation
+        await alice.next_push("conv", "joined")
+        await bob.say(cid, "before carol")
+        reply = await alice.request({"cmd": "conv", "op": "add", "cid": cid, "m": ["carol"]})
+        assert "code" not in reply, reply
+        await bob.next_push("conv", "members-joined")  # from node A, after its change
+        await bob.say(cid, "welcome carol")
+        got = await carol.next_push("direct")
+        assert (got["msg"], got["fromPeerId"]) == ("welcome carol", "bob")
+
+
+@fail_after(20)
+async def test_attributes_updated_on_one_node_are_kept_by_an_update_on_the_other(
+    redis: RedisServer,
+) -> None:
+    async with two_nodes(redis.url) as (a, b), a.user("alice") as alice, b.user("bob") as bob:
+        await until_online(bob, ["alice"])
+        cid = await bob.start(["alice"], attr={"name": "before"})  # cached on node B
+        await alice.next_push("conv", "joined")
+        update = {"cmd": "conv", "op": "update", "cid": cid}
+        reply = await alice.request({**update, "attr": {"name": "after"}})
+        assert "code" not in reply, reply
+        await bob.next_push("conv", "updated")
+        reply = await bob.request({**update, "attr": {"attr": {"topic": "cats"}}})
+        assert "code" not in reply, reply
+        for asker in (alice, bob):
+            reply = await asker.request({"cmd": "conv", "op": "query", "tempConvIds": [cid]})
+            assert reply["cmd"] == "conv", reply
+            (found,) = [doc for doc in reply["results"] if doc["objectId"] == cid]
+            assert (found["name"], found["attr"]) == ("after", {"topic": "cats"})
+
+
+@fail_after(20)
+async def test_a_member_muted_on_one_node_cannot_send_on_the_other(redis: RedisServer) -> None:
+    async with two_nodes(redis.url) as (a, b), a.user("owner") as owner, b.user("talker") as talker:
+        await until_online(talker, ["owner"])
+        cid = await owner.start(["talker"])
+        await talker.next_push("conv", "joined")
+        await talker.say(cid, "I may speak")  # node B caches the moderation state
+        reply = await owner.request(
+            {"cmd": "conv", "op": "add_shutup", "cid": cid, "m": ["talker"]}
+        )
+        assert reply.get("allowedPids") == ["talker"], reply
+        await talker.next_push("conv", "shutuped")
+        sent = await talker.request({"cmd": "direct", "cid": cid, "msg": "still here?"})
+        assert (sent["cmd"], sent.get("code")) == ("ack", 4308), sent
+        texts = [p["msg"] for p in await owner.take_pushes() if p.get("cmd") == "direct"]
+        assert texts == ["I may speak"]
+
+
+@fail_after(20)
+async def test_a_token_logged_out_on_one_node_is_refused_on_the_other(
+    redis: RedisServer,
+) -> None:
+    async with two_nodes(redis.url) as (a, b), a.user("alice") as alice, b.user("bob") as bob:
+        await until_online(bob, ["alice"])
+        cid = await alice.start(["bob"])
+        await bob.next_push("conv", "joined")
+        resume = {"cmd": "session", "op": "open", "appId": "test", "peerId": "dana", "r": True}
+        async with a.client() as phone:
+            token = (await phone.login("dana"))["st"]
+            store = a.server.store
+            while await store.get_session(token) is None:  # noqa: ASYNC110 - written behind
+                await trio.sleep(0.01)
+            async with b.client() as other:  # node B now knows the token too
+                reply = await other.request({**resume, "st": token})
+                assert reply.get("op") == "opened", reply
+            await phone.request({"cmd": "session", "op": "close"})  # revoked on node A
+        await alice.say(cid, "after the logout")
+        await bob.next_push("direct")  # node B heard node A's logout before this
+        async with b.client() as phone:
+            reply = await phone.request({**resume, "st": token})
+            assert (reply["cmd"], reply.get("code")) == ("error", 4112), reply
+
+
+@fail_after(20)
+async def test_a_receipt_asked_for_on_one_node_comes_from_the_ack_on_the_other(
+    redis: RedisServer,
+) -> None:
+    async with two_nodes(redis.url) as (a, b), a.user("tom") as tom, b.user("jerry") as jerry:
+        await until_online(tom, ["jerry"])
+        cid = await tom.start(["jerry"])
+        await jerry.next_push("conv", "joined")
+        ack = await tom.say(cid, "did you get it?", r=True)
+        await jerry.next_push("direct")
+        await jerry.send({"cmd": "ack", "cid": cid, "fromts": ack["t"], "tots": ack["t"]})
+        rcp = await tom.next_push("rcp")
+        assert (rcp["id"], rcp["cid"], rcp["from"]) == (ack["uid"], cid, "jerry")
+
+
+@fail_after(20)
+async def test_a_message_resent_on_the_other_node_is_stored_once(redis: RedisServer) -> None:
+    async with (
+        two_nodes(redis.url) as (a, b),
+        a.user("alice") as alice,
+        b.user("alice") as again,  # her other device, or her connection after a failover
+        b.user("bob") as bob,
+    ):
+        await until_online(alice, ["bob"])
+        cid = await alice.start(["bob"])
+        await bob.next_push("conv", "joined")
+        first = await alice.say(cid, "only once", dt="local-1")
+        assert (await bob.next_push("direct"))["msg"] == "only once"
+        resent = await again.say(cid, "only once", dt="local-1")
+        assert (resent["uid"], resent["t"]) == (first["uid"], first["t"])
+        assert [m["data"] for m in await bob.logs(cid)] == ["only once"]
