@@ -34,7 +34,10 @@ async def test_a_member_added_on_one_node_gets_messages_sent_on_the_other(
         await bob.say(cid, "before carol")
         reply = await alice.request({"cmd": "conv", "op": "add", "cid": cid, "m": ["carol"]})
         assert "code" not in reply, reply
-        await bob.next_push("conv", "members-joined")  # from node A, after its change
+        # Bob's own start pushed members-joined too: wait for the one naming carol,
+        # which node A sent after its change.
+        while (await bob.next_push("conv", "members-joined"))["m"] != ["carol"]:
+            pass
         await bob.say(cid, "welcome carol")
         got = await carol.next_push("direct")
         assert (got["msg"], got["fromPeerId"]) == ("welcome carol", "bob")
@@ -54,6 +57,10 @@ async def test_attributes_updated_on_one_node_are_kept_by_an_update_on_the_other
         await bob.next_push("conv", "updated")
         reply = await bob.request({**update, "attr": {"attr": {"topic": "cats"}}})
         assert "code" not in reply, reply
+        # Alice asks once node B's push told her of the update: node A heard the change
+        # before that push (asked sooner, her node may still hold its own copy).
+        while (await alice.next_push("conv", "updated"))["initBy"] != "bob":
+            pass
         for asker in (alice, bob):
             reply = await asker.request({"cmd": "conv", "op": "query", "tempConvIds": [cid]})
             assert reply["cmd"] == "conv", reply
