@@ -2,7 +2,7 @@
 
 Every query is O(1) per client asked. A broadcast walks the recipients' sessions once
 and pushes the shared ``Prepared`` into each one's connection without a call in between
-(``_push``): that loop runs once per recipient, so it stays exactly this lean.
+(``delivery.deliver``, which the Redis hub shares).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from chatroom.core.model import Conversation, ConvType
 from chatroom.core.outbox import Priority
 from chatroom.core.presence import Presence, Session
 from chatroom.hub.base import HubStatistics
+from chatroom.hub.delivery import deliver, end, rivals
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Prepared
 
@@ -122,12 +123,7 @@ class LocalHub:
         priority: Priority,
         skip: Session | None,
     ) -> int:
-        count = 0
-        for session in sessions:
-            if session is not skip and not session.closed:
-                # Session.push, inlined: this loop runs once per recipient.
-                session.outlet.push(prepared, session.peer_id, priority)
-                count += 1
+        count = deliver(prepared, sessions, priority, skip)
         self._deliveries += count
         return count
 
@@ -142,20 +138,10 @@ class LocalHub:
         detail: str,
         keep: Session | None,
     ) -> list[str]:
-        rivals = [
-            s
-            for s in self._presence.sessions_of(peer_id)
-            if (tag is None or s.tag == tag) and s is not keep
-        ]
-        for session in rivals:
-            push = pb.GenericCommand(cmd=pb.session, op=pb.closed, peerId=peer_id)
-            push.sessionMessage.code = code
-            push.sessionMessage.reason = reason
-            push.sessionMessage.detail = detail
-            session.outlet.send(push)
-            self.detach(session)
-            session.outlet.detach(session)
-        return [s.token for s in rivals]
+        ended = rivals(self._presence.sessions_of(peer_id), tag, keep)
+        for session in ended:
+            end(session, code, reason, detail, self.detach)
+        return [s.token for s in ended]
 
     # -- wills ------------------------------------------------------------------------
 
