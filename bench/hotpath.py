@@ -12,6 +12,7 @@ delivery in instructions, start-up cancelled out::
     valgrind --tool=callgrind --callgrind-out-file=/dev/null python -m bench.hotpath 1000 40
 
 ``--frames K`` pushes K messages between sweeps (a busy room: K frames per write).
+``--omit-peer-id`` serves viewers as the JS SDK 4.x: pushes without ``peerId``.
 ``--hub local`` or ``--hub redis`` pushes through that hub's ``to_room`` (the redis
 hub alone, as a node before Redis answers: its delivery loop without the wire) rather
 than straight into the connections, so that the hub's own loop is counted too.
@@ -92,6 +93,9 @@ def main() -> None:
     parser.add_argument("rounds", type=int)
     parser.add_argument("--frames", type=int, default=1, help="messages between sweeps")
     parser.add_argument("--hub", choices=("none", "local", "redis"), default="none")
+    parser.add_argument(
+        "--omit-peer-id", action="store_true", help="viewers get no peerId (as JS SDK 4.x)"
+    )
     args = parser.parse_args()
     config = Config(db=":memory:")
     ctx = SimpleNamespace(
@@ -104,6 +108,8 @@ def main() -> None:
     flusher = Flusher()
     sinks = [_Sink() for _ in range(args.viewers)]
     conns = [Connection(sink, subprotocol, ctx, flusher) for sink in sinks]  # type: ignore[arg-type]
+    for conn in conns:
+        conn._omit_peer_id = args.omit_peer_id
     peers = [f"viewer{i}" for i in range(args.viewers)]
     broadcast = _broadcaster(args.hub, conns, peers)
     sent = 0

@@ -16,6 +16,7 @@ from chatroom.hub.base import HubStatistics
 from chatroom.hub.delivery import deliver, end, rivals
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Prepared
+from chatroom.protocol.roomlog import RoomLog
 
 _RELIABLE = Priority.RELIABLE
 _TRANSIENT = ConvType.TRANSIENT
@@ -24,11 +25,12 @@ _TRANSIENT = ConvType.TRANSIENT
 class LocalHub:
     """Implements ``chatroom.hub.base.Hub`` for the sessions of this process."""
 
-    __slots__ = ("_deliveries", "_presence")
+    __slots__ = ("_deliveries", "_logs", "_presence")
 
     def __init__(self) -> None:
         self._presence = Presence()
         self._deliveries = 0
+        self._logs: dict[str, RoomLog] = {}  # chatrooms with viewers: their frame log
 
     # -- this node's sessions -----------------------------------------------------
 
@@ -37,15 +39,24 @@ class LocalHub:
 
     def detach(self, session: Session) -> None:
         session.closed = True
+        room = session.room
         self._presence.remove(session)
+        self._forget_log(room)
 
     def join_room(self, cid: str, session: Session) -> str | None:
-        return self._presence.join_room(cid, session)
+        left = self._presence.join_room(cid, session)
+        self._forget_log(left)
+        return left
 
     def leave_room(self, cid: str, peer_id: str) -> None:
         for session in list(self._presence.sessions_of(peer_id)):
             if session.room == cid:
                 self._presence.leave_room(session)
+        self._forget_log(cid)
+
+    def _forget_log(self, cid: str | None) -> None:
+        if cid is not None and not self._presence.room_count(cid):
+            self._logs.pop(cid, None)
 
     # -- queries --------------------------------------------------------------------
 
@@ -114,7 +125,18 @@ class LocalHub:
         priority: Priority = _RELIABLE,
         skip: Session | None = None,
     ) -> int:
-        return self._push(prepared, self._presence.room_sessions(cid), priority, skip)
+        sessions = self._presence.room_sessions(cid)
+        if not sessions:
+            return 0
+        log = self._logs.get(cid)
+        if log is None or log.full:
+            log = self._logs[cid] = RoomLog()
+        prepared.at = log.append(prepared, priority)
+        prepared.room = log
+        try:
+            return self._push(prepared, sessions, priority, skip)
+        finally:
+            prepared.room = None
 
     def _push(
         self,
