@@ -113,10 +113,8 @@ class LocalHub:
         skip: Session | None = None,
     ) -> int:
         if conv.kind is _TRANSIENT:
-            sessions: Iterable[Session] = self._presence.room_sessions(conv.cid)
-        else:
-            sessions = self._presence.sessions_of_all(conv.members)
-        return self._push(prepared, sessions, priority, skip)
+            return self.to_room(prepared, conv.cid, priority, skip)
+        return self._push(prepared, self._presence.sessions_of_all(conv.members), priority, skip)
 
     def to_room(
         self,
