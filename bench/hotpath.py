@@ -12,13 +12,20 @@ delivery in instructions, start-up cancelled out::
     valgrind --tool=callgrind --callgrind-out-file=/dev/null python -m bench.hotpath 1000 40
 
 ``--frames K`` pushes K messages between sweeps (a busy room: K frames per write).
+``--omit-peer-id`` serves viewers as the JS SDK 4.x: pushes without ``peerId``.
+``--hub local`` or ``--hub redis`` pushes through that hub's ``to_room`` (the redis
+hub alone, as a node before Redis answers: its delivery loop without the wire) rather
+than straight into the connections, so that the hub's own loop is counted too.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+from collections.abc import Callable
+from functools import partial
 from types import SimpleNamespace
+from typing import Any
 
 from chatroom.config import Config
 from chatroom.protocol import messages_pb2 as pb
@@ -58,11 +65,37 @@ class _Sink:
         return len(data)
 
 
+def _broadcaster(hub_kind: str, conns: list[Any], peers: list[str]) -> Callable[[Prepared], Any]:
+    """What pushes one message to every viewer: the connections themselves, or a hub
+    whose room holds one logged-in session per connection."""
+    if hub_kind == "none":
+
+        def push_all(prepared: Prepared) -> None:
+            for conn, peer in zip(conns, peers, strict=True):
+                conn.push(prepared, peer, Priority.NORMAL)
+
+        return push_all
+    from chatroom.core.presence import Session
+    from chatroom.hub.local import LocalHub
+    from chatroom.hub.redis import RedisHub
+
+    hub: Any = LocalHub() if hub_kind == "local" else RedisHub("n1")
+    for number, (conn, peer) in enumerate(zip(conns, peers, strict=True)):
+        session = Session(peer, conn, token=f"t{number}")
+        hub.attach(session)
+        hub.join_room("room", session)
+    return partial(hub.to_room, cid="room", priority=Priority.NORMAL)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("viewers", type=int)
     parser.add_argument("rounds", type=int)
     parser.add_argument("--frames", type=int, default=1, help="messages between sweeps")
+    parser.add_argument("--hub", choices=("none", "local", "redis"), default="none")
+    parser.add_argument(
+        "--omit-peer-id", action="store_true", help="viewers get no peerId (as JS SDK 4.x)"
+    )
     args = parser.parse_args()
     config = Config(db=":memory:")
     ctx = SimpleNamespace(
@@ -75,7 +108,10 @@ def main() -> None:
     flusher = Flusher()
     sinks = [_Sink() for _ in range(args.viewers)]
     conns = [Connection(sink, subprotocol, ctx, flusher) for sink in sinks]  # type: ignore[arg-type]
+    for conn in conns:
+        conn._omit_peer_id = args.omit_peer_id
     peers = [f"viewer{i}" for i in range(args.viewers)]
+    broadcast = _broadcaster(args.hub, conns, peers)
     sent = 0
     for _ in range(args.rounds):
         for _ in range(args.frames):
@@ -87,8 +123,7 @@ def main() -> None:
             cmd.directMessage.fromPeerId = "pub0"
             cmd.directMessage.transient = True
             prepared = Prepared(cmd)
-            for conn, peer in zip(conns, peers, strict=True):
-                conn.push(prepared, peer, Priority.NORMAL)
+            broadcast(prepared)
             sent += 1
         dirty, flusher._dirty = flusher._dirty, []
         for each in dirty:

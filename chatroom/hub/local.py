@@ -2,7 +2,7 @@
 
 Every query is O(1) per client asked. A broadcast walks the recipients' sessions once
 and pushes the shared ``Prepared`` into each one's connection without a call in between
-(``_push``): that loop runs once per recipient, so it stays exactly this lean.
+(``delivery.deliver``, which the Redis hub shares).
 """
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ from chatroom.core.model import Conversation, ConvType
 from chatroom.core.outbox import Priority
 from chatroom.core.presence import Presence, Session
 from chatroom.hub.base import HubStatistics
+from chatroom.hub.delivery import deliver, end, rivals
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Prepared
+from chatroom.protocol.roomlog import RoomLog
 
 _RELIABLE = Priority.RELIABLE
 _TRANSIENT = ConvType.TRANSIENT
@@ -23,11 +25,12 @@ _TRANSIENT = ConvType.TRANSIENT
 class LocalHub:
     """Implements ``chatroom.hub.base.Hub`` for the sessions of this process."""
 
-    __slots__ = ("_deliveries", "_presence")
+    __slots__ = ("_deliveries", "_logs", "_presence")
 
     def __init__(self) -> None:
         self._presence = Presence()
         self._deliveries = 0
+        self._logs: dict[str, RoomLog] = {}  # chatrooms with viewers: their frame log
 
     # -- this node's sessions -----------------------------------------------------
 
@@ -36,15 +39,24 @@ class LocalHub:
 
     def detach(self, session: Session) -> None:
         session.closed = True
+        room = session.room
         self._presence.remove(session)
+        self._forget_log(room)
 
     def join_room(self, cid: str, session: Session) -> str | None:
-        return self._presence.join_room(cid, session)
+        left = self._presence.join_room(cid, session)
+        self._forget_log(left)
+        return left
 
     def leave_room(self, cid: str, peer_id: str) -> None:
         for session in list(self._presence.sessions_of(peer_id)):
             if session.room == cid:
                 self._presence.leave_room(session)
+        self._forget_log(cid)
+
+    def _forget_log(self, cid: str | None) -> None:
+        if cid is not None and not self._presence.room_count(cid):
+            self._logs.pop(cid, None)
 
     # -- queries --------------------------------------------------------------------
 
@@ -101,10 +113,8 @@ class LocalHub:
         skip: Session | None = None,
     ) -> int:
         if conv.kind is _TRANSIENT:
-            sessions: Iterable[Session] = self._presence.room_sessions(conv.cid)
-        else:
-            sessions = self._presence.sessions_of_all(conv.members)
-        return self._push(prepared, sessions, priority, skip)
+            return self.to_room(prepared, conv.cid, priority, skip)
+        return self._push(prepared, self._presence.sessions_of_all(conv.members), priority, skip)
 
     def to_room(
         self,
@@ -113,7 +123,18 @@ class LocalHub:
         priority: Priority = _RELIABLE,
         skip: Session | None = None,
     ) -> int:
-        return self._push(prepared, self._presence.room_sessions(cid), priority, skip)
+        sessions = self._presence.room_sessions(cid)
+        if not sessions:
+            return 0
+        log = self._logs.get(cid)
+        if log is None or log.full:
+            log = self._logs[cid] = RoomLog()
+        prepared.at = log.append(prepared, priority)
+        prepared.room = log
+        try:
+            return self._push(prepared, sessions, priority, skip)
+        finally:
+            prepared.room = None
 
     def _push(
         self,
@@ -122,12 +143,7 @@ class LocalHub:
         priority: Priority,
         skip: Session | None,
     ) -> int:
-        count = 0
-        for session in sessions:
-            if session is not skip and not session.closed:
-                # Session.push, inlined: this loop runs once per recipient.
-                session.outlet.push(prepared, session.peer_id, priority)
-                count += 1
+        count = deliver(prepared, sessions, priority, skip)
         self._deliveries += count
         return count
 
@@ -142,20 +158,10 @@ class LocalHub:
         detail: str,
         keep: Session | None,
     ) -> list[str]:
-        rivals = [
-            s
-            for s in self._presence.sessions_of(peer_id)
-            if (tag is None or s.tag == tag) and s is not keep
-        ]
-        for session in rivals:
-            push = pb.GenericCommand(cmd=pb.session, op=pb.closed, peerId=peer_id)
-            push.sessionMessage.code = code
-            push.sessionMessage.reason = reason
-            push.sessionMessage.detail = detail
-            session.outlet.send(push)
-            self.detach(session)
-            session.outlet.detach(session)
-        return [s.token for s in rivals]
+        ended = rivals(self._presence.sessions_of(peer_id), tag, keep)
+        for session in ended:
+            end(session, code, reason, detail, self.detach)
+        return [s.token for s in ended]
 
     # -- wills ------------------------------------------------------------------------
 

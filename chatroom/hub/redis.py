@@ -30,6 +30,7 @@ from chatroom.core.outbox import Priority
 from chatroom.core.presence import Presence, Session
 from chatroom.hub import redis_wire as wire
 from chatroom.hub.base import CONFLICT_DETAIL, EVERYTHING, HubStatistics
+from chatroom.hub.delivery import deliver, end, rivals
 from chatroom.hub.redis_queue import Outgoing
 from chatroom.hub.redis_view import ClusterView, RemoteOutlet
 from chatroom.protocol import messages_pb2 as pb
@@ -75,6 +76,7 @@ class RedisHub:
         self._heard_back: set[str] = set()  # local sessions whose login Redis ordered
         self._local = Presence()
         self._mirror: dict[Session, Session] = {}  # local session -> its stand-in
+        self._by_token: dict[str, Session] = {}  # local sessions
         self._deliveries = 0
         self._echo_id = 0
         self._own: dict[int, Prepared] = {}  # pushes sent here that come back, by "o"
@@ -93,6 +95,7 @@ class RedisHub:
 
     def attach(self, session: Session) -> None:
         self._local.add(session)
+        self._by_token[session.token] = session
         stand_in = Session(session.peer_id, RemoteOutlet(self.node), session.tag)
         stand_in.token = session.token
         self._mirror[session] = stand_in
@@ -102,6 +105,8 @@ class RedisHub:
     def detach(self, session: Session) -> None:
         session.closed = True
         self._local.remove(session)
+        if self._by_token.get(session.token) is session:
+            del self._by_token[session.token]
         self._heard_back.discard(session.token)
         stand_in = self._mirror.pop(session, None)
         if stand_in is not None:
@@ -198,17 +203,16 @@ class RedisHub:
         priority: Priority = _RELIABLE,
         skip: Session | None = None,
     ) -> int:
-        skipped = skip.token if skip is not None else None
         viewers = self.view.presence.room_sessions(cid)
         count = len(viewers) - (skip is not None and self._mirror.get(skip) in viewers)
         here = cid not in self.subscribed
         if here:  # not heard back from the room's channel (yet): delivered now
-            self._push(prepared, self._local.room_sessions(cid), priority, skipped)
+            self._push(prepared, self._local.room_sessions(cid), priority, skip)
         if self.connected and len(viewers) > len(self._local.room_sessions(cid)):
             header = {"k": "r", "c": cid, "l": here}
-            self._offer(self.channel("room", cid), header, prepared, priority, skipped)
+            self._offer(self.channel("room", cid), header, prepared, priority, skip)
         elif not here:
-            self._push(prepared, self._local.room_sessions(cid), priority, skipped)
+            self._push(prepared, self._local.room_sessions(cid), priority, skip)
         return count
 
     def _to_peers(
@@ -229,11 +233,11 @@ class RedisHub:
                     peers.append(stand_in.peer_id)
         if not self.connected or set(by_node) <= {self.node}:
             local = self._local.sessions_of_all(by_node.get(self.node, ()))
-            self._push(prepared, local, priority, skipped)
+            self._push(prepared, local, priority, skip)
         else:
             for node, peers in by_node.items():
                 header = {"k": "p", "to": peers}
-                self._offer(self.channel("node", node), header, prepared, priority, skipped)
+                self._offer(self.channel("node", node), header, prepared, priority, skip)
         return tokens
 
     def _offer(
@@ -242,7 +246,7 @@ class RedisHub:
         header: wire.Header,
         prepared: Prepared,
         priority: Priority,
-        skipped: str | None,
+        skip: Session | None,
     ) -> None:
         if header["k"] == "r" or channel == self.channel("node", self.node):
             # It comes back here: the echo reuses this Prepared (and its encodings).
@@ -252,6 +256,7 @@ class RedisHub:
             if len(self._own) > self.outgoing.capacity:  # lost on the way: forget it
                 del self._own[next(iter(self._own))]
         header["n"] = self.node
+        skipped = skip.token if skip is not None else None
         record = wire.push_record(header, prepared, priority, skipped)
         self.outgoing.offer(channel, record, priority)
         self.wake()
@@ -270,15 +275,16 @@ class RedisHub:
         prepared: Prepared,
         sessions: Iterable[Session],
         priority: Priority,
-        skipped: str | None,
+        skip: Session | None,
     ) -> int:
-        count = 0
-        for session in sessions:
-            if session.token != skipped and not session.closed:
-                session.outlet.push(prepared, session.peer_id, priority)
-                count += 1
+        count = deliver(prepared, sessions, priority, skip)
         self._deliveries += count
         return count
+
+    def _skipped(self, token: str | None) -> Session | None:
+        """The session of this node that a record's skip token names, if any (the
+        sender's own session is on the sending node: none on the others)."""
+        return self._by_token.get(token) if token else None
 
     # -- single-device login ----------------------------------------------------------
 
@@ -291,31 +297,21 @@ class RedisHub:
         detail: str,
         keep: Session | None,
     ) -> list[str]:
-        skip = keep.token if keep is not None else None
-        rivals = [
-            s
-            for s in self.view.presence.sessions_of(peer_id)
-            if tag in (None, s.tag) and s.token != skip
-        ]
+        kept = self._mirror.get(keep) if keep is not None else None
+        ended = rivals(self.view.presence.sessions_of(peer_id), tag, kept)
         by_node: dict[str, list[str]] = {}
-        for stand_in in rivals:
+        for stand_in in ended:
             by_node.setdefault(_node_of(stand_in), []).append(stand_in.token)
         self._end(peer_id, by_node.pop(self.node, []), code, reason, detail)
         for node, tokens in by_node.items():
             header = {"k": "k", "peer": peer_id, "t": tokens, "c": code, "r": reason, "d": detail}
             self._send(node, header)
-        return [s.token for s in rivals]
+        return [s.token for s in ended]
 
     def _end(self, peer_id: str, tokens: list[str], code: int, reason: str, detail: str) -> None:
         for session in list(self._local.sessions_of(peer_id)):
             if session.token in tokens:
-                push = pb.GenericCommand(cmd=pb.session, op=pb.closed, peerId=peer_id)
-                push.sessionMessage.code = code
-                push.sessionMessage.reason = reason
-                push.sessionMessage.detail = detail
-                session.outlet.send(push)
-                self.detach(session)
-                session.outlet.detach(session)
+                end(session, code, reason, detail, self.detach)
 
     def _send(self, node: str, header: wire.Header) -> None:
         if self.connected:
@@ -375,10 +371,11 @@ class RedisHub:
         if kind == "r":
             if h["n"] != self.node or not h["l"]:
                 sessions = self._local.room_sessions(str(h["c"]))
-                self._push(self._prepared(record), sessions, record.priority, h["s"])
+                skip = self._skipped(h["s"])
+                self._push(self._prepared(record), sessions, record.priority, skip)
         elif kind == "p":
             peers = self._local.sessions_of_all(map(str, h["to"]))
-            self._push(self._prepared(record), peers, record.priority, h["s"])
+            self._push(self._prepared(record), peers, record.priority, self._skipped(h["s"]))
         elif kind == "k":
             tokens = [str(t) for t in h["t"]]
             self._end(str(h["peer"]), tokens, int(h["c"]), str(h["r"]), str(h["d"]))

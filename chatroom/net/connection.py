@@ -25,6 +25,7 @@ from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Codec, Prepared, Subprotocol, decode, encode
 from chatroom.protocol.errors import ChatError, CloseCode, ErrorCode, ProtocolError
 from chatroom.protocol.framing import ws_frame
+from chatroom.protocol.roomlog import RoomLog
 from chatroom.service import dispatch
 from chatroom.service import messages as message_service
 from chatroom.service import session as session_service
@@ -87,6 +88,9 @@ class Connection:
         "_first_omits",
         "_flood",
         "_flusher",
+        "_log",
+        "_log_from",
+        "_log_to",
         "_login_deadline",
         "_logins",
         "_omit_peer_id",
@@ -137,6 +141,11 @@ class Connection:
         self._first_omits = False  # what the first login announced
         self._logins = 0  # sessions ever opened on this socket
         self._pending = b""  # the unwritten tail of a partial write
+        # A chatroom's frame log this connection reads instead of queueing its pushes
+        # (protocol/roomlog.py), and the range of it still to write: only while the
+        # outbox is empty (so order holds) and the socket keeps up.
+        self._log: RoomLog | None = None
+        self._log_from = self._log_to = 0
         self._writer_busy = False
         self._shutting_down = False
         self._dirty = False
@@ -182,9 +191,24 @@ class Connection:
 
     def push(self, prepared: Prepared, peer_id: str, priority: Priority) -> None:
         """Queue one recipient's copy of a broadcast: ``_enqueue`` inlined, since this
-        runs once per recipient."""
+        runs once per recipient. A chatroom push to a viewer that keeps up only
+        extends the range of the room's log that its next flush writes."""
         if self._close is not None:
             return
+        room = prepared.room
+        if room is not None and self._omit_peer_id and not self._writer_busy:
+            if self._log is room and self._log_to == prepared.at:
+                self._log_to += 1
+                return
+            if self._log is None and not self.outbox.queued_bytes:
+                self._log = room
+                self._log_from, self._log_to = prepared.at, prepared.at + 1
+                if not self._dirty:
+                    self._dirty = True
+                    self._flusher.mark(self)
+                return
+        if self._log is not None:
+            self._spill()
         frame = prepared.frame(self._codec, None if self._omit_peer_id else peer_id)
         verdict = self.outbox.offer(frame, priority)
         if verdict is _ACCEPTED:
@@ -207,6 +231,7 @@ class Connection:
         its backlog is dropped now (the memory is what counts) and it is closed with
         4120; the client catches up after reconnecting."""
         self.outbox.clear()
+        self._log = None
         self.close_soon(CloseCode.SLOW_CONSUMER, "slow consumer: server queue budget spent")
 
     def _send_control(self, frames: bytes) -> None:
@@ -216,6 +241,8 @@ class Connection:
     def _enqueue(self, frame: bytes, priority: Priority) -> None:
         if self._close is not None:
             return
+        if self._log is not None:
+            self._spill()
         verdict = self.outbox.offer(frame, priority)
         if verdict is Verdict.OVERFLOW:
             self.close_soon(CloseCode.SLOW_CONSUMER, "slow consumer: outbox full")
@@ -223,19 +250,38 @@ class Connection:
             self._dirty = True
             self._flusher.mark(self)
 
+    def _spill(self) -> None:
+        """Queue the unread range of the room's log in the outbox, as any push: the
+        connection stops reading the log (something else is to be written after it,
+        or the range has a gap)."""
+        room, self._log = self._log, None
+        assert room is not None
+        for prepared, priority in room.entries[self._log_from : self._log_to]:
+            verdict = self.outbox.offer(prepared.frame(self._codec, None), Priority(priority))
+            if verdict is _OVERFLOW:
+                self.close_soon(CloseCode.SLOW_CONSUMER, "slow consumer: outbox full")
+                return
+
     def flush_nowait(self) -> int:
         """Write queued frames now, as far as the kernel takes them (Flusher); the
-        number of frames taken from the outbox."""
+        number of frames written or taken from the outbox."""
         self._dirty = False
         if self._writer_busy:
             return 0
         outbox = self.outbox
-        frames = outbox.take(_FLUSH_BYTES)
-        if not frames:
-            return 0
-        if outbox.shed != self._shed_told:
-            self._shed_to_tell()
-        data = b"".join(frames)
+        room = self._log
+        if room is not None:  # the outbox is empty
+            self._log = None
+            data = room.unread(self._codec, self._log_from, self._log_to)
+            count = self._log_to - self._log_from
+        else:
+            frames = outbox.take(_FLUSH_BYTES)
+            if not frames:
+                return 0
+            if outbox.shed != self._shed_told:
+                self._shed_to_tell()
+            data = b"".join(frames)
+            count = len(frames)
         try:
             written = self._transport.write_nowait(data)
         except TransportBroken:
@@ -257,7 +303,7 @@ class Connection:
         elif outbox.queued_bytes:  # more than one write's worth (no frame is empty)
             self._dirty = True
             self._flusher.mark(self)
-        return len(frames)
+        return count
 
     async def _writer(self, scope: trio.CancelScope, done: trio.Event) -> None:
         """Drain the outbox while the socket is full, then end (until needed again).
@@ -288,6 +334,8 @@ class Connection:
         is cancelled, so the frame stream stays whole and a close frame can follow.
         """
         await trio.lowlevel.checkpoint()
+        if self._log is not None:
+            self._spill()
         while self._pending or self.outbox:
             if not self._pending:
                 self._pending = b"".join(self.outbox.take(_FLUSH_BYTES))
@@ -541,6 +589,7 @@ class Connection:
             if code == CloseCode.SLOW_CONSUMER:
                 # It is not reading: finish the frame in flight, drop the backlog.
                 self.outbox.clear()
+                self._log = None
                 deadline = _SLOW_CLOSE_WAIT
             with trio.move_on_after(deadline):
                 with contextlib.suppress(TransportBroken):
@@ -551,4 +600,5 @@ class Connection:
             else:
                 await self._transport.aclose(code, reason)
         self.outbox.clear()
+        self._log = None
         self._pending = b""

@@ -32,13 +32,14 @@ from chatroom.net.committer import Committer
 from chatroom.net.connection import Connection
 from chatroom.net.flusher import Flusher
 from chatroom.net.gcpolicy import GcPolicy
+from chatroom.net.handshake import Rejected, Wrapper, serve_websocket
 from chatroom.net.hooks import HookRunner
 from chatroom.net.journal import Lasting
 from chatroom.net.listen import shared_listening_socket
 from chatroom.net.redis_link import RedisLink, cluster_hub
 from chatroom.net.retention import Retention
 from chatroom.net.tls import Certificates
-from chatroom.net.transport import Rejected, Transport, Wrapper, serve_websocket
+from chatroom.net.transport import Transport
 from chatroom.protocol.codec import Subprotocol, negotiate
 from chatroom.service import lasting, session
 from chatroom.service.context import Context

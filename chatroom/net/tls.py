@@ -26,7 +26,7 @@ from contextlib import suppress
 
 import trio
 
-from chatroom.net.transport import Serve, remote_of
+from chatroom.net.handshake import Serve, remote_of
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ import binascii
 import enum
 import functools
 from dataclasses import dataclass
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import orjson
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
@@ -37,6 +37,9 @@ from google.protobuf.message import Message as PbMessage
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.errors import CloseCode, ProtocolError
 from chatroom.protocol.framing import frame_header, ws_frame
+
+if TYPE_CHECKING:
+    from chatroom.protocol.roomlog import RoomLog
 
 GenericCommand = pb.GenericCommand
 
@@ -233,9 +236,12 @@ class Prepared:
     ``json_only`` holds fields that only flat JSON recipients get, merged into ``cmd``
     for them (a chatroom message's ``priority``: the SDK's protobuf push has no such
     field in ``DirectCommand``, and what protobuf clients receive stays as it was).
+
+    While a hub pushes it to a chatroom's viewers, ``room`` is that room's frame log
+    and ``at`` the push's index in it (protocol/roomlog.py); None at any other time.
     """
 
-    __slots__ = ("_cmd", "_heads", "_json", "_json_only", "_proto", "_shared")
+    __slots__ = ("_cmd", "_heads", "_json", "_json_only", "_proto", "_shared", "at", "room")
 
     def __init__(self, cmd: pb.GenericCommand, json_only: pb.GenericCommand | None = None):
         cmd.ClearField("peerId")
@@ -245,6 +251,8 @@ class Prepared:
         self._json: bytes | None = None
         self._shared: dict[Codec, bytes] = {}  # whole frames without peerId, by codec
         self._heads: dict[int, bytes] = {}  # binary header + shared bytes, by tail length
+        self.room: RoomLog | None = None
+        self.at = 0
 
     @property
     def command(self) -> pb.GenericCommand:

@@ -112,6 +112,29 @@ def test_a_push_to_clients_is_one_publish_per_node_holding_them() -> None:
     assert [len(o.pushed) for o in (alice, bob, bob2, carol)] == [1, 1, 1, 1]
 
 
+def test_a_push_to_clients_heard_back_skips_the_sender_session_only() -> None:
+    a, b = node("A"), node("B")
+    phone, phone_out = online(a, "alice", "phone")
+    _, laptop_out = online(a, "alice", "laptop")
+    _, bob_out = online(b, "bob")
+    carry(a, a, b)
+    carry(b, a, b)
+    assert a.to_clients(PUSH, ["alice", "bob"], skip=phone) == [
+        "st-A-alice-laptop",
+        "st-B-bob-None",
+    ]
+    assert len(a.outgoing) == 2  # nodes A (itself) and B: nothing delivered yet
+    assert laptop_out.pushed == []
+    carry(a, a, b)
+    assert phone_out.pushed == []  # the sender's own session, named by its token
+    assert [peer for _, peer, _ in laptop_out.pushed] == ["alice"]
+    assert [peer for _, peer, _ in bob_out.pushed] == ["bob"]
+    a.detach(phone)  # its token names nothing any more: the hub forgot it
+    assert a.to_clients(PUSH, ["alice"], skip=phone) == ["st-A-alice-laptop"]
+    carry(a, a, b)
+    assert len(laptop_out.pushed) == 2
+
+
 def test_alone_or_cut_off_a_node_delivers_what_it_can_at_once() -> None:
     a = node("A")
     a.connected = False

@@ -24,8 +24,10 @@ from trio_websocket import (
 )
 from websockets.server import ServerProtocol
 
+from chatroom.net import handshake as handshake_module
 from chatroom.net import transport as transport_module
-from chatroom.net.transport import Rejected, Transport, TransportBroken
+from chatroom.net.handshake import Rejected
+from chatroom.net.transport import Transport, TransportBroken
 from chatroom.protocol.codec import Codec, Subprotocol
 from chatroom.protocol.framing import ws_frame
 
@@ -53,7 +55,7 @@ async def ws_pair(
 
     async with trio.open_nursery() as nursery:
         port = await nursery.start(
-            lambda task_status: transport_module.serve_websocket(
+            lambda task_status: handshake_module.serve_websocket(
                 handler,
                 _choose,
                 "127.0.0.1",
@@ -97,7 +99,7 @@ async def test_plain_http_gets_an_error_and_the_server_goes_on() -> None:
 
     async with trio.open_nursery() as nursery:
         port = await nursery.start(
-            lambda task_status: transport_module.serve_websocket(
+            lambda task_status: handshake_module.serve_websocket(
                 handler,
                 _choose,
                 "127.0.0.1",
@@ -318,12 +320,12 @@ async def _close_at_once(transport: Transport, chosen: Subprotocol, remote: str)
 
 @asynccontextmanager
 async def listening(
-    handshake_timeout: float = 5, handler: transport_module.Handler = _close_at_once
+    handshake_timeout: float = 5, handler: handshake_module.Handler = _close_at_once
 ) -> AsyncIterator[int]:
     """A WebSocket listener on localhost (its port) whose handler closes at once."""
     async with trio.open_nursery() as nursery:
         yield await nursery.start(
-            lambda task_status: transport_module.serve_websocket(
+            lambda task_status: handshake_module.serve_websocket(
                 handler,
                 _choose,
                 "127.0.0.1",
@@ -399,7 +401,7 @@ async def test_a_refusal_log_line_counts_those_left_out_since_the_last(
     autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, "chatroom.net.transport")
-    refusals = transport_module.RefusalLog(interval=60)
+    refusals = handshake_module.RefusalLog(interval=60)
     for _ in range(5):
         refusals.note("InvalidMessage", "1.2.3.4:5", "400 not an HTTP request")
     refusals.note("timeout", "1.2.3.4:6", "none within 10 s")
@@ -483,7 +485,7 @@ async def test_a_long_request_head_is_still_parsed() -> None:
     assert reply.startswith(b"HTTP/1.1 101 "), reply[:100]
 
 
-def _recorder(got: list[str | bytes]) -> transport_module.Handler:
+def _recorder(got: list[str | bytes]) -> handshake_module.Handler:
     """A handler that keeps every message received in ``got``, then closes."""
 
     async def handler(transport: Transport, chosen: Subprotocol, remote: str) -> None:
@@ -538,11 +540,11 @@ def test_the_head_end_is_found_wherever_the_reads_split_it() -> None:
     wire = b"GET / HTTP/1.1\r\nHost: x\r\n\r\nFRAMES"
     blank = wire.index(b"\r\n\r\n")
     for cut in range(blank - 2, blank + 6):
-        head_end = transport_module._HeadEnd()
+        head_end = handshake_module._HeadEnd()
         parts = head_end.head_part(wire[:cut]) + head_end.head_part(wire[cut:])
         assert parts == wire[: blank + 4]
         assert head_end.rest == b"FRAMES"
-    head_end = transport_module._HeadEnd()  # one byte a read
+    head_end = handshake_module._HeadEnd()  # one byte a read
     assert (
         b"".join(head_end.head_part(wire[k : k + 1]) for k in range(len(wire))) == wire[: blank + 4]
     )

@@ -1,0 +1,223 @@
+"""A chatroom's frame log (protocol/roomlog.py) as viewers see it: viewers that keep up
+and leave ``peerId`` out (configBitmap bit 7) are written from the room's log, the
+others from their own outbox; all of them get every message once, in order, never
+their own, and nothing of a room they left."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from types import SimpleNamespace
+
+from helpers import JSON_SUB, PROTOBUF_SUB, Client, fail_after, running_server
+
+from chatroom.config import Config
+from chatroom.core.outbox import Priority, QueuedBytes, ShedTotals
+from chatroom.core.presence import Session
+from chatroom.hub.local import LocalHub
+from chatroom.net.connection import Connection
+from chatroom.net.flusher import Flusher
+from chatroom.protocol import messages_pb2 as pb
+from chatroom.protocol.codec import Prepared, parse_subprotocol
+from chatroom.protocol.roomlog import CAPACITY
+
+OMITS = 128  # configBitmap bit 7: pushes may leave peerId out
+BUSY = {  # every flush busy, two connections a slice: ranges of several frames
+    "write_slice": 2,
+    "write_delay_threshold": 2,
+    "shed_backlog_low": 1_000_000,
+    "shed_backlog_normal": 1_000_000,
+    "shed_lag_low": 3600.0,
+    "shed_lag_normal": 3600.0,
+}
+
+
+async def directs(client: Client, count: int) -> list[str]:
+    """Wait for ``count`` direct pushes; every direct message received so far, in order."""
+    while True:
+        got = [cmd["msg"] for cmd in client.received if cmd.get("cmd") == "direct"]
+        if len(got) >= count:
+            return got
+        await client.receive()
+
+
+async def join(client: Client, cid: str, name: str) -> None:
+    reply = await client.request({"cmd": "conv", "op": "add", "cid": cid, "m": [name]})
+    assert reply.get("op") == "added", reply
+
+
+@asynccontextmanager
+async def chatroom(*viewers: tuple[str, str, bool]) -> AsyncIterator[tuple[str, list[Client]]]:
+    """A server with every flush busy, a chatroom opened by ``host`` (who leaves
+    peerId out) and its viewers, each (name, subprotocol, leaves peerId out), logged
+    in and joined; the room's cid and the clients, host first."""
+    async with running_server(BUSY) as running, contextlib.AsyncExitStack() as stack:
+        host = await stack.enter_async_context(running.client(PROTOBUF_SUB))
+        await host.login("host", configBitmap=OMITS)
+        reply = await host.request({"cmd": "conv", "op": "start", "m": [], "transient": True})
+        cid = reply["cid"]
+        clients = [host]
+        for name, subprotocol, omits in viewers:
+            client = await stack.enter_async_context(running.client(subprotocol))
+            await client.login(name, **({"configBitmap": OMITS} if omits else {}))
+            await join(client, cid, name)
+            clients.append(client)
+        yield cid, clients
+
+
+@fail_after(60)
+async def test_viewers_read_from_the_log_get_everything_once_in_order_but_their_own() -> None:
+    viewers = [
+        ("fast", PROTOBUF_SUB, True),
+        ("talker", PROTOBUF_SUB, True),
+        ("named", PROTOBUF_SUB, False),  # SDK 3.x style: every push names its client
+        ("flat", JSON_SUB, False),
+    ]
+    async with chatroom(*viewers) as (cid, (host, fast, talker, named, flat)):
+        sent: list[str] = []
+        for batch in range(5):
+            texts = [f"h{batch}-{i:02d}" for i in range(20)]
+            await host.say_many(cid, texts)
+            sent += texts
+            said = f"t{batch}"  # the talker's own, between the host's
+            await talker.say(cid, said)
+            sent.append(said)
+        everyone = len(sent)
+        assert await directs(fast, everyone) == sent
+        assert await directs(named, everyone) == sent
+        assert await directs(flat, everyone) == sent
+        assert await directs(talker, everyone - 5) == [m for m in sent if m[0] == "h"]
+        assert await directs(host, 5) == [m for m in sent if m[0] == "t"]
+        pushed = [cmd for cmd in fast.received if cmd.get("cmd") == "direct"]
+        assert all("peerId" not in cmd for cmd in pushed)
+        pushed = [cmd for cmd in named.received if cmd.get("cmd") == "direct"]
+        assert all(cmd.get("peerId") == "named" for cmd in pushed)
+
+
+@fail_after(60)
+async def test_a_viewer_that_left_gets_nothing_more_of_the_room() -> None:
+    viewers = [("stays", PROTOBUF_SUB, True), ("leaves", PROTOBUF_SUB, True)]
+    async with chatroom(*viewers) as (cid, (host, stays, leaves)):
+        before = [f"b{i:02d}" for i in range(30)]
+        await host.say_many(cid, before)
+        assert await directs(leaves, len(before)) == before
+        quit_ = {"cmd": "conv", "op": "remove", "cid": cid, "m": ["leaves"]}
+        assert (await leaves.request(quit_)).get("op") == "removed"
+        after = [f"a{i:02d}" for i in range(30)]
+        await host.say_many(cid, after)
+        assert await directs(stays, 60) == before + after
+        # A message of a normal conversation, sent after: what came before it on
+        # this socket is all the viewer will ever get of the room.
+        dm = await host.start(["leaves"])
+        await host.say(dm, "marker")
+        assert await directs(leaves, len(before) + 1) == [*before, "marker"]
+
+
+# The log's edges, on real connections and a real hub, without sockets.
+
+
+class Wire:
+    """A transport whose socket takes everything: the frames written, decoded."""
+
+    backlog = 0
+
+    def __init__(self) -> None:
+        self.sink: object = None
+        self.on_frames: object = None
+        self.data = b""
+
+    def write_nowait(self, data: bytes) -> int:
+        self.data += data
+        return len(data)
+
+    def texts(self) -> list[str]:
+        out, data = [], self.data
+        while data:
+            size, start = data[1] & 0x7F, 2
+            if size == 126:
+                size, start = int.from_bytes(data[2:4], "big"), 4
+            out.append(pb.GenericCommand.FromString(data[start : start + size]).directMessage.msg)
+            data = data[start + size :]
+        return out
+
+
+def viewers(hub: LocalHub, flusher: Flusher, *names: str) -> list[tuple[Session, Wire]]:
+    config = Config(db=":memory:")
+    ctx = SimpleNamespace(
+        config=config,
+        counters=SimpleNamespace(shed=ShedTotals()),
+        policies=SimpleNamespace(queued=QueuedBytes(config.queued_bytes_budget)),
+    )
+    subprotocol = parse_subprotocol(PROTOBUF_SUB)
+    assert subprotocol is not None
+    out = []
+    for name in names:
+        wire = Wire()
+        conn = Connection(wire, subprotocol, ctx, flusher)  # type: ignore[arg-type]
+        conn._omit_peer_id = True  # as after a login with configBitmap bit 7
+        session = Session(name, conn, token=name)
+        conn.attach(session)
+        hub.attach(session)
+        hub.join_room("room", session)
+        out.append((session, wire))
+    return out
+
+
+def message(text: str) -> Prepared:
+    cmd = pb.GenericCommand(cmd=pb.direct)
+    cmd.directMessage.msg = text
+    cmd.directMessage.cid = "room"
+    return Prepared(cmd)
+
+
+def flush(flusher: Flusher) -> None:
+    dirty, flusher._dirty = flusher._dirty, []
+    for conn in dirty:
+        conn.flush_nowait()
+
+
+def test_a_range_with_a_gap_is_queued_without_the_missing_frame() -> None:
+    hub, flusher = LocalHub(), Flusher()
+    (a, a_wire), (_, b_wire) = viewers(hub, flusher, "a", "b")
+    hub.to_room(message("m1"), "room", Priority.NORMAL)
+    hub.to_room(message("m2"), "room", Priority.NORMAL, skip=a)  # a sent it
+    hub.to_room(message("m3"), "room", Priority.NORMAL)
+    flush(flusher)
+    assert a_wire.texts() == ["m1", "m3"]
+    assert b_wire.texts() == ["m1", "m2", "m3"]
+
+
+def test_a_viewer_that_left_is_not_written_what_came_after() -> None:
+    hub, flusher = LocalHub(), Flusher()
+    (_, a_wire), (_, b_wire) = viewers(hub, flusher, "a", "b")
+    hub.to_room(message("m1"), "room", Priority.NORMAL)
+    hub.leave_room("room", "b")
+    hub.to_room(message("m2"), "room", Priority.NORMAL)
+    flush(flusher)
+    assert a_wire.texts() == ["m1", "m2"]
+    assert b_wire.texts() == ["m1"]
+
+
+def test_a_reply_between_two_pushes_is_written_between_them() -> None:
+    hub, flusher = LocalHub(), Flusher()
+    (a, a_wire), (_, b_wire) = viewers(hub, flusher, "a", "b")
+    hub.to_room(message("m1"), "room", Priority.NORMAL)
+    a.outlet.send(message("reply").command)
+    hub.to_room(message("m2"), "room", Priority.NORMAL)
+    flush(flusher)
+    assert a_wire.texts() == ["m1", "reply", "m2"]
+    assert b_wire.texts() == ["m1", "m2"]
+
+
+def test_viewers_behind_in_a_full_log_keep_every_frame_in_order() -> None:
+    hub, flusher = LocalHub(), Flusher()
+    (_, a_wire), (_, b_wire) = viewers(hub, flusher, "a", "b")
+    sent = [f"m{i}" for i in range(CAPACITY * 2 + 3)]
+    for number, text in enumerate(sent):
+        hub.to_room(message(text), "room", Priority.NORMAL)
+        if number % 5 == 0:
+            flush(flusher)
+    flush(flusher)
+    assert a_wire.texts() == sent
+    assert b_wire.texts() == sent
