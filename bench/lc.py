@@ -15,6 +15,7 @@ from chatroom.protocol import messages_pb2 as pb
 SUBPROTOCOL = "lc.protobuf2.3"
 APP_ID = "bench"
 CONFIG_BITMAP = 59  # what leancloud-realtime 4.3.1 announces (acks for transient messages)
+UA = "js/4.3.1"  # ... and its ua: the server leaves peerId out of its pushes, as for the SDK
 PRIORITIES = {1: "HIGH", 2: "NORMAL", 3: "LOW"}
 
 
@@ -24,7 +25,7 @@ def _bytes(cmd: pb.GenericCommand) -> bytes:
 
 def login(peer_id: str, i: int) -> bytes:
     cmd = pb.GenericCommand(cmd=pb.session, op=pb.open, appId=APP_ID, peerId=peer_id, i=i)
-    cmd.sessionMessage.ua = "bench"
+    cmd.sessionMessage.ua = UA
     cmd.sessionMessage.configBitmap = CONFIG_BITMAP
     return _bytes(cmd)
 
