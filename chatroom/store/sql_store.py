@@ -43,11 +43,13 @@ from .common import (
     clamp_int64,
     conversation_of_row,
     members_key,
+    threads_of,
 )
 from .select_sql import SelectDialect, select_sql
 
 T = TypeVar("T")
 _DELETE_BATCH = 1000  # messages deleted per transaction by delete_conversation
+_THREADS_A_STATEMENT = 500  # a system conversation's threads named in one DELETE
 
 
 def _as_is(row: Any) -> Any:
@@ -307,9 +309,20 @@ class SqlStore:
         return await self._write(lambda db: db.execute(sql, (cid, mid)).rowcount > 0)
 
     async def delete_conversation(self, cid: str) -> bool:
-        """Its messages a batch per transaction (the committer shares the writer), then
-        the conversation's own rows; whether it existed."""
-        existed = await self.get_conversation(cid) is not None
+        """A system conversation's threads, then its own messages, a batch per
+        transaction (the committer shares the writer), then the conversation's own rows;
+        whether it existed."""
+        conv = await self.get_conversation(cid)
+        threads = threads_of(conv)
+        for at in range(0, len(threads), _THREADS_A_STATEMENT):
+            drop_threads = functools.partial(
+                retention_sql.drop_messages,
+                cids=threads[at : at + _THREADS_A_STATEMENT],
+                limit=_DELETE_BATCH,
+                seq=self._dialect.message_seq,
+            )
+            while await self._write(drop_threads) >= _DELETE_BATCH:
+                pass
         drop = functools.partial(
             retention_sql.drop_conversation,
             cid=cid,
@@ -318,7 +331,7 @@ class SqlStore:
         )
         while not (await self._write(drop))[1]:
             pass
-        return existed
+        return conv is not None
 
     # member moderation (sqlite_moderation.py has the SQL of both engines)
 
