@@ -137,7 +137,8 @@ class HookRunner:
                 self._nursery = nursery
                 for _ in range(self._workers):
                     nursery.start_soon(self._drain)
-                nursery.start_soon(self._prune)
+                if self._settings:
+                    nursery.start_soon(self._prune)
                 task_status.started()
         finally:
             self._client.close()
