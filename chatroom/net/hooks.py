@@ -35,7 +35,7 @@ from chatroom.core.hooks import (
     signature,
 )
 from chatroom.core.model import JSON
-from chatroom.net.hookclient import HookHTTPError, post, tls_context
+from chatroom.net.hookclient import MAX_IDLE, HookClient, HookHTTPError, tls_context
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +51,12 @@ class HookRunner:
         workers: int,
         wall_ms: Callable[[], int],
         ca_file: str = "",
+        max_idle: int = MAX_IDLE,
     ) -> None:
+        """``max_idle``: kept-alive connections per hook origin (0: one per call)."""
         self._settings = {s.name: s for s in settings}
         secure = any(s.url.startswith("https:") for s in settings)
-        self._tls = tls_context(ca_file) if secure else None
+        self._client = HookClient(tls_context(ca_file) if secure else None, max_idle)
         self._secret = secret
         self._workers = max(workers, 1)
         self._wall_ms = wall_ms
@@ -89,7 +91,7 @@ class HookRunner:
         try:
             with trio.move_on_after(setting.timeout_ms / 1000):
                 body, headers = self._request(name, params)
-                status, body = await post(setting.url, body, headers, _MAX_REPLY, self._tls)
+                status, body = await self._client.post(setting.url, body, headers, _MAX_REPLY)
                 return parse_reply(status, body)
             stats.timeouts += 1
             why = f"no reply within {setting.timeout_ms} ms"
@@ -130,11 +132,22 @@ class HookRunner:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Post notifications and run continuations until cancelled."""
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            for _ in range(self._workers):
-                nursery.start_soon(self._drain)
-            task_status.started()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                for _ in range(self._workers):
+                    nursery.start_soon(self._drain)
+                if self._settings:
+                    nursery.start_soon(self._prune)
+                task_status.started()
+        finally:
+            self._client.close()
+
+    async def _prune(self) -> None:
+        """Close kept-alive connections that have been idle too long."""
+        while True:
+            await trio.sleep(self._client.idle_timeout)
+            self._client.prune()
 
     async def _drain(self) -> None:
         async for name, params in self._receive:

@@ -184,8 +184,9 @@ class Store(Protocol):
 
     async def delete_conversation(self, cid: str) -> bool:
         """Delete the conversation with its messages, members, marks and moderation
-        state (the messages possibly over several transactions: a reader may see some
-        of them gone before the conversation is); whether it existed."""
+        state, and a system conversation's subscriber threads (``common.threads_of``)
+        too (the messages possibly over several transactions: a reader may see some of
+        them gone before the conversation is); whether it existed."""
 
     # member moderation: managers, mutes and blocks (chatroom/core/roles.py)
 

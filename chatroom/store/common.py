@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from chatroom.core.ids import thread_cid
 from chatroom.core.matcher import compile_regex
 from chatroom.core.model import (
     JSON,
@@ -300,6 +301,15 @@ class Rows(Protocol):
     def __iter__(self) -> Iterator[Any]: ...
 
     def close(self) -> None: ...
+
+
+def threads_of(conv: Conversation | None) -> list[str]:
+    """Where a system conversation keeps what it and each subscriber wrote to the other
+    (``core.ids.thread_cid``): messages apart from its own, deleted with it. None for
+    the other kinds."""
+    if conv is None or conv.kind is not ConvType.SYSTEM:
+        return []
+    return [thread_cid(conv.cid, member) for member in conv.members]
 
 
 class Db(Protocol):

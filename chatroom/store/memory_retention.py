@@ -13,6 +13,8 @@ import trio
 from chatroom.core.model import Conversation, ConvType, MemberMarks, Message
 from chatroom.core.roles import Moderation
 
+from .common import threads_of
+
 
 class MemoryRetention:
     _convs: dict[str, Conversation]
@@ -74,8 +76,9 @@ class MemoryRetention:
     async def delete_conversation(self, cid: str) -> bool:
         """The conversation and everything kept with it, at once."""
         await trio.lowlevel.checkpoint()
-        self._drop_oldest(cid, len(self._history.get(cid, ())))
         conv = self._convs.get(cid)
+        for kept in (*threads_of(conv), cid):
+            self._drop_oldest(kept, len(self._history.get(kept, ())))
         if conv is not None:
             self._forget(conv)
         return conv is not None

@@ -11,7 +11,7 @@ from __future__ import annotations
 from .base import StoreError
 from .common import Db
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _TEXT = 'TEXT COLLATE "C"'
 
@@ -186,7 +186,15 @@ _TABLES = [
 
 # Steps from version n - 1 to n; a schema change adds the next one and bumps
 # SCHEMA_VERSION, and a database of any older version is brought up step by step.
-STEPS: dict[int, list[str]] = {1: _FUNCTIONS + _TABLES}
+STEPS: dict[int, list[str]] = {
+    1: _FUNCTIONS + _TABLES,
+    # Content stored before U+0000 was escaped (postgres_sql.NUL_MARK) that starts with
+    # the marker: escaped now, so that it reads back as it was written.
+    2: [
+        "UPDATE messages SET data = chr(65535) || replace(data, chr(65535), repeat(chr(65535), 2))"
+        " WHERE left(data, 1) = chr(65535)"
+    ],
+}
 
 # pg_advisory_xact_lock key of migrations: "chatroom" in ASCII, as a 64-bit integer.
 _LOCK_KEY = int.from_bytes(b"chatroom", "big") & (2**63 - 1)

@@ -23,6 +23,31 @@ from .sqlite_messages import MSG_INSERTED, MSG_SELECT
 
 _PLACEHOLDER = re.compile(r"\?(\d*)")
 
+# PostgreSQL's text cannot hold U+0000, which message content may (SQLite keeps it).
+# Content holding one, or starting with the marker U+FFFF, is stored as the marker and
+# then the content with each U+FFFF doubled and each U+0000 written as U+FFFF "0";
+# any other content (all but a few) is stored as it is.
+NUL_MARK = "\uffff"
+_ESCAPED = re.compile("\uffff(.)", re.DOTALL)
+
+
+def nul_escaped(text: str) -> str:
+    """``text`` as PostgreSQL stores it (see ``NUL_MARK``)."""
+    if "\0" not in text and not text.startswith(NUL_MARK):
+        return text
+    return NUL_MARK + text.replace(NUL_MARK, NUL_MARK * 2).replace("\0", NUL_MARK + "0")
+
+
+def nul_unescaped(stored: str) -> str:
+    """What ``nul_escaped`` stored as ``stored``."""
+    if not stored.startswith(NUL_MARK):
+        return stored
+    return _ESCAPED.sub(_unescape_one, stored[1:])
+
+
+def _unescape_one(found: re.Match[str]) -> str:
+    return "\0" if found.group(1) == "0" else NUL_MARK
+
 
 @functools.lru_cache(maxsize=512)
 def pg_sql(sql: str) -> tuple[str, tuple[int, ...]]:
@@ -164,4 +189,6 @@ DIALECT = Dialect(
     snapshot="BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
     insert_messages=insert_arrays,
     message_seq="seq",
+    data_in=nul_escaped,
+    data_out=nul_unescaped,
 )

@@ -43,11 +43,13 @@ from .common import (
     clamp_int64,
     conversation_of_row,
     members_key,
+    threads_of,
 )
 from .select_sql import SelectDialect, select_sql
 
 T = TypeVar("T")
 _DELETE_BATCH = 1000  # messages deleted per transaction by delete_conversation
+_THREADS_A_STATEMENT = 500  # a system conversation's threads named in one DELETE
 
 
 def _as_is(row: Any) -> Any:
@@ -66,6 +68,9 @@ class Dialect:
     # writes a batch's message rows (sqlite_messages.append)
     insert_messages: Callable[[Db, list[tuple[object, ...]]], None] = messages_table.insert_each
     message_seq: str = "rowid"  # the messages' column in commit order (the retention sweep)
+    # message content as stored and as read back, where the engine cannot hold any text
+    data_in: messages_table.TextMap | None = None
+    data_out: messages_table.TextMap | None = None
 
 
 class SqlStore:
@@ -157,26 +162,32 @@ class SqlStore:
         if batch:
             await self._write(
                 functools.partial(
-                    messages_table.append, batch=batch, unread_add=self._dialect.unread_add
+                    messages_table.append,
+                    batch=batch,
+                    unread_add=self._dialect.unread_add,
+                    data_in=self._dialect.data_in,
                 )
             )
         else:
             await trio.lowlevel.checkpoint()
 
+    def _message(self, row: Any) -> Message:
+        return messages_table.message_of_row(row, self._dialect.data_out)
+
     async def find_by_dedupe_token(self, cid: str, from_peer: str, token: str) -> Message | None:
         """The oldest message ``from_peer`` sent to ``cid`` with this ``dt``."""
         rows = await self._query(self._dialect.find_by_dedupe_token, (cid, from_peer, token))
-        return messages_table.message_of_row(rows[0]) if rows else None
+        return self._message(rows[0]) if rows else None
 
     async def get_message(self, cid: str, mid: str) -> Message | None:
         """One message by conversation and id."""
         rows = await self._query(messages_table.GET_MESSAGE, (cid, mid))
-        return messages_table.message_of_row(rows[0]) if rows else None
+        return self._message(rows[0]) if rows else None
 
     async def last_message(self, cid: str) -> Message | None:
         """The newest message of a conversation."""
         rows = await self._query(messages_table.LAST_MESSAGE, (cid,))
-        return messages_table.message_of_row(rows[0]) if rows else None
+        return self._message(rows[0]) if rows else None
 
     async def query_messages(self, query: HistoryQuery) -> list[Message]:
         """A history page, ascending (see ``HistoryQuery``): one indexed range scan."""
@@ -189,20 +200,27 @@ class SqlStore:
     async def _history(self, query: HistoryQuery, every: bool) -> list[Message]:
         sql, args, newest_first = messages_table.history_select(query, every)
         rows = await self._query(sql, args)
-        messages = [messages_table.message_of_row(row) for row in rows]
+        messages = [self._message(row) for row in rows]
         if newest_first:
             messages.reverse()
         return messages
 
     async def patch_message(self, patch: Patch) -> Message | None:
         """Rewrite one message's content in place (same row, same id)."""
-        return await self._write(functools.partial(messages_table.apply_patch, patch=patch))
+        dialect = self._dialect
+        apply = functools.partial(
+            messages_table.apply_patch,
+            patch=patch,
+            data_in=dialect.data_in,
+            data_out=dialect.data_out,
+        )
+        return await self._write(apply)
 
     async def patches_since(self, member: str, since: int, limit: int) -> list[Message]:
         """Patched messages of the member's conversations, oldest patch first."""
         since = clamp_int64(since)
         rows = await self._query(messages_table.PATCHES_SINCE, (member, since, limit))
-        return [messages_table.message_of_row(row) for row in rows]
+        return [self._message(row) for row in rows]
 
     async def member_marks(self, cid: str) -> list[MemberMarks]:
         """Every member's marks in ``cid``."""
@@ -242,7 +260,7 @@ class SqlStore:
             await trio.lowlevel.checkpoint()
             return []
         rows = await self._query(self._dialect.recent_dedupe_tokens, (limit,))
-        return [messages_table.message_of_row(row) for row in reversed(rows)]
+        return [self._message(row) for row in reversed(rows)]
 
     async def max_message_timestamp(self) -> int:
         """The newest stored timestamp, 0 when there is none."""
@@ -307,9 +325,20 @@ class SqlStore:
         return await self._write(lambda db: db.execute(sql, (cid, mid)).rowcount > 0)
 
     async def delete_conversation(self, cid: str) -> bool:
-        """Its messages a batch per transaction (the committer shares the writer), then
-        the conversation's own rows; whether it existed."""
-        existed = await self.get_conversation(cid) is not None
+        """A system conversation's threads, then its own messages, a batch per
+        transaction (the committer shares the writer), then the conversation's own rows;
+        whether it existed."""
+        conv = await self.get_conversation(cid)
+        threads = threads_of(conv)
+        for at in range(0, len(threads), _THREADS_A_STATEMENT):
+            drop_threads = functools.partial(
+                retention_sql.drop_messages,
+                cids=threads[at : at + _THREADS_A_STATEMENT],
+                limit=_DELETE_BATCH,
+                seq=self._dialect.message_seq,
+            )
+            while await self._write(drop_threads) >= _DELETE_BATCH:
+                pass
         drop = functools.partial(
             retention_sql.drop_conversation,
             cid=cid,
@@ -318,7 +347,7 @@ class SqlStore:
         )
         while not (await self._write(drop))[1]:
             pass
-        return existed
+        return conv is not None
 
     # member moderation (sqlite_moderation.py has the SQL of both engines)
 

@@ -34,6 +34,10 @@ MSG_INSERTED = (
     "lctype", "patch_timestamp",
 )  # fmt: skip
 _MSG_FIELDS = operator.attrgetter(*MSG_INSERTED)  # C-speed rows: the hot path of group commit
+_DATA = MSG_INSERTED.index("data")
+# How an engine that cannot hold some text as is (PostgreSQL: U+0000) stores message
+# content, and reads it back: the ``data_in`` and ``data_out`` of ``sql_store.Dialect``.
+TextMap = Callable[[str], str]
 _MSG_INSERT = (
     # "binary" is a reserved word in PostgreSQL: quoted, it is a name in either engine.
     f"INSERT INTO messages ({', '.join(MSG_INSERTED)}, mention_pids)".replace("binary", '"binary"')
@@ -73,16 +77,21 @@ def append(
     batch: Sequence[Message],
     unread_add: str = marks_table.UNREAD_ADD,
     insert_rows: Callable[[Db, list[tuple[object, ...]]], None] = insert_each,
+    data_in: TextMap | None = None,
 ) -> None:
     """Insert a non-empty batch with its conversation, unread and meta updates
     (``unread_add``: the statement of ``sqlite_marks.count_unread``; ``insert_rows``
-    writes the rows, in ``_MSG_INSERT``'s order of columns)."""
+    writes the rows, in ``_MSG_INSERT``'s order of columns; ``data_in``: the content
+    as stored)."""
     # Rows are built inside the transaction so that bad values are reported alike.
     newest: dict[str, int] = {}
     rows = []
     for m in batch:
         pids = orjson.dumps(m.mention_pids).decode() if m.mention_pids else None
-        rows.append((*_MSG_FIELDS(m), pids))
+        fields = _MSG_FIELDS(m)
+        if data_in is not None and m.data is not None:
+            fields = (*fields[:_DATA], data_in(m.data), *fields[_DATA + 1 :])
+        rows.append((*fields, pids))
         if m.timestamp > newest.get(m.cid, INT64_MIN):
             newest[m.cid] = m.timestamp
     insert_rows(db, rows)
@@ -94,14 +103,17 @@ def append(
     )
 
 
-def apply_patch(db: Db, patch: Patch) -> Message | None:
+def apply_patch(
+    db: Db, patch: Patch, data_in: TextMap | None = None, data_out: TextMap | None = None
+) -> Message | None:
     """Rewrite one message's content; the patched message, or None if there is none."""
+    data = patch.data if data_in is None or patch.data is None else data_in(patch.data)
     pids = orjson.dumps(patch.mention_pids).decode() if patch.mention_pids else None
     db.execute(
         'UPDATE messages SET data = ?, "binary" = ?, mention_all = ?, mention_pids = ?,'
         " lctype = ?, patch_timestamp = ? WHERE cid = ? AND mid = ?",
         (
-            patch.data,
+            data,
             patch.binary,
             int(patch.mention_all),
             pids,
@@ -112,7 +124,7 @@ def apply_patch(db: Db, patch: Patch) -> Message | None:
         ),
     )
     found = db.execute(GET_MESSAGE, (patch.cid, patch.mid)).fetchall()
-    return message_of_row(found[0]) if found else None
+    return message_of_row(found[0], data_out) if found else None
 
 
 def history_select(query: HistoryQuery, every: bool = False) -> tuple[str, list[object], bool]:
@@ -137,8 +149,10 @@ def history_select(query: HistoryQuery, every: bool = False) -> tuple[str, list[
     return sql, args, newest_first
 
 
-def message_of_row(row: Any) -> Message:
+def message_of_row(row: Any, data_out: TextMap | None = None) -> Message:
     cid, mid, peer, timestamp, data, binary, mention_all, pids, token, lctype, patched = row
+    if data_out is not None and data is not None:
+        data = data_out(data)
     mentioned = tuple(orjson.loads(pids)) if pids else ()
     return Message(
         cid,

@@ -10,13 +10,15 @@ one at or after the cutoff ends the old part.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from .common import Db
 
 _OLDEST = "SELECT {seq}, timestamp FROM messages ORDER BY {seq} LIMIT ?"
 DELETE_MESSAGE = "DELETE FROM messages WHERE cid = ? AND mid = ?"
 _EXPIRED = "SELECT cid FROM conversations WHERE kind = 4 AND expire_at <= ? LIMIT 1"
 _MESSAGES_OF = (
-    "DELETE FROM messages WHERE {seq} IN (SELECT {seq} FROM messages WHERE cid = ? LIMIT ?)"
+    "DELETE FROM messages WHERE {seq} IN (SELECT {seq} FROM messages WHERE cid IN ({cids}) LIMIT ?)"
 )
 # Everything else kept per conversation, deleted with it once its messages are gone.
 _CONVERSATION_TABLES = (
@@ -52,11 +54,18 @@ def sweep(db: Db, cutoff_ms: int, now_ms: int, limit: int, seq: str = "rowid") -
     return deleted + drop_conversation(db, row[0], room, seq)[0]
 
 
+def drop_messages(db: Db, cids: Sequence[str], limit: int, seq: str = "rowid") -> int:
+    """Delete at most ``limit`` messages of the conversations (or threads) ``cids``:
+    how many went (fewer than ``limit``: none of them is left)."""
+    sql = _MESSAGES_OF.format(seq=seq, cids=", ".join("?" * len(cids)))
+    return db.execute(sql, (*cids, limit)).rowcount
+
+
 def drop_conversation(db: Db, cid: str, limit: int, seq: str = "rowid") -> tuple[int, bool]:
     """Delete at most ``limit`` messages of ``cid`` and, once it has none left, the
     conversation with its members, marks and moderation state: the rows deleted, and
     whether the conversation is gone (call again until it is)."""
-    deleted = db.execute(_MESSAGES_OF.format(seq=seq), (cid, limit)).rowcount
+    deleted = drop_messages(db, (cid,), limit, seq)
     if deleted >= limit:
         return deleted, False
     for table in _CONVERSATION_TABLES:

@@ -110,3 +110,27 @@ async def test_control_characters_in_ids_are_refused_everywhere(
         assert [m["msgId"] for m in await alice.logs(cid)] == [mid]
         await alice.say(cid, "still here")
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+@fail_after(30)
+async def test_content_holding_a_nul_is_kept_byte_exact(db: str) -> None:
+    """Content is no id: on either store it is stored, pushed and read back as sent."""
+    config = {"db": db, "master_key": MASTER}
+    async with (
+        running_server(config) as running,
+        running.user("alice") as alice,
+        running.user("bob") as bob,
+    ):
+        cid = await alice.start(["bob"])
+        ack = await alice.say(cid, NUL)
+        pushed = await bob.next_push("direct")
+        assert pushed["msg"] == NUL
+        sent = {"from_client": "bob", "message": "\x00\uffff0"}
+        assert (await rest(running, "POST", f"/conversations/{cid}/messages", sent))[0] == 200
+        edit = {"from_client": "alice", "timestamp": ack["t"], "message": "edited \x00"}
+        path = f"/conversations/{cid}/messages/{ack['uid']}"
+        assert (await rest(running, "PUT", path, edit))[0] == 200
+        assert [m["data"] for m in await alice.logs(cid)] == ["edited \x00", "\x00\uffff0"]
+        status, history = await rest(running, "GET", f"/conversations/{cid}/messages")
+        assert status == 200
+        assert [m["data"] for m in history] == ["\x00\uffff0", "edited \x00"]

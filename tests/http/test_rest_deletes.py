@@ -50,3 +50,29 @@ async def test_deleting_a_conversation_removes_it_and_tells_its_members(tmp_path
         assert left["cid"] == room
         status, body = await rest(running, "GET", f"/chatrooms/{room}")
         assert (status, body["code"]) == (404, 4303)
+
+
+@fail_after(30)
+async def test_deleting_a_service_conversation_takes_its_subscribers_threads(
+    tmp_path: Path,
+) -> None:
+    config = {"master_key": MASTER, "db": str(tmp_path / "chat.db")}
+    async with running_server(config) as running, users(running, "s1", "s2") as (s1, s2):
+        made = [await ok(running, "POST", "/service-conversations", {"name": n}) for n in "AB"]
+        gone, kept = (f"/service-conversations/{m['objectId']}" for m in made)
+        for base in (gone, kept):
+            for client in ("s1", "s2"):
+                await ok(running, "POST", f"{base}/subscribers", {"client_id": client})
+        to_one = {"message": "just you", "to_clients": ["s1"], "from_client": "bot"}
+        await ok(running, "POST", f"{gone}/messages", to_one)
+        await s2.say(made[0]["objectId"], "hello operator")
+        await s1.say(made[1]["objectId"], "to the other operator")
+        stored = {m["data"] for m in await ok(running, "GET", "/messages")}
+        assert stored == {"just you", "hello operator", "to the other operator"}
+        assert await ok(running, "DELETE", gone) == {}
+        # What the operator and each subscriber wrote to the other went with it; the
+        # other service conversation's thread stays.
+        left = await ok(running, "GET", "/messages")
+        assert [m["data"] for m in left] == ["to the other operator"]
+        thread = await ok(running, "GET", f"{kept}/subscribers/s1/messages")
+        assert [m["data"] for m in thread] == ["to the other operator"]

@@ -20,7 +20,7 @@ from hook_endpoint import SECRET, HookCall, HookEndpoint, Respond, carry_on, res
 
 from chatroom.config import HookSetting
 from chatroom.core.hooks import HEADER_HOOK, HEADER_TIMESTAMP, HookFailed
-from chatroom.net.hookclient import HookHTTPError, post
+from chatroom.net.hookclient import HookClient, HookHTTPError
 from chatroom.net.hooks import HookRunner
 
 NAME = "_messageReceived"
@@ -184,14 +184,15 @@ async def test_the_client_bounds_the_reply_and_reports_bad_urls() -> None:
         await trio.lowlevel.checkpoint()
         return 200, orjson.dumps({"result": {"x": "y" * 5000}})
 
+    client = HookClient()
     async with runner(huge) as (_, endpoint):
-        status, body = await post(endpoint.url(NAME), b"{}", [], 100_000)
+        status, body = await client.post(endpoint.url(NAME), b"{}", [], 100_000)
         assert status == 200
         assert len(body) > 5000
         with pytest.raises(HookHTTPError, match="reply over 1000 bytes"):
-            await post(endpoint.url(NAME), b"{}", [], 1000)
+            await client.post(endpoint.url(NAME), b"{}", [], 1000)
     with pytest.raises(HookHTTPError, match="not an http"):
-        await post("ftp://example.com/x", b"{}", [], 1000)
+        await client.post("ftp://example.com/x", b"{}", [], 1000)
 
 
 @pytest.fixture(scope="module")
@@ -218,7 +219,7 @@ async def test_https_endpoints_are_called_trusting_the_configured_ca(
     cert, key = certificate
     server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_tls.load_cert_chain(cert, key)
-    endpoint = HookEndpoint(tls=server_tls)
+    endpoint = HookEndpoint(tls=server_tls, keep_alive=True)
     async with trio.open_nursery() as nursery:
         await nursery.start(endpoint.serve)
         setting = [HookSetting(NAME, endpoint.url(NAME), 2000, "refuse", 1)]
@@ -226,8 +227,10 @@ async def test_https_endpoints_are_called_trusting_the_configured_ca(
         assert await trusting.call(NAME, {"over": "tls"}) == {}
         assert endpoint.calls[0].params == {"over": "tls"}
         assert endpoint.calls[0].signed()
+        assert await trusting.call(NAME, {"again": True}) == {}
+        assert [c.on_connection for c in endpoint.calls] == [1, 2]  # one TLS connection
         system_only = HookRunner(setting, SECRET, 1, 1, lambda: 0)  # does not know the CA
         with pytest.raises(HookFailed, match="CERTIFICATE_VERIFY_FAILED"):
             await system_only.call(NAME, {})
-        assert len(endpoint.calls) == 1
+        assert len(endpoint.calls) == 2
         nursery.cancel_scope.cancel()

@@ -27,6 +27,7 @@ from chatroom.core.model import (
     Direction,
     HistoryQuery,
     Message,
+    Patch,
 )
 from chatroom.store.base import IntegrityError, NotFoundError, Store, StoreError
 from chatroom.store.sqlite import SCHEMA_VERSION, SqliteStore
@@ -279,6 +280,26 @@ async def test_text_and_binary_messages_round_trip(store: Store) -> None:
     assert got[2].data is None
     assert got[0] is not None
     assert got[0].binary is None
+
+
+# U+0000 and the marker PostgreSQL's escaping uses (postgres_sql.NUL_MARK), in every place.
+_NUL_TEXTS = ["a\0b", "\0", "\0\0end", "\uffff", "\uffff0", "x\uffff0", "\uffff\0\uffff\uffff0"]
+
+
+async def test_content_with_nul_is_kept_byte_exact(store: Store) -> None:
+    sent = [make_msg("c1", 10 + i, f"m{i}", data=text) for i, text in enumerate(_NUL_TEXTS)]
+    with trio.fail_after(TIMEOUT):
+        await store.create_conversation(make_conv("c1"))
+        await store.append_messages(sent)
+        assert [await store.get_message("c1", m.mid) for m in sent] == sent
+        assert await store.query_messages(HistoryQuery("c1", limit=100)) == sent
+        assert await store.query_all_messages(HistoryQuery("", limit=100)) == sent
+        assert await store.last_message("c1") == sent[-1]
+        patched = await store.patch_message(Patch("c1", "m0", 500, data="now \0 \uffff0"))
+        assert patched is not None
+        assert patched.data == "now \0 \uffff0"
+        assert await store.get_message("c1", "m0") == patched
+        assert [m.data for m in await store.patches_since("bob", 0, 10)] == ["now \0 \uffff0"]
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from store_examples import make_conv, make_msg
 
+from chatroom.core.ids import thread_cid
 from chatroom.core.model import ConvType, HistoryQuery
 from chatroom.core.roles import ModerationChanges
 from chatroom.store.base import Store
@@ -84,6 +85,27 @@ async def test_delete_conversation_takes_everything_kept_with_it(store: Store) -
     assert [m.mid for m in await store.query_messages(HistoryQuery("c2", limit=10))] == ["keep"]
     assert await store.find_by_dedupe_token("c2", "alice", "t") is not None
     assert await store.delete_conversation("c1") is False
+
+
+async def test_deleting_a_system_conversation_takes_its_subscribers_threads(
+    store: Store,
+) -> None:
+    await store.create_conversation(make_conv("s1", ("sys", "ann", "ben"), kind=ConvType.SYSTEM))
+    await store.create_conversation(make_conv("s2", ("sys", "ann"), kind=ConvType.SYSTEM))
+    threads = {c: thread_cid("s1", c) for c in ("sys", "ann", "ben")}
+    # Over one batch in ann's thread; the same subscriber's thread of s2 stays.
+    await store.append_messages(
+        [make_msg(threads["ann"], 2000 + i, f"a{i}", from_peer="ann") for i in range(1100)]
+    )
+    await store.append_messages([make_msg(threads["ben"], 2000, "b0", from_peer="ben")])
+    await store.append_messages([make_msg("s1", 1500, "all")])
+    await store.append_messages([make_msg(thread_cid("s2", "ann"), 2000, "other")])
+    assert await store.delete_conversation("s1") is True
+    for thread in (*threads.values(), "s1"):
+        assert await store.query_messages(HistoryQuery(thread, limit=1000)) == []
+    assert await store.get_message(threads["ann"], "a0") is None
+    kept = await store.query_messages(HistoryQuery(thread_cid("s2", "ann"), limit=10))
+    assert [m.mid for m in kept] == ["other"]
 
 
 async def test_delete_message_takes_one_message_only(store: Store) -> None:

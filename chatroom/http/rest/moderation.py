@@ -10,11 +10,15 @@ here as ``failed: [{code, error, client_ids}]`` beside LeanCloud's documented re
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TypeAlias
+
 from chatroom.core.model import JSON, Conversation
 from chatroom.core.roles import Role
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.errors import ChatError, ErrorCode
 from chatroom.service import conversations, moderation
+from chatroom.service.context import Handler
 
 from .base import ApiError, Call, Spec
 from .conversations import conversation_in, owner_of, with_failures
@@ -23,13 +27,14 @@ _PAGE = {"limit": "integer", "next": "string"}
 _IDS = {"client_ids": "array!"}
 _ROLES = {role.value for role in Role}
 _MAX_SILENCE = 24 * 3600  # seconds of a temporary silence, as LeanCloud documents
+_Body = pb.ConvCommand | pb.BlacklistCommand
 
 
 def _ids(call: Call) -> list[str]:
     return call.params.clients("client_ids", call.ctx, call.ctx.config.moderation_batch)
 
 
-def _page(call: Call, body: pb.ConvCommand | pb.BlacklistCommand) -> None:
+def _page(call: Call, body: _Body) -> None:
     body.limit = call.params.integer("limit", 10, 1, 100)
     after = call.params.text("next")
     if after:
@@ -43,36 +48,82 @@ def _listed(ids: list[str], after: str) -> JSON:
     return out
 
 
-def _silenced(family: str) -> list[Spec]:
-    path = f"/{family}/{{cid}}/permanent-silenceds"
+_Op: TypeAlias = pb.OpType.ValueType
 
-    async def change(call: Call, muting: bool) -> JSON:
-        conv = await conversation_in(call, family)
-        cmd = pb.GenericCommand(cmd=pb.conv, op=pb.add_shutup if muting else pb.remove_shutup)
-        cmd.convMessage.cid = conv.cid
-        cmd.convMessage.m.extend(_ids(call))
-        reply = await call.run(moderation.shutup, cmd, owner_of(conv))
-        return with_failures({}, reply)
 
-    async def mute(call: Call) -> JSON:
-        return await change(call, muting=True)
+@dataclass(frozen=True)
+class _IdList:
+    """A list of client ids the owner keeps on a conversation, a batch at a time: the
+    permanent mutes (``conv`` commands, ids in ``m``) or the blacklist (``blacklist``
+    commands, ids in ``toPids``, the list in ``blockedPids``)."""
 
-    async def unmute(call: Call) -> JSON:
-        return await change(call, muting=False)
+    path: str
+    ops: tuple[_Op, _Op, _Op]  # add, remove, query
+    change: Handler
+    query: Handler
+    summaries: tuple[str, str, str]
 
-    async def query(call: Call) -> JSON:
-        conv = await conversation_in(call, family)
-        cmd = pb.GenericCommand(cmd=pb.conv, op=pb.query_shutup)
-        cmd.convMessage.cid = conv.cid
-        _page(call, cmd.convMessage)
-        reply = await call.run(moderation.query_shutup, cmd, owner_of(conv))
-        return _listed(list(reply.convMessage.m), reply.convMessage.next)
+    def command(self, op: _Op, cid: str) -> tuple[pb.GenericCommand, _Body]:
+        if self.path == "blacklists":
+            cmd = pb.GenericCommand(cmd=pb.blacklist, op=op)
+            cmd.blacklistMessage.srcCid = cid
+            return cmd, cmd.blacklistMessage
+        cmd = pb.GenericCommand(cmd=pb.conv, op=op)
+        cmd.convMessage.cid = cid
+        return cmd, cmd.convMessage
 
-    return [
-        Spec(path, ("POST",), mute, "Mute members until unmuted", _IDS),
-        Spec(path, ("DELETE",), unmute, "Unmute members", _IDS),
-        Spec(path, ("GET",), query, "The muted members, a page at a time", query=_PAGE),
-    ]
+    def specs(self, family: str) -> list[Spec]:
+        path = f"/{family}/{{cid}}/{self.path}"
+        add, remove, query = self.ops
+
+        async def change(call: Call, op: _Op) -> JSON:
+            conv = await conversation_in(call, family)
+            cmd, body = self.command(op, conv.cid)
+            (body.m if isinstance(body, pb.ConvCommand) else body.toPids).extend(_ids(call))
+            return with_failures({}, await call.run(self.change, cmd, owner_of(conv)))
+
+        async def adding(call: Call) -> JSON:
+            return await change(call, add)
+
+        async def removing(call: Call) -> JSON:
+            return await change(call, remove)
+
+        async def listing(call: Call) -> JSON:
+            conv = await conversation_in(call, family)
+            cmd, body = self.command(query, conv.cid)
+            _page(call, body)
+            reply = await call.run(self.query, cmd, owner_of(conv))
+            if isinstance(body, pb.ConvCommand):
+                return _listed(list(reply.convMessage.m), reply.convMessage.next)
+            listed = reply.blacklistMessage
+            return _listed(list(listed.blockedPids), listed.next)
+
+        adds, removes, lists = self.summaries
+        return [
+            Spec(path, ("POST",), adding, adds, _IDS),
+            Spec(path, ("DELETE",), removing, removes, _IDS),
+            Spec(path, ("GET",), listing, lists, query=_PAGE),
+        ]
+
+
+_SILENCED = _IdList(
+    "permanent-silenceds",
+    (pb.add_shutup, pb.remove_shutup, pb.query_shutup),
+    moderation.shutup,
+    moderation.query_shutup,
+    ("Mute members until unmuted", "Unmute members", "The muted members, a page at a time"),
+)
+_BLACKLIST = _IdList(
+    "blacklists",
+    (pb.block, pb.unblock, pb.query),
+    moderation.blacklist,
+    moderation.blacklist,
+    (
+        "Block clients (members are removed)",
+        "Unblock clients",
+        "The blocked clients, a page at a time",
+    ),
+)
 
 
 def _temporary(family: str) -> list[Spec]:
@@ -109,39 +160,6 @@ def _temporary(family: str) -> list[Spec]:
     return [
         Spec(path, ("POST",), silence, "Mute a member for ttl seconds", body),
         Spec(path, ("DELETE",), lift, "Lift a temporary mute", query={"client_id": "string!"}),
-    ]
-
-
-def _blacklist(family: str) -> list[Spec]:
-    path = f"/{family}/{{cid}}/blacklists"
-
-    async def change(call: Call, blocking: bool) -> JSON:
-        conv = await conversation_in(call, family)
-        cmd = pb.GenericCommand(cmd=pb.blacklist, op=pb.block if blocking else pb.unblock)
-        cmd.blacklistMessage.srcCid = conv.cid
-        cmd.blacklistMessage.toPids.extend(_ids(call))
-        reply = await call.run(moderation.blacklist, cmd, owner_of(conv))
-        return with_failures({}, reply)
-
-    async def block(call: Call) -> JSON:
-        return await change(call, blocking=True)
-
-    async def unblock(call: Call) -> JSON:
-        return await change(call, blocking=False)
-
-    async def query(call: Call) -> JSON:
-        conv = await conversation_in(call, family)
-        cmd = pb.GenericCommand(cmd=pb.blacklist, op=pb.query)
-        cmd.blacklistMessage.srcCid = conv.cid
-        _page(call, cmd.blacklistMessage)
-        reply = await call.run(moderation.blacklist, cmd, owner_of(conv))
-        body = reply.blacklistMessage
-        return _listed(list(body.blockedPids), body.next)
-
-    return [
-        Spec(path, ("POST",), block, "Block clients (members are removed)", _IDS),
-        Spec(path, ("DELETE",), unblock, "Unblock clients", _IDS),
-        Spec(path, ("GET",), query, "The blocked clients, a page at a time", query=_PAGE),
     ]
 
 
@@ -220,9 +238,9 @@ async def push_muted(call: Call) -> JSON:
 
 _MUTES = "/conversations/{cid}/mutes"
 SPECS = [
-    *(s for f in ("conversations", "chatrooms") for s in _silenced(f)),
+    *(s for f in ("conversations", "chatrooms") for s in _SILENCED.specs(f)),
     *(s for f in ("conversations", "chatrooms") for s in _temporary(f)),
-    *(s for f in ("conversations", "chatrooms") for s in _blacklist(f)),
+    *(s for f in ("conversations", "chatrooms") for s in _BLACKLIST.specs(f)),
     *(s for f in ("conversations", "chatrooms") for s in _roles(f)),
     Spec(_MUTES, ("POST",), push_mute, "Turn offline pushes off for members", _IDS),
     Spec(_MUTES, ("DELETE",), push_unmute, "Turn them on again", _IDS),
