@@ -73,12 +73,24 @@ async def state_of(ctx: Context, cid: str) -> Moderation:
     return book.keep(cid, loaded) if drops == book.drops else loaded
 
 
+async def _agreed(ctx: Context, cid: str, refuses: Callable[[Moderation], bool]) -> Moderation:
+    """The state, as the cluster has it when this node's copy would refuse: a change
+    another node made and told its clients of (``_save`` publishes it first) is heard
+    here before a refusal stands on the copy from before it (issue 11)."""
+    state = await state_of(ctx, cid)
+    if ctx.ports.cluster.several and refuses(state):
+        await ctx.ports.cluster.settle()
+        state = await state_of(ctx, cid)
+    return state
+
+
 async def _save(ctx: Context, conv: Conversation, changes: ModerationChanges) -> None:
     """Store ``changes``, then apply them to the state in memory (a failed write leaves
     both as they were)."""
     await ctx.store.save_moderation(conv.cid, changes)
     changes.apply(await state_of(ctx, conv.cid))
     ctx.hub.changed(MODERATION, conv.cid)
+    await ctx.ports.cluster.published()  # the other nodes can know before any reply
 
 
 # -- reaching clients: the one place that knows how (presence, delivery, event log) --
@@ -142,10 +154,17 @@ async def check_may(
 ) -> Role:
     """``peer``'s role if it may do ``act``; else ``outsider`` for a non-member, 4308
     CONVERSATION_OPERATION_UNAUTHORIZED for a member whose role may not."""
-    found = await role(ctx, conv, peer)
+    changes = _changes_by(ctx)
+
+    def refuses(state: Moderation) -> bool:
+        found = role_of(conv, state, peer, _watching(ctx, conv, peer))
+        return found is None or not may(act, conv.kind, found, changes)
+
+    state = await _agreed(ctx, conv.cid, refuses)
+    found = role_of(conv, state, peer, _watching(ctx, conv, peer))
     if found is None:
         raise ChatError(outsider, detail=f"only members may {act.value}")
-    if not may(act, conv.kind, found, _changes_by(ctx)):
+    if not may(act, conv.kind, found, changes):
         raise ChatError(
             ErrorCode.CONVERSATION_NOT_ALLOWED,
             Reason.OPERATION_UNAUTHORIZED,
@@ -157,10 +176,15 @@ async def check_may(
 async def check_may_send(ctx: Context, conv: Conversation, peer: str) -> None:
     """4315 for a blocked client or one temporarily silenced, 4308
     CONVERSATION_MEMBER_SHUTUP for a muted one."""
-    state = await state_of(ctx, conv.cid)
+    now = ctx.clock.wall_ms()
+
+    def refuses(state: Moderation) -> bool:
+        return peer in state.blocked or (bool(state.muted) and state.is_muted(peer, now))
+
+    state = await _agreed(ctx, conv.cid, refuses)
     if peer in state.blocked:
         raise ChatError(ErrorCode.CONVERSATION_BLACKLISTED)
-    if state.muted and state.is_muted(peer, ctx.clock.wall_ms()):
+    if state.muted and state.is_muted(peer, now):
         if state.muted[peer] is not None:  # a temporary silence (REST temporary-silenceds)
             raise ChatError(ErrorCode.CONVERSATION_BLACKLISTED, "temporarily silenced")
         raise ChatError(
@@ -173,11 +197,19 @@ async def screen_add(
 ) -> tuple[list[str], Refusals]:
     """Of the clients ``actor`` adds (or, itself, joins): those it may add, and the
     refused ones: blocked (4315), or others added by a member who may not (4308)."""
-    state = await state_of(ctx, conv.cid)
+
+    def others_may(state: Moderation) -> bool:  # a chatroom refuses others itself, per id
+        return conv.kind is ConvType.TRANSIENT or may(
+            Act.ADD_OTHERS, conv.kind, role_of(conv, state, actor), _changes_by(ctx)
+        )
+
+    def refuses(state: Moderation) -> bool:
+        others = others_may(state) or all(target == actor for target in targets)
+        return not others or any(target in state.blocked for target in targets)
+
+    state = await _agreed(ctx, conv.cid, refuses)
     refused: Refusals = {}
-    others_ok = conv.kind is ConvType.TRANSIENT or may(
-        Act.ADD_OTHERS, conv.kind, role_of(conv, state, actor), _changes_by(ctx)
-    )  # a chatroom refuses others itself, per id
+    others_ok = others_may(state)
     kept = []
     for target in targets:
         if target in state.blocked:
