@@ -21,7 +21,7 @@ from chatroom.protocol import ids
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Prepared
 from chatroom.protocol.errors import ChatError, ErrorCode
-from chatroom.service import hooks, moderation, signing
+from chatroom.service import hooks, lasting, moderation, signing
 from chatroom.service.context import SENT, Context, Link, require_session, valid_client_id
 from chatroom.service.conv_events import push
 
@@ -212,6 +212,7 @@ async def _start_chatroom(
     ctx.caches.conversations.put(conv)
     if not session.operator:  # made over the REST API: nobody watches it yet
         ctx.hub.join_room(conv.cid, session)
+        lasting.follow_room(ctx, session)
     reply.convMessage.cid = conv.cid
     reply.convMessage.cdate = iso(now)
     hooks.notify(ctx, names.CONVERSATION_STARTED, {"convId": conv.cid})
@@ -321,6 +322,7 @@ def _join_chatroom(
     cannot be put into a chatroom by this command."""
     if session.peer_id in targets:
         ctx.hub.join_room(conv.cid, session)
+        lasting.follow_room(ctx, session)
     others = [t for t in targets if t != session.peer_id]
     allowed = [session.peer_id] if session.peer_id in targets else []
     _outcome(reply, allowed, {ErrorCode.CONVERSATION_NOT_ALLOWED: others})
@@ -339,6 +341,7 @@ async def remove(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.Generic
     moderation.add_refusals(reply.convMessage, refused)
     if conv.kind is ConvType.TRANSIENT:
         moderation.leave_room(ctx, conv.cid, targets)
+        lasting.follow_room(ctx, session)  # the actor may have left
         _outcome(reply, targets, {})
         return reply
     gone = [t for t in targets if t in conv.members]

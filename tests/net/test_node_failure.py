@@ -92,13 +92,17 @@ async def test_a_killed_nodes_clients_resume_on_the_other_and_lose_nothing(
         watcher, _ = await connect(on_b, b, "watcher")
         async with AsyncExitStack() as on_a:
             alice, opened = await connect(on_a, a, "alice")
-            viewers = [(await connect(on_a, a, f"v{n}"))[0] for n in range(3)]
+            logins = [await connect(on_a, a, f"v{n}") for n in range(3)]
+            viewers = [viewer for viewer, _ in logins]
             cid = await alice.start(["bob"])
             sent = await alice.say_many(cid, [f"before {n}" for n in range(10)])  # acked
             room = await watcher.start([], transient=True)
             for n, viewer in enumerate(viewers):
                 await join(viewer, room, f"v{n}")
             await until(lambda: count(watcher, room), 4)
+            # Node A told node B of v0's joining before this message (one queue).
+            await viewers[0].say(room, "v0 watching")
+            assert (await watcher.next_push("direct"))["msg"] == "v0 watching"
             a.process.proc.send_signal(signal.SIGKILL)  # no goodbye, nothing flushed
             assert await a.process.exit_code() == -signal.SIGKILL
             with trio.fail_after(DEAD_NODE_BOUND):
@@ -111,6 +115,13 @@ async def test_a_killed_nodes_clients_resume_on_the_other_and_lose_nothing(
         await again.say(cid, "after")
         texts = [f"before {n}" for n in range(10)] + ["after"]
         assert [(await bob.next_push("direct"))["msg"] for _ in texts] == texts
+        # A viewer resumed on node B watches its chatroom again (its node never saw
+        # the connection end): counted, and the room's messages reach it.
+        viewer, resumed = await connect(on_b, b, "v0", r=True, st=logins[0][1]["st"])
+        assert (resumed["cmd"], resumed["op"]) == ("session", "opened"), resumed
+        await until(lambda: count(watcher, room), 2)
+        await watcher.say(room, "welcome back")
+        assert (await viewer.next_push("direct"))["msg"] == "welcome back"
 
 
 @fail_after(120)
