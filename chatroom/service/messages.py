@@ -41,7 +41,7 @@ from chatroom.core.recent import Pending
 from chatroom.hub.base import DEDUPE
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Prepared
-from chatroom.protocol.errors import ChatError, ErrorCode
+from chatroom.protocol.errors import NOT_STORED, ChatError, ErrorCode
 from chatroom.service import hooks, lasting, moderation
 from chatroom.service.context import SENT, Context, Link, require_session
 from chatroom.service.patches import check_size, filtered_notice, filters_apply
@@ -300,7 +300,7 @@ def _failed(i: int | None) -> pb.GenericCommand:
     if i is not None:
         reply.i = i
     reply.ackMessage.code = int(ErrorCode.INTERNAL_ERROR)
-    reply.ackMessage.reason = "message could not be stored"
+    reply.ackMessage.reason = NOT_STORED
     return reply
 
 

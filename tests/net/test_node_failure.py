@@ -8,6 +8,7 @@ returns."""
 
 from __future__ import annotations
 
+import re
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -142,11 +143,16 @@ async def test_sends_are_refused_across_the_cluster_while_postgresql_is_down(
         assert (await bob.next_push("direct"))["msg"] == "before"
         await bob.say(cid, "hi")  # node B has read the conversation too
         assert (await alice.next_push("direct"))["msg"] == "hi"
+        unread = await alice.start(["bob"])  # node B never read this one
         await trio.to_thread.run_sync(own_pg_server.stop)
-        for sender in (alice, bob):  # on either node: refused, not acked
-            refused = await sender.request({"cmd": "direct", "cid": cid, "msg": "lost"})
+        for sender, to in ((alice, cid), (bob, cid), (bob, unread)):
+            # On either node, cached or not: refused, not acked.
+            refused = await sender.request({"cmd": "direct", "cid": to, "msg": "lost"})
             assert (refused["cmd"], refused.get("code")) == ("ack", 4200), refused
             assert refused["reason"] == "message could not be stored", refused
+        # Node B could not read the conversation: one line, no traceback.
+        await b.process.wait_for(re.compile("direct of .* refused, the store failed"))
+        assert not b.process.matches(re.compile("Traceback")), b.process.tail()
         await alice.sync()
         await bob.sync()
         for reader in (alice, bob):
@@ -155,3 +161,5 @@ async def test_sends_are_refused_across_the_cluster_while_postgresql_is_down(
         await alice.say(cid, "after")
         assert (await bob.next_push("direct"))["msg"] == "after"
         assert [item["data"] for item in await bob.logs(cid)] == ["before", "hi", "after"]
+        await bob.say(unread, "back")
+        assert (await alice.next_push("direct"))["msg"] == "back"
