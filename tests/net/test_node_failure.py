@@ -163,3 +163,51 @@ async def test_sends_are_refused_across_the_cluster_while_postgresql_is_down(
         assert [item["data"] for item in await bob.logs(cid)] == ["before", "hi", "after"]
         await bob.say(unread, "back")
         assert (await alice.next_push("direct"))["msg"] == "back"
+
+
+@fail_after(90)
+async def test_moderation_made_on_a_killed_node_holds_on_the_other(
+    pg_server: PgServer, redis: RedisServer
+) -> None:
+    """Issue 12 on a cluster: a member muted and a member blocked through node A stay
+    so once node A is killed (SIGKILL) and they resume on node B, which had read the
+    conversation's moderation before the changes."""
+    db = pg_server.url(pg_server.create_database())
+    async with (
+        start_node(db, redis) as a,
+        start_node(db, redis) as b,
+        AsyncExitStack() as on_b,
+    ):
+        await until(a.others_known, 1)
+        await until(b.others_known, 1)
+        bob, _ = await connect(on_b, b, "bob")
+        async with AsyncExitStack() as on_a:
+            owner, _ = await connect(on_a, a, "owner")
+            talker, talker_login = await connect(on_a, a, "talker")
+            troll, troll_login = await connect(on_a, a, "troll")
+            cid = await owner.start(["bob", "talker", "troll"])
+            await bob.say(cid, "hello")  # node B reads the moderation state now
+            muted = await owner.request(
+                {"cmd": "conv", "op": "add_shutup", "cid": cid, "m": ["talker"]}
+            )
+            assert muted.get("allowedPids") == ["talker"], muted
+            blocked = await owner.request(
+                {"cmd": "blacklist", "op": "block", "srcCid": cid, "toPids": ["troll"]}
+            )
+            assert blocked.get("allowedPids") == ["troll"], blocked
+            a.process.proc.send_signal(signal.SIGKILL)
+            assert await a.process.exit_code() == -signal.SIGKILL
+        talker, resumed = await connect(on_b, b, "talker", r=True, st=talker_login["st"])
+        assert (resumed["cmd"], resumed["op"]) == ("session", "opened"), resumed
+        sent = await talker.request({"cmd": "direct", "cid": cid, "msg": "let me speak"})
+        assert (sent["cmd"], sent.get("code")) == ("ack", 4308), sent
+        assert sent["reason"] == "CONVERSATION_MEMBER_SHUTUP", sent
+        troll, resumed = await connect(on_b, b, "troll", r=True, st=troll_login["st"])
+        assert (resumed["cmd"], resumed["op"]) == ("session", "opened"), resumed
+        rejoin = await troll.request({"cmd": "conv", "op": "add", "cid": cid, "m": ["troll"]})
+        assert [f["code"] for f in rejoin["failedPids"]] == [4315], rejoin
+        sent = await troll.request({"cmd": "direct", "cid": cid, "msg": "I am back"})
+        assert (sent["cmd"], sent.get("code")) == ("ack", 4315), sent
+        await bob.say(cid, "quiet now")
+        logged = [item["data"] for item in await bob.logs(cid)]
+        assert logged == ["hello", "quiet now"]
