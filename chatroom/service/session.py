@@ -26,7 +26,7 @@ from chatroom.core.presence import Session
 from chatroom.hub.base import CONFLICT_DETAIL
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.errors import ChatError, ErrorCode
-from chatroom.service import hooks, lasting, moderation, signing, unread
+from chatroom.service import hooks, lasting, permissions, signing, unread
 from chatroom.service.caches import SessionTicket
 from chatroom.service.context import (
     SENT,
@@ -258,7 +258,7 @@ async def _unless_blocked(ctx: Context, token: str, peer_id: str) -> None:
         await trio.lowlevel.checkpoint()
         return
     try:
-        blocked = peer_id in (await moderation.state_of(ctx, ticket.room)).blocked
+        blocked = peer_id in (await permissions.state_of(ctx, ticket.room)).blocked
     except Exception:  # the store cannot tell: the login goes on without the room
         log.warning("resume of %s: the moderation of %s could not be read", peer_id, ticket.room)
         blocked = True
