@@ -261,6 +261,7 @@ async def _unless_blocked(ctx: Context, token: str, peer_id: str) -> None:
         blocked = peer_id in (await permissions.state_of(ctx, ticket.room)).blocked
     except Exception:  # the store cannot tell: the login goes on without the room
         log.warning("resume of %s: the moderation of %s could not be read", peer_id, ticket.room)
+        await trio.lowlevel.checkpoint()
         blocked = True
     if blocked:
         ticket.room = None

@@ -207,7 +207,9 @@ async def test_moderation_made_on_a_killed_node_holds_on_the_other(
         rejoin = await troll.request({"cmd": "conv", "op": "add", "cid": cid, "m": ["troll"]})
         assert [f["code"] for f in rejoin["failedPids"]] == [4315], rejoin
         sent = await troll.request({"cmd": "direct", "cid": cid, "msg": "I am back"})
-        assert (sent["cmd"], sent.get("code")) == ("ack", 4315), sent
+        # Refused either way: 4315 blocked, or 4401 no member once node B has heard that
+        # the block removed it (node A told it after the reply; it may have died first).
+        assert (sent["cmd"], sent.get("code")) in (("ack", 4315), ("ack", 4401)), sent
         await bob.say(cid, "quiet now")
         logged = [item["data"] for item in await bob.logs(cid)]
         assert logged == ["hello", "quiet now"]
