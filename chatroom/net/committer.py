@@ -17,7 +17,7 @@ import trio
 
 from chatroom.core.histogram import Histogram
 from chatroom.core.model import Message
-from chatroom.store.base import IntegrityError, Store
+from chatroom.store.base import IntegrityError, Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,10 @@ class Committer:
                 return
             log.error("message refused by the store: %s", exc)
             self._failed += 1
+            error = exc
+        except StoreError as exc:  # the store is away (PostgreSQL down): said once a batch
+            log.error("commit of %d messages failed: %s", len(batch), exc)
+            self._failed += len(batch)
             error = exc
         except Exception as exc:
             log.exception("commit of %d messages failed", len(batch))

@@ -23,13 +23,21 @@ from chatroom.net.flusher import Flusher
 from chatroom.net.transport import ConnectionClosed, Transport, TransportBroken
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Codec, Prepared, Subprotocol, decode, encode
-from chatroom.protocol.errors import ChatError, CloseCode, ErrorCode, ProtocolError
+from chatroom.protocol.errors import (
+    NOT_STORED,
+    STORE_FAILED,
+    ChatError,
+    CloseCode,
+    ErrorCode,
+    ProtocolError,
+)
 from chatroom.protocol.framing import ws_frame
 from chatroom.protocol.roomlog import RoomLog
 from chatroom.service import dispatch
 from chatroom.service import messages as message_service
 from chatroom.service import session as session_service
 from chatroom.service.context import SENT, Context, Handler, SyncHandler, failure_reply
+from chatroom.store.base import IntegrityError, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -467,12 +475,26 @@ class Connection:
             reply = await handler(self._ctx, self, cmd)
         except ChatError as err:
             self._error(cmd, err)
+        except StoreError as err:
+            self._store_failed(cmd, err)
         except Exception:
             self._crashed(cmd)
         else:
             self._reply(cmd, reply)
         if opening:
             self._omit_peer_id = self._logins == 1 and self._first_omits
+
+    def _store_failed(self, cmd: pb.GenericCommand, err: StoreError) -> None:
+        """The store failed under a handler (PostgreSQL unreachable, a disk error):
+        nothing of the request was stored or acknowledged; the client is told so and
+        may try again. Bad data (IntegrityError) is a defect and logged as one."""
+        if isinstance(err, IntegrityError):
+            self._crashed(cmd)
+            return
+        name = pb.CommandType.Name(cmd.cmd)
+        log.warning("%s of %s refused, the store failed: %s", name, self.remote, err)
+        reason = NOT_STORED if cmd.cmd == pb.direct else STORE_FAILED
+        self._error(cmd, ChatError(ErrorCode.INTERNAL_ERROR, reason))
 
     def _crashed(self, cmd: pb.GenericCommand) -> None:
         log.exception("handler failed for %s", pb.CommandType.Name(cmd.cmd))

@@ -86,6 +86,12 @@ class Reason(enum.StrEnum):
     MEMBER_SHUTUP = "CONVERSATION_MEMBER_SHUTUP"
 
 
+# Reasons of a 4200 when the store failed (PostgreSQL unreachable): nothing was stored,
+# the client may try again. A message's ack says the first.
+NOT_STORED = "message could not be stored"
+STORE_FAILED = "store unavailable, try again"
+
+
 class CloseCode(enum.IntEnum):
     """WebSocket close codes the server uses. Reasons stay under 123 bytes."""
 

@@ -21,7 +21,7 @@ from chatroom.protocol import ids
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Prepared
 from chatroom.protocol.errors import ChatError, ErrorCode
-from chatroom.service import hooks, moderation, signing
+from chatroom.service import hooks, lasting, permissions, signing
 from chatroom.service.context import SENT, Context, Link, require_session, valid_client_id
 from chatroom.service.conv_events import push
 
@@ -212,6 +212,7 @@ async def _start_chatroom(
     ctx.caches.conversations.put(conv)
     if not session.operator:  # made over the REST API: nobody watches it yet
         ctx.hub.join_room(conv.cid, session)
+        lasting.follow_room(ctx, session)
     reply.convMessage.cid = conv.cid
     reply.convMessage.cdate = iso(now)
     hooks.notify(ctx, names.CONVERSATION_STARTED, {"convId": conv.cid})
@@ -261,8 +262,8 @@ async def add(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCom
         return await _subscribe(ctx, actor, conv, targets, reply, subscribe=True)
     if conv.kind is not ConvType.TRANSIENT and actor not in conv.members and targets != [actor]:
         raise ChatError(ErrorCode.CONVERSATION_UPDATE_REJECTED, "only members can add others")
-    targets, refused = await moderation.screen_add(ctx, conv, actor, targets)
-    moderation.add_refusals(reply.convMessage, refused)
+    targets, refused = await permissions.screen_add(ctx, conv, actor, targets)
+    permissions.add_refusals(reply.convMessage, refused)
     if conv.kind is ConvType.TRANSIENT:
         return _join_chatroom(ctx, session, conv, targets, reply)
     new = [t for t in targets if t not in conv.members]
@@ -321,6 +322,7 @@ def _join_chatroom(
     cannot be put into a chatroom by this command."""
     if session.peer_id in targets:
         ctx.hub.join_room(conv.cid, session)
+        lasting.follow_room(ctx, session)
     others = [t for t in targets if t != session.peer_id]
     allowed = [session.peer_id] if session.peer_id in targets else []
     _outcome(reply, allowed, {ErrorCode.CONVERSATION_NOT_ALLOWED: others})
@@ -335,10 +337,11 @@ async def remove(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.Generic
         return await _subscribe(ctx, actor, conv, targets, reply, subscribe=False)
     if conv.kind is not ConvType.TRANSIENT and actor not in conv.members:
         raise ChatError(ErrorCode.CONVERSATION_UPDATE_REJECTED, "only members can remove")
-    targets, refused = await moderation.screen_remove(ctx, conv, actor, targets)
-    moderation.add_refusals(reply.convMessage, refused)
+    targets, refused = await permissions.screen_remove(ctx, conv, actor, targets)
+    permissions.add_refusals(reply.convMessage, refused)
     if conv.kind is ConvType.TRANSIENT:
-        moderation.leave_room(ctx, conv.cid, targets)
+        permissions.leave_room(ctx, conv.cid, targets)
+        lasting.follow_room(ctx, session)  # the actor may have left
         _outcome(reply, targets, {})
         return reply
     gone = [t for t in targets if t in conv.members]
@@ -410,7 +413,7 @@ async def _check_may_update(ctx: Context, conv: Conversation, peer_id: str) -> N
         raise ChatError(ErrorCode.CONVERSATION_UPDATE_REJECTED, "only members can update")
     if conv.kind is ConvType.TRANSIENT:
         outsider = ErrorCode.CONVERSATION_UPDATE_REJECTED
-        await moderation.check_may(ctx, conv, peer_id, Act.UPDATE, outsider)
+        await permissions.check_may(ctx, conv, peer_id, Act.UPDATE, outsider)
     else:
         await trio.lowlevel.checkpoint()
 
@@ -463,7 +466,7 @@ async def mute(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCo
     if conv.kind is not ConvType.TRANSIENT:
         _require_member(conv, session.peer_id)
     else:  # a chatroom's own "mu" list: for its viewers and staff only
-        await moderation.check_may(ctx, conv, session.peer_id, Act.SELF_MUTE)
+        await permissions.check_may(ctx, conv, session.peer_id, Act.SELF_MUTE)
     muting = cmd.op == pb.mute
     params: dict[str, JSON] = {"initBy": session.peer_id, "convId": conv.cid, "mute": muting}
     result = await hooks.conversation_before(ctx, names.CONVERSATION_UPDATE, params)

@@ -6,7 +6,8 @@ The memory structures answer every request; the store (written behind by
 - at start (``restore``): the nonces still in their window, so that a signature used
   before the restart is refused after it, and the newest pending receipts;
 - on demand: a session token that memory does not know (``load_ticket``, before a
-  resume is decided), with its chatroom to rejoin and the will its session had set;
+  resume is decided), with its chatroom to rejoin (``follow_room`` records it as the
+  viewer joins and leaves) and the will its session had set;
   missed conversation events (service/conv_events.py).
 """
 
@@ -73,6 +74,20 @@ async def _stored_ticket(ctx: Context, token: str, peer_id: str) -> SessionTicke
         # send_wills reads cached conversations only (it runs as a connection ends).
         await ctx.caches.conversations.get(pb.DirectCommand.FromString(will.payload).cid)
     return ticket
+
+
+def follow_room(ctx: Context, session: Session) -> None:
+    """Have the session's ticket (in the store, and on the other nodes) follow the
+    chatroom it watches now, as it joins or leaves one: a resume with its token, on any
+    node, rejoins the room even when this node died without noticing the connection
+    end. Recorded while the connection lives, it holds as long as the token; a
+    connection that ends here narrows it to ``chatroom_rejoin_window``."""
+    ticket = ctx.caches.tickets.get(session.token)
+    if ticket is None or ticket.session is not session or ticket.room == session.room:
+        return
+    ticket.room = session.room
+    ticket.room_until_ms = ticket.expires_ms if session.room is not None else 0
+    ctx.caches.tickets.journal(session.token)
 
 
 def save_will(ctx: Context, session: Session) -> None:

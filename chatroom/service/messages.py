@@ -41,8 +41,8 @@ from chatroom.core.recent import Pending
 from chatroom.hub.base import DEDUPE
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Prepared
-from chatroom.protocol.errors import ChatError, ErrorCode
-from chatroom.service import hooks, lasting, moderation
+from chatroom.protocol.errors import NOT_STORED, ChatError, ErrorCode
+from chatroom.service import hooks, lasting, permissions
 from chatroom.service.context import SENT, Context, Link, require_session
 from chatroom.service.patches import check_size, filtered_notice, filters_apply
 
@@ -143,7 +143,7 @@ async def send(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCo
     body = cmd.directMessage
     conv = await _target(ctx, session, body.cid)
     if not session.operator:
-        await moderation.check_may_send(ctx, conv, session.peer_id)
+        await permissions.check_may_send(ctx, conv, session.peer_id)
     if body.will and conv.kind is not ConvType.SYSTEM:
         message = _build(ctx, session, body)
         # One will per user: the last one set wins, whichever device set it.
@@ -300,7 +300,7 @@ def _failed(i: int | None) -> pb.GenericCommand:
     if i is not None:
         reply.i = i
     reply.ackMessage.code = int(ErrorCode.INTERNAL_ERROR)
-    reply.ackMessage.reason = "message could not be stored"
+    reply.ackMessage.reason = NOT_STORED
     return reply
 
 

@@ -1,5 +1,6 @@
-"""Moderation: member roles, muting members (shut-up), blacklists, and the permission
-checks other handlers call (protocol.md 4.9-4.10; the matrix is chatroom/core/roles.py).
+"""Moderation commands: member roles, muting members (shut-up) and blacklists
+(protocol.md 4.9-4.10). The state they change and the permission checks other
+handlers call are chatroom/service/permissions.py; the matrix is chatroom/core/roles.py.
 
 Commands, as the official SDK sends them:
 
@@ -32,16 +33,7 @@ import trio
 
 from chatroom.core.ids import iso
 from chatroom.core.model import Conversation, ConvType
-from chatroom.core.roles import (
-    Act,
-    MemberChanges,
-    Moderation,
-    ModerationChanges,
-    Role,
-    may,
-    outranks,
-    role_of,
-)
+from chatroom.core.roles import Act, MemberChanges, Moderation, ModerationChanges, Role, outranks
 from chatroom.hub.base import MODERATION
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Prepared
@@ -49,28 +41,23 @@ from chatroom.protocol.errors import ChatError, ErrorCode, Reason
 from chatroom.service import signing
 from chatroom.service.context import SENT, Context, Link, require_session, valid_client_id
 from chatroom.service.conv_events import push
-
-# Per-id failures: (code, reason) -> client ids.
-Refusals = dict[tuple[ErrorCode, str], list[str]]
+from chatroom.service.permissions import Refusals as Refusals  # the REST API names these
+from chatroom.service.permissions import (
+    add_refusals,
+    check_may,
+    leave_room,
+    refuse,
+    target_role,
+)
+from chatroom.service.permissions import role as role
+from chatroom.service.permissions import state_of as state_of
 
 _DEFAULT_PAGE = 10  # the SDK documents "server default 10"
 _MAX_PAGE = 100
 _UNMUTE_OPS = (pb.unshutuped, pb.members_unshutuped)
 
 
-# -- state --------------------------------------------------------------------------
-
-
-async def state_of(ctx: Context, cid: str) -> Moderation:
-    """The conversation's moderation state: from memory, else read once from the store."""
-    state = ctx.caches.moderation.get(cid)
-    if state is not None:
-        await trio.lowlevel.checkpoint()  # every handler is one (flake8-async ASYNC910)
-        return state
-    book = ctx.caches.moderation
-    drops = book.drops
-    loaded = await ctx.store.moderation_of(cid)
-    return book.keep(cid, loaded) if drops == book.drops else loaded
+# -- changes, and the clients told of them ------------------------------------------
 
 
 async def _save(ctx: Context, conv: Conversation, changes: ModerationChanges) -> None:
@@ -79,6 +66,7 @@ async def _save(ctx: Context, conv: Conversation, changes: ModerationChanges) ->
     await ctx.store.save_moderation(conv.cid, changes)
     changes.apply(await state_of(ctx, conv.cid))
     ctx.hub.changed(MODERATION, conv.cid)
+    await ctx.ports.cluster.published()  # the other nodes can know before any reply
 
 
 # -- reaching clients: the one place that knows how (presence, delivery, event log) --
@@ -97,16 +85,6 @@ def _notify(
         push(ctx, event, now, conv.members)
 
 
-def _watching(ctx: Context, conv: Conversation, peer: str) -> bool:
-    return conv.kind is ConvType.TRANSIENT and ctx.hub.in_room(conv.cid, peer)
-
-
-def leave_room(ctx: Context, cid: str, peers: Iterable[str]) -> None:
-    """Every session of ``peers`` watching chatroom ``cid`` stops watching it."""
-    for peer in peers:
-        ctx.hub.leave_room(cid, peer)
-
-
 def _event(
     op: int, conv: Conversation, actor: str, now: int, members: Iterable[str] = ()
 ) -> Prepared:
@@ -117,120 +95,6 @@ def _event(
     body.udate = iso(now)
     body.m.extend(members)
     return Prepared(cmd)
-
-
-# -- checks other handlers call -----------------------------------------------------
-
-
-async def role(ctx: Context, conv: Conversation, peer: str) -> Role | None:
-    """``peer``'s role in ``conv`` (None: not a member; of a chatroom: not watching it,
-    unless owner or manager)."""
-    state = await state_of(ctx, conv.cid)
-    return role_of(conv, state, peer, _watching(ctx, conv, peer))
-
-
-def _changes_by(ctx: Context) -> MemberChanges:
-    return MemberChanges(ctx.config.member_changes_by)
-
-
-async def check_may(
-    ctx: Context,
-    conv: Conversation,
-    peer: str,
-    act: Act,
-    outsider: ErrorCode = ErrorCode.CONVERSATION_MEMBERSHIP_REQUIRED,
-) -> Role:
-    """``peer``'s role if it may do ``act``; else ``outsider`` for a non-member, 4308
-    CONVERSATION_OPERATION_UNAUTHORIZED for a member whose role may not."""
-    found = await role(ctx, conv, peer)
-    if found is None:
-        raise ChatError(outsider, detail=f"only members may {act.value}")
-    if not may(act, conv.kind, found, _changes_by(ctx)):
-        raise ChatError(
-            ErrorCode.CONVERSATION_NOT_ALLOWED,
-            Reason.OPERATION_UNAUTHORIZED,
-            f"a {found.value.lower()} may not {act.value} here",
-        )
-    return found
-
-
-async def check_may_send(ctx: Context, conv: Conversation, peer: str) -> None:
-    """4315 for a blocked client or one temporarily silenced, 4308
-    CONVERSATION_MEMBER_SHUTUP for a muted one."""
-    state = await state_of(ctx, conv.cid)
-    if peer in state.blocked:
-        raise ChatError(ErrorCode.CONVERSATION_BLACKLISTED)
-    if state.muted and state.is_muted(peer, ctx.clock.wall_ms()):
-        if state.muted[peer] is not None:  # a temporary silence (REST temporary-silenceds)
-            raise ChatError(ErrorCode.CONVERSATION_BLACKLISTED, "temporarily silenced")
-        raise ChatError(
-            ErrorCode.CONVERSATION_NOT_ALLOWED, Reason.MEMBER_SHUTUP, "you are muted here"
-        )
-
-
-async def screen_add(
-    ctx: Context, conv: Conversation, actor: str, targets: list[str]
-) -> tuple[list[str], Refusals]:
-    """Of the clients ``actor`` adds (or, itself, joins): those it may add, and the
-    refused ones: blocked (4315), or others added by a member who may not (4308)."""
-    state = await state_of(ctx, conv.cid)
-    refused: Refusals = {}
-    others_ok = conv.kind is ConvType.TRANSIENT or may(
-        Act.ADD_OTHERS, conv.kind, role_of(conv, state, actor), _changes_by(ctx)
-    )  # a chatroom refuses others itself, per id
-    kept = []
-    for target in targets:
-        if target in state.blocked:
-            _refuse(refused, ErrorCode.CONVERSATION_BLACKLISTED, target)
-        elif target != actor and not others_ok:
-            _refuse(refused, ErrorCode.CONVERSATION_NOT_ALLOWED, target)
-        else:
-            kept.append(target)
-    return kept, refused
-
-
-async def screen_remove(
-    ctx: Context, conv: Conversation, actor: str, targets: list[str]
-) -> tuple[list[str], Refusals]:
-    """Of the clients ``actor`` removes (or, itself, quits): those it may remove, and the
-    refused ones (4308: the owner, CONVERSATION_NEED_OWNER; a member it does not
-    outrank, CONVERSATION_OPERATION_UNAUTHORIZED). Anyone may leave a chatroom."""
-    state = await state_of(ctx, conv.cid)
-    mine = role_of(conv, state, actor, _watching(ctx, conv, actor))
-    changes = _changes_by(ctx)
-    allowed = mine is not None and may(Act.REMOVE_OTHERS, conv.kind, mine, changes)
-    refused: Refusals = {}
-    kept = []
-    for target in targets:
-        if target == actor and (conv.kind is ConvType.TRANSIENT or target != conv.creator):
-            kept.append(target)
-        elif target == conv.creator and conv.kind is not ConvType.TRANSIENT:
-            _refuse(refused, ErrorCode.CONVERSATION_NOT_ALLOWED, target, Reason.NEED_OWNER)
-        elif allowed and mine is not None and outranks(mine, _role(conv, state, target), changes):
-            kept.append(target)
-        else:
-            _refuse(refused, ErrorCode.CONVERSATION_NOT_ALLOWED, target)
-    return kept, refused
-
-
-def _role(conv: Conversation, state: Moderation, peer: str) -> Role | None:
-    # A chatroom target counts as a viewer: kicking needs no proof it is watching.
-    return role_of(conv, state, peer, watching=True)
-
-
-def _refuse(
-    refused: Refusals, code: ErrorCode, peer: str, reason: str = Reason.OPERATION_UNAUTHORIZED
-) -> None:
-    if code is not ErrorCode.CONVERSATION_NOT_ALLOWED:
-        reason = code.name
-    refused.setdefault((code, str(reason)), []).append(peer)
-
-
-def add_refusals(body: pb.ConvCommand | pb.BlacklistCommand, refused: Refusals) -> None:
-    """Append ``refused`` to a partial-success reply's ``failedPids``."""
-    body.SetInParent()
-    for (code, reason), pids in refused.items():
-        body.failedPids.add(code=code, reason=reason).pids.extend(pids)
 
 
 # -- request parsing ------------------------------------------------------------------
@@ -380,13 +244,13 @@ def _screen_moderated(
     refused: Refusals = {}
     kept = []
     for target in targets:
-        role = _role(conv, state, target)
+        role = target_role(conv, state, target)
         if target == conv.creator:
-            _refuse(refused, ErrorCode.CONVERSATION_NOT_ALLOWED, target, Reason.NEED_OWNER)
+            refuse(refused, ErrorCode.CONVERSATION_NOT_ALLOWED, target, Reason.NEED_OWNER)
         elif check_members and role is None:
-            _refuse(refused, ErrorCode.CONVERSATION_MEMBERSHIP_REQUIRED, target)
+            refuse(refused, ErrorCode.CONVERSATION_MEMBERSHIP_REQUIRED, target)
         elif not outranks(mine, role, MemberChanges.MANAGERS):
-            _refuse(refused, ErrorCode.CONVERSATION_NOT_ALLOWED, target)
+            refuse(refused, ErrorCode.CONVERSATION_NOT_ALLOWED, target)
         else:
             kept.append(target)
     return kept, refused

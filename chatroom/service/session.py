@@ -26,7 +26,7 @@ from chatroom.core.presence import Session
 from chatroom.hub.base import CONFLICT_DETAIL
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.errors import ChatError, ErrorCode
-from chatroom.service import hooks, lasting, signing, unread
+from chatroom.service import hooks, lasting, permissions, signing, unread
 from chatroom.service.caches import SessionTicket
 from chatroom.service.context import (
     SENT,
@@ -83,6 +83,7 @@ def open_session(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.Generic
     ctx.hub.attach(session)
     if rejoin is not None:
         ctx.hub.join_room(rejoin, session)  # a viewer back within the window
+        lasting.follow_room(ctx, session)  # the new token rejoins it too
     if will is not None:
         # Set before a restart: it now fires when this session's connection drops.
         ctx.hub.register_will(session, pb.DirectCommand.FromString(will))
@@ -104,6 +105,7 @@ async def open_and_sync(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.
     token = cmd.sessionMessage.st
     if token:
         await lasting.load_ticket(ctx, token, cmd.peerId)  # known from before a restart?
+        await _unless_blocked(ctx, token, cmd.peerId)
     reply = open_session(ctx, link, cmd)
     if ctx.ports.cluster.several:
         # Answered once the other nodes can know of the session, so that a push another
@@ -239,12 +241,30 @@ def refresh_token(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.Generi
     session = require_session(link, cmd)
     ctx.caches.tickets.revoke(session.token)
     _issue_token(ctx, session)
+    lasting.follow_room(ctx, session)  # the new token rejoins the room watched
     if session.will is not None:
         lasting.save_will(ctx, session)  # now resumed with the new token
     reply = pb.GenericCommand(cmd=pb.session, op=pb.refreshed)
     reply.sessionMessage.st = session.token
     reply.sessionMessage.stTtl = ctx.config.session_token_ttl
     return reply
+
+
+async def _unless_blocked(ctx: Context, token: str, peer_id: str) -> None:
+    """A ticket recorded as its viewer joined a chatroom does not rejoin it once the
+    viewer was blocked there (on any node: the block is stored)."""
+    ticket = ctx.caches.tickets.get(token)
+    if ticket is None or ticket.room is None or ticket.peer_id != peer_id:
+        await trio.lowlevel.checkpoint()
+        return
+    try:
+        blocked = peer_id in (await permissions.state_of(ctx, ticket.room)).blocked
+    except Exception:  # the store cannot tell: the login goes on without the room
+        log.warning("resume of %s: the moderation of %s could not be read", peer_id, ticket.room)
+        await trio.lowlevel.checkpoint()
+        blocked = True
+    if blocked:
+        ticket.room = None
 
 
 def echo(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCommand:

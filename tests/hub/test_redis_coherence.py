@@ -142,3 +142,33 @@ async def test_a_message_resent_on_the_other_node_is_stored_once(redis: RedisSer
         resent = await again.say(cid, "only once", dt="local-1")
         assert (resent["uid"], resent["t"]) == (first["uid"], first["t"])
         assert [m["data"] for m in await bob.logs(cid)] == ["only once"]
+
+
+@fail_after(30)
+async def test_a_member_unblocked_on_one_node_may_rejoin_at_once_on_the_other(
+    redis: RedisServer,
+) -> None:
+    """Issue 11: the owner's client hears of the unblock from node A (no push through
+    node B), and the member it tells joins on node B at once: node B agrees."""
+    async with (
+        two_nodes(redis.url) as (a, b),
+        a.user("owner") as owner,
+        b.user("member") as member,
+    ):
+        await until_online(member, ["owner"])
+        cid = await owner.start(["member"])
+        await member.next_push("conv", "joined")
+        blacklist = {"cmd": "blacklist", "srcCid": cid, "toPids": ["member"]}
+        rejoin = {"cmd": "conv", "op": "add", "cid": cid, "m": ["member"]}
+        for _ in range(10):
+            reply = await owner.request({**blacklist, "op": "block"})
+            assert reply.get("allowedPids") == ["member"], reply
+            await member.next_push("conv", "left")  # node B heard of the block before
+            refused = await member.request(rejoin)
+            assert [f["code"] for f in refused["failedPids"]] == [4315], refused
+            reply = await owner.request({**blacklist, "op": "unblock"})
+            assert reply.get("allowedPids") == ["member"], reply
+            joined = await member.request(rejoin)
+            assert joined.get("allowedPids") == ["member"], joined
+            while (await owner.next_push("conv", "members-joined"))["m"] != ["member"]:
+                pass

@@ -8,6 +8,7 @@ returns."""
 
 from __future__ import annotations
 
+import re
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -92,13 +93,17 @@ async def test_a_killed_nodes_clients_resume_on_the_other_and_lose_nothing(
         watcher, _ = await connect(on_b, b, "watcher")
         async with AsyncExitStack() as on_a:
             alice, opened = await connect(on_a, a, "alice")
-            viewers = [(await connect(on_a, a, f"v{n}"))[0] for n in range(3)]
+            logins = [await connect(on_a, a, f"v{n}") for n in range(3)]
+            viewers = [viewer for viewer, _ in logins]
             cid = await alice.start(["bob"])
             sent = await alice.say_many(cid, [f"before {n}" for n in range(10)])  # acked
             room = await watcher.start([], transient=True)
             for n, viewer in enumerate(viewers):
                 await join(viewer, room, f"v{n}")
             await until(lambda: count(watcher, room), 4)
+            # Node A told node B of v0's joining before this message (one queue).
+            await viewers[0].say(room, "v0 watching")
+            assert (await watcher.next_push("direct"))["msg"] == "v0 watching"
             a.process.proc.send_signal(signal.SIGKILL)  # no goodbye, nothing flushed
             assert await a.process.exit_code() == -signal.SIGKILL
             with trio.fail_after(DEAD_NODE_BOUND):
@@ -111,6 +116,13 @@ async def test_a_killed_nodes_clients_resume_on_the_other_and_lose_nothing(
         await again.say(cid, "after")
         texts = [f"before {n}" for n in range(10)] + ["after"]
         assert [(await bob.next_push("direct"))["msg"] for _ in texts] == texts
+        # A viewer resumed on node B watches its chatroom again (its node never saw
+        # the connection end): counted, and the room's messages reach it.
+        viewer, resumed = await connect(on_b, b, "v0", r=True, st=logins[0][1]["st"])
+        assert (resumed["cmd"], resumed["op"]) == ("session", "opened"), resumed
+        await until(lambda: count(watcher, room), 2)
+        await watcher.say(room, "welcome back")
+        assert (await viewer.next_push("direct"))["msg"] == "welcome back"
 
 
 @fail_after(120)
@@ -131,11 +143,16 @@ async def test_sends_are_refused_across_the_cluster_while_postgresql_is_down(
         assert (await bob.next_push("direct"))["msg"] == "before"
         await bob.say(cid, "hi")  # node B has read the conversation too
         assert (await alice.next_push("direct"))["msg"] == "hi"
+        unread = await alice.start(["bob"])  # node B never read this one
         await trio.to_thread.run_sync(own_pg_server.stop)
-        for sender in (alice, bob):  # on either node: refused, not acked
-            refused = await sender.request({"cmd": "direct", "cid": cid, "msg": "lost"})
+        for sender, to in ((alice, cid), (bob, cid), (bob, unread)):
+            # On either node, cached or not: refused, not acked.
+            refused = await sender.request({"cmd": "direct", "cid": to, "msg": "lost"})
             assert (refused["cmd"], refused.get("code")) == ("ack", 4200), refused
             assert refused["reason"] == "message could not be stored", refused
+        # Node B could not read the conversation: one line, no traceback.
+        await b.process.wait_for(re.compile("direct of .* refused, the store failed"))
+        assert not b.process.matches(re.compile("Traceback")), b.process.tail()
         await alice.sync()
         await bob.sync()
         for reader in (alice, bob):
@@ -144,3 +161,55 @@ async def test_sends_are_refused_across_the_cluster_while_postgresql_is_down(
         await alice.say(cid, "after")
         assert (await bob.next_push("direct"))["msg"] == "after"
         assert [item["data"] for item in await bob.logs(cid)] == ["before", "hi", "after"]
+        await bob.say(unread, "back")
+        assert (await alice.next_push("direct"))["msg"] == "back"
+
+
+@fail_after(90)
+async def test_moderation_made_on_a_killed_node_holds_on_the_other(
+    pg_server: PgServer, redis: RedisServer
+) -> None:
+    """Issue 12 on a cluster: a member muted and a member blocked through node A stay
+    so once node A is killed (SIGKILL) and they resume on node B, which had read the
+    conversation's moderation before the changes."""
+    db = pg_server.url(pg_server.create_database())
+    async with (
+        start_node(db, redis) as a,
+        start_node(db, redis) as b,
+        AsyncExitStack() as on_b,
+    ):
+        await until(a.others_known, 1)
+        await until(b.others_known, 1)
+        bob, _ = await connect(on_b, b, "bob")
+        async with AsyncExitStack() as on_a:
+            owner, _ = await connect(on_a, a, "owner")
+            talker, talker_login = await connect(on_a, a, "talker")
+            troll, troll_login = await connect(on_a, a, "troll")
+            cid = await owner.start(["bob", "talker", "troll"])
+            await bob.say(cid, "hello")  # node B reads the moderation state now
+            muted = await owner.request(
+                {"cmd": "conv", "op": "add_shutup", "cid": cid, "m": ["talker"]}
+            )
+            assert muted.get("allowedPids") == ["talker"], muted
+            blocked = await owner.request(
+                {"cmd": "blacklist", "op": "block", "srcCid": cid, "toPids": ["troll"]}
+            )
+            assert blocked.get("allowedPids") == ["troll"], blocked
+            a.process.proc.send_signal(signal.SIGKILL)
+            assert await a.process.exit_code() == -signal.SIGKILL
+        talker, resumed = await connect(on_b, b, "talker", r=True, st=talker_login["st"])
+        assert (resumed["cmd"], resumed["op"]) == ("session", "opened"), resumed
+        sent = await talker.request({"cmd": "direct", "cid": cid, "msg": "let me speak"})
+        assert (sent["cmd"], sent.get("code")) == ("ack", 4308), sent
+        assert sent["reason"] == "CONVERSATION_MEMBER_SHUTUP", sent
+        troll, resumed = await connect(on_b, b, "troll", r=True, st=troll_login["st"])
+        assert (resumed["cmd"], resumed["op"]) == ("session", "opened"), resumed
+        rejoin = await troll.request({"cmd": "conv", "op": "add", "cid": cid, "m": ["troll"]})
+        assert [f["code"] for f in rejoin["failedPids"]] == [4315], rejoin
+        sent = await troll.request({"cmd": "direct", "cid": cid, "msg": "I am back"})
+        # Refused either way: 4315 blocked, or 4401 no member once node B has heard that
+        # the block removed it (node A told it after the reply; it may have died first).
+        assert (sent["cmd"], sent.get("code")) in (("ack", 4315), ("ack", 4401)), sent
+        await bob.say(cid, "quiet now")
+        logged = [item["data"] for item in await bob.logs(cid)]
+        assert logged == ["hello", "quiet now"]

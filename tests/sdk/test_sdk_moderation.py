@@ -24,16 +24,7 @@ def refused(result: Obs) -> tuple[object, object]:
 
 
 @pytest.mark.parametrize("params", ENCODINGS)
-def test_moderation_through_the_sdk(
-    server: Server, params: Obs, request: pytest.FixtureRequest
-) -> None:
-    if "cluster" in request.node.callspec.id:
-        # A known cluster defect (issue 11): about one run in six, the owner's node
-        # misses MEMBERS_JOINED for a member who rejoins on the other node right after
-        # being unblocked; the assertions stay, a failure there is reported as xfail.
-        request.applymarker(
-            pytest.mark.xfail(strict=False, reason="cluster: rejoin after unblock races")
-        )
+def test_moderation_through_the_sdk(server: Server, params: Obs) -> None:
     obs = server.run("mod_manage", params)
     roles = obs["roles"]
     assert refused(roles["selfPromotion"]) == (4308, UNAUTHORIZED)
