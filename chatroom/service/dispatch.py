@@ -20,13 +20,13 @@ from chatroom.service.context import Context, Handler, Link, SyncHandler
 
 # Keys are (cmd, op); op None: the command has no op (or any op is accepted).
 SYNC_HANDLERS: dict[tuple[int, int | None], SyncHandler] = {
-    (pb.session, pb.close): session.close_session,
     (pb.session, pb.refresh): session.refresh_token,
     (pb.echo, None): session.echo,
 }
 HANDLERS: dict[tuple[int, int | None], Handler] = {
     (pb.session, pb.open): conv_events.replaying(session.open_and_sync),
     (pb.session, pb.query): session.query_online,
+    (pb.session, pb.close): session.close_session,
     (pb.ack, None): receipts.client_ack,
     (pb.read, None): receipts.read,
     (pb.conv, pb.max_read): receipts.max_read,

@@ -212,7 +212,7 @@ def _end_session(ctx: Context, link: Link, session: Session) -> None:
     link.detach(session)
 
 
-def close_session(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCommand:
+async def close_session(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCommand:
     """Logout: no will message, token revoked (protocol.md 4.3: no ``code`` in the reply)."""
     session = require_session(link, cmd)
     if session.will is not None:
@@ -220,6 +220,9 @@ def close_session(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.Generi
         lasting.save_will(ctx, session)
     _end_session(ctx, link, session)
     hooks.client_offline(ctx, session.peer_id, session.tag, hooks.LOGGED_OUT, "logout", link)
+    # As for a login: answered once the other nodes can know the client left, so that
+    # a ``session query`` made anywhere after the reply finds it offline.
+    await ctx.ports.cluster.published()
     reply = pb.GenericCommand(cmd=pb.session, op=pb.closed, peerId=session.peer_id)
     reply.sessionMessage.SetInParent()
     return reply
