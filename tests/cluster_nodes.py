@@ -15,12 +15,12 @@ from chatroom.store.memory import MemoryStore
 
 
 @asynccontextmanager
-async def two_nodes(url: str) -> AsyncIterator[tuple[Running, Running]]:
+async def two_nodes(
+    url: str, overrides: dict[str, object] | None = None
+) -> AsyncIterator[tuple[Running, Running]]:
     store = MemoryStore()
-    async with (
-        running_server({"redis": url}, store) as a,
-        running_server({"redis": url}, store) as b,
-    ):
+    config = {"redis": url, **(overrides or {})}
+    async with running_server(config, store) as a, running_server(config, store) as b:
         for node in (a, b):
             with trio.fail_after(5):
                 await link(node).ready.wait()

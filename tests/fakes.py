@@ -142,6 +142,7 @@ class FakeHub:
         cid: str,
         priority: Priority = Priority.RELIABLE,
         skip: Session | None = None,
+        skip_client: str | None = None,
     ) -> int:
         self._record("room", cid, prepared, priority, skip)
         return 1

@@ -126,8 +126,10 @@ class Hub(Protocol):
         cid: str,
         priority: Priority = Priority.RELIABLE,
         skip: Session | None = None,
+        skip_client: str | None = None,
     ) -> int:
-        """Push to every session watching chatroom ``cid`` but ``skip``."""
+        """Push to every session watching chatroom ``cid`` but ``skip`` and, given
+        ``skip_client``, every session of that client (a REST send in its name)."""
 
     # -- single-device login ----------------------------------------------------------
 

@@ -7,7 +7,7 @@ and pushes the shared ``Prepared`` into each one's connection without a call in 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from chatroom.core.model import Conversation, ConvType
 from chatroom.core.outbox import Priority
@@ -122,8 +122,11 @@ class LocalHub:
         cid: str,
         priority: Priority = _RELIABLE,
         skip: Session | None = None,
+        skip_client: str | None = None,
     ) -> int:
-        sessions = self._presence.room_sessions(cid)
+        sessions: Collection[Session] = self._presence.room_sessions(cid)
+        if skip_client is not None:
+            sessions = [s for s in sessions if s.peer_id != skip_client]
         if not sessions:
             return 0
         log = self._logs.get(cid)

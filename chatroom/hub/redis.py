@@ -23,7 +23,7 @@ are all here (or any push while Redis is unreachable) is delivered at once.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 
 from chatroom.core.model import Conversation, ConvType
 from chatroom.core.outbox import Priority
@@ -45,6 +45,10 @@ _TRANSIENT = ConvType.TRANSIENT
 
 def _ignore(kind: str, key: str, state: list[object] | None) -> None:
     """Nothing caches what other nodes change (until the server says what does)."""
+
+
+def _without(sessions: Collection[Session], client: str) -> list[Session]:
+    return [s for s in sessions if s.peer_id != client]
 
 
 def _node_of(session: Session) -> str:
@@ -202,17 +206,24 @@ class RedisHub:
         cid: str,
         priority: Priority = _RELIABLE,
         skip: Session | None = None,
+        skip_client: str | None = None,
     ) -> int:
-        viewers = self.view.presence.room_sessions(cid)
+        viewers: Collection[Session] = self.view.presence.room_sessions(cid)
+        local: Collection[Session] = self._local.room_sessions(cid)
+        if skip_client is not None:
+            viewers = _without(viewers, skip_client)
+            local = _without(local, skip_client)
         count = len(viewers) - (skip is not None and self._mirror.get(skip) in viewers)
         here = cid not in self.subscribed
         if here:  # not heard back from the room's channel (yet): delivered now
-            self._push(prepared, self._local.room_sessions(cid), priority, skip)
-        if self.connected and len(viewers) > len(self._local.room_sessions(cid)):
-            header = {"k": "r", "c": cid, "l": here}
+            self._push(prepared, local, priority, skip)
+        if self.connected and len(viewers) > len(local):
+            header: wire.Header = {"k": "r", "c": cid, "l": here}
+            if skip_client is not None:
+                header["x"] = skip_client  # every node leaves that client's sessions out
             self._offer(self.channel("room", cid), header, prepared, priority, skip)
         elif not here:
-            self._push(prepared, self._local.room_sessions(cid), priority, skip)
+            self._push(prepared, local, priority, skip)
         return count
 
     def _to_peers(
@@ -370,7 +381,9 @@ class RedisHub:
         kind = h["k"]
         if kind == "r":
             if h["n"] != self.node or not h["l"]:
-                sessions = self._local.room_sessions(str(h["c"]))
+                sessions: Collection[Session] = self._local.room_sessions(str(h["c"]))
+                if h.get("x") is not None:
+                    sessions = _without(sessions, str(h["x"]))
                 skip = self._skipped(h["s"])
                 self._push(self._prepared(record), sessions, record.priority, skip)
         elif kind == "p":

@@ -7,7 +7,8 @@ gets every push of one drain of the publishing queue in one PUBLISH.
 
 Header kinds (``k``):
 
-- ``r``: a push to chatroom ``c``'s viewers (channel ``<prefix>room:<cid>``);
+- ``r``: a push to chatroom ``c``'s viewers (channel ``<prefix>room:<cid>``), but
+  any session of client ``x`` when it is given (a REST send in that client's name);
 - ``p``: a push to every session of the clients ``to`` on the receiving node
   (channel ``<prefix>node:<id>``);
 - ``k``: end the sessions ``t`` of client ``peer`` (single-device login);

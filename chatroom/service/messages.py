@@ -253,6 +253,10 @@ def _push(
     if session.no_sync and conv.kind is not ConvType.TRANSIENT:  # REST's no_sync
         others = [m for m in (conv.members if to is None else to) if m != session.peer_id]
         ctx.hub.to_clients(prepared, others, priority, session)
+    elif session.operator and conv.kind is ConvType.TRANSIENT:
+        # A chatroom message sent over REST in a client's name reaches none of that
+        # client's own sessions (LeanCloud's REST page: no sync to from_client).
+        ctx.hub.to_room(prepared, conv.cid, priority, session, skip_client=session.peer_id)
     elif to is None:
         ctx.hub.to_members(prepared, conv, priority, session)
     else:  # the sender's other devices too, as to_members does

@@ -4,10 +4,14 @@ WebSockets seeing what they do."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
+from cluster_nodes import count, two_nodes, until
 from helpers import fail_after, ops, running_server, users
+from redis_server import RedisServer, redis_server
 from rest_support import MASTER, ok, rest
 
 from chatroom.core.clock import ManualClock
@@ -193,12 +197,6 @@ async def test_deleting_from_one_subscribers_thread_leaves_the_broadcasts() -> N
         assert [m["data"] for m in await ok(running, "GET", thread)] == ["to all"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LeanCloud's chatroom REST send reaches none of from_client's own sessions; "
-    "the hub can skip one session, not every session of a client (hub/* is another "
-    "engineer's: see the h-ops2 report)",
-)
 @fail_after(30)
 async def test_a_chatroom_send_never_reaches_the_senders_own_sessions() -> None:
     # R1, the chatroom send: "聊天室目前不支持将消息同步发送给在线的 from_client" (no
@@ -221,3 +219,32 @@ async def test_a_chatroom_send_never_reaches_the_senders_own_sessions() -> None:
             await ok(running, "POST", url, {"from_client": "v", "message": f"m{n}", **extra})
             assert (await w.next_push("direct"))["msg"] == f"m{n}"
         assert [p for p in await v.take_pushes() if p["cmd"] == "direct"] == []
+
+
+@pytest.fixture
+def redis() -> Iterator[RedisServer]:
+    yield from redis_server()
+
+
+@fail_after(30)
+async def test_a_chatroom_send_on_one_node_skips_the_senders_sessions_on_every_node(
+    redis: RedisServer,
+) -> None:
+    async with (
+        two_nodes(redis.url, {"master_key": MASTER}) as (a, b),
+        a.user("v") as v_here,
+        b.user("v") as v_there,
+        a.user("w") as w_here,
+        b.user("z") as z_there,
+    ):
+        room = (await ok(a, "POST", "/chatrooms", {"name": "live"}))["objectId"]
+        for peer, viewer in (("v", v_here), ("v", v_there), ("w", w_here), ("z", z_there)):
+            joined = await viewer.request({"cmd": "conv", "op": "add", "cid": room, "m": [peer]})
+            assert joined.get("op") == "added", joined
+        for asker in (w_here, z_there):  # each node counts the other's viewers
+            await until(partial(count, asker, room), 3)
+        await ok(a, "POST", f"/chatrooms/{room}/messages", {"from_client": "v", "message": "hi"})
+        for other in (w_here, z_there):
+            assert (await other.next_push("direct"))["msg"] == "hi"
+        for v in (v_here, v_there):
+            assert [p for p in await v.take_pushes() if p["cmd"] == "direct"] == []
