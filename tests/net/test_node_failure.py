@@ -49,6 +49,16 @@ async def start_node(db: str, redis: RedisServer) -> AsyncIterator[Node]:
         yield Node(proc, int(listening.group(1)), int(listening.group(2)))
 
 
+@asynccontextmanager
+async def two_nodes(pg_server: PgServer, redis: RedisServer) -> AsyncIterator[tuple[Node, Node]]:
+    """Two nodes on a fresh database and ``redis``, each knowing the other."""
+    db = pg_server.url(pg_server.create_database())
+    async with start_node(db, redis) as a, start_node(db, redis) as b:
+        await until(a.others_known, 1)
+        await until(b.others_known, 1)
+        yield a, b
+
+
 async def connect(
     stack: AsyncExitStack, node: Node, peer_id: str, **login: object
 ) -> tuple[Client, Cmd]:
@@ -81,14 +91,7 @@ async def join(client: Client, cid: str, peer_id: str) -> None:
 async def test_a_killed_nodes_clients_resume_on_the_other_and_lose_nothing(
     pg_server: PgServer, redis: RedisServer
 ) -> None:
-    db = pg_server.url(pg_server.create_database())
-    async with (
-        start_node(db, redis) as a,
-        start_node(db, redis) as b,
-        AsyncExitStack() as on_b,
-    ):
-        await until(a.others_known, 1)
-        await until(b.others_known, 1)
+    async with two_nodes(pg_server, redis) as (a, b), AsyncExitStack() as on_b:
         bob, _ = await connect(on_b, b, "bob")
         watcher, _ = await connect(on_b, b, "watcher")
         async with AsyncExitStack() as on_a:
@@ -129,13 +132,7 @@ async def test_a_killed_nodes_clients_resume_on_the_other_and_lose_nothing(
 async def test_sends_are_refused_across_the_cluster_while_postgresql_is_down(
     own_pg_server: PgServer, redis: RedisServer
 ) -> None:
-    db = own_pg_server.url(own_pg_server.create_database())
-    async with (
-        start_node(db, redis) as a,
-        start_node(db, redis) as b,
-        AsyncExitStack() as stack,
-    ):
-        await until(a.others_known, 1)
+    async with two_nodes(own_pg_server, redis) as (a, b), AsyncExitStack() as stack:
         alice, _ = await connect(stack, a, "alice")
         bob, _ = await connect(stack, b, "bob")
         cid = await alice.start(["bob"])
@@ -172,14 +169,7 @@ async def test_moderation_made_on_a_killed_node_holds_on_the_other(
     """Issue 12 on a cluster: a member muted and a member blocked through node A stay
     so once node A is killed (SIGKILL) and they resume on node B, which had read the
     conversation's moderation before the changes."""
-    db = pg_server.url(pg_server.create_database())
-    async with (
-        start_node(db, redis) as a,
-        start_node(db, redis) as b,
-        AsyncExitStack() as on_b,
-    ):
-        await until(a.others_known, 1)
-        await until(b.others_known, 1)
+    async with two_nodes(pg_server, redis) as (a, b), AsyncExitStack() as on_b:
         bob, _ = await connect(on_b, b, "bob")
         async with AsyncExitStack() as on_a:
             owner, _ = await connect(on_a, a, "owner")
