@@ -61,6 +61,18 @@ async def until_online(client: Client, peers: list[str]) -> None:
     await until(lambda: online(client, peers), peers)
 
 
+async def started(starter: Client, member: Client, **fields: object) -> str:
+    """A conversation ``starter`` starts with ``member`` (on the other node), once each
+    one's node knows the other is online, and after the member heard it joined."""
+    assert starter.peer_id is not None
+    assert member.peer_id is not None
+    await until_online(starter, [member.peer_id])
+    await until_online(member, [starter.peer_id])
+    cid = await starter.start([member.peer_id], **fields)
+    await member.next_push("conv", "joined")
+    return cid
+
+
 async def until(ask: Callable[[], Awaitable[object]], want: object) -> None:
     """Until ``await ask()`` answers ``want`` (the test's fail_after bounds the wait)."""
     while await ask() != want:  # noqa: ASYNC110 - asking the server is the point

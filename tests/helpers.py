@@ -89,6 +89,7 @@ class Client:
         self.pushes: deque[Cmd] = deque()
         self.received: list[Cmd] = []
         self._next_i = 0
+        self.peer_id: str | None = None  # the last client logged in
 
     # -- sending ----------------------------------------------------------------------
 
@@ -202,6 +203,7 @@ class Client:
             {"cmd": "session", "op": "open", "appId": "test", "peerId": peer_id, **fields}
         )
         assert (reply["cmd"], reply.get("op")) == ("session", "opened"), reply
+        self.peer_id = peer_id
         return reply
 
     async def start(self, members: list[str], **fields: object) -> str:

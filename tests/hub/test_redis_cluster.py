@@ -10,7 +10,17 @@ from pathlib import Path
 
 import pytest
 import trio
-from cluster_nodes import count, eventually, join, link, online, two_nodes, until, until_online
+from cluster_nodes import (
+    count,
+    eventually,
+    join,
+    link,
+    online,
+    started,
+    two_nodes,
+    until,
+    until_online,
+)
 from helpers import fail_after, http_get, running_server, scrape, value
 from redis_server import RedisServer, redis_server
 
@@ -31,9 +41,7 @@ async def test_one_to_one_and_group_messages_cross_nodes(redis: RedisServer) -> 
         b.user("carol") as carol,
     ):
         await until_online(alice, ["bob", "carol"])
-        await until_online(bob, ["alice"])
-        cid = await alice.start(["bob"])
-        await bob.next_push("conv", "joined")
+        cid = await started(alice, bob)
         await alice.say(cid, "hello bob")
         got = await bob.next_push("direct")
         assert (got["msg"], got["fromPeerId"], got["cid"]) == ("hello bob", "alice", cid)
@@ -125,10 +133,7 @@ async def test_a_will_fires_once_from_the_node_that_held_the_connection(
 ) -> None:
     async with two_nodes(redis.url) as (a, b), a.user("bob") as bob:
         async with b.user("alice") as alice:
-            await until_online(bob, ["alice"])
-            await until_online(alice, ["bob"])
-            cid = await alice.start(["bob"])
-            await bob.next_push("conv", "joined")
+            cid = await started(alice, bob)
             await alice.say(cid, "alice left unexpectedly", will=True)
             await alice.drop()
         push = await bob.next_push("direct")
@@ -184,9 +189,7 @@ async def test_redis_restarts_and_delivery_resumes() -> None:
             a.user("fay") as fay,
             b.user("gus") as gus,
         ):
-            await until_online(fay, ["gus"])
-            cid = await fay.start(["gus"])
-            await gus.next_push("conv", "joined")
+            cid = await started(fay, gus)
             server.restart()
             await eventually(lambda: not link(a).hub.connected)
             await eventually(lambda: link(a).hub.connected and link(b).hub.connected)

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 import trio
-from cluster_nodes import two_nodes, until_online
+from cluster_nodes import started, two_nodes, until_online
 from helpers import fail_after
 from redis_server import RedisServer, redis_server
 
@@ -48,9 +48,7 @@ async def test_attributes_updated_on_one_node_are_kept_by_an_update_on_the_other
     redis: RedisServer,
 ) -> None:
     async with two_nodes(redis.url) as (a, b), a.user("alice") as alice, b.user("bob") as bob:
-        await until_online(bob, ["alice"])
-        cid = await bob.start(["alice"], attr={"name": "before"})  # cached on node B
-        await alice.next_push("conv", "joined")
+        cid = await started(bob, alice, attr={"name": "before"})  # cached on node B
         update = {"cmd": "conv", "op": "update", "cid": cid}
         reply = await alice.request({**update, "attr": {"name": "after"}})
         assert "code" not in reply, reply
@@ -71,9 +69,7 @@ async def test_attributes_updated_on_one_node_are_kept_by_an_update_on_the_other
 @fail_after(20)
 async def test_a_member_muted_on_one_node_cannot_send_on_the_other(redis: RedisServer) -> None:
     async with two_nodes(redis.url) as (a, b), a.user("owner") as owner, b.user("talker") as talker:
-        await until_online(talker, ["owner"])
-        cid = await owner.start(["talker"])
-        await talker.next_push("conv", "joined")
+        cid = await started(owner, talker)
         await talker.say(cid, "I may speak")  # node B caches the moderation state
         reply = await owner.request(
             {"cmd": "conv", "op": "add_shutup", "cid": cid, "m": ["talker"]}
@@ -91,9 +87,7 @@ async def test_a_token_logged_out_on_one_node_is_refused_on_the_other(
     redis: RedisServer,
 ) -> None:
     async with two_nodes(redis.url) as (a, b), a.user("alice") as alice, b.user("bob") as bob:
-        await until_online(bob, ["alice"])
-        cid = await alice.start(["bob"])
-        await bob.next_push("conv", "joined")
+        cid = await started(alice, bob)
         resume = {"cmd": "session", "op": "open", "appId": "test", "peerId": "dana", "r": True}
         async with a.client() as phone:
             token = (await phone.login("dana"))["st"]
@@ -116,9 +110,7 @@ async def test_a_receipt_asked_for_on_one_node_comes_from_the_ack_on_the_other(
     redis: RedisServer,
 ) -> None:
     async with two_nodes(redis.url) as (a, b), a.user("tom") as tom, b.user("jerry") as jerry:
-        await until_online(tom, ["jerry"])
-        cid = await tom.start(["jerry"])
-        await jerry.next_push("conv", "joined")
+        cid = await started(tom, jerry)
         ack = await tom.say(cid, "did you get it?", r=True)
         await jerry.next_push("direct")
         await jerry.send({"cmd": "ack", "cid": cid, "fromts": ack["t"], "tots": ack["t"]})
@@ -134,9 +126,7 @@ async def test_a_message_resent_on_the_other_node_is_stored_once(redis: RedisSer
         b.user("alice") as again,  # her other device, or her connection after a failover
         b.user("bob") as bob,
     ):
-        await until_online(alice, ["bob"])
-        cid = await alice.start(["bob"])
-        await bob.next_push("conv", "joined")
+        cid = await started(alice, bob)
         first = await alice.say(cid, "only once", dt="local-1")
         assert (await bob.next_push("direct"))["msg"] == "only once"
         resent = await again.say(cid, "only once", dt="local-1")
@@ -155,9 +145,7 @@ async def test_a_member_unblocked_on_one_node_may_rejoin_at_once_on_the_other(
         a.user("owner") as owner,
         b.user("member") as member,
     ):
-        await until_online(member, ["owner"])
-        cid = await owner.start(["member"])
-        await member.next_push("conv", "joined")
+        cid = await started(owner, member)
         blacklist = {"cmd": "blacklist", "srcCid": cid, "toPids": ["member"]}
         rejoin = {"cmd": "conv", "op": "add", "cid": cid, "m": ["member"]}
         for _ in range(10):
