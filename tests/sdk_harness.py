@@ -7,7 +7,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import ssl
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from serve_process import terminate
 
 ROOT = Path(__file__).resolve().parent.parent
 SDK_DIR = ROOT / "tests" / "sdk"
@@ -183,15 +183,7 @@ class Server:
     def stop(self) -> int:
         """SIGTERM, then the exit status (killed and reported as -9 after STOP_TIMEOUT)."""
         assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                return -9
-        return self.proc.returncode
+        return terminate(self.proc, STOP_TIMEOUT)
 
 
 class Cluster(Server):

@@ -82,13 +82,20 @@ class ServeProcess:
             return "\n".join(self.lines[-count:])
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, STOP_TIMEOUT)
+
+
+def terminate(proc: subprocess.Popen[str], timeout: float) -> int:
+    """SIGTERM, then the exit status; killed (and reported as -9) after ``timeout``."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            return -9
+    return proc.returncode
 
 
 @contextmanager
