@@ -4,9 +4,59 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from chatroom.core.model import Message
 from chatroom.core.presence import Outlet
+
+V = TypeVar("V")
+
+
+class RecentlyUsed(Generic[V]):
+    """Records by key, the most recently used kept (bounded: the least recently used
+    is forgotten first). ``drops`` counts ``drop`` calls: a load from the store that
+    began before a drop is stale, and its caller does not ``keep`` it."""
+
+    def __init__(self, size: int) -> None:
+        self._size = max(size, 1)
+        self._items: OrderedDict[str, V] = OrderedDict()
+        self.drops = 0
+
+    def get(self, key: str) -> V | None:
+        """The record, now the most recently used."""
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def peek(self, key: str) -> V | None:
+        """The record, its place in the order unchanged."""
+        return self._items.get(key)
+
+    def put(self, key: str, value: V) -> None:
+        self._items[key] = value
+        self._items.move_to_end(key)
+        self._trim()
+
+    def keep(self, key: str, value: V) -> V:
+        """Remember ``value`` unless another one was remembered meanwhile (a concurrent
+        load): the one to use."""
+        kept = self._items.setdefault(key, value)
+        self._items.move_to_end(key)
+        self._trim()
+        return kept
+
+    def drop(self, key: str | None) -> None:
+        """Forget ``key`` (everything for None): read from the store next time."""
+        self.drops += 1
+        if key is None:
+            self._items.clear()
+        else:
+            self._items.pop(key, None)
+
+    def _trim(self) -> None:
+        while len(self._items) > self._size:
+            self._items.popitem(last=False)
 
 
 @dataclass(slots=True)

@@ -14,10 +14,10 @@ conversation's moderation state looks like in memory (managers, mutes, blocks).
 from __future__ import annotations
 
 import enum
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from chatroom.core.model import Conversation, ConvType
+from chatroom.core.recent import RecentlyUsed
 
 
 class Role(enum.StrEnum):
@@ -148,35 +148,7 @@ class ModerationChanges:
             state.blocked.pop(peer, None)
 
 
-class ModerationBook:
+class ModerationBook(RecentlyUsed[Moderation]):
     """The moderation state of the conversations used lately, by cid (bounded: the
     least recently used is forgotten first and read from the store again when needed).
     Sending a message checks it, so it must not cost a store read each time."""
-
-    def __init__(self, size: int) -> None:
-        self._size = max(size, 1)
-        self._items: OrderedDict[str, Moderation] = OrderedDict()
-        self.drops = 0  # a load that began before a drop is not kept
-
-    def get(self, cid: str) -> Moderation | None:
-        state = self._items.get(cid)
-        if state is not None:
-            self._items.move_to_end(cid)
-        return state
-
-    def drop(self, cid: str | None) -> None:
-        """Forget ``cid``'s state (every one for None): read from the store next time."""
-        self.drops += 1
-        if cid is None:
-            self._items.clear()
-        else:
-            self._items.pop(cid, None)
-
-    def keep(self, cid: str, state: Moderation) -> Moderation:
-        """Remember ``state`` unless another one was remembered meanwhile (a concurrent
-        load): the state to use."""
-        kept = self._items.setdefault(cid, state)
-        self._items.move_to_end(cid)
-        while len(self._items) > self._size:
-            self._items.popitem(last=False)
-        return kept

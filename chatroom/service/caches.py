@@ -18,7 +18,7 @@ from chatroom.core.convlog import ConvEventLog
 from chatroom.core.model import Conversation, ConvEventRecord, PendingReceipt, SessionRecord
 from chatroom.core.presence import Session
 from chatroom.core.receipt_book import OnChange, ReceiptBook, Waiting
-from chatroom.core.recent import Dedupe, Pending, RoomBuffers
+from chatroom.core.recent import Dedupe, Pending, RecentlyUsed, RoomBuffers
 from chatroom.core.roles import ModerationBook
 from chatroom.hub.base import (
     CONVERSATION,
@@ -46,34 +46,26 @@ class ConversationCache:
     def __init__(self, store: Store, hub: Hub, size: int = 100_000):
         self._store = store
         self._hub = hub
-        self._size = size
-        self._items: OrderedDict[str, Conversation] = OrderedDict()
-        self._drops = 0  # a load that began before a drop is not kept
+        self._items: RecentlyUsed[Conversation] = RecentlyUsed(size)
 
     async def get(self, cid: str) -> Conversation | None:
         conv = self._items.get(cid)
         if conv is not None or not cid:
             # Always a checkpoint, so that every handler is one (flake8-async ASYNC910).
             await trio.lowlevel.checkpoint()
-            if conv is not None:
-                self._items.move_to_end(cid)
             return conv
-        drops = self._drops
+        drops = self._items.drops
         loaded = await self._store.get_conversation(cid)
-        if loaded is None or drops != self._drops:
+        if loaded is None or drops != self._items.drops:
             return loaded
         # Another task may have loaded it meanwhile: keep the first copy.
-        conv = self._items.setdefault(cid, loaded)
-        self._trim()
-        return conv
+        return self._items.keep(cid, loaded)
 
     def put(self, conv: Conversation) -> None:
-        self._items[conv.cid] = conv
-        self._items.move_to_end(conv.cid)
-        self._trim()
+        self._items.put(conv.cid, conv)
 
     def peek(self, cid: str) -> Conversation | None:
-        return self._items.get(cid)
+        return self._items.peek(cid)
 
     async def save(self, conv: Conversation) -> None:
         await self._store.save_conversation(copy.deepcopy(conv))
@@ -81,15 +73,7 @@ class ConversationCache:
 
     def drop(self, cid: str | None) -> None:
         """Forget ``cid`` (every conversation for None): read from the store next time."""
-        self._drops += 1
-        if cid is None:
-            self._items.clear()
-        else:
-            self._items.pop(cid, None)
-
-    def _trim(self) -> None:
-        while len(self._items) > self._size:
-            self._items.popitem(last=False)
+        self._items.drop(cid)
 
 
 @dataclass(slots=True)
