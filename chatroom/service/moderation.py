@@ -41,16 +41,15 @@ from chatroom.protocol.errors import ChatError, ErrorCode, Reason
 from chatroom.service import signing
 from chatroom.service.context import SENT, Context, Link, require_session, valid_client_id
 from chatroom.service.conv_events import push
-from chatroom.service.permissions import Refusals as Refusals  # the REST API names these
 from chatroom.service.permissions import (
+    Refusals,
     add_refusals,
     check_may,
     leave_room,
     refuse,
+    state_of,
     target_role,
 )
-from chatroom.service.permissions import role as role
-from chatroom.service.permissions import state_of as state_of
 
 _DEFAULT_PAGE = 10  # the SDK documents "server default 10"
 _MAX_PAGE = 100

@@ -19,7 +19,7 @@ import trio
 from chatroom.core.model import JSON
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.errors import ErrorCode
-from chatroom.service import conv_query, moderation, session
+from chatroom.service import conv_query, permissions, session
 
 from .base import ApiError, Call, Spec
 from .moderation import member_infos
@@ -91,7 +91,7 @@ async def sdk_member_infos(call: Call) -> JSON:
     if not isinstance(cid, str):
         raise ApiError(400, 'where must be {"cid": "<conversation id>"}', 107)
     conv = await ctx.conversation(cid)
-    if await moderation.role(ctx, conv, client) is None:
+    if await permissions.role(ctx, conv, client) is None:
         raise ApiError(
             403, "only members read the roles", int(ErrorCode.CONVERSATION_MEMBERSHIP_REQUIRED)
         )

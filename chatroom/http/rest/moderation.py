@@ -17,7 +17,7 @@ from chatroom.core.model import JSON, Conversation
 from chatroom.core.roles import Role
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.errors import ChatError, ErrorCode
-from chatroom.service import conversations, moderation
+from chatroom.service import conversations, moderation, permissions
 from chatroom.service.context import Handler
 
 from .base import ApiError, Call, Spec
@@ -136,7 +136,7 @@ def _temporary(family: str) -> list[Spec]:
         client = call.params.client("client_id", call.ctx)
         result: dict[str, JSON] = {}
 
-        def answer(kept: list[str], refused: moderation.Refusals) -> None:
+        def answer(kept: list[str], refused: permissions.Refusals) -> None:
             if refused:
                 result["failed"] = [
                     {"code": int(code), "error": reason, "client_ids": list(ids)}
@@ -166,7 +166,7 @@ def _temporary(family: str) -> list[Spec]:
 async def member_infos(call: Call, conv: Conversation) -> list[dict[str, JSON]]:
     """The role rows of a conversation: the owner and its managers (the others are
     members), as ``_ConversationMemberInfo`` rows."""
-    state = await moderation.state_of(call.ctx, conv.cid)
+    state = await permissions.state_of(call.ctx, conv.cid)
     rows = [_row(conv, conv.creator, Role.OWNER)]
     rows.extend(_row(conv, m, Role.MANAGER) for m in sorted(state.managers) if m in conv.members)
     return rows
