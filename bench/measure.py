@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import cast
 
 from bench.generator import Generator, Json
-from bench.procstat import Load, RssSampler, cpu_seconds
+from bench.procstat import Load, RssSampler, cpu_split
 from bench.servers import Running
 
 # A step during which the server or the generator waited for a CPU (taken by another
@@ -68,6 +68,8 @@ class Step:
     wall_s: float
     foreign_cpu_pct: float = 0.0
     cpu_wait_pct: float = 0.0
+    # the kernel's share of the server's CPU time (system calls, the TCP stack)
+    server_kernel_pct: float = -1.0
     cores: list[dict[str, float]] = field(default_factory=list)
     contaminated: bool = False
     passed: bool = False
@@ -164,13 +166,17 @@ def _measure_once(
     mix: tuple[int, int],
 ) -> Step:
     load = Load(server.pid, gen.pid)
-    cpu0 = cpu_seconds(server.pid)
+    user0, kernel0 = cpu_split(server.pid)
     load.start()
     with RssSampler(server.pid) as rss:
         raw = gen.step(step_id, rate, secs, window=window, mix=mix)
     load.stop()
-    cpu1 = cpu_seconds(server.pid)
-    step = from_raw(raw, cpu1 - cpu0 if cpu0 >= 0 and cpu1 >= 0 else -1.0, rss.max_kb)
+    user1, kernel1 = cpu_split(server.pid)
+    gone = min(user0, user1) < 0
+    spent = -1.0 if gone else user1 - user0 + kernel1 - kernel0
+    step = from_raw(raw, spent, rss.max_kb)
+    if spent > 0:
+        step.server_kernel_pct = round((kernel1 - kernel0) / spent * 100, 1)
     step.foreign_cpu_pct = round(load.foreign_pct, 1)
     step.cores = load.cores
     step.cpu_wait_pct = round(load.wait_pct, 1)

@@ -53,16 +53,23 @@ def scheduling_of(pid: int) -> str:
         return "unknown"
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of the whole process (all its threads), in seconds; -1 if gone."""
+def cpu_split(pid: int) -> tuple[float, float]:
+    """utime and stime of the whole process (all its threads), in seconds: its own
+    code and the kernel's work for it (system calls, the TCP stack); -1s if gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             raw = f.read()
     except OSError:
-        return -1.0
+        return -1.0, -1.0
     fields = raw[raw.rindex(b")") + 2 :].split()
     # fields[0] is field 3 (state); utime and stime are fields 14 and 15
-    return (int(fields[11]) + int(fields[12])) / _TICK
+    return int(fields[11]) / _TICK, int(fields[12]) / _TICK
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of the whole process, in seconds; -1 if gone."""
+    user, kernel = cpu_split(pid)
+    return user + kernel if user >= 0 else -1.0
 
 
 def run_queue_wait_s(pid: int) -> float:

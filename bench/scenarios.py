@@ -187,6 +187,7 @@ def cpu_per_delivery(
             "deliveries_per_s": round(step.deliveries_per_s),
             "server_us_per_delivery": round(step.server_us_per_delivery, 2),
             "server_cpu_pct": round(step.server_cpu_pct),
+            "server_kernel_pct": step.server_kernel_pct,
             "gen_cpu_pct": round(step.gen_cpu_pct),
             "p50_ms": step.latency.p50,
             "p99_ms": step.latency.p99,
