@@ -1,7 +1,8 @@
 """The WebSocket opening handshake: accepting connections, reading a request head,
 answering it (101 or an HTTP refusal), and handing the open socket to a ``Transport``.
 
-The head is parsed and answered by the sans-I/O core of the ``websockets`` package
+A plain upgrade request is read and answered by quickhead.py; any other head is
+parsed and answered by the sans-I/O core of the ``websockets`` package
 (``ServerProtocol``), which is released as soon as the handshake ends: an open
 connection keeps no protocol object (transport.py). This module and transport.py are
 the WebSocket layer of design.md section 3; nothing else imports ``websockets``.
@@ -26,6 +27,7 @@ from websockets.http11 import Request
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol as WsSubprotocol
 
+from chatroom.net.quickhead import quick_request, switching
 from chatroom.net.transport import CLOSE_WAIT, RECEIVE_BYTES, Transport, read_now
 from chatroom.protocol.codec import Subprotocol, shown
 from chatroom.protocol.framing import FrameReader
@@ -223,6 +225,15 @@ async def _handshake(
     head, ended = await _read_head(stream.socket.fileno())
     if not head:
         return None  # the client left without a word
+    quick = quick_request(head)
+    if quick is not None:
+        try:
+            choice = choose(quick.offered, quick.path)
+        except Rejected:
+            pass  # refused by the full path below, which says why
+        else:
+            response = switching(quick.key, choice.name)
+            return await _opened(stream, response, quick.rest, choice, max_message_bytes)
     chosen: list[Subprotocol | None] = [None]
 
     def select(protocol: ServerProtocol, offered: Sequence[WsSubprotocol]) -> WsSubprotocol | None:
@@ -243,18 +254,30 @@ async def _handshake(
         response = _respond(protocol, request, chosen, choose, remote, refusals)
         if chosen[0] is None:
             return response
-        # Nearly always the kernel takes the 101 at once: no reschedule for it.
-        sent = _write_some(stream.socket.fileno(), response)
-        if sent < len(response):
-            await stream.send_all(response[sent:])
-        # From here on frames only, parsed by our reader: websockets' protocol object
-        # (~1 KB with its parser) is not kept for the connection's life.
-        transport = Transport(stream, FrameReader(max_message_bytes))
-        if head_end.rest:
-            transport.feed(head_end.rest)  # frames the client sent right after
-        return transport, chosen[0]
+        return await _opened(stream, response, head_end.rest, chosen[0], max_message_bytes)
     finally:
         _release(protocol)
+
+
+async def _opened(
+    stream: trio.SocketStream,
+    response: bytes,
+    rest: bytes,
+    chosen: Subprotocol,
+    max_message_bytes: int,
+) -> tuple[Transport, Subprotocol]:
+    """Send the 101; the open WebSocket, given ``rest``, the bytes the client sent
+    after its head (its first frames)."""
+    # Nearly always the kernel takes the 101 at once: no reschedule for it.
+    sent = _write_some(stream.socket.fileno(), response)
+    if sent < len(response):
+        await stream.send_all(response[sent:])
+    # From here on frames only, parsed by our reader: websockets' protocol object
+    # (~1 KB with its parser) is not kept for the connection's life.
+    transport = Transport(stream, FrameReader(max_message_bytes))
+    if rest:
+        transport.feed(rest)
+    return transport, chosen
 
 
 async def _read_head(fd: int) -> tuple[bytes, bool]:
