@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 from collections import OrderedDict
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 
 import trio
 
@@ -162,7 +162,7 @@ class Tickets:
         ticket = self._items.get(token)
         record = None if ticket is None else ticket.record(token)
         self._journal.session(token, record)
-        self._hub.changed(TICKET, token, None if record is None else list(astuple(record)))
+        self._hub.changed(TICKET, token, None if record is None else record.state())
 
     def elsewhere(self, token: str, state: list[object] | None) -> None:
         """Another node issued, changed (``state``: the stored record) or revoked
