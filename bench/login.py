@@ -9,7 +9,7 @@ each its join (``conv add``), the next step once every reply of the wave is in.
 
 ``--stage`` stops earlier: ``handshake`` (connect and the 101 only) or ``login``.
 The server's CPU time (``time.process_time``: every thread of this process, none of
-the client's) from the first connection to the last reply, over N, is the cost of
+the client's; the kernel's part, system calls and loopback TCP, given apart) from the first connection to the last reply, over N, is the cost of
 one client; the difference between two stages is that stage's. It prints trio's task
 steps per client too. ``--profile K`` runs the server under ``cProfile`` and prints
 the K functions with the most time of their own (cProfile slows Python code, so the
@@ -26,6 +26,7 @@ import base64
 import cProfile
 import os
 import pstats
+import resource
 import socket
 import struct
 import subprocess
@@ -151,6 +152,7 @@ async def _measure(args: argparse.Namespace) -> None:
         profile = cProfile.Profile(time.process_time) if args.profile else None
         trio.lowlevel.add_instrument(steps)
         cpu_before = time.process_time()
+        sys_before = resource.getrusage(resource.RUSAGE_SELF).ru_stime
         if profile is not None:
             profile.enable()
         await child.stdin.send_all(b"go\n")
@@ -158,16 +160,21 @@ async def _measure(args: argparse.Namespace) -> None:
         if profile is not None:
             profile.disable()
         cpu_used = time.process_time() - cpu_before
+        sys_used = resource.getrusage(resource.RUSAGE_SELF).ru_stime - sys_before
         trio.lowlevel.remove_instrument(steps)
         if got != b"in\n":
             raise SystemExit(f"the clients failed (exit {await child.wait()})")
         n = args.n
         print(
-            f"{n} clients to {args.stage}: {cpu_used / n * 1e6:.0f} us of server CPU each, "
+            f"{n} clients to {args.stage}: {cpu_used / n * 1e6:.0f} us of server CPU each "
+            f"({sys_used / n * 1e6:.0f} us of it in the kernel), "
             f"{steps.steps / n:.1f} task steps, {steps.spawned / n:.1f} tasks spawned"
         )
         if profile is not None:
-            pstats.Stats(profile).sort_stats("tottime").print_stats(args.profile)
+            stats = pstats.Stats(profile).sort_stats("tottime")
+            stats.print_stats(args.profile)
+            if os.environ.get("CALLERS"):
+                stats.print_callers(os.environ["CALLERS"])
         await child.stdin.aclose()
         await child.wait()
         server.shutdown.set()

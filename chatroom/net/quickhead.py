@@ -25,8 +25,11 @@ __all__ = ["Upgrade", "quick_request", "switching"]
 _MAX_HEAD = 4096  # bytes of head taken here; longer ones go to the full parser
 _MAX_LINES = 32
 _TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
-_VALUE = re.compile(rb"[\x20-\x7e]*")  # printable ASCII only: the parser takes more
-_PATH = re.compile(rb"[\x21-\x7e]+")
+_REQUEST_LINE = re.compile(rb"GET ([\x21-\x7e]+) HTTP/1\.1\r\n")
+# Header lines of a token, a colon and printable ASCII (the parser takes more: tabs,
+# Latin-1), each ended by CRLF; and the name and value (spaces around it cut) of one.
+_LINES = re.compile(rb"(?:[-!#$%&'*+.^_`|~0-9a-zA-Z]+:[\x20-\x7e]*\r\n)*")
+_FIELD = re.compile(rb"([^:]+): *([\x20-\x7e]*?) *\r\n")
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 section 1.3
 _NEEDED = (b"connection", b"upgrade", b"sec-websocket-key", b"sec-websocket-version")
 _BODY = (b"transfer-encoding", b"content-length")
@@ -49,17 +52,14 @@ def _tokens(value: bytes) -> list[bytes] | None:
     return items if all(_TOKEN.fullmatch(item) for item in items) else None
 
 
-def _fields(lines: list[bytes]) -> dict[bytes, bytes] | None:
-    fields: dict[bytes, bytes] = {}
-    for line in lines:
-        name, colon, value = line.partition(b":")
-        value = value.strip(b" \t")
-        if not colon or not _TOKEN.fullmatch(name) or not _VALUE.fullmatch(value):
-            return None
-        key = name.lower()
-        if key in fields or key in _BODY:
-            return None
-        fields[key] = value
+def _fields(lines: bytes) -> dict[bytes, bytes] | None:
+    """The header lines by lower-case name; None for anything unusual."""
+    if lines.count(b"\n") > _MAX_LINES or not _LINES.fullmatch(lines):
+        return None
+    pairs = _FIELD.findall(lines)
+    fields = {name.lower(): value for name, value in pairs}
+    if len(fields) < len(pairs) or any(name in fields for name in _BODY):
+        return None  # a header twice, or a body
     return fields
 
 
@@ -80,16 +80,10 @@ def _is_upgrade(fields: dict[bytes, bytes]) -> bool:
 def quick_request(data: bytes) -> Upgrade | None:
     """The upgrade request at the start of ``data``, or None: leave it to the parser."""
     end = data.find(b"\r\n\r\n", 0, _MAX_HEAD)
-    if end < 0:
+    request = _REQUEST_LINE.match(data, 0, end + 2)
+    if end < 0 or request is None:
         return None
-    lines = data[:end].split(b"\r\n")
-    if len(lines) > _MAX_LINES or any(b"\n" in line or b"\r" in line for line in lines):
-        return None
-    method, _, target = lines[0].partition(b" ")
-    path, _, version = target.partition(b" ")
-    if method != b"GET" or version != b"HTTP/1.1" or not _PATH.fullmatch(path):
-        return None
-    fields = _fields(lines[1:])
+    fields = _fields(data[request.end() : end + 2])
     if fields is None or not _is_upgrade(fields):
         return None
     offered: list[bytes] = []
@@ -99,7 +93,8 @@ def quick_request(data: bytes) -> Upgrade | None:
             return None
         offered = listed
     names = [name.decode() for name in offered]
-    return Upgrade(path.decode(), names, fields[b"sec-websocket-key"], data[end + 4 :])
+    path = request.group(1).decode()
+    return Upgrade(path, names, fields[b"sec-websocket-key"], data[end + 4 :])
 
 
 class _Date:
