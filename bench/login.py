@@ -9,20 +9,29 @@ each its join (``conv add``), the next step once every reply of the wave is in.
 
 ``--stage`` stops earlier: ``handshake`` (connect and the 101 only) or ``login``.
 The server's CPU time (``time.process_time``: every thread of this process, none of
-the client's; the kernel's part, system calls and loopback TCP, given apart) from the first connection to the last reply, over N, is the cost of
-one client; the difference between two stages is that stage's. It prints trio's task
-steps per client too. ``--profile K`` runs the server under ``cProfile`` and prints
-the K functions with the most time of their own (cProfile slows Python code, so the
-shares, not the figures, are what it tells).
+the client's; the kernel's part, system calls and loopback TCP, given apart) from the
+first connection to the last reply, over N, is the cost of one client; the difference
+between two stages is that stage's. It prints trio's task steps per client too
+(``--where K``: the K awaits they resume from most). ``--profile K`` runs the server
+under ``cProfile`` and prints the K functions with the most time of their own
+(cProfile slows Python code: the shares, not the figures, are what it tells;
+``CALLERS=regex`` adds who called the functions it matches).
 
-CPU time is what the server spends whatever else runs on the machine, so it can be
-compared on a shared machine; repeat runs and compare within one session.
+CPU time moves with the machine's load (caches, the other core's work): on a shared
+machine compare instruction counts, which do not. Under callgrind the server alone
+is counted (the client is a child it does not trace), and two sizes cancel start-up::
+
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null python -m bench.login 500
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null python -m bench.login 1500
+
+(the difference of the two ``I refs`` over 1000 is one client's instructions).
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import collections
 import cProfile
 import os
 import pstats
@@ -41,6 +50,27 @@ from chatroom.config import Config
 from chatroom.net.server import Server
 
 STAGES = ("handshake", "login", "join")
+
+
+class _Where(_Steps):
+    """Task steps by the await they resume from (the innermost coroutine's function
+    and line, outside trio), as ``--where K`` prints them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.where: collections.Counter[str] = collections.Counter()
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        super().before_task_step(task)
+        coro, place = task.coro, "?"
+        while coro is not None and hasattr(coro, "cr_frame"):
+            frame = coro.cr_frame
+            if frame is not None and "/trio/" not in frame.f_code.co_filename:
+                place = f"{frame.f_code.co_qualname}:{frame.f_lineno}"
+            coro = coro.cr_await
+        self.where[place] += 1
+
+
 _HEAD = (
     "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
     "Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
@@ -146,9 +176,10 @@ async def _measure(args: argparse.Namespace) -> None:
             stdout=subprocess.PIPE,
             env={**os.environ, "PYTHONPATH": os.getcwd()},
         )
-        assert child.stdout is not None and child.stdin is not None
+        assert child.stdout is not None
+        assert child.stdin is not None
         await child.stdout.receive_some(16)  # "room": the chatroom exists
-        steps = _Steps()
+        steps = _Where() if args.where else _Steps()
         profile = cProfile.Profile(time.process_time) if args.profile else None
         trio.lowlevel.add_instrument(steps)
         cpu_before = time.process_time()
@@ -170,6 +201,9 @@ async def _measure(args: argparse.Namespace) -> None:
             f"({sys_used / n * 1e6:.0f} us of it in the kernel), "
             f"{steps.steps / n:.1f} task steps, {steps.spawned / n:.1f} tasks spawned"
         )
+        if isinstance(steps, _Where):
+            for place, count in steps.where.most_common(args.where):
+                print(f"{count / n:6.2f} steps per client resume at {place}")
         if profile is not None:
             stats = pstats.Stats(profile).sort_stats("tottime")
             stats.print_stats(args.profile)
@@ -186,6 +220,7 @@ def main() -> None:
     parser.add_argument("--stage", choices=STAGES, default="join")
     parser.add_argument("--wave", type=int, default=500, help="clients at once")
     parser.add_argument("--profile", type=int, default=0, metavar="K")
+    parser.add_argument("--where", type=int, default=0, metavar="K")
     parser.add_argument("--client", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client is not None:

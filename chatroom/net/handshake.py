@@ -277,7 +277,7 @@ async def _opened(
     transport = Transport(stream, FrameReader(max_message_bytes))
     if rest:
         transport.feed(rest)
-    return transport, chosen
+    return transport, chosen  # noqa: ASYNC910 (the caller read the head: see _read_head)
 
 
 async def _read_head(fd: int) -> tuple[bytes, bool]:
@@ -285,20 +285,22 @@ async def _read_head(fd: int) -> tuple[bytes, bool]:
     came in the same reads), or up to ``_HEAD_BUFFER`` bytes if it is not over by
     then; and whether the client ended the stream. Read from the descriptor itself: a
     connection waiting here keeps three coroutine frames, not the nine of
-    ``SocketStream.receive_some``."""
+    ``SocketStream.receive_some``.
+
+    Not a checkpoint when the head was there at once (a crowd's clients send it before
+    the server gets to them): the connection's task has just started, which was its
+    reschedule, and what it does until its first read of frames is bounded (one head
+    of at most ``_HEAD_BUFFER`` bytes, the 101): one reschedule less per connection."""
     head = b""
-    ended = waited = False
+    ended = False
     while not ended and not _head_over(head):
         data = read_now(fd)
         if data is None:
             await trio.lowlevel.wait_readable(fd)
-            waited = True
             continue
         ended = not data
         head += data
-    if not waited:  # a wait is a checkpoint: one reschedule less per connection
-        await trio.lowlevel.checkpoint()
-    return head, ended  # noqa: ASYNC910 (it waited, or checkpointed just above)
+    return head, ended  # noqa: ASYNC910 (see above)
 
 
 def _write_some(fd: int, data: bytes) -> int:

@@ -120,8 +120,8 @@ _date = _Date()
 def switching(key: bytes, subprotocol: str | None) -> bytes:
     """The 101 answering ``key``, with the headers (and their order) of websockets'."""
     accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())
-    protocol = b"" if subprotocol is None else b"Sec-WebSocket-Protocol: %s\r\n" % (
-        subprotocol.encode()
+    protocol = (
+        b"" if subprotocol is None else b"Sec-WebSocket-Protocol: %s\r\n" % (subprotocol.encode())
     )
     return (
         b"HTTP/1.1 101 Switching Protocols\r\nDate: %s\r\nUpgrade: websocket\r\n"

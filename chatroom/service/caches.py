@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import copy
 from collections import OrderedDict
-from itertools import islice
 from dataclasses import dataclass
+from itertools import islice
 
 import trio
 
