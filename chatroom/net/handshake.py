@@ -27,6 +27,7 @@ from websockets.http11 import Request
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol as WsSubprotocol
 
+from chatroom.net.listen import accept_all
 from chatroom.net.quickhead import quick_request, switching
 from chatroom.net.transport import CLOSE_WAIT, RECEIVE_BYTES, Transport, read_now
 from chatroom.protocol.codec import Subprotocol, shown
@@ -143,7 +144,8 @@ async def serve_websocket(
     )
     serve = accept if wrap is None else partial(wrap, accept)
     async with trio.open_nursery() as nursery:
-        await nursery.start(trio.serve_listeners, serve, listeners)
+        for listener in listeners:
+            nursery.start_soon(accept_all, listener.socket, serve, nursery)
         task_status.started(bound)
 
 
