@@ -375,7 +375,9 @@ class Server:
 
 
 def _subprotocol(offered: list[str], path: str) -> Subprotocol | None:
-    query = parse_qs(urlsplit(path).query).get("subprotocol", [None])[0]
+    query = None  # most paths have no query: parse none
+    if "?" in path:
+        query = parse_qs(urlsplit(path).query).get("subprotocol", [None])[0]
     return negotiate(offered, query)
 
 

@@ -123,6 +123,7 @@ class Transport:
 
     async def receive(self) -> str | bytes:
         """The next message. Raises ``ConnectionClosed`` at the end."""
+        waited = False
         while True:
             while self._events:
                 message = self._handle(self._events.pop())
@@ -143,9 +144,10 @@ class Transport:
                     await trio.lowlevel.wait_readable(self._fd)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     self._eof = True  # closed by us meanwhile
+                waited = True
                 continue
             self.feed(data)
-            if data:
+            if data and not waited:  # a wait was a checkpoint: one reschedule less
                 await trio.lowlevel.cancel_shielded_checkpoint()
 
     def feed(self, data: bytes) -> None:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import copy
 from collections import OrderedDict
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
+from itertools import islice
 
 import trio
 
@@ -162,7 +163,7 @@ class Tickets:
         ticket = self._items.get(token)
         record = None if ticket is None else ticket.record(token)
         self._journal.session(token, record)
-        self._hub.changed(TICKET, token, None if record is None else list(astuple(record)))
+        self._hub.changed(TICKET, token, None if record is None else record.state())
 
     def elsewhere(self, token: str, state: list[object] | None) -> None:
         """Another node issued, changed (``state``: the stored record) or revoked
@@ -192,7 +193,9 @@ class Tickets:
 
     def expire(self, now_ms: int, at_most: int = 8) -> None:
         """Drop the expired among the ``at_most`` oldest tickets."""
-        for token in list(self._items)[:at_most]:
+        # The oldest only: copying every token each login made a crowd's logins
+        # quadratic in the number of tickets.
+        for token in list(islice(self._items, at_most)):
             if self._items[token].expires_ms <= now_ms:
                 del self._items[token]
 

@@ -78,8 +78,11 @@ def replaying(inner: SyncHandler | Handler) -> Handler:
         msg = cmd.sessionMessage
         old_token = msg.st if msg.HasField("st") and msg.st else None
         result = inner(ctx, link, cmd)
-        reply = await result if inspect.isawaitable(result) else result
-        await trio.lowlevel.checkpoint()
+        if inspect.isawaitable(result):
+            reply = await result  # a checkpoint: no reschedule more per login
+        else:
+            reply = result
+            await trio.lowlevel.checkpoint()
         session = link.session_for(cmd.peerId)
         if not msg.r or session is None:
             return reply or SENT

@@ -6,6 +6,7 @@ Switched on per kind by the ``signatures`` setting; the signed texts use the con
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 from chatroom.core.signature import (
@@ -23,8 +24,14 @@ from chatroom.protocol.errors import ChatError, ErrorCode
 from chatroom.service.context import Context
 
 
+@functools.lru_cache(maxsize=8)
+def _kinds(signatures: str) -> frozenset[str]:
+    """The kinds a ``signatures`` setting names (parsed once, not at every login)."""
+    return frozenset(k.strip() for k in signatures.split(","))
+
+
 def enabled(ctx: Context, kind: str) -> bool:
-    return kind in {k.strip() for k in ctx.config.signatures.split(",")}
+    return kind in _kinds(ctx.config.signatures)
 
 
 def check_login(ctx: Context, cmd: pb.GenericCommand) -> None:

@@ -24,6 +24,7 @@ from trio_websocket import (
 )
 from websockets.server import ServerProtocol
 
+from chatroom.net import fullhead
 from chatroom.net import handshake as handshake_module
 from chatroom.net import transport as transport_module
 from chatroom.net.handshake import Rejected
@@ -540,11 +541,11 @@ def test_the_head_end_is_found_wherever_the_reads_split_it() -> None:
     wire = b"GET / HTTP/1.1\r\nHost: x\r\n\r\nFRAMES"
     blank = wire.index(b"\r\n\r\n")
     for cut in range(blank - 2, blank + 6):
-        head_end = handshake_module._HeadEnd()
+        head_end = fullhead._HeadEnd()
         parts = head_end.head_part(wire[:cut]) + head_end.head_part(wire[cut:])
         assert parts == wire[: blank + 4]
         assert head_end.rest == b"FRAMES"
-    head_end = handshake_module._HeadEnd()  # one byte a read
+    head_end = fullhead._HeadEnd()  # one byte a read
     assert (
         b"".join(head_end.head_part(wire[k : k + 1]) for k in range(len(wire))) == wire[: blank + 4]
     )

@@ -1,0 +1,130 @@
+"""A fast path for the common WebSocket opening handshake, without a general HTTP parser.
+
+``quick_request`` reads a request head that is plainly a valid WebSocket upgrade: a
+``GET ... HTTP/1.1`` line, at most ``_MAX_LINES`` header lines of plain ASCII, no
+header given twice, no body, the upgrade headers as RFC 6455 asks. Anything else (a
+refusal to send, an odd but legal header, a long or unusual head) returns None and
+goes to the full parser of ``websockets`` in handshake.py, which then decides exactly
+as before. So the fast path never refuses anything and accepts only what the full
+parser accepts; ``tests/net/test_quickhead.py`` checks it gives the same 101 byte for
+byte. Pure: no I/O, no trio.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email.utils
+import hashlib
+import re
+import time
+from dataclasses import dataclass
+
+__all__ = ["Upgrade", "quick_request", "switching"]
+
+_MAX_HEAD = 4096  # bytes of head taken here; longer ones go to the full parser
+_MAX_LINES = 32
+_TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
+_REQUEST_LINE = re.compile(rb"GET ([\x21-\x7e]+) HTTP/1\.1\r\n")
+# Header lines of a token, a colon and printable ASCII (the parser takes more: tabs,
+# Latin-1), each ended by CRLF; and the name and value (spaces around it cut) of one.
+_LINES = re.compile(rb"(?:[-!#$%&'*+.^_`|~0-9a-zA-Z]+:[\x20-\x7e]*\r\n)*")
+_FIELD = re.compile(rb"([^:]+): *([\x20-\x7e]*?) *\r\n")
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 section 1.3
+_NEEDED = (b"connection", b"upgrade", b"sec-websocket-key", b"sec-websocket-version")
+_BODY = (b"transfer-encoding", b"content-length")
+
+
+@dataclass(frozen=True, slots=True)
+class Upgrade:
+    """A valid upgrade request: what the chooser and the 101 need, and the bytes the
+    client sent after its head (its first frames)."""
+
+    path: str
+    offered: list[str]
+    key: bytes
+    rest: bytes
+
+
+def _tokens(value: bytes) -> list[bytes] | None:
+    """The items of a comma-separated list of tokens; None if it is anything else."""
+    items = [item.strip(b" \t") for item in value.split(b",")]
+    return items if all(_TOKEN.fullmatch(item) for item in items) else None
+
+
+def _fields(lines: bytes) -> dict[bytes, bytes] | None:
+    """The header lines by lower-case name; None for anything unusual."""
+    if lines.count(b"\n") > _MAX_LINES or not _LINES.fullmatch(lines):
+        return None
+    pairs = _FIELD.findall(lines)
+    fields = {name.lower(): value for name, value in pairs}
+    if len(fields) < len(pairs) or any(name in fields for name in _BODY):
+        return None  # a header twice, or a body
+    return fields
+
+
+def _is_upgrade(fields: dict[bytes, bytes]) -> bool:
+    if any(name not in fields for name in _NEEDED):
+        return False
+    connection = _tokens(fields[b"connection"])
+    if connection is None or not any(item.lower() == b"upgrade" for item in connection):
+        return False
+    if fields[b"upgrade"].lower() != b"websocket" or fields[b"sec-websocket-version"] != b"13":
+        return False
+    try:
+        return len(base64.b64decode(fields[b"sec-websocket-key"], validate=True)) == 16
+    except binascii.Error:
+        return False
+
+
+def quick_request(data: bytes) -> Upgrade | None:
+    """The upgrade request at the start of ``data``, or None: leave it to the parser."""
+    end = data.find(b"\r\n\r\n", 0, _MAX_HEAD)
+    request = _REQUEST_LINE.match(data, 0, end + 2)
+    if end < 0 or request is None:
+        return None
+    fields = _fields(data[request.end() : end + 2])
+    if fields is None or not _is_upgrade(fields):
+        return None
+    offered: list[bytes] = []
+    if b"sec-websocket-protocol" in fields:
+        listed = _tokens(fields[b"sec-websocket-protocol"])
+        if listed is None:
+            return None
+        offered = listed
+    names = [name.decode() for name in offered]
+    path = request.group(1).decode()
+    return Upgrade(path, names, fields[b"sec-websocket-key"], data[end + 4 :])
+
+
+class _Date:
+    """The HTTP ``Date`` of the current second, formatted once a second."""
+
+    __slots__ = ("_second", "_text")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._text = b""
+
+    def now(self) -> bytes:
+        second = int(time.time())
+        if second != self._second:
+            self._text = email.utils.formatdate(second, usegmt=True).encode()
+            self._second = second
+        return self._text
+
+
+_date = _Date()
+
+
+def switching(key: bytes, subprotocol: str | None) -> bytes:
+    """The 101 answering ``key``, with the headers (and their order) of websockets'."""
+    accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())
+    protocol = (
+        b"" if subprotocol is None else b"Sec-WebSocket-Protocol: %s\r\n" % (subprotocol.encode())
+    )
+    return (
+        b"HTTP/1.1 101 Switching Protocols\r\nDate: %s\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n%s\r\n"
+        % (_date.now(), accept, protocol)
+    )

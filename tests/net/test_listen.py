@@ -1,0 +1,106 @@
+"""The accept loop (chatroom/net/listen.py): a crowd is served in full, running out of
+descriptors pauses accepting without losing anyone, and cancelling closes the port."""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+import trio
+from helpers import fail_after
+
+from chatroom.net.listen import accept_all
+
+CROWD = 200
+
+
+async def _greet(stream: trio.SocketStream) -> None:
+    await stream.send_all(b"hi")
+
+
+async def _listening() -> tuple[trio.socket.SocketType, int]:
+    sock = trio.socket.socket()
+    await sock.bind(("127.0.0.1", 0))
+    sock.listen(4096)
+    return sock, sock.getsockname()[1]
+
+
+def _clients(port: int, count: int) -> list[socket.socket]:
+    """Connected (the kernel completes the handshake before any accept)."""
+    return [socket.create_connection(("127.0.0.1", port)) for _ in range(count)]
+
+
+async def _greeted(client: socket.socket) -> bytes:
+    client.setblocking(False)
+    got = b""
+    while len(got) < 2:
+        await trio.lowlevel.wait_readable(client)
+        data = client.recv(16)
+        if not data:
+            break
+        got += data
+    client.close()
+    return got
+
+
+@contextmanager
+def _descriptors(limit: int) -> Iterator[None]:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@fail_after(20)
+async def test_a_crowd_waiting_in_the_backlog_is_served_in_full() -> None:
+    listener, port = await _listening()
+    clients = _clients(port, CROWD)  # all in the backlog before the loop starts
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(accept_all, listener, _greet, nursery)
+        for client in clients:
+            assert await _greeted(client) == b"hi"
+        nursery.cancel_scope.cancel()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port))
+
+
+class _Told(logging.Handler):
+    """Sets ``told`` at the first record logged."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.told = trio.Event()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+        self.told.set()
+
+
+@fail_after(20)
+async def test_out_of_descriptors_accepting_pauses_and_nobody_is_lost() -> None:
+    listener, port = await _listening()
+    clients = _clients(port, 5)
+    handler = _Told()
+    logger = logging.getLogger("chatroom.net.listen")
+    logger.addHandler(handler)
+    try:
+        async with trio.open_nursery() as nursery:
+            used = {int(fd) for fd in os.listdir("/proc/self/fd")}
+            lowest_free = min(set(range(len(used) + 1)) - used)
+            with _descriptors(lowest_free):  # no descriptor left: accept(2) gets EMFILE
+                nursery.start_soon(accept_all, listener, _greet, nursery)
+                await handler.told.wait()
+            assert "accept failed" in handler.messages[0]
+            for client in clients:  # served once descriptors are there again
+                assert await _greeted(client) == b"hi"
+            nursery.cancel_scope.cancel()
+    finally:
+        logger.removeHandler(handler)
