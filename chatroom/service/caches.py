@@ -74,6 +74,25 @@ class ConversationCache:
     def peek(self, cid: str) -> Conversation | None:
         return self._items.peek(cid)
 
+    def newest(self, stored: Conversation) -> Conversation:
+        """The freshest of ``stored`` (just read) and the copy here: the copy (a save
+        may still be on its way to the store), with the stored ``last_message_at`` if
+        later, which messages accepted on another node of a cluster move (only the
+        store hears of those)."""
+        conv = self._items.peek(stored.cid)
+        if conv is None:
+            return stored
+        later = stored.last_message_at
+        if later is not None and (conv.last_message_at is None or conv.last_message_at < later):
+            conv.last_message_at = later
+        return conv
+
+    async def read(self, cid: str) -> Conversation | None:
+        """The conversation read through the store (``newest``), for what shows
+        ``last_message_at``; None when it does not exist."""
+        stored = await self._store.get_conversation(cid)
+        return None if stored is None else self.newest(stored)
+
     async def change(self, conv: Conversation, edit: Edit) -> None:
         """Apply ``edit`` to ``conv`` and store it. ``edit`` changes only what it means
         to (add these members, set this attribute...): on a conflict it is applied again

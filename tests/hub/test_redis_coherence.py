@@ -6,13 +6,16 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Iterator
 
+import orjson
 import pytest
 import trio
 from cluster_nodes import started, two_nodes, until_online
-from helpers import fail_after
+from helpers import fail_after, http_get
 from hook_endpoint import HookCall, HookEndpoint, result
 from pg_server import PgServer, pg_server
 from redis_server import RedisServer, redis_server
+
+from chatroom.core.ids import iso
 
 __all__ = ["pg_server"]
 
@@ -221,3 +224,25 @@ async def test_a_member_added_while_the_other_node_updates_attributes_is_kept(
 
 async def _into(out: list[dict[str, object]], reply: Awaitable[dict[str, object]]) -> None:
     out.append(await reply)
+
+
+@fail_after(20)
+async def test_last_message_at_of_a_message_sent_on_the_other_node_is_shown_and_queried(
+    redis: RedisServer,
+) -> None:
+    master: dict[str, object] = {"master_key": "m"}
+    async with (
+        two_nodes(redis.url, master) as (a, b),
+        a.user("alice") as alice,
+        b.user("bob") as bob,
+    ):
+        cid = await started(bob, alice)  # cached on node B, without a last message
+        ack = await alice.say(cid, "on node A")
+        assert (await bob.next_push("direct"))["msg"] == "on node A"
+        lm = {"__type": "Date", "iso": iso(int(ack["t"]))}
+        key = "X-LC-Key: m,master\r\n"
+        status, _, body = await http_get(b.http_port, f"/1.2/rtm/conversations/{cid}", key)
+        assert (status, orjson.loads(body).get("lm")) == (200, lm), body
+        for where in ({"objectId": cid}, {"objectId": cid, "lm": {"$gte": lm}}):
+            reply = await bob.request({"cmd": "conv", "op": "query", "where": where})
+            assert [doc.get("lm") for doc in reply["results"]] == [lm], (where, reply)
