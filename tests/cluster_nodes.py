@@ -1,6 +1,7 @@
 """Two nodes of a cluster in one test process (tests/hub/test_redis_*.py): each its own
 Server, RedisHub, ports and sessions, both on one MemoryStore (as a shared database
-would be) and one real redis-server; and what their tests ask of them."""
+would be; or each its own store on one PostgreSQL database, ``db``) and one real
+redis-server; and what their tests ask of them."""
 
 from __future__ import annotations
 
@@ -16,10 +17,10 @@ from chatroom.store.memory import MemoryStore
 
 @asynccontextmanager
 async def two_nodes(
-    url: str, overrides: dict[str, object] | None = None
+    url: str, overrides: dict[str, object] | None = None, db: str | None = None
 ) -> AsyncIterator[tuple[Running, Running]]:
-    store = MemoryStore()
-    config = {"redis": url, **(overrides or {})}
+    store = None if db else MemoryStore()
+    config = {"redis": url, **({"db": db} if db else {}), **(overrides or {})}
     async with running_server(config, store) as a, running_server(config, store) as b:
         for node in (a, b):
             with trio.fail_after(5):

@@ -74,8 +74,9 @@ class FakeHub:
         self.rooms.setdefault(cid, set()).add(session.peer_id)
         return left
 
-    def leave_room(self, cid: str, peer_id: str) -> None:
+    def leave_room(self, cid: str, peer_id: str) -> list[Session]:
         self.rooms.get(cid, set()).discard(peer_id)
+        return []  # no session here watches a room (``rooms`` holds peer ids)
 
     def is_online(self, peer_id: str) -> bool:
         return any(s.peer_id == peer_id for s in self.sessions)

@@ -43,6 +43,9 @@ class Conversation:
     muted: list[str] = field(default_factory=list)
     last_message_at: int | None = None
     expire_at: int | None = None  # temporary conversations only
+    # How many times the stored record was saved (``Store.save_conversation`` compares
+    # and swaps it); bookkeeping, not content, so not compared.
+    version: int = field(default=0, compare=False)
 
     def may_read(self, peer: str) -> bool:
         """Whether ``peer`` may see the messages: its members, and anyone for a chatroom

@@ -62,8 +62,9 @@ class Hub(Protocol):
     def join_room(self, cid: str, session: Session) -> str | None:
         """The session watches chatroom ``cid`` (one at a time); the room it left."""
 
-    def leave_room(self, cid: str, peer_id: str) -> None:
-        """Every session of ``peer_id`` watching ``cid`` stops watching it."""
+    def leave_room(self, cid: str, peer_id: str) -> list[Session]:
+        """Every session of ``peer_id`` watching ``cid`` on this node stops watching
+        it; those sessions."""
 
     # -- queries --------------------------------------------------------------------
 

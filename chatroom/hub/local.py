@@ -48,11 +48,12 @@ class LocalHub:
         self._forget_log(left)
         return left
 
-    def leave_room(self, cid: str, peer_id: str) -> None:
-        for session in list(self._presence.sessions_of(peer_id)):
-            if session.room == cid:
-                self._presence.leave_room(session)
+    def leave_room(self, cid: str, peer_id: str) -> list[Session]:
+        left = [s for s in self._presence.sessions_of(peer_id) if s.room == cid]
+        for session in left:
+            self._presence.leave_room(session)
         self._forget_log(cid)
+        return left
 
     def _forget_log(self, cid: str | None) -> None:
         if cid is not None and not self._presence.room_count(cid):

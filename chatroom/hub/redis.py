@@ -125,14 +125,15 @@ class RedisHub:
             self._note(["j", session.token, cid])
         return left
 
-    def leave_room(self, cid: str, peer_id: str) -> None:
-        for session in list(self._local.sessions_of(peer_id)):
-            if session.room == cid:
-                self._local.leave_room(session)
-                stand_in = self._mirror.get(session)
-                if stand_in is not None:
-                    self.view.presence.leave_room(stand_in)
-                    self._note(["l", session.token])
+    def leave_room(self, cid: str, peer_id: str) -> list[Session]:
+        left = [s for s in self._local.sessions_of(peer_id) if s.room == cid]
+        for session in left:
+            self._local.leave_room(session)
+            stand_in = self._mirror.get(session)
+            if stand_in is not None:
+                self.view.presence.leave_room(stand_in)
+                self._note(["l", session.token])
+        return left
 
     def _note(self, event: list[object]) -> None:
         self.view.note(event, publish=self.connected)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import copy
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from itertools import islice
 
 import trio
@@ -32,17 +33,23 @@ from chatroom.hub.base import (
 )
 from chatroom.protocol.codec import Codec, Prepared
 from chatroom.service.ports import Journal
-from chatroom.store.base import Store
+from chatroom.store.base import ConflictError, NotFoundError, Store, StoreError
+
+Edit = Callable[[Conversation], None]  # one change to a conversation, applied in place
+_CONV_FIELDS = [f.name for f in fields(Conversation)]
 
 
 class ConversationCache:
     """Conversations loaded from the store, most recently used kept (bounded).
 
-    Handlers change a cached record without awaiting between reading and writing it,
-    then save a copy, so concurrent changes to one conversation never get lost. Each
-    save is told to the other nodes of a cluster (``Hub.changed``), which ``drop``
-    their copy.
+    Handlers change a record through ``change``, which stores it by compare and swap
+    on its version: a change made meanwhile elsewhere (another node of a cluster, or a
+    handler here that saved first) is read back, and the change applied to it again,
+    so concurrent changes to one conversation never get lost. Each save is told to
+    the other nodes of a cluster (``Hub.changed``), which ``drop`` their copy.
     """
+
+    SAVE_ATTEMPTS = 8  # compare-and-swap rounds of one change before giving up
 
     def __init__(self, store: Store, hub: Hub, size: int = 100_000):
         self._store = store
@@ -68,13 +75,76 @@ class ConversationCache:
     def peek(self, cid: str) -> Conversation | None:
         return self._items.peek(cid)
 
-    async def save(self, conv: Conversation) -> None:
-        await self._store.save_conversation(copy.deepcopy(conv))
+    def newest(self, stored: Conversation) -> Conversation:
+        """The freshest of ``stored`` (just read) and the copy here: the copy (a save
+        may still be on its way to the store), with the stored ``last_message_at`` if
+        later, which messages accepted on another node of a cluster move (only the
+        store hears of those)."""
+        conv = self._items.peek(stored.cid)
+        if conv is None:
+            return stored
+        later = stored.last_message_at
+        if later is not None and (conv.last_message_at is None or conv.last_message_at < later):
+            conv.last_message_at = later
+        return conv
+
+    async def read(self, cid: str) -> Conversation | None:
+        """The conversation read through the store (``newest``), for what shows
+        ``last_message_at``; None when it does not exist."""
+        stored = await self._store.get_conversation(cid)
+        return None if stored is None else self.newest(stored)
+
+    async def change(self, conv: Conversation, edit: Edit) -> None:
+        """Apply ``edit`` to ``conv`` and store it. ``edit`` changes only what it means
+        to (add these members, set this attribute...): on a conflict it is applied again
+        to the stored record, which ``conv`` becomes. StoreError when the store fails,
+        or when other saves kept winning ``SAVE_ATTEMPTS`` times; ``conv`` is then
+        forgotten here (read from the store next time)."""
+        edit(conv)
+        try:
+            merged, version = await self._save(conv, edit)
+        except StoreError:
+            self.drop(conv.cid)
+            raise
+        if merged is not None:  # with a change made meanwhile: what is stored now
+            for name in _CONV_FIELDS:
+                setattr(conv, name, getattr(merged, name))
+        conv.version = max(conv.version, version)
         self._hub.changed(CONVERSATION, conv.cid)
+
+    async def _save(self, conv: Conversation, edit: Edit) -> tuple[Conversation | None, int]:
+        """Store ``conv``, or else ``edit`` applied to the record stored meanwhile: that
+        record (None: ``conv`` itself) and its stored version."""
+        attempt, merged = copy.deepcopy(conv), None
+        for _ in range(self.SAVE_ATTEMPTS):
+            try:
+                return merged, await self._store.save_conversation(attempt)
+            except ConflictError:
+                pass
+            merged = await self._store.get_conversation(conv.cid)
+            if merged is None:
+                raise NotFoundError(f"conversation {conv.cid!r} is gone")
+            edit(merged)
+            attempt = merged
+        raise StoreError(f"conversation {conv.cid!r} keeps changing: try again")
 
     def drop(self, cid: str | None) -> None:
         """Forget ``cid`` (every conversation for None): read from the store next time."""
         self._items.drop(cid)
+
+
+def members_edit(now: int | None, joined: list[str], left: list[str]) -> Edit:
+    """The change of a conversation's members: ``joined`` in (sorted), ``left`` out,
+    ``updated_at`` to ``now`` unless None (system conversations' subscribers)."""
+
+    def edit(conv: Conversation) -> None:
+        kept = [m for m in conv.members if m not in left]
+        added = [m for m in joined if m not in kept]
+        conv.members = sorted([*kept, *added]) if added else kept
+        if now is not None:
+            conv.updated_at = now
+
+    return edit
 
 
 @dataclass(slots=True)

@@ -407,8 +407,7 @@ class _Search:
                 if self._due():
                     await trio.lowlevel.checkpoint()
                 stored = convs.pop()
-                # The cached copy is the newest (a save may still be on its way to the store).
-                doc = self._check(self.ctx.caches.conversations.peek(stored.cid) or stored)
+                doc = self._check(self.ctx.caches.conversations.newest(stored))
                 if doc is not None:
                     docs.append(doc)
                     if order is None and len(docs) > MAX_PYTHON_SORT:

@@ -22,6 +22,7 @@ from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Prepared
 from chatroom.protocol.errors import ChatError, ErrorCode
 from chatroom.service import hooks, lasting, permissions, signing
+from chatroom.service.caches import members_edit
 from chatroom.service.context import SENT, Context, Link, require_session, valid_client_id
 from chatroom.service.conv_events import push
 
@@ -271,9 +272,7 @@ async def add(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCom
     accepted, full = new[: max(room, 0)], new[max(room, 0) :]
     now = ctx.clock.wall_ms()
     if accepted:
-        conv.members = sorted([*conv.members, *accepted])
-        conv.updated_at = now
-        await ctx.caches.conversations.save(conv)
+        await ctx.caches.conversations.change(conv, members_edit(now, accepted, []))
     _outcome(reply, [t for t in targets if t not in full], {ErrorCode.CONVERSATION_FULL: full})
     if accepted:
         link.send(_finish(reply, cmd))
@@ -303,11 +302,8 @@ async def _subscribe(
     list to keep in sync)."""
     others = [t for t in targets if t != actor]
     if actor in targets and (actor in conv.members) != subscribe:
-        if subscribe:
-            conv.members = sorted([*conv.members, actor])
-        else:
-            conv.members = [m for m in conv.members if m != actor]
-        await ctx.caches.conversations.save(conv)
+        joined, left = ([actor], []) if subscribe else ([], [actor])
+        await ctx.caches.conversations.change(conv, members_edit(None, joined, left))
     else:
         await trio.lowlevel.checkpoint()  # every handler is one (flake8-async)
     allowed = [actor] if actor in targets else []
@@ -348,9 +344,7 @@ async def remove(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.Generic
     now = ctx.clock.wall_ms()
     before = list(conv.members)
     if gone:
-        conv.members = [m for m in conv.members if m not in gone]
-        conv.updated_at = now
-        await ctx.caches.conversations.save(conv)
+        await ctx.caches.conversations.change(conv, members_edit(now, [], gone))
     _outcome(reply, targets, {})
     if not gone:
         return reply
@@ -406,6 +400,14 @@ def _set_path(attrs: dict[str, JSON], path: str, value: JSON) -> None:
     node[parts[-1]] = value
 
 
+def _with_changes(attrs: dict[str, JSON], changes: dict[str, JSON]) -> dict[str, JSON]:
+    """A copy of ``attrs`` with ``changes`` (dotted paths) set."""
+    changed: dict[str, JSON] = orjson.loads(orjson.dumps(attrs))
+    for path, value in changes.items():
+        _set_path(changed, path, value)
+    return changed
+
+
 async def _check_may_update(ctx: Context, conv: Conversation, peer_id: str) -> None:
     if conv.kind is ConvType.SYSTEM:
         raise ChatError(ErrorCode.CONVERSATION_NOT_ALLOWED, "only the operator changes it")
@@ -431,15 +433,15 @@ async def update(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.Generic
     if isinstance(result.get("attr"), dict):  # the hook's replacement, checked the same way
         replaced = pb.JsonObjectMessage(data=orjson.dumps(result["attr"]).decode())
         changes = _attrs(replaced, True, ctx.config.max_name_bytes)
-    stored = orjson.dumps(conv.attrs)
-    attrs = orjson.loads(stored)  # a copy: a refused update leaves the conversation as it was
-    for path, value in changes.items():
-        _set_path(attrs, path, value)
-    _check_size(ctx, attrs, before=len(stored))
     now = ctx.clock.wall_ms()
-    conv.attrs = attrs
-    conv.updated_at = now
-    await ctx.caches.conversations.save(conv)
+
+    attrs = _with_changes(conv.attrs, changes)  # refused, the conversation stays as it was
+    _check_size(ctx, attrs, before=len(orjson.dumps(conv.attrs)))
+
+    def edit(c: Conversation) -> None:
+        c.attrs, c.updated_at = _with_changes(c.attrs, changes), now
+
+    await ctx.caches.conversations.change(conv, edit)
     modified = orjson.dumps(changes).decode()
     reply = pb.GenericCommand(cmd=pb.conv, op=pb.updated)
     reply.convMessage.udate = iso(now)
@@ -472,13 +474,16 @@ async def mute(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCo
     result = await hooks.conversation_before(ctx, names.CONVERSATION_UPDATE, params)
     if isinstance(result.get("mute"), bool):
         muting = bool(result["mute"])
-    if muting and session.peer_id not in conv.muted:
-        conv.muted = [*conv.muted, session.peer_id]
-    elif not muting:
-        conv.muted = [m for m in conv.muted if m != session.peer_id]
-    now = ctx.clock.wall_ms()
-    conv.updated_at = now
-    await ctx.caches.conversations.save(conv)
+    now, peer = ctx.clock.wall_ms(), session.peer_id
+
+    def edit(c: Conversation) -> None:
+        if muting and peer not in c.muted:
+            c.muted = [*c.muted, peer]
+        elif not muting:
+            c.muted = [m for m in c.muted if m != peer]
+        c.updated_at = now
+
+    await ctx.caches.conversations.change(conv, edit)
     reply = pb.GenericCommand(cmd=pb.conv, op=pb.updated)
     reply.convMessage.udate = iso(now)
     return reply

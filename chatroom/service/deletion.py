@@ -49,7 +49,7 @@ async def purge_inactive(ctx: Context, before_ms: int, at_most: int) -> tuple[in
         pages += 1
         page = await ctx.store.select_conversations(where, order, _PURGE_PAGE, kept)
         for stored in page:
-            conv = ctx.caches.conversations.peek(stored.cid) or stored  # the freshest
+            conv = ctx.caches.conversations.newest(stored)
             if conv.updated_at >= before_ms or (conv.last_message_at or 0) >= before_ms:
                 kept += 1  # it stays, and sorts before those not read yet
                 continue

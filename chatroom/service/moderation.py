@@ -39,6 +39,7 @@ from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Prepared
 from chatroom.protocol.errors import ChatError, ErrorCode, Reason
 from chatroom.service import signing
+from chatroom.service.caches import members_edit
 from chatroom.service.context import SENT, Context, Link, require_session, valid_client_id
 from chatroom.service.conv_events import push
 from chatroom.service.permissions import (
@@ -369,9 +370,7 @@ async def _remove_blocked(
     room = conv.kind is ConvType.TRANSIENT
     gone = [] if room else [p for p in blocked if p in conv.members]
     if gone:
-        conv.members = [m for m in conv.members if m not in gone]
-        conv.updated_at = now
-        await ctx.caches.conversations.save(conv)
+        await ctx.caches.conversations.change(conv, members_edit(now, [], gone))
     else:
         await trio.lowlevel.checkpoint()
     if room:

@@ -26,6 +26,7 @@ from chatroom.core.roles import (
 )
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.errors import ChatError, ErrorCode, Reason
+from chatroom.service import lasting
 from chatroom.service.context import Context
 
 # Per-id failures: (code, reason) -> client ids.
@@ -69,9 +70,12 @@ def watching(ctx: Context, conv: Conversation, peer: str) -> bool:
 
 
 def leave_room(ctx: Context, cid: str, peers: Iterable[str]) -> None:
-    """Every session of ``peers`` watching chatroom ``cid`` stops watching it."""
+    """Every session of ``peers`` watching chatroom ``cid`` stops watching it; so do
+    their tickets, which a resume (on any node, after this one died) would otherwise
+    rejoin the room by."""
     for peer in peers:
-        ctx.hub.leave_room(cid, peer)
+        for session in ctx.hub.leave_room(cid, peer):
+            lasting.follow_room(ctx, session)
 
 
 # -- checks other handlers call -----------------------------------------------------

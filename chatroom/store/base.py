@@ -41,6 +41,11 @@ class IntegrityError(StoreError):
     PostgreSQL also refuses text containing NUL (U+0000), which it cannot hold."""
 
 
+class ConflictError(StoreError):
+    """A save compared versions and lost: another save of the same record came first
+    (maybe on another node). Read the record again, apply the change again, retry."""
+
+
 class NotFoundError(StoreError):
     """The operation needs a record that does not exist (saving an unknown conversation)."""
 
@@ -59,8 +64,12 @@ class Store(Protocol):
     async def create_conversation(self, conv: Conversation) -> None:
         """Insert a new conversation (its ``cid`` is new)."""
 
-    async def save_conversation(self, conv: Conversation) -> None:
-        """Replace the stored record of an existing conversation with ``conv``."""
+    async def save_conversation(self, conv: Conversation) -> int:
+        """Replace the stored record of an existing conversation with ``conv`` if its
+        ``version`` is still ``conv.version`` (compare and swap), and return the stored
+        version, ``conv.version + 1``. ConflictError (nothing stored) when another save
+        came between; NotFoundError when there is no such conversation.
+        ``last_message_at`` never goes back (``append_messages`` owns it)."""
 
     async def get_conversation(self, cid: str) -> Conversation | None:
         """The conversation with this id, or None."""

@@ -24,7 +24,7 @@ from chatroom.core.model import (
 )
 from chatroom.protocol.errors import ChatError
 
-from .base import IntegrityError, NotFoundError
+from .base import ConflictError, IntegrityError, NotFoundError
 
 # SQLite stores integers as signed 64-bit; the memory store refuses what SQLite would.
 INT64_MIN = -(2**63)
@@ -191,16 +191,20 @@ def sort_conversations(convs: list[Conversation], order: Sequence[ConvOrder]) ->
 
 CONV_COLUMNS = (
     "cid", "kind", "creator", "members", "attrs", "created_at", "updated_at", "is_unique",
-    "unique_id", "muted", "last_message_at", "expire_at",
+    "unique_id", "muted", "last_message_at", "expire_at", "version",
 )  # fmt: skip
 CONV_SELECT = f"SELECT {', '.join(CONV_COLUMNS)} FROM conversations"
 CONV_INSERT = (
     f"INSERT INTO conversations ({', '.join(CONV_COLUMNS)}, members_key)"
     f" VALUES ({', '.join('?' * (len(CONV_COLUMNS) + 1))})"
 )
+# A compare and swap on ``version``; ``last_message_at`` only goes forward, in the
+# statement itself so that an append_messages committed meanwhile is kept.
 CONV_UPDATE = (
-    f"UPDATE conversations SET {', '.join(f'{c} = ?' for c in CONV_COLUMNS[1:])},"
-    " members_key = ? WHERE cid = ?"
+    f"UPDATE conversations SET {', '.join(f'{c} = ?' for c in CONV_COLUMNS[1:10])},"
+    " last_message_at = CASE WHEN last_message_at IS NULL OR last_message_at < ?"
+    " THEN ? ELSE last_message_at END,"
+    " expire_at = ?, members_key = ?, version = version + 1 WHERE cid = ? AND version = ?"
 )
 CONVS_OF = (
     f"SELECT {', '.join('c.' + c for c in CONV_COLUMNS)}"
@@ -231,6 +235,7 @@ def conversation_row(conv: Conversation) -> tuple[object, ...]:
         dump_json(list(conv.muted), "muted"),
         conv.last_message_at,
         conv.expire_at,
+        conv.version,
         members_key(members) if is_unique_normal(conv) else None,
     )
 
@@ -249,26 +254,24 @@ def conversation_of_row(row: Any) -> Conversation:
         muted=orjson.loads(row[9]),
         last_message_at=row[10],
         expire_at=row[11],
+        version=row[12],
     )
 
 
-def save_conversation(db: Db, conv: Conversation) -> None:
-    """Replace a stored conversation inside the caller's transaction; NotFoundError if
-    there is none. ``last_message_at`` never goes back: ``append_messages`` owns it, and
-    a caller saving a copy read before the latest batch must not undo that batch."""
+def save_conversation(db: Db, conv: Conversation) -> int:
+    """Replace a stored conversation of the same version inside the caller's
+    transaction (``Store.save_conversation``); the new version."""
     row = conversation_row(conv)
-    old = db.execute(
-        "SELECT members, last_message_at FROM conversations WHERE cid = ?", (conv.cid,)
-    ).fetchall()
+    old = db.execute("SELECT members FROM conversations WHERE cid = ?", (conv.cid,)).fetchall()
     if not old:
         raise NotFoundError(f"conversation {conv.cid!r} does not exist")
-    old_members, old_last = set(orjson.loads(old[0][0])), old[0][1]
     last = row[10]
-    if old_last is not None and (last is None or last < old_last):
-        last = old_last
-    db.execute(CONV_UPDATE, (*row[1:10], last, *row[11:], conv.cid))
+    # PostgreSQL: a save committed after the SELECT above leaves no row to update here.
+    done = db.execute(CONV_UPDATE, (*row[1:10], last, last, row[11], row[13], conv.cid, row[12]))
+    if done.rowcount != 1:
+        raise ConflictError(f"conversation {conv.cid!r} was saved meanwhile")
     # Only the difference: saving a 500-member group's name rewrites no member row.
-    new_members = set(conv.members)
+    old_members, new_members = set(orjson.loads(old[0][0])), set(conv.members)
     db.executemany(
         "DELETE FROM conversation_members WHERE member = ? AND cid = ?",
         [(member, conv.cid) for member in old_members - new_members],
@@ -277,6 +280,7 @@ def save_conversation(db: Db, conv: Conversation) -> None:
         "INSERT INTO conversation_members (member, cid) VALUES (?, ?)",
         [(member, conv.cid) for member in new_members - old_members],
     )
+    return conv.version + 1
 
 
 def create_conversation(db: Db, conv: Conversation) -> None:

@@ -33,7 +33,7 @@ from chatroom.core.model import (
 )
 from chatroom.core.paging import history_interval
 
-from .base import IntegrityError, NotFoundError
+from .base import ConflictError, IntegrityError, NotFoundError
 from .common import (
     activity,
     check_int64,
@@ -87,8 +87,8 @@ class MemoryStore(MemoryLasting, MemoryModeration, MemoryRetention):
         self._convs[stored.cid] = stored
         self._index(stored)
 
-    async def save_conversation(self, conv: Conversation) -> None:
-        """Replace a stored conversation; NotFoundError if there is none.
+    async def save_conversation(self, conv: Conversation) -> int:
+        """Replace a stored conversation of the same version (see ``Store``).
 
         ``last_message_at`` never goes back: ``append_messages`` owns it, and a caller
         saving a copy read before the latest batch must not undo that batch's update.
@@ -98,6 +98,9 @@ class MemoryStore(MemoryLasting, MemoryModeration, MemoryRetention):
         old = self._convs.get(stored.cid)
         if old is None:
             raise NotFoundError(f"conversation {stored.cid!r} does not exist")
+        if old.version != conv.version:
+            raise ConflictError(f"conversation {stored.cid!r} was saved meanwhile")
+        stored.version = old.version + 1
         if old.last_message_at is not None and (
             stored.last_message_at is None or stored.last_message_at < old.last_message_at
         ):
@@ -105,6 +108,7 @@ class MemoryStore(MemoryLasting, MemoryModeration, MemoryRetention):
         self._unindex(old)
         self._convs[stored.cid] = stored
         self._index(stored)
+        return stored.version
 
     async def get_conversation(self, cid: str) -> Conversation | None:
         """A copy of the stored conversation, or None."""
@@ -447,6 +451,7 @@ def _copy_in(conv: Conversation) -> Conversation:
         muted=orjson.loads(dump_json(list(conv.muted), "muted")),
         last_message_at=conv.last_message_at,
         expire_at=conv.expire_at,
+        version=conv.version,
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from .base import StoreError
 from .common import Db
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _TEXT = 'TEXT COLLATE "C"'
 
@@ -194,6 +194,8 @@ STEPS: dict[int, list[str]] = {
         "UPDATE messages SET data = chr(65535) || replace(data, chr(65535), repeat(chr(65535), 2))"
         " WHERE left(data, 1) = chr(65535)"
     ],
+    # A conversation's version, which every save compares and swaps (store/common.py).
+    3: ["ALTER TABLE conversations ADD COLUMN IF NOT EXISTS version BIGINT NOT NULL DEFAULT 0"],
 }
 
 # pg_advisory_xact_lock key of migrations: "chatroom" in ASCII, as a 64-bit integer.

@@ -116,13 +116,13 @@ class SqlStore:
         """Insert a new conversation; IntegrityError if its ``cid`` exists."""
         await self._write(functools.partial(common.create_conversation, conv=conv))
 
-    async def save_conversation(self, conv: Conversation) -> None:
-        """Replace a stored conversation; NotFoundError if there is none.
+    async def save_conversation(self, conv: Conversation) -> int:
+        """Replace a stored conversation of the same version (see ``Store``).
 
         ``last_message_at`` never goes back: ``append_messages`` owns it, and a caller
         saving a copy read before the latest batch must not undo that batch's update.
         """
-        await self._write(functools.partial(common.save_conversation, conv=conv))
+        return await self._write(functools.partial(common.save_conversation, conv=conv))
 
     async def get_conversation(self, cid: str) -> Conversation | None:
         """The stored conversation, or None."""

@@ -10,7 +10,7 @@ import sqlite3
 
 from .base import StoreError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # STRICT tables (SQLite 3.37+) refuse values of the wrong type instead of storing them.
 _STRICT = " STRICT" if sqlite3.sqlite_version_info >= (3, 37, 0) else ""
@@ -187,11 +187,16 @@ MODERATION_SCHEMA = [
 # one range of this index per page.
 TIME_INDEX = ["CREATE INDEX messages_time ON messages (timestamp, mid)"]
 
+# Version 5: a conversation's version, which every save compares and swaps (several
+# nodes may save one conversation at once).
+CONV_VERSION = ["ALTER TABLE conversations ADD COLUMN version INTEGER NOT NULL DEFAULT 0"]
+
 # Steps from version n - 1 to n, applied in order to a database of an older version.
 _STEPS: dict[int, list[str]] = {
     2: LASTING_SCHEMA,
     3: MODERATION_SCHEMA,
     4: TIME_INDEX,
+    5: CONV_VERSION,
 }
 
 

@@ -4,13 +4,20 @@ it, so a client who heard of the change from A finds node B agreeing."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 
+import orjson
 import pytest
 import trio
 from cluster_nodes import started, two_nodes, until_online
-from helpers import fail_after
+from helpers import fail_after, http_get
+from hook_endpoint import HookCall, HookEndpoint, result
+from pg_server import PgServer, pg_server
 from redis_server import RedisServer, redis_server
+
+from chatroom.core.ids import iso
+
+__all__ = ["pg_server"]
 
 
 @pytest.fixture(scope="module")
@@ -160,3 +167,82 @@ async def test_a_member_unblocked_on_one_node_may_rejoin_at_once_on_the_other(
             assert joined.get("allowedPids") == ["member"], joined
             while (await owner.next_push("conv", "members-joined"))["m"] != ["member"]:
                 pass
+
+
+@fail_after(30)
+async def test_a_member_added_while_the_other_node_updates_attributes_is_kept(
+    redis: RedisServer, pg_server: PgServer
+) -> None:
+    """Node B reads the conversation, then waits on the update hook while node A adds
+    a member and stores it: B's save (from its copy without carol) loses the compare
+    and swap, so B applies its change again to what A stored. Each node has its own
+    PostgreSQL store on one database."""
+    reached, release = trio.Event(), trio.Event()
+
+    async def hold_update(call: HookCall) -> tuple[int, bytes]:
+        reached.set()
+        await release.wait()
+        return result({})
+
+    endpoint = HookEndpoint(hold_update)
+    db = pg_server.url(pg_server.create_database())
+    async with trio.open_nursery() as nursery:
+        await nursery.start(endpoint.serve)
+        settings = endpoint.config({"conversationUpdate": {"timeout_ms": 20_000}})
+        async with (
+            two_nodes(redis.url, settings, db) as (a, b),
+            a.user("alice") as alice,
+            a.user("carol") as carol,
+            b.user("bob") as bob,
+        ):
+            await until_online(bob, ["carol"])
+            cid = await started(bob, alice, attr={"name": "before"})
+            update = {
+                "cmd": "conv",
+                "op": "update",
+                "cid": cid,
+                "attr": {"attr": {"topic": "cats"}},
+            }
+            updated: list[dict[str, object]] = []
+            async with trio.open_nursery() as updating:
+                updating.start_soon(_into, updated, bob.request(update))
+                await reached.wait()  # node B holds its copy, without carol
+                add = {"cmd": "conv", "op": "add", "cid": cid, "m": ["carol"]}
+                reply = await alice.request(add)
+                assert "code" not in reply, reply  # stored by node A
+                release.set()
+            assert "code" not in updated[0], updated
+            # Carol is a member when node B pushes the update, so she hears it.
+            assert (await carol.next_push("conv", "updated"))["initBy"] == "bob"
+            for asker in (alice, bob):
+                reply = await asker.request({"cmd": "conv", "op": "query", "tempConvIds": [cid]})
+                (found,) = [doc for doc in reply["results"] if doc["objectId"] == cid]
+                assert sorted(found["m"]) == ["alice", "bob", "carol"], found
+                assert (found["name"], found["attr"]) == ("before", {"topic": "cats"}), found
+        nursery.cancel_scope.cancel()
+
+
+async def _into(out: list[dict[str, object]], reply: Awaitable[dict[str, object]]) -> None:
+    out.append(await reply)
+
+
+@fail_after(20)
+async def test_last_message_at_of_a_message_sent_on_the_other_node_is_shown_and_queried(
+    redis: RedisServer,
+) -> None:
+    master: dict[str, object] = {"master_key": "m"}
+    async with (
+        two_nodes(redis.url, master) as (a, b),
+        a.user("alice") as alice,
+        b.user("bob") as bob,
+    ):
+        cid = await started(bob, alice)  # cached on node B, without a last message
+        ack = await alice.say(cid, "on node A")
+        assert (await bob.next_push("direct"))["msg"] == "on node A"
+        lm = {"__type": "Date", "iso": iso(int(ack["t"]))}
+        key = "X-LC-Key: m,master\r\n"
+        status, _, body = await http_get(b.http_port, f"/1.2/rtm/conversations/{cid}", key)
+        assert (status, orjson.loads(body).get("lm")) == (200, lm), body
+        for where in ({"objectId": cid}, {"objectId": cid, "lm": {"$gte": lm}}):
+            reply = await bob.request({"cmd": "conv", "op": "query", "where": where})
+            assert [doc.get("lm") for doc in reply["results"]] == [lm], (where, reply)

@@ -100,13 +100,16 @@ async def test_a_killed_nodes_clients_resume_on_the_other_and_lose_nothing(
             viewers = [viewer for viewer, _ in logins]
             cid = await alice.start(["bob"])
             sent = await alice.say_many(cid, [f"before {n}" for n in range(10)])  # acked
-            room = await watcher.start([], transient=True)
-            for n, viewer in enumerate(viewers):
-                await join(viewer, room, f"v{n}")
-            await until(lambda: count(watcher, room), 4)
-            # Node A told node B of v0's joining before this message (one queue).
+            room = await alice.start([], transient=True)  # its owner, on node A
+            for n, viewer in enumerate([watcher, *viewers]):
+                await join(viewer, room, "watcher" if viewer is watcher else f"v{n - 1}")
+            await until(lambda: count(watcher, room), 5)
+            kick = {"cmd": "conv", "op": "remove", "cid": room, "m": ["v1"]}
+            assert (await alice.request(kick)).get("allowedPids") == ["v1"]  # not blocked
+            # Node A told node B of v0's joining and v1's kick before this message.
             await viewers[0].say(room, "v0 watching")
             assert (await watcher.next_push("direct"))["msg"] == "v0 watching"
+            await until(lambda: count(watcher, room), 4)
             a.process.proc.send_signal(signal.SIGKILL)  # no goodbye, nothing flushed
             assert await a.process.exit_code() == -signal.SIGKILL
             with trio.fail_after(DEAD_NODE_BOUND):
@@ -120,12 +123,20 @@ async def test_a_killed_nodes_clients_resume_on_the_other_and_lose_nothing(
         texts = [f"before {n}" for n in range(10)] + ["after"]
         assert [(await bob.next_push("direct"))["msg"] for _ in texts] == texts
         # A viewer resumed on node B watches its chatroom again (its node never saw
-        # the connection end): counted, and the room's messages reach it.
+        # the connection end): counted, and the room's messages reach it. So does
+        # alice, who started the room.
         viewer, resumed = await connect(on_b, b, "v0", r=True, st=logins[0][1]["st"])
         assert (resumed["cmd"], resumed["op"]) == ("session", "opened"), resumed
-        await until(lambda: count(watcher, room), 2)
+        await until(lambda: count(watcher, room), 3)
         await watcher.say(room, "welcome back")
         assert (await viewer.next_push("direct"))["msg"] == "welcome back"
+        # The viewer kicked before the kill resumes without watching the room again.
+        kicked, resumed = await connect(on_b, b, "v1", r=True, st=logins[1][1]["st"])
+        assert (resumed["cmd"], resumed["op"]) == ("session", "opened"), resumed
+        assert await count(watcher, room) == 3  # a rejoin on node B would count at once
+        await watcher.say(room, "not for v1")
+        assert (await viewer.next_push("direct"))["msg"] == "not for v1"
+        assert not [p for p in await kicked.take_pushes() if p.get("cmd") == "direct"]
 
 
 @fail_after(120)

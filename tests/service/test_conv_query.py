@@ -496,15 +496,15 @@ async def test_a_query_over_many_conversations_leaves_the_loop_to_others(
     async with running_server({"db": db}) as running, users(running, "z") as (z,):
         await trio.to_thread.run_sync(_fill, db, 3000)
         cache = running.server.context.caches.conversations
-        peek = cache.peek
+        newest = cache.newest
         examined = 0
 
-        def counting_peek(cid: str) -> Conversation | None:
-            nonlocal examined  # every candidate the matcher looks at is peeked once
+        def counting_newest(stored: Conversation) -> Conversation:
+            nonlocal examined  # every candidate the matcher looks at is passed once
             examined += 1
-            return peek(cid)
+            return newest(stored)
 
-        monkeypatch.setattr(cache, "peek", counting_peek)
+        monkeypatch.setattr(cache, "newest", counting_newest)
         runs: list[int] = []  # candidates examined each time another task got to run
         done = trio.Event()
 

@@ -61,7 +61,7 @@ async def test_a_version_3_file_gets_the_time_index_in_place(tmp_path: Path) -> 
         )
         db.execute("PRAGMA user_version = 3")
     db.close()
-    assert SCHEMA_VERSION == 4
+    assert SCHEMA_VERSION == 5
     with trio.fail_after(TIMEOUT):
         store = SqliteStore(str(path))
         await store.open()

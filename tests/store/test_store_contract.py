@@ -29,8 +29,14 @@ from chatroom.core.model import (
     Message,
     Patch,
 )
-from chatroom.store.base import IntegrityError, NotFoundError, Store, StoreError
+from chatroom.store.base import ConflictError, IntegrityError, NotFoundError, Store, StoreError
 from chatroom.store.sqlite import SCHEMA_VERSION, SqliteStore
+from chatroom.store.sqlite_schema import (
+    LASTING_SCHEMA,
+    MODERATION_SCHEMA,
+    SCHEMA,
+    TIME_INDEX,
+)
 
 TIMEOUT = 10
 
@@ -143,6 +149,74 @@ async def test_saving_a_stale_copy_keeps_last_message_at(store: Store) -> None:
     assert got is not None
     assert got.last_message_at == 5000
     assert got.attrs == {"name": "renamed"}
+
+
+async def test_a_save_from_an_older_version_is_refused_and_changes_nothing(
+    store: Store,
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        await store.create_conversation(make_conv("c1", ("alice", "bob")))
+        first, second = await store.get_conversation("c1"), await store.get_conversation("c1")
+        assert first is not None
+        assert second is not None
+        first.attrs = {"name": "renamed"}
+        assert await store.save_conversation(first) == 1
+        second.members = ["alice", "bob", "carol"]
+        with pytest.raises(ConflictError):
+            await store.save_conversation(second)
+        got = await store.get_conversation("c1")
+        assert got is not None
+        assert (got.members, got.attrs, got.version) == (["alice", "bob"], {"name": "renamed"}, 1)
+        assert await store.conversations_of("carol", 10, 0) == []
+        got.members = ["alice", "bob", "carol"]  # read again, changed again: stored
+        assert await store.save_conversation(got) == 2
+        again = await store.get_conversation("c1")
+    assert again is not None
+    assert (again.members, again.attrs, again.version) == (got.members, {"name": "renamed"}, 2)
+
+
+async def test_concurrent_read_change_save_rounds_lose_no_change(store: Store) -> None:
+    """Ten writers at once (PostgreSQL: on several pooled connections), each adding
+    its own member by read, change, save, and again after a conflict."""
+    members = [f"m{i}" for i in range(10)]
+    conflicts = 0
+
+    async def join(member: str) -> None:
+        nonlocal conflicts
+        while True:
+            conv = await store.get_conversation("c1")
+            assert conv is not None
+            conv.members = sorted([*conv.members, member])
+            try:
+                await store.save_conversation(conv)
+                return
+            except ConflictError:
+                conflicts += 1
+
+    with trio.fail_after(TIMEOUT):
+        await store.create_conversation(make_conv("c1", ("alice",)))
+        async with trio.open_nursery() as nursery:
+            for member in members:
+                nursery.start_soon(join, member)
+        got = await store.get_conversation("c1")
+        assert got is not None
+        assert got.members == sorted(["alice", *members])
+        assert got.version == len(members)
+        for member in members:
+            assert [c.cid for c in await store.conversations_of(member, 10, 0)] == ["c1"]
+
+
+async def test_a_save_keeps_a_newer_last_message_at_committed_meanwhile(store: Store) -> None:
+    with trio.fail_after(TIMEOUT):
+        await store.create_conversation(make_conv("c1", last_message_at=10))
+        conv = await store.get_conversation("c1")
+        assert conv is not None
+        conv.last_message_at = 20  # a message this node sent, not yet committed
+        await store.append_messages([make_msg("c1", 30, "m1")])
+        await store.save_conversation(conv)
+        got = await store.get_conversation("c1")
+    assert got is not None
+    assert got.last_message_at == 30
 
 
 async def test_find_unique_conversation_ignores_member_order(store: Store) -> None:
@@ -944,3 +1018,30 @@ async def test_select_conversations_attr_regex(store: Store) -> None:
     # arrays and objects pass (the caller decides); numbers and missing values do not
     assert await _select(store, by_cid, attr_regex=(("t", "nothing", ""),)) == ["c1"]
     assert await _select(store, by_cid, attr_regex=(("n", "1", ""),)) == []
+
+
+async def test_a_version_4_file_gets_conversation_versions_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "v4.db"
+    with sqlite3.connect(path) as db:
+        for statement in [*SCHEMA, *LASTING_SCHEMA, *MODERATION_SCHEMA, *TIME_INDEX]:
+            db.execute(statement)
+        db.execute(
+            "INSERT INTO conversations (cid, kind, creator, members, attrs, created_at,"
+            " updated_at, is_unique, muted) VALUES ('c1', 1, 'alice', '[\"alice\"]',"
+            " '{\"name\": \"old\"}', 1, 1, 0, '[]')"
+        )
+        db.execute("PRAGMA user_version = 4")
+    db.close()
+    assert SCHEMA_VERSION == 5
+    with trio.fail_after(TIMEOUT):
+        store = SqliteStore(str(path))
+        await store.open()
+        try:
+            conv = await store.get_conversation("c1")
+            assert conv is not None
+            assert (conv.attrs, conv.version) == ({"name": "old"}, 0)
+            conv.members.append("bob")
+            assert await store.save_conversation(conv) == 1
+            assert [c.cid for c in await store.conversations_of("bob", 10, 0)] == ["c1"]
+        finally:
+            await store.aclose()

@@ -218,7 +218,7 @@ async def test_sqlite_upgrades_a_version_1_file_in_place(tmp_path: Path) -> None
         db.execute("UPDATE meta SET max_timestamp = 7")
         db.execute("PRAGMA user_version = 1")
     db.close()
-    assert SCHEMA_VERSION == 4
+    assert SCHEMA_VERSION == 5
     with trio.fail_after(TIMEOUT):
         store = SqliteStore(str(path))
         await store.open()

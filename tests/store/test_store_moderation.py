@@ -71,7 +71,7 @@ async def test_a_version_2_file_is_upgraded_in_place(tmp_path: Path) -> None:
             db.execute(statement)
         db.execute("PRAGMA user_version = 2")
     db.close()
-    assert SCHEMA_VERSION == 4
+    assert SCHEMA_VERSION == 5
     with trio.fail_after(10):
         store = SqliteStore(str(path))
         await store.open()

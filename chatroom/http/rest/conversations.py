@@ -158,7 +158,9 @@ def _delete(family: str) -> Spec:
 
 def _get(family: str) -> Spec:
     async def get(call: Call) -> JSON:
-        return _doc(call, await conversation_in(call, family))
+        conv = await conversation_in(call, family)
+        # Read through: another node's messages move last_message_at in the store only.
+        return _doc(call, await call.ctx.caches.conversations.read(conv.cid) or conv)
 
     return Spec(f"/{family}/{{cid}}", ("GET",), get, f"One of the {family}")
 
