@@ -24,10 +24,12 @@ import orjson
 import trio
 
 from chatroom.config import Config
+from chatroom.core.clock import SystemClock
 from chatroom.core.model import Conversation, ConvType
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.service.conv_query import run_query
-from chatroom.store.sqlite import _CONV_INSERT, SqliteStore, _conversation_row
+from chatroom.store.common import CONV_INSERT, conversation_row
+from chatroom.store.sqlite import SqliteStore
 
 USERS = 20_000
 T0 = 1_700_000_000_000
@@ -65,7 +67,7 @@ def fill(path: str, convs: list[Conversation]) -> None:
     """Bulk insert (one transaction) straight into the schema the store created."""
     db = sqlite3.connect(path)
     with db:
-        db.executemany(_CONV_INSERT, [_conversation_row(c) for c in convs])
+        db.executemany(CONV_INSERT, [conversation_row(c) for c in convs])
         db.executemany(
             "INSERT INTO conversation_members (member, cid) VALUES (?, ?)",
             [(m, c.cid) for c in convs for m in c.members],
@@ -74,15 +76,24 @@ def fill(path: str, convs: list[Conversation]) -> None:
 
 
 class _Cache:
-    def peek(self, cid: str) -> None:
-        return None
+    """No conversation cached: every result is the stored record."""
+
+    def newest(self, stored: Conversation) -> Conversation:
+        return stored
+
+
+class _Caches:
+    conversations = _Cache()
 
 
 class _Ctx:
+    """What ``run_query`` reads of a handler's context."""
+
     def __init__(self, store: SqliteStore) -> None:
         self.store = store
-        self.conversations = _Cache()
+        self.caches = _Caches()
         self.config = Config()
+        self.clock = SystemClock()
 
 
 class LongestStep(trio.abc.Instrument):

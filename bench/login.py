@@ -42,6 +42,7 @@ import struct
 import subprocess
 import sys
 import time
+from typing import Any
 
 import trio
 
@@ -49,6 +50,8 @@ from bench import lc
 from bench.idlemem import _Steps
 from chatroom.config import Config
 from chatroom.net.server import Server
+from chatroom.protocol import codec
+from chatroom.protocol import messages_pb2 as pb
 
 STAGES = ("handshake", "login", "join")
 
@@ -63,7 +66,8 @@ class _Where(_Steps):
 
     def before_task_step(self, task: trio.lowlevel.Task) -> None:
         super().before_task_step(task)
-        coro, place = task.coro, "?"
+        coro: Any = task.coro
+        place = "?"
         while coro is not None and hasattr(coro, "cr_frame"):
             frame = coro.cr_frame
             if frame is not None and "/trio/" not in frame.f_code.co_filename:
@@ -119,9 +123,9 @@ class _Client:
             while len(self.buf) < start + size:
                 self._more()
             payload, self.buf = self.buf[start : start + size], self.buf[start + size :]
-            cmd = lc.codec.decode(lc.codec.Codec.PROTOBUF, payload)
+            cmd = codec.decode(codec.Codec.PROTOBUF, payload)
             if cmd.i == i:
-                if cmd.HasField("errorMessage") or cmd.cmd == lc.pb.error:
+                if cmd.HasField("errorMessage") or cmd.cmd == pb.error:
                     raise ConnectionError(lc.describe(payload))
                 return payload
 
