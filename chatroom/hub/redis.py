@@ -9,8 +9,9 @@ Channels (docs/cluster.md says why):
 
 - ``<prefix>room:<cid>``: a chatroom's pushes, one PUBLISH for all its viewers on every
   node; a node subscribes while it has a viewer of that chatroom;
-- ``<prefix>node:<id>``: pushes to clients, kicks and wills for one node's sessions;
-  one PUBLISH per node holding recipients, never one per recipient;
+- ``<prefix>node:<id>``: pushes to clients, kicks (from the server and from a
+  chatroom) and wills for one node's sessions; one PUBLISH per node holding
+  recipients, never one per recipient;
 - ``<prefix>presence``: presence events and heartbeats (every node).
 
 Order: while Redis is reachable, a chatroom push reaches even this node's viewers
@@ -75,6 +76,8 @@ class RedisHub:
         self.on_kicked: Callable[[list[str]], None] = lambda tokens: None
         # Device tags of which a client keeps one session (single-device login).
         self.exclusive: Callable[[str], bool] = lambda tag: False
+        # Told which sessions here another node's kick took out of their chatroom.
+        self.on_left_room: Callable[[list[Session]], None] = lambda sessions: None
         # Told what another node changed of the services' caches (``Hub.changed``).
         self.on_changed: Callable[[str, str, list[object] | None], None] = _ignore
         self._heard_back: set[str] = set()  # local sessions whose login Redis ordered
@@ -126,6 +129,15 @@ class RedisHub:
         return left
 
     def leave_room(self, cid: str, peer_id: str) -> list[Session]:
+        """This node's sessions leave at once; the nodes holding others of the client
+        watching ``cid`` are told, before anything this node publishes after it."""
+        elsewhere = {_node_of(s) for s in self.view.presence.sessions_of(peer_id) if s.room == cid}
+        elsewhere.discard(self.node)
+        for node in sorted(elsewhere):
+            self._send(node, {"k": "v", "peer": peer_id, "c": cid})
+        return self._leave_here(cid, peer_id)
+
+    def _leave_here(self, cid: str, peer_id: str) -> list[Session]:
         left = [s for s in self._local.sessions_of(peer_id) if s.room == cid]
         for session in left:
             self._local.leave_room(session)
@@ -394,6 +406,8 @@ class RedisHub:
             tokens = [str(t) for t in h["t"]]
             self._end(str(h["peer"]), tokens, int(h["c"]), str(h["r"]), str(h["d"]))
             self.on_kicked(tokens)
+        elif kind == "v":
+            self.on_left_room(self._leave_here(str(h["c"]), str(h["peer"])))
         elif kind == "w":
             self._void_wills(str(h["peer"]), str(h["keep"]))
         elif kind == "i":

@@ -224,6 +224,7 @@ class Server:
                 hub.on_kicked = partial(session.taken_over, self._ctx)
                 hub.exclusive = session.exclusive_tag
                 hub.on_changed = self._ctx.caches.changed_elsewhere
+                hub.on_left_room = partial(lasting.follow_rooms, self._ctx)
             # Resends of messages stored before a restart are still recognised.
             for message in await self.store.recent_dedupe_tokens(config.dedupe_cache):
                 self._ctx.caches.dedupe.remember(message)

@@ -14,6 +14,7 @@ The memory structures answer every request; the store (written behind by
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 import trio
 
@@ -88,6 +89,13 @@ def follow_room(ctx: Context, session: Session) -> None:
     ticket.room = session.room
     ticket.room_until_ms = ticket.expires_ms if session.room is not None else 0
     ctx.caches.tickets.journal(session.token)
+
+
+def follow_rooms(ctx: Context, sessions: Iterable[Session]) -> None:
+    """``follow_room`` for each of ``sessions`` (another node kicked them out of their
+    chatroom)."""
+    for session in sessions:
+        follow_room(ctx, session)
 
 
 def save_will(ctx: Context, session: Session) -> None:

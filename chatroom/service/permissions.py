@@ -74,8 +74,7 @@ def leave_room(ctx: Context, cid: str, peers: Iterable[str]) -> None:
     their tickets, which a resume (on any node, after this one died) would otherwise
     rejoin the room by."""
     for peer in peers:
-        for session in ctx.hub.leave_room(cid, peer):
-            lasting.follow_room(ctx, session)
+        lasting.follow_rooms(ctx, ctx.hub.leave_room(cid, peer))
 
 
 # -- checks other handlers call -----------------------------------------------------

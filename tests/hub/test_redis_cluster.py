@@ -90,6 +90,36 @@ async def test_chatroom_counts_and_broadcasts_cover_both_nodes(redis: RedisServe
 
 
 @fail_after(20)
+async def test_a_viewer_kicked_from_a_chatroom_on_the_other_node_leaves_it(
+    redis: RedisServer,
+) -> None:
+    async with (
+        two_nodes(redis.url) as (a, b),
+        a.user("host") as host,
+        b.user("v1") as v1,
+        b.user("v2") as v2,
+    ):
+        cid = await host.start([], transient=True)
+        await join(v1, cid, "v1")
+        await join(v2, cid, "v2")
+        await until(lambda: count(host, cid), 3)
+        reply = await host.request({"cmd": "conv", "op": "remove", "cid": cid, "m": ["v1"]})
+        assert reply.get("allowedPids") == ["v1"], reply
+        # Node B hears of the kick before the message the host sends after the reply.
+        await host.request({"cmd": "direct", "cid": cid, "msg": "after", "transient": True})
+        assert (await v2.next_push("direct"))["msg"] == "after"
+        # v2's copy came through node B, which would have queued v1's before it.
+        assert not [p for p in await v1.take_pushes() if p.get("cmd") == "direct"]
+        for asker in (host, v2):
+            await until(lambda: count(asker, cid), 2)  # noqa: B023 (awaited at once)
+        # Rejoining is allowed (a kick is not a block), and brings the messages back.
+        await join(v1, cid, "v1")
+        await until(lambda: count(host, cid), 3)
+        await host.request({"cmd": "direct", "cid": cid, "msg": "back", "transient": True})
+        assert (await v1.next_push("direct"))["msg"] == "back"
+
+
+@fail_after(20)
 async def test_a_node_without_its_redis_is_not_ready(tmp_path: Path) -> None:
     nobody = f"unix://{tmp_path / 'no-redis.sock'}"  # nothing listens there
     async with running_server({"redis": nobody}) as node, node.user("ann") as ann:
