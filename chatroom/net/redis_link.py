@@ -71,6 +71,7 @@ class RedisLink:
         self.ready = trio.Event()  # set once connected and subscribed the first time
         self._up = False  # this connection got as far as subscribing
         self._asked: set[str] = set()  # chatrooms subscribed to, not yet confirmed
+        self._confirmed = trio.Event()  # set (and replaced) as Redis confirms some
         self._drained = trio.Event()  # set (and replaced) after each drain
         self._draining = False  # a drain has started and not finished
         # ``settle``: waiters whose PING is not sent yet, and per PING sent its waiters
@@ -115,6 +116,19 @@ class RedisLink:
             for _ in range(2 if self._draining else 1):
                 await self._drained.wait()
 
+    async def hearing(self, cid: str) -> None:
+        """``chatroom.service.ports.Cluster``: until Redis confirmed this node's
+        subscription to the chatroom (asked for by the next drain, as its first viewer
+        here joined)."""
+        await trio.lowlevel.checkpoint()
+        hub = self.hub
+        if not hub.connected or cid in hub.subscribed:
+            return
+        self._poke()
+        with trio.move_on_after(SETTLE_DEADLINE):
+            while hub.connected and cid not in hub.subscribed and cid in hub.local_rooms():
+                await self._confirmed.wait()
+
     def _poke(self) -> None:
         self._wake.set()
 
@@ -157,6 +171,8 @@ class RedisLink:
             self._asked.clear()
             self._draining = False
             self._settled()
+            self._confirmed.set()  # waiters for a subscription go on: none will come now
+            self._confirmed = trio.Event()
             lost = hub.outgoing.drop_all()
             self.stats.dropped_on_disconnect += lost
             if lost:
@@ -221,6 +237,8 @@ class RedisLink:
                 if channel.startswith(room.encode()) and cid in self._asked:
                     self._asked.discard(cid)
                     hub.subscribed.add(cid)  # from now on its pushes come back here
+                    self._confirmed.set()
+                    self._confirmed = trio.Event()
 
     async def _drain(self, client: resp.Connection, subscriber: resp.Connection) -> None:
         hub = self.hub

@@ -214,6 +214,7 @@ async def _start_chatroom(
     if not session.operator:  # made over the REST API: nobody watches it yet
         ctx.hub.join_room(conv.cid, session)
         lasting.follow_room(ctx, session)
+        await ctx.ports.cluster.hearing(conv.cid)
     reply.convMessage.cid = conv.cid
     reply.convMessage.cdate = iso(now)
     hooks.notify(ctx, names.CONVERSATION_STARTED, {"convId": conv.cid})
@@ -266,7 +267,7 @@ async def add(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCom
     targets, refused = await permissions.screen_add(ctx, conv, actor, targets)
     permissions.add_refusals(reply.convMessage, refused)
     if conv.kind is ConvType.TRANSIENT:
-        return _join_chatroom(ctx, session, conv, targets, reply)
+        return await _join_chatroom(ctx, session, conv, targets, reply)
     new = [t for t in targets if t not in conv.members]
     room = ctx.config.max_members - len(conv.members)
     accepted, full = new[: max(room, 0)], new[max(room, 0) :]
@@ -311,14 +312,19 @@ async def _subscribe(
     return reply
 
 
-def _join_chatroom(
+async def _join_chatroom(
     ctx: Context, session: Session, conv: Conversation, targets: list[str], reply: pb.GenericCommand
 ) -> pb.GenericCommand:
     """Joining a chatroom watches it (and leaves the room watched before); others
-    cannot be put into a chatroom by this command."""
+    cannot be put into a chatroom by this command. On a cluster the reply waits until
+    this node hears the room: a message sent after it, from any node, reaches the
+    viewer."""
     if session.peer_id in targets:
         ctx.hub.join_room(conv.cid, session)
         lasting.follow_room(ctx, session)
+        await ctx.ports.cluster.hearing(conv.cid)
+    else:
+        await trio.lowlevel.checkpoint()
     others = [t for t in targets if t != session.peer_id]
     allowed = [session.peer_id] if session.peer_id in targets else []
     _outcome(reply, allowed, {ErrorCode.CONVERSATION_NOT_ALLOWED: others})

@@ -122,6 +122,11 @@ class Cluster(Protocol):
         """Until what this node queued for the others so far is in Redis (bounded by a
         deadline): a login is answered once the other nodes can know of it."""
 
+    async def hearing(self, cid: str) -> None:
+        """Until this node hears chatroom ``cid``'s pushes from every node (bounded by
+        a deadline): a join is answered once a message sent after it, on any node,
+        reaches the viewer."""
+
 
 class Alone:
     """No other node: nothing to wait for."""
@@ -132,6 +137,9 @@ class Alone:
         await trio.lowlevel.checkpoint()
 
     async def published(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def hearing(self, cid: str) -> None:
         await trio.lowlevel.checkpoint()
 
 

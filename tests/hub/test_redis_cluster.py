@@ -90,6 +90,22 @@ async def test_chatroom_counts_and_broadcasts_cover_both_nodes(redis: RedisServe
 
 
 @fail_after(20)
+async def test_a_viewer_hears_a_message_sent_on_the_other_node_right_after_its_join(
+    redis: RedisServer,
+) -> None:
+    async with two_nodes(redis.url) as (a, b), a.user("host") as host, b.user("v1") as v1:
+        for n in range(5):
+            cid = await host.start([], transient=True)
+            await join(v1, cid, "v1")  # the first viewer of this room on node B
+            # Answered once node B hears the room: the host's message, published after
+            # the reply, cannot pass node B's subscription on its way.
+            assert cid in link(b).hub.subscribed
+            text = f"right after {n}"
+            await host.request({"cmd": "direct", "cid": cid, "msg": text, "transient": True})
+            assert (await v1.next_push("direct"))["msg"] == text
+
+
+@fail_after(20)
 async def test_a_viewer_kicked_from_a_chatroom_on_the_other_node_leaves_it(
     redis: RedisServer,
 ) -> None:
