@@ -13,7 +13,10 @@ row is read from), then for each setup measures:
   deliveries/s counted by the viewers, server CPU (both nodes) per delivery, and node
   A's PUBLISHes per message (its ``/healthz`` counters).
 
-The viewers are raw sockets that count frames without decoding them; on a small
+The viewers are raw sockets that log in as the JS SDK 4.3.1 does (protobuf, its
+``ua``), so the servers serve them as they serve real 4.x viewers (pushes without
+``peerId``, read from the room's frame log); they count frames without decoding
+them, unless asked for latency. On a small
 machine they still share the cores with the servers, so the figures are relative
 (one node against two in the same run), and noisy: run it once, say so.
 """
@@ -38,7 +41,10 @@ import orjson
 import trio
 from trio_websocket import WebSocketConnection, open_websocket_url
 
-SUBPROTOCOL = "lc.json.3"
+from bench import lc
+from chatroom.protocol import codec
+
+SUBPROTOCOL = "lc.json.3"  # the publisher's: a flat JSON socket
 
 
 def _free_port() -> int:
@@ -130,17 +136,15 @@ class Viewer:
             (
                 f"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                 f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-                f"Sec-WebSocket-Protocol: {SUBPROTOCOL}\r\n\r\n"
+                f"Sec-WebSocket-Protocol: {lc.SUBPROTOCOL}\r\n\r\n"
             ).encode()
         )
         buf = b""
         while b"\r\n\r\n" not in buf:
             buf += await stream.receive_some()
         buf = buf.split(b"\r\n\r\n", 1)[1]
-        login = {"cmd": "session", "op": "open", "appId": "b", "peerId": self.peer, "i": 1}
-        join = {"cmd": "conv", "op": "add", "cid": cid, "m": [self.peer], "i": 2}
-        for cmd in (login, join):
-            await stream.send_all(_masked(orjson.dumps(cmd)))
+        for frame in (lc.login(self.peer, 1), lc.join(cid, self.peer, 2)):
+            await stream.send_all(_masked(frame))
         while True:
             for payload in _frames(buf_holder := [buf]):
                 self._seen(payload)
@@ -152,14 +156,15 @@ class Viewer:
 
     def _seen(self, payload: bytes) -> None:
         if not self.joined.is_set():
-            if b'"i":2' in payload:
+            if codec.decode(codec.Codec.PROTOBUF, payload).i == 2:
                 self.joined.set()
             return
         self.frames += 1
         self.last_rx = time.monotonic()
-        if self.decode and b'"direct"' in payload:
-            msg = orjson.loads(payload).get("msg", "")
-            self.latencies.append(time.monotonic() - float(msg))
+        if self.decode:
+            cmd = codec.decode(codec.Codec.PROTOBUF, payload)
+            if cmd.HasField("directMessage"):
+                self.latencies.append(time.monotonic() - float(cmd.directMessage.msg))
 
 
 def _received(crowd: list[Viewer], before: list[int]) -> int:
@@ -167,9 +172,10 @@ def _received(crowd: list[Viewer], before: list[int]) -> int:
 
 
 def _masked(payload: bytes) -> bytes:
+    """A client's binary frame (a protobuf command)."""
     mask = os.urandom(4)
     size = len(payload)
-    head = bytes([0x81, 0x80 | size]) if size < 126 else bytes([0x81, 0xFE]) + size.to_bytes(2)
+    head = bytes([0x82, 0x80 | size]) if size < 126 else bytes([0x82, 0xFE]) + size.to_bytes(2)
     return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
