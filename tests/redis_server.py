@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -41,10 +42,20 @@ class RedisServer:
         log = (self.folder / "redis.log").open("ab")
         self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + _START_TIMEOUT
-        while not self.socket.exists():
+        # The socket's file appears at bind(), before listen(): until a connection is
+        # accepted, a client may still be refused.
+        while not self._accepts():
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"redis-server did not start: see {self.folder}/redis.log")
             time.sleep(0.01)
+
+    def _accepts(self) -> bool:
+        with socket.socket(socket.AF_UNIX) as probe:
+            try:
+                probe.connect(str(self.socket))
+            except OSError:  # not there yet, or not listening yet
+                return False
+        return True
 
     def stop(self) -> None:
         """Kill it (SIGKILL: a crash, not a shutdown) and wait for it to be gone."""

@@ -15,6 +15,7 @@ from chatroom.core.outbox import Priority
 from chatroom.core.presence import Session
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Prepared
+from chatroom.protocol.roomlog import RoomLog
 
 
 def deliver(
@@ -30,6 +31,42 @@ def deliver(
             session.outlet.push(prepared, session.peer_id, priority)
             count += 1
     return count
+
+
+class RoomLogs:
+    """The frame log of each chatroom with viewers here (protocol/roomlog.py): a
+    chatroom push is appended to its room's log once and handed to the viewers with
+    its place in it, so that a viewer that keeps up writes its unread part of the log
+    in one write. Both hubs fan a chatroom's pushes out through here, in the order this
+    node delivers them (for a cluster node: the order Redis gave every node)."""
+
+    __slots__ = ("_logs",)
+
+    def __init__(self) -> None:
+        self._logs: dict[str, RoomLog] = {}
+
+    def forget(self, cid: str) -> None:
+        """The room has no viewer here any more."""
+        self._logs.pop(cid, None)
+
+    def deliver(
+        self,
+        prepared: Prepared,
+        cid: str,
+        sessions: Iterable[Session],
+        priority: Priority,
+        skip: Session | None,
+    ) -> int:
+        """``deliver`` to the room's viewers here, through the room's log."""
+        log = self._logs.get(cid)
+        if log is None or log.full:
+            log = self._logs[cid] = RoomLog()
+        prepared.at = log.append(prepared, priority)
+        prepared.room = log
+        try:
+            return deliver(prepared, sessions, priority, skip)
+        finally:
+            prepared.room = None
 
 
 def rivals(sessions: Iterable[Session], tag: str | None, keep: Session | None) -> list[Session]:

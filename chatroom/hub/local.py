@@ -13,10 +13,9 @@ from chatroom.core.model import Conversation, ConvType
 from chatroom.core.outbox import Priority
 from chatroom.core.presence import Presence, Session
 from chatroom.hub.base import HubStatistics
-from chatroom.hub.delivery import deliver, end, rivals
+from chatroom.hub.delivery import RoomLogs, deliver, end, rivals
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Prepared
-from chatroom.protocol.roomlog import RoomLog
 
 _RELIABLE = Priority.RELIABLE
 _TRANSIENT = ConvType.TRANSIENT
@@ -30,7 +29,7 @@ class LocalHub:
     def __init__(self) -> None:
         self._presence = Presence()
         self._deliveries = 0
-        self._logs: dict[str, RoomLog] = {}  # chatrooms with viewers: their frame log
+        self._logs = RoomLogs()  # chatrooms with viewers: their frame log
 
     # -- this node's sessions -----------------------------------------------------
 
@@ -57,7 +56,7 @@ class LocalHub:
 
     def _forget_log(self, cid: str | None) -> None:
         if cid is not None and not self._presence.room_count(cid):
-            self._logs.pop(cid, None)
+            self._logs.forget(cid)
 
     # -- queries --------------------------------------------------------------------
 
@@ -130,15 +129,9 @@ class LocalHub:
             sessions = [s for s in sessions if s.peer_id != skip_client]
         if not sessions:
             return 0
-        log = self._logs.get(cid)
-        if log is None or log.full:
-            log = self._logs[cid] = RoomLog()
-        prepared.at = log.append(prepared, priority)
-        prepared.room = log
-        try:
-            return self._push(prepared, sessions, priority, skip)
-        finally:
-            prepared.room = None
+        count = self._logs.deliver(prepared, cid, sessions, priority, skip)
+        self._deliveries += count
+        return count
 
     def _push(
         self,

@@ -18,7 +18,9 @@ Order: while Redis is reachable, a chatroom push reaches even this node's viewer
 through the room channel once this node is subscribed to it, and a push to clients of
 several nodes reaches this node's recipients through its own channel, all its parts in
 one MULTI/EXEC. Redis then gives every node the same order. A push whose recipients
-are all here (or any push while Redis is unreachable) is delivered at once.
+are all here (or any push while Redis is unreachable) is delivered at once. A node's
+viewers of a chatroom read its pushes from one frame log (``delivery.RoomLogs``),
+appended in the order this node delivers them, as ``LocalHub``'s viewers do.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from chatroom.core.outbox import Priority
 from chatroom.core.presence import Presence, Session
 from chatroom.hub import redis_wire as wire
 from chatroom.hub.base import CONFLICT_DETAIL, EVERYTHING, HubStatistics
-from chatroom.hub.delivery import deliver, end, rivals
+from chatroom.hub.delivery import RoomLogs, deliver, end, rivals
 from chatroom.hub.redis_queue import Outgoing
 from chatroom.hub.redis_view import ClusterView, RemoteOutlet
 from chatroom.protocol import messages_pb2 as pb
@@ -85,6 +87,7 @@ class RedisHub:
         self._mirror: dict[Session, Session] = {}  # local session -> its stand-in
         self._by_token: dict[str, Session] = {}  # local sessions
         self._deliveries = 0
+        self._logs = RoomLogs()  # chatrooms with viewers here: their frame log
         self._echo_id = 0
         self._own: dict[int, Prepared] = {}  # pushes sent here that come back, by "o"
 
@@ -111,7 +114,9 @@ class RedisHub:
 
     def detach(self, session: Session) -> None:
         session.closed = True
+        room = session.room
         self._local.remove(session)
+        self._forget_log(room)
         if self._by_token.get(session.token) is session:
             del self._by_token[session.token]
         self._heard_back.discard(session.token)
@@ -122,6 +127,7 @@ class RedisHub:
 
     def join_room(self, cid: str, session: Session) -> str | None:
         left = self._local.join_room(cid, session)
+        self._forget_log(left)
         stand_in = self._mirror.get(session)
         if stand_in is not None and stand_in.room != cid:
             self.view.presence.join_room(cid, stand_in)
@@ -145,7 +151,12 @@ class RedisHub:
             if stand_in is not None:
                 self.view.presence.leave_room(stand_in)
                 self._note(["l", session.token])
+        self._forget_log(cid)
         return left
+
+    def _forget_log(self, cid: str | None) -> None:
+        if cid is not None and not self._local.room_count(cid):
+            self._logs.forget(cid)
 
     def _note(self, event: list[object]) -> None:
         self.view.note(event, publish=self.connected)
@@ -229,14 +240,14 @@ class RedisHub:
         count = len(viewers) - (skip is not None and self._mirror.get(skip) in viewers)
         here = cid not in self.subscribed
         if here:  # not heard back from the room's channel (yet): delivered now
-            self._push(prepared, local, priority, skip)
+            self._to_viewers(prepared, cid, local, priority, skip)
         if self.connected and len(viewers) > len(local):
             header: wire.Header = {"k": "r", "c": cid, "l": here}
             if skip_client is not None:
                 header["x"] = skip_client  # every node leaves that client's sessions out
             self._offer(self.channel("room", cid), header, prepared, priority, skip)
         elif not here:
-            self._push(prepared, local, priority, skip)
+            self._to_viewers(prepared, cid, local, priority, skip)
         return count
 
     def _to_peers(
@@ -304,6 +315,18 @@ class RedisHub:
         count = deliver(prepared, sessions, priority, skip)
         self._deliveries += count
         return count
+
+    def _to_viewers(
+        self,
+        prepared: Prepared,
+        cid: str,
+        sessions: Collection[Session],
+        priority: Priority,
+        skip: Session | None,
+    ) -> None:
+        """A chatroom push to its viewers here, through the room's frame log."""
+        if sessions:
+            self._deliveries += self._logs.deliver(prepared, cid, sessions, priority, skip)
 
     def _skipped(self, token: str | None) -> Session | None:
         """The session of this node that a record's skip token names, if any (the
@@ -394,11 +417,12 @@ class RedisHub:
         kind = h["k"]
         if kind == "r":
             if h["n"] != self.node or not h["l"]:
-                sessions: Collection[Session] = self._local.room_sessions(str(h["c"]))
+                cid = str(h["c"])
+                sessions: Collection[Session] = self._local.room_sessions(cid)
                 if h.get("x") is not None:
                     sessions = _without(sessions, str(h["x"]))
                 skip = self._skipped(h["s"])
-                self._push(self._prepared(record), sessions, record.priority, skip)
+                self._to_viewers(self._prepared(record), cid, sessions, record.priority, skip)
         elif kind == "p":
             peers = self._local.sessions_of_all(map(str, h["to"]))
             self._push(self._prepared(record), peers, record.priority, self._skipped(h["s"]))

@@ -40,7 +40,7 @@ SETTLE_WAITERS = 10_000  # questions waiting for one; more are answered at once
 BACKOFF = (0.1, 5.0)  # first and longest pause between reconnection attempts
 
 
-def cluster_hub(url: str, queue: int) -> RedisLink | None:
+def cluster_hub(url: str, queue: int, linger: float = 0.0) -> RedisLink | None:
     """The link of a new node (its hub in ``.hub``) when ``url`` names a Redis."""
     if not url:
         return None
@@ -49,7 +49,7 @@ def cluster_hub(url: str, queue: int) -> RedisLink | None:
     parts = urlsplit(url)
     db = parse_qs(parts.query).get("db", [parts.path.strip("/") or "0"])[0]
     hub = RedisHub(uuid.uuid4().hex[:12], prefix=f"chatroom:{db}:", queue=queue)
-    return RedisLink(hub, url)
+    return RedisLink(hub, url, linger)
 
 
 @dataclass(slots=True)
@@ -63,9 +63,14 @@ class LinkStatistics:
 
 
 class RedisLink:
-    def __init__(self, hub: RedisHub, url: str) -> None:
+    def __init__(self, hub: RedisHub, url: str, linger: float = 0.0) -> None:
         self.hub = hub
         self.url = url
+        # After a drain that carried several records (a busy node), the next starts no
+        # earlier than ``linger`` seconds after it: what is queued meanwhile shares one
+        # PUBLISH per channel, and every node reads and fans out that many messages in
+        # one go. A lone record (a quiet node) is published at once.
+        self._linger = linger
         self.stats = LinkStatistics()
         self._wake = trio.Event()
         self.ready = trio.Event()  # set once connected and subscribed the first time
@@ -244,12 +249,16 @@ class RedisLink:
         hub = self.hub
         last_beat = -HEARTBEAT
         written = -1  # presence number of the last snapshot written
+        not_before = -math.inf  # a busy drain's start plus the linger
         while True:
             with trio.move_on_after(max(0.0, last_beat + HEARTBEAT - trio.current_time())):
                 await self._wake.wait()
+            if not_before > trio.current_time():
+                await trio.sleep_until(not_before)
             self._wake = trio.Event()
             self._draining = True
-            await self._follow_rooms(subscriber)
+            if hub.rooms_changed:  # else no checkpoint: a drain is a few scheduler passes
+                await self._follow_rooms(subscriber)
             if self._unsent:
                 self._pinged.append(self._unsent)
                 self._unsent = []
@@ -258,6 +267,8 @@ class RedisLink:
             beat = trio.current_time() >= last_beat + HEARTBEAT
             seq, events = hub.view.take_events()
             entries = hub.outgoing.take()
+            if len(entries) > 1:
+                not_before = trio.current_time() + self._linger
             by_channel: dict[str, list[bytes]] = {}
             for entry in entries:
                 by_channel.setdefault(entry.channel, []).append(entry.record)
@@ -284,7 +295,8 @@ class RedisLink:
             self._drained = trio.Event()
             if beat:
                 self._forget_silent()
-            await self._resync(client)
+            if hub.resync_wanted:
+                await self._resync(client)
 
     def _beat(self, seq: int, written: int) -> list[tuple[resp.Arg, ...]]:
         """The heartbeat, and the snapshot when it changed since ``written``."""

@@ -135,17 +135,25 @@ class Connection(trio.abc.AsyncResource):
 
     async def read(self) -> Reply:
         """The next reply (a subscriber's next message)."""
-        await trio.lowlevel.checkpoint()  # a burst of replies never hogs the loop
-        while not self._ready:
+        if self._ready:
+            await trio.lowlevel.checkpoint()  # a burst of replies never hogs the loop
+        else:
+            await self._receive()  # a checkpoint: no second one
+        reply = self._ready.popleft()
+        if isinstance(reply, RespError):
+            raise reply
+        return reply
+
+    async def _receive(self) -> None:
+        """Read until at least one reply is complete."""
+        while True:
             data = await self._stream.receive_some(_READ)
             if not data:
                 raise ConnectionError("Redis closed the connection")
             self._parser.feed(data)
             self._ready.extend(self._parser.replies())
-        reply = self._ready.popleft()
-        if isinstance(reply, RespError):
-            raise reply
-        return reply
+            if self._ready:
+                return
 
     async def pipeline(self, commands: list[tuple[Arg, ...]]) -> list[Reply]:
         await self.send(*commands)

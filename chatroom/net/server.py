@@ -95,7 +95,9 @@ class Server:
         # full or a notice is due): the nursery of ``_serve``, set while it runs.
         self._tasks: trio.Nursery | None = None
         # A node of a cluster when ``config.redis`` names one (docs/cluster.md).
-        self.cluster: RedisLink | None = cluster_hub(config.redis, config.redis_queue)
+        self.cluster: RedisLink | None = cluster_hub(
+            config.redis, config.redis_queue, config.write_delay
+        )
         self._flusher = Flusher(
             config.write_delay,
             config.write_delay_threshold,

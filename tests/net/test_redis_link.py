@@ -1,9 +1,17 @@
-"""chatroom.net.redis_link: what a node is made of before it reaches Redis."""
+"""chatroom.net.redis_link: what a node is made of, and how it publishes."""
 
 from __future__ import annotations
 
-import pytest
+from collections.abc import Iterator
 
+import pytest
+import trio
+from helpers import fail_after
+from redis_server import RedisServer, redis_server
+
+from chatroom.core.outbox import Priority
+from chatroom.hub import redis_wire as wire
+from chatroom.net import resp
 from chatroom.net.redis_link import cluster_hub
 
 
@@ -32,3 +40,50 @@ def test_every_node_has_its_own_id() -> None:
     assert first is not None
     assert second is not None
     assert first.hub.node != second.hub.node
+
+
+@pytest.fixture(scope="module")
+def redis() -> Iterator[RedisServer]:
+    yield from redis_server()
+
+
+async def _texts(listener: resp.Connection) -> list[str]:
+    """The records of the next PUBLISH heard, by their ``t``."""
+    reply = await listener.read()
+    assert isinstance(reply, list)
+    assert reply[0] == b"message"
+    data = reply[2]
+    assert isinstance(data, bytes)
+    return [str(record.header["t"]) for record in wire.decode(data)]
+
+
+@fail_after(20)
+async def test_a_busy_node_packs_what_it_queues_meanwhile_into_one_publish(
+    redis: RedisServer,
+) -> None:
+    # After a drain of several records, what the node queues in the next ``linger``
+    # seconds leaves in one PUBLISH per channel: every node then reads and fans out
+    # those messages in one go, instead of one PUBLISH (and one wake-up) each.
+    link = cluster_hub(redis.url, 100, linger=1.0)
+    assert link is not None
+    hub = link.hub
+    channel = hub.channel("room", "r1")
+    listener = await resp.open_connection(redis.url)
+
+    def queue(text: str) -> None:
+        hub.outgoing.offer(channel, wire.encode({"k": "x", "t": text}), Priority.HIGH)
+        hub.wake()
+
+    async with listener, trio.open_nursery() as nursery:
+        await listener.send(("SUBSCRIBE", channel))
+        await listener.read()  # the confirmation
+        await nursery.start(link.run)
+        await link.ready.wait()
+        queue("a")
+        queue("b")
+        assert await _texts(listener) == ["a", "b"]  # a busy drain: the linger starts
+        for text in "cde":  # each alone, with time between them
+            queue(text)
+            await trio.sleep(0.01)
+        assert await _texts(listener) == ["c", "d", "e"]
+        nursery.cancel_scope.cancel()

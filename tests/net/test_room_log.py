@@ -6,16 +6,20 @@ their own, and nothing of a room they left."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from types import SimpleNamespace
 
+import pytest
 from helpers import JSON_SUB, PROTOBUF_SUB, Client, fail_after, running_server
 
 from chatroom.config import Config
 from chatroom.core.outbox import Priority, QueuedBytes, ShedTotals
 from chatroom.core.presence import Session
+from chatroom.hub import redis_wire
+from chatroom.hub.base import Hub
 from chatroom.hub.local import LocalHub
+from chatroom.hub.redis import RedisHub
 from chatroom.net.connection import Connection
 from chatroom.net.flusher import Flusher
 from chatroom.protocol import messages_pb2 as pb
@@ -114,7 +118,12 @@ async def test_a_viewer_that_left_gets_nothing_more_of_the_room() -> None:
         assert await directs(leaves, len(before) + 1) == [*before, "marker"]
 
 
-# The log's edges, on real connections and a real hub, without sockets.
+# The log's edges, on real connections and a real hub, without sockets: the hub of one
+# process, and a cluster node's (alone here: it delivers to its viewers at once).
+
+HUBS = pytest.mark.parametrize(
+    "make_hub", [LocalHub, lambda: RedisHub("n1")], ids=["local", "redis"]
+)
 
 
 class Wire:
@@ -126,9 +135,11 @@ class Wire:
         self.sink: object = None
         self.on_frames: object = None
         self.data = b""
+        self.writes: list[bytes] = []
 
     def write_nowait(self, data: bytes) -> int:
         self.data += data
+        self.writes.append(data)
         return len(data)
 
     def texts(self) -> list[str]:
@@ -142,7 +153,7 @@ class Wire:
         return out
 
 
-def viewers(hub: LocalHub, flusher: Flusher, *names: str) -> list[tuple[Session, Wire]]:
+def viewers(hub: Hub, flusher: Flusher, *names: str) -> list[tuple[Session, Wire]]:
     config = Config(db=":memory:")
     ctx = SimpleNamespace(
         config=config,
@@ -177,8 +188,11 @@ def flush(flusher: Flusher) -> None:
         conn.flush_nowait()
 
 
-def test_a_range_with_a_gap_is_queued_without_the_missing_frame() -> None:
-    hub, flusher = LocalHub(), Flusher()
+@HUBS
+def test_a_range_with_a_gap_is_queued_without_the_missing_frame(
+    make_hub: Callable[[], Hub],
+) -> None:
+    hub, flusher = make_hub(), Flusher()
     (a, a_wire), (_, b_wire) = viewers(hub, flusher, "a", "b")
     hub.to_room(message("m1"), "room", Priority.NORMAL)
     hub.to_room(message("m2"), "room", Priority.NORMAL, skip=a)  # a sent it
@@ -188,8 +202,9 @@ def test_a_range_with_a_gap_is_queued_without_the_missing_frame() -> None:
     assert b_wire.texts() == ["m1", "m2", "m3"]
 
 
-def test_a_viewer_that_left_is_not_written_what_came_after() -> None:
-    hub, flusher = LocalHub(), Flusher()
+@HUBS
+def test_a_viewer_that_left_is_not_written_what_came_after(make_hub: Callable[[], Hub]) -> None:
+    hub, flusher = make_hub(), Flusher()
     (_, a_wire), (_, b_wire) = viewers(hub, flusher, "a", "b")
     hub.to_room(message("m1"), "room", Priority.NORMAL)
     hub.leave_room("room", "b")
@@ -199,8 +214,9 @@ def test_a_viewer_that_left_is_not_written_what_came_after() -> None:
     assert b_wire.texts() == ["m1"]
 
 
-def test_a_reply_between_two_pushes_is_written_between_them() -> None:
-    hub, flusher = LocalHub(), Flusher()
+@HUBS
+def test_a_reply_between_two_pushes_is_written_between_them(make_hub: Callable[[], Hub]) -> None:
+    hub, flusher = make_hub(), Flusher()
     (a, a_wire), (_, b_wire) = viewers(hub, flusher, "a", "b")
     hub.to_room(message("m1"), "room", Priority.NORMAL)
     a.outlet.send(message("reply").command)
@@ -210,8 +226,11 @@ def test_a_reply_between_two_pushes_is_written_between_them() -> None:
     assert b_wire.texts() == ["m1", "m2"]
 
 
-def test_viewers_behind_in_a_full_log_keep_every_frame_in_order() -> None:
-    hub, flusher = LocalHub(), Flusher()
+@HUBS
+def test_viewers_behind_in_a_full_log_keep_every_frame_in_order(
+    make_hub: Callable[[], Hub],
+) -> None:
+    hub, flusher = make_hub(), Flusher()
     (_, a_wire), (_, b_wire) = viewers(hub, flusher, "a", "b")
     sent = [f"m{i}" for i in range(CAPACITY * 2 + 3)]
     for number, text in enumerate(sent):
@@ -221,3 +240,22 @@ def test_viewers_behind_in_a_full_log_keep_every_frame_in_order() -> None:
     flush(flusher)
     assert a_wire.texts() == sent
     assert b_wire.texts() == sent
+
+
+def test_a_cluster_node_writes_another_nodes_chatroom_pushes_from_the_log() -> None:
+    # Node n1 hears node n2's pushes to the room on the room's channel, in the order
+    # Redis gave every node: its viewers that keep up read them from one log, and
+    # share each write's bytes; the one a record skips (its sender is here) gets the
+    # rest, in order.
+    hub, flusher = RedisHub("n1"), Flusher()
+    (_, a_wire), (_, b_wire), (_, c_wire) = viewers(hub, flusher, "a", "b", "c")
+    sent = [f"m{i}" for i in range(5)]
+    for text in sent:
+        header: redis_wire.Header = {"k": "r", "c": "room", "l": False, "n": "n2"}
+        skip = "c" if text == "m2" else None
+        hub.receive(redis_wire.push_record(header, message(text), Priority.NORMAL, skip), 0.0)
+    flush(flusher)
+    assert a_wire.texts() == b_wire.texts() == sent
+    assert c_wire.texts() == [t for t in sent if t != "m2"]
+    assert a_wire.writes == b_wire.writes
+    assert a_wire.writes[0] is b_wire.writes[0]  # one joined object for every viewer
