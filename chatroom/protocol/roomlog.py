@@ -21,7 +21,11 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from chatroom.protocol.codec import Codec, Prepared
 
-CAPACITY = 32  # frames in one log
+# Frames in one log. A flush that finds a viewer's range running into the next log
+# copies it into the viewer's own outbox, which costs per viewer what the log saves;
+# at 32 a busy room (1000 msg/s, flushes 20-40 ms apart) kept crossing logs and the
+# server fell behind at 800 msg/s, N=1000 (bench/README.md, 2026-12-03 14:43).
+CAPACITY = 256
 
 
 class RoomLog:
