@@ -74,6 +74,17 @@ async def started(starter: Client, member: Client, **fields: object) -> str:
     return cid
 
 
+async def room_watched(host: Client, viewers: list[Client]) -> str:
+    """A chatroom ``host`` starts and ``viewers`` (on either node) join; its cid, once
+    the host's node counts them all."""
+    cid = await host.start([], transient=True)
+    for viewer in viewers:
+        assert viewer.peer_id is not None
+        await join(viewer, cid, viewer.peer_id)
+    await until(lambda: count(host, cid), len(viewers) + 1)
+    return cid
+
+
 async def until(ask: Callable[[], Awaitable[object]], want: object) -> None:
     """Until ``await ask()`` answers ``want`` (the test's fail_after bounds the wait)."""
     while await ask() != want:  # noqa: ASYNC110 - asking the server is the point

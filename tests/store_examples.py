@@ -1,7 +1,12 @@
 """Stored conversations and messages made for tests, and the reference history pages
-they must give: shared by the store contract suite and the pure paging tests."""
+they must give: shared by the store contract suite and the pure paging tests; and
+SQLite files as older schema versions left them, for the migration tests."""
 
 from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
 
 from chatroom.core.model import Bound, Conversation, ConvType, Direction, HistoryQuery, Message
 
@@ -108,3 +113,13 @@ def reference_page(messages: list[Message], q: HistoryQuery) -> list[Message]:
         key=lambda m: (m.timestamp, m.mid),
     )
     return found[: q.limit] if q.direction == Direction.NEW else found[-q.limit :]
+
+
+def old_sqlite_file(path: Path, statements: Iterable[str], version: int) -> None:
+    """A SQLite file as schema ``version`` left it: ``statements`` (that version's
+    tables, then its rows) run in one transaction, and its ``user_version``."""
+    with sqlite3.connect(path) as db:
+        for statement in statements:
+            db.execute(statement)
+        db.execute(f"PRAGMA user_version = {version}")
+    db.close()

@@ -16,6 +16,7 @@ from cluster_nodes import (
     join,
     link,
     online,
+    room_watched,
     started,
     two_nodes,
     until,
@@ -64,10 +65,7 @@ async def test_chatroom_counts_and_broadcasts_cover_both_nodes(redis: RedisServe
         b.user("v1") as v1,
         b.user("v2") as v2,
     ):
-        cid = await host.start([], transient=True)
-        await join(v1, cid, "v1")
-        await join(v2, cid, "v2")
-        await until(lambda: count(host, cid), 3)
+        cid = await room_watched(host, [v1, v2])
         await until(lambda: count(v1, cid), 3)
         sent = [f"live {i}" for i in range(30)]
         before = link(a).stats.publishes
@@ -115,10 +113,7 @@ async def test_a_viewer_kicked_from_a_chatroom_on_the_other_node_leaves_it(
         b.user("v1") as v1,
         b.user("v2") as v2,
     ):
-        cid = await host.start([], transient=True)
-        await join(v1, cid, "v1")
-        await join(v2, cid, "v2")
-        await until(lambda: count(host, cid), 3)
+        cid = await room_watched(host, [v1, v2])
         reply = await host.request({"cmd": "conv", "op": "remove", "cid": cid, "m": ["v1"]})
         assert reply.get("allowedPids") == ["v1"], reply
         # Node B hears of the kick before the message the host sends after the reply.

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import trio
 from helpers import TIMEOUT
-from store_examples import make_conv, make_msg
+from store_examples import make_conv, make_msg, old_sqlite_file
 
 from chatroom.core.model import Bound, Direction, HistoryQuery
 from chatroom.store.base import Store
@@ -52,15 +52,11 @@ async def test_every_conversation_pages_by_time(store: Store) -> None:
 
 async def test_a_version_3_file_gets_the_time_index_in_place(tmp_path: Path) -> None:
     path = tmp_path / "v3.db"
-    with sqlite3.connect(path) as db:
-        for statement in [*SCHEMA, *LASTING_SCHEMA, *MODERATION_SCHEMA]:
-            db.execute(statement)
-        db.execute(
-            "INSERT INTO messages (cid, mid, from_peer, timestamp, data, mention_all)"
-            " VALUES ('c1', 'm1', 'alice', 7, 'kept', 0)"
-        )
-        db.execute("PRAGMA user_version = 3")
-    db.close()
+    row = (
+        "INSERT INTO messages (cid, mid, from_peer, timestamp, data, mention_all)"
+        " VALUES ('c1', 'm1', 'alice', 7, 'kept', 0)"
+    )
+    old_sqlite_file(path, [*SCHEMA, *LASTING_SCHEMA, *MODERATION_SCHEMA, row], 3)
     assert SCHEMA_VERSION == 5
     with trio.fail_after(TIMEOUT):
         store = SqliteStore(str(path))

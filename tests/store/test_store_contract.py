@@ -15,7 +15,16 @@ from pathlib import Path
 
 import pytest
 import trio
-from store_examples import EXAMPLES, FIVE, make_conv, make_msg, positions, reference_page, stamps
+from store_examples import (
+    EXAMPLES,
+    FIVE,
+    make_conv,
+    make_msg,
+    old_sqlite_file,
+    positions,
+    reference_page,
+    stamps,
+)
 
 from chatroom.core.model import (
     JSON,
@@ -1022,16 +1031,12 @@ async def test_select_conversations_attr_regex(store: Store) -> None:
 
 async def test_a_version_4_file_gets_conversation_versions_in_place(tmp_path: Path) -> None:
     path = tmp_path / "v4.db"
-    with sqlite3.connect(path) as db:
-        for statement in [*SCHEMA, *LASTING_SCHEMA, *MODERATION_SCHEMA, *TIME_INDEX]:
-            db.execute(statement)
-        db.execute(
-            "INSERT INTO conversations (cid, kind, creator, members, attrs, created_at,"
-            " updated_at, is_unique, muted) VALUES ('c1', 1, 'alice', '[\"alice\"]',"
-            " '{\"name\": \"old\"}', 1, 1, 0, '[]')"
-        )
-        db.execute("PRAGMA user_version = 4")
-    db.close()
+    row = (
+        "INSERT INTO conversations (cid, kind, creator, members, attrs, created_at,"
+        " updated_at, is_unique, muted) VALUES ('c1', 1, 'alice', '[\"alice\"]',"
+        " '{\"name\": \"old\"}', 1, 1, 0, '[]')"
+    )
+    old_sqlite_file(path, [*SCHEMA, *LASTING_SCHEMA, *MODERATION_SCHEMA, *TIME_INDEX, row], 4)
     assert SCHEMA_VERSION == 5
     with trio.fail_after(TIMEOUT):
         store = SqliteStore(str(path))

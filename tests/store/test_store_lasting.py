@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from store_examples import old_sqlite_file
 
 from chatroom.core.model import (
     ConvEventRecord,
@@ -208,16 +209,11 @@ async def test_sqlite_lasting_state_survives_close_and_reopen(tmp_path: Path) ->
 
 async def test_sqlite_upgrades_a_version_1_file_in_place(tmp_path: Path) -> None:
     path = tmp_path / "v1.db"
-    with sqlite3.connect(path) as db:  # what version 1 created, with one message
-        for statement in SCHEMA:
-            db.execute(statement)
-        db.execute(
-            "INSERT INTO messages (cid, mid, from_peer, timestamp, data, mention_all)"
-            " VALUES ('c1', 'm1', 'alice', 7, 'kept', 0)"
-        )
-        db.execute("UPDATE meta SET max_timestamp = 7")
-        db.execute("PRAGMA user_version = 1")
-    db.close()
+    row = (  # what version 1 created, with one message
+        "INSERT INTO messages (cid, mid, from_peer, timestamp, data, mention_all)"
+        " VALUES ('c1', 'm1', 'alice', 7, 'kept', 0)"
+    )
+    old_sqlite_file(path, [*SCHEMA, row, "UPDATE meta SET max_timestamp = 7"], 1)
     assert SCHEMA_VERSION == 5
     with trio.fail_after(TIMEOUT):
         store = SqliteStore(str(path))
