@@ -97,6 +97,10 @@ class RedisHub:
     def local_rooms(self) -> set[str]:
         return self._local.rooms()
 
+    def watched_here(self, cid: str) -> bool:
+        """Whether a session of this node watches chatroom ``cid``."""
+        return self._local.room_count(cid) > 0
+
     def snapshot(self) -> list[list[object]]:
         """This node's sessions: token, client, tag, chatroom."""
         return [[s.token, s.peer_id, s.tag, s.room] for s in self._local.sessions()]
@@ -155,7 +159,7 @@ class RedisHub:
         return left
 
     def _forget_log(self, cid: str | None) -> None:
-        if cid is not None and not self._local.room_count(cid):
+        if cid is not None and not self.watched_here(cid):
             self._logs.forget(cid)
 
     def _note(self, event: list[object]) -> None:

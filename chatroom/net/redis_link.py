@@ -40,6 +40,12 @@ SETTLE_WAITERS = 10_000  # questions waiting for one; more are answered at once
 BACKOFF = (0.1, 5.0)  # first and longest pause between reconnection attempts
 
 
+def _pulse(event: trio.Event) -> trio.Event:
+    """Wake whoever waits on ``event``; the event the next waiters wait on."""
+    event.set()
+    return trio.Event()
+
+
 def cluster_hub(url: str, queue: int, linger: float = 0.0) -> RedisLink | None:
     """The link of a new node (its hub in ``.hub``) when ``url`` names a Redis."""
     if not url:
@@ -131,7 +137,7 @@ class RedisLink:
             return
         self._poke()
         with trio.move_on_after(SETTLE_DEADLINE):
-            while hub.connected and cid not in hub.subscribed and cid in hub.local_rooms():
+            while hub.connected and cid not in hub.subscribed and hub.watched_here(cid):
                 await self._confirmed.wait()
 
     def _poke(self) -> None:
@@ -176,8 +182,7 @@ class RedisLink:
             self._asked.clear()
             self._draining = False
             self._settled()
-            self._confirmed.set()  # waiters for a subscription go on: none will come now
-            self._confirmed = trio.Event()
+            self._confirmed = _pulse(self._confirmed)  # no subscription comes now
             lost = hub.outgoing.drop_all()
             self.stats.dropped_on_disconnect += lost
             if lost:
@@ -242,8 +247,7 @@ class RedisLink:
                 if channel.startswith(room.encode()) and cid in self._asked:
                     self._asked.discard(cid)
                     hub.subscribed.add(cid)  # from now on its pushes come back here
-                    self._confirmed.set()
-                    self._confirmed = trio.Event()
+                    self._confirmed = _pulse(self._confirmed)
 
     async def _drain(self, client: resp.Connection, subscriber: resp.Connection) -> None:
         hub = self.hub
@@ -291,8 +295,7 @@ class RedisLink:
                     await client.pipeline(commands)
             self.stats.drains += 1
             self._draining = False
-            self._drained.set()
-            self._drained = trio.Event()
+            self._drained = _pulse(self._drained)
             if beat:
                 self._forget_silent()
             if hub.resync_wanted:
