@@ -245,7 +245,10 @@ class RedisHub:
         here = cid not in self.subscribed
         if here:  # not heard back from the room's channel (yet): delivered now
             self._to_viewers(prepared, cid, local, priority, skip)
-        if self.connected and len(viewers) > len(local):
+        if self.connected:
+            # Published even when this node knows of no viewer elsewhere: one that
+            # joined on another node a moment ago may not have reached our presence
+            # view yet, while its node already hears the room (a join is answered then).
             header: wire.Header = {"k": "r", "c": cid, "l": here}
             if skip_client is not None:
                 header["x"] = skip_client  # every node leaves that client's sessions out
