@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 from collections.abc import Callable
 from functools import partial
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 from chatroom.config import Config
 from chatroom.protocol import messages_pb2 as pb
@@ -51,18 +52,18 @@ except ImportError:  # commits before the packages (45d8680 and earlier): no bud
 
 
 class _Sink:
-    """A transport whose socket takes everything at once."""
+    """A transport whose socket takes everything at once: /dev/null, which a room's
+    flush writes to as to a socket (a system call that costs next to nothing)."""
 
     backlog = 0
 
     def __init__(self) -> None:
         self.sink: object = None
         self.on_frames: object = None
-        self.written = 0
+        self.fileno = os.open(os.devnull, os.O_WRONLY)
 
     def write_nowait(self, data: bytes) -> int:
-        self.written += len(data)
-        return len(data)
+        return os.write(self.fileno, data)
 
 
 def _broadcaster(hub_kind: str, conns: list[Any], peers: list[str]) -> Callable[[Prepared], Any]:
@@ -82,6 +83,7 @@ def _broadcaster(hub_kind: str, conns: list[Any], peers: list[str]) -> Callable[
     hub: Any = LocalHub() if hub_kind == "local" else RedisHub("n1")
     for number, (conn, peer) in enumerate(zip(conns, peers, strict=True)):
         session = Session(peer, conn, token=f"t{number}")
+        conn.attach(session)
         hub.attach(session)
         hub.join_room("room", session)
     return partial(hub.to_room, cid="room", priority=Priority.NORMAL)
@@ -110,6 +112,7 @@ def main() -> None:
     conns = [Connection(sink, subprotocol, ctx, flusher) for sink in sinks]  # type: ignore[arg-type]
     for conn in conns:
         conn._omit_peer_id = args.omit_peer_id
+        conn._tasks = cast(Any, conn)  # as while serving: no writer is ever needed here
     peers = [f"viewer{i}" for i in range(args.viewers)]
     broadcast = _broadcaster(args.hub, conns, peers)
     sent = 0
@@ -128,8 +131,7 @@ def main() -> None:
         dirty, flusher._dirty = flusher._dirty, []
         for each in dirty:
             each.flush_nowait()
-    written = sum(sink.written for sink in sinks)
-    print(f"{args.viewers} viewers, {sent} messages, {written} bytes written")
+    print(f"{args.viewers} viewers, {sent} messages")
 
 
 if __name__ == "__main__":

@@ -34,39 +34,68 @@ def deliver(
 
 
 class RoomLogs:
-    """The frame log of each chatroom with viewers here (protocol/roomlog.py): a
-    chatroom push is appended to its room's log once and handed to the viewers with
-    its place in it, so that a viewer that keeps up writes its unread part of the log
-    in one write. Both hubs fan a chatroom's pushes out through here, in the order this
-    node delivers them (for a cluster node: the order Redis gave every node)."""
+    """The frame log of each chatroom with viewers here (protocol/roomlog.py), and
+    who watches it: the hubs tell it every join and leave of a session of theirs.
+
+    A chatroom push is appended to its room's log once; the viewers that follow the
+    log are written by the room's next flush, the others (stragglers) are pushed it
+    one by one (a push may make one a follower). Both hubs fan a chatroom's pushes
+    out through here, in the order this node delivers them (for a cluster node: the
+    order Redis gave every node)."""
 
     __slots__ = ("_logs",)
 
     def __init__(self) -> None:
-        self._logs: dict[str, RoomLog] = {}
+        self._logs: dict[str, RoomLog[Session]] = {}
 
-    def forget(self, cid: str) -> None:
-        """The room has no viewer here any more."""
-        self._logs.pop(cid, None)
+    def join(self, cid: str, session: Session) -> None:
+        log = self._logs.get(cid)
+        if log is None:
+            log = self._logs[cid] = RoomLog()
+        if session not in log.following:
+            log.stragglers[session] = None
+
+    def leave(self, cid: str | None, session: Session) -> None:
+        """``session`` no longer watches ``cid`` (None: it watched none)."""
+        log = self._logs.get(cid) if cid is not None else None
+        if log is not None:
+            log.leave(session)
+            if not log:
+                del self._logs[cid]  # type: ignore[arg-type]
 
     def deliver(
         self,
         prepared: Prepared,
         cid: str,
-        sessions: Iterable[Session],
         priority: Priority,
         skip: Session | None,
+        skip_client: str | None = None,
     ) -> int:
-        """``deliver`` to the room's viewers here, through the room's log."""
+        """Push to the room's viewers here but ``skip`` and ``skip_client``'s
+        sessions; how many it reached."""
         log = self._logs.get(cid)
-        if log is None or log.full:
-            log = self._logs[cid] = RoomLog()
+        if log is None:
+            return 0
+        if skip is not None:
+            log.exclude(skip)
+        if skip_client is not None:
+            for session in [s for s in log.following if s.peer_id == skip_client]:
+                log.exclude(session)
+        count = len(log.followers)  # written by the flush
         prepared.at = log.append(prepared, priority)
         prepared.room = log
         try:
-            return deliver(prepared, sessions, priority, skip)
+            for session in tuple(log.stragglers):  # a push may make one a follower
+                if (
+                    session is not skip
+                    and not session.closed
+                    and (skip_client is None or session.peer_id != skip_client)
+                ):
+                    session.outlet.push(prepared, session.peer_id, priority)
+                    count += 1
         finally:
             prepared.room = None
+        return count
 
 
 def rivals(sessions: Iterable[Session], tag: str | None, keep: Session | None) -> list[Session]:

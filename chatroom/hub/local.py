@@ -7,7 +7,7 @@ and pushes the shared ``Prepared`` into each one's connection without a call in 
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Iterable
 
 from chatroom.core.model import Conversation, ConvType
 from chatroom.core.outbox import Priority
@@ -40,23 +40,20 @@ class LocalHub:
         session.closed = True
         room = session.room
         self._presence.remove(session)
-        self._forget_log(room)
+        self._logs.leave(room, session)
 
     def join_room(self, cid: str, session: Session) -> str | None:
         left = self._presence.join_room(cid, session)
-        self._forget_log(left)
+        self._logs.leave(left, session)
+        self._logs.join(cid, session)
         return left
 
     def leave_room(self, cid: str, peer_id: str) -> list[Session]:
         left = [s for s in self._presence.sessions_of(peer_id) if s.room == cid]
         for session in left:
             self._presence.leave_room(session)
-        self._forget_log(cid)
+            self._logs.leave(cid, session)
         return left
-
-    def _forget_log(self, cid: str | None) -> None:
-        if cid is not None and not self._presence.room_count(cid):
-            self._logs.forget(cid)
 
     # -- queries --------------------------------------------------------------------
 
@@ -124,12 +121,7 @@ class LocalHub:
         skip: Session | None = None,
         skip_client: str | None = None,
     ) -> int:
-        sessions: Collection[Session] = self._presence.room_sessions(cid)
-        if skip_client is not None:
-            sessions = [s for s in sessions if s.peer_id != skip_client]
-        if not sessions:
-            return 0
-        count = self._logs.deliver(prepared, cid, sessions, priority, skip)
+        count = self._logs.deliver(prepared, cid, priority, skip, skip_client)
         self._deliveries += count
         return count
 

@@ -50,10 +50,6 @@ def _ignore(kind: str, key: str, state: list[object] | None) -> None:
     """Nothing caches what other nodes change (until the server says what does)."""
 
 
-def _without(sessions: Collection[Session], client: str) -> list[Session]:
-    return [s for s in sessions if s.peer_id != client]
-
-
 def _node_of(session: Session) -> str:
     outlet = session.outlet
     assert isinstance(outlet, RemoteOutlet)
@@ -120,7 +116,7 @@ class RedisHub:
         session.closed = True
         room = session.room
         self._local.remove(session)
-        self._forget_log(room)
+        self._logs.leave(room, session)
         if self._by_token.get(session.token) is session:
             del self._by_token[session.token]
         self._heard_back.discard(session.token)
@@ -131,7 +127,8 @@ class RedisHub:
 
     def join_room(self, cid: str, session: Session) -> str | None:
         left = self._local.join_room(cid, session)
-        self._forget_log(left)
+        self._logs.leave(left, session)
+        self._logs.join(cid, session)
         stand_in = self._mirror.get(session)
         if stand_in is not None and stand_in.room != cid:
             self.view.presence.join_room(cid, stand_in)
@@ -151,16 +148,12 @@ class RedisHub:
         left = [s for s in self._local.sessions_of(peer_id) if s.room == cid]
         for session in left:
             self._local.leave_room(session)
+            self._logs.leave(cid, session)
             stand_in = self._mirror.get(session)
             if stand_in is not None:
                 self.view.presence.leave_room(stand_in)
                 self._note(["l", session.token])
-        self._forget_log(cid)
         return left
-
-    def _forget_log(self, cid: str | None) -> None:
-        if cid is not None and not self.watched_here(cid):
-            self._logs.forget(cid)
 
     def _note(self, event: list[object]) -> None:
         self.view.note(event, publish=self.connected)
@@ -237,14 +230,12 @@ class RedisHub:
         skip_client: str | None = None,
     ) -> int:
         viewers: Collection[Session] = self.view.presence.room_sessions(cid)
-        local: Collection[Session] = self._local.room_sessions(cid)
         if skip_client is not None:
-            viewers = _without(viewers, skip_client)
-            local = _without(local, skip_client)
+            viewers = [s for s in viewers if s.peer_id != skip_client]
         count = len(viewers) - (skip is not None and self._mirror.get(skip) in viewers)
         here = cid not in self.subscribed
         if here:  # not heard back from the room's channel (yet): delivered now
-            self._to_viewers(prepared, cid, local, priority, skip)
+            self._to_viewers(prepared, cid, priority, skip, skip_client)
         if self.connected:
             # Published even when this node knows of no viewer elsewhere: one that
             # joined on another node a moment ago may not have reached our presence
@@ -254,7 +245,7 @@ class RedisHub:
                 header["x"] = skip_client  # every node leaves that client's sessions out
             self._offer(self.channel("room", cid), header, prepared, priority, skip)
         elif not here:
-            self._to_viewers(prepared, cid, local, priority, skip)
+            self._to_viewers(prepared, cid, priority, skip, skip_client)
         return count
 
     def _to_peers(
@@ -327,13 +318,12 @@ class RedisHub:
         self,
         prepared: Prepared,
         cid: str,
-        sessions: Collection[Session],
         priority: Priority,
         skip: Session | None,
+        skip_client: str | None,
     ) -> None:
         """A chatroom push to its viewers here, through the room's frame log."""
-        if sessions:
-            self._deliveries += self._logs.deliver(prepared, cid, sessions, priority, skip)
+        self._deliveries += self._logs.deliver(prepared, cid, priority, skip, skip_client)
 
     def _skipped(self, token: str | None) -> Session | None:
         """The session of this node that a record's skip token names, if any (the
@@ -424,12 +414,11 @@ class RedisHub:
         kind = h["k"]
         if kind == "r":
             if h["n"] != self.node or not h["l"]:
-                cid = str(h["c"])
-                sessions: Collection[Session] = self._local.room_sessions(cid)
-                if h.get("x") is not None:
-                    sessions = _without(sessions, str(h["x"]))
                 skip = self._skipped(h["s"])
-                self._to_viewers(self._prepared(record), cid, sessions, record.priority, skip)
+                skip_client = str(h["x"]) if h.get("x") is not None else None
+                self._to_viewers(
+                    self._prepared(record), str(h["c"]), record.priority, skip, skip_client
+                )
         elif kind == "p":
             peers = self._local.sessions_of_all(map(str, h["to"]))
             self._push(self._prepared(record), peers, record.priority, self._skipped(h["s"]))

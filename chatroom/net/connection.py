@@ -20,6 +20,7 @@ from chatroom.core.outbox import Outbox, Priority, Verdict
 from chatroom.core.presence import Session
 from chatroom.core.ratelimit import FloodGuard, TokenBucket
 from chatroom.net.flusher import Flusher
+from chatroom.net.roomwriter import RoomWriter
 from chatroom.net.transport import ConnectionClosed, Transport, TransportBroken
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Codec, Prepared, Subprotocol, decode, encode
@@ -96,14 +97,12 @@ class Connection:
         "_first_omits",
         "_flood",
         "_flusher",
-        "_log",
-        "_log_from",
-        "_log_to",
         "_login_deadline",
         "_logins",
         "_omit_peer_id",
         "_pending",
         "_read_scope",
+        "_room",
         "_sessions",
         "_shed_next",
         "_shed_told",
@@ -149,11 +148,10 @@ class Connection:
         self._first_omits = False  # what the first login announced
         self._logins = 0  # sessions ever opened on this socket
         self._pending = b""  # the unwritten tail of a partial write
-        # A chatroom's frame log this connection reads instead of queueing its pushes
-        # (protocol/roomlog.py), and the range of it still to write: only while the
+        # The chatroom whose flushes write this connection's pushes instead of its
+        # outbox (it follows the room's log: protocol/roomlog.py): only while the
         # outbox is empty (so order holds) and the socket keeps up.
-        self._log: RoomLog | None = None
-        self._log_from = self._log_to = 0
+        self._room: RoomLog[Session] | None = None
         self._writer_busy = False
         self._shutting_down = False
         self._dirty = False
@@ -199,24 +197,29 @@ class Connection:
 
     def push(self, prepared: Prepared, peer_id: str, priority: Priority) -> None:
         """Queue one recipient's copy of a broadcast: ``_enqueue`` inlined, since this
-        runs once per recipient. A chatroom push to a viewer that keeps up only
-        extends the range of the room's log that its next flush writes."""
+        runs once per recipient. A chatroom push that finds this viewer caught up
+        makes it a follower of the room: from this frame on the room's flushes write
+        it, and the hub no longer pushes to it one by one."""
         if self._close is not None:
             return
         room = prepared.room
-        if room is not None and self._omit_peer_id and not self._writer_busy:
-            if self._log is room and self._log_to == prepared.at:
-                self._log_to += 1
+        if (
+            room is not None
+            and self._omit_peer_id
+            and not self._writer_busy
+            and not self.outbox.queued_bytes
+            and self._room is None
+            and self._tasks is not None  # serving, not finishing
+        ):
+            session = self._sessions.get(peer_id)
+            if session is not None:
+                if room.wake is None:
+                    RoomWriter(room, self._flusher)
+                self._room = room
+                room.follow(self, session, self._codec, self._transport.fileno, prepared.at)
                 return
-            if self._log is None and not self.outbox.queued_bytes:
-                self._log = room
-                self._log_from, self._log_to = prepared.at, prepared.at + 1
-                if not self._dirty:
-                    self._dirty = True
-                    self._flusher.mark(self)
-                return
-        if self._log is not None:
-            self._spill()
+        if self._room is not None:
+            self._unfollow()
         frame = prepared.frame(self._codec, None if self._omit_peer_id else peer_id)
         verdict = self.outbox.offer(frame, priority)
         if verdict is _ACCEPTED:
@@ -239,7 +242,6 @@ class Connection:
         its backlog is dropped now (the memory is what counts) and it is closed with
         4120; the client catches up after reconnecting."""
         self.outbox.clear()
-        self._log = None
         self.close_soon(CloseCode.SLOW_CONSUMER, "slow consumer: server queue budget spent")
 
     def _send_control(self, frames: bytes) -> None:
@@ -249,8 +251,8 @@ class Connection:
     def _enqueue(self, frame: bytes, priority: Priority) -> None:
         if self._close is not None:
             return
-        if self._log is not None:
-            self._spill()
+        if self._room is not None:
+            self._unfollow()
         verdict = self.outbox.offer(frame, priority)
         if verdict is Verdict.OVERFLOW:
             self.close_soon(CloseCode.SLOW_CONSUMER, "slow consumer: outbox full")
@@ -258,17 +260,34 @@ class Connection:
             self._dirty = True
             self._flusher.mark(self)
 
-    def _spill(self) -> None:
-        """Queue the unread range of the room's log in the outbox, as any push: the
-        connection stops reading the log (something else is to be written after it,
-        or the range has a gap)."""
-        room, self._log = self._log, None
+    def _unfollow(self) -> None:
+        """Stop following the room: what its flushes did not write yet is queued in
+        the outbox, as any push, before whatever made this connection leave."""
+        room, self._room = self._room, None
         assert room is not None
-        for prepared, priority in room.entries[self._log_from : self._log_to]:
+        for prepared, priority in room.unfollow(self):
             verdict = self.outbox.offer(prepared.frame(self._codec, None), Priority(priority))
             if verdict is _OVERFLOW:
                 self.close_soon(CloseCode.SLOW_CONSUMER, "slow consumer: outbox full")
                 return
+            if not self._dirty and not self._writer_busy:
+                self._dirty = True
+                self._flusher.mark(self)
+
+    # -- Follower (protocol/roomlog.py) ----------------------------------------------
+
+    def left_room(self) -> None:
+        if self._room is not None:
+            self._unfollow()
+
+    def fell_behind(self, data: bytes, written: int) -> None:
+        if self._room is not None:
+            self._unfollow()  # the flush wrote it every frame: nothing is queued
+        if written < 0:
+            self.close_soon(CloseCode.NORMAL, "connection lost")
+        else:
+            self._pending = data[written:]
+            self._start_writer()
 
     def flush_nowait(self) -> int:
         """Write queued frames now, as far as the kernel takes them (Flusher); the
@@ -277,19 +296,13 @@ class Connection:
         if self._writer_busy:
             return 0
         outbox = self.outbox
-        room = self._log
-        if room is not None:  # the outbox is empty
-            self._log = None
-            data = room.unread(self._codec, self._log_from, self._log_to)
-            count = self._log_to - self._log_from
-        else:
-            frames = outbox.take(_FLUSH_BYTES)
-            if not frames:
-                return 0
-            if outbox.shed != self._shed_told:
-                self._shed_to_tell()
-            data = b"".join(frames)
-            count = len(frames)
+        frames = outbox.take(_FLUSH_BYTES)
+        if not frames:
+            return 0
+        if outbox.shed != self._shed_told:
+            self._shed_to_tell()
+        data = b"".join(frames)
+        count = len(frames)
         try:
             written = self._transport.write_nowait(data)
         except TransportBroken:
@@ -297,21 +310,25 @@ class Connection:
             return 0
         if written < len(data):
             self._pending = data[written:]
-            self._writer_busy = True
-            if self._tasks is not None:
-                # A writer task exists only while a socket refuses bytes: an idle
-                # connection costs no task. Its scope and event are made here, not
-                # in the task, so that ``close_soon`` and ``_finish`` see them at once.
-                deadline = trio.current_time() + self._config.write_timeout
-                self._writer_scope = trio.CancelScope(deadline=deadline)
-                if self._close is not None:
-                    self._writer_scope.cancel()
-                self._writer_done = trio.Event()
-                self._tasks.start_soon(self._writer, self._writer_scope, self._writer_done)
+            self._start_writer()
         elif outbox.queued_bytes:  # more than one write's worth (no frame is empty)
             self._dirty = True
             self._flusher.mark(self)
         return count
+
+    def _start_writer(self) -> None:
+        """The socket refused part of a write (``_pending`` holds the rest): a writer
+        task finishes it. A writer task exists only while a socket refuses bytes: an
+        idle connection costs no task. Its scope and event are made here, not in the
+        task, so that ``close_soon`` and ``_finish`` see them at once."""
+        self._writer_busy = True
+        if self._tasks is not None:
+            deadline = trio.current_time() + self._config.write_timeout
+            self._writer_scope = trio.CancelScope(deadline=deadline)
+            if self._close is not None:
+                self._writer_scope.cancel()
+            self._writer_done = trio.Event()
+            self._tasks.start_soon(self._writer, self._writer_scope, self._writer_done)
 
     async def _writer(self, scope: trio.CancelScope, done: trio.Event) -> None:
         """Drain the outbox while the socket is full, then end (until needed again).
@@ -342,8 +359,6 @@ class Connection:
         is cancelled, so the frame stream stays whole and a close frame can follow.
         """
         await trio.lowlevel.checkpoint()
-        if self._log is not None:
-            self._spill()
         while self._pending or self.outbox:
             if not self._pending:
                 self._pending = b"".join(self.outbox.take(_FLUSH_BYTES))
@@ -471,6 +486,8 @@ class Connection:
             # the SDK knows its first client only once that client's open resolved,
             # after the frames that came with the reply have been dispatched.
             self._omit_peer_id = False
+            if self._room is not None:
+                self._unfollow()
         try:
             reply = await handler(self._ctx, self, cmd)
         except ChatError as err:
@@ -539,6 +556,9 @@ class Connection:
         """End this connection with a close code (idempotent, never awaits)."""
         if self._close is None:
             self._close = (int(code), reason)
+            if self._room is not None:  # nothing more of the room: it is closing
+                self._room.unfollow(self)
+                self._room = None
             if code == CloseCode.SLOW_CONSUMER:
                 self._ctx.counters.closed_slow += 1
                 log.info("closing %s: %s", self.remote, reason)
@@ -592,8 +612,10 @@ class Connection:
 
     async def _finish(self) -> None:
         """Sessions still open here ended without a logout: their wills are sent."""
+        self._tasks = None  # no new writer task, and no room follows, from here on
+        if self._room is not None:  # before the socket may close (and its number be reused)
+            self._unfollow()
         await trio.lowlevel.checkpoint()
-        self._tasks = None  # no new writer task from here on
         if self._writer_done is not None:
             # A writer is under way: it stops at its next checkpoint, with
             # ``_pending`` exact, so the close frame can follow what it wrote.
@@ -611,7 +633,6 @@ class Connection:
             if code == CloseCode.SLOW_CONSUMER:
                 # It is not reading: finish the frame in flight, drop the backlog.
                 self.outbox.clear()
-                self._log = None
                 deadline = _SLOW_CLOSE_WAIT
             with trio.move_on_after(deadline):
                 with contextlib.suppress(TransportBroken):
@@ -622,5 +643,4 @@ class Connection:
             else:
                 await self._transport.aclose(code, reason)
         self.outbox.clear()
-        self._log = None
         self._pending = b""

@@ -53,6 +53,11 @@ class Flusher:
         self._slice = slice_size
         self._dirty: list[Flushable] = []
         self._wake = trio.Event()
+        self._more_sockets = 0  # sockets written beyond one per flushed item this cycle
+
+    def wrote(self, sockets: int) -> None:
+        """A flushed item wrote ``sockets`` sockets (a room's followers: net/roomwriter.py)."""
+        self._more_sockets += sockets - 1
 
     def mark(self, conn: Flushable) -> None:
         """Flush ``conn`` soon. The caller marks each connection once per flush."""
@@ -74,6 +79,7 @@ class Flusher:
                     await trio.sleep_until(not_before)
             dirty, self._dirty = self._dirty, []
             size = len(dirty)
+            self._more_sockets = 0
             step = self._slice if 0 < self._slice < size else max(size, 1)
             frames = 0
             spent = 0.0  # seconds spent writing, the other tasks' turns left out
@@ -84,6 +90,7 @@ class Flusher:
                 for conn in dirty[first : first + step] if step < size else dirty:
                     frames += conn.flush_nowait()
                 spent += trio.current_time() - start
+            size += self._more_sockets
             if size and size >= self._threshold:
                 stretch = min(2.0, max(1.0, frames / size))
                 pause = min(self._max_pause, max(self._delay, stretch * spent))

@@ -252,6 +252,11 @@ class Transport:
 
     # -- outbound ---------------------------------------------------------------------
 
+    @property
+    def fileno(self) -> int:
+        """The socket's number (-1 once closed)."""
+        return self._fd
+
     def write_nowait(self, data: bytes) -> int:
         """Write what the kernel takes right now; return the number of bytes written
         (0 when the socket buffer is full or a waiting write is in progress)."""

@@ -27,7 +27,7 @@ import binascii
 import enum
 import functools
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
@@ -251,7 +251,7 @@ class Prepared:
         self._json: bytes | None = None
         self._shared: dict[Codec, bytes] = {}  # whole frames without peerId, by codec
         self._heads: dict[int, bytes] = {}  # binary header + shared bytes, by tail length
-        self.room: RoomLog | None = None
+        self.room: RoomLog[Any] | None = None
         self.at = 0
 
     @property

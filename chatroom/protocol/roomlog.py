@@ -1,59 +1,129 @@
-"""A chatroom's frame log: each broadcast appended once, read by every viewer.
+"""A chatroom's frame log: each broadcast appended once, written to the viewers that
+keep up in one sweep over their sockets.
 
-A viewer that keeps up (nothing of its own queued, its socket taking what it is given)
-holds no copy of a chatroom push: only where it is in the room's log (``since``, an
-index). Its flush writes the log from there to the end in one write, and the viewers
-at the same index (all of them, in a room that keeps up) share one joined bytes
-object per codec: a broadcast costs the server one append, one flag per viewer and
-one write per viewer. The frames are the shared ones, without ``peerId``: a viewer
-that needs its ``peerId`` in every push (SDK 3.x) is not served from the log.
+A viewer whose connection keeps up (nothing of its own queued, its socket taking what
+it is given, pushes without ``peerId``) *follows* the room: the hub does not touch it
+per message at all. The room's next flush (net/roomwriter.py) joins the frames
+appended since the last one into one bytes object per codec and writes it to every
+follower's socket in a tight loop; after it every follower is at the log's end and the
+frames are dropped. A broadcast thus costs one append, and each flush one system
+call per follower.
 
-A log holds at most ``CAPACITY`` frames; then the hub starts a new one, and a viewer
-still behind in the old one has its unread part copied into its own outbox, where
-priority shedding applies as to any queued frame. So has a viewer that missed a frame
-in its range (it sent it: skipped), or got something else to send.
+The other viewers, *stragglers*, are pushed each frame into their own outbox as any
+connection (priority shedding applies there): a connection whose socket refused part
+of a write, one that has a reply or another push queued, a JSON or SDK 3.x client
+that needs its ``peerId``. A straggler follows again at the first push that finds it
+caught up; a follower that gets anything else to send first leaves with the frames it
+was not written yet, queued in order before the new one (``unfollow``).
+
+Followers joined at different frames of one flush (a straggler that caught up in the
+middle) are kept in groups by codec and first unwritten frame, so each group shares
+one joined write; after the flush the groups of a codec are one again.
+
+The log is generic in the session type (the hub's); it holds no sockets, only the
+numbers the writer writes to.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Hashable
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from chatroom.protocol.codec import Codec, Prepared
 
-# Frames in one log. A flush that finds a viewer's range running into the next log
-# copies it into the viewer's own outbox, which costs per viewer what the log saves;
-# at 32 a busy room (1000 msg/s, flushes 20-40 ms apart) kept crossing logs and the
-# server fell behind at 800 msg/s, N=1000 (bench/README.md, 2026-12-03 14:43).
-CAPACITY = 256
+S = TypeVar("S", bound=Hashable)
+
+Frames = list[tuple["Prepared", int]]  # (push, priority)
 
 
-class RoomLog:
-    """The frames broadcast to one chatroom since this log was started."""
+class Follower(Protocol):
+    """A connection the room writes (a ``Connection``)."""
 
-    __slots__ = ("_joined", "end", "entries")
+    def left_room(self) -> None:
+        """The room stops writing to it: it queues what it was not written yet."""
+
+    def fell_behind(self, data: bytes, written: int) -> None:
+        """The room's flush wrote ``written`` bytes of ``data`` to it (-1: its socket
+        failed); it is no longer a follower once this returns."""
+
+
+class RoomLog(Generic[S]):
+    """The frames of one chatroom not yet written to its followers, and its viewers."""
+
+    __slots__ = ("followers", "following", "frames", "groups", "marked", "stragglers", "wake")
 
     def __init__(self) -> None:
-        self.entries: list[tuple[Prepared, int]] = []  # (push, priority)
-        self.end = 0  # the index the next frame gets
-        self._joined: dict[tuple[Codec, int, int], bytes] = {}  # (codec, since, upto)
+        self.frames: Frames = []
+        # (codec, index of the first frame not written yet) -> {follower: socket}
+        self.groups: dict[tuple[Codec, int], dict[Follower, int]] = {}
+        self.followers: dict[Follower, S] = {}  # -> the session it is written for
+        self.following: dict[S, Follower] = {}  # the other way round
+        self.stragglers: dict[S, None] = {}  # viewers pushed one by one (a set, ordered)
+        # Asks for a flush (net/roomwriter.py sets it at the first follower); ``marked``
+        # once asked, until the flush.
+        self.wake: Callable[[], None] | None = None
+        self.marked = False
 
-    @property
-    def full(self) -> bool:
-        return self.end >= CAPACITY
+    def __len__(self) -> int:
+        return len(self.followers) + len(self.stragglers)
 
     def append(self, prepared: Prepared, priority: int) -> int:
-        """Add a frame; its index."""
-        self.entries.append((prepared, priority))
-        self.end += 1
-        return self.end - 1
+        """Add a frame; its index. Asks for a flush if anyone follows."""
+        frames = self.frames
+        if not self.groups:  # nobody to write them to: what is here is read
+            frames.clear()
+        frames.append((prepared, priority))
+        if self.groups and not self.marked:
+            self._ask()
+        return len(frames) - 1
 
-    def unread(self, codec: Codec, since: int, upto: int) -> bytes:
-        """The frames from index ``since`` to ``upto``, joined: one bytes object for
-        every viewer of this codec with that range."""
-        key = (codec, since, upto)
-        data = self._joined.get(key)
-        if data is None:
-            frames = [prepared.frame(codec, None) for prepared, _ in self.entries[since:upto]]
-            data = self._joined[key] = b"".join(frames)
-        return data
+    def follow(self, follower: Follower, session: S, codec: Codec, fd: int, at: int) -> None:
+        """``follower`` (the connection of straggler ``session``) is written frame
+        ``at`` and every later one by the room's flushes, instead of its own queue."""
+        self.stragglers.pop(session, None)
+        self.followers[follower] = session
+        self.following[session] = follower
+        group = self.groups.get((codec, at))
+        if group is None:
+            group = self.groups[(codec, at)] = {}
+        group[follower] = fd
+        if not self.marked:
+            self._ask()
+
+    def unfollow(self, follower: Follower) -> Frames:
+        """Stop writing ``follower``; its session is a straggler again. The frames
+        it was not written yet, in order, for its own queue."""
+        session = self.followers.pop(follower)
+        del self.following[session]
+        self.stragglers[session] = None
+        for key, group in self.groups.items():
+            if group.pop(follower, None) is not None:
+                if not group:
+                    del self.groups[key]
+                return self.frames[key[1] :]
+        return []
+
+    def leave(self, session: S) -> None:
+        """``session`` no longer watches the room; if it followed, its connection is
+        told first, and queues what it was not written yet."""
+        self.exclude(session)
+        self.stragglers.pop(session, None)
+
+    def exclude(self, session: S) -> None:
+        """The next frame must not reach ``session``: a follower becomes a straggler."""
+        follower = self.following.get(session)
+        if follower is not None:
+            follower.left_room()
+
+    def written(self, groups: dict[tuple[Codec, int], dict[Follower, int]]) -> None:
+        """Every follower in ``groups`` was written to the end: the frames go, and
+        each codec's followers are one group again."""
+        self.frames = []
+        self.groups = groups
+        self.marked = False
+
+    def _ask(self) -> None:
+        if self.wake is not None:
+            self.marked = True
+            self.wake()

@@ -1,16 +1,19 @@
 """A chatroom's frame log (protocol/roomlog.py) as viewers see it: viewers that keep up
-and leave ``peerId`` out (configBitmap bit 7) are written from the room's log, the
-others from their own outbox; all of them get every message once, in order, never
-their own, and nothing of a room they left."""
+and leave ``peerId`` out (configBitmap bit 7) follow the room's log and are written by
+its flushes, the others from their own outbox; all of them get every message once, in
+order, never their own, and nothing of a room they left."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from types import SimpleNamespace
+from typing import cast
 
 import pytest
+import trio
 from helpers import JSON_SUB, PROTOBUF_SUB, Client, fail_after, running_server
 
 from chatroom.config import Config
@@ -24,7 +27,6 @@ from chatroom.net.connection import Connection
 from chatroom.net.flusher import Flusher
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Prepared, parse_subprotocol
-from chatroom.protocol.roomlog import CAPACITY
 
 OMITS = 128  # configBitmap bit 7: pushes may leave peerId out
 BUSY = {  # every flush busy, two connections a slice: ranges of several frames
@@ -126,34 +128,74 @@ HUBS = pytest.mark.parametrize(
 )
 
 
+OPEN: list[Wire] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_pipes() -> Iterator[None]:
+    yield
+    while OPEN:
+        OPEN.pop().close()
+
+
 class Wire:
-    """A transport whose socket takes everything: the frames written, decoded."""
+    """A transport on a pipe, which the room's flushes write to as to a socket: the
+    frames written, decoded."""
 
     backlog = 0
 
     def __init__(self) -> None:
         self.sink: object = None
         self.on_frames: object = None
+        self._out, self.fileno = os.pipe()
+        OPEN.append(self)
+        os.set_blocking(self._out, False)
+        os.set_blocking(self.fileno, False)  # as trio leaves a socket
         self.data = b""
-        self.writes: list[bytes] = []
 
     def write_nowait(self, data: bytes) -> int:
-        self.data += data
-        self.writes.append(data)
-        return len(data)
+        try:
+            return os.write(self.fileno, data)
+        except BlockingIOError:
+            return 0
+
+    async def wait_writable(self) -> None:
+        await trio.lowlevel.wait_writable(self.fileno)
+
+    def close(self) -> None:
+        os.close(self._out)
+        os.close(self.fileno)
+
+    async def read_until(self, count: int) -> None:
+        """Read until ``count`` messages are in."""
+        while len(self.texts()) < count:
+            await trio.lowlevel.wait_readable(self._out)
 
     def texts(self) -> list[str]:
+        """Every whole message written so far (the pipe holds 64 KiB)."""
+        while True:
+            try:
+                chunk = os.read(self._out, 65536)
+            except BlockingIOError:
+                break
+            self.data += chunk
         out, data = [], self.data
-        while data:
+        while len(data) >= 4:
             size, start = data[1] & 0x7F, 2
             if size == 126:
                 size, start = int.from_bytes(data[2:4], "big"), 4
+            if len(data) < start + size:
+                break  # the rest of it is still to come
             out.append(pb.GenericCommand.FromString(data[start : start + size]).directMessage.msg)
             data = data[start + size :]
         return out
 
 
-def viewers(hub: Hub, flusher: Flusher, *names: str) -> list[tuple[Session, Wire]]:
+def viewers(
+    hub: Hub, flusher: Flusher, *names: str, tasks: trio.Nursery | None = None
+) -> list[tuple[Session, Wire]]:
+    """Connections on pipes, each a session of one viewer in chatroom "room";
+    ``tasks`` runs their writers (without it, none may be needed)."""
     config = Config(db=":memory:")
     ctx = SimpleNamespace(
         config=config,
@@ -167,6 +209,7 @@ def viewers(hub: Hub, flusher: Flusher, *names: str) -> list[tuple[Session, Wire
         wire = Wire()
         conn = Connection(wire, subprotocol, ctx, flusher)  # type: ignore[arg-type]
         conn._omit_peer_id = True  # as after a login with configBitmap bit 7
+        conn._tasks = tasks or cast(trio.Nursery, object())  # as while serving
         session = Session(name, conn, token=name)
         conn.attach(session)
         hub.attach(session)
@@ -227,12 +270,12 @@ def test_a_reply_between_two_pushes_is_written_between_them(make_hub: Callable[[
 
 
 @HUBS
-def test_viewers_behind_in_a_full_log_keep_every_frame_in_order(
+def test_viewers_flushed_every_few_messages_keep_every_frame_in_order(
     make_hub: Callable[[], Hub],
 ) -> None:
     hub, flusher = make_hub(), Flusher()
     (_, a_wire), (_, b_wire) = viewers(hub, flusher, "a", "b")
-    sent = [f"m{i}" for i in range(CAPACITY * 2 + 3)]
+    sent = [f"m{i}" for i in range(600)]
     for number, text in enumerate(sent):
         hub.to_room(message(text), "room", Priority.NORMAL)
         if number % 5 == 0:
@@ -257,5 +300,43 @@ def test_a_cluster_node_writes_another_nodes_chatroom_pushes_from_the_log() -> N
     flush(flusher)
     assert a_wire.texts() == b_wire.texts() == sent
     assert c_wire.texts() == [t for t in sent if t != "m2"]
-    assert a_wire.writes == b_wire.writes
-    assert a_wire.writes[0] is b_wire.writes[0]  # one joined object for every viewer
+
+
+@HUBS
+def test_a_closed_follower_is_not_written_any_more(make_hub: Callable[[], Hub]) -> None:
+    # Its socket's number may belong to another client once it is closed.
+    hub, flusher = make_hub(), Flusher()
+    (a, a_wire), (_, b_wire) = viewers(hub, flusher, "a", "b")
+    hub.to_room(message("m1"), "room", Priority.NORMAL)
+    flush(flusher)
+    a.outlet.kick(4001, "test")
+    hub.to_room(message("m2"), "room", Priority.NORMAL)
+    flush(flusher)
+    assert a_wire.texts() == ["m1"]
+    assert b_wire.texts() == ["m1", "m2"]
+
+
+@HUBS
+@fail_after(10)
+async def test_a_follower_whose_socket_fills_gets_the_rest_and_every_later_frame_in_order(
+    make_hub: Callable[[], Hub],
+) -> None:
+    # 20 KB messages fill a pipe (64 KiB) at the fourth: the room's flush writes part
+    # of one, the connection's writer finishes it once the reader reads, then queued
+    # frames, then the room's flushes again.
+    hub, flusher = make_hub(), Flusher()
+    async with trio.open_nursery() as nursery:
+        (_, a_wire), (_, b_wire) = viewers(hub, flusher, "a", "b", tasks=nursery)
+        sent = [f"{i}:" + "x" * 20_000 for i in range(8)]
+        for text in sent:
+            hub.to_room(message(text), "room", Priority.HIGH)
+            flush(flusher)
+        for wire in (a_wire, b_wire):
+            await wire.read_until(len(sent))
+        later = [f"later{i}" for i in range(3)]
+        for text in later:
+            hub.to_room(message(text), "room", Priority.NORMAL)
+            flush(flusher)
+        for wire in (a_wire, b_wire):
+            await wire.read_until(len(sent) + len(later))
+        assert a_wire.texts() == b_wire.texts() == sent + later
