@@ -32,7 +32,7 @@ class Flusher:
     message), is written at once. With ``busy_threshold`` 0 every cycle waits
     ``write_delay`` after its first mark.
 
-    A cycle writes ``slice_size`` connections at a time (0: all at once) and lets the
+    A cycle writes ``slice_size`` sockets at a time (0: all at once) and lets the
     other tasks run between slices: a message read meanwhile is queued in time for the
     connections the cycle has not reached yet, instead of waiting behind a sweep of
     every socket of a big room. A connection already written is marked again and
@@ -50,8 +50,9 @@ class Flusher:
         self._delay = write_delay
         self._threshold = busy_threshold
         self._max_pause = max(max_pause, write_delay)
-        self._slice = slice_size
+        self.slice_size = slice_size
         self._dirty: list[Flushable] = []
+        self._cycle: list[Flushable] | None = None  # what the cycle under way writes
         self._wake = trio.Event()
         self._more_sockets = 0  # sockets written beyond one per flushed item this cycle
 
@@ -66,6 +67,14 @@ class Flusher:
             self._wake.set()
         self._dirty.append(conn)
 
+    def again(self, conn: Flushable) -> None:
+        """Flush ``conn`` once more in this cycle, after the others' turn: a room whose
+        followers are more than a slice (net/roomwriter.py). Outside a cycle: ``mark``."""
+        if self._cycle is None:
+            self.mark(conn)
+        else:
+            self._cycle.append(conn)
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         not_before = -math.inf  # end of the last busy cycle plus the pause
@@ -77,21 +86,33 @@ class Flusher:
                     await trio.sleep(self._delay)
                 elif not_before > trio.current_time():
                     await trio.sleep_until(not_before)
-            dirty, self._dirty = self._dirty, []
-            size = len(dirty)
-            self._more_sockets = 0
-            step = self._slice if 0 < self._slice < size else max(size, 1)
-            frames = 0
-            spent = 0.0  # seconds spent writing, the other tasks' turns left out
-            for first in range(0, size, step):
-                if first:
-                    await trio.lowlevel.checkpoint()
-                start = trio.current_time()
-                for conn in dirty[first : first + step] if step < size else dirty:
-                    frames += conn.flush_nowait()
-                spent += trio.current_time() - start
-            size += self._more_sockets
-            if size and size >= self._threshold:
-                stretch = min(2.0, max(1.0, frames / size))
+            frames, sockets, spent = await self._cycle_once()
+            if sockets and sockets >= self._threshold:
+                stretch = min(2.0, max(1.0, frames / sockets))
                 pause = min(self._max_pause, max(self._delay, stretch * spent))
                 not_before = trio.current_time() + pause
+
+    async def _cycle_once(self) -> tuple[int, int, float]:
+        """Write what is dirty, a slice at a time; frames and sockets written, and the
+        seconds spent writing (the other tasks' turns left out)."""
+        self._cycle = dirty = self._dirty
+        self._dirty = []
+        self._more_sockets = 0
+        step = self.slice_size or math.inf
+        frames = done = 0
+        spent = 0.0
+        next_turn = step  # the others run once this many sockets are written
+        start = trio.current_time()
+        try:
+            while done < len(dirty):
+                frames += dirty[done].flush_nowait()
+                done += 1
+                if done + self._more_sockets >= next_turn and done < len(dirty):
+                    spent += trio.current_time() - start
+                    await trio.lowlevel.checkpoint()
+                    start = trio.current_time()
+                    next_turn = done + self._more_sockets + step
+        finally:
+            self._cycle = None
+        spent += trio.current_time() - start
+        return frames, done + self._more_sockets, spent

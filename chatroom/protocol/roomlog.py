@@ -16,9 +16,11 @@ that needs its ``peerId``. A straggler follows again at the first push that find
 caught up; a follower that gets anything else to send first leaves with the frames it
 was not written yet, queued in order before the new one (``unfollow``).
 
-Followers joined at different frames of one flush (a straggler that caught up in the
-middle) are kept in groups by codec and first unwritten frame, so each group shares
-one joined write; after the flush the groups of a codec are one again.
+Followers are kept in groups by codec and first unwritten frame, so each group shares
+one joined write: a straggler that caught up in the middle of a flush interval joins
+at its frame, and a room with more followers than a flush slice is written a slice at
+a time, with new frames appended in between for the followers not reached yet. Once
+written to the end, the followers of a codec are one group again.
 
 The log is generic in the session type (the hub's); it holds no sockets, only the
 numbers the writer writes to.
@@ -116,12 +118,16 @@ class RoomLog(Generic[S]):
         if follower is not None:
             follower.left_room()
 
-    def written(self, groups: dict[tuple[Codec, int], dict[Follower, int]]) -> None:
-        """Every follower in ``groups`` was written to the end: the frames go, and
-        each codec's followers are one group again."""
-        self.frames = []
-        self.groups = groups
-        self.marked = False
+    def trim(self) -> None:
+        """Drop the frames every follower was written (between two flushes: the
+        indices move)."""
+        if not self.groups:
+            self.frames = []
+            return
+        low = min(start for _, start in self.groups)
+        if low:
+            del self.frames[:low]
+            self.groups = {(codec, at - low): group for (codec, at), group in self.groups.items()}
 
     def _ask(self) -> None:
         if self.wake is not None:

@@ -340,3 +340,28 @@ async def test_a_follower_whose_socket_fills_gets_the_rest_and_every_later_frame
         for wire in (a_wire, b_wire):
             await wire.read_until(len(sent) + len(later))
         assert a_wire.texts() == b_wire.texts() == sent + later
+
+
+@HUBS
+def test_a_room_bigger_than_a_slice_is_written_a_slice_per_turn_with_what_came_meanwhile(
+    make_hub: Callable[[], Hub],
+) -> None:
+    # Five followers, two sockets a turn: between two turns the other tasks run, and a
+    # message read then reaches the followers not written yet in the same cycle; the
+    # ones already written get it in the next cycle.
+    hub, flusher = make_hub(), Flusher(slice_size=2)
+    wires = [wire for _, wire in viewers(hub, flusher, "a", "b", "c", "d", "e")]
+    hub.to_room(message("m1"), "room", Priority.NORMAL)
+    (writer,) = flusher._dirty
+    flusher._dirty, flusher._cycle = [], [writer]
+    writer.flush_nowait()  # the cycle's first turn: two sockets, then another turn
+    assert flusher._cycle == [writer, writer]
+    hub.to_room(message("m2"), "room", Priority.NORMAL)  # read between two turns
+    for _ in range(2):
+        flusher._cycle.pop().flush_nowait()
+    assert flusher._cycle == [writer]  # no fourth turn: everyone was written
+    assert sorted(len(wire.texts()) for wire in wires) == [1, 1, 2, 2, 2]
+    assert flusher._dirty == [writer]  # m2, for the two written first
+    flusher._cycle = None
+    flush(flusher)
+    assert all(wire.texts() == ["m1", "m2"] for wire in wires)
