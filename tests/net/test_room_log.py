@@ -120,6 +120,37 @@ async def test_a_viewer_that_left_gets_nothing_more_of_the_room() -> None:
         assert await directs(leaves, len(before) + 1) == [*before, "marker"]
 
 
+@fail_after(60)
+async def test_a_follower_that_stops_reading_is_closed_4120_and_the_others_miss_nothing() -> None:
+    # Both viewers follow the room; "stalled" stops reading. The room's flushes write
+    # it until its socket refuses bytes; then it is a straggler with its own queue,
+    # which overflows: closed as a slow consumer. The reader gets every message.
+    async with running_server(BUSY) as running, contextlib.AsyncExitStack() as stack:
+        clients = []
+        for name in ("host", "reader", "stalled"):
+            client = await stack.enter_async_context(running.client(PROTOBUF_SUB))
+            await client.login(name, configBitmap=OMITS)
+            clients.append(client)
+        host, reader, stalled = clients
+        reply = await host.request({"cmd": "conv", "op": "start", "m": [], "transient": True})
+        cid = reply["cid"]
+        await join(reader, cid, "reader")
+        await join(stalled, cid, "stalled")
+        counters = running.server.context.counters
+        sent: list[str] = []
+        while counters.closed_slow == 0:
+            batch = [f"{len(sent) + i:05d}" + "x" * 30_000 for i in range(10)]
+            await host.say_many(cid, batch)
+            sent += batch
+            assert await directs(reader, len(sent)) == sent  # it keeps up, whatever else
+        reason = await stalled.closed()  # reading now: what was written, then the close
+        got = [p["msg"] for p in stalled.pushes if p.get("cmd") == "direct"]
+        assert got == sent[: len(got)]  # a prefix, in order, no gap
+        assert reason.code == 4120
+        await host.say(cid, "after")
+        assert (await directs(reader, len(sent) + 1))[-1] == "after"
+
+
 # The log's edges, on real connections and a real hub, without sockets: the hub of one
 # process, and a cluster node's (alone here: it delivers to its viewers at once).
 
