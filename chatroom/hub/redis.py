@@ -28,13 +28,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Collection, Iterable
 
-from chatroom.core.model import Conversation, ConvType
+from chatroom.core.model import Conversation, ConvType, Message
 from chatroom.core.outbox import Priority
 from chatroom.core.presence import Presence, Session
 from chatroom.hub import redis_wire as wire
 from chatroom.hub.base import CONFLICT_DETAIL, EVERYTHING, HubStatistics
 from chatroom.hub.delivery import RoomLogs, deliver, end, rivals
-from chatroom.hub.redis_queue import Outgoing
+from chatroom.hub.redis_queue import FORGET, KEEP, UNKEEP, Outgoing
 from chatroom.hub.redis_view import ClusterView, RemoteOutlet
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Prepared
@@ -370,6 +370,24 @@ class RedisHub:
     def _send(self, node: str, header: wire.Header) -> None:
         if self.connected:
             self.outgoing.offer(self.channel("node", node), wire.encode(header), _RELIABLE)
+            self.wake()
+
+    # -- a chatroom's recent messages (its Redis list) --------------------------------
+    # Queued with the pushes: a message is in the list in the transaction that
+    # publishes it, so a node that heard it finds it there.
+
+    def keep(self, message: Message, priority: Priority) -> None:
+        self._keeping(message.cid, wire.kept(message), priority, KEEP)
+
+    def unkeep(self, message: Message) -> None:
+        self._keeping(message.cid, wire.kept(message), _RELIABLE, UNKEEP)
+
+    def forget_kept(self, cid: str) -> None:
+        self._keeping(cid, b"", _RELIABLE, FORGET)
+
+    def _keeping(self, cid: str, record: bytes, priority: Priority, op: str) -> None:
+        if self.connected:
+            self.outgoing.offer(self.channel("kept", cid), record, priority, op)
             self.wake()
 
     # -- wills ------------------------------------------------------------------------
