@@ -11,7 +11,8 @@ from store_examples import make_conv
 
 from chatroom.core.model import Conversation
 from chatroom.hub.base import CONVERSATION
-from chatroom.service.caches import ConversationCache, members_edit
+from chatroom.service.caches import ConversationCache
+from chatroom.service.member_edits import MembersAdded, members_edit
 from chatroom.store.base import StoreError
 from chatroom.store.memory import MemoryStore
 
@@ -69,3 +70,29 @@ async def test_a_change_that_keeps_losing_fails_and_is_forgotten() -> None:
     assert len(stored.members) == 1 + ConversationCache.SAVE_ATTEMPTS
     assert cache.peek("c1") is None  # read from the store next time
     assert hub.changes == []
+
+
+async def test_members_added_meanwhile_count_against_the_limit_on_the_retry() -> None:
+    store, hub = MemoryStore(), FakeHub()
+    cache = ConversationCache(store, hub)
+    with trio.fail_after(TIMEOUT):
+        await store.open()
+        await store.create_conversation(make_conv("c1", ("alice", "bob")))
+        conv = await cache.get("c1")
+        assert conv is not None
+        await _other_node_adds(store, "carol")  # the last place of three
+        adding = MembersAdded(5000, ["dave", "erin"], limit=3)
+        assert not await cache.change(conv, adding)  # both fitted the stale copy
+        stored = await store.get_conversation("c1")
+        assert stored is not None
+        assert (adding.added, adding.full) == ([], ["dave", "erin"])
+        assert stored.members == conv.members == ["alice", "bob", "carol"]
+        assert stored.version == conv.version == 1
+        assert hub.changes == []  # nothing stored, nothing to tell
+        await store.create_conversation(make_conv("c2", ("alice",)))
+        two = await cache.get("c2")
+        assert two is not None
+        partly = MembersAdded(5000, ["bob", "dave", "erin"], limit=3)
+        assert await cache.change(two, partly)
+        assert (partly.added, partly.full) == (["bob", "dave"], ["erin"])
+        assert two.members == ["alice", "bob", "dave"]
