@@ -11,6 +11,7 @@ import copy
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from functools import partial
 from itertools import islice
 
 import trio
@@ -69,12 +70,7 @@ class ConversationCache:
             # Always a checkpoint, so that every handler is one (flake8-async ASYNC910).
             await trio.lowlevel.checkpoint()
             return conv
-        drops = self._items.drops
-        loaded = await self._store.get_conversation(cid)
-        if loaded is None or drops != self._items.drops:
-            return loaded
-        # Another task may have loaded it meanwhile: keep the first copy.
-        return self._items.keep(cid, loaded)
+        return await self._items.load(cid, partial(self._store.get_conversation, cid))
 
     def put(self, conv: Conversation) -> None:
         self._items.put(conv.cid, conv)
