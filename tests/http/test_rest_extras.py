@@ -4,13 +4,13 @@ WebSockets seeing what they do."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from functools import partial
 from pathlib import Path
 
 import pytest
 from cluster_nodes import count, two_nodes, until
-from helpers import fail_after, ops, running_server, users
+from helpers import Client, Running, fail_after, ops, running_server, users
 from redis_server import RedisServer, redis_server
 from rest_support import MASTER, ok, rest
 
@@ -226,6 +226,16 @@ def redis() -> Iterator[RedisServer]:
     yield from redis_server()
 
 
+async def _room_watched(node: Running, viewers: Iterable[tuple[str, Client]]) -> str:
+    """A chatroom created through ``node``'s REST API, joined by ``viewers`` (each a
+    client id and its client, on either node): its id."""
+    room = (await ok(node, "POST", "/chatrooms", {"name": "live"}))["objectId"]
+    for peer, viewer in viewers:
+        joined = await viewer.request({"cmd": "conv", "op": "add", "cid": room, "m": [peer]})
+        assert joined.get("op") == "added", joined
+    return str(room)
+
+
 @fail_after(30)
 async def test_a_chatroom_send_on_one_node_skips_the_senders_sessions_on_every_node(
     redis: RedisServer,
@@ -237,10 +247,8 @@ async def test_a_chatroom_send_on_one_node_skips_the_senders_sessions_on_every_n
         a.user("w") as w_here,
         b.user("z") as z_there,
     ):
-        room = (await ok(a, "POST", "/chatrooms", {"name": "live"}))["objectId"]
-        for peer, viewer in (("v", v_here), ("v", v_there), ("w", w_here), ("z", z_there)):
-            joined = await viewer.request({"cmd": "conv", "op": "add", "cid": room, "m": [peer]})
-            assert joined.get("op") == "added", joined
+        viewers = (("v", v_here), ("v", v_there), ("w", w_here), ("z", z_there))
+        room = await _room_watched(a, viewers)
         for asker in (w_here, z_there):  # each node counts the other's viewers
             await until(partial(count, asker, room), 3)
         await ok(a, "POST", f"/chatrooms/{room}/messages", {"from_client": "v", "message": "hi"})
@@ -259,10 +267,7 @@ async def test_a_chatroom_message_deleted_on_one_node_leaves_the_history_of_both
         a.user("w") as w_here,
         b.user("z") as z_there,
     ):
-        room = (await ok(a, "POST", "/chatrooms", {"name": "live"}))["objectId"]
-        for peer, viewer in (("w", w_here), ("z", z_there)):
-            joined = await viewer.request({"cmd": "conv", "op": "add", "cid": room, "m": [peer]})
-            assert joined.get("op") == "added", joined
+        room = await _room_watched(a, (("w", w_here), ("z", z_there)))
         await until(partial(count, w_here, room), 2)
         said = [
             await ok(a, "POST", f"/chatrooms/{room}/messages", {"from_client": "host",

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from cluster_nodes import join, link, room_watched, two_nodes
+from cluster_nodes import host_and_viewers, join, link, room_watched, two_nodes
 from helpers import Client, fail_after
 from redis_server import RedisServer, redis_server
 
@@ -33,17 +33,12 @@ async def texts(client: Client, cid: str) -> list[str]:
 
 @fail_after(30)
 async def test_a_chatrooms_history_is_the_same_on_both_nodes(redis: RedisServer) -> None:
-    async with (
-        two_nodes(redis.url) as (a, b),
-        a.user("host") as host,
-        b.user("late") as late,
-        b.user("early") as early,
-    ):
+    async with host_and_viewers(redis.url) as ((a, _), host, late, early):
         cid = await room_watched(host, [])
         await host.say(cid, "one")
         await host.say(cid, "two")
         # Node B has no viewer of the room yet: it heard none of this.
-        await join(late, cid, "late")
+        await join(late, cid, "v1")
         await host.say(cid, "three")
         await heard(late, "three")  # node A's transaction with "three" ran
         assert await texts(late, cid) == ["one", "two", "three"]
@@ -52,7 +47,7 @@ async def test_a_chatrooms_history_is_the_same_on_both_nodes(redis: RedisServer)
         for asker in (host, late):
             assert await texts(asker, cid) == ["one", "two", "three", "four"]
         # Node B's own viewer joining later reads the same (its node now hears the room).
-        await join(early, cid, "early")
+        await join(early, cid, "v2")
         assert await texts(early, cid) == ["one", "two", "three", "four"]
         assert not link(a).hub.bad_records
 
