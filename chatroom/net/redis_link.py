@@ -31,8 +31,9 @@ from chatroom.core.outbox import Priority
 from chatroom.hub import redis_wire as wire
 from chatroom.hub.base import EVERYTHING
 from chatroom.hub.redis import RedisHub
-from chatroom.hub.redis_queue import KEEP, PUBLISH, UNKEEP
+from chatroom.hub.redis_queue import PUBLISH
 from chatroom.net import resp
+from chatroom.net.redis_kept import Command, KeptReader, kept_commands
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +44,6 @@ DEADLINE = 5.0  # seconds any one call to Redis may take
 SETTLE_DEADLINE = 1.0  # seconds a presence question waits for Redis at most
 SETTLE_WAITERS = 10_000  # questions waiting for one; more are answered at once
 BACKOFF = (0.1, 5.0)  # first and longest pause between reconnection attempts
-Command = tuple[resp.Arg, ...]
-KEPT_TTL = 24 * 3600  # seconds a chatroom's kept messages outlive its last message
 
 
 def _pulse(event: trio.Event) -> trio.Event:
@@ -66,15 +65,6 @@ def cluster_hub(url: str, queue: int, linger: float = 0.0, kept: int = 1000) -> 
 
 
 @dataclass(slots=True)
-class _Read:
-    """A chatroom's kept messages asked for: read by the next drain."""
-
-    key: str
-    done: trio.Event
-    messages: list[Message] | None = None
-
-
-@dataclass(slots=True)
 class LinkStatistics:
     publishes: int = 0  # PUBLISH commands sent
     records: int = 0  # records they carried
@@ -89,7 +79,7 @@ class RedisLink:
         self.hub = hub
         self.url = url
         self._kept = kept  # messages a chatroom's Redis list keeps
-        self._reads: list[_Read] = []  # chatrooms' kept messages for the next drain
+        self._reads = KeptReader()  # chatrooms' kept messages, for ``logs``
         # After a drain that carried several records (a busy node), the next starts no
         # earlier than ``linger`` seconds after it: what is queued meanwhile shares one
         # PUBLISH per channel, and every node reads and fans out that many messages in
@@ -118,7 +108,7 @@ class RedisLink:
             "shed": hub.outgoing.shed,
             "lost": hub.outgoing.lost,
             "resyncs": hub.view.resyncs,
-            "bad_records": hub.bad_records,
+            "bad_records": hub.bad_records + self._reads.bad,
             **{k: getattr(self.stats, k) for k in LinkStatistics.__slots__},
         }
 
@@ -177,12 +167,12 @@ class RedisLink:
 
     def _settled(self) -> None:
         """Every waiter goes on (the connection is gone)."""
-        for batch in [self._unsent, *self._pinged, [r.done for r in self._reads]]:
+        for batch in [self._unsent, *self._pinged]:
             for waiter in batch:
                 waiter.set()
         self._unsent = []
         self._pinged.clear()
-        self._reads = []
+        self._reads.abandon()
 
     # ``chatroom.service.ports.Cluster``: a chatroom's recent messages, in Redis.
 
@@ -198,15 +188,14 @@ class RedisLink:
     async def kept(self, cid: str) -> list[Message] | None:
         """Chatroom ``cid``'s kept messages, oldest first, read after everything this
         node queued before; None when Redis does not answer (within a deadline)."""
-        if not self.hub.connected or len(self._reads) >= SETTLE_WAITERS:
+        read = self._reads.ask(self.hub.channel("kept", cid)) if self.hub.connected else None
+        if read is None:
             await trio.lowlevel.checkpoint()
             return None
-        read = _Read(self.hub.channel("kept", cid), trio.Event())
-        self._reads.append(read)
         self._poke()
         with trio.move_on_after(SETTLE_DEADLINE):
             await read.done.wait()
-        return read.messages
+        return await self._reads.messages(read)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -329,14 +318,16 @@ class RedisLink:
                 written = seq
             if len(commands) > 1:  # every part of a drain in one order for every node
                 commands = [("MULTI",), *commands, ("EXEC",)]
-            reads, self._reads = self._reads, []
+            reads = self._reads.take()
             commands += [("LRANGE", read.key, 0, -1) for read in reads]
             if commands:
-                with trio.fail_after(DEADLINE):
-                    replies = await client.pipeline(commands)
-                for read, reply in zip(reads, replies[len(replies) - len(reads) :], strict=True):
-                    read.messages = self._unkept(reply)
-                    read.done.set()
+                try:
+                    with trio.fail_after(DEADLINE):
+                        replies = await client.pipeline(commands)
+                except BaseException:
+                    KeptReader.answer(reads, None)  # the askers go on without
+                    raise
+                KeptReader.answer(reads, replies[len(replies) - len(reads) :])
             self.stats.drains += 1
             self._draining = False
             self._drained = _pulse(self._drained)
@@ -357,28 +348,9 @@ class RedisLink:
                 commands.append(("PUBLISH", key, b"".join(records)))
                 stats.publishes += 1
                 stats.records += len(records)
-            elif op == KEEP:
-                commands.append(("RPUSH", key, *records))
-                commands.append(("LTRIM", key, -self._kept, -1))
-                commands.append(("EXPIRE", key, KEPT_TTL))
-            elif op == UNKEEP:
-                commands += [("LREM", key, 0, record) for record in records]
             else:
-                commands.append(("DEL", key))
+                commands += kept_commands(op, key, records, self._kept)
         return commands
-
-    def _unkept(self, reply: resp.Reply) -> list[Message] | None:
-        """The messages of an LRANGE reply; the malformed ones left out (and counted)."""
-        if not isinstance(reply, list):
-            return None
-        messages = []
-        for raw in reply:
-            try:
-                messages.append(wire.unkept(raw if isinstance(raw, bytes) else b""))
-            except wire.WireError as exc:
-                self.hub.bad_records += 1
-                log.warning("cluster: a kept chatroom message is unreadable (%s)", exc)
-        return messages
 
     def _beat(self, seq: int, written: int) -> list[tuple[resp.Arg, ...]]:
         """The heartbeat, and the snapshot when it changed since ``written``."""
