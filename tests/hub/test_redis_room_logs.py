@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from cluster_nodes import host_and_viewers, join, link, room_watched, two_nodes
+from cluster_nodes import eventually, host_and_viewers, join, link, room_watched, two_nodes
 from helpers import Client, fail_after
 from redis_server import RedisServer, redis_server
 
@@ -92,3 +92,15 @@ def test_a_kept_message_reads_back_as_it_was_and_the_same_bytes() -> None:
     for bad in (b"[]", b"{}", b'["c", "m", "p", "ts", null, null, false, [], null, null]', b"\xff"):
         with pytest.raises(wire.WireError):
             wire.unkept(bad)
+
+
+@fail_after(30)
+async def test_without_redis_a_node_answers_with_the_messages_sent_through_it() -> None:
+    for server in redis_server():
+        async with two_nodes(server.url) as (a, _), a.user("host") as host:
+            cid = await room_watched(host, [])
+            await host.say(cid, "before")
+            server.stop()
+            await eventually(lambda: not link(a).hub.connected)
+            await host.say(cid, "alone")
+            assert await texts(host, cid) == ["before", "alone"]
