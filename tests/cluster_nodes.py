@@ -14,11 +14,13 @@ from helpers import Client, Running, running_server
 from chatroom.net.redis_link import RedisLink
 from chatroom.store.memory import MemoryStore
 
+Nodes = tuple[Running, Running]
+
 
 @asynccontextmanager
 async def two_nodes(
     url: str, overrides: dict[str, object] | None = None, db: str | None = None
-) -> AsyncIterator[tuple[Running, Running]]:
+) -> AsyncIterator[Nodes]:
     store = None if db else MemoryStore()
     config = {"redis": url, **({"db": db} if db else {}), **(overrides or {})}
     async with running_server(config, store) as a, running_server(config, store) as b:
@@ -29,6 +31,19 @@ async def two_nodes(
         await eventually(lambda: len(link(a).hub.view.nodes()) == 1)
         await eventually(lambda: len(link(b).hub.view.nodes()) == 1)
         yield a, b
+
+
+@asynccontextmanager
+async def host_and_viewers(url: str) -> AsyncIterator[tuple[Nodes, Client, Client, Client]]:
+    """Two nodes (``two_nodes``), a chatroom host's client on node A and two viewers'
+    (``v1``, ``v2``) on node B: the nodes, the host, v1, v2."""
+    async with (
+        two_nodes(url) as (a, b),
+        a.user("host") as host,
+        b.user("v1") as v1,
+        b.user("v2") as v2,
+    ):
+        yield (a, b), host, v1, v2
 
 
 def link(node: Running) -> RedisLink:

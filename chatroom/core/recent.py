@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -45,6 +46,16 @@ class RecentlyUsed(Generic[V]):
         self._items.move_to_end(key)
         self._trim()
         return kept
+
+    async def load(self, key: str, read: Callable[[], Awaitable[V | None]]) -> V | None:
+        """What ``read()`` (from the store) gives for ``key``, remembered unless a
+        ``drop`` came while it read (the record may have changed after the read: it is
+        used once, not kept), or a concurrent load remembered one first (that one)."""
+        drops = self.drops
+        loaded = await read()
+        if loaded is None or drops != self.drops:
+            return loaded
+        return self.keep(key, loaded)
 
     def drop(self, key: str | None) -> None:
         """Forget ``key`` (everything for None): read from the store next time."""

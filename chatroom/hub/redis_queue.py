@@ -12,6 +12,11 @@ At ``capacity`` entries, what gives is defined and counted:
   left is it dropped itself (``lost``), which Redis not keeping up at all causes.
 
 HIGH is never dropped to make room for anything else.
+
+Most entries are PUBLISHes (``PUBLISH``); the others change a chatroom's kept messages
+(its Redis list, docs/cluster.md): ``KEEP`` appends a message, ``UNKEEP`` removes one,
+``FORGET`` deletes the list. They share the queue, and so the transaction, of the push
+they go with.
 """
 
 from __future__ import annotations
@@ -21,12 +26,15 @@ from dataclasses import dataclass
 
 from chatroom.core.outbox import Priority
 
+PUBLISH, KEEP, UNKEEP, FORGET = "publish", "keep", "unkeep", "forget"
+
 
 @dataclass(frozen=True, slots=True)
 class Entry:
     channel: str
     record: bytes
     sheddable: bool
+    op: str = PUBLISH
 
 
 class Outgoing:
@@ -42,7 +50,7 @@ class Outgoing:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def offer(self, channel: str, record: bytes, priority: Priority) -> bool:
+    def offer(self, channel: str, record: bytes, priority: Priority, op: str = PUBLISH) -> bool:
         """Queue a record; False when it was dropped (see the module docstring)."""
         sheddable = priority >= Priority.NORMAL
         entries = self._entries
@@ -56,7 +64,7 @@ class Outgoing:
                 return False
             entries.remove(victim)
             self.shed += 1
-        entries.append(Entry(channel, record, sheddable))
+        entries.append(Entry(channel, record, sheddable, op))
         self.queued += 1
         return True
 

@@ -23,10 +23,14 @@ Header kinds (``k``):
 Every push record also carries ``n`` (the node that sent it), ``p`` (the priority),
 ``s`` (the token of a session to skip, or null) and, when it comes back to its sender,
 ``o`` (the sender's number for it, to reuse the push it still holds).
+
+A chatroom's recent messages (its ``logs``) are kept in a Redis list, one element per
+message (``kept``): a JSON array of the message's fields, its binary content in base64.
 """
 
 from __future__ import annotations
 
+import base64
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,6 +38,7 @@ from typing import Any
 
 import orjson
 
+from chatroom.core.model import Message
 from chatroom.core.outbox import Priority
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Codec, Prepared, serialize
@@ -100,3 +105,60 @@ def decode(data: bytes) -> Iterator[Record]:
             yield Record(header, tuple(bodies))
     except (struct.error, orjson.JSONDecodeError) as exc:
         raise WireError(str(exc)) from None
+
+
+def kept(message: Message) -> bytes:
+    """A chatroom message as its room's Redis list keeps it (its ``dt`` left out: only
+    ``logs`` reads it). The same message always gives the same bytes (``LREM`` finds it)."""
+    binary = None if message.binary is None else base64.b64encode(message.binary).decode()
+    return orjson.dumps(
+        [
+            message.cid,
+            message.mid,
+            message.from_peer,
+            message.timestamp,
+            message.data,
+            binary,
+            message.mention_all,
+            message.mention_pids,
+            message.lctype,
+            message.patch_timestamp,
+        ]
+    )
+
+
+def unkept(raw: bytes) -> Message:
+    """A message read back from a room's Redis list; ``WireError`` when malformed."""
+    try:
+        cid, mid, peer, ts, data, binary, everyone, pids, lctype, patched = orjson.loads(raw)
+        fields = (cid, mid, peer, ts, data, binary, lctype, patched)
+        if not all(isinstance(f, t) for f, t in zip(fields, _KEPT_TYPES, strict=True)):
+            raise WireError("a kept message with a field of the wrong type")
+        return Message(
+            cid,
+            mid,
+            peer,
+            ts,
+            data,
+            None if binary is None else base64.b64decode(binary, validate=True),
+            bool(everyone),
+            tuple(str(p) for p in pids),
+            lctype=lctype,
+            patch_timestamp=patched,
+        )
+    except (orjson.JSONDecodeError, ValueError, TypeError) as exc:
+        raise WireError(f"a kept message is unreadable ({exc})") from None
+
+
+_OPTIONAL_STR: tuple[type, ...] = (str, type(None))
+_OPTIONAL_INT: tuple[type, ...] = (int, type(None))
+_KEPT_TYPES: tuple[type | tuple[type, ...], ...] = (
+    str,
+    str,
+    str,
+    int,
+    _OPTIONAL_STR,
+    _OPTIONAL_STR,
+    _OPTIONAL_INT,
+    _OPTIONAL_INT,
+)

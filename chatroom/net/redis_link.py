@@ -4,7 +4,9 @@ One task drains the hub's queue: each drain is one MULTI/EXEC holding one PUBLIS
 channel (the records queued for it packed together), this node's presence events, and
 once a second its heartbeat and, when it changed, its snapshot. Another task reads the
 subscription and hands each message to the hub. Subscriptions follow the chatrooms
-this node has viewers in.
+this node has viewers in. The same transaction appends chatroom messages to their
+room's list of recent messages (``KEEP``), and a drain reads those lists for ``logs``
+(``kept``) after it.
 
 When Redis is unreachable the hub is told (it then delivers what it can here), what was
 queued is dropped and logged, and the link reconnects with a growing pause (0.1 s to
@@ -24,10 +26,14 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 import trio
 
+from chatroom.core.model import Message
+from chatroom.core.outbox import Priority
 from chatroom.hub import redis_wire as wire
 from chatroom.hub.base import EVERYTHING
 from chatroom.hub.redis import RedisHub
+from chatroom.hub.redis_queue import PUBLISH
 from chatroom.net import resp
+from chatroom.net.redis_kept import Command, KeptReader, kept_commands
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +52,7 @@ def _pulse(event: trio.Event) -> trio.Event:
     return trio.Event()
 
 
-def cluster_hub(url: str, queue: int, linger: float = 0.0) -> RedisLink | None:
+def cluster_hub(url: str, queue: int, linger: float = 0.0, kept: int = 1000) -> RedisLink | None:
     """The link of a new node (its hub in ``.hub``) when ``url`` names a Redis."""
     if not url:
         return None
@@ -55,7 +61,7 @@ def cluster_hub(url: str, queue: int, linger: float = 0.0) -> RedisLink | None:
     parts = urlsplit(url)
     db = parse_qs(parts.query).get("db", [parts.path.strip("/") or "0"])[0]
     hub = RedisHub(uuid.uuid4().hex[:12], prefix=f"chatroom:{db}:", queue=queue)
-    return RedisLink(hub, url, linger)
+    return RedisLink(hub, url, linger, kept)
 
 
 @dataclass(slots=True)
@@ -69,9 +75,11 @@ class LinkStatistics:
 
 
 class RedisLink:
-    def __init__(self, hub: RedisHub, url: str, linger: float = 0.0) -> None:
+    def __init__(self, hub: RedisHub, url: str, linger: float = 0.0, kept: int = 1000) -> None:
         self.hub = hub
         self.url = url
+        self._kept = kept  # messages a chatroom's Redis list keeps
+        self._reads = KeptReader()  # chatrooms' kept messages, for ``logs``
         # After a drain that carried several records (a busy node), the next starts no
         # earlier than ``linger`` seconds after it: what is queued meanwhile shares one
         # PUBLISH per channel, and every node reads and fans out that many messages in
@@ -100,7 +108,7 @@ class RedisLink:
             "shed": hub.outgoing.shed,
             "lost": hub.outgoing.lost,
             "resyncs": hub.view.resyncs,
-            "bad_records": hub.bad_records,
+            "bad_records": hub.bad_records + self._reads.bad,
             **{k: getattr(self.stats, k) for k in LinkStatistics.__slots__},
         }
 
@@ -164,6 +172,30 @@ class RedisLink:
                 waiter.set()
         self._unsent = []
         self._pinged.clear()
+        self._reads.abandon()
+
+    # ``chatroom.service.ports.Cluster``: a chatroom's recent messages, in Redis.
+
+    def keep(self, message: Message, priority: Priority) -> None:
+        self.hub.keep(message, priority)
+
+    def unkeep(self, message: Message) -> None:
+        self.hub.unkeep(message)
+
+    def forget_kept(self, cid: str) -> None:
+        self.hub.forget_kept(cid)
+
+    async def kept(self, cid: str) -> list[Message] | None:
+        """Chatroom ``cid``'s kept messages, oldest first, read after everything this
+        node queued before; None when Redis does not answer (within a deadline)."""
+        read = self._reads.ask(self.hub.channel("kept", cid)) if self.hub.connected else None
+        if read is None:
+            await trio.lowlevel.checkpoint()
+            return None
+        self._poke()
+        with trio.move_on_after(SETTLE_DEADLINE):
+            await read.done.wait()
+        return await self._reads.messages(read)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -273,26 +305,29 @@ class RedisLink:
             entries = hub.outgoing.take()
             if len(entries) > 1:
                 not_before = trio.current_time() + self._linger
-            by_channel: dict[str, list[bytes]] = {}
+            by_channel: dict[tuple[str, str], list[bytes]] = {}
             for entry in entries:
-                by_channel.setdefault(entry.channel, []).append(entry.record)
-            presence = hub.channel("presence")
+                by_channel.setdefault((entry.op, entry.channel), []).append(entry.record)
             if events:
                 record = wire.encode({"k": "d", "n": hub.node, "q": seq, "e": events})
-                by_channel.setdefault(presence, []).append(record)
-            publishes = [(channel, b"".join(records)) for channel, records in by_channel.items()]
-            self.stats.publishes += len(publishes)
-            self.stats.records += sum(len(records) for records in by_channel.values())
-            commands: list[tuple[resp.Arg, ...]] = [("PUBLISH", c, d) for c, d in publishes]
+                by_channel.setdefault((PUBLISH, hub.channel("presence")), []).append(record)
+            commands = self._commands(by_channel)
             if beat:
                 last_beat = trio.current_time()
                 commands += self._beat(seq, written)
                 written = seq
             if len(commands) > 1:  # every part of a drain in one order for every node
                 commands = [("MULTI",), *commands, ("EXEC",)]
+            reads = self._reads.take()
+            commands += [("LRANGE", read.key, 0, -1) for read in reads]
             if commands:
-                with trio.fail_after(DEADLINE):
-                    await client.pipeline(commands)
+                try:
+                    with trio.fail_after(DEADLINE):
+                        replies = await client.pipeline(commands)
+                except BaseException:
+                    KeptReader.answer(reads, None)  # the askers go on without
+                    raise
+                KeptReader.answer(reads, replies[len(replies) - len(reads) :])
             self.stats.drains += 1
             self._draining = False
             self._drained = _pulse(self._drained)
@@ -300,6 +335,22 @@ class RedisLink:
                 self._forget_silent()
             if hub.resync_wanted:
                 await self._resync(client)
+
+    def _commands(
+        self, by_channel: dict[tuple[str, str], list[bytes]]
+    ) -> list[tuple[resp.Arg, ...]]:
+        """One PUBLISH per channel (its records packed); a chatroom's kept messages
+        appended, trimmed to the newest ``kept`` and given a new lifetime, or removed."""
+        commands: list[Command] = []
+        stats = self.stats
+        for (op, key), records in by_channel.items():
+            if op == PUBLISH:
+                commands.append(("PUBLISH", key, b"".join(records)))
+                stats.publishes += 1
+                stats.records += len(records)
+            else:
+                commands += kept_commands(op, key, records, self._kept)
+        return commands
 
     def _beat(self, seq: int, written: int) -> list[tuple[resp.Arg, ...]]:
         """The heartbeat, and the snapshot when it changed since ``written``."""

@@ -96,7 +96,7 @@ class Server:
         self._tasks: trio.Nursery | None = None
         # A node of a cluster when ``config.redis`` names one (docs/cluster.md).
         self.cluster: RedisLink | None = cluster_hub(
-            config.redis, config.redis_queue, config.write_delay
+            config.redis, config.redis_queue, config.write_delay, config.chatroom_buffer
         )
         self._flusher = Flusher(
             config.write_delay,

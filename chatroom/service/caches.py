@@ -11,6 +11,7 @@ import copy
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from functools import partial
 from itertools import islice
 
 import trio
@@ -36,6 +37,13 @@ from chatroom.service.ports import Journal
 from chatroom.store.base import ConflictError, NotFoundError, Store, StoreError
 
 Edit = Callable[[Conversation], None]  # one change to a conversation, applied in place
+
+
+class Unchanged(Exception):
+    """Raised by an ``Edit`` that finds nothing to change (the members it would add no
+    longer fit, for one): ``ConversationCache.change`` then stores nothing."""
+
+
 _CONV_FIELDS = [f.name for f in fields(Conversation)]
 
 
@@ -62,12 +70,7 @@ class ConversationCache:
             # Always a checkpoint, so that every handler is one (flake8-async ASYNC910).
             await trio.lowlevel.checkpoint()
             return conv
-        drops = self._items.drops
-        loaded = await self._store.get_conversation(cid)
-        if loaded is None or drops != self._items.drops:
-            return loaded
-        # Another task may have loaded it meanwhile: keep the first copy.
-        return self._items.keep(cid, loaded)
+        return await self._items.load(cid, partial(self._store.get_conversation, cid))
 
     def put(self, conv: Conversation) -> None:
         self._items.put(conv.cid, conv)
@@ -94,15 +97,21 @@ class ConversationCache:
         stored = await self._store.get_conversation(cid)
         return None if stored is None else self.newest(stored)
 
-    async def change(self, conv: Conversation, edit: Edit) -> None:
+    async def change(self, conv: Conversation, edit: Edit) -> bool:
         """Apply ``edit`` to ``conv`` and store it. ``edit`` changes only what it means
         to (add these members, set this attribute...): on a conflict it is applied again
-        to the stored record, which ``conv`` becomes. StoreError when the store fails,
-        or when other saves kept winning ``SAVE_ATTEMPTS`` times; ``conv`` is then
-        forgotten here (read from the store next time)."""
-        edit(conv)
+        to the stored record, which ``conv`` becomes. False when ``edit`` raised
+        ``Unchanged`` (then nothing is stored; ``conv`` is the stored record if that
+        was found on a retry). StoreError when the store fails, or when other saves kept
+        winning ``SAVE_ATTEMPTS`` times; ``conv`` is then forgotten here (read from the
+        store next time)."""
         try:
-            merged, version = await self._save(conv, edit)
+            edit(conv)
+        except Unchanged:
+            await trio.lowlevel.checkpoint()
+            return False
+        try:
+            merged, version, changed = await self._save(conv, edit)
         except StoreError:
             self.drop(conv.cid)
             raise
@@ -110,41 +119,33 @@ class ConversationCache:
             for name in _CONV_FIELDS:
                 setattr(conv, name, getattr(merged, name))
         conv.version = max(conv.version, version)
-        self._hub.changed(CONVERSATION, conv.cid)
+        if changed:
+            self._hub.changed(CONVERSATION, conv.cid)
+        return changed
 
-    async def _save(self, conv: Conversation, edit: Edit) -> tuple[Conversation | None, int]:
+    async def _save(self, conv: Conversation, edit: Edit) -> tuple[Conversation | None, int, bool]:
         """Store ``conv``, or else ``edit`` applied to the record stored meanwhile: that
-        record (None: ``conv`` itself) and its stored version."""
+        record (None: ``conv`` itself), its stored version, and whether it was saved
+        (not when ``edit`` found nothing to change in it)."""
         attempt, merged = copy.deepcopy(conv), None
         for _ in range(self.SAVE_ATTEMPTS):
             try:
-                return merged, await self._store.save_conversation(attempt)
+                return merged, await self._store.save_conversation(attempt), True
             except ConflictError:
                 pass
             merged = await self._store.get_conversation(conv.cid)
             if merged is None:
                 raise NotFoundError(f"conversation {conv.cid!r} is gone")
-            edit(merged)
+            try:
+                edit(merged)
+            except Unchanged:
+                return merged, merged.version, False
             attempt = merged
         raise StoreError(f"conversation {conv.cid!r} keeps changing: try again")
 
     def drop(self, cid: str | None) -> None:
         """Forget ``cid`` (every conversation for None): read from the store next time."""
         self._items.drop(cid)
-
-
-def members_edit(now: int | None, joined: list[str], left: list[str]) -> Edit:
-    """The change of a conversation's members: ``joined`` in (sorted), ``left`` out,
-    ``updated_at`` to ``now`` unless None (system conversations' subscribers)."""
-
-    def edit(conv: Conversation) -> None:
-        kept = [m for m in conv.members if m not in left]
-        added = [m for m in joined if m not in kept]
-        conv.members = sorted([*kept, *added]) if added else kept
-        if now is not None:
-            conv.updated_at = now
-
-    return edit
 
 
 @dataclass(slots=True)

@@ -22,9 +22,9 @@ from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Prepared
 from chatroom.protocol.errors import ChatError, ErrorCode
 from chatroom.service import hooks, lasting, permissions, signing
-from chatroom.service.caches import members_edit
 from chatroom.service.context import SENT, Context, Link, require_session, valid_client_id
 from chatroom.service.conv_events import push
+from chatroom.service.member_edits import MembersAdded, members_edit
 
 # Keys a client cannot set: the server owns them.
 _SYSTEM_KEYS = frozenset(
@@ -268,12 +268,10 @@ async def add(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCom
     permissions.add_refusals(reply.convMessage, refused)
     if conv.kind is ConvType.TRANSIENT:
         return await _join_chatroom(ctx, session, conv, targets, reply)
-    new = [t for t in targets if t not in conv.members]
-    room = ctx.config.max_members - len(conv.members)
-    accepted, full = new[: max(room, 0)], new[max(room, 0) :]
     now = ctx.clock.wall_ms()
-    if accepted:
-        await ctx.caches.conversations.change(conv, members_edit(now, accepted, []))
+    adding = MembersAdded(now, targets, ctx.config.max_members)
+    await ctx.caches.conversations.change(conv, adding)
+    accepted, full = adding.added, adding.full
     _outcome(reply, [t for t in targets if t not in full], {ErrorCode.CONVERSATION_FULL: full})
     if accepted:
         link.send(_finish(reply, cmd))

@@ -19,6 +19,7 @@ from chatroom.protocol.errors import ChatError, ErrorCode
 from chatroom.service.context import Context
 from chatroom.service.conv_events import push
 from chatroom.service.conversations import conv_event
+from chatroom.service.history import room_messages
 
 _PURGE_PAGE = 100  # candidates read per store query
 _PURGE_PAGES = 20  # store queries per purge call at most
@@ -28,6 +29,7 @@ async def delete_conversation(ctx: Context, conv: Conversation, actor: str) -> N
     """Delete ``conv`` as ``actor`` (who shows as ``initBy``); 4303 if it is gone."""
     deleted = await ctx.store.delete_conversation(conv.cid)
     ctx.caches.forget_conversation(conv.cid)
+    ctx.ports.cluster.forget_kept(conv.cid)
     if not deleted:
         raise ChatError(ErrorCode.CONVERSATION_NOT_FOUND)
     now = ctx.clock.wall_ms()
@@ -76,7 +78,7 @@ async def delete_message(
     chatroom = conv.kind is ConvType.TRANSIENT  # its history is its buffer, in memory
     where = cid if subscriber is None else thread_cid(cid, subscriber)
     if chatroom:
-        message = ctx.caches.rooms.find(cid, mid)
+        message = next((m for m in await room_messages(ctx, cid) if m.mid == mid), None)
     else:
         message = await ctx.store.get_message(where, mid)
     if message is None or message.timestamp != timestamp:
@@ -85,5 +87,6 @@ async def delete_message(
         raise ChatError(ErrorCode.MESSAGE_OWNERSHIP_REQUIRED)
     if chatroom:
         ctx.caches.rooms.discard(cid, mid)
+        ctx.ports.cluster.unkeep(message)
     elif not await ctx.store.delete_message(where, mid):
         raise ChatError(ErrorCode.MESSAGE_NOT_FOUND)

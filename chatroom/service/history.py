@@ -11,10 +11,15 @@ take it past ``max_reply_bytes`` (``within_bytes``).
 
 from __future__ import annotations
 
-import trio
-
 from chatroom.core import paging as history
-from chatroom.core.model import Bound, Conversation, ConvType, Direction, HistoryQuery
+from chatroom.core.model import (
+    Bound,
+    Conversation,
+    ConvType,
+    Direction,
+    HistoryQuery,
+    Message,
+)
 from chatroom.core.receipt_book import receipts_apply
 from chatroom.core.replybudget import fitting, item_size
 from chatroom.protocol import messages_pb2 as pb
@@ -58,8 +63,7 @@ async def logs(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCo
 async def page(ctx: Context, conv: Conversation, query: HistoryQuery) -> list[pb.LogItem]:
     """The items ``query`` selects (``query.cid``: ``conv``, or a thread of it), ascending."""
     if conv.kind is ConvType.TRANSIENT:
-        await trio.lowlevel.checkpoint()
-        found = history.select(ctx.caches.rooms.messages(conv.cid), query)
+        found = history.select(await room_messages(ctx, conv.cid), query)
     else:
         found = await ctx.store.query_messages(query)
     times: dict[str, tuple[int | None, int | None]] = {}
@@ -67,6 +71,13 @@ async def page(ctx: Context, conv: Conversation, query: HistoryQuery) -> list[pb
         # ackAt/readAt: the other member's delivered/read-up-to (protocol.md 4.12, 5.4)
         times = receipt_times(conv, await ctx.store.member_marks(conv.cid), found)
     return [log_item(m, conv.kind, *times.get(m.mid, (None, None))) for m in found]
+
+
+async def room_messages(ctx: Context, cid: str) -> list[Message]:
+    """A chatroom's recent messages, oldest first: those the nodes of a cluster share
+    (in Redis), or else those kept here (alone, or Redis does not answer)."""
+    shared = await ctx.ports.cluster.kept(cid)
+    return ctx.caches.rooms.messages(cid) if shared is None else shared
 
 
 async def every_conversation(ctx: Context, q: pb.LogsCommand) -> list[tuple[str, pb.LogItem]]:

@@ -356,6 +356,7 @@ def _send_live(
             return
         if not transient:
             ctx.caches.rooms.add(message)
+            ctx.ports.cluster.keep(message, priority)
     else:
         priority = Priority.LOW if transient else Priority.RELIABLE
     _push(ctx, push_command(message, conv.kind, transient, told), conv, priority, session, to)

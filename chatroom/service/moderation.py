@@ -39,9 +39,9 @@ from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Prepared
 from chatroom.protocol.errors import ChatError, ErrorCode, Reason
 from chatroom.service import signing
-from chatroom.service.caches import members_edit
 from chatroom.service.context import SENT, Context, Link, require_session, valid_client_id
 from chatroom.service.conv_events import push
+from chatroom.service.member_edits import members_edit
 from chatroom.service.permissions import (
     Refusals,
     add_refusals,

@@ -11,6 +11,7 @@ and told to a client is not refused here on the copy from before it.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from functools import partial
 
 import trio
 
@@ -42,10 +43,9 @@ async def state_of(ctx: Context, cid: str) -> Moderation:
     if state is not None:
         await trio.lowlevel.checkpoint()  # every handler is one (flake8-async ASYNC910)
         return state
-    book = ctx.caches.moderation
-    drops = book.drops
-    loaded = await ctx.store.moderation_of(cid)
-    return book.keep(cid, loaded) if drops == book.drops else loaded
+    loaded = await ctx.caches.moderation.load(cid, partial(ctx.store.moderation_of, cid))
+    assert loaded is not None  # the store has a state for every conversation
+    return loaded
 
 
 async def _agreed(ctx: Context, cid: str, refuses: Callable[[Moderation], bool]) -> Moderation:

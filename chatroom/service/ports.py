@@ -23,6 +23,7 @@ from chatroom.core.model import (
     SessionRecord,
     WillRecord,
 )
+from chatroom.core.outbox import Priority
 
 # Called once the message's batch is committed: None, or why it could not be stored.
 Committed = Callable[[BaseException | None], None]
@@ -127,6 +128,22 @@ class Cluster(Protocol):
         a deadline): a join is answered once a message sent after it, on any node,
         reaches the viewer."""
 
+    # A chatroom's recent messages, shared by the nodes (docs/cluster.md): each node
+    # also keeps those it accepted (``caches.rooms``), for when Redis does not answer.
+
+    def keep(self, message: Message, priority: Priority) -> None:
+        """Keep a chatroom message, with the push queued next (sent with it)."""
+
+    def unkeep(self, message: Message) -> None:
+        """Remove a kept chatroom message (deleted)."""
+
+    def forget_kept(self, cid: str) -> None:
+        """Remove every kept message of a chatroom (deleted)."""
+
+    async def kept(self, cid: str) -> list[Message] | None:
+        """Chatroom ``cid``'s kept messages, oldest first, after every change this node
+        made; None when there are none shared (alone, or Redis did not answer)."""
+
 
 class Alone:
     """No other node: nothing to wait for."""
@@ -141,6 +158,19 @@ class Alone:
 
     async def hearing(self, cid: str) -> None:
         await trio.lowlevel.checkpoint()
+
+    def keep(self, message: Message, priority: Priority) -> None:
+        pass
+
+    def unkeep(self, message: Message) -> None:
+        pass
+
+    def forget_kept(self, cid: str) -> None:
+        pass
+
+    async def kept(self, cid: str) -> list[Message] | None:
+        await trio.lowlevel.checkpoint()
+        return None
 
 
 @dataclass(frozen=True, slots=True)

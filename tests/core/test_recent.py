@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
+from typing import TypeVar, cast
+
 from chatroom.core.model import Message
-from chatroom.core.recent import Dedupe, Pending, RoomBuffers
+from chatroom.core.recent import Dedupe, Pending, RecentlyUsed, RoomBuffers
+
+V = TypeVar("V")
 
 
 def test_dedupe_remembers_keys_until_pushed_out() -> None:
@@ -53,3 +58,31 @@ def test_room_buffer_copies_are_independent() -> None:
     seen = rooms.messages("live")
     seen.clear()
     assert len(rooms.messages("live")) == 1
+
+
+def _run(coroutine: Coroutine[object, object, V]) -> V:
+    """A coroutine that never suspends, run to its end."""
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return cast(V, done.value)
+    raise AssertionError("it suspended")
+
+
+def test_a_load_is_kept_unless_a_drop_raced_it_and_the_first_load_wins() -> None:
+    items: RecentlyUsed[str] = RecentlyUsed(10)
+
+    async def read(value: str | None, during: Callable[[], object] = lambda: None) -> str | None:
+        during()  # what other tasks did while the store was read
+        return value
+
+    assert _run(items.load("k", lambda: read(None))) is None  # nothing stored
+    assert items.peek("k") is None
+    # Dropped while it was read (another node changed it): used once, not kept.
+    assert _run(items.load("k", lambda: read("stale", lambda: items.drop("k")))) == "stale"
+    assert items.peek("k") is None
+    assert _run(items.load("k", lambda: read("fresh"))) == "fresh"
+    assert items.peek("k") == "fresh"
+    # Another task loaded it first: that copy is the one every caller uses.
+    assert _run(items.load("j", lambda: read("second", lambda: items.put("j", "first")))) == "first"
+    assert items.peek("j") == "first"

@@ -4,13 +4,13 @@ WebSockets seeing what they do."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from functools import partial
 from pathlib import Path
 
 import pytest
 from cluster_nodes import count, two_nodes, until
-from helpers import fail_after, ops, running_server, users
+from helpers import Client, Running, fail_after, ops, running_server, users
 from redis_server import RedisServer, redis_server
 from rest_support import MASTER, ok, rest
 
@@ -226,6 +226,16 @@ def redis() -> Iterator[RedisServer]:
     yield from redis_server()
 
 
+async def _room_watched(node: Running, viewers: Iterable[tuple[str, Client]]) -> str:
+    """A chatroom created through ``node``'s REST API, joined by ``viewers`` (each a
+    client id and its client, on either node): its id."""
+    room = (await ok(node, "POST", "/chatrooms", {"name": "live"}))["objectId"]
+    for peer, viewer in viewers:
+        joined = await viewer.request({"cmd": "conv", "op": "add", "cid": room, "m": [peer]})
+        assert joined.get("op") == "added", joined
+    return str(room)
+
+
 @fail_after(30)
 async def test_a_chatroom_send_on_one_node_skips_the_senders_sessions_on_every_node(
     redis: RedisServer,
@@ -237,10 +247,8 @@ async def test_a_chatroom_send_on_one_node_skips_the_senders_sessions_on_every_n
         a.user("w") as w_here,
         b.user("z") as z_there,
     ):
-        room = (await ok(a, "POST", "/chatrooms", {"name": "live"}))["objectId"]
-        for peer, viewer in (("v", v_here), ("v", v_there), ("w", w_here), ("z", z_there)):
-            joined = await viewer.request({"cmd": "conv", "op": "add", "cid": room, "m": [peer]})
-            assert joined.get("op") == "added", joined
+        viewers = (("v", v_here), ("v", v_there), ("w", w_here), ("z", z_there))
+        room = await _room_watched(a, viewers)
         for asker in (w_here, z_there):  # each node counts the other's viewers
             await until(partial(count, asker, room), 3)
         await ok(a, "POST", f"/chatrooms/{room}/messages", {"from_client": "v", "message": "hi"})
@@ -248,3 +256,35 @@ async def test_a_chatroom_send_on_one_node_skips_the_senders_sessions_on_every_n
             assert (await other.next_push("direct"))["msg"] == "hi"
         for v in (v_here, v_there):
             assert [p for p in await v.take_pushes() if p["cmd"] == "direct"] == []
+
+
+@fail_after(30)
+async def test_a_chatroom_message_deleted_on_one_node_leaves_the_history_of_both(
+    redis: RedisServer,
+) -> None:
+    async with (
+        two_nodes(redis.url, {"master_key": MASTER}) as (a, b),
+        a.user("w") as w_here,
+        b.user("z") as z_there,
+    ):
+        room = await _room_watched(a, (("w", w_here), ("z", z_there)))
+        await until(partial(count, w_here, room), 2)
+        said = [
+            await ok(a, "POST", f"/chatrooms/{room}/messages", {"from_client": "host",
+                     "message": text})
+            for text in ("one", "two")
+        ]  # fmt: skip
+        while (await z_there.next_push("direct"))["msg"] != "two":
+            pass
+        query = {"from_client": "host", "timestamp": str(said[0]["timestamp"])}
+        path = f"/chatrooms/{room}/messages/{said[0]['msg-id']}"
+        assert await ok(b, "DELETE", path, query=query) == {}  # accepted on node A
+        assert [m["data"] for m in await z_there.logs(room)] == ["two"]
+        await z_there.say(room, "after")  # node A hears it after the deletion
+        while (await w_here.next_push("direct"))["msg"] != "after":
+            pass
+        history = await ok(a, "GET", f"/chatrooms/{room}/messages")
+        ids = [m["msg-id"] for m in history]
+        assert len(ids) == 2, history
+        assert said[1]["msg-id"] in ids, history
+        assert [m["data"] for m in await w_here.logs(room)] == ["two", "after"]

@@ -13,6 +13,7 @@ import trio
 from cluster_nodes import (
     count,
     eventually,
+    host_and_viewers,
     join,
     link,
     online,
@@ -59,12 +60,7 @@ async def test_one_to_one_and_group_messages_cross_nodes(redis: RedisServer) -> 
 
 @fail_after(20)
 async def test_chatroom_counts_and_broadcasts_cover_both_nodes(redis: RedisServer) -> None:
-    async with (
-        two_nodes(redis.url) as (a, b),
-        a.user("host") as host,
-        b.user("v1") as v1,
-        b.user("v2") as v2,
-    ):
+    async with host_and_viewers(redis.url) as ((a, b), host, v1, v2):
         cid = await room_watched(host, [v1, v2])
         await until(lambda: count(v1, cid), 3)
         sent = [f"live {i}" for i in range(30)]
@@ -107,12 +103,7 @@ async def test_a_viewer_hears_a_message_sent_on_the_other_node_right_after_its_j
 async def test_a_viewer_kicked_from_a_chatroom_on_the_other_node_leaves_it(
     redis: RedisServer,
 ) -> None:
-    async with (
-        two_nodes(redis.url) as (a, b),
-        a.user("host") as host,
-        b.user("v1") as v1,
-        b.user("v2") as v2,
-    ):
+    async with host_and_viewers(redis.url) as (_, host, v1, v2):
         cid = await room_watched(host, [v1, v2])
         reply = await host.request({"cmd": "conv", "op": "remove", "cid": cid, "m": ["v1"]})
         assert reply.get("allowedPids") == ["v1"], reply

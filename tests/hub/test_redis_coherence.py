@@ -222,6 +222,49 @@ async def test_a_member_added_while_the_other_node_updates_attributes_is_kept(
         nursery.cancel_scope.cancel()
 
 
+@fail_after(30)
+async def test_members_added_on_both_nodes_at_once_stay_within_the_limit(
+    redis: RedisServer,
+) -> None:
+    """Node B holds its copy of a conversation of two (limit three) on the add hook
+    while node A adds carol: B's add of dave, which fitted its copy, finds the
+    conversation full when it applies its change again to what A stored."""
+    reached, release = trio.Event(), trio.Event()
+
+    async def hold_dave(call: HookCall) -> tuple[int, bytes]:
+        if call.params.get("members") == ["dave"]:
+            reached.set()
+            await release.wait()
+        return result({})
+
+    endpoint = HookEndpoint(hold_dave)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(endpoint.serve)
+        settings = endpoint.config({"conversationAdd": {"timeout_ms": 20_000}}, max_members=3)
+        async with (
+            two_nodes(redis.url, settings) as (a, b),
+            a.user("alice") as alice,
+            b.user("bob") as bob,
+        ):
+            cid = await started(bob, alice)  # cached on node B
+            added: list[dict[str, object]] = []
+            async with trio.open_nursery() as adding:
+                add = {"cmd": "conv", "op": "add", "cid": cid}
+                adding.start_soon(_into, added, bob.request({**add, "m": ["dave"]}))
+                await reached.wait()  # node B holds its copy: two members, room for one
+                reply = await alice.request({**add, "m": ["carol"]})
+                assert reply.get("allowedPids") == ["carol"], reply  # stored by node A
+                release.set()
+            assert "allowedPids" not in added[0], added
+            assert added[0]["failedPids"] == [
+                {"code": 4304, "reason": "CONVERSATION_FULL", "pids": ["dave"]}
+            ], added
+            stored = await a.server.store.get_conversation(cid)
+            assert stored is not None
+            assert stored.members == ["alice", "bob", "carol"]
+        nursery.cancel_scope.cancel()
+
+
 async def _into(out: list[dict[str, object]], reply: Awaitable[dict[str, object]]) -> None:
     out.append(await reply)
 

@@ -11,7 +11,8 @@ from store_examples import make_conv
 
 from chatroom.core.model import Conversation
 from chatroom.hub.base import CONVERSATION
-from chatroom.service.caches import ConversationCache, members_edit
+from chatroom.service.caches import ConversationCache
+from chatroom.service.member_edits import MembersAdded, members_edit
 from chatroom.store.base import StoreError
 from chatroom.store.memory import MemoryStore
 
@@ -24,14 +25,22 @@ async def _other_node_adds(store: MemoryStore, member: str) -> None:
     await store.save_conversation(conv)
 
 
+async def _cached(
+    store: MemoryStore, cache: ConversationCache, cid: str, members: tuple[str, ...]
+) -> Conversation:
+    """A new conversation of ``members``, read through ``cache``."""
+    await store.create_conversation(make_conv(cid, members))
+    conv = await cache.get(cid)
+    assert conv is not None
+    return conv
+
+
 async def test_a_change_made_meanwhile_is_kept_and_becomes_the_cached_record() -> None:
     store, hub = MemoryStore(), FakeHub()
     cache = ConversationCache(store, hub)
     with trio.fail_after(TIMEOUT):
         await store.open()
-        await store.create_conversation(make_conv("c1", ("alice", "bob")))
-        conv = await cache.get("c1")
-        assert conv is not None
+        conv = await _cached(store, cache, "c1", ("alice", "bob"))
         await _other_node_adds(store, "carol")
         await cache.change(conv, members_edit(5000, ["dave"], ["bob"]))
         stored = await store.get_conversation("c1")
@@ -58,9 +67,7 @@ async def test_a_change_that_keeps_losing_fails_and_is_forgotten() -> None:
     cache = ConversationCache(store, hub)
     with trio.fail_after(TIMEOUT):
         await store.open()
-        await store.create_conversation(make_conv("c1", ("alice",)))
-        conv = await cache.get("c1")
-        assert conv is not None
+        conv = await _cached(store, cache, "c1", ("alice",))
         with pytest.raises(StoreError, match="keeps changing"):
             await cache.change(conv, members_edit(5000, ["dave"], []))
         stored = await store.get_conversation("c1")
@@ -69,3 +76,25 @@ async def test_a_change_that_keeps_losing_fails_and_is_forgotten() -> None:
     assert len(stored.members) == 1 + ConversationCache.SAVE_ATTEMPTS
     assert cache.peek("c1") is None  # read from the store next time
     assert hub.changes == []
+
+
+async def test_members_added_meanwhile_count_against_the_limit_on_the_retry() -> None:
+    store, hub = MemoryStore(), FakeHub()
+    cache = ConversationCache(store, hub)
+    with trio.fail_after(TIMEOUT):
+        await store.open()
+        conv = await _cached(store, cache, "c1", ("alice", "bob"))
+        await _other_node_adds(store, "carol")  # the last place of three
+        adding = MembersAdded(5000, ["dave", "erin"], limit=3)
+        assert not await cache.change(conv, adding)  # both fitted the stale copy
+        stored = await store.get_conversation("c1")
+        assert stored is not None
+        assert (adding.added, adding.full) == ([], ["dave", "erin"])
+        assert stored.members == conv.members == ["alice", "bob", "carol"]
+        assert stored.version == conv.version == 1
+        assert hub.changes == []  # nothing stored, nothing to tell
+        two = await _cached(store, cache, "c2", ("alice",))
+        partly = MembersAdded(5000, ["bob", "dave", "erin"], limit=3)
+        assert await cache.change(two, partly)
+        assert (partly.added, partly.full) == (["bob", "dave"], ["erin"])
+        assert two.members == ["alice", "bob", "dave"]
