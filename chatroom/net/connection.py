@@ -96,6 +96,7 @@ class Connection:
         "_first_omits",
         "_flood",
         "_flusher",
+        "_handling",
         "_log",
         "_log_from",
         "_log_to",
@@ -104,6 +105,7 @@ class Connection:
         "_omit_peer_id",
         "_pending",
         "_read_scope",
+        "_seen",
         "_sessions",
         "_shed_next",
         "_shed_told",
@@ -130,7 +132,7 @@ class Connection:
         config: Config = ctx.config
         self._transport = transport
         transport.sink = self._send_control
-        transport.on_frames = self._touch
+        transport.on_frames = self._heard
         self._subprotocol = subprotocol
         self._codec = subprotocol.codec
         self._binary = subprotocol.codec.binary_frames
@@ -165,8 +167,12 @@ class Connection:
         # it) and the event it sets when it has ended (``_finish`` waits for it).
         self._writer_scope: trio.CancelScope | None = None
         self._writer_done: trio.Event | None = None
+        # The read scope: its deadline is when the client is due to be closed as idle
+        # (4107) or not logged in (4108), at the latest (see _heard).
         self._read_scope: trio.CancelScope | None = None
+        self._seen = 0.0  # when the last frame came (set when reading starts)
         self._login_deadline = 0.0  # set when reading starts
+        self._handling = False  # an async handler is under way
         self._budget = TokenBucket(config.requests_per_second, config.request_burst, 0.0)
         self._flood: FloodGuard | None = None  # made at the first refusal
         self._shed_told = 0  # the count of shed frames the client was last told
@@ -191,11 +197,20 @@ class Connection:
         return self._transport.backlog
 
     def attach(self, session: Session) -> None:
+        first = not self._sessions
         self._sessions[session.peer_id] = session
+        if first and self._read_scope is not None:
+            # Logged in: the login deadline no longer holds, the idle one does.
+            self._read_scope.deadline = self._expiry()
 
     def detach(self, session: Session) -> None:
         if self._sessions.get(session.peer_id) is session:
             del self._sessions[session.peer_id]
+            if not self._sessions:
+                # The login deadline starts again from the last frame.
+                self._login_deadline = self._seen + self._config.login_timeout
+                if self._read_scope is not None:
+                    self._read_scope.deadline = self._expiry()
 
     def push(self, prepared: Prepared, peer_id: str, priority: Priority) -> None:
         """Queue one recipient's copy of a broadcast: ``_enqueue`` inlined, since this
@@ -378,13 +393,10 @@ class Connection:
 
     # -- inbound ----------------------------------------------------------------------
 
-    async def _reader(self, scope: trio.CancelScope) -> None:
-        """Read and run commands until the client leaves. ``scope`` (the read scope)
-        carries the idle and login deadlines: one scope for the connection's life
-        rather than a new one per message."""
-        self._login_deadline = trio.current_time() + self._config.login_timeout
+    async def _reader(self) -> None:
+        """Read and run commands until the client leaves (or the read scope, around
+        this, is cancelled: a close, or its deadline)."""
         while True:
-            self._touch()
             message = await self._transport.receive()  # ConnectionClosed ends us
             now = trio.current_time()
             within_budget = self._budget.take(now)
@@ -438,19 +450,24 @@ class Connection:
             log.info("closing %s: request flood", self.remote)
             self.close_soon(CloseCode.QUOTA_EXCEEDED, "request flood")
 
-    def _touch(self) -> None:
-        """Move the read scope's deadline: ``idle_timeout`` from now, since any frame
-        (a ping too) shows the client is there; without a session, no later than the
-        login deadline, which only a logged-in session moves."""
+    def _expiry(self) -> float:
+        """When this client is due to be closed: ``idle_timeout`` after its last frame
+        (a ping too); without a session, no later than the login deadline."""
+        idle = self._seen + self._config.idle_timeout
+        return idle if self._sessions else min(idle, self._login_deadline)
+
+    def _heard(self) -> None:
+        """A read brought frames. The read scope's deadline is not moved at every
+        frame (moving a trio deadline cost a tenth of a login and join's
+        instructions), only once it is within half the idle timeout of now. So it
+        may come before ``_expiry`` (never after it): ``serve`` then reads on under
+        a new scope. A login or a logout moves it at once (``attach``, ``detach``)."""
         scope = self._read_scope
-        if scope is None:
-            return
-        now = trio.current_time()
-        if self._sessions:
-            self._login_deadline = now + self._config.login_timeout
-            scope.deadline = now + self._config.idle_timeout
-        else:
-            scope.deadline = min(now + self._config.idle_timeout, self._login_deadline)
+        now = self._seen = trio.current_time()
+        if scope is not None and scope.deadline - now < self._config.idle_timeout * 0.5:
+            expiry = self._expiry()
+            if expiry != scope.deadline:
+                scope.deadline = expiry
 
     def _run_sync(self, cmd: pb.GenericCommand, handler: SyncHandler) -> None:
         try:
@@ -471,6 +488,7 @@ class Connection:
             # the SDK knows its first client only once that client's open resolved,
             # after the frames that came with the reply have been dispatched.
             self._omit_peer_id = False
+        self._handling = True  # a read deadline now is a timeout (see serve)
         try:
             reply = await handler(self._ctx, self, cmd)
         except ChatError as err:
@@ -481,6 +499,7 @@ class Connection:
             self._crashed(cmd)
         else:
             self._reply(cmd, reply)
+        self._handling = False
         if opening:
             self._omit_peer_id = self._logins == 1 and self._first_omits
 
@@ -565,17 +584,17 @@ class Connection:
         """Run until the client leaves or the connection is closed; then clean up.
         ``tasks`` (server-wide) runs the writer when the socket is full."""
         self._tasks = tasks
+        self._seen = trio.current_time()
+        self._login_deadline = self._seen + self._config.login_timeout
         try:
-            with trio.CancelScope() as scope:
-                self._read_scope = scope
-                if self._close is not None:
-                    scope.cancel()
-                await self._reader(scope)
-            if not self._shutting_down and scope.cancelled_caught:
-                if self._sessions:
-                    self.close_soon(CloseCode.READ_TIMEOUT, "idle timeout")
-                else:
-                    self.close_soon(CloseCode.LOGIN_TIMEOUT, "no login")
+            while True:  # not a coroutine of its own: ~0.5 KB more per idle connection
+                with trio.CancelScope(deadline=self._expiry()) as scope:
+                    self._read_scope = scope
+                    if self._close is not None:
+                        scope.cancel()
+                    await self._reader()
+                if not self._read_on(scope):
+                    break
             if self._shutting_down and self._close is None:
                 # Reading stopped for shutdown: stay open for the acks of what was
                 # read, until goaway() closes us (close_soon cancels this scope).
@@ -589,6 +608,20 @@ class Connection:
         finally:
             with trio.move_on_after(self._config.handshake_timeout, shield=True):
                 await self._finish()
+
+    def _read_on(self, scope: trio.CancelScope) -> bool:
+        """The read scope ended (it can only be cancelled): whether to read on under a
+        new one, as when its deadline came before ``_expiry`` while waiting for a
+        frame (nothing was cut short). A deadline that is due closes the client."""
+        if self._shutting_down or self._close is not None or not scope.cancelled_caught:
+            return False
+        if not self._handling and trio.current_time() < self._expiry():
+            return True
+        if self._sessions:
+            self.close_soon(CloseCode.READ_TIMEOUT, "idle timeout")
+        else:
+            self.close_soon(CloseCode.LOGIN_TIMEOUT, "no login")
+        return False
 
     async def _finish(self) -> None:
         """Sessions still open here ended without a logout: their wills are sent."""
