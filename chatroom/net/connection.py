@@ -398,7 +398,7 @@ class Connection:
         this, is cancelled: a close, or its deadline)."""
         while True:
             message = await self._transport.receive()  # ConnectionClosed ends us
-            now = trio.current_time()
+            now = self._seen  # when the read that brought it came (``_heard``)
             within_budget = self._budget.take(now)
             try:
                 cmd = decode(self._subprotocol.codec, message)
