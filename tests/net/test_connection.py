@@ -1,4 +1,5 @@
-"""One connection under bad input and bad behaviour (chatroom/net/connection.py).
+"""One connection under bad input and bad behaviour (chatroom/net/connection.py,
+inbound.py and writer.py).
 
 Malformed frames, unknown commands, wrong types, oversized frames, request floods, slow
 consumers, idle clients and clients that never log in: each gets a clear error or a
