@@ -173,7 +173,7 @@ class Inbound(_Base):
         """A read brought frames. The read scope's deadline is not moved at every
         frame (moving a trio deadline cost a tenth of a login and join's
         instructions), only once it is within half the idle timeout of now. So it
-        may come before ``_expiry`` (never after it): ``serve`` then reads on under
+        may come before ``_expiry`` (never after it): ``_read_on`` then reads on under
         a new scope. A login or a logout moves it at once (``attach``, ``detach``)."""
         scope = self._read_scope
         now = self._seen = trio.current_time()
@@ -201,7 +201,7 @@ class Inbound(_Base):
             # the SDK knows its first client only once that client's open resolved,
             # after the frames that came with the reply have been dispatched.
             self._omit_peer_id = False
-        self._handling = True  # a read deadline now is a timeout (see serve)
+        self._handling = True  # a read deadline now is a timeout (see _read_on)
         try:
             reply = await handler(self._ctx, self, cmd)
         except ChatError as err:
