@@ -160,9 +160,8 @@ class Connection(Inbound, Writer):
     def attach(self, session: Session) -> None:
         first = not self._sessions
         self._sessions[session.peer_id] = session
-        if first and self._read_scope is not None:
-            # Logged in: the login deadline no longer holds, the idle one does.
-            self._read_scope.deadline = self._expiry()
+        if first:
+            self._sessions_changed()  # the idle deadline holds now, not the login one
 
     def detach(self, session: Session) -> None:
         if self._sessions.get(session.peer_id) is session:
@@ -170,8 +169,7 @@ class Connection(Inbound, Writer):
             if not self._sessions:
                 # The login deadline starts again from the last frame.
                 self._login_deadline = self._seen + self._config.login_timeout
-                if self._read_scope is not None:
-                    self._read_scope.deadline = self._expiry()
+                self._sessions_changed()
 
     def push(self, prepared: Prepared, peer_id: str, priority: Priority) -> None:
         """Queue one recipient's copy of a broadcast: ``_enqueue`` inlined, since this

@@ -174,13 +174,20 @@ class Inbound(_Base):
         frame (moving a trio deadline cost a tenth of a login and join's
         instructions), only once it is within half the idle timeout of now. So it
         may come before ``_expiry`` (never after it): ``_read_on`` then reads on under
-        a new scope. A login or a logout moves it at once (``attach``, ``detach``)."""
+        a new scope. A login or a logout moves it at once (``_sessions_changed``)."""
         scope = self._read_scope
         now = self._seen = trio.current_time()
         if scope is not None and scope.deadline - now < self._config.idle_timeout * 0.5:
             expiry = self._expiry()
             if expiry != scope.deadline:
                 scope.deadline = expiry
+
+    def _sessions_changed(self) -> None:
+        """The first session came or the last one went: the read deadline is the idle
+        or the login one now. Not while shutting down: nothing is read then, and the
+        connection waits for ``goaway`` without a deadline."""
+        if self._read_scope is not None and not self._shutting_down:
+            self._read_scope.deadline = self._expiry()
 
     def _run_sync(self, cmd: pb.GenericCommand, handler: SyncHandler) -> None:
         try:
