@@ -5,6 +5,12 @@ go into the bounded ``Outbox``. The ``Flusher`` writes queued frames with a
 non-blocking send; only when the kernel refuses bytes does this connection's writer
 task take over and wait, under ``write_timeout``. Anything unexpected closes this
 connection only (1011), never the server.
+
+``Connection`` is one object made of three parts: the reader and its deadlines
+(net/inbound.py ``Inbound``), the writer task (net/writer.py ``Writer``), and, here,
+its state, what handlers and the hub call (a push, a send, a kick) and its lifetime.
+The parts are base classes without state of their own: the hot path (``push``,
+``flush_nowait``) reads the same slots as before, with no object in between.
 """
 
 from __future__ import annotations
@@ -12,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import logging
 
-import orjson
 import trio
 
 from chatroom.config import Config
@@ -20,72 +25,28 @@ from chatroom.core.outbox import Outbox, Priority, Verdict
 from chatroom.core.presence import Session
 from chatroom.core.ratelimit import FloodGuard, TokenBucket
 from chatroom.net.flusher import Flusher
+from chatroom.net.inbound import Inbound
 from chatroom.net.roomwriter import RoomWriter
 from chatroom.net.transport import ConnectionClosed, Transport, TransportBroken
+from chatroom.net.writer import FLUSH_BYTES as _FLUSH_BYTES
+from chatroom.net.writer import Writer
 from chatroom.protocol import messages_pb2 as pb
-from chatroom.protocol.codec import Codec, Prepared, Subprotocol, decode, encode
-from chatroom.protocol.errors import (
-    NOT_STORED,
-    STORE_FAILED,
-    ChatError,
-    CloseCode,
-    ErrorCode,
-    ProtocolError,
-)
+from chatroom.protocol.codec import Prepared, Subprotocol, encode
+from chatroom.protocol.errors import CloseCode
 from chatroom.protocol.framing import ws_frame
 from chatroom.protocol.roomlog import RoomLog
-from chatroom.service import dispatch
 from chatroom.service import messages as message_service
 from chatroom.service import session as session_service
-from chatroom.service.context import SENT, Context, Handler, SyncHandler, failure_reply
-from chatroom.store.base import IntegrityError, StoreError
+from chatroom.service.context import Context
 
 log = logging.getLogger(__name__)
 
-_FLUSH_BYTES = 256 * 1024  # most bytes handed to one system call
 _SLOW_CLOSE_WAIT = 1.0  # seconds to finish a cut frame before closing a slow consumer
-_SHED_NOTICE_EVERY = 1.0  # seconds: at most one ``shed`` notice per connection per this
-_OMIT_PEER_ID = 128  # configBitmap bit 7: the client does not need peerId on pushes
-_FIRST_CLIENT_ROUTING = frozenset({"4", "5"})  # JS SDK majors that route by first client
 _ACCEPTED = Verdict.ACCEPTED
 _OVERFLOW = Verdict.OVERFLOW
 
 
-def _json_request_id(codec: Codec, message: str | bytes) -> int | None:
-    """The ``i`` of a JSON object that is not a valid command, if it has a usable one."""
-    if codec is not Codec.JSON:
-        return None
-    try:
-        obj = orjson.loads(message)
-    except orjson.JSONDecodeError:
-        return None
-    i = obj.get("i") if isinstance(obj, dict) else None
-    if isinstance(i, int) and not isinstance(i, bool) and -(2**31) <= i < 2**31:
-        return i
-    return None
-
-
-def _omits_peer_id(login: pb.SessionCommand) -> bool:
-    """Whether pushes to a socket whose only client logged in with ``login`` may leave
-    ``peerId`` out (the socket's first login; JSON clients always get it).
-
-    The client says so with configBitmap bit 7 (JS 5.0.0-rc.x, Swift). JS 4.x and
-    5.0.0-alpha/beta do not, yet they hand a push without ``peerId`` to the first client
-    they created on the socket (``realtime._firstIMClient``, dist/realtime.js); JS 3.x
-    drops it, and other SDKs are not known to route it, so they get ``peerId``. A
-    re-login (``r``) gets it too: after a reconnect the SDK re-opens its clients on a
-    new socket, and the first of them is its first client only if that one never
-    closed.
-    """
-    if login.r:
-        return False
-    if login.configBitmap & _OMIT_PEER_ID:
-        return True
-    name, _, version = login.ua.partition("/")
-    return name == "js" and version.split(".", 1)[0] in _FIRST_CLIENT_ROUTING
-
-
-class Connection:
+class Connection(Inbound, Writer):
     __slots__ = (
         "_binary",
         "_budget",
@@ -97,12 +58,14 @@ class Connection:
         "_first_omits",
         "_flood",
         "_flusher",
+        "_handling",
         "_login_deadline",
         "_logins",
         "_omit_peer_id",
         "_pending",
         "_read_scope",
         "_room",
+        "_seen",
         "_sessions",
         "_shed_next",
         "_shed_told",
@@ -129,7 +92,7 @@ class Connection:
         config: Config = ctx.config
         self._transport = transport
         transport.sink = self._send_control
-        transport.on_frames = self._touch
+        transport.on_frames = self._heard
         self._subprotocol = subprotocol
         self._codec = subprotocol.codec
         self._binary = subprotocol.codec.binary_frames
@@ -163,8 +126,12 @@ class Connection:
         # it) and the event it sets when it has ended (``_finish`` waits for it).
         self._writer_scope: trio.CancelScope | None = None
         self._writer_done: trio.Event | None = None
+        # The read scope: its deadline is when the client is due to be closed as idle
+        # (4107) or not logged in (4108), at the latest (see _heard).
         self._read_scope: trio.CancelScope | None = None
+        self._seen = 0.0  # when the last frame came (set when reading starts)
         self._login_deadline = 0.0  # set when reading starts
+        self._handling = False  # an async handler is under way
         self._budget = TokenBucket(config.requests_per_second, config.request_burst, 0.0)
         self._flood: FloodGuard | None = None  # made at the first refusal
         self._shed_told = 0  # the count of shed frames the client was last told
@@ -189,11 +156,18 @@ class Connection:
         return self._transport.backlog
 
     def attach(self, session: Session) -> None:
+        first = not self._sessions
         self._sessions[session.peer_id] = session
+        if first:
+            self._sessions_changed()  # the idle deadline holds now, not the login one
 
     def detach(self, session: Session) -> None:
         if self._sessions.get(session.peer_id) is session:
             del self._sessions[session.peer_id]
+            if not self._sessions:
+                # The login deadline starts again from the last frame.
+                self._login_deadline = self._seen + self._config.login_timeout
+                self._sessions_changed()
 
     def push(self, prepared: Prepared, peer_id: str, priority: Priority) -> None:
         """Queue one recipient's copy of a broadcast: ``_enqueue`` inlined, since this
@@ -316,240 +290,6 @@ class Connection:
             self._flusher.mark(self)
         return count
 
-    def _start_writer(self) -> None:
-        """The socket refused part of a write (``_pending`` holds the rest): a writer
-        task finishes it. A writer task exists only while a socket refuses bytes: an
-        idle connection costs no task. Its scope and event are made here, not in the
-        task, so that ``close_soon`` and ``_finish`` see them at once."""
-        self._writer_busy = True
-        if self._tasks is not None:
-            deadline = trio.current_time() + self._config.write_timeout
-            self._writer_scope = trio.CancelScope(deadline=deadline)
-            if self._close is not None:
-                self._writer_scope.cancel()
-            self._writer_done = trio.Event()
-            self._tasks.start_soon(self._writer, self._writer_scope, self._writer_done)
-
-    async def _writer(self, scope: trio.CancelScope, done: trio.Event) -> None:
-        """Drain the outbox while the socket is full, then end (until needed again).
-        A write deadline that passes closes the client as a slow consumer; a close
-        cancels ``scope``. Runs in the server-wide nursery: nothing may escape."""
-        await trio.lowlevel.cancel_shielded_checkpoint()  # never raises: ``done`` is set
-        try:
-            with scope:
-                await self._drain()
-            if scope.cancelled_caught:  # the deadline, or a close (then a no-op)
-                self.close_soon(CloseCode.SLOW_CONSUMER, "slow consumer: write timeout")
-            else:
-                self._writer_busy = False
-        except TransportBroken:
-            self.close_soon(CloseCode.NORMAL, "connection lost")
-        except Exception:
-            log.exception("writer of %s failed", self.remote)
-            self.close_soon(CloseCode.INTERNAL_ERROR, "internal error")
-        finally:
-            self._writer_scope = None
-            self._writer_done = None
-            done.set()
-
-    async def _drain(self) -> None:
-        """Write the pending tail and the outbox, waiting for the socket as needed.
-
-        ``_pending`` always holds exactly the bytes not yet written, even when this
-        is cancelled, so the frame stream stays whole and a close frame can follow.
-        """
-        await trio.lowlevel.checkpoint()
-        while self._pending or self.outbox:
-            if not self._pending:
-                self._pending = b"".join(self.outbox.take(_FLUSH_BYTES))
-                if self.outbox.shed != self._shed_told:
-                    self._shed_to_tell()
-            written = self._transport.write_nowait(self._pending)
-            if written:
-                self._pending = self._pending[written:]
-            else:
-                await self._transport.wait_writable()
-
-    def _shed_to_tell(self) -> None:
-        """Frames were shed for this client since it was last told: a JSON client is
-        told how many (protobuf clients have no command for it), at most once per
-        ``_SHED_NOTICE_EVERY``. Checked once per write, never per frame."""
-        if self._shed_waiting or self._codec is not Codec.JSON or self._tasks is None:
-            return
-        self._shed_waiting = True
-        self._tasks.start_soon(self._tell_shed)
-
-    async def _tell_shed(self) -> None:
-        # Waits out the interval, then tells the count as it is by then: a viewer who
-        # keeps losing frames gets one small notice a second, not one per frame.
-        # At most ``_SHED_NOTICE_EVERY`` seconds, even after a close (then the notice
-        # is not queued): no scope of its own to cancel.
-        await trio.sleep_until(self._shed_next)
-        self._shed_waiting = False
-        self._shed_next = trio.current_time() + _SHED_NOTICE_EVERY
-        self._shed_told = count = self.outbox.shed
-        notice = b'{"cmd":"shed","count":%d}' % count
-        self._enqueue(ws_frame(notice, False), Priority.HIGH)
-
-    # -- inbound ----------------------------------------------------------------------
-
-    async def _reader(self, scope: trio.CancelScope) -> None:
-        """Read and run commands until the client leaves. ``scope`` (the read scope)
-        carries the idle and login deadlines: one scope for the connection's life
-        rather than a new one per message."""
-        self._login_deadline = trio.current_time() + self._config.login_timeout
-        while True:
-            self._touch()
-            message = await self._transport.receive()  # ConnectionClosed ends us
-            now = trio.current_time()
-            within_budget = self._budget.take(now)
-            try:
-                cmd = decode(self._subprotocol.codec, message)
-            except ProtocolError as exc:
-                # Not a command. A JSON object may still name its ``i``: that request
-                # is answered; otherwise an error push it is.
-                stub = pb.GenericCommand(cmd=pb.error)
-                i = _json_request_id(self._subprotocol.codec, message)
-                if i is not None:
-                    stub.i = i
-                self._error(stub, ChatError(ErrorCode.INVALID_COMMAND, str(exc)[:200]), True)
-                if not within_budget:
-                    self._over_budget(now)  # a flood of garbage is a flood too
-                continue
-            if not within_budget:
-                # Decoded first, so that the refusal answers the request by its ``i``.
-                self._ctx.counters.refused_requests += 1
-                self._refuse(cmd, ErrorCode.APP_QUOTA_EXCEEDED, "too many requests", now)
-                continue
-            if cmd.cmd == pb.direct and not self._user_allows(cmd, now):
-                self._ctx.counters.refused_messages += 1
-                self._refuse(cmd, ErrorCode.MESSAGE_SENT_QUOTA_EXCEEDED, "too many messages", now)
-                continue
-            if not cmd.HasField("cmd") and not cmd.HasField("i"):
-                # Nothing names it, nothing could answer it by i: an error push it is.
-                self._error(cmd, ChatError(ErrorCode.INVALID_COMMAND, "missing cmd"), True)
-                continue
-            sync, handler = dispatch.route(cmd)
-            if sync is not None:
-                self._run_sync(cmd, sync)
-            elif handler is not None:
-                await self._run(cmd, handler)
-
-    def _user_allows(self, cmd: pb.GenericCommand, now: float) -> bool:
-        """Whether the sender's budget, shared by all its connections, takes this
-        message (without a session there is no sender: the handler answers 4105)."""
-        session = self.session_for(cmd.peerId)
-        return session is None or self._ctx.policies.user_budgets.take(session.peer_id, now)
-
-    def _refuse(self, cmd: pb.GenericCommand, code: ErrorCode, reason: str, now: float) -> None:
-        """Answer a request over budget; close a client that keeps flooding."""
-        self._error(cmd, ChatError(code, reason))
-        self._over_budget(now)
-
-    def _over_budget(self, now: float) -> None:
-        if self._flood is None:
-            self._flood = FloodGuard(self._config.flood_close_after)
-        if self._flood.refused(now) and self._close is None:
-            log.info("closing %s: request flood", self.remote)
-            self.close_soon(CloseCode.QUOTA_EXCEEDED, "request flood")
-
-    def _touch(self) -> None:
-        """Move the read scope's deadline: ``idle_timeout`` from now, since any frame
-        (a ping too) shows the client is there; without a session, no later than the
-        login deadline, which only a logged-in session moves."""
-        scope = self._read_scope
-        if scope is None:
-            return
-        now = trio.current_time()
-        if self._sessions:
-            self._login_deadline = now + self._config.login_timeout
-            scope.deadline = now + self._config.idle_timeout
-        else:
-            scope.deadline = min(now + self._config.idle_timeout, self._login_deadline)
-
-    def _run_sync(self, cmd: pb.GenericCommand, handler: SyncHandler) -> None:
-        try:
-            reply = handler(self._ctx, self, cmd)
-        except ChatError as err:
-            self._error(cmd, err)
-        except Exception:
-            self._crashed(cmd)
-        else:
-            self._reply(cmd, reply)
-
-    async def _run(self, cmd: pb.GenericCommand, handler: Handler) -> None:  # noqa: ASYNC910
-        # A handler that fails before its first await is not a checkpoint; the reader
-        # loop around us is one on every iteration.
-        opening = cmd.cmd == pb.session and cmd.op == pb.open
-        if opening:
-            # While a login and its sync are under way, every push names its client:
-            # the SDK knows its first client only once that client's open resolved,
-            # after the frames that came with the reply have been dispatched.
-            self._omit_peer_id = False
-            if self._room is not None:
-                self._unfollow()
-        try:
-            reply = await handler(self._ctx, self, cmd)
-        except ChatError as err:
-            self._error(cmd, err)
-        except StoreError as err:
-            self._store_failed(cmd, err)
-        except Exception:
-            self._crashed(cmd)
-        else:
-            self._reply(cmd, reply)
-        if opening:
-            self._omit_peer_id = self._logins == 1 and self._first_omits
-
-    def _store_failed(self, cmd: pb.GenericCommand, err: StoreError) -> None:
-        """The store failed under a handler (PostgreSQL unreachable, a disk error):
-        nothing of the request was stored or acknowledged; the client is told so and
-        may try again. Bad data (IntegrityError) is a defect and logged as one."""
-        if isinstance(err, IntegrityError):
-            self._crashed(cmd)
-            return
-        name = pb.CommandType.Name(cmd.cmd)
-        log.warning("%s of %s refused, the store failed: %s", name, self.remote, err)
-        reason = NOT_STORED if cmd.cmd == pb.direct else STORE_FAILED
-        self._error(cmd, ChatError(ErrorCode.INTERNAL_ERROR, reason))
-
-    def _crashed(self, cmd: pb.GenericCommand) -> None:
-        log.exception("handler failed for %s", pb.CommandType.Name(cmd.cmd))
-        self._error(cmd, ChatError(ErrorCode.INTERNAL_ERROR, "internal error"))
-
-    def _reply(self, cmd: pb.GenericCommand, reply: pb.GenericCommand | None) -> None:
-        if cmd.cmd == pb.session and cmd.op == pb.open and reply is not None:
-            self._logins += 1
-            if self._logins == 1:
-                self._first_omits = self._subprotocol.codec is not Codec.JSON and _omits_peer_id(
-                    cmd.sessionMessage
-                )
-        if reply is None or reply is SENT:
-            return
-        if cmd.HasField("i"):
-            reply.i = cmd.i
-        self.send(reply)
-
-    def _error(
-        self, cmd: pb.GenericCommand | None, err: ChatError, undecodable: bool = False
-    ) -> None:
-        """Reply with the error. A command without ``i`` (the SDK's acks and read
-        marks) gets an error push only on the JSON codec, since the SDK treats an
-        ``i``-less error as a connection error; a frame that is not a command always
-        gets one."""
-        self._ctx.counters.errors += 1
-        has_i = cmd is not None and cmd.HasField("i")
-        reply = failure_reply(cmd if cmd is not None else pb.GenericCommand(), err)
-        if cmd is not None and has_i:
-            reply.i = cmd.i
-        elif self._subprotocol.codec is not Codec.JSON and not undecodable:
-            return
-        if cmd is not None and 0 < len(cmd.peerId) <= self._config.max_client_id_length:
-            # Routes the error to the SDK's client of that id; a longer one names no
-            # client and is not echoed (it may be a megabyte).
-            reply.peerId = cmd.peerId
-        self.send(reply)
-
     # -- lifetime ---------------------------------------------------------------------
 
     def close_soon(self, code: int, reason: str) -> None:
@@ -585,17 +325,17 @@ class Connection:
         """Run until the client leaves or the connection is closed; then clean up.
         ``tasks`` (server-wide) runs the writer when the socket is full."""
         self._tasks = tasks
+        self._seen = trio.current_time()
+        self._login_deadline = self._seen + self._config.login_timeout
         try:
-            with trio.CancelScope() as scope:
-                self._read_scope = scope
-                if self._close is not None:
-                    scope.cancel()
-                await self._reader(scope)
-            if not self._shutting_down and scope.cancelled_caught:
-                if self._sessions:
-                    self.close_soon(CloseCode.READ_TIMEOUT, "idle timeout")
-                else:
-                    self.close_soon(CloseCode.LOGIN_TIMEOUT, "no login")
+            while True:  # not a coroutine of its own: ~0.5 KB more per idle connection
+                with trio.CancelScope(deadline=self._expiry()) as scope:
+                    self._read_scope = scope
+                    if self._close is not None:
+                        scope.cancel()
+                    await self._reader()
+                if not self._read_on(scope):
+                    break
             if self._shutting_down and self._close is None:
                 # Reading stopped for shutdown: stay open for the acks of what was
                 # read, until goaway() closes us (close_soon cancels this scope).

@@ -1,4 +1,5 @@
-"""One connection under bad input and bad behaviour (chatroom/net/connection.py).
+"""One connection under bad input and bad behaviour (chatroom/net/connection.py,
+inbound.py and writer.py).
 
 Malformed frames, unknown commands, wrong types, oversized frames, request floods, slow
 consumers, idle clients and clients that never log in: each gets a clear error or a
@@ -541,6 +542,27 @@ async def test_a_client_that_only_pings_stays_connected(
         assert len(running.server.connections) == 1
         reason = await client.closed()  # and once it stops, it is closed
         assert reason.code == 4107
+
+
+@fail_after(100)
+async def test_the_idle_timeout_counts_from_the_last_frame(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A frame early in the idle period does not move the server's read deadline at
+    # once (that costs every frame): the connection must still last idle_timeout
+    # after that frame, neither closed at the first deadline nor kept longer.
+    async with (
+        running_server({"idle_timeout": 10, "login_timeout": 10}) as running,
+        running.user("alice") as client,
+    ):
+        await trio.sleep(3)
+        await client.sync()  # the last frame the server gets
+        last = trio.current_time()
+        await trio.sleep(9)  # past the deadline the login set
+        assert len(running.server.connections) == 1
+        reason = await client.closed()
+        assert reason.code == 4107
+        assert 10 <= trio.current_time() - last < 10.5
 
 
 @fail_after(100)

@@ -1,7 +1,7 @@
 """What older and newer official SDKs rely on, over real sockets; tests/sdk/test_sdk_compat.py
 runs the real SDKs (3.5.7, 4.3.1, 5.0.0-rc.8) over the same rules.
 
-Which pushes carry ``peerId`` (chatroom/net/connection.py ``_omits_peer_id``): a push
+Which pushes carry ``peerId`` (chatroom/net/inbound.py ``_omits_peer_id``): a push
 without ``peerId`` reaches a JS SDK 4.x or 5.x client only as the first client of its
 socket (``realtime._firstIMClient``); 3.x drops it. So the server leaves it out only on
 a socket whose single login announced configBitmap bit 7 or came from a JS SDK of those
