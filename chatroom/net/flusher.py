@@ -94,7 +94,8 @@ class Flusher:
 
     async def _cycle_once(self) -> tuple[int, int, float]:
         """Write what is dirty, a slice at a time; frames and sockets written, and the
-        seconds spent writing (the other tasks' turns left out)."""
+        seconds spent writing (the other tasks' turns left out). A cycle within one
+        slice does not checkpoint: ``run`` has just waited for its wake-up."""
         self._cycle = dirty = self._dirty
         self._dirty = []
         self._more_sockets = 0
@@ -115,4 +116,4 @@ class Flusher:
         finally:
             self._cycle = None
         spent += trio.current_time() - start
-        return frames, done + self._more_sockets, spent
+        return frames, done + self._more_sockets, spent  # noqa: ASYNC910
