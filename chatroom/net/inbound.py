@@ -167,7 +167,8 @@ class Inbound(_Base):
 
     def _expiry(self) -> float:
         """When this client is due to be closed: ``idle_timeout`` after its last frame
-        (a ping too); without a session, no later than the login deadline."""
+        (a ping too) or the reply to it; without a session, no later than the login
+        deadline."""
         idle = self._seen + self._config.idle_timeout
         return idle if self._sessions else min(idle, self._login_deadline)
 
@@ -223,6 +224,9 @@ class Inbound(_Base):
         else:
             self._reply(cmd, reply)
         self._handling = False
+        # The client was waiting for this reply, not idle: its idle time starts now (a
+        # login that took long on a busy cluster node is not counted against it).
+        self._seen = trio.current_time()
         if opening:
             self._omit_peer_id = self._logins == 1 and self._first_omits
 
