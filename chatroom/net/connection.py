@@ -240,13 +240,7 @@ class Connection(Inbound, Writer):
         room, self._room = self._room, None
         assert room is not None
         for prepared, priority in room.unfollow(self):
-            verdict = self.outbox.offer(prepared.frame(self._codec, None), Priority(priority))
-            if verdict is _OVERFLOW:
-                self.close_soon(CloseCode.SLOW_CONSUMER, "slow consumer: outbox full")
-                return
-            if not self._dirty and not self._writer_busy:
-                self._dirty = True
-                self._flusher.mark(self)
+            self._enqueue(prepared.frame(self._codec, None), Priority(priority))
 
     # -- Follower (protocol/roomlog.py) ----------------------------------------------
 
