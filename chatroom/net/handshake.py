@@ -147,6 +147,7 @@ async def _accept(
         log.exception("WebSocket connection failed")
         await stream.aclose()
     finally:
+        stream.socket.close()  # a no-op if closed above; not if cancelled before that
         if not served and on_unserved is not None:
             on_unserved()
 

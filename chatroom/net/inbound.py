@@ -108,44 +108,44 @@ class Inbound(_Base):
 
         def left_room(self) -> None: ...
 
-    async def _reader(self) -> None:
-        """Read and run commands until the client leaves (or the read scope, around
-        this, is cancelled: a close, or its deadline)."""
-        while True:
-            message = await self._transport.receive()  # ConnectionClosed ends us
-            now = self._seen  # when the read that brought it came (``_heard``)
-            within_budget = self._budget.take(now)
-            try:
-                cmd = decode(self._subprotocol.codec, message)
-            except ProtocolError as exc:
-                # Not a command. A JSON object may still name its ``i``: that request
-                # is answered; otherwise an error push it is.
-                stub = pb.GenericCommand(cmd=pb.error)
-                i = _json_request_id(self._subprotocol.codec, message)
-                if i is not None:
-                    stub.i = i
-                self._error(stub, ChatError(ErrorCode.INVALID_COMMAND, str(exc)[:200]), True)
-                if not within_budget:
-                    self._over_budget(now)  # a flood of garbage is a flood too
-                continue
+    def _command(self, message: str | bytes) -> tuple[pb.GenericCommand, Handler] | None:
+        """Run a message read from the client (``Connection.serve`` reads them): a
+        synchronous handler at once; an asynchronous one is returned, for the reader
+        to await before it reads on (commands run in arrival order)."""
+        now = self._seen  # when the read that brought it came (``_heard``)
+        within_budget = self._budget.take(now)
+        try:
+            cmd = decode(self._subprotocol.codec, message)
+        except ProtocolError as exc:
+            # Not a command. A JSON object may still name its ``i``: that request is
+            # answered; otherwise an error push it is.
+            stub = pb.GenericCommand(cmd=pb.error)
+            i = _json_request_id(self._subprotocol.codec, message)
+            if i is not None:
+                stub.i = i
+            self._error(stub, ChatError(ErrorCode.INVALID_COMMAND, str(exc)[:200]), True)
             if not within_budget:
-                # Decoded first, so that the refusal answers the request by its ``i``.
-                self._ctx.counters.refused_requests += 1
-                self._refuse(cmd, ErrorCode.APP_QUOTA_EXCEEDED, "too many requests", now)
-                continue
-            if cmd.cmd == pb.direct and not self._user_allows(cmd, now):
-                self._ctx.counters.refused_messages += 1
-                self._refuse(cmd, ErrorCode.MESSAGE_SENT_QUOTA_EXCEEDED, "too many messages", now)
-                continue
-            if not cmd.HasField("cmd") and not cmd.HasField("i"):
-                # Nothing names it, nothing could answer it by i: an error push it is.
-                self._error(cmd, ChatError(ErrorCode.INVALID_COMMAND, "missing cmd"), True)
-                continue
-            sync, handler = dispatch.route(cmd)
-            if sync is not None:
-                self._run_sync(cmd, sync)
-            elif handler is not None:
-                await self._run(cmd, handler)
+                self._over_budget(now)  # a flood of garbage is a flood too
+            return None
+        if not within_budget:
+            # Decoded first, so that the refusal answers the request by its ``i``.
+            self._ctx.counters.refused_requests += 1
+            self._refuse(cmd, ErrorCode.APP_QUOTA_EXCEEDED, "too many requests", now)
+            return None
+        if cmd.cmd == pb.direct and not self._user_allows(cmd, now):
+            self._ctx.counters.refused_messages += 1
+            self._refuse(cmd, ErrorCode.MESSAGE_SENT_QUOTA_EXCEEDED, "too many messages", now)
+            return None
+        if not cmd.HasField("cmd") and not cmd.HasField("i"):
+            # Nothing names it, nothing could answer it by i: an error push it is.
+            self._error(cmd, ChatError(ErrorCode.INVALID_COMMAND, "missing cmd"), True)
+            return None
+        sync, handler = dispatch.route(cmd)
+        if sync is not None:
+            self._run_sync(cmd, sync)
+        elif handler is not None:
+            return cmd, handler
+        return None
 
     def _user_allows(self, cmd: pb.GenericCommand, now: float) -> bool:
         """Whether the sender's budget, shared by all its connections, takes this

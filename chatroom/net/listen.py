@@ -46,21 +46,17 @@ async def shared_listening_socket(host: str, port: int) -> socket.socket:
 _CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 _CAPACITY_PAUSE = 0.1  # seconds
 _ACCEPT_BATCH = 64  # connections taken from the backlog per reschedule
+# Serves one accepted connection and closes it, whatever happens (cancellation too):
+# started as the connection's task itself, without a wrapper coroutine that would
+# stay alive, frame and all, as long as the connection.
 Serve = Callable[[trio.SocketStream], Awaitable[object]]
-
-
-async def _run(serve: Serve, stream: trio.SocketStream) -> None:
-    try:
-        await serve(stream)
-    finally:
-        await trio.aclose_forcefully(stream)
 
 
 async def accept_all(
     listener: trio.socket.SocketType, serve: Serve, nursery: trio.Nursery
 ) -> NoReturn:
-    """Accept connections on ``listener`` until cancelled, each served by ``serve`` in
-    a task of ``nursery`` and closed when it returns; then close ``listener``.
+    """Accept connections on ``listener`` until cancelled, each served (and closed) by
+    ``serve`` in a task of ``nursery``; then close ``listener``.
 
     Unlike ``trio.serve_listeners``, which reschedules once per connection, every
     connection waiting in the backlog (up to ``_ACCEPT_BATCH``) is taken in one go:
@@ -82,7 +78,7 @@ async def accept_all(
                     await trio.sleep(_CAPACITY_PAUSE)
                     break
                 stream = trio.SocketStream(trio.socket.from_stdlib_socket(conn))
-                nursery.start_soon(_run, serve, stream)
+                nursery.start_soon(serve, stream)
     finally:
         trio.lowlevel.notify_closing(sock)
         sock.close()

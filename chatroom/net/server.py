@@ -12,9 +12,10 @@ import dataclasses
 import logging
 import signal
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass
 from functools import partial
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import trio
@@ -78,6 +79,7 @@ class Server:
         self.store = store if store is not None else open_store(config.db)
         self.shutdown = trio.Event()
         self.connections: set[Connection] = set()
+        self._on_end = self._ended  # one bound method, not one per connection
         # The services' ways out (service/ports.py), concrete here.
         self.committer = Committer(self.store, config.commit_batch, config.commit_queue)
         self.journal = Lasting(self.store, config.lasting_backlog, self.clock)
@@ -358,23 +360,22 @@ class Server:
                 log.info("statistics %s", now)
                 last = now
 
-    async def _handle(  # noqa: ASYNC910
+    def _handle(
         self, transport: Transport, chosen: Subprotocol, remote: str
-    ) -> None:
-        """One connection, after its handshake. Every exception ends here. Not a
-        checkpoint of its own: one reschedule less per login; ``serve`` reads."""
+    ) -> Coroutine[Any, Any, None]:
+        """One connection, after its handshake: the coroutine that serves it (not one
+        around it: a coroutine frame less per idle connection). Every exception ends
+        in the handshake's task; ``_ended`` runs when the connection is over."""
         assert self._tasks is not None, "connections are served inside _serve"
         conn = Connection(transport, chosen, self.context, self._flusher, remote)
         self.connections.add(conn)
-        try:
-            await conn.serve(self._tasks)
-        except Exception:
-            log.exception("connection handler failed")
-        finally:
-            self.connections.discard(conn)
-            self.gc.connection_closed()
-            if self.shutdown.is_set() and not self.connections:
-                self._all_closed.set()
+        return conn.serve(self._tasks, self._on_end)
+
+    def _ended(self, conn: Connection) -> None:
+        self.connections.discard(conn)
+        self.gc.connection_closed()
+        if self.shutdown.is_set() and not self.connections:
+            self._all_closed.set()
 
 
 def _subprotocol(offered: list[str], path: str) -> Subprotocol | None:

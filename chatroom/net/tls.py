@@ -107,6 +107,9 @@ class Certificates:
                 await tls.do_handshake()
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             log.debug("TLS handshake with %s failed: %s", remote, exc.__cause__ or exc)
+        except BaseException:  # cancelled: nothing else closes the socket
+            stream.socket.close()
+            raise
         if not _handshaken(tls):
             self.handshakes_failed += 1
             await trio.aclose_forcefully(stream)

@@ -122,33 +122,53 @@ class Transport:
     # -- inbound ----------------------------------------------------------------------
 
     async def receive(self) -> str | bytes:
-        """The next message. Raises ``ConnectionClosed`` at the end."""
+        """The next message. Raises ``ConnectionClosed`` at the end. (A connection
+        runs the same steps in its own loop: one coroutine frame less while idle.)"""
         waited = False
         while True:
-            while self._events:
-                message = self._handle(self._events.pop())
-                if message is not None:
-                    return message
-            if self._eof or not self._open:
-                raise ConnectionClosed(*self._close_info())
-            # The socket is read here rather than through SocketStream.receive_some:
-            # while a connection waits, that call chain keeps four more coroutine
-            # frames and a context manager alive (~1.3 KB per idle connection).
-            # Nothing read stays in a local of this coroutine while it waits.
+            message = self.next_message()
+            if message is not None:
+                return message
             await trio.lowlevel.checkpoint_if_cancelled()
-            data = read_now(self._fd)
-            if data is None:
+            got = self.read_some()
+            if got is None:
                 # Waited for outside any ``except`` block: a handled exception stays
                 # alive while its handler awaits (~520 bytes per idle connection).
                 try:
                     await trio.lowlevel.wait_readable(self._fd)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    self._eof = True  # closed by us meanwhile
+                    self.lost()
                 waited = True
-                continue
-            self.feed(data)
-            if data and not waited:  # a wait was a checkpoint: one reschedule less
+            elif got and not waited:  # a wait was a checkpoint: one reschedule less
                 await trio.lowlevel.cancel_shielded_checkpoint()
+
+    def next_message(self) -> str | bytes | None:
+        """The next whole message already read, or None when the socket must be read
+        first (``read_some``). Raises ``ConnectionClosed`` at the end."""
+        while self._events:
+            message = self._handle(self._events.pop())
+            if message is not None:
+                return message
+        if self._eof or not self._open:
+            raise ConnectionClosed(*self._close_info())
+        return None
+
+    def read_some(self) -> int | None:
+        """Read what the socket holds now, without waiting: the bytes read (0 at its
+        end), or None when it holds nothing yet (wait until it is readable).
+
+        The socket is read here rather than through SocketStream.receive_some: while
+        a connection waits, that call chain keeps four more coroutine frames and a
+        context manager alive (~1.3 KB per idle connection)."""
+        data = read_now(self._fd)
+        if data is None:
+            return None
+        self.feed(data)
+        return len(data)
+
+    def lost(self) -> None:
+        """The socket was closed (by us) while a read waited for it."""
+        self._eof = True
 
     def feed(self, data: bytes) -> None:
         """Parse what was read (``b""``: the end) into data frames, oldest last;
