@@ -314,8 +314,11 @@ def missed_scenario(page_url: str, fall_behind: Callable[[], int]) -> None:
         sent = fall_behind()
         shown = "document.querySelectorAll('[data-testid=messages] li').length"
         missed = "Number(document.querySelector('[data-testid=missed-count]').textContent)"
-        tom.wait_for_function(f"{shown} + {missed} >= {sent}")
-        got, told = tom.evaluate(f"[{shown}, {missed}]")
+        try:
+            tom.wait_for_function(f"{shown} + {missed} >= {sent}")
+        finally:  # on a timeout too: what the page had by then
+            got, told = tom.evaluate(f"[{shown}, {missed}]")
+            print(f"sent {sent}, shown {got}, told missed {told}")
         assert got + told == sent
         assert 0 < told < sent
 
