@@ -36,7 +36,7 @@ from chatroom.core.presence import Session
 from chatroom.hub import redis_wire as wire
 from chatroom.hub.base import CONFLICT_DETAIL, HubStatistics
 from chatroom.hub.delivery import deliver
-from chatroom.hub.redis_queue import FORGET, KEEP, UNKEEP
+from chatroom.hub.redis_queue import FORGET, KEEP, PUBLISH, UNKEEP, Entry
 from chatroom.hub.redis_sessions import NodeSessions, node_of
 from chatroom.protocol.codec import Prepared
 from chatroom.protocol.errors import ErrorCode
@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 
 _RELIABLE = Priority.RELIABLE
 _TRANSIENT = ConvType.TRANSIENT
+HEADS = 1000  # header parts of chatroom pushes kept (forgotten all at once beyond)
+_Head = tuple[str, bytes]  # a chatroom's channel, the header part of its pushes
+_Own = tuple[Prepared, str | None, list[str] | None, Priority, str | None, str | None]
 
 
 class RedisHub(NodeSessions):
@@ -55,7 +58,12 @@ class RedisHub(NodeSessions):
         super().__init__(node, prefix, queue)
         self._deliveries = 0
         self._echo_id = 0
-        self._own: dict[int, Prepared] = {}  # pushes sent here that come back, by "o"
+        # Pushes sent here that come back, by echo number: the push, its chatroom (or
+        # None) or its recipients here, priority, skipped token and client.
+        self._own: dict[int, _Own] = {}
+        self._origin = wire.origin(node)
+        self._heads: dict[tuple[str, int, str | None, str | None, int], _Head] = {}
+        self._kept: tuple[str, Entry] | None = None  # a chatroom's KEEP, until its push
 
     # -- delivery -------------------------------------------------------------------
 
@@ -112,10 +120,14 @@ class RedisHub(NodeSessions):
             # Published even when this node knows of no viewer elsewhere: one that
             # joined on another node a moment ago may not have reached our presence
             # view yet, while its node already hears the room (a join is answered then).
-            header: wire.Header = {"k": "r", "c": cid, "l": here}
-            if skip_client is not None:
-                header["x"] = skip_client  # every node leaves that client's sessions out
-            self._offer(self.channel("room", cid), header, prepared, priority, skip)
+            skipped = skip.token if skip is not None else None
+            bodies = wire.push_bodies(prepared)
+            key = (cid, priority, skipped, skip_client, len(bodies))
+            channel, head = self._heads.get(key) or self._room_head(key)
+            echo = 0 if here else self._echo((prepared, cid, None, priority, skipped, skip_client))
+            record = wire.record(head, bodies, self._origin, echo)
+            self.outgoing.offer(channel, record, priority, PUBLISH, self._kept_with(cid))
+            self.wake()
         elif not here:
             self._to_viewers(prepared, cid, priority, skip, skip_client)
         return count
@@ -127,6 +139,7 @@ class RedisHub(NodeSessions):
         priority: Priority,
         skip: Session | None,
     ) -> list[str]:
+        self._kept = None  # a KEEP goes with a chatroom push only
         skipped = skip.token if skip is not None else None
         by_node: dict[str, list[str]] = {}
         tokens = []
@@ -140,40 +153,57 @@ class RedisHub(NodeSessions):
             local = self._local.sessions_of_all(by_node.get(self.node, ()))
             self._push(prepared, local, priority, skip)
         else:
+            skipped = skip.token if skip is not None else None
             for node, peers in by_node.items():
+                echo = 0
+                if node == self.node:  # it comes back here
+                    echo = self._echo((prepared, None, peers, priority, skipped, None))
                 header = {"k": "p", "to": peers}
-                self._offer(self.channel("node", node), header, prepared, priority, skip)
+                record = wire.push_record(header, prepared, priority, skipped, self._origin, echo)
+                self.outgoing.offer(self.channel("node", node), record, priority)
+            self.wake()
         return tokens
 
-    def _offer(
-        self,
-        channel: str,
-        header: wire.Header,
-        prepared: Prepared,
-        priority: Priority,
-        skip: Session | None,
-    ) -> None:
-        if header["k"] == "r" or channel == self.channel("node", self.node):
-            # It comes back here: the echo reuses this Prepared (and its encodings).
-            self._echo_id += 1
-            header["o"] = self._echo_id
-            self._own[self._echo_id] = prepared
-            if len(self._own) > self.outgoing.capacity:  # lost on the way: forget it
-                del self._own[next(iter(self._own))]
-        header["n"] = self.node
-        skipped = skip.token if skip is not None else None
-        record = wire.push_record(header, prepared, priority, skipped)
-        self.outgoing.offer(channel, record, priority)
-        self.wake()
+    def _room_head(self, key: tuple[str, int, str | None, str | None, int]) -> _Head:
+        """The channel and header part of this node's pushes to a chatroom (kept: a
+        room's pushes share them while their sender and priority do)."""
+        cid, priority, skipped, skip_client, count = key
+        header: wire.Header = {"k": "r", "c": cid, "p": int(priority), "s": skipped}
+        if skip_client is not None:
+            header["x"] = skip_client  # every node leaves that client's sessions out
+        if len(self._heads) >= HEADS:
+            self._heads.clear()
+        made = self._heads[key] = (self.channel("room", cid), wire.head(header, count))
+        return made
 
-    def _prepared(self, record: wire.Record) -> Prepared:
-        """The push a record carries: this node's own object when it sent it."""
-        h = record.header
-        if h.get("n") == self.node:
-            own = self._own.pop(h.get("o", 0), None)
-            if own is not None:
-                return own
-        return record.prepared()
+    def _kept_with(self, cid: str) -> Entry | None:
+        """The KEEP of the message this push to chatroom ``cid`` carries, when it was
+        queued just before (``keep``): the two are then kept or shed together."""
+        kept, self._kept = self._kept, None
+        if kept is None or kept[0] != cid or self.outgoing.last is not kept[1]:
+            return None
+        return kept[1]
+
+    def _echo(self, own: _Own) -> int:
+        """The echo number of a push that comes back here: its delivery then reuses
+        this Prepared (and its encodings)."""
+        self._echo_id = echo = self._echo_id % 0xFFFF_FFFF + 1
+        self._own[echo] = own
+        if len(self._own) > self.outgoing.capacity:  # lost on the way: forget it
+            del self._own[next(iter(self._own))]
+        return echo
+
+    def _heard_own(self, echo: int) -> None:
+        """A push of this node came back (echo 0: it was delivered when sent)."""
+        own = self._own.pop(echo, None)
+        if own is None:
+            return
+        prepared, cid, peers, priority, skipped, skip_client = own
+        skip = self._by_token.get(skipped) if skipped else None
+        if cid is not None:
+            self._to_viewers(prepared, cid, priority, skip, skip_client)
+        else:
+            self._push(prepared, self._local.sessions_of_all(peers or ()), priority, skip)
 
     def _push(
         self,
@@ -207,7 +237,12 @@ class RedisHub(NodeSessions):
     # publishes it, so a node that heard it finds it there.
 
     def keep(self, message: Message, priority: Priority) -> None:
-        self._keeping(message.cid, wire.kept(message), priority, KEEP)
+        """Before the message's push (``to_room``), which it is then shed with."""
+        if self.connected:
+            key = self.channel("kept", message.cid)
+            entry = self.outgoing.offer(key, wire.kept(message), priority, KEEP)
+            self._kept = (message.cid, entry) if entry is not None else None
+            self.wake()
 
     def unkeep(self, message: Message) -> None:
         self._keeping(message.cid, wire.kept(message), _RELIABLE, UNKEEP)
@@ -225,8 +260,11 @@ class RedisHub(NodeSessions):
     def receive(self, data: bytes, now: float) -> None:
         """One PUBLISH heard on a channel of this node; ``now`` in seconds."""
         try:
-            for record in wire.decode(data):
-                self._receive(record, now)
+            for record in wire.heard(data, self._origin, self._own):
+                if isinstance(record, int):
+                    self._heard_own(record)
+                else:
+                    self._receive(record, now)
         except (wire.WireError, KeyError, TypeError, ValueError, IndexError) as exc:
             self.bad_records += 1
             log.warning("cluster: a malformed record was ignored (%s)", exc)
@@ -235,14 +273,13 @@ class RedisHub(NodeSessions):
         h = record.header
         kind = h["k"]
         if kind == "r":
-            if h["n"] != self.node or not h["l"]:
-                skip = self._skipped(h["s"])
-                skip_client = str(h["x"]) if h.get("x") is not None else None
-                prepared = self._prepared(record)
-                self._to_viewers(prepared, str(h["c"]), record.priority, skip, skip_client)
+            skip = self._skipped(h["s"])
+            skip_client = str(h["x"]) if h.get("x") is not None else None
+            prepared = record.prepared()
+            self._to_viewers(prepared, str(h["c"]), record.priority, skip, skip_client)
         elif kind == "p":
             peers = self._local.sessions_of_all(map(str, h["to"]))
-            self._push(self._prepared(record), peers, record.priority, self._skipped(h["s"]))
+            self._push(record.prepared(), peers, record.priority, self._skipped(h["s"]))
         elif kind == "k":
             tokens = [str(t) for t in h["t"]]
             self._end(str(h["peer"]), tokens, int(h["c"]), str(h["r"]), str(h["d"]))

@@ -16,25 +16,33 @@ HIGH is never dropped to make room for anything else.
 Most entries are PUBLISHes (``PUBLISH``); the others change a chatroom's kept messages
 (its Redis list, docs/cluster.md): ``KEEP`` appends a message, ``UNKEEP`` removes one,
 ``FORGET`` deletes the list. They share the queue, and so the transaction, of the push
-they go with.
+they go with; a chatroom message's ``KEEP`` and its PUBLISH are kept or shed together
+(a message in the list that no viewer saw live, or the reverse, would be neither a
+live message nor the recent history).
 """
 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
 
 from chatroom.core.outbox import Priority
 
 PUBLISH, KEEP, UNKEEP, FORGET = "publish", "keep", "unkeep", "forget"
 
 
-@dataclass(frozen=True, slots=True)
 class Entry:
-    channel: str
-    record: bytes
-    sheddable: bool
-    op: str = PUBLISH
+    """One record for one channel (``op``: what the link does with it)."""
+
+    __slots__ = ("channel", "op", "partner", "record", "sheddable")
+
+    def __init__(
+        self, channel: str, record: bytes, sheddable: bool, op: str, partner: Entry | None
+    ) -> None:
+        self.channel = channel
+        self.record = record
+        self.sheddable = sheddable
+        self.op = op
+        self.partner = partner  # kept or shed with this one (a message's KEEP and PUBLISH)
 
 
 class Outgoing:
@@ -50,23 +58,46 @@ class Outgoing:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def offer(self, channel: str, record: bytes, priority: Priority, op: str = PUBLISH) -> bool:
-        """Queue a record; False when it was dropped (see the module docstring)."""
+    @property
+    def last(self) -> Entry | None:
+        """The entry queued last, if it is still queued."""
+        return self._entries[-1] if self._entries else None
+
+    def offer(
+        self,
+        channel: str,
+        record: bytes,
+        priority: Priority,
+        op: str = PUBLISH,
+        partner: Entry | None = None,
+    ) -> Entry | None:
+        """Queue a record; None when it was dropped (see the module docstring). With
+        ``partner`` (queued last, of the same priority), the two are kept or shed
+        together: this one dropped takes the partner out of the queue too."""
         sheddable = priority >= Priority.NORMAL
         entries = self._entries
         if len(entries) >= self.capacity:
             if sheddable:
                 self.shed += 1
-                return False
+                if partner is not None and entries and entries[-1] is partner:
+                    entries.pop()
+                    self.shed += 1
+                return None
             victim = next((e for e in entries if e.sheddable), None)
             if victim is None:
                 self.lost += 1
-                return False
+                return None
             entries.remove(victim)
             self.shed += 1
-        entries.append(Entry(channel, record, sheddable, op))
+            if victim.partner is not None and victim.partner in entries:
+                entries.remove(victim.partner)
+                self.shed += 1
+        entry = Entry(channel, record, sheddable, op, partner)
+        if partner is not None:
+            partner.partner = entry
+        entries.append(entry)
         self.queued += 1
-        return True
+        return entry
 
     def take(self) -> list[Entry]:
         taken = list(self._entries)

@@ -5,6 +5,15 @@ to two protobuf bodies (a push's ``GenericCommand`` without ``peerId``, and its
 JSON-only fields), each part prefixed by its length (4 bytes, big-endian). A busy room
 gets every push of one drain of the publishing queue in one PUBLISH.
 
+A record starts with its size (4 bytes), its *origin* (one byte of length, then the
+sending node's id; empty but for pushes) and its *echo* number (4 bytes; 0 for none).
+A push that comes back to the node that sent it (a chatroom's, or one to its own
+channel) carries the sender's number for it: the sender still holds the push and whom
+it is for, and hearing it back reads those few bytes and skips the rest, unparsed
+(``heard``). Echo 0 from its own origin: the sender delivered it when
+it sent it (it did not hear the room yet). Then the record count of bodies (4 bytes),
+the header's size (4 bytes), the header, the bodies.
+
 Header kinds (``k``):
 
 - ``r``: a push to chatroom ``c``'s viewers (channel ``<prefix>room:<cid>``), but
@@ -20,9 +29,8 @@ Header kinds (``k``):
 - ``h``: node ``n`` is alive, its presence at number ``q`` (channel ``<prefix>presence``);
 - ``b``: node ``n`` shuts down (the same channel).
 
-Every push record also carries ``n`` (the node that sent it), ``p`` (the priority),
-``s`` (the token of a session to skip, or null) and, when it comes back to its sender,
-``o`` (the sender's number for it, to reuse the push it still holds).
+Every push record also carries ``p`` (the priority) and ``s`` (the token of a session
+to skip, or null); its origin says which node sent it.
 
 A chatroom's recent messages (its ``logs``) are kept in a Redis list, one element per
 message (``kept``): a JSON array of the message's fields, its binary content in base64.
@@ -32,7 +40,7 @@ from __future__ import annotations
 
 import base64
 import struct
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +52,8 @@ from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Codec, Prepared, serialize
 
 _LEN = struct.Struct(">I")
+_START = struct.Struct(">IB")  # a record's size, its origin's length
+_HEAD = struct.Struct(">II")  # bodies, header size
 Header = dict[str, Any]
 
 
@@ -67,40 +77,93 @@ class Record:
         return Priority(int(self.header.get("p", 0)))
 
 
-def encode(header: Header, *bodies: bytes) -> bytes:
+def origin(node: str) -> bytes:
+    """How a node's id starts each of its push records (``mine`` for ``decode``)."""
+    raw = node.encode()
+    if len(raw) > 255:
+        raise ValueError("a node id of more than 255 bytes")
+    return bytes((len(raw),)) + raw
+
+
+def head(header: Header, count: int) -> bytes:
+    """A record's header part, for ``count`` bodies (the same for every push of one
+    sender to one room: its caller may keep it)."""
     raw = orjson.dumps(header)
-    parts = [_LEN.pack(len(bodies)), _LEN.pack(len(raw)), raw]
+    return _HEAD.pack(count, len(raw)) + raw
+
+
+def record(head: bytes, bodies: tuple[bytes, ...], source: bytes = b"\x00", echo: int = 0) -> bytes:
+    """One record: ``head`` (``head()``), the bodies, from ``source`` (``origin()``)."""
+    size = len(source) + 4 + len(head) + 4 * len(bodies) + sum(map(len, bodies))
+    parts = [_START.pack(size, len(source) - 1), source[1:], _LEN.pack(echo), head]
     for body in bodies:
         parts += (_LEN.pack(len(body)), body)
     return b"".join(parts)
 
 
-def push_record(header: Header, prepared: Prepared, priority: Priority, skip: str | None) -> bytes:
+def encode(header: Header, *bodies: bytes) -> bytes:
+    return record(head(header, len(bodies)), bodies)
+
+
+def push_bodies(prepared: Prepared) -> tuple[bytes, ...]:
+    """What a push record carries of ``prepared``."""
+    body = prepared.payload(Codec.PROTOBUF, None)  # cached: encoded once per push
+    if prepared.json_only is None:
+        return (body,)
+    return (body, serialize(prepared.json_only))
+
+
+def push_record(
+    header: Header,
+    prepared: Prepared,
+    priority: Priority,
+    skip: str | None,
+    source: bytes = b"\x00",
+    echo: int = 0,
+) -> bytes:
     header["p"] = int(priority)
     header["s"] = skip
-    bodies = [prepared.payload(Codec.PROTOBUF, None)]  # cached: encoded once per push
-    if prepared.json_only is not None:
-        bodies.append(serialize(prepared.json_only))
-    return encode(header, *bodies)
+    bodies = push_bodies(prepared)
+    return record(head(header, len(bodies)), bodies, source, echo)
 
 
 def decode(data: bytes) -> Iterator[Record]:
     """The records of one PUBLISH, in order; ``WireError`` on anything malformed."""
+    for record in heard(data, b"", ()):
+        assert isinstance(record, Record)
+        yield record
+
+
+def heard(data: bytes, mine: bytes, own: Container[int]) -> Iterator[Record | int]:
+    """``decode`` for the node ``mine`` (``origin()``): its own record whose echo number
+    is 0 or in ``own`` comes as that number, not parsed."""
     view = memoryview(data)
+    end = len(data)
     at = 0
+    mine_at = len(mine) - 1  # where its echo number starts, after the origin's length
     try:
-        while at < len(view):
-            (count,) = _LEN.unpack_from(view, at)
-            (size,) = _LEN.unpack_from(view, at + 4)
-            at += 8
+        while at < end:
+            size, length = _START.unpack_from(data, at)
+            stop = at + 4 + size
+            if stop > end:
+                raise WireError("truncated record")
+            at += 5 + length
+            if mine and length == mine_at and data.startswith(mine, at - length - 1):
+                (echo,) = _LEN.unpack_from(data, at)
+                if echo == 0 or echo in own:
+                    yield echo
+                    at = stop
+                    continue
+            count, size = _HEAD.unpack_from(data, at + 4)
+            at += 12
             header = orjson.loads(view[at : at + size])
             at += size
             bodies = []
             for _ in range(count):
-                (size,) = _LEN.unpack_from(view, at)
+                (size,) = _LEN.unpack_from(data, at)
                 bodies.append(bytes(view[at + 4 : at + 4 + size]))
                 at += 4 + size
-            if not isinstance(header, dict) or at > len(view):
+            if not isinstance(header, dict) or at != stop:
                 raise WireError("truncated record")
             yield Record(header, tuple(bodies))
     except (struct.error, orjson.JSONDecodeError) as exc:

@@ -3,10 +3,10 @@
 One task drains the hub's queue: each drain is one MULTI/EXEC holding one PUBLISH per
 channel (the records queued for it packed together), this node's presence events, and
 once a second its heartbeat and, when it changed, its snapshot. Another task reads the
-subscription and hands each message to the hub. Subscriptions follow the chatrooms
-this node has viewers in. The same transaction appends chatroom messages to their
-room's list of recent messages (``KEEP``), and a drain reads those lists for ``logs``
-(``kept``) after it.
+subscription and hands each message to the hub (``Listener``, redis_listen.py).
+Subscriptions follow the chatrooms this node has viewers in. The same transaction
+appends chatroom messages to their room's list of recent messages (``KEEP``), and a
+drain reads those lists for ``logs`` (``kept``) after it.
 
 When Redis is unreachable the hub is told (it then delivers what it can here), what was
 queued is dropped and logged, and the link reconnects with a growing pause (0.1 s to
@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from collections import deque
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
@@ -34,22 +33,14 @@ from chatroom.hub.redis import RedisHub
 from chatroom.hub.redis_queue import PUBLISH
 from chatroom.net import resp
 from chatroom.net.redis_kept import Command, KeptReader, kept_commands
+from chatroom.net.redis_listen import DEADLINE, SETTLE_DEADLINE, Listener, pulse
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT = 1.0  # seconds between heartbeats
 SILENCE = 5.0  # a node not heard from for this long has left the counts
 SNAPSHOT_TTL = 10  # seconds a dead node's snapshot stays in Redis
-DEADLINE = 5.0  # seconds any one call to Redis may take
-SETTLE_DEADLINE = 1.0  # seconds a presence question waits for Redis at most
-SETTLE_WAITERS = 10_000  # questions waiting for one; more are answered at once
 BACKOFF = (0.1, 5.0)  # first and longest pause between reconnection attempts
-
-
-def _pulse(event: trio.Event) -> trio.Event:
-    """Wake whoever waits on ``event``; the event the next waiters wait on."""
-    event.set()
-    return trio.Event()
 
 
 def cluster_hub(url: str, queue: int, linger: float = 0.0, kept: int = 1000) -> RedisLink | None:
@@ -69,7 +60,6 @@ class LinkStatistics:
     publishes: int = 0  # PUBLISH commands sent
     records: int = 0  # records they carried
     drains: int = 0  # transactions
-    received: int = 0  # messages heard
     reconnects: int = 0
     dropped_on_disconnect: int = 0
 
@@ -89,13 +79,9 @@ class RedisLink:
         self._wake = trio.Event()
         self.ready = trio.Event()  # set once connected and subscribed the first time
         self._up = False  # this connection got as far as subscribing
-        self._asked: set[str] = set()  # chatrooms subscribed to, not yet confirmed
-        self._confirmed = trio.Event()  # set (and replaced) as Redis confirms some
         self._drained = trio.Event()  # set (and replaced) after each drain
         self._draining = False  # a drain has started and not finished
-        # ``settle``: waiters whose PING is not sent yet, and per PING sent its waiters
-        self._unsent: list[trio.Event] = []
-        self._pinged: deque[list[trio.Event]] = deque()
+        self._listener = Listener(hub, self._poke)  # the subscribing connection's side
         hub.wake = self._poke
 
     def statistics(self) -> dict[str, object]:
@@ -110,6 +96,7 @@ class RedisLink:
             "resyncs": hub.view.resyncs,
             "bad_records": hub.bad_records + self._reads.bad,
             **{k: getattr(self.stats, k) for k in LinkStatistics.__slots__},
+            "received": self._listener.received,
         }
 
     async def leave(self) -> None:
@@ -137,16 +124,8 @@ class RedisLink:
 
     async def hearing(self, cid: str) -> None:
         """``chatroom.service.ports.Cluster``: until Redis confirmed this node's
-        subscription to the chatroom (asked for by the next drain, as its first viewer
-        here joined)."""
-        await trio.lowlevel.checkpoint()
-        hub = self.hub
-        if not hub.connected or cid in hub.subscribed:
-            return
-        self._poke()
-        with trio.move_on_after(SETTLE_DEADLINE):
-            while hub.connected and cid not in hub.subscribed and hub.watched_here(cid):
-                await self._confirmed.wait()
+        subscription to the chatroom (``Listener.hearing``)."""
+        await self._listener.hearing(cid)
 
     def _poke(self) -> None:
         self._wake.set()
@@ -156,23 +135,7 @@ class RedisLink:
     async def settle(self) -> None:
         """``chatroom.service.ports.Cluster``: a PING on the subscribing connection
         comes back after every message published before it reached Redis."""
-        if not self.hub.connected or len(self._unsent) >= SETTLE_WAITERS:
-            await trio.lowlevel.checkpoint()
-            return
-        heard = trio.Event()
-        self._unsent.append(heard)
-        self._poke()
-        with trio.move_on_after(SETTLE_DEADLINE):
-            await heard.wait()
-
-    def _settled(self) -> None:
-        """Every waiter goes on (the connection is gone)."""
-        for batch in [self._unsent, *self._pinged]:
-            for waiter in batch:
-                waiter.set()
-        self._unsent = []
-        self._pinged.clear()
-        self._reads.abandon()
+        await self._listener.settle()
 
     # ``chatroom.service.ports.Cluster``: a chatroom's recent messages, in Redis.
 
@@ -211,10 +174,9 @@ class RedisLink:
             hub = self.hub
             hub.connected = False
             hub.subscribed.clear()
-            self._asked.clear()
             self._draining = False
-            self._settled()
-            self._confirmed = _pulse(self._confirmed)  # no subscription comes now
+            self._listener.lost()
+            self._reads.abandon()
             lost = hub.outgoing.drop_all()
             self.stats.dropped_on_disconnect += lost
             if lost:
@@ -253,33 +215,8 @@ class RedisLink:
             hub.changed(EVERYTHING, "")
             self.ready.set()
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._read, subscriber)
+                nursery.start_soon(self._listener.read, subscriber)
                 await self._drain(client, subscriber)
-
-    async def _read(self, subscriber: resp.Connection) -> None:
-        """Messages to the hub; subscriptions confirmed, to the hub's ``subscribed``."""
-        hub = self.hub
-        room = hub.channel("room", "-")[:-1]  # the prefix of every room channel
-        while True:
-            reply = await subscriber.read()
-            if not isinstance(reply, list) or len(reply) < 2:
-                continue
-            if reply and reply[0] == b"pong" and self._pinged:
-                for waiter in self._pinged.popleft():
-                    waiter.set()
-                continue
-            if len(reply) < 3:
-                continue
-            kind, channel, data = reply[0], reply[1], reply[2]
-            if kind == b"message" and isinstance(data, bytes):
-                self.stats.received += 1
-                hub.receive(data, trio.current_time())
-            elif kind == b"subscribe" and isinstance(channel, bytes):
-                cid = channel.decode()[len(room) :]
-                if channel.startswith(room.encode()) and cid in self._asked:
-                    self._asked.discard(cid)
-                    hub.subscribed.add(cid)  # from now on its pushes come back here
-                    self._confirmed = _pulse(self._confirmed)
 
     async def _drain(self, client: resp.Connection, subscriber: resp.Connection) -> None:
         hub = self.hub
@@ -294,10 +231,8 @@ class RedisLink:
             self._wake = trio.Event()
             self._draining = True
             if hub.rooms_changed:  # else no checkpoint: a drain is a few scheduler passes
-                await self._follow_rooms(subscriber)
-            if self._unsent:
-                self._pinged.append(self._unsent)
-                self._unsent = []
+                await self._listener.follow_rooms(subscriber)
+            if self._listener.ping_wanted():
                 with trio.fail_after(DEADLINE):
                     await subscriber.send(("PING",))
             beat = trio.current_time() >= last_beat + HEARTBEAT
@@ -330,7 +265,7 @@ class RedisLink:
                 KeptReader.answer(reads, replies[len(replies) - len(reads) :])
             self.stats.drains += 1
             self._draining = False
-            self._drained = _pulse(self._drained)
+            self._drained = pulse(self._drained)
             if beat:
                 self._forget_silent()
             if hub.resync_wanted:
@@ -363,28 +298,6 @@ class RedisLink:
             refresh = ("EXPIRE", key, SNAPSHOT_TTL)
         beat = wire.encode({"k": "h", "n": hub.node, "q": seq})
         return [refresh, ("PUBLISH", hub.channel("presence"), beat)]
-
-    async def _follow_rooms(self, subscriber: resp.Connection) -> None:
-        """Subscribe to the chatrooms this node has viewers in, and only to those; the
-        reader marks a chatroom subscribed once Redis confirms it."""
-        await trio.lowlevel.checkpoint()
-        hub = self.hub
-        if not hub.rooms_changed:
-            return
-        hub.rooms_changed = False
-        wanted = hub.local_rooms()
-        joined = wanted - hub.subscribed - self._asked
-        gone = (hub.subscribed | self._asked) - wanted
-        hub.subscribed -= gone
-        self._asked = (self._asked | joined) - gone
-        commands: list[tuple[resp.Arg, ...]] = []
-        if joined:
-            commands.append(("SUBSCRIBE", *(hub.channel("room", cid) for cid in joined)))
-        if gone:
-            commands.append(("UNSUBSCRIBE", *(hub.channel("room", cid) for cid in gone)))
-        if commands:
-            with trio.fail_after(DEADLINE):
-                await subscriber.send(*commands)
 
     def _forget_silent(self) -> None:
         hub = self.hub

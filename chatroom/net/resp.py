@@ -156,8 +156,18 @@ class Connection(trio.abc.AsyncResource):
                 return
 
     async def pipeline(self, commands: list[tuple[Arg, ...]]) -> list[Reply]:
+        """The replies to ``commands``, sent at once; raises the first error reply
+        (after taking every reply). One checkpoint per read from the socket (a
+        transaction's replies mostly come in one), not one per reply."""
         await self.send(*commands)
-        return [await self.read() for _ in commands]
+        ready = self._ready
+        while len(ready) < len(commands):
+            await self._receive()
+        replies = [ready.popleft() for _ in commands]
+        for reply in replies:
+            if isinstance(reply, RespError):
+                raise reply
+        return replies  # type: ignore[return-value]  # no RespError left
 
     async def call(self, *args: Arg) -> Reply:
         return (await self.pipeline([args]))[0]

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from fakes import Recorder
 
-from chatroom.core.model import Conversation, ConvType
+from chatroom.core.model import Conversation, ConvType, Message
 from chatroom.core.outbox import Priority
 from chatroom.core.presence import Session
 from chatroom.hub import redis_wire as wire
 from chatroom.hub.redis import RedisHub
-from chatroom.hub.redis_queue import Outgoing
+from chatroom.hub.redis_queue import KEEP, Outgoing
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Prepared
 
@@ -283,3 +283,69 @@ def test_two_logins_with_one_tag_on_two_nodes_at_once_leave_only_the_later() -> 
     assert not same_tag_elsewhere.closed  # the reserved tag is not exclusive
     carry(a, a, b)
     assert [s.tag for s in b.view.presence.sessions_of("dana")] == ["mobile"]
+
+
+def said(cid: str, text: str) -> tuple[Prepared, Message]:
+    cmd = pb.GenericCommand(cmd=pb.direct)
+    cmd.directMessage.cid = cid
+    cmd.directMessage.msg = text
+    return Prepared(cmd), Message(cid, f"mid-{text}", "host", 1, text)
+
+
+def published_and_kept(hub: RedisHub) -> tuple[list[str], list[str]]:
+    """The texts of what ``hub`` would publish to chatrooms and keep in their lists."""
+    live: list[str] = []
+    kept: list[str] = []
+    for entry in hub.outgoing.take():
+        if entry.op == KEEP:
+            kept.append(str(wire.unkept(entry.record).data))
+        else:
+            for record in wire.decode(entry.record):
+                assert isinstance(record, wire.Record)
+                live.append(record.prepared().command.directMessage.msg)
+    return live, kept
+
+
+def test_a_chatroom_message_is_kept_and_published_or_shed_together() -> None:
+    # Node A's queue holds 4 records. A chatroom message is two: its KEEP (the room's
+    # recent messages in Redis) and its PUBLISH; a transient one (typing...) is one, a
+    # PUBLISH. Whatever the queue sheds, a message is either both live and in the
+    # history, or neither.
+    a, b = node("A"), node("B")
+    host, _ = online(a, "host")
+    viewer, _ = online(b, "viewer")
+    join(b, "room", viewer)
+    carry(b, a)
+
+    def send(text: str, priority: Priority, transient: bool = False) -> None:
+        prepared, message = said("room", text)
+        if not transient:
+            a.keep(message, priority)
+        a.to_room(prepared, "room", priority, host)
+
+    send("typing", Priority.NORMAL, transient=True)
+    send("m1", Priority.NORMAL)
+    send("m2", Priority.NORMAL)  # its KEEP fills the queue: its PUBLISH does not fit
+    assert published_and_kept(a) == (["typing", "m1"], ["m1"])
+    send("m3", Priority.NORMAL)
+    send("m4", Priority.NORMAL)
+    send("alert", Priority.HIGH, transient=True)  # makes room: the oldest NORMAL goes
+    assert published_and_kept(a) == (["m4", "alert"], ["m4"])
+    assert a.outgoing.shed == 4  # m2's two records, m3's two
+
+
+def test_a_push_heard_back_after_it_was_forgotten_is_still_delivered_once() -> None:
+    # A node holds the pushes it sent until they come back (a bounded number of them);
+    # one that comes back after it was forgotten is read from the record instead.
+    a = node("A")  # holds 4
+    host, _ = online(a, "host")
+    viewer, out = online(a, "viewer")
+    join(a, "room", viewer)
+    published = []
+    for n in range(6):
+        a.to_room(said("room", f"m{n}")[0], "room", Priority.HIGH, host)
+        published += [e.record for e in a.outgoing.take()]
+    assert out.pushed == []  # the room's pushes here wait for Redis's order
+    for record in published:
+        a.receive(record, 0.0)
+    assert [p.command.directMessage.msg for p, _, _ in out.pushed] == [f"m{n}" for n in range(6)]

@@ -69,6 +69,9 @@ async def test_commands_pipelines_and_subscriptions_on_a_real_redis(redis: Redis
         with pytest.raises(resp.RespError, match="ERR"):
             await client.call("NOSUCHCOMMAND")
         assert await client.call("PING") == b"PONG"  # the connection goes on
+        with pytest.raises(resp.RespError, match="ERR"):
+            await client.pipeline([("PING",), ("NOSUCHCOMMAND",), ("GET", "k")])
+        assert await client.call("GET", "none") is None  # no reply of the pipeline left
         await subscriber.send(("SUBSCRIBE", "ch"))
         assert await subscriber.read() == [b"subscribe", b"ch", 1]
         replies = await client.pipeline([("MULTI",), ("PUBLISH", "ch", b"x" * 70_000), ("EXEC",)])

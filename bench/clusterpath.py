@@ -1,0 +1,151 @@
+"""Node A's per-message work in a cluster, for instruction counts (not a benchmark).
+
+``python -m bench.clusterpath N ROUNDS`` runs the publisher's node of a cluster in this
+process, with a private ``redis-server`` (unix socket; not traced by callgrind, which
+follows no child unless told): N viewers here (``Connection`` objects on sinks, as in
+bench/hotpath.py), following one chatroom's frame log. ROUNDS times it pushes
+``--frames`` prepared chatroom messages through ``RedisHub.to_room`` (the publisher's
+session skipped, as ``messages._push`` does), lets the link publish them in one drain
+and waits until Redis brought them back and the hub delivered them here, then runs one
+flusher sweep. That is everything a message costs node A in Python (the record's
+encode, the drain, the PUBLISH and its reply, the echo's read and decode, the fan-out),
+Redis itself left out. ``--hub local`` does the same on one node (``LocalHub``, no
+Redis) for comparison: the difference is what the cluster costs per message.
+
+Under callgrind at two values of ROUNDS, the difference divided by ``frames`` times
+the difference in ROUNDS is the cost of one message in instructions, start-up
+cancelled out::
+
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
+        python -m bench.clusterpath 100 100 --frames 10
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
+        python -m bench.clusterpath 100 200 --frames 10
+
+``--kept`` also keeps each message in the room's Redis list (``keep``: what a chatroom
+message that is not transient costs). The heartbeat is turned off (it runs once a
+second of wall time, which callgrind stretches).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
+
+import trio
+
+from bench.cluster import redis_server
+from bench.hotpath import _budget, _Sink
+from chatroom.config import Config
+from chatroom.core.model import Message
+from chatroom.core.outbox import Priority, ShedTotals
+from chatroom.core.presence import Session
+from chatroom.hub.local import LocalHub
+from chatroom.hub.redis import RedisHub
+from chatroom.net import redis_link
+from chatroom.net.connection import Connection
+from chatroom.net.flusher import Flusher
+from chatroom.protocol import messages_pb2 as pb
+from chatroom.protocol.codec import Prepared, parse_subprotocol
+
+CID = "c" * 24
+
+
+def _message(n: int) -> tuple[Prepared, Message]:
+    cmd = pb.GenericCommand(cmd=pb.direct)
+    cmd.directMessage.msg = "m" * 100
+    cmd.directMessage.cid = CID
+    cmd.directMessage.id = f"{n:020d}"
+    cmd.directMessage.timestamp = 1_700_000_000_000 + n
+    cmd.directMessage.fromPeerId = "pub0"
+    cmd.directMessage.transient = True
+    message = Message(CID, f"{n:020d}", "pub0", 1_700_000_000_000 + n, "m" * 100)
+    return Prepared(cmd), message
+
+
+async def _run(args: argparse.Namespace, url: str | None) -> int:
+    config = Config(db=":memory:")
+    ctx = SimpleNamespace(
+        config=config,
+        counters=SimpleNamespace(shed=ShedTotals()),
+        policies=SimpleNamespace(queued=_budget(config)),
+    )
+    subprotocol = parse_subprotocol("lc.protobuf2.3")
+    assert subprotocol is not None
+    flusher = Flusher()
+    hub: Any = LocalHub() if url is None else RedisHub("nodeA", prefix="chatroom:0:")
+    conns = []
+    for number in range(args.viewers):
+        conn = Connection(_Sink(), subprotocol, ctx, flusher)  # type: ignore[arg-type]
+        conn._omit_peer_id = True  # as the JS SDK 4.x is served
+        conn._tasks = cast(Any, conn)  # no writer is ever needed here
+        session = Session(f"viewer{number}", conn, token=f"t{number}")
+        conn.attach(session)
+        hub.attach(session)
+        hub.join_room(CID, session)
+        conns.append(conn)
+    publisher = Session("pub0", cast(Any, None), token="tpub")
+    hub.attach(publisher)
+    delivered = 0
+    async with trio.open_nursery() as nursery:
+        link = None
+        arrived = trio.Event()
+        wanted = 0
+        if url is not None:
+            link = redis_link.RedisLink(hub, url)
+            receive = hub.receive
+
+            def heard(data: bytes, now: float) -> None:
+                receive(data, now)
+                if hub.statistics().deliveries >= wanted:
+                    arrived.set()
+
+            hub.receive = heard
+            await nursery.start(link.run)
+            await link.ready.wait()
+            await link.hearing(CID)
+            assert CID in hub.subscribed, "Redis did not confirm the subscription"
+        sent = 0
+        for _ in range(args.rounds):
+            wanted = hub.statistics().deliveries + args.frames * args.viewers
+            for _ in range(args.frames):
+                prepared, message = _message(sent)
+                if link is not None and args.kept:
+                    link.keep(message, Priority.NORMAL)
+                hub.to_room(prepared, CID, Priority.HIGH, publisher)
+                sent += 1
+            if link is not None:
+                await arrived.wait()
+                arrived = trio.Event()
+            dirty, flusher._dirty = flusher._dirty, []
+            for each in dirty:
+                each.flush_nowait()
+        delivered = int(hub.statistics().deliveries)
+        nursery.cancel_scope.cancel()
+    return delivered
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("viewers", type=int)
+    parser.add_argument("rounds", type=int)
+    parser.add_argument("--frames", type=int, default=10, help="messages per drain")
+    parser.add_argument("--hub", choices=("local", "redis"), default="redis")
+    parser.add_argument("--kept", action="store_true", help="keep every message in Redis")
+    args = parser.parse_args()
+    redis_link.HEARTBEAT = 3600.0  # once, at the start
+    if args.hub == "local":
+        delivered = trio.run(_run, args, None)
+    else:
+        with (
+            tempfile.TemporaryDirectory(prefix="bench-clusterpath-") as tmp,
+            redis_server(Path(tmp)) as (url, _),
+        ):
+            delivered = trio.run(_run, args, url)
+    print(f"{args.viewers} viewers, {args.rounds * args.frames} messages, {delivered} deliveries")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""The subscribing side of a node's link to Redis (redis_link.py): what it hears and
+who waits for it.
+
+``Listener.read`` reads the subscribing connection: messages go to the hub, Redis's
+confirmations of chatroom subscriptions to the hub's ``subscribed`` (and whoever waits
+in ``hearing``), PONGs to whoever waits in ``settle``. The link's drain asks for what
+the listener wants sent on that connection (``follow_rooms``, ``ping_wanted``): the
+subscriptions follow the chatrooms this node has viewers in.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+import trio
+
+from chatroom.hub.redis import RedisHub
+from chatroom.net import resp
+
+DEADLINE = 5.0  # seconds any one call to Redis may take
+SETTLE_DEADLINE = 1.0  # seconds a presence question waits for Redis at most
+SETTLE_WAITERS = 10_000  # questions waiting for one; more are answered at once
+
+
+def pulse(event: trio.Event) -> trio.Event:
+    """Wake whoever waits on ``event``; the event the next waiters wait on."""
+    event.set()
+    return trio.Event()
+
+
+class Listener:
+    def __init__(self, hub: RedisHub, poke: Callable[[], None]) -> None:
+        self.hub = hub
+        self._poke = poke  # the link's next drain, soon
+        self.received = 0  # messages heard
+        self._asked: set[str] = set()  # chatrooms subscribed to, not yet confirmed
+        self._confirmed = trio.Event()  # set (and replaced) as Redis confirms some
+        # ``settle``: waiters whose PING is not sent yet, and per PING sent its waiters
+        self._unsent: list[trio.Event] = []
+        self._pinged: deque[list[trio.Event]] = deque()
+
+    async def hearing(self, cid: str) -> None:
+        """Until Redis confirmed this node's subscription to the chatroom (asked for by
+        the next drain, as its first viewer here joined)."""
+        await trio.lowlevel.checkpoint()
+        hub = self.hub
+        if not hub.connected or cid in hub.subscribed:
+            return
+        self._poke()
+        with trio.move_on_after(SETTLE_DEADLINE):
+            while hub.connected and cid not in hub.subscribed and hub.watched_here(cid):
+                await self._confirmed.wait()
+
+    async def settle(self) -> None:
+        """A PING on the subscribing connection comes back after every message
+        published before it reached Redis."""
+        if not self.hub.connected or len(self._unsent) >= SETTLE_WAITERS:
+            await trio.lowlevel.checkpoint()
+            return
+        heard = trio.Event()
+        self._unsent.append(heard)
+        self._poke()
+        with trio.move_on_after(SETTLE_DEADLINE):
+            await heard.wait()
+
+    def lost(self) -> None:
+        """The connection is gone: every waiter goes on, no subscription is asked for."""
+        for batch in [self._unsent, *self._pinged]:
+            for waiter in batch:
+                waiter.set()
+        self._unsent = []
+        self._pinged.clear()
+        self._asked.clear()
+        self._confirmed = pulse(self._confirmed)  # no subscription comes now
+
+    def ping_wanted(self) -> bool:
+        """For the drain: whether to send a PING (waiters in ``settle`` wait for it)."""
+        if not self._unsent:
+            return False
+        self._pinged.append(self._unsent)
+        self._unsent = []
+        return True
+
+    async def read(self, subscriber: resp.Connection) -> None:
+        """Messages to the hub; subscriptions confirmed, to the hub's ``subscribed``."""
+        hub = self.hub
+        room = hub.channel("room", "-")[:-1]  # the prefix of every room channel
+        while True:
+            reply = await subscriber.read()
+            if not isinstance(reply, list) or len(reply) < 2:
+                continue
+            if reply and reply[0] == b"pong" and self._pinged:
+                for waiter in self._pinged.popleft():
+                    waiter.set()
+                continue
+            if len(reply) < 3:
+                continue
+            kind, channel, data = reply[0], reply[1], reply[2]
+            if kind == b"message" and isinstance(data, bytes):
+                self.received += 1
+                hub.receive(data, trio.current_time())
+            elif kind == b"subscribe" and isinstance(channel, bytes):
+                cid = channel.decode()[len(room) :]
+                if channel.startswith(room.encode()) and cid in self._asked:
+                    self._asked.discard(cid)
+                    hub.subscribed.add(cid)  # from now on its pushes come back here
+                    self._confirmed = pulse(self._confirmed)
+
+    async def follow_rooms(self, subscriber: resp.Connection) -> None:
+        """Subscribe to the chatrooms this node has viewers in, and only to those; the
+        reader marks a chatroom subscribed once Redis confirms it."""
+        await trio.lowlevel.checkpoint()
+        hub = self.hub
+        if not hub.rooms_changed:
+            return
+        hub.rooms_changed = False
+        wanted = hub.local_rooms()
+        joined = wanted - hub.subscribed - self._asked
+        gone = (hub.subscribed | self._asked) - wanted
+        hub.subscribed -= gone
+        self._asked = (self._asked | joined) - gone
+        commands: list[tuple[resp.Arg, ...]] = []
+        if joined:
+            commands.append(("SUBSCRIBE", *(hub.channel("room", cid) for cid in joined)))
+        if gone:
+            commands.append(("UNSUBSCRIBE", *(hub.channel("room", cid) for cid in gone)))
+        if commands:
+            with trio.fail_after(DEADLINE):
+                await subscriber.send(*commands)
