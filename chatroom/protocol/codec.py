@@ -68,15 +68,17 @@ class Subprotocol:
 _BY_FORMAT = {"protobuf2": Codec.PROTOBUF, "proto2base64": Codec.BASE64, "json": Codec.JSON}
 
 
+# Every subprotocol we speak, made once: connections share them.
+_SPOKEN = {
+    f"lc.{form}.{version}": Subprotocol(f"lc.{form}.{version}", codec, version)
+    for form, codec in _BY_FORMAT.items()
+    for version in (1, 3)
+}
+
+
 def parse_subprotocol(name: str) -> Subprotocol | None:
     """``lc.<format>.<version>`` -> Subprotocol, or None when we do not speak it."""
-    parts = name.strip().split(".")
-    if len(parts) != 3 or parts[0] != "lc" or parts[2] not in ("1", "3"):
-        return None
-    codec = _BY_FORMAT.get(parts[1])
-    if codec is None:
-        return None
-    return Subprotocol(name.strip(), codec, int(parts[2]))
+    return _SPOKEN.get(name.strip())
 
 
 def negotiate(offered: list[str], query_value: str | None = None) -> Subprotocol | None:
