@@ -48,7 +48,8 @@ _HEAD_BUFFER = 16384
 Handler = Callable[[Transport, Subprotocol, str], Awaitable[None]]
 # Serves one accepted stream, given it and the plain server (stream, client's address).
 Serve = Callable[[trio.SocketStream, str | None], Awaitable[None]]
-Wrapper = Callable[[Serve, trio.SocketStream], Awaitable[None]]
+# Serves one accepted stream (TLS), given the plain server and the client's address.
+Wrapper = Callable[[Serve, trio.SocketStream, str], Awaitable[None]]
 # What a handshake ends with: the open WebSocket, a refusal to send, or nothing (the
 # client left).
 _Outcome = tuple[Transport, Subprotocol] | bytes | None
@@ -112,7 +113,8 @@ async def _accept(
     on_unserved: Callable[[], None] | None,
 ) -> None:
     """The opening handshake, then the handler. Every failure closes this socket only.
-    ``remote`` names the client when the socket does not (behind TLS termination)."""
+    ``remote`` names the client (the accept loop has it from ``accept``; behind TLS
+    termination the socket does not)."""
     remote = remote_of(stream) if remote is None else remote
     served = False
     try:

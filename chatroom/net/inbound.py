@@ -19,7 +19,7 @@ from chatroom.core.presence import Session
 from chatroom.core.ratelimit import FloodGuard, TokenBucket
 from chatroom.net.transport import Transport
 from chatroom.protocol import messages_pb2 as pb
-from chatroom.protocol.codec import Codec, Subprotocol, decode
+from chatroom.protocol.codec import Codec, Subprotocol, decode_checked
 from chatroom.protocol.errors import (
     NOT_STORED,
     STORE_FAILED,
@@ -115,7 +115,7 @@ class Inbound(_Base):
         now = self._seen  # when the read that brought it came (``_heard``)
         within_budget = self._budget.take(now)
         try:
-            cmd = decode(self._subprotocol.codec, message)
+            cmd, control = decode_checked(self._subprotocol.codec, message)
         except ProtocolError as exc:
             # Not a command. A JSON object may still name its ``i``: that request is
             # answered; otherwise an error push it is.
@@ -140,7 +140,7 @@ class Inbound(_Base):
             # Nothing names it, nothing could answer it by i: an error push it is.
             self._error(cmd, ChatError(ErrorCode.INVALID_COMMAND, "missing cmd"), True)
             return None
-        sync, handler = dispatch.route(cmd)
+        sync, handler = dispatch.route(cmd, control)
         if sync is not None:
             self._run_sync(cmd, sync)
         elif handler is not None:

@@ -46,17 +46,26 @@ async def shared_listening_socket(host: str, port: int) -> socket.socket:
 _CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 _CAPACITY_PAUSE = 0.1  # seconds
 _ACCEPT_BATCH = 64  # connections taken from the backlog per reschedule
-# Serves one accepted connection and closes it, whatever happens (cancellation too):
-# started as the connection's task itself, without a wrapper coroutine that would
-# stay alive, frame and all, as long as the connection.
-Serve = Callable[[trio.SocketStream], Awaitable[object]]
+# Serves one accepted connection, given the client's address (host:port), and closes
+# it, whatever happens (cancellation too): started as the connection's task itself,
+# without a wrapper coroutine that would stay alive, frame and all, as long as the
+# connection.
+Serve = Callable[[trio.SocketStream, str], Awaitable[object]]
+
+
+def _address(peer: object) -> str:
+    """``host:port`` of an address ``accept`` returned (IPv4 or IPv6)."""
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return "?"
 
 
 async def accept_all(
     listener: trio.socket.SocketType, serve: Serve, nursery: trio.Nursery
 ) -> NoReturn:
     """Accept connections on ``listener`` until cancelled, each served (and closed) by
-    ``serve`` in a task of ``nursery``; then close ``listener``.
+    ``serve`` in a task of ``nursery``; then close ``listener``. ``serve`` is given the
+    client's address as ``accept`` told it (no ``getpeername`` call per connection).
 
     Unlike ``trio.serve_listeners``, which reschedules once per connection, every
     connection waiting in the backlog (up to ``_ACCEPT_BATCH``) is taken in one go:
@@ -68,7 +77,7 @@ async def accept_all(
             await trio.lowlevel.wait_readable(sock)
             for _ in range(_ACCEPT_BATCH):
                 try:
-                    conn, _ = sock.accept()
+                    conn, peer = sock.accept()
                 except BlockingIOError:
                     break
                 except OSError as exc:
@@ -78,7 +87,7 @@ async def accept_all(
                     await trio.sleep(_CAPACITY_PAUSE)
                     break
                 stream = trio.SocketStream(trio.socket.from_stdlib_socket(conn))
-                nursery.start_soon(serve, stream)
+                nursery.start_soon(serve, stream, _address(peer))
     finally:
         trio.lowlevel.notify_closing(sock)
         sock.close()

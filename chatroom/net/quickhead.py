@@ -12,7 +12,6 @@ byte. Pure: no I/O, no trio.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import email.utils
 import hashlib
@@ -29,13 +28,12 @@ _REQUEST_LINE = re.compile(rb"GET ([\x21-\x7e]+) HTTP/1\.1\r\n")
 # Header lines of a token, a colon and printable ASCII (the parser takes more: tabs,
 # Latin-1), each ended by CRLF; and the name and value (spaces around it cut) of one.
 _LINES = re.compile(rb"(?:[-!#$%&'*+.^_`|~0-9a-zA-Z]+:[\x20-\x7e]*\r\n)*")
-_FIELD = re.compile(rb"([^:]+): *([\x20-\x7e]*?) *\r\n")
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 section 1.3
-_NEEDED = (b"connection", b"upgrade", b"sec-websocket-key", b"sec-websocket-version")
-_BODY = (b"transfer-encoding", b"content-length")
+_NEEDED = frozenset({b"connection", b"upgrade", b"sec-websocket-key", b"sec-websocket-version"})
+_BODY = frozenset({b"transfer-encoding", b"content-length"})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Upgrade:
     """A valid upgrade request: what the chooser and the 101 need, and the bytes the
     client sent after its head (its first frames)."""
@@ -48,6 +46,8 @@ class Upgrade:
 
 def _tokens(value: bytes) -> list[bytes] | None:
     """The items of a comma-separated list of tokens; None if it is anything else."""
+    if _TOKEN.fullmatch(value):
+        return [value]  # one token (as nearly always): no split
     items = [item.strip(b" \t") for item in value.split(b",")]
     return items if all(_TOKEN.fullmatch(item) for item in items) else None
 
@@ -56,15 +56,23 @@ def _fields(lines: bytes) -> dict[bytes, bytes] | None:
     """The header lines by lower-case name; None for anything unusual."""
     if lines.count(b"\n") > _MAX_LINES or not _LINES.fullmatch(lines):
         return None
-    pairs = _FIELD.findall(lines)
-    fields = {name.lower(): value for name, value in pairs}
-    if len(fields) < len(pairs) or any(name in fields for name in _BODY):
+    # Each line is a token (no colon in it), a colon and printable ASCII, ended by CRLF
+    # (``_LINES`` said so): its name is before the first colon, and its value the rest
+    # without the spaces around it.
+    fields = {}
+    count = 0
+    for line in lines.split(b"\r\n"):
+        if line:
+            name, _, value = line.partition(b":")
+            fields[name.lower()] = value.strip(b" ")
+            count += 1
+    if len(fields) < count or not _BODY.isdisjoint(fields):
         return None  # a header twice, or a body
     return fields
 
 
 def _is_upgrade(fields: dict[bytes, bytes]) -> bool:
-    if any(name not in fields for name in _NEEDED):
+    if not fields.keys() >= _NEEDED:
         return False
     connection = _tokens(fields[b"connection"])
     if connection is None or not any(item.lower() == b"upgrade" for item in connection):
@@ -72,7 +80,8 @@ def _is_upgrade(fields: dict[bytes, bytes]) -> bool:
     if fields[b"upgrade"].lower() != b"websocket" or fields[b"sec-websocket-version"] != b"13":
         return False
     try:
-        return len(base64.b64decode(fields[b"sec-websocket-key"], validate=True)) == 16
+        # Strict: only the base64 alphabet, padding at the end (b64decode's validate).
+        return len(binascii.a2b_base64(fields[b"sec-websocket-key"], strict_mode=True)) == 16
     except binascii.Error:
         return False
 
@@ -119,7 +128,7 @@ _date = _Date()
 
 def switching(key: bytes, subprotocol: str | None) -> bytes:
     """The 101 answering ``key``, with the headers (and their order) of websockets'."""
-    accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())
+    accept = binascii.b2a_base64(hashlib.sha1(key + _GUID).digest(), newline=False)
     protocol = (
         b"" if subprotocol is None else b"Sec-WebSocket-Protocol: %s\r\n" % (subprotocol.encode())
     )

@@ -26,7 +26,7 @@ from contextlib import suppress
 
 import trio
 
-from chatroom.net.handshake import Serve, remote_of
+from chatroom.net.handshake import Serve
 
 log = logging.getLogger(__name__)
 
@@ -96,11 +96,11 @@ class Certificates:
                 self.reload()
 
     async def terminate(
-        self, handshake_timeout: float, serve: Serve, stream: trio.SocketStream
+        self, handshake_timeout: float, serve: Serve, stream: trio.SocketStream, remote: str
     ) -> None:
-        """One accepted connection on the WebSocket port: TLS handshake, then ``serve``
-        (the plain WebSocket server) over a socket pair. Every failure ends here."""
-        remote = remote_of(stream)
+        """One accepted connection on the WebSocket port (from ``remote``): TLS
+        handshake, then ``serve`` (the plain WebSocket server) over a socket pair. Every
+        failure ends here."""
         tls = trio.SSLStream(stream, self.websocket, server_side=True, https_compatible=True)
         try:
             with trio.move_on_after(handshake_timeout):

@@ -34,6 +34,7 @@ from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescript
 from google.protobuf.message import DecodeError, EncodeError
 from google.protobuf.message import Message as PbMessage
 
+from chatroom.protocol import ids
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.errors import CloseCode, ProtocolError
 from chatroom.protocol.framing import frame_header, ws_frame
@@ -67,15 +68,17 @@ class Subprotocol:
 _BY_FORMAT = {"protobuf2": Codec.PROTOBUF, "proto2base64": Codec.BASE64, "json": Codec.JSON}
 
 
+# Every subprotocol we speak, made once: connections share them.
+_SPOKEN = {
+    f"lc.{form}.{version}": Subprotocol(f"lc.{form}.{version}", codec, version)
+    for form, codec in _BY_FORMAT.items()
+    for version in (1, 3)
+}
+
+
 def parse_subprotocol(name: str) -> Subprotocol | None:
     """``lc.<format>.<version>`` -> Subprotocol, or None when we do not speak it."""
-    parts = name.strip().split(".")
-    if len(parts) != 3 or parts[0] != "lc" or parts[2] not in ("1", "3"):
-        return None
-    codec = _BY_FORMAT.get(parts[1])
-    if codec is None:
-        return None
-    return Subprotocol(name.strip(), codec, int(parts[2]))
+    return _SPOKEN.get(name.strip())
 
 
 def negotiate(offered: list[str], query_value: str | None = None) -> Subprotocol | None:
@@ -102,7 +105,14 @@ def negotiate(offered: list[str], query_value: str | None = None) -> Subprotocol
 
 
 def decode(codec: Codec, frame: str | bytes) -> pb.GenericCommand:
-    """Decode one inbound WebSocket message. Raises ProtocolError, never anything else.
+    """``decode_checked``'s command."""
+    return decode_checked(codec, frame)[0]
+
+
+def decode_checked(codec: Codec, frame: str | bytes) -> tuple[pb.GenericCommand, str | None]:
+    """Decode one inbound WebSocket message, and name the first identifier field of it
+    (``ids.control_field``'s answer) holding a control character, or None. Raises
+    ProtocolError, never anything else.
 
     What it returns can be encoded again by every codec: it has its required fields and
     its strings are text. An unknown ``cmd`` or ``op`` number is not an error here (proto2
@@ -110,14 +120,16 @@ def decode(codec: Codec, frame: str | bytes) -> pb.GenericCommand:
     can still be answered by its ``i``: check ``HasField("cmd")`` before dispatching on it."""
     if codec is Codec.JSON:
         if isinstance(frame, str):
-            return from_json(_load_json_object(frame))
+            cmd = from_json(_load_json_object(frame))
+            return cmd, ids.control_field(cmd)
         try:
             obj = _load_json_object(frame)
         except ProtocolError:
             # A JSON object in a binary frame is accepted; anything else there is most
             # likely a client of another codec: say that, not what the JSON parser saw.
             raise ProtocolError("binary frame on a JSON connection") from None
-        return from_json(obj)
+        cmd = from_json(obj)
+        return cmd, ids.control_field(cmd)
     if isinstance(frame, str):
         # base64 codec; binary-codec clients sending text are treated the same way.
         try:
@@ -132,8 +144,7 @@ def decode(codec: Codec, frame: str | bytes) -> pb.GenericCommand:
     except (DecodeError, RuntimeWarning, ValueError) as exc:
         raise ProtocolError(f"not a GenericCommand: {exc}") from exc
     _check_required(cmd)
-    _check_text(cmd)
-    return cmd
+    return cmd, _check_text(cmd)
 
 
 def _check_required(msg: PbMessage) -> None:
@@ -145,39 +156,69 @@ def _check_required(msg: PbMessage) -> None:
         raise ProtocolError(f"missing required field: {missing}")
 
 
-def _check_text(msg: PbMessage) -> None:
+def _check_text(msg: PbMessage) -> str | None:
+    """Raise for a string field that is not UTF-8; the first identifier field holding a
+    control character (as ``ids.control_field`` names it), or None. One walk over the
+    fields for both: every decoded command pays it."""
     # The parser does not validate UTF-8 in proto2 strings: it hands out ``bytes`` for
     # such a field, which breaks every consumer that expects ``str`` (JSON, the store).
+    # A bytes field anywhere raises, even after an identifier with a control character.
+    control: str | None = None
     for field, value in msg.ListFields():
         kind = _TEXT_KIND.get(field)
-        if kind == _STRING:
+        if kind is None:
+            continue
+        if kind <= _IDS:
+            if kind == _ID:
+                if value.__class__ is bytes:
+                    raise _not_utf8(field)
+                if control is None and _CONTROL.search(value) is not None:
+                    control = field.name
+            else:
+                for item in value:
+                    if item.__class__ is bytes:
+                        raise _not_utf8(field)
+                    if control is None and _CONTROL.search(item) is not None:
+                        control = field.name
+        elif kind == _STRING:
             if value.__class__ is bytes:
                 raise _not_utf8(field)
         elif kind == _MESSAGE:
-            _check_text(value)
+            inner = _check_text(value)
+            if control is None and inner is not None:
+                control = f"{field.name}.{inner}"
         elif kind == _STRINGS:
             if any(item.__class__ is bytes for item in value):
                 raise _not_utf8(field)
-        elif kind == _MESSAGES:
+        else:  # _MESSAGES
             for item in value:
-                _check_text(item)
+                inner = _check_text(item)
+                if control is None and inner is not None:
+                    control = f"{field.name}.{inner}"
+    return control
 
 
 def _not_utf8(field: FieldDescriptor) -> ProtocolError:
     return ProtocolError(f"{field.name}: not UTF-8", CloseCode.UNSUPPORTED_DATA)
 
 
-# Where text can hide in a field. Plain ints in a table keep the check near 1 us a
-# frame (an Enum member lookup alone doubles it).
-_STRING, _STRINGS, _MESSAGE, _MESSAGES = range(4)
+# Where text can hide in a field, and which strings are identifiers (ids.ID_FIELDS).
+# Plain ints in a table keep the check near 1 us a frame (an Enum member lookup alone
+# doubles it).
+_ID, _IDS, _STRING, _STRINGS, _MESSAGE, _MESSAGES = range(6)
+_CONTROL = ids.CONTROL
 
 
 def _text_kinds(message: Descriptor, out: dict[FieldDescriptor, int]) -> dict[FieldDescriptor, int]:
+    id_names = ids.ID_FIELDS.get(message.name, frozenset())
     for field in message.fields:
         if field in out:
             continue
         if field.type == FieldDescriptor.TYPE_STRING:
-            out[field] = _STRINGS if field.is_repeated else _STRING
+            if field.name in id_names:
+                out[field] = _IDS if field.is_repeated else _ID
+            else:
+                out[field] = _STRINGS if field.is_repeated else _STRING
         elif field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type is not None:
             out[field] = _MESSAGES if field.is_repeated else _MESSAGE
             _text_kinds(field.message_type, out)

@@ -12,7 +12,7 @@ from google.protobuf.message import Message
 
 from chatroom.protocol.errors import ChatError, ErrorCode
 
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 # Message type -> its fields that hold identifiers (strings, or repeated strings).
 ID_FIELDS: dict[str, frozenset[str]] = {
@@ -37,7 +37,7 @@ ID_FIELDS: dict[str, frozenset[str]] = {
 
 def has_control(text: str) -> bool:
     """Whether ``text`` holds a C0 or C1 control character, or DEL."""
-    return _CONTROL.search(text) is not None
+    return CONTROL.search(text) is not None
 
 
 def holds_nul(value: object) -> bool:

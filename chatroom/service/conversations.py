@@ -245,13 +245,14 @@ async def _member_change(
         raise ChatError(ErrorCode.CONVERSATION_API_FAILED, "m is empty")
     if not session.operator:  # the REST API holds the master key itself
         signing.check_members(ctx, session.peer_id, conv.cid, targets, cmd.convMessage, kick=kick)
-    if not kick or targets != [session.peer_id]:  # no _conversationRemove for quitting
+    name = names.CONVERSATION_REMOVE if kick else names.CONVERSATION_ADD
+    # No _conversationRemove for quitting; no parameters made when there is no hook.
+    if (not kick or targets != [session.peer_id]) and ctx.ports.hooks.wants(name):
         params: dict[str, JSON] = {
             "initBy": session.peer_id,
             "members": list(targets),
             "convId": conv.cid,
         }
-        name = names.CONVERSATION_REMOVE if kick else names.CONVERSATION_ADD
         await hooks.conversation_before(ctx, name, params)
     return session, conv, targets
 

@@ -53,13 +53,15 @@ HANDLERS: dict[tuple[int, int | None], Handler] = {
 }
 
 
-def route(cmd: pb.GenericCommand) -> tuple[SyncHandler | None, Handler | None]:
-    """``(sync_handler, None)`` or ``(None, async_handler)`` for ``cmd``. A command the
-    server does not serve gets a sync handler that answers 4201."""
+def route(cmd: pb.GenericCommand, control: str | None) -> tuple[SyncHandler | None, Handler | None]:
+    """``(sync_handler, None)`` or ``(None, async_handler)`` for ``cmd``, whose
+    identifier field ``control`` (``codec.decode_checked``) holds a control character
+    if not None. A command the server does not serve, or one with such an identifier,
+    gets a sync handler that answers 4201."""
     if not cmd.HasField("cmd"):
         # An unknown cmd number parses as absent, which would read as 0 (session).
         return unsupported, None
-    if ids.control_field(cmd) is not None:
+    if control is not None:
         return refuse_ids, None
     op = cmd.op if cmd.HasField("op") else None
     sync = SYNC_HANDLERS.get((cmd.cmd, op)) or SYNC_HANDLERS.get((cmd.cmd, None))

@@ -307,6 +307,8 @@ LOGGED_OUT, CONNECTION_LOST, KICKED_BY_TAG, KICKED_BY_API = 1, 2, 3, 4
 
 
 def client_online(ctx: Context, session: Session, reconnect: bool) -> None:
+    if not ctx.ports.hooks.wants(names.CLIENT_ONLINE):
+        return  # no hook: its parameters are not made at every login
     params: dict[str, JSON] = {
         "peerId": session.peer_id,
         "sourceIP": source_ip(session.outlet),

@@ -19,8 +19,12 @@ from chatroom.net.listen import accept_all
 CROWD = 200
 
 
-async def _greet(stream: trio.SocketStream) -> None:
+async def _greet(stream: trio.SocketStream, remote: str) -> None:
     await stream.send_all(b"hi")
+
+
+async def _tell_address(stream: trio.SocketStream, remote: str) -> None:
+    await stream.send_all(remote.encode())
 
 
 async def _listening() -> tuple[trio.socket.SocketType, int]:
@@ -104,3 +108,24 @@ async def test_out_of_descriptors_accepting_pauses_and_nobody_is_lost() -> None:
             nursery.cancel_scope.cancel()
     finally:
         logger.removeHandler(handler)
+
+
+@fail_after(20)
+async def test_each_connection_is_served_with_its_client_address() -> None:
+    listener, port = await _listening()
+    clients = _clients(port, 3)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(accept_all, listener, _tell_address, nursery)
+        for client in clients:
+            host, client_port = client.getsockname()
+            expected = f"{host}:{client_port}".encode()
+            got = b""
+            while len(got) < len(expected):
+                await trio.lowlevel.wait_readable(client)
+                data = client.recv(64)
+                if not data:
+                    break
+                got += data
+            client.close()
+            assert got == expected
+        nursery.cancel_scope.cancel()

@@ -35,6 +35,9 @@ TAKEN = [
     BASE + "Sec-WebSocket-Protocol: lc.protobuf2.3, lc.json.3\r\n\r\n",
     BASE.replace("Upgrade: websocket", "upgrade:WebSocket") + "Origin: http://a\r\n\r\n",
     BASE.replace("Connection: Upgrade", "Connection: keep-alive, Upgrade") + "\r\n",
+    BASE.replace("Upgrade: websocket", "Upgrade:   websocket  ")
+    + "Sec-WebSocket-Protocol:  lc.protobuf2.3 \r\nX-Empty:\r\n\r\n",
+    BASE.replace(f"Key: {KEY}", f"Key:{KEY}   ") + "\r\n",
 ]
 # Heads it leaves to the parser: refused there, or legal but unusual.
 LEFT = [
@@ -43,6 +46,8 @@ LEFT = [
     BASE.replace("Sec-WebSocket-Version: 13", "Sec-WebSocket-Version: 12") + "\r\n",
     BASE.replace(KEY, "c2hvcnQ=") + "\r\n",
     BASE.replace(KEY, KEY[:-2] + "!!") + "\r\n",
+    BASE.replace(KEY, KEY[:4] + "=" + KEY[5:]) + "\r\n",  # padding inside
+    BASE.replace(KEY, KEY[:-2] + "===") + "\r\n",
     BASE.replace("Upgrade: websocket", "Upgrade: h2c") + "\r\n",
     BASE.replace("Connection: Upgrade", "Connection: close") + "\r\n",
     BASE.replace("Connection: Upgrade\r\n", "") + "\r\n",

@@ -25,7 +25,7 @@ from google.protobuf.message import Message as PbMessage
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chatroom.protocol import codec
+from chatroom.protocol import codec, ids
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Codec, Prepared, Subprotocol
 from chatroom.protocol.errors import CloseCode, ProtocolError
@@ -957,3 +957,46 @@ def test_negotiate_every_captured_offer_is_echoed() -> None:
 
 def test_only_the_protobuf_codec_uses_binary_frames() -> None:
     assert [c for c in Codec if c.binary_frames] == [Codec.PROTOBUF]
+
+
+def _with_controls() -> list[pb.GenericCommand]:
+    """Commands with an identifier (or a non-identifier) holding a control character,
+    at the top, nested and repeated, and clean ones."""
+    login = pb.GenericCommand(cmd=pb.session, op=pb.open, peerId="a\x01")
+    login.sessionMessage.tag = "t\x00"
+    join = pb.GenericCommand(cmd=pb.conv, op=pb.add, peerId="a")
+    join.convMessage.cid = "c"
+    join.convMessage.m.extend(["b", "c\x7f"])
+    text = pb.GenericCommand(cmd=pb.direct, peerId="a")
+    text.directMessage.cid = "c"
+    text.directMessage.msg = "a message may hold \x00 and \n"
+    read = pb.GenericCommand(cmd=pb.read, peerId="a")
+    read.readMessage.convs.add(cid="c", mid="m\x9f")
+    read.readMessage.convs.add(cid="d\x02", mid="m")
+    clean = pb.GenericCommand(cmd=pb.session, op=pb.open, peerId="a", i=1)
+    clean.sessionMessage.ua = "js/4.3.1"
+    return [login, join, text, read, clean]
+
+
+@pytest.mark.parametrize("cmd", _with_controls(), ids=lambda c: pb.CommandType.Name(c.cmd))
+@pytest.mark.parametrize("c", ALL_CODECS, ids=lambda c: c.value)
+def test_decode_checked_names_the_identifier_holding_a_control_character(
+    c: Codec, cmd: pb.GenericCommand
+) -> None:
+    got, control = codec.decode_checked(c, as_frame(c, codec.encode(c, cmd)))
+    assert got == cmd
+    assert control == ids.control_field(cmd)
+
+
+def test_decode_checked_names_each_kind_of_field() -> None:
+    names = [
+        codec.decode_checked(Codec.PROTOBUF, codec.serialize(cmd))[1] for cmd in _with_controls()
+    ]
+    assert names == ["sessionMessage.tag", "convMessage.m", None, "readMessage.convs.mid", None]
+
+
+def test_a_string_that_is_not_utf8_fails_even_after_a_control_character() -> None:
+    inner = b"\x32\x01\x00" + b"\x42\x01\xff"  # tag "\x00", then sessionPeerIds [b"\xff"]
+    frame = b"\x08\x00\xb2\x06" + bytes([len(inner)]) + inner  # cmd session, sessionMessage
+    with pytest.raises(ProtocolError, match="not UTF-8"):
+        codec.decode_checked(Codec.PROTOBUF, frame)
