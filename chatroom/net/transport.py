@@ -128,7 +128,8 @@ class Transport:
         while True:
             message = self.next_message()
             if message is not None:
-                return message
+                # Read already (that read was a checkpoint): returned without another.
+                return message  # noqa: ASYNC910
             await trio.lowlevel.checkpoint_if_cancelled()
             got = self.read_some()
             if got is None:
