@@ -31,16 +31,15 @@ from __future__ import annotations
 import argparse
 import tempfile
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, cast
 
 import trio
 
 from bench.cluster import redis_server
-from bench.hotpath import _budget, _Sink
+from bench.hotpath import _Sink, fake_context
 from chatroom.config import Config
 from chatroom.core.model import Message
-from chatroom.core.outbox import Priority, ShedTotals
+from chatroom.core.outbox import Priority
 from chatroom.core.presence import Session
 from chatroom.hub.local import LocalHub
 from chatroom.hub.redis import RedisHub
@@ -67,11 +66,7 @@ def _message(n: int) -> tuple[Prepared, Message]:
 
 async def _run(args: argparse.Namespace, url: str | None) -> int:
     config = Config(db=":memory:")
-    ctx = SimpleNamespace(
-        config=config,
-        counters=SimpleNamespace(shed=ShedTotals()),
-        policies=SimpleNamespace(queued=_budget(config)),
-    )
+    ctx = fake_context(config)
     subprotocol = parse_subprotocol("lc.protobuf2.3")
     assert subprotocol is not None
     flusher = Flusher()

@@ -51,6 +51,15 @@ except ImportError:  # commits before the packages (45d8680 and earlier): no bud
         return None
 
 
+def fake_context(config: Config) -> Any:
+    """The parts of a server's Context that connections and the hub read here."""
+    return SimpleNamespace(
+        config=config,
+        counters=SimpleNamespace(shed=ShedTotals()),
+        policies=SimpleNamespace(queued=_budget(config)),
+    )
+
+
 class _Sink:
     """A transport whose socket takes everything at once: /dev/null, which a room's
     flush writes to as to a socket (a system call that costs next to nothing)."""
@@ -100,11 +109,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     config = Config(db=":memory:")
-    ctx = SimpleNamespace(
-        config=config,
-        counters=SimpleNamespace(shed=ShedTotals()),
-        policies=SimpleNamespace(queued=_budget(config)),
-    )
+    ctx = fake_context(config)
     subprotocol = parse_subprotocol("lc.protobuf2.3")
     assert subprotocol is not None
     flusher = Flusher()
