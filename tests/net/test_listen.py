@@ -39,12 +39,13 @@ def _clients(port: int, count: int) -> list[socket.socket]:
     return [socket.create_connection(("127.0.0.1", port)) for _ in range(count)]
 
 
-async def _greeted(client: socket.socket) -> bytes:
+async def _greeted(client: socket.socket, size: int = 2) -> bytes:
+    """What the server sent, up to ``size`` bytes or its end; then the socket is closed."""
     client.setblocking(False)
     got = b""
-    while len(got) < 2:
+    while len(got) < size:
         await trio.lowlevel.wait_readable(client)
-        data = client.recv(16)
+        data = client.recv(64)
         if not data:
             break
         got += data
@@ -119,13 +120,5 @@ async def test_each_connection_is_served_with_its_client_address() -> None:
         for client in clients:
             host, client_port = client.getsockname()
             expected = f"{host}:{client_port}".encode()
-            got = b""
-            while len(got) < len(expected):
-                await trio.lowlevel.wait_readable(client)
-                data = client.recv(64)
-                if not data:
-                    break
-                got += data
-            client.close()
-            assert got == expected
+            assert await _greeted(client, len(expected)) == expected
         nursery.cancel_scope.cancel()
