@@ -36,7 +36,6 @@ __all__ = [
     "Rejected",
     "Serve",
     "Wrapper",
-    "remote_of",
     "serve_websocket",
 ]
 
@@ -46,8 +45,8 @@ _HEAD_BUFFER = 16384
 
 # A connection handler: (transport, the chooser's choice, remote address) -> None.
 Handler = Callable[[Transport, Subprotocol, str], Awaitable[None]]
-# Serves one accepted stream, given it and the plain server (stream, client's address).
-Serve = Callable[[trio.SocketStream, str | None], Awaitable[None]]
+# Serves one accepted stream, given it and the client's address (host:port).
+Serve = Callable[[trio.SocketStream, str], Awaitable[None]]
 # Serves one accepted stream (TLS), given the plain server and the client's address.
 Wrapper = Callable[[Serve, trio.SocketStream, str], Awaitable[None]]
 # What a handshake ends with: the open WebSocket, a refusal to send, or nothing (the
@@ -128,12 +127,10 @@ class _Acceptor:
         self.refusals = refusals
         self.on_unserved = on_unserved
 
-    async def serve(self, stream: trio.SocketStream, remote: str | None = None) -> None:
+    async def serve(self, stream: trio.SocketStream, remote: str) -> None:
         """The opening handshake, then the handler. Every failure closes this socket
         only. ``remote`` names the client (the accept loop has it from ``accept``;
         behind TLS termination the socket does not)."""
-        if remote is None:
-            remote = remote_of(stream)
         served = False
         try:
             opened = await self._open(stream, remote)
@@ -180,14 +177,6 @@ class _Acceptor:
             await _refuse(stream, outcome)
         await stream.aclose()
         return None
-
-
-def remote_of(stream: trio.SocketStream) -> str:
-    try:
-        peer = stream.socket.getpeername()
-    except OSError:
-        return "?"
-    return f"{peer[0]}:{peer[1]}"
 
 
 async def _refuse(stream: trio.SocketStream, response: bytes) -> None:
