@@ -54,6 +54,8 @@ class FakeHub:
     """A ``Hub`` that records deliveries instead of pushing; who is online and who
     watches which chatroom is whatever the test (or attach/join_room) made it."""
 
+    alone = False  # every ``changed`` is recorded, as a cluster node would send it
+
     def __init__(self) -> None:
         self.deliveries: list[Delivery] = []
         self.kicks: list[Kick] = []

@@ -162,6 +162,11 @@ class Hub(Protocol):
 
     # -- the other nodes' caches ----------------------------------------------------
 
+    @property
+    def alone(self) -> bool:
+        """Whether this node is the only one (no cluster): nobody hears ``changed``,
+        so a caller need not build the state it would carry."""
+
     def changed(self, kind: str, key: str, state: list[object] | None = None) -> None:
         """A record of ``kind`` cached by the services changed here and is stored: other
         nodes forget (or update) their copy before they handle this node's later pushes.

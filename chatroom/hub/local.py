@@ -26,6 +26,8 @@ class LocalHub:
 
     __slots__ = ("_deliveries", "_logs", "_presence")
 
+    alone = True  # Hub.alone: this process is the only node
+
     def __init__(self) -> None:
         self._presence = Presence()
         self._deliveries = 0

@@ -54,6 +54,8 @@ class RedisHub(NodeSessions):
     """Implements ``chatroom.hub.base.Hub`` for one node of a Redis cluster: the
     pushes, to other nodes and from them (its sessions: ``NodeSessions``)."""
 
+    alone = False  # Hub.alone: the other nodes hear ``changed``
+
     def __init__(self, node: str, prefix: str = "chatroom:", queue: int = 10_000) -> None:
         super().__init__(node, prefix, queue)
         self._deliveries = 0

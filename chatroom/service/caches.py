@@ -32,7 +32,6 @@ from chatroom.hub.base import (
     TICKET,
     Hub,
 )
-from chatroom.hub.local import LocalHub
 from chatroom.protocol.codec import Codec, Prepared
 from chatroom.service.ports import Journal
 from chatroom.store.base import ConflictError, NotFoundError, Store, StoreError
@@ -197,15 +196,12 @@ class Tickets:
 
     GONE = 10_000
 
-    __slots__ = ("_gone", "_hub", "_items", "_journal", "_shared")
+    __slots__ = ("_gone", "_hub", "_items", "_journal")
 
     def __init__(self, journal: Journal, hub: Hub) -> None:
         self._items: dict[str, SessionTicket] = {}
         self._journal = journal
         self._hub = hub
-        # A single node (LocalHub) has nobody to tell of a ticket's change: its state
-        # for other nodes is not built at every login and join.
-        self._shared = not isinstance(hub, LocalHub)
         self._gone: OrderedDict[str, None] = OrderedDict()
 
     def __contains__(self, token: object) -> bool:
@@ -238,7 +234,7 @@ class Tickets:
         ticket = self._items.get(token)
         record = None if ticket is None else ticket.record(token)
         self._journal.session(token, record)
-        if self._shared:
+        if not self._hub.alone:  # else its state is not built at every login and join
             self._hub.changed(TICKET, token, None if record is None else record.state())
 
     def elsewhere(self, token: str, state: list[object] | None) -> None:
