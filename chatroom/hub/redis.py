@@ -155,7 +155,6 @@ class RedisHub(NodeSessions):
             local = self._local.sessions_of_all(by_node.get(self.node, ()))
             self._push(prepared, local, priority, skip)
         else:
-            skipped = skip.token if skip is not None else None
             for node, peers in by_node.items():
                 echo = 0
                 if node == self.node:  # it comes back here

@@ -78,7 +78,7 @@ class Record:
 
 
 def origin(node: str) -> bytes:
-    """How a node's id starts each of its push records (``mine`` for ``decode``)."""
+    """How a node's id starts each of its push records (``mine`` for ``heard``)."""
     raw = node.encode()
     if len(raw) > 255:
         raise ValueError("a node id of more than 255 bytes")
