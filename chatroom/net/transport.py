@@ -337,8 +337,10 @@ class Transport:
         if not data:
             self._eof = True
             return False
-        frames, error = self._reader.feed(data)
-        return error is not None or any(frame[0] == OP_CLOSE for frame in frames)
+        # Past a protocol error the reader skips to the next frame it can trust (or
+        # reads nothing more), so a refused frame's rest is not taken for the close.
+        frames, _ = self._reader.feed(data)
+        return any(frame[0] == OP_CLOSE for frame in frames)
 
     async def abort(self) -> None:
         """Close the socket without a closing handshake (the client sees 1006)."""

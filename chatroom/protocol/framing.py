@@ -85,9 +85,13 @@ class FrameReader:
     """Parses masked client frames from the bytes a socket delivers, checking what
     RFC 6455 requires of them: no reserved bits (no extension is negotiated), masked,
     control frames short and unfragmented, continuations only inside a fragmented
-    message, no message over ``max_size`` bytes. Holds no bytes between frames."""
+    message, no message over ``max_size`` bytes. Holds no bytes between frames.
 
-    __slots__ = ("_buffer", "_in_message", "_max_size", "_message_size")
+    After a violation it only looks for the client's close frame: past a frame
+    refused for its size (its header was sound) it skips the payload and parses on;
+    after any other violation the frame boundaries are lost and it reads nothing."""
+
+    __slots__ = ("_buffer", "_in_message", "_max_size", "_message_size", "_skip")
 
     def __init__(self, max_size: int):
         self._max_size = max_size
@@ -96,16 +100,23 @@ class FrameReader:
         self._buffer: bytearray | bytes = b""
         self._in_message = False  # inside a fragmented message
         self._message_size = 0  # its bytes so far
+        self._skip = 0  # bytes of a refused frame still to discard; -1: discard all
 
     def feed(self, data: bytes) -> tuple[list[tuple[int, bool, bytes]], FrameError | None]:
         """The whole frames (opcode, fin, unmasked payload) now complete, and the
         protocol error that ended parsing, if any (nothing is parsed after it)."""
+        if self._skip:
+            if self._skip < 0:
+                return [], None
+            dropped = min(self._skip, len(data))
+            self._skip -= dropped
+            data = data[dropped:]
         buffer: bytearray | bytes = data
         if self._buffer:
             self._buffer += data
             buffer = self._buffer
         frames: list[tuple[int, bool, bytes]] = []
-        at = 0
+        at = start = length = 0
         end = len(buffer)
         try:
             while end - at >= 2:
@@ -134,7 +145,7 @@ class FrameReader:
                     self._in_message = not fin
                     self._message_size = 0 if fin else size
         except FrameError as exc:
-            self._buffer = b""
+            self._after_error(exc, buffer, start + 4 + length, end)
             return frames, exc
         if at >= end:
             self._buffer = b""
@@ -143,6 +154,18 @@ class FrameReader:
         elif at and isinstance(self._buffer, bytearray):
             del self._buffer[:at]
         return frames, None
+
+    def _after_error(self, exc: FrameError, buffer: bytes | bytearray, ends: int, end: int) -> None:
+        """Where to go on after a violation (the refused frame ends at ``ends``)."""
+        self._buffer = b""
+        self._in_message = False
+        self._message_size = 0
+        if exc.code != 1009:
+            self._skip = -1
+        elif ends >= end:
+            self._skip = ends - end
+        else:  # the refused frame is all in: parse what follows it at the next read
+            self._buffer = bytearray(memoryview(buffer)[ends:])
 
     def _check(self, first: int, second: int, opcode: int, fin: bool, length: int) -> None:
         """Refuse a frame from its header alone (before its payload is in)."""

@@ -550,3 +550,46 @@ def test_the_head_end_is_found_wherever_the_reads_split_it() -> None:
         b"".join(head_end.head_part(wire[k : k + 1]) for k in range(len(wire))) == wire[: blank + 4]
     )
     assert head_end.rest == b"FRAMES"
+
+
+async def _until_close_frame(stream: trio.SocketStream) -> bytes:
+    """What the server sends up to its close frame, after the 101 response."""
+    received = b""
+    while True:
+        chunk = await stream.receive_some(65536)
+        assert chunk, received
+        received += chunk
+        head_end = received.find(b"\r\n\r\n")
+        frames = received[head_end + 4 :] if head_end >= 0 else b""
+        if len(frames) >= 2 and len(frames) >= 2 + frames[1]:
+            return frames
+
+
+@pytest.mark.parametrize("together", [False, True], ids=["in-pieces", "with-the-close"])
+@fail_after()
+async def test_the_rest_of_a_refused_frame_is_read_before_the_socket_closes(
+    together: bool,
+) -> None:
+    # The server refuses a frame over max_message_bytes from its header. A client still
+    # sending it must get that close (1009) and an orderly end: closing the socket while
+    # the payload's rest is unread would reset the connection, and the payload's bytes
+    # must not pass for the client's close frame.
+    frame = _masked(0x2, bytes(range(256)) * 1200)  # 300 KB; the limit is 1024
+    close = _masked(0x8, (1009).to_bytes(2, "big"))
+    got: list[str | bytes] = []
+    async with listening(handler=_recorder(got)) as port:
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            await stream.send_all(_UPGRADE_HEAD + b"\r\n" + frame[:4000])
+            frames = await _until_close_frame(stream)
+            assert frames[0] == 0x88
+            assert int.from_bytes(frames[2:4], "big") == 1009
+            rest = frame[4000:] + close
+            if together:
+                await stream.send_all(rest)
+            else:
+                for at in range(0, len(rest), 7000):
+                    await stream.send_all(rest[at : at + 7000])
+                    await trio.sleep(0.001)
+            assert await stream.receive_some(65536) == b""  # the end, not a reset
+    assert got == []

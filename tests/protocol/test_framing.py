@@ -121,6 +121,41 @@ def test_an_oversized_frame_is_refused_from_its_header_alone() -> None:
     assert error.code == 1009
 
 
+@pytest.mark.parametrize("split", [3, 14, 60, 150, 170])
+def test_past_a_frame_refused_for_its_size_the_next_frames_are_parsed(split: int) -> None:
+    # A refused frame's header is sound: its payload is skipped, wherever the reads
+    # cut it, so that the client's close frame after it is found.
+    reader = FrameReader(max_size=100)
+    wire = masked(OP_BINARY, b"x" * 150) + masked(OP_CLOSE, b"\x03\xf1")
+    frames, error = reader.feed(wire[:split])
+    later: list[tuple[int, bool, bytes]] = []
+    if error is None:  # the header was not all in yet
+        assert frames == []
+        frames, error = reader.feed(wire[split : split + 1])
+        split += 1
+        while error is None:
+            frames, error = reader.feed(wire[split : split + 1])
+            split += 1
+    assert error is not None
+    assert error.code == 1009
+    for k in range(split, len(wire)):
+        frames, error = reader.feed(wire[k : k + 1])
+        assert error is None
+        later += frames
+    frames, error = reader.feed(b"")  # the refused frame was all in: its rest is held
+    later += frames
+    assert later == [(OP_CLOSE, True, b"\x03\xf1")]
+
+
+def test_past_any_other_violation_nothing_more_is_parsed() -> None:
+    reader = FrameReader(max_size=100)
+    frames_before, error = reader.feed(masked(OP_TEXT, b"ok") + masked(0x3, b"x"))
+    assert frames_before == [(OP_TEXT, True, b"ok")]
+    assert error is not None
+    assert error.code == 1002
+    assert reader.feed(masked(OP_CLOSE, b"\x03\xe8")) == ([], None)
+
+
 def test_close_payloads() -> None:
     assert close_payload(b"") == (NO_STATUS, "")
     assert close_payload(b"\x0f\xa0bye") == (4000, "bye")
