@@ -183,7 +183,8 @@ class Config:
     gc_freeze_interval: float = 1.0
     """Seconds between moving long-lived objects out of the cycle collector's sight
     (``gc.freeze``), so that its automatic passes never walk every connection and
-    stall the server (see chatroom/net/gcpolicy.py). 0 leaves the collector as it is."""
+    stall the server; meanwhile its automatic full passes are off (see
+    chatroom/net/gcpolicy.py). 0 leaves the collector as it is."""
     gc_full_after_closes: int = 2000
     """Closed connections after which a full collection (frozen objects included)
     frees their reference cycles; it pauses the server for ~35 us per live connection.

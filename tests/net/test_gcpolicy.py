@@ -145,3 +145,34 @@ async def test_a_trim_also_frees_what_is_not_frozen(
             nursery.cancel_scope.cancel()
     finally:
         gc.enable()
+
+
+def _full_passes_while(build: list[list[int]]) -> int:
+    """Automatic collections of the oldest generation while 300,000 containers that
+    stay alive are made (a crowd of connections, in effect)."""
+    full: list[int] = []
+
+    def seen(phase: str, info: dict[str, int]) -> None:
+        if phase == "stop" and info["generation"] == 2:
+            full.append(1)
+
+    gc.callbacks.append(seen)
+    try:
+        build.extend([k] for k in range(300_000))
+    finally:
+        gc.callbacks.remove(seen)
+    return len(full)
+
+
+async def test_the_collector_never_walks_a_crowd_of_new_connections_while_the_policy_runs(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    assert _full_passes_while([]) > 0  # what the collector does on its own
+    thresholds = gc.get_threshold()
+    policy = GcPolicy(freeze_interval=100.0, full_after_closes=1000, full_interval=0)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(policy.run)
+        await trio.sleep(1.0)  # running, before its first round
+        assert _full_passes_while([]) == 0
+        nursery.cancel_scope.cancel()
+    assert gc.get_threshold() == thresholds  # handed back when the server stops
