@@ -1,7 +1,7 @@
 """The ``cluster`` scenario: one chatroom's viewers spread over two nodes meeting in
 Redis, the publisher on node A, beside the same load on one node, in one run.
 
-    .venv/bin/python -m bench.cluster [--viewers 200] [--seconds 5]
+    .venv/bin/python -m bench.cluster [--viewers 200] [--seconds 5] [--rate 100] [--rounds 3]
 
 It starts a private ``redis-server`` (unix socket) and the servers as processes
 (``chatroom serve``; the two nodes share one SQLite file, which only the chatroom's
@@ -9,16 +9,24 @@ row is read from), then for each setup measures:
 
 - the latency at a low rate (50 messages/s): p50/p99 from the publisher's send to a
   viewer's receipt, for viewers on node A and on node B (the hop is B minus one node);
+- server CPU (both nodes and Redis) per delivery at a fixed rate (``--rate`` messages/s
+  for ``seconds``): the same work for both setups;
 - saturation: the publisher keeps ``window`` messages unacknowledged for ``seconds``;
-  deliveries/s counted by the viewers, server CPU (both nodes) per delivery, and node
-  A's PUBLISHes per message (its ``/healthz`` counters).
+  deliveries/s counted by the viewers, server CPU per delivery, and node A's PUBLISHes
+  per message (its ``/healthz`` counters).
+
+The servers (nodes and Redis) run on core 0 and this process on core 1, so "two nodes"
+means two nodes on one core. The setups alternate ``--rounds`` times (one node first in
+odd rounds, two nodes first in even ones, so that a drift of the machine cancels out);
+the summary gives each round's two nodes / one node ratios and their median, since
+one round's figures move by a quarter or more on a shared machine.
 
 The viewers are raw sockets that log in as the JS SDK 4.3.1 does (protobuf, its
 ``ua``), so the servers serve them as they serve real 4.x viewers (pushes without
 ``peerId``, read from the room's frame log); they count frames without decoding
 them, unless asked for latency. On a small
-machine they still share the cores with the servers, so the figures are relative
-(one node against two in the same run), and noisy: run it once, say so.
+machine the viewers' own reading is the limit of the saturation step, so its figures
+are relative (one node against two in the same run).
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import json
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -211,10 +220,131 @@ async def _open_room(ws: WebSocketConnection) -> str:
             return str(reply["cid"])
 
 
-async def _measure(
-    nodes: list[Node], viewers: int, seconds: float, window: int, redis_pid: int
+class _Publisher:
+    """The publisher's socket: sends chatroom messages (HIGH, so that none is shed and
+    every viewer should get each), counts its acks."""
+
+    def __init__(self, ws: WebSocketConnection, cid: str) -> None:
+        self.ws, self.cid = ws, cid
+        self.sent = 0
+
+    async def send(self) -> None:
+        cmd = {
+            "cmd": "direct",
+            "cid": self.cid,
+            "msg": repr(time.monotonic()),
+            "transient": True,
+            "priority": 1,  # HIGH: never shed, so every message reaches every viewer
+            "i": 10 + self.sent,
+        }
+        await self.ws.send_message(orjson.dumps(cmd).decode())
+        self.sent += 1
+
+
+class _Cpu:
+    """Server CPU seconds (nodes and, for a cluster, Redis) since it was made."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+        self.start = [_cpu(pid) for pid in pids]
+
+    def each(self) -> list[float]:
+        return [round(_cpu(pid) - s, 2) for pid, s in zip(self.pids, self.start, strict=True)]
+
+
+async def _delivered(crowd: list[Viewer], before: list[int], expected: int) -> int:
+    with trio.move_on_after(20):  # the last deliveries arrive
+        while _received(crowd, before) < expected:  # noqa: ASYNC110 - counters only
+            await trio.sleep(0.05)
+    return _received(crowd, before)
+
+
+async def _latency(pub: _Publisher, crowd: list[Viewer], nodes: list[Node]) -> dict[str, float]:
+    """p50/p99 at 50 messages/s, from a few viewers on each node."""
+    out: dict[str, float] = {}
+    probes = crowd[:4]
+    for viewer in probes:
+        viewer.decode = True
+    for _ in range(150):
+        await pub.send()
+        await trio.sleep(0.02)
+    await trio.sleep(0.5)
+    for viewer in probes:
+        viewer.decode = False
+    for name, idx in (("A", 0), ("B", 1)):
+        lat = sorted(
+            x for v in probes if v.port == nodes[idx % len(nodes)].port for x in v.latencies
+        )
+        if lat:
+            out[f"lat_{name}_p50_ms"] = round(1000 * lat[len(lat) // 2], 3)
+            out[f"lat_{name}_p99_ms"] = round(1000 * lat[int(len(lat) * 0.99)], 3)
+    return out
+
+
+async def _steady(
+    pub: _Publisher, crowd: list[Viewer], pids: list[int], rate: float, seconds: float
 ) -> dict[str, object]:
-    out: dict[str, object] = {}
+    """Server CPU per delivery at a fixed rate, the same work for both setups."""
+    before = [v.frames for v in crowd]
+    cpu = _Cpu(pids)
+    sent0 = pub.sent
+    t0 = trio.current_time()
+    for k in range(round(rate * seconds)):
+        await trio.sleep_until(t0 + k / rate)
+        await pub.send()
+    deliveries = await _delivered(crowd, before, (pub.sent - sent0) * len(crowd))
+    each = cpu.each()
+    return {
+        "rate_msgs_per_s": rate,
+        "rate_deliveries": deliveries,
+        "rate_cpu_us_per_delivery": round(1e6 * sum(each) / max(1, deliveries), 2),
+    }
+
+
+async def _saturate(
+    pub: _Publisher,
+    crowd: list[Viewer],
+    nodes: list[Node],
+    pids: list[int],
+    seconds: float,
+    window: int,
+) -> dict[str, object]:
+    """Deliveries/s and server CPU per delivery with ``window`` messages unacknowledged."""
+    before = [v.frames for v in crowd]
+    cpu = _Cpu(pids)
+    stats0 = nodes[0].cluster()
+    sent0 = pub.sent
+    t0 = time.monotonic()
+    inflight = 0
+    while time.monotonic() - t0 < seconds:
+        while inflight < window:
+            await pub.send()
+            inflight += 1
+        reply = await pub.ws.get_message()
+        if '"ack"' in reply:
+            inflight -= 1
+    messages = pub.sent - sent0
+    deliveries = await _delivered(crowd, before, messages * len(crowd))
+    span = max(v.last_rx for v in crowd) - t0
+    each = cpu.each()
+    out: dict[str, object] = {
+        "messages": messages,
+        "deliveries": deliveries,
+        "expected": messages * len(crowd),
+        "deliveries_per_s": round(deliveries / span),
+        "server_cpu_us_per_delivery": round(1e6 * sum(each) / max(1, deliveries), 2),
+        "cpu_s_per_process": each,  # node A[, node B, redis-server]
+    }
+    stats1 = nodes[0].cluster()
+    if stats1:
+        pubs = int(stats1["publishes"]) - int(stats0["publishes"])
+        out["publishes_per_message"] = round(pubs / max(1, messages), 3)
+    return out
+
+
+async def _measure(
+    nodes: list[Node], viewers: int, args: argparse.Namespace, redis_pid: int
+) -> dict[str, object]:
     async with (
         open_websocket_url(nodes[0].url, subprotocols=[SUBPROTOCOL]) as ws,
         trio.open_nursery() as nursery,
@@ -226,78 +356,37 @@ async def _measure(
         for viewer in crowd:
             await viewer.joined.wait()
         await trio.sleep(2.5)  # presence settles (heartbeat), subscriptions made
-        sent = 0
-
-        async def send(n: int) -> None:
-            nonlocal sent
-            cmd = {
-                "cmd": "direct",
-                "cid": cid,
-                "msg": repr(time.monotonic()),
-                "transient": True,
-                "priority": 1,  # HIGH: never shed, so every message reaches every viewer
-                "i": 10 + n,
-            }
-            await ws.send_message(orjson.dumps(cmd).decode())
-            sent += 1
-
-        # Low rate: latency.
-        probes = crowd[:4]
-        for viewer in probes:
-            viewer.decode = True
-        for n in range(150):
-            await send(n)
-            await trio.sleep(0.02)
-        await trio.sleep(0.5)
-        for viewer in probes:
-            viewer.decode = False
-        for name, idx in (("A", 0), ("B", 1)):
-            lat = sorted(
-                x for v in probes if v.port == nodes[idx % len(nodes)].port for x in v.latencies
-            )
-            if lat:
-                out[f"lat_{name}_p50_ms"] = round(1000 * lat[len(lat) // 2], 3)
-                out[f"lat_{name}_p99_ms"] = round(1000 * lat[int(len(lat) * 0.99)], 3)
-        # Saturation: keep ``window`` unacknowledged.
-        before = [v.frames for v in crowd]
+        pub = _Publisher(ws, cid)
         pids = [n.proc.pid for n in nodes] + ([redis_pid] if len(nodes) > 1 else [])
-        cpu0 = [_cpu(pid) for pid in pids]  # Redis counts for the cluster
-        stats0 = nodes[0].cluster()
-        sent0 = sent
-        t0 = time.monotonic()
-        acked = 0
-        inflight = 0
-        while time.monotonic() - t0 < seconds:
-            while inflight < window:
-                await send(1000 + sent)
-                inflight += 1
-            reply = await ws.get_message()
-            if '"ack"' in reply:
-                inflight -= 1
-                acked += 1
-        messages = sent - sent0
-        with trio.move_on_after(20):  # the last deliveries arrive
-            expected = messages * viewers
-            while _received(crowd, before) < expected:  # noqa: ASYNC110 - counters only
-                await trio.sleep(0.05)
-        span = max(v.last_rx for v in crowd) - t0
-        deliveries = _received(crowd, before)
-        each = [round(_cpu(pid) - before, 2) for pid, before in zip(pids, cpu0, strict=True)]
-        cpu = sum(each)
-        stats1 = nodes[0].cluster()
-        out.update(
-            messages=messages,
-            deliveries=deliveries,
-            expected=messages * viewers,
-            deliveries_per_s=round(deliveries / span),
-            server_cpu_us_per_delivery=round(1e6 * cpu / max(1, deliveries), 2),
-            cpu_s_per_process=each,  # node A[, node B, redis-server]
-        )
-        if stats1:
-            pubs = int(stats1["publishes"]) - int(stats0["publishes"])
-            out["publishes_per_message"] = round(pubs / max(1, messages), 3)
+        out: dict[str, object] = dict(await _latency(pub, crowd, nodes))
+        out.update(await _steady(pub, crowd, pids, args.rate, args.seconds))
+        out.update(await _saturate(pub, crowd, nodes, pids, args.seconds, args.window))
         nursery.cancel_scope.cancel()
     return out
+
+
+def _pin(pid: int, core: int) -> None:
+    """Servers on core 0, the bench's own clients on core 1, when there are two."""
+    if len(os.sched_getaffinity(0)) >= 2:
+        os.sched_setaffinity(pid, {core})
+
+
+def _summary(rounds: list[dict[str, dict[str, object]]]) -> None:
+    """Each round's two nodes / one node ratios, then their medians."""
+    figures = {
+        "server CPU per delivery at saturation": "server_cpu_us_per_delivery",
+        "server CPU per delivery at the fixed rate": "rate_cpu_us_per_delivery",
+        "saturation deliveries/s": "deliveries_per_s",
+    }
+    for label, key in figures.items():
+        ratios = []
+        for r in rounds:
+            one, two = r["one node"][key], r["two nodes"][key]
+            assert isinstance(one, int | float)
+            assert isinstance(two, int | float)
+            ratios.append(two / max(one, 1e-9))
+        shown = ", ".join(f"{x:.2f}" for x in ratios)
+        print(f"two nodes / one node, {label}: median {statistics.median(ratios):.2f} ({shown})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -305,29 +394,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--viewers", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--window", type=int, default=50)
+    parser.add_argument("--rate", type=float, default=100.0, help="messages/s, fixed-rate step")
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
-    results: dict[str, dict[str, object]] = {}
+    rounds: list[dict[str, dict[str, object]]] = []
+    _pin(os.getpid(), 1)
     with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp:
         folder = Path(tmp)
         with redis_server(folder) as (url, redis_pid):
-            for setup in ("one node", "two nodes"):
-                db = str(folder / f"{setup.replace(' ', '-')}.db")
-                nodes = [Node(folder, db, url if setup == "two nodes" else None)]
-                if setup == "two nodes":
-                    nodes.append(Node(folder, db, url))
-                try:
-                    results[setup] = trio.run(
-                        _measure, nodes, args.viewers, args.seconds, args.window, redis_pid
-                    )
-                finally:
-                    for node in nodes:
-                        node.stop()
-                print(setup, json.dumps(results[setup]), flush=True)
-    one, two = results["one node"]["deliveries_per_s"], results["two nodes"]["deliveries_per_s"]
-    assert isinstance(one, int)
-    assert isinstance(two, int)
-    ratio = two / max(1, one)
-    print(f"two nodes / one node, saturation deliveries/s: {ratio:.2f}")
+            _pin(redis_pid, 0)
+            for r in range(args.rounds):
+                results: dict[str, dict[str, object]] = {}
+                setups = ["one node", "two nodes"]
+                for setup in setups if r % 2 == 0 else setups[::-1]:  # drift cancels out
+                    db = str(folder / f"{setup.replace(' ', '-')}-{r}.db")
+                    nodes = [Node(folder, db, url if setup == "two nodes" else None)]
+                    if setup == "two nodes":
+                        nodes.append(Node(folder, db, url))
+                    try:
+                        for node in nodes:
+                            _pin(node.proc.pid, 0)
+                        results[setup] = trio.run(_measure, nodes, args.viewers, args, redis_pid)
+                    finally:
+                        for node in nodes:
+                            node.stop()
+                    print(f"round {r + 1}", setup, json.dumps(results[setup]), flush=True)
+                rounds.append(results)
+    _summary(rounds)
     return 0
 
 
