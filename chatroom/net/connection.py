@@ -28,7 +28,7 @@ from chatroom.core.ratelimit import FloodGuard, TokenBucket
 from chatroom.net.flusher import Flusher
 from chatroom.net.inbound import Inbound
 from chatroom.net.roomwriter import RoomWriter
-from chatroom.net.transport import ConnectionClosed, Transport, TransportBroken
+from chatroom.net.transport import RECEIVE_BYTES, ConnectionClosed, Transport, TransportBroken
 from chatroom.net.writer import FLUSH_BYTES as _FLUSH_BYTES
 from chatroom.net.writer import Writer
 from chatroom.protocol import messages_pb2 as pb
@@ -337,12 +337,18 @@ class Connection(Inbound, Writer):
                     # Commands handled since this loop last gave way; -1 just after a
                     # wait, which was a checkpoint (one local: each costs idle memory).
                     streak = 0
+                    # Bytes the last read took (None: none were there). Less than it
+                    # asked for, the socket was empty then: the loop waits until it is
+                    # readable instead of reading again at once, which a client waiting
+                    # for each reply answers with EAGAIN (a system call and an OSError
+                    # per request). A hint only: the wait returns at once if bytes came
+                    # meanwhile. At first: the handshake's read of the head.
+                    got: int | None = 1
                     while True:  # ConnectionClosed ends it (or the scope: a close, its deadline)
                         message = transport.next_message()
                         if message is None:
-                            if transport.drained:  # its last read emptied the socket
+                            if got is not None and 0 < got < RECEIVE_BYTES:
                                 got = None
-                                transport.drained = False  # read once it is readable
                             else:
                                 await trio.lowlevel.checkpoint_if_cancelled()
                                 got = transport.read_some()
@@ -351,6 +357,7 @@ class Connection(Inbound, Writer):
                                     await trio.lowlevel.wait_readable(transport.fileno)
                                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                                     transport.lost()
+                                got = RECEIVE_BYTES  # readable: read at once
                                 streak = -1
                             elif got and streak >= 0:  # a wait was a checkpoint already
                                 await trio.lowlevel.cancel_shielded_checkpoint()

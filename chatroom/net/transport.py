@@ -90,7 +90,6 @@ class Transport:
         "_reader",
         "_stream",
         "_writing",
-        "drained",
         "on_frames",
         "sink",
     )
@@ -112,13 +111,6 @@ class Transport:
         self._parts: list[bytes] | tuple[()] = _NO_PARTS  # of a fragmented message
         self._eof = False
         self._frame_size = 64  # bytes per inbound frame, as last seen (for backlog)
-        # Whether the last read took less than it asked for, so that the socket was
-        # empty then (the handshake's read of the head, at first): its reader waits
-        # until the socket is readable instead of reading again at once, which a
-        # client that waits for the reply to its request would answer with EAGAIN
-        # (a system call and an exception per request). A hint only: the wait returns
-        # at once when bytes came meanwhile.
-        self.drained = True
         # Where protocol-generated frames (pongs, the close reply) go: the owner's
         # outbound queue, so that they never cut into a data frame. Until one is set
         # they are written directly.
@@ -172,7 +164,6 @@ class Transport:
         data = read_now(self._fd)
         if data is None:
             return None
-        self.drained = len(data) < RECEIVE_BYTES
         self.feed(data)
         return len(data)
 
