@@ -28,7 +28,7 @@ from chatroom.core.ratelimit import FloodGuard, TokenBucket
 from chatroom.net.flusher import Flusher
 from chatroom.net.inbound import Inbound
 from chatroom.net.roomwriter import RoomWriter
-from chatroom.net.transport import ConnectionClosed, Transport, TransportBroken
+from chatroom.net.transport import RECEIVE_BYTES, ConnectionClosed, Transport, TransportBroken
 from chatroom.net.writer import FLUSH_BYTES as _FLUSH_BYTES
 from chatroom.net.writer import Writer
 from chatroom.protocol import messages_pb2 as pb
@@ -43,6 +43,7 @@ from chatroom.service.context import Context
 log = logging.getLogger(__name__)
 
 _SLOW_CLOSE_WAIT = 1.0  # seconds to finish a cut frame before closing a slow consumer
+_STREAK = 16  # commands read at once handled in a row, at most, before giving way
 _ACCEPTED = Verdict.ACCEPTED
 _OVERFLOW = Verdict.OVERFLOW
 
@@ -229,9 +230,9 @@ class Connection(Inbound, Writer):
         if self._room is not None:
             self._unfollow()
         verdict = self.outbox.offer(frame, priority)
-        if verdict is Verdict.OVERFLOW:
+        if verdict is _OVERFLOW:
             self.close_soon(CloseCode.SLOW_CONSUMER, "slow consumer: outbox full")
-        elif verdict is Verdict.ACCEPTED and not self._dirty and not self._writer_busy:
+        elif verdict is _ACCEPTED and not self._dirty and not self._writer_busy:
             self._dirty = True
             self._flusher.mark(self)
 
@@ -333,27 +334,47 @@ class Connection(Inbound, Writer):
                     self._read_scope = scope
                     if self._close is not None:
                         scope.cancel()
-                    waited = False
+                    # Commands handled since this loop last gave way; -1 just after a
+                    # wait, which was a checkpoint (one local: each costs idle memory).
+                    streak = 0
+                    # Bytes the last read took (None: none were there). Less than it
+                    # asked for, the socket was empty then: the loop waits until it is
+                    # readable instead of reading again at once, which a client waiting
+                    # for each reply answers with EAGAIN (a system call and an OSError
+                    # per request). A hint only: the wait returns at once if bytes came
+                    # meanwhile. At first: the handshake's read of the head.
+                    got: int | None = 1
                     while True:  # ConnectionClosed ends it (or the scope: a close, its deadline)
                         message = transport.next_message()
                         if message is None:
-                            await trio.lowlevel.checkpoint_if_cancelled()
-                            got = transport.read_some()
+                            if got is not None and 0 < got < RECEIVE_BYTES:
+                                got = None
+                            else:
+                                await trio.lowlevel.checkpoint_if_cancelled()
+                                got = transport.read_some()
                             if got is None:
                                 try:  # not waited for in an ``except`` block (see receive)
                                     await trio.lowlevel.wait_readable(transport.fileno)
                                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                                     transport.lost()
-                                waited = True
-                            elif got and not waited:  # a wait was a checkpoint already
+                                got = RECEIVE_BYTES  # readable: read at once
+                                streak = -1
+                            elif got and streak >= 0:  # a wait was a checkpoint already
                                 await trio.lowlevel.cancel_shielded_checkpoint()
+                                streak = 0
                             continue
-                        waited = False
                         pending = self._command(message)
                         message = None  # nothing read stays referenced while it waits
                         if pending is not None:
                             await self._run(*pending)
                             pending = None
+                        streak = 1 if streak < 0 else streak + 1
+                        if streak == _STREAK:
+                            # A handler need not be a checkpoint (a join, with all it
+                            # needs in memory): many commands read at once give way
+                            # to the other connections now and then.
+                            await trio.lowlevel.cancel_shielded_checkpoint()
+                            streak = 0
                 if not self._read_on(scope):
                     break
             if self._shutting_down and self._close is None:

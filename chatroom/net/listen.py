@@ -10,10 +10,12 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+import sys
 from collections.abc import Awaitable, Callable
 from typing import NoReturn
 
 import trio
+from trio._util import ConflictDetector
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,37 @@ _ACCEPT_BATCH = 64  # connections taken from the backlog per reschedule
 Serve = Callable[[trio.SocketStream, str], Awaitable[object]]
 
 
+# What trio.SocketStream sets on every socket it wraps (TCP_NODELAY, and 16 KiB of
+# TCP_NOTSENT_LOWAT): set once on the listening socket instead, whose accepted
+# sockets inherit them on Linux (tests/net/test_listen.py checks it).
+_STREAM_OPTIONS = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
+if hasattr(socket, "TCP_NOTSENT_LOWAT"):
+    _STREAM_OPTIONS.append((socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, 2**14))
+
+
+def _inherited_options(listener: socket.socket) -> bool:
+    """Set the stream options on ``listener``: whether its accepted sockets have them
+    (else each stream sets them itself, as trio.SocketStream does)."""
+    try:
+        for level, option, value in _STREAM_OPTIONS:
+            listener.setsockopt(level, option, value)
+    except OSError:
+        return False  # not TCP (a Unix socket), or options this system lacks
+    return sys.platform == "linux"
+
+
+def _stream(sock: trio.socket.SocketType) -> trio.SocketStream:
+    """``trio.SocketStream(sock)`` without its two setsockopt calls per connection (the
+    listener's options are inherited): the same object, its __init__'s state set here."""
+    stream = trio.SocketStream.__new__(trio.SocketStream)
+    stream.socket = sock
+    stream._send_conflict_detector = ConflictDetector(_SEND_CONFLICT)
+    return stream
+
+
+_SEND_CONFLICT = "another task is currently sending data on this SocketStream"
+
+
 def _address(peer: object) -> str:
     """``host:port`` of an address ``accept`` returned (IPv4 or IPv6)."""
     if isinstance(peer, tuple) and len(peer) >= 2:
@@ -72,13 +105,25 @@ async def accept_all(
     a crowd of N connecting at once costs about N / 64 reschedules here."""
     sock = socket.socket(fileno=listener.detach())
     sock.setblocking(False)
+    inherited = _inherited_options(sock)
+    # socket.accept() without its wrapper's three enum conversions per connection (the
+    # listener's family, type and protocol, looked up as properties): what it does
+    # with them, with plain integers read once. The listener has no timeout, so the
+    # wrapper would not change the new socket's blocking mode either.
+    accept_raw = sock._accept  # type: ignore[attr-defined]
+    kind = (int(sock.family), int(sock.type), sock.proto)
+    # Until the backlog is first found empty, a connection may have been queued before
+    # the options were set: trio.SocketStream sets them on it.
+    wrap: Callable[[trio.socket.SocketType], trio.SocketStream] = trio.SocketStream
     try:
         while True:
             await trio.lowlevel.wait_readable(sock)
             for _ in range(_ACCEPT_BATCH):
                 try:
-                    conn, peer = sock.accept()
+                    fd, peer = accept_raw()
                 except BlockingIOError:
+                    if inherited:
+                        wrap = _stream
                     break
                 except OSError as exc:
                     if exc.errno not in _CAPACITY_ERRNOS:
@@ -86,7 +131,8 @@ async def accept_all(
                     log.error("accept failed: %s; pausing %g s", exc, _CAPACITY_PAUSE)
                     await trio.sleep(_CAPACITY_PAUSE)
                     break
-                stream = trio.SocketStream(trio.socket.from_stdlib_socket(conn))
+                conn = socket.socket(*kind, fileno=fd)
+                stream = wrap(trio.socket.from_stdlib_socket(conn))
                 nursery.start_soon(serve, stream, _address(peer))
     finally:
         trio.lowlevel.notify_closing(sock)

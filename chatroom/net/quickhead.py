@@ -79,18 +79,54 @@ def _is_upgrade(fields: dict[bytes, bytes]) -> bool:
         return False
     if fields[b"upgrade"].lower() != b"websocket" or fields[b"sec-websocket-version"] != b"13":
         return False
+    return _valid_key(fields[b"sec-websocket-key"])
+
+
+def _valid_key(key: bytes) -> bool:
     try:
         # Strict: only the base64 alphabet, padding at the end (b64decode's validate).
-        return len(binascii.a2b_base64(fields[b"sec-websocket-key"], strict_mode=True)) == 16
+        return len(binascii.a2b_base64(key, strict_mode=True)) == 16
     except binascii.Error:
         return False
+
+
+# Heads seen valid, without their key line: a crowd of one app's clients sends the same
+# head but for its key, which is then all there is to check (and the head is not
+# parsed again). Bounded: emptied when full.
+_SEEN_MAX = 64
+_seen: dict[bytes, tuple[str, tuple[str, ...]]] = {}
+_KEY_LINE = b"\r\nSec-WebSocket-Key: "
 
 
 def quick_request(data: bytes) -> Upgrade | None:
     """The upgrade request at the start of ``data``, or None: leave it to the parser."""
     end = data.find(b"\r\n\r\n", 0, _MAX_HEAD)
+    if end < 0:
+        return None
+    key_at = data.find(_KEY_LINE, 0, end)
+    if key_at < 0:
+        return _parsed(data, end)
+    value_at = key_at + len(_KEY_LINE)
+    value_end = data.find(b"\r\n", value_at, end + 2)
+    key = data[value_at:value_end]
+    rest = data[:key_at] + data[value_end:end]
+    seen = _seen.get(rest)
+    if seen is not None:
+        # The same head as one found valid, but for the key: the parse would give the
+        # same answer, the key's own checks aside.
+        return Upgrade(seen[0], list(seen[1]), key, data[end + 4 :]) if _valid_key(key) else None
+    upgrade = _parsed(data, end)
+    if upgrade is not None and upgrade.key == key:  # the parse took the key line so too
+        if len(_seen) >= _SEEN_MAX:
+            _seen.clear()
+        _seen[rest] = (upgrade.path, tuple(upgrade.offered))
+    return upgrade
+
+
+def _parsed(data: bytes, end: int) -> Upgrade | None:
+    """``quick_request`` of a head (ending at ``end``) not seen before."""
     request = _REQUEST_LINE.match(data, 0, end + 2)
-    if end < 0 or request is None:
+    if request is None:
         return None
     fields = _fields(data[request.end() : end + 2])
     if fields is None or not _is_upgrade(fields):

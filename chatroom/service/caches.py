@@ -72,6 +72,11 @@ class ConversationCache:
             return conv
         return await self._items.load(cid, partial(self._store.get_conversation, cid))
 
+    def cached(self, cid: str) -> Conversation | None:
+        """The conversation if memory holds it (now the most recently used), else None:
+        ``get`` reads it from the store."""
+        return self._items.get(cid) if cid else None
+
     def put(self, conv: Conversation) -> None:
         self._items.put(conv.cid, conv)
 
@@ -296,6 +301,7 @@ class Caches:
         "dedupe",
         "hook_order",
         "moderation",
+        "moderation_loads",
         "receipts",
         "rooms",
         "tickets",
@@ -312,6 +318,9 @@ class Caches:
         self.receipts = ReceiptBook(config.receipt_memory, _follow_receipts(config, journal, hub))
         self.conv_events = _event_log(config, journal, now_ms)
         self.moderation = ModerationBook(config.moderation_cache)  # roles, mutes, blocks
+        # Conversations whose moderation state is being read, and the event set after
+        # (service/permissions.py ``state_of``: one read at a time per conversation).
+        self.moderation_loads: dict[str, trio.Event] = {}
         self.hook_order = HookOrder()  # messages waiting on _messageReceived
 
     def forget_conversation(self, cid: str) -> None:

@@ -134,6 +134,16 @@ class Context:
             raise ChatError(ErrorCode.TEMPORARY_CONVERSATION_EXPIRED)
         return conv
 
+    def conversation_now(self, cid: str) -> Conversation | None:
+        """The conversation when memory holds it, with no await (4323 once a temporary
+        one has expired); None: ask ``conversation``. For a handler that may then end
+        without a checkpoint: the connection's reader is one at every read."""
+        conv = self.caches.conversations.cached(cid)
+        expire_at = None if conv is None else conv.expire_at
+        if expire_at is not None and expire_at <= self.clock.wall_ms():
+            raise ChatError(ErrorCode.TEMPORARY_CONVERSATION_EXPIRED)
+        return conv
+
 
 # Returned by a handler that sent its reply itself, before pushes that must follow it.
 SENT = pb.GenericCommand()

@@ -32,18 +32,37 @@ from chatroom.service.context import Context
 
 # Per-id failures: (code, reason) -> client ids.
 Refusals = dict[tuple[ErrorCode, str], list[str]]
+_TRANSIENT = ConvType.TRANSIENT  # an Enum class attribute costs ~0.9 k instructions
 
 
 # -- state --------------------------------------------------------------------------
 
 
 async def state_of(ctx: Context, cid: str) -> Moderation:
-    """The conversation's moderation state: from memory, else read once from the store."""
-    state = ctx.caches.moderation.get(cid)
+    """The conversation's moderation state: from memory, else read once from the store.
+
+    One read at a time per conversation: a crowd joining a room whose state is not in
+    memory (after a restart) waits for the first one's read instead of each reading
+    (and, in memory, copying) the same state."""
+    book = ctx.caches.moderation
+    state = book.get(cid)
     if state is not None:
         await trio.lowlevel.checkpoint()  # every handler is one (flake8-async ASYNC910)
         return state
-    loaded = await ctx.caches.moderation.load(cid, partial(ctx.store.moderation_of, cid))
+    loads = ctx.caches.moderation_loads
+    pending = loads.get(cid)
+    if pending is not None:
+        await pending.wait()
+        state = book.get(cid)
+        if state is not None:
+            return state
+        # That read failed, or a change came while it read (it was not kept): read anew.
+    loads[cid] = done = trio.Event()
+    try:
+        loaded = await book.load(cid, partial(ctx.store.moderation_of, cid))
+    finally:
+        del loads[cid]
+        done.set()
     assert loaded is not None  # the store has a state for every conversation
     return loaded
 
@@ -53,9 +72,9 @@ async def _agreed(ctx: Context, cid: str, refuses: Callable[[Moderation], bool])
     another node made and told its clients of (moderation.py publishes it first) is heard
     here before a refusal stands on the copy from before it (issue 11).
 
-    Not a checkpoint when the state is in memory: every caller is a handler that
-    awaited the conversation first (``Context.conversation``), which was one; one
-    reschedule less per join, and per message sent."""
+    Not a checkpoint when the state is in memory: every caller is a handler, and the
+    connection's reader is a checkpoint at every read; one reschedule less per join,
+    and per message sent."""
     state = ctx.caches.moderation.get(cid)
     if state is None:
         state = await state_of(ctx, cid)
@@ -145,7 +164,7 @@ async def screen_add(
     refused ones: blocked (4315), or others added by a member who may not (4308)."""
 
     def others_may(state: Moderation) -> bool:  # a chatroom refuses others itself, per id
-        return conv.kind is ConvType.TRANSIENT or may(
+        return conv.kind is _TRANSIENT or may(
             Act.ADD_OTHERS, conv.kind, role_of(conv, state, actor), changes_by(ctx)
         )
 

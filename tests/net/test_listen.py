@@ -122,3 +122,31 @@ async def test_each_connection_is_served_with_its_client_address() -> None:
             expected = f"{host}:{client_port}".encode()
             assert await _greeted(client, len(expected)) == expected
         nursery.cancel_scope.cancel()
+
+
+@fail_after(20)
+async def test_accepted_streams_have_the_options_trio_gives_its_streams() -> None:
+    listener, port = await _listening()
+    early = _clients(port, 2)  # queued before the accept loop set the listener's options
+    streams: list[trio.SocketStream] = []
+
+    async def keep(stream: trio.SocketStream, remote: str) -> None:
+        streams.append(stream)
+        await stream.send_all(b"hi")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(accept_all, listener, keep, nursery)
+        for client in early:
+            assert await _greeted(client) == b"hi"
+        late = _clients(port, 2)
+        for client in late:
+            assert await _greeted(client) == b"hi"
+        nursery.cancel_scope.cancel()
+    plain_socket = trio.socket.socket()
+    plain = trio.SocketStream(plain_socket)
+    for stream in streams:
+        sock = stream.socket
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT) == 2**14
+        assert vars(stream).keys() == vars(plain).keys()  # trio's SocketStream state
+    plain_socket.close()

@@ -116,3 +116,32 @@ def test_offered_names_and_path_are_those_sent() -> None:
     assert upgrade.path == "/?subprotocol=lc.json.3"
     assert upgrade.offered == ["lc.protobuf2.3", "lc.json.3"]
     assert quick_request(SDK.encode()) is not None
+
+
+OTHER_KEY = base64.b64encode(bytes(range(100, 116))).decode()
+
+
+@pytest.mark.parametrize("head", TAKEN)
+def test_a_head_seen_before_with_another_key_gets_the_parsers_101(head: str) -> None:
+    # The second time the head is known but for its key (a crowd of one app's clients).
+    first = quick_request(head.encode("latin-1") + b"\x82\x80frame")
+    assert first is not None
+    raw = head.replace(KEY, OTHER_KEY).encode("latin-1") + b"\x82\x80again"
+    upgrade = quick_request(raw)
+    assert upgrade is not None
+    assert (upgrade.path, upgrade.offered, upgrade.rest) == (
+        first.path,
+        first.offered,
+        b"\x82\x80again",
+    )
+    name = upgrade.offered[0] if upgrade.offered else None
+    status, expected = _parsed(raw, name)
+    assert status == 101
+    assert _no_date(switching(upgrade.key, name)) == _no_date(expected)
+    assert _no_date(switching(upgrade.key, name)) != _no_date(switching(first.key, name))
+
+
+@pytest.mark.parametrize("head", [h for h in LEFT if KEY not in h])
+def test_a_head_seen_valid_but_with_a_bad_key_goes_to_the_parser(head: str) -> None:
+    assert quick_request((BASE + "\r\n").encode()) is not None
+    assert quick_request(head.encode("latin-1")) is None

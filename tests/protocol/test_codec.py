@@ -1000,3 +1000,17 @@ def test_a_string_that_is_not_utf8_fails_even_after_a_control_character() -> Non
     frame = b"\x08\x00\xb2\x06" + bytes([len(inner)]) + inner  # cmd session, sessionMessage
     with pytest.raises(ProtocolError, match="not UTF-8"):
         codec.decode_checked(Codec.PROTOBUF, frame)
+
+
+def test_a_missing_required_field_is_named_and_told_before_bad_utf8() -> None:
+    cmd = pb.GenericCommand(cmd=pb.read)
+    cmd.readMessage.convs.add(mid="m")  # ReadTuple.cid is required
+    with pytest.raises(
+        ProtocolError, match=re.escape("missing required field: readMessage.convs[0].cid")
+    ):
+        codec.decode_checked(Codec.PROTOBUF, _pb(cmd))
+    cmd.peerId = "x"
+    frame = _pb(cmd).replace(b'"\x01x', b'"\x01\xff')  # peerId not UTF-8, walked first
+    assert frame != _pb(cmd)
+    with pytest.raises(ProtocolError, match="missing required field"):
+        codec.decode_checked(Codec.PROTOBUF, frame)
