@@ -16,6 +16,7 @@ Deadlines are the caller's (``trio.fail_after``).
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -44,59 +45,63 @@ def encode(*args: Arg) -> bytes:
 
 
 class Parser:
-    """Replies out of the bytes fed in, as they complete. Pure."""
+    """Replies out of the bytes fed in, as they complete. Pure.
+
+    The bytes are kept as they came (``bytes``, joined only when a reply is cut
+    between two reads), and each bulk string is one slice of them: one copy."""
 
     def __init__(self) -> None:
-        self._buf = bytearray()
+        self._buf = b""
 
     def feed(self, data: bytes | bytearray) -> None:
-        self._buf += data
+        self._buf = self._buf + data if self._buf else bytes(data)
 
     def replies(self) -> list[Reply | RespError]:
         out: list[Reply | RespError] = []
-        while self._buf:
+        buf = self._buf
+        done = 0  # where the first reply not complete yet starts
+        while done < len(buf):
             try:
-                reply, end = self._parse(0)
+                reply, done_now = self._parse(buf, done)
             except _Incomplete:
                 break
-            del self._buf[:end]
+            done = done_now
             out.append(reply)
+        self._buf = buf[done:] if done else buf
         return out
 
-    def _line(self, at: int) -> tuple[bytes, int]:
-        end = self._buf.find(b"\r\n", at)
+    def _parse(self, buf: bytes, at: int) -> tuple[Reply | RespError, int]:
+        end = buf.find(b"\r\n", at)
         if end < 0:
             raise _Incomplete
-        return bytes(self._buf[at + 1 : end]), end + 2
-
-    def _parse(self, at: int) -> tuple[Reply | RespError, int]:
-        kind = self._buf[at : at + 1]
-        line, at = self._line(at)
-        if kind == b"+":
-            return line, at
-        if kind == b"-":
-            return RespError(line.decode(errors="replace")), at
-        if kind == b":":
-            return int(line), at
-        if kind == b"$":
-            size = int(line)
+        kind = buf[at]
+        if kind == 36:  # $
+            size = int(buf[at + 1 : end])
             if size < 0:
-                return None, at
-            if len(self._buf) < at + size + 2:
+                return None, end + 2
+            stop = end + 2 + size
+            if len(buf) < stop + 2:
                 raise _Incomplete
-            return bytes(self._buf[at : at + size]), at + size + 2
-        if kind == b"*":
-            count = int(line)
+            return buf[end + 2 : stop], stop + 2
+        if kind == 42:  # *
+            count = int(buf[at + 1 : end])
+            at = end + 2
             if count < 0:
                 return None, at
             items: list[Reply] = []
             for _ in range(count):
-                item, at = self._parse(at)
+                item, at = self._parse(buf, at)
                 if isinstance(item, RespError):
                     raise item
                 items.append(item)
             return items, at
-        raise ConnectionError(f"not a RESP reply: {bytes(kind)!r}")
+        if kind == 58:  # :
+            return int(buf[at + 1 : end]), end + 2
+        if kind == 43:  # +
+            return buf[at + 1 : end], end + 2
+        if kind == 45:  # -
+            return RespError(buf[at + 1 : end].decode(errors="replace")), end + 2
+        raise ConnectionError(f"not a RESP reply: {buf[at : at + 1]!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,13 +130,34 @@ def parse_url(url: str) -> Address:
 
 
 class Connection(trio.abc.AsyncResource):
+    """Over a socket (``trio.SocketStream``) it writes and reads the socket's file
+    descriptor itself: a command that fits in the socket's buffer (they all do but
+    the largest) is written at once, without a pass through the scheduler, and a read
+    waits for the socket to be readable and reads it (no failed read first). Over any
+    other stream it goes through the stream's methods."""
+
     def __init__(self, stream: trio.abc.Stream) -> None:
         self._stream = stream
+        self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
         self._parser = Parser()
         self._ready: deque[Reply | RespError] = deque()
 
     async def send(self, *commands: tuple[Arg, ...]) -> None:
-        await self._stream.send_all(b"".join(encode(*c) for c in commands))
+        await self._send(b"".join(encode(*c) for c in commands))
+        await trio.lowlevel.checkpoint()
+
+    async def _send(self, data: bytes) -> None:
+        """Write ``data``: at once when the socket takes it all (no checkpoint then:
+        the callers wait for a reply next, or checkpoint themselves)."""
+        if self._fd >= 0:
+            try:
+                sent = os.write(self._fd, data)
+            except BlockingIOError:
+                sent = 0
+            if sent == len(data):
+                return
+            data = data[sent:]
+        await self._stream.send_all(data)
 
     async def read(self) -> Reply:
         """The next reply (a subscriber's next message)."""
@@ -146,8 +172,17 @@ class Connection(trio.abc.AsyncResource):
 
     async def _receive(self) -> None:
         """Read until at least one reply is complete."""
+        fd = self._fd
+        data: bytes | bytearray
         while True:
-            data = await self._stream.receive_some(_READ)
+            if fd >= 0:
+                await trio.lowlevel.wait_readable(fd)
+                try:
+                    data = os.read(fd, _READ)
+                except BlockingIOError:
+                    continue
+            else:
+                data = await self._stream.receive_some(_READ)
             if not data:
                 raise ConnectionError("Redis closed the connection")
             self._parser.feed(data)

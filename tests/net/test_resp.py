@@ -80,3 +80,18 @@ async def test_commands_pipelines_and_subscriptions_on_a_real_redis(redis: Redis
     with trio.fail_after(5):
         async with await resp.open_connection(redis.url) as other:
             assert await other.call("GET", "k") is None  # db 0: the key was set in db 1
+
+
+@fail_after()
+async def test_a_command_larger_than_the_socket_takes_at_once_goes_whole(
+    redis: RedisServer,
+) -> None:
+    # The connection writes the socket itself; what the socket's buffer does not take
+    # at once follows as the socket drains, and the reply is read as usual.
+    value = bytes(range(256)) * 16_384  # 4 MiB
+    async with await resp.open_connection(redis.url + "?db=2") as client:
+        assert await client.pipeline([("SET", "big", value), ("STRLEN", "big")]) == [
+            b"OK",
+            len(value),
+        ]
+        assert await client.call("GET", "big") == value
