@@ -9,7 +9,8 @@ module writes commands as RESP arrays and parses replies incrementally
 ``open_connection(url)`` takes ``redis://[[user]:password@]host[:port][/db]`` or
 ``unix:///path[?db=N&password=...]``, authenticates and selects the database.
 ``Connection.call`` sends one command and returns its reply; ``pipeline`` sends several
-at once and returns their replies; ``send`` and ``read`` are for a subscriber. A reply
+at once and returns their replies; ``post`` sends several and reads their replies later
+(at the next ``post`` or ``pipeline``); ``send`` and ``read`` are for a subscriber. A reply
 ``-ERR ...`` raises ``RespError``; the end of the stream raises ``ConnectionError``.
 Deadlines are the caller's (``trio.fail_after``).
 """
@@ -141,23 +142,24 @@ class Connection(trio.abc.AsyncResource):
         self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
         self._parser = Parser()
         self._ready: deque[Reply | RespError] = deque()
+        self.owed = 0  # replies to commands sent by ``post``, not read yet
 
     async def send(self, *commands: tuple[Arg, ...]) -> None:
-        await self._send(b"".join(encode(*c) for c in commands))
+        rest = self._write(b"".join(encode(*c) for c in commands))
+        if rest:
+            await self._stream.send_all(rest)
         await trio.lowlevel.checkpoint()
 
-    async def _send(self, data: bytes) -> None:
-        """Write ``data``: at once when the socket takes it all (no checkpoint then:
-        the callers wait for a reply next, or checkpoint themselves)."""
-        if self._fd >= 0:
-            try:
-                sent = os.write(self._fd, data)
-            except BlockingIOError:
-                sent = 0
-            if sent == len(data):
-                return
-            data = data[sent:]
-        await self._stream.send_all(data)
+    def _write(self, data: bytes) -> bytes:
+        """Write what the socket takes of ``data`` at once (no checkpoint: the callers
+        wait for a reply next, or checkpoint themselves); what is left to send."""
+        if self._fd < 0:
+            return data
+        try:
+            sent = os.write(self._fd, data)
+        except BlockingIOError:
+            return data
+        return data[sent:] if sent < len(data) else b""
 
     async def read(self) -> Reply:
         """The next reply (a subscriber's next message)."""
@@ -191,18 +193,59 @@ class Connection(trio.abc.AsyncResource):
                 return
 
     async def pipeline(self, commands: list[tuple[Arg, ...]]) -> list[Reply]:
-        """The replies to ``commands``, sent at once; raises the first error reply
-        (after taking every reply). One checkpoint per read from the socket (a
-        transaction's replies mostly come in one), not one per reply."""
-        await self.send(*commands)
+        """The replies to ``commands``, sent at once (after the replies still owed to
+        ``post``, which are dropped); raises the first error reply (after taking every
+        reply). One checkpoint per read from the socket (a transaction's replies mostly
+        come in one), not one per reply: a pipeline the socket takes at once is written
+        without one."""
+        owed, self.owed = self.owed, 0
+        rest = self._write(b"".join(encode(*c) for c in commands))
+        if rest:
+            await self._stream.send_all(rest)
         ready = self._ready
-        while len(ready) < len(commands):
+        while len(ready) < owed + len(commands):
             await self._receive()
+        earlier = [ready.popleft() for _ in range(owed)]
         replies = [ready.popleft() for _ in commands]
-        for reply in replies:
+        for reply in (*earlier, *replies):
             if isinstance(reply, RespError):
                 raise reply
-        return replies  # type: ignore[return-value]  # no RespError left
+        # (A pipeline's replies come after it is sent: _receive ran, a checkpoint.)
+        return replies  # type: ignore[return-value]  # noqa: ASYNC910
+
+    async def post(self, commands: list[tuple[Arg, ...]]) -> None:
+        """Send ``commands`` without waiting for their replies: the next ``post`` or
+        ``pipeline`` reads them, and raises an error among them. One batch at most is
+        in flight: the replies to the previous one are read first, without a wait when
+        they are there already (as they mostly are by the next batch)."""
+        if self.owed:
+            self._read_now()
+            while len(self._ready) < self.owed:
+                await self._receive()
+            owed, self.owed = self.owed, 0
+            for reply in [self._ready.popleft() for _ in range(owed)]:
+                if isinstance(reply, RespError):
+                    raise reply
+        rest = self._write(b"".join(encode(*c) for c in commands))
+        self.owed = len(commands)
+        if rest:
+            await self._stream.send_all(rest)
+        # No checkpoint when the socket took it all: the caller's loop waits for more.
+        return  # noqa: ASYNC910
+
+    def _read_now(self) -> None:
+        """Parse what the socket holds already, without waiting."""
+        while self._fd >= 0:
+            try:
+                data = os.read(self._fd, _READ)
+            except BlockingIOError:
+                return
+            if not data:
+                raise ConnectionError("Redis closed the connection")
+            self._parser.feed(data)
+            self._ready.extend(self._parser.replies())
+            if len(data) < _READ:
+                return
 
     async def call(self, *args: Arg) -> Reply:
         return (await self.pipeline([args]))[0]

@@ -95,3 +95,19 @@ async def test_a_command_larger_than_the_socket_takes_at_once_goes_whole(
             len(value),
         ]
         assert await client.call("GET", "big") == value
+
+
+@fail_after()
+async def test_posted_commands_are_answered_before_the_next_ones(redis: RedisServer) -> None:
+    # ``post`` does not wait for the replies; the next call reads them first (an error
+    # among them raises there), so every later reply is its own command's.
+    async with await resp.open_connection(redis.url + "?db=3") as client:
+        await client.post([("SET", "a", "1"), ("INCR", "a")])
+        await client.post([("INCR", "a")])  # reads the two replies above first
+        assert client.owed == 1
+        assert await client.call("GET", "a") == b"3"
+        assert client.owed == 0
+        await client.post([("SET", "s", "x"), ("INCR", "s")])  # INCR of a string: an error
+        with pytest.raises(resp.RespError, match="not an integer"):
+            await client.call("GET", "s")
+        assert await client.call("GET", "a") == b"3"  # nothing left over: in step again
