@@ -290,10 +290,18 @@ class RedisLink:
                 commands = [("MULTI",), *commands, ("EXEC",)]
             reads = self._reads.take()
             commands += [("LRANGE", read.key, 0, -1) for read in reads]
-            if commands:
+            # Redis's replies are awaited when someone waits for them (a drain's end, a
+            # chatroom's kept messages); else they are read by the next drain, mostly
+            # there by then: no wait, no wake-up of this task, for a drain of pushes.
+            answer = bool(reads) or self._drained is not None
+            if commands or (answer and client.owed):
                 limit.deadline = trio.current_time() + DEADLINE
                 try:
-                    replies = await client.pipeline(commands)
+                    if answer:
+                        replies = await client.pipeline(commands)
+                    else:
+                        await client.post(commands)
+                        replies = []
                 except BaseException:
                     KeptReader.answer(reads, None)  # the askers go on without
                     raise
