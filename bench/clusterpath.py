@@ -28,7 +28,8 @@ second of wall time, which callgrind stretches).
 ``--role b`` measures the other side, a node that hears the room: N viewers here (on
 node ``nodeB``), and a feeder process (``--feed``, started by this one; callgrind does
 not follow it) that publishes each round's ``--frames`` records on the room's channel
-in one PUBLISH, built by a ``RedisHub`` as node A builds them. This process reads the
+in one PUBLISH (``--publishes K``: in K, written at once, as from K drains heard in
+one read), built by a ``RedisHub`` as node A builds them. This process reads the
 PUBLISH from Redis, decodes the records and fans them out: node B's work per message.
 Node A plus node B, each with N viewers, set against ``--hub local`` with 2N viewers is
 what two nodes cost per message over one::
@@ -82,16 +83,17 @@ def _message(n: int) -> tuple[Prepared, Message]:
     return Prepared(cmd), message
 
 
-def _records(hub: RedisHub, publisher: Session, first: int, count: int) -> bytes:
-    """One PUBLISH's worth of node A's records: ``count`` messages from ``first``."""
+def _records(hub: RedisHub, publisher: Session, first: int, count: int) -> list[bytes]:
+    """Node A's records of ``count`` messages from ``first``."""
     for n in range(first, first + count):
         hub.to_room(_message(n)[0], CID, Priority.HIGH, publisher)
-    return b"".join(entry.record for entry in hub.outgoing.take())
+    return [entry.record for entry in hub.outgoing.take()]
 
 
 def _feed(args: argparse.Namespace) -> None:
-    """The feeder of ``--role b``: a PUBLISH of ``--frames`` records on the room's
-    channel for each byte read from stdin; exits at the end of stdin."""
+    """The feeder of ``--role b``: ``--frames`` records on the room's channel for each
+    byte read from stdin, in ``--publishes`` PUBLISHes written at once; exits at the
+    end of stdin."""
     hub = RedisHub("nodeA", prefix=PREFIX)
     hub.connected = True  # queue records, as node A does while Redis answers
     publisher = Session("pub0", cast(Any, None), token="tpub")
@@ -102,11 +104,13 @@ def _feed(args: argparse.Namespace) -> None:
         redis.connect(address.path)
         sent = 0
         while sys.stdin.buffer.read(1):
-            payload = _records(hub, publisher, sent, args.frames)
+            records = _records(hub, publisher, sent, args.frames)
             sent += args.frames
-            redis.sendall(resp.encode("PUBLISH", channel, payload))
+            step = -(-len(records) // args.publishes)
+            parts = [b"".join(records[at : at + step]) for at in range(0, len(records), step)]
+            redis.sendall(b"".join(resp.encode("PUBLISH", channel, part) for part in parts))
             reply = b""
-            while not reply.endswith(b"\r\n"):
+            while reply.count(b"\r\n") < len(parts):
                 reply += redis.recv(64)
 
 
@@ -181,6 +185,9 @@ def main() -> None:
     parser.add_argument("--kept", action="store_true", help="keep every message in Redis")
     parser.add_argument("--role", choices=("a", "b"), default="a", help="the node measured")
     parser.add_argument("--feed", metavar="URL", help=argparse.SUPPRESS)  # --role b's feeder
+    parser.add_argument(
+        "--publishes", type=int, default=1, help="--role b: PUBLISHes per round, written at once"
+    )
     args = parser.parse_args()
     if args.feed:
         _feed(args)
@@ -197,7 +204,7 @@ def main() -> None:
                 delivered = trio.run(_run, args, url)
             else:
                 command = [sys.executable, "-m", "bench.clusterpath", "0", "0", "--feed", url]
-                command += ["--frames", str(args.frames)]
+                command += ["--frames", str(args.frames), "--publishes", str(args.publishes)]
                 with subprocess.Popen(command, stdin=subprocess.PIPE) as feeder:
                     assert feeder.stdin is not None
                     try:
