@@ -172,6 +172,18 @@ class Connection(trio.abc.AsyncResource):
             raise reply
         return reply
 
+    async def read_all(self) -> list[Reply | RespError]:
+        """Every reply complete (a subscriber's messages), waiting for one when none
+        is: one checkpoint per read from the socket, not one per reply. An error
+        reply comes as ``RespError``, not raised."""
+        if self._ready:
+            await trio.lowlevel.checkpoint()
+        else:
+            await self._receive()
+        ready = list(self._ready)
+        self._ready.clear()
+        return ready
+
     async def _receive(self) -> None:
         """Read until at least one reply is complete."""
         fd = self._fd

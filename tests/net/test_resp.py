@@ -111,3 +111,19 @@ async def test_posted_commands_are_answered_before_the_next_ones(redis: RedisSer
         with pytest.raises(resp.RespError, match="not an integer"):
             await client.call("GET", "s")
         assert await client.call("GET", "a") == b"3"  # nothing left over: in step again
+
+
+@fail_after()
+async def test_a_subscriber_takes_every_message_read_at_once(redis: RedisServer) -> None:
+    async with (
+        await resp.open_connection(redis.url) as client,
+        await resp.open_connection(redis.url) as subscriber,
+    ):
+        await subscriber.send(("SUBSCRIBE", "many"))
+        assert await subscriber.read_all() == [[b"subscribe", b"many", 1]]
+        published = [("PUBLISH", "many", str(n)) for n in range(5)]
+        await client.pipeline([("MULTI",), *published, ("EXEC",)])
+        heard: list[object] = []
+        while len(heard) < 5:  # one read, mostly: Redis writes them together
+            heard += await subscriber.read_all()
+        assert heard == [[b"message", b"many", str(n).encode()] for n in range(5)]
