@@ -252,13 +252,14 @@ class RedisLink:
     ) -> None:
         """Publish what is queued, each time the hub pokes. Each transaction runs under
         ``limit``, whose deadline is set (one scope for every drain, not a new one per
-        call) when it is sent and lifted while the drain waits to be poked."""
+        call) when it is sent and lifted at the next drain's start."""
         hub = self.hub
         written = -1  # presence number of the last snapshot written
         not_before = -math.inf  # a busy drain's start plus the linger
         while True:
-            if not self._poked:
+            if limit.deadline != math.inf:  # no transaction under way
                 limit.deadline = math.inf
+            if not self._poked:
                 await self._parked()
             elif not_before <= trio.current_time():
                 await trio.lowlevel.checkpoint()  # a drain is a checkpoint
