@@ -24,11 +24,29 @@ cancelled out::
 ``--kept`` also keeps each message in the room's Redis list (``keep``: what a chatroom
 message that is not transient costs). The heartbeat is turned off (it runs once a
 second of wall time, which callgrind stretches).
+
+``--role b`` measures the other side, a node that hears the room: N viewers here (on
+node ``nodeB``), and a feeder process (``--feed``, started by this one; callgrind does
+not follow it) that publishes each round's ``--frames`` records on the room's channel
+in one PUBLISH (``--publishes K``: in K, written at once, as from K drains heard in
+one read), built by a ``RedisHub`` as node A builds them. This process reads the
+PUBLISH from Redis, decodes the records and fans them out: node B's work per message.
+Node A plus node B, each with N viewers, set against ``--hub local`` with 2N viewers is
+what two nodes cost per message over one::
+
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
+        python -m bench.clusterpath 100 20 --frames 10 --role b   # and 100 60
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
+        python -m bench.clusterpath 200 20 --frames 10 --hub local   # and 200 60
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import socket
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, cast
@@ -43,13 +61,14 @@ from chatroom.core.outbox import Priority
 from chatroom.core.presence import Session
 from chatroom.hub.local import LocalHub
 from chatroom.hub.redis import RedisHub
-from chatroom.net import redis_link
+from chatroom.net import redis_link, resp
 from chatroom.net.connection import Connection
 from chatroom.net.flusher import Flusher
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Prepared, parse_subprotocol
 
 CID = "c" * 24
+PREFIX = "chatroom:0:"
 
 
 def _message(n: int) -> tuple[Prepared, Message]:
@@ -64,13 +83,45 @@ def _message(n: int) -> tuple[Prepared, Message]:
     return Prepared(cmd), message
 
 
-async def _run(args: argparse.Namespace, url: str | None) -> int:
+def _records(hub: RedisHub, publisher: Session, first: int, count: int) -> list[bytes]:
+    """Node A's records of ``count`` messages from ``first``."""
+    for n in range(first, first + count):
+        hub.to_room(_message(n)[0], CID, Priority.HIGH, publisher)
+    return [entry.record for entry in hub.outgoing.take()]
+
+
+def _feed(args: argparse.Namespace) -> None:
+    """The feeder of ``--role b``: ``--frames`` records on the room's channel for each
+    byte read from stdin, in ``--publishes`` PUBLISHes written at once; exits at the
+    end of stdin."""
+    hub = RedisHub("nodeA", prefix=PREFIX)
+    hub.connected = True  # queue records, as node A does while Redis answers
+    publisher = Session("pub0", cast(Any, None), token="tpub")
+    hub.attach(publisher)
+    channel = hub.channel("room", CID)
+    address = resp.parse_url(args.feed)
+    with socket.socket(socket.AF_UNIX) as redis:
+        redis.connect(address.path)
+        sent = 0
+        while sys.stdin.buffer.read(1):
+            records = _records(hub, publisher, sent, args.frames)
+            sent += args.frames
+            step = -(-len(records) // args.publishes)
+            parts = [b"".join(records[at : at + step]) for at in range(0, len(records), step)]
+            redis.sendall(b"".join(resp.encode("PUBLISH", channel, part) for part in parts))
+            reply = b""
+            while reply.count(b"\r\n") < len(parts):
+                reply += redis.recv(64)
+
+
+async def _run(args: argparse.Namespace, url: str | None, feeder: int | None = None) -> int:
     config = Config(db=":memory:")
     ctx = fake_context(config)
     subprotocol = parse_subprotocol("lc.protobuf2.3")
     assert subprotocol is not None
     flusher = Flusher()
-    hub: Any = LocalHub() if url is None else RedisHub("nodeA", prefix="chatroom:0:")
+    name = "nodeB" if feeder is not None else "nodeA"
+    hub: Any = LocalHub() if url is None else RedisHub(name, prefix=PREFIX)
     conns = []
     for number in range(args.viewers):
         conn = Connection(_Sink(), subprotocol, ctx, flusher)  # type: ignore[arg-type]
@@ -82,7 +133,8 @@ async def _run(args: argparse.Namespace, url: str | None) -> int:
         hub.join_room(CID, session)
         conns.append(conn)
     publisher = Session("pub0", cast(Any, None), token="tpub")
-    hub.attach(publisher)
+    if feeder is None:  # the publisher is on node A
+        hub.attach(publisher)
     delivered = 0
     async with trio.open_nursery() as nursery:
         link = None
@@ -105,7 +157,9 @@ async def _run(args: argparse.Namespace, url: str | None) -> int:
         sent = 0
         for _ in range(args.rounds):
             wanted = hub.statistics().deliveries + args.frames * args.viewers
-            for _ in range(args.frames):
+            if feeder is not None:  # node A (the feeder) publishes this round's records
+                os.write(feeder, b"r")
+            for _ in range(args.frames if feeder is None else 0):
                 prepared, message = _message(sent)
                 if link is not None and args.kept:
                     link.keep(message, Priority.NORMAL)
@@ -129,7 +183,15 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=10, help="messages per drain")
     parser.add_argument("--hub", choices=("local", "redis"), default="redis")
     parser.add_argument("--kept", action="store_true", help="keep every message in Redis")
+    parser.add_argument("--role", choices=("a", "b"), default="a", help="the node measured")
+    parser.add_argument("--feed", metavar="URL", help=argparse.SUPPRESS)  # --role b's feeder
+    parser.add_argument(
+        "--publishes", type=int, default=1, help="--role b: PUBLISHes per round, written at once"
+    )
     args = parser.parse_args()
+    if args.feed:
+        _feed(args)
+        return
     redis_link.HEARTBEAT = 3600.0  # once, at the start
     if args.hub == "local":
         delivered = trio.run(_run, args, None)
@@ -138,7 +200,17 @@ def main() -> None:
             tempfile.TemporaryDirectory(prefix="bench-clusterpath-") as tmp,
             redis_server(Path(tmp)) as (url, _),
         ):
-            delivered = trio.run(_run, args, url)
+            if args.role == "a":
+                delivered = trio.run(_run, args, url)
+            else:
+                command = [sys.executable, "-m", "bench.clusterpath", "0", "0", "--feed", url]
+                command += ["--frames", str(args.frames), "--publishes", str(args.publishes)]
+                with subprocess.Popen(command, stdin=subprocess.PIPE) as feeder:
+                    assert feeder.stdin is not None
+                    try:
+                        delivered = trio.run(_run, args, url, feeder.stdin.fileno())
+                    finally:
+                        feeder.stdin.close()
     print(f"{args.viewers} viewers, {args.rounds * args.frames} messages, {delivered} deliveries")
 
 

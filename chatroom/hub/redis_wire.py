@@ -41,8 +41,7 @@ from __future__ import annotations
 import base64
 import struct
 from collections.abc import Container, Iterator
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -61,20 +60,25 @@ class WireError(ValueError):
     """A PUBLISH that is not made of well-formed records."""
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+class Record(NamedTuple):
+    """One record heard (a tuple: made once per record of every PUBLISH heard)."""
+
     header: Header
     bodies: tuple[bytes, ...]
 
     def prepared(self) -> Prepared:
-        """The push a ``r`` or ``p`` record carries, ready to fan out."""
-        cmd = pb.GenericCommand.FromString(self.bodies[0])
+        """The push a ``r`` or ``p`` record carries, ready to fan out (its protobuf
+        encoding is the body as heard: it is not serialized again)."""
+        body = self.bodies[0]
         extra = pb.GenericCommand.FromString(self.bodies[1]) if len(self.bodies) > 1 else None
-        return Prepared(cmd, extra)
+        return Prepared(pb.GenericCommand.FromString(body), extra, body)
 
     @property
     def priority(self) -> Priority:
-        return Priority(int(self.header.get("p", 0)))
+        return _PRIORITIES[self.header.get("p", 0)]
+
+
+_PRIORITIES = {int(p): p for p in Priority}
 
 
 def origin(node: str) -> bytes:
@@ -161,7 +165,7 @@ def heard(data: bytes, mine: bytes, own: Container[int]) -> Iterator[Record | in
             bodies = []
             for _ in range(count):
                 (size,) = _LEN.unpack_from(data, at)
-                bodies.append(bytes(view[at + 4 : at + 4 + size]))
+                bodies.append(data[at + 4 : at + 4 + size])
                 at += 4 + size
             if not isinstance(header, dict) or at != stop:
                 raise WireError("truncated record")

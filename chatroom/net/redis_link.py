@@ -33,7 +33,7 @@ from chatroom.hub.redis import RedisHub
 from chatroom.hub.redis_queue import PUBLISH
 from chatroom.net import resp
 from chatroom.net.redis_kept import Command, KeptReader, kept_commands
-from chatroom.net.redis_listen import DEADLINE, SETTLE_DEADLINE, Listener, pulse
+from chatroom.net.redis_listen import DEADLINE, SETTLE_DEADLINE, Listener
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +76,12 @@ class RedisLink:
         # one go. A lone record (a quiet node) is published at once.
         self._linger = linger
         self.stats = LinkStatistics()
-        self._wake = trio.Event()
+        self._poked = False  # something to publish (or to ask) since the drain began
+        self._sleeper: trio.lowlevel.Task | None = None  # the drain, parked until poked
+        self._beat_due = True  # the next drain sends the heartbeat
         self.ready = trio.Event()  # set once connected and subscribed the first time
         self._up = False  # this connection got as far as subscribing
-        self._drained = trio.Event()  # set (and replaced) after each drain
+        self._drained: trio.Event | None = None  # set after the next drain, if asked for
         self._draining = False  # a drain has started and not finished
         self._listener = Listener(hub, self._poke)  # the subscribing connection's side
         hub.wake = self._poke
@@ -120,6 +122,8 @@ class RedisLink:
         with trio.move_on_after(deadline):
             # The drain under way, if any, may have taken the queue before the record.
             for _ in range(2 if self._draining else 1):
+                if self._drained is None:
+                    self._drained = trio.Event()
                 await self._drained.wait()
 
     async def hearing(self, cid: str) -> None:
@@ -128,7 +132,28 @@ class RedisLink:
         await self._listener.hearing(cid)
 
     def _poke(self) -> None:
-        self._wake.set()
+        """The drain runs soon (a reschedule when it is parked, else a flag)."""
+        self._poked = True
+        sleeper = self._sleeper
+        if sleeper is not None:
+            self._sleeper = None
+            trio.lowlevel.reschedule(sleeper)
+
+    async def _parked(self) -> None:
+        """The drain waits here until poked."""
+        self._sleeper = trio.lowlevel.current_task()
+        await trio.lowlevel.wait_task_rescheduled(self._unpark)
+
+    def _unpark(self, _: object) -> trio.lowlevel.Abort:
+        self._sleeper = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    async def _beats(self) -> None:
+        """Every ``HEARTBEAT`` seconds, the next drain sends the heartbeat."""
+        while True:
+            self._beat_due = True
+            self._poke()
+            await trio.sleep(HEARTBEAT)
 
     several = True  # ``chatroom.service.ports.Cluster``
 
@@ -175,6 +200,7 @@ class RedisLink:
             hub.connected = False
             hub.subscribed.clear()
             self._draining = False
+            self._beat_due = True
             self._listener.lost()
             self._reads.abandon()
             lost = hub.outgoing.drop_all()
@@ -216,26 +242,37 @@ class RedisLink:
             self.ready.set()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._listener.read, subscriber)
-                await self._drain(client, subscriber)
+                nursery.start_soon(self._beats)
+                with trio.CancelScope() as limit:
+                    await self._drain(client, subscriber, limit)
+                raise trio.TooSlowError  # only the limit ends the drain
 
-    async def _drain(self, client: resp.Connection, subscriber: resp.Connection) -> None:
+    async def _drain(
+        self, client: resp.Connection, subscriber: resp.Connection, limit: trio.CancelScope
+    ) -> None:
+        """Publish what is queued, each time the hub pokes. Each transaction runs under
+        ``limit``, whose deadline is set (one scope for every drain, not a new one per
+        call) when it is sent and lifted at the next drain's start."""
         hub = self.hub
-        last_beat = -HEARTBEAT
         written = -1  # presence number of the last snapshot written
         not_before = -math.inf  # a busy drain's start plus the linger
         while True:
-            with trio.move_on_after(max(0.0, last_beat + HEARTBEAT - trio.current_time())):
-                await self._wake.wait()
+            if limit.deadline != math.inf:  # no transaction under way
+                limit.deadline = math.inf
+            if not self._poked:
+                await self._parked()
+            elif not_before <= trio.current_time():
+                await trio.lowlevel.checkpoint()  # a drain is a checkpoint
             if not_before > trio.current_time():
                 await trio.sleep_until(not_before)
-            self._wake = trio.Event()
+            self._poked = False
             self._draining = True
             if hub.rooms_changed:  # else no checkpoint: a drain is a few scheduler passes
                 await self._listener.follow_rooms(subscriber)
             if self._listener.ping_wanted():
                 with trio.fail_after(DEADLINE):
                     await subscriber.send(("PING",))
-            beat = trio.current_time() >= last_beat + HEARTBEAT
+            beat, self._beat_due = self._beat_due, False
             seq, events = hub.view.take_events()
             entries = hub.outgoing.take()
             if len(entries) > 1:
@@ -248,24 +285,33 @@ class RedisLink:
                 by_channel.setdefault((PUBLISH, hub.channel("presence")), []).append(record)
             commands = self._commands(by_channel)
             if beat:
-                last_beat = trio.current_time()
                 commands += self._beat(seq, written)
                 written = seq
             if len(commands) > 1:  # every part of a drain in one order for every node
                 commands = [("MULTI",), *commands, ("EXEC",)]
             reads = self._reads.take()
             commands += [("LRANGE", read.key, 0, -1) for read in reads]
-            if commands:
+            # Redis's replies are awaited when someone waits for them (a drain's end, a
+            # chatroom's kept messages); else they are read by the next drain, mostly
+            # there by then: no wait, no wake-up of this task, for a drain of pushes.
+            answer = bool(reads) or self._drained is not None
+            if commands or (answer and client.owed):
+                limit.deadline = trio.current_time() + DEADLINE
                 try:
-                    with trio.fail_after(DEADLINE):
+                    if answer:
                         replies = await client.pipeline(commands)
+                    else:
+                        await client.post(commands)
+                        replies = []
                 except BaseException:
                     KeptReader.answer(reads, None)  # the askers go on without
                     raise
                 KeptReader.answer(reads, replies[len(replies) - len(reads) :])
             self.stats.drains += 1
             self._draining = False
-            self._drained = pulse(self._drained)
+            if self._drained is not None:
+                self._drained.set()
+                self._drained = None
             if beat:
                 self._forget_silent()
             if hub.resync_wanted:

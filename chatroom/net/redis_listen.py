@@ -39,6 +39,7 @@ class Listener:
         # ``settle``: waiters whose PING is not sent yet, and per PING sent its waiters
         self._unsent: list[trio.Event] = []
         self._pinged: deque[list[trio.Event]] = deque()
+        self._room = hub.channel("room", "-")[:-1]  # the prefix of every room channel
 
     async def hearing(self, cid: str) -> None:
         """Until Redis confirmed this node's subscription to the chatroom (asked for by
@@ -83,29 +84,36 @@ class Listener:
         return True
 
     async def read(self, subscriber: resp.Connection) -> None:
-        """Messages to the hub; subscriptions confirmed, to the hub's ``subscribed``."""
-        hub = self.hub
-        room = hub.channel("room", "-")[:-1]  # the prefix of every room channel
+        """Messages to the hub; subscriptions confirmed, to the hub's ``subscribed``.
+        Everything one read from the socket brought is handled in one go (a read is
+        64 KiB at most): no pass through the scheduler per message."""
         while True:
-            reply = await subscriber.read()
-            if not isinstance(reply, list) or len(reply) < 2:
-                continue
-            if reply and reply[0] == b"pong" and self._pinged:
-                for waiter in self._pinged.popleft():
-                    waiter.set()
-                continue
-            if len(reply) < 3:
-                continue
-            kind, channel, data = reply[0], reply[1], reply[2]
-            if kind == b"message" and isinstance(data, bytes):
-                self.received += 1
-                hub.receive(data, trio.current_time())
-            elif kind == b"subscribe" and isinstance(channel, bytes):
-                cid = channel.decode()[len(room) :]
-                if channel.startswith(room.encode()) and cid in self._asked:
-                    self._asked.discard(cid)
-                    hub.subscribed.add(cid)  # from now on its pushes come back here
-                    self._confirmed = pulse(self._confirmed)
+            for reply in await subscriber.read_all():
+                if isinstance(reply, resp.RespError):
+                    raise reply
+                self._heard(reply)
+
+    def _heard(self, reply: resp.Reply) -> None:
+        hub = self.hub
+        if not isinstance(reply, list) or len(reply) < 2:
+            return
+        if reply[0] == b"pong" and self._pinged:
+            for waiter in self._pinged.popleft():
+                waiter.set()
+            return
+        if len(reply) < 3:
+            return
+        kind, channel, data = reply[0], reply[1], reply[2]
+        if kind == b"message" and isinstance(data, bytes):
+            self.received += 1
+            hub.receive(data, trio.current_time())
+        elif kind == b"subscribe" and isinstance(channel, bytes):
+            room = self._room
+            cid = channel.decode()[len(room) :]
+            if channel.startswith(room.encode()) and cid in self._asked:
+                self._asked.discard(cid)
+                hub.subscribed.add(cid)  # from now on its pushes come back here
+                self._confirmed = pulse(self._confirmed)
 
     async def follow_rooms(self, subscriber: resp.Connection) -> None:
         """Subscribe to the chatrooms this node has viewers in, and only to those; the

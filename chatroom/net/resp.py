@@ -9,13 +9,15 @@ module writes commands as RESP arrays and parses replies incrementally
 ``open_connection(url)`` takes ``redis://[[user]:password@]host[:port][/db]`` or
 ``unix:///path[?db=N&password=...]``, authenticates and selects the database.
 ``Connection.call`` sends one command and returns its reply; ``pipeline`` sends several
-at once and returns their replies; ``send`` and ``read`` are for a subscriber. A reply
+at once and returns their replies; ``post`` sends several and reads their replies later
+(at the next ``post`` or ``pipeline``); ``send`` and ``read`` are for a subscriber. A reply
 ``-ERR ...`` raises ``RespError``; the end of the stream raises ``ConnectionError``.
 Deadlines are the caller's (``trio.fail_after``).
 """
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -44,59 +46,63 @@ def encode(*args: Arg) -> bytes:
 
 
 class Parser:
-    """Replies out of the bytes fed in, as they complete. Pure."""
+    """Replies out of the bytes fed in, as they complete. Pure.
+
+    The bytes are kept as they came (``bytes``, joined only when a reply is cut
+    between two reads), and each bulk string is one slice of them: one copy."""
 
     def __init__(self) -> None:
-        self._buf = bytearray()
+        self._buf = b""
 
     def feed(self, data: bytes | bytearray) -> None:
-        self._buf += data
+        self._buf = self._buf + data if self._buf else bytes(data)
 
     def replies(self) -> list[Reply | RespError]:
         out: list[Reply | RespError] = []
-        while self._buf:
+        buf = self._buf
+        done = 0  # where the first reply not complete yet starts
+        while done < len(buf):
             try:
-                reply, end = self._parse(0)
+                reply, done_now = self._parse(buf, done)
             except _Incomplete:
                 break
-            del self._buf[:end]
+            done = done_now
             out.append(reply)
+        self._buf = buf[done:] if done else buf
         return out
 
-    def _line(self, at: int) -> tuple[bytes, int]:
-        end = self._buf.find(b"\r\n", at)
+    def _parse(self, buf: bytes, at: int) -> tuple[Reply | RespError, int]:
+        end = buf.find(b"\r\n", at)
         if end < 0:
             raise _Incomplete
-        return bytes(self._buf[at + 1 : end]), end + 2
-
-    def _parse(self, at: int) -> tuple[Reply | RespError, int]:
-        kind = self._buf[at : at + 1]
-        line, at = self._line(at)
-        if kind == b"+":
-            return line, at
-        if kind == b"-":
-            return RespError(line.decode(errors="replace")), at
-        if kind == b":":
-            return int(line), at
-        if kind == b"$":
-            size = int(line)
+        kind = buf[at]
+        if kind == 36:  # $
+            size = int(buf[at + 1 : end])
             if size < 0:
-                return None, at
-            if len(self._buf) < at + size + 2:
+                return None, end + 2
+            stop = end + 2 + size
+            if len(buf) < stop + 2:
                 raise _Incomplete
-            return bytes(self._buf[at : at + size]), at + size + 2
-        if kind == b"*":
-            count = int(line)
+            return buf[end + 2 : stop], stop + 2
+        if kind == 42:  # *
+            count = int(buf[at + 1 : end])
+            at = end + 2
             if count < 0:
                 return None, at
             items: list[Reply] = []
             for _ in range(count):
-                item, at = self._parse(at)
+                item, at = self._parse(buf, at)
                 if isinstance(item, RespError):
                     raise item
                 items.append(item)
             return items, at
-        raise ConnectionError(f"not a RESP reply: {bytes(kind)!r}")
+        if kind == 58:  # :
+            return int(buf[at + 1 : end]), end + 2
+        if kind == 43:  # +
+            return buf[at + 1 : end], end + 2
+        if kind == 45:  # -
+            return RespError(buf[at + 1 : end].decode(errors="replace")), end + 2
+        raise ConnectionError(f"not a RESP reply: {buf[at : at + 1]!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,13 +131,35 @@ def parse_url(url: str) -> Address:
 
 
 class Connection(trio.abc.AsyncResource):
+    """Over a socket (``trio.SocketStream``) it writes and reads the socket's file
+    descriptor itself: a command that fits in the socket's buffer (they all do but
+    the largest) is written at once, without a pass through the scheduler, and a read
+    waits for the socket to be readable and reads it (no failed read first). Over any
+    other stream it goes through the stream's methods."""
+
     def __init__(self, stream: trio.abc.Stream) -> None:
         self._stream = stream
+        self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
         self._parser = Parser()
         self._ready: deque[Reply | RespError] = deque()
+        self.owed = 0  # replies to commands sent by ``post``, not read yet
 
     async def send(self, *commands: tuple[Arg, ...]) -> None:
-        await self._stream.send_all(b"".join(encode(*c) for c in commands))
+        rest = self._write(b"".join(encode(*c) for c in commands))
+        if rest:
+            await self._stream.send_all(rest)
+        await trio.lowlevel.checkpoint()
+
+    def _write(self, data: bytes) -> bytes:
+        """Write what the socket takes of ``data`` at once (no checkpoint: the callers
+        wait for a reply next, or checkpoint themselves); what is left to send."""
+        if self._fd < 0:
+            return data
+        try:
+            sent = os.write(self._fd, data)
+        except BlockingIOError:
+            return data
+        return data[sent:] if sent < len(data) else b""
 
     async def read(self) -> Reply:
         """The next reply (a subscriber's next message)."""
@@ -144,10 +172,31 @@ class Connection(trio.abc.AsyncResource):
             raise reply
         return reply
 
+    async def read_all(self) -> list[Reply | RespError]:
+        """Every reply complete (a subscriber's messages), waiting for one when none
+        is: one checkpoint per read from the socket, not one per reply. An error
+        reply comes as ``RespError``, not raised."""
+        if self._ready:
+            await trio.lowlevel.checkpoint()
+        else:
+            await self._receive()
+        ready = list(self._ready)
+        self._ready.clear()
+        return ready
+
     async def _receive(self) -> None:
         """Read until at least one reply is complete."""
+        fd = self._fd
+        data: bytes | bytearray
         while True:
-            data = await self._stream.receive_some(_READ)
+            if fd >= 0:
+                await trio.lowlevel.wait_readable(fd)
+                try:
+                    data = os.read(fd, _READ)
+                except BlockingIOError:
+                    continue
+            else:
+                data = await self._stream.receive_some(_READ)
             if not data:
                 raise ConnectionError("Redis closed the connection")
             self._parser.feed(data)
@@ -156,18 +205,59 @@ class Connection(trio.abc.AsyncResource):
                 return
 
     async def pipeline(self, commands: list[tuple[Arg, ...]]) -> list[Reply]:
-        """The replies to ``commands``, sent at once; raises the first error reply
-        (after taking every reply). One checkpoint per read from the socket (a
-        transaction's replies mostly come in one), not one per reply."""
-        await self.send(*commands)
+        """The replies to ``commands``, sent at once (after the replies still owed to
+        ``post``, which are dropped); raises the first error reply (after taking every
+        reply). One checkpoint per read from the socket (a transaction's replies mostly
+        come in one), not one per reply: a pipeline the socket takes at once is written
+        without one."""
+        owed, self.owed = self.owed, 0
+        rest = self._write(b"".join(encode(*c) for c in commands))
+        if rest:
+            await self._stream.send_all(rest)
         ready = self._ready
-        while len(ready) < len(commands):
+        while len(ready) < owed + len(commands):
             await self._receive()
+        earlier = [ready.popleft() for _ in range(owed)]
         replies = [ready.popleft() for _ in commands]
-        for reply in replies:
+        for reply in (*earlier, *replies):
             if isinstance(reply, RespError):
                 raise reply
-        return replies  # type: ignore[return-value]  # no RespError left
+        # (A pipeline's replies come after it is sent: _receive ran, a checkpoint.)
+        return replies  # type: ignore[return-value]  # noqa: ASYNC910
+
+    async def post(self, commands: list[tuple[Arg, ...]]) -> None:
+        """Send ``commands`` without waiting for their replies: the next ``post`` or
+        ``pipeline`` reads them, and raises an error among them. One batch at most is
+        in flight: the replies to the previous one are read first, without a wait when
+        they are there already (as they mostly are by the next batch)."""
+        if self.owed:
+            self._read_now()
+            while len(self._ready) < self.owed:
+                await self._receive()
+            owed, self.owed = self.owed, 0
+            for reply in [self._ready.popleft() for _ in range(owed)]:
+                if isinstance(reply, RespError):
+                    raise reply
+        rest = self._write(b"".join(encode(*c) for c in commands))
+        self.owed = len(commands)
+        if rest:
+            await self._stream.send_all(rest)
+        # No checkpoint when the socket took it all: the caller's loop waits for more.
+        return  # noqa: ASYNC910
+
+    def _read_now(self) -> None:
+        """Parse what the socket holds already, without waiting."""
+        while self._fd >= 0:
+            try:
+                data = os.read(self._fd, _READ)
+            except BlockingIOError:
+                return
+            if not data:
+                raise ConnectionError("Redis closed the connection")
+            self._parser.feed(data)
+            self._ready.extend(self._parser.replies())
+            if len(data) < _READ:
+                return
 
     async def call(self, *args: Arg) -> Reply:
         return (await self.pipeline([args]))[0]

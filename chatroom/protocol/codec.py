@@ -326,11 +326,16 @@ class Prepared:
 
     __slots__ = ("_cmd", "_heads", "_json", "_json_only", "_proto", "_shared", "at", "room")
 
-    def __init__(self, cmd: pb.GenericCommand, json_only: pb.GenericCommand | None = None):
+    def __init__(
+        self,
+        cmd: pb.GenericCommand,
+        json_only: pb.GenericCommand | None = None,
+        proto: bytes | None = None,  # ``cmd``'s protobuf bytes, when the caller has them
+    ):
         cmd.ClearField("peerId")
         self._cmd = cmd
         self._json_only = json_only
-        self._proto: bytes | None = None
+        self._proto: bytes | None = proto
         self._json: bytes | None = None
         self._shared: dict[Codec, bytes] = {}  # whole frames without peerId, by codec
         self._heads: dict[int, bytes] = {}  # binary header + shared bytes, by tail length

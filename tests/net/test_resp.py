@@ -80,3 +80,50 @@ async def test_commands_pipelines_and_subscriptions_on_a_real_redis(redis: Redis
     with trio.fail_after(5):
         async with await resp.open_connection(redis.url) as other:
             assert await other.call("GET", "k") is None  # db 0: the key was set in db 1
+
+
+@fail_after()
+async def test_a_command_larger_than_the_socket_takes_at_once_goes_whole(
+    redis: RedisServer,
+) -> None:
+    # The connection writes the socket itself; what the socket's buffer does not take
+    # at once follows as the socket drains, and the reply is read as usual.
+    value = bytes(range(256)) * 16_384  # 4 MiB
+    async with await resp.open_connection(redis.url + "?db=2") as client:
+        assert await client.pipeline([("SET", "big", value), ("STRLEN", "big")]) == [
+            b"OK",
+            len(value),
+        ]
+        assert await client.call("GET", "big") == value
+
+
+@fail_after()
+async def test_posted_commands_are_answered_before_the_next_ones(redis: RedisServer) -> None:
+    # ``post`` does not wait for the replies; the next call reads them first (an error
+    # among them raises there), so every later reply is its own command's.
+    async with await resp.open_connection(redis.url + "?db=3") as client:
+        await client.post([("SET", "a", "1"), ("INCR", "a")])
+        await client.post([("INCR", "a")])  # reads the two replies above first
+        assert client.owed == 1
+        assert await client.call("GET", "a") == b"3"
+        assert client.owed == 0
+        await client.post([("SET", "s", "x"), ("INCR", "s")])  # INCR of a string: an error
+        with pytest.raises(resp.RespError, match="not an integer"):
+            await client.call("GET", "s")
+        assert await client.call("GET", "a") == b"3"  # nothing left over: in step again
+
+
+@fail_after()
+async def test_a_subscriber_takes_every_message_read_at_once(redis: RedisServer) -> None:
+    async with (
+        await resp.open_connection(redis.url) as client,
+        await resp.open_connection(redis.url) as subscriber,
+    ):
+        await subscriber.send(("SUBSCRIBE", "many"))
+        assert await subscriber.read_all() == [[b"subscribe", b"many", 1]]
+        published = [("PUBLISH", "many", str(n)) for n in range(5)]
+        await client.pipeline([("MULTI",), *published, ("EXEC",)])
+        heard: list[object] = []
+        while len(heard) < 5:  # one read, mostly: Redis writes them together
+            heard += await subscriber.read_all()
+        assert heard == [[b"message", b"many", str(n).encode()] for n in range(5)]
