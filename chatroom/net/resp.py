@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -130,6 +131,13 @@ def parse_url(url: str) -> Address:
     return Address(host, parts.port or 6379, "", int(db), user, password)
 
 
+def _raise_first(replies: Iterable[Reply | RespError]) -> None:
+    """Raise the first error reply among ``replies`` (all of them taken already)."""
+    for reply in replies:
+        if isinstance(reply, RespError):
+            raise reply
+
+
 class Connection(trio.abc.AsyncResource):
     """Over a socket (``trio.SocketStream``) it writes and reads the socket's file
     descriptor itself: a command that fits in the socket's buffer (they all do but
@@ -145,21 +153,23 @@ class Connection(trio.abc.AsyncResource):
         self.owed = 0  # replies to commands sent by ``post``, not read yet
 
     async def send(self, *commands: tuple[Arg, ...]) -> None:
-        rest = self._write(b"".join(encode(*c) for c in commands))
-        if rest:
-            await self._stream.send_all(rest)
+        await self._put(commands)
         await trio.lowlevel.checkpoint()
 
-    def _write(self, data: bytes) -> bytes:
-        """Write what the socket takes of ``data`` at once (no checkpoint: the callers
-        wait for a reply next, or checkpoint themselves); what is left to send."""
-        if self._fd < 0:
-            return data
-        try:
-            sent = os.write(self._fd, data)
-        except BlockingIOError:
-            return data
-        return data[sent:] if sent < len(data) else b""
+    async def _put(self, commands: Iterable[tuple[Arg, ...]]) -> None:
+        """Send ``commands``: written at once when the socket takes them (no checkpoint
+        then: the callers wait for a reply next, or checkpoint themselves), the rest
+        through the stream."""
+        data = b"".join(encode(*c) for c in commands)
+        if self._fd >= 0:
+            try:
+                sent = os.write(self._fd, data)
+            except BlockingIOError:
+                sent = 0
+            data = data[sent:] if sent < len(data) else b""
+        if data:
+            await self._stream.send_all(data)
+        return  # noqa: ASYNC910 (see above)
 
     async def read(self) -> Reply:
         """The next reply (a subscriber's next message)."""
@@ -211,17 +221,13 @@ class Connection(trio.abc.AsyncResource):
         come in one), not one per reply: a pipeline the socket takes at once is written
         without one."""
         owed, self.owed = self.owed, 0
-        rest = self._write(b"".join(encode(*c) for c in commands))
-        if rest:
-            await self._stream.send_all(rest)
+        await self._put(commands)
         ready = self._ready
         while len(ready) < owed + len(commands):
             await self._receive()
         earlier = [ready.popleft() for _ in range(owed)]
         replies = [ready.popleft() for _ in commands]
-        for reply in (*earlier, *replies):
-            if isinstance(reply, RespError):
-                raise reply
+        _raise_first((*earlier, *replies))
         # (A pipeline's replies come after it is sent: _receive ran, a checkpoint.)
         return replies  # type: ignore[return-value]  # noqa: ASYNC910
 
@@ -235,13 +241,9 @@ class Connection(trio.abc.AsyncResource):
             while len(self._ready) < self.owed:
                 await self._receive()
             owed, self.owed = self.owed, 0
-            for reply in [self._ready.popleft() for _ in range(owed)]:
-                if isinstance(reply, RespError):
-                    raise reply
-        rest = self._write(b"".join(encode(*c) for c in commands))
+            _raise_first([self._ready.popleft() for _ in range(owed)])
         self.owed = len(commands)
-        if rest:
-            await self._stream.send_all(rest)
+        await self._put(commands)
         # No checkpoint when the socket took it all: the caller's loop waits for more.
         return  # noqa: ASYNC910
 
