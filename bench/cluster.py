@@ -35,6 +35,7 @@ import argparse
 import base64
 import json
 import os
+import shlex
 import shutil
 import socket
 import statistics
@@ -281,10 +282,49 @@ async def _latency(pub: _Publisher, crowd: list[Viewer], nodes: list[Node]) -> d
     return out
 
 
+@contextmanager
+def _recording(pids: list[int], command: str | None) -> Iterator[None]:
+    """Runs ``command`` (``--record``: ``{pid}`` and ``{name}`` filled in; ``{name}`` is
+    ``one``, or ``A``, ``B`` and ``redis``) for each process while the block runs, then
+    interrupts it, e.g. ``perf record -g -p {pid} -o /tmp/{name}.data``."""
+    if command is None:
+        yield
+        return
+    names = ["A", "B", "redis"] if len(pids) > 1 else ["one"]
+    procs = [
+        subprocess.Popen(
+            shlex.split(command.format(pid=pid, name=name)),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for pid, name in zip(pids, names, strict=False)
+    ]
+    time.sleep(0.5)
+    try:
+        yield
+    finally:
+        for proc in procs:
+            proc.send_signal(2)
+        for proc in procs:
+            proc.wait(30)
+
+
 async def _steady(
-    pub: _Publisher, crowd: list[Viewer], pids: list[int], rate: float, seconds: float
+    pub: _Publisher,
+    crowd: list[Viewer],
+    pids: list[int],
+    rate: float,
+    seconds: float,
+    record: str | None = None,
 ) -> dict[str, object]:
     """Server CPU per delivery at a fixed rate, the same work for both setups."""
+    with _recording(pids, record):
+        return await _steady_step(pub, crowd, pids, rate, seconds)
+
+
+async def _steady_step(
+    pub: _Publisher, crowd: list[Viewer], pids: list[int], rate: float, seconds: float
+) -> dict[str, object]:
     before = [v.frames for v in crowd]
     cpu = _Cpu(pids)
     sent0 = pub.sent
@@ -298,6 +338,7 @@ async def _steady(
         "rate_msgs_per_s": rate,
         "rate_deliveries": deliveries,
         "rate_cpu_us_per_delivery": round(1e6 * sum(each) / max(1, deliveries), 2),
+        "rate_cpu_s_per_process": each,  # node A[, node B, redis-server]
     }
 
 
@@ -359,7 +400,7 @@ async def _measure(
         pub = _Publisher(ws, cid)
         pids = [n.proc.pid for n in nodes] + ([redis_pid] if len(nodes) > 1 else [])
         out: dict[str, object] = dict(await _latency(pub, crowd, nodes))
-        out.update(await _steady(pub, crowd, pids, args.rate, args.seconds))
+        out.update(await _steady(pub, crowd, pids, args.rate, args.seconds, args.record))
         out.update(await _saturate(pub, crowd, nodes, pids, args.seconds, args.window))
         nursery.cancel_scope.cancel()
     return out
@@ -396,6 +437,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=int, default=50)
     parser.add_argument("--rate", type=float, default=100.0, help="messages/s, fixed-rate step")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--record",
+        metavar="COMMAND",
+        help="run for each server during the fixed-rate step ({pid}, {name} filled in)",
+    )
     args = parser.parse_args(argv)
     rounds: list[dict[str, dict[str, object]]] = []
     _pin(os.getpid(), 1)
