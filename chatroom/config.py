@@ -176,6 +176,12 @@ class Config:
     message may wait for its room's next flush, on top of the flush itself (the pause
     grows with the flush's length, to share system calls, up to this; never below
     ``write_delay``)."""
+    write_latency: float = 0.05
+    """Seconds a message should wait at most for its room's flush to reach every
+    viewer: the pause after a busy flush is shortened (to ``write_delay`` at least) so
+    that two flushes and the pause fit in it. A room of thousands, whose flushes take
+    tens of milliseconds, is then written again soon after each flush; its messages
+    share writes because they arrive during one."""
     write_slice: int = 500
     """Connections one flush writes before letting the other tasks run (reading and
     fanning out the next messages), so that in a room of thousands no message waits

@@ -32,6 +32,13 @@ class Flusher:
     message), is written at once. With ``busy_threshold`` 0 every cycle waits
     ``write_delay`` after its first mark.
 
+    The pause is bounded by ``latency`` too: a message that comes just after the cycle
+    wrote a connection waits for the rest of that cycle, the pause and the next cycle
+    up to that connection, so the pause is cut to ``latency`` minus two cycles (never
+    below ``write_delay``). In a room of thousands, whose cycles are long, messages then
+    share writes because they come during a cycle, not because the flusher waits; a
+    smaller room's short cycles keep the longer pause and its savings.
+
     A cycle writes ``slice_size`` sockets at a time (0: all at once) and lets the
     other tasks run between slices: a message read meanwhile is queued in time for the
     connections the cycle has not reached yet, instead of waiting behind a sweep of
@@ -46,10 +53,12 @@ class Flusher:
         *,
         max_pause: float = math.inf,
         slice_size: int = 0,
+        latency: float = math.inf,
     ):
         self._delay = write_delay
         self._threshold = busy_threshold
         self._max_pause = max(max_pause, write_delay)
+        self._latency = latency
         self.slice_size = slice_size
         self._dirty: list[Flushable] = []
         self._cycle: list[Flushable] | None = None  # what the cycle under way writes
@@ -88,9 +97,14 @@ class Flusher:
                     await trio.sleep_until(not_before)
             frames, sockets, spent = await self._cycle_once()
             if sockets and sockets >= self._threshold:
-                stretch = min(2.0, max(1.0, frames / sockets))
-                pause = min(self._max_pause, max(self._delay, stretch * spent))
-                not_before = trio.current_time() + pause
+                not_before = trio.current_time() + self._pause(frames / sockets, spent)
+
+    def _pause(self, frames_per_socket: float, spent: float) -> float:
+        """Seconds from the end of a busy cycle to the next, after ``spent`` seconds of
+        writes carrying ``frames_per_socket`` frames each."""
+        stretch = min(2.0, max(1.0, frames_per_socket))
+        pause = min(self._max_pause, stretch * spent, self._latency - 2 * spent)
+        return max(self._delay, pause)
 
     async def _cycle_once(self) -> tuple[int, int, float]:
         """Write what is dirty, a slice at a time; frames and sockets written, and the

@@ -105,6 +105,7 @@ class Server:
             config.write_delay_threshold,
             max_pause=config.write_max_pause,
             slice_size=config.write_slice,
+            latency=config.write_latency,
         )
         self.gc = GcPolicy(
             config.gc_freeze_interval,

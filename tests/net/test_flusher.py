@@ -188,3 +188,25 @@ async def test_a_big_cycle_lets_other_tasks_run_between_slices(
     # never inside a slice.
     assert {2, 4} & set(seen)
     assert not {1, 3} & set(seen)
+
+
+async def test_a_long_flush_pauses_no_longer_than_the_latency_allows(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Two cycles of 30 ms leave 10 ms of a 70 ms latency for the pause; a cycle twice
+    as long leaves nothing, and the pause falls back to ``write_delay``."""
+    log: list[tuple[str, float]] = []
+    flusher = Flusher(write_delay=0.005, busy_threshold=2, max_pause=0.02, latency=0.07)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(flusher.run)
+        for count, pause in ((2, 0.01), (4, 0.005)):
+            conns = [Slow(f"c{i}", log, autojump_clock, 1) for i in range(count)]
+            await trio.sleep(1)
+            start = trio.current_time()
+            for conn in conns:
+                flusher.mark(conn)  # a busy cycle of 15 ms per connection
+            await trio.testing.wait_all_tasks_blocked()
+            flusher.mark(conns[0])
+            await trio.sleep(0.5)
+            assert log[-1][1] - start == pytest.approx(count * 0.015 + pause)
+        nursery.cancel_scope.cancel()
