@@ -245,15 +245,14 @@ class _Publisher:
 
 
 def _switches(pid: int) -> tuple[int, int]:
-    """Context switches of every thread of ``pid`` so far: voluntary (it waited) and
-    not (preempted, which depends on the machine's load too)."""
+    """Context switches of ``pid``'s main thread (the event loop) so far: voluntary
+    (it waited) and not (preempted, which depends on the machine's load too)."""
     counts = [0, 0]
-    for status in Path(f"/proc/{pid}/task").glob("*/status"):
-        for line in status.read_text().splitlines():
-            if line.startswith("voluntary_ctxt_switches:"):
-                counts[0] += int(line.split()[1])
-            elif line.startswith("nonvoluntary_ctxt_switches:"):
-                counts[1] += int(line.split()[1])
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("voluntary_ctxt_switches:"):
+            counts[0] = int(line.split()[1])
+        elif line.startswith("nonvoluntary_ctxt_switches:"):
+            counts[1] = int(line.split()[1])
     return counts[0], counts[1]
 
 
