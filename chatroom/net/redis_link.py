@@ -156,9 +156,12 @@ class RedisLink:
         self._sleeper = None
         return trio.lowlevel.Abort.SUCCEEDED
 
-    async def _beats(self) -> None:
-        """Every ``HEARTBEAT`` seconds, the next drain sends the heartbeat."""
+    async def _beats(self, client: resp.Connection) -> None:
+        """Every ``HEARTBEAT`` seconds, the next drain sends the heartbeat; a reply
+        Redis owes for ``DEADLINE`` seconds ends the connection."""
         while True:
+            if trio.current_time() - client.owed_since > DEADLINE:
+                raise trio.TooSlowError(f"Redis owes a reply for over {DEADLINE:.0f} s")
             self._beat_due = True
             self._poke()
             await trio.sleep(HEARTBEAT)
@@ -245,16 +248,12 @@ class RedisLink:
             hub.missed_changes()
             hub.changed(EVERYTHING, "")
             self.ready.set()
+            client.read_by_task()  # the listener's, from now on
             try:
-                # Redis owing a reply for ``DEADLINE`` seconds ends the session.
-                with trio.CancelScope() as limit:
-                    client.watch(limit, DEADLINE)
-                    client.read_by_task()  # the listener's, from now on
-                    async with trio.open_nursery() as nursery:
-                        nursery.start_soon(self._listener.read, client)
-                        nursery.start_soon(self._beats)
-                        await self._drain(client)
-                raise trio.TooSlowError  # only the limit ends the drain
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._listener.read, client)
+                    nursery.start_soon(self._beats, client)  # and the deadline
+                    await self._drain(client)
             finally:
                 client.abandon()  # whoever waits for a reply goes on
 

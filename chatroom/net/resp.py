@@ -212,8 +212,10 @@ class Connection(trio.abc.AsyncResource):
         self._heard: list[Reply | RespError] = []  # what no command is owed, for read_all
         self._by_task = False
         self._idle: trio.Event | None = None  # set once no batch is owed (someone waits)
-        self._watch: trio.CancelScope | None = None
-        self._patience = math.inf
+        # When the oldest reply owed was asked for, or the last reply came since (inf
+        # when none is owed): its caller checks it now and then (cheaper than a cancel
+        # scope's deadline moved at every command and reply).
+        self.owed_since = math.inf
 
     @property
     def owed(self) -> int:
@@ -224,13 +226,6 @@ class Connection(trio.abc.AsyncResource):
         """From now on a task reads this connection (``read_all``, in a loop): ``post``
         and ``pipeline`` wait for it to hand them their replies."""
         self._by_task = True
-
-    def watch(self, scope: trio.CancelScope, seconds: float) -> None:
-        """``scope`` is cancelled once a reply is owed for ``seconds``: its deadline is
-        set when commands are sent with none owed, moved on as replies come, and lifted
-        when none is owed."""
-        self._watch = scope
-        self._patience = seconds
 
     async def send(self, *commands: tuple[Arg, ...]) -> None:
         """Send commands answered by pushes only (SUBSCRIBE, UNSUBSCRIBE on RESP3), or
@@ -332,8 +327,8 @@ class Connection(trio.abc.AsyncResource):
         return  # noqa: ASYNC910 (see above)
 
     def _expect(self, owed: int, then: Then | None) -> None:
-        if self._watch is not None and not self._batches:
-            self._watch.deadline = trio.current_time() + self._patience
+        if not self._batches:
+            self.owed_since = trio.current_time()
         self._batches.append(_Batch(owed, then))
 
     async def _put(self, commands: Iterable[tuple[Arg, ...]]) -> None:
@@ -400,13 +395,10 @@ class Connection(trio.abc.AsyncResource):
                 if batch.then is not None:
                     batch.then(batch.replies)
         if answered:
-            watch = self._watch
-            if watch is not None:
-                if batches:
-                    watch.deadline = trio.current_time() + self._patience
-                elif watch.deadline != math.inf:
-                    watch.deadline = math.inf
-            if not batches:
+            if batches:
+                self.owed_since = trio.current_time()
+            else:
+                self.owed_since = math.inf
                 self._wake_idle()
         if failed is not None:
             raise failed
