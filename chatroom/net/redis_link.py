@@ -11,8 +11,8 @@ drain reads those lists for ``logs`` (``kept``) after it.
 A node has one connection to Redis, in RESP3 (``HELLO 3``, Redis 6 or later): its
 subscriptions' messages come as pushes on the connection that sends its commands. Redis
 writes a drain's reply and the node's own message heard back in one write, read in one
-read by the one reading task: a message costs the node one wake-up fewer than with a
-command connection and a subscribing one, and Redis one write fewer. Replies and pushes
+read by the one reading task: a message costs the node a read, and Redis a write, fewer
+than with a command connection and a subscribing one. Replies and pushes
 come in the order Redis produced them: the reply to a drain comes after every message
 published before that drain reached Redis (``settle``).
 
