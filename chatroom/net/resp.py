@@ -40,10 +40,18 @@ class _Incomplete(Exception):
 
 
 def encode(*args: Arg) -> bytes:
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        raw = arg if isinstance(arg, bytes) else str(arg).encode()
-        parts.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
+    return encode_all((args,))
+
+
+def encode_all(commands: Iterable[tuple[Arg, ...]]) -> bytes:
+    """``commands`` as RESP arrays of bulk strings, in one string: each argument copied
+    once (into the result)."""
+    parts: list[bytes] = []
+    for args in commands:
+        parts.append(b"*%d\r\n" % len(args))
+        for arg in args:
+            raw = arg if isinstance(arg, bytes) else str(arg).encode()
+            parts += (b"$%d\r\n" % len(raw), raw, b"\r\n")
     return b"".join(parts)
 
 
@@ -115,7 +123,25 @@ class Parser:
             if kind == 37:  # a map: its keys and values, in turn
                 count *= 2
             items: list[Reply] = Push() if kind == 62 else []
+            size_of = len(buf)
             while len(items) < count:
+                if at >= size_of:
+                    raise _Incomplete
+                if buf[at] == 36:  # a bulk string (a message's parts): parsed here
+                    end = buf.find(b"\r\n", at)
+                    if end < 0:
+                        raise _Incomplete
+                    size = int(buf[at + 1 : end])
+                    if size < 0:
+                        items.append(None)
+                        at = end + 2
+                        continue
+                    stop = end + 2 + size
+                    if size_of < stop + 2:
+                        raise _Incomplete
+                    items.append(buf[end + 2 : stop])
+                    at = stop + 2
+                    continue
                 item, at = self._parse(buf, at)
                 if type(item) is Push:  # written inside this reply, came before it
                     self._nested.append(item)
@@ -335,7 +361,7 @@ class Connection(trio.abc.AsyncResource):
         """Send ``commands``: written at once when the socket takes them (no checkpoint
         then: the callers wait for a reply next, or checkpoint themselves), the rest
         through the stream."""
-        data = b"".join(encode(*c) for c in commands)
+        data = encode_all(commands)
         if self._fd >= 0:
             try:
                 sent = os.write(self._fd, data)

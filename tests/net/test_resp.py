@@ -23,14 +23,15 @@ def test_commands_are_arrays_of_bulk_strings() -> None:
 
 
 def test_replies_come_out_whole_however_the_bytes_are_cut() -> None:
-    wire = b"+OK\r\n:42\r\n$5\r\nhe\r\no\r\n$-1\r\n*2\r\n$1\r\na\r\n*1\r\n:1\r\n-ERR bad\r\n"
+    wire = b"+OK\r\n:42\r\n$5\r\nhe\r\no\r\n$-1\r\n*3\r\n$1\r\na\r\n$-1\r\n*1\r\n:1\r\n"
+    wire += b"-ERR bad\r\n"
     parser = resp.Parser()
     got: list[object] = []
     for byte in wire:  # one byte at a time: every cut is seen
         parser.feed(bytes([byte]))
         got += parser.replies()
     error = got.pop()
-    assert got == [b"OK", 42, b"he\r\no", None, [b"a", [1]]]
+    assert got == [b"OK", 42, b"he\r\no", None, [b"a", None, [1]]]
     assert isinstance(error, resp.RespError)
     assert str(error) == "ERR bad"
 
