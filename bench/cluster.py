@@ -10,7 +10,9 @@ row is read from), then for each setup measures:
 - the latency at a low rate (50 messages/s): p50/p99 from the publisher's send to a
   viewer's receipt, for viewers on node A and on node B (the hop is B minus one node);
 - server CPU (both nodes and Redis) per delivery at a fixed rate (``--rate`` messages/s
-  for ``seconds``): the same work for both setups;
+  for ``seconds``): the same work for both setups; with each process's context
+  switches per message (``rate_switches_per_message``: node A, node B, redis-server;
+  each all of them, and the voluntary ones, the wake-ups);
 - saturation: the publisher keeps ``window`` messages unacknowledged for ``seconds``;
   deliveries/s counted by the viewers, server CPU per delivery, and node A's PUBLISHes
   per message (its ``/healthz`` counters).
@@ -242,15 +244,34 @@ class _Publisher:
         self.sent += 1
 
 
+def _switches(pid: int) -> tuple[int, int]:
+    """Context switches of ``pid``'s main thread (the event loop) so far: voluntary
+    (it waited) and not (preempted, which depends on the machine's load too)."""
+    counts = [0, 0]
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("voluntary_ctxt_switches:"):
+            counts[0] = int(line.split()[1])
+        elif line.startswith("nonvoluntary_ctxt_switches:"):
+            counts[1] = int(line.split()[1])
+    return counts[0], counts[1]
+
+
 class _Cpu:
-    """Server CPU seconds (nodes and, for a cluster, Redis) since it was made."""
+    """Server CPU seconds and context switches (nodes and, for a cluster, Redis) since
+    it was made."""
 
     def __init__(self, pids: list[int]) -> None:
         self.pids = pids
         self.start = [_cpu(pid) for pid in pids]
+        self.switched = [_switches(pid) for pid in pids]
 
     def each(self) -> list[float]:
         return [round(_cpu(pid) - s, 2) for pid, s in zip(self.pids, self.start, strict=True)]
+
+    def switches(self) -> list[tuple[int, int]]:
+        """Voluntary and other context switches of each process since it was made."""
+        now = [_switches(pid) for pid in self.pids]
+        return [(a[0] - b[0], a[1] - b[1]) for a, b in zip(now, self.switched, strict=True)]
 
 
 async def _delivered(crowd: list[Viewer], before: list[int], expected: int) -> int:
@@ -334,11 +355,16 @@ async def _steady_step(
         await pub.send()
     deliveries = await _delivered(crowd, before, (pub.sent - sent0) * len(crowd))
     each = cpu.each()
+    sent = max(1, pub.sent - sent0)
     return {
         "rate_msgs_per_s": rate,
         "rate_deliveries": deliveries,
         "rate_cpu_us_per_delivery": round(1e6 * sum(each) / max(1, deliveries), 2),
         "rate_cpu_s_per_process": each,  # node A[, node B, redis-server]
+        # context switches per message, in the same order: voluntary + not, voluntary
+        "rate_switches_per_message": [
+            (round((v + n) / sent, 2), round(v / sent, 2)) for v, n in cpu.switches()
+        ],
     }
 
 

@@ -3,10 +3,18 @@
 One task drains the hub's queue: each drain is one MULTI/EXEC holding one PUBLISH per
 channel (the records queued for it packed together), this node's presence events, and
 once a second its heartbeat and, when it changed, its snapshot. Another task reads the
-subscription and hands each message to the hub (``Listener``, redis_listen.py).
+connection and hands each message heard to the hub (``Listener``, redis_listen.py).
 Subscriptions follow the chatrooms this node has viewers in. The same transaction
 appends chatroom messages to their room's list of recent messages (``KEEP``), and a
 drain reads those lists for ``logs`` (``kept``) after it.
+
+A node has one connection to Redis, in RESP3 (``HELLO 3``, Redis 6 or later): its
+subscriptions' messages come as pushes on the connection that sends its commands. Redis
+writes a drain's reply and the node's own message heard back in one write, read in one
+read by the one reading task: a message costs the node a read, and Redis a write, fewer
+than with a command connection and a subscribing one. Replies and pushes
+come in the order Redis produced them: the reply to a drain comes after every message
+published before that drain reached Redis (``settle``).
 
 When Redis is unreachable the hub is told (it then delivers what it can here), what was
 queued is dropped and logged, and the link reconnects with a growing pause (0.1 s to
@@ -20,6 +28,7 @@ import logging
 import math
 import uuid
 from dataclasses import dataclass
+from functools import partial
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
@@ -32,7 +41,7 @@ from chatroom.hub.base import EVERYTHING
 from chatroom.hub.redis import RedisHub
 from chatroom.hub.redis_queue import PUBLISH
 from chatroom.net import resp
-from chatroom.net.redis_kept import Command, KeptReader, kept_commands
+from chatroom.net.redis_kept import Command, KeptReader, Read, kept_commands
 from chatroom.net.redis_listen import DEADLINE, SETTLE_DEADLINE, Listener
 
 log = logging.getLogger(__name__)
@@ -81,9 +90,9 @@ class RedisLink:
         self._beat_due = True  # the next drain sends the heartbeat
         self.ready = trio.Event()  # set once connected and subscribed the first time
         self._up = False  # this connection got as far as subscribing
-        self._drained: trio.Event | None = None  # set after the next drain, if asked for
-        self._draining = False  # a drain has started and not finished
-        self._listener = Listener(hub, self._poke)  # the subscribing connection's side
+        # Set once Redis answered the next drain (taken by it with the queue), if asked for
+        self._drained: trio.Event | None = None
+        self._listener = Listener(hub, self._poke)  # what the connection hears
         hub.wake = self._poke
 
     def statistics(self) -> dict[str, object]:
@@ -118,13 +127,12 @@ class RedisLink:
             await self._published(SETTLE_DEADLINE)
 
     async def _published(self, deadline: float) -> None:
-        await trio.lowlevel.checkpoint()
+        """Until Redis answered the next drain to take the queue (what was queued before
+        is in Redis then), ``deadline`` seconds at most."""
+        if self._drained is None:
+            self._drained = trio.Event()
         with trio.move_on_after(deadline):
-            # The drain under way, if any, may have taken the queue before the record.
-            for _ in range(2 if self._draining else 1):
-                if self._drained is None:
-                    self._drained = trio.Event()
-                await self._drained.wait()
+            await self._drained.wait()
 
     async def hearing(self, cid: str) -> None:
         """``chatroom.service.ports.Cluster``: until Redis confirmed this node's
@@ -148,9 +156,12 @@ class RedisLink:
         self._sleeper = None
         return trio.lowlevel.Abort.SUCCEEDED
 
-    async def _beats(self) -> None:
-        """Every ``HEARTBEAT`` seconds, the next drain sends the heartbeat."""
+    async def _beats(self, client: resp.Connection) -> None:
+        """Every ``HEARTBEAT`` seconds, the next drain sends the heartbeat; a reply
+        Redis owes for ``DEADLINE`` seconds ends the connection."""
         while True:
+            if trio.current_time() - client.owed_since > DEADLINE:
+                raise trio.TooSlowError(f"Redis owes a reply for over {DEADLINE:.0f} s")
             self._beat_due = True
             self._poke()
             await trio.sleep(HEARTBEAT)
@@ -158,9 +169,10 @@ class RedisLink:
     several = True  # ``chatroom.service.ports.Cluster``
 
     async def settle(self) -> None:
-        """``chatroom.service.ports.Cluster``: a PING on the subscribing connection
-        comes back after every message published before it reached Redis."""
-        await self._listener.settle()
+        """``chatroom.service.ports.Cluster``: until every message published before now
+        was heard: the reply to the next drain (a PING when it has nothing else to send)
+        comes after them on the one connection."""
+        await self.published()
 
     # ``chatroom.service.ports.Cluster``: a chatroom's recent messages, in Redis.
 
@@ -199,10 +211,12 @@ class RedisLink:
             hub = self.hub
             hub.connected = False
             hub.subscribed.clear()
-            self._draining = False
             self._beat_due = True
             self._listener.lost()
             self._reads.abandon()
+            if self._drained is not None:  # no answer comes: whoever waits goes on
+                self._drained.set()
+                self._drained = None
             lost = hub.outgoing.drop_all()
             self.stats.dropped_on_disconnect += lost
             if lost:
@@ -217,19 +231,13 @@ class RedisLink:
     async def _session(self) -> None:
         hub = self.hub
         with trio.fail_after(DEADLINE):
-            client = await resp.open_connection(self.url)
-        try:
-            with trio.fail_after(DEADLINE):
-                subscriber = await resp.open_connection(self.url)
-        except BaseException:
-            await trio.aclose_forcefully(client)
-            raise
-        async with client, subscriber:
+            client = await resp.open_connection(self.url, resp3=True)
+        async with client:
             with trio.fail_after(DEADLINE):
                 own = (hub.channel("node", hub.node), hub.channel("presence"))
-                await subscriber.send(("SUBSCRIBE", *own))
+                await client.send(("SUBSCRIBE", *own))
                 for _ in own:
-                    await subscriber.read()  # the confirmations
+                    await client.read()  # the confirmations
             log.info("cluster: node %s joined through %s", hub.node, self.url)
             hub.connected = self._up = True
             hub.rooms_changed = True  # subscribe to every chatroom watched here
@@ -240,25 +248,23 @@ class RedisLink:
             hub.missed_changes()
             hub.changed(EVERYTHING, "")
             self.ready.set()
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._listener.read, subscriber)
-                nursery.start_soon(self._beats)
-                with trio.CancelScope() as limit:
-                    await self._drain(client, subscriber, limit)
-                raise trio.TooSlowError  # only the limit ends the drain
+            client.read_by_task()  # the listener's, from now on
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._listener.read, client)
+                    nursery.start_soon(self._beats, client)  # and the deadline
+                    await self._drain(client)
+            finally:
+                client.abandon()  # whoever waits for a reply goes on
 
-    async def _drain(
-        self, client: resp.Connection, subscriber: resp.Connection, limit: trio.CancelScope
-    ) -> None:
-        """Publish what is queued, each time the hub pokes. Each transaction runs under
-        ``limit``, whose deadline is set (one scope for every drain, not a new one per
-        call) when it is sent and lifted at the next drain's start."""
+    async def _drain(self, client: resp.Connection) -> None:
+        """Publish what is queued, each time the hub pokes. The replies come to the
+        reading task (``Listener.read``): a drain waits for none, but for the previous
+        drain's before it sends (``resp.Connection.post``), mostly in by then."""
         hub = self.hub
         written = -1  # presence number of the last snapshot written
         not_before = -math.inf  # a busy drain's start plus the linger
         while True:
-            if limit.deadline != math.inf:  # no transaction under way
-                limit.deadline = math.inf
             if not self._poked:
                 await self._parked()
             elif not_before <= trio.current_time():
@@ -266,15 +272,12 @@ class RedisLink:
             if not_before > trio.current_time():
                 await trio.sleep_until(not_before)
             self._poked = False
-            self._draining = True
             if hub.rooms_changed:  # else no checkpoint: a drain is a few scheduler passes
-                await self._listener.follow_rooms(subscriber)
-            if self._listener.ping_wanted():
-                with trio.fail_after(DEADLINE):
-                    await subscriber.send(("PING",))
+                await self._listener.follow_rooms(client)
             beat, self._beat_due = self._beat_due, False
             seq, events = hub.view.take_events()
             entries = hub.outgoing.take()
+            drained, self._drained = self._drained, None  # its waiters' records are taken
             if len(entries) > 1:
                 not_before = trio.current_time() + self._linger
             by_channel: dict[tuple[str, str], list[bytes]] = {}
@@ -291,31 +294,47 @@ class RedisLink:
                 commands = [("MULTI",), *commands, ("EXEC",)]
             reads = self._reads.take()
             commands += [("LRANGE", read.key, 0, -1) for read in reads]
-            # Redis's replies are awaited when someone waits for them (a drain's end, a
-            # chatroom's kept messages); else they are read by the next drain, mostly
-            # there by then: no wait, no wake-up of this task, for a drain of pushes.
-            answer = bool(reads) or self._drained is not None
-            if commands or (answer and client.owed):
-                limit.deadline = trio.current_time() + DEADLINE
+            if drained is not None and not commands:
+                commands = [("PING",)]  # its reply comes after what was published before
+            if commands:
+                # Whoever waits (a drain's end, a chatroom's kept messages) hears when
+                # the replies are in; no one waits for a drain of pushes.
+                then = None
+                if reads or drained is not None:
+                    then = partial(self._answered, reads, drained)
                 try:
-                    if answer:
-                        replies = await client.pipeline(commands)
-                    else:
-                        await client.post(commands)
-                        replies = []
+                    await client.post(commands, then)
                 except BaseException:
-                    KeptReader.answer(reads, None)  # the askers go on without
+                    self._answered(reads, drained, None)  # the askers go on without
                     raise
-                KeptReader.answer(reads, replies[len(replies) - len(reads) :])
             self.stats.drains += 1
-            self._draining = False
-            if self._drained is not None:
-                self._drained.set()
-                self._drained = None
             if beat:
                 self._forget_silent()
             if hub.resync_wanted:
                 await self._resync(client)
+
+    def _answered(
+        self,
+        reads: list[Read],
+        drained: trio.Event | None,
+        replies: list[resp.Reply | resp.RespError] | None,
+    ) -> None:
+        """A drain's ``replies`` are in (None: lost): its LRANGE replies (the last ones)
+        to the askers, and whoever waits for the drain goes on. An error reply ends the
+        connection (raised in the reading task)."""
+        failed = None
+        for reply in replies or ():
+            if isinstance(reply, resp.RespError):
+                failed = reply
+                break
+        if failed is not None or replies is None:
+            KeptReader.answer(reads, None)
+        else:
+            KeptReader.answer(reads, replies[len(replies) - len(reads) :])  # type: ignore[arg-type]
+        if drained is not None:
+            drained.set()
+        if failed is not None:
+            raise failed
 
     def _commands(
         self, by_channel: dict[tuple[str, str], list[bytes]]

@@ -1,16 +1,17 @@
 """The subscribing side of a node's link to Redis (redis_link.py): what it hears and
 who waits for it.
 
-``Listener.read`` reads the subscribing connection: messages go to the hub, Redis's
-confirmations of chatroom subscriptions to the hub's ``subscribed`` (and whoever waits
-in ``hearing``), PONGs to whoever waits in ``settle``. The link's drain asks for what
-the listener wants sent on that connection (``follow_rooms``, ``ping_wanted``): the
-subscriptions follow the chatrooms this node has viewers in.
+``Listener.read`` reads the node's one connection to Redis (RESP3: the pushes of its
+subscriptions come on the connection that sends its commands, in the order Redis
+produced them, and the replies read meanwhile go to the commands that wait for them):
+messages go to the hub, Redis's confirmations of chatroom subscriptions to the hub's
+``subscribed`` (and whoever waits in ``hearing``). The link's drain asks for the
+subscriptions the listener wants sent (``follow_rooms``): they follow the chatrooms
+this node has viewers in.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
 
 import trio
@@ -20,7 +21,6 @@ from chatroom.net import resp
 
 DEADLINE = 5.0  # seconds any one call to Redis may take
 SETTLE_DEADLINE = 1.0  # seconds a presence question waits for Redis at most
-SETTLE_WAITERS = 10_000  # questions waiting for one; more are answered at once
 
 
 def pulse(event: trio.Event) -> trio.Event:
@@ -36,9 +36,6 @@ class Listener:
         self.received = 0  # messages heard
         self._asked: set[str] = set()  # chatrooms subscribed to, not yet confirmed
         self._confirmed = trio.Event()  # set (and replaced) as Redis confirms some
-        # ``settle``: waiters whose PING is not sent yet, and per PING sent its waiters
-        self._unsent: list[trio.Event] = []
-        self._pinged: deque[list[trio.Event]] = deque()
         self._room = hub.channel("room", "-")[:-1]  # the prefix of every room channel
 
     async def hearing(self, cid: str) -> None:
@@ -53,55 +50,26 @@ class Listener:
             while hub.connected and cid not in hub.subscribed and hub.watched_here(cid):
                 await self._confirmed.wait()
 
-    async def settle(self) -> None:
-        """A PING on the subscribing connection comes back after every message
-        published before it reached Redis."""
-        if not self.hub.connected or len(self._unsent) >= SETTLE_WAITERS:
-            await trio.lowlevel.checkpoint()
-            return
-        heard = trio.Event()
-        self._unsent.append(heard)
-        self._poke()
-        with trio.move_on_after(SETTLE_DEADLINE):
-            await heard.wait()
-
     def lost(self) -> None:
-        """The connection is gone: every waiter goes on, no subscription is asked for."""
-        for batch in [self._unsent, *self._pinged]:
-            for waiter in batch:
-                waiter.set()
-        self._unsent = []
-        self._pinged.clear()
+        """The connection is gone: whoever waits goes on, no subscription is asked for."""
         self._asked.clear()
         self._confirmed = pulse(self._confirmed)  # no subscription comes now
 
-    def ping_wanted(self) -> bool:
-        """For the drain: whether to send a PING (waiters in ``settle`` wait for it)."""
-        if not self._unsent:
-            return False
-        self._pinged.append(self._unsent)
-        self._unsent = []
-        return True
-
-    async def read(self, subscriber: resp.Connection) -> None:
-        """Messages to the hub; subscriptions confirmed, to the hub's ``subscribed``.
-        Everything one read from the socket brought is handled in one go (a read is
-        64 KiB at most): no pass through the scheduler per message."""
+    async def read(self, connection: resp.Connection) -> None:
+        """Messages to the hub; subscriptions confirmed, to the hub's ``subscribed``;
+        the replies met to the commands they answer (the connection is
+        ``read_by_task``). Everything
+        one read from the socket brought is handled in one go (a read is 64 KiB at
+        most): no pass through the scheduler per message."""
         while True:
-            for reply in await subscriber.read_all():
+            for reply in await connection.read_all():
                 if isinstance(reply, resp.RespError):
                     raise reply
                 self._heard(reply)
 
     def _heard(self, reply: resp.Reply) -> None:
         hub = self.hub
-        if not isinstance(reply, list) or len(reply) < 2:
-            return
-        if reply[0] == b"pong" and self._pinged:
-            for waiter in self._pinged.popleft():
-                waiter.set()
-            return
-        if len(reply) < 3:
+        if not isinstance(reply, list) or len(reply) < 3:
             return
         kind, channel, data = reply[0], reply[1], reply[2]
         if kind == b"message" and isinstance(data, bytes):
@@ -115,7 +83,7 @@ class Listener:
                 hub.subscribed.add(cid)  # from now on its pushes come back here
                 self._confirmed = pulse(self._confirmed)
 
-    async def follow_rooms(self, subscriber: resp.Connection) -> None:
+    async def follow_rooms(self, connection: resp.Connection) -> None:
         """Subscribe to the chatrooms this node has viewers in, and only to those; the
         reader marks a chatroom subscribed once Redis confirms it."""
         await trio.lowlevel.checkpoint()
@@ -135,4 +103,4 @@ class Listener:
             commands.append(("UNSUBSCRIBE", *(hub.channel("room", cid) for cid in gone)))
         if commands:
             with trio.fail_after(DEADLINE):
-                await subscriber.send(*commands)
+                await connection.send(*commands)

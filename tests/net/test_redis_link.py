@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import trio
@@ -12,7 +15,8 @@ from redis_server import RedisServer, redis_server
 from chatroom.core.outbox import Priority
 from chatroom.hub import redis_wire as wire
 from chatroom.net import resp
-from chatroom.net.redis_link import cluster_hub
+from chatroom.net.redis_link import HEARTBEAT, cluster_hub
+from chatroom.net.redis_listen import DEADLINE
 
 
 @pytest.mark.parametrize(
@@ -87,3 +91,60 @@ async def test_a_busy_node_packs_what_it_queues_meanwhile_into_one_publish(
             await trio.sleep(0.01)
         assert await _texts(listener) == ["c", "d", "e"]
         nursery.cancel_scope.cancel()
+
+
+async def _clients(redis: RedisServer) -> int:
+    """Connections Redis holds, the asker's left out."""
+    async with await resp.open_connection(redis.url) as asker:
+        listed = await asker.call("CLIENT", "LIST")
+    assert isinstance(listed, bytes)
+    return len(listed.splitlines()) - 1
+
+
+@fail_after(20)
+async def test_a_node_sends_and_hears_through_one_connection(redis: RedisServer) -> None:
+    # One RESP3 connection both publishes and subscribes: Redis writes a drain's reply
+    # and the node's own message heard back in one write, read in one read.
+    link = cluster_hub(redis.url, 100)
+    assert link is not None
+    hub = link.hub
+    before = await _clients(redis)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(link.run)
+        await link.ready.wait()
+        assert await _clients(redis) == before + 1
+        await link.settle()  # answered on that connection
+        heard = link.statistics()["received"]
+        hub.outgoing.offer(hub.channel("node", hub.node), wire.encode({"k": "x"}), Priority.HIGH)
+        hub.wake()
+        await link.settle()  # the reply comes after the message published before it
+        assert link.statistics()["received"] == heard + 1  # type: ignore[operator]
+        nursery.cancel_scope.cancel()
+
+
+@fail_after(30)
+async def test_a_redis_that_stops_answering_is_left_and_found_again(tmp_path: Path) -> None:
+    # Every call has a deadline: with Redis stopped (SIGSTOP: the socket stays open,
+    # nothing answers) a node notices within DEADLINE, and reconnects once it answers.
+    server = RedisServer(tmp_path)
+    server.start()
+    assert server.process is not None
+    link = cluster_hub(server.url, 100)
+    assert link is not None
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(link.run)
+            await link.ready.wait()
+            os.kill(server.process.pid, signal.SIGSTOP)
+            stopped = trio.current_time()
+            while link.hub.connected:  # noqa: ASYNC110 - the link's flag, no event
+                await trio.sleep(0.05)
+            assert trio.current_time() - stopped < DEADLINE + HEARTBEAT + 1
+            os.kill(server.process.pid, signal.SIGCONT)
+            while not link.hub.connected:  # noqa: ASYNC110
+                await trio.sleep(0.05)
+            assert link.stats.reconnects >= 1
+            nursery.cancel_scope.cancel()
+    finally:
+        os.kill(server.process.pid, signal.SIGCONT)
+        server.stop()

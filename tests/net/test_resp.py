@@ -1,7 +1,8 @@
-"""chatroom.net.resp: RESP2 written and parsed; against a real redis-server too."""
+"""chatroom.net.resp: RESP2 and RESP3 written and parsed; against a real redis-server too."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import pytest
@@ -22,14 +23,50 @@ def test_commands_are_arrays_of_bulk_strings() -> None:
 
 
 def test_replies_come_out_whole_however_the_bytes_are_cut() -> None:
-    wire = b"+OK\r\n:42\r\n$5\r\nhe\r\no\r\n$-1\r\n*2\r\n$1\r\na\r\n*1\r\n:1\r\n-ERR bad\r\n"
+    wire = b"+OK\r\n:42\r\n$5\r\nhe\r\no\r\n$-1\r\n*3\r\n$1\r\na\r\n$-1\r\n*1\r\n:1\r\n"
+    wire += b"-ERR bad\r\n"
     parser = resp.Parser()
     got: list[object] = []
     for byte in wire:  # one byte at a time: every cut is seen
         parser.feed(bytes([byte]))
         got += parser.replies()
     error = got.pop()
-    assert got == [b"OK", 42, b"he\r\no", None, [b"a", [1]]]
+    assert got == [b"OK", 42, b"he\r\no", None, [b"a", None, [1]]]
+    assert isinstance(error, resp.RespError)
+    assert str(error) == "ERR bad"
+
+
+def test_resp3_pushes_come_out_in_order_even_from_inside_a_reply() -> None:
+    # Redis 7.0 writes a message a transaction publishes to its own connection inside
+    # EXEC's reply: it comes out before that reply, and the reply holds the replies
+    # to the transaction's commands only.
+    wire = (
+        b"%1\r\n$6\r\nserver\r\n$5\r\nredis\r\n"  # HELLO's map
+        b">3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n"
+        b"*2\r\n>3\r\n$7\r\nmessage\r\n$1\r\na\r\n$1\r\ny\r\n:1\r\n+OK\r\n"
+        b"_\r\n#t\r\n,1.5\r\n(12345678901234567890\r\n=8\r\ntxt:abcd\r\n~1\r\n:2\r\n"
+        b"|1\r\n+key\r\n+value\r\n:7\r\n!7\r\nERR bad\r\n"
+    )
+    parser = resp.Parser()
+    got: list[object] = []
+    for byte in wire:  # one byte at a time: every cut is seen
+        parser.feed(bytes([byte]))
+        got += parser.replies()
+    error = got.pop()
+    assert got == [
+        [b"server", b"redis"],
+        [b"subscribe", b"a", 1],
+        [b"message", b"a", b"y"],
+        [1, b"OK"],
+        None,
+        1,
+        b"1.5",
+        12345678901234567890,
+        b"abcd",
+        [2],
+        7,
+    ]
+    assert [type(x) is resp.Push for x in got[:4]] == [False, True, True, False]
     assert isinstance(error, resp.RespError)
     assert str(error) == "ERR bad"
 
@@ -127,3 +164,68 @@ async def test_a_subscriber_takes_every_message_read_at_once(redis: RedisServer)
         while len(heard) < 5:  # one read, mostly: Redis writes them together
             heard += await subscriber.read_all()
         assert heard == [[b"message", b"many", str(n).encode()] for n in range(5)]
+
+
+@fail_after()
+async def test_one_resp3_connection_subscribes_and_sends_commands(redis: RedisServer) -> None:
+    # A task reads the connection: pushes come to it, each reply to the command that
+    # waits for it, in the order Redis wrote them (a message published before a
+    # command's reply was heard when the reply comes).
+    async with (
+        await resp.open_connection(redis.url + "?db=4", resp3=True) as client,
+        await resp.open_connection(redis.url) as other,
+        trio.open_nursery() as nursery,
+    ):
+        await client.send(("SUBSCRIBE", "ch"))
+        assert await client.read() == [b"subscribe", b"ch", 1]
+        heard: list[object] = []
+
+        async def reader() -> None:
+            while True:
+                heard.extend(await client.read_all())
+
+        client.read_by_task()  # before any command waits: one reader of the socket
+        nursery.start_soon(reader)
+        await other.call("PUBLISH", "ch", "from another")
+        transaction: list[tuple[resp.Arg, ...]] = [
+            ("MULTI",),
+            ("PUBLISH", "ch", "own"),
+            ("SET", "k", "v"),
+            ("EXEC",),
+        ]
+        assert await client.pipeline(transaction) == [b"OK", b"QUEUED", b"QUEUED", [1, b"OK"]]
+        assert heard == [[b"message", b"ch", b"from another"], [b"message", b"ch", b"own"]]
+        assert await client.call("PING") == b"PONG"  # a command's reply, while subscribed
+        answered: list[object] = []
+        await client.post([("GET", "k"), ("GET", "none")], answered.append)
+        assert await client.call("GET", "k") == b"v"
+        assert answered == [[b"v", None]]  # handed over before the later reply
+        with pytest.raises(resp.RespError, match="ERR"):
+            await client.call("NOSUCHCOMMAND")
+        assert await client.call("GET", "k") == b"v"  # in step
+        nursery.cancel_scope.cancel()
+
+
+@fail_after()
+async def test_an_error_no_one_waits_for_ends_the_reading_task(redis: RedisServer) -> None:
+    async with await resp.open_connection(redis.url, resp3=True) as client:
+        client.read_by_task()
+        await client.post([("NOSUCHCOMMAND",)])
+        with pytest.raises(resp.RespError, match="ERR"):
+            await client.read_all()
+
+
+@fail_after()
+async def test_the_time_a_reply_is_owed_since(redis: RedisServer) -> None:
+    # From a send with nothing owed, moved on as replies come, none once all are in:
+    # whoever checks it sees how long Redis keeps it waiting.
+    async with await resp.open_connection(redis.url, resp3=True) as client:
+        assert client.owed_since == math.inf
+        assert await client.call("PING") == b"PONG"
+        assert client.owed_since == math.inf
+        sent = trio.current_time()
+        await client.post([("BLPOP", "nothing", 0)])  # never answered
+        assert sent <= client.owed_since <= trio.current_time()
+        with trio.move_on_after(0.2) as waited:  # one batch at most in flight: the next
+            await client.post([("PING",)])  # waits for the BLPOP's reply first
+        assert waited.cancelled_caught
