@@ -206,7 +206,31 @@ class Connection(Inbound, Writer):
             self.close_soon(CloseCode.SLOW_CONSUMER, "slow consumer: outbox full")
 
     def send(self, cmd: pb.GenericCommand, priority: Priority = Priority.RELIABLE) -> None:
-        self._enqueue(ws_frame(encode(self._codec, cmd), self._binary), priority)
+        frame = ws_frame(encode(self._codec, cmd), self._binary)
+        if (
+            self._close is None
+            and not self.outbox.queued_bytes
+            and not self._writer_busy
+            and self._room is None
+            and self._tasks is not None  # serving, not finishing
+            and self.outbox.shed == self._shed_told
+        ):
+            # Nothing is queued before it (a reply, nearly always): written now, as the
+            # flusher would write it alone, without the outbox, the flusher's list and
+            # its cycle (a login and a join each send one).
+            self._write_now(frame)
+        else:
+            self._enqueue(frame, priority)
+
+    def _write_now(self, frame: bytes) -> None:
+        try:
+            written = self._transport.write_nowait(frame)
+        except TransportBroken:
+            self.close_soon(CloseCode.NORMAL, "connection lost")
+            return
+        if written < len(frame):
+            self._pending = frame[written:]
+            self._start_writer()
 
     def kick(self, code: int, reason: str) -> None:
         self.close_soon(code, reason)

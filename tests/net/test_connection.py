@@ -478,6 +478,18 @@ async def test_a_history_page_bigger_than_the_outbox_bound_is_delivered() -> Non
 
 
 @fail_after()
+async def test_replies_do_not_wait_for_the_flushers_cycle() -> None:
+    # Each flush cycle waits a minute after its first mark (far beyond fail_after): a
+    # reply with nothing queued before it is written by the connection itself.
+    slow_flushes = {"write_delay": 60.0, "write_delay_threshold": 0}
+    async with running_server(slow_flushes) as running, running.user("alice") as alice:
+        await alice.sync()
+        cid = await alice.start([], transient=True)
+        reply = await alice.request({"cmd": "conv", "op": "count", "cid": cid})
+        assert reply["count"] == 1
+
+
+@fail_after()
 async def test_idle_connection_is_closed_with_4107() -> None:
     async with running_server({"idle_timeout": 0.5}) as running:
         cid = await seed(running)  # users who leave in time are not affected
