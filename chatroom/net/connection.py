@@ -93,8 +93,7 @@ class Connection(Inbound, Writer):
     ):
         config: Config = ctx.config
         self._transport = transport
-        transport.sink = self._send_control
-        transport.on_frames = self._heard
+        transport.owner = self  # its frames_read and control_frames
         self._subprotocol = subprotocol
         self._codec = subprotocol.codec
         self._binary = subprotocol.codec.binary_frames
@@ -129,7 +128,7 @@ class Connection(Inbound, Writer):
         self._writer_scope: trio.CancelScope | None = None
         self._writer_done: trio.Event | None = None
         # The read scope: its deadline is when the client is due to be closed as idle
-        # (4107) or not logged in (4108), at the latest (see _heard).
+        # (4107) or not logged in (4108), at the latest (see frames_read).
         self._read_scope: trio.CancelScope | None = None
         self._seen = 0.0  # when the last frame came (set when reading starts)
         self._login_deadline = 0.0  # set when reading starts
@@ -244,7 +243,7 @@ class Connection(Inbound, Writer):
         self.outbox.clear()
         self.close_soon(CloseCode.SLOW_CONSUMER, "slow consumer: server queue budget spent")
 
-    def _send_control(self, frames: bytes) -> None:
+    def control_frames(self, frames: bytes) -> None:
         """Pongs and the reply to a client's close, in order with everything else."""
         self._enqueue(frames, Priority.RELIABLE)
 

@@ -113,7 +113,7 @@ class Inbound(_Base):
         """Run a message read from the client (``Connection.serve`` reads them): a
         synchronous handler at once; an asynchronous one is returned, for the reader
         to await before it reads on (commands run in arrival order)."""
-        now = self._seen  # when the read that brought it came (``_heard``)
+        now = self._seen  # when the read that brought it came (``frames_read``)
         within_budget = self._budget.take(now)
         try:
             cmd, control = decode_checked(self._subprotocol.codec, message)
@@ -173,7 +173,7 @@ class Inbound(_Base):
         idle = self._seen + self._config.idle_timeout
         return idle if self._sessions else min(idle, self._login_deadline)
 
-    def _heard(self) -> None:
+    def frames_read(self) -> None:
         """A read brought frames. The read scope's deadline is not moved at every
         frame (moving a trio deadline cost a tenth of a login and join's
         instructions), only once it is within half the idle timeout of now. So it
