@@ -25,6 +25,7 @@ from chatroom.config import Config
 from chatroom.core.outbox import Outbox, Priority, Verdict
 from chatroom.core.presence import Session
 from chatroom.core.ratelimit import FloodGuard, TokenBucket
+from chatroom.net import logins
 from chatroom.net.flusher import Flusher
 from chatroom.net.inbound import Inbound
 from chatroom.net.roomwriter import RoomWriter
@@ -128,7 +129,8 @@ class Connection(Inbound, Writer):
         self._writer_scope: trio.CancelScope | None = None
         self._writer_done: trio.Event | None = None
         # The read scope: its deadline is when the client is due to be closed as idle
-        # (4107) or not logged in (4108), at the latest (see frames_read).
+        # (4107), at the latest (see frames_read); net/logins.py keeps the login
+        # deadline (4108) of a connection without a session.
         self._read_scope: trio.CancelScope | None = None
         self._seen = 0.0  # when the last frame came (set when reading starts)
         self._login_deadline = 0.0  # set when reading starts
@@ -160,7 +162,7 @@ class Connection(Inbound, Writer):
         first = not self._sessions
         self._sessions[session.peer_id] = session
         if first:
-            self._sessions_changed()  # the idle deadline holds now, not the login one
+            logins.logged_in(self, self._tasks)  # the idle deadline alone holds now
 
     def detach(self, session: Session) -> None:
         if self._sessions.get(session.peer_id) is session:
@@ -168,7 +170,7 @@ class Connection(Inbound, Writer):
             if not self._sessions:
                 # The login deadline starts again from the last frame.
                 self._login_deadline = self._seen + self._config.login_timeout
-                self._sessions_changed()
+                self._awaiting_login()
 
     def push(self, prepared: Prepared, peer_id: str, priority: Priority) -> None:
         """Queue one recipient's copy of a broadcast: ``_enqueue`` inlined, since this
@@ -348,6 +350,7 @@ class Connection(Inbound, Writer):
         self._tasks = tasks
         self._seen = trio.current_time()
         self._login_deadline = self._seen + self._config.login_timeout
+        self._awaiting_login()
         transport = self._transport
         try:
             # The reading loop is written out here, not called: each coroutine frame
@@ -420,6 +423,7 @@ class Connection(Inbound, Writer):
 
     async def _finish(self) -> None:
         """Sessions still open here ended without a logout: their wills are sent."""
+        logins.logged_in(self, self._tasks)  # (or not: it waits for no login any more)
         self._tasks = None  # no new writer task, and no room follows, from here on
         if self._room is not None:  # before the socket may close (and its number be reused)
             self._unfollow()

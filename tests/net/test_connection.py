@@ -531,6 +531,29 @@ async def test_timeouts_leave_other_connections_alone() -> None:
         assert await alice.take_pushes() == []  # still open, and nothing happened
 
 
+@fail_after(100)
+async def test_each_connection_without_a_login_is_closed_at_its_own_deadline(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Connections opened apart, some logging in on the way: only those still without
+    # a session at their deadline are closed, and one opened after every earlier one
+    # was settled is closed all the same (the deadlines' task starts again).
+    async with (
+        running_server({"login_timeout": 10}) as running,
+        running.user("alice") as alice,
+    ):
+        await trio.sleep(3)
+        async with running.client() as bob, running.client() as idle:
+            await trio.sleep(3)
+            await bob.login("bob")
+            assert (await idle.closed()).code == 4108
+            await trio.sleep(30)
+            async with running.client() as late:
+                assert (await late.closed()).code == 4108
+            await bob.sync()
+        await alice.sync()
+
+
 async def ping_every_second(client: Client, seconds: float = math.inf) -> None:
     count = 0
     with contextlib.suppress(ConnectionClosed):  # the server may close meanwhile
