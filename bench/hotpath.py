@@ -67,8 +67,7 @@ class _Sink:
     backlog = 0
 
     def __init__(self) -> None:
-        self.sink: object = None
-        self.on_frames: object = None
+        self.owner: object = None
         self.fileno = os.open(os.devnull, os.O_WRONLY)
 
     def write_nowait(self, data: bytes) -> int:

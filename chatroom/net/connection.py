@@ -25,6 +25,7 @@ from chatroom.config import Config
 from chatroom.core.outbox import Outbox, Priority, Verdict
 from chatroom.core.presence import Session
 from chatroom.core.ratelimit import FloodGuard, TokenBucket
+from chatroom.net import logins
 from chatroom.net.flusher import Flusher
 from chatroom.net.inbound import Inbound
 from chatroom.net.roomwriter import RoomWriter
@@ -93,8 +94,7 @@ class Connection(Inbound, Writer):
     ):
         config: Config = ctx.config
         self._transport = transport
-        transport.sink = self._send_control
-        transport.on_frames = self._heard
+        transport.owner = self  # its frames_read and control_frames
         self._subprotocol = subprotocol
         self._codec = subprotocol.codec
         self._binary = subprotocol.codec.binary_frames
@@ -129,7 +129,8 @@ class Connection(Inbound, Writer):
         self._writer_scope: trio.CancelScope | None = None
         self._writer_done: trio.Event | None = None
         # The read scope: its deadline is when the client is due to be closed as idle
-        # (4107) or not logged in (4108), at the latest (see _heard).
+        # (4107), at the latest (see frames_read); net/logins.py keeps the login
+        # deadline (4108) of a connection without a session.
         self._read_scope: trio.CancelScope | None = None
         self._seen = 0.0  # when the last frame came (set when reading starts)
         self._login_deadline = 0.0  # set when reading starts
@@ -161,7 +162,7 @@ class Connection(Inbound, Writer):
         first = not self._sessions
         self._sessions[session.peer_id] = session
         if first:
-            self._sessions_changed()  # the idle deadline holds now, not the login one
+            logins.logged_in(self, self._tasks)  # the idle deadline alone holds now
 
     def detach(self, session: Session) -> None:
         if self._sessions.get(session.peer_id) is session:
@@ -169,7 +170,7 @@ class Connection(Inbound, Writer):
             if not self._sessions:
                 # The login deadline starts again from the last frame.
                 self._login_deadline = self._seen + self._config.login_timeout
-                self._sessions_changed()
+                self._awaiting_login()
 
     def push(self, prepared: Prepared, peer_id: str, priority: Priority) -> None:
         """Queue one recipient's copy of a broadcast: ``_enqueue`` inlined, since this
@@ -206,7 +207,31 @@ class Connection(Inbound, Writer):
             self.close_soon(CloseCode.SLOW_CONSUMER, "slow consumer: outbox full")
 
     def send(self, cmd: pb.GenericCommand, priority: Priority = Priority.RELIABLE) -> None:
-        self._enqueue(ws_frame(encode(self._codec, cmd), self._binary), priority)
+        frame = ws_frame(encode(self._codec, cmd), self._binary)
+        if (
+            self._close is None
+            and not self.outbox.queued_bytes
+            and not self._writer_busy
+            and self._room is None
+            and self._tasks is not None  # serving, not finishing
+            and self.outbox.shed == self._shed_told
+        ):
+            # Nothing is queued before it (a reply, nearly always): written now, as the
+            # flusher would write it alone, without the outbox, the flusher's list and
+            # its cycle (a login and a join each send one).
+            self._write_now(frame)
+        else:
+            self._enqueue(frame, priority)
+
+    def _write_now(self, frame: bytes) -> None:
+        try:
+            written = self._transport.write_nowait(frame)
+        except TransportBroken:
+            self.close_soon(CloseCode.NORMAL, "connection lost")
+            return
+        if written < len(frame):
+            self._pending = frame[written:]
+            self._start_writer()
 
     def kick(self, code: int, reason: str) -> None:
         self.close_soon(code, reason)
@@ -220,7 +245,7 @@ class Connection(Inbound, Writer):
         self.outbox.clear()
         self.close_soon(CloseCode.SLOW_CONSUMER, "slow consumer: server queue budget spent")
 
-    def _send_control(self, frames: bytes) -> None:
+    def control_frames(self, frames: bytes) -> None:
         """Pongs and the reply to a client's close, in order with everything else."""
         self._enqueue(frames, Priority.RELIABLE)
 
@@ -325,6 +350,7 @@ class Connection(Inbound, Writer):
         self._tasks = tasks
         self._seen = trio.current_time()
         self._login_deadline = self._seen + self._config.login_timeout
+        self._awaiting_login()
         transport = self._transport
         try:
             # The reading loop is written out here, not called: each coroutine frame
@@ -397,6 +423,7 @@ class Connection(Inbound, Writer):
 
     async def _finish(self) -> None:
         """Sessions still open here ended without a logout: their wills are sent."""
+        logins.logged_in(self, self._tasks)  # (or not: it waits for no login any more)
         self._tasks = None  # no new writer task, and no room follows, from here on
         if self._room is not None:  # before the socket may close (and its number be reused)
             self._unfollow()

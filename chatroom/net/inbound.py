@@ -17,6 +17,7 @@ import trio
 from chatroom.config import Config
 from chatroom.core.presence import Session
 from chatroom.core.ratelimit import FloodGuard, TokenBucket
+from chatroom.net import logins
 from chatroom.net.transport import Transport
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Codec, Subprotocol, decode_checked
@@ -100,6 +101,7 @@ class Inbound(_Base):
     _login_deadline: float
     _handling: bool
     _budget: TokenBucket
+    _tasks: trio.Nursery | None
     _flood: FloodGuard | None
     remote: str
 
@@ -113,7 +115,7 @@ class Inbound(_Base):
         """Run a message read from the client (``Connection.serve`` reads them): a
         synchronous handler at once; an asynchronous one is returned, for the reader
         to await before it reads on (commands run in arrival order)."""
-        now = self._seen  # when the read that brought it came (``_heard``)
+        now = self._seen  # when the read that brought it came (``frames_read``)
         within_budget = self._budget.take(now)
         try:
             cmd, control = decode_checked(self._subprotocol.codec, message)
@@ -167,31 +169,41 @@ class Inbound(_Base):
             self.close_soon(CloseCode.QUOTA_EXCEEDED, "request flood")
 
     def _expiry(self) -> float:
-        """When this client is due to be closed: ``idle_timeout`` after its last frame
-        (a ping too) or the reply to it; without a session, no later than the login
-        deadline."""
-        idle = self._seen + self._config.idle_timeout
-        return idle if self._sessions else min(idle, self._login_deadline)
+        """When this client is due to be closed as idle: ``idle_timeout`` after its
+        last frame (a ping too) or the reply to it. Without a session it is closed at
+        its login deadline if that comes first: net/logins.py keeps that one, so that
+        a login does not move the read scope's deadline."""
+        return self._seen + self._config.idle_timeout
 
-    def _heard(self) -> None:
+    @property
+    def login_deadline(self) -> float:
+        return self._login_deadline
+
+    def login_expired(self) -> None:
+        """The login deadline came (net/logins.py) and this client has no session:
+        4108. Not while shutting down: nothing is read then, and the connection waits
+        for ``goaway``."""
+        if not self._sessions and not self._shutting_down:
+            self.close_soon(CloseCode.LOGIN_TIMEOUT, "no login")
+
+    def _awaiting_login(self) -> None:
+        """No session (the connection opened, or its last session ended): closed at
+        ``_login_deadline`` unless one comes first."""
+        if self._tasks is not None and not self._shutting_down:
+            logins.waiting(self, self._tasks)
+
+    def frames_read(self) -> None:
         """A read brought frames. The read scope's deadline is not moved at every
         frame (moving a trio deadline cost a tenth of a login and join's
         instructions), only once it is within half the idle timeout of now. So it
         may come before ``_expiry`` (never after it): ``_read_on`` then reads on under
-        a new scope. A login or a logout moves it at once (``_sessions_changed``)."""
+        a new scope."""
         scope = self._read_scope
         now = self._seen = trio.current_time()
         if scope is not None and scope.deadline - now < self._config.idle_timeout * 0.5:
             expiry = self._expiry()
             if expiry != scope.deadline:
                 scope.deadline = expiry
-
-    def _sessions_changed(self) -> None:
-        """The first session came or the last one went: the read deadline is the idle
-        or the login one now. Not while shutting down: nothing is read then, and the
-        connection waits for ``goaway`` without a deadline."""
-        if self._read_scope is not None and not self._shutting_down:
-            self._read_scope.deadline = self._expiry()
 
     def _run_sync(self, cmd: pb.GenericCommand, handler: SyncHandler) -> None:
         try:

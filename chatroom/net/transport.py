@@ -14,11 +14,12 @@ swapped; it is two now, this one and handshake.py, and nothing else imports
 ``websockets``.
 
 Inbound: ``Transport.receive`` returns whole messages (text as ``str``, binary as
-``bytes``), reassembling fragments; ``on_frames`` tells of every read that brought
-frames, pings and pongs included; pongs and the reply to a client's close go out
-through the connection's own outbound queue (``sink``), so they never cut into
-a frame. Outbound data frames are pre-encoded by the caller (``ws_frame``) and written
-with ``write_nowait`` (one non-blocking ``send``) or ``write`` (waiting).
+``bytes``), reassembling fragments; its ``owner`` (the connection) is told of every
+read that brought frames, pings and pongs included (``frames_read``); pongs and the
+reply to a client's close go out through the owner's outbound queue
+(``control_frames``), so they never cut into a frame. Outbound data frames are
+pre-encoded by the caller (``ws_frame``) and written with ``write_nowait`` (one
+non-blocking ``send``) or ``write`` (waiting).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import fcntl
 import os
 import sys
 import termios
-from collections.abc import Callable
+from typing import Protocol
 
 import trio
 
@@ -57,8 +58,20 @@ __all__ = [
 RECEIVE_BYTES = 65536
 _Frame = tuple[int, bool, bytes]  # opcode, fin, unmasked payload
 _NO_PARTS: tuple[()] = ()  # shared by every connection not inside a fragmented message
+_NO_EVENTS: tuple[()] = ()  # shared by every connection with no frame left to handle
 _CLIENT_HEADER = 6  # bytes before a short client frame's payload (with its mask key)
 CLOSE_WAIT = 2.0  # seconds to wait for the client's half of the closing handshake
+
+
+class Owner(Protocol):
+    """What a transport tells its connection (one reference: no bound method objects
+    kept per connection)."""
+
+    def control_frames(self, frames: bytes) -> None:
+        """Pongs and the reply to a client's close, to queue in order with the rest."""
+
+    def frames_read(self) -> None:
+        """A read brought whole frames of any kind (control frames too)."""
 
 
 class ConnectionClosed(Exception):
@@ -90,8 +103,7 @@ class Transport:
         "_reader",
         "_stream",
         "_writing",
-        "on_frames",
-        "sink",
+        "owner",
     )
 
     def __init__(self, stream: trio.SocketStream, reader: FrameReader):
@@ -106,18 +118,17 @@ class Transport:
         # True while ``write`` waits: ``write_nowait`` must not cut into its bytes. A
         # flag, not a lock (~340 bytes per connection): ``write`` runs once, to close.
         self._writing = False
-        self._events: list[_Frame] = []  # data frames not yet handled; oldest last
+        # Data frames not yet handled, oldest last (none: the shared empty tuple).
+        self._events: list[_Frame] | tuple[()] = _NO_EVENTS
         self._kind = OP_TEXT  # type of the message being reassembled
         self._parts: list[bytes] | tuple[()] = _NO_PARTS  # of a fragmented message
         self._eof = False
         self._frame_size = 64  # bytes per inbound frame, as last seen (for backlog)
-        # Where protocol-generated frames (pongs, the close reply) go: the owner's
-        # outbound queue, so that they never cut into a data frame. Until one is set
-        # they are written directly.
-        self.sink: Callable[[bytes], None] | None = None
-        # Called when a read brought whole frames of any kind, control frames too
-        # (``receive`` returns only messages): the owner's idle deadline.
-        self.on_frames: Callable[[], None] | None = None
+        # Told of every read that brought frames (its idle deadline) and handed the
+        # frames the protocol makes (pongs, the close reply), for its outbound queue
+        # so that they never cut into a data frame. Until one is set they are written
+        # directly.
+        self.owner: Owner | None = None
 
     # -- inbound ----------------------------------------------------------------------
 
@@ -146,8 +157,12 @@ class Transport:
     def next_message(self) -> str | bytes | None:
         """The next whole message already read, or None when the socket must be read
         first (``read_some``). Raises ``ConnectionClosed`` at the end."""
-        while self._events:
-            message = self._handle(self._events.pop())
+        events = self._events
+        while events:
+            frame = events.pop()
+            if not events:
+                self._events = _NO_EVENTS  # no empty list kept while idle
+            message = self._handle(frame)
             if message is not None:
                 return message
         if self._eof or not self._open:
@@ -204,9 +219,12 @@ class Transport:
             # make bytes over frames (of this read) too small or too large.
             self._frame_size = payload // len(frames) + _CLIENT_HEADER
             events.reverse()
-            self._events = events + self._events
-            if self.on_frames is not None:
-                self.on_frames()
+            if self._events:
+                events.extend(self._events)
+            if events:
+                self._events = events
+            if self.owner is not None:
+                self.owner.frames_read()
         if error is not None:
             self._fail(error.code, error.reason)
 
@@ -260,14 +278,14 @@ class Transport:
         try:
             return data.decode()
         except UnicodeDecodeError:
-            self._events.clear()
+            self._events = _NO_EVENTS
             self._fail(1007, "invalid UTF-8 in a text frame")
             raise ConnectionClosed(1007, "invalid UTF-8") from None
 
     def _emit(self, data: bytes) -> None:
         """A control frame of ours: through the owner's queue once there is one."""
-        if self.sink is not None:
-            self.sink(data)
+        if self.owner is not None:
+            self.owner.control_frames(data)
         else:
             self.write_nowait(data)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Iterable
+from typing import cast
 
 import trio
 
@@ -74,14 +75,16 @@ def replaying(inner: SyncHandler | Handler) -> Handler:
     """The ``session/open`` handler ``inner``, followed for an automatic re-login
     (``r``) by the conversation events the client missed."""
 
+    # Decided once, not at every login (inspect.isawaitable of each result).
+    is_async = inspect.iscoroutinefunction(inner)
+
     async def handler(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCommand:
         msg = cmd.sessionMessage
         old_token = msg.st if msg.HasField("st") and msg.st else None
-        result = inner(ctx, link, cmd)
-        if inspect.isawaitable(result):
-            reply = await result  # a checkpoint: no reschedule more per login
+        if is_async:
+            reply = await cast(Handler, inner)(ctx, link, cmd)  # a checkpoint: no reschedule more
         else:
-            reply = result
+            reply = cast(SyncHandler, inner)(ctx, link, cmd)
             await trio.lowlevel.checkpoint()
         session = link.session_for(cmd.peerId)
         if not msg.r or session is None:

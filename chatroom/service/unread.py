@@ -101,21 +101,27 @@ def login_budget(ctx: Context) -> Budget:
 
 async def after_login(ctx: Context, session: Session, msg: pb.SessionCommand, version: int) -> None:
     """Missed patches, then unread counts (v3) or stored messages (v1)."""
-    budget = login_budget(ctx)
+    budget = None  # made when something is pushed: a client with nothing has no use for it
     if msg.HasField("lastPatchTime") and msg.configBitmap & _PATCH_CAPABLE:
+        budget = login_budget(ctx)
         await patches.push_missed(ctx, session, msg.lastPatchTime, budget)
     if version == 1:
-        await push_offline(ctx, session, budget)
+        await push_offline(ctx, session, budget if budget is not None else login_budget(ctx))
     else:
         since = msg.lastUnreadNotifTime if msg.HasField("lastUnreadNotifTime") else None
         await push_unread(ctx, session, since, budget)
 
 
-async def push_unread(ctx: Context, session: Session, since: int | None, budget: Budget) -> None:
-    """The v3 ``unread`` push (nothing when no conversation qualifies)."""
+async def push_unread(
+    ctx: Context, session: Session, since: int | None, budget: Budget | None
+) -> None:
+    """The v3 ``unread`` push (nothing when no conversation qualifies); ``budget``
+    None: the login's whole budget."""
     now = ctx.clock.wall_ms()
     marks = await ctx.store.changed_marks(session.peer_id, since, ctx.config.unread_conversations)
     if marks:
+        if budget is None:
+            budget = login_budget(ctx)
         command = unread_command(await tuples(ctx, marks, budget), now)
         ctx.hub.to_session(Prepared(command), session)
 

@@ -478,6 +478,18 @@ async def test_a_history_page_bigger_than_the_outbox_bound_is_delivered() -> Non
 
 
 @fail_after()
+async def test_replies_do_not_wait_for_the_flushers_cycle() -> None:
+    # Each flush cycle waits a minute after its first mark (far beyond fail_after): a
+    # reply with nothing queued before it is written by the connection itself.
+    slow_flushes = {"write_delay": 60.0, "write_delay_threshold": 0}
+    async with running_server(slow_flushes) as running, running.user("alice") as alice:
+        await alice.sync()
+        cid = await alice.start([], transient=True)
+        reply = await alice.request({"cmd": "conv", "op": "count", "cid": cid})
+        assert reply["count"] == 1
+
+
+@fail_after()
 async def test_idle_connection_is_closed_with_4107() -> None:
     async with running_server({"idle_timeout": 0.5}) as running:
         cid = await seed(running)  # users who leave in time are not affected
@@ -517,6 +529,29 @@ async def test_timeouts_leave_other_connections_alone() -> None:
     ):
         assert (await idle.closed()).code == 4108
         assert await alice.take_pushes() == []  # still open, and nothing happened
+
+
+@fail_after(100)
+async def test_each_connection_without_a_login_is_closed_at_its_own_deadline(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Connections opened apart, some logging in on the way: only those still without
+    # a session at their deadline are closed, and one opened after every earlier one
+    # was settled is closed all the same (the deadlines' task starts again).
+    async with (
+        running_server({"login_timeout": 10}) as running,
+        running.user("alice") as alice,
+    ):
+        await trio.sleep(3)
+        async with running.client() as bob, running.client() as idle:
+            await trio.sleep(3)
+            await bob.login("bob")
+            assert (await idle.closed()).code == 4108
+            await trio.sleep(30)
+            async with running.client() as late:
+                assert (await late.closed()).code == 4108
+            await bob.sync()
+        await alice.sync()
 
 
 async def ping_every_second(client: Client, seconds: float = math.inf) -> None:

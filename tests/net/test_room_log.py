@@ -176,8 +176,7 @@ class Wire:
     backlog = 0
 
     def __init__(self) -> None:
-        self.sink: object = None
-        self.on_frames: object = None
+        self.owner: object = None
         self._out, self.fileno = os.pipe()
         OPEN.append(self)
         os.set_blocking(self._out, False)

@@ -256,11 +256,26 @@ async def test_close_reason_is_cut_to_fit_a_close_frame() -> None:
         assert 0 < len(closed.reason.encode()) <= 123
 
 
+class Owner:
+    """A transport's owner that keeps the control frames it is handed."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+        self.reads = 0
+
+    def control_frames(self, frames: bytes) -> None:
+        self.sent.append(frames)
+
+    def frames_read(self) -> None:
+        self.reads += 1
+
+
 @fail_after()
-async def test_client_close_ends_receive_with_its_code_and_replies_through_the_sink() -> None:
+async def test_client_close_ends_receive_with_its_code_and_replies_through_the_owner() -> None:
     async with ws_pair() as (transport, client_ws):
-        sent: list[bytes] = []
-        transport.sink = sent.append
+        owner = Owner()
+        transport.owner = owner
+        sent = owner.sent
         async with trio.open_nursery() as nursery:
             nursery.start_soon(client_ws.aclose, 4321, "bye")
             with pytest.raises(transport_module.ConnectionClosed) as info:
@@ -273,10 +288,11 @@ async def test_client_close_ends_receive_with_its_code_and_replies_through_the_s
 
 
 @fail_after()
-async def test_ping_is_answered_through_the_sink() -> None:
+async def test_ping_is_answered_through_the_owner() -> None:
     async with ws_pair() as (transport, client_ws):
-        sent: list[bytes] = []
-        transport.sink = sent.append
+        owner = Owner()
+        transport.owner = owner
+        sent = owner.sent
         async with trio.open_nursery() as nursery:
             nursery.start_soon(client_ws.ping, b"abc")
             await trio.testing.wait_all_tasks_blocked()  # the ping is on the wire first
