@@ -337,24 +337,43 @@ async def _steady(
     rate: float,
     seconds: float,
     record: str | None = None,
+    spin: bool = False,
 ) -> dict[str, object]:
     """Server CPU per delivery at a fixed rate, the same work for both setups."""
     with _recording(pids, record):
-        return await _steady_step(pub, crowd, pids, rate, seconds)
+        return await _steady_step(pub, crowd, pids, rate, seconds, spin)
+
+
+async def _spin() -> None:
+    """Keeps this process's event loop from ever sleeping (``--spin``): epoll is then
+    polled, never waited on, and a server's write to a viewer never pays for waking
+    this process on the other core, a cost set by the viewers' timing (and, over a real
+    network, paid on their machine, not the server's)."""
+    while True:
+        await trio.lowlevel.checkpoint()
 
 
 async def _steady_step(
-    pub: _Publisher, crowd: list[Viewer], pids: list[int], rate: float, seconds: float
+    pub: _Publisher,
+    crowd: list[Viewer],
+    pids: list[int],
+    rate: float,
+    seconds: float,
+    spin: bool = False,
 ) -> dict[str, object]:
     before = [v.frames for v in crowd]
     cpu = _Cpu(pids)
     sent0 = pub.sent
-    t0 = trio.current_time()
-    for k in range(round(rate * seconds)):
-        await trio.sleep_until(t0 + k / rate)
-        await pub.send()
-    deliveries = await _delivered(crowd, before, (pub.sent - sent0) * len(crowd))
-    each = cpu.each()
+    async with trio.open_nursery() as nursery:
+        if spin:
+            nursery.start_soon(_spin)
+        t0 = trio.current_time()
+        for k in range(round(rate * seconds)):
+            await trio.sleep_until(t0 + k / rate)
+            await pub.send()
+        deliveries = await _delivered(crowd, before, (pub.sent - sent0) * len(crowd))
+        each = cpu.each()
+        nursery.cancel_scope.cancel()
     sent = max(1, pub.sent - sent0)
     return {
         "rate_msgs_per_s": rate,
@@ -426,7 +445,7 @@ async def _measure(
         pub = _Publisher(ws, cid)
         pids = [n.proc.pid for n in nodes] + ([redis_pid] if len(nodes) > 1 else [])
         out: dict[str, object] = dict(await _latency(pub, crowd, nodes))
-        out.update(await _steady(pub, crowd, pids, args.rate, args.seconds, args.record))
+        out.update(await _steady(pub, crowd, pids, args.rate, args.seconds, args.record, args.spin))
         out.update(await _saturate(pub, crowd, nodes, pids, args.seconds, args.window))
         nursery.cancel_scope.cancel()
     return out
@@ -463,6 +482,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=int, default=50)
     parser.add_argument("--rate", type=float, default=100.0, help="messages/s, fixed-rate step")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--spin",
+        action="store_true",
+        help="the viewers' process polls without sleeping during the fixed-rate step",
+    )
     parser.add_argument(
         "--record",
         metavar="COMMAND",
