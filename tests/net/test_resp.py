@@ -22,14 +22,20 @@ def test_commands_are_arrays_of_bulk_strings() -> None:
     assert resp.encode("SET", b"k\r\n", 5) == b"*3\r\n$3\r\nSET\r\n$3\r\nk\r\n\r\n$1\r\n5\r\n"
 
 
+def _byte_by_byte(wire: bytes) -> list[object]:
+    """What a parser fed ``wire`` one byte at a time gives out: every cut is seen."""
+    parser = resp.Parser()
+    got: list[object] = []
+    for byte in wire:
+        parser.feed(bytes([byte]))
+        got += parser.replies()
+    return got
+
+
 def test_replies_come_out_whole_however_the_bytes_are_cut() -> None:
     wire = b"+OK\r\n:42\r\n$5\r\nhe\r\no\r\n$-1\r\n*3\r\n$1\r\na\r\n$-1\r\n*1\r\n:1\r\n"
     wire += b"-ERR bad\r\n"
-    parser = resp.Parser()
-    got: list[object] = []
-    for byte in wire:  # one byte at a time: every cut is seen
-        parser.feed(bytes([byte]))
-        got += parser.replies()
+    got = _byte_by_byte(wire)
     error = got.pop()
     assert got == [b"OK", 42, b"he\r\no", None, [b"a", None, [1]]]
     assert isinstance(error, resp.RespError)
@@ -47,11 +53,7 @@ def test_resp3_pushes_come_out_in_order_even_from_inside_a_reply() -> None:
         b"_\r\n#t\r\n,1.5\r\n(12345678901234567890\r\n=8\r\ntxt:abcd\r\n~1\r\n:2\r\n"
         b"|1\r\n+key\r\n+value\r\n:7\r\n!7\r\nERR bad\r\n"
     )
-    parser = resp.Parser()
-    got: list[object] = []
-    for byte in wire:  # one byte at a time: every cut is seen
-        parser.feed(bytes([byte]))
-        got += parser.replies()
+    got = _byte_by_byte(wire)
     error = got.pop()
     assert got == [
         [b"server", b"redis"],
