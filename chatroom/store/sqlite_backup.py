@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -47,7 +48,7 @@ def backup(
         src.execute("BEGIN")
         src.execute("SELECT count(*) FROM sqlite_master").fetchone()  # the snapshot starts
         with contextlib.closing(sqlite3.connect(partial, isolation_level=None)) as dst:
-            src.backup(dst, pages=pages, sleep=pause, progress=progress)
+            src.backup(dst, pages=pages, sleep=pause, progress=_paced(progress, pause))
             src.execute("COMMIT")
             dst.execute("PRAGMA journal_mode = DELETE")
             check = dst.execute("PRAGMA quick_check").fetchone()[0]
@@ -64,3 +65,18 @@ def backup(
         src.close()
     os.replace(partial, target)
     return count
+
+
+def _paced(progress: Progress | None, pause: float) -> Progress | None:
+    """``progress``, then ``pause`` seconds before the next step when pages remain:
+    sqlite3's own ``sleep`` only waits after a step that found the database busy."""
+    if pause <= 0:
+        return progress
+
+    def step(status: int, remaining: int, total: int) -> None:
+        if progress is not None:
+            progress(status, remaining, total)
+        if remaining > 0:
+            time.sleep(pause)
+
+    return step

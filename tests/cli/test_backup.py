@@ -4,6 +4,8 @@ acknowledged before the copy began."""
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ from helpers import conversation, fail_after, running_server, users
 
 from chatroom.cli.main import main
 from chatroom.core.model import Bound, HistoryQuery
+from chatroom.store import sqlite_backup
 from chatroom.store.sqlite import SqliteStore
 
 
@@ -36,7 +39,10 @@ async def test_a_backup_under_write_load_holds_every_acknowledged_message(
         async with trio.open_nursery() as nursery:
             nursery.start_soon(keep_sending)
             before = len(acked)
-            args = ["backup", str(copy), "--db", str(db), "--pages", "2", "--pause", "0.01"]
+            # about 120 steps of one page, 20 ms apart: the copy takes over two seconds, so that
+            # acknowledgements come while it runs even on a loaded machine (CI runs two
+            # test workers on two cores; 0.6 s once saw none)
+            args = ["backup", str(copy), "--db", str(db), "--pages", "1", "--pause", "0.02"]
             assert await trio.to_thread.run_sync(main, args) == 0
             during = len(acked)
             nursery.cancel_scope.cancel()
@@ -76,3 +82,27 @@ def test_backup_refuses_to_overwrite_and_needs_a_file(
     assert existing.read_text() == "keep me"
     assert main(["backup", str(tmp_path / "x.db"), "--db", ":memory:"]) == 1
     assert "in-memory" in capsys.readouterr().err
+
+
+def test_the_pause_comes_between_steps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--pause`` waits between every two steps, not only after a busy one (sqlite3's
+    own ``sleep``): a step of one page each, a pause after each but the last."""
+    db = tmp_path / "chat.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE t (x BLOB)")
+        conn.executemany("INSERT INTO t VALUES (?)", [(b"x" * 3000,)] * 5)
+    conn.close()
+    pauses: list[float] = []
+    steps: list[int] = []
+    monkeypatch.setattr(time, "sleep", pauses.append)
+    pages = sqlite_backup.backup(
+        str(db),
+        str(tmp_path / "copy.db"),
+        pages=1,
+        pause=0.25,
+        progress=lambda _status, remaining, _total: steps.append(remaining),
+    )
+    assert pages >= 6
+    assert steps[-1] == 0
+    assert len(steps) == pages
+    assert pauses == [0.25] * (pages - 1)
