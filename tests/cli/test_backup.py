@@ -39,9 +39,8 @@ async def test_a_backup_under_write_load_holds_every_acknowledged_message(
         async with trio.open_nursery() as nursery:
             nursery.start_soon(keep_sending)
             before = len(acked)
-            # about 120 steps of one page, 20 ms apart: the copy takes over two seconds, so that
-            # acknowledgements come while it runs even on a loaded machine (CI runs two
-            # test workers on two cores; 0.6 s once saw none)
+            # about 120 steps of one page, 20 ms apart: the copy takes over two seconds,
+            # so acknowledgements come while it runs, even on a loaded machine
             args = ["backup", str(copy), "--db", str(db), "--pages", "1", "--pause", "0.02"]
             assert await trio.to_thread.run_sync(main, args) == 0
             during = len(acked)
