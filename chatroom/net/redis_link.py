@@ -322,11 +322,7 @@ class RedisLink:
         """A drain's ``replies`` are in (None: lost): its LRANGE replies (the last ones)
         to the askers, and whoever waits for the drain goes on. An error reply ends the
         connection (raised in the reading task)."""
-        failed = None
-        for reply in replies or ():
-            if isinstance(reply, resp.RespError):
-                failed = reply
-                break
+        failed = resp.first_error(replies or ())
         if failed is not None or replies is None:
             KeptReader.answer(reads, None)
         else:

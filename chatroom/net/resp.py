@@ -196,11 +196,9 @@ def parse_url(url: str) -> Address:
     return Address(host, parts.port or 6379, "", int(db), user, password)
 
 
-def _raise_first(replies: Iterable[Reply | RespError]) -> None:
-    """Raise the first error reply among ``replies`` (all of them taken already)."""
-    for reply in replies:
-        if isinstance(reply, RespError):
-            raise reply
+def first_error(replies: Iterable[Reply | RespError]) -> RespError | None:
+    """The first error reply among ``replies``, if any."""
+    return next((reply for reply in replies if isinstance(reply, RespError)), None)
 
 
 Then = Callable[[list[Reply | RespError] | None], None]
@@ -295,7 +293,9 @@ class Connection(trio.abc.AsyncResource):
         replies = answered[0]
         if replies is None:
             raise ConnectionError("the connection to Redis was lost")
-        _raise_first(replies)
+        error = first_error(replies)
+        if error is not None:
+            raise error
         # (A pipeline's replies come after it is sent: a read or a wait ran, a checkpoint.)
         return replies  # type: ignore[return-value]  # noqa: ASYNC910
 
@@ -325,7 +325,6 @@ class Connection(trio.abc.AsyncResource):
         if self._heard:
             await trio.lowlevel.checkpoint()
             return
-        await self._receive()
         while not self._heard:
             await self._receive()
 
