@@ -223,15 +223,18 @@ class Connection(Inbound, Writer):
         else:
             self._enqueue(frame, priority)
 
-    def _write_now(self, frame: bytes) -> None:
+    def _write_now(self, data: bytes) -> int:
+        """One non-blocking write of ``data``: the bytes the kernel took, the rest
+        handed to a writer task; -1 when the socket is broken (the connection closes)."""
         try:
-            written = self._transport.write_nowait(frame)
+            written = self._transport.write_nowait(data)
         except TransportBroken:
             self.close_soon(CloseCode.NORMAL, "connection lost")
-            return
-        if written < len(frame):
-            self._pending = frame[written:]
+            return -1
+        if written < len(data):
+            self._pending = data[written:]
             self._start_writer()
+        return written
 
     def kick(self, code: int, reason: str) -> None:
         self.close_soon(code, reason)
@@ -298,15 +301,10 @@ class Connection(Inbound, Writer):
             self._shed_to_tell()
         data = b"".join(frames)
         count = len(frames)
-        try:
-            written = self._transport.write_nowait(data)
-        except TransportBroken:
-            self.close_soon(CloseCode.NORMAL, "connection lost")
+        written = self._write_now(data)
+        if written < 0:
             return 0
-        if written < len(data):
-            self._pending = data[written:]
-            self._start_writer()
-        elif outbox.queued_bytes:  # more than one write's worth (no frame is empty)
+        if written == len(data) and outbox.queued_bytes:  # more than a write (no frame is empty)
             self._dirty = True
             self._flusher.mark(self)
         return count
