@@ -330,6 +330,15 @@ def _recording(pids: list[int], command: str | None) -> Iterator[None]:
             proc.wait(30)
 
 
+async def _spin() -> None:
+    """Keeps this process's event loop from ever sleeping (``--spin``): epoll is then
+    polled, never waited on, and a server's write to a viewer never pays for waking
+    this process on the other core, a cost set by the viewers' timing (and, over a real
+    network, paid on their machine, not the server's)."""
+    while True:
+        await trio.lowlevel.checkpoint()
+
+
 async def _steady(
     pub: _Publisher,
     crowd: list[Viewer],
@@ -341,39 +350,20 @@ async def _steady(
 ) -> dict[str, object]:
     """Server CPU per delivery at a fixed rate, the same work for both setups."""
     with _recording(pids, record):
-        return await _steady_step(pub, crowd, pids, rate, seconds, spin)
-
-
-async def _spin() -> None:
-    """Keeps this process's event loop from ever sleeping (``--spin``): epoll is then
-    polled, never waited on, and a server's write to a viewer never pays for waking
-    this process on the other core, a cost set by the viewers' timing (and, over a real
-    network, paid on their machine, not the server's)."""
-    while True:
-        await trio.lowlevel.checkpoint()
-
-
-async def _steady_step(
-    pub: _Publisher,
-    crowd: list[Viewer],
-    pids: list[int],
-    rate: float,
-    seconds: float,
-    spin: bool = False,
-) -> dict[str, object]:
-    before = [v.frames for v in crowd]
-    cpu = _Cpu(pids)
-    sent0 = pub.sent
-    async with trio.open_nursery() as nursery:
-        if spin:
-            nursery.start_soon(_spin)
-        t0 = trio.current_time()
-        for k in range(round(rate * seconds)):
-            await trio.sleep_until(t0 + k / rate)
-            await pub.send()
-        deliveries = await _delivered(crowd, before, (pub.sent - sent0) * len(crowd))
-        each = cpu.each()
-        nursery.cancel_scope.cancel()
+        before = [v.frames for v in crowd]
+        cpu = _Cpu(pids)
+        sent0 = pub.sent
+        async with trio.open_nursery() as nursery:
+            if spin:
+                nursery.start_soon(_spin)
+            t0 = trio.current_time()
+            for k in range(round(rate * seconds)):
+                await trio.sleep_until(t0 + k / rate)
+                await pub.send()
+            deliveries = await _delivered(crowd, before, (pub.sent - sent0) * len(crowd))
+            each = cpu.each()
+            switched = cpu.switches()
+            nursery.cancel_scope.cancel()
     sent = max(1, pub.sent - sent0)
     return {
         "rate_msgs_per_s": rate,
@@ -382,7 +372,7 @@ async def _steady_step(
         "rate_cpu_s_per_process": each,  # node A[, node B, redis-server]
         # context switches per message, in the same order: voluntary + not, voluntary
         "rate_switches_per_message": [
-            (round((v + n) / sent, 2), round(v / sent, 2)) for v, n in cpu.switches()
+            (round((v + n) / sent, 2), round(v / sent, 2)) for v, n in switched
         ],
     }
 
