@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -375,6 +376,8 @@ class Config:
                 changes[name] = parse_hooks(raw)
                 continue
             value = _convert(name, str(kinds[name]), raw)
+            if isinstance(value, float) and math.isnan(value):
+                raise ValueError(f"setting {name!r}: must be a number, got {raw!r}")
             if isinstance(value, (int, float)) and value < 0:
                 raise ValueError(f"setting {name!r}: must not be negative, got {raw!r}")
             if name in _CHOICES and value not in _CHOICES[name]:

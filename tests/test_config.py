@@ -93,6 +93,8 @@ def test_load_reads_the_process_environment(monkeypatch: pytest.MonkeyPatch) -> 
         ("file", "db", "[1, 2]"),
         ("env", "port", "eighty"),
         ("env", "idle_timeout", "soon"),
+        ("env", "idle_timeout", "nan"),  # would pass "not negative", and no deadline is NaN
+        ("env", "write_latency", "-1"),
         ("env", "max_members", "2.5"),
         ("cli", "port", "eighty"),
         ("cli", "max_members", True),
