@@ -208,10 +208,11 @@ Then = Callable[[list[Reply | RespError] | None], None]
 class _Batch:
     """Commands written at once whose replies are not all in yet."""
 
-    __slots__ = ("owed", "replies", "then")
+    __slots__ = ("at_once", "owed", "replies", "then")
 
-    def __init__(self, owed: int, then: Then | None) -> None:
+    def __init__(self, owed: int, then: Then | None, at_once: bool = False) -> None:
         self.owed = owed
+        self.at_once = at_once  # written by ``post_nowait``
         self.then = then  # called with the replies once all are in, or None if lost
         self.replies: list[Reply | RespError] = []
 
@@ -276,8 +277,11 @@ class Connection(trio.abc.AsyncResource):
         raises in whoever reads them (the reading task, or the next ``post`` or
         ``pipeline``); ``then`` is called with them once all are in (None: the
         connection was lost first). One batch at most is in flight: the replies to the
-        previous ones are awaited first (mostly there already by the next batch)."""
-        if self._batches:
+        previous ones are awaited first (mostly there already by the next batch), but
+        for a lone ``post_nowait`` batch (what the caller queued after it in the same
+        tick follows it at once, as one drain would have carried both)."""
+        batches = self._batches
+        if batches and (len(batches) > 1 or not batches[0].at_once):
             if self._unsent:  # the replies owed come once it is all written
                 await self._put(())
             await self._caught_up()
@@ -295,7 +299,7 @@ class Connection(trio.abc.AsyncResource):
         if not self.idle:
             return False
         data = encode_all(commands)
-        self._expect(len(commands), then)
+        self._expect(len(commands), then, at_once=True)
         try:
             sent = os.write(self._fd, data)
         except OSError:  # full (BlockingIOError), or broken: the next write says which
@@ -411,10 +415,10 @@ class Connection(trio.abc.AsyncResource):
             await self._receive()
         return  # noqa: ASYNC910 (see above)
 
-    def _expect(self, owed: int, then: Then | None) -> None:
+    def _expect(self, owed: int, then: Then | None, at_once: bool = False) -> None:
         if not self._batches:
             self.owed_since = trio.current_time()
-        self._batches.append(_Batch(owed, then))
+        self._batches.append(_Batch(owed, then, at_once))
 
     async def _put(self, commands: Iterable[tuple[Arg, ...]]) -> None:
         """Send ``commands``: written at once when the socket takes them (no checkpoint
