@@ -96,6 +96,7 @@ class RedisLink:
         self._listener = Listener(hub, self._poke)  # what the connection hears
         self._client: resp.Connection | None = None  # while connected, read by its task
         self._not_before = -math.inf  # a busy drain's start plus the linger
+        self._quiet_from = -math.inf  # the last drain plus the linger: a quiet link then
         self._written = -1  # presence number of the last snapshot written
         hub.wake = self._wake
 
@@ -147,9 +148,12 @@ class RedisLink:
 
     def _wake(self) -> None:
         """The hub queued something: a drain now, in the caller's task, when the link
-        is idle (the drain parked, no reply owed, nothing else for it to do, no
-        linger); else the drain runs soon. A message from a quiet node then costs no
-        wake-up of the drain and no pass through the scheduler before it leaves."""
+        is idle (the drain parked, no reply owed, nothing else for it to do) and quiet
+        (no drain for ``linger`` seconds); else the drain runs soon. A message from a
+        quiet node then costs no wake-up of the drain and no pass through the
+        scheduler before it leaves, while records that come often still leave packed
+        by the drain (what one tick queues after the first record goes in one more
+        PUBLISH, at once)."""
         client = self._client
         hub = self.hub
         if (
@@ -161,7 +165,7 @@ class RedisLink:
             or hub.resync_wanted
             or self._drained is not None
             or self._reads.waiting
-            or self._not_before > trio.current_time()  # a busy node packs its records
+            or self._quiet_from > trio.current_time()  # records come often: packed
             or (hub.outgoing.last is not None and hub.outgoing.last.op == KEEP)  # its push next
         ):
             self._poke()
@@ -303,7 +307,8 @@ class RedisLink:
         reading task (``Listener.read``): a drain waits for none, but for the previous
         drain's before it sends (``resp.Connection.post``), mostly in by then."""
         hub = self.hub
-        self._not_before, self._written = -math.inf, -1
+        self._not_before = self._quiet_from = -math.inf
+        self._written = -1
         while True:
             if not self._poked:
                 await self._parked()
@@ -343,8 +348,9 @@ class RedisLink:
         entries = hub.outgoing.take()
         drained, self._drained = self._drained, None  # its waiters' records are taken
         fresh, self._fresh = self._fresh, False
+        self._quiet_from = trio.current_time() + self._linger
         if len(entries) > 1:
-            self._not_before = trio.current_time() + self._linger
+            self._not_before = self._quiet_from
         by_channel: dict[tuple[str, str], list[bytes]] = {}
         for entry in entries:
             by_channel.setdefault((entry.op, entry.channel), []).append(entry.record)

@@ -139,6 +139,42 @@ async def test_a_quiet_node_publishes_before_the_sending_task_yields(
 
 
 @fail_after(20)
+async def test_records_that_come_often_are_packed_by_the_drain(
+    redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only a quiet link (no drain for ``linger`` seconds) writes a record at once:
+    # within the linger the drain packs what one tick queues into one PUBLISH, also
+    # when the link has nothing owed.
+    monkeypatch.setattr(redis_link, "HEARTBEAT", 3600.0)
+    link = cluster_hub(redis.url, 100, linger=1.0)
+    assert link is not None
+    hub = link.hub
+    channel = hub.channel("room", "r1")
+    listener = await resp.open_connection(redis.url)
+
+    def queue(text: str) -> None:
+        hub.outgoing.offer(channel, wire.encode({"k": "x", "t": text}), Priority.HIGH)
+        hub.wake()
+
+    async with listener, trio.open_nursery() as nursery:
+        await listener.send(("SUBSCRIBE", channel))
+        await listener.read()  # the confirmation
+        await nursery.start(link.run)
+        await link.ready.wait()
+        await link.settle()
+        await trio.sleep(1.0)  # quiet
+        drains = link.stats.drains
+        queue("a")
+        assert link.stats.drains == drains + 1  # at once
+        assert await _texts(listener) == ["a"]
+        await link.published()  # its reply in: nothing owed
+        queue("b")
+        queue("c")
+        assert await _texts(listener) == ["b", "c"]
+        nursery.cancel_scope.cancel()
+
+
+@fail_after(20)
 async def test_what_is_queued_while_a_large_record_is_written_follows_it(
     redis: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
