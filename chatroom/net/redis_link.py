@@ -69,6 +69,7 @@ class LinkStatistics:
     publishes: int = 0  # PUBLISH commands sent
     records: int = 0  # records they carried
     drains: int = 0  # transactions
+    at_once: int = 0  # of them written by the task that queued the record (a quiet link)
     reconnects: int = 0
     dropped_on_disconnect: int = 0
 
@@ -174,6 +175,7 @@ class RedisLink:
         if commands:
             client.post_nowait(commands)
         self.stats.drains += 1
+        self.stats.at_once += 1
         if client.unsent:  # the socket took part of it: the drain writes the rest
             self._poke()
 

@@ -135,6 +135,7 @@ async def test_a_quiet_node_publishes_before_the_sending_task_yields(
                 assert [record.header["t"] for record in wire.decode(data)] == [text]
                 await link.settle()  # its reply in: idle again
             assert link.stats.drains == drains + 4  # two at once, two for settle
+            assert link.stats.at_once == 2
             nursery.cancel_scope.cancel()
 
 
