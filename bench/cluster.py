@@ -12,9 +12,10 @@ row is read from), then for each setup measures:
 - server CPU (both nodes and Redis) per delivery at a fixed rate (``--rate`` messages/s
   for ``seconds``): the same work for both setups; with each process's context
   switches per message (``rate_switches_per_message``: node A, node B, redis-server;
-  each all of them, and the voluntary ones, the wake-ups), and node A's drains
-  written at once by the publisher's task per message (``rate_at_once_per_message``:
-  a quiet link, no wake-up of its drain);
+  each all of them, and the voluntary ones, the wake-ups), and node A's PUBLISHes
+  and drains written at once by the publisher's task per message
+  (``rate_publishes_per_message``, ``rate_at_once_per_message``: a quiet link, no
+  wake-up of its drain);
 - saturation: the publisher keeps ``window`` messages unacknowledged for ``seconds``;
   deliveries/s counted by the viewers, server CPU per delivery, and node A's PUBLISHes
   per message (its ``/healthz`` counters).
@@ -440,9 +441,10 @@ async def _measure(
         stats0 = nodes[0].cluster()
         out.update(await _steady(pub, crowd, pids, args.rate, args.seconds, args.record, args.spin))
         stats1 = nodes[0].cluster()
-        if stats1:  # node A's drains written at once (a quiet link) per message
-            at_once = int(stats1["at_once"]) - int(stats0["at_once"])
-            out["rate_at_once_per_message"] = round(at_once / (args.rate * args.seconds), 2)
+        if stats1:  # node A's PUBLISHes, and drains written at once (a quiet link)
+            for key in ("publishes", "at_once"):
+                count = int(stats1.get(key, 0)) - int(stats0.get(key, 0))
+                out[f"rate_{key}_per_message"] = round(count / (args.rate * args.seconds), 2)
         out.update(await _saturate(pub, crowd, nodes, pids, args.seconds, args.window))
         nursery.cancel_scope.cancel()
     return out

@@ -6,7 +6,8 @@ once a second its heartbeat and, when it changed, its snapshot. Another task rea
 connection and hands each message heard to the hub (``Listener``, redis_listen.py).
 Subscriptions follow the chatrooms this node has viewers in. The same transaction
 appends chatroom messages to their room's list of recent messages (``KEEP``), and a
-drain reads those lists for ``logs`` (``kept``) after it.
+drain reads those lists for ``logs`` (``kept``) after it. A quiet link does not wake
+the drain for a record: the task that queued it writes it at once (``_wake``).
 
 A node has one connection to Redis, in RESP3 (``HELLO 3``, Redis 6 or later): its
 subscriptions' messages come as pushes on the connection that sends its commands. Redis
