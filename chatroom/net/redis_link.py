@@ -99,6 +99,7 @@ class RedisLink:
         self._client: resp.Connection | None = None  # while connected, read by its task
         self._not_before = -math.inf  # a busy drain's start plus the linger
         self._quiet_from = -math.inf  # the last drain plus the linger: a quiet link then
+        self._lone = True  # the last drain of records carried one
         self._written = -1  # presence number of the last snapshot written
         hub.wake = self._wake
 
@@ -151,11 +152,12 @@ class RedisLink:
     def _wake(self) -> None:
         """The hub queued something: a drain now, in the caller's task, when the link
         is idle (the drain parked, no reply owed, nothing else for it to do) and quiet
-        (no drain for ``linger`` seconds); else the drain runs soon. A message from a
-        quiet node then costs no wake-up of the drain and no pass through the
-        scheduler before it leaves, while records that come often still leave packed
-        by the drain (what one tick queues after the first record goes in one more
-        PUBLISH, at once)."""
+        (no drain for ``linger`` seconds, and the last one with records carried one);
+        else the drain runs soon. A message from a quiet node then costs no wake-up of
+        the drain and no pass through the scheduler before it leaves, while records
+        that come often or in bunches still leave packed by the drain (what one tick
+        queues after a record written at once goes in one more PUBLISH, at once, and
+        the next bunch in one)."""
         client = self._client
         hub = self.hub
         if (
@@ -167,6 +169,7 @@ class RedisLink:
             or hub.resync_wanted
             or self._drained is not None
             or self._reads.waiting
+            or not self._lone  # records come in bunches: packed
             or self._quiet_from > trio.current_time()  # records come often: packed
             or (hub.outgoing.last is not None and hub.outgoing.last.op == KEEP)  # its push next
         ):
@@ -175,8 +178,8 @@ class RedisLink:
         commands, _, _, _ = self._batch()
         if commands:
             client.post_nowait(commands)
-        self.stats.drains += 1
-        self.stats.at_once += 1
+            self.stats.drains += 1
+            self.stats.at_once += 1
         if client.unsent:  # the socket took part of it: the drain writes the rest
             self._poke()
 
@@ -311,7 +314,7 @@ class RedisLink:
         drain's before it sends (``resp.Connection.post``), mostly in by then."""
         hub = self.hub
         self._not_before = self._quiet_from = -math.inf
-        self._written = -1
+        self._written, self._lone = -1, True
         while True:
             if not self._poked:
                 await self._parked()
@@ -352,8 +355,10 @@ class RedisLink:
         drained, self._drained = self._drained, None  # its waiters' records are taken
         fresh, self._fresh = self._fresh, False
         self._quiet_from = trio.current_time() + self._linger
-        if len(entries) > 1:
-            self._not_before = self._quiet_from
+        if entries:
+            self._lone = len(entries) == 1
+            if not self._lone:
+                self._not_before = self._quiet_from
         by_channel: dict[tuple[str, str], list[bytes]] = {}
         for entry in entries:
             by_channel.setdefault((entry.op, entry.channel), []).append(entry.record)

@@ -176,6 +176,51 @@ async def test_records_that_come_often_are_packed_by_the_drain(
 
 
 @fail_after(20)
+async def test_records_that_come_in_bunches_are_packed_by_the_drain(
+    redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A record written at once that others followed in the same tick (they left in a
+    # drain of their own): the next bunch goes through the drain, in one PUBLISH, until
+    # a drain carries a lone record again.
+    monkeypatch.setattr(redis_link, "HEARTBEAT", 3600.0)
+    link = cluster_hub(redis.url, 100)  # no linger: a link is quiet at once
+    assert link is not None
+    hub = link.hub
+    channel = hub.channel("room", "r1")
+    listener = await resp.open_connection(redis.url)
+
+    def queue(*texts: str) -> None:
+        for text in texts:
+            hub.outgoing.offer(channel, wire.encode({"k": "x", "t": text}), Priority.HIGH)
+            hub.wake()
+
+    async def heard(count: int) -> list[list[str]]:
+        publishes: list[list[str]] = []
+        while sum(map(len, publishes)) < count:
+            publishes.append(await _texts(listener))
+        await link.published()  # the replies in: nothing owed
+        return publishes
+
+    async with listener, trio.open_nursery() as nursery:
+        await listener.send(("SUBSCRIBE", channel))
+        await listener.read()  # the confirmation
+        await nursery.start(link.run)
+        await link.ready.wait()
+        await link.settle()
+        queue("a", "b", "c")
+        assert await heard(3) == [["a"], ["b", "c"]]  # "a" at once
+        queue("d", "e")
+        assert await heard(2) == [["d", "e"]]  # one drain
+        queue("f")
+        assert await heard(1) == [["f"]]  # a lone record, by the drain
+        at_once = link.stats.at_once
+        queue("g")
+        assert await heard(1) == [["g"]]
+        assert link.stats.at_once == at_once + 1  # quiet again: at once
+        nursery.cancel_scope.cancel()
+
+
+@fail_after(20)
 async def test_what_is_queued_while_a_large_record_is_written_follows_it(
     redis: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
