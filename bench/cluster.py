@@ -12,7 +12,10 @@ row is read from), then for each setup measures:
 - server CPU (both nodes and Redis) per delivery at a fixed rate (``--rate`` messages/s
   for ``seconds``): the same work for both setups; with each process's context
   switches per message (``rate_switches_per_message``: node A, node B, redis-server;
-  each all of them, and the voluntary ones, the wake-ups);
+  each all of them, and the voluntary ones, the wake-ups), and node A's PUBLISHes
+  and drains written at once by the publisher's task per message
+  (``rate_publishes_per_message``, ``rate_at_once_per_message``: a quiet link, no
+  wake-up of its drain);
 - saturation: the publisher keeps ``window`` messages unacknowledged for ``seconds``;
   deliveries/s counted by the viewers, server CPU per delivery, and node A's PUBLISHes
   per message (its ``/healthz`` counters).
@@ -435,7 +438,13 @@ async def _measure(
         pub = _Publisher(ws, cid)
         pids = [n.proc.pid for n in nodes] + ([redis_pid] if len(nodes) > 1 else [])
         out: dict[str, object] = dict(await _latency(pub, crowd, nodes))
+        stats0 = nodes[0].cluster()
         out.update(await _steady(pub, crowd, pids, args.rate, args.seconds, args.record, args.spin))
+        stats1 = nodes[0].cluster()
+        if stats1:  # node A's PUBLISHes, and drains written at once (a quiet link)
+            for key in ("publishes", "at_once"):
+                count = int(stats1.get(key, 0)) - int(stats0.get(key, 0))
+                out[f"rate_{key}_per_message"] = round(count / (args.rate * args.seconds), 2)
         out.update(await _saturate(pub, crowd, nodes, pids, args.seconds, args.window))
         nursery.cancel_scope.cancel()
     return out

@@ -67,6 +67,11 @@ class KeptReader:
             read = self._asked[key] = Read(key)
         return read
 
+    @property
+    def waiting(self) -> bool:
+        """Some chatroom's list is asked for (the next drain reads it)."""
+        return bool(self._asked)
+
     def take(self) -> list[Read]:
         """What the drain now reads (LRANGE of each, in this order)."""
         reads = list(self._asked.values())

@@ -6,7 +6,8 @@ once a second its heartbeat and, when it changed, its snapshot. Another task rea
 connection and hands each message heard to the hub (``Listener``, redis_listen.py).
 Subscriptions follow the chatrooms this node has viewers in. The same transaction
 appends chatroom messages to their room's list of recent messages (``KEEP``), and a
-drain reads those lists for ``logs`` (``kept``) after it.
+drain reads those lists for ``logs`` (``kept``) after it. A quiet link does not wake
+the drain for a record: the task that queued it writes it at once (``_wake``).
 
 A node has one connection to Redis, in RESP3 (``HELLO 3``, Redis 6 or later): its
 subscriptions' messages come as pushes on the connection that sends its commands. Redis
@@ -39,7 +40,7 @@ from chatroom.core.outbox import Priority
 from chatroom.hub import redis_wire as wire
 from chatroom.hub.base import EVERYTHING
 from chatroom.hub.redis import RedisHub
-from chatroom.hub.redis_queue import PUBLISH
+from chatroom.hub.redis_queue import KEEP, PUBLISH
 from chatroom.net import resp
 from chatroom.net.redis_kept import Command, KeptReader, Read, kept_commands
 from chatroom.net.redis_listen import DEADLINE, SETTLE_DEADLINE, Listener
@@ -69,6 +70,7 @@ class LinkStatistics:
     publishes: int = 0  # PUBLISH commands sent
     records: int = 0  # records they carried
     drains: int = 0  # transactions
+    at_once: int = 0  # of them written by the task that queued the record (a quiet link)
     reconnects: int = 0
     dropped_on_disconnect: int = 0
 
@@ -92,8 +94,14 @@ class RedisLink:
         self._up = False  # this connection got as far as subscribing
         # Set once Redis answered the next drain (taken by it with the queue), if asked for
         self._drained: trio.Event | None = None
+        self._fresh = False  # a waiter needs a command sent after it asked (``settle``)
         self._listener = Listener(hub, self._poke)  # what the connection hears
-        hub.wake = self._poke
+        self._client: resp.Connection | None = None  # while connected, read by its task
+        self._not_before = -math.inf  # a busy drain's start plus the linger
+        self._quiet_from = -math.inf  # the last drain plus the linger: a quiet link then
+        self._lone = True  # the last drain of records carried one
+        self._written = -1  # presence number of the last snapshot written
+        hub.wake = self._wake
 
     def statistics(self) -> dict[str, object]:
         hub = self.hub
@@ -120,17 +128,19 @@ class RedisLink:
         await self._published(1.0)
 
     async def published(self) -> None:
-        """``chatroom.service.ports.Cluster``: the next drain has run."""
+        """``chatroom.service.ports.Cluster``: what this node queued is in Redis."""
         await trio.lowlevel.checkpoint()
         if self.hub.connected:
             self._poke()
             await self._published(SETTLE_DEADLINE)
 
-    async def _published(self, deadline: float) -> None:
+    async def _published(self, deadline: float, fresh: bool = False) -> None:
         """Until Redis answered the next drain to take the queue (what was queued before
-        is in Redis then), ``deadline`` seconds at most."""
+        is in Redis then), ``deadline`` seconds at most. With nothing queued, the reply
+        to a drain already written does (``fresh``: no, a command written now)."""
         if self._drained is None:
             self._drained = trio.Event()
+        self._fresh |= fresh
         with trio.move_on_after(deadline):
             await self._drained.wait()
 
@@ -138,6 +148,40 @@ class RedisLink:
         """``chatroom.service.ports.Cluster``: until Redis confirmed this node's
         subscription to the chatroom (``Listener.hearing``)."""
         await self._listener.hearing(cid)
+
+    def _wake(self) -> None:
+        """The hub queued something: a drain now, in the caller's task, when the link
+        is idle (the drain parked, no reply owed, nothing else for it to do) and quiet
+        (no drain for ``linger`` seconds, and the last one with records carried one);
+        else the drain runs soon. A message from a quiet node then costs no wake-up of
+        the drain and no pass through the scheduler before it leaves, while records
+        that come often or in bunches still leave packed by the drain (what one tick
+        queues after a record written at once goes in one more PUBLISH, at once, and
+        the next bunch in one)."""
+        client = self._client
+        hub = self.hub
+        if (
+            client is None
+            or self._sleeper is None  # a drain is under way (or poked)
+            or not client.idle
+            or self._beat_due
+            or hub.rooms_changed
+            or hub.resync_wanted
+            or self._drained is not None
+            or self._reads.waiting
+            or not self._lone  # records come in bunches: packed
+            or self._quiet_from > trio.current_time()  # records come often: packed
+            or (hub.outgoing.last is not None and hub.outgoing.last.op == KEEP)  # its push next
+        ):
+            self._poke()
+            return
+        commands, _, _, _ = self._batch()
+        if commands:
+            client.post_nowait(commands)
+            self.stats.drains += 1
+            self.stats.at_once += 1
+        if client.unsent:  # the socket took part of it: the drain writes the rest
+            self._poke()
 
     def _poke(self) -> None:
         """The drain runs soon (a reschedule when it is parked, else a flag)."""
@@ -171,8 +215,12 @@ class RedisLink:
     async def settle(self) -> None:
         """``chatroom.service.ports.Cluster``: until every message published before now
         was heard: the reply to the next drain (a PING when it has nothing else to send)
-        comes after them on the one connection."""
-        await self.published()
+        comes after them on the one connection. (Not the reply to a drain written
+        before: Redis may have answered it before another node's message.)"""
+        await trio.lowlevel.checkpoint()
+        if self.hub.connected:
+            self._poke()
+            await self._published(SETTLE_DEADLINE, fresh=True)
 
     # ``chatroom.service.ports.Cluster``: a chatroom's recent messages, in Redis.
 
@@ -217,6 +265,7 @@ class RedisLink:
             if self._drained is not None:  # no answer comes: whoever waits goes on
                 self._drained.set()
                 self._drained = None
+            self._fresh = False
             lost = hub.outgoing.drop_all()
             self.stats.dropped_on_disconnect += lost
             if lost:
@@ -253,8 +302,10 @@ class RedisLink:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._listener.read, client)
                     nursery.start_soon(self._beats, client)  # and the deadline
+                    self._client = client  # ``_wake`` may write on it
                     await self._drain(client)
             finally:
+                self._client = None
                 client.abandon()  # whoever waits for a reply goes on
 
     async def _drain(self, client: resp.Connection) -> None:
@@ -262,40 +313,21 @@ class RedisLink:
         reading task (``Listener.read``): a drain waits for none, but for the previous
         drain's before it sends (``resp.Connection.post``), mostly in by then."""
         hub = self.hub
-        written = -1  # presence number of the last snapshot written
-        not_before = -math.inf  # a busy drain's start plus the linger
+        self._not_before = self._quiet_from = -math.inf
+        self._written, self._lone = -1, True
         while True:
             if not self._poked:
                 await self._parked()
-            elif not_before <= trio.current_time():
+            elif self._not_before <= trio.current_time():
                 await trio.lowlevel.checkpoint()  # a drain is a checkpoint
-            if not_before > trio.current_time():
-                await trio.sleep_until(not_before)
+            if self._not_before > trio.current_time():
+                await trio.sleep_until(self._not_before)
             self._poked = False
+            if client.unsent:  # what a drain in another task left (``_wake``)
+                await client.flush()
             if hub.rooms_changed:  # else no checkpoint: a drain is a few scheduler passes
                 await self._listener.follow_rooms(client)
-            beat, self._beat_due = self._beat_due, False
-            seq, events = hub.view.take_events()
-            entries = hub.outgoing.take()
-            drained, self._drained = self._drained, None  # its waiters' records are taken
-            if len(entries) > 1:
-                not_before = trio.current_time() + self._linger
-            by_channel: dict[tuple[str, str], list[bytes]] = {}
-            for entry in entries:
-                by_channel.setdefault((entry.op, entry.channel), []).append(entry.record)
-            if events:
-                record = wire.encode({"k": "d", "n": hub.node, "q": seq, "e": events})
-                by_channel.setdefault((PUBLISH, hub.channel("presence")), []).append(record)
-            commands = self._commands(by_channel)
-            if beat:
-                commands += self._beat(seq, written)
-                written = seq
-            if len(commands) > 1:  # every part of a drain in one order for every node
-                commands = [("MULTI",), *commands, ("EXEC",)]
-            reads = self._reads.take()
-            commands += [("LRANGE", read.key, 0, -1) for read in reads]
-            if drained is not None and not commands:
-                commands = [("PING",)]  # its reply comes after what was published before
+            commands, reads, drained, beat = self._batch()
             if commands:
                 # Whoever waits (a drain's end, a chatroom's kept messages) hears when
                 # the replies are in; no one waits for a drain of pushes.
@@ -312,6 +344,43 @@ class RedisLink:
                 self._forget_silent()
             if hub.resync_wanted:
                 await self._resync(client)
+
+    def _batch(self) -> tuple[list[Command], list[Read], trio.Event | None, bool]:
+        """A drain's commands, out of what is queued (and whether it carries the
+        heartbeat): its askers' reads and whoever waits for it taken with them."""
+        hub = self.hub
+        beat, self._beat_due = self._beat_due, False
+        seq, events = hub.view.take_events()
+        entries = hub.outgoing.take()
+        drained, self._drained = self._drained, None  # its waiters' records are taken
+        fresh, self._fresh = self._fresh, False
+        self._quiet_from = trio.current_time() + self._linger
+        if entries:
+            self._lone = len(entries) == 1
+            if not self._lone:
+                self._not_before = self._quiet_from
+        by_channel: dict[tuple[str, str], list[bytes]] = {}
+        for entry in entries:
+            by_channel.setdefault((entry.op, entry.channel), []).append(entry.record)
+        if events:
+            record = wire.encode({"k": "d", "n": hub.node, "q": seq, "e": events})
+            by_channel.setdefault((PUBLISH, hub.channel("presence")), []).append(record)
+        commands = self._commands(by_channel)
+        if beat:
+            commands += self._beat(seq, self._written)
+            self._written = seq
+        if len(commands) > 1:  # every part of a drain in one order for every node
+            commands = [("MULTI",), *commands, ("EXEC",)]
+        reads = self._reads.take()
+        commands += [("LRANGE", read.key, 0, -1) for read in reads]
+        if drained is not None and not commands:
+            if fresh or self._client is None:
+                commands = [("PING",)]  # its reply comes after what was published before
+            else:  # the queue went with a drain written before (``_wake``): its reply
+                if not self._client.then_too(drained.set):
+                    drained.set()  # is in already
+                drained = None
+        return commands, reads, drained, beat
 
     def _answered(
         self,

@@ -10,7 +10,8 @@ module writes commands as RESP arrays and parses replies incrementally
 ``unix:///path[?db=N&password=...]``, authenticates and selects the database.
 ``Connection.call`` sends one command and returns its reply; ``pipeline`` sends several
 at once and returns their replies; ``post`` sends several and reads their replies later
-(at the next ``post`` or ``pipeline``); ``send`` and ``read`` are for a subscriber. A reply
+(at the next ``post`` or ``pipeline``), ``post_nowait`` too, from synchronous code, when
+nothing is owed; ``send`` and ``read`` are for a subscriber. A reply
 ``-ERR ...`` raises ``RespError``; the end of the stream raises ``ConnectionError``.
 Deadlines are the caller's (``trio.fail_after``).
 """
@@ -207,10 +208,11 @@ Then = Callable[[list[Reply | RespError] | None], None]
 class _Batch:
     """Commands written at once whose replies are not all in yet."""
 
-    __slots__ = ("owed", "replies", "then")
+    __slots__ = ("at_once", "owed", "replies", "then")
 
-    def __init__(self, owed: int, then: Then | None) -> None:
+    def __init__(self, owed: int, then: Then | None, at_once: bool = False) -> None:
         self.owed = owed
+        self.at_once = at_once  # written by ``post_nowait``
         self.then = then  # called with the replies once all are in, or None if lost
         self.replies: list[Reply | RespError] = []
 
@@ -236,6 +238,8 @@ class Connection(trio.abc.AsyncResource):
         self._heard: list[Reply | RespError] = []  # what no command is owed, for read_all
         self._by_task = False
         self._idle: trio.Event | None = None  # set once no batch is owed (someone waits)
+        # What ``post_nowait`` could not write at once: written first by the next write.
+        self._unsent = b""
         # When the oldest reply owed was asked for, or the last reply came since (inf
         # when none is owed): its caller checks it now and then (cheaper than a cancel
         # scope's deadline moved at every command and reply).
@@ -245,6 +249,17 @@ class Connection(trio.abc.AsyncResource):
     def owed(self) -> int:
         """Replies to commands sent, not in yet."""
         return sum(batch.owed for batch in self._batches)
+
+    @property
+    def idle(self) -> bool:
+        """No reply owed and nothing left to write, over a socket: ``post_nowait``
+        writes now."""
+        return not self._batches and not self._unsent and self._fd >= 0
+
+    @property
+    def unsent(self) -> bool:
+        """Part of a ``post_nowait`` is not written yet (``flush`` writes it)."""
+        return bool(self._unsent)
 
     def read_by_task(self) -> None:
         """From now on a task reads this connection (``read_all``, in a loop): ``post``
@@ -262,13 +277,41 @@ class Connection(trio.abc.AsyncResource):
         raises in whoever reads them (the reading task, or the next ``post`` or
         ``pipeline``); ``then`` is called with them once all are in (None: the
         connection was lost first). One batch at most is in flight: the replies to the
-        previous ones are awaited first (mostly there already by the next batch)."""
-        if self._batches:
+        previous ones are awaited first (mostly there already by the next batch), but
+        for a lone ``post_nowait`` batch (what the caller queued after it in the same
+        tick follows it at once, as one drain would have carried both)."""
+        batches = self._batches
+        if batches and (len(batches) > 1 or not batches[0].at_once):
+            if self._unsent:  # the replies owed come once it is all written
+                await self._put(())
             await self._caught_up()
         self._expect(len(commands), then)
         await self._put(commands)
         # No checkpoint when the socket took it all: the caller's loop waits for more.
         return  # noqa: ASYNC910
+
+    def post_nowait(self, commands: list[tuple[Arg, ...]], then: Then | None = None) -> bool:
+        """``post`` from synchronous code, when the connection is ``idle`` (else False,
+        and nothing is done): one write without waiting, as far as the socket takes
+        it. What it did not take (``unsent``) goes first in the next write: the
+        caller has someone ``flush`` it. A broken socket is not raised here: the next
+        write raises it."""
+        if not self.idle:
+            return False
+        data = encode_all(commands)
+        self._expect(len(commands), then, at_once=True)
+        try:
+            sent = os.write(self._fd, data)
+        except OSError:  # full (BlockingIOError), or broken: the next write says which
+            sent = 0
+        if sent < len(data):
+            self._unsent = data[sent:]
+        return True
+
+    async def flush(self) -> None:
+        """Write what ``post_nowait`` left (``unsent``)."""
+        await self._put(())
+        await trio.lowlevel.checkpoint()
 
     async def pipeline(self, commands: list[tuple[Arg, ...]]) -> list[Reply]:
         """The replies to ``commands``, sent at once (after the replies still owed to
@@ -329,6 +372,26 @@ class Connection(trio.abc.AsyncResource):
         while not self._heard:
             await self._receive()
 
+    def then_too(self, then: Callable[[], None]) -> bool:
+        """``then`` is called once the replies owed now are in (or lost); False, and
+        not called, when none is owed."""
+        if not self._batches:
+            return False
+        batch = self._batches[-1]
+        first = batch.then
+
+        def both(replies: list[Reply | RespError] | None) -> None:
+            then()
+            if first is not None:
+                first(replies)
+            elif replies is not None:
+                error = first_error(replies)  # as for a batch no one waits on
+                if error is not None:
+                    raise error
+
+        batch.then = both
+        return True
+
     def abandon(self) -> None:
         """The connection is done with: every batch still owed is told (``None``)."""
         batches = list(self._batches)
@@ -352,16 +415,18 @@ class Connection(trio.abc.AsyncResource):
             await self._receive()
         return  # noqa: ASYNC910 (see above)
 
-    def _expect(self, owed: int, then: Then | None) -> None:
+    def _expect(self, owed: int, then: Then | None, at_once: bool = False) -> None:
         if not self._batches:
             self.owed_since = trio.current_time()
-        self._batches.append(_Batch(owed, then))
+        self._batches.append(_Batch(owed, then, at_once))
 
     async def _put(self, commands: Iterable[tuple[Arg, ...]]) -> None:
         """Send ``commands``: written at once when the socket takes them (no checkpoint
         then: the callers wait for a reply next, or checkpoint themselves), the rest
         through the stream."""
         data = encode_all(commands)
+        if self._unsent:  # before anything written later
+            data, self._unsent = self._unsent + data, b""
         if self._fd >= 0:
             try:
                 sent = os.write(self._fd, data)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from redis_server import RedisServer, redis_server
 
 from chatroom.core.outbox import Priority
 from chatroom.hub import redis_wire as wire
-from chatroom.net import resp
+from chatroom.net import redis_link, resp
 from chatroom.net.redis_link import HEARTBEAT, cluster_hub
 from chatroom.net.redis_listen import DEADLINE
 
@@ -90,6 +91,201 @@ async def test_a_busy_node_packs_what_it_queues_meanwhile_into_one_publish(
             queue(text)
             await trio.sleep(0.01)
         assert await _texts(listener) == ["c", "d", "e"]
+        nursery.cancel_scope.cancel()
+
+
+@fail_after(20)
+async def test_a_quiet_node_publishes_before_the_sending_task_yields(
+    redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With the link idle (no drain under way, no reply owed), a record queued leaves
+    # from the task that queued it, in one write: no wake-up of the drain, no pass
+    # through the scheduler first. A subscriber gets it while that task still holds
+    # the event loop (it waits on a plain socket here, blocking the loop).
+    monkeypatch.setattr(redis_link, "HEARTBEAT", 3600.0)  # no heartbeat drain meanwhile
+    link = cluster_hub(redis.url, 100)
+    assert link is not None
+    hub = link.hub
+    channel = hub.channel("room", "r1")
+    with socket.socket(socket.AF_UNIX) as subscriber:
+        subscriber.settimeout(5)
+        subscriber.connect(str(redis.socket))
+        subscriber.sendall(resp.encode("SUBSCRIBE", channel))
+        parser = resp.Parser()
+
+        def heard() -> resp.Reply | resp.RespError:
+            while not (replies := parser.replies()):
+                parser.feed(subscriber.recv(1 << 16))  # blocking: the loop must not run
+            assert len(replies) == 1
+            return replies[0]
+
+        assert isinstance(heard(), list)  # the confirmation
+        async with trio.open_nursery() as nursery:
+            await nursery.start(link.run)
+            await link.ready.wait()
+            await link.settle()  # the first drain's replies are in: the link is idle
+            drains = link.stats.drains
+            for text in "ab":
+                hub.outgoing.offer(channel, wire.encode({"k": "x", "t": text}), Priority.HIGH)
+                hub.wake()
+                message = heard()
+                assert isinstance(message, list)
+                data = message[2]
+                assert isinstance(data, bytes)
+                assert [record.header["t"] for record in wire.decode(data)] == [text]
+                await link.settle()  # its reply in: idle again
+            assert link.stats.drains == drains + 4  # two at once, two for settle
+            assert link.stats.at_once == 2
+            nursery.cancel_scope.cancel()
+
+
+@fail_after(20)
+async def test_records_that_come_often_are_packed_by_the_drain(
+    redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only a quiet link (no drain for ``linger`` seconds) writes a record at once:
+    # within the linger the drain packs what one tick queues into one PUBLISH, also
+    # when the link has nothing owed.
+    monkeypatch.setattr(redis_link, "HEARTBEAT", 3600.0)
+    link = cluster_hub(redis.url, 100, linger=1.0)
+    assert link is not None
+    hub = link.hub
+    channel = hub.channel("room", "r1")
+    listener = await resp.open_connection(redis.url)
+
+    def queue(text: str) -> None:
+        hub.outgoing.offer(channel, wire.encode({"k": "x", "t": text}), Priority.HIGH)
+        hub.wake()
+
+    async with listener, trio.open_nursery() as nursery:
+        await listener.send(("SUBSCRIBE", channel))
+        await listener.read()  # the confirmation
+        await nursery.start(link.run)
+        await link.ready.wait()
+        await link.settle()
+        await trio.sleep(1.0)  # quiet
+        drains = link.stats.drains
+        queue("a")
+        assert link.stats.drains == drains + 1  # at once
+        assert await _texts(listener) == ["a"]
+        await link.published()  # its reply in: nothing owed
+        queue("b")
+        queue("c")
+        assert await _texts(listener) == ["b", "c"]
+        nursery.cancel_scope.cancel()
+
+
+@fail_after(20)
+async def test_records_that_come_in_bunches_are_packed_by_the_drain(
+    redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A record written at once that others followed in the same tick (they left in a
+    # drain of their own): the next bunch goes through the drain, in one PUBLISH, until
+    # a drain carries a lone record again.
+    monkeypatch.setattr(redis_link, "HEARTBEAT", 3600.0)
+    link = cluster_hub(redis.url, 100)  # no linger: a link is quiet at once
+    assert link is not None
+    hub = link.hub
+    channel = hub.channel("room", "r1")
+    listener = await resp.open_connection(redis.url)
+
+    def queue(*texts: str) -> None:
+        for text in texts:
+            hub.outgoing.offer(channel, wire.encode({"k": "x", "t": text}), Priority.HIGH)
+            hub.wake()
+
+    async def heard(count: int) -> list[list[str]]:
+        publishes: list[list[str]] = []
+        while sum(map(len, publishes)) < count:
+            publishes.append(await _texts(listener))
+        await link.published()  # the replies in: nothing owed
+        return publishes
+
+    async with listener, trio.open_nursery() as nursery:
+        await listener.send(("SUBSCRIBE", channel))
+        await listener.read()  # the confirmation
+        await nursery.start(link.run)
+        await link.ready.wait()
+        await link.settle()
+        queue("a", "b", "c")
+        assert await heard(3) == [["a"], ["b", "c"]]  # "a" at once
+        queue("d", "e")
+        assert await heard(2) == [["d", "e"]]  # one drain
+        queue("f")
+        assert await heard(1) == [["f"]]  # a lone record, by the drain
+        at_once = link.stats.at_once
+        queue("g")
+        assert await heard(1) == [["g"]]
+        assert link.stats.at_once == at_once + 1  # quiet again: at once
+        nursery.cancel_scope.cancel()
+
+
+@fail_after(20)
+async def test_what_is_queued_while_a_large_record_is_written_follows_it(
+    redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A record larger than the socket takes at once is written in part by the task
+    # that queued it; the drain writes the rest, then what was queued meanwhile.
+    monkeypatch.setattr(redis_link, "HEARTBEAT", 3600.0)
+    link = cluster_hub(redis.url, 100)
+    assert link is not None
+    hub = link.hub
+    channel = hub.channel("room", "r1")
+    listener = await resp.open_connection(redis.url)
+
+    def queue(text: str, pad: int = 0) -> None:
+        record = wire.encode({"k": "x", "t": text, "pad": "x" * pad})
+        hub.outgoing.offer(channel, record, Priority.HIGH)
+        hub.wake()
+
+    async with listener, trio.open_nursery() as nursery:
+        await listener.send(("SUBSCRIBE", channel))
+        await listener.read()  # the confirmation
+        await nursery.start(link.run)
+        await link.ready.wait()
+        await link.settle()
+        queue("big", 4 << 20)
+        queue("a")
+        queue("b")
+        texts: list[str] = []
+        while len(texts) < 3:
+            texts += await _texts(listener)
+        assert texts == ["big", "a", "b"]
+        nursery.cancel_scope.cancel()
+
+
+@fail_after(20)
+async def test_waiting_for_a_record_just_written_costs_no_command(
+    redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A login writes its presence event at once, then waits until Redis has it
+    # (``published``): the reply to that write says so, no PING is sent for it. A
+    # ``settle`` (what other nodes published before now) sends one.
+    monkeypatch.setattr(redis_link, "HEARTBEAT", 3600.0)
+    link = cluster_hub(redis.url, 100)
+    assert link is not None
+    hub = link.hub
+
+    async def pings() -> int:
+        async with await resp.open_connection(redis.url) as asker:
+            stats = await asker.call("INFO", "commandstats")
+        assert isinstance(stats, bytes)
+        for line in stats.decode().splitlines():
+            if line.startswith("cmdstat_ping:"):
+                return int(line.split("calls=")[1].split(",")[0])
+        return 0
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(link.run)
+        await link.ready.wait()
+        await link.settle()
+        before = await pings()
+        hub.outgoing.offer(hub.channel("presence"), wire.encode({"k": "x"}), Priority.HIGH)
+        hub.wake()
+        await link.published()
+        assert await pings() == before
+        await link.settle()
+        assert await pings() == before + 1
         nursery.cancel_scope.cancel()
 
 

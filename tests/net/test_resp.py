@@ -153,6 +153,26 @@ async def test_posted_commands_are_answered_before_the_next_ones(redis: RedisSer
 
 
 @fail_after()
+async def test_commands_posted_without_waiting_keep_their_order(redis: RedisServer) -> None:
+    # ``post_nowait`` writes at once from synchronous code, only when nothing is owed;
+    # what the socket did not take goes before anything written later, and the replies
+    # still go to their commands.
+    value = bytes(range(256)) * 16_384  # 4 MiB: more than the socket takes at once
+    async with await resp.open_connection(redis.url + "?db=4") as client:
+        answered: list[list[resp.Reply | resp.RespError] | None] = []
+        assert client.post_nowait([("SET", "big", value), ("STRLEN", "big")], answered.append)
+        assert client.unsent
+        assert not client.post_nowait([("DEL", "big")])  # one is owed: nothing done
+        await client.post([("APPEND", "big", "!")])  # after the rest of the first
+        assert await client.call("STRLEN", "big") == len(value) + 1
+        assert answered == [[b"OK", len(value)]]
+        assert client.idle
+        assert client.post_nowait([("DEL", "big")])
+        assert not client.unsent
+        assert await client.call("EXISTS", "big") == 0
+
+
+@fail_after()
 async def test_a_subscriber_takes_every_message_read_at_once(redis: RedisServer) -> None:
     async with (
         await resp.open_connection(redis.url) as client,
