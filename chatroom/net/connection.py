@@ -378,7 +378,7 @@ class Connection(Inbound, Writer):
                                 got = transport.read_some()
                             if got is None:
                                 try:  # not waited for in an ``except`` block (see receive)
-                                    await trio.lowlevel.wait_readable(transport.fileno)
+                                    await transport.wait_readable()
                                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                                     transport.lost()
                                 got = RECEIVE_BYTES  # readable: read at once

@@ -28,10 +28,12 @@ import fcntl
 import os
 import sys
 import termios
+from collections.abc import Awaitable
 from typing import Protocol
 
 import trio
 
+from chatroom.net import readiness as _readiness
 from chatroom.protocol.framing import (
     OP_BINARY,
     OP_CLOSE,
@@ -101,6 +103,7 @@ class Transport:
         "_open",
         "_parts",
         "_reader",
+        "_readiness",
         "_stream",
         "_writing",
         "owner",
@@ -111,6 +114,10 @@ class Transport:
         # Cached: only this class closes the socket, and it sets -1 first, so a
         # closed (and possibly reused) descriptor number is never written to.
         self._fd = stream.socket.fileno()
+        # The run's edge-triggered epoll set, which watches this socket from now until
+        # it closes (net/readiness.py); None: waits go through trio's.
+        ready = _readiness.current()
+        self._readiness = ready if ready is not None and ready.add(self._fd) else None
         # Frames only: the handshake's parser (websockets') is gone by now.
         self._reader = reader
         self._open = True  # no close frame sent or received yet
@@ -147,7 +154,7 @@ class Transport:
                 # Waited for outside any ``except`` block: a handled exception stays
                 # alive while its handler awaits (~520 bytes per idle connection).
                 try:
-                    await trio.lowlevel.wait_readable(self._fd)
+                    await self.wait_readable()
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     self.lost()
                 waited = True
@@ -181,6 +188,21 @@ class Transport:
             return None
         self.feed(data)
         return len(data)
+
+    def wait_readable(self) -> Awaitable[None]:
+        """Until the socket has bytes (or its end) that came since the last read (a
+        checkpoint). ``trio.ClosedResourceError`` if it is closed meanwhile. Not a
+        coroutine of its own (one frame less while a connection waits): the caller
+        awaits what it returns."""
+        if self._readiness is None:
+            return trio.lowlevel.wait_readable(self._fd)  # noqa: ASYNC105
+        return self._readiness.wait_readable(self._fd)
+
+    def _forget(self) -> None:
+        """The socket is about to close: no wait may outlive it."""
+        if self._readiness is not None and self._fd >= 0:
+            self._readiness.forget(self._fd)
+        self._fd = -1
 
     def lost(self) -> None:
         """The socket was closed (by us) while a read waited for it."""
@@ -346,7 +368,7 @@ class Transport:
             pass
         finally:
             self._eof = True
-            self._fd = -1
+            self._forget()
             await self._stream.aclose()
 
     async def _closing_read(self) -> bool:
@@ -362,7 +384,7 @@ class Transport:
 
     async def abort(self) -> None:
         """Close the socket without a closing handshake (the client sees 1006)."""
-        self._fd = -1
+        self._forget()
         self._eof = True
         await self._stream.aclose()
 
