@@ -196,7 +196,11 @@ class Transport:
         awaits what it returns."""
         if self._readiness is None:
             return trio.lowlevel.wait_readable(self._fd)  # noqa: ASYNC105
-        return self._readiness.wait_readable(self._fd)
+        return self._readiness.wait_readable(self._fd, self._wait_cancelled)
+
+    def _wait_cancelled(self, _: object) -> trio.lowlevel.Abort:
+        assert self._readiness is not None  # only its waits are given this
+        return self._readiness.cancelled(self._fd)
 
     def _forget(self) -> None:
         """The socket is about to close: no wait may outlive it."""

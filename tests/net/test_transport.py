@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import select
 import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -201,6 +202,37 @@ async def test_receive_returns_client_messages() -> None:
         await client_ws.send_message(b"\x00\x01")
         assert await transport.receive() == "hello"
         assert await transport.receive() == b"\x00\x01"
+
+
+@pytest.mark.skipif(not hasattr(select, "epoll"), reason="epoll is Linux's")
+@fail_after()
+async def test_waits_for_frames_do_not_arm_the_socket_in_trios_epoll_each_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each trio wait_readable is an epoll_ctl (two on a new socket); the transport's
+    # socket is in net/readiness.py's edge-triggered set for its life instead.
+    armed: list[int] = []
+    trio_wait = trio.lowlevel.wait_readable
+
+    async def counting(fd: int) -> None:
+        armed.append(fd)
+        await trio_wait(fd)
+
+    monkeypatch.setattr(trio.lowlevel, "wait_readable", counting)
+    async with ws_pair() as (transport, client_ws):
+        armed.clear()  # (the handshake may have waited for the head through trio)
+        got: list[str | bytes] = []
+
+        async def receive() -> None:
+            got.append(await transport.receive())
+
+        for text in ("one", "two", "three"):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(receive)
+                await trio.testing.wait_all_tasks_blocked()  # waiting for the socket
+                await client_ws.send_message(text)
+        assert got == ["one", "two", "three"]
+        assert transport.fileno not in armed
 
 
 @fail_after()
