@@ -34,6 +34,7 @@ from typing import Protocol
 import trio
 
 from chatroom.net import readiness as _readiness
+from chatroom.net.listen import Stream, fileno_of
 from chatroom.protocol.framing import (
     OP_BINARY,
     OP_CLOSE,
@@ -109,11 +110,11 @@ class Transport:
         "owner",
     )
 
-    def __init__(self, stream: trio.SocketStream, reader: FrameReader):
+    def __init__(self, stream: Stream, reader: FrameReader):
         self._stream = stream
         # Cached: only this class closes the socket, and it sets -1 first, so a
         # closed (and possibly reused) descriptor number is never written to.
-        self._fd = stream.socket.fileno()
+        self._fd = fileno_of(stream)
         # The run's edge-triggered epoll set, which watches this socket from now until
         # it closes (net/readiness.py); None: waits go through trio's.
         ready = _readiness.current()
@@ -338,22 +339,42 @@ class Transport:
 
     async def wait_writable(self) -> None:
         """Until the socket takes more bytes (or is closed)."""
+        if self._fd < 0:
+            await trio.lowlevel.checkpoint()
+            raise TransportBroken("socket closed")
         try:
-            await trio.lowlevel.wait_writable(self._stream.socket)
+            await trio.lowlevel.wait_writable(self._fd)
         except (trio.ClosedResourceError, OSError) as exc:
             raise TransportBroken(str(exc)) from exc
 
     async def write(self, data: bytes) -> None:
-        """Write all of ``data``, waiting for the socket. The caller sets a deadline."""
+        """Write all of ``data``, waiting for the socket. The caller sets a deadline.
+        (On the descriptor, as ``SocketStream.send_all`` would: a stream of the
+        accept loop then never makes its socket objects, net/listen.py.)"""
         if self._writing:  # one ``write`` at a time: its caller never makes two
             raise TransportBroken("a write is under way")
+        await trio.lowlevel.checkpoint_if_cancelled()
         self._writing = True
         try:
-            await self._stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            raise TransportBroken(str(exc)) from exc
+            waited = False
+            while True:
+                if self._fd < 0:
+                    raise TransportBroken("socket closed")
+                try:
+                    sent = os.write(self._fd, data)
+                except BlockingIOError:
+                    sent = 0
+                except OSError as exc:
+                    raise TransportBroken(str(exc)) from exc
+                if sent == len(data):
+                    break
+                data = data[sent:]
+                await self.wait_writable()
+                waited = True
         finally:
             self._writing = False
+        if not waited:
+            await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def aclose(self, code: int, reason: str) -> None:
         """Send a close frame (unless closing already), half-close, wait briefly for
@@ -377,7 +398,17 @@ class Transport:
 
     async def _closing_read(self) -> bool:
         """Read once while closing: whether the client's close frame came."""
-        data = await self._stream.receive_some(RECEIVE_BYTES)
+        await trio.lowlevel.checkpoint_if_cancelled()
+        data = read_now(self._fd)
+        if data is None:
+            try:
+                await self.wait_readable()
+            except trio.ClosedResourceError:
+                data = b""
+            else:
+                data = read_now(self._fd)
+        if data is None:
+            return False  # nothing after all: read again
         if not data:
             self._eof = True
             return False
@@ -394,7 +425,7 @@ class Transport:
 
     @property
     def closed(self) -> bool:
-        return self._fd < 0 or self._stream.socket.fileno() < 0
+        return self._fd < 0 or fileno_of(self._stream) < 0
 
 
 def read_now(fd: int) -> bytes | None:

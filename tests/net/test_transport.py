@@ -162,22 +162,25 @@ async def test_write_nowait_sends_several_frames_in_one_call() -> None:
 @fail_after()
 async def test_write_nowait_yields_to_a_waiting_write() -> None:
     async with ws_pair() as (transport, client_ws):
-        stream = transport._stream
-        send_all = stream.send_all
-        go = trio.Event()
-
-        async def slow_send_all(data: bytes) -> None:  # a socket that takes a while
-            await go.wait()
-            await send_all(data)
-
-        stream.send_all = slow_send_all  # type: ignore[method-assign,assignment]
+        # The client reads nothing for now: fill its socket until the kernel refuses
+        # bytes, cutting a frame; ``write`` then waits to finish it.
+        # (The client's reader takes some first, until its queue of messages is full.)
+        filler = ws_frame(b"x" * 60000, binary=True)
+        fillers = 0
+        sent = len(filler)
+        while sent == len(filler):
+            await trio.testing.wait_all_tasks_blocked()
+            sent = transport.write_nowait(filler)
+            fillers += 1
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(transport.write, ws_frame(b"first", binary=False))
+            first = filler[sent:] + ws_frame(b"first", binary=False)
+            nursery.start_soon(transport.write, first)
             await trio.testing.wait_all_tasks_blocked()
             assert transport.write_nowait(ws_frame(b"not now", binary=False)) == 0
             with pytest.raises(TransportBroken):  # nor does a second write
                 await transport.write(ws_frame(b"nor this", binary=False))
-            go.set()
+            for _ in range(fillers):  # the client reads: the write finishes
+                assert len(await client_ws.get_message()) == 60000
         assert transport.write_nowait(ws_frame(b"now", binary=False)) > 0
         assert await client_ws.get_message() == "first"
         assert await client_ws.get_message() == "now"
