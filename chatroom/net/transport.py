@@ -194,7 +194,10 @@ class Transport:
         """Until the socket has bytes (or its end) that came since the last read (a
         checkpoint). ``trio.ClosedResourceError`` if it is closed meanwhile. Not a
         coroutine of its own (one frame less while a connection waits): the caller
-        awaits what it returns."""
+        awaits what it returns. The set is edge-triggered: a caller that waits before
+        reading (``Connection.serve``, after a short read) reads once a wait returned,
+        before any other checkpoint, lest a cancellation leave bytes no event tells
+        of again."""
         if self._readiness is None:
             return trio.lowlevel.wait_readable(self._fd)  # noqa: ASYNC105
         return self._readiness.wait_readable(self._fd, self._wait_cancelled)

@@ -9,6 +9,7 @@ import contextlib
 import gc
 import logging
 import select
+import socket
 import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,13 +26,14 @@ from trio_websocket import (
 )
 from websockets.server import ServerProtocol
 
-from chatroom.net import fullhead
+from chatroom.net import fullhead, readiness
 from chatroom.net import handshake as handshake_module
 from chatroom.net import transport as transport_module
 from chatroom.net.handshake import Rejected
+from chatroom.net.listen import RawSocketStream
 from chatroom.net.transport import Transport, TransportBroken
 from chatroom.protocol.codec import Codec, Subprotocol
-from chatroom.protocol.framing import ws_frame
+from chatroom.protocol.framing import OP_BINARY, FrameReader, ws_frame
 
 
 def _choose(offered: list[str], path: str) -> Subprotocol:
@@ -644,3 +646,38 @@ async def test_the_rest_of_a_refused_frame_is_read_before_the_socket_closes(
                     await trio.sleep(0.001)
             assert await stream.receive_some(65536) == b""  # the end, not a reset
     assert got == []
+
+
+@pytest.mark.skipif(not hasattr(select, "epoll"), reason="epoll is Linux's")
+@fail_after()
+async def test_a_wait_woken_then_cancelled_before_its_read_loses_no_frame(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The socket's readiness is edge-triggered: a reader woken for a frame and
+    # cancelled before reading it gets no second event for that frame; the next
+    # receive reads before it waits, and finds it.
+    ours, theirs = socket.socketpair()
+    kind = (socket.AF_UNIX, socket.SOCK_STREAM, 0)
+    ours.setblocking(False)
+    transport = Transport(RawSocketStream(ours.detach(), kind), FrameReader(2**20))
+    ready = readiness.current()
+    assert ready is not None
+    got: list[str | bytes] = []
+    scope = trio.CancelScope()
+
+    async def receive() -> None:
+        with scope:
+            got.append(await transport.receive())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(receive)
+        await trio.testing.wait_all_tasks_blocked()
+        theirs.send(masked_frame(OP_BINARY, b"hello"))
+        ready._wake()  # the set's task would: the reader is rescheduled...
+        scope.cancel()  # ...and cancelled before it ran
+    if not got:
+        with trio.move_on_after(5):
+            got.append(await transport.receive())
+    assert got == [b"hello"]
+    await transport.abort()
+    theirs.close()
