@@ -15,7 +15,8 @@ between two stages is that stage's. It prints trio's task steps per client too
 (``--where K``: the K awaits they resume from most). ``--profile K`` runs the server
 under ``cProfile`` and prints the K functions with the most time of their own
 (cProfile slows Python code: the shares, not the figures, are what it tells;
-``CALLERS=regex`` adds who called the functions it matches).
+``CALLERS=regex`` adds who called the functions it matches, ``CALLEES=regex`` what
+they called).
 
 CPU time moves with the machine's load (caches, the other core's work): on a shared
 machine compare instruction counts, which do not. Under callgrind the server alone
@@ -217,6 +218,8 @@ async def _measure(args: argparse.Namespace) -> None:
             stats.print_stats(args.profile)
             if os.environ.get("CALLERS"):
                 stats.print_callers(os.environ["CALLERS"])
+            if os.environ.get("CALLEES"):
+                stats.print_callees(os.environ["CALLEES"])
         await child.stdin.aclose()
         await child.wait()
         server.shutdown.set()

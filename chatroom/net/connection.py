@@ -353,6 +353,7 @@ class Connection(Inbound, Writer):
         try:
             # The reading loop is written out here, not called: each coroutine frame
             # of an idle connection's wait costs 200-300 bytes (``bench.idlemem``).
+            got: int | None = 1  # (see below)
             while True:
                 with trio.CancelScope(deadline=self._expiry()) as scope:
                     self._read_scope = scope
@@ -366,19 +367,23 @@ class Connection(Inbound, Writer):
                     # readable instead of reading again at once, which a client waiting
                     # for each reply answers with EAGAIN (a system call and an OSError
                     # per request). A hint only: the wait returns at once if bytes came
-                    # meanwhile. At first: the handshake's read of the head.
-                    got: int | None = 1
+                    # meanwhile. At first: the handshake's read of the head. Kept from
+                    # one scope to the next: the sockets' readiness is edge-triggered
+                    # (net/readiness.py), so after a full read the next scope reads
+                    # before it waits.
                     while True:  # ConnectionClosed ends it (or the scope: a close, its deadline)
                         message = transport.next_message()
                         if message is None:
                             if got is not None and 0 < got < RECEIVE_BYTES:
                                 got = None
                             else:
-                                await trio.lowlevel.checkpoint_if_cancelled()
+                                if streak >= 0:  # (after a wait: read first, see
+                                    # Transport.wait_readable; the wait was a checkpoint)
+                                    await trio.lowlevel.checkpoint_if_cancelled()
                                 got = transport.read_some()
                             if got is None:
                                 try:  # not waited for in an ``except`` block (see receive)
-                                    await trio.lowlevel.wait_readable(transport.fileno)
+                                    await transport.wait_readable()
                                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                                     transport.lost()
                                 got = RECEIVE_BYTES  # readable: read at once

@@ -21,6 +21,7 @@ from websockets.http11 import Request
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol as WsSubprotocol
 
+from chatroom.net.listen import Stream
 from chatroom.net.transport import RECEIVE_BYTES
 from chatroom.protocol.codec import Subprotocol, shown
 
@@ -77,7 +78,7 @@ class RefusalLog:
 
 
 async def parse_fully(
-    stream: trio.SocketStream,
+    stream: Stream,
     head: bytes,
     ended: bool,
     choose: Chooser,
@@ -151,7 +152,7 @@ def _parse(protocol: ServerProtocol, head_end: _HeadEnd, data: bytes) -> Request
 
 
 async def _read_request(
-    stream: trio.SocketStream, protocol: ServerProtocol, head_end: _HeadEnd
+    stream: Stream, protocol: ServerProtocol, head_end: _HeadEnd
 ) -> Request | None:
     """The rest of a request head longer than ``_HEAD_BUFFER`` (None: the client left,
     or sent something else than an HTTP request: see ``handshake_exc``)."""

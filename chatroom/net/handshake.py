@@ -15,11 +15,13 @@ import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import cast
 
 import trio
 
+from chatroom.net import listen
 from chatroom.net.fullhead import Chooser, RefusalLog, Rejected, parse_fully
-from chatroom.net.listen import accept_all
+from chatroom.net.listen import Stream, accept_all, close_now, fileno_of
 from chatroom.net.quickhead import Upgrade, quick_request, switching
 from chatroom.net.transport import CLOSE_WAIT, RECEIVE_BYTES, Transport, read_now
 from chatroom.protocol.codec import Subprotocol
@@ -46,7 +48,7 @@ _HEAD_BUFFER = 16384
 # A connection handler: (transport, the chooser's choice, remote address) -> None.
 Handler = Callable[[Transport, Subprotocol, str], Awaitable[None]]
 # Serves one accepted stream, given it and the client's address (host:port).
-Serve = Callable[[trio.SocketStream, str], Awaitable[None]]
+Serve = Callable[[Stream, str], Awaitable[None]]
 # Serves one accepted stream (TLS), given the plain server and the client's address.
 Wrapper = Callable[[Serve, trio.SocketStream, str], Awaitable[None]]
 # What a handshake ends with: the open WebSocket, a refusal to send, or nothing (the
@@ -87,10 +89,11 @@ async def serve_websocket(
     accept = _Acceptor(
         handler, choose, max_message_bytes, handshake_timeout, RefusalLog(), on_unserved
     ).serve  # one bound method for every connection
-    serve = accept if wrap is None else partial(wrap, accept)
+    # Behind TLS the accept loop hands out trio.SocketStreams only (``raw`` False).
+    serve = accept if wrap is None else cast(listen.Serve, partial(wrap, accept))
     async with trio.open_nursery() as nursery:
         for listener in listeners:
-            nursery.start_soon(accept_all, listener.socket, serve, nursery)
+            nursery.start_soon(accept_all, listener.socket, serve, nursery, wrap is None)
         task_status.started(bound)
 
 
@@ -127,7 +130,7 @@ class _Acceptor:
         self.refusals = refusals
         self.on_unserved = on_unserved
 
-    async def serve(self, stream: trio.SocketStream, remote: str) -> None:
+    async def serve(self, stream: Stream, remote: str) -> None:
         """The opening handshake, then the handler. Every failure closes this socket
         only. ``remote`` names the client (the accept loop has it from ``accept``;
         behind TLS termination the socket does not)."""
@@ -151,13 +154,11 @@ class _Acceptor:
             log.exception("WebSocket connection failed")
             await stream.aclose()
         finally:
-            stream.socket.close()  # a no-op if closed above; not if cancelled before that
+            close_now(stream)  # a no-op if closed above; not if cancelled before that
             if not served and self.on_unserved is not None:
                 self.on_unserved()
 
-    async def _open(
-        self, stream: trio.SocketStream, remote: str
-    ) -> tuple[Transport, Subprotocol] | None:
+    async def _open(self, stream: Stream, remote: str) -> tuple[Transport, Subprotocol] | None:
         """The handshake: the open WebSocket, or None once it was refused (and told
         so), timed out or abandoned, and the stream closed."""
         start = _at_once(stream, self.choose, self.max_message_bytes)
@@ -179,7 +180,7 @@ class _Acceptor:
         return None
 
 
-async def _refuse(stream: trio.SocketStream, response: bytes) -> None:
+async def _refuse(stream: Stream, response: bytes) -> None:
     """Send an HTTP refusal and end the stream, then read and drop what the client
     still sends for a moment before the socket is closed: closing with unread input
     resets the connection, and the client would lose the reply (it may be sending a
@@ -214,12 +215,12 @@ def _quick(head: bytes, choose: Chooser) -> tuple[Upgrade, Subprotocol] | None:
 
 
 def _at_once(
-    stream: trio.SocketStream, choose: Chooser, max_message_bytes: int
+    stream: Stream, choose: Chooser, max_message_bytes: int
 ) -> tuple[Transport, Subprotocol] | _Start:
     """The open WebSocket, when the client's head is there already (as in a crowd),
     plainly valid, and the kernel takes the 101 whole: with no await, the handshake
     needs no deadline. Otherwise what ``_handshake`` goes on from."""
-    fd = stream.socket.fileno()
+    fd = fileno_of(stream)
     head, ended, complete = _read_ready(fd, b"")
     found = _quick(head, choose) if complete and not ended else None
     if found is None:
@@ -236,7 +237,7 @@ def _at_once(
 
 
 async def _handshake(
-    stream: trio.SocketStream,
+    stream: Stream,
     start: _Start,
     choose: Chooser,
     max_message_bytes: int,
@@ -249,7 +250,7 @@ async def _handshake(
     # Until the head is complete a connection holds its bytes only: no protocol object,
     # no parsed headers. A flood of half-open handshakes then costs little and leaves
     # little behind to fragment the heap.
-    head, ended = await _read_head(stream.socket.fileno(), start.head)
+    head, ended = await _read_head(fileno_of(stream), start.head)
     if not head:
         return None  # the client left without a word
     found = _quick(head, choose)
@@ -265,7 +266,7 @@ async def _handshake(
 
 
 async def _opened(
-    stream: trio.SocketStream,
+    stream: Stream,
     response: bytes,
     rest: bytes,
     chosen: Subprotocol,
@@ -274,14 +275,14 @@ async def _opened(
     """Send the 101; the open WebSocket, given ``rest``, the bytes the client sent
     after its head (its first frames)."""
     # Nearly always the kernel takes the 101 at once: no reschedule for it.
-    sent = _write_some(stream.socket.fileno(), response)
+    sent = _write_some(fileno_of(stream), response)
     if sent < len(response):
         await stream.send_all(response[sent:])
     return _transport(stream, rest, chosen, max_message_bytes)  # noqa: ASYNC910 (see _read_head)
 
 
 def _transport(
-    stream: trio.SocketStream, rest: bytes, chosen: Subprotocol, max_message_bytes: int
+    stream: Stream, rest: bytes, chosen: Subprotocol, max_message_bytes: int
 ) -> tuple[Transport, Subprotocol]:
     # From here on frames only, parsed by our reader: websockets' protocol object
     # (~1 KB with its parser) is not kept for the connection's life.

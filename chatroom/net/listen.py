@@ -8,14 +8,16 @@ them. Linux only lets processes of one user share a port this way.
 from __future__ import annotations
 
 import errno
+import fcntl
 import logging
+import os
 import socket
 import sys
+import termios
 from collections.abc import Awaitable, Callable
 from typing import NoReturn
 
 import trio
-from trio._util import ConflictDetector
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +54,7 @@ _ACCEPT_BATCH = 64  # connections taken from the backlog per reschedule
 # it, whatever happens (cancellation too): started as the connection's task itself,
 # without a wrapper coroutine that would stay alive, frame and all, as long as the
 # connection.
-Serve = Callable[[trio.SocketStream, str], Awaitable[object]]
+Serve = Callable[["Stream", str], Awaitable[object]]
 
 
 # What trio.SocketStream sets on every socket it wraps (TCP_NODELAY, and 16 KiB of
@@ -74,16 +76,82 @@ def _inherited_options(listener: socket.socket) -> bool:
     return sys.platform == "linux"
 
 
-def _stream(sock: trio.socket.SocketType) -> trio.SocketStream:
-    """``trio.SocketStream(sock)`` without its two setsockopt calls per connection (the
-    listener's options are inherited): the same object, its __init__'s state set here."""
-    stream = trio.SocketStream.__new__(trio.SocketStream)
-    stream.socket = sock
-    stream._send_conflict_detector = ConflictDetector(_SEND_CONFLICT)
-    return stream
+_NONBLOCKING = (1).to_bytes(4, sys.byteorder)  # FIONBIO's argument: on
 
 
-_SEND_CONFLICT = "another task is currently sending data on this SocketStream"
+class RawSocketStream(trio.abc.HalfCloseableStream):
+    """An accepted socket as a stream, made of its descriptor alone: a
+    ``trio.SocketStream`` over it (and the socket objects under that, the standard
+    library's, whose making asks the kernel for the socket's address, and trio's) is
+    made only if a stream method is called. A WebSocket's never are: its transport
+    reads, writes, waits for and closes the descriptor itself (``fileno_of``,
+    ``close_now``), as does the handshake when the head is a plain one. A refusal
+    uses the methods."""
+
+    __slots__ = ("_fd", "_kind", "_made")
+
+    def __init__(self, fd: int, kind: tuple[int, int, int]) -> None:
+        self._fd = fd
+        self._kind = kind
+        self._made: trio.SocketStream | None = None
+
+    def _stream(self) -> trio.SocketStream:
+        if self._made is None:
+            if self._fd < 0:
+                raise trio.ClosedResourceError("the socket is closed")
+            made = socket.socket(*self._kind, fileno=self._fd)
+            self._made = trio.SocketStream(trio.socket.from_stdlib_socket(made))
+        return self._made
+
+    def fileno(self) -> int:
+        """The descriptor (-1 once closed)."""
+        return self._fd if self._made is None else self._made.socket.fileno()
+
+    def close(self) -> None:
+        """Close the socket now (again: nothing)."""
+        if self._made is not None:
+            self._made.socket.close()
+        elif self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            trio.lowlevel.notify_closing(fd)
+            os.close(fd)
+
+    async def aclose(self) -> None:
+        self.close()
+        await trio.lowlevel.checkpoint()
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._stream().send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream().wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        await self._stream().send_eof()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        return await self._stream().receive_some(max_bytes)
+
+
+# An accepted connection: a RawSocketStream, or a trio.SocketStream where the
+# listener's options are not inherited (and behind TLS, the plain side's socket pair).
+Stream = trio.SocketStream | RawSocketStream
+
+
+def fileno_of(stream: Stream) -> int:
+    """The socket descriptor of ``stream`` (-1 once closed), without making a socket
+    object for it."""
+    if isinstance(stream, RawSocketStream):
+        return stream.fileno()
+    return stream.socket.fileno()
+
+
+def close_now(stream: Stream) -> None:
+    """Close ``stream``'s socket at once (a no-op if it is closed)."""
+    if isinstance(stream, RawSocketStream):
+        stream.close()
+    else:
+        stream.socket.close()
 
 
 def _address(peer: object) -> str:
@@ -94,7 +162,7 @@ def _address(peer: object) -> str:
 
 
 async def accept_all(
-    listener: trio.socket.SocketType, serve: Serve, nursery: trio.Nursery
+    listener: trio.socket.SocketType, serve: Serve, nursery: trio.Nursery, raw: bool = True
 ) -> NoReturn:
     """Accept connections on ``listener`` until cancelled, each served (and closed) by
     ``serve`` in a task of ``nursery``; then close ``listener``. ``serve`` is given the
@@ -102,7 +170,10 @@ async def accept_all(
 
     Unlike ``trio.serve_listeners``, which reschedules once per connection, every
     connection waiting in the backlog (up to ``_ACCEPT_BATCH``) is taken in one go:
-    a crowd of N connecting at once costs about N / 64 reschedules here."""
+    a crowd of N connecting at once costs about N / 64 reschedules here.
+
+    ``raw``: connections are ``RawSocketStream``s where the listener's options are
+    inherited (else, and for TLS, which needs a ``trio.SocketStream``, they are those)."""
     sock = socket.socket(fileno=listener.detach())
     sock.setblocking(False)
     inherited = _inherited_options(sock)
@@ -114,7 +185,7 @@ async def accept_all(
     kind = (int(sock.family), int(sock.type), sock.proto)
     # Until the backlog is first found empty, a connection may have been queued before
     # the options were set: trio.SocketStream sets them on it.
-    wrap: Callable[[trio.socket.SocketType], trio.SocketStream] = trio.SocketStream
+    bare = False
     try:
         while True:
             await trio.lowlevel.wait_readable(sock)
@@ -122,8 +193,7 @@ async def accept_all(
                 try:
                     fd, peer = accept_raw()
                 except BlockingIOError:
-                    if inherited:
-                        wrap = _stream
+                    bare = raw and inherited
                     break
                 except OSError as exc:
                     if exc.errno not in _CAPACITY_ERRNOS:
@@ -131,8 +201,17 @@ async def accept_all(
                     log.error("accept failed: %s; pausing %g s", exc, _CAPACITY_PAUSE)
                     await trio.sleep(_CAPACITY_PAUSE)
                     break
-                conn = socket.socket(*kind, fileno=fd)
-                stream = wrap(trio.socket.from_stdlib_socket(conn))
+                stream: Stream
+                if bare:
+                    try:
+                        fcntl.ioctl(fd, termios.FIONBIO, _NONBLOCKING)
+                    except OSError:  # gone already: nothing to serve
+                        os.close(fd)
+                        continue
+                    stream = RawSocketStream(fd, kind)
+                else:
+                    conn = socket.socket(*kind, fileno=fd)
+                    stream = trio.SocketStream(trio.socket.from_stdlib_socket(conn))
                 nursery.start_soon(serve, stream, _address(peer))
     finally:
         trio.lowlevel.notify_closing(sock)

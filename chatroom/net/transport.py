@@ -28,10 +28,13 @@ import fcntl
 import os
 import sys
 import termios
+from collections.abc import Awaitable
 from typing import Protocol
 
 import trio
 
+from chatroom.net import readiness as _readiness
+from chatroom.net.listen import Stream, fileno_of
 from chatroom.protocol.framing import (
     OP_BINARY,
     OP_CLOSE,
@@ -101,16 +104,21 @@ class Transport:
         "_open",
         "_parts",
         "_reader",
+        "_readiness",
         "_stream",
         "_writing",
         "owner",
     )
 
-    def __init__(self, stream: trio.SocketStream, reader: FrameReader):
+    def __init__(self, stream: Stream, reader: FrameReader):
         self._stream = stream
         # Cached: only this class closes the socket, and it sets -1 first, so a
         # closed (and possibly reused) descriptor number is never written to.
-        self._fd = stream.socket.fileno()
+        self._fd = fileno_of(stream)
+        # The run's edge-triggered epoll set, which watches this socket from now until
+        # it closes (net/readiness.py); None: waits go through trio's.
+        ready = _readiness.current()
+        self._readiness = ready if ready is not None and ready.add(self._fd) else None
         # Frames only: the handshake's parser (websockets') is gone by now.
         self._reader = reader
         self._open = True  # no close frame sent or received yet
@@ -147,7 +155,7 @@ class Transport:
                 # Waited for outside any ``except`` block: a handled exception stays
                 # alive while its handler awaits (~520 bytes per idle connection).
                 try:
-                    await trio.lowlevel.wait_readable(self._fd)
+                    await self.wait_readable()
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     self.lost()
                 waited = True
@@ -181,6 +189,28 @@ class Transport:
             return None
         self.feed(data)
         return len(data)
+
+    def wait_readable(self) -> Awaitable[None]:
+        """Until the socket has bytes (or its end) that came since the last read (a
+        checkpoint). ``trio.ClosedResourceError`` if it is closed meanwhile. Not a
+        coroutine of its own (one frame less while a connection waits): the caller
+        awaits what it returns. The set is edge-triggered: a caller that waits before
+        reading (``Connection.serve``, after a short read) reads once a wait returned,
+        before any other checkpoint, lest a cancellation leave bytes no event tells
+        of again."""
+        if self._readiness is None:
+            return trio.lowlevel.wait_readable(self._fd)  # noqa: ASYNC105
+        return self._readiness.wait_readable(self._fd, self._wait_cancelled)
+
+    def _wait_cancelled(self, _: object) -> trio.lowlevel.Abort:
+        assert self._readiness is not None  # only its waits are given this
+        return self._readiness.cancelled(self._fd)
+
+    def _forget(self) -> None:
+        """The socket is about to close: no wait may outlive it."""
+        if self._readiness is not None and self._fd >= 0:
+            self._readiness.forget(self._fd)
+        self._fd = -1
 
     def lost(self) -> None:
         """The socket was closed (by us) while a read waited for it."""
@@ -312,22 +342,42 @@ class Transport:
 
     async def wait_writable(self) -> None:
         """Until the socket takes more bytes (or is closed)."""
+        if self._fd < 0:
+            await trio.lowlevel.checkpoint()
+            raise TransportBroken("socket closed")
         try:
-            await trio.lowlevel.wait_writable(self._stream.socket)
+            await trio.lowlevel.wait_writable(self._fd)
         except (trio.ClosedResourceError, OSError) as exc:
             raise TransportBroken(str(exc)) from exc
 
     async def write(self, data: bytes) -> None:
-        """Write all of ``data``, waiting for the socket. The caller sets a deadline."""
+        """Write all of ``data``, waiting for the socket. The caller sets a deadline.
+        (On the descriptor, as ``SocketStream.send_all`` would: a stream of the
+        accept loop then never makes its socket objects, net/listen.py.)"""
         if self._writing:  # one ``write`` at a time: its caller never makes two
             raise TransportBroken("a write is under way")
+        await trio.lowlevel.checkpoint_if_cancelled()
         self._writing = True
         try:
-            await self._stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            raise TransportBroken(str(exc)) from exc
+            waited = False
+            while True:
+                if self._fd < 0:
+                    raise TransportBroken("socket closed")
+                try:
+                    sent = os.write(self._fd, data)
+                except BlockingIOError:
+                    sent = 0
+                except OSError as exc:
+                    raise TransportBroken(str(exc)) from exc
+                if sent == len(data):
+                    break
+                data = data[sent:]
+                await self.wait_writable()
+                waited = True
         finally:
             self._writing = False
+        if not waited:
+            await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def aclose(self, code: int, reason: str) -> None:
         """Send a close frame (unless closing already), half-close, wait briefly for
@@ -346,12 +396,22 @@ class Transport:
             pass
         finally:
             self._eof = True
-            self._fd = -1
+            self._forget()
             await self._stream.aclose()
 
     async def _closing_read(self) -> bool:
         """Read once while closing: whether the client's close frame came."""
-        data = await self._stream.receive_some(RECEIVE_BYTES)
+        await trio.lowlevel.checkpoint_if_cancelled()
+        data = read_now(self._fd)
+        if data is None:
+            try:
+                await self.wait_readable()
+            except trio.ClosedResourceError:
+                data = b""
+            else:
+                data = read_now(self._fd)
+        if data is None:
+            return False  # nothing after all: read again
         if not data:
             self._eof = True
             return False
@@ -362,13 +422,13 @@ class Transport:
 
     async def abort(self) -> None:
         """Close the socket without a closing handshake (the client sees 1006)."""
-        self._fd = -1
+        self._forget()
         self._eof = True
         await self._stream.aclose()
 
     @property
     def closed(self) -> bool:
-        return self._fd < 0 or self._stream.socket.fileno() < 0
+        return self._fd < 0 or fileno_of(self._stream) < 0
 
 
 def read_now(fd: int) -> bytes | None:

@@ -191,13 +191,13 @@ def _check_text(msg: PbMessage) -> str | None:
             if kind == _ID:
                 if value.__class__ is bytes:
                     raise _not_utf8(field)
-                if control is None and _CONTROL.search(value) is not None:
+                if control is None and not value.isprintable() and _CONTROL.search(value):
                     control = field.name
             else:
                 for item in value:
                     if item.__class__ is bytes:
                         raise _not_utf8(field)
-                    if control is None and _CONTROL.search(item) is not None:
+                    if control is None and not item.isprintable() and _CONTROL.search(item):
                         control = field.name
         elif kind == _STRING:
             if value.__class__ is bytes:
@@ -225,6 +225,8 @@ def _not_utf8(field: FieldDescriptor) -> ProtocolError:
 # Plain ints in a table keep the check near 1 us a frame (an Enum member lookup alone
 # doubles it).
 _ID, _IDS, _STRING, _STRINGS, _MESSAGE, _MESSAGES = range(6)
+# A printable string (nearly every id) holds no control character: ``str.isprintable``
+# says so for less than the search (C0, DEL and C1 are all unprintable).
 _CONTROL = ids.CONTROL
 
 

@@ -120,12 +120,14 @@ async def open_and_sync(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.
         await trio.lowlevel.checkpoint()  # a login is one even when there is nothing to sync
         return SENT
     try:
-        # A checkpoint (it asks the store): no reschedule more per login.
+        # It asks the store: a checkpoint, unless the store knows at once that there is
+        # nothing to sync (the memory store, for a client in no conversation). A login
+        # need not be one: the reader gives way after a streak of commands.
         await unread.after_login(ctx, session, cmd.sessionMessage, link.subprotocol.version)
     except Exception:
         # The login stands: the client still has history and later pushes.
         log.exception("post-login sync failed for %s", session.peer_id)
-    return SENT  # noqa: ASYNC910 (the sync asks the store)
+    return SENT  # noqa: ASYNC910 (see above)
 
 
 def _valid_ticket(ctx: Context, token: str, peer_id: str) -> SessionTicket:

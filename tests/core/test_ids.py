@@ -7,14 +7,18 @@ history order messages by that pair (ids compared as strings).
 
 from __future__ import annotations
 
+import base64
 import itertools
+import os
 import re
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from chatroom.core import ids
 from chatroom.core.clock import ManualClock, SystemClock
 from chatroom.core.ids import Ids, MessageClock, ObjectIds, iso, session_token
 
@@ -157,6 +161,44 @@ def test_session_tokens_are_unique_url_safe_text() -> None:
     tokens = {session_token() for _ in range(1000)}
     assert len(tokens) == 1000
     assert all(re.fullmatch(r"[A-Za-z0-9_-]{20,}", t) for t in tokens)
+
+
+def test_session_tokens_take_the_kernels_random_bytes_a_few_kb_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    reads: list[bytes] = []
+
+    def urandom(n: int) -> bytes:
+        reads.append(bytes(len(reads) * 7 + k & 0xFF for k in range(n)))
+        return reads[-1]
+
+    monkeypatch.setattr(os, "urandom", urandom)
+    ids._ENTROPY.clear()
+    tokens = [session_token() for _ in range(1000)]
+    assert 1 <= len(reads) <= 10  # not one system call per login
+    # Every token is 24 of those bytes, none used twice, in the format of
+    # secrets.token_urlsafe(24).
+    used = b"".join(base64.urlsafe_b64decode(t) for t in tokens)
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]{32}", t) for t in tokens)
+    assert used == b"".join(reads)[: len(used)]
+    assert len(used) == 24 * 1000
+    ids._ENTROPY.clear()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
+def test_a_forked_process_issues_other_tokens_than_its_parent() -> None:
+    session_token()  # the pool holds unused bytes now
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next token, then gone
+        os.write(write_end, session_token().encode())
+        os._exit(0)
+    os.close(write_end)
+    child = os.read(read_end, 100).decode()
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    assert len(child) == 32
+    assert child != session_token()
 
 
 def test_ids_follow_the_injected_clock() -> None:

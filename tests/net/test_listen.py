@@ -14,16 +14,16 @@ import pytest
 import trio
 from helpers import fail_after
 
-from chatroom.net.listen import accept_all
+from chatroom.net.listen import RawSocketStream, Stream, accept_all, close_now, fileno_of
 
 CROWD = 200
 
 
-async def _greet(stream: trio.SocketStream, remote: str) -> None:
+async def _greet(stream: Stream, remote: str) -> None:
     await stream.send_all(b"hi")
 
 
-async def _tell_address(stream: trio.SocketStream, remote: str) -> None:
+async def _tell_address(stream: Stream, remote: str) -> None:
     await stream.send_all(remote.encode())
 
 
@@ -128,9 +128,9 @@ async def test_each_connection_is_served_with_its_client_address() -> None:
 async def test_accepted_streams_have_the_options_trio_gives_its_streams() -> None:
     listener, port = await _listening()
     early = _clients(port, 2)  # queued before the accept loop set the listener's options
-    streams: list[trio.SocketStream] = []
+    streams: list[Stream] = []
 
-    async def keep(stream: trio.SocketStream, remote: str) -> None:
+    async def keep(stream: Stream, remote: str) -> None:
         streams.append(stream)
         await stream.send_all(b"hi")
 
@@ -142,11 +142,45 @@ async def test_accepted_streams_have_the_options_trio_gives_its_streams() -> Non
         for client in late:
             assert await _greeted(client) == b"hi"
         nursery.cancel_scope.cancel()
-    plain_socket = trio.socket.socket()
-    plain = trio.SocketStream(plain_socket)
+    # The early ones are trio.SocketStreams (they set the options themselves), the
+    # later ones only their descriptor (they inherit them from the listener).
+    assert [type(stream) for stream in streams] == [trio.SocketStream] * 2 + [RawSocketStream] * 2
     for stream in streams:
-        sock = stream.socket
+        sock = socket.socket(fileno=os.dup(fileno_of(stream)))
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT) == 2**14
-        assert vars(stream).keys() == vars(plain).keys()  # trio's SocketStream state
-    plain_socket.close()
+        assert not os.get_blocking(fileno_of(stream))
+        sock.close()
+        close_now(stream)
+
+
+@fail_after(20)
+async def test_a_raw_stream_reads_writes_and_closes_its_descriptor() -> None:
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    stream = RawSocketStream(a.detach(), (socket.AF_UNIX, socket.SOCK_STREAM, 0))
+    fd = stream.fileno()
+    b.send(b"ping")
+    assert await stream.receive_some(10) == b"ping"  # through a trio.SocketStream made now
+    await stream.send_all(b"pong")
+    assert b.recv(10) == b"pong"
+    await stream.send_eof()
+    assert b.recv(10) == b""
+    await stream.aclose()
+    assert stream.fileno() == -1
+    with pytest.raises(OSError, match="Bad file descriptor"):
+        os.fstat(fd)  # closed (and nothing reuses it in between)
+    with pytest.raises(trio.ClosedResourceError):
+        await stream.send_all(b"more")
+    b.close()
+    # Closed before anything made its socket objects: the descriptor itself is closed.
+    c, d = socket.socketpair()
+    raw = RawSocketStream(c.detach(), (socket.AF_UNIX, socket.SOCK_STREAM, 0))
+    fd = raw.fileno()
+    close_now(raw)
+    close_now(raw)  # again: nothing
+    assert raw.fileno() == -1
+    assert d.recv(10) == b""
+    with pytest.raises(trio.ClosedResourceError):
+        await raw.receive_some(10)
+    d.close()

@@ -8,6 +8,8 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import select
+import socket
 import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,13 +26,14 @@ from trio_websocket import (
 )
 from websockets.server import ServerProtocol
 
-from chatroom.net import fullhead
+from chatroom.net import fullhead, readiness
 from chatroom.net import handshake as handshake_module
 from chatroom.net import transport as transport_module
 from chatroom.net.handshake import Rejected
+from chatroom.net.listen import RawSocketStream
 from chatroom.net.transport import Transport, TransportBroken
 from chatroom.protocol.codec import Codec, Subprotocol
-from chatroom.protocol.framing import ws_frame
+from chatroom.protocol.framing import OP_BINARY, FrameReader, ws_frame
 
 
 def _choose(offered: list[str], path: str) -> Subprotocol:
@@ -161,22 +164,25 @@ async def test_write_nowait_sends_several_frames_in_one_call() -> None:
 @fail_after()
 async def test_write_nowait_yields_to_a_waiting_write() -> None:
     async with ws_pair() as (transport, client_ws):
-        stream = transport._stream
-        send_all = stream.send_all
-        go = trio.Event()
-
-        async def slow_send_all(data: bytes) -> None:  # a socket that takes a while
-            await go.wait()
-            await send_all(data)
-
-        stream.send_all = slow_send_all  # type: ignore[method-assign,assignment]
+        # The client reads nothing for now: fill its socket until the kernel refuses
+        # bytes, cutting a frame; ``write`` then waits to finish it.
+        # (The client's reader takes some first, until its queue of messages is full.)
+        filler = ws_frame(b"x" * 60000, binary=True)
+        fillers = 0
+        sent = len(filler)
+        while sent == len(filler):
+            await trio.testing.wait_all_tasks_blocked()
+            sent = transport.write_nowait(filler)
+            fillers += 1
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(transport.write, ws_frame(b"first", binary=False))
+            first = filler[sent:] + ws_frame(b"first", binary=False)
+            nursery.start_soon(transport.write, first)
             await trio.testing.wait_all_tasks_blocked()
             assert transport.write_nowait(ws_frame(b"not now", binary=False)) == 0
             with pytest.raises(TransportBroken):  # nor does a second write
                 await transport.write(ws_frame(b"nor this", binary=False))
-            go.set()
+            for _ in range(fillers):  # the client reads: the write finishes
+                assert len(await client_ws.get_message()) == 60000
         assert transport.write_nowait(ws_frame(b"now", binary=False)) > 0
         assert await client_ws.get_message() == "first"
         assert await client_ws.get_message() == "now"
@@ -201,6 +207,37 @@ async def test_receive_returns_client_messages() -> None:
         await client_ws.send_message(b"\x00\x01")
         assert await transport.receive() == "hello"
         assert await transport.receive() == b"\x00\x01"
+
+
+@pytest.mark.skipif(not hasattr(select, "epoll"), reason="epoll is Linux's")
+@fail_after()
+async def test_waits_for_frames_do_not_arm_the_socket_in_trios_epoll_each_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each trio wait_readable is an epoll_ctl (two on a new socket); the transport's
+    # socket is in net/readiness.py's edge-triggered set for its life instead.
+    armed: list[int] = []
+    trio_wait = trio.lowlevel.wait_readable
+
+    async def counting(fd: int) -> None:
+        armed.append(fd)
+        await trio_wait(fd)
+
+    monkeypatch.setattr(trio.lowlevel, "wait_readable", counting)
+    async with ws_pair() as (transport, client_ws):
+        armed.clear()  # (the handshake may have waited for the head through trio)
+        got: list[str | bytes] = []
+
+        async def receive() -> None:
+            got.append(await transport.receive())
+
+        for text in ("one", "two", "three"):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(receive)
+                await trio.testing.wait_all_tasks_blocked()  # waiting for the socket
+                await client_ws.send_message(text)
+        assert got == ["one", "two", "three"]
+        assert transport.fileno not in armed
 
 
 @fail_after()
@@ -609,3 +646,38 @@ async def test_the_rest_of_a_refused_frame_is_read_before_the_socket_closes(
                     await trio.sleep(0.001)
             assert await stream.receive_some(65536) == b""  # the end, not a reset
     assert got == []
+
+
+@pytest.mark.skipif(not hasattr(select, "epoll"), reason="epoll is Linux's")
+@fail_after()
+async def test_a_wait_woken_then_cancelled_before_its_read_loses_no_frame(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The socket's readiness is edge-triggered: a reader woken for a frame and
+    # cancelled before reading it gets no second event for that frame; the next
+    # receive reads before it waits, and finds it.
+    ours, theirs = socket.socketpair()
+    kind = (socket.AF_UNIX, socket.SOCK_STREAM, 0)
+    ours.setblocking(False)
+    transport = Transport(RawSocketStream(ours.detach(), kind), FrameReader(2**20))
+    ready = readiness.current()
+    assert ready is not None
+    got: list[str | bytes] = []
+    scope = trio.CancelScope()
+
+    async def receive() -> None:
+        with scope:
+            got.append(await transport.receive())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(receive)
+        await trio.testing.wait_all_tasks_blocked()
+        theirs.send(masked_frame(OP_BINARY, b"hello"))
+        ready._wake()  # the set's task would: the reader is rescheduled...
+        scope.cancel()  # ...and cancelled before it ran
+    if not got:
+        with trio.move_on_after(5):
+            got.append(await transport.receive())
+    assert got == [b"hello"]
+    await transport.abort()
+    theirs.close()
