@@ -7,6 +7,7 @@ them. Linux only lets processes of one user share a port this way.
 
 from __future__ import annotations
 
+import collections
 import errno
 import fcntl
 import logging
@@ -49,7 +50,9 @@ async def shared_listening_socket(host: str, port: int) -> socket.socket:
 # memory for now (as trio.serve_listeners): logged, and accepting pauses a moment.
 _CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 _CAPACITY_PAUSE = 0.1  # seconds
-_ACCEPT_BATCH = 64  # connections taken from the backlog per reschedule
+_ACCEPT_BATCH = 64  # accepted connections started per reschedule
+_LOBBY = 16384  # accepted connections waiting to be started, at most
+_ACCEPT_MAX = 1024  # connections taken from the backlog per reschedule
 # Serves one accepted connection, given the client's address (host:port), and closes
 # it, whatever happens (cancellation too): started as the connection's task itself,
 # without a wrapper coroutine that would stay alive, frame and all, as long as the
@@ -169,8 +172,13 @@ async def accept_all(
     client's address as ``accept`` told it (no ``getpeername`` call per connection).
 
     Unlike ``trio.serve_listeners``, which reschedules once per connection, every
-    connection waiting in the backlog (up to ``_ACCEPT_BATCH``) is taken in one go:
-    a crowd of N connecting at once costs about N / 64 reschedules here.
+    connection waiting in the backlog (up to ``_ACCEPT_MAX``) is taken in one go, and
+    up to ``_ACCEPT_BATCH`` of them are started per pass, the others waiting in a
+    lobby (``_LOBBY`` at most) in arrival order. In a flash crowd the passes are long
+    (every connection started does its handshake, login and join), and a kernel
+    backlog drained 64 per pass overflowed: the kernel dropped clients' SYNs, and they
+    came back a second (or three) later. Taken out at once, they wait in the lobby
+    instead, with their handshake in their socket's buffer.
 
     ``raw``: connections are ``RawSocketStream``s where the listener's options are
     inherited (else, and for TLS, which needs a ``trio.SocketStream``, they are those)."""
@@ -186,10 +194,17 @@ async def accept_all(
     # Until the backlog is first found empty, a connection may have been queued before
     # the options were set: trio.SocketStream sets them on it.
     bare = False
+    # Accepted, not yet served: a crowd is taken out of the kernel's backlog at once
+    # (whose overflow drops connections, which the clients retry a second or more
+    # later), and started ``_ACCEPT_BATCH`` per scheduler pass, in arrival order.
+    lobby: collections.deque[tuple[Stream, str]] = collections.deque()
     try:
         while True:
-            await trio.lowlevel.wait_readable(sock)
-            for _ in range(_ACCEPT_BATCH):
+            if lobby:
+                await trio.lowlevel.checkpoint()
+            else:
+                await trio.lowlevel.wait_readable(sock)
+            for _ in range(min(_ACCEPT_MAX, _LOBBY - len(lobby))):
                 try:
                     fd, peer = accept_raw()
                 except BlockingIOError:
@@ -212,7 +227,11 @@ async def accept_all(
                 else:
                     conn = socket.socket(*kind, fileno=fd)
                     stream = trio.SocketStream(trio.socket.from_stdlib_socket(conn))
-                nursery.start_soon(serve, stream, _address(peer))
+                lobby.append((stream, _address(peer)))
+            for _ in range(min(_ACCEPT_BATCH, len(lobby))):
+                nursery.start_soon(serve, *lobby.popleft())
     finally:
+        for stream, _ in lobby:  # never to be served
+            close_now(stream)
         trio.lowlevel.notify_closing(sock)
         sock.close()

@@ -7,6 +7,8 @@ import logging
 import os
 import resource
 import socket
+import struct
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -14,6 +16,7 @@ import pytest
 import trio
 from helpers import fail_after
 
+from chatroom.net import listen
 from chatroom.net.listen import RawSocketStream, Stream, accept_all, close_now, fileno_of
 
 CROWD = 200
@@ -74,6 +77,51 @@ async def test_a_crowd_waiting_in_the_backlog_is_served_in_full() -> None:
         nursery.cancel_scope.cancel()
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port))
+
+
+def _accept_queue(listener: trio.socket.SocketType) -> int:
+    """How many connections wait in ``listener``'s kernel backlog (Linux: TCP_INFO's
+    ``tcpi_unacked`` of a listening socket)."""
+    info = listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    return int(struct.unpack_from("I", info, 24)[0])
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="TCP_INFO of a listening socket")
+@fail_after(20)
+async def test_a_crowd_is_taken_out_of_the_kernel_backlog_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """More connections wait than are started per pass: all of them leave the kernel's
+    backlog in the first pass (whose overflow would drop later clients' SYNs), and
+    they are started a few per pass, in arrival order."""
+    monkeypatch.setattr(listen, "_ACCEPT_BATCH", 2)
+    listener, port = await _listening()
+    clients = _clients(port, 10)
+    names = [f"127.0.0.1:{client.getsockname()[1]}" for client in clients]
+    left_in_backlog: list[int] = []
+    served: list[str] = []
+
+    async def note(stream: Stream, remote: str) -> None:
+        if not served:
+            left_in_backlog.append(_accept_queue(watched))
+        served.append(remote)
+        await stream.send_all(b"hi")
+
+    watched = trio.socket.fromfd(listener.fileno(), socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        assert _accept_queue(watched) == 10
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(accept_all, listener, note, nursery)
+            for client in clients:
+                assert await _greeted(client) == b"hi"
+            nursery.cancel_scope.cancel()
+    finally:
+        watched.close()
+    assert left_in_backlog == [0]
+    # two per pass, in arrival order (trio runs the two of one pass in either order)
+    assert [set(served[k : k + 2]) for k in range(0, 10, 2)] == [
+        set(names[k : k + 2]) for k in range(0, 10, 2)
+    ]
 
 
 class _Told(logging.Handler):
