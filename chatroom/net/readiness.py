@@ -105,17 +105,25 @@ class Readiness:
             self._epoll.close()
 
 
+# Off: under overload (bench/ scenario `overload`, 3000 msg/s from several publishers)
+# a connection that stopped reading before the socket was empty (its intake budget,
+# the server's lag) waited for an event that never came, as edge-triggered epoll
+# tells of new bytes only: HIGH messages arrived after 2 s instead of 40 ms and half
+# the deliveries were lost (2026-12-04, 40a6673). Until every such pause reads on
+# before it waits, connections wait through trio; the tests turn it on.
+ENABLED = False
+
 _CURRENT: trio.lowlevel.RunVar[Readiness | None] = trio.lowlevel.RunVar("readiness")
 
 
 def current() -> Readiness | None:
     """This run's set (made, with its system task, at the first call), or None where
-    there is no epoll."""
+    there is no epoll or it is not ``ENABLED``."""
     try:
         return _CURRENT.get()
     except LookupError:
         pass
-    readiness = Readiness() if _EVENTS else None
+    readiness = Readiness() if _EVENTS and ENABLED else None
     _CURRENT.set(readiness)
     if readiness is not None:
         trio.lowlevel.spawn_system_task(readiness._run, name="chatroom.net.readiness")

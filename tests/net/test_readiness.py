@@ -29,6 +29,11 @@ def pair() -> Iterator[Pair]:
     b.close()
 
 
+@pytest.fixture(autouse=True)
+def _enabled(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(readiness, "ENABLED", True)  # off in the server for now
+
+
 def _current() -> Readiness:
     found = readiness.current()
     assert found is not None

@@ -216,6 +216,7 @@ async def test_waits_for_frames_do_not_arm_the_socket_in_trios_epoll_each_time(
 ) -> None:
     # Each trio wait_readable is an epoll_ctl (two on a new socket); the transport's
     # socket is in net/readiness.py's edge-triggered set for its life instead.
+    monkeypatch.setattr(readiness, "ENABLED", True)  # off in the server for now
     armed: list[int] = []
     trio_wait = trio.lowlevel.wait_readable
 
@@ -651,7 +652,7 @@ async def test_the_rest_of_a_refused_frame_is_read_before_the_socket_closes(
 @pytest.mark.skipif(not hasattr(select, "epoll"), reason="epoll is Linux's")
 @fail_after()
 async def test_a_wait_woken_then_cancelled_before_its_read_loses_no_frame(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The socket's readiness is edge-triggered: a reader woken for a frame and
     # cancelled before reading it gets no second event for that frame; the next
@@ -659,6 +660,7 @@ async def test_a_wait_woken_then_cancelled_before_its_read_loses_no_frame(
     ours, theirs = socket.socketpair()
     kind = (socket.AF_UNIX, socket.SOCK_STREAM, 0)
     ours.setblocking(False)
+    monkeypatch.setattr(readiness, "ENABLED", True)  # off in the server for now
     transport = Transport(RawSocketStream(ours.detach(), kind), FrameReader(2**20))
     ready = readiness.current()
     assert ready is not None
