@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,39 @@ async def _texts(listener: resp.Connection) -> list[str]:
     return [str(record.header["t"]) for record in wire.decode(data)]
 
 
+class _Room:
+    """A node's link running on the test's Redis, and a plain subscriber to one of its
+    room channels (``listener``)."""
+
+    def __init__(self, link: redis_link.RedisLink, listener: resp.Connection) -> None:
+        self.link = link
+        self.listener = listener
+        self.channel = link.hub.channel("room", "r1")
+
+    def queue(self, *texts: str, pad: int = 0) -> None:
+        """Records with these ``t``s queued (and the hub woken) one by one."""
+        for text in texts:
+            record = wire.encode({"k": "x", "t": text, **({"pad": "x" * pad} if pad else {})})
+            self.link.hub.outgoing.offer(self.channel, record, Priority.HIGH)
+            self.link.hub.wake()
+
+
+@asynccontextmanager
+async def _room(redis: RedisServer, linger: float = 0.0) -> AsyncIterator[_Room]:
+    """The link running and ready, its room's channel subscribed to; stopped after."""
+    link = cluster_hub(redis.url, 100, linger=linger)
+    assert link is not None
+    listener = await resp.open_connection(redis.url)
+    room = _Room(link, listener)
+    async with listener, trio.open_nursery() as nursery:
+        await listener.send(("SUBSCRIBE", room.channel))
+        await listener.read()  # the confirmation
+        await nursery.start(link.run)
+        await link.ready.wait()
+        yield room
+        nursery.cancel_scope.cancel()
+
+
 @fail_after(20)
 async def test_a_busy_node_packs_what_it_queues_meanwhile_into_one_publish(
     redis: RedisServer,
@@ -69,29 +103,13 @@ async def test_a_busy_node_packs_what_it_queues_meanwhile_into_one_publish(
     # After a drain of several records, what the node queues in the next ``linger``
     # seconds leaves in one PUBLISH per channel: every node then reads and fans out
     # those messages in one go, instead of one PUBLISH (and one wake-up) each.
-    link = cluster_hub(redis.url, 100, linger=1.0)
-    assert link is not None
-    hub = link.hub
-    channel = hub.channel("room", "r1")
-    listener = await resp.open_connection(redis.url)
-
-    def queue(text: str) -> None:
-        hub.outgoing.offer(channel, wire.encode({"k": "x", "t": text}), Priority.HIGH)
-        hub.wake()
-
-    async with listener, trio.open_nursery() as nursery:
-        await listener.send(("SUBSCRIBE", channel))
-        await listener.read()  # the confirmation
-        await nursery.start(link.run)
-        await link.ready.wait()
-        queue("a")
-        queue("b")
-        assert await _texts(listener) == ["a", "b"]  # a busy drain: the linger starts
+    async with _room(redis, linger=1.0) as room:
+        room.queue("a", "b")
+        assert await _texts(room.listener) == ["a", "b"]  # a busy drain: the linger starts
         for text in "cde":  # each alone, with time between them
-            queue(text)
+            room.queue(text)
             await trio.sleep(0.01)
-        assert await _texts(listener) == ["c", "d", "e"]
-        nursery.cancel_scope.cancel()
+        assert await _texts(room.listener) == ["c", "d", "e"]
 
 
 @fail_after(20)
@@ -147,32 +165,17 @@ async def test_records_that_come_often_are_packed_by_the_drain(
     # within the linger the drain packs what one tick queues into one PUBLISH, also
     # when the link has nothing owed.
     monkeypatch.setattr(redis_link, "HEARTBEAT", 3600.0)
-    link = cluster_hub(redis.url, 100, linger=1.0)
-    assert link is not None
-    hub = link.hub
-    channel = hub.channel("room", "r1")
-    listener = await resp.open_connection(redis.url)
-
-    def queue(text: str) -> None:
-        hub.outgoing.offer(channel, wire.encode({"k": "x", "t": text}), Priority.HIGH)
-        hub.wake()
-
-    async with listener, trio.open_nursery() as nursery:
-        await listener.send(("SUBSCRIBE", channel))
-        await listener.read()  # the confirmation
-        await nursery.start(link.run)
-        await link.ready.wait()
+    async with _room(redis, linger=1.0) as room:
+        link = room.link
         await link.settle()
         await trio.sleep(1.0)  # quiet
         drains = link.stats.drains
-        queue("a")
+        room.queue("a")
         assert link.stats.drains == drains + 1  # at once
-        assert await _texts(listener) == ["a"]
+        assert await _texts(room.listener) == ["a"]
         await link.published()  # its reply in: nothing owed
-        queue("b")
-        queue("c")
-        assert await _texts(listener) == ["b", "c"]
-        nursery.cancel_scope.cancel()
+        room.queue("b", "c")
+        assert await _texts(room.listener) == ["b", "c"]
 
 
 @fail_after(20)
@@ -183,41 +186,27 @@ async def test_records_that_come_in_bunches_are_packed_by_the_drain(
     # drain of their own): the next bunch goes through the drain, in one PUBLISH, until
     # a drain carries a lone record again.
     monkeypatch.setattr(redis_link, "HEARTBEAT", 3600.0)
-    link = cluster_hub(redis.url, 100)  # no linger: a link is quiet at once
-    assert link is not None
-    hub = link.hub
-    channel = hub.channel("room", "r1")
-    listener = await resp.open_connection(redis.url)
+    async with _room(redis) as room:  # no linger: a link is quiet at once
+        link = room.link
 
-    def queue(*texts: str) -> None:
-        for text in texts:
-            hub.outgoing.offer(channel, wire.encode({"k": "x", "t": text}), Priority.HIGH)
-            hub.wake()
+        async def heard(count: int) -> list[list[str]]:
+            publishes: list[list[str]] = []
+            while sum(map(len, publishes)) < count:
+                publishes.append(await _texts(room.listener))
+            await link.published()  # the replies in: nothing owed
+            return publishes
 
-    async def heard(count: int) -> list[list[str]]:
-        publishes: list[list[str]] = []
-        while sum(map(len, publishes)) < count:
-            publishes.append(await _texts(listener))
-        await link.published()  # the replies in: nothing owed
-        return publishes
-
-    async with listener, trio.open_nursery() as nursery:
-        await listener.send(("SUBSCRIBE", channel))
-        await listener.read()  # the confirmation
-        await nursery.start(link.run)
-        await link.ready.wait()
         await link.settle()
-        queue("a", "b", "c")
+        room.queue("a", "b", "c")
         assert await heard(3) == [["a"], ["b", "c"]]  # "a" at once
-        queue("d", "e")
+        room.queue("d", "e")
         assert await heard(2) == [["d", "e"]]  # one drain
-        queue("f")
+        room.queue("f")
         assert await heard(1) == [["f"]]  # a lone record, by the drain
         at_once = link.stats.at_once
-        queue("g")
+        room.queue("g")
         assert await heard(1) == [["g"]]
         assert link.stats.at_once == at_once + 1  # quiet again: at once
-        nursery.cancel_scope.cancel()
 
 
 @fail_after(20)
@@ -227,31 +216,14 @@ async def test_what_is_queued_while_a_large_record_is_written_follows_it(
     # A record larger than the socket takes at once is written in part by the task
     # that queued it; the drain writes the rest, then what was queued meanwhile.
     monkeypatch.setattr(redis_link, "HEARTBEAT", 3600.0)
-    link = cluster_hub(redis.url, 100)
-    assert link is not None
-    hub = link.hub
-    channel = hub.channel("room", "r1")
-    listener = await resp.open_connection(redis.url)
-
-    def queue(text: str, pad: int = 0) -> None:
-        record = wire.encode({"k": "x", "t": text, "pad": "x" * pad})
-        hub.outgoing.offer(channel, record, Priority.HIGH)
-        hub.wake()
-
-    async with listener, trio.open_nursery() as nursery:
-        await listener.send(("SUBSCRIBE", channel))
-        await listener.read()  # the confirmation
-        await nursery.start(link.run)
-        await link.ready.wait()
-        await link.settle()
-        queue("big", 4 << 20)
-        queue("a")
-        queue("b")
+    async with _room(redis) as room:
+        await room.link.settle()
+        room.queue("big", pad=4 << 20)
+        room.queue("a", "b")
         texts: list[str] = []
         while len(texts) < 3:
-            texts += await _texts(listener)
+            texts += await _texts(room.listener)
         assert texts == ["big", "a", "b"]
-        nursery.cancel_scope.cancel()
 
 
 @fail_after(20)
