@@ -329,8 +329,11 @@ class Transport:
     def write_nowait(self, data: bytes) -> int:
         """Write what the kernel takes right now; return the number of bytes written
         (0 when the socket buffer is full or a waiting write is in progress)."""
-        if self._writing:
-            return 0
+        return 0 if self._writing else self._send(data)
+
+    def _send(self, data: bytes | memoryview) -> int:
+        """One non-blocking write: the bytes the kernel took (0 when its buffer is
+        full); ``TransportBroken`` if the socket is closed or broken."""
         if self._fd < 0:
             raise TransportBroken("socket closed")
         try:
@@ -360,18 +363,12 @@ class Transport:
         self._writing = True
         try:
             waited = False
+            rest = memoryview(data)  # what is left, without a copy per partial write
             while True:
-                if self._fd < 0:
-                    raise TransportBroken("socket closed")
-                try:
-                    sent = os.write(self._fd, data)
-                except BlockingIOError:
-                    sent = 0
-                except OSError as exc:
-                    raise TransportBroken(str(exc)) from exc
-                if sent == len(data):
+                sent = self._send(rest)
+                if sent == len(rest):
                     break
-                data = data[sent:]
+                rest = rest[sent:]
                 await self.wait_writable()
                 waited = True
         finally:
