@@ -80,6 +80,10 @@ async def test_chatroom_counts_and_broadcasts_cover_both_nodes(redis: RedisServe
         assert value(metrics, "chatroom_cluster_publishes_total") >= 1  # packed: often fewer
         assert value(metrics, "chatroom_cluster_records_total", what="published") >= len(sent)
         assert value(metrics, "chatroom_cluster_records_total", what="lost") == 0
+        # The drains written by the task that queued the record (a quiet link) apart.
+        at_once = value(metrics, "chatroom_cluster_drains_total", by="at_once")
+        assert at_once == link(a).stats.at_once
+        assert value(metrics, "chatroom_cluster_drains_total", by="drain") >= 1
         assert (await http_get(a.http_port, "/readyz"))[0] == 200
 
 
