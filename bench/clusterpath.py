@@ -168,6 +168,8 @@ async def _run(args: argparse.Namespace, url: str | None, feeder: int | None = N
         wanted = 1 << 62  # none before the first round (a record heard then is not one)
         if url is not None:
             link = redis_link.RedisLink(hub, url)
+            if args.flusher:
+                link.flusher = flusher  # as the server sets it
             receive = hub.receive
 
             def heard(data: bytes, now: float) -> None:
