@@ -20,24 +20,27 @@ row is read from), then for each setup measures:
   deliveries/s counted by the viewers, server CPU per delivery, and node A's PUBLISHes
   per message (its ``/healthz`` counters).
 
-The servers (nodes and Redis) run on core 0 and this process on core 1, so "two nodes"
+The servers (nodes and Redis) run on core 0 and the clients on core 1, so "two nodes"
 means two nodes on one core. The setups alternate ``--rounds`` times (one node first in
 odd rounds, two nodes first in even ones, so that a drift of the machine cancels out);
-the summary gives each round's two nodes / one node ratios and their median, since
-one round's figures move by a quarter or more on a shared machine.
+the summary gives each round's two nodes / one node ratios and their median.
 
-The viewers are raw sockets that log in as the JS SDK 4.3.1 does (protobuf, its
-``ua``), so the servers serve them as they serve real 4.x viewers (pushes without
-``peerId``, read from the room's frame log); they count frames without decoding
-them, unless asked for latency. On a small
-machine the viewers' own reading is the limit of the saturation step, so its figures
-are relative (one node against two in the same run).
+The clients are the main bench's C load generator (bench/gen.c, one process, epoll):
+the publisher (protobuf, on node A; its messages HIGH, so none is shed, with the
+payload that carries its send time) and the viewers, which log in as the JS SDK 4.3.1
+does (protobuf, its ``ua``), so the servers serve them as they serve real 4.x viewers
+(pushes without ``peerId``, read from the room's frame log), one in turn on each node
+(gen.c's ``port`` plan line); it counts receipts and their latency for each port. A
+Python crowd saturated its core at 1000 viewers and read the fixed-rate messages in
+bunches, which moved the ratio from round to round; gen.c reads 1000 viewers at 100
+messages/s with most of its core idle. ``--spin`` has gen.c poll without sleeping
+during the fixed-rate step, so that a server's write never pays for waking it.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
+import itertools
 import json
 import os
 import shlex
@@ -51,15 +54,20 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-
-import orjson
-import trio
-from trio_websocket import WebSocketConnection, open_websocket_url
+from typing import Any, cast
 
 from bench import lc
-from chatroom.protocol import codec
-
-SUBPROTOCOL = "lc.json.3"  # the publisher's: a flat JSON socket
+from bench.generator import (
+    PUBLISHER,
+    VIEWER,
+    Conn,
+    Connected,
+    Generator,
+    Json,
+    Plan,
+    build,
+    handshake,
+)
 
 
 def _free_port() -> int:
@@ -132,121 +140,6 @@ def redis_server(folder: Path) -> Iterator[tuple[str, int]]:
         proc.wait()
 
 
-class Viewer:
-    """A raw WebSocket that logs in, joins the chatroom, then counts frames (and, when
-    asked, decodes them for the latency the message text carries)."""
-
-    def __init__(self, port: int, peer: str) -> None:
-        self.port, self.peer = port, peer
-        self.frames = 0
-        self.latencies: list[float] = []
-        self.decode = False
-        self.joined = trio.Event()
-        self.last_rx = 0.0
-
-    async def run(self, cid: str) -> None:
-        stream = await trio.open_tcp_stream("127.0.0.1", self.port)
-        key = base64.b64encode(os.urandom(16)).decode()
-        await stream.send_all(
-            (
-                f"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-                f"Sec-WebSocket-Protocol: {lc.SUBPROTOCOL}\r\n\r\n"
-            ).encode()
-        )
-        buf = b""
-        while b"\r\n\r\n" not in buf:
-            buf += await stream.receive_some()
-        buf = buf.split(b"\r\n\r\n", 1)[1]
-        for frame in (lc.login(self.peer, 1), lc.join(cid, self.peer, 2)):
-            await stream.send_all(_masked(frame))
-        while True:
-            for payload in _frames(buf_holder := [buf]):
-                self._seen(payload)
-            buf = buf_holder[0]
-            chunk = await stream.receive_some(1 << 18)
-            if not chunk:
-                return
-            buf += chunk
-
-    def _seen(self, payload: bytes) -> None:
-        if not self.joined.is_set():
-            if codec.decode(codec.Codec.PROTOBUF, payload).i == 2:
-                self.joined.set()
-            return
-        self.frames += 1
-        self.last_rx = time.monotonic()
-        if self.decode:
-            cmd = codec.decode(codec.Codec.PROTOBUF, payload)
-            if cmd.HasField("directMessage"):
-                self.latencies.append(time.monotonic() - float(cmd.directMessage.msg))
-
-
-def _received(crowd: list[Viewer], before: list[int]) -> int:
-    return sum(v.frames - b for v, b in zip(crowd, before, strict=True))
-
-
-def _masked(payload: bytes) -> bytes:
-    """A client's binary frame (a protobuf command)."""
-    mask = os.urandom(4)
-    size = len(payload)
-    head = bytes([0x82, 0x80 | size]) if size < 126 else bytes([0x82, 0xFE]) + size.to_bytes(2)
-    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-
-
-def _frames(holder: list[bytes]) -> Iterator[bytes]:
-    buf, at = holder[0], 0
-    while len(buf) - at >= 2:
-        size = buf[at + 1] & 0x7F
-        head = 2
-        if size == 126:
-            if len(buf) - at < 4:
-                break
-            size, head = int.from_bytes(buf[at + 2 : at + 4]), 4
-        elif size == 127:
-            if len(buf) - at < 10:
-                break
-            size, head = int.from_bytes(buf[at + 2 : at + 10]), 10
-        if len(buf) - at < head + size:
-            break
-        yield buf[at + head : at + head + size]
-        at += head + size
-    holder[0] = buf[at:]
-
-
-async def _open_room(ws: WebSocketConnection) -> str:
-    """Log the publisher in and create the chatroom; its cid."""
-    login = {"cmd": "session", "op": "open", "appId": "b", "peerId": "pub", "i": 1}
-    start = {"cmd": "conv", "op": "start", "transient": True, "attr": {"name": "live"}, "i": 2}
-    for cmd in (login, start):
-        await ws.send_message(orjson.dumps(cmd).decode())
-    while True:
-        reply = orjson.loads(await ws.get_message())
-        if reply.get("i") == 2:
-            return str(reply["cid"])
-
-
-class _Publisher:
-    """The publisher's socket: sends chatroom messages (HIGH, so that none is shed and
-    every viewer should get each), counts its acks."""
-
-    def __init__(self, ws: WebSocketConnection, cid: str) -> None:
-        self.ws, self.cid = ws, cid
-        self.sent = 0
-
-    async def send(self) -> None:
-        cmd = {
-            "cmd": "direct",
-            "cid": self.cid,
-            "msg": repr(time.monotonic()),
-            "transient": True,
-            "priority": 1,  # HIGH: never shed, so every message reaches every viewer
-            "i": 10 + self.sent,
-        }
-        await self.ws.send_message(orjson.dumps(cmd).decode())
-        self.sent += 1
-
-
 def _switches(pid: int) -> tuple[int, int]:
     """Context switches of ``pid``'s main thread (the event loop) so far: voluntary
     (it waited) and not (preempted, which depends on the machine's load too)."""
@@ -277,35 +170,6 @@ class _Cpu:
         return [(a[0] - b[0], a[1] - b[1]) for a, b in zip(now, self.switched, strict=True)]
 
 
-async def _delivered(crowd: list[Viewer], before: list[int], expected: int) -> int:
-    with trio.move_on_after(20):  # the last deliveries arrive
-        while _received(crowd, before) < expected:  # noqa: ASYNC110 - counters only
-            await trio.sleep(0.05)
-    return _received(crowd, before)
-
-
-async def _latency(pub: _Publisher, crowd: list[Viewer], nodes: list[Node]) -> dict[str, float]:
-    """p50/p99 at 50 messages/s, from a few viewers on each node."""
-    out: dict[str, float] = {}
-    probes = crowd[:4]
-    for viewer in probes:
-        viewer.decode = True
-    for _ in range(150):
-        await pub.send()
-        await trio.sleep(0.02)
-    await trio.sleep(0.5)
-    for viewer in probes:
-        viewer.decode = False
-    for name, idx in (("A", 0), ("B", 1)):
-        lat = sorted(
-            x for v in probes if v.port == nodes[idx % len(nodes)].port for x in v.latencies
-        )
-        if lat:
-            out[f"lat_{name}_p50_ms"] = round(1000 * lat[len(lat) // 2], 3)
-            out[f"lat_{name}_p99_ms"] = round(1000 * lat[int(len(lat) * 0.99)], 3)
-    return out
-
-
 @contextmanager
 def _recording(pids: list[int], command: str | None) -> Iterator[None]:
     """Runs ``command`` (``--record``: ``{pid}`` and ``{name}`` filled in; ``{name}`` is
@@ -333,44 +197,48 @@ def _recording(pids: list[int], command: str | None) -> Iterator[None]:
             proc.wait(30)
 
 
-async def _spin() -> None:
-    """Keeps this process's event loop from ever sleeping (``--spin``): epoll is then
-    polled, never waited on, and a server's write to a viewer never pays for waking
-    this process on the other core, a cost set by the viewers' timing (and, over a real
-    network, paid on their machine, not the server's)."""
-    while True:
-        await trio.lowlevel.checkpoint()
+def _step(gen: Generator, **kwargs: Any) -> Json:
+    """One gen.c step of HIGH messages (never shed: every viewer should get each) from
+    the publisher on node A; its report."""
+    kwargs.setdefault("max_drain", 20.0)
+    return gen.step(next(_step_ids), mix=(100, 0), **kwargs)
 
 
-async def _steady(
-    pub: _Publisher,
-    crowd: list[Viewer],
-    pids: list[int],
-    rate: float,
-    seconds: float,
-    record: str | None = None,
-    spin: bool = False,
+_step_ids = itertools.count(1)
+
+
+def _latency(gen: Generator, nodes: list[Node]) -> dict[str, float]:
+    """p50/p99 at 50 messages/s, from the publisher's send to each viewer's receipt,
+    for the viewers of node A and of node B (one node: both its own)."""
+    report = _step(gen, rate=50.0, secs=3.0)
+    by_port = {int(cast(int, p["port"])): p for p in cast(list[Json], report["by_port"])}
+    out: dict[str, float] = {}
+    for name, idx in (("A", 0), ("B", 1)):
+        lat = cast(Json, by_port[nodes[idx % len(nodes)].port]["lat"])
+        out[f"lat_{name}_p50_ms"] = float(cast(float, lat["p50"]))
+        out[f"lat_{name}_p99_ms"] = float(cast(float, lat["p99"]))
+    return out
+
+
+def _received(report: Json) -> int:
+    return sum(cast(list[int], report["received"]))
+
+
+def _steady(
+    gen: Generator, pids: list[int], rate: float, seconds: float, record: str | None = None
 ) -> dict[str, object]:
     """Server CPU per delivery at a fixed rate, the same work for both setups."""
     with _recording(pids, record):
-        before = [v.frames for v in crowd]
         cpu = _Cpu(pids)
-        sent0 = pub.sent
-        async with trio.open_nursery() as nursery:
-            if spin:
-                nursery.start_soon(_spin)
-            t0 = trio.current_time()
-            for k in range(round(rate * seconds)):
-                await trio.sleep_until(t0 + k / rate)
-                await pub.send()
-            deliveries = await _delivered(crowd, before, (pub.sent - sent0) * len(crowd))
-            each = cpu.each()
-            switched = cpu.switches()
-            nursery.cancel_scope.cancel()
-    sent = max(1, pub.sent - sent0)
+        report = _step(gen, rate=rate, secs=seconds)
+        each = cpu.each()
+        switched = cpu.switches()
+    deliveries = _received(report)
+    sent = max(1, sum(cast(list[int], report["sent"])))
     return {
         "rate_msgs_per_s": rate,
         "rate_deliveries": deliveries,
+        "rate_expected": sent * int(cast(int, report["subs"])),
         "rate_cpu_us_per_delivery": round(1e6 * sum(each) / max(1, deliveries), 2),
         "rate_cpu_s_per_process": each,  # node A[, node B, redis-server]
         # context switches per message, in the same order: voluntary + not, voluntary
@@ -380,37 +248,21 @@ async def _steady(
     }
 
 
-async def _saturate(
-    pub: _Publisher,
-    crowd: list[Viewer],
-    nodes: list[Node],
-    pids: list[int],
-    seconds: float,
-    window: int,
+def _saturate(
+    gen: Generator, nodes: list[Node], pids: list[int], seconds: float, window: int
 ) -> dict[str, object]:
     """Deliveries/s and server CPU per delivery with ``window`` messages unacknowledged."""
-    before = [v.frames for v in crowd]
     cpu = _Cpu(pids)
     stats0 = nodes[0].cluster()
-    sent0 = pub.sent
-    t0 = time.monotonic()
-    inflight = 0
-    while time.monotonic() - t0 < seconds:
-        while inflight < window:
-            await pub.send()
-            inflight += 1
-        reply = await pub.ws.get_message()
-        if '"ack"' in reply:
-            inflight -= 1
-    messages = pub.sent - sent0
-    deliveries = await _delivered(crowd, before, messages * len(crowd))
-    span = max(v.last_rx for v in crowd) - t0
+    report = _step(gen, rate=0.0, secs=seconds, window=window)
     each = cpu.each()
+    messages = sum(cast(list[int], report["sent"]))
+    deliveries = _received(report)
     out: dict[str, object] = {
         "messages": messages,
         "deliveries": deliveries,
-        "expected": messages * len(crowd),
-        "deliveries_per_s": round(deliveries / span),
+        "expected": messages * int(cast(int, report["subs"])),
+        "deliveries_per_s": round(deliveries / max(1e-9, float(cast(float, report["span_s"])))),
         "server_cpu_us_per_delivery": round(1e6 * sum(each) / max(1, deliveries), 2),
         "cpu_s_per_process": each,  # node A[, node B, redis-server]
     }
@@ -421,32 +273,53 @@ async def _saturate(
     return out
 
 
-async def _measure(
-    nodes: list[Node], viewers: int, args: argparse.Namespace, redis_pid: int
+def _connect(gen: Generator, conns: list[Conn], port: int, what: str) -> Connected:
+    plan = Plan("lc", handshake("/", lc.SUBPROTOCOL), conns, port=port)
+    done = gen.connect(plan)
+    if done.failed:
+        raise RuntimeError(f"{done.failed} of {done.count} {what} failed: {done.first_error}")
+    return done
+
+
+def _open_room(gen: Generator, nodes: list[Node], viewers: int) -> None:
+    """The publisher logs in on node A and creates the chatroom; the viewers log in as
+    the JS SDK 4.3.1 does and join it, one in turn on each node."""
+    start = lc.start_conversation(["pub"], 2, transient=True)
+    creator = Conn(PUBLISHER, [(lc.login("pub", 1), 1), (start, 2)])
+    cid = lc.started_cid(gen.reply(_connect(gen, [creator], nodes[0].port, "publisher").first))
+    for k, node in enumerate(nodes):
+        crowd = [
+            Conn(VIEWER, [(lc.login(f"v{n}", 1), 1), (lc.join(cid, f"v{n}", 2), 2)])
+            for n in range(k, viewers, len(nodes))
+        ]
+        _connect(gen, crowd, node.port, "viewers")
+    gen.size(100)
+    for prio in (1, 2, 3):
+        prefix, suffix = lc.direct_template(cid, 100, prio, transient=True)
+        gen.template(prio, prefix, suffix, ack_tail=True)
+
+
+def _measure(
+    nodes: list[Node], viewers: int, args: argparse.Namespace, redis_pid: int, binary: Path
 ) -> dict[str, object]:
-    async with (
-        open_websocket_url(nodes[0].url, subprotocols=[SUBPROTOCOL]) as ws,
-        trio.open_nursery() as nursery,
-    ):
-        cid = await _open_room(ws)
-        crowd = [Viewer(nodes[k % len(nodes)].port, f"v{k}") for k in range(viewers)]
-        for viewer in crowd:
-            nursery.start_soon(viewer.run, cid)
-        for viewer in crowd:
-            await viewer.joined.wait()
-        await trio.sleep(2.5)  # presence settles (heartbeat), subscriptions made
-        pub = _Publisher(ws, cid)
+    gen = Generator(binary, nodes[0].port, binary.parent)
+    try:
+        _open_room(gen, nodes, viewers)
+        gen.poll(2.5)  # presence settles (heartbeat), subscriptions made
         pids = [n.proc.pid for n in nodes] + ([redis_pid] if len(nodes) > 1 else [])
-        out: dict[str, object] = dict(await _latency(pub, crowd, nodes))
+        out: dict[str, object] = dict(_latency(gen, nodes))
         stats0 = nodes[0].cluster()
-        out.update(await _steady(pub, crowd, pids, args.rate, args.seconds, args.record, args.spin))
+        gen.spin(args.spin)
+        out.update(_steady(gen, pids, args.rate, args.seconds, args.record))
+        gen.spin(False)
         stats1 = nodes[0].cluster()
         if stats1:  # node A's PUBLISHes, and drains written at once (a quiet link)
             for key in ("publishes", "at_once"):
                 count = int(stats1.get(key, 0)) - int(stats0.get(key, 0))
                 out[f"rate_{key}_per_message"] = round(count / (args.rate * args.seconds), 2)
-        out.update(await _saturate(pub, crowd, nodes, pids, args.seconds, args.window))
-        nursery.cancel_scope.cancel()
+        out.update(_saturate(gen, nodes, pids, args.seconds, args.window))
+    finally:
+        gen.close()
     return out
 
 
@@ -484,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--spin",
         action="store_true",
-        help="the viewers' process polls without sleeping during the fixed-rate step",
+        help="the clients' process (gen.c) polls without sleeping during the fixed-rate step",
     )
     parser.add_argument(
         "--record",
@@ -496,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     _pin(os.getpid(), 1)
     with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp:
         folder = Path(tmp)
+        binary = build(folder)
         with redis_server(folder) as (url, redis_pid):
             _pin(redis_pid, 0)
             for r in range(args.rounds):
@@ -509,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
                     try:
                         for node in nodes:
                             _pin(node.proc.pid, 0)
-                        results[setup] = trio.run(_measure, nodes, args.viewers, args, redis_pid)
+                        results[setup] = _measure(nodes, args.viewers, args, redis_pid, binary)
                     finally:
                         for node in nodes:
                             node.stop()

@@ -32,7 +32,11 @@ in one PUBLISH (``--publishes K``: in K, written at once, as from K drains heard
 one read), built by a ``RedisHub`` as node A builds them. This process reads the
 PUBLISH from Redis, decodes the records and fans them out: node B's work per message.
 Node A plus node B, each with N viewers, set against ``--hub local`` with 2N viewers is
-what two nodes cost per message over one::
+what two nodes cost per message over one. ``--flusher`` runs the server's flusher task
+(the default configuration) instead of one sweep by hand per round, and pauses 50 ms
+between rounds (beyond the flusher's pause, as at bench.cluster's fixed rate): the
+wake-ups and scheduler passes between reading a PUBLISH and writing the viewers are
+then counted too (a pause costs the same sleep and wake-up of this task per round)::
 
     valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
         python -m bench.clusterpath 100 20 --frames 10 --role b   # and 100 60
@@ -119,7 +123,27 @@ async def _run(args: argparse.Namespace, url: str | None, feeder: int | None = N
     ctx = fake_context(config)
     subprotocol = parse_subprotocol("lc.protobuf2.3")
     assert subprotocol is not None
-    flusher = Flusher()
+    # ``--flusher``: the server's flusher task, as configured by default; else one
+    # sweep by hand per round.
+    flusher = Flusher(
+        config.write_delay,
+        config.write_delay_threshold,
+        max_pause=config.write_max_pause,
+        slice_size=config.write_slice,
+        latency=config.write_latency,
+    )
+    written = 0  # sockets the flusher wrote
+    flushed = trio.Event()
+    wrote = flusher.wrote
+
+    def counted(sockets: int) -> None:
+        nonlocal written
+        wrote(sockets)
+        written += sockets
+        if written >= args.viewers:
+            flushed.set()
+
+    flusher.wrote = counted  # type: ignore[method-assign]
     name = "nodeB" if feeder is not None else "nodeA"
     hub: Any = LocalHub() if url is None else RedisHub(name, prefix=PREFIX)
     conns = []
@@ -137,11 +161,15 @@ async def _run(args: argparse.Namespace, url: str | None, feeder: int | None = N
         hub.attach(publisher)
     delivered = 0
     async with trio.open_nursery() as nursery:
+        if args.flusher:
+            await nursery.start(flusher.run)
         link = None
         arrived = trio.Event()
-        wanted = 0
+        wanted = 1 << 62  # none before the first round (a record heard then is not one)
         if url is not None:
             link = redis_link.RedisLink(hub, url)
+            if args.flusher:
+                link.flusher = flusher  # as the server sets it
             receive = hub.receive
 
             def heard(data: bytes, now: float) -> None:
@@ -165,6 +193,11 @@ async def _run(args: argparse.Namespace, url: str | None, feeder: int | None = N
                     link.keep(message, Priority.NORMAL)
                 hub.to_room(prepared, CID, Priority.HIGH, publisher)
                 sent += 1
+            if args.flusher:
+                await flushed.wait()  # every viewer written
+                flushed, written = trio.Event(), 0
+                await trio.sleep(0.05)  # beyond the flusher's pause: idle, as at a fixed rate
+                continue
             if link is not None:
                 await arrived.wait()
                 arrived = trio.Event()
@@ -185,6 +218,11 @@ def main() -> None:
     parser.add_argument("--kept", action="store_true", help="keep every message in Redis")
     parser.add_argument("--role", choices=("a", "b"), default="a", help="the node measured")
     parser.add_argument("--feed", metavar="URL", help=argparse.SUPPRESS)  # --role b's feeder
+    parser.add_argument(
+        "--flusher",
+        action="store_true",
+        help="the server's flusher task writes the viewers (50 ms between rounds: it is idle)",
+    )
     parser.add_argument(
         "--publishes", type=int, default=1, help="--role b: PUBLISHes per round, written at once"
     )

@@ -22,13 +22,17 @@
  *   pause IDX             stop reading IDX (a slow viewer)
  *   close                 close every connection (RST) -> {"ev":"ok","closed":N}
  *   poll SECS             keep servicing sockets for SECS
+ *   spin 0|1              1: a step polls epoll without ever sleeping in it (the server's
+ *                         writes then never pay for waking this process)
  *   quit
  * Plan file: "mode raw|sio|lc", "handshake HEX", then one line per connection:
  *   "conn ROLE N HEX1 I1 ... HEXN IN"   (ROLE 0 viewer, 1 publisher, 2 idle, 3 slow viewer:
  *   a 4 KiB receive buffer, and to be paused). Optional lines before the first conn:
  *   "batch N" (open N connections, then wait until they are set up before opening more;
  *   default 100, 0 opens them all at once: a flash crowd) and "deadline SECS" (give up on
- *   connections not set up after SECS per batch; default 30).
+ *   connections not set up after SECS per batch; default 30), and "port N" (this plan's
+ *   connections go to port N instead of the command line's: viewers over the nodes of a
+ *   cluster). A step reports received counts and latency for each port too ("by_port").
  * Connects are non-blocking: a server whose accept queue is full makes the kernel retry
  * the SYN (after 1 s, then 3 s...), and that time counts, as it would for a real client.
  * "connected" reports why connections failed (refused: connect error, HTTP status other
@@ -69,6 +73,7 @@ typedef struct { unsigned char *d; uint32_t n; int32_t i; } frame_t;
 
 typedef struct {
   int fd, role, state, mode, paused, fail;
+  int port, group; /* the server port, and its index in ports[] */
   uint32_t idx;
   int64_t ready_ns;
   unsigned char *rbuf; uint32_t rlen;
@@ -81,7 +86,9 @@ typedef struct {
 
 static conn_t *conns;
 static uint32_t nconns;
-static int epfd, port = 0, payload_size = 100;
+static int epfd, port = 0, payload_size = 100, spin = 0;
+#define MAXPORTS 8
+static int ports[MAXPORTS], nports; /* every port connected to, in first-use order */
 static char first_error[512];
 
 /* ---------- time, histograms ---------- */
@@ -94,7 +101,7 @@ static inline int64_t now_ns(void) {
 #define COARSE 120000 /* then 1 ms buckets up to 120 s */
 typedef struct { uint32_t fine[FINE], coarse[COARSE + 1]; uint64_t n; double sum, max; } hist_t;
 enum { H_ALL, H_HIGH, H_NORMAL, H_LOW, H_ACK, NHIST };
-static hist_t hist[NHIST];
+static hist_t hist[NHIST], port_hist[MAXPORTS];
 
 static void h_add(hist_t *h, double ms) {
   if (ms < 0) ms = 0;
@@ -114,7 +121,7 @@ static double h_pct(const hist_t *h, double p) {
 
 /* ---------- step counters ---------- */
 static int cur_step = -1;
-static uint64_t sent[4], received[4], strays, pub_rx, acks, ack_errors, errors, closed, skipped;
+static uint64_t sent[4], received[4], port_received[MAXPORTS], strays, pub_rx, acks, ack_errors, errors, closed, skipped;
 static int64_t first_send_ns, last_rx_ns, last_any_rx_ns;
 
 /* ---------- output ---------- */
@@ -205,10 +212,12 @@ static void on_payload(conn_t *c, const unsigned char *p, uint32_t n) {
   for (int k = 22; k < 42; k++) ts = ts * 10 + (p[k] - '0');
   if (step != cur_step || prio < 1 || prio > 3) { strays++; return; }
   received[prio]++;
+  port_received[c->group]++;
   last_rx_ns = now;
   double ms = (now - ts) / 1e6;
   h_add(&hist[H_ALL], ms);
   h_add(&hist[prio], ms);
+  h_add(&port_hist[c->group], ms);
 }
 
 /* ---------- protobuf (lc mode): just the fields we need ---------- */
@@ -381,7 +390,7 @@ static int open_conn(conn_t *c, const unsigned char *hs, uint32_t hsn) {
   int one = 1;
   setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   if (c->role == 3) { int small = 4096; setsockopt(c->fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small); }
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)c->port)};
   inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
   if (connect(c->fd, (struct sockaddr *)&a, sizeof a) < 0 && errno != EINPROGRESS) { connect_error(c, errno); close(c->fd); return -1; }
   c->rbuf = malloc(RBUF);
@@ -411,7 +420,7 @@ static void cmd_connect(const char *path) {
   FILE *f = fopen(path, "r");
   if (!f) { printf("{\"ev\":\"error\",\"what\":\"cannot open plan\"}\n"); return; }
   static char buf[1 << 16];
-  int mode = M_RAW; unsigned char *hs = NULL; int hsn = 0, batch = 100;
+  int mode = M_RAW; unsigned char *hs = NULL; int hsn = 0, batch = 100, plan_port = port;
   double deadline_s = 30.0;
   uint32_t first = nconns, ok = 0, failed = 0, batch_start = nconns, fails[F_TIMEOUT + 1] = {0};
   int64_t t0 = now_ns();
@@ -423,10 +432,13 @@ static void cmd_connect(const char *path) {
     if (!strcmp(tok, "handshake")) { hsn = unhex(strtok(NULL, " \n"), &hs); continue; }
     if (!strcmp(tok, "batch")) { batch = atoi(strtok(NULL, " \n")); continue; }
     if (!strcmp(tok, "deadline")) { deadline_s = atof(strtok(NULL, " \n")); continue; }
+    if (!strcmp(tok, "port")) { plan_port = atoi(strtok(NULL, " \n")); continue; }
     if (strcmp(tok, "conn") || nconns >= MAXCONN) continue;
     conn_t *c = &conns[nconns];
     memset(c, 0, sizeof *c);
-    c->idx = nconns++; c->mode = mode;
+    c->idx = nconns++; c->mode = mode; c->port = plan_port;
+    for (c->group = 0; c->group < nports && ports[c->group] != plan_port; c->group++) {}
+    if (c->group == nports) { if (nports < MAXPORTS) ports[nports++] = plan_port; else c->group = 0; }
     c->role = atoi(strtok(NULL, " \n"));
     c->nsetup = atoi(strtok(NULL, " \n"));
     c->setup = calloc((size_t)c->nsetup + 1, sizeof(frame_t));
@@ -511,14 +523,15 @@ static void cmd_step(int id, double rate, double secs, int window, int pct_high,
   cur_step = id;
   memset(hist, 0, sizeof hist);
   memset(sent, 0, sizeof sent); memset(received, 0, sizeof received);
+  memset(port_hist, 0, sizeof port_hist); memset(port_received, 0, sizeof port_received);
   strays = pub_rx = acks = ack_errors = errors = closed = skipped = 0;
   first_send_ns = last_rx_ns = 0;
   first_error[0] = 0;
-  uint32_t pubs[1024], npub = 0, nsub = 0;
+  uint32_t pubs[1024], npub = 0, nsub = 0, port_subs[MAXPORTS] = {0};
   for (uint32_t k = 0; k < nconns; k++) {
     if (conns[k].state != ST_READY) continue;
     if (conns[k].role == 1 && npub < 1024) { pubs[npub++] = k; conns[k].inflight = 0; }
-    if (conns[k].role == 0 && !conns[k].paused) nsub++;
+    if (conns[k].role == 0 && !conns[k].paused) { nsub++; port_subs[conns[k].group]++; }
   }
   double cpu0 = self_cpu();
   int64_t t0 = now_ns(), tend = t0 + (int64_t)(secs * 1e9);
@@ -540,7 +553,7 @@ static void cmd_step(int id, double rate, double secs, int window, int pct_high,
         publish(c, (int)p, pick_prio(total, pct_high, pct_normal));
       }
     }
-    poll_once(1);
+    poll_once(spin ? 0 : 1);
   }
   int64_t tsend = now_ns();
   uint64_t nsent = sent[1] + sent[2] + sent[3], expected = nsent * nsub;
@@ -552,7 +565,7 @@ static void cmd_step(int id, double rate, double secs, int window, int pct_high,
     uint64_t got = received[1] + received[2] + received[3];
     if (got >= expected && (!tails || acks + ack_errors >= nsent)) { drained = 1; break; }
     if (now_ns() - last_any_rx_ns > (int64_t)(quiet * 1e9)) break;
-    poll_once(5);
+    poll_once(spin ? 0 : 5);
   }
   int64_t tend2 = now_ns();
   double cpu = self_cpu() - cpu0;
@@ -568,7 +581,14 @@ static void cmd_step(int id, double rate, double secs, int window, int pct_high,
          (unsigned long long)received[3]);
   hist_json("all", &hist[H_ALL], 0); hist_json("high", &hist[H_HIGH], 1); hist_json("normal", &hist[H_NORMAL], 1);
   hist_json("low", &hist[H_LOW], 1); hist_json("ack", &hist[H_ACK], 1);
-  printf("}}\n");
+  printf("},\"by_port\":[");
+  for (int g = 0; g < nports; g++) {
+    printf("%s{\"port\":%d,\"subs\":%u,\"received\":%llu,", g ? "," : "", ports[g], port_subs[g],
+           (unsigned long long)port_received[g]);
+    hist_json("lat", &port_hist[g], 0);
+    printf("}");
+  }
+  printf("]}\n");
 }
 
 static void run_command(char *cmd) {
@@ -602,6 +622,9 @@ static void run_command(char *cmd) {
     uint32_t n = 0;
     for (uint32_t k = 0; k < nconns; k++) if (conns[k].state != ST_DEAD) { kill_conn(&conns[k], 0); n++; }
     printf("{\"ev\":\"ok\",\"closed\":%u}\n", n);
+  } else if (!strcmp(tok, "spin")) {
+    spin = atoi(strtok(NULL, " \n"));
+    printf("{\"ev\":\"ok\"}\n");
   } else if (!strcmp(tok, "poll")) {
     poll_for(atof(strtok(NULL, " \n")));
     uint32_t alive = 0;

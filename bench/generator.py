@@ -73,11 +73,14 @@ class Plan:
     conns: list[Conn]
     batch: int = 100
     deadline: float = 30.0
+    port: int = 0  # the server port they connect to (0: the generator's)
 
     def write(self, path: Path) -> None:
         with path.open("w") as f:
             f.write(f"mode {self.mode}\nhandshake {self.handshake.hex()}\n")
             f.write(f"batch {self.batch}\ndeadline {self.deadline}\n")
+            if self.port:
+                f.write(f"port {self.port}\n")
             for c in self.conns:
                 frames = " ".join(f"{frame.hex()} {i}" for frame, i in c.setup)
                 f.write(f"conn {c.role} {len(c.setup)} {frames}\n")
@@ -192,6 +195,10 @@ class Generator:
     def alive(self) -> int:
         """How many connections are set up and open, after servicing them briefly."""
         return int(cast(int, self.poll(0.05)["alive"]))
+
+    def spin(self, on: bool) -> None:
+        """Whether a step polls its sockets without ever sleeping (busy)."""
+        self.command(f"spin {int(on)}")
 
     def poll(self, secs: float) -> Json:
         return self.command(f"poll {secs}", "polled")

@@ -185,6 +185,13 @@ def cluster_families(cluster: Mapping[str, object]) -> Iterator[Metric]:
     yield _gauge("chatroom_cluster_nodes", "Other nodes this node knows.", number("nodes"))
     yield _gauge("chatroom_cluster_queue", "Records waiting to be published.", number("queue"))
     yield _counter("chatroom_cluster_publishes", "PUBLISH commands sent.", number("publishes"))
+    drains = {"drain": number("drains") - number("at_once"), "at_once": number("at_once")}
+    yield _counter(
+        "chatroom_cluster_drains",
+        "Transactions sent to Redis, by the task that wrote them.",
+        drains,
+        "by",
+    )
     records = {
         what: number(key)
         for what, key in (

@@ -44,6 +44,13 @@ class Flusher:
     connections the cycle has not reached yet, instead of waiting behind a sweep of
     every socket of a big room. A connection already written is marked again and
     written by the next cycle; each connection's frames stay in order either way.
+
+    A task that fans out what it read in one go (node B's Redis reader) may ``hold``
+    the flusher meanwhile: on ``release``, when the flusher's task is idle and the next
+    cycle would start at once (no ``write_delay`` due), the caller runs that cycle
+    itself, its first slice at least (the rest is left to the flusher's task), and
+    the flusher's task is not woken: no task switch and no scheduler pass between
+    reading a message and writing it. Otherwise the flusher's task wakes as usual.
     """
 
     def __init__(
@@ -64,6 +71,11 @@ class Flusher:
         self._cycle: list[Flushable] | None = None  # what the cycle under way writes
         self._wake = trio.Event()
         self._more_sockets = 0  # sockets written beyond one per flushed item this cycle
+        self._not_before = -math.inf  # end of the last busy cycle plus the pause
+        self._parked = False  # the flusher's task waits for a mark
+        self._held = False  # marks do not wake the task until ``release``
+        self._deferred = False  # a mark found nothing dirty while held: the wake is owed
+        self._carried = (0, 0, 0.0)  # frames, sockets, seconds of a cycle begun by ``release``
 
     def wrote(self, sockets: int) -> None:
         """A flushed item wrote ``sockets`` sockets (a room's followers: net/roomwriter.py)."""
@@ -73,8 +85,29 @@ class Flusher:
         """Flush ``conn`` soon. The caller marks each connection once per flush."""
         if not self._dirty:
             # The first mark wakes the cycle; later ones join the list it will take.
-            self._wake.set()
+            if self._held:
+                self._deferred = True
+            else:
+                self._wake.set()
         self._dirty.append(conn)
+
+    def hold(self) -> None:
+        """Marks from now on wait for ``release`` (one holder at a time)."""
+        self._held = True
+
+    def release(self) -> None:
+        """What was marked since ``hold``: written now, in the caller's task, when the
+        flusher's task is idle and would write at once; else the task wakes."""
+        self._held = False
+        if not self._deferred:
+            return
+        self._deferred = False
+        if self._parked and (
+            self._delay <= 0 or (self._threshold > 0 and self._not_before <= trio.current_time())
+        ):
+            self._sweep()
+        if self._dirty:
+            self._wake.set()
 
     def again(self, conn: Flushable) -> None:
         """Flush ``conn`` once more in this cycle, after the others' turn: a room whose
@@ -86,18 +119,25 @@ class Flusher:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
-        not_before = -math.inf  # end of the last busy cycle plus the pause
         while True:
-            await self._wake.wait()
+            self._parked = True
+            try:
+                await self._wake.wait()
+            finally:
+                self._parked = False
             self._wake = trio.Event()
-            if self._delay > 0:
+            if self._delay > 0 and not self._carried[1]:  # (the rest of a cycle: at once)
                 if self._threshold == 0:
                     await trio.sleep(self._delay)
-                elif not_before > trio.current_time():
-                    await trio.sleep_until(not_before)
-            frames, sockets, spent = await self._cycle_once()
-            if sockets and sockets >= self._threshold:
-                not_before = trio.current_time() + self._pause(frames / sockets, spent)
+                elif self._not_before > trio.current_time():
+                    await trio.sleep_until(self._not_before)
+            self._ended(*await self._cycle_once())
+
+    def _ended(self, frames: int, sockets: int, spent: float) -> None:
+        """A cycle wrote ``frames`` to ``sockets`` in ``spent`` seconds: the pause after
+        a busy one."""
+        if sockets and sockets >= self._threshold:
+            self._not_before = trio.current_time() + self._pause(frames / sockets, spent)
 
     def _pause(self, frames_per_socket: float, spent: float) -> float:
         """Seconds from the end of a busy cycle to the next, after ``spent`` seconds of
@@ -114,8 +154,9 @@ class Flusher:
         self._dirty = []
         self._more_sockets = 0
         step = self.slice_size or math.inf
-        frames = done = 0
-        spent = 0.0
+        frames, more, spent = self._carried  # the part ``release`` wrote
+        self._carried = (0, 0, 0.0)
+        done = 0
         next_turn = step  # the others run once this many sockets are written
         start = trio.current_time()
         try:
@@ -130,4 +171,26 @@ class Flusher:
         finally:
             self._cycle = None
         spent += trio.current_time() - start
-        return frames, done + self._more_sockets, spent  # noqa: ASYNC910
+        return frames, more + done + self._more_sockets, spent  # noqa: ASYNC910
+
+    def _sweep(self) -> None:
+        """``release``'s cycle: its first slice in the caller's task; the rest, when
+        there is more, left first in line for the flusher's task."""
+        self._cycle = dirty = self._dirty
+        self._dirty = []
+        self._more_sockets = 0
+        step = self.slice_size or math.inf
+        frames = done = 0
+        start = trio.current_time()
+        try:
+            while done < len(dirty) and done + self._more_sockets < step:
+                frames += dirty[done].flush_nowait()
+                done += 1
+        finally:
+            self._cycle = None
+        sockets, spent = done + self._more_sockets, trio.current_time() - start
+        if done < len(dirty):  # marked during the sweep: after the rest of this cycle
+            self._dirty[:0] = dirty[done:]
+            self._carried = (frames, sockets, spent)
+        else:
+            self._ended(frames, sockets, spent)

@@ -42,6 +42,7 @@ from chatroom.hub.base import EVERYTHING
 from chatroom.hub.redis import RedisHub
 from chatroom.hub.redis_queue import KEEP, PUBLISH
 from chatroom.net import resp
+from chatroom.net.flusher import Flusher
 from chatroom.net.redis_kept import Command, KeptReader, Read, kept_commands
 from chatroom.net.redis_listen import DEADLINE, SETTLE_DEADLINE, Listener
 
@@ -102,6 +103,16 @@ class RedisLink:
         self._lone = True  # the last drain of records carried one
         self._written = -1  # presence number of the last snapshot written
         hub.wake = self._wake
+
+    @property
+    def flusher(self) -> Flusher | None:
+        """The node's flusher: held while the reader fans out what one read brought
+        (redis_listen.py), so that an idle one costs no wake-up of its own."""
+        return self._listener.flusher
+
+    @flusher.setter
+    def flusher(self, flusher: Flusher | None) -> None:
+        self._listener.flusher = flusher
 
     def statistics(self) -> dict[str, object]:
         hub = self.hub

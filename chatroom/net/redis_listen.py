@@ -8,16 +8,24 @@ messages go to the hub, Redis's confirmations of chatroom subscriptions to the h
 ``subscribed`` (and whoever waits in ``hearing``). The link's drain asks for the
 subscriptions the listener wants sent (``follow_rooms``): they follow the chatrooms
 this node has viewers in.
+
+What one read brought is fanned out with the node's flusher held (``Flusher.hold``):
+when the flusher is idle and would write at once, this task writes the viewers itself
+after the read, instead of waking the flusher's task for a pass of its own.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import trio
 
 from chatroom.hub.redis import RedisHub
 from chatroom.net import resp
+
+if TYPE_CHECKING:
+    from chatroom.net.flusher import Flusher
 
 DEADLINE = 5.0  # seconds any one call to Redis may take
 SETTLE_DEADLINE = 1.0  # seconds a presence question waits for Redis at most
@@ -37,6 +45,7 @@ class Listener:
         self._asked: set[str] = set()  # chatrooms subscribed to, not yet confirmed
         self._confirmed = trio.Event()  # set (and replaced) as Redis confirms some
         self._room = hub.channel("room", "-")[:-1]  # the prefix of every room channel
+        self.flusher: Flusher | None = None  # the node's, held while a read fans out
 
     async def hearing(self, cid: str) -> None:
         """Until Redis confirmed this node's subscription to the chatroom (asked for by
@@ -62,10 +71,18 @@ class Listener:
         one read from the socket brought is handled in one go (a read is 64 KiB at
         most): no pass through the scheduler per message."""
         while True:
-            for reply in await connection.read_all():
-                if isinstance(reply, resp.RespError):
-                    raise reply
-                self._heard(reply)
+            replies = await connection.read_all()
+            flusher = self.flusher
+            if flusher is not None:
+                flusher.hold()
+            try:
+                for reply in replies:
+                    if isinstance(reply, resp.RespError):
+                        raise reply
+                    self._heard(reply)
+            finally:
+                if flusher is not None:
+                    flusher.release()
 
     def _heard(self, reply: resp.Reply) -> None:
         hub = self.hub

@@ -107,6 +107,8 @@ class Server:
             slice_size=config.write_slice,
             latency=config.write_latency,
         )
+        if self.cluster is not None:
+            self.cluster.flusher = self._flusher  # node B's fan-out writes when it is idle
         self.gc = GcPolicy(
             config.gc_freeze_interval,
             config.gc_full_after_closes,

@@ -80,7 +80,93 @@ async def test_chatroom_counts_and_broadcasts_cover_both_nodes(redis: RedisServe
         assert value(metrics, "chatroom_cluster_publishes_total") >= 1  # packed: often fewer
         assert value(metrics, "chatroom_cluster_records_total", what="published") >= len(sent)
         assert value(metrics, "chatroom_cluster_records_total", what="lost") == 0
+        # The drains written by the task that queued the record (a quiet link) apart.
+        at_once = value(metrics, "chatroom_cluster_drains_total", by="at_once")
+        assert at_once == link(a).stats.at_once
+        assert value(metrics, "chatroom_cluster_drains_total", by="drain") >= 1
         assert (await http_get(a.http_port, "/readyz"))[0] == 200
+
+
+class _Steps(trio.abc.Instrument):
+    """Counts the steps (wake-ups) of one flusher's task."""
+
+    def __init__(self, flusher: object) -> None:
+        self.flusher, self.count = flusher, 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        frame = getattr(task.coro, "cr_frame", None)
+        if frame is not None and frame.f_locals.get("self") is self.flusher:
+            self.count += 1
+
+
+@fail_after(20)
+async def test_node_b_writes_a_quiet_chatrooms_messages_in_the_task_that_reads_them(
+    redis: RedisServer,
+) -> None:
+    # Node B's flusher is idle between two messages of a quiet room: the task that
+    # reads Redis writes them to the viewers itself, in order, without waking it.
+    async with host_and_viewers(redis.url) as ((_, b), host, v1, v2):
+        cid = await room_watched(host, [v1, v2])
+        steps = _Steps(b.server._flusher)
+        trio.lowlevel.add_instrument(steps)
+        try:
+            for n in range(10):
+                text = f"quiet {n}"
+                await host.request({"cmd": "direct", "cid": cid, "msg": text, "transient": True})
+                for viewer in (v1, v2):
+                    assert (await viewer.next_push("direct"))["msg"] == text
+        finally:
+            trio.lowlevel.remove_instrument(steps)
+        assert steps.count == 0
+
+
+NO_INTAKE_SHEDDING: dict[str, object] = {
+    "shed_backlog_low": 1_000_000,
+    "shed_backlog_normal": 1_000_000,
+    "shed_lag_low": 3600.0,
+    "shed_lag_normal": 3600.0,
+}
+
+
+@fail_after(30)
+async def test_a_viewer_on_node_b_that_fell_behind_sheds_normal_messages_never_high_ones(
+    redis: RedisServer,
+) -> None:
+    # A viewer of node B stops reading while the room gets big messages, one HIGH in
+    # ten: its outbox sheds NORMAL ones only. Reading again, it gets every HIGH one and
+    # the NORMAL ones kept, in the order they were sent, and a notice of the count shed.
+    overrides: dict[str, object] = {"outbox_max_frames": 16, **NO_INTAKE_SHEDDING}
+    async with (
+        two_nodes(redis.url, overrides) as (a, b),
+        a.user("host") as host,
+        b.user("slow") as slow,
+    ):
+        cid = await room_watched(host, [slow])
+        shed = b.server.context.counters.shed
+        sent: list[str] = []
+        high: list[str] = []
+        while shed.normal < 50:
+            batch = [f"{len(sent) + i:05d}" + "x" * 30_000 for i in range(10)]
+            high.append(batch[0])
+            commands = [
+                {"cmd": "direct", "cid": cid, "msg": text, "transient": True, "priority": p}
+                for text, p in zip(batch, [1] + [2] * 9, strict=True)
+            ]
+            acks = await host.pipeline(commands)
+            assert all(ack["cmd"] == "ack" and "code" not in ack for ack in acks), acks
+            sent += batch
+        got: list[str] = []
+        told = 0
+        while len(got) + told < len(sent):
+            push = await slow.receive()
+            if push["cmd"] == "direct":
+                got.append(push["msg"])
+            elif push["cmd"] == "shed":
+                told = push["count"]
+        assert told == len(sent) - len(got) > 0
+        kept = set(got)
+        assert got == [text for text in sent if text in kept]  # in order
+        assert kept >= set(high)  # HIGH is never shed
 
 
 @fail_after(20)

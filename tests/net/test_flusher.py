@@ -210,3 +210,131 @@ async def test_a_long_flush_pauses_no_longer_than_the_latency_allows(
             await trio.sleep(0.5)
             assert log[-1][1] - start == pytest.approx(count * 0.015 + pause)
         nursery.cancel_scope.cancel()
+
+
+class Steps(trio.abc.Instrument):
+    """Counts the steps of the flusher's task (each is a wake-up and a scheduler pass)."""
+
+    def __init__(self) -> None:
+        self.flusher = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task.name.endswith("Flusher.run"):
+            self.flusher += 1
+
+
+async def _started(nursery: trio.Nursery, flusher: Flusher, steps: Steps) -> None:
+    trio.lowlevel.add_instrument(steps)
+    await nursery.start(flusher.run)
+    await trio.testing.wait_all_tasks_blocked()  # parked, waiting for a mark
+
+
+async def test_an_idle_held_flusher_is_swept_by_the_releasing_task_without_waking(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    log: list[tuple[str, float]] = []
+    a, b = Recorder("a", log), Recorder("b", log)
+    flusher, steps = Flusher(write_delay=0.01, busy_threshold=2), Steps()
+    async with trio.open_nursery() as nursery:
+        await _started(nursery, flusher, steps)
+        before = steps.flusher
+        flusher.hold()  # what one read brings is fanned out
+        flusher.mark(a)
+        flusher.mark(b)
+        assert log == []  # marking never writes
+        flusher.release()
+        assert [name for name, _ in log] == ["a", "b"]  # at once, in this task
+        await trio.testing.wait_all_tasks_blocked()
+        assert steps.flusher == before  # the flusher's task did not wake
+        assert len(log) == 2
+        # That cycle was busy (two sockets): the next mark waits the delay, held or not.
+        marked = trio.current_time()
+        flusher.hold()
+        flusher.mark(a)
+        flusher.release()
+        assert len(log) == 2
+        await trio.sleep(0.1)
+        assert log[-1] == ("a", marked + 0.01)
+        # Past the pause, and a quiet cycle: swept by the releasing task again.
+        flusher.hold()
+        flusher.mark(b)
+        flusher.release()
+        assert log[-1] == ("b", trio.current_time())
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_held_flusher_that_waits_write_delay_after_every_mark_is_not_swept(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    log: list[tuple[str, float]] = []
+    flusher, steps = Flusher(write_delay=0.01), Steps()
+    async with trio.open_nursery() as nursery:
+        await _started(nursery, flusher, steps)
+        start = trio.current_time()
+        flusher.hold()
+        flusher.mark(Recorder("a", log))
+        flusher.release()
+        assert log == []
+        await trio.sleep(0.1)
+        assert log == [("a", start + 0.01)]  # gathered for write_delay, as ever
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_held_flusher_already_woken_or_mid_cycle_writes_in_its_own_task_in_order(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A mark from before the hold has woken the flusher: what is marked while held
+    follows it in the flusher's cycle. Between two slices of a cycle, what is marked
+    while held goes to the next cycle, after the connections of this one."""
+    log: list[tuple[str, float]] = []
+    conns = [Recorder(f"c{i}", log) for i in range(5)]
+    late = Recorder("late", log)
+    flusher, steps = Flusher(slice_size=2), Steps()
+    async with trio.open_nursery() as nursery:
+        await _started(nursery, flusher, steps)
+        flusher.mark(conns[0])
+        flusher.hold()
+        flusher.mark(conns[1])
+        flusher.release()
+        assert log == []  # the flusher's task writes both
+        await trio.testing.wait_all_tasks_blocked()
+        assert [name for name, _ in log] == ["c0", "c1"]
+
+        held_at: list[tuple[int, int]] = []  # writes before the release, and by it
+
+        async def reader() -> None:  # fans out between two slices
+            while len(log) < 4:
+                await trio.lowlevel.checkpoint()
+            before = len(log)
+            flusher.hold()
+            flusher.mark(late)
+            flusher.release()
+            held_at.append((before, len(log) - before))
+
+        for conn in conns:
+            flusher.mark(conn)
+        nursery.start_soon(reader)
+        await trio.testing.wait_all_tasks_blocked()
+        assert held_at in ([(4, 0)], [(6, 0)])  # mid-cycle: nothing written by the release
+        names = [name for name, _ in log[2:]]
+        assert names == ["c0", "c1", "c2", "c3", "c4", "late"]
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_held_flusher_sweeps_one_slice_and_leaves_the_rest_to_its_task_first(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    log: list[tuple[str, float]] = []
+    conns = [Recorder(f"c{i}", log) for i in range(5)]
+    flusher, steps = Flusher(slice_size=2), Steps()
+    async with trio.open_nursery() as nursery:
+        await _started(nursery, flusher, steps)
+        flusher.hold()
+        for conn in conns:
+            flusher.mark(conn)
+        flusher.release()
+        assert [name for name, _ in log] == ["c0", "c1"]  # one slice, in this task
+        flusher.mark(conns[0])  # after the rest of that cycle
+        await trio.testing.wait_all_tasks_blocked()
+        assert [name for name, _ in log] == ["c0", "c1", "c2", "c3", "c4", "c0"]
+        nursery.cancel_scope.cancel()
