@@ -9,6 +9,7 @@ a connection stays one object.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import orjson
@@ -96,6 +97,7 @@ class Inbound(_Base):
     _close: tuple[int, str] | None
     _shutting_down: bool
     _read_scope: trio.CancelScope | None
+    _now: Callable[[], float]
     _seen: float
     _login_deadline: float
     _budget: TokenBucket
@@ -190,7 +192,7 @@ class Inbound(_Base):
     def frames_read(self) -> None:
         """A read brought frames: the idle time starts again (net/deadlines.py finds
         it out when the old deadline comes: nothing moves now)."""
-        self._seen = trio.current_time()
+        self._seen = self._now()
 
     def _run_sync(self, cmd: pb.GenericCommand, handler: SyncHandler) -> None:
         try:
@@ -224,7 +226,7 @@ class Inbound(_Base):
             self._reply(cmd, reply)
         # The client was waiting for this reply, not idle: its idle time starts now (a
         # login that took long on a busy cluster node is not counted against it).
-        self._seen = trio.current_time()
+        self._seen = self._now()
         if opening:
             self._omit_peer_id = self._logins == 1 and self._first_omits
 
