@@ -16,7 +16,7 @@ between two stages is that stage's. It prints trio's task steps per client too
 under ``cProfile`` and prints the K functions with the most time of their own
 (cProfile slows Python code: the shares, not the figures, are what it tells;
 ``CALLERS=regex`` adds who called the functions it matches, ``CALLEES=regex`` what
-they called).
+they called; ``PROFILE_OUT=file`` saves the whole profile, for ``pstats``).
 
 CPU time moves with the machine's load (caches, the other core's work): on a shared
 machine compare instruction counts, which do not. Under callgrind the server alone
@@ -215,6 +215,8 @@ async def _measure(args: argparse.Namespace) -> None:
             os._exit(0)  # the client ends when its stdin does
         if profile is not None:
             stats = pstats.Stats(profile).sort_stats("tottime")
+            if os.environ.get("PROFILE_OUT"):
+                stats.dump_stats(os.environ["PROFILE_OUT"])
             stats.print_stats(args.profile)
             if os.environ.get("CALLERS"):
                 stats.print_callers(os.environ["CALLERS"])

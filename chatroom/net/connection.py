@@ -25,7 +25,7 @@ from chatroom.config import Config
 from chatroom.core.outbox import Outbox, Priority, Verdict
 from chatroom.core.presence import Session
 from chatroom.core.ratelimit import FloodGuard, TokenBucket
-from chatroom.net import logins
+from chatroom.net import deadlines
 from chatroom.net.flusher import Flusher
 from chatroom.net.inbound import Inbound
 from chatroom.net.roomwriter import RoomWriter
@@ -61,9 +61,9 @@ class Connection(Inbound, Writer):
         "_first_omits",
         "_flood",
         "_flusher",
-        "_handling",
         "_login_deadline",
         "_logins",
+        "_now",
         "_omit_peer_id",
         "_pending",
         "_read_scope",
@@ -80,6 +80,7 @@ class Connection(Inbound, Writer):
         "_writer_busy",
         "_writer_done",
         "_writer_scope",
+        "deadline_slot",
         "outbox",
         "remote",
     )
@@ -91,7 +92,11 @@ class Connection(Inbound, Writer):
         ctx: Context,
         flusher: Flusher,
         remote: str = "",
+        now: Callable[[], float] = trio.current_time,
     ):
+        """``now``: trio's time, as its clock tells it: ``current_time`` of the run's
+        clock, which the server hands every connection, costs half of
+        ``trio.current_time`` (three calls deep); every frame reads it."""
         config: Config = ctx.config
         self._transport = transport
         transport.owner = self  # its frames_read and control_frames
@@ -128,13 +133,13 @@ class Connection(Inbound, Writer):
         # it) and the event it sets when it has ended (``_finish`` waits for it).
         self._writer_scope: trio.CancelScope | None = None
         self._writer_done: trio.Event | None = None
-        # The read scope: its deadline is when the client is due to be closed as idle
-        # (4107), at the latest (see frames_read); net/logins.py keeps the login
-        # deadline (4108) of a connection without a session.
+        # The read scope, which a close cancels. It has no deadline: the idle (4107)
+        # and login (4108) deadlines are kept by net/deadlines.py (see ``due``).
         self._read_scope: trio.CancelScope | None = None
+        self._now = now
         self._seen = 0.0  # when the last frame came (set when reading starts)
         self._login_deadline = 0.0  # set when reading starts
-        self._handling = False  # an async handler is under way
+        self.deadline_slot: deadlines.Slot | None = None  # (net/deadlines.py's)
         self._budget = TokenBucket(config.requests_per_second, config.request_burst, 0.0)
         self._flood: FloodGuard | None = None  # made at the first refusal
         self._shed_told = 0  # the count of shed frames the client was last told
@@ -159,10 +164,7 @@ class Connection(Inbound, Writer):
         return self._transport.backlog
 
     def attach(self, session: Session) -> None:
-        first = not self._sessions
         self._sessions[session.peer_id] = session
-        if first:
-            logins.logged_in(self, self._tasks)  # the idle deadline alone holds now
 
     def detach(self, session: Session) -> None:
         if self._sessions.get(session.peer_id) is session:
@@ -170,7 +172,7 @@ class Connection(Inbound, Writer):
             if not self._sessions:
                 # The login deadline starts again from the last frame.
                 self._login_deadline = self._seen + self._config.login_timeout
-                self._awaiting_login()
+                deadlines.sooner(self)
 
     def push(self, prepared: Prepared, peer_id: str, priority: Priority) -> None:
         """Queue one recipient's copy of a broadcast: ``_enqueue`` inlined, since this
@@ -346,66 +348,61 @@ class Connection(Inbound, Writer):
         """Run until the client leaves or the connection is closed; then clean up and
         call ``ended``. ``tasks`` (server-wide) runs the writer when the socket is full."""
         self._tasks = tasks
-        self._seen = trio.current_time()
-        self._login_deadline = self._seen + self._config.login_timeout
-        self._awaiting_login()
+        config = self._config
+        self._seen = self._now()
+        self._login_deadline = self._seen + config.login_timeout
+        deadlines.watch(self, tasks, config.login_timeout, config.idle_timeout)
         transport = self._transport
         try:
             # The reading loop is written out here, not called: each coroutine frame
             # of an idle connection's wait costs 200-300 bytes (``bench.idlemem``).
             got: int | None = 1  # (see below)
-            while True:
-                with trio.CancelScope(deadline=self._expiry()) as scope:
-                    self._read_scope = scope
-                    if self._close is not None:
-                        scope.cancel()
-                    # Commands handled since this loop last gave way; -1 just after a
-                    # wait, which was a checkpoint (one local: each costs idle memory).
-                    streak = 0
-                    # Bytes the last read took (None: none were there). Less than it
-                    # asked for, the socket was empty then: the loop waits until it is
-                    # readable instead of reading again at once, which a client waiting
-                    # for each reply answers with EAGAIN (a system call and an OSError
-                    # per request). A hint only: the wait returns at once if bytes came
-                    # meanwhile. At first: the handshake's read of the head. Kept from
-                    # one scope to the next: the sockets' readiness is edge-triggered
-                    # (net/readiness.py), so after a full read the next scope reads
-                    # before it waits.
-                    while True:  # ConnectionClosed ends it (or the scope: a close, its deadline)
-                        message = transport.next_message()
-                        if message is None:
-                            if got is not None and 0 < got < RECEIVE_BYTES:
-                                got = None
-                            else:
-                                if streak >= 0:  # (after a wait: read first, see
-                                    # Transport.wait_readable; the wait was a checkpoint)
-                                    await trio.lowlevel.checkpoint_if_cancelled()
-                                got = transport.read_some()
-                            if got is None:
-                                try:  # not waited for in an ``except`` block (see receive)
-                                    await transport.wait_readable()
-                                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                                    transport.lost()
-                                got = RECEIVE_BYTES  # readable: read at once
-                                streak = -1
-                            elif got and streak >= 0:  # a wait was a checkpoint already
-                                await trio.lowlevel.cancel_shielded_checkpoint()
-                                streak = 0
-                            continue
-                        pending = self._command(message)
-                        message = None  # nothing read stays referenced while it waits
-                        if pending is not None:
-                            await self._run(*pending)
-                            pending = None
-                        streak = 1 if streak < 0 else streak + 1
-                        if streak == _STREAK:
-                            # A handler need not be a checkpoint (a join, with all it
-                            # needs in memory): many commands read at once give way
-                            # to the other connections now and then.
+            with trio.CancelScope() as scope:  # a close cancels it
+                self._read_scope = scope
+                if self._close is not None:
+                    scope.cancel()
+                # Commands handled since this loop last gave way; -1 just after a
+                # wait, which was a checkpoint (one local: each costs idle memory).
+                streak = 0
+                # Bytes the last read took (None: none were there). Less than it
+                # asked for, the socket was empty then: the loop waits until it is
+                # readable instead of reading again at once, which a client waiting
+                # for each reply answers with EAGAIN (a system call and an OSError
+                # per request). A hint only: the wait returns at once if bytes came
+                # meanwhile. At first: the handshake's read of the head.
+                while True:  # ConnectionClosed ends it (or the scope: a close)
+                    message = transport.next_message()
+                    if message is None:
+                        if got is not None and 0 < got < RECEIVE_BYTES:
+                            got = None
+                        else:
+                            if streak >= 0:  # (after a wait: read first, see
+                                # Transport.wait_readable; the wait was a checkpoint)
+                                await trio.lowlevel.checkpoint_if_cancelled()
+                            got = transport.read_some()
+                        if got is None:
+                            try:  # not waited for in an ``except`` block (see receive)
+                                await transport.wait_readable()
+                            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                                transport.lost()
+                            got = RECEIVE_BYTES  # readable: read at once
+                            streak = -1
+                        elif got and streak >= 0:  # a wait was a checkpoint already
                             await trio.lowlevel.cancel_shielded_checkpoint()
                             streak = 0
-                if not self._read_on(scope):
-                    break
+                        continue
+                    pending = self._command(message)
+                    message = None  # nothing read stays referenced while it waits
+                    if pending is not None:
+                        await self._run(*pending)
+                        pending = None
+                    streak = 1 if streak < 0 else streak + 1
+                    if streak == _STREAK:
+                        # A handler need not be a checkpoint (a join, with all it
+                        # needs in memory): many commands read at once give way
+                        # to the other connections now and then.
+                        await trio.lowlevel.cancel_shielded_checkpoint()
+                        streak = 0
             if self._shutting_down and self._close is None:
                 # Reading stopped for shutdown: stay open for the acks of what was
                 # read, until goaway() closes us (close_soon cancels this scope).
@@ -426,7 +423,7 @@ class Connection(Inbound, Writer):
 
     async def _finish(self) -> None:
         """Sessions still open here ended without a logout: their wills are sent."""
-        logins.logged_in(self, self._tasks)  # (or not: it waits for no login any more)
+        deadlines.forget(self)
         self._tasks = None  # no new writer task, and no room follows, from here on
         if self._room is not None:  # before the socket may close (and its number be reused)
             self._unfollow()

@@ -313,7 +313,7 @@ def _read_ready(fd: int, head: bytes) -> tuple[bytes, bool, bool]:
     """``head`` and what the client sent since, read until the head is over or nothing
     more is there now; whether the client ended the stream; whether the head is
     complete (over, or ended)."""
-    while not _head_over(head):
+    while not head or not _head_over(head):  # (none yet, as nearly always: read)
         data = read_now(fd)
         if data is None:
             return head, False, False
@@ -334,4 +334,6 @@ def _write_some(fd: int, data: bytes) -> int:
 
 def _head_over(head: bytes) -> bool:
     # A blank line ends the head: CRLF CRLF, or bare LFs (which the parser refuses).
-    return b"\n\r\n" in head or b"\n\n" in head or len(head) > _HEAD_BUFFER
+    # ``find``, not ``in``: ``bytes in bytes`` first tries its operand as an integer,
+    # and makes and drops a TypeError each time.
+    return head.find(b"\n\r\n") >= 0 or head.find(b"\n\n") >= 0 or len(head) > _HEAD_BUFFER

@@ -9,6 +9,7 @@ a connection stays one object.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import orjson
@@ -17,7 +18,6 @@ import trio
 from chatroom.config import Config
 from chatroom.core.presence import Session
 from chatroom.core.ratelimit import FloodGuard, TokenBucket
-from chatroom.net import logins
 from chatroom.net.transport import Transport
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Codec, Subprotocol, decode_checked
@@ -97,9 +97,9 @@ class Inbound(_Base):
     _close: tuple[int, str] | None
     _shutting_down: bool
     _read_scope: trio.CancelScope | None
+    _now: Callable[[], float]
     _seen: float
     _login_deadline: float
-    _handling: bool
     _budget: TokenBucket
     _tasks: trio.Nursery | None
     _flood: FloodGuard | None
@@ -168,42 +168,31 @@ class Inbound(_Base):
             log.info("closing %s: request flood", self.remote)
             self.close_soon(CloseCode.QUOTA_EXCEEDED, "request flood")
 
-    def _expiry(self) -> float:
-        """When this client is due to be closed as idle: ``idle_timeout`` after its
-        last frame (a ping too) or the reply to it. Without a session it is closed at
-        its login deadline if that comes first: net/logins.py keeps that one, so that
-        a login does not move the read scope's deadline."""
-        return self._seen + self._config.idle_timeout
+    # -- the read deadlines, kept by net/deadlines.py ----------------------------------
 
-    @property
-    def login_deadline(self) -> float:
+    def due(self) -> float:
+        """When this client is to be closed: ``idle_timeout`` after its last frame (a
+        ping too) or the reply to it; without a session, at its login deadline if that
+        comes first."""
+        idle = self._seen + self._config.idle_timeout
+        if self._sessions or idle < self._login_deadline:
+            return idle
         return self._login_deadline
 
-    def login_expired(self) -> None:
-        """The login deadline came (net/logins.py) and this client has no session:
-        4108. Not while shutting down: nothing is read then, and the connection waits
-        for ``goaway``."""
-        if not self._sessions and not self._shutting_down:
+    def expired(self) -> None:
+        """The ``due`` time came: 4107, or 4108 without a session. Not while shutting
+        down: nothing is read then, and the connection waits for ``goaway``."""
+        if self._shutting_down:
+            return
+        if self._sessions:
+            self.close_soon(CloseCode.READ_TIMEOUT, "idle timeout")
+        else:
             self.close_soon(CloseCode.LOGIN_TIMEOUT, "no login")
 
-    def _awaiting_login(self) -> None:
-        """No session (the connection opened, or its last session ended): closed at
-        ``_login_deadline`` unless one comes first."""
-        if self._tasks is not None and not self._shutting_down:
-            logins.waiting(self, self._tasks)
-
     def frames_read(self) -> None:
-        """A read brought frames. The read scope's deadline is not moved at every
-        frame (moving a trio deadline cost a tenth of a login and join's
-        instructions), only once it is within half the idle timeout of now. So it
-        may come before ``_expiry`` (never after it): ``_read_on`` then reads on under
-        a new scope."""
-        scope = self._read_scope
-        now = self._seen = trio.current_time()
-        if scope is not None and scope.deadline - now < self._config.idle_timeout * 0.5:
-            expiry = self._expiry()
-            if expiry != scope.deadline:
-                scope.deadline = expiry
+        """A read brought frames: the idle time starts again (net/deadlines.py finds
+        it out when the old deadline comes: nothing moves now)."""
+        self._seen = self._now()
 
     def _run_sync(self, cmd: pb.GenericCommand, handler: SyncHandler) -> None:
         try:
@@ -225,7 +214,6 @@ class Inbound(_Base):
             # after the frames that came with the reply have been dispatched.
             self._omit_peer_id = False
             self.left_room()  # if it followed a chatroom, its pushes are queued from here
-        self._handling = True  # a read deadline now is a timeout (see _read_on)
         try:
             reply = await handler(self._ctx, self, cmd)
         except ChatError as err:
@@ -236,10 +224,9 @@ class Inbound(_Base):
             self._crashed(cmd)
         else:
             self._reply(cmd, reply)
-        self._handling = False
         # The client was waiting for this reply, not idle: its idle time starts now (a
         # login that took long on a busy cluster node is not counted against it).
-        self._seen = trio.current_time()
+        self._seen = self._now()
         if opening:
             self._omit_peer_id = self._logins == 1 and self._first_omits
 
@@ -291,17 +278,3 @@ class Inbound(_Base):
             # client and is not echoed (it may be a megabyte).
             reply.peerId = cmd.peerId
         self.send(reply)
-
-    def _read_on(self, scope: trio.CancelScope) -> bool:
-        """The read scope ended (it can only be cancelled): whether to read on under a
-        new one, as when its deadline came before ``_expiry`` while waiting for a
-        frame (nothing was cut short). A deadline that is due closes the client."""
-        if self._shutting_down or self._close is not None or not scope.cancelled_caught:
-            return False
-        if not self._handling and trio.current_time() < self._expiry():
-            return True
-        if self._sessions:
-            self.close_soon(CloseCode.READ_TIMEOUT, "idle timeout")
-        else:
-            self.close_soon(CloseCode.LOGIN_TIMEOUT, "no login")
-        return False

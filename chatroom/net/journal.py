@@ -53,6 +53,7 @@ class Lasting:
         self._clock = clock if clock is not None else SystemClock()  # what has expired
         self._backlog = backlog
         self._pending = LastingChanges()
+        self._size = 0  # len(self._pending), counted as changes come: not summed each time
         self._writing = LastingChanges()  # the batch being stored right now
         self._wake = trio.Event()
         self._closed = False
@@ -94,11 +95,13 @@ class Lasting:
 
     def _admit(self, value: object, replacing: bool) -> bool:
         """Whether to record ``value`` (``replacing``: a change of its key is pending)."""
-        if value is not None and not replacing and len(self._pending) >= self._backlog:
-            if self.stats.dropped == 0:
-                log.warning("the store is behind: new lasting state is no longer recorded")
-            self.stats.dropped += 1
-            return False
+        if not replacing:
+            if value is not None and self._size >= self._backlog:
+                if self.stats.dropped == 0:
+                    log.warning("the store is behind: new lasting state is no longer recorded")
+                self.stats.dropped += 1
+                return False
+            self._size += 1
         self._wake.set()
         return True
 
@@ -110,13 +113,14 @@ class Lasting:
         while True:
             await self._wake.wait()
             self._wake = trio.Event()
-            if len(self._pending):
+            if self._size:
                 await self._flush()
             elif self._closed:
                 return
 
     async def _flush(self) -> None:
         self._writing, self._pending = self._pending, LastingChanges()
+        self._size = 0
         last_try = self._closed
         kept = 0
         try:
@@ -127,6 +131,7 @@ class Lasting:
             log.exception("storing %d lasting changes failed", len(self._writing))
             if not last_try:
                 kept = _keep_deletions(self._writing, self._pending)
+                self._size = len(self._pending)
             self.stats.failed += len(self._writing) - kept
         else:
             self.stats.written += len(self._writing)

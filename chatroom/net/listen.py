@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import errno
 import fcntl
+import functools
 import logging
 import os
 import socket
@@ -164,6 +165,15 @@ def _address(peer: object) -> str:
     return "?"
 
 
+def _task_name(serve: Serve) -> str:
+    """The name trio would give a task running ``serve`` (module and qualified name)."""
+    func = serve.func if isinstance(serve, functools.partial) else serve
+    try:
+        return f"{func.__module__}.{func.__qualname__}"
+    except AttributeError:
+        return repr(func)
+
+
 async def accept_all(
     listener: trio.socket.SocketType, serve: Serve, nursery: trio.Nursery, raw: bool = True
 ) -> NoReturn:
@@ -198,6 +208,9 @@ async def accept_all(
     # (whose overflow drops connections, which the clients retry a second or more
     # later), and started ``_ACCEPT_BATCH`` per scheduler pass, in arrival order.
     lobby: collections.deque[tuple[Stream, str]] = collections.deque()
+    # Every connection's task is named once here: without a name, trio formats one
+    # from ``serve`` for each (a string per connection, kept as long as it lives).
+    name = _task_name(serve)
     try:
         while True:
             if lobby:
@@ -229,7 +242,7 @@ async def accept_all(
                     stream = trio.SocketStream(trio.socket.from_stdlib_socket(conn))
                 lobby.append((stream, _address(peer)))
             for _ in range(min(_ACCEPT_BATCH, len(lobby))):
-                nursery.start_soon(serve, *lobby.popleft())
+                nursery.start_soon(serve, *lobby.popleft(), name=name)
     finally:
         for stream, _ in lobby:  # never to be served
             close_now(stream)

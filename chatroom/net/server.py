@@ -96,6 +96,7 @@ class Server:
         # Runs the connections' writer and shed notice tasks (only while a socket is
         # full or a notice is due): the nursery of ``_serve``, set while it runs.
         self._tasks: trio.Nursery | None = None
+        self._now: Callable[[], float] = trio.current_time  # the run's clock, once running
         # A node of a cluster when ``config.redis`` names one (docs/cluster.md).
         self.cluster: RedisLink | None = cluster_hub(
             config.redis, config.redis_queue, config.write_delay, config.chatroom_buffer
@@ -258,6 +259,7 @@ class Server:
         config = self.config
         async with trio.open_nursery() as nursery:
             self._tasks = nursery
+            self._now = trio.lowlevel.current_clock().current_time  # (see Connection)
             nursery.start_soon(self._flusher.run)
             if self.cluster is not None:
                 await nursery.start(self.cluster.run)
@@ -370,7 +372,7 @@ class Server:
         around it: a coroutine frame less per idle connection). Every exception ends
         in the handshake's task; ``_ended`` runs when the connection is over."""
         assert self._tasks is not None, "connections are served inside _serve"
-        conn = Connection(transport, chosen, self.context, self._flusher, remote)
+        conn = Connection(transport, chosen, self.context, self._flusher, remote, self._now)
         self.connections.add(conn)
         return conn.serve(self._tasks, self._on_end)
 

@@ -7,7 +7,7 @@ them, the reply comes first, and chatrooms send no member events at all.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import orjson
 import trio
@@ -114,9 +114,11 @@ def conv_event(op: int, cid: str, init_by: str, ms: int, members: Iterable[str] 
     return Prepared(cmd)
 
 
-def _check_members(ctx: Context, ids: Iterable[str]) -> list[str]:
+def _check_members(ctx: Context, ids: Sequence[str]) -> list[str]:
     limit = ctx.config.max_client_id_length
-    out = list(dict.fromkeys(ids))
+    # ``ids[:]``: a list at once from a repeated field, which iterates by index until
+    # an IndexError otherwise (a join's one member included).
+    out = list(dict.fromkeys(ids[:]))
     for peer_id in out:
         if not valid_client_id(peer_id, limit):
             raise ChatError(ErrorCode.CONVERSATION_API_FAILED, f"invalid member id {peer_id!r}")

@@ -31,10 +31,12 @@ from helpers import (
 )
 from trio_websocket import ConnectionClosed
 
+from chatroom.core.model import SessionRecord
 from chatroom.net.connection import Connection
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.service import dispatch
 from chatroom.service.context import Context, Link
+from chatroom.store.memory import MemoryStore
 
 HISTORY = ("m0", "m1")
 
@@ -598,6 +600,40 @@ async def test_the_idle_timeout_counts_from_the_last_frame(
         reason = await client.closed()
         assert reason.code == 4107
         assert 10 <= trio.current_time() - last < 10.5
+
+
+class SlowTokens(MemoryStore):
+    """Reading a session token takes ``SLOW_READ`` seconds (a busy store)."""
+
+    SLOW_READ = 7.0
+
+    async def get_session(self, token: str) -> SessionRecord | None:
+        await trio.sleep(self.SLOW_READ)
+        return await super().get_session(token)
+
+
+@fail_after(100)
+async def test_a_slow_reply_is_not_counted_as_idle_time(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The request comes 4 s into the idle period and its reply 7 s later, past the
+    # deadline its frame left: the client was waiting, not idle, and its idle time
+    # starts from the reply.
+    async with (
+        running_server({"idle_timeout": 10, "login_timeout": 10}, SlowTokens()) as running,
+        running.user("alice") as client,
+    ):
+        await trio.sleep(4)
+        # A second client on the socket resumes with a token memory does not know.
+        resume = {"cmd": "session", "op": "open", "appId": "test", "peerId": "bob"}
+        reply = await client.request({**resume, "r": True, "st": "unknown to memory"})
+        assert is_error(reply, 4112)  # (the store did not know it either)
+        answered = trio.current_time()
+        await trio.sleep(9)
+        assert len(running.server.connections) == 1
+        reason = await client.closed()
+        assert reason.code == 4107
+        assert 10 <= trio.current_time() - answered < 10.5
 
 
 @fail_after(100)
