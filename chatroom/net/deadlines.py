@@ -30,6 +30,7 @@ __all__ = ["Slot", "Watched", "forget", "sooner", "watch"]
 _MAX_GRAIN = 1.0  # seconds between two slots, at most
 _PARTS = 64  # slots per shorter timeout, at least
 _MIN_GRAIN = 0.001  # (a timeout of 0: closed at the next slot, a millisecond later)
+_TURN = 512  # connections looked at between two checkpoints (~0.5 ms)
 
 
 class Watched(Protocol):
@@ -101,6 +102,7 @@ class _Watch:
                 self._next = index + 1
                 now = trio.current_time()
                 members = slot.members
+                looked = 0
                 while members:  # (one ending meanwhile is taken out of it)
                     conn = members.popitem()[0]
                     conn.deadline_slot = None
@@ -109,6 +111,11 @@ class _Watch:
                         conn.expired()
                     else:
                         self.put(conn, due)
+                    looked += 1
+                    if looked % _TURN == 0:
+                        # A crowd that came in one second shares a slot: give way
+                        # now and then, not one pass for all of them.
+                        await trio.lowlevel.checkpoint()
                 await trio.lowlevel.checkpoint()
         finally:
             watches = _WATCHES.get()

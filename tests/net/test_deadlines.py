@@ -139,3 +139,44 @@ async def test_a_connection_due_never_is_never_closed(
         await trio.sleep(900)
         deadlines.forget(never)
     assert never.closed is None
+
+
+@fail_after(1000)
+async def test_a_crowd_in_one_slot_is_looked_at_in_turns_with_the_other_tasks(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # 15,000 viewers that joined within one grain share a slot: the task gives way
+    # while it moves them, so that no request waits behind all of them.
+    looked: list[int] = []
+    seen_by_others: list[int] = []
+
+    class Counted(Conn):
+        moved = False
+
+        def due(self) -> float:
+            looked.append(1)
+            if self.moved:  # each had a frame since it was watched: it moves on
+                return self.at + IDLE
+            self.moved = True
+            return self.at
+
+    due = trio.current_time() + 1.0
+    slot_at = (int(due / GRAIN) + 1) * GRAIN  # the slot at or after it
+
+    async def other() -> None:
+        await trio.sleep_until(slot_at)  # wakes in the watch task's pass
+        for _ in range(100):
+            seen_by_others.append(len(looked))
+            await trio.lowlevel.checkpoint()
+
+    async with trio.open_nursery() as nursery:
+        crowd = [Counted(due) for _ in range(3000)]
+        for conn in crowd:
+            deadlines.watch(conn, nursery, LOGIN, IDLE)
+        looked.clear()  # (watch asks each once)
+        nursery.start_soon(other)
+        await trio.sleep(1.0 + 2 * GRAIN)
+        nursery.cancel_scope.cancel()
+    assert len(looked) == 3000
+    assert any(0 < n < 3000 for n in seen_by_others)
+    assert all(conn.closed is None for conn in crowd)
