@@ -106,6 +106,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="environment for chatroom runs, e.g. CHATROOM_WRITE_DELAY=0.005 (repeatable)",
     )
+    ap.add_argument(
+        "--saturation",
+        type=float,
+        default=None,
+        metavar="MSG_PER_S",
+        help="fanout-1000's saturation rate, for overload (3x it) and slow (half) when "
+        "fanout-1000 is not in the run: skips their ramp (default: ramp to find it)",
+    )
     ap.add_argument("--out", type=Path, default=HERE / "results", help="results directory")
     return ap
 
@@ -282,7 +290,7 @@ def _measure(
         result = {**head, "elapsed_s": elapsed, "complete": complete, "records": records}
         json_path.write_text(json.dumps(result, indent=1))
 
-    ctx = Context(quick=args.quick, progress=_say)
+    ctx = Context(quick=args.quick, progress=_say, given_saturation=args.saturation)
     runs = args.runs or (1 if args.quick else 2)
     records = run_all(setup, ctx, scenarios, servers, runs, lambda rs: save(rs, False))
     save(records, True)

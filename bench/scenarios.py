@@ -26,6 +26,8 @@ class Context:
     progress: Progress
     # saturation rate (msg/s) found by fanout-1000, per (server, run): overload and slow reuse it
     saturation: dict[tuple[str, int], float] = field(default_factory=dict)
+    # --saturation: used instead of a ramp when fanout-1000 is not in the run
+    given_saturation: float | None = None
 
     @property
     def step_secs(self) -> float:
@@ -166,6 +168,8 @@ def _saturation_rate(
     known = ctx.saturation.get((spec.name, n))
     if known is not None:
         return known
+    if ctx.given_saturation is not None:
+        return ctx.given_saturation
     ctx.progress("no fanout-1000 result in this run: a short ramp finds saturation")
     _, sat = ramp(
         ctx, server, gen, [5, 10, 20, 40, 80, 120, 160, 200, 250, 300, 400, 500, 600, 800, 1000]
