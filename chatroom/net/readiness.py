@@ -105,13 +105,13 @@ class Readiness:
             self._epoll.close()
 
 
-# Off: under overload (bench/ scenario `overload`, 3000 msg/s from several publishers)
-# a connection that stopped reading before the socket was empty (its intake budget,
-# the server's lag) waited for an event that never came, as edge-triggered epoll
-# tells of new bytes only: HIGH messages arrived after 2 s instead of 40 ms and half
-# the deliveries were lost (2026-12-04, 40a6673). Until every such pause reads on
-# before it waits, connections wait through trio; the tests turn it on.
-ENABLED = False
+# On. It was off for a day (be12adc): one overload run (bench/ scenario `overload`)
+# delivered half as much with it. That did not come again: on a quiet machine three
+# paired runs each way gave the same 2.99M deliveries/s and HIGH p99 of 28-40 ms,
+# and under a busy loop on the server's core both collapsed alike (0.4-2.6M/s). A
+# watchdog that looked every 200 ms for a connection waiting here with bytes unread
+# found none (2026-12-04, bench/README.md). False: every wait goes through trio's.
+ENABLED = True
 
 _CURRENT: trio.lowlevel.RunVar[Readiness | None] = trio.lowlevel.RunVar("readiness")
 

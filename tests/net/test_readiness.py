@@ -31,7 +31,7 @@ def pair() -> Iterator[Pair]:
 
 @pytest.fixture(autouse=True)
 def _enabled(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(readiness, "ENABLED", True)  # off in the server for now
+    monkeypatch.setattr(readiness, "ENABLED", True)  # (whatever the default)
 
 
 def _current() -> Readiness:

@@ -216,7 +216,7 @@ async def test_waits_for_frames_do_not_arm_the_socket_in_trios_epoll_each_time(
 ) -> None:
     # Each trio wait_readable is an epoll_ctl (two on a new socket); the transport's
     # socket is in net/readiness.py's edge-triggered set for its life instead.
-    monkeypatch.setattr(readiness, "ENABLED", True)  # off in the server for now
+    monkeypatch.setattr(readiness, "ENABLED", True)  # (whatever the default)
     armed: list[int] = []
     trio_wait = trio.lowlevel.wait_readable
 
@@ -660,7 +660,7 @@ async def test_a_wait_woken_then_cancelled_before_its_read_loses_no_frame(
     ours, theirs = socket.socketpair()
     kind = (socket.AF_UNIX, socket.SOCK_STREAM, 0)
     ours.setblocking(False)
-    monkeypatch.setattr(readiness, "ENABLED", True)  # off in the server for now
+    monkeypatch.setattr(readiness, "ENABLED", True)  # (whatever the default)
     transport = Transport(RawSocketStream(ours.detach(), kind), FrameReader(2**20))
     ready = readiness.current()
     assert ready is not None
