@@ -114,6 +114,20 @@ class Client:
 
     # -- receiving --------------------------------------------------------------------
 
+    async def until_shed_told(self, sent: int) -> tuple[list[str], int]:
+        """A viewer that fell behind reads on until each of the ``sent`` messages came
+        (a ``direct`` push) or was counted in a ``shed`` notice: the texts that came, in
+        arrival order, and the last notice's count."""
+        got: list[str] = []
+        told = 0
+        while len(got) + told < sent:
+            push = await self.receive()
+            if push["cmd"] == "direct":
+                got.append(push["msg"])
+            elif push["cmd"] == "shed":
+                told = push["count"]
+        return got, told
+
     async def receive(self) -> Cmd:
         """The next command from the server (ConnectionClosed at the end)."""
         message = await self.ws.get_message()

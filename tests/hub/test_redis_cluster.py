@@ -155,14 +155,7 @@ async def test_a_viewer_on_node_b_that_fell_behind_sheds_normal_messages_never_h
             acks = await host.pipeline(commands)
             assert all(ack["cmd"] == "ack" and "code" not in ack for ack in acks), acks
             sent += batch
-        got: list[str] = []
-        told = 0
-        while len(got) + told < len(sent):
-            push = await slow.receive()
-            if push["cmd"] == "direct":
-                got.append(push["msg"])
-            elif push["cmd"] == "shed":
-                told = push["count"]
+        got, told = await slow.until_shed_told(len(sent))
         assert told == len(sent) - len(got) > 0
         kept = set(got)
         assert got == [text for text in sent if text in kept]  # in order

@@ -446,14 +446,7 @@ async def test_a_viewer_that_fell_behind_is_told_how_many_messages_it_missed() -
             batch = [f"{len(sent) + i:05d}" + "x" * 30_000 for i in range(10)]
             await host.say_many(cid, batch)
             sent += batch
-        got: list[str] = []
-        told = 0
-        while len(got) + told < len(sent):
-            push = await slow.receive()
-            if push["cmd"] == "direct":
-                got.append(push["msg"])
-            elif push["cmd"] == "shed":
-                told = push["count"]
+        got, told = await slow.until_shed_told(len(sent))
         assert told == len(sent) - len(got) > 0
         kept = set(got)
         assert got == [text for text in sent if text in kept]
