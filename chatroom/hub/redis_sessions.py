@@ -59,7 +59,7 @@ class NodeSessions:
         self._mirror: dict[Session, Session] = {}  # local session -> its stand-in
         self._by_token: dict[str, Session] = {}  # local sessions
         # chatrooms with viewers here: their frame log; their viewers on every node
-        self._logs = RoomLogs(self.online_count)
+        self._logs = RoomLogs(self.view.presence.room_count)
         # Viewers of a room on other nodes per viewer here (the node's flusher asks).
         self.elsewhere = self._logs.elsewhere
 
