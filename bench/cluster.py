@@ -15,7 +15,10 @@ row is read from), then for each setup measures:
   each all of them, and the voluntary ones, the wake-ups), and node A's PUBLISHes
   and drains written at once by the publisher's task per message
   (``rate_publishes_per_message``, ``rate_at_once_per_message``: a quiet link, no
-  wake-up of its drain);
+  wake-up of its drain); each process's reads and writes per message, bytes per write
+  and the kernel's share of its CPU (``rate_calls_per_message``, from /proc/PID/io and
+  stat: counts that do not move with the machine's load, but for how many messages a
+  busy flusher gathers into one write), and the latency at that rate (``rate_lat_*``);
 - saturation: the publisher keeps ``window`` messages unacknowledged for ``seconds``;
   deliveries/s counted by the viewers, server CPU per delivery, and node A's PUBLISHes
   per message (its ``/healthz`` counters).
