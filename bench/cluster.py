@@ -15,7 +15,10 @@ row is read from), then for each setup measures:
   each all of them, and the voluntary ones, the wake-ups), and node A's PUBLISHes
   and drains written at once by the publisher's task per message
   (``rate_publishes_per_message``, ``rate_at_once_per_message``: a quiet link, no
-  wake-up of its drain);
+  wake-up of its drain); each process's reads and writes per message, bytes per write
+  and the kernel's share of its CPU (``rate_calls_per_message``, from /proc/PID/io and
+  stat: counts that do not move with the machine's load, but for how many messages a
+  busy flusher gathers into one write), and the latency at that rate (``rate_lat_*``);
 - saturation: the publisher keeps ``window`` messages unacknowledged for ``seconds``;
   deliveries/s counted by the viewers, server CPU per delivery, and node A's PUBLISHes
   per message (its ``/healthz`` counters).
@@ -152,6 +155,17 @@ def _switches(pid: int) -> tuple[int, int]:
     return counts[0], counts[1]
 
 
+def _io(pid: int) -> tuple[int, int, int, int, float, float]:
+    """System calls that read and that wrote, and bytes they read and wrote
+    (``/proc/PID/io``: syscr, syscw, rchar, wchar, every thread), then user and system
+    CPU seconds of ``pid`` so far."""
+    fields = dict(line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines())
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    counts = tuple(int(fields[k]) for k in ("syscr", "syscw", "rchar", "wchar"))
+    return (*counts, int(stat[11]) / tick, int(stat[12]) / tick)  # type: ignore[return-value]
+
+
 class _Cpu:
     """Server CPU seconds and context switches (nodes and, for a cluster, Redis) since
     it was made."""
@@ -160,6 +174,26 @@ class _Cpu:
         self.pids = pids
         self.start = [_cpu(pid) for pid in pids]
         self.switched = [_switches(pid) for pid in pids]
+        self.io = [_io(pid) for pid in pids]
+
+    def calls(self, messages: int) -> list[dict[str, float]]:
+        """Each process's system calls per message since it was made: reads and
+        writes (``/proc/PID/io``), bytes per write, and the share of its CPU time
+        spent in the kernel (a load-dependent figure, for the split only)."""
+        out = []
+        for pid, start in zip(self.pids, self.io, strict=True):
+            now = _io(pid)
+            reads, writes, _, wrote = (now[k] - start[k] for k in range(4))
+            user, system = now[4] - start[4], now[5] - start[5]
+            out.append(
+                {
+                    "reads": round(reads / messages, 2),
+                    "writes": round(writes / messages, 2),
+                    "bytes_per_write": round(wrote / max(1, writes)),
+                    "kernel_share": round(system / max(1e-9, user + system), 2),
+                }
+            )
+        return out
 
     def each(self) -> list[float]:
         return [round(_cpu(pid) - s, 2) for pid, s in zip(self.pids, self.start, strict=True)]
@@ -210,13 +244,17 @@ _step_ids = itertools.count(1)
 def _latency(gen: Generator, nodes: list[Node]) -> dict[str, float]:
     """p50/p99 at 50 messages/s, from the publisher's send to each viewer's receipt,
     for the viewers of node A and of node B (one node: both its own)."""
-    report = _step(gen, rate=50.0, secs=3.0)
+    return _latencies(_step(gen, rate=50.0, secs=3.0), nodes, "lat")
+
+
+def _latencies(report: Json, nodes: list[Node], label: str) -> dict[str, float]:
+    """A step's p50/p99 for the viewers of node A and of node B (one node: both)."""
     by_port = {int(cast(int, p["port"])): p for p in cast(list[Json], report["by_port"])}
     out: dict[str, float] = {}
     for name, idx in (("A", 0), ("B", 1)):
         lat = cast(Json, by_port[nodes[idx % len(nodes)].port]["lat"])
-        out[f"lat_{name}_p50_ms"] = float(cast(float, lat["p50"]))
-        out[f"lat_{name}_p99_ms"] = float(cast(float, lat["p99"]))
+        out[f"{label}_{name}_p50_ms"] = float(cast(float, lat["p50"]))
+        out[f"{label}_{name}_p99_ms"] = float(cast(float, lat["p99"]))
     return out
 
 
@@ -225,16 +263,24 @@ def _received(report: Json) -> int:
 
 
 def _steady(
-    gen: Generator, pids: list[int], rate: float, seconds: float, record: str | None = None
+    gen: Generator,
+    nodes: list[Node],
+    pids: list[int],
+    rate: float,
+    seconds: float,
+    record: str | None = None,
 ) -> dict[str, object]:
-    """Server CPU per delivery at a fixed rate, the same work for both setups."""
+    """Server CPU per delivery at a fixed rate, the same work for both setups, and
+    the latency at that rate (``rate_lat_*``: messages gathered into fewer writes wait
+    longer)."""
     with _recording(pids, record):
         cpu = _Cpu(pids)
         report = _step(gen, rate=rate, secs=seconds)
         each = cpu.each()
         switched = cpu.switches()
+        sent = max(1, sum(cast(list[int], report["sent"])))
+        calls = cpu.calls(sent)
     deliveries = _received(report)
-    sent = max(1, sum(cast(list[int], report["sent"])))
     return {
         "rate_msgs_per_s": rate,
         "rate_deliveries": deliveries,
@@ -245,6 +291,9 @@ def _steady(
         "rate_switches_per_message": [
             (round((v + n) / sent, 2), round(v / sent, 2)) for v, n in switched
         ],
+        # system calls per message, bytes per write, kernel's share of CPU: same order
+        "rate_calls_per_message": calls,
+        **_latencies(report, nodes, "rate_lat"),
     }
 
 
@@ -310,7 +359,7 @@ def _measure(
         out: dict[str, object] = dict(_latency(gen, nodes))
         stats0 = nodes[0].cluster()
         gen.spin(args.spin)
-        out.update(_steady(gen, pids, args.rate, args.seconds, args.record))
+        out.update(_steady(gen, nodes, pids, args.rate, args.seconds, args.record))
         gen.spin(False)
         stats1 = nodes[0].cluster()
         if stats1:  # node A's PUBLISHes, and drains written at once (a quiet link)

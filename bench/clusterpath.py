@@ -136,9 +136,9 @@ async def _run(args: argparse.Namespace, url: str | None, feeder: int | None = N
     flushed = trio.Event()
     wrote = flusher.wrote
 
-    def counted(sockets: int) -> None:
+    def counted(sockets: int, elsewhere: float = 0.0) -> None:
         nonlocal written
-        wrote(sockets)
+        wrote(sockets, elsewhere)
         written += sockets
         if written >= args.viewers:
             flushed.set()

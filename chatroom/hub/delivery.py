@@ -41,17 +41,34 @@ class RoomLogs:
     log are written by the room's next flush, the others (stragglers) are pushed it
     one by one (a push may make one a follower). Both hubs fan a chatroom's pushes
     out through here, in the order this node delivers them (for a cluster node: the
-    order Redis gave every node)."""
+    order Redis gave every node).
 
-    __slots__ = ("_logs",)
+    A cluster node gives ``count``, a chatroom's viewers on every node (the cluster's
+    presence): ``elsewhere`` then tells the node's flusher, for a room it writes, how
+    many viewers other nodes write per viewer here, so that it gathers as many
+    messages per write as one node with all of them would (net/flusher.py)."""
 
-    def __init__(self) -> None:
+    __slots__ = ("_cids", "_logs", "count")
+
+    def __init__(self, count: Callable[[str], int] | None = None) -> None:
         self._logs: dict[str, RoomLog[Session]] = {}
+        self._cids: dict[RoomLog[Session], str] = {}  # the other way round
+        self.count = count
+
+    def elsewhere(self, log: RoomLog[Session]) -> float:
+        """Viewers of ``log``'s chatroom on other nodes, per viewer here (0 when none,
+        or not a cluster node)."""
+        here = len(log)
+        cid = self._cids.get(log)
+        if self.count is None or cid is None or not here:
+            return 0.0
+        return max(0, self.count(cid) - here) / here
 
     def join(self, cid: str, session: Session) -> None:
         log = self._logs.get(cid)
         if log is None:
             log = self._logs[cid] = RoomLog()
+            self._cids[log] = cid
         if session not in log.following:
             log.stragglers[session] = None
 
@@ -62,6 +79,7 @@ class RoomLogs:
             log.leave(session)
             if not log:
                 del self._logs[cid]  # type: ignore[arg-type]
+                del self._cids[log]
 
     def deliver(
         self,

@@ -58,7 +58,10 @@ class NodeSessions:
         self._local = Presence()
         self._mirror: dict[Session, Session] = {}  # local session -> its stand-in
         self._by_token: dict[str, Session] = {}  # local sessions
-        self._logs = RoomLogs()  # chatrooms with viewers here: their frame log
+        # chatrooms with viewers here: their frame log; their viewers on every node
+        self._logs = RoomLogs(self.view.presence.room_count)
+        # Viewers of a room on other nodes per viewer here (the node's flusher asks).
+        self.elsewhere = self._logs.elsewhere
 
     def channel(self, kind: str, name: str = "") -> str:
         return f"{self.prefix}{kind}:{name}" if name else f"{self.prefix}{kind}"

@@ -9,7 +9,8 @@ task switch (bench.md: a switch per delivery costs Trio more than the system cal
 from __future__ import annotations
 
 import math
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import trio
 
@@ -51,6 +52,17 @@ class Flusher:
     itself, its first slice at least (the rest is left to the flusher's task), and
     the flusher's task is not woken: no task switch and no scheduler pass between
     reading a message and writing it. Otherwise the flusher's task wakes as usual.
+
+    A cluster node writes only its own share of a chatroom's viewers, so its cycles are
+    shorter than one node's with all of them, and by the rules above it would pause
+    less and gather fewer messages per write: two nodes would write each viewer more
+    often than one node. A room's writer therefore tells the flusher how many sockets
+    the other nodes write for the same messages (``wrote``'s ``elsewhere``: the room's
+    viewers there, from the cluster's presence), and the pause follows what one node
+    writing the whole room would do: the cycle's time is taken as long as those
+    sockets would make it, and the next cycle waits for the rest of that longer cycle
+    and its pause, within the same bounds (``max_pause``, and ``latency`` minus two of
+    this node's own cycles). A room on one node alone pauses as before.
     """
 
     def __init__(
@@ -71,15 +83,22 @@ class Flusher:
         self._cycle: list[Flushable] | None = None  # what the cycle under way writes
         self._wake = trio.Event()
         self._more_sockets = 0  # sockets written beyond one per flushed item this cycle
+        self._elsewhere = 0.0  # sockets other nodes write for the rooms of this cycle
         self._not_before = -math.inf  # end of the last busy cycle plus the pause
         self._parked = False  # the flusher's task waits for a mark
         self._held = False  # marks do not wake the task until ``release``
         self._deferred = False  # a mark found nothing dirty while held: the wake is owed
-        self._carried = (0, 0, 0.0)  # frames, sockets, seconds of a cycle begun by ``release``
+        # frames, sockets, seconds and sockets elsewhere of a cycle begun by ``release``
+        self._carried = (0, 0, 0.0, 0.0)
+        # A room's viewers on other nodes for each of this node's (net/roomwriter.py);
+        # a cluster node sets it (chatroom/hub/delivery.py ``RoomLogs.elsewhere``).
+        self.elsewhere: Callable[[Any], float] | None = None
 
-    def wrote(self, sockets: int) -> None:
-        """A flushed item wrote ``sockets`` sockets (a room's followers: net/roomwriter.py)."""
+    def wrote(self, sockets: int, elsewhere: float = 0.0) -> None:
+        """A flushed item wrote ``sockets`` sockets (a room's followers: net/roomwriter.py),
+        and other nodes write ``elsewhere`` more for the same frames (its viewers there)."""
         self._more_sockets += sockets - 1
+        self._elsewhere += elsewhere
 
     def mark(self, conn: Flushable) -> None:
         """Flush ``conn`` soon. The caller marks each connection once per flush."""
@@ -133,29 +152,33 @@ class Flusher:
                     await trio.sleep_until(self._not_before)
             self._ended(*await self._cycle_once())
 
-    def _ended(self, frames: int, sockets: int, spent: float) -> None:
-        """A cycle wrote ``frames`` to ``sockets`` in ``spent`` seconds: the pause after
-        a busy one."""
-        if sockets and sockets >= self._threshold:
-            self._not_before = trio.current_time() + self._pause(frames / sockets, spent)
+    def _ended(self, frames: int, sockets: int, spent: float, elsewhere: float) -> None:
+        """A cycle wrote ``frames`` to ``sockets`` in ``spent`` seconds, and other nodes
+        ``elsewhere`` sockets more for its rooms: the pause after a busy one."""
+        if sockets and sockets + elsewhere >= self._threshold:
+            whole = spent * (sockets + elsewhere) / sockets
+            self._not_before = trio.current_time() + self._pause(frames / sockets, spent, whole)
 
-    def _pause(self, frames_per_socket: float, spent: float) -> float:
+    def _pause(self, frames_per_socket: float, spent: float, whole: float) -> float:
         """Seconds from the end of a busy cycle to the next, after ``spent`` seconds of
-        writes carrying ``frames_per_socket`` frames each."""
+        writes carrying ``frames_per_socket`` frames each; ``whole``: what the cycle
+        would have taken on one node with its rooms' viewers on other nodes too, whose
+        end and pause the next cycle waits for (``spent`` on one node alone)."""
         stretch = min(2.0, max(1.0, frames_per_socket))
-        pause = min(self._max_pause, stretch * spent, self._latency - 2 * spent)
+        pause = min(self._max_pause, whole - spent + stretch * whole, self._latency - 2 * spent)
         return max(self._delay, pause)
 
-    async def _cycle_once(self) -> tuple[int, int, float]:
-        """Write what is dirty, a slice at a time; frames and sockets written, and the
-        seconds spent writing (the other tasks' turns left out). A cycle within one
+    async def _cycle_once(self) -> tuple[int, int, float, float]:
+        """Write what is dirty, a slice at a time; frames and sockets written, the
+        seconds spent writing (the other tasks' turns left out), and the sockets other
+        nodes write for the same rooms. A cycle within one
         slice does not checkpoint: ``run`` has just waited for its wake-up."""
         self._cycle = dirty = self._dirty
         self._dirty = []
         self._more_sockets = 0
         step = self.slice_size or math.inf
-        frames, more, spent = self._carried  # the part ``release`` wrote
-        self._carried = (0, 0, 0.0)
+        frames, more, spent, self._elsewhere = self._carried  # the part ``release`` wrote
+        self._carried = (0, 0, 0.0, 0.0)
         done = 0
         next_turn = step  # the others run once this many sockets are written
         start = trio.current_time()
@@ -171,7 +194,7 @@ class Flusher:
         finally:
             self._cycle = None
         spent += trio.current_time() - start
-        return frames, more + done + self._more_sockets, spent  # noqa: ASYNC910
+        return frames, more + done + self._more_sockets, spent, self._elsewhere  # noqa: ASYNC910
 
     def _sweep(self) -> None:
         """``release``'s cycle: its first slice in the caller's task; the rest, when
@@ -179,6 +202,7 @@ class Flusher:
         self._cycle = dirty = self._dirty
         self._dirty = []
         self._more_sockets = 0
+        self._elsewhere = 0.0
         step = self.slice_size or math.inf
         frames = done = 0
         start = trio.current_time()
@@ -191,6 +215,6 @@ class Flusher:
         sockets, spent = done + self._more_sockets, trio.current_time() - start
         if done < len(dirty):  # marked during the sweep: after the rest of this cycle
             self._dirty[:0] = dirty[done:]
-            self._carried = (frames, sockets, spent)
+            self._carried = (frames, sockets, spent, self._elsewhere)
         else:
-            self._ended(frames, sockets, spent)
+            self._ended(frames, sockets, spent, self._elsewhere)

@@ -98,5 +98,6 @@ class RoomWriter:
             log.trim()
         for follower, data, written in behind:
             follower.fell_behind(data, written)
-        self._flusher.wrote(sockets)
+        share = self._flusher.elsewhere
+        self._flusher.wrote(sockets, 0.0 if share is None else share(log) * sockets)
         return count

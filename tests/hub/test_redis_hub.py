@@ -3,6 +3,8 @@ records the test carries from one to the other, as the link would."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from fakes import Recorder
 
 from chatroom.core.model import Conversation, ConvType, Message
@@ -13,6 +15,7 @@ from chatroom.hub.redis import RedisHub
 from chatroom.hub.redis_queue import KEEP, Outgoing
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Prepared
+from chatroom.protocol.roomlog import RoomLog
 
 PUSH = Prepared(pb.GenericCommand(cmd=pb.direct, serverTs=1))
 
@@ -349,3 +352,38 @@ def test_a_push_heard_back_after_it_was_forgotten_is_still_delivered_once() -> N
     for record in published:
         a.receive(record, 0.0)
     assert [p.command.directMessage.msg for p, _, _ in out.pushed] == [f"m{n}" for n in range(6)]
+
+
+class RoomRecorder(Recorder):
+    """An outlet that also keeps the frame log each chatroom push came with."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rooms: list[RoomLog[Any] | None] = []
+
+    def push(self, prepared: Prepared, peer_id: str, priority: Priority) -> None:
+        super().push(prepared, peer_id, priority)
+        self.rooms.append(prepared.room)
+
+
+def test_a_node_tells_its_flusher_how_many_viewers_of_a_room_other_nodes_write() -> None:
+    a, b = node("A"), node("B")
+    outlet = RoomRecorder()
+    here = [Session(f"h{i}", outlet, token=f"st-A-h{i}") for i in range(2)]
+    for session in here:
+        a.attach(session)
+        join(a, "room", session)
+    there = [online(b, f"v{i}")[0] for i in range(6)]
+    for session in there:
+        join(b, "room", session)
+    carry(a, b)
+    carry(b, a)
+    a.to_members(PUSH, chatroom("room"), Priority.HIGH, skip=None)
+    carry(a, a)  # heard back: delivered to A's two viewers
+    log = outlet.rooms[-1]
+    assert log is not None
+    assert a.elsewhere(log) == 3.0  # six on B for two here: one node would write 8
+    for session in there:
+        b.detach(session)
+    carry(b, a)
+    assert a.elsewhere(log) == 0.0  # alone again: its own cycles

@@ -6,6 +6,8 @@ call. No sockets: fake connections record when they are flushed, under
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import trio
 import trio.testing
@@ -337,4 +339,107 @@ async def test_a_held_flusher_sweeps_one_slice_and_leaves_the_rest_to_its_task_f
         flusher.mark(conns[0])  # after the rest of that cycle
         await trio.testing.wait_all_tasks_blocked()
         assert [name for name, _ in log] == ["c0", "c1", "c2", "c3", "c4", "c0"]
+        nursery.cancel_scope.cancel()
+
+
+class Room(Recorder):
+    """A chatroom's writer (net/roomwriter.py) on a cluster node: ``here`` of its
+    viewers on this node, each write taking 15 ms, and ``there`` on other nodes."""
+
+    def __init__(
+        self,
+        log: list[tuple[str, float]],
+        clock: trio.testing.MockClock,
+        flusher: Flusher,
+        here: int,
+        there: int,
+    ):
+        super().__init__("room", log)
+        self.clock, self.flusher, self.here, self.there = clock, flusher, here, there
+
+    def flush_nowait(self) -> int:
+        super().flush_nowait()
+        self.clock.jump(0.015 * self.here)
+        self.flusher.wrote(self.here, self.there)
+        return self.here
+
+
+async def _next_cycle(flusher: Flusher, room: Room, log: list[tuple[str, float]]) -> float:
+    """A busy cycle of ``room`` (a message for its viewers), then another message
+    marked at once: when the cycle that writes it starts, from the first's start."""
+    async with trio.open_nursery() as nursery:
+        await nursery.start(flusher.run)
+        start = trio.current_time()
+        flusher.mark(room)
+        await trio.testing.wait_all_tasks_blocked()
+        flusher.mark(room)
+        await trio.sleep(1)
+        nursery.cancel_scope.cancel()
+    assert len(log) == 2
+    return log[1][1] - start
+
+
+@pytest.mark.parametrize(
+    ("here", "there", "wait"),
+    [
+        (4, 0, 0.12),  # one node with 4 viewers: a 60 ms cycle, as long again
+        (2, 2, 0.12),  # half of them here: the next cycle when one node's would start
+        (2, 0, 0.06),  # a room of 2 alone: its own 30 ms, as long again
+    ],
+)
+async def test_a_node_with_part_of_a_rooms_viewers_gathers_as_one_node_with_all(
+    autojump_clock: trio.testing.MockClock, here: int, there: int, wait: float
+) -> None:
+    log: list[tuple[str, float]] = []
+    flusher = Flusher(write_delay=0.005, busy_threshold=2)
+    room = Room(log, autojump_clock, flusher, here, there)
+    assert await _next_cycle(flusher, room, log) == pytest.approx(wait)
+
+
+async def test_a_room_busy_with_its_viewers_elsewhere_waits_write_delay(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Two viewers here are below the threshold of three; with two more on another
+    node the room is busy, as on one node with all four."""
+    for there, wait in ((0, 0.03), (2, 0.03 + 0.03 + 0.06)):
+        log: list[tuple[str, float]] = []
+        flusher = Flusher(write_delay=0.005, busy_threshold=3)
+        room = Room(log, autojump_clock, flusher, 2, there)
+        assert await _next_cycle(flusher, room, log) == pytest.approx(wait)
+
+
+@pytest.mark.parametrize(
+    ("max_pause", "latency", "wait"),
+    [
+        (0.05, math.inf, 0.03 + 0.05),
+        (math.inf, 0.1, 0.03 + 0.1 - 2 * 0.03),  # two of this node's own cycles
+    ],
+)
+async def test_the_pause_for_viewers_elsewhere_keeps_the_bounds(
+    autojump_clock: trio.testing.MockClock, max_pause: float, latency: float, wait: float
+) -> None:
+    log: list[tuple[str, float]] = []
+    flusher = Flusher(write_delay=0.005, busy_threshold=2, max_pause=max_pause, latency=latency)
+    room = Room(log, autojump_clock, flusher, 2, 2)
+    assert await _next_cycle(flusher, room, log) == pytest.approx(wait)
+
+
+async def test_a_cycle_swept_by_the_releasing_task_counts_the_viewers_elsewhere(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    log: list[tuple[str, float]] = []
+    flusher, steps = Flusher(write_delay=0.005, busy_threshold=2), Steps()
+    room = Room(log, autojump_clock, flusher, 2, 2)
+    async with trio.open_nursery() as nursery:
+        await _started(nursery, flusher, steps)
+        start = trio.current_time()
+        flusher.hold()
+        flusher.mark(room)
+        flusher.release()
+        assert log == [("room", start)]  # written by the releasing task
+        flusher.hold()
+        flusher.mark(room)
+        flusher.release()
+        await trio.sleep(1)
+        assert log[1][1] - start == pytest.approx(0.12)  # as one node with all four
         nursery.cancel_scope.cancel()
