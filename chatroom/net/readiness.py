@@ -80,6 +80,17 @@ class Readiness:
         self._waiting[fd] = trio.lowlevel.current_task()
         await trio.lowlevel.wait_task_rescheduled(abort)
 
+    def interrupt(self, fd: int) -> bool:
+        """Wake the task waiting for ``fd``, if one does, as if the socket had an event
+        (a connection that closes stops its reader so, without a cancel scope): whether
+        one did. What the reader finds in the socket then is its own to read; an event
+        that comes later is kept for the next wait, as any."""
+        task = self._waiting.pop(fd, None)
+        if task is None:
+            return False
+        trio.lowlevel.reschedule(task)
+        return True
+
     def cancelled(self, fd: int) -> trio.lowlevel.Abort:
         """The wait for ``fd`` was cancelled (its ``abort``)."""
         self._waiting.pop(fd, None)
