@@ -492,12 +492,15 @@ class Connection(Inbound, Writer):
                         await trio.lowlevel.cancel_shielded_checkpoint()
                         streak = 0
             # As a ``with`` block would: only the scope's own cancellation ends here.
+            # The scope is read from ``_read_scope``: a handler's wait that a close
+            # cancelled raised before ``_scoped_from_now_on`` could return it.
             except BaseException as exc:  # noqa: ASYNC103 (raised again but for it)
+                scope = self._read_scope
                 if scope is None or not scope.__exit__(type(exc), exc, exc.__traceback__):
                     raise
             else:
-                if scope is not None:
-                    scope.__exit__(None, None, None)
+                if self._read_scope is not None:
+                    self._read_scope.__exit__(None, None, None)
             if self._shutting_down and self._close is None:
                 # Reading stopped for shutdown: stay open for the acks of what was
                 # read, until goaway() closes us (close_soon cancels this scope).
