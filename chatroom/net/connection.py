@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Generator
+from typing import Any, cast
 
 import trio
 
@@ -47,6 +48,47 @@ _SLOW_CLOSE_WAIT = 1.0  # seconds to finish a cut frame before closing a slow co
 _STREAK = 16  # commands read at once handled in a row, at most, before giving way
 _ACCEPTED = Verdict.ACCEPTED
 _OVERFLOW = Verdict.OVERFLOW
+
+
+_Step = tuple[Coroutine[Any, Any, None], Any]  # a coroutine that waits, and what it yielded
+
+
+def _until_it_waits(coro: Coroutine[Any, Any, None]) -> _Step | None:
+    """Run ``coro`` until it first yields to trio (it waits): None if it ended before
+    that, else it and what it yielded, for ``_GoOn``."""
+    try:
+        trap = coro.send(None)
+    except StopIteration:
+        return None
+    return coro, trap
+
+
+class _GoOn:
+    """Awaiting it runs ``coro``, which yielded ``trap`` already (``_until_it_waits``),
+    to its end as ``await coro`` would: its first step hands trio ``trap``, the others
+    are ``coro``'s (``await`` sends and throws what trio sends it on to them)."""
+
+    __slots__ = ("_coro", "_trap")
+
+    def __init__(self, coro: Coroutine[Any, Any, None], trap: Any) -> None:
+        self._coro = coro
+        self._trap = trap
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        return cast(Generator[Any, Any, None], self)  # (as ``await`` drives one)
+
+    def __next__(self) -> Any:
+        trap, self._trap = self._trap, None
+        return self._coro.send(None) if trap is None else trap
+
+    def send(self, value: Any) -> Any:
+        return self._coro.send(value)
+
+    def throw(self, *exc: Any) -> Any:
+        return self._coro.throw(*exc)
+
+    def close(self) -> None:
+        self._coro.close()
 
 
 class Connection(Inbound, Writer):
@@ -133,8 +175,9 @@ class Connection(Inbound, Writer):
         # it) and the event it sets when it has ended (``_finish`` waits for it).
         self._writer_scope: trio.CancelScope | None = None
         self._writer_done: trio.Event | None = None
-        # The read scope, which a close cancels. It has no deadline: the idle (4107)
-        # and login (4108) deadlines are kept by net/deadlines.py (see ``due``).
+        # The read scope, which a close cancels, once a handler waited (see
+        # ``serve``). It has no deadline: the idle (4107) and login (4108) deadlines
+        # are kept by net/deadlines.py (see ``due``).
         self._read_scope: trio.CancelScope | None = None
         self._now = now
         self._seen = 0.0  # when the last frame came (set when reading starts)
@@ -323,16 +366,48 @@ class Connection(Inbound, Writer):
             if code == CloseCode.SLOW_CONSUMER:
                 self._ctx.counters.closed_slow += 1
                 log.info("closing %s: %s", self.remote, reason)
-            if self._read_scope is not None:
-                self._read_scope.cancel()
+            self._stop_reader()
             if self._writer_scope is not None:
                 self._writer_scope.cancel()
 
     def stop_reading(self) -> None:
         """First step of a graceful shutdown: take no more commands, keep writing."""
         self._shutting_down = True
+        self._stop_reader()
+
+    def _stop_reader(self) -> None:
+        """The reader is to stop (a close, a shutdown): its scope is cancelled, or,
+        without one, a wait for the socket is woken (the loop then sees why)."""
         if self._read_scope is not None:
             self._read_scope.cancel()
+        elif self._tasks is not None:  # reading (not finishing, nor before serve)
+            self._transport.interrupt()
+
+    async def _scoped_from_now_on(
+        self, outer: object, handler: Coroutine[Any, Any, None], trap: Any
+    ) -> trio.CancelScope:
+        """A handler waits (``_until_it_waits``): the read scope is entered, so that a
+        close cancels this and every later wait, and the handler run to its end.
+        ``outer``: the task's innermost cancel scope's status before the handler ran.
+        A handler that entered a cancel scope of its own before it waited (a
+        ``trio.sleep`` does) must run inside the read scope, not around it: it is
+        finished first, a close then ending the loop once it returns."""
+        if trio.lowlevel.current_task()._cancel_status is outer:
+            scope = self._enter_read_scope()
+            await _GoOn(handler, trap)
+            return scope
+        await _GoOn(handler, trap)
+        return self._enter_read_scope()
+
+    def _enter_read_scope(self) -> trio.CancelScope:
+        """Enter the read scope (``serve`` exits it), cancelled at once if reading
+        is to stop already."""
+        scope = trio.CancelScope()
+        scope.__enter__()
+        self._read_scope = scope
+        if self._close is not None or self._shutting_down:
+            scope.cancel()
+        return scope
 
     def goaway(self) -> None:
         """Last step of a graceful shutdown: ask the client to reconnect elsewhere,
@@ -357,10 +432,17 @@ class Connection(Inbound, Writer):
             # The reading loop is written out here, not called: each coroutine frame
             # of an idle connection's wait costs 200-300 bytes (``bench.idlemem``).
             got: int | None = 1  # (see below)
-            with trio.CancelScope() as scope:  # a close cancels it
-                self._read_scope = scope
-                if self._close is not None:
-                    scope.cancel()
+            # The read scope, which a close cancels, is entered only once a handler
+            # waits (from the start where a close cannot end a wait for the socket:
+            # without the readiness set). Until then a close wakes a waiting read
+            # (``_stop_reader``) and the loop ends at its next turn: a scope costs
+            # ~30 k instructions to enter, and the handlers of a crowd's login and
+            # join do not wait.
+            scope = None if transport.interruptible else self._enter_read_scope()
+            # The task's innermost cancel scope (trio's record of it: no public call
+            # tells it) while the loop holds none, for ``_scoped_from_now_on``.
+            outer = trio.lowlevel.current_task()._cancel_status
+            try:
                 # Commands handled since this loop last gave way; -1 just after a
                 # wait, which was a checkpoint (one local: each costs idle memory).
                 streak = 0
@@ -370,8 +452,8 @@ class Connection(Inbound, Writer):
                 # for each reply answers with EAGAIN (a system call and an OSError
                 # per request). A hint only: the wait returns at once if bytes came
                 # meanwhile. At first: the handshake's read of the head.
-                while True:  # ConnectionClosed ends it (or the scope: a close)
-                    message = transport.next_message()
+                while self._close is None and not self._shutting_down:
+                    message = transport.next_message()  # ConnectionClosed at the end
                     if message is None:
                         if got is not None and 0 < got < RECEIVE_BYTES:
                             got = None
@@ -394,7 +476,13 @@ class Connection(Inbound, Writer):
                     pending = self._command(message)
                     message = None  # nothing read stays referenced while it waits
                     if pending is not None:
-                        await self._run(*pending)
+                        if scope is not None:
+                            await self._run(*pending)
+                        else:
+                            waiting = _until_it_waits(self._run(*pending))
+                            if waiting is not None:  # it waits: a close cancels it
+                                scope = await self._scoped_from_now_on(outer, *waiting)
+                                waiting = None
                         pending = None
                     streak = 1 if streak < 0 else streak + 1
                     if streak == _STREAK:
@@ -403,6 +491,16 @@ class Connection(Inbound, Writer):
                         # to the other connections now and then.
                         await trio.lowlevel.cancel_shielded_checkpoint()
                         streak = 0
+            # As a ``with`` block would: only the scope's own cancellation ends here.
+            # The scope is read from ``_read_scope``: a handler's wait that a close
+            # cancelled raised before ``_scoped_from_now_on`` could return it.
+            except BaseException as exc:  # noqa: ASYNC103 (raised again but for it)
+                scope = self._read_scope
+                if scope is None or not scope.__exit__(type(exc), exc, exc.__traceback__):
+                    raise
+            else:
+                if self._read_scope is not None:
+                    self._read_scope.__exit__(None, None, None)
             if self._shutting_down and self._close is None:
                 # Reading stopped for shutdown: stay open for the acks of what was
                 # read, until goaway() closes us (close_soon cancels this scope).

@@ -15,7 +15,6 @@ import logging
 import os
 import socket
 import sys
-import termios
 from collections.abc import Awaitable, Callable
 from typing import NoReturn
 
@@ -80,7 +79,10 @@ def _inherited_options(listener: socket.socket) -> bool:
     return sys.platform == "linux"
 
 
-_NONBLOCKING = (1).to_bytes(4, sys.byteorder)  # FIONBIO's argument: on
+# An accepted socket's file status flags are none (it inherits neither O_NONBLOCK nor
+# O_APPEND, O_ASYNC...): set to O_NONBLOCK alone with one F_SETFL, whose integer
+# argument costs less to pass than FIONBIO's buffer (~5 k instructions a socket).
+_NONBLOCKING = os.O_NONBLOCK
 
 
 class RawSocketStream(trio.abc.HalfCloseableStream):
@@ -232,7 +234,7 @@ async def accept_all(
                 stream: Stream
                 if bare:
                     try:
-                        fcntl.ioctl(fd, termios.FIONBIO, _NONBLOCKING)
+                        fcntl.fcntl(fd, fcntl.F_SETFL, _NONBLOCKING)
                     except OSError:  # gone already: nothing to serve
                         os.close(fd)
                         continue

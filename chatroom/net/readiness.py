@@ -19,7 +19,7 @@ waits through trio.
 from __future__ import annotations
 
 import select
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import outcome
@@ -65,20 +65,34 @@ class Readiness:
             error = trio.ClosedResourceError("another task closed this socket")
             trio.lowlevel.reschedule(task, outcome.Error(error))
 
-    async def wait_readable(self, fd: int, abort: Abort) -> None:
+    def wait_readable(self, fd: int, abort: Abort) -> Awaitable[None]:
         """Until ``fd`` (added) has had an event since the last wait returned: a
         checkpoint. ``abort``, called if the wait is cancelled, calls ``cancelled(fd)``
         (a bound method of the caller's, not a closure made at every wait: ~150 bytes
         less per idle connection). ``trio.BusyResourceError`` if another task waits
-        for ``fd``."""
+        for ``fd``. Not a coroutine of its own (one frame less while a connection
+        waits, and at every wake): the caller awaits what it returns at once."""
         if fd in self._ready:
-            await trio.lowlevel.checkpoint()
-            self._ready.discard(fd)  # after it: a cancelled wait keeps the event
-            return
+            return self._ready_now(fd)
         if fd in self._waiting:
             raise trio.BusyResourceError("another task is already reading this socket")
         self._waiting[fd] = trio.lowlevel.current_task()
-        await trio.lowlevel.wait_task_rescheduled(abort)
+        return trio.lowlevel.wait_task_rescheduled(abort)  # noqa: ASYNC105 (see above)
+
+    async def _ready_now(self, fd: int) -> None:
+        await trio.lowlevel.checkpoint()
+        self._ready.discard(fd)  # after it: a cancelled wait keeps the event
+
+    def interrupt(self, fd: int) -> bool:
+        """Wake the task waiting for ``fd``, if one does, as if the socket had an event
+        (a connection that closes stops its reader so, without a cancel scope): whether
+        one did. What the reader finds in the socket then is its own to read; an event
+        that comes later is kept for the next wait, as any."""
+        task = self._waiting.pop(fd, None)
+        if task is None:
+            return False
+        trio.lowlevel.reschedule(task)
+        return True
 
     def cancelled(self, fd: int) -> trio.lowlevel.Abort:
         """The wait for ``fd`` was cancelled (its ``abort``)."""

@@ -202,6 +202,17 @@ class Transport:
             return trio.lowlevel.wait_readable(self._fd)  # noqa: ASYNC105
         return self._readiness.wait_readable(self._fd, self._wait_cancelled)
 
+    @property
+    def interruptible(self) -> bool:
+        """Whether ``interrupt`` can end a wait (the run's readiness set watches the
+        socket); else only a cancel scope can."""
+        return self._readiness is not None
+
+    def interrupt(self) -> bool:
+        """End a ``wait_readable`` under way (it returns as if bytes came): whether one
+        was. Only when ``interruptible``."""
+        return self._readiness is not None and self._readiness.interrupt(self._fd)
+
     def _wait_cancelled(self, _: object) -> trio.lowlevel.Abort:
         assert self._readiness is not None  # only its waits are given this
         return self._readiness.cancelled(self._fd)

@@ -629,6 +629,67 @@ async def test_a_slow_reply_is_not_counted_as_idle_time(
         assert 10 <= trio.current_time() - answered < 10.5
 
 
+class StuckTokens(MemoryStore):
+    """Reading a session token never ends (a store that stopped answering). The read
+    waits as a real store's thread does, with no cancel scope of its own."""
+
+    async def get_session(self, token: str) -> SessionRecord | None:
+        await trio.Event().wait()
+        raise AssertionError("never set")
+
+
+@fail_after(100)
+async def test_a_request_the_store_never_answers_does_not_keep_the_connection_open(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The connection reads without a cancel scope until a handler waits; from that
+    # wait on, a close (here the idle deadline the request's frame set) cancels it.
+    async with (
+        running_server({"idle_timeout": 10, "login_timeout": 10}, StuckTokens()) as running,
+        running.user("alice") as client,
+    ):
+        resume = {"cmd": "session", "op": "open", "appId": "test", "peerId": "bob"}
+        await client.send(client.number({**resume, "r": True, "st": "unknown to memory"}))
+        sent = trio.current_time()
+        reason = await client.closed()
+        assert reason.code == 4107
+        assert 10 <= trio.current_time() - sent < 10.5
+        await running.wait_connections(0)
+        # The cancelled wait ended that connection only: the server serves others.
+        async with running.user("carol") as other:
+            assert (await other.request({"cmd": "conv", "op": "query", "limit": 1}))["cmd"]
+
+
+class BoundedStuckTokens(MemoryStore):
+    """Reading a session token waits under a deadline of its own (a store or hook
+    client that bounds its I/O: a cancel scope entered before its first wait), and
+    finds nothing when it passes."""
+
+    async def get_session(self, token: str) -> SessionRecord | None:
+        with trio.move_on_after(30):
+            await trio.Event().wait()
+        return None
+
+
+@fail_after(100)
+async def test_a_close_during_a_request_with_its_own_deadline_ends_only_that_connection(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The idle deadline comes while the request waits inside its own cancel scope:
+    # the connection still closes with 4107, and the server goes on serving.
+    async with (
+        running_server({"idle_timeout": 10, "login_timeout": 10}, BoundedStuckTokens()) as running,
+        running.user("alice") as client,
+    ):
+        resume = {"cmd": "session", "op": "open", "appId": "test", "peerId": "bob"}
+        await client.send(client.number({**resume, "r": True, "st": "unknown to memory"}))
+        reason = await client.closed()
+        assert reason.code == 4107
+        await running.wait_connections(0)
+        async with running.user("carol") as other:
+            assert (await other.request({"cmd": "conv", "op": "query", "limit": 1}))["cmd"]
+
+
 @fail_after(100)
 async def test_pings_do_not_stand_in_for_a_login(autojump_clock: trio.testing.MockClock) -> None:
     async with (

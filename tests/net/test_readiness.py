@@ -117,6 +117,24 @@ async def test_forgetting_a_socket_wakes_its_waiter_with_closed_resource_error(
 
 
 @fail_after()
+async def test_an_interrupted_wait_returns_and_a_later_event_is_kept_for_the_next(
+    pair: Pair,
+) -> None:
+    ours, theirs = pair
+    ready = _current()
+    ready.add(ours.fileno())
+    assert not ready.interrupt(ours.fileno())  # nobody waits
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_wait, ready, ours)
+        await trio.testing.wait_all_tasks_blocked()
+        assert ready.interrupt(ours.fileno())  # it returns, with nothing to read
+    theirs.send(b"x")
+    await trio.testing.wait_all_tasks_blocked()  # the event comes while nobody waits
+    await _wait(ready, ours)  # returns at once
+    assert ours.recv(10) == b"x"
+
+
+@fail_after()
 async def test_a_reused_descriptor_starts_with_no_event_of_the_closed_socket(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -192,6 +192,9 @@ class Wire:
     async def wait_writable(self) -> None:
         await trio.lowlevel.wait_writable(self.fileno)
 
+    def interrupt(self) -> bool:
+        return False  # nobody reads a pipe's end here
+
     def close(self) -> None:
         os.close(self._out)
         os.close(self.fileno)
