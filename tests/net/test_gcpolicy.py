@@ -147,68 +147,54 @@ async def test_a_trim_also_frees_what_is_not_frozen(
         gc.enable()
 
 
-def _full_passes_while(build: list[list[int]]) -> int:
-    """Automatic collections of the oldest generation while 300,000 containers that
-    stay alive are made (a crowd of connections, in effect)."""
-    full: list[int] = []
+def _passes_while(generation: int, build: list[list[int]], keep_garbage: bool = True) -> int:
+    """Automatic collections of ``generation`` while 300,000 containers that stay
+    alive are made (a crowd of connections, in effect); after a full collection
+    unless ``keep_garbage`` (no garbage left from before, which a pass would find)."""
+    passes: list[int] = []
 
     def seen(phase: str, info: dict[str, int]) -> None:
-        if phase == "stop" and info["generation"] == 2:
-            full.append(1)
+        if phase == "stop" and info["generation"] == generation:
+            passes.append(1)
 
+    if not keep_garbage:
+        gc.collect()
     gc.callbacks.append(seen)
     try:
         build.extend([k] for k in range(300_000))
     finally:
         gc.callbacks.remove(seen)
-    return len(full)
+    return len(passes)
 
 
 async def test_the_collector_never_walks_a_crowd_of_new_connections_while_the_policy_runs(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    assert _full_passes_while([]) > 0  # what the collector does on its own
+    assert _passes_while(2, []) > 0  # what the collector does on its own
     thresholds = gc.get_threshold()
     policy = GcPolicy(freeze_interval=100.0, full_after_closes=1000, full_interval=0)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(policy.run)
         await trio.sleep(1.0)  # running, before its first round
-        assert _full_passes_while([]) == 0
+        assert _passes_while(2, []) == 0
         nursery.cancel_scope.cancel()
     assert gc.get_threshold() == thresholds  # handed back when the server stops
-
-
-def _middle_passes_while(build: list[list[int]], keep_garbage: bool = False) -> int:
-    """Automatic collections of the middle generation while 300,000 containers that
-    stay alive are made (after a full collection, unless ``keep_garbage``)."""
-    middle: list[int] = []
-
-    def seen(phase: str, info: dict[str, int]) -> None:
-        if phase == "stop" and info["generation"] == 1:
-            middle.append(1)
-
-    if not keep_garbage:
-        gc.collect()  # no garbage left from before, which a middle pass would find
-    gc.callbacks.append(seen)
-    try:
-        build.extend([k] for k in range(300_000))
-    finally:
-        gc.callbacks.remove(seen)
-    return len(middle)
 
 
 async def test_a_crowd_of_new_connections_is_walked_by_one_middle_pass_a_round(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    assert _middle_passes_while([]) > 10  # what the collector does on its own
+    assert _passes_while(1, [], keep_garbage=False) > 10  # what the collector does on its own
     thresholds = gc.get_threshold()
     policy = GcPolicy(freeze_interval=1.0, full_after_closes=1000, full_interval=0)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(policy.run)
         await trio.sleep(0.5)  # running, before its first round
-        assert _middle_passes_while([]) == 1  # it freed nothing: none until the next round
+        assert (
+            _passes_while(1, [], keep_garbage=False) == 1
+        )  # it freed nothing: none until the next round
         await trio.sleep(1.0)  # a round: on again
-        assert _middle_passes_while([]) == 1
+        assert _passes_while(1, [], keep_garbage=False) == 1
         nursery.cancel_scope.cancel()
     assert gc.get_threshold() == thresholds  # handed back when the server stops
 
@@ -224,6 +210,6 @@ async def test_a_cycle_that_outlived_a_young_pass_is_freed_by_a_middle_pass_mean
         cycles = [ref() for ref in held]
         gc.collect(0)  # a young pass: they are in the middle generation now
         del cycles  # garbage there
-        assert _middle_passes_while([], keep_garbage=True) >= 1
+        assert _passes_while(1, []) >= 1
         assert all(ref() is None for ref in held)  # freed, not left to the freeze
         nursery.cancel_scope.cancel()
