@@ -171,7 +171,9 @@ class Config:
     after a quiet spell is written at once. 0 flushes at the next scheduler tick."""
     write_delay_threshold: int = 100
     """Connections in one flush that make it busy. Chats with a few recipients per
-    message stay below it and are never delayed; 0 delays every flush."""
+    message stay below it and are never delayed; 0 delays every flush. A cluster node
+    counts a chatroom's viewers on the other nodes too, and pauses as one node with
+    all of them would (docs/cluster.md)."""
     write_max_pause: float = 0.02
     """Most seconds between two busy flushes, however long the last one took: what a
     message may wait for its room's next flush, on top of the flush itself (the pause
