@@ -48,27 +48,24 @@ class RoomLogs:
     many viewers other nodes write per viewer here, so that it gathers as many
     messages per write as one node with all of them would (net/flusher.py)."""
 
-    __slots__ = ("_cids", "_logs", "count")
+    __slots__ = ("_logs", "count")
 
     def __init__(self, count: Callable[[str], int] | None = None) -> None:
         self._logs: dict[str, RoomLog[Session]] = {}
-        self._cids: dict[RoomLog[Session], str] = {}  # the other way round
         self.count = count
 
     def elsewhere(self, log: RoomLog[Session]) -> float:
         """Viewers of ``log``'s chatroom on other nodes, per viewer here (0 when none,
         or not a cluster node)."""
         here = len(log)
-        cid = self._cids.get(log)
-        if self.count is None or cid is None or not here:
+        if self.count is None or not here:
             return 0.0
-        return max(0, self.count(cid) - here) / here
+        return max(0, self.count(log.cid) - here) / here
 
     def join(self, cid: str, session: Session) -> None:
         log = self._logs.get(cid)
         if log is None:
-            log = self._logs[cid] = RoomLog()
-            self._cids[log] = cid
+            log = self._logs[cid] = RoomLog(cid)
         if session not in log.following:
             log.stragglers[session] = None
 
@@ -79,7 +76,6 @@ class RoomLogs:
             log.leave(session)
             if not log:
                 del self._logs[cid]  # type: ignore[arg-type]
-                del self._cids[log]
 
     def deliver(
         self,

@@ -51,11 +51,22 @@ class Follower(Protocol):
 
 
 class RoomLog(Generic[S]):
-    """The frames of one chatroom not yet written to its followers, and its viewers."""
+    """The frames of one chatroom (``cid``) not yet written to its followers, and its
+    viewers."""
 
-    __slots__ = ("followers", "following", "frames", "groups", "marked", "stragglers", "wake")
+    __slots__ = (
+        "cid",
+        "followers",
+        "following",
+        "frames",
+        "groups",
+        "marked",
+        "stragglers",
+        "wake",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, cid: str = "") -> None:
+        self.cid = cid
         self.frames: Frames = []
         # (codec, index of the first frame not written yet) -> {follower: socket}
         self.groups: dict[tuple[Codec, int], dict[Follower, int]] = {}
