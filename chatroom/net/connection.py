@@ -385,29 +385,28 @@ class Connection(Inbound, Writer):
 
     async def _scoped_from_now_on(
         self, outer: object, handler: Coroutine[Any, Any, None], trap: Any
-    ) -> trio.CancelScope:
-        """A handler waits (``_until_it_waits``): the read scope is entered, so that a
-        close cancels this and every later wait, and the handler run to its end.
+    ) -> None:
+        """A handler waits (``_until_it_waits``): the read scope is entered (``serve``
+        exits it), so that a close cancels this and every later wait, and the handler
+        run to its end.
         ``outer``: the task's innermost cancel scope's status before the handler ran.
         A handler that entered a cancel scope of its own before it waited (a
         ``trio.sleep`` does) must run inside the read scope, not around it: it is
         finished first, a close then ending the loop once it returns."""
         if trio.lowlevel.current_task()._cancel_status is outer:
-            scope = self._enter_read_scope()
+            self._enter_read_scope()
             await _GoOn(handler, trap)
-            return scope
-        await _GoOn(handler, trap)
-        return self._enter_read_scope()
+        else:
+            await _GoOn(handler, trap)
+            self._enter_read_scope()
 
-    def _enter_read_scope(self) -> trio.CancelScope:
+    def _enter_read_scope(self) -> None:
         """Enter the read scope (``serve`` exits it), cancelled at once if reading
         is to stop already."""
-        scope = trio.CancelScope()
+        scope = self._read_scope = trio.CancelScope()
         scope.__enter__()
-        self._read_scope = scope
         if self._close is not None or self._shutting_down:
             scope.cancel()
-        return scope
 
     def goaway(self) -> None:
         """Last step of a graceful shutdown: ask the client to reconnect elsewhere,
@@ -438,7 +437,8 @@ class Connection(Inbound, Writer):
             # (``_stop_reader``) and the loop ends at its next turn: a scope costs
             # ~30 k instructions to enter, and the handlers of a crowd's login and
             # join do not wait.
-            scope = None if transport.interruptible else self._enter_read_scope()
+            if not transport.interruptible:
+                self._enter_read_scope()
             # The task's innermost cancel scope (trio's record of it: no public call
             # tells it) while the loop holds none, for ``_scoped_from_now_on``.
             outer = trio.lowlevel.current_task()._cancel_status
@@ -476,12 +476,12 @@ class Connection(Inbound, Writer):
                     pending = self._command(message)
                     message = None  # nothing read stays referenced while it waits
                     if pending is not None:
-                        if scope is not None:
+                        if self._read_scope is not None:
                             await self._run(*pending)
                         else:
                             waiting = _until_it_waits(self._run(*pending))
                             if waiting is not None:  # it waits: a close cancels it
-                                scope = await self._scoped_from_now_on(outer, *waiting)
+                                await self._scoped_from_now_on(outer, *waiting)
                                 waiting = None
                         pending = None
                     streak = 1 if streak < 0 else streak + 1
@@ -491,9 +491,8 @@ class Connection(Inbound, Writer):
                         # to the other connections now and then.
                         await trio.lowlevel.cancel_shielded_checkpoint()
                         streak = 0
-            # As a ``with`` block would: only the scope's own cancellation ends here.
-            # The scope is read from ``_read_scope``: a handler's wait that a close
-            # cancelled raised before ``_scoped_from_now_on`` could return it.
+            # As a ``with`` block around the loop would, for the read scope if it was
+            # entered: only the scope's own cancellation ends here.
             except BaseException as exc:  # noqa: ASYNC103 (raised again but for it)
                 scope = self._read_scope
                 if scope is None or not scope.__exit__(type(exc), exc, exc.__traceback__):
