@@ -2,6 +2,7 @@
 Redis, the publisher on node A, beside the same load on one node, in one run.
 
     .venv/bin/python -m bench.cluster [--viewers 200] [--seconds 5] [--rate 100] [--rounds 3]
+        [--spin] [--pause SECONDS]
 
 It starts a private ``redis-server`` (unix socket) and the servers as processes
 (``chatroom serve``; the two nodes share one SQLite file, which only the chatroom's
@@ -19,6 +20,9 @@ row is read from), then for each setup measures:
   and the kernel's share of its CPU (``rate_calls_per_message``, from /proc/PID/io and
   stat: counts that do not move with the machine's load, but for how many messages a
   busy flusher gathers into one write), and the latency at that rate (``rate_lat_*``);
+- the same per message for the fixed-rate step, every process together: user CPU per
+  message, writes per message and kernel CPU per write (``rate_user_us_per_message``,
+  ``rate_writes_per_message``, ``rate_kernel_us_per_write``);
 - saturation: the publisher keeps ``window`` messages unacknowledged for ``seconds``;
   deliveries/s counted by the viewers, server CPU per delivery, and node A's PUBLISHes
   per message (its ``/healthz`` counters).
@@ -38,6 +42,13 @@ Python crowd saturated its core at 1000 viewers and read the fixed-rate messages
 bunches, which moved the ratio from round to round; gen.c reads 1000 viewers at 100
 messages/s with most of its core idle. ``--spin`` has gen.c poll without sleeping
 during the fixed-rate step, so that a server's write never pays for waking it.
+
+How many messages a viewer's write carries decides most of the CPU per delivery, and
+by default it follows each flush's length (``write_max_pause``, ``write_latency``),
+which moves with the machine's timing and is not the same for one node with 1000
+viewers and two with 500: ``--pause S`` has every node pause exactly S seconds after a
+busy flush, so that both setups gather alike and the ratio shows what the cluster
+itself costs.
 """
 
 from __future__ import annotations
@@ -95,14 +106,17 @@ def _cpu(pid: int) -> float:
 
 
 class Node:
-    def __init__(self, folder: Path, db: str, redis: str | None) -> None:
+    def __init__(self, folder: Path, db: str, redis: str | None, pause: float | None) -> None:
         self.port, self.http = _free_port(), _free_port()
         args = [sys.executable, "-m", "chatroom", "serve", "--port", str(self.port)]
         args += ["--http-port", str(self.http), "--db", db, "--log-level", "warning"]
         if redis:
             args += ["--redis", redis]
+        env = dict(os.environ)
+        if pause is not None:  # every busy flush followed by this pause, no other
+            env["CHATROOM_WRITE_DELAY"] = env["CHATROOM_WRITE_MAX_PAUSE"] = str(pause)
         log = (folder / f"node-{self.port}.log").open("wb")
-        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
         _wait_port(self.port)
         _wait_port(self.http)
 
@@ -195,6 +209,18 @@ class _Cpu:
             )
         return out
 
+    def totals(self) -> tuple[float, float, int]:
+        """User and kernel CPU seconds and writes of every process together since it
+        was made."""
+        user = kernel = 0.0
+        writes = 0
+        for pid, start in zip(self.pids, self.io, strict=True):
+            now = _io(pid)
+            writes += now[1] - start[1]
+            user += now[4] - start[4]
+            kernel += now[5] - start[5]
+        return user, kernel, writes
+
     def each(self) -> list[float]:
         return [round(_cpu(pid) - s, 2) for pid, s in zip(self.pids, self.start, strict=True)]
 
@@ -280,6 +306,7 @@ def _steady(
         switched = cpu.switches()
         sent = max(1, sum(cast(list[int], report["sent"])))
         calls = cpu.calls(sent)
+        user, kernel, writes = cpu.totals()
     deliveries = _received(report)
     return {
         "rate_msgs_per_s": rate,
@@ -293,6 +320,11 @@ def _steady(
         ],
         # system calls per message, bytes per write, kernel's share of CPU: same order
         "rate_calls_per_message": calls,
+        # every process together: its own code per message, the kernel's per write
+        # (the two move apart: see docs/cluster.md)
+        "rate_user_us_per_message": round(1e6 * user / sent, 1),
+        "rate_kernel_us_per_write": round(1e6 * kernel / max(1, writes), 2),
+        "rate_writes_per_message": round(writes / sent, 1),
         **_latencies(report, nodes, "rate_lat"),
     }
 
@@ -383,6 +415,9 @@ def _summary(rounds: list[dict[str, dict[str, object]]]) -> None:
     figures = {
         "server CPU per delivery at saturation": "server_cpu_us_per_delivery",
         "server CPU per delivery at the fixed rate": "rate_cpu_us_per_delivery",
+        "  its user CPU per message": "rate_user_us_per_message",
+        "  its writes per message": "rate_writes_per_message",
+        "  its kernel CPU per write": "rate_kernel_us_per_write",
         "saturation deliveries/s": "deliveries_per_s",
     }
     for label, key in figures.items():
@@ -409,6 +444,13 @@ def main(argv: list[str] | None = None) -> int:
         help="the clients' process (gen.c) polls without sleeping during the fixed-rate step",
     )
     parser.add_argument(
+        "--pause",
+        type=float,
+        metavar="SECONDS",
+        help="every node pauses exactly this long after a busy flush (write_delay and "
+        "write_max_pause both): both setups gather alike, whatever their flushes take",
+    )
+    parser.add_argument(
         "--record",
         metavar="COMMAND",
         help="run for each server during the fixed-rate step ({pid}, {name} filled in)",
@@ -426,9 +468,9 @@ def main(argv: list[str] | None = None) -> int:
                 setups = ["one node", "two nodes"]
                 for setup in setups if r % 2 == 0 else setups[::-1]:  # drift cancels out
                     db = str(folder / f"{setup.replace(' ', '-')}-{r}.db")
-                    nodes = [Node(folder, db, url if setup == "two nodes" else None)]
+                    nodes = [Node(folder, db, url if setup == "two nodes" else None, args.pause)]
                     if setup == "two nodes":
-                        nodes.append(Node(folder, db, url))
+                        nodes.append(Node(folder, db, url, args.pause))
                     try:
                         for node in nodes:
                             _pin(node.proc.pid, 0)

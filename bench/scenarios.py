@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from bench import rooms
 from bench.generator import Generator
 from bench.measure import Step, measure
-from bench.procstat import rss_kb
+from bench.procstat import cpu_split, rss_kb, run_queue_wait_s
 from bench.servers import Running, ServerSpec
 
 Summary = dict[str, float | int | str | None]
@@ -331,7 +331,15 @@ def flash_crowd(
     server's RSS after, and whether every one of them then gets a message."""
     gen.poll(1.0)
     before = rss_kb(server.pid)
+    # Where the crowd's time went: the server's own CPU (user, kernel), its wait for a
+    # CPU while runnable, and the generator's CPU, from the first connect to the last
+    # reply (jiffies: 10 ms steps). A crowd whose server CPU is near its wall time is
+    # bound by the server's work; one with much less waited on something else.
+    user0, kernel0 = cpu_split(server.pid)
+    queued0, gen0 = run_queue_wait_s(server.pid), sum(cpu_split(gen.pid))
     done = rooms.open_crowd(gen, spec, clients, FLASH_DEADLINE_S)
+    user1, kernel1 = cpu_split(server.pid)
+    queued1, gen1 = run_queue_wait_s(server.pid), sum(cpu_split(gen.pid))
     gen.poll(2.0)
     after = rss_kb(server.pid)
     dropped_after = done.ok - (gen.alive() - 1)  # the one publisher is not in the crowd
@@ -339,7 +347,9 @@ def flash_crowd(
     ctx.progress(
         f"{done.ok} of {clients} in {done.secs:.2f}s (p50 {done.ready_p50:.2f}s, p99 "
         f"{done.ready_p99:.2f}s); refused {done.refused}, dropped {done.dropped + dropped_after}"
-        f", timed out {done.timed_out}; RSS {before} -> {after} kB; then: " + _line(step)
+        f", timed out {done.timed_out}; RSS {before} -> {after} kB; server CPU "
+        f"{user1 - user0:.2f}+{kernel1 - kernel0:.2f}s, queued {queued1 - queued0:.2f}s, "
+        f"generator {gen1 - gen0:.2f}s; then: " + _line(step)
     )
     summary: Summary = {
         "clients": clients,
@@ -354,6 +364,10 @@ def flash_crowd(
         "rss_before_mb": round(before / 1024, 1),
         "rss_after_mb": round(after / 1024, 1),
         "kb_per_client": round((after - before) / max(done.ok, 1), 2),
+        "server_user_s": round(user1 - user0, 2),
+        "server_kernel_s": round(kernel1 - kernel0, 2),
+        "server_queued_s": round(queued1 - queued0, 3),
+        "gen_cpu_s": round(gen1 - gen0, 2),
         "then_delivered": round(1 - step.loss, 4) if step.expected else None,
         "then_p99_ms": step.latency.p99,
     }
