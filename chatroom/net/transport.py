@@ -170,6 +170,8 @@ class Transport:
             frame = events.pop()
             if not events:
                 self._events = _NO_EVENTS  # no empty list kept while idle
+            if frame[0] == OP_BINARY and frame[1]:
+                return frame[2]  # a whole binary message (``_handle``'s first case)
             message = self._handle(frame)
             if message is not None:
                 return message
@@ -236,6 +238,15 @@ class Transport:
         if not self._open:
             return  # after a close, nothing more is read but its reply (``aclose``)
         frames, error = self._reader.feed(data)
+        if len(frames) == 1 and error is None and not self._events:
+            frame = frames[0]
+            if frame[0] < OP_CLOSE:  # one data frame (nearly every read): the list is
+                # the events as they are, oldest last
+                self._frame_size = len(frame[2]) + _CLIENT_HEADER
+                self._events = frames
+                if self.owner is not None:
+                    self.owner.frames_read()
+                return
         if frames:
             events: list[_Frame] = []
             payload = 0
