@@ -52,10 +52,10 @@ def open_session(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.Generic
     if ctx.config.app_id and cmd.appId != ctx.config.app_id:
         raise ChatError(ErrorCode.APP_NOT_AVAILABLE, "unknown appId")
     signing.check_login(ctx, cmd)  # 4102 when login signatures are on
-    for existing in link.sessions():
-        if existing.peer_id == peer_id:
-            # The same client logging in twice on one socket: replace it quietly.
-            _end_session(ctx, link, existing)
+    existing = link.session_for(peer_id)  # (a link holds one session per client id)
+    if existing is not None and existing.peer_id == peer_id:
+        # The same client logging in twice on one socket: replace it quietly.
+        _end_session(ctx, link, existing)
     resuming = msg.r
     tag = msg.tag if msg.HasField("tag") and msg.tag else None
     device_id = msg.deviceId or None
@@ -146,17 +146,14 @@ def _valid_ticket(ctx: Context, token: str, peer_id: str) -> SessionTicket:
 def _issue_token(ctx: Context, session: Session) -> None:
     # A few expired tickets go at every login: the table stays bounded by the logins
     # within one token lifetime.
-    ctx.caches.tickets.expire(ctx.clock.wall_ms())
-    session.token = session_token()
-    ctx.caches.tickets.issue(
-        session.token,
-        SessionTicket(
-            peer_id=session.peer_id,
-            tag=session.tag,
-            device_id=session.device_id,
-            expires_ms=ctx.clock.wall_ms() + ctx.config.session_token_ttl * 1000,
-            session=session,
-        ),
+    tickets = ctx.caches.tickets
+    now = ctx.clock.wall_ms()
+    tickets.expire(now)
+    session.token = token = session_token()
+    expires_ms = now + ctx.config.session_token_ttl * 1000
+    # (positional: peer_id, tag, device_id, expires_ms, session)
+    tickets.issue(
+        token, SessionTicket(session.peer_id, session.tag, session.device_id, expires_ms, session)
     )
 
 
