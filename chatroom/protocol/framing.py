@@ -21,7 +21,10 @@ def frame_header(length: int, binary: bool) -> bytes:
 
 def ws_frame(payload: bytes, binary: bool) -> bytes:
     """One unmasked server-to-client frame around ``payload``."""
-    return frame_header(len(payload), binary) + payload
+    length = len(payload)
+    if length < 126:  # (``frame_header``'s first case, without the call: most frames)
+        return bytes((_OP_BINARY if binary else _OP_TEXT, length)) + payload
+    return frame_header(length, binary) + payload
 
 
 # -- client-to-server frames ------------------------------------------------------------
