@@ -351,7 +351,17 @@ class Transport:
     def write_nowait(self, data: bytes) -> int:
         """Write what the kernel takes right now; return the number of bytes written
         (0 when the socket buffer is full or a waiting write is in progress)."""
-        return 0 if self._writing else self._send(data)
+        if self._writing:
+            return 0
+        # ``_send``, without the call (every reply comes this way):
+        if self._fd < 0:
+            raise TransportBroken("socket closed")
+        try:
+            return os.write(self._fd, data)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            raise TransportBroken(str(exc)) from exc
 
     def _send(self, data: bytes | memoryview) -> int:
         """One non-blocking write: the bytes the kernel took (0 when its buffer is
