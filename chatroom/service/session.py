@@ -92,8 +92,9 @@ def open_session(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.Generic
     hooks.client_online(ctx, session, resuming)
     now = ctx.clock.wall_ms()
     reply = pb.GenericCommand(cmd=pb.session, op=pb.opened, peerId=peer_id, serverTs=now)
-    reply.sessionMessage.st = session.token
-    reply.sessionMessage.stTtl = ctx.config.session_token_ttl
+    body = reply.sessionMessage  # (each read of it makes its wrapper anew)
+    body.st = session.token
+    body.stTtl = ctx.config.session_token_ttl
     return reply
 
 
@@ -102,7 +103,9 @@ async def open_and_sync(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.
     service/unread.py (missed patches; unread counts in v3, stored messages in v1).
     The connection handles its next command only after the sync has been queued, so
     the client sees the sync before any later reply."""
-    token = cmd.sessionMessage.st
+    # Held for the whole login: each read of it would make its wrapper anew.
+    msg = cmd.sessionMessage
+    token = msg.st
     if token:
         await lasting.load_ticket(ctx, token, cmd.peerId)  # known from before a restart?
         await _unless_blocked(ctx, token, cmd.peerId)
@@ -123,7 +126,7 @@ async def open_and_sync(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.
         # It asks the store: a checkpoint, unless the store knows at once that there is
         # nothing to sync (the memory store, for a client in no conversation). A login
         # need not be one: the reader gives way after a streak of commands.
-        await unread.after_login(ctx, session, cmd.sessionMessage, link.subprotocol.version)
+        await unread.after_login(ctx, session, msg, link.subprotocol.version)
     except Exception:
         # The login stands: the client still has history and later pushes.
         log.exception("post-login sync failed for %s", session.peer_id)
