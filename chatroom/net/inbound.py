@@ -136,15 +136,19 @@ class Inbound(_Base):
             self._ctx.counters.refused_requests += 1
             self._refuse(cmd, ErrorCode.APP_QUOTA_EXCEEDED, "too many requests", now)
             return None
-        if cmd.cmd == _DIRECT and not self._user_allows(cmd, now):
+        command = cmd.cmd  # (0 when absent: HasField tells)
+        if command == _DIRECT and not self._user_allows(cmd, now):
             self._ctx.counters.refused_messages += 1
             self._refuse(cmd, ErrorCode.MESSAGE_SENT_QUOTA_EXCEEDED, "too many messages", now)
             return None
-        if not cmd.HasField("cmd") and not cmd.HasField("i"):
+        if cmd.HasField("cmd"):
+            sync, handler = dispatch.route_present(command, cmd, control)
+        elif cmd.HasField("i"):
+            sync, handler = dispatch.route(cmd, control)  # (unsupported: answered by i)
+        else:
             # Nothing names it, nothing could answer it by i: an error push it is.
             self._error(cmd, ChatError(ErrorCode.INVALID_COMMAND, "missing cmd"), True)
             return None
-        sync, handler = dispatch.route(cmd, control)
         if sync is not None:
             self._run_sync(cmd, sync)
         elif handler is not None:

@@ -79,9 +79,15 @@ def route(cmd: pb.GenericCommand, control: str | None) -> tuple[SyncHandler | No
     if not cmd.HasField("cmd"):
         # An unknown cmd number parses as absent, which would read as 0 (session).
         return _UNSUPPORTED
+    return route_present(cmd.cmd, cmd, control)
+
+
+def route_present(
+    command: int, cmd: pb.GenericCommand, control: str | None
+) -> tuple[SyncHandler | None, Handler | None]:
+    """``route`` for a ``cmd`` known to have its ``cmd`` field, ``command``."""
     if control is not None:
         return _REFUSE_IDS
-    command = cmd.cmd
     if cmd.HasField("op"):
         found = ROUTES.get((command, cmd.op)) or ROUTES.get((command, None))
     else:
