@@ -112,10 +112,15 @@ class Presence:
         left = session.room
         if left == cid:
             return None
-        self.leave_room(session)
-        clients = self._room_clients.setdefault(cid, {})
+        if left is not None:
+            self.leave_room(session)
+        # (not ``setdefault``: it would make an empty dict and set at every join)
+        clients = self._room_clients.get(cid)
+        if clients is None:
+            clients = self._room_clients[cid] = {}
+            self._room_sessions[cid] = set()
         clients[session.peer_id] = clients.get(session.peer_id, 0) + 1
-        self._room_sessions.setdefault(cid, set()).add(session)
+        self._room_sessions[cid].add(session)
         session.room = cid
         return left
 

@@ -23,7 +23,8 @@ class TokenBucket:
         """Spend ``tokens`` if the budget allows; False (and nothing spent) if not."""
         elapsed = now - self._last
         if elapsed > 0:
-            self._tokens = min(self._burst, self._tokens + elapsed * self._rate)
+            saved = self._tokens + elapsed * self._rate
+            self._tokens = saved if saved < self._burst else self._burst  # (no min call)
             self._last = now
         if self._tokens >= tokens:
             self._tokens -= tokens

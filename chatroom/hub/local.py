@@ -46,7 +46,8 @@ class LocalHub:
 
     def join_room(self, cid: str, session: Session) -> str | None:
         left = self._presence.join_room(cid, session)
-        self._logs.leave(left, session)
+        if left is not None:
+            self._logs.leave(left, session)
         self._logs.join(cid, session)
         return left
 

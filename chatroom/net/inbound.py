@@ -36,6 +36,7 @@ from chatroom.store.base import IntegrityError, StoreError
 log = logging.getLogger("chatroom.net.connection")
 
 _JSON = Codec.JSON  # a module constant: an Enum class attribute costs ~0.9 k instructions
+_SESSION, _OPEN, _DIRECT = pb.session, pb.open, pb.direct  # (no module attribute each time)
 _OMIT_PEER_ID = 128  # configBitmap bit 7: the client does not need peerId on pushes
 _FIRST_CLIENT_ROUTING = frozenset({"4", "5"})  # JS SDK majors that route by first client
 
@@ -135,15 +136,19 @@ class Inbound(_Base):
             self._ctx.counters.refused_requests += 1
             self._refuse(cmd, ErrorCode.APP_QUOTA_EXCEEDED, "too many requests", now)
             return None
-        if cmd.cmd == pb.direct and not self._user_allows(cmd, now):
+        command = cmd.cmd  # (0 when absent: HasField tells)
+        if command == _DIRECT and not self._user_allows(cmd, now):
             self._ctx.counters.refused_messages += 1
             self._refuse(cmd, ErrorCode.MESSAGE_SENT_QUOTA_EXCEEDED, "too many messages", now)
             return None
-        if not cmd.HasField("cmd") and not cmd.HasField("i"):
+        if cmd.HasField("cmd"):
+            sync, handler = dispatch.route_present(command, cmd, control)
+        elif cmd.HasField("i"):
+            sync, handler = dispatch.route(cmd, control)  # (unsupported: answered by i)
+        else:
             # Nothing names it, nothing could answer it by i: an error push it is.
             self._error(cmd, ChatError(ErrorCode.INVALID_COMMAND, "missing cmd"), True)
             return None
-        sync, handler = dispatch.route(cmd, control)
         if sync is not None:
             self._run_sync(cmd, sync)
         elif handler is not None:
@@ -202,12 +207,12 @@ class Inbound(_Base):
         except Exception:
             self._crashed(cmd)
         else:
-            self._reply(cmd, reply)
+            self._reply(cmd, reply, cmd.cmd == _SESSION and cmd.op == _OPEN)
 
     async def _run(self, cmd: pb.GenericCommand, handler: Handler) -> None:  # noqa: ASYNC910
         # A handler that fails before its first await is not a checkpoint; the reader
         # loop around us is one on every iteration.
-        opening = cmd.cmd == pb.session and cmd.op == pb.open
+        opening = cmd.cmd == _SESSION and cmd.op == _OPEN
         if opening:
             # While a login and its sync are under way, every push names its client:
             # the SDK knows its first client only once that client's open resolved,
@@ -223,7 +228,7 @@ class Inbound(_Base):
         except Exception:
             self._crashed(cmd)
         else:
-            self._reply(cmd, reply)
+            self._reply(cmd, reply, opening)
         # The client was waiting for this reply, not idle: its idle time starts now (a
         # login that took long on a busy cluster node is not counted against it).
         self._seen = self._now()
@@ -246,8 +251,11 @@ class Inbound(_Base):
         log.exception("handler failed for %s", pb.CommandType.Name(cmd.cmd))
         self._error(cmd, ChatError(ErrorCode.INTERNAL_ERROR, "internal error"))
 
-    def _reply(self, cmd: pb.GenericCommand, reply: pb.GenericCommand | None) -> None:
-        if cmd.cmd == pb.session and cmd.op == pb.open and reply is not None:
+    def _reply(
+        self, cmd: pb.GenericCommand, reply: pb.GenericCommand | None, opening: bool
+    ) -> None:
+        """Send ``reply`` to ``cmd`` (``opening``: a login, which the socket counts)."""
+        if opening and reply is not None:
             self._logins += 1
             if self._logins == 1:
                 self._first_omits = self._subprotocol.codec is not _JSON and _omits_peer_id(

@@ -170,6 +170,8 @@ class Transport:
             frame = events.pop()
             if not events:
                 self._events = _NO_EVENTS  # no empty list kept while idle
+            if frame[0] == OP_BINARY and frame[1]:
+                return frame[2]  # a whole binary message (``_handle``'s first case)
             message = self._handle(frame)
             if message is not None:
                 return message
@@ -236,6 +238,15 @@ class Transport:
         if not self._open:
             return  # after a close, nothing more is read but its reply (``aclose``)
         frames, error = self._reader.feed(data)
+        if len(frames) == 1 and error is None and not self._events:
+            frame = frames[0]
+            if frame[0] < OP_CLOSE:  # one data frame (nearly every read): the list is
+                # the events as they are, oldest last
+                self._frame_size = len(frame[2]) + _CLIENT_HEADER
+                self._events = frames
+                if self.owner is not None:
+                    self.owner.frames_read()
+                return
         if frames:
             events: list[_Frame] = []
             payload = 0
@@ -340,7 +351,17 @@ class Transport:
     def write_nowait(self, data: bytes) -> int:
         """Write what the kernel takes right now; return the number of bytes written
         (0 when the socket buffer is full or a waiting write is in progress)."""
-        return 0 if self._writing else self._send(data)
+        if self._writing:
+            return 0
+        # ``_send``, without the call (every reply comes this way):
+        if self._fd < 0:
+            raise TransportBroken("socket closed")
+        try:
+            return os.write(self._fd, data)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            raise TransportBroken(str(exc)) from exc
 
     def _send(self, data: bytes | memoryview) -> int:
         """One non-blocking write: the bytes the kernel took (0 when its buffer is

@@ -170,48 +170,49 @@ def _check_required(msg: PbMessage) -> None:
         raise ProtocolError(f"missing required field: {missing}")
 
 
-def _check_text(msg: PbMessage) -> str | None:
-    """Raise for a string field that is not UTF-8 (``_Unset`` for a message missing a
-    required field); the first identifier field holding a control character (as
-    ``ids.control_field`` names it), or None. One walk over the fields for the three:
-    every decoded command pays it (``IsInitialized``, another walk, cost ~5 k
+def _check_text(msg: PbMessage, required: tuple[str, ...] = ()) -> str | None:
+    """Raise for a string field that is not UTF-8 (``_Unset`` for a message missing one
+    of its ``required`` fields); the first identifier field holding a control character
+    (as ``ids.control_field`` names it), or None. One walk over the fields for the
+    three: every decoded command pays it (``IsInitialized``, another walk, cost ~5 k
     instructions a command)."""
     # The parser does not validate UTF-8 in proto2 strings: it hands out ``bytes`` for
     # such a field, which breaks every consumer that expects ``str`` (JSON, the store).
     # A bytes field anywhere raises, even after an identifier with a control character.
-    required = _REQUIRED.get(msg.DESCRIPTOR)
-    if required is not None and not all(msg.HasField(name) for name in required):
+    if required and not all(msg.HasField(name) for name in required):
         raise _Unset
     control: str | None = None
+    kind_of = _TEXT_KIND.get
     for field, value in msg.ListFields():
-        kind = _TEXT_KIND.get(field)
-        if kind is None:
+        kind = kind_of(field, _OTHER)
+        if kind == _OTHER:
             continue
-        if kind <= _IDS:
-            if kind == _ID:
-                if value.__class__ is bytes:
-                    raise _not_utf8(field)
-                if control is None and not value.isprintable() and _CONTROL.search(value):
-                    control = field.name
-            else:
-                for item in value:
-                    if item.__class__ is bytes:
-                        raise _not_utf8(field)
-                    if control is None and not item.isprintable() and _CONTROL.search(item):
-                        control = field.name
-        elif kind == _STRING:
+        if kind == _STRING:
             if value.__class__ is bytes:
                 raise _not_utf8(field)
         elif kind == _MESSAGE:
-            inner = _check_text(value)
+            # (a message field's type with required fields has them in _REQUIRED)
+            inner = _check_text(value, _REQUIRED.get(field, ()))
             if control is None and inner is not None:
                 control = f"{field.name}.{inner}"
+        elif kind == _ID:
+            if value.__class__ is bytes:
+                raise _not_utf8(field)
+            if control is None and not value.isprintable() and _CONTROL.search(value):
+                control = field.name
+        elif kind == _IDS:
+            for item in value:
+                if item.__class__ is bytes:
+                    raise _not_utf8(field)
+                if control is None and not item.isprintable() and _CONTROL.search(item):
+                    control = field.name
         elif kind == _STRINGS:
             if any(item.__class__ is bytes for item in value):
                 raise _not_utf8(field)
         else:  # _MESSAGES
+            required_of = _REQUIRED.get(field, ())
             for item in value:
-                inner = _check_text(item)
+                inner = _check_text(item, required_of)
                 if control is None and inner is not None:
                     control = f"{field.name}.{inner}"
     return control
@@ -223,8 +224,10 @@ def _not_utf8(field: FieldDescriptor) -> ProtocolError:
 
 # Where text can hide in a field, and which strings are identifiers (ids.ID_FIELDS).
 # Plain ints in a table keep the check near 1 us a frame (an Enum member lookup alone
-# doubles it).
-_ID, _IDS, _STRING, _STRINGS, _MESSAGE, _MESSAGES = range(6)
+# doubles it). Every field of a command is in the table, those without text too
+# (``_OTHER``): a field's descriptor object that nothing holds is made and freed again
+# by every ``ListFields`` that returns the field (~5 k instructions a login and join).
+_ID, _IDS, _STRING, _STRINGS, _MESSAGE, _MESSAGES, _OTHER = range(7)
 # A printable string (nearly every id) holds no control character: ``str.isprintable``
 # says so for less than the search (C0, DEL and C1 are all unprintable).
 _CONTROL = ids.CONTROL
@@ -243,6 +246,8 @@ def _text_kinds(message: Descriptor, out: dict[FieldDescriptor, int]) -> dict[Fi
         elif field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type is not None:
             out[field] = _MESSAGES if field.is_repeated else _MESSAGE
             _text_kinds(field.message_type, out)
+        else:
+            out[field] = _OTHER
     return out
 
 
@@ -253,20 +258,18 @@ class _Unset(Exception):
     """A message ``_check_text`` walked misses a required field."""
 
 
-def _required_fields(message: Descriptor, out: dict[Descriptor, tuple[str, ...]]) -> None:
-    if message in out:
-        return
-    out[message] = tuple(f.name for f in message.fields if f.is_required)
-    for field in message.fields:
-        if field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type is not None:
-            _required_fields(field.message_type, out)
-
-
 def _with_required() -> dict[object, tuple[str, ...]]:
-    """The message types of a command that have required fields, and their names."""
-    every: dict[Descriptor, tuple[str, ...]] = {}
-    _required_fields(pb.GenericCommand.DESCRIPTOR, every)
-    return {message: names for message, names in every.items() if names}
+    """The message fields of a command whose type has required fields, and their
+    names (a command itself has none)."""
+    out: dict[object, tuple[str, ...]] = {}
+    for field in _TEXT_KIND:
+        message = field.message_type
+        if message is not None:
+            names = tuple(f.name for f in message.fields if f.is_required)
+            if names:
+                out[field] = names
+    assert not any(f.is_required for f in pb.GenericCommand.DESCRIPTOR.fields)
+    return out
 
 
 _REQUIRED = _with_required()

@@ -21,7 +21,10 @@ def frame_header(length: int, binary: bool) -> bytes:
 
 def ws_frame(payload: bytes, binary: bool) -> bytes:
     """One unmasked server-to-client frame around ``payload``."""
-    return frame_header(len(payload), binary) + payload
+    length = len(payload)
+    if length < 126:  # (``frame_header``'s first case, without the call: most frames)
+        return bytes((_OP_BINARY if binary else _OP_TEXT, length)) + payload
+    return frame_header(length, binary) + payload
 
 
 # -- client-to-server frames ------------------------------------------------------------
@@ -105,6 +108,20 @@ class FrameReader:
     def feed(self, data: bytes) -> tuple[list[tuple[int, bool, bytes]], FrameError | None]:
         """The whole frames (opcode, fin, unmasked payload) now complete, and the
         protocol error that ended parsing, if any (nothing is parsed after it)."""
+        # Nearly every read of a client waiting for its replies holds one whole short
+        # frame (a request): decided from its two header bytes here, as the loop below
+        # would (FIN, no reserved bit, text or binary, masked, exactly the read's
+        # length, within max_size, outside a fragmented message, nothing held).
+        if not (self._buffer or self._skip or self._in_message) and len(data) > 6:
+            first = data[0]
+            length = data[1] - 0x80  # negative: not masked, or a 16/64-bit length
+            if (
+                (first == 0x82 or first == 0x81)
+                and 0 <= length < 126
+                and len(data) == 6 + length
+                and length <= self._max_size
+            ):
+                return [(first & 0x0F, True, unmask(data[6:], data[2:6]))], None
         if self._skip:
             if self._skip < 0:
                 return [], None

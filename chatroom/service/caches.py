@@ -201,13 +201,18 @@ class Tickets:
 
     GONE = 10_000
 
-    __slots__ = ("_gone", "_hub", "_items", "_journal")
+    __slots__ = ("_calm_of", "_calm_until", "_gone", "_hub", "_items", "_journal")
 
     def __init__(self, journal: Journal, hub: Hub) -> None:
         self._items: dict[str, SessionTicket] = {}
         self._journal = journal
         self._hub = hub
         self._gone: OrderedDict[str, None] = OrderedDict()
+        # Until this time the ``_calm_of`` oldest tickets are those ``expire`` last
+        # found all live: it has nothing to drop (0: it looks again). Any change but a
+        # new token (which goes last) makes it look again.
+        self._calm_until = 0
+        self._calm_of = 0
 
     def __contains__(self, token: object) -> bool:
         return token in self._items
@@ -217,19 +222,24 @@ class Tickets:
 
     def issue(self, token: str, ticket: SessionTicket) -> None:
         """A new token: kept, and stored."""
-        self._items[token] = ticket
+        if self._items.setdefault(token, ticket) is not ticket:  # (never: tokens are new)
+            self._items[token] = ticket
+            self._calm_until = 0
         self.journal(token)
 
     def restore(self, token: str, ticket: SessionTicket) -> None:
         """A token read back from the store (not written again)."""
         self._items[token] = ticket
+        self._calm_until = 0
 
     def pop(self, token: str) -> SessionTicket | None:
         """Forget a token here only (expired: the store purges it by itself)."""
+        self._calm_until = 0
         return self._items.pop(token, None)
 
     def revoke(self, token: str) -> SessionTicket | None:
         """Forget a token here and in the store."""
+        self._calm_until = 0
         ticket = self._items.pop(token, None)
         self.journal(token)
         return ticket
@@ -245,6 +255,7 @@ class Tickets:
     def elsewhere(self, token: str, state: list[object] | None) -> None:
         """Another node issued, changed (``state``: the stored record) or revoked
         (``state`` None) ``token``."""
+        self._calm_until = 0
         ticket = self._items.get(token)
         if state is None:
             self._items.pop(token, None)
@@ -265,16 +276,33 @@ class Tickets:
 
     def forget_idle(self) -> None:
         """Forget the tickets of no live session here: read from the store next time."""
+        self._calm_until = 0
         for token in [t for t, ticket in self._items.items() if ticket.session is None]:
             del self._items[token]
 
     def expire(self, now_ms: int, at_most: int = 8) -> None:
         """Drop the expired among the ``at_most`` oldest tickets."""
         # The oldest only: copying every token each login made a crowd's logins
-        # quadratic in the number of tickets.
-        for token in list(islice(self._items, at_most)):
-            if self._items[token].expires_ms <= now_ms:
-                del self._items[token]
+        # quadratic in the number of tickets. Not even those while the last look
+        # found them all live and the first of them expires later still (nearly
+        # every login: tokens are issued in order of their lifetimes).
+        if now_ms < self._calm_until and at_most <= self._calm_of:
+            return
+        items = self._items
+        soonest = 0
+        dropped = False
+        for token in list(islice(items, at_most)):
+            expires_ms = items[token].expires_ms
+            if expires_ms <= now_ms:
+                del items[token]
+                dropped = True
+            elif not soonest or expires_ms < soonest:
+                soonest = expires_ms
+        # Newer tickets took the place of those dropped unseen; with fewer than
+        # ``at_most``, the next new one would be among the oldest.
+        calm = not dropped and len(items) >= at_most
+        self._calm_until = soonest if calm else 0
+        self._calm_of = at_most
 
 
 class HookOrder:

@@ -190,8 +190,10 @@ def failure_reply(cmd: pb.GenericCommand, err: ChatError) -> pb.GenericCommand:
 
 def valid_client_id(peer_id: str, max_length: int) -> bool:
     """1 to ``max_length`` characters, no surrounding spaces, no control characters."""
+    # A printable id (nearly every one) holds no control character: ``isprintable``
+    # says so for less than the search (C0, DEL and C1 are all unprintable).
     return (
         0 < len(peer_id) <= max_length
         and peer_id.strip() == peer_id
-        and not ids.has_control(peer_id)
+        and (peer_id.isprintable() or not ids.has_control(peer_id))
     )

@@ -79,16 +79,18 @@ def replaying(inner: SyncHandler | Handler) -> Handler:
     is_async = inspect.iscoroutinefunction(inner)
 
     async def handler(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCommand:
-        msg = cmd.sessionMessage
-        old_token = msg.st if msg.HasField("st") and msg.st else None
         if is_async:
             reply = await cast(Handler, inner)(ctx, link, cmd)  # a checkpoint: no reschedule more
         else:
             reply = cast(SyncHandler, inner)(ctx, link, cmd)
             await trio.lowlevel.checkpoint()
-        session = link.session_for(cmd.peerId)
-        if not msg.r or session is None:
+        msg = cmd.sessionMessage
+        if not msg.r:  # a first login (a crowd's): nothing was missed
             return reply or SENT
+        session = link.session_for(cmd.peerId)
+        if session is None:
+            return reply or SENT
+        old_token = msg.st if msg.HasField("st") and msg.st else None
         events = await missed(ctx, cmd.peerId, msg.lastPatchTime, old_token)
         if reply is not None and reply is not SENT:
             # opened first: the SDK ignores pushes for a client that is not open yet.

@@ -253,13 +253,14 @@ async def _member_change(
     joining a chatroom then needs no reschedule (~30 k instructions each, in a crowd);
     the connection's reader is a checkpoint at every read."""
     session = require_session(link, cmd)
-    cid = cmd.convMessage.cid
+    body = cmd.convMessage
+    cid = body.cid
     conv = ctx.conversation_now(cid) or await ctx.conversation(cid)
-    targets = _check_members(ctx, cmd.convMessage.m)
+    targets = _check_members(ctx, body.m)
     if not targets:
         raise ChatError(ErrorCode.CONVERSATION_API_FAILED, "m is empty")
     if not session.operator:  # the REST API holds the master key itself
-        signing.check_members(ctx, session.peer_id, conv.cid, targets, cmd.convMessage, kick=kick)
+        signing.check_members(ctx, session.peer_id, conv.cid, targets, body, kick=kick)
     name = names.CONVERSATION_REMOVE if kick else names.CONVERSATION_ADD
     # No _conversationRemove for quitting; no parameters made when there is no hook.
     if (not kick or targets != [session.peer_id]) and ctx.ports.hooks.wants(name):
@@ -334,15 +335,19 @@ async def _join_chatroom(
     cannot be put into a chatroom by this command. On a cluster the reply waits until
     this node hears the room: a message sent after it, from any node, reaches the
     viewer."""
-    if session.peer_id in targets:
+    actor = session.peer_id
+    joining = actor in targets
+    if joining:
         ctx.hub.join_room(conv.cid, session)
         lasting.follow_room(ctx, session)
         await ctx.ports.cluster.hearing(conv.cid)
     else:
         await trio.lowlevel.checkpoint()
-    others = [t for t in targets if t != session.peer_id]
-    allowed = [session.peer_id] if session.peer_id in targets else []
-    _outcome(reply, allowed, {_NOT_ALLOWED: others})
+    if joining and len(targets) == 1:  # the viewer alone (as nearly always): no others
+        _outcome(reply, targets, {})
+        return reply
+    others = [t for t in targets if t != actor]
+    _outcome(reply, [actor] if joining else [], {_NOT_ALLOWED: others})
     return reply
 
 

@@ -53,6 +53,24 @@ HANDLERS: dict[tuple[int, int | None], Handler] = {
 }
 
 
+def _routes() -> dict[tuple[int, int | None], tuple[SyncHandler | None, Handler | None]]:
+    """Both tables as one, looked up once a command: what a ``(cmd, op)`` gets, a
+    synchronous handler before an asynchronous one and one for any op of its command
+    (key ``(cmd, None)``) before an asynchronous one for that op."""
+    routes: dict[tuple[int, int | None], tuple[SyncHandler | None, Handler | None]] = {
+        key: (None, handler) for key, handler in HANDLERS.items()
+    }
+    routes.update((key, (sync, None)) for key, sync in SYNC_HANDLERS.items())
+    for command, op in list(routes):
+        any_op = SYNC_HANDLERS.get((command, None))
+        if op is not None and any_op is not None:
+            routes[command, op] = (any_op, None)
+    return routes
+
+
+ROUTES = _routes()
+
+
 def route(cmd: pb.GenericCommand, control: str | None) -> tuple[SyncHandler | None, Handler | None]:
     """``(sync_handler, None)`` or ``(None, async_handler)`` for ``cmd``, whose
     identifier field ``control`` (``codec.decode_checked``) holds a control character
@@ -60,17 +78,21 @@ def route(cmd: pb.GenericCommand, control: str | None) -> tuple[SyncHandler | No
     gets a sync handler that answers 4201."""
     if not cmd.HasField("cmd"):
         # An unknown cmd number parses as absent, which would read as 0 (session).
-        return unsupported, None
+        return _UNSUPPORTED
+    return route_present(cmd.cmd, cmd, control)
+
+
+def route_present(
+    command: int, cmd: pb.GenericCommand, control: str | None
+) -> tuple[SyncHandler | None, Handler | None]:
+    """``route`` for a ``cmd`` known to have its ``cmd`` field, ``command``."""
     if control is not None:
-        return refuse_ids, None
-    op = cmd.op if cmd.HasField("op") else None
-    sync = SYNC_HANDLERS.get((cmd.cmd, op)) or SYNC_HANDLERS.get((cmd.cmd, None))
-    if sync is not None:
-        return sync, None
-    handler = HANDLERS.get((cmd.cmd, op)) or HANDLERS.get((cmd.cmd, None))
-    if handler is not None:
-        return None, handler
-    return unsupported, None
+        return _REFUSE_IDS
+    if cmd.HasField("op"):
+        found = ROUTES.get((command, cmd.op)) or ROUTES.get((command, None))
+    else:
+        found = ROUTES.get((command, None))
+    return found or _UNSUPPORTED
 
 
 def refuse_ids(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericCommand | None:
@@ -84,3 +106,7 @@ def unsupported(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.GenericC
     name = pb.CommandType.Name(cmd.cmd) if cmd.HasField("cmd") else "?"
     op_name = pb.OpType.Name(op) if op in pb.OpType.values() else op
     raise ChatError(ErrorCode.INVALID_COMMAND, f"unsupported command {name}/{op_name}")
+
+
+_UNSUPPORTED: tuple[SyncHandler | None, Handler | None] = (unsupported, None)
+_REFUSE_IDS: tuple[SyncHandler | None, Handler | None] = (refuse_ids, None)

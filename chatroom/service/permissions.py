@@ -162,19 +162,11 @@ async def screen_add(
 ) -> tuple[list[str], Refusals]:
     """Of the clients ``actor`` adds (or, itself, joins): those it may add, and the
     refused ones: blocked (4315), or others added by a member who may not (4308)."""
-
-    def others_may(state: Moderation) -> bool:  # a chatroom refuses others itself, per id
-        return conv.kind is _TRANSIENT or may(
-            Act.ADD_OTHERS, conv.kind, role_of(conv, state, actor), changes_by(ctx)
-        )
-
-    def refuses(state: Moderation) -> bool:
-        others = others_may(state) or all(target == actor for target in targets)
-        return not others or any(target in state.blocked for target in targets)
-
-    state = await _agreed(ctx, conv.cid, refuses)
+    state = ctx.caches.moderation.get(conv.cid)
+    if state is None or ctx.ports.cluster.several:  # (else _agreed returns it as it is)
+        state = await _agreed(ctx, conv.cid, partial(_refuses_add, ctx, conv, actor, targets))
     refused: Refusals = {}
-    others_ok = others_may(state)
+    others_ok = _others_may(ctx, conv, actor, state)
     kept = []
     for target in targets:
         if target in state.blocked:
@@ -183,7 +175,23 @@ async def screen_add(
             refuse(refused, ErrorCode.CONVERSATION_NOT_ALLOWED, target)
         else:
             kept.append(target)
-    return kept, refused
+    # Not a checkpoint when the state is in memory, as ``_agreed``.
+    return kept, refused  # noqa: ASYNC910
+
+
+def _others_may(ctx: Context, conv: Conversation, actor: str, state: Moderation) -> bool:
+    """Whether ``actor`` may add others (a chatroom refuses others itself, per id)."""
+    return conv.kind is _TRANSIENT or may(
+        Act.ADD_OTHERS, conv.kind, role_of(conv, state, actor), changes_by(ctx)
+    )
+
+
+def _refuses_add(
+    ctx: Context, conv: Conversation, actor: str, targets: list[str], state: Moderation
+) -> bool:
+    """Whether ``state`` refuses some of ``screen_add``'s targets."""
+    others = _others_may(ctx, conv, actor, state) or all(target == actor for target in targets)
+    return not others or any(target in state.blocked for target in targets)
 
 
 async def screen_remove(

@@ -52,10 +52,10 @@ def open_session(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.Generic
     if ctx.config.app_id and cmd.appId != ctx.config.app_id:
         raise ChatError(ErrorCode.APP_NOT_AVAILABLE, "unknown appId")
     signing.check_login(ctx, cmd)  # 4102 when login signatures are on
-    for existing in link.sessions():
-        if existing.peer_id == peer_id:
-            # The same client logging in twice on one socket: replace it quietly.
-            _end_session(ctx, link, existing)
+    existing = link.session_for(peer_id)  # (a link holds one session per client id)
+    if existing is not None and existing.peer_id == peer_id:
+        # The same client logging in twice on one socket: replace it quietly.
+        _end_session(ctx, link, existing)
     resuming = msg.r
     tag = msg.tag if msg.HasField("tag") and msg.tag else None
     device_id = msg.deviceId or None
@@ -92,8 +92,9 @@ def open_session(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.Generic
     hooks.client_online(ctx, session, resuming)
     now = ctx.clock.wall_ms()
     reply = pb.GenericCommand(cmd=pb.session, op=pb.opened, peerId=peer_id, serverTs=now)
-    reply.sessionMessage.st = session.token
-    reply.sessionMessage.stTtl = ctx.config.session_token_ttl
+    body = reply.sessionMessage  # (each read of it makes its wrapper anew)
+    body.st = session.token
+    body.stTtl = ctx.config.session_token_ttl
     return reply
 
 
@@ -102,7 +103,9 @@ async def open_and_sync(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.
     service/unread.py (missed patches; unread counts in v3, stored messages in v1).
     The connection handles its next command only after the sync has been queued, so
     the client sees the sync before any later reply."""
-    token = cmd.sessionMessage.st
+    # Held for the whole login: each read of it would make its wrapper anew.
+    msg = cmd.sessionMessage
+    token = msg.st
     if token:
         await lasting.load_ticket(ctx, token, cmd.peerId)  # known from before a restart?
         await _unless_blocked(ctx, token, cmd.peerId)
@@ -123,7 +126,7 @@ async def open_and_sync(ctx: Context, link: Link, cmd: pb.GenericCommand) -> pb.
         # It asks the store: a checkpoint, unless the store knows at once that there is
         # nothing to sync (the memory store, for a client in no conversation). A login
         # need not be one: the reader gives way after a streak of commands.
-        await unread.after_login(ctx, session, cmd.sessionMessage, link.subprotocol.version)
+        await unread.after_login(ctx, session, msg, link.subprotocol.version)
     except Exception:
         # The login stands: the client still has history and later pushes.
         log.exception("post-login sync failed for %s", session.peer_id)
@@ -146,17 +149,14 @@ def _valid_ticket(ctx: Context, token: str, peer_id: str) -> SessionTicket:
 def _issue_token(ctx: Context, session: Session) -> None:
     # A few expired tickets go at every login: the table stays bounded by the logins
     # within one token lifetime.
-    ctx.caches.tickets.expire(ctx.clock.wall_ms())
-    session.token = session_token()
-    ctx.caches.tickets.issue(
-        session.token,
-        SessionTicket(
-            peer_id=session.peer_id,
-            tag=session.tag,
-            device_id=session.device_id,
-            expires_ms=ctx.clock.wall_ms() + ctx.config.session_token_ttl * 1000,
-            session=session,
-        ),
+    tickets = ctx.caches.tickets
+    now = ctx.clock.wall_ms()
+    tickets.expire(now)
+    session.token = token = session_token()
+    expires_ms = now + ctx.config.session_token_ttl * 1000
+    # (positional: peer_id, tag, device_id, expires_ms, session)
+    tickets.issue(
+        token, SessionTicket(session.peer_id, session.tag, session.device_id, expires_ms, session)
     )
 
 

@@ -188,12 +188,12 @@ async def test_a_handler_that_fails_answers_4200_and_only_that_request() -> None
         cid = await seed(running)
         async with running.user("alice") as client:
             key = (pb.session, pb.refresh)
-            original = dispatch.SYNC_HANDLERS[key]
-            dispatch.SYNC_HANDLERS[key] = broken
+            original = dispatch.ROUTES[key]
+            dispatch.ROUTES[key] = (broken, None)
             try:
                 reply = await client.request({"cmd": "session", "op": "refresh"})
             finally:
-                dispatch.SYNC_HANDLERS[key] = original
+                dispatch.ROUTES[key] = original
             assert is_error(reply, 4200)
             await client.say(cid, "after the bug")
         await assert_serving(running, cid, (*HISTORY, "after the bug"))

@@ -112,6 +112,60 @@ def test_protocol_violations_stop_parsing_with_their_close_code(wire: bytes, cod
     assert (OP_TEXT, True, b"never") not in frames
 
 
+@pytest.mark.parametrize(
+    "wire",
+    [
+        masked(OP_BINARY, b"xy"),
+        masked(OP_TEXT, b"x" * 100),  # at max_size
+        masked(OP_TEXT, b"x")[:1] + bytes((1,)) + b"x",  # not masked
+        masked(OP_TEXT, b"xy", first_extra=0x40),  # a reserved bit
+        masked(0x3, b"xy"),  # a reserved opcode
+        masked(OP_BINARY, b"xy", fin=False),  # a message's first fragment
+        masked(OP_PING, b"xy"),
+        masked(OP_PING, b"x" * 126),  # a control frame over 125 bytes
+        masked(OP_CONT, b"xy"),  # a continuation of nothing
+        masked(OP_BINARY, b"x" * 101),  # over max_size
+    ],
+    ids=["binary", "max", "unmasked", "rsv", "opcode", "no-fin", "ping", "ping126", "cont", "big"],
+)
+def test_a_lone_frame_in_a_read_is_checked_as_any_other(wire: bytes) -> None:
+    # A read that holds one whole short frame, as a client's request nearly always
+    # does, is parsed as the same frame after another one in a read.
+    alone, after = FrameReader(max_size=100), FrameReader(max_size=100)
+    frames, error = alone.feed(wire)
+    frames_after, error_after = after.feed(masked(OP_TEXT, b"ok") + wire)
+    assert frames == frames_after[1:]
+    assert (error and (error.code, error.reason)) == (
+        error_after and (error_after.code, error_after.reason)
+    )
+    more = masked(OP_CONT, b"!") + masked(OP_TEXT, b"next")
+    assert _outcome(alone.feed(more)) == _outcome(after.feed(more))
+
+
+def _outcome(
+    fed: tuple[list[tuple[int, bool, bytes]], FrameError | None],
+) -> tuple[list[tuple[int, bool, bytes]], int | None]:
+    return fed[0], None if fed[1] is None else fed[1].code
+
+
+def test_a_lone_frame_in_a_read_within_a_fragmented_message_must_continue_it() -> None:
+    reader = FrameReader(max_size=100)
+    assert reader.feed(masked(OP_TEXT, b"he", fin=False)) == ([(OP_TEXT, False, b"he")], None)
+    frames, error = reader.feed(masked(OP_TEXT, b"llo"))
+    assert frames == []
+    assert error is not None
+    assert (error.code, error.reason) == (1002, "expected continuation frame")
+
+
+def test_a_lone_frame_after_a_partial_one_completes_it_first() -> None:
+    reader = FrameReader(max_size=100)
+    first, second = masked(OP_BINARY, b"abc"), masked(OP_BINARY, b"de")
+    assert reader.feed(first[:4]) == ([], None)
+    wire = first[4:] + second
+    assert reader.feed(wire) == ([(OP_BINARY, True, b"abc"), (OP_BINARY, True, b"de")], None)
+    assert reader.feed(second) == ([(OP_BINARY, True, b"de")], None)
+
+
 def test_an_oversized_frame_is_refused_from_its_header_alone() -> None:
     reader = FrameReader(max_size=100)
     header = masked(OP_BINARY, b"x" * 70_000)[:14]  # 64-bit length and key, no payload
