@@ -348,24 +348,12 @@ class Transport:
         """The socket's number (-1 once closed)."""
         return self._fd
 
-    def write_nowait(self, data: bytes) -> int:
+    def write_nowait(self, data: bytes | memoryview) -> int:
         """Write what the kernel takes right now; return the number of bytes written
-        (0 when the socket buffer is full or a waiting write is in progress)."""
+        (0 when the socket buffer is full or a waiting write is in progress);
+        ``TransportBroken`` if the socket is closed or broken."""
         if self._writing:
             return 0
-        # ``_send``, without the call (every reply comes this way):
-        if self._fd < 0:
-            raise TransportBroken("socket closed")
-        try:
-            return os.write(self._fd, data)
-        except BlockingIOError:
-            return 0
-        except OSError as exc:
-            raise TransportBroken(str(exc)) from exc
-
-    def _send(self, data: bytes | memoryview) -> int:
-        """One non-blocking write: the bytes the kernel took (0 when its buffer is
-        full); ``TransportBroken`` if the socket is closed or broken."""
         if self._fd < 0:
             raise TransportBroken("socket closed")
         try:
@@ -392,21 +380,22 @@ class Transport:
         if self._writing:  # one ``write`` at a time: its caller never makes two
             raise TransportBroken("a write is under way")
         await trio.lowlevel.checkpoint_if_cancelled()
+        rest = memoryview(data)  # what is left, without a copy per partial write
+        sent = self.write_nowait(rest)
+        if sent == len(rest):
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
+        # While it waits, nothing else may write (``write_nowait`` writes nothing).
         self._writing = True
         try:
-            waited = False
-            rest = memoryview(data)  # what is left, without a copy per partial write
-            while True:
-                sent = self._send(rest)
-                if sent == len(rest):
-                    break
+            while sent < len(rest):
                 rest = rest[sent:]
                 await self.wait_writable()
-                waited = True
+                self._writing = False  # (no checkpoint before it is set again)
+                sent = self.write_nowait(rest)
+                self._writing = True
         finally:
             self._writing = False
-        if not waited:
-            await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def aclose(self, code: int, reason: str) -> None:
         """Send a close frame (unless closing already), half-close, wait briefly for
