@@ -38,8 +38,10 @@ def check_login(ctx: Context, cmd: pb.GenericCommand) -> None:
     """4102 unless the login is signed, or resumes a session with its token (checked
     by the login itself). The SDK signs fresh logins only: with login signatures on, an
     automatic re-login whose token is gone must log in afresh."""
+    if not enabled(ctx, LOGIN):
+        return  # (before reading the sub-message: each read builds its wrapper anew)
     msg = cmd.sessionMessage
-    if not enabled(ctx, LOGIN) or (msg.HasField("st") and msg.st):
+    if msg.HasField("st") and msg.st:
         return
     app_id = ctx.config.app_id or cmd.appId
     text = login_text(app_id, cmd.peerId, msg.t, msg.n)
