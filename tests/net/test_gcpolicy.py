@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import gc
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import trio
@@ -25,15 +27,26 @@ def _cycle() -> weakref.ref[Node]:
     return weakref.ref(a)
 
 
+@contextmanager
+def _no_automatic_collection() -> Iterator[None]:
+    """Only explicit collections (the policy's, the test's) while the block runs; the
+    collector as it was after it."""
+    automatic = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if automatic:
+            gc.enable()
+
+
 async def test_frozen_cycles_survive_collections_until_a_full_pass(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     policy = GcPolicy(freeze_interval=1.0, full_after_closes=3, full_interval=0)
     # No automatic pass may free the cycle before the round freezes it: one ran now and
     # then when the tests before left the young generation near its threshold.
-    automatic = gc.isenabled()
-    gc.disable()
-    try:
+    with _no_automatic_collection():
         ref = _cycle()  # unreachable already: a plain collection would free it
         async with trio.open_nursery() as nursery:
             nursery.start_soon(policy.run)
@@ -47,9 +60,6 @@ async def test_frozen_cycles_survive_collections_until_a_full_pass(
             assert policy.full_passes == 1
             assert ref() is None
             nursery.cancel_scope.cancel()
-    finally:
-        if automatic:
-            gc.enable()
     assert gc.get_freeze_count() == 0  # everything handed back when the server stops
 
 
@@ -140,8 +150,7 @@ async def test_a_trim_also_frees_what_is_not_frozen(
     # free lists, which keep arenas from being returned); garbage made since the last
     # round goes with it, even with the automatic collector off.
     policy = GcPolicy(1.0, full_after_closes=1000, full_interval=0, trim_after_closes=1)
-    gc.disable()
-    try:
+    with _no_automatic_collection():
         async with trio.open_nursery() as nursery:
             nursery.start_soon(policy.run)
             await trio.sleep(1.5)
@@ -151,8 +160,6 @@ async def test_a_trim_also_frees_what_is_not_frozen(
             assert policy.trims == 1
             assert ref() is None
             nursery.cancel_scope.cancel()
-    finally:
-        gc.enable()
 
 
 def _passes_while(generation: int, build: list[list[int]], keep_garbage: bool = True) -> int:
@@ -198,9 +205,8 @@ async def test_a_crowd_of_new_connections_is_walked_by_one_middle_pass_a_round(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(policy.run)
         await trio.sleep(0.5)  # running, before its first round
-        assert (
-            _passes_while(1, [], keep_garbage=False) == 1
-        )  # it freed nothing: none until the next round
+        # The first middle pass freed nothing: none more until the next round.
+        assert _passes_while(1, [], keep_garbage=False) == 1
         await trio.sleep(1.0)  # a round: on again
         assert _passes_while(1, [], keep_garbage=False) == 1
         nursery.cancel_scope.cancel()
