@@ -385,17 +385,16 @@ class Transport:
         if sent == len(rest):
             await trio.lowlevel.cancel_shielded_checkpoint()
             return
-        # While it waits, nothing else may write (``write_nowait`` writes nothing).
-        self._writing = True
-        try:
-            while sent < len(rest):
-                rest = rest[sent:]
+        while sent < len(rest):
+            rest = rest[sent:]
+            # While it waits, nothing else may write (``write_nowait`` writes nothing);
+            # between its wake-up and its own write there is no checkpoint.
+            self._writing = True
+            try:
                 await self.wait_writable()
-                self._writing = False  # (no checkpoint before it is set again)
-                sent = self.write_nowait(rest)
-                self._writing = True
-        finally:
-            self._writing = False
+            finally:
+                self._writing = False
+            sent = self.write_nowait(rest)
 
     async def aclose(self, code: int, reason: str) -> None:
         """Send a close frame (unless closing already), half-close, wait briefly for
