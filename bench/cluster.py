@@ -169,7 +169,11 @@ def _switches(pid: int) -> tuple[int, int]:
     return counts[0], counts[1]
 
 
-def _io(pid: int) -> tuple[int, int, int, int, float, float]:
+# reads, writes, bytes read, bytes written, user and kernel CPU seconds
+_IoFigures = tuple[int, int, int, int, float, float]
+
+
+def _io(pid: int) -> _IoFigures:
     """System calls that read and that wrote, and bytes they read and wrote
     (``/proc/PID/io``: syscr, syscw, rchar, wchar, every thread), then user and system
     CPU seconds of ``pid`` so far."""
@@ -190,36 +194,12 @@ class _Cpu:
         self.switched = [_switches(pid) for pid in pids]
         self.io = [_io(pid) for pid in pids]
 
-    def calls(self, messages: int) -> list[dict[str, float]]:
-        """Each process's system calls per message since it was made: reads and
-        writes (``/proc/PID/io``), bytes per write, and the share of its CPU time
-        spent in the kernel (a load-dependent figure, for the split only)."""
-        out = []
-        for pid, start in zip(self.pids, self.io, strict=True):
-            now = _io(pid)
-            reads, writes, _, wrote = (now[k] - start[k] for k in range(4))
-            user, system = now[4] - start[4], now[5] - start[5]
-            out.append(
-                {
-                    "reads": round(reads / messages, 2),
-                    "writes": round(writes / messages, 2),
-                    "bytes_per_write": round(wrote / max(1, writes)),
-                    "kernel_share": round(system / max(1e-9, user + system), 2),
-                }
-            )
-        return out
-
-    def totals(self) -> tuple[float, float, int]:
-        """User and kernel CPU seconds and writes of every process together since it
-        was made."""
-        user = kernel = 0.0
-        writes = 0
-        for pid, start in zip(self.pids, self.io, strict=True):
-            now = _io(pid)
-            writes += now[1] - start[1]
-            user += now[4] - start[4]
-            kernel += now[5] - start[5]
-        return user, kernel, writes
+    def since(self) -> list[_IoFigures]:
+        """Each process's ``_io`` figures since it was made."""
+        return [
+            cast(_IoFigures, tuple(a - b for a, b in zip(_io(pid), start, strict=True)))
+            for pid, start in zip(self.pids, self.io, strict=True)
+        ]
 
     def each(self) -> list[float]:
         return [round(_cpu(pid) - s, 2) for pid, s in zip(self.pids, self.start, strict=True)]
@@ -228,6 +208,21 @@ class _Cpu:
         """Voluntary and other context switches of each process since it was made."""
         now = [_switches(pid) for pid in self.pids]
         return [(a[0] - b[0], a[1] - b[1]) for a, b in zip(now, self.switched, strict=True)]
+
+
+def _calls(moved: list[_IoFigures], messages: int) -> list[Json]:
+    """Each process's system calls per message (``_Cpu.since``): reads and writes
+    (``/proc/PID/io``), bytes per write, and the share of its CPU time spent in the
+    kernel (a load-dependent figure, for the split only)."""
+    return [
+        {
+            "reads": round(reads / messages, 2),
+            "writes": round(writes / messages, 2),
+            "bytes_per_write": round(wrote / max(1, writes)),
+            "kernel_share": round(system / max(1e-9, user + system), 2),
+        }
+        for reads, writes, _, wrote, user, system in moved
+    ]
 
 
 @contextmanager
@@ -305,8 +300,9 @@ def _steady(
         each = cpu.each()
         switched = cpu.switches()
         sent = max(1, sum(cast(list[int], report["sent"])))
-        calls = cpu.calls(sent)
-        user, kernel, writes = cpu.totals()
+        moved = cpu.since()
+    user, kernel = sum(m[4] for m in moved), sum(m[5] for m in moved)
+    writes = sum(m[1] for m in moved)
     deliveries = _received(report)
     return {
         "rate_msgs_per_s": rate,
@@ -319,9 +315,8 @@ def _steady(
             (round((v + n) / sent, 2), round(v / sent, 2)) for v, n in switched
         ],
         # system calls per message, bytes per write, kernel's share of CPU: same order
-        "rate_calls_per_message": calls,
-        # every process together: its own code per message, the kernel's per write
-        # (the two move apart: see docs/cluster.md)
+        "rate_calls_per_message": _calls(moved, sent),
+        # every process together (per message and per write move apart: docs/cluster.md)
         "rate_user_us_per_message": round(1e6 * user / sent, 1),
         "rate_kernel_us_per_write": round(1e6 * kernel / max(1, writes), 2),
         "rate_writes_per_message": round(writes / sent, 1),
