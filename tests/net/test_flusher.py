@@ -396,6 +396,18 @@ async def test_a_node_with_part_of_a_rooms_viewers_gathers_as_one_node_with_all(
     assert await _next_cycle(flusher, room, log) == pytest.approx(wait)
 
 
+@pytest.mark.parametrize(("here", "there"), [(4, 0), (2, 2), (1, 3)])
+async def test_with_a_fixed_pause_a_rooms_cycles_keep_one_cadence_on_any_nodes(
+    autojump_clock: trio.testing.MockClock, here: int, there: int
+) -> None:
+    """``write_delay`` = ``max_pause``: each cycle of a room of four starts one node's
+    60 ms cycle and 20 ms pause after the last, however its viewers are spread."""
+    log: list[tuple[str, float]] = []
+    flusher = Flusher(write_delay=0.02, busy_threshold=2, max_pause=0.02)
+    room = Room(log, autojump_clock, flusher, here, there)
+    assert await _next_cycle(flusher, room, log) == pytest.approx(0.06 + 0.02)
+
+
 async def test_a_room_busy_with_its_viewers_elsewhere_waits_write_delay(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -411,7 +423,8 @@ async def test_a_room_busy_with_its_viewers_elsewhere_waits_write_delay(
 @pytest.mark.parametrize(
     ("max_pause", "latency", "wait"),
     [
-        (0.05, math.inf, 0.03 + 0.05),
+        # one node's 60 ms cycle (30 ms of it elsewhere), then at most max_pause
+        (0.05, math.inf, 0.06 + 0.05),
         (math.inf, 0.1, 0.03 + 0.1 - 2 * 0.03),  # two of this node's own cycles
     ],
 )
