@@ -54,7 +54,10 @@ class RoomWriter:
         todo = self._todo
         if not todo:  # the cycle reaches the room
             log.marked = False  # a frame appended from now on is for the next cycle
-            todo.extend(key for key in log.groups if key[1] < end)
+            # Taken from the end: the group written longest ago first, so that each
+            # follower keeps its place in the room's sweep from one cycle to the next
+            # and waits one cycle between writes, never nearly two.
+            todo.extend(key for key in reversed(log.groups) if key[1] < end)
         budget = self._flusher.slice_size or sys.maxsize
         behind: list[tuple[Follower, bytes, int]] = []
         sockets = count = 0

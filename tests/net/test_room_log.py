@@ -398,3 +398,32 @@ def test_a_room_bigger_than_a_slice_is_written_a_slice_per_turn_with_what_came_m
     flusher._cycle = None
     flush(flusher)
     assert all(wire.texts() == ["m1", "m2"] for wire in wires)
+
+
+def first_turn(flusher: Flusher) -> None:
+    """A cycle's first turn, the room's writer its one dirty item; its other turns
+    are left in ``flusher._cycle``."""
+    (writer,) = flusher._dirty
+    flusher._dirty, flusher._cycle = [], []
+    writer.flush_nowait()
+
+
+@HUBS
+def test_followers_written_first_in_one_cycle_are_written_first_in_the_next(
+    make_hub: Callable[[], Hub],
+) -> None:
+    # Two sockets a turn. In the first cycle a and b get m1 alone, then m2 comes and
+    # c, d, e get both: two groups. In the next cycle a and b have waited longest, so
+    # the cycle's first turn is theirs, not the group written last.
+    hub, flusher = make_hub(), Flusher(slice_size=2)
+    wires = {session.peer_id: wire for session, wire in viewers(hub, flusher, *"abcde")}
+    hub.to_room(message("m1"), "room", Priority.NORMAL)
+    first_turn(flusher)
+    hub.to_room(message("m2"), "room", Priority.NORMAL)  # read between two turns
+    while flusher._cycle:
+        flusher._cycle.pop().flush_nowait()
+    flusher._cycle = None
+    hub.to_room(message("m3"), "room", Priority.NORMAL)
+    first_turn(flusher)  # the next cycle's
+    assert {name for name, wire in wires.items() if "m3" in wire.texts()} == {"a", "b"}
+    assert wires["a"].texts() == ["m1", "m2", "m3"]
