@@ -12,7 +12,9 @@ The server's CPU time (``time.process_time``: every thread of this process, none
 the client's; the kernel's part, system calls and loopback TCP, given apart) from the
 first connection to the last reply, over N, is the cost of one client; the difference
 between two stages is that stage's. It prints trio's task steps per client too
-(``--where K``: the K awaits they resume from most). ``--profile K`` runs the server
+(``--where K``: the K awaits they resume from most), counted by a trio instrument
+that the server does not run otherwise: it costs ~15 k instructions per client
+(``--no-steps`` leaves it out, for the server's own count). ``--profile K`` runs the server
 under ``cProfile`` and prints the K functions with the most time of their own
 (cProfile slows Python code: the shares, not the figures, are what it tells;
 ``CALLERS=regex`` adds who called the functions it matches, ``CALLEES=regex`` what
@@ -186,8 +188,10 @@ async def _measure(args: argparse.Namespace) -> None:
         assert child.stdin is not None
         await child.stdout.receive_some(16)  # "room": the chatroom exists
         steps = _Where() if args.where else _Steps()
+        counting = not args.no_steps or args.where
         profile = cProfile.Profile(time.process_time) if args.profile else None
-        trio.lowlevel.add_instrument(steps)
+        if counting:
+            trio.lowlevel.add_instrument(steps)
         cpu_before = time.process_time()
         sys_before = resource.getrusage(resource.RUSAGE_SELF).ru_stime
         if profile is not None:
@@ -198,14 +202,19 @@ async def _measure(args: argparse.Namespace) -> None:
             profile.disable()
         cpu_used = time.process_time() - cpu_before
         sys_used = resource.getrusage(resource.RUSAGE_SELF).ru_stime - sys_before
-        trio.lowlevel.remove_instrument(steps)
+        if counting:
+            trio.lowlevel.remove_instrument(steps)
         if got != b"in\n":
             raise SystemExit(f"the clients failed (exit {await child.wait()})")
         n = args.n
+        counted = (
+            f", {steps.steps / n:.1f} task steps, {steps.spawned / n:.1f} tasks spawned"
+            if counting
+            else ""
+        )
         print(
             f"{n} clients to {args.stage}: {cpu_used / n * 1e6:.0f} us of server CPU each "
-            f"({sys_used / n * 1e6:.0f} us of it in the kernel), "
-            f"{steps.steps / n:.1f} task steps, {steps.spawned / n:.1f} tasks spawned"
+            f"({sys_used / n * 1e6:.0f} us of it in the kernel){counted}"
         )
         if isinstance(steps, _Where):
             for place, count in steps.where.most_common(args.where):
@@ -237,6 +246,9 @@ def main() -> None:
         "--exit", action="store_true", help="exit at once after the figures (no teardown)"
     )
     parser.add_argument("--where", type=int, default=0, metavar="K")
+    parser.add_argument(
+        "--no-steps", action="store_true", help="no task-step count (its instrument costs CPU)"
+    )
     parser.add_argument("--client", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client is not None:
