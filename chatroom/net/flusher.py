@@ -61,9 +61,9 @@ class Flusher:
     viewers there, from the cluster's presence), and the pause follows what one node
     writing the whole room would do: the cycle's time is taken as long as those
     sockets would make it, and the next cycle waits for the rest of that longer cycle
-    and its pause, the pause within the same bounds (``max_pause``) and the whole wait
-    within ``latency`` minus two of this node's own cycles. A room on one node alone
-    pauses as before.
+    and its pause, the pause within the same bounds (``write_delay``, ``max_pause``)
+    and the whole wait within ``latency`` minus two of this node's own cycles. A room
+    on one node alone pauses as before.
     """
 
     def __init__(
@@ -165,11 +165,11 @@ class Flusher:
         writes carrying ``frames_per_socket`` frames each; ``whole``: what the cycle
         would have taken on one node with its rooms' viewers on other nodes too, whose
         end and pause the next cycle waits for (``spent`` on one node alone).
-        ``max_pause`` bounds the pause, not the wait for that end: with the same
-        bounds, a room's cycles start at the same rate whichever nodes its viewers
-        are on."""
+        ``write_delay`` and ``max_pause`` bound the pause, not the wait for that end:
+        with the same bounds, a room's cycles start at the same rate whichever nodes
+        its viewers are on."""
         stretch = min(2.0, max(1.0, frames_per_socket))
-        pause = min(self._max_pause, stretch * whole)
+        pause = max(self._delay, min(self._max_pause, stretch * whole))  # after ``whole``
         return max(self._delay, min(whole - spent + pause, self._latency - 2 * spent))
 
     async def _cycle_once(self) -> tuple[int, int, float, float]:
