@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import base64
 import struct
-from collections.abc import Container, Iterator
+from collections.abc import Callable, Container, Iterator
 from typing import Any, NamedTuple
 
 import orjson
@@ -103,6 +103,23 @@ def record(head: bytes, bodies: tuple[bytes, ...], source: bytes = b"\x00", echo
     for body in bodies:
         parts += (_LEN.pack(len(body)), body)
     return b"".join(parts)
+
+
+def stamp(head: bytes, count: int, source: bytes) -> Callable[[tuple[bytes, ...], int], bytes]:
+    """``record`` for one ``head`` (of ``count`` bodies) and ``source``, as a function of
+    the bodies and the echo number: a sender keeps it with its head. A record of one
+    body is then one ``pack`` of everything before the body, and the body."""
+    if count != 1:
+        return lambda bodies, echo: record(head, bodies, source, echo)
+    pack = struct.Struct(f">IB{len(source) - 1}sI{len(head)}sI").pack
+    length, tail, fixed = len(source) - 1, source[1:], len(source) + 8 + len(head)
+
+    def one(bodies: tuple[bytes, ...], echo: int) -> bytes:
+        (body,) = bodies
+        size = len(body)
+        return pack(fixed + size, length, tail, echo, head, size) + body
+
+    return one
 
 
 def encode(header: Header, *bodies: bytes) -> bytes:

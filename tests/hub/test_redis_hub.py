@@ -387,3 +387,18 @@ def test_a_node_tells_its_flusher_how_many_viewers_of_a_room_other_nodes_write()
         b.detach(session)
     carry(b, a)
     assert a.elsewhere(log) == 0.0  # alone again: its own cycles
+
+
+def test_a_stamped_record_is_the_record_of_its_head_and_bodies() -> None:
+    head = wire.head({"k": "r", "c": "room", "p": 1, "s": None}, 1)
+    source = wire.origin("node-a")
+    for echo, body in ((0, b""), (7, b"x" * 300), (0xFFFF_FFFF, b"\x00body")):
+        stamped = wire.stamp(head, 1, source)((body,), echo)
+        assert stamped == wire.record(head, (body,), source, echo)
+        [heard] = wire.heard(stamped, source, {echo})
+        assert heard == echo or (echo == 0 and heard == 0)
+    two = wire.head({"k": "r", "c": "room", "p": 1, "s": None}, 2)
+    bodies = (b"proto", b"json-only")
+    assert wire.stamp(two, 2, source)(bodies, 3) == wire.record(two, bodies, source, 3)
+    [record] = wire.decode(wire.stamp(two, 2, b"\x00")(bodies, 0))
+    assert isinstance(record, wire.Record) and record.bodies == bodies
