@@ -276,11 +276,15 @@ class RedisHub(NodeSessions):
     def _receive(self, record: wire.Record, now: float) -> None:
         h = record.header
         kind = h["k"]
-        if kind == "r":
-            skip = self._skipped(h["s"])
-            skip_client = str(h["x"]) if h.get("x") is not None else None
-            prepared = record.prepared()
-            self._to_viewers(prepared, str(h["c"]), record.priority, skip, skip_client)
+        if kind == "r":  # every message of a chatroom: its calls inlined
+            skipped, skip_client = h["s"], h.get("x")
+            self._deliveries += self._logs.deliver(
+                record.prepared(),
+                str(h["c"]),
+                wire.PRIORITIES[h.get("p", 0)],
+                self._by_token.get(skipped) if skipped else None,
+                None if skip_client is None else str(skip_client),
+            )
         elif kind == "p":
             peers = self._local.sessions_of_all(map(str, h["to"]))
             self._push(record.prepared(), peers, record.priority, self._skipped(h["s"]))

@@ -75,10 +75,10 @@ class Record(NamedTuple):
 
     @property
     def priority(self) -> Priority:
-        return _PRIORITIES[self.header.get("p", 0)]
+        return PRIORITIES[self.header.get("p", 0)]
 
 
-_PRIORITIES = {int(p): p for p in Priority}
+PRIORITIES = {int(p): p for p in Priority}  # by a header's ``p``
 
 
 def origin(node: str) -> bytes:
@@ -179,16 +179,30 @@ def heard(data: bytes, mine: bytes, own: Container[int]) -> Iterator[Record | in
             at += 12
             header = orjson.loads(view[at : at + size])
             at += size
-            bodies = []
-            for _ in range(count):
+            if count == 1:  # a push without JSON-only fields: most records
                 (size,) = _LEN.unpack_from(data, at)
-                bodies.append(data[at + 4 : at + 4 + size])
                 at += 4 + size
+                bodies: tuple[bytes, ...] = (data[at - size : at],)
+            else:
+                bodies, at = _bodies(data, at, count)
             if not isinstance(header, dict) or at != stop:
                 raise WireError("truncated record")
-            yield Record(header, tuple(bodies))
+            yield _new(Record, (header, bodies))  # Record(...) without its __new__'s call
     except (struct.error, orjson.JSONDecodeError) as exc:
         raise WireError(str(exc)) from None
+
+
+_new = tuple.__new__
+
+
+def _bodies(data: bytes, at: int, count: int) -> tuple[tuple[bytes, ...], int]:
+    """``count`` bodies from ``at``, each after its length; where they end."""
+    bodies = []
+    for _ in range(count):
+        (size,) = _LEN.unpack_from(data, at)
+        bodies.append(data[at + 4 : at + 4 + size])
+        at += 4 + size
+    return tuple(bodies), at
 
 
 def kept(message: Message) -> bytes:
