@@ -128,9 +128,8 @@ class RedisHub(NodeSessions):
             key = (cid, priority, skipped, skip_client, len(bodies))
             channel, stamp = self._heads.get(key) or self._room_head(key)
             echo = 0 if here else self._echo((prepared, cid, None, priority, skipped, skip_client))
-            self.outgoing.offer(
-                channel, stamp(bodies, echo), priority, PUBLISH, self._kept_with(cid)
-            )
+            kept = self._kept_with(cid) if self._kept is not None else None
+            self.outgoing.offer(channel, stamp(bodies, echo), priority, PUBLISH, kept)
             self.wake()
         elif not here:
             self._to_viewers(prepared, cid, priority, skip, skip_client)
@@ -204,8 +203,8 @@ class RedisHub(NodeSessions):
             return
         prepared, cid, peers, priority, skipped, skip_client = own
         skip = self._by_token.get(skipped) if skipped else None
-        if cid is not None:
-            self._to_viewers(prepared, cid, priority, skip, skip_client)
+        if cid is not None:  # (``_to_viewers`` inlined: every chatroom message)
+            self._deliveries += self._logs.deliver(prepared, cid, priority, skip, skip_client)
         else:
             self._push(prepared, self._local.sessions_of_all(peers or ()), priority, skip)
 
