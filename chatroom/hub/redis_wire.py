@@ -81,6 +81,7 @@ class Record(NamedTuple):
 
 
 PRIORITIES = {int(p): p for p in Priority}  # by a header's ``p``
+_PROTOBUF = Codec.PROTOBUF
 
 
 def origin(node: str) -> bytes:
@@ -130,10 +131,11 @@ def encode(header: Header, *bodies: bytes) -> bytes:
 
 def push_bodies(prepared: Prepared) -> tuple[bytes, ...]:
     """What a push record carries of ``prepared``."""
-    body = prepared.payload(Codec.PROTOBUF, None)  # cached: encoded once per push
-    if prepared.json_only is None:
+    body = prepared.payload(_PROTOBUF, None)  # cached: encoded once per push
+    json_only = prepared.json_only
+    if json_only is None:
         return (body,)
-    return (body, serialize(prepared.json_only))
+    return (body, serialize(json_only))
 
 
 def push_record(

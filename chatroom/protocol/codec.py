@@ -333,7 +333,7 @@ class Prepared:
     recipients are written those bytes.
     """
 
-    __slots__ = ("_cmd", "_heads", "_json", "_json_only", "_proto", "_shared", "at", "room")
+    __slots__ = ("_cmd", "_heads", "_json", "_proto", "_shared", "at", "json_only", "room")
 
     def __init__(
         self,
@@ -344,7 +344,7 @@ class Prepared:
         if cmd is not None:
             cmd.ClearField("peerId")
         self._cmd = cmd
-        self._json_only = json_only
+        self.json_only = json_only  # read only (an attribute: read for every push)
         self._proto: bytes | None = proto
         self._json: bytes | None = None
         self._shared: dict[Codec, bytes] = {}  # whole frames without peerId, by codec
@@ -360,10 +360,6 @@ class Prepared:
             cmd.ClearField("peerId")
         return cmd
 
-    @property
-    def json_only(self) -> pb.GenericCommand | None:
-        return self._json_only
-
     def payload(self, codec: Codec, peer_id: str | None) -> bytes:
         if codec is Codec.JSON:
             if self._json is None:
@@ -378,11 +374,11 @@ class Prepared:
         return base64.b64encode(raw) if codec is _BASE64 else raw
 
     def _json_command(self) -> pb.GenericCommand:
-        if self._json_only is None:
+        if self.json_only is None:
             return self.command
         merged = pb.GenericCommand()
         merged.CopyFrom(self.command)
-        merged.MergeFrom(self._json_only)
+        merged.MergeFrom(self.json_only)
         return merged
 
     def frame(self, codec: Codec, peer_id: str | None) -> bytes:
