@@ -161,9 +161,11 @@ def decode(data: bytes) -> Iterator[Record]:
 
 def heard(data: bytes, mine: bytes, own: Container[int]) -> Iterator[Record | int]:
     """``decode`` for the node ``mine`` (``origin()``): its own record whose echo number
-    is 0 or in ``own`` comes as that number, not parsed."""
-    view = memoryview(data)
+    is 0 or in ``own`` comes as that number, not parsed. Records with the same header
+    part as the one before (a sender's pushes to one room) share its header, parsed
+    once: not to be changed."""
     end = len(data)
+    last_raw, last = b"", None
     at = 0
     mine_at = len(mine) - 1  # where its echo number starts, after the origin's length
     try:
@@ -181,8 +183,13 @@ def heard(data: bytes, mine: bytes, own: Container[int]) -> Iterator[Record | in
                     continue
             count, size = _HEAD.unpack_from(data, at + 4)
             at += 12
-            header = orjson.loads(view[at : at + size])
+            raw = data[at : at + size]
             at += size
+            if raw == last_raw:
+                header = last
+            else:
+                header = last = orjson.loads(raw)
+                last_raw = raw
             if count == 1:  # a push without JSON-only fields: most records
                 (size,) = _LEN.unpack_from(data, at)
                 at += 4 + size

@@ -412,3 +412,17 @@ def test_a_body_longer_than_its_record_is_refused() -> None:
         record[-8:-4] = (5).to_bytes(4, "big")  # the last body's length, one too many
         with pytest.raises(wire.WireError):
             list(wire.decode(bytes(record)))
+
+
+def test_records_of_one_publish_keep_each_its_header_when_some_share_one() -> None:
+    room = wire.head({"k": "r", "c": "room", "p": 1, "s": None}, 1)
+    other = wire.head({"k": "r", "c": "other", "p": 2, "s": "t"}, 1)
+    heads = (room, room, other, room)
+    published = b"".join(wire.record(head, (b"%d" % n,)) for n, head in enumerate(heads))
+    records = list(wire.decode(published))
+    assert [(r.header["c"], r.header["p"], r.bodies) for r in records] == [
+        ("room", 1, (b"0",)),
+        ("room", 1, (b"1",)),
+        ("other", 2, (b"2",)),
+        ("room", 1, (b"3",)),
+    ]
