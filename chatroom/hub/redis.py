@@ -28,7 +28,7 @@ appended in the order this node delivers them, as ``LocalHub``'s viewers do.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 
 from chatroom.core.model import Conversation, ConvType, Message
 from chatroom.core.outbox import Priority
@@ -46,7 +46,8 @@ log = logging.getLogger(__name__)
 _RELIABLE = Priority.RELIABLE
 _TRANSIENT = ConvType.TRANSIENT
 HEADS = 1000  # header parts of chatroom pushes kept (forgotten all at once beyond)
-_Head = tuple[str, bytes]  # a chatroom's channel, the header part of its pushes
+# A chatroom's channel, and how its pushes' records are made (``wire.stamp``)
+_Head = tuple[str, Callable[[tuple[bytes, ...], int], bytes]]
 _Own = tuple[Prepared, str | None, list[str] | None, Priority, str | None, str | None]
 
 
@@ -125,10 +126,10 @@ class RedisHub(NodeSessions):
             skipped = skip.token if skip is not None else None
             bodies = wire.push_bodies(prepared)
             key = (cid, priority, skipped, skip_client, len(bodies))
-            channel, head = self._heads.get(key) or self._room_head(key)
+            channel, stamp = self._heads.get(key) or self._room_head(key)
             echo = 0 if here else self._echo((prepared, cid, None, priority, skipped, skip_client))
-            record = wire.record(head, bodies, self._origin, echo)
-            self.outgoing.offer(channel, record, priority, PUBLISH, self._kept_with(cid))
+            kept = self._kept_with(cid) if self._kept is not None else None
+            self.outgoing.offer(channel, stamp(bodies, echo), priority, PUBLISH, kept)
             self.wake()
         elif not here:
             self._to_viewers(prepared, cid, priority, skip, skip_client)
@@ -166,15 +167,16 @@ class RedisHub(NodeSessions):
         return tokens
 
     def _room_head(self, key: tuple[str, int, str | None, str | None, int]) -> _Head:
-        """The channel and header part of this node's pushes to a chatroom (kept: a
-        room's pushes share them while their sender and priority do)."""
+        """The channel of this node's pushes to a chatroom and how their records are
+        made (kept: a room's pushes share them while their sender and priority do)."""
         cid, priority, skipped, skip_client, count = key
         header: wire.Header = {"k": "r", "c": cid, "p": int(priority), "s": skipped}
         if skip_client is not None:
             header["x"] = skip_client  # every node leaves that client's sessions out
         if len(self._heads) >= HEADS:
             self._heads.clear()
-        made = self._heads[key] = (self.channel("room", cid), wire.head(header, count))
+        stamp = wire.stamp(wire.head(header, count), count, self._origin)
+        made = self._heads[key] = (self.channel("room", cid), stamp)
         return made
 
     def _kept_with(self, cid: str) -> Entry | None:
@@ -201,8 +203,8 @@ class RedisHub(NodeSessions):
             return
         prepared, cid, peers, priority, skipped, skip_client = own
         skip = self._by_token.get(skipped) if skipped else None
-        if cid is not None:
-            self._to_viewers(prepared, cid, priority, skip, skip_client)
+        if cid is not None:  # (``_to_viewers`` inlined: every chatroom message)
+            self._deliveries += self._logs.deliver(prepared, cid, priority, skip, skip_client)
         else:
             self._push(prepared, self._local.sessions_of_all(peers or ()), priority, skip)
 
@@ -273,11 +275,15 @@ class RedisHub(NodeSessions):
     def _receive(self, record: wire.Record, now: float) -> None:
         h = record.header
         kind = h["k"]
-        if kind == "r":
-            skip = self._skipped(h["s"])
-            skip_client = str(h["x"]) if h.get("x") is not None else None
-            prepared = record.prepared()
-            self._to_viewers(prepared, str(h["c"]), record.priority, skip, skip_client)
+        if kind == "r":  # every message of a chatroom: its calls inlined
+            skipped, skip_client = h["s"], h.get("x")
+            self._deliveries += self._logs.deliver(
+                record.prepared(),
+                str(h["c"]),
+                wire.PRIORITIES[h.get("p", 0)],
+                self._by_token.get(skipped) if skipped else None,
+                None if skip_client is None else str(skip_client),
+            )
         elif kind == "p":
             peers = self._local.sessions_of_all(map(str, h["to"]))
             self._push(record.prepared(), peers, record.priority, self._skipped(h["s"]))

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import base64
 import struct
-from collections.abc import Container, Iterator
+from collections.abc import Callable, Container, Iterator
 from typing import Any, NamedTuple
 
 import orjson
@@ -68,17 +68,20 @@ class Record(NamedTuple):
 
     def prepared(self) -> Prepared:
         """The push a ``r`` or ``p`` record carries, ready to fan out (its protobuf
-        encoding is the body as heard: it is not serialized again)."""
-        body = self.bodies[0]
-        extra = pb.GenericCommand.FromString(self.bodies[1]) if len(self.bodies) > 1 else None
-        return Prepared(pb.GenericCommand.FromString(body), extra, body)
+        encoding is the body as heard: it is neither serialized again nor parsed but
+        for a flat JSON recipient)."""
+        bodies = self.bodies
+        if len(bodies) == 1:
+            return Prepared(None, None, bodies[0])
+        return Prepared(None, pb.GenericCommand.FromString(bodies[1]), bodies[0])
 
     @property
     def priority(self) -> Priority:
-        return _PRIORITIES[self.header.get("p", 0)]
+        return PRIORITIES[self.header.get("p", 0)]
 
 
-_PRIORITIES = {int(p): p for p in Priority}
+PRIORITIES = {int(p): p for p in Priority}  # by a header's ``p``
+_PROTOBUF = Codec.PROTOBUF
 
 
 def origin(node: str) -> bytes:
@@ -105,16 +108,34 @@ def record(head: bytes, bodies: tuple[bytes, ...], source: bytes = b"\x00", echo
     return b"".join(parts)
 
 
+def stamp(head: bytes, count: int, source: bytes) -> Callable[[tuple[bytes, ...], int], bytes]:
+    """``record`` for one ``head`` (of ``count`` bodies) and ``source``, as a function of
+    the bodies and the echo number: a sender keeps it with its head. A record of one
+    body is then one ``pack`` of everything before the body, and the body."""
+    if count != 1:
+        return lambda bodies, echo: record(head, bodies, source, echo)
+    pack = struct.Struct(f">IB{len(source) - 1}sI{len(head)}sI").pack
+    length, tail, fixed = len(source) - 1, source[1:], len(source) + 8 + len(head)
+
+    def one(bodies: tuple[bytes, ...], echo: int) -> bytes:
+        (body,) = bodies
+        size = len(body)
+        return pack(fixed + size, length, tail, echo, head, size) + body
+
+    return one
+
+
 def encode(header: Header, *bodies: bytes) -> bytes:
     return record(head(header, len(bodies)), bodies)
 
 
 def push_bodies(prepared: Prepared) -> tuple[bytes, ...]:
     """What a push record carries of ``prepared``."""
-    body = prepared.payload(Codec.PROTOBUF, None)  # cached: encoded once per push
-    if prepared.json_only is None:
+    body = prepared.payload(_PROTOBUF, None)  # cached: encoded once per push
+    json_only = prepared.json_only
+    if json_only is None:
         return (body,)
-    return (body, serialize(prepared.json_only))
+    return (body, serialize(json_only))
 
 
 def push_record(
@@ -140,9 +161,11 @@ def decode(data: bytes) -> Iterator[Record]:
 
 def heard(data: bytes, mine: bytes, own: Container[int]) -> Iterator[Record | int]:
     """``decode`` for the node ``mine`` (``origin()``): its own record whose echo number
-    is 0 or in ``own`` comes as that number, not parsed."""
-    view = memoryview(data)
+    is 0 or in ``own`` comes as that number, not parsed. Records with the same header
+    part as the one before (a sender's pushes to one room) share its header, parsed
+    once: not to be changed."""
     end = len(data)
+    last_raw, last = b"", None
     at = 0
     mine_at = len(mine) - 1  # where its echo number starts, after the origin's length
     try:
@@ -160,18 +183,37 @@ def heard(data: bytes, mine: bytes, own: Container[int]) -> Iterator[Record | in
                     continue
             count, size = _HEAD.unpack_from(data, at + 4)
             at += 12
-            header = orjson.loads(view[at : at + size])
+            raw = data[at : at + size]
             at += size
-            bodies = []
-            for _ in range(count):
+            if raw == last_raw:
+                header = last
+            else:
+                header = last = orjson.loads(raw)
+                last_raw = raw
+            if count == 1:  # a push without JSON-only fields: most records
                 (size,) = _LEN.unpack_from(data, at)
-                bodies.append(data[at + 4 : at + 4 + size])
                 at += 4 + size
+                bodies: tuple[bytes, ...] = (data[at - size : at],)
+            else:
+                bodies, at = _bodies(data, at, count)
             if not isinstance(header, dict) or at != stop:
                 raise WireError("truncated record")
-            yield Record(header, tuple(bodies))
+            yield _new(Record, (header, bodies))  # Record(...) without its __new__'s call
     except (struct.error, orjson.JSONDecodeError) as exc:
         raise WireError(str(exc)) from None
+
+
+_new = tuple.__new__
+
+
+def _bodies(data: bytes, at: int, count: int) -> tuple[tuple[bytes, ...], int]:
+    """``count`` bodies from ``at``, each after its length; where they end."""
+    bodies = []
+    for _ in range(count):
+        (size,) = _LEN.unpack_from(data, at)
+        bodies.append(data[at + 4 : at + 4 + size])
+        at += 4 + size
+    return tuple(bodies), at
 
 
 def kept(message: Message) -> bytes:

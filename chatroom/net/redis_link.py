@@ -171,6 +171,8 @@ class RedisLink:
         that come often or in bunches still leave packed by the drain (what one tick
         queues after a record written at once goes in one more PUBLISH, at once, and
         the next bunch in one)."""
+        if self._poked:  # the drain runs soon already (every record of a bunch but one)
+            return
         client = self._client
         hub = self.hub
         if (

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from fakes import Recorder
 
 from chatroom.core.model import Conversation, ConvType, Message
@@ -387,3 +388,41 @@ def test_a_node_tells_its_flusher_how_many_viewers_of_a_room_other_nodes_write()
         b.detach(session)
     carry(b, a)
     assert a.elsewhere(log) == 0.0  # alone again: its own cycles
+
+
+def test_a_stamped_record_is_the_record_of_its_head_and_bodies() -> None:
+    head = wire.head({"k": "r", "c": "room", "p": 1, "s": None}, 1)
+    source = wire.origin("node-a")
+    for echo, body in ((0, b""), (7, b"x" * 300), (0xFFFF_FFFF, b"\x00body")):
+        stamped = wire.stamp(head, 1, source)((body,), echo)
+        assert stamped == wire.record(head, (body,), source, echo)
+        assert list(wire.heard(stamped, source, {echo})) == [echo]  # its sender's own
+    two = wire.head({"k": "r", "c": "room", "p": 1, "s": None}, 2)
+    bodies = (b"proto", b"json-only")
+    assert wire.stamp(two, 2, source)(bodies, 3) == wire.record(two, bodies, source, 3)
+    [record] = wire.decode(wire.stamp(two, 2, b"\x00")(bodies, 0))
+    assert isinstance(record, wire.Record)
+    assert record.bodies == bodies
+
+
+def test_a_body_longer_than_its_record_is_refused() -> None:
+    for bodies in ((b"body",), (b"proto", b"body")):
+        head = wire.head({"k": "r", "c": "room", "p": 1, "s": None}, len(bodies))
+        record = bytearray(wire.record(head, bodies))
+        record[-8:-4] = (5).to_bytes(4, "big")  # the last body's length, one too many
+        with pytest.raises(wire.WireError):
+            list(wire.decode(bytes(record)))
+
+
+def test_records_of_one_publish_keep_each_its_header_when_some_share_one() -> None:
+    room = wire.head({"k": "r", "c": "room", "p": 1, "s": None}, 1)
+    other = wire.head({"k": "r", "c": "other", "p": 2, "s": "t"}, 1)
+    heads = (room, room, other, room)
+    published = b"".join(wire.record(head, (b"%d" % n,)) for n, head in enumerate(heads))
+    records = list(wire.decode(published))
+    assert [(r.header["c"], r.header["p"], r.bodies) for r in records] == [
+        ("room", 1, (b"0",)),
+        ("room", 1, (b"1",)),
+        ("other", 2, (b"2",)),
+        ("room", 1, (b"3",)),
+    ]
