@@ -68,12 +68,10 @@ class Record(NamedTuple):
 
     def prepared(self) -> Prepared:
         """The push a ``r`` or ``p`` record carries, ready to fan out (its protobuf
-        encoding is the body as heard: it is neither serialized again nor parsed but
-        for a flat JSON recipient)."""
-        bodies = self.bodies
-        if len(bodies) == 1:
-            return Prepared(None, None, bodies[0])
-        return Prepared(None, pb.GenericCommand.FromString(bodies[1]), bodies[0])
+        encoding is the body as heard: it is not serialized again)."""
+        body = self.bodies[0]
+        extra = pb.GenericCommand.FromString(self.bodies[1]) if len(self.bodies) > 1 else None
+        return Prepared(pb.GenericCommand.FromString(body), extra, body)
 
     @property
     def priority(self) -> Priority:

@@ -327,22 +327,17 @@ class Prepared:
 
     While a hub pushes it to a chatroom's viewers, ``room`` is that room's frame log
     and ``at`` the push's index in it (protocol/roomlog.py); None at any other time.
-
-    Made of protobuf bytes alone (``cmd`` None: another node's push), its command is
-    parsed only when asked for (``command``, a flat JSON recipient): protobuf
-    recipients are written those bytes.
     """
 
     __slots__ = ("_cmd", "_heads", "_json", "_proto", "_shared", "at", "json_only", "room")
 
     def __init__(
         self,
-        cmd: pb.GenericCommand | None,  # None: ``proto``'s, parsed when asked for
+        cmd: pb.GenericCommand,
         json_only: pb.GenericCommand | None = None,
         proto: bytes | None = None,  # ``cmd``'s protobuf bytes, when the caller has them
     ):
-        if cmd is not None:
-            cmd.ClearField("peerId")
+        cmd.ClearField("peerId")
         self._cmd = cmd
         self.json_only = json_only  # read only (an attribute: read for every push)
         self._proto: bytes | None = proto
@@ -354,11 +349,7 @@ class Prepared:
 
     @property
     def command(self) -> pb.GenericCommand:
-        cmd = self._cmd
-        if cmd is None:  # made of its protobuf bytes
-            cmd = self._cmd = pb.GenericCommand.FromString(self._proto or b"")
-            cmd.ClearField("peerId")
-        return cmd
+        return self._cmd
 
     def payload(self, codec: Codec, peer_id: str | None) -> bytes:
         if codec is Codec.JSON:
@@ -369,15 +360,15 @@ class Prepared:
             rest = self._json[1:] if self._json == b"{}" else b"," + self._json[1:]
             return b'{"peerId":' + orjson.dumps(peer_id) + rest
         if self._proto is None:
-            self._proto = serialize(self.command)
+            self._proto = serialize(self._cmd)
         raw = self._proto if peer_id is None else self._proto + peer_id_tail(peer_id)
         return base64.b64encode(raw) if codec is _BASE64 else raw
 
     def _json_command(self) -> pb.GenericCommand:
         if self.json_only is None:
-            return self.command
+            return self._cmd
         merged = pb.GenericCommand()
-        merged.CopyFrom(self.command)
+        merged.CopyFrom(self._cmd)
         merged.MergeFrom(self.json_only)
         return merged
 

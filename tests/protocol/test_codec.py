@@ -391,15 +391,6 @@ def test_prepared_json_is_dumped_once() -> None:
     assert tom == {"peerId": "Tom", **orjson.loads(shared)}
 
 
-@pytest.mark.parametrize("c", ALL_CODECS, ids=lambda c: c.value)
-def test_prepared_of_protobuf_bytes_frames_as_its_command_would(c: Codec) -> None:
-    made = Prepared(_push())
-    heard = Prepared(None, None, made.payload(Codec.PROTOBUF, None))  # as another node sent it
-    for peer in (None, "Tom", "é" * 100):
-        assert heard.frame(c, peer) == made.frame(c, peer)
-    assert heard.command == made.command  # parsed when asked for
-
-
 def test_prepared_drops_the_peer_id_it_was_given() -> None:
     cmd = _push()
     assert cmd.HasField("peerId")
