@@ -30,6 +30,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Collection, Iterable
 
+from google.protobuf.message import DecodeError
+
 from chatroom.core.model import Conversation, ConvType, Message
 from chatroom.core.outbox import Priority
 from chatroom.core.presence import Session
@@ -268,7 +270,7 @@ class RedisHub(NodeSessions):
                     self._heard_own(record)
                 else:
                     self._receive(record, now)
-        except (wire.WireError, KeyError, TypeError, ValueError, IndexError) as exc:
+        except (wire.WireError, DecodeError, KeyError, TypeError, ValueError, IndexError) as exc:
             self.bad_records += 1
             log.warning("cluster: a malformed record was ignored (%s)", exc)
 

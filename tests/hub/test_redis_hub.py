@@ -184,7 +184,9 @@ def test_malformed_records_are_counted_and_change_nothing() -> None:
     good = wire.push_record({"k": "p", "to": ["alice"]}, PUSH, Priority.RELIABLE, None)
     a.receive(good + b"\x00\x00\x00\x09", 0.0)  # a good record, then a torn one
     a.receive(wire.encode({"k": "p"}), 0.0)  # no recipients field
-    assert a.bad_records >= 4
+    header = wire.head({"k": "p", "to": ["alice"], "p": 1, "s": None}, 1)
+    a.receive(wire.record(header, (b"\xff\xff\xff",)), 0.0)  # a body that is no command
+    assert a.bad_records >= 5
     assert len(out.pushed) == 1
     assert a.is_online("alice")
 
