@@ -130,7 +130,7 @@ class RedisHub(NodeSessions):
             key = (cid, priority, skipped, skip_client, len(bodies))
             channel, stamp = self._heads.get(key) or self._room_head(key)
             echo = 0 if here else self._echo((prepared, cid, None, priority, skipped, skip_client))
-            kept = self._kept_with(cid) if self._kept is not None else None
+            kept = self._kept_with(cid)
             self.outgoing.offer(channel, stamp(bodies, echo), priority, PUBLISH, kept)
             self.wake()
         elif not here:
@@ -204,9 +204,9 @@ class RedisHub(NodeSessions):
         if own is None:
             return
         prepared, cid, peers, priority, skipped, skip_client = own
-        skip = self._by_token.get(skipped) if skipped else None
-        if cid is not None:  # (``_to_viewers`` inlined: every chatroom message)
-            self._deliveries += self._logs.deliver(prepared, cid, priority, skip, skip_client)
+        skip = self._skipped(skipped)
+        if cid is not None:
+            self._to_viewers(prepared, cid, priority, skip, skip_client)
         else:
             self._push(prepared, self._local.sessions_of_all(peers or ()), priority, skip)
 
@@ -277,13 +277,13 @@ class RedisHub(NodeSessions):
     def _receive(self, record: wire.Record, now: float) -> None:
         h = record.header
         kind = h["k"]
-        if kind == "r":  # every message of a chatroom: its calls inlined
-            skipped, skip_client = h["s"], h.get("x")
-            self._deliveries += self._logs.deliver(
+        if kind == "r":
+            skip_client = h.get("x")
+            self._to_viewers(
                 record.prepared(),
                 str(h["c"]),
-                wire.PRIORITIES[h.get("p", 0)],
-                self._by_token.get(skipped) if skipped else None,
+                record.priority,
+                self._skipped(h["s"]),
                 None if skip_client is None else str(skip_client),
             )
         elif kind == "p":

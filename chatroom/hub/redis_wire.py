@@ -75,10 +75,10 @@ class Record(NamedTuple):
 
     @property
     def priority(self) -> Priority:
-        return PRIORITIES[self.header.get("p", 0)]
+        return _PRIORITIES[self.header.get("p", 0)]
 
 
-PRIORITIES = {int(p): p for p in Priority}  # by a header's ``p``
+_PRIORITIES = {int(p): p for p in Priority}
 _PROTOBUF = Codec.PROTOBUF
 
 
@@ -196,12 +196,9 @@ def heard(data: bytes, mine: bytes, own: Container[int]) -> Iterator[Record | in
                 bodies, at = _bodies(data, at, count)
             if not isinstance(header, dict) or at != stop:
                 raise WireError("truncated record")
-            yield _new(Record, (header, bodies))  # Record(...) without its __new__'s call
+            yield Record(header, bodies)
     except (struct.error, orjson.JSONDecodeError) as exc:
         raise WireError(str(exc)) from None
-
-
-_new = tuple.__new__
 
 
 def _bodies(data: bytes, at: int, count: int) -> tuple[tuple[bytes, ...], int]:
