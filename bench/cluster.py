@@ -10,6 +10,8 @@ row is read from), then for each setup measures:
 
 - the latency at a low rate (50 messages/s): p50/p99 from the publisher's send to a
   viewer's receipt, for viewers on node A and on node B (the hop is B minus one node);
+  and at 5 messages/s (``quiet_lat_*``), each message written alone at once: the hop
+  without a busy room's pauses (the summary gives B minus one node at both rates);
 - server CPU (both nodes and Redis) per delivery at a fixed rate (``--rate`` messages/s
   for ``seconds``): the same work for both setups; with each process's context
   switches per message (``rate_switches_per_message``: node A, node B, redis-server;
@@ -264,8 +266,11 @@ _step_ids = itertools.count(1)
 
 def _latency(gen: Generator, nodes: list[Node]) -> dict[str, float]:
     """p50/p99 at 50 messages/s, from the publisher's send to each viewer's receipt,
-    for the viewers of node A and of node B (one node: both its own)."""
-    return _latencies(_step(gen, rate=50.0, secs=3.0), nodes, "lat")
+    for the viewers of node A and of node B (one node: both its own); and at 5
+    messages/s (``quiet_lat_*``), where every message is written alone, at once: the
+    hop by itself, without the pauses of a busy room."""
+    quiet = _latencies(_step(gen, rate=5.0, secs=3.0), nodes, "quiet_lat")
+    return {**_latencies(_step(gen, rate=50.0, secs=3.0), nodes, "lat"), **quiet}
 
 
 def _latencies(report: Json, nodes: list[Node], label: str) -> dict[str, float]:
@@ -424,6 +429,18 @@ def _summary(rounds: list[dict[str, dict[str, object]]]) -> None:
             ratios.append(two / max(one, 1e-9))
         shown = ", ".join(f"{x:.2f}" for x in ratios)
         print(f"two nodes / one node, {label}: median {statistics.median(ratios):.2f} ({shown})")
+    for rate, prefix in (("5", "quiet_lat"), ("50", "lat")):
+        for q in ("p50", "p99"):
+            hops = []
+            for r in rounds:
+                one, two = r["one node"], r["two nodes"]
+                hops.append(
+                    float(cast(float, two[f"{prefix}_B_{q}_ms"]))
+                    - float(cast(float, one[f"{prefix}_A_{q}_ms"]))
+                )
+            shown = ", ".join(f"{x:+.2f}" for x in hops)
+            label = f"node B minus one node, {q} at {rate} messages/s, ms"
+            print(f"{label}: median {statistics.median(hops):+.2f} ({shown})")
 
 
 def main(argv: list[str] | None = None) -> int:

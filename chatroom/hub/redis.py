@@ -131,7 +131,9 @@ class RedisHub(NodeSessions):
             channel, stamp = self._heads.get(key) or self._room_head(key)
             echo = 0 if here else self._echo((prepared, cid, None, priority, skipped, skip_client))
             kept = self._kept_with(cid)
-            self.outgoing.offer(channel, stamp(bodies, echo), priority, PUBLISH, kept)
+            self.outgoing.offer(
+                channel, stamp(bodies, echo), priority, PUBLISH, kept, patient=not here
+            )
             self.wake()
         elif not here:
             self._to_viewers(prepared, cid, priority, skip, skip_client)
@@ -245,7 +247,8 @@ class RedisHub(NodeSessions):
         """Before the message's push (``to_room``), which it is then shed with."""
         if self.connected:
             key = self.channel("kept", message.cid)
-            entry = self.outgoing.offer(key, wire.kept(message), priority, KEEP)
+            patient = message.cid in self.subscribed
+            entry = self.outgoing.offer(key, wire.kept(message), priority, KEEP, patient=patient)
             self._kept = (message.cid, entry) if entry is not None else None
             self.wake()
 

@@ -46,7 +46,7 @@ class Entry:
 
 
 class Outgoing:
-    __slots__ = ("_entries", "capacity", "lost", "queued", "shed")
+    __slots__ = ("_entries", "capacity", "lost", "patient", "queued", "shed")
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
@@ -54,6 +54,9 @@ class Outgoing:
         self.queued = 0  # entries accepted
         self.shed = 0  # sheddable chatroom pushes dropped at the bound
         self.lost = 0  # others dropped: the queue held nothing sheddable
+        # Every entry queued since the last ``take`` may wait for this node's next
+        # busy flush (``offer``'s ``patient``): the link may then hold them.
+        self.patient = True
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -70,10 +73,15 @@ class Outgoing:
         priority: Priority,
         op: str = PUBLISH,
         partner: Entry | None = None,
+        *,
+        patient: bool = False,
     ) -> Entry | None:
         """Queue a record; None when it was dropped (see the module docstring). With
         ``partner`` (queued last, of the same priority), the two are kept or shed
-        together: this one dropped takes the partner out of the queue too."""
+        together: this one dropped takes the partner out of the queue too.
+        ``patient``: a chatroom's record that this node's own viewers read no sooner
+        than its next flush (net/redis_link.py holds such records until then)."""
+        self.patient &= patient
         sheddable = priority >= Priority.NORMAL
         entries = self._entries
         if len(entries) >= self.capacity:
@@ -102,11 +110,13 @@ class Outgoing:
     def take(self) -> list[Entry]:
         taken = list(self._entries)
         self._entries.clear()
+        self.patient = True
         return taken
 
     def drop_all(self) -> int:
         """Forget everything queued (Redis is gone); how many entries that was."""
         count = len(self._entries)
         self._entries.clear()
+        self.patient = True
         self.lost += count
         return count

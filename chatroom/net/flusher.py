@@ -9,10 +9,14 @@ task switch (bench.md: a switch per delivery costs Trio more than the system cal
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
 import trio
+
+# A read that ``release`` fans out in the last quarter of a pause is written at once
+SLACK = 0.25
 
 
 class Flushable(Protocol):
@@ -52,6 +56,10 @@ class Flusher:
     itself, its first slice at least (the rest is left to the flusher's task), and
     the flusher's task is not woken: no task switch and no scheduler pass between
     reading a message and writing it. Otherwise the flusher's task wakes as usual.
+    A release in the last quarter (``SLACK``) of a pause counts as one after it: the
+    node that sent those messages held them until its own flush (net/redis_link.py),
+    paced as this node is, and a little out of step with it; the read is written
+    then, not a whole pause behind that node's viewers.
 
     A cluster node writes only its own share of a chatroom's viewers, so its cycles are
     shorter than one node's with all of them, and by the rules above it would pause
@@ -63,7 +71,10 @@ class Flusher:
     sockets would make it, and the next cycle waits for the rest of that longer cycle
     and its pause, the pause within the same bounds (``write_delay``, ``max_pause``)
     and the whole wait within ``latency`` minus two of this node's own cycles. A room
-    on one node alone pauses as before.
+    on one node alone pauses as before. The longer cycle is scaled from the cycle's
+    CPU time (``cpu_clock``), not its wall time: nodes that share a core write
+    meanwhile, and a cycle's wall time then holds their writes already; it is taken
+    as the longer cycle when it is longer still.
     """
 
     def __init__(
@@ -86,14 +97,24 @@ class Flusher:
         self._more_sockets = 0  # sockets written beyond one per flushed item this cycle
         self._elsewhere = 0.0  # sockets other nodes write for the rooms of this cycle
         self._not_before = -math.inf  # end of the last busy cycle plus the pause
+        self._soon = -math.inf  # the same, less ``SLACK`` of the pause (``release``)
         self._parked = False  # the flusher's task waits for a mark
         self._held = False  # marks do not wake the task until ``release``
         self._deferred = False  # a mark found nothing dirty while held: the wake is owed
-        # frames, sockets, seconds and sockets elsewhere of a cycle begun by ``release``
-        self._carried = (0, 0, 0.0, 0.0)
+        # frames, sockets, seconds, sockets elsewhere and CPU seconds of a cycle begun
+        # by ``release``
+        self._carried = (0, 0, 0.0, 0.0, 0.0)
+        # This thread's CPU seconds (a test's fake writes set their own)
+        self.cpu_clock: Callable[[], float] = time.thread_time
         # A room's viewers on other nodes for each of this node's (net/roomwriter.py);
         # a cluster node sets it (chatroom/hub/delivery.py ``RoomLogs.elsewhere``).
         self.elsewhere: Callable[[Any], float] | None = None
+
+    @property
+    def due(self) -> float:
+        """When the next cycle may start: after a busy one, its end plus the pause;
+        -inf when a mark would be written at once."""
+        return self._not_before if self._delay > 0 and self._threshold > 0 else -math.inf
 
     def wrote(self, sockets: int, elsewhere: float = 0.0) -> None:
         """A flushed item wrote ``sockets`` sockets (a room's followers: net/roomwriter.py),
@@ -123,7 +144,7 @@ class Flusher:
             return
         self._deferred = False
         if self._parked and (
-            self._delay <= 0 or (self._threshold > 0 and self._not_before <= trio.current_time())
+            self._delay <= 0 or (self._threshold > 0 and self._soon <= trio.current_time())
         ):
             self._sweep()
         if self._dirty:
@@ -153,12 +174,17 @@ class Flusher:
                     await trio.sleep_until(self._not_before)
             self._ended(*await self._cycle_once())
 
-    def _ended(self, frames: int, sockets: int, spent: float, elsewhere: float) -> None:
-        """A cycle wrote ``frames`` to ``sockets`` in ``spent`` seconds, and other nodes
-        ``elsewhere`` sockets more for its rooms: the pause after a busy one."""
+    def _ended(self, frames: int, sockets: int, spent: float, elsewhere: float, cpu: float) -> None:
+        """A cycle wrote ``frames`` to ``sockets`` in ``spent`` seconds (``cpu`` of them
+        this thread's), and other nodes ``elsewhere`` sockets more for its rooms: the
+        pause after a busy one. One node with all the viewers would take their CPU
+        time (``cpu`` scaled), or longer: this cycle's wall time may hold the other
+        nodes' writes already, when they share its core."""
         if sockets and sockets + elsewhere >= self._threshold:
-            whole = spent * (sockets + elsewhere) / sockets
-            self._not_before = trio.current_time() + self._pause(frames / sockets, spent, whole)
+            whole = max(spent, cpu * (sockets + elsewhere) / sockets) if elsewhere else spent
+            now, wait = trio.current_time(), self._pause(frames / sockets, spent, whole)
+            self._not_before = now + wait
+            self._soon = now + (1 - SLACK) * wait
 
     def _pause(self, frames_per_socket: float, spent: float, whole: float) -> float:
         """Seconds from the end of a busy cycle to the next, after ``spent`` seconds of
@@ -172,33 +198,37 @@ class Flusher:
         pause = max(self._delay, min(self._max_pause, stretch * whole))  # after ``whole``
         return max(self._delay, min(whole - spent + pause, self._latency - 2 * spent))
 
-    async def _cycle_once(self) -> tuple[int, int, float, float]:
+    async def _cycle_once(self) -> tuple[int, int, float, float, float]:
         """Write what is dirty, a slice at a time; frames and sockets written, the
         seconds spent writing (the other tasks' turns left out), and the sockets other
-        nodes write for the same rooms. A cycle within one
+        nodes write for the same rooms, and its CPU seconds. A cycle within one
         slice does not checkpoint: ``run`` has just waited for its wake-up."""
         self._cycle = dirty = self._dirty
         self._dirty = []
         self._more_sockets = 0
         step = self.slice_size or math.inf
-        frames, more, spent, self._elsewhere = self._carried  # the part ``release`` wrote
-        self._carried = (0, 0, 0.0, 0.0)
+        # the part ``release`` wrote
+        frames, more, spent, self._elsewhere, cpu = self._carried
+        self._carried = (0, 0, 0.0, 0.0, 0.0)
         done = 0
         next_turn = step  # the others run once this many sockets are written
-        start = trio.current_time()
+        start, cpu_start = trio.current_time(), self.cpu_clock()
         try:
             while done < len(dirty):
                 frames += dirty[done].flush_nowait()
                 done += 1
                 if done + self._more_sockets >= next_turn and done < len(dirty):
                     spent += trio.current_time() - start
+                    cpu += self.cpu_clock() - cpu_start
                     await trio.lowlevel.checkpoint()
-                    start = trio.current_time()
+                    start, cpu_start = trio.current_time(), self.cpu_clock()
                     next_turn = done + self._more_sockets + step
         finally:
             self._cycle = None
         spent += trio.current_time() - start
-        return frames, more + done + self._more_sockets, spent, self._elsewhere  # noqa: ASYNC910
+        cpu += self.cpu_clock() - cpu_start
+        sockets = more + done + self._more_sockets
+        return frames, sockets, spent, self._elsewhere, cpu  # noqa: ASYNC910
 
     def _sweep(self) -> None:
         """``release``'s cycle: its first slice in the caller's task; the rest, when
@@ -209,7 +239,7 @@ class Flusher:
         self._elsewhere = 0.0
         step = self.slice_size or math.inf
         frames = done = 0
-        start = trio.current_time()
+        start, cpu_start = trio.current_time(), self.cpu_clock()
         try:
             while done < len(dirty) and done + self._more_sockets < step:
                 frames += dirty[done].flush_nowait()
@@ -217,8 +247,9 @@ class Flusher:
         finally:
             self._cycle = None
         sockets, spent = done + self._more_sockets, trio.current_time() - start
+        cpu = self.cpu_clock() - cpu_start
         if done < len(dirty):  # marked during the sweep: after the rest of this cycle
             self._dirty[:0] = dirty[done:]
-            self._carried = (frames, sockets, spent, self._elsewhere)
+            self._carried = (frames, sockets, spent, self._elsewhere, cpu)
         else:
-            self._ended(frames, sockets, spent, self._elsewhere)
+            self._ended(frames, sockets, spent, self._elsewhere, cpu)

@@ -7,7 +7,10 @@ connection and hands each message heard to the hub (``Listener``, redis_listen.p
 Subscriptions follow the chatrooms this node has viewers in. The same transaction
 appends chatroom messages to their room's list of recent messages (``KEEP``), and a
 drain reads those lists for ``logs`` (``kept``) after it. A quiet link does not wake
-the drain for a record: the task that queued it writes it at once (``_wake``).
+the drain for a record: the task that queued it writes it at once (``_wake``). A busy
+one holds a chatroom's records until the node's next flush (``_held_until``): its own
+viewers read them then anyway, and a room's messages leave once per flush, not once
+each.
 
 A node has one connection to Redis, in RESP3 (``HELLO 3``, Redis 6 or later): its
 subscriptions' messages come as pushes on the connection that sends its commands. Redis
@@ -187,6 +190,7 @@ class RedisLink:
             or not self._lone  # records come in bunches: packed
             or self._quiet_from > trio.current_time()  # records come often: packed
             or (hub.outgoing.last is not None and hub.outgoing.last.op == KEEP)  # its push next
+            or self._held_until() > trio.current_time()
         ):
             self._poke()
             return
@@ -197,6 +201,27 @@ class RedisLink:
             self.stats.at_once += 1
         if client.unsent:  # the socket took part of it: the drain writes the rest
             self._poke()
+
+    def _held_until(self) -> float:
+        """Until when the queue may wait: while this node's flusher pauses after a busy
+        flush, a chatroom record that its viewers here read at the next flush anyway
+        (``Outgoing.patient``) waits for that flush, and the records of one flush
+        interval leave in one PUBLISH: Redis and every node then wake once per flush
+        of a busy room, not once per message. Anything else queued or asked for (a
+        drain awaited, a read, a subscription, the heartbeat) ends the wait."""
+        flusher = self.flusher
+        hub = self.hub
+        if (
+            flusher is None
+            or not hub.outgoing.patient
+            or self._beat_due
+            or hub.rooms_changed
+            or hub.resync_wanted
+            or self._drained is not None
+            or self._reads.waiting
+        ):
+            return -math.inf
+        return flusher.due
 
     def _poke(self) -> None:
         """The drain runs soon (a reschedule when it is parked, else a flag)."""
@@ -337,6 +362,9 @@ class RedisLink:
                 await trio.lowlevel.checkpoint()  # a drain is a checkpoint
             if self._not_before > trio.current_time():
                 await trio.sleep_until(self._not_before)
+            while (until := self._held_until()) > trio.current_time():
+                with trio.move_on_at(until):  # or until poked with something else
+                    await self._parked()
             self._poked = False
             if client.unsent:  # what a drain in another task left (``_wake``)
                 await client.flush()

@@ -340,6 +340,32 @@ def test_a_chatroom_message_is_kept_and_published_or_shed_together() -> None:
     assert a.outgoing.shed == 4  # m2's two records, m3's two
 
 
+def test_only_a_rooms_records_its_node_reads_back_may_wait_for_its_next_flush() -> None:
+    # A node's viewers of a room it is subscribed to read its messages from Redis,
+    # at the node's next flush: those records (the message and its KEEP) may wait
+    # for that flush (redis_link.py). A room with no viewer here, a push to clients,
+    # anything else queued with them: the queue leaves at once.
+    a, b = node("A"), node("B")
+    host, _ = online(a, "host")
+    viewer, _ = online(b, "viewer")
+    join(a, "here", host)
+    join(b, "there", viewer)
+    carry(a, b)
+    carry(b, a)
+    a.outgoing.take()
+    for cid in ("here", "there"):
+        prepared, message = said(cid, "m")
+        a.keep(message, Priority.NORMAL)
+        a.to_room(prepared, cid, Priority.NORMAL, host)
+        assert a.outgoing.patient is (cid == "here")
+        a.outgoing.take()
+        assert a.outgoing.patient  # an empty queue
+    a.to_room(said("here", "m")[0], "here", Priority.NORMAL, host)
+    a.to_clients(PUSH, ["viewer"])
+    assert len(a.outgoing) == 2
+    assert not a.outgoing.patient
+
+
 def test_a_push_heard_back_after_it_was_forgotten_is_still_delivered_once() -> None:
     # A node holds the pushes it sent until they come back (a bounded number of them);
     # one that comes back after it was forgotten is read from the record instead.

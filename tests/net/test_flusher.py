@@ -265,6 +265,38 @@ async def test_an_idle_held_flusher_is_swept_by_the_releasing_task_without_wakin
         nursery.cancel_scope.cancel()
 
 
+@pytest.mark.parametrize(
+    ("marked", "written"),
+    [
+        (0.01, 0.03),  # a third into the pause: at its end, by the flusher's task
+        (0.025, 0.025),  # in its last quarter: at once, by the releasing task
+    ],
+)
+async def test_what_a_release_brings_near_the_end_of_a_pause_is_written_at_once(
+    autojump_clock: trio.testing.MockClock, marked: float, written: float
+) -> None:
+    """Another node publishes a room's messages once per flush of its own (net/
+    redis_link.py), paced as this node's flushes are but not in step with them: a
+    read that comes a little before this node's pause ends is written then, not a
+    whole cycle behind the other node's viewers."""
+    log: list[tuple[str, float]] = []
+    flusher, steps = Flusher(write_delay=0.005, busy_threshold=2), Steps()
+    room = Room(log, autojump_clock, flusher, 2, 0)  # a 30 ms cycle, a 30 ms pause
+    async with trio.open_nursery() as nursery:
+        await _started(nursery, flusher, steps)
+        flusher.hold()
+        flusher.mark(room)
+        flusher.release()  # swept at once: a busy cycle
+        end = trio.current_time()
+        await trio.sleep(marked)
+        flusher.hold()
+        flusher.mark(room)
+        flusher.release()
+        await trio.sleep(1)
+        assert log[1][1] - end == pytest.approx(written)
+        nursery.cancel_scope.cancel()
+
+
 async def test_a_held_flusher_that_waits_write_delay_after_every_mark_is_not_swept(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -344,7 +376,9 @@ async def test_a_held_flusher_sweeps_one_slice_and_leaves_the_rest_to_its_task_f
 
 class Room(Recorder):
     """A chatroom's writer (net/roomwriter.py) on a cluster node: ``here`` of its
-    viewers on this node, each write taking 15 ms, and ``there`` on other nodes."""
+    viewers on this node, each write taking 15 ms, and ``there`` on other nodes.
+    ``shared``: the node shares its core, and each write takes 15 ms more of the
+    clock while the other nodes write (not this node's CPU time)."""
 
     def __init__(
         self,
@@ -353,13 +387,18 @@ class Room(Recorder):
         flusher: Flusher,
         here: int,
         there: int,
+        shared: bool = False,
     ):
         super().__init__("room", log)
         self.clock, self.flusher, self.here, self.there = clock, flusher, here, there
+        self.shared = shared
+        self.cpu = 0.0  # this node's CPU seconds
+        flusher.cpu_clock = lambda: self.cpu
 
     def flush_nowait(self) -> int:
         super().flush_nowait()
-        self.clock.jump(0.015 * self.here)
+        self.cpu += 0.015 * self.here
+        self.clock.jump(0.015 * self.here * (2 if self.shared else 1))
         self.flusher.wrote(self.here, self.there)
         return self.here
 
@@ -380,19 +419,23 @@ async def _next_cycle(flusher: Flusher, room: Room, log: list[tuple[str, float]]
 
 
 @pytest.mark.parametrize(
-    ("here", "there", "wait"),
+    ("here", "there", "shared", "wait"),
     [
-        (4, 0, 0.12),  # one node with 4 viewers: a 60 ms cycle, as long again
-        (2, 2, 0.12),  # half of them here: the next cycle when one node's would start
-        (2, 0, 0.06),  # a room of 2 alone: its own 30 ms, as long again
+        (4, 0, False, 0.12),  # one node with 4 viewers: a 60 ms cycle, as long again
+        (2, 2, False, 0.12),  # half of them here: when one node's next cycle would start
+        (2, 2, True, 0.12),  # the same, the two nodes on one core
+        (2, 0, False, 0.06),  # a room of 2 alone: its own 30 ms, as long again
     ],
 )
 async def test_a_node_with_part_of_a_rooms_viewers_gathers_as_one_node_with_all(
-    autojump_clock: trio.testing.MockClock, here: int, there: int, wait: float
+    autojump_clock: trio.testing.MockClock, here: int, there: int, shared: bool, wait: float
 ) -> None:
+    """``shared``: the nodes share one core, and this node's cycle takes as long as
+    one node's with every viewer (the other node writes meanwhile): it is not taken
+    twice as long again."""
     log: list[tuple[str, float]] = []
     flusher = Flusher(write_delay=0.005, busy_threshold=2)
-    room = Room(log, autojump_clock, flusher, here, there)
+    room = Room(log, autojump_clock, flusher, here, there, shared)
     assert await _next_cycle(flusher, room, log) == pytest.approx(wait)
 
 

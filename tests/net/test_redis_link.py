@@ -17,6 +17,7 @@ from redis_server import RedisServer, redis_server
 from chatroom.core.outbox import Priority
 from chatroom.hub import redis_wire as wire
 from chatroom.net import redis_link, resp
+from chatroom.net.flusher import Flusher
 from chatroom.net.redis_link import HEARTBEAT, cluster_hub
 from chatroom.net.redis_listen import DEADLINE
 
@@ -72,12 +73,25 @@ class _Room:
         self.listener = listener
         self.channel = link.hub.channel("room", "r1")
 
-    def queue(self, *texts: str, pad: int = 0) -> None:
-        """Records with these ``t``s queued (and the hub woken) one by one."""
+    def queue(self, *texts: str, pad: int = 0, patient: bool = False) -> None:
+        """Records with these ``t``s queued (and the hub woken) one by one; ``patient``:
+        records of a room the node reads back (``Outgoing.offer``)."""
         for text in texts:
             record = wire.encode({"k": "x", "t": text, **({"pad": "x" * pad} if pad else {})})
-            self.link.hub.outgoing.offer(self.channel, record, Priority.HIGH)
+            self.link.hub.outgoing.offer(self.channel, record, Priority.HIGH, patient=patient)
             self.link.hub.wake()
+
+
+class _Paused(Flusher):
+    """A node's flusher that pauses after a busy flush until ``until``."""
+
+    def __init__(self, until: float) -> None:
+        super().__init__()
+        self.until = until
+
+    @property
+    def due(self) -> float:
+        return self.until
 
 
 @asynccontextmanager
@@ -207,6 +221,51 @@ async def test_records_that_come_in_bunches_are_packed_by_the_drain(
         room.queue("g")
         assert await heard(1) == [["g"]]
         assert link.stats.at_once == at_once + 1  # quiet again: at once
+
+
+@fail_after(20)
+async def test_a_busy_nodes_room_records_wait_for_its_next_flush_in_one_publish(
+    redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # While the node's flusher pauses after a busy flush, its viewers read a room's
+    # messages at the next flush anyway: the records leave then, those of the whole
+    # pause in one PUBLISH, and Redis and every node wake once for them, not once each.
+    monkeypatch.setattr(redis_link, "HEARTBEAT", 3600.0)
+    async with _room(redis) as room:
+        link = room.link
+        await link.settle()
+        due = trio.current_time() + 0.3
+        link.flusher = _Paused(due)
+        room.queue("a", patient=True)
+        await trio.sleep(0.05)
+        room.queue("b", patient=True)
+        assert await _texts(room.listener) == ["a", "b"]
+        assert trio.current_time() >= due
+        assert link.stats.at_once == 0
+
+
+@pytest.mark.parametrize("end", ["a push to clients", "settle", "not paused"])
+@fail_after(20)
+async def test_anything_else_a_node_queues_or_awaits_ends_the_wait(
+    redis: RedisServer, monkeypatch: pytest.MonkeyPatch, end: str
+) -> None:
+    monkeypatch.setattr(redis_link, "HEARTBEAT", 3600.0)
+    async with _room(redis) as room, trio.open_nursery() as nursery:
+        link = room.link
+        await link.settle()
+        link.flusher = _Paused(trio.current_time() + (-1 if end == "not paused" else 3600))
+        room.queue("a", patient=True)
+        room.queue("b", patient=True)
+        if end == "a push to clients":
+            room.queue("c")
+            assert await _texts(room.listener) == ["a", "b", "c"]
+        else:
+            if end == "settle":
+                nursery.start_soon(link.settle)
+            texts = await _texts(room.listener)
+            if end == "not paused":  # "a" at once (a quiet link), "b" in the next drain
+                texts += await _texts(room.listener)
+            assert texts == ["a", "b"]
 
 
 @fail_after(20)
