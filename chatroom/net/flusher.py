@@ -182,9 +182,12 @@ class Flusher:
         nodes' writes already, when they share its core."""
         if sockets and sockets + elsewhere >= self._threshold:
             whole = max(spent, cpu * (sockets + elsewhere) / sockets) if elsewhere else spent
-            now, wait = trio.current_time(), self._pause(frames / sockets, spent, whole)
-            self._not_before = now + wait
-            self._soon = now + (1 - SLACK) * wait
+            wait = self._pause(frames / sockets, spent, whole)
+            # A cycle swept before its time (``SLACK``) ends as if it began on time: the
+            # rest of its pause is kept, and the cycles keep their cadence.
+            end = max(trio.current_time(), self._not_before + spent)
+            self._not_before = end + wait
+            self._soon = end + (1 - SLACK) * wait
 
     def _pause(self, frames_per_socket: float, spent: float, whole: float) -> float:
         """Seconds from the end of a busy cycle to the next, after ``spent`` seconds of

@@ -297,6 +297,31 @@ async def test_what_a_release_brings_near_the_end_of_a_pause_is_written_at_once(
         nursery.cancel_scope.cancel()
 
 
+async def test_a_cycle_written_early_by_a_release_keeps_the_cadence(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The next pause counts from when the early cycle was due: cycles written a little
+    early, one after another, do not come ever sooner (more writes per message)."""
+    log: list[tuple[str, float]] = []
+    flusher, steps = Flusher(write_delay=0.005, busy_threshold=2), Steps()
+    room = Room(log, autojump_clock, flusher, 2, 0)  # a 30 ms cycle, a 30 ms pause
+    async with trio.open_nursery() as nursery:
+        await _started(nursery, flusher, steps)
+        for _ in range(3):
+            flusher.hold()
+            flusher.mark(room)
+            flusher.release()
+            if len(log) == 1:
+                end = trio.current_time()
+            await trio.sleep(0.025)  # into the last quarter of the pause: at once
+        await trio.sleep(1)
+        starts = [t - end for _, t in log]
+        # The second was due at 0.03 and written at 0.025; the third is due a cycle and
+        # a pause after 0.03 (0.09), and 0.08 is not in its last quarter: at 0.09.
+        assert starts[1:] == pytest.approx([0.025, 0.09])
+        nursery.cancel_scope.cancel()
+
+
 async def test_a_held_flusher_that_waits_write_delay_after_every_mark_is_not_swept(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
