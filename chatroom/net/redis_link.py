@@ -362,9 +362,13 @@ class RedisLink:
                 await trio.lowlevel.checkpoint()  # a drain is a checkpoint
             if self._not_before > trio.current_time():
                 await trio.sleep_until(self._not_before)
-            while (until := self._held_until()) > trio.current_time():
+            # Held until the flush due now, not a later one (a busy cycle that starts
+            # first moves it): no record waits longer than one pause.
+            until = self._held_until()
+            while until > trio.current_time():
                 with trio.move_on_at(until):  # or until poked with something else
                     await self._parked()
+                until = min(until, self._held_until())
             self._poked = False
             if client.unsent:  # what a drain in another task left (``_wake``)
                 await client.flush()

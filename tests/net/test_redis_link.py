@@ -244,6 +244,23 @@ async def test_a_busy_nodes_room_records_wait_for_its_next_flush_in_one_publish(
         assert link.stats.at_once == 0
 
 
+@fail_after(20)
+async def test_records_wait_for_one_flush_only(
+    redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A busy cycle that starts first (other traffic of this node) moves the next flush
+    # on: the records held for the flush that was due then do not wait for it as well.
+    monkeypatch.setattr(redis_link, "HEARTBEAT", 3600.0)
+    async with _room(redis) as room:
+        link = room.link
+        await link.settle()
+        flusher = link.flusher = _Paused(trio.current_time() + 0.3)
+        room.queue("a", patient=True)
+        await trio.sleep(0.1)
+        flusher.until = trio.current_time() + 3600
+        assert await _texts(room.listener) == ["a"]
+
+
 @pytest.mark.parametrize("end", ["a push to clients", "settle", "not paused"])
 @fail_after(20)
 async def test_anything_else_a_node_queues_or_awaits_ends_the_wait(
