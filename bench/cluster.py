@@ -362,12 +362,17 @@ def _connect(gen: Generator, conns: list[Conn], port: int, what: str) -> Connect
     return done
 
 
-def _open_room(gen: Generator, nodes: list[Node], viewers: int) -> None:
+def _open_room(gen: Generator, nodes: list[Node], viewers: int, publishers: int = 1) -> None:
     """The publisher logs in on node A and creates the chatroom; the viewers log in as
-    the JS SDK 4.3.1 does and join it, one in turn on each node."""
+    the JS SDK 4.3.1 does and join it, one in turn on each node. More publishers
+    (``--publishers``) join it too, one in turn on each node from node B on; gen.c sends
+    from each in turn."""
     start = lc.start_conversation(["pub"], 2, transient=True)
     creator = Conn(PUBLISHER, [(lc.login("pub", 1), 1), (start, 2)])
     cid = lc.started_cid(gen.reply(_connect(gen, [creator], nodes[0].port, "publisher").first))
+    for n in range(1, publishers):
+        joiner = Conn(PUBLISHER, [(lc.login(f"pub{n}", 1), 1), (lc.join(cid, f"pub{n}", 2), 2)])
+        _connect(gen, [joiner], nodes[n % len(nodes)].port, "publisher")
     for k, node in enumerate(nodes):
         crowd = [
             Conn(VIEWER, [(lc.login(f"v{n}", 1), 1), (lc.join(cid, f"v{n}", 2), 2)])
@@ -385,7 +390,7 @@ def _measure(
 ) -> dict[str, object]:
     gen = Generator(binary, nodes[0].port, binary.parent)
     try:
-        _open_room(gen, nodes, viewers)
+        _open_room(gen, nodes, viewers, args.publishers)
         gen.poll(2.5)  # presence settles (heartbeat), subscriptions made
         pids = [n.proc.pid for n in nodes] + ([redis_pid] if len(nodes) > 1 else [])
         out: dict[str, object] = dict(_latency(gen, nodes))
@@ -450,6 +455,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=int, default=50)
     parser.add_argument("--rate", type=float, default=100.0, help="messages/s, fixed-rate step")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--publishers",
+        type=int,
+        default=1,
+        help="publishers in the room, one in turn on each node (the first on node A); "
+        "the fixed rate is shared among them",
+    )
     parser.add_argument(
         "--spin",
         action="store_true",

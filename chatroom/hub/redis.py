@@ -48,6 +48,9 @@ log = logging.getLogger(__name__)
 _RELIABLE = Priority.RELIABLE
 _TRANSIENT = ConvType.TRANSIENT
 HEADS = 1000  # header parts of chatroom pushes kept (forgotten all at once beyond)
+# A chatroom another node published to within this many seconds (by the clock of what
+# this node hears) has its records sent at once: see ``to_room``
+SHARED_FOR = 2.0
 # A chatroom's channel, and how its pushes' records are made (``wire.stamp``)
 _Head = tuple[str, Callable[[tuple[bytes, ...], int], bytes]]
 _Own = tuple[Prepared, str | None, list[str] | None, Priority, str | None, str | None]
@@ -69,6 +72,8 @@ class RedisHub(NodeSessions):
         self._origin = wire.origin(node)
         self._heads: dict[tuple[str, int, str | None, str | None, int], _Head] = {}
         self._kept: tuple[str, Entry] | None = None  # a chatroom's KEEP, until its push
+        self._heard_at = 0.0  # when this node last heard something from Redis
+        self._others_sent: dict[str, float] = {}  # chatroom -> when another node's push came
 
     # -- delivery -------------------------------------------------------------------
 
@@ -131,8 +136,9 @@ class RedisHub(NodeSessions):
             channel, stamp = self._heads.get(key) or self._room_head(key)
             echo = 0 if here else self._echo((prepared, cid, None, priority, skipped, skip_client))
             kept = self._kept_with(cid)
+            patient = not here and self._alone_sending(cid)
             self.outgoing.offer(
-                channel, stamp(bodies, echo), priority, PUBLISH, kept, patient=not here
+                channel, stamp(bodies, echo), priority, PUBLISH, kept, patient=patient
             )
             self.wake()
         elif not here:
@@ -169,6 +175,14 @@ class RedisHub(NodeSessions):
                 self.outgoing.offer(self.channel("node", node), record, priority)
             self.wake()
         return tokens
+
+    def _alone_sending(self, cid: str) -> bool:
+        """Whether no other node pushed to chatroom ``cid`` lately. Only then may its
+        records wait for this node's next flush (``Outgoing.patient``): each node would
+        otherwise hold its own senders' messages for a pause, and the other nodes' viewers
+        would wait for that pause and then for their own node's."""
+        sent = self._others_sent.get(cid)
+        return sent is None or self._heard_at - sent > SHARED_FOR
 
     def _room_head(self, key: tuple[str, int, str | None, str | None, int]) -> _Head:
         """The channel of this node's pushes to a chatroom and how their records are
@@ -247,7 +261,7 @@ class RedisHub(NodeSessions):
         """Before the message's push (``to_room``), which it is then shed with."""
         if self.connected:
             key = self.channel("kept", message.cid)
-            patient = message.cid in self.subscribed
+            patient = message.cid in self.subscribed and self._alone_sending(message.cid)
             entry = self.outgoing.offer(key, wire.kept(message), priority, KEEP, patient=patient)
             self._kept = (message.cid, entry) if entry is not None else None
             self.wake()
@@ -267,6 +281,7 @@ class RedisHub(NodeSessions):
 
     def receive(self, data: bytes, now: float) -> None:
         """One PUBLISH heard on a channel of this node; ``now`` in seconds."""
+        self._heard_at = now
         try:
             for record in wire.heard(data, self._origin, self._own):
                 if isinstance(record, int):
@@ -281,6 +296,9 @@ class RedisHub(NodeSessions):
         h = record.header
         kind = h["k"]
         if kind == "r":
+            if len(self._others_sent) >= HEADS:
+                self._others_sent.clear()
+            self._others_sent[str(h["c"])] = now
             skip_client = h.get("x")
             self._to_viewers(
                 record.prepared(),

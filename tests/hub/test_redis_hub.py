@@ -12,7 +12,7 @@ from chatroom.core.model import Conversation, ConvType, Message
 from chatroom.core.outbox import Priority
 from chatroom.core.presence import Session
 from chatroom.hub import redis_wire as wire
-from chatroom.hub.redis import RedisHub
+from chatroom.hub.redis import SHARED_FOR, RedisHub
 from chatroom.hub.redis_queue import KEEP, Outgoing
 from chatroom.protocol import messages_pb2 as pb
 from chatroom.protocol.codec import Prepared
@@ -364,6 +364,38 @@ def test_only_a_rooms_records_its_node_reads_back_may_wait_for_its_next_flush() 
     a.to_clients(PUSH, ["viewer"])
     assert len(a.outgoing) == 2
     assert not a.outgoing.patient
+
+
+def test_a_room_that_other_nodes_send_to_as_well_is_never_held() -> None:
+    # Held, each node's own senders' messages would wait for its pause, and the other
+    # node's viewers for that pause and then their own: a room with senders on several
+    # nodes publishes at once, until no other node has sent to it for SHARED_FOR
+    # seconds (by the clock of what this node hears).
+    a, b = node("A"), node("B")
+    host, _ = online(a, "host")
+    guest, _ = online(b, "guest")
+    join(a, "room", host)
+    join(b, "room", guest)
+    carry(a, b)
+    carry(b, a)
+    a.outgoing.take()
+
+    def patient() -> bool:
+        a.to_room(said("room", "m")[0], "room", Priority.NORMAL, host)
+        held = a.outgoing.patient
+        a.outgoing.take()
+        return held
+
+    assert patient()
+    b.to_room(said("room", "hi")[0], "room", Priority.NORMAL, guest)
+    carry(b, a, now=10.0)
+    assert not patient()
+    b.to_clients(PUSH, ["host"])  # anything else heard from Redis moves A's clock
+    carry(b, a, now=10.0 + SHARED_FOR)
+    assert not patient()
+    b.to_clients(PUSH, ["host"])
+    carry(b, a, now=10.5 + SHARED_FOR)
+    assert patient()
 
 
 def test_a_push_heard_back_after_it_was_forgotten_is_still_delivered_once() -> None:
