@@ -117,7 +117,7 @@ class RedisLink:
     def flusher(self, flusher: Flusher | None) -> None:
         self._listener.flusher = flusher
         if flusher is not None:  # it pauses as one node with every viewer would
-            flusher.elsewhere = self.hub.elsewhere
+            flusher.pace(self.hub.elsewhere)
 
     def statistics(self) -> dict[str, object]:
         hub = self.hub
