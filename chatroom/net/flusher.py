@@ -19,6 +19,11 @@ import trio
 SLACK = 0.25
 
 
+def _no_cpu() -> float:
+    """The CPU clock of a flusher that is no cluster node's: its cycles never scale."""
+    return 0.0
+
+
 class Flushable(Protocol):
     def flush_nowait(self) -> int:
         """Write what is queued; the number of frames handed to the kernel."""
@@ -104,11 +109,19 @@ class Flusher:
         # frames, sockets, seconds, sockets elsewhere and CPU seconds of a cycle begun
         # by ``release``
         self._carried = (0, 0, 0.0, 0.0, 0.0)
-        # This thread's CPU seconds (a test's fake writes set their own)
-        self.cpu_clock: Callable[[], float] = time.thread_time
+        # This thread's CPU seconds, read only on a cluster node (``pace``; a test's
+        # fake writes set their own)
+        self.cpu_clock: Callable[[], float] = _no_cpu
         # A room's viewers on other nodes for each of this node's (net/roomwriter.py);
-        # a cluster node sets it (chatroom/hub/delivery.py ``RoomLogs.elsewhere``).
+        # a cluster node sets it (``pace``).
         self.elsewhere: Callable[[Any], float] | None = None
+
+    def pace(self, elsewhere: Callable[[Any], float]) -> None:
+        """A cluster node's flusher: ``elsewhere`` gives a room's viewers on the other
+        nodes (chatroom/hub/delivery.py ``RoomLogs.elsewhere``), and its cycles are
+        timed in this thread's CPU seconds too, to scale them to one node's."""
+        self.elsewhere = elsewhere
+        self.cpu_clock = time.thread_time
 
     @property
     def due(self) -> float:

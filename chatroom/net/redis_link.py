@@ -117,7 +117,7 @@ class RedisLink:
     def flusher(self, flusher: Flusher | None) -> None:
         self._listener.flusher = flusher
         if flusher is not None:  # it pauses as one node with every viewer would
-            flusher.elsewhere = self.hub.elsewhere
+            flusher.pace(self.hub.elsewhere)
 
     def statistics(self) -> dict[str, object]:
         hub = self.hub
@@ -182,15 +182,11 @@ class RedisLink:
             client is None
             or self._sleeper is None  # a drain is under way (or poked)
             or not client.idle
-            or self._beat_due
-            or hub.rooms_changed
-            or hub.resync_wanted
-            or self._drained is not None
-            or self._reads.waiting
+            or self._asked()
             or not self._lone  # records come in bunches: packed
             or self._quiet_from > trio.current_time()  # records come often: packed
             or (hub.outgoing.last is not None and hub.outgoing.last.op == KEEP)  # its push next
-            or self._held_until() > trio.current_time()
+            or self._patient_until() > trio.current_time()  # held (``_held_until``)
         ):
             self._poke()
             return
@@ -209,19 +205,26 @@ class RedisLink:
         interval leave in one PUBLISH: Redis and every node then wake once per flush
         of a busy room, not once per message. Anything else queued or asked for (a
         drain awaited, a read, a subscription, the heartbeat) ends the wait."""
+        return -math.inf if self._asked() else self._patient_until()
+
+    def _patient_until(self) -> float:
+        """The next flush, when everything queued may wait for it (else -inf)."""
         flusher = self.flusher
+        if flusher is None or not self.hub.outgoing.patient:
+            return -math.inf
+        return flusher.due
+
+    def _asked(self) -> bool:
+        """The drain has more to do than publish what is queued: the heartbeat, a
+        subscription, a resync, a drain someone waits for, a read of kept messages."""
         hub = self.hub
-        if (
-            flusher is None
-            or not hub.outgoing.patient
-            or self._beat_due
+        return bool(
+            self._beat_due
             or hub.rooms_changed
             or hub.resync_wanted
             or self._drained is not None
             or self._reads.waiting
-        ):
-            return -math.inf
-        return flusher.due
+        )
 
     def _poke(self) -> None:
         """The drain runs soon (a reschedule when it is parked, else a flag)."""

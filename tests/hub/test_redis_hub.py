@@ -340,19 +340,26 @@ def test_a_chatroom_message_is_kept_and_published_or_shed_together() -> None:
     assert a.outgoing.shed == 4  # m2's two records, m3's two
 
 
+def host_and_guest(here: str, there: str) -> tuple[RedisHub, RedisHub, Session, Session]:
+    """Nodes A and B, each knowing the other's presence, with nothing queued: "host" on
+    A in chatroom ``here``, "guest" on B in chatroom ``there``."""
+    a, b = node("A"), node("B")
+    host, _ = online(a, "host")
+    guest, _ = online(b, "guest")
+    join(a, here, host)
+    join(b, there, guest)
+    carry(a, b)
+    carry(b, a)
+    a.outgoing.take()
+    return a, b, host, guest
+
+
 def test_only_a_rooms_records_its_node_reads_back_may_wait_for_its_next_flush() -> None:
     # A node's viewers of a room it is subscribed to read its messages from Redis,
     # at the node's next flush: those records (the message and its KEEP) may wait
     # for that flush (redis_link.py). A room with no viewer here, a push to clients,
     # anything else queued with them: the queue leaves at once.
-    a, b = node("A"), node("B")
-    host, _ = online(a, "host")
-    viewer, _ = online(b, "viewer")
-    join(a, "here", host)
-    join(b, "there", viewer)
-    carry(a, b)
-    carry(b, a)
-    a.outgoing.take()
+    a, _, host, _ = host_and_guest("here", "there")
     for cid in ("here", "there"):
         prepared, message = said(cid, "m")
         a.keep(message, Priority.NORMAL)
@@ -361,7 +368,7 @@ def test_only_a_rooms_records_its_node_reads_back_may_wait_for_its_next_flush() 
         a.outgoing.take()
         assert a.outgoing.patient  # an empty queue
     a.to_room(said("here", "m")[0], "here", Priority.NORMAL, host)
-    a.to_clients(PUSH, ["viewer"])
+    a.to_clients(PUSH, ["guest"])
     assert len(a.outgoing) == 2
     assert not a.outgoing.patient
 
@@ -371,14 +378,7 @@ def test_a_room_that_other_nodes_send_to_as_well_is_never_held() -> None:
     # node's viewers for that pause and then their own: a room with senders on several
     # nodes publishes at once, until no other node has sent to it for SHARED_FOR
     # seconds (by the clock of what this node hears).
-    a, b = node("A"), node("B")
-    host, _ = online(a, "host")
-    guest, _ = online(b, "guest")
-    join(a, "room", host)
-    join(b, "room", guest)
-    carry(a, b)
-    carry(b, a)
-    a.outgoing.take()
+    a, b, host, guest = host_and_guest("room", "room")
 
     def patient() -> bool:
         a.to_room(said("room", "m")[0], "room", Priority.NORMAL, host)
