@@ -409,9 +409,13 @@ def _measure(
     return out
 
 
+# The cores this bench may use, read before it pins itself to one of them
+_CORES = len(os.sched_getaffinity(0))
+
+
 def _pin(pid: int, core: int) -> None:
     """Servers on core 0, the bench's own clients on core 1, when there are two."""
-    if len(os.sched_getaffinity(0)) >= 2:
+    if _CORES >= 2:
         os.sched_setaffinity(pid, {core})
 
 
