@@ -394,6 +394,8 @@ def _measure(
         gen.poll(2.5)  # presence settles (heartbeat), subscriptions made
         pids = [n.proc.pid for n in nodes] + ([redis_pid] if len(nodes) > 1 else [])
         out: dict[str, object] = dict(_latency(gen, nodes))
+        # where each process runs, read back: the servers (nodes, Redis), then the clients
+        out["cores"] = [sorted(os.sched_getaffinity(pid)) for pid in [*pids, gen.pid]]
         stats0 = nodes[0].cluster()
         gen.spin(args.spin)
         out.update(_steady(gen, nodes, pids, args.rate, args.seconds, args.record))
@@ -409,9 +411,13 @@ def _measure(
     return out
 
 
+# The cores this bench may use, read before it pins itself to one of them
+_CORES = len(os.sched_getaffinity(0))
+
+
 def _pin(pid: int, core: int) -> None:
     """Servers on core 0, the bench's own clients on core 1, when there are two."""
-    if len(os.sched_getaffinity(0)) >= 2:
+    if _CORES >= 2:
         os.sched_setaffinity(pid, {core})
 
 
