@@ -72,6 +72,8 @@ class RedisHub(NodeSessions):
         self._origin = wire.origin(node)
         self._heads: dict[tuple[str, int, str | None, str | None, int], _Head] = {}
         self._kept: tuple[str, Entry] | None = None  # a chatroom's KEEP, until its push
+        # A PUBLISH heard since the reader last asked was paced by its sender (wire.PACED)
+        self.paced = False
         self._heard_at = 0.0  # when this node last heard something from Redis
         self._others_sent: dict[str, float] = {}  # chatroom -> when another node's push came
 
@@ -307,6 +309,8 @@ class RedisHub(NodeSessions):
                 self._skipped(h["s"]),
                 None if skip_client is None else str(skip_client),
             )
+        elif kind == "f":
+            self.paced = True
         elif kind == "p":
             peers = self._local.sessions_of_all(map(str, h["to"]))
             self._push(record.prepared(), peers, record.priority, self._skipped(h["s"]))

@@ -27,7 +27,10 @@ Header kinds (``k``):
   (channel ``<prefix>presence``);
 - ``d``: presence changes ``e`` of node ``n``, numbered up to ``q``;
 - ``h``: node ``n`` is alive, its presence at number ``q`` (channel ``<prefix>presence``);
-- ``b``: node ``n`` shuts down (the same channel).
+- ``b``: node ``n`` shuts down (the same channel);
+- ``f``: the records before it in this PUBLISH waited for the sending node's flush
+  (``PACED``): every node writes them to its viewers at once, without a pause of its
+  own (a node before this record kind logs it as malformed and skips it).
 
 Every push record also carries ``p`` (the priority) and ``s`` (the token of a session
 to skip, or null); its origin says which node sent it.
@@ -266,3 +269,8 @@ _KEPT_TYPES: tuple[type | tuple[type, ...], ...] = (
     _OPTIONAL_INT,
     _OPTIONAL_INT,
 )
+
+
+# The last record of a PUBLISH whose chatroom records waited for the sending node's
+# flush (net/redis_link.py): the receivers write them at once (net/flusher.py).
+PACED = encode({"k": "f"})

@@ -62,9 +62,14 @@ class Flusher:
     the flusher's task is not woken: no task switch and no scheduler pass between
     reading a message and writing it. Otherwise the flusher's task wakes as usual.
     A release in the last quarter (``SLACK``) of a pause counts as one after it: the
-    node that sent those messages held them until its own flush (net/redis_link.py),
-    paced as this node is, and a little out of step with it; the read is written
-    then, not a whole pause behind that node's viewers.
+    node that sent those messages paces as this node does, a little out of step with
+    it; the read is written then, not a whole pause behind that node's viewers. A
+    *prompt* release is written at once wherever the pause is, even when the task
+    waits it out with other connections marked (they go along): what it brings was
+    held by the sending node until its own flush (net/redis_link.py), so it comes
+    once per cycle of the room's already, and a node that waited for its own pause
+    as well would keep its viewers (and the sender's, who read it back from Redis)
+    a pause behind. One that comes during a cycle has the next start at once.
 
     A cluster node writes only its own share of a chatroom's viewers, so its cycles are
     shorter than one node's with all of them, and by the rules above it would pause
@@ -104,6 +109,9 @@ class Flusher:
         self._not_before = -math.inf  # end of the last busy cycle plus the pause
         self._soon = -math.inf  # the same, less ``SLACK`` of the pause (``release``)
         self._parked = False  # the flusher's task waits for a mark
+        self._sleeping = False  # the flusher's task waits out a pause (``_not_before``)
+        self._hurry = False  # a prompt release came during a cycle: no pause after it
+        self._nap: trio.CancelScope | None = None  # the wait for ``_not_before``
         self._held = False  # marks do not wake the task until ``release``
         self._deferred = False  # a mark found nothing dirty while held: the wake is owed
         # frames, sockets, seconds, sockets elsewhere and CPU seconds of a cycle begun
@@ -149,17 +157,22 @@ class Flusher:
         """Marks from now on wait for ``release`` (one holder at a time)."""
         self._held = True
 
-    def release(self) -> None:
+    def release(self, prompt: bool = False) -> None:
         """What was marked since ``hold``: written now, in the caller's task, when the
-        flusher's task is idle and would write at once; else the task wakes."""
+        flusher's task is idle and would write at once, or when ``prompt`` and the task
+        is idle or waits out a pause (with what is marked already); else the task wakes
+        (and after a cycle under way, when ``prompt``, starts the next at once)."""
         self._held = False
-        if not self._deferred:
+        deferred, self._deferred = self._deferred, False
+        if not (deferred or (prompt and self._dirty)):
             return
-        self._deferred = False
-        if self._parked and (
-            self._delay <= 0 or (self._threshold > 0 and self._soon <= trio.current_time())
-        ):
+        at_once = self._delay <= 0 or (self._threshold > 0 and self._soon <= trio.current_time())
+        if (self._parked and (prompt or at_once)) or (prompt and self._sleeping):
             self._sweep()
+            if self._carried[1] and self._nap is not None:
+                self._nap.cancel()  # the rest of that cycle: now, by the task
+        elif prompt:
+            self._hurry = True
         if self._dirty:
             self._wake.set()
 
@@ -183,8 +196,20 @@ class Flusher:
             if self._delay > 0 and not self._carried[1]:  # (the rest of a cycle: at once)
                 if self._threshold == 0:
                     await trio.sleep(self._delay)
-                elif self._not_before > trio.current_time():
-                    await trio.sleep_until(self._not_before)
+                else:
+                    # (a prompt release may sweep meanwhile, and move the pause's end on)
+                    self._sleeping = True
+                    try:
+                        while (
+                            self._not_before > trio.current_time()
+                            and not self._carried[1]
+                            and not self._hurry
+                        ):
+                            with trio.move_on_at(self._not_before) as self._nap:
+                                await trio.sleep_forever()
+                    finally:
+                        self._sleeping, self._nap = False, None
+            self._hurry = False
             self._ended(*await self._cycle_once())
 
     def _ended(self, frames: int, sockets: int, spent: float, elsewhere: float, cpu: float) -> None:

@@ -10,7 +10,7 @@ drain reads those lists for ``logs`` (``kept``) after it. A quiet link does not 
 the drain for a record: the task that queued it writes it at once (``_wake``). A busy
 one holds a chatroom's records until the node's next flush (``_held_until``): its own
 viewers read them then anyway, and a room's messages leave once per flush, not once
-each.
+each; such a PUBLISH is marked, and every node writes it to its viewers when it comes.
 
 A node has one connection to Redis, in RESP3 (``HELLO 3``, Redis 6 or later): its
 subscriptions' messages come as pushes on the connection that sends its commands. Redis
@@ -204,7 +204,10 @@ class RedisLink:
         (``Outgoing.patient``) waits for that flush, and the records of one flush
         interval leave in one PUBLISH: Redis and every node then wake once per flush
         of a busy room, not once per message. Anything else queued or asked for (a
-        drain awaited, a read, a subscription, the heartbeat) ends the wait."""
+        drain awaited, a read, a subscription, the heartbeat) ends the wait. A PUBLISH
+        that waited until the flush says so (``wire.PACED``): every node, this one
+        too when it hears the records back, writes them at once, since they come once
+        per flush already (net/flusher.py ``release``'s ``prompt``)."""
         return -math.inf if self._asked() else self._patient_until()
 
     def _patient_until(self) -> float:
@@ -368,16 +371,19 @@ class RedisLink:
             # Held until the flush due now, not a later one (a busy cycle that starts
             # first moves it): no record waits longer than one pause.
             until = self._held_until()
+            held = until > trio.current_time()
             while until > trio.current_time():
                 with trio.move_on_at(until):  # or until poked with something else
                     await self._parked()
                 until = min(until, self._held_until())
+            # Held until that flush, not cut short by something else queued or asked
+            paced = held and self._held_until() > -math.inf
             self._poked = False
             if client.unsent:  # what a drain in another task left (``_wake``)
                 await client.flush()
             if hub.rooms_changed:  # else no checkpoint: a drain is a few scheduler passes
                 await self._listener.follow_rooms(client)
-            commands, reads, drained, beat = self._batch()
+            commands, reads, drained, beat = self._batch(paced)
             if commands:
                 # Whoever waits (a drain's end, a chatroom's kept messages) hears when
                 # the replies are in; no one waits for a drain of pushes.
@@ -395,9 +401,13 @@ class RedisLink:
             if hub.resync_wanted:
                 await self._resync(client)
 
-    def _batch(self) -> tuple[list[Command], list[Read], trio.Event | None, bool]:
+    def _batch(
+        self, paced: bool = False
+    ) -> tuple[list[Command], list[Read], trio.Event | None, bool]:
         """A drain's commands, out of what is queued (and whether it carries the
-        heartbeat): its askers' reads and whoever waits for it taken with them."""
+        heartbeat): its askers' reads and whoever waits for it taken with them.
+        ``paced``: the records waited for this node's flush (``_held_until``), and each
+        PUBLISH ends with ``wire.PACED``."""
         hub = self.hub
         beat, self._beat_due = self._beat_due, False
         seq, events = hub.view.take_events()
@@ -412,6 +422,10 @@ class RedisLink:
         by_channel: dict[tuple[str, str], list[bytes]] = {}
         for entry in entries:
             by_channel.setdefault((entry.op, entry.channel), []).append(entry.record)
+        if paced:
+            for (op, _), records in by_channel.items():
+                if op == PUBLISH:
+                    records.append(wire.PACED)
         if events:
             record = wire.encode({"k": "d", "n": hub.node, "q": seq, "e": events})
             by_channel.setdefault((PUBLISH, hub.channel("presence")), []).append(record)

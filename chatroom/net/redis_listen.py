@@ -69,7 +69,9 @@ class Listener:
         the replies met to the commands they answer (the connection is
         ``read_by_task``). Everything
         one read from the socket brought is handled in one go (a read is 64 KiB at
-        most): no pass through the scheduler per message."""
+        most): no pass through the scheduler per message. What a read brings is
+        written at once when a PUBLISH in it was paced by its sender (``hub.paced``:
+        ``Flusher.release``'s ``prompt``)."""
         while True:
             replies = await connection.read_all()
             flusher = self.flusher
@@ -81,8 +83,9 @@ class Listener:
                         raise reply
                     self._heard(reply)
             finally:
+                paced, self.hub.paced = self.hub.paced, False
                 if flusher is not None:
-                    flusher.release()
+                    flusher.release(paced)
 
     def _heard(self, reply: resp.Reply) -> None:
         hub = self.hub

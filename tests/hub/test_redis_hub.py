@@ -398,6 +398,23 @@ def test_a_room_that_other_nodes_send_to_as_well_is_never_held() -> None:
     assert patient()
 
 
+def test_a_publish_that_waited_for_its_senders_flush_says_so_to_every_node() -> None:
+    # A held PUBLISH ends with wire.PACED (net/redis_link.py): the node that hears it
+    # delivers its records as any, and notes that the read is to be written at once
+    # (its reader passes that on to the flusher). A PUBLISH without it leaves that as is.
+    a, b, host, _ = host_and_guest("room", "room")
+    viewer, out = online(b, "viewer")
+    join(b, "room", viewer)
+    carry(b, a)
+    for text, paced in (("m1", False), ("m2", True)):
+        a.to_room(said("room", text)[0], "room", Priority.NORMAL, host)
+        data = b"".join(e.record for e in a.outgoing.take())
+        b.receive(data + wire.PACED if paced else data, 0.0)
+        assert out.pushed[-1][0].command.directMessage.msg == text
+        assert b.paced is paced
+    assert b.bad_records == 0
+
+
 def test_a_push_heard_back_after_it_was_forgotten_is_still_delivered_once() -> None:
     # A node holds the pushes it sent until they come back (a bounded number of them);
     # one that comes back after it was forgotten is read from the record instead.

@@ -266,19 +266,21 @@ async def test_an_idle_held_flusher_is_swept_by_the_releasing_task_without_wakin
 
 
 @pytest.mark.parametrize(
-    ("marked", "written"),
+    ("marked", "written", "prompt"),
     [
-        (0.01, 0.03),  # a third into the pause: at its end, by the flusher's task
-        (0.025, 0.025),  # in its last quarter: at once, by the releasing task
+        (0.01, 0.03, False),  # a third into the pause: at its end, by the flusher's task
+        (0.025, 0.025, False),  # in its last quarter: at once, by the releasing task
+        (0.01, 0.01, True),  # paced by the sending node: at once, wherever in the pause
     ],
 )
 async def test_what_a_release_brings_near_the_end_of_a_pause_is_written_at_once(
-    autojump_clock: trio.testing.MockClock, marked: float, written: float
+    autojump_clock: trio.testing.MockClock, marked: float, written: float, prompt: bool
 ) -> None:
-    """Another node publishes a room's messages once per flush of its own (net/
-    redis_link.py), paced as this node's flushes are but not in step with them: a
-    read that comes a little before this node's pause ends is written then, not a
-    whole cycle behind the other node's viewers."""
+    """Another node publishes a room's messages paced as this node's flushes are but
+    not in step with them: a read that comes a little before this node's pause ends
+    is written then, not a whole cycle behind the other node's viewers. What another
+    node held until its own flush (``prompt``: net/redis_link.py) is written when it
+    comes."""
     log: list[tuple[str, float]] = []
     flusher, steps = Flusher(write_delay=0.005, busy_threshold=2), Steps()
     room = Room(log, autojump_clock, flusher, 2, 0)  # a 30 ms cycle, a 30 ms pause
@@ -291,9 +293,70 @@ async def test_what_a_release_brings_near_the_end_of_a_pause_is_written_at_once(
         await trio.sleep(marked)
         flusher.hold()
         flusher.mark(room)
-        flusher.release()
+        flusher.release(prompt)
         await trio.sleep(1)
         assert log[1][1] - end == pytest.approx(written)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_prompt_release_while_the_task_waits_out_a_pause_writes_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The flusher's task waits for the end of a pause with a connection marked; a
+    read paced by the sending node comes: both are written at once, by the releasing
+    task; like any cycle written before its time, it ends as if it began on time."""
+    log: list[tuple[str, float]] = []
+    flusher, steps = Flusher(write_delay=0.005, busy_threshold=2), Steps()
+    room = Room(log, autojump_clock, flusher, 2, 0)  # a 30 ms cycle, a 30 ms pause
+    other = Recorder("other", log)
+    async with trio.open_nursery() as nursery:
+        await _started(nursery, flusher, steps)
+        flusher.mark(room)
+        await trio.testing.wait_all_tasks_blocked()  # a busy cycle by the task
+        end = trio.current_time()
+        flusher.mark(other)  # the task wakes and waits for the pause's end (0.03)
+        await trio.sleep(0.01)
+        flusher.hold()
+        flusher.mark(room)
+        flusher.release(prompt=True)
+        assert [name for name, _ in log[1:]] == ["other", "room"]
+        assert [t - end for _, t in log[1:]] == pytest.approx([0.01, 0.01])
+        flusher.mark(room)
+        await trio.sleep(1)
+        # It counts as the cycle due at 0.03 (ending at 0.06), then its 30 ms pause.
+        assert [(name, round(t - end, 6)) for name, t in log[3:]] == [("room", 0.09)]
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_prompt_release_during_a_cycle_has_the_next_start_when_it_ends(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A paced read that comes between two slices of a busy cycle goes to the next
+    cycle, which starts when this one ends: no pause of this node's before it."""
+    log: list[tuple[str, float]] = []
+    conns = [Room(log, autojump_clock, Flusher(), 1, 0) for _ in range(3)]
+    flusher, steps = Flusher(write_delay=0.005, busy_threshold=2, slice_size=1), Steps()
+    for conn in conns:
+        conn.flusher = flusher
+    late = Recorder("late", log)
+    async with trio.open_nursery() as nursery:
+        await _started(nursery, flusher, steps)
+
+        async def reader() -> None:  # fans out between two slices
+            while len(log) < 1:
+                await trio.lowlevel.checkpoint()
+            flusher.hold()
+            flusher.mark(late)
+            flusher.release(prompt=True)
+
+        start = trio.current_time()
+        for conn in conns:
+            flusher.mark(conn)
+        nursery.start_soon(reader)
+        await trio.sleep(1)
+        # three slices of 15 ms, then the late one at once (else 45 ms later)
+        assert [name for name, _ in log] == ["room", "room", "room", "late"]
+        assert [t - start for _, t in log] == pytest.approx([0.0, 0.015, 0.03, 0.045])
         nursery.cancel_scope.cancel()
 
 

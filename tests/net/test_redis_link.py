@@ -55,13 +55,13 @@ def redis() -> Iterator[RedisServer]:
 
 
 async def _texts(listener: resp.Connection) -> list[str]:
-    """The records of the next PUBLISH heard, by their ``t``."""
+    """The records of the next PUBLISH heard, by their ``t`` (``|``: ``wire.PACED``)."""
     reply = await listener.read()
     assert isinstance(reply, list)
     assert reply[0] == b"message"
     data = reply[2]
     assert isinstance(data, bytes)
-    return [str(record.header["t"]) for record in wire.decode(data)]
+    return [str(record.header.get("t", "|")) for record in wire.decode(data)]
 
 
 class _Room:
@@ -231,7 +231,8 @@ async def test_a_busy_nodes_room_records_wait_for_its_next_flush_in_one_publish(
     # messages at the next flush anyway: the records leave then, those of the whole
     # pause in one PUBLISH, and Redis and every node wake once for them, not once each.
     # For that flush only: a busy cycle of other traffic that starts first moves the
-    # next one on, and the records do not wait for it as well.
+    # next one on, and the records do not wait for it as well. The PUBLISH ends with
+    # the mark that it waited (``wire.PACED``): every node writes it when it comes.
     monkeypatch.setattr(redis_link, "HEARTBEAT", 3600.0)
     async with _room(redis) as room:
         link = room.link
@@ -242,7 +243,7 @@ async def test_a_busy_nodes_room_records_wait_for_its_next_flush_in_one_publish(
         await trio.sleep(0.05)
         room.queue("b", patient=True)
         flusher.until = trio.current_time() + 3600
-        assert await _texts(room.listener) == ["a", "b"]
+        assert await _texts(room.listener) == ["a", "b", "|"]
         assert trio.current_time() >= due
         assert link.stats.at_once == 0
 
@@ -252,6 +253,8 @@ async def test_a_busy_nodes_room_records_wait_for_its_next_flush_in_one_publish(
 async def test_anything_else_a_node_queues_or_awaits_ends_the_wait(
     redis: RedisServer, monkeypatch: pytest.MonkeyPatch, end: str
 ) -> None:
+    # ... and the PUBLISH that leaves then is not marked as paced (no ``|``): the
+    # other nodes pace its records as their own.
     monkeypatch.setattr(redis_link, "HEARTBEAT", 3600.0)
     async with _room(redis) as room, trio.open_nursery() as nursery:
         link = room.link

@@ -35,18 +35,21 @@ class Viewer:
 
 
 class Hub:
-    """What the listener needs of a RedisHub: each message heard goes to the viewer."""
+    """What the listener needs of a RedisHub: each message heard goes to the viewer; one
+    that ends with ``|`` was paced by its sender (redis_wire.PACED)."""
 
     connected = True
 
     def __init__(self, viewer: Viewer) -> None:
         self.viewer = viewer
+        self.paced = False
 
     def channel(self, kind: str, name: str) -> str:
         return f"chatroom:0:{kind}:{name}"
 
     def receive(self, data: bytes, now: float) -> None:
         self.viewer.push(data)
+        self.paced |= data.endswith(b"|")
 
 
 class Reads:
@@ -87,4 +90,32 @@ async def test_what_one_read_brings_is_written_by_the_reader_in_one_write(
         assert viewer.writes == [[b"a", b"b"], [b"c"]]
         # Each read's messages were written before the reader read again: by the reader.
         assert reads.writes_before == [0, 1, 2]
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_read_paced_by_its_sender_is_written_at_once_in_a_pause(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # After a busy write the node pauses 10 ms; a message read meanwhile waits for the
+    # pause's end, unless a PUBLISH of the read was paced by the sending node (held
+    # until its own flush): then all of it is written at once.
+    flusher = Flusher(write_delay=0.01, busy_threshold=1)
+    viewer = Viewer(flusher)
+    listener = Listener(cast(Any, Hub(viewer)), lambda: None)
+    listener.flusher = flusher
+    reads = Reads(viewer)
+    written: list[float] = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(flusher.run)
+        nursery.start_soon(listener.read, cast(Any, reads))
+        await trio.testing.wait_all_tasks_blocked()
+        start = trio.current_time()
+        for replies in ([message("a")], [message("b")], [message("c|")]):
+            reads.send.send_nowait(replies)
+            await trio.testing.wait_all_tasks_blocked()
+            written.append(len(viewer.writes))
+        assert written == [1, 1, 2]  # "b" waits for the pause; "c|" takes it along
+        assert viewer.writes == [[b"a"], [b"b", b"c|"]]
+        assert trio.current_time() == start  # no time passed: at once
+        assert listener.hub.paced is False  # the reader took it
         nursery.cancel_scope.cancel()
