@@ -5,6 +5,8 @@ marks a recording connection per message, under ``autojump_clock``."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any, cast
 
 import trio
@@ -70,10 +72,9 @@ def message(text: str) -> resp.Reply:
     return [b"message", b"chatroom:0:room:r1", text.encode()]
 
 
-async def test_what_one_read_brings_is_written_by_the_reader_in_one_write(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    flusher = Flusher(write_delay=0.005, busy_threshold=100)
+@asynccontextmanager
+async def _reading(flusher: Flusher) -> AsyncIterator[tuple[Listener, Viewer, Reads]]:
+    """Node B's flusher and a listener reading ``Reads``, both running; stopped after."""
     viewer = Viewer(flusher)
     listener = Listener(cast(Any, Hub(viewer)), lambda: None)
     listener.flusher = flusher
@@ -82,6 +83,15 @@ async def test_what_one_read_brings_is_written_by_the_reader_in_one_write(
         await nursery.start(flusher.run)
         nursery.start_soon(listener.read, cast(Any, reads))
         await trio.testing.wait_all_tasks_blocked()
+        yield listener, viewer, reads
+        nursery.cancel_scope.cancel()
+
+
+async def test_what_one_read_brings_is_written_by_the_reader_in_one_write(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    flusher = Flusher(write_delay=0.005, busy_threshold=100)
+    async with _reading(flusher) as (_, viewer, reads):
         reads.send.send_nowait([message("a"), message("b")])
         await trio.testing.wait_all_tasks_blocked()
         assert viewer.writes == [[b"a", b"b"]]  # both messages, one write
@@ -90,7 +100,6 @@ async def test_what_one_read_brings_is_written_by_the_reader_in_one_write(
         assert viewer.writes == [[b"a", b"b"], [b"c"]]
         # Each read's messages were written before the reader read again: by the reader.
         assert reads.writes_before == [0, 1, 2]
-        nursery.cancel_scope.cancel()
 
 
 async def test_a_read_paced_by_its_sender_is_written_at_once_in_a_pause(
@@ -100,15 +109,8 @@ async def test_a_read_paced_by_its_sender_is_written_at_once_in_a_pause(
     # pause's end, unless a PUBLISH of the read was paced by the sending node (held
     # until its own flush): then all of it is written at once.
     flusher = Flusher(write_delay=0.01, busy_threshold=1)
-    viewer = Viewer(flusher)
-    listener = Listener(cast(Any, Hub(viewer)), lambda: None)
-    listener.flusher = flusher
-    reads = Reads(viewer)
-    written: list[float] = []
-    async with trio.open_nursery() as nursery:
-        await nursery.start(flusher.run)
-        nursery.start_soon(listener.read, cast(Any, reads))
-        await trio.testing.wait_all_tasks_blocked()
+    written: list[int] = []
+    async with _reading(flusher) as (listener, viewer, reads):
         start = trio.current_time()
         for replies in ([message("a")], [message("b")], [message("c|")]):
             reads.send.send_nowait(replies)
@@ -118,4 +120,3 @@ async def test_a_read_paced_by_its_sender_is_written_at_once_in_a_pause(
         assert viewer.writes == [[b"a"], [b"b", b"c|"]]
         assert trio.current_time() == start  # no time passed: at once
         assert listener.hub.paced is False  # the reader took it
-        nursery.cancel_scope.cancel()
