@@ -221,8 +221,9 @@ class Flusher:
         if sockets and sockets + elsewhere >= self._threshold:
             whole = max(spent, cpu * (sockets + elsewhere) / sockets) if elsewhere else spent
             wait = self._pause(frames / sockets, spent, whole)
-            # A cycle swept before its time (``SLACK``) ends as if it began on time: the
-            # rest of its pause is kept, and the cycles keep their cadence.
+            # A cycle swept before its time (``SLACK``, a prompt release) ends as if it
+            # began on time: the rest of its pause is kept, and the cycles keep their
+            # cadence.
             end = max(trio.current_time(), self._not_before + spent)
             self._not_before = end + wait
             self._soon = end + (1 - SLACK) * wait
