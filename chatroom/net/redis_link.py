@@ -422,14 +422,10 @@ class RedisLink:
         by_channel: dict[tuple[str, str], list[bytes]] = {}
         for entry in entries:
             by_channel.setdefault((entry.op, entry.channel), []).append(entry.record)
-        if paced:
-            for (op, _), records in by_channel.items():
-                if op == PUBLISH:
-                    records.append(wire.PACED)
         if events:
             record = wire.encode({"k": "d", "n": hub.node, "q": seq, "e": events})
             by_channel.setdefault((PUBLISH, hub.channel("presence")), []).append(record)
-        commands = self._commands(by_channel)
+        commands = self._commands(by_channel, paced)
         if beat:
             commands += self._beat(seq, self._written)
             self._written = seq
@@ -466,15 +462,20 @@ class RedisLink:
             raise failed
 
     def _commands(
-        self, by_channel: dict[tuple[str, str], list[bytes]]
+        self, by_channel: dict[tuple[str, str], list[bytes]], paced: bool = False
     ) -> list[tuple[resp.Arg, ...]]:
-        """One PUBLISH per channel (its records packed); a chatroom's kept messages
-        appended, trimmed to the newest ``kept`` and given a new lifetime, or removed."""
+        """One PUBLISH per channel (its records packed, then ``wire.PACED`` on a
+        chatroom's when ``paced``); a chatroom's kept messages appended, trimmed to the
+        newest ``kept`` and given a new lifetime, or removed."""
         commands: list[Command] = []
         stats = self.stats
+        rooms = self.hub.channel("room", "") if paced else None
         for (op, key), records in by_channel.items():
             if op == PUBLISH:
-                commands.append(("PUBLISH", key, b"".join(records)))
+                payload = b"".join(records)
+                if rooms is not None and key.startswith(rooms):
+                    payload += wire.PACED
+                commands.append(("PUBLISH", key, payload))
                 stats.publishes += 1
                 stats.records += len(records)
             else:

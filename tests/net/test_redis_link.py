@@ -239,6 +239,7 @@ async def test_a_busy_nodes_room_records_wait_for_its_next_flush_in_one_publish(
         await link.settle()
         due = trio.current_time() + 0.3
         flusher = link.flusher = _Paused(due)
+        records = link.stats.records
         room.queue("a", patient=True)
         await trio.sleep(0.05)
         room.queue("b", patient=True)
@@ -246,6 +247,7 @@ async def test_a_busy_nodes_room_records_wait_for_its_next_flush_in_one_publish(
         assert await _texts(room.listener) == ["a", "b", "|"]
         assert trio.current_time() >= due
         assert link.stats.at_once == 0
+        assert link.stats.records == records + 2  # the mark is no record of a message
 
 
 @pytest.mark.parametrize("end", ["a push to clients", "settle", "not paused"])
