@@ -109,9 +109,9 @@ class Flusher:
         self._not_before = -math.inf  # end of the last busy cycle plus the pause
         self._soon = -math.inf  # the same, less ``SLACK`` of the pause (``release``)
         self._parked = False  # the flusher's task waits for a mark
-        self._sleeping = False  # the flusher's task waits out a pause (``_not_before``)
         self._hurry = False  # a prompt release came during a cycle: no pause after it
-        self._nap: trio.CancelScope | None = None  # the wait for ``_not_before``
+        # While the flusher's task waits out a pause (``_not_before``): that wait
+        self._nap: trio.CancelScope | None = None
         self._held = False  # marks do not wake the task until ``release``
         self._deferred = False  # a mark found nothing dirty while held: the wake is owed
         # frames, sockets, seconds, sockets elsewhere and CPU seconds of a cycle begun
@@ -167,7 +167,7 @@ class Flusher:
         if not (deferred or (prompt and self._dirty)):
             return
         at_once = self._delay <= 0 or (self._threshold > 0 and self._soon <= trio.current_time())
-        if (self._parked and (prompt or at_once)) or (prompt and self._sleeping):
+        if (self._parked and (prompt or at_once)) or (prompt and self._nap is not None):
             self._sweep()
             if self._carried[1] and self._nap is not None:
                 self._nap.cancel()  # the rest of that cycle: now, by the task
@@ -198,7 +198,6 @@ class Flusher:
                     await trio.sleep(self._delay)
                 else:
                     # (a prompt release may sweep meanwhile, and move the pause's end on)
-                    self._sleeping = True
                     try:
                         while (
                             self._not_before > trio.current_time()
@@ -208,7 +207,7 @@ class Flusher:
                             with trio.move_on_at(self._not_before) as self._nap:
                                 await trio.sleep_forever()
                     finally:
-                        self._sleeping, self._nap = False, None
+                        self._nap = None
             self._hurry = False
             self._ended(*await self._cycle_once())
 

@@ -407,7 +407,7 @@ class RedisLink:
         """A drain's commands, out of what is queued (and whether it carries the
         heartbeat): its askers' reads and whoever waits for it taken with them.
         ``paced``: the records waited for this node's flush (``_held_until``), and each
-        PUBLISH ends with ``wire.PACED``."""
+        chatroom's PUBLISH ends with ``wire.PACED`` (``_commands``)."""
         hub = self.hub
         beat, self._beat_due = self._beat_due, False
         seq, events = hub.view.take_events()
