@@ -337,9 +337,12 @@ def _saturate(
     stats0 = nodes[0].cluster()
     report = _step(gen, rate=0.0, secs=seconds, window=window)
     each = cpu.each()
+    moved = cpu.since()
     messages = sum(cast(list[int], report["sent"]))
     deliveries = _received(report)
     out: dict[str, object] = {
+        "calls_per_message": _calls(moved, max(1, messages)),  # as at the fixed rate
+        "user_us_per_message": [round(1e6 * m[4] / max(1, messages), 1) for m in moved],
         "messages": messages,
         "deliveries": deliveries,
         "expected": messages * int(cast(int, report["subs"])),
@@ -398,14 +401,17 @@ def _measure(
         out["cores"] = [sorted(os.sched_getaffinity(pid)) for pid in [*pids, gen.pid]]
         stats0 = nodes[0].cluster()
         gen.spin(args.spin)
-        out.update(_steady(gen, nodes, pids, args.rate, args.seconds, args.record))
+        at_rate = args.record if args.record_at == "rate" else None
+        out.update(_steady(gen, nodes, pids, args.rate, args.seconds, at_rate))
         gen.spin(False)
         stats1 = nodes[0].cluster()
         if stats1:  # node A's PUBLISHes, and drains written at once (a quiet link)
             for key in ("publishes", "at_once"):
                 count = int(stats1.get(key, 0)) - int(stats0.get(key, 0))
                 out[f"rate_{key}_per_message"] = round(count / (args.rate * args.seconds), 2)
-        out.update(_saturate(gen, nodes, pids, args.seconds, args.window))
+        at_saturation = args.record if args.record_at == "saturation" else None
+        with _recording(pids, at_saturation):
+            out.update(_saturate(gen, nodes, pids, args.seconds, args.window))
     finally:
         gen.close()
     return out
@@ -484,6 +490,12 @@ def main(argv: list[str] | None = None) -> int:
         "--record",
         metavar="COMMAND",
         help="run for each server during the fixed-rate step ({pid}, {name} filled in)",
+    )
+    parser.add_argument(
+        "--record-at",
+        choices=("rate", "saturation"),
+        default="rate",
+        help="the step --record runs during (default: the fixed-rate step)",
     )
     args = parser.parse_args(argv)
     rounds: list[dict[str, dict[str, object]]] = []
