@@ -27,7 +27,13 @@ row is read from), then for each setup measures:
   ``rate_writes_per_message``, ``rate_kernel_us_per_write``);
 - saturation: the publisher keeps ``window`` messages unacknowledged for ``seconds``;
   deliveries/s counted by the viewers, server CPU per delivery, and node A's PUBLISHes
-  per message (its ``/healthz`` counters).
+  per message (its ``/healthz`` counters); each process's system calls and user CPU
+  per message (``calls_per_message``, ``user_us_per_message_each``), and every
+  process's user and kernel CPU per message together (``user_us_per_message``,
+  ``kernel_us_per_message``). There a write carries a hundred messages or more, so
+  the CPU per message is nearly all per-message work: the publisher's commands, the
+  hop's records, and the kernel's copy of each frame to each viewer; the kernel's part
+  moves between rounds with the machine, which the two parts given apart show.
 
 The servers (nodes and Redis) run on core 0 and the clients on core 1, so "two nodes"
 means two nodes on one core. The setups alternate ``--rounds`` times (one node first in
@@ -231,7 +237,8 @@ def _calls(moved: list[_IoFigures], messages: int) -> list[Json]:
 def _recording(pids: list[int], command: str | None) -> Iterator[None]:
     """Runs ``command`` (``--record``: ``{pid}`` and ``{name}`` filled in; ``{name}`` is
     ``one``, or ``A``, ``B`` and ``redis``) for each process while the block runs, then
-    interrupts it, e.g. ``perf record -g -p {pid} -o /tmp/{name}.data``."""
+    interrupts it, e.g. ``perf record -g -p {pid} -o /tmp/{name}.data``; during the
+    fixed-rate step, or the saturation step with ``--record-at saturation``."""
     if command is None:
         yield
         return
@@ -341,8 +348,12 @@ def _saturate(
     messages = sum(cast(list[int], report["sent"]))
     deliveries = _received(report)
     out: dict[str, object] = {
-        "calls_per_message": _calls(moved, max(1, messages)),  # as at the fixed rate
-        "user_us_per_message": [round(1e6 * m[4] / max(1, messages), 1) for m in moved],
+        # as at the fixed rate; then every process's user and kernel CPU per message
+        # together (where the setups part: the kernel's share moves with the machine)
+        "calls_per_message": _calls(moved, max(1, messages)),
+        "user_us_per_message_each": [round(1e6 * m[4] / max(1, messages), 1) for m in moved],
+        "user_us_per_message": round(1e6 * sum(m[4] for m in moved) / max(1, messages), 1),
+        "kernel_us_per_message": round(1e6 * sum(m[5] for m in moved) / max(1, messages), 1),
         "messages": messages,
         "deliveries": deliveries,
         "expected": messages * int(cast(int, report["subs"])),
@@ -431,6 +442,8 @@ def _summary(rounds: list[dict[str, dict[str, object]]]) -> None:
     """Each round's two nodes / one node ratios, then their medians."""
     figures = {
         "server CPU per delivery at saturation": "server_cpu_us_per_delivery",
+        "  its user CPU per message (saturation)": "user_us_per_message",
+        "  its kernel CPU per message (saturation)": "kernel_us_per_message",
         "server CPU per delivery at the fixed rate": "rate_cpu_us_per_delivery",
         "  its user CPU per message": "rate_user_us_per_message",
         "  its writes per message": "rate_writes_per_message",
