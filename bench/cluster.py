@@ -27,8 +27,9 @@ row is read from), then for each setup measures:
   ``rate_writes_per_message``, ``rate_kernel_us_per_write``);
 - saturation: the publisher keeps ``window`` messages unacknowledged for ``seconds``;
   deliveries/s counted by the viewers, server CPU per delivery, and node A's PUBLISHes
-  per message (its ``/healthz`` counters); each process's system calls and user CPU
-  per message (``calls_per_message``, ``user_us_per_message_each``), and every
+  per message (its ``/healthz`` counters); each process's system calls, context
+  switches and user CPU per message (``calls_per_message``, ``switches_per_message``,
+  ``user_us_per_message_each``), and every
   process's user and kernel CPU per message together (``user_us_per_message``,
   ``kernel_us_per_message``). There a write carries a hundred messages or more, so
   the CPU per message is nearly all per-message work: the publisher's commands, the
@@ -345,12 +346,17 @@ def _saturate(
     report = _step(gen, rate=0.0, secs=seconds, window=window)
     each = cpu.each()
     moved = cpu.since()
+    switched = cpu.switches()
     messages = sum(cast(list[int], report["sent"]))
     deliveries = _received(report)
     out: dict[str, object] = {
         # as at the fixed rate; then every process's user and kernel CPU per message
         # together (where the setups part: the kernel's share moves with the machine)
         "calls_per_message": _calls(moved, max(1, messages)),
+        "switches_per_message": [
+            (round((v + n) / max(1, messages), 3), round(v / max(1, messages), 3))
+            for v, n in switched
+        ],
         "user_us_per_message_each": [round(1e6 * m[4] / max(1, messages), 1) for m in moved],
         "user_us_per_message": round(1e6 * sum(m[4] for m in moved) / max(1, messages), 1),
         "kernel_us_per_message": round(1e6 * sum(m[5] for m in moved) / max(1, messages), 1),
