@@ -27,7 +27,14 @@ row is read from), then for each setup measures:
   ``rate_writes_per_message``, ``rate_kernel_us_per_write``);
 - saturation: the publisher keeps ``window`` messages unacknowledged for ``seconds``;
   deliveries/s counted by the viewers, server CPU per delivery, and node A's PUBLISHes
-  per message (its ``/healthz`` counters).
+  per message (its ``/healthz`` counters); each process's system calls, context
+  switches and user CPU per message (``calls_per_message``, ``switches_per_message``,
+  ``user_us_per_message_each``), and every
+  process's user and kernel CPU per message together (``user_us_per_message``,
+  ``kernel_us_per_message``). There a write carries a hundred messages or more, so
+  the CPU per message is nearly all per-message work: the publisher's commands, the
+  hop's records, and the kernel's copy of each frame to each viewer; the kernel's part
+  moves between rounds with the machine, which the two parts given apart show.
 
 The servers (nodes and Redis) run on core 0 and the clients on core 1, so "two nodes"
 means two nodes on one core. The setups alternate ``--rounds`` times (one node first in
@@ -231,7 +238,8 @@ def _calls(moved: list[_IoFigures], messages: int) -> list[Json]:
 def _recording(pids: list[int], command: str | None) -> Iterator[None]:
     """Runs ``command`` (``--record``: ``{pid}`` and ``{name}`` filled in; ``{name}`` is
     ``one``, or ``A``, ``B`` and ``redis``) for each process while the block runs, then
-    interrupts it, e.g. ``perf record -g -p {pid} -o /tmp/{name}.data``."""
+    interrupts it, e.g. ``perf record -g -p {pid} -o /tmp/{name}.data``; during the
+    fixed-rate step, or the saturation step with ``--record-at saturation``."""
     if command is None:
         yield
         return
@@ -337,9 +345,21 @@ def _saturate(
     stats0 = nodes[0].cluster()
     report = _step(gen, rate=0.0, secs=seconds, window=window)
     each = cpu.each()
+    moved = cpu.since()
+    switched = cpu.switches()
     messages = sum(cast(list[int], report["sent"]))
     deliveries = _received(report)
     out: dict[str, object] = {
+        # as at the fixed rate; then every process's user and kernel CPU per message
+        # together (where the setups part: the kernel's share moves with the machine)
+        "calls_per_message": _calls(moved, max(1, messages)),
+        "switches_per_message": [
+            (round((v + n) / max(1, messages), 3), round(v / max(1, messages), 3))
+            for v, n in switched
+        ],
+        "user_us_per_message_each": [round(1e6 * m[4] / max(1, messages), 1) for m in moved],
+        "user_us_per_message": round(1e6 * sum(m[4] for m in moved) / max(1, messages), 1),
+        "kernel_us_per_message": round(1e6 * sum(m[5] for m in moved) / max(1, messages), 1),
         "messages": messages,
         "deliveries": deliveries,
         "expected": messages * int(cast(int, report["subs"])),
@@ -398,14 +418,17 @@ def _measure(
         out["cores"] = [sorted(os.sched_getaffinity(pid)) for pid in [*pids, gen.pid]]
         stats0 = nodes[0].cluster()
         gen.spin(args.spin)
-        out.update(_steady(gen, nodes, pids, args.rate, args.seconds, args.record))
+        at_rate = args.record if args.record_at == "rate" else None
+        out.update(_steady(gen, nodes, pids, args.rate, args.seconds, at_rate))
         gen.spin(False)
         stats1 = nodes[0].cluster()
         if stats1:  # node A's PUBLISHes, and drains written at once (a quiet link)
             for key in ("publishes", "at_once"):
                 count = int(stats1.get(key, 0)) - int(stats0.get(key, 0))
                 out[f"rate_{key}_per_message"] = round(count / (args.rate * args.seconds), 2)
-        out.update(_saturate(gen, nodes, pids, args.seconds, args.window))
+        at_saturation = args.record if args.record_at == "saturation" else None
+        with _recording(pids, at_saturation):
+            out.update(_saturate(gen, nodes, pids, args.seconds, args.window))
     finally:
         gen.close()
     return out
@@ -425,6 +448,8 @@ def _summary(rounds: list[dict[str, dict[str, object]]]) -> None:
     """Each round's two nodes / one node ratios, then their medians."""
     figures = {
         "server CPU per delivery at saturation": "server_cpu_us_per_delivery",
+        "  its user CPU per message (saturation)": "user_us_per_message",
+        "  its kernel CPU per message (saturation)": "kernel_us_per_message",
         "server CPU per delivery at the fixed rate": "rate_cpu_us_per_delivery",
         "  its user CPU per message": "rate_user_us_per_message",
         "  its writes per message": "rate_writes_per_message",
@@ -484,6 +509,12 @@ def main(argv: list[str] | None = None) -> int:
         "--record",
         metavar="COMMAND",
         help="run for each server during the fixed-rate step ({pid}, {name} filled in)",
+    )
+    parser.add_argument(
+        "--record-at",
+        choices=("rate", "saturation"),
+        default="rate",
+        help="the step --record runs during (default: the fixed-rate step)",
     )
     args = parser.parse_args(argv)
     rounds: list[dict[str, dict[str, object]]] = []

@@ -69,10 +69,13 @@ from chatroom.net import redis_link, resp
 from chatroom.net.connection import Connection
 from chatroom.net.flusher import Flusher
 from chatroom.protocol import messages_pb2 as pb
-from chatroom.protocol.codec import Prepared, parse_subprotocol
+from chatroom.protocol.codec import Prepared, parse_subprotocol, told_priority
 
 CID = "c" * 24
 PREFIX = "chatroom:0:"
+
+
+TOLD = False  # --told: each push tells flat JSON viewers its priority, as a sender's does
 
 
 def _message(n: int) -> tuple[Prepared, Message]:
@@ -84,7 +87,7 @@ def _message(n: int) -> tuple[Prepared, Message]:
     cmd.directMessage.fromPeerId = "pub0"
     cmd.directMessage.transient = True
     message = Message(CID, f"{n:020d}", "pub0", 1_700_000_000_000 + n, "m" * 100)
-    return Prepared(cmd), message
+    return Prepared(cmd, told_priority(1) if TOLD else None), message
 
 
 def _records(hub: RedisHub, publisher: Session, first: int, count: int) -> list[bytes]:
@@ -226,7 +229,14 @@ def main() -> None:
     parser.add_argument(
         "--publishes", type=int, default=1, help="--role b: PUBLISHes per round, written at once"
     )
+    parser.add_argument(
+        "--told",
+        action="store_true",
+        help="each push carries the priority told to flat JSON viewers (a second body)",
+    )
     args = parser.parse_args()
+    global TOLD
+    TOLD = args.told
     if args.feed:
         _feed(args)
         return
@@ -243,6 +253,7 @@ def main() -> None:
             else:
                 command = [sys.executable, "-m", "bench.clusterpath", "0", "0", "--feed", url]
                 command += ["--frames", str(args.frames), "--publishes", str(args.publishes)]
+                command += ["--told"] if args.told else []
                 with subprocess.Popen(command, stdin=subprocess.PIPE) as feeder:
                     assert feeder.stdin is not None
                     try:

@@ -51,7 +51,7 @@ import orjson
 from chatroom.core.model import Message
 from chatroom.core.outbox import Priority
 from chatroom.protocol import messages_pb2 as pb
-from chatroom.protocol.codec import Codec, Prepared, serialize
+from chatroom.protocol.codec import Codec, Prepared, json_only_bytes, json_only_of
 
 _LEN = struct.Struct(">I")
 _START = struct.Struct(">IB")  # a record's size, its origin's length
@@ -73,7 +73,7 @@ class Record(NamedTuple):
         """The push a ``r`` or ``p`` record carries, ready to fan out (its protobuf
         encoding is the body as heard: it is not serialized again)."""
         body = self.bodies[0]
-        extra = pb.GenericCommand.FromString(self.bodies[1]) if len(self.bodies) > 1 else None
+        extra = json_only_of(self.bodies[1]) if len(self.bodies) > 1 else None
         return Prepared(pb.GenericCommand.FromString(body), extra, body)
 
     @property
@@ -112,8 +112,9 @@ def record(head: bytes, bodies: tuple[bytes, ...], source: bytes = b"\x00", echo
 def stamp(head: bytes, count: int, source: bytes) -> Callable[[tuple[bytes, ...], int], bytes]:
     """``record`` for one ``head`` (of ``count`` bodies) and ``source``, as a function of
     the bodies and the echo number: a sender keeps it with its head. A record of one
-    body is then one ``pack`` of everything before the body, and the body."""
-    if count != 1:
+    body is then one ``pack`` of everything before the body, and the body; of two (a
+    push with JSON-only fields), that, the second one's length and the second one."""
+    if count > 2:
         return lambda bodies, echo: record(head, bodies, source, echo)
     pack = struct.Struct(f">IB{len(source) - 1}sI{len(head)}sI").pack
     length, tail, fixed = len(source) - 1, source[1:], len(source) + 8 + len(head)
@@ -123,7 +124,13 @@ def stamp(head: bytes, count: int, source: bytes) -> Callable[[tuple[bytes, ...]
         size = len(body)
         return pack(fixed + size, length, tail, echo, head, size) + body
 
-    return one
+    def two(bodies: tuple[bytes, ...], echo: int) -> bytes:
+        body, extra = bodies
+        size, more = len(body), len(extra)
+        start = pack(fixed + size + 4 + more, length, tail, echo, head, size)
+        return b"".join((start, body, _LEN.pack(more), extra))
+
+    return one if count == 1 else two
 
 
 def encode(header: Header, *bodies: bytes) -> bytes:
@@ -136,7 +143,7 @@ def push_bodies(prepared: Prepared) -> tuple[bytes, ...]:
     json_only = prepared.json_only
     if json_only is None:
         return (body,)
-    return (body, serialize(json_only))
+    return (body, json_only_bytes(json_only))
 
 
 def push_record(
@@ -195,6 +202,13 @@ def heard(data: bytes, mine: bytes, own: Container[int]) -> Iterator[Record | in
                 (size,) = _LEN.unpack_from(data, at)
                 at += 4 + size
                 bodies: tuple[bytes, ...] = (data[at - size : at],)
+            elif count == 2:  # with them (a chatroom push whose sender gave a priority)
+                (size,) = _LEN.unpack_from(data, at)
+                body = data[at + 4 : at + 4 + size]
+                at += 4 + size
+                (size,) = _LEN.unpack_from(data, at)
+                at += 4 + size
+                bodies = (body, data[at - size : at])
             else:
                 bodies, at = _bodies(data, at, count)
             if not isinstance(header, dict) or at != stop:

@@ -292,6 +292,34 @@ def serialize(cmd: pb.GenericCommand) -> bytes:
         raise AssertionError(f"server built an invalid command: {exc}") from exc
 
 
+# The JSON-only part of a chatroom push whose sender gave a priority: ``priority`` alone.
+# One shared, read-only command per value (``Prepared.json_only`` is read only), its
+# bytes made once: a cluster node's record carries them with every such push
+# (hub/redis_wire.py), and a node hearing them shares the command again.
+_TOLD = {p: pb.GenericCommand(priority=p) for p in (1, 2, 3)}
+_TOLD_RAW = {id(cmd): cmd.SerializeToString() for cmd in _TOLD.values()}
+_TOLD_HEARD = {cmd.SerializeToString(): cmd for cmd in _TOLD.values()}
+
+
+def told_priority(priority: int) -> pb.GenericCommand:
+    """The JSON-only fields that tell flat JSON recipients a push's ``priority``."""
+    shared = _TOLD.get(priority)
+    return shared if shared is not None else pb.GenericCommand(priority=priority)
+
+
+def json_only_bytes(json_only: pb.GenericCommand) -> bytes:
+    """``serialize(json_only)``, made once for ``told_priority``'s commands."""
+    raw = _TOLD_RAW.get(id(json_only))
+    return raw if raw is not None else serialize(json_only)
+
+
+def json_only_of(raw: bytes) -> pb.GenericCommand:
+    """The JSON-only fields ``raw`` holds (``json_only_bytes``), shared when they only
+    tell a priority: not to be changed."""
+    shared = _TOLD_HEARD.get(raw)
+    return shared if shared is not None else pb.GenericCommand.FromString(raw)
+
+
 def _varint(n: int) -> bytes:
     out = bytearray()
     while n >= 0x80:

@@ -40,7 +40,7 @@ from chatroom.core.receipt_book import receipts_apply
 from chatroom.core.recent import Pending
 from chatroom.hub.base import DEDUPE
 from chatroom.protocol import messages_pb2 as pb
-from chatroom.protocol.codec import Prepared
+from chatroom.protocol.codec import Prepared, told_priority
 from chatroom.protocol.errors import NOT_STORED, ChatError, ErrorCode
 from chatroom.service import hooks, lasting, permissions
 from chatroom.service.context import SENT, Context, Link, require_session
@@ -74,7 +74,7 @@ def push_command(
         body.patchTimestamp = message.patch_timestamp
     if priority is None:
         return Prepared(cmd)
-    return Prepared(cmd, pb.GenericCommand(priority=priority))
+    return Prepared(cmd, told_priority(priority))
 
 
 def _ack(cmd: pb.GenericCommand, mid: str, timestamp: int) -> pb.GenericCommand:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 from fakes import Recorder
 
@@ -15,7 +16,7 @@ from chatroom.hub import redis_wire as wire
 from chatroom.hub.redis import SHARED_FOR, RedisHub
 from chatroom.hub.redis_queue import KEEP, Outgoing
 from chatroom.protocol import messages_pb2 as pb
-from chatroom.protocol.codec import Prepared
+from chatroom.protocol.codec import Codec, Prepared, told_priority
 from chatroom.protocol.roomlog import RoomLog
 
 PUSH = Prepared(pb.GenericCommand(cmd=pb.direct, serverTs=1))
@@ -480,6 +481,26 @@ def test_a_stamped_record_is_the_record_of_its_head_and_bodies() -> None:
     [record] = wire.decode(wire.stamp(two, 2, b"\x00")(bodies, 0))
     assert isinstance(record, wire.Record)
     assert record.bodies == bodies
+
+
+def test_json_only_fields_reach_another_nodes_json_viewers() -> None:
+    told = Prepared(pb.GenericCommand(cmd=pb.direct, serverTs=1), told_priority(1))
+    other = Prepared(pb.GenericCommand(cmd=pb.direct, serverTs=2), pb.GenericCommand(i=9))
+    heard = []
+    for sent in (told, other):
+        header: wire.Header = {"k": "r", "c": "room"}
+        [record] = wire.decode(wire.push_record(header, sent, Priority.HIGH, None))
+        assert isinstance(record, wire.Record)
+        heard.append(record.prepared())
+    assert orjson.loads(heard[0].payload(Codec.JSON, "v")) == {
+        "peerId": "v",
+        "cmd": "direct",
+        "serverTs": 1,
+        "priority": 1,
+    }
+    assert heard[0].json_only is told_priority(1)  # shared, not parsed again
+    assert orjson.loads(heard[1].payload(Codec.JSON, None))["i"] == 9
+    assert heard[1].payload(Codec.PROTOBUF, None) == other.payload(Codec.PROTOBUF, None)
 
 
 def test_a_body_longer_than_its_record_is_refused() -> None:
