@@ -163,6 +163,29 @@ async def test_a_viewer_on_node_b_that_fell_behind_sheds_normal_messages_never_h
 
 
 @fail_after(20)
+async def test_json_viewers_on_both_nodes_are_told_the_priority_a_sender_gave(
+    redis: RedisServer,
+) -> None:
+    # A priority reaches the other node in the record as the shared command of that
+    # priority (codec.told_priority); a message without one tells none.
+    async with (
+        two_nodes(redis.url) as (a, b),
+        a.user("host") as host,
+        a.user("here") as here,
+        b.user("there") as there,
+    ):
+        cid = await room_watched(host, [here, there])
+        for priority in (1, 2, 3, None):
+            command = {"cmd": "direct", "cid": cid, "msg": f"p{priority}", "transient": True}
+            if priority is not None:
+                command["priority"] = priority
+            await host.request(command)
+            for viewer in (here, there):
+                push = await viewer.next_push("direct")
+                assert (push["msg"], push.get("priority")) == (f"p{priority}", priority)
+
+
+@fail_after(20)
 async def test_a_viewer_hears_a_message_sent_on_the_other_node_right_after_its_join(
     redis: RedisServer,
 ) -> None:
