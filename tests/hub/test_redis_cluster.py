@@ -163,24 +163,19 @@ async def test_a_viewer_on_node_b_that_fell_behind_sheds_normal_messages_never_h
 
 
 @fail_after(20)
-async def test_json_viewers_on_both_nodes_are_told_the_priority_a_sender_gave(
+async def test_json_viewers_on_the_other_node_are_told_the_priority_a_sender_gave(
     redis: RedisServer,
 ) -> None:
     # A priority reaches the other node in the record as the shared command of that
     # priority (codec.told_priority); a message without one tells none.
-    async with (
-        two_nodes(redis.url) as (a, b),
-        a.user("host") as host,
-        a.user("here") as here,
-        b.user("there") as there,
-    ):
-        cid = await room_watched(host, [here, there])
+    async with host_and_viewers(redis.url) as (_, host, v1, v2):
+        cid = await room_watched(host, [v1, v2])
         for priority in (1, 2, 3, None):
             command = {"cmd": "direct", "cid": cid, "msg": f"p{priority}", "transient": True}
             if priority is not None:
                 command["priority"] = priority
             await host.request(command)
-            for viewer in (here, there):
+            for viewer in (v1, v2):
                 push = await viewer.next_push("direct")
                 assert (push["msg"], push.get("priority")) == (f"p{priority}", priority)
 
