@@ -75,10 +75,9 @@ CID = "c" * 24
 PREFIX = "chatroom:0:"
 
 
-TOLD = False  # --told: each push tells flat JSON viewers its priority, as a sender's does
-
-
-def _message(n: int) -> tuple[Prepared, Message]:
+def _message(n: int, told: bool) -> tuple[Prepared, Message]:
+    """Message ``n`` and its push; ``told`` (``--told``): the push tells flat JSON
+    viewers its priority, as a sender's that gave one does."""
     cmd = pb.GenericCommand(cmd=pb.direct)
     cmd.directMessage.msg = "m" * 100
     cmd.directMessage.cid = CID
@@ -87,13 +86,13 @@ def _message(n: int) -> tuple[Prepared, Message]:
     cmd.directMessage.fromPeerId = "pub0"
     cmd.directMessage.transient = True
     message = Message(CID, f"{n:020d}", "pub0", 1_700_000_000_000 + n, "m" * 100)
-    return Prepared(cmd, told_priority(1) if TOLD else None), message
+    return Prepared(cmd, told_priority(1) if told else None), message
 
 
-def _records(hub: RedisHub, publisher: Session, first: int, count: int) -> list[bytes]:
+def _records(hub: RedisHub, publisher: Session, first: int, count: int, told: bool) -> list[bytes]:
     """Node A's records of ``count`` messages from ``first``."""
     for n in range(first, first + count):
-        hub.to_room(_message(n)[0], CID, Priority.HIGH, publisher)
+        hub.to_room(_message(n, told)[0], CID, Priority.HIGH, publisher)
     return [entry.record for entry in hub.outgoing.take()]
 
 
@@ -111,7 +110,7 @@ def _feed(args: argparse.Namespace) -> None:
         redis.connect(address.path)
         sent = 0
         while sys.stdin.buffer.read(1):
-            records = _records(hub, publisher, sent, args.frames)
+            records = _records(hub, publisher, sent, args.frames, args.told)
             sent += args.frames
             step = -(-len(records) // args.publishes)
             parts = [b"".join(records[at : at + step]) for at in range(0, len(records), step)]
@@ -191,7 +190,7 @@ async def _run(args: argparse.Namespace, url: str | None, feeder: int | None = N
             if feeder is not None:  # node A (the feeder) publishes this round's records
                 os.write(feeder, b"r")
             for _ in range(args.frames if feeder is None else 0):
-                prepared, message = _message(sent)
+                prepared, message = _message(sent, args.told)
                 if link is not None and args.kept:
                     link.keep(message, Priority.NORMAL)
                 hub.to_room(prepared, CID, Priority.HIGH, publisher)
@@ -235,8 +234,6 @@ def main() -> None:
         help="each push carries the priority told to flat JSON viewers (a second body)",
     )
     args = parser.parse_args()
-    global TOLD
-    TOLD = args.told
     if args.feed:
         _feed(args)
         return
