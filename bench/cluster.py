@@ -321,7 +321,7 @@ def _steady(
         "rate_msgs_per_s": rate,
         "rate_deliveries": deliveries,
         "rate_expected": sent * int(cast(int, report["subs"])),
-        "rate_cpu_us_per_delivery": round(1e6 * sum(each) / max(1, deliveries), 2),
+        "rate_cpu_us_per_delivery": round(1e6 * sum(each) / max(1, deliveries), 4),
         "rate_cpu_s_per_process": each,  # node A[, node B, redis-server]
         # context switches per message, in the same order: voluntary + not, voluntary
         "rate_switches_per_message": [
@@ -364,7 +364,7 @@ def _saturate(
         "deliveries": deliveries,
         "expected": messages * int(cast(int, report["subs"])),
         "deliveries_per_s": round(deliveries / max(1e-9, float(cast(float, report["span_s"])))),
-        "server_cpu_us_per_delivery": round(1e6 * sum(each) / max(1, deliveries), 2),
+        "server_cpu_us_per_delivery": round(1e6 * sum(each) / max(1, deliveries), 4),
         "cpu_s_per_process": each,  # node A[, node B, redis-server]
     }
     stats1 = nodes[0].cluster()
